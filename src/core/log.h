@@ -1,0 +1,30 @@
+/* log: one JSON object per line on stderr, written with a single write(2)
+ * so that lines from concurrent threads never interleave.
+ *
+ * A logger is plain configuration, built once in main.c and read-only
+ * afterwards; every function here is safe to call from any thread. */
+#ifndef CORE_LOG_H
+#define CORE_LOG_H
+
+#include <stdint.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+
+struct logger {
+    enum log_level level; /* lines below this level are dropped */
+    int fd;               /* where lines go, normally 2 */
+};
+
+/* Parses "debug", "info", "warn" or "error".  Returns 0, or -1. */
+int log_level_parse(const char *s, enum log_level *out);
+
+/* {"time":"...","level":"info","msg":"..."}: a formatted message. */
+void log_msg(const struct logger *lg, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The access log line, at level info:
+ * {"time","level","request_id","method","path","status","duration_us"}. */
+void log_request(const struct logger *lg, const char *request_id, const char *method,
+                 const char *path, int status, int64_t duration_us);
+
+#endif

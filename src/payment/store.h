@@ -1,0 +1,116 @@
+/* store: where payments live.  The handlers reach storage only through this
+ * interface; each backend (the embedded SQLite store, later MongoDB) decides
+ * conflicts and duplicates itself, atomically, never by a read in a handler
+ * followed by a write.
+ *
+ * A payment is stored as its serialized "data" object (the document, the
+ * bytes GET returns) plus the columns that lookups, filters and ordering
+ * need.  Every payment gets a sequence number from the store when created:
+ * strictly increasing in commit order, it is the list order and what cursors
+ * point at.
+ *
+ * Deletion leaves a tombstone: a deleted id is not found by get, update or
+ * delete, is never listed, and can never be created again.
+ *
+ * Durability: a write's completion is reported only after it is durable.
+ * Reads never wait for writes and see only committed writes.
+ *
+ * Errors are the negative values of enum payment_store_err, here only. */
+#ifndef PAYMENT_STORE_H
+#define PAYMENT_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/decimal.h"
+#include "core/uuid.h"
+#include "payment/query.h"
+
+enum payment_store_err {
+    PAYMENT_STORE_OK = 0,
+    PAYMENT_STORE_ENOTFOUND = -1,    /* no such id, or deleted */
+    PAYMENT_STORE_ECONFLICT = -2,    /* expected version is not the stored one */
+    PAYMENT_STORE_EDUPLICATE = -3,   /* create: the id exists or existed */
+    PAYMENT_STORE_EUNAVAILABLE = -4, /* the store cannot answer now (503) */
+    PAYMENT_STORE_EINTERNAL = -5,    /* anything else (500) */
+    PAYMENT_STORE_EURI = -6,         /* open: the URI names no usable store */
+};
+
+typedef struct payment_store payment_store;
+
+/* One payment as written: the document and its indexed columns.  All
+ * pointers are borrowed by the store until the write completes. */
+struct payment_row {
+    char id[UUID_STR_LEN + 1];              /* lower case */
+    char organisation_id[UUID_STR_LEN + 1]; /* lower case */
+    int64_t version;                        /* the version the document holds */
+    int64_t created_ms;                     /* creation time, ms since epoch */
+    int64_t modified_ms;                    /* last write time */
+    const char *currency;                   /* NULL when absent, as are the next */
+    const char *payment_scheme;
+    const char *payment_type;
+    const char *reference;
+    const char *end_to_end_reference;
+    char processing_date[CLOCK_DATE_LEN + 1]; /* "" when absent */
+    char amount_key[DECIMAL_KEY_LEN + 1];     /* decimal_sort_key(amount), "" when absent */
+    const char *doc;                        /* the serialized data object */
+    size_t doc_len;
+};
+
+/* Reported once per write, from any thread, possibly before the submitting
+ * call returns.  err is PAYMENT_STORE_OK or negative.  current_version is
+ * the stored version when err is PAYMENT_STORE_ECONFLICT, else -1.
+ * seq is the created payment's sequence number (create only, else 0). */
+typedef void (*payment_store_done_fn)(void *arg, int err, int64_t current_version, int64_t seq);
+
+/* Opens the store a URI names: "sqlite:PATH" (the parent folder is created)
+ * is the embedded store.  Creates or migrates the schema.  Returns 0 and the
+ * store, or a negative error with a one-line reason in errbuf. */
+int payment_store_open(const char *uri, payment_store **out, char *errbuf, size_t errlen);
+
+/* Waits for submitted writes to complete, then closes.  NULL is a no-op. */
+void payment_store_close(payment_store *s);
+
+/* 0 when the store answers a trivial query now, else negative (/readyz). */
+int payment_store_ping(payment_store *s);
+
+/* Appends the document of a live payment to doc and sets *version.
+ * PAYMENT_STORE_ENOTFOUND for unknown or deleted ids. */
+int payment_store_get(payment_store *s, const char *id, struct buf *doc, int64_t *version);
+
+/* Same, also giving the creation time (the write paths keep created_on). */
+int payment_store_get_meta(payment_store *s, const char *id, struct buf *doc, int64_t *version,
+                           int64_t *created_ms);
+
+/* Called per listed payment, in sequence order; non-zero stops the list
+ * and is returned by payment_store_list. */
+typedef int (*payment_store_row_fn)(void *arg, const char *doc, size_t len, int64_t seq);
+
+/* Lists live payments matching q's filters in sequence order: the page q
+ * names (first page, page_number * page_size rows skipped, or seq >
+ * after_seq), at most page_size rows, then sets *more when another row
+ * follows the page. */
+int payment_store_list(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
+                       void *arg, int *more);
+
+/* Creates a payment whose row->version is 0.  EDUPLICATE when the id exists
+ * or ever existed. */
+void payment_store_create(payment_store *s, const struct payment_row *row,
+                          payment_store_done_fn done, void *arg);
+
+/* Replaces the document of row->id when its stored version is
+ * expected_version; row->version must be expected_version + 1.
+ * ENOTFOUND before ECONFLICT. */
+void payment_store_update(payment_store *s, const struct payment_row *row,
+                          int64_t expected_version, payment_store_done_fn done, void *arg);
+
+/* Deletes (tombstones) id, when expected_version is -1 or the stored one. */
+void payment_store_delete(payment_store *s, const char *id, int64_t expected_version,
+                          payment_store_done_fn done, void *arg);
+
+/* A short English name of an error, for logs. */
+const char *payment_store_strerror(int err);
+
+#endif
