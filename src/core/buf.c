@@ -8,6 +8,10 @@ int buf_reserve(struct buf *b, size_t extra)
 {
     if (b->failed)
         return -1;
+    if (extra > ((size_t)-1) - b->len - 1) {
+        b->failed = 1;
+        return -1;
+    }
     if (b->len + extra + 1 <= b->cap)
         return 0;
     size_t cap = b->cap ? b->cap : 256;

@@ -1,8 +1,9 @@
 /* buf: a growable byte buffer, the one way the server assembles response
  * bodies and queries.  A buffer owns its memory; buf_free() releases it.
- * Every append either succeeds whole or fails with -1 (out of memory) and
- * leaves the buffer as it was, so callers may append freely and check once
- * through buf_failed(). */
+ * An append that runs out of memory returns -1 and marks the buffer failed;
+ * every later append is then refused, so callers may append freely and
+ * check once through buf_failed().  The contents of a failed buffer are
+ * meaningless (an escape may have stopped halfway). */
 #ifndef CORE_BUF_H
 #define CORE_BUF_H
 

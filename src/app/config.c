@@ -1,0 +1,211 @@
+#include "app/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One flag: its name, its environment variable, and how to apply a value. */
+struct option_def {
+    const char *flag;  /* "--listen" */
+    const char *env;   /* "PAYMENTD_LISTEN", or NULL */
+    const char *arg;   /* placeholder in --help */
+    const char *help;  /* one line */
+    int (*apply)(struct config *cfg, const char *value, char *errbuf, size_t errlen);
+};
+
+static int parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+    if (!*s)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, NULL, 10);
+    if (errno || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int apply_listen(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    const char *colon = strrchr(v, ':');
+    unsigned long long port;
+    const char *host = v;
+    size_t hlen = colon ? (size_t)(colon - v) : 0;
+    if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']') {
+        host = v + 1;
+        hlen -= 2;
+    }
+    if (!colon || hlen == 0 || hlen >= CONFIG_HOST_MAX || parse_uint(colon + 1, 65535, &port)) {
+        snprintf(errbuf, errlen, "--listen: expected ADDR:PORT, got \"%s\"", v);
+        return -1;
+    }
+    memcpy(cfg->host, host, hlen);
+    cfg->host[hlen] = '\0';
+    cfg->port = (uint16_t)port;
+    return 0;
+}
+
+static int apply_store(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    if (!*v || strlen(v) >= CONFIG_URI_MAX) {
+        snprintf(errbuf, errlen, "--store: expected a store URI such as sqlite:./data/payments.db");
+        return -1;
+    }
+    snprintf(cfg->store, sizeof cfg->store, "%s", v);
+    return 0;
+}
+
+static int apply_threads(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    unsigned long long n;
+    if (parse_uint(v, 1024, &n) || n == 0) {
+        snprintf(errbuf, errlen, "--threads: expected 1..1024, got \"%s\"", v);
+        return -1;
+    }
+    cfg->threads = (unsigned)n;
+    return 0;
+}
+
+static int apply_max_body(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    unsigned long long n;
+    if (parse_uint(v, 64ull << 20, &n) || n == 0) {
+        snprintf(errbuf, errlen, "--max-body: expected 1..67108864 bytes, got \"%s\"", v);
+        return -1;
+    }
+    cfg->max_body = (size_t)n;
+    return 0;
+}
+
+static int apply_public_url(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    size_t n = strlen(v);
+    while (n > 0 && v[n - 1] == '/')
+        n--;
+    if (n >= CONFIG_URI_MAX || (n && strncmp(v, "http://", 7) && strncmp(v, "https://", 8))) {
+        snprintf(errbuf, errlen, "--public-url: expected http://... or https://..., got \"%s\"",
+                 v);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] <= ' ' || v[i] == '"' || v[i] == '\\' || v[i] == 0x7f) {
+            snprintf(errbuf, errlen, "--public-url: invalid character in \"%s\"", v);
+            return -1;
+        }
+    memcpy(cfg->public_url, v, n);
+    cfg->public_url[n] = '\0';
+    return 0;
+}
+
+static int apply_log_level(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    if (log_level_parse(v, &cfg->log_level) != 0) {
+        snprintf(errbuf, errlen, "--log-level: expected debug, info, warn or error, got \"%s\"", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int apply_client_timeout(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    unsigned long long n;
+    if (parse_uint(v, 3600, &n) || n == 0) {
+        snprintf(errbuf, errlen, "--client-timeout: expected 1..3600 seconds, got \"%s\"", v);
+        return -1;
+    }
+    cfg->client_timeout_s = (unsigned)n;
+    return 0;
+}
+
+static const struct option_def options[] = {
+    {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
+     apply_listen},
+    {"--store", "PAYMENTD_STORE", "URI",
+     "where payments live (default sqlite:./data/payments.db)", apply_store},
+    {"--threads", "PAYMENTD_THREADS", "N", "HTTP event loop threads (default: CPUs)",
+     apply_threads},
+    {"--max-body", "PAYMENTD_MAX_BODY", "BYTES", "largest request body (default 262144)",
+     apply_max_body},
+    {"--public-url", "PAYMENTD_PUBLIC_URL", "URL",
+     "prefix of links in responses (default none: links are paths)", apply_public_url},
+    {"--log-level", "PAYMENTD_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)",
+     apply_log_level},
+    {"--client-timeout", "PAYMENTD_CLIENT_TIMEOUT", "SECONDS",
+     "close connections idle this long (default 30)", apply_client_timeout},
+};
+
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+void config_usage(FILE *out)
+{
+    fprintf(out, "usage: paymentd [FLAGS]\n\nServes the payment API over HTTP.  Each flag can "
+                 "also be set by its environment variable; the flag wins.\n\n");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        char left[48];
+        snprintf(left, sizeof left, "%s %s", options[i].flag, options[i].arg);
+        fprintf(out, "  %-28s %s [%s]\n", left, options[i].help, options[i].env);
+    }
+    fprintf(out, "  %-28s %s\n", "--help", "show this text");
+}
+
+static void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->host, sizeof cfg->host, "127.0.0.1");
+    cfg->port = 8080;
+    snprintf(cfg->store, sizeof cfg->store, "sqlite:./data/payments.db");
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = cpus > 0 ? (unsigned)cpus : 1;
+    cfg->max_body = 256 * 1024;
+    cfg->log_level = LOG_INFO;
+    cfg->client_timeout_s = 30;
+    cfg->shutdown_grace_ms = 10000;
+}
+
+int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),
+                 char *errbuf, size_t errlen)
+{
+    config_defaults(cfg);
+    for (size_t i = 0; env && i < N_OPTIONS; i++) {
+        const char *v = env(options[i].env);
+        if (v && options[i].apply(cfg, v, errbuf, errlen) != 0)
+            return CONFIG_EINVAL;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            cfg->help = 1;
+            continue;
+        }
+        const struct option_def *opt = NULL;
+        const char *value = NULL;
+        for (size_t i = 0; i < N_OPTIONS && !opt; i++) {
+            size_t n = strlen(options[i].flag);
+            if (strncmp(arg, options[i].flag, n) != 0)
+                continue;
+            if (arg[n] == '=') {
+                opt = &options[i];
+                value = arg + n + 1;
+            } else if (arg[n] == '\0') {
+                opt = &options[i];
+                if (a + 1 >= argc) {
+                    snprintf(errbuf, errlen, "%s needs a value", options[i].flag);
+                    return CONFIG_EINVAL;
+                }
+                value = argv[++a];
+            }
+        }
+        if (!opt) {
+            snprintf(errbuf, errlen, "unknown flag \"%s\" (see --help)", arg);
+            return CONFIG_EINVAL;
+        }
+        if (opt->apply(cfg, value, errbuf, errlen) != 0)
+            return CONFIG_EINVAL;
+    }
+    return CONFIG_OK;
+}

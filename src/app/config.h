@@ -1,0 +1,43 @@
+/* config: the server's configuration, from command-line flags and the
+ * environment (a flag wins over its variable).  Built once in main.c and
+ * read-only afterwards: the only configuration state of the process. */
+#ifndef APP_CONFIG_H
+#define APP_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/log.h"
+
+#define CONFIG_HOST_MAX 256
+#define CONFIG_URI_MAX 1024
+
+struct config {
+    char host[CONFIG_HOST_MAX];        /* --listen address part */
+    uint16_t port;                     /* --listen port part */
+    char store[CONFIG_URI_MAX];        /* --store URI */
+    unsigned threads;                  /* --threads, >= 1 */
+    size_t max_body;                   /* --max-body, bytes */
+    char public_url[CONFIG_URI_MAX];   /* --public-url without a trailing '/', or "" */
+    enum log_level log_level;          /* --log-level */
+    unsigned client_timeout_s;         /* --client-timeout, seconds */
+    unsigned shutdown_grace_ms;        /* how long in-flight requests get on SIGTERM */
+    int help;                          /* --help was given */
+};
+
+enum config_result {
+    CONFIG_OK = 0,
+    CONFIG_EINVAL = -1, /* a bad flag or value; the reason is in errbuf */
+};
+
+/* Fills cfg from defaults, then env (getenv-like lookup, may be NULL for
+ * none), then argv.  Returns CONFIG_OK or CONFIG_EINVAL with one line in
+ * errbuf. */
+int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),
+                 char *errbuf, size_t errlen);
+
+/* Writes the --help text. */
+void config_usage(FILE *out);
+
+#endif

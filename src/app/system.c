@@ -1,0 +1,64 @@
+#include "app/system.h"
+
+#include <string.h>
+
+#include "http/server.h"
+
+static void respond_literal(http_request *req, int status, const char *json)
+{
+    struct buf b = BUF_INIT;
+    if (buf_puts(&b, json) != 0) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    http_respond(req, status, &b);
+    buf_free(&b);
+}
+
+static void healthz(http_request *req, void *ctx)
+{
+    (void)ctx;
+    respond_literal(req, 200, "{\"status\":\"ok\"}");
+}
+
+static void readyz(http_request *req, void *ctx)
+{
+    struct system_ctx *sys = ctx;
+    if (payment_store_ping(sys->store) != 0) {
+        http_respond_error(req, 503, "store_unavailable", "the store does not answer", NULL);
+        return;
+    }
+    respond_literal(req, 200, "{\"status\":\"ready\"}");
+}
+
+static void index_v1(http_request *req, void *ctx)
+{
+    struct system_ctx *sys = ctx;
+    const char *u = sys->public_url;
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"links\":{\"self\":\"");
+    buf_json_escape(&b, u, strlen(u));
+    buf_puts(&b, "/v1\",\"payments\":\"");
+    buf_json_escape(&b, u, strlen(u));
+    buf_puts(&b, "/v1/payments\",\"payment\":\"");
+    buf_json_escape(&b, u, strlen(u));
+    buf_puts(&b, "/v1/payments/{id}\"}}");
+    if (buf_failed(&b)) {
+        buf_free(&b);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    http_respond(req, 200, &b);
+    buf_free(&b);
+}
+
+size_t system_routes(struct system_ctx *ctx, struct http_route *out)
+{
+    const struct http_route routes[SYSTEM_ROUTES] = {
+        {HTTP_GET, "/healthz", healthz, 0, ctx},
+        {HTTP_GET, "/readyz", readyz, 0, ctx},
+        {HTTP_GET, "/v1", index_v1, 0, ctx},
+    };
+    memcpy(out, routes, sizeof routes);
+    return SYSTEM_ROUTES;
+}

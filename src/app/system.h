@@ -1,0 +1,23 @@
+/* system: the routes that describe the server rather than a resource:
+ * GET /healthz (the process is alive), GET /readyz (the store answers, else
+ * 503 store_unavailable) and GET /v1 (an index of the API's links). */
+#ifndef APP_SYSTEM_H
+#define APP_SYSTEM_H
+
+#include <stddef.h>
+
+#include "http/router.h"
+#include "payment/store.h"
+
+#define SYSTEM_ROUTES 3 /* entries system_routes() fills */
+
+struct system_ctx {
+    payment_store *store;   /* borrowed: pinged by /readyz */
+    const char *public_url; /* prefix of links, "" for paths */
+};
+
+/* Fills out (room for SYSTEM_ROUTES) with routes bound to ctx, which must
+ * outlive the server.  Returns the count filled. */
+size_t system_routes(struct system_ctx *ctx, struct http_route *out);
+
+#endif

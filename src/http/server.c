@@ -1,0 +1,522 @@
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/uuid.h"
+
+#define MAX_HEADERS 8
+#define REQUEST_ID_MAX 128
+
+struct http_server {
+    struct MHD_Daemon *daemon;       /* owns the worker threads */
+    int listen_fd;                   /* ours until MHD_stop_daemon */
+    uint16_t port;                   /* bound port */
+    struct http_server_config cfg;   /* copied at start */
+    atomic_long in_flight;           /* requests begun and not completed */
+};
+
+struct http_header {
+    char *name;  /* owned */
+    char *value; /* owned */
+};
+
+struct http_request {
+    http_server *server;
+    struct MHD_Connection *conn;
+    enum http_method method;
+    const char *method_name;         /* MHD's, valid for the request */
+    const char *path;                /* MHD's, valid for the request */
+    char request_id[REQUEST_ID_MAX + 1];
+    int64_t start_us;                /* monotonic, at the first call */
+    const struct http_route *route;  /* NULL when early_status is set */
+    char *param;                     /* owned copy of {id}, or NULL */
+    int early_status;                /* error decided before the body (404...) */
+    const char *early_code;          /* its error_code */
+    char early_msg[160];             /* its error_message */
+    char allow[64];                  /* Allow header for 405 */
+    struct buf body;                 /* the request body */
+    int status;                      /* status answered, 0 before */
+    struct http_header headers[MAX_HEADERS];
+    size_t n_headers;
+    void *state;                     /* handler state */
+    void (*state_free)(void *);      /* frees state */
+    http_handler_fn then;            /* continuation of a suspended request */
+};
+
+/* --- helpers ------------------------------------------------------------ */
+
+static int request_id_is_sane(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_' || c == '.' || c == ':';
+        if (!ok || n >= REQUEST_ID_MAX)
+            return 0;
+    }
+    return n > 0;
+}
+
+/* application/json or application/vnd.api+json, optionally with a UTF-8
+ * charset parameter. */
+static int content_type_is_json(const char *ct)
+{
+    if (!ct)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, ";");
+    size_t m = n;
+    while (m > 0 && (ct[m - 1] == ' ' || ct[m - 1] == '\t'))
+        m--;
+    if (!((m == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+          (m == 24 && strncasecmp(ct, "application/vnd.api+json", 24) == 0)))
+        return 0;
+    const char *p = ct + n;
+    while (*p == ';') {
+        p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t plen = strcspn(p, ";");
+        if (plen == 0) {
+            continue;
+        }
+        if (strncasecmp(p, "charset=", 8) != 0)
+            return 0;
+        const char *v = p + 8;
+        size_t vlen = plen - 8;
+        while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+            vlen--;
+        if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
+            v++;
+            vlen -= 2;
+        }
+        if (!((vlen == 5 && strncasecmp(v, "utf-8", 5) == 0) ||
+              (vlen == 4 && strncasecmp(v, "utf8", 4) == 0)))
+            return 0;
+        p += plen;
+    }
+    return 1;
+}
+
+static void set_early(http_request *req, int status, const char *code, const char *msg)
+{
+    req->early_status = status;
+    req->early_code = code;
+    snprintf(req->early_msg, sizeof req->early_msg, "%s", msg);
+    req->route = NULL;
+}
+
+/* The checks that precede the body, in the order that decides which error
+ * wins: route and method, {id} syntax, content type, declared size. */
+static void request_begin(http_request *req)
+{
+    const struct http_server_config *cfg = &req->server->cfg;
+    struct http_match m;
+    int rc = http_router_match(cfg->routes, cfg->n_routes, req->method, req->path, &m);
+    if (rc == 404) {
+        set_early(req, 404, "not_found", "no such resource");
+        return;
+    }
+    if (rc == 405) {
+        http_methods_format(m.allowed, req->allow, sizeof req->allow);
+        set_early(req, 405, "method_not_allowed", "method not allowed on this resource");
+        return;
+    }
+    req->route = m.route;
+    if (m.param) {
+        req->param = strndup(m.param, m.param_len);
+        if (!req->param) {
+            set_early(req, 500, "internal_error", "internal error");
+            return;
+        }
+    }
+    if ((req->route->flags & HTTP_ROUTE_UUID_PARAM) &&
+        (!req->param || uuid_parse(req->param, strlen(req->param), &(struct uuid){0}) != 0)) {
+        set_early(req, 400, "invalid_id", "the id in the path is not a UUID");
+        return;
+    }
+    if (!(req->route->flags & HTTP_ROUTE_BODY))
+        return;
+    if (!content_type_is_json(http_request_header(req, "Content-Type"))) {
+        set_early(req, 415, "unsupported_media_type",
+                  "the body must be application/json or application/vnd.api+json");
+        return;
+    }
+    const char *cl = http_request_header(req, "Content-Length");
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno == 0 && end != cl && n > cfg->max_body)
+            set_early(req, 413, "payload_too_large", "the body is larger than the server accepts");
+    }
+}
+
+static void request_take_body(http_request *req, const char *data, size_t len)
+{
+    if (req->early_status)
+        return; /* the answer is decided: the rest is read and dropped */
+    if (req->body.len + len > req->server->cfg.max_body) {
+        set_early(req, 413, "payload_too_large", "the body is larger than the server accepts");
+        buf_free(&req->body);
+        return;
+    }
+    if (buf_append(&req->body, data, len) != 0)
+        set_early(req, 500, "internal_error", "internal error");
+}
+
+static void request_free(http_request *req)
+{
+    if (req->state_free)
+        req->state_free(req->state);
+    for (size_t i = 0; i < req->n_headers; i++) {
+        free(req->headers[i].name);
+        free(req->headers[i].value);
+    }
+    buf_free(&req->body);
+    free(req->param);
+    free(req);
+}
+
+/* --- libmicrohttpd callbacks --------------------------------------------- */
+
+static void run_handler(http_request *req, http_handler_fn fn)
+{
+    fn(req, req->route->ctx);
+    if (!req->status && !req->then)
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    http_server *s = cls;
+    http_request *req = *con_cls;
+    (void)version;
+
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->server = s;
+        req->conn = conn;
+        req->method_name = method;
+        req->method = http_method_parse(method);
+        req->path = url;
+        req->start_us = clock_mono_us();
+        const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+        if (rid && request_id_is_sane(rid)) {
+            snprintf(req->request_id, sizeof req->request_id, "%s", rid);
+        } else {
+            struct uuid u;
+            if (uuid_v7_generate(clock_now_ms(), &u) == 0)
+                uuid_format(&u, req->request_id);
+            else
+                snprintf(req->request_id, sizeof req->request_id, "unknown");
+        }
+        atomic_fetch_add(&s->in_flight, 1);
+        *con_cls = req;
+        request_begin(req);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        request_take_body(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->status)
+        return MHD_YES;
+    if (req->then) {
+        http_handler_fn then = req->then;
+        req->then = NULL;
+        run_handler(req, then);
+        return MHD_YES;
+    }
+    if (req->early_status) {
+        if (req->early_status == 405)
+            http_request_add_header(req, "Allow", req->allow);
+        http_respond_error(req, req->early_status, req->early_code, req->early_msg, NULL);
+        return MHD_YES;
+    }
+    run_handler(req, req->route->fn);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_server *s = cls;
+    http_request *req = *con_cls;
+    (void)conn;
+    (void)toe;
+    if (!req)
+        return;
+    log_request(s->cfg.log, req->request_id, req->method_name, req->path, req->status,
+                clock_mono_us() - req->start_us);
+    request_free(req);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    const struct logger *lg = cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    log_msg(lg, LOG_DEBUG, "http: %s", line);
+}
+
+/* --- start and stop --------------------------------------------------- */
+
+static int bind_listener(const char *host, uint16_t port, int *fd_out, uint16_t *bound,
+                         char *errbuf, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char portstr[8];
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s:%u: %s", host, (unsigned)port,
+                 strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        snprintf(errbuf, errlen, "getsockname: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    *bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                            : ((struct sockaddr_in *)&ss)->sin_port);
+    *fd_out = fd;
+    return 0;
+}
+
+int http_server_start(const struct http_server_config *cfg, http_server **out, char *errbuf,
+                      size_t errlen)
+{
+    http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    s->cfg = *cfg;
+    atomic_init(&s->in_flight, 0);
+    if (bind_listener(cfg->host, cfg->port, &s->listen_fd, &s->port, errbuf, errlen) != 0) {
+        free(s);
+        return -1;
+    }
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_access, s,
+        MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)cfg->log,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(errbuf, errlen, "cannot start the HTTP server on %s:%u", cfg->host,
+                 (unsigned)s->port);
+        close(s->listen_fd);
+        free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+uint16_t http_server_port(const http_server *s)
+{
+    return s->port;
+}
+
+void http_server_stop(http_server *s, unsigned grace_ms)
+{
+    if (!s)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    /* Suspended requests must be resumed and answered before the daemon
+     * stops: stopping it with one still parked would abort the process. */
+    for (unsigned waited = 0; atomic_load(&s->in_flight) > 0 && waited < grace_ms; waited += 5) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    MHD_stop_daemon(s->daemon);
+    free(s);
+}
+
+/* --- request accessors -------------------------------------------------- */
+
+enum http_method http_request_method(const http_request *req) { return req->method; }
+const char *http_request_path(const http_request *req) { return req->path; }
+const char *http_request_param(const http_request *req) { return req->param; }
+const char *http_request_id(const http_request *req) { return req->request_id; }
+
+const char *http_request_header(const http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_body(const http_request *req, size_t *len)
+{
+    *len = req->body.len;
+    return req->body.data ? req->body.data : "";
+}
+
+struct query_iter {
+    int (*fn)(void *arg, const char *key, const char *value);
+    void *arg;
+    int result;
+};
+
+static enum MHD_Result query_iter_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    struct query_iter *it = cls;
+    (void)kind;
+    it->result = it->fn(it->arg, key, value ? value : "");
+    return it->result ? MHD_NO : MHD_YES;
+}
+
+int http_request_query_each(const http_request *req,
+                            int (*fn)(void *arg, const char *key, const char *value), void *arg)
+{
+    struct query_iter it = {fn, arg, 0};
+    if (MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_iter_cb, &it) < 0)
+        return -1;
+    return it.result;
+}
+
+/* --- answering -------------------------------------------------------- */
+
+void http_request_add_header(http_request *req, const char *name, const char *value)
+{
+    if (req->n_headers == MAX_HEADERS)
+        return;
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return;
+    }
+    req->headers[req->n_headers].name = n;
+    req->headers[req->n_headers].value = v;
+    req->n_headers++;
+}
+
+void http_respond(http_request *req, int status, struct buf *body)
+{
+    struct MHD_Response *resp;
+    int has_body = body && body->len > 0;
+    if (has_body) {
+        size_t len;
+        char *data = buf_steal(body, &len);
+        resp = MHD_create_response_from_buffer_with_free_callback(len, data, free);
+        if (!resp)
+            free(data);
+    } else {
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    }
+    req->status = status;
+    if (!resp)
+        return; /* the connection is closed without an answer */
+    int ok = MHD_add_response_header(resp, "X-Request-Id", req->request_id) == MHD_YES &&
+             MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES;
+    if (has_body)
+        ok = ok && MHD_add_response_header(resp, "Content-Type", "application/json") == MHD_YES;
+    for (size_t i = 0; i < req->n_headers; i++)
+        ok = ok && MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value) ==
+                       MHD_YES;
+    if (!ok || MHD_queue_response(req->conn, (unsigned int)status, resp) != MHD_YES)
+        log_msg(req->server->cfg.log, LOG_WARN, "could not queue a %d response", status);
+    MHD_destroy_response(resp);
+}
+
+void http_respond_error(http_request *req, int status, const char *code, const char *message,
+                        const char *extra)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"error_code\":\"");
+    buf_json_escape(&b, code, strlen(code));
+    buf_puts(&b, "\",\"error_message\":\"");
+    buf_json_escape(&b, message, strlen(message));
+    buf_puts(&b, "\"");
+    if (extra && *extra) {
+        buf_puts(&b, ",");
+        buf_puts(&b, extra);
+    }
+    buf_puts(&b, "}");
+    if (status == 503)
+        http_request_add_header(req, "Retry-After", "1");
+    if (buf_failed(&b)) {
+        buf_free(&b);
+        http_respond(req, 500, NULL);
+        return;
+    }
+    http_respond(req, status, &b);
+    buf_free(&b);
+}
+
+/* --- suspension --------------------------------------------------------- */
+
+void http_request_set_state(http_request *req, void *state, void (*free_fn)(void *))
+{
+    req->state = state;
+    req->state_free = free_fn;
+}
+
+void *http_request_state(const http_request *req)
+{
+    return req->state;
+}
+
+void http_request_suspend(http_request *req, http_handler_fn then)
+{
+    req->then = then;
+    MHD_suspend_connection(req->conn);
+}
+
+void http_request_resume(http_request *req)
+{
+    MHD_resume_connection(req->conn);
+}

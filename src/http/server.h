@@ -1,0 +1,96 @@
+/* server: the HTTP/1.1 front of paymentd, on libmicrohttpd.
+ *
+ * One epoll event loop per thread of a pool; a request's body is collected
+ * in memory (bounded by max_body), then its route's handler runs on the
+ * loop thread.  A handler either answers at once or suspends the request,
+ * hands work to another thread, and is resumed when that work is done; the
+ * loop never blocks on a write to the store.
+ *
+ * Checks made here, before any handler, in the order that decides which
+ * error a client sees: route and method (404, 405 with Allow), a {id}
+ * that must be a UUID (400 invalid_id), content type for routes with a body
+ * (415), body size (413).  Every response carries X-Request-Id and
+ * X-Content-Type-Options; every error body is
+ * {"error_code": "...", "error_message": "..."}.  One access log line is
+ * written per request when it completes. */
+#ifndef HTTP_SERVER_H
+#define HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "http/router.h"
+
+typedef struct http_server http_server;
+typedef struct http_request http_request;
+
+struct http_server_config {
+    const char *host;                 /* numeric IPv4 or IPv6 address to bind */
+    uint16_t port;                    /* 0 picks a free port (see http_server_port) */
+    unsigned threads;                 /* event loop threads, >= 1 */
+    size_t max_body;                  /* bytes; larger bodies get 413 */
+    unsigned client_timeout_s;        /* idle connections are closed after this */
+    const struct http_route *routes;  /* the route table */
+    size_t n_routes;
+    const struct logger *log;
+};
+
+/* Binds and starts serving.  Returns 0, or -1 with a one-line reason in
+ * errbuf (port in use, bad address...). */
+int http_server_start(const struct http_server_config *cfg, http_server **out, char *errbuf,
+                      size_t errlen);
+
+/* The bound port. */
+uint16_t http_server_port(const http_server *s);
+
+/* Stops accepting, lets in-flight requests finish (at most grace_ms),
+ * closes every connection and frees the server.  NULL is a no-op. */
+void http_server_stop(http_server *s, unsigned grace_ms);
+
+/* --- What a handler reads --------------------------------------------- */
+
+enum http_method http_request_method(const http_request *req);
+const char *http_request_path(const http_request *req);
+/* The route's {id} segment, NUL-terminated, or NULL. */
+const char *http_request_param(const http_request *req);
+/* A request header (case-insensitive name), or NULL. */
+const char *http_request_header(const http_request *req, const char *name);
+/* The body (NUL-terminated for convenience; may contain NULs), len set. */
+const char *http_request_body(const http_request *req, size_t *len);
+const char *http_request_id(const http_request *req);
+/* Calls fn for each query parameter, decoded, in order; stops at and
+ * returns fn's first non-zero result. */
+int http_request_query_each(const http_request *req,
+                            int (*fn)(void *arg, const char *key, const char *value), void *arg);
+
+/* --- How a handler answers ---------------------------------------------- */
+
+/* Adds a response header (copied).  At most 8 per response. */
+void http_request_add_header(http_request *req, const char *name, const char *value);
+
+/* Answers with status and a JSON body (its bytes are taken from body,
+ * which is left empty; NULL or empty for no body).  Call at most once. */
+void http_respond(http_request *req, int status, struct buf *body);
+
+/* Answers {"error_code": code, "error_message": message}; extra, when not
+ * NULL, is a fragment of further members ("\"errors\":[...]") spliced in. */
+void http_respond_error(http_request *req, int status, const char *code, const char *message,
+                        const char *extra);
+
+/* --- Answering later ---------------------------------------------------- */
+
+/* Attaches handler state, freed with free_fn when the request completes. */
+void http_request_set_state(http_request *req, void *state, void (*free_fn)(void *));
+void *http_request_state(const http_request *req);
+
+/* Parks the request: no answer now; after http_request_resume() the server
+ * calls then(req, ctx) on a loop thread, which must answer.  Call it as the
+ * handler's last step, before handing the work off. */
+void http_request_suspend(http_request *req, http_handler_fn then);
+
+/* Wakes a suspended request; safe from any thread, exactly once. */
+void http_request_resume(http_request *req);
+
+#endif

@@ -1,0 +1,748 @@
+#include "payment/api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/uuid.h"
+#include "http/server.h"
+#include "payment/doc.h"
+#include "payment/merge.h"
+#include "payment/query.h"
+
+/* A write in flight: what the store borrows until it reports, and what it
+ * reported.  Freed with the request. */
+struct write_op {
+    struct payment_api *api;
+    json_t *doc;              /* the document written (NULL for delete) */
+    char *text;               /* its serialized form, borrowed by the row */
+    struct payment_row row;   /* what the store writes */
+    char id[UUID_STR_LEN + 1];
+    int err;                  /* the store's verdict */
+    int64_t current_version;  /* on ECONFLICT */
+};
+
+static void write_op_free(void *p)
+{
+    struct write_op *w = p;
+    if (!w)
+        return;
+    json_decref(w->doc);
+    free(w->text);
+    free(w);
+}
+
+/* --- answers ------------------------------------------------------------ */
+
+static void append_self_link(struct buf *b, const struct payment_api *api, const char *id)
+{
+    buf_puts(b, "\"links\":{\"self\":\"");
+    buf_json_escape(b, api->public_url, strlen(api->public_url));
+    buf_puts(b, "/v1/payments/");
+    buf_puts(b, id);
+    buf_puts(b, "\"}}");
+}
+
+static void set_etag(http_request *req, int64_t version)
+{
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%" PRId64 "\"", version);
+    http_request_add_header(req, "ETag", etag);
+}
+
+/* 200/201 with {"data": doc, "links": {"self"}}. */
+static void respond_doc(http_request *req, struct payment_api *api, int status, const char *doc,
+                        size_t len, const char *id, int64_t version)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"data\":");
+    buf_append(&b, doc, len);
+    buf_puts(&b, ",");
+    append_self_link(&b, api, id);
+    if (buf_failed(&b)) {
+        buf_free(&b);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    set_etag(req, version);
+    http_respond(req, status, &b);
+    buf_free(&b);
+}
+
+static void respond_store_error(http_request *req, int err, int64_t current_version)
+{
+    char extra[64];
+    switch (err) {
+    case PAYMENT_STORE_ENOTFOUND:
+        http_respond_error(req, 404, "not_found", "no payment with this id", NULL);
+        return;
+    case PAYMENT_STORE_ECONFLICT:
+        snprintf(extra, sizeof extra, "\"current_version\":%" PRId64, current_version);
+        http_respond_error(req, 409, "version_conflict",
+                           "the payment has changed since that version; fetch it and retry",
+                           extra);
+        return;
+    case PAYMENT_STORE_EDUPLICATE:
+        http_respond_error(req, 409, "duplicate_id", "a payment with this id exists or existed",
+                           NULL);
+        return;
+    case PAYMENT_STORE_EUNAVAILABLE:
+        http_respond_error(req, 503, "store_unavailable",
+                           "the store cannot take requests now; retry later", NULL);
+        return;
+    default:
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+}
+
+/* 400 validation_failed listing every problem. */
+static void respond_invalid(http_request *req, json_t *errors)
+{
+    char *list = json_dumps(errors, JSON_COMPACT);
+    if (!list) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    struct buf extra = BUF_INIT;
+    buf_puts(&extra, "\"errors\":");
+    buf_puts(&extra, list);
+    free(list);
+    size_t n = json_array_size(errors);
+    char msg[96];
+    snprintf(msg, sizeof msg, "the payment is not valid: %zu problem%s", n, n == 1 ? "" : "s");
+    if (buf_failed(&extra))
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+    else
+        http_respond_error(req, 400, "validation_failed", msg, extra.data);
+    buf_free(&extra);
+}
+
+static void respond_one_invalid(http_request *req, const char *field, const char *message)
+{
+    json_t *errors = json_pack("[{s:s, s:s}]", "field", field, "message", message);
+    if (!errors) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    respond_invalid(req, errors);
+    json_decref(errors);
+}
+
+/* --- request pieces ----------------------------------------------------- */
+
+/* Parses the body and validates its data object for mode.  Returns the
+ * root (new reference) or NULL after answering 400. */
+static json_t *read_payment_body(http_request *req, struct payment_api *api,
+                                 enum payment_check mode)
+{
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    char msg[256];
+    json_t *root = payment_body_parse(body, len, msg, sizeof msg);
+    if (!root) {
+        http_respond_error(req, 400, "bad_request", msg, NULL);
+        return NULL;
+    }
+    json_t *errors = json_array();
+    int n = errors ? payment_validate_data(api->validator, mode, json_object_get(root, "data"),
+                                           errors)
+                   : -1;
+    if (n != 0) {
+        if (n < 0)
+            http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        else
+            respond_invalid(req, errors);
+        json_decref(errors);
+        json_decref(root);
+        return NULL;
+    }
+    json_decref(errors);
+    return root;
+}
+
+/* Parses "N" (a non-negative decimal integer that fits in int64). */
+static int parse_version(const char *s, size_t len, int64_t *out)
+{
+    if (len == 0 || len > 18)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* If-Match: exactly one strong entity tag "N".  Returns 1 and sets *v when
+ * present, 0 when absent, -1 when malformed. */
+static int if_match_version(http_request *req, int64_t *v)
+{
+    const char *h = http_request_header(req, "If-Match");
+    if (!h)
+        return 0;
+    while (*h == ' ' || *h == '\t')
+        h++;
+    size_t len = strlen(h);
+    while (len > 0 && (h[len - 1] == ' ' || h[len - 1] == '\t'))
+        len--;
+    if (len < 3 || h[0] != '"' || h[len - 1] != '"')
+        return -1;
+    return parse_version(h + 1, len - 2, v) == 0 ? 1 : -1;
+}
+
+/* The version the client based its write on, from data.version and
+ * If-Match.  Returns 0 with *v set (or -1 in *v when neither is given and
+ * required is 0), or -1 after answering 400 or 428. */
+static int client_version(http_request *req, json_t *data, int required, int64_t *v)
+{
+    int64_t hv = -1;
+    int h = if_match_version(req, &hv);
+    if (h < 0) {
+        http_respond_error(req, 400, "bad_request",
+                           "If-Match must be exactly one strong entity tag such as \"3\"", NULL);
+        return -1;
+    }
+    json_t *jv = data ? json_object_get(data, "version") : NULL;
+    int has_body = json_is_integer(jv);
+    if (has_body && h && json_integer_value(jv) != hv) {
+        http_respond_error(req, 400, "bad_request", "If-Match and data.version disagree", NULL);
+        return -1;
+    }
+    if (has_body)
+        *v = json_integer_value(jv);
+    else if (h)
+        *v = hv;
+    else if (required) {
+        http_respond_error(req, 428, "version_required",
+                           "name the version you read, in data.version or If-Match", NULL);
+        return -1;
+    } else
+        *v = -1;
+    return 0;
+}
+
+/* --- create ------------------------------------------------------------- */
+
+static void write_done(void *arg, int err, int64_t current_version, int64_t seq)
+{
+    http_request *req = arg;
+    struct write_op *w = http_request_state(req);
+    (void)seq;
+    w->err = err;
+    w->current_version = current_version;
+    http_request_resume(req);
+}
+
+static void created(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    struct write_op *w = http_request_state(req);
+    if (w->err != PAYMENT_STORE_OK) {
+        respond_store_error(req, w->err, w->current_version);
+        return;
+    }
+    char location[512];
+    snprintf(location, sizeof location, "%s/v1/payments/%s", api->public_url, w->row.id);
+    http_request_add_header(req, "Location", location);
+    respond_doc(req, api, 201, w->row.doc, w->row.doc_len, w->row.id, w->row.version);
+}
+
+static void updated(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    struct write_op *w = http_request_state(req);
+    if (w->err != PAYMENT_STORE_OK) {
+        respond_store_error(req, w->err, w->current_version);
+        return;
+    }
+    respond_doc(req, api, 200, w->row.doc, w->row.doc_len, w->row.id, w->row.version);
+}
+
+static void deleted(http_request *req, void *ctx)
+{
+    struct write_op *w = http_request_state(req);
+    (void)ctx;
+    if (w->err != PAYMENT_STORE_OK) {
+        respond_store_error(req, w->err, w->current_version);
+        return;
+    }
+    http_respond(req, 204, NULL);
+}
+
+static struct write_op *write_op_new(http_request *req, struct payment_api *api)
+{
+    struct write_op *w = calloc(1, sizeof *w);
+    if (!w) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return NULL;
+    }
+    w->api = api;
+    http_request_set_state(req, w, write_op_free);
+    return w;
+}
+
+/* Serializes w->doc into w->row; answers 500 and returns -1 on failure. */
+static int write_op_prepare(http_request *req, struct write_op *w, int64_t created_ms,
+                            int64_t modified_ms)
+{
+    if (!w->doc || payment_doc_row(w->doc, created_ms, modified_ms, &w->row, &w->text) != 0) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *type_or(json_t *data, const char *fallback)
+{
+    const char *t = payment_doc_string(data, "type");
+    return t && *t ? t : fallback;
+}
+
+static void payments_create(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    json_t *root = read_payment_body(req, api, PAYMENT_CHECK_CREATE);
+    if (!root)
+        return;
+    json_t *data = json_object_get(root, "data");
+    struct write_op *w = write_op_new(req, api);
+    if (!w) {
+        json_decref(root);
+        return;
+    }
+    const char *given = payment_doc_string(data, "id");
+    char org[UUID_STR_LEN + 1];
+    const char *org_in = payment_doc_string(data, "organisation_id");
+    struct uuid u;
+    int64_t now = clock_now_ms();
+    if (given)
+        uuid_canonical(given, strlen(given), w->id);
+    else if (uuid_v7_generate(now, &u) == 0)
+        uuid_format(&u, w->id);
+    else
+        w->id[0] = '\0';
+    if (!w->id[0] || !org_in || uuid_canonical(org_in, strlen(org_in), org) != 0) {
+        json_decref(root);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    char created_on[CLOCK_TIMESTAMP_LEN + 1];
+    clock_format_ms(now, created_on);
+    w->doc = payment_doc_new(type_or(data, "payments"), w->id, 0, org, created_on, now,
+                             json_object_get(data, "attributes"),
+                             json_object_get(data, "relationships"));
+    json_decref(root);
+    if (write_op_prepare(req, w, now, now) != 0)
+        return;
+    http_request_suspend(req, created);
+    payment_store_create(api->store, &w->row, write_done, req);
+}
+
+/* --- fetch -------------------------------------------------------------- */
+
+/* Whether If-None-Match names the current entity tag (or is "*"). */
+static int if_none_match(http_request *req, int64_t version)
+{
+    const char *h = http_request_header(req, "If-None-Match");
+    if (!h)
+        return 0;
+    char tag[32];
+    int n = snprintf(tag, sizeof tag, "\"%" PRId64 "\"", version);
+    for (const char *p = h; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '*')
+            return 1;
+        if (p[0] == 'W' && p[1] == '/')
+            p += 2; /* weak comparison, as RFC 9110 asks for If-None-Match */
+        size_t len = strcspn(p, ",");
+        size_t trimmed = len;
+        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
+            trimmed--;
+        if ((size_t)n == trimmed && memcmp(p, tag, trimmed) == 0)
+            return 1;
+        p += len;
+    }
+    return 0;
+}
+
+static void payments_fetch(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    char id[UUID_STR_LEN + 1];
+    const char *param = http_request_param(req);
+    if (uuid_canonical(param, strlen(param), id) != 0) {
+        http_respond_error(req, 400, "invalid_id", "the id in the path is not a UUID", NULL);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    int64_t version = 0;
+    buf_puts(&b, "{\"data\":");
+    int err = payment_store_get(api->store, id, &b, &version);
+    if (err != PAYMENT_STORE_OK) {
+        buf_free(&b);
+        respond_store_error(req, err, -1);
+        return;
+    }
+    set_etag(req, version);
+    if (if_none_match(req, version)) {
+        buf_free(&b);
+        http_respond(req, 304, NULL);
+        return;
+    }
+    buf_puts(&b, ",");
+    append_self_link(&b, api, id);
+    if (buf_failed(&b)) {
+        buf_free(&b);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    http_respond(req, 200, &b);
+    buf_free(&b);
+}
+
+/* --- replace and patch --------------------------------------------------- */
+
+/* The stored payment an update is based on. */
+struct current {
+    json_t *doc;        /* parsed stored document */
+    int64_t version;    /* stored version */
+    int64_t created_ms; /* stored creation time */
+};
+
+/* Reads the stored payment; answers 404/503/500 and returns -1 if absent. */
+static int read_current(http_request *req, struct payment_api *api, const char *id,
+                        struct current *cur)
+{
+    struct buf b = BUF_INIT;
+    int err = payment_store_get_meta(api->store, id, &b, &cur->version, &cur->created_ms);
+    if (err != PAYMENT_STORE_OK) {
+        buf_free(&b);
+        respond_store_error(req, err, -1);
+        return -1;
+    }
+    cur->doc = json_loadb(b.data, b.len, 0, NULL);
+    buf_free(&b);
+    if (!json_is_object(cur->doc)) {
+        json_decref(cur->doc);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks the body's id against the path and parses the path id. */
+static int check_id(http_request *req, json_t *data, char id[UUID_STR_LEN + 1])
+{
+    const char *param = http_request_param(req);
+    if (uuid_canonical(param, strlen(param), id) != 0) {
+        http_respond_error(req, 400, "invalid_id", "the id in the path is not a UUID", NULL);
+        return -1;
+    }
+    const char *body_id = payment_doc_string(data, "id");
+    char canon[UUID_STR_LEN + 1];
+    if (body_id && (uuid_canonical(body_id, strlen(body_id), canon) != 0 || strcmp(canon, id))) {
+        respond_one_invalid(req, "data.id", "must equal the id in the path");
+        return -1;
+    }
+    return 0;
+}
+
+/* organisation_id, when given, must be the stored one. */
+static int check_org(http_request *req, json_t *data, const struct current *cur)
+{
+    const char *org = payment_doc_string(data, "organisation_id");
+    char canon[UUID_STR_LEN + 1];
+    if (!org)
+        return 0;
+    if (uuid_canonical(org, strlen(org), canon) != 0 ||
+        strcmp(canon, payment_doc_string(cur->doc, "organisation_id") ?: "") != 0) {
+        respond_one_invalid(req, "data.organisation_id",
+                            "cannot change: must equal the stored organisation_id");
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds the next version of cur from attributes and relationships, and
+ * submits the compare-and-set write. */
+static void submit_update(http_request *req, struct payment_api *api, const char *id,
+                          json_t *data, const struct current *cur, json_t *attributes,
+                          json_t *relationships)
+{
+    struct write_op *w = write_op_new(req, api);
+    if (!w)
+        return;
+    int64_t now = clock_now_ms();
+    snprintf(w->id, sizeof w->id, "%s", id);
+    w->doc = payment_doc_new(type_or(data, payment_doc_string(cur->doc, "type") ?: "payments"),
+                             id, cur->version + 1,
+                             payment_doc_string(cur->doc, "organisation_id"),
+                             payment_doc_string(cur->doc, "created_on") ?: "", now, attributes,
+                             relationships);
+    if (write_op_prepare(req, w, cur->created_ms, now) != 0)
+        return;
+    http_request_suspend(req, updated);
+    payment_store_update(api->store, &w->row, cur->version, write_done, req);
+}
+
+static void payments_replace(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    char id[UUID_STR_LEN + 1];
+    int64_t expected;
+    struct current cur = {0};
+    json_t *root = read_payment_body(req, api, PAYMENT_CHECK_REPLACE);
+    if (!root)
+        return;
+    json_t *data = json_object_get(root, "data");
+    if (check_id(req, data, id) == 0 && client_version(req, data, 1, &expected) == 0 &&
+        read_current(req, api, id, &cur) == 0) {
+        if (check_org(req, data, &cur) != 0)
+            ;
+        else if (cur.version != expected)
+            respond_store_error(req, PAYMENT_STORE_ECONFLICT, cur.version);
+        else
+            submit_update(req, api, id, data, &cur, json_object_get(data, "attributes"),
+                          json_object_get(data, "relationships"));
+    }
+    json_decref(cur.doc);
+    json_decref(root);
+}
+
+/* Merges the patch's attributes and relationships into the stored ones and
+ * validates the result; answers 400 and returns -1 when it is not valid. */
+static int merge_current(http_request *req, struct payment_api *api, json_t *data,
+                         const struct current *cur, json_t **attributes, json_t **relationships)
+{
+    json_t *pa = json_object_get(data, "attributes");
+    json_t *pr = json_object_get(data, "relationships");
+    json_t *ca = json_object_get(cur->doc, "attributes");
+    json_t *cr = json_object_get(cur->doc, "relationships");
+    *attributes = pa ? merge_patch(ca, pa) : json_incref(ca);
+    *relationships = pr ? merge_patch(cr ? cr : json_null(), pr) : json_incref(cr);
+    json_t *errors = json_array();
+    if (!*attributes || (pr && !*relationships) || !errors) {
+        json_decref(errors);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return -1;
+    }
+    int n;
+    if (!json_is_object(*attributes)) {
+        n = json_array_append_new(errors, json_pack("{s:s, s:s}", "field", "data.attributes",
+                                                    "message", "must be an object")) == 0
+                ? 1
+                : -1;
+    } else {
+        payment_attributes_strip_nulls(*attributes);
+        n = payment_validate_attributes(api->validator, *attributes, errors);
+    }
+    if (n == 0 && *relationships && !json_is_object(*relationships))
+        n = json_array_append_new(errors, json_pack("{s:s, s:s}", "field", "data.relationships",
+                                                    "message", "must be an object")) == 0
+                ? 1
+                : -1;
+    if (n != 0) {
+        if (n < 0)
+            http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        else
+            respond_invalid(req, errors);
+    }
+    json_decref(errors);
+    return n == 0 ? 0 : -1;
+}
+
+static void payments_patch(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    char id[UUID_STR_LEN + 1];
+    int64_t expected;
+    struct current cur = {0};
+    json_t *attributes = NULL, *relationships = NULL;
+    json_t *root = read_payment_body(req, api, PAYMENT_CHECK_PATCH);
+    if (!root)
+        return;
+    json_t *data = json_object_get(root, "data");
+    if (check_id(req, data, id) == 0 && client_version(req, data, 1, &expected) == 0 &&
+        read_current(req, api, id, &cur) == 0 && check_org(req, data, &cur) == 0 &&
+        merge_current(req, api, data, &cur, &attributes, &relationships) == 0) {
+        if (cur.version != expected)
+            respond_store_error(req, PAYMENT_STORE_ECONFLICT, cur.version);
+        else
+            submit_update(req, api, id, data, &cur, attributes, relationships);
+    }
+    json_decref(attributes);
+    json_decref(relationships);
+    json_decref(cur.doc);
+    json_decref(root);
+}
+
+/* --- delete ------------------------------------------------------------- */
+
+struct delete_query {
+    int64_t version; /* -1 unless ?version= was given */
+    int bad;         /* 1: malformed, repeated or unknown parameter */
+};
+
+static int delete_query_param(void *arg, const char *key, const char *value)
+{
+    struct delete_query *q = arg;
+    if (strcmp(key, "version") != 0 || q->version != -1 ||
+        parse_version(value, strlen(value), &q->version) != 0) {
+        q->bad = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void payments_delete(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    char id[UUID_STR_LEN + 1];
+    const char *param = http_request_param(req);
+    if (uuid_canonical(param, strlen(param), id) != 0) {
+        http_respond_error(req, 400, "invalid_id", "the id in the path is not a UUID", NULL);
+        return;
+    }
+    struct delete_query q = {-1, 0};
+    http_request_query_each(req, delete_query_param, &q);
+    if (q.bad) {
+        http_respond_error(req, 400, "bad_request",
+                           "the only parameter is version, a non-negative integer, once", NULL);
+        return;
+    }
+    int64_t hv;
+    int h = if_match_version(req, &hv);
+    if (h < 0 || (h && q.version != -1 && hv != q.version)) {
+        http_respond_error(req, 400, "bad_request",
+                           h < 0 ? "If-Match must be exactly one strong entity tag such as \"3\""
+                                 : "If-Match and ?version disagree",
+                           NULL);
+        return;
+    }
+    struct write_op *w = write_op_new(req, api);
+    if (!w)
+        return;
+    snprintf(w->id, sizeof w->id, "%s", id);
+    http_request_suspend(req, deleted);
+    payment_store_delete(api->store, w->id, h ? hv : q.version, write_done, req);
+}
+
+/* --- list --------------------------------------------------------------- */
+
+struct list_parse {
+    struct payment_query *q;
+    char msg[256]; /* why the query was refused */
+};
+
+static int list_param(void *arg, const char *key, const char *value)
+{
+    struct list_parse *lp = arg;
+    return payment_query_add(lp->q, key, value, lp->msg, sizeof lp->msg) != 0;
+}
+
+struct list_out {
+    struct buf *b;
+    size_t count;     /* rows appended */
+    int64_t last_seq; /* seq of the last row */
+};
+
+static int list_row(void *arg, const char *doc, size_t len, int64_t seq)
+{
+    struct list_out *o = arg;
+    if (o->count++)
+        buf_puts(o->b, ",");
+    buf_append(o->b, doc, len);
+    o->last_seq = seq;
+    return buf_failed(o->b) ? -1 : 0;
+}
+
+static void append_list_link(struct buf *b, const struct payment_api *api, const char *name,
+                             const struct payment_query *q, enum payment_page_mode mode,
+                             uint32_t number, int64_t after)
+{
+    struct buf qs = BUF_INIT;
+    payment_query_link(q, mode, number, after, &qs);
+    buf_printf(b, "\"%s\":\"", name);
+    buf_json_escape(b, api->public_url, strlen(api->public_url));
+    buf_puts(b, "/v1/payments");
+    if (qs.data)
+        buf_json_escape(b, qs.data, qs.len);
+    buf_puts(b, "\"");
+    if (buf_failed(&qs))
+        b->failed = 1;
+    buf_free(&qs);
+}
+
+static void payments_list(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    struct payment_query q;
+    struct list_parse lp = {&q, ""};
+    payment_query_init(&q);
+    if (http_request_query_each(req, list_param, &lp) != 0 ||
+        payment_query_finish(&q, lp.msg, sizeof lp.msg) != 0) {
+        http_respond_error(req, 400, "bad_request", lp.msg[0] ? lp.msg : "bad query", NULL);
+        payment_query_clear(&q);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    struct list_out out = {&b, 0, 0};
+    int more = 0;
+    buf_puts(&b, "{\"data\":[");
+    int err = payment_store_list(api->store, &q, list_row, &out, &more);
+    if (err != PAYMENT_STORE_OK) {
+        buf_free(&b);
+        payment_query_clear(&q);
+        respond_store_error(req, err, -1);
+        return;
+    }
+    buf_puts(&b, "],\"links\":{");
+    append_list_link(&b, api, "self", &q, q.mode, q.page_number, q.after_seq);
+    buf_puts(&b, ",");
+    append_list_link(&b, api, "first", &q, PAYMENT_PAGE_FIRST, 0, 0);
+    if (more) {
+        buf_puts(&b, ",");
+        if (q.mode == PAYMENT_PAGE_OFFSET)
+            append_list_link(&b, api, "next", &q, PAYMENT_PAGE_OFFSET, q.page_number + 1, 0);
+        else
+            append_list_link(&b, api, "next", &q, PAYMENT_PAGE_CURSOR, 0, out.last_seq);
+    }
+    buf_puts(&b, "}}");
+    payment_query_clear(&q);
+    if (buf_failed(&b)) {
+        buf_free(&b);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    http_respond(req, 200, &b);
+    buf_free(&b);
+}
+
+/* --- routes ------------------------------------------------------------- */
+
+size_t payment_api_routes(struct payment_api *api, struct http_route *out)
+{
+    const unsigned body = HTTP_ROUTE_BODY, id = HTTP_ROUTE_UUID_PARAM;
+    const struct http_route routes[PAYMENT_API_ROUTES] = {
+        {HTTP_POST, "/v1/payments", payments_create, body, api},
+        {HTTP_GET, "/v1/payments", payments_list, 0, api},
+        {HTTP_GET, "/v1/payments/{id}", payments_fetch, id, api},
+        {HTTP_PUT, "/v1/payments/{id}", payments_replace, id | body, api},
+        {HTTP_PATCH, "/v1/payments/{id}", payments_patch, id | body, api},
+        {HTTP_DELETE, "/v1/payments/{id}", payments_delete, id, api},
+        /* The original service's singular routes, kept as aliases. */
+        {HTTP_POST, "/v1/payment", payments_create, body, api},
+        {HTTP_GET, "/v1/payment/{id}", payments_fetch, id, api},
+        {HTTP_PUT, "/v1/payment/{id}", payments_replace, id | body, api},
+        {HTTP_DELETE, "/v1/payment/{id}", payments_delete, id, api},
+    };
+    memcpy(out, routes, sizeof routes);
+    return PAYMENT_API_ROUTES;
+}

@@ -1,0 +1,26 @@
+/* api: the payment resource over HTTP: create, fetch, list, replace, patch
+ * and delete, in the {"data": ..., "links": ...} envelope, with version
+ * numbers for optimistic concurrency.  The module owns nothing global: its
+ * context is built by main.c and handed to its routes. */
+#ifndef PAYMENT_API_H
+#define PAYMENT_API_H
+
+#include <stddef.h>
+
+#include "http/router.h"
+#include "payment/store.h"
+#include "payment/validate.h"
+
+#define PAYMENT_API_ROUTES 10 /* entries payment_api_routes() fills */
+
+struct payment_api {
+    payment_store *store;               /* borrowed; writes are asynchronous */
+    const payment_validator *validator; /* borrowed */
+    const char *public_url;             /* prefix of links; "" makes them paths */
+};
+
+/* Fills out (room for PAYMENT_API_ROUTES) with the payment routes bound to
+ * api, which must outlive the server.  Returns the count filled. */
+size_t payment_api_routes(struct payment_api *api, struct http_route *out);
+
+#endif
