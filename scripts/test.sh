@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every test binary and suite, then prints one closing line:
+#   N passed, M failed
+# Unit tests run under AddressSanitizer and UBSan (leaks included); the API
+# suite runs against the sanitizer build and the optimised build.
+# --unit-only skips the API suite.
+set -u
+cd "$(dirname "$0")/.."
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
+PY=/usr/bin/python3
+
+passed=0
+failed=0
+
+# Runs a command, takes its "N passed, M failed" line; a non-zero exit with
+# no failure counted counts as one failure (a crash, a sanitizer report).
+run() {
+  local name=$1; shift
+  local out rc p f line
+  out=$("$@" 2>&1); rc=$?
+  line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+  p=$(printf '%s' "$line" | sed -E 's/^(.*[^0-9])?([0-9]+) passed.*/\2/'); p=${p:-0}
+  f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/'); f=${f:-0}
+  [ -z "$line" ] && p=0 && f=0
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  if [ "$f" -ne 0 ]; then
+    printf '%s\n' "$out" | tail -n 60
+    echo "FAILED: $name (exit $rc)"
+  else
+    echo "ok: $name ($p passed)"
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+
+for t in $(find build/asan/tests -type f -name 'test_*' -perm -u+x 2>/dev/null | sort); do
+  run "$t" "$t"
+done
+
+if make -s check-schema; then
+  echo "ok: schema table matches spec/seed-swagger.yml"; passed=$((passed + 1))
+else
+  echo "FAILED: src/payment/schema_gen.c is stale: run make schema"; failed=$((failed + 1))
+fi
+
+if [ "${1:-}" != "--unit-only" ]; then
+  run "api (asan build)" $PY tests/api/run.py --binary build/asan/paymentd
+  run "api (release build)" $PY tests/api/run.py --binary build/paymentd
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
