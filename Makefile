@@ -51,7 +51,9 @@ test: tests
 # The attribute rules are generated from the seed spec; check-schema fails
 # when the committed table is stale.
 schema:
-	/usr/bin/python3 tools/gen_schema.py spec/seed-swagger.yml > src/payment/schema_gen.c
+	@mkdir -p build
+	/usr/bin/python3 tools/gen_schema.py spec/seed-swagger.yml > build/schema_gen.c.tmp
+	mv build/schema_gen.c.tmp src/payment/schema_gen.c
 
 check-schema:
 	/usr/bin/python3 tools/gen_schema.py spec/seed-swagger.yml | cmp -s - src/payment/schema_gen.c
