@@ -1,0 +1,116 @@
+/* store: picks a backend by URI scheme and forwards every call to it. */
+#include "payment/store.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "payment/store_impl.h"
+
+/* Every backend this build knows, looked up by URI scheme. */
+static const struct payment_store_backend *const store_backends[] = {
+    &payment_store_sqlite_backend,
+};
+
+static const struct payment_store_backend *store_backend_find(const char *uri)
+{
+    const char *colon = strchr(uri, ':');
+    if (!colon)
+        return NULL;
+    size_t n = (size_t)(colon - uri);
+    for (size_t i = 0; i < sizeof store_backends / sizeof store_backends[0]; i++) {
+        const char *scheme = store_backends[i]->scheme;
+        if (strlen(scheme) == n && strncasecmp(uri, scheme, n) == 0)
+            return store_backends[i];
+    }
+    return NULL;
+}
+
+int payment_store_open(const char *uri, payment_store **out, char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    const struct payment_store_backend *be = uri ? store_backend_find(uri) : NULL;
+    if (!be) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "store URI \"%s\" has no known scheme (expected sqlite:PATH)",
+                     uri ? uri : "");
+        return PAYMENT_STORE_EURI;
+    }
+    payment_store *s = NULL;
+    int rc = be->open(uri, &s, errbuf, errlen);
+    if (rc != PAYMENT_STORE_OK)
+        return rc;
+    s->backend = be;
+    *out = s;
+    return PAYMENT_STORE_OK;
+}
+
+void payment_store_close(payment_store *s)
+{
+    if (s)
+        s->backend->close(s);
+}
+
+int payment_store_ping(payment_store *s)
+{
+    return s->backend->ping(s);
+}
+
+int payment_store_get(payment_store *s, const char *id, struct buf *doc, int64_t *version)
+{
+    return s->backend->get(s, id, doc, version, NULL);
+}
+
+int payment_store_get_meta(payment_store *s, const char *id, struct buf *doc, int64_t *version,
+                           int64_t *created_ms)
+{
+    return s->backend->get(s, id, doc, version, created_ms);
+}
+
+int payment_store_list(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
+                       void *arg, int *more)
+{
+    return s->backend->list(s, q, each, arg, more);
+}
+
+void payment_store_create(payment_store *s, const struct payment_row *row,
+                          payment_store_done_fn done, void *arg)
+{
+    s->backend->create(s, row, done, arg);
+}
+
+void payment_store_update(payment_store *s, const struct payment_row *row,
+                          int64_t expected_version, payment_store_done_fn done, void *arg)
+{
+    s->backend->update(s, row, expected_version, done, arg);
+}
+
+void payment_store_delete(payment_store *s, const char *id, int64_t expected_version,
+                          payment_store_done_fn done, void *arg)
+{
+    s->backend->remove(s, id, expected_version, done, arg);
+}
+
+int payment_store_stats(payment_store *s, struct payment_store_stats *out)
+{
+    if (!s->backend->stats)
+        return -1;
+    s->backend->stats(s, out);
+    return 0;
+}
+
+const char *payment_store_strerror(int err)
+{
+    switch (err) {
+    case PAYMENT_STORE_OK: return "ok";
+    case PAYMENT_STORE_ENOTFOUND: return "not found";
+    case PAYMENT_STORE_ECONFLICT: return "version conflict";
+    case PAYMENT_STORE_EDUPLICATE: return "duplicate id";
+    case PAYMENT_STORE_EUNAVAILABLE: return "store unavailable";
+    case PAYMENT_STORE_EINTERNAL: return "internal store error";
+    case PAYMENT_STORE_EURI: return "unusable store URI";
+    default: return "unknown store error";
+    }
+}

@@ -1,0 +1,57 @@
+/* store_impl: the private interface between store.c and the store backends.
+ * For backends (and their tests) only: handlers include store.h, never this.
+ *
+ * A backend is a const table of functions mirroring store.h.  Its open
+ * allocates its own state with a struct payment_store as the FIRST member
+ * and returns a pointer to that member; store.c then sets the backend field
+ * and forwards every public call to the table.  A backend registers itself
+ * by URI scheme: declare its table below and add it to the static list of
+ * backends in store.c.  Nothing else changes when a backend is added.
+ *
+ * Every function has the contract of its store.h counterpart. */
+#ifndef PAYMENT_STORE_IMPL_H
+#define PAYMENT_STORE_IMPL_H
+
+#include <stdint.h>
+
+#include "payment/store.h"
+
+/* Counters of a backend's write path, for tests and diagnostics. */
+struct payment_store_stats {
+    uint64_t commits; /* write transactions committed */
+    uint64_t writes;  /* write operations reported after a transaction, whatever their result */
+};
+
+struct payment_store_backend {
+    const char *scheme; /* the URI's scheme, before ':', matched case-insensitively */
+    /* uri is the whole URI; its scheme is this backend's. */
+    int (*open)(const char *uri, payment_store **out, char *errbuf, size_t errlen);
+    void (*close)(payment_store *s);
+    int (*ping)(payment_store *s);
+    /* get and get_meta in one: created_ms may be NULL. */
+    int (*get)(payment_store *s, const char *id, struct buf *doc, int64_t *version,
+               int64_t *created_ms);
+    int (*list)(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
+                void *arg, int *more);
+    void (*create)(payment_store *s, const struct payment_row *row, payment_store_done_fn done,
+                   void *arg);
+    void (*update)(payment_store *s, const struct payment_row *row, int64_t expected_version,
+                   payment_store_done_fn done, void *arg);
+    void (*remove)(payment_store *s, const char *id, int64_t expected_version,
+                   payment_store_done_fn done, void *arg);
+    /* Fills out; NULL when the backend keeps no counters. */
+    void (*stats)(payment_store *s, struct payment_store_stats *out);
+};
+
+/* The head of every backend's store state. */
+struct payment_store {
+    const struct payment_store_backend *backend; /* set by payment_store_open */
+};
+
+/* The registered backends (one table each, in their own .c file). */
+extern const struct payment_store_backend payment_store_sqlite_backend;
+
+/* The write counters of s.  Returns 0, or -1 when its backend keeps none. */
+int payment_store_stats(payment_store *s, struct payment_store_stats *out);
+
+#endif

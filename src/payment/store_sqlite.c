@@ -1,0 +1,1088 @@
+/* store_sqlite: the embedded store, SQLite in WAL mode with synchronous=FULL.
+ *
+ * Writes: one writer thread owns the write connection.  Submitters queue an
+ * operation and return; the writer takes everything queued, applies it in
+ * one transaction (a savepoint per operation, so that one operation's SQL
+ * error undoes only itself), commits (in WAL mode with synchronous=FULL the
+ * commit is the fsync), and only then reports each result.  This is group
+ * commit: a batch is whatever waited, with no timer, so durable throughput is
+ * not capped by the disk's fsync rate.  One writer also makes sequence
+ * numbers strictly increasing in commit order.
+ *
+ * Reads: one read-only connection per reading thread, opened on first use
+ * and registered in the store so that close can finalize it.  WAL readers
+ * see the last commit and never wait for the writer.
+ *
+ * Deleted payments stay as tombstone rows (deleted = 1, doc NULL) that keep
+ * their id, so the UNIQUE id constraint also refuses to create them again. */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "payment/store_impl.h"
+
+#define SQLITE_URI_PREFIX "sqlite:"
+#define SQLITE_BUSY_TIMEOUT_MS 5000
+#define SQLITE_LIST_SQL_MAX 4096 /* the longest list query: 600 set values and every range */
+#define SQLITE_LIST_BINDS (6 * PAYMENT_QUERY_MAX_VALUES + 8)
+
+/* Schema steps: entry i moves a store from user_version i to i + 1.  Append
+ * new steps; never edit a released one. */
+static const char *const sqlite_migrations[] = {
+    /* 1: payments, their tombstones, and the list indexes. */
+    "CREATE TABLE payments ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT UNIQUE NOT NULL,"
+    " organisation_id TEXT NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " modified_ms INTEGER NOT NULL,"
+    " currency TEXT,"
+    " payment_scheme TEXT,"
+    " payment_type TEXT,"
+    " reference TEXT,"
+    " end_to_end_reference TEXT,"
+    " processing_date TEXT,"
+    " amount_key TEXT,"
+    " doc TEXT,"
+    " deleted INTEGER NOT NULL DEFAULT 0"
+    ");"
+    /* List by organisation in seq order without a sort. */
+    "CREATE INDEX payments_organisation ON payments (organisation_id, seq);"
+    /* References are near-unique: an exact-match filter becomes a lookup.
+     * Currency, scheme and type are too coarse, and the ranges are served
+     * well enough by the seq-ordered scan, to pay an index on every write. */
+    "CREATE INDEX payments_reference ON payments (reference);"
+    "CREATE INDEX payments_end_to_end_reference ON payments (end_to_end_reference);",
+};
+
+#define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
+
+/* Writer statements, prepared once.  Row parameters: ?1 id, ?2 organisation,
+ * ?3 version, ?4 created, ?5 modified, ?6..?10 the text columns, ?11
+ * processing date, ?12 amount key, ?13 doc; ?14 the expected version. */
+enum sqlite_wstmt {
+    W_BEGIN,
+    W_COMMIT,
+    W_ROLLBACK,
+    W_SAVEPOINT,
+    W_RELEASE,
+    W_ROLLBACK_TO,
+    W_INSERT,
+    W_UPDATE,
+    W_DELETE,
+    W_VERSION,
+    W_COUNT
+};
+
+static const char *const sqlite_wsql[W_COUNT] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_SAVEPOINT] = "SAVEPOINT op",
+    [W_RELEASE] = "RELEASE op",
+    [W_ROLLBACK_TO] = "ROLLBACK TO op",
+    [W_INSERT] = "INSERT INTO payments (id, organisation_id, version, created_ms, modified_ms,"
+                 " currency, payment_scheme, payment_type, reference, end_to_end_reference,"
+                 " processing_date, amount_key, doc, deleted)"
+                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0)",
+    /* created_ms (?4) is the store's: an update never changes it. */
+    [W_UPDATE] = "UPDATE payments SET organisation_id = ?2, version = ?3, modified_ms = ?5,"
+                 " currency = ?6, payment_scheme = ?7, payment_type = ?8, reference = ?9,"
+                 " end_to_end_reference = ?10, processing_date = ?11, amount_key = ?12,"
+                 " doc = ?13 WHERE id = ?1 AND version = ?14 AND deleted = 0",
+    [W_DELETE] = "UPDATE payments SET deleted = 1, doc = NULL"
+                 " WHERE id = ?1 AND deleted = 0 AND (?2 = -1 OR version = ?2)",
+    [W_VERSION] = "SELECT version, deleted FROM payments WHERE id = ?1",
+};
+
+/* Reader statements, prepared once per reading connection. */
+enum sqlite_rstmt { R_GET, R_PING, R_COUNT };
+
+static const char *const sqlite_rsql[R_COUNT] = {
+    [R_GET] = "SELECT doc, version, created_ms FROM payments WHERE id = ?1 AND deleted = 0",
+    [R_PING] = "SELECT seq FROM payments ORDER BY seq DESC LIMIT 1",
+};
+
+enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE };
+
+/* One queued write.  row is a copy; the pointers in it stay borrowed from the
+ * submitter until done has been called. */
+struct sqlite_op {
+    struct sqlite_op *next;     /* queue and batch link */
+    enum sqlite_op_kind kind;
+    struct payment_row row;     /* OP_DELETE uses row.id only */
+    int64_t expected_version;   /* OP_UPDATE, OP_DELETE */
+    payment_store_done_fn done;
+    void *arg;
+    int err;                    /* result, reported after the commit */
+    int64_t current_version;    /* -1 unless err is ECONFLICT */
+    int64_t seq;                /* OP_CREATE's sequence number */
+};
+
+struct sqlite_store;
+
+/* One thread's read-only connection. */
+struct sqlite_reader {
+    struct sqlite_store *st;            /* owner, for the thread-exit destructor */
+    sqlite3 *db;
+    sqlite3_stmt *stmt[R_COUNT];
+    struct sqlite_reader *prev, *next;  /* in st->readers, under st->readers_mu */
+};
+
+struct sqlite_store {
+    struct payment_store base;  /* first: what payment_store * points at */
+    char *path;                 /* absolute file name, owned */
+    sqlite3 *wdb;               /* the write connection, the writer thread's while it runs */
+    sqlite3_stmt *w[W_COUNT];
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t mu;         /* guards head, tail, closing */
+    pthread_cond_t wake;        /* signalled when the queue becomes non-empty or on close */
+    struct sqlite_op *head, *tail;
+    int closing;                /* no more submissions; the writer drains and exits */
+    pthread_key_t reader_key;   /* this store's struct sqlite_reader of the calling thread */
+    int have_key;
+    pthread_mutex_t readers_mu; /* guards readers */
+    struct sqlite_reader *readers;
+    _Atomic uint64_t commits;   /* stats, written by the writer thread */
+    _Atomic uint64_t writes;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void sqlite_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void sqlite_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        errbuf[0] = '\0';
+}
+
+/* Lock failures are programming errors (the mutexes are default ones). */
+static void sqlite_lock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_lock(m) != 0)
+        abort();
+}
+
+static void sqlite_unlock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_unlock(m) != 0)
+        abort();
+}
+
+/* The store error of a failed SQLite call: transient conditions of the disk
+ * or of another process's lock are "unavailable" (503), the rest internal. */
+static int sqlite_map_err(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+        return PAYMENT_STORE_EUNAVAILABLE;
+    default:
+        return PAYMENT_STORE_EINTERNAL;
+    }
+}
+
+/* Makes a statement reusable.  sqlite3_reset repeats the error of the last
+ * step, already handled by the caller, and clear_bindings cannot fail. */
+static void sqlite_stmt_release(sqlite3_stmt *stmt)
+{
+    (void)sqlite3_reset(stmt);
+    (void)sqlite3_clear_bindings(stmt);
+}
+
+/* Runs a statement that returns no row of interest: SQLITE_OK or the error. */
+static int sqlite_stmt_run(sqlite3_stmt *stmt)
+{
+    int rc = sqlite3_step(stmt);
+    sqlite_stmt_release(stmt);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+/* Binds text, or NULL for a NULL pointer. */
+static int sqlite_bind_opt(sqlite3_stmt *stmt, int i, const char *v)
+{
+    return v ? sqlite3_bind_text(stmt, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, i);
+}
+
+/* Binds text, or NULL for an empty string (absent fixed-width columns). */
+static int sqlite_bind_nonempty(sqlite3_stmt *stmt, int i, const char *v)
+{
+    return v[0] ? sqlite3_bind_text(stmt, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, i);
+}
+
+/* Binds ?1..?13 from row; the strings stay the submitter's (SQLITE_STATIC)
+ * since done is called only after the statement is released. */
+static int sqlite_bind_row(sqlite3_stmt *stmt, const struct payment_row *row)
+{
+    int rc = sqlite3_bind_text(stmt, 1, row->id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 2, row->organisation_id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 3, row->version);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 4, row->created_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 5, row->modified_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 6, row->currency);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 7, row->payment_scheme);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 8, row->payment_type);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 9, row->reference);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 10, row->end_to_end_reference);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_nonempty(stmt, 11, row->processing_date);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_nonempty(stmt, 12, row->amount_key);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text64(stmt, 13, row->doc ? row->doc : "", row->doc ? row->doc_len : 0,
+                                 SQLITE_STATIC, SQLITE_UTF8);
+    return rc;
+}
+
+/* ---- the write path ----------------------------------------------------- */
+
+/* After a compare-and-set changed nothing: ENOTFOUND when the id is unknown
+ * or a tombstone, else ECONFLICT with the stored version.  Runs inside the
+ * batch's transaction, so nothing can change in between. */
+static int sqlite_op_miss(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite3_stmt *stmt = st->w[W_VERSION];
+    int rc = sqlite3_bind_text(stmt, 1, op->row.id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        if (sqlite3_column_int64(stmt, 1) != 0) {
+            op->err = PAYMENT_STORE_ENOTFOUND;
+        } else {
+            op->err = PAYMENT_STORE_ECONFLICT;
+            op->current_version = sqlite3_column_int64(stmt, 0);
+        }
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        op->err = PAYMENT_STORE_ENOTFOUND;
+        rc = SQLITE_OK;
+    }
+    sqlite_stmt_release(stmt);
+    return rc;
+}
+
+static int sqlite_op_create(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite3_stmt *stmt = st->w[W_INSERT];
+    int rc = sqlite_bind_row(stmt, &op->row);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) {
+        op->err = PAYMENT_STORE_OK;
+        op->seq = sqlite3_last_insert_rowid(st->wdb);
+        rc = SQLITE_OK;
+    } else if (sqlite3_extended_errcode(st->wdb) == SQLITE_CONSTRAINT_UNIQUE) {
+        /* The only unique column is id, tombstones included. */
+        op->err = PAYMENT_STORE_EDUPLICATE;
+        rc = SQLITE_OK;
+    }
+    sqlite_stmt_release(stmt);
+    return rc;
+}
+
+static int sqlite_op_update(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite3_stmt *stmt = st->w[W_UPDATE];
+    int rc = sqlite_bind_row(stmt, &op->row);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 14, op->expected_version);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    int changed = rc == SQLITE_DONE && sqlite3_changes(st->wdb) == 1;
+    sqlite_stmt_release(stmt);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if (changed) {
+        op->err = PAYMENT_STORE_OK;
+        return SQLITE_OK;
+    }
+    return sqlite_op_miss(st, op);
+}
+
+static int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite3_stmt *stmt = st->w[W_DELETE];
+    int rc = sqlite3_bind_text(stmt, 1, op->row.id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 2, op->expected_version);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    int changed = rc == SQLITE_DONE && sqlite3_changes(st->wdb) == 1;
+    sqlite_stmt_release(stmt);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if (changed) {
+        op->err = PAYMENT_STORE_OK;
+        return SQLITE_OK;
+    }
+    return sqlite_op_miss(st, op);
+}
+
+/* Applies op and sets its result.  Returns SQLITE_OK, or the SQLite error
+ * that kept it from deciding (op->err is then meaningless). */
+static int sqlite_op_apply(struct sqlite_store *st, struct sqlite_op *op)
+{
+    switch (op->kind) {
+    case OP_CREATE: return sqlite_op_create(st, op);
+    case OP_UPDATE: return sqlite_op_update(st, op);
+    case OP_DELETE: return sqlite_op_delete(st, op);
+    }
+    return SQLITE_MISUSE;
+}
+
+static void sqlite_batch_fail(struct sqlite_op *batch, int err)
+{
+    for (struct sqlite_op *op = batch; op; op = op->next) {
+        op->err = err;
+        op->current_version = -1;
+        op->seq = 0;
+    }
+}
+
+/* Gives up the batch's transaction: every operation fails with err. */
+static void sqlite_batch_abort(struct sqlite_store *st, struct sqlite_op *batch, int err)
+{
+    /* Some errors (IOERR, FULL) have already rolled the transaction back. */
+    if (!sqlite3_get_autocommit(st->wdb)) {
+        /* If even ROLLBACK fails the connection closes the transaction
+         * itself before the next BEGIN can succeed; nothing more to do. */
+        (void)sqlite_stmt_run(st->w[W_ROLLBACK]);
+    }
+    sqlite_batch_fail(batch, err);
+}
+
+/* Applies one savepoint-wrapped operation.  Returns SQLITE_OK when the
+ * transaction is still good (op->err says how op went), else the error that
+ * broke the transaction. */
+static int sqlite_batch_step(struct sqlite_store *st, struct sqlite_op *op)
+{
+    int rc = sqlite_stmt_run(st->w[W_SAVEPOINT]);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite_op_apply(st, op);
+    if (rc != SQLITE_OK) {
+        op->err = sqlite_map_err(rc);
+        op->current_version = -1;
+        op->seq = 0;
+        if (sqlite3_get_autocommit(st->wdb))
+            return rc;
+        rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO]);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return sqlite_stmt_run(st->w[W_RELEASE]);
+}
+
+/* Runs a batch in one transaction and sets every operation's result. */
+static void sqlite_batch_run(struct sqlite_store *st, struct sqlite_op *batch)
+{
+    int rc = sqlite_stmt_run(st->w[W_BEGIN]);
+    if (rc != SQLITE_OK) {
+        sqlite_batch_abort(st, batch, sqlite_map_err(rc));
+        return;
+    }
+    for (struct sqlite_op *op = batch; op; op = op->next) {
+        rc = sqlite_batch_step(st, op);
+        if (rc != SQLITE_OK) {
+            sqlite_batch_abort(st, batch, sqlite_map_err(rc));
+            return;
+        }
+    }
+    rc = sqlite_stmt_run(st->w[W_COMMIT]);
+    if (rc != SQLITE_OK) {
+        sqlite_batch_abort(st, batch, sqlite_map_err(rc));
+        return;
+    }
+    atomic_fetch_add(&st->commits, 1);
+}
+
+/* Reports and frees a finished batch; called without the queue lock. */
+static void sqlite_batch_report(struct sqlite_store *st, struct sqlite_op *batch)
+{
+    while (batch) {
+        struct sqlite_op *op = batch;
+        batch = op->next;
+        atomic_fetch_add(&st->writes, 1);
+        op->done(op->arg, op->err, op->err == PAYMENT_STORE_ECONFLICT ? op->current_version : -1,
+                 op->kind == OP_CREATE && op->err == PAYMENT_STORE_OK ? op->seq : 0);
+        free(op);
+    }
+}
+
+static void *sqlite_writer_main(void *arg)
+{
+    struct sqlite_store *st = arg;
+    for (;;) {
+        sqlite_lock(&st->mu);
+        while (!st->head && !st->closing)
+            if (pthread_cond_wait(&st->wake, &st->mu) != 0)
+                abort();
+        struct sqlite_op *batch = st->head;
+        st->head = st->tail = NULL;
+        sqlite_unlock(&st->mu);
+        if (!batch)
+            return NULL; /* closing, and everything queued has been done */
+        sqlite_batch_run(st, batch);
+        sqlite_batch_report(st, batch);
+    }
+}
+
+/* Reports op at once, before it reaches the writer. */
+static void sqlite_op_reject(struct sqlite_op *op, int err)
+{
+    op->done(op->arg, err, -1, 0);
+    free(op);
+}
+
+static void sqlite_submit(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite_lock(&st->mu);
+    if (st->closing) {
+        sqlite_unlock(&st->mu);
+        sqlite_op_reject(op, PAYMENT_STORE_EUNAVAILABLE);
+        return;
+    }
+    int was_empty = st->head == NULL;
+    if (st->tail)
+        st->tail->next = op;
+    else
+        st->head = op;
+    st->tail = op;
+    /* The writer waits only on an empty queue. */
+    if (was_empty && pthread_cond_signal(&st->wake) != 0)
+        abort();
+    sqlite_unlock(&st->mu);
+}
+
+/* A new operation, or NULL after reporting EINTERNAL (out of memory). */
+static struct sqlite_op *sqlite_op_new(enum sqlite_op_kind kind, payment_store_done_fn done,
+                                       void *arg)
+{
+    struct sqlite_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        done(arg, PAYMENT_STORE_EINTERNAL, -1, 0);
+        return NULL;
+    }
+    op->kind = kind;
+    op->done = done;
+    op->arg = arg;
+    op->current_version = -1;
+    op->expected_version = -1;
+    return op;
+}
+
+static void sqlite_create(payment_store *s, const struct payment_row *row,
+                          payment_store_done_fn done, void *arg)
+{
+    struct sqlite_op *op = sqlite_op_new(OP_CREATE, done, arg);
+    if (!op)
+        return;
+    op->row = *row;
+    if (row->version != 0) {
+        sqlite_op_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
+        return;
+    }
+    sqlite_submit((struct sqlite_store *)s, op);
+}
+
+static void sqlite_update(payment_store *s, const struct payment_row *row,
+                          int64_t expected_version, payment_store_done_fn done, void *arg)
+{
+    struct sqlite_op *op = sqlite_op_new(OP_UPDATE, done, arg);
+    if (!op)
+        return;
+    op->row = *row;
+    op->expected_version = expected_version;
+    if (expected_version < 0 || row->version != expected_version + 1) {
+        sqlite_op_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
+        return;
+    }
+    sqlite_submit((struct sqlite_store *)s, op);
+}
+
+static void sqlite_remove(payment_store *s, const char *id, int64_t expected_version,
+                          payment_store_done_fn done, void *arg)
+{
+    struct sqlite_op *op = sqlite_op_new(OP_DELETE, done, arg);
+    if (!op)
+        return;
+    size_t len = strlen(id);
+    if (len > UUID_STR_LEN) {
+        sqlite_op_reject(op, PAYMENT_STORE_ENOTFOUND); /* longer than any stored id */
+        return;
+    }
+    memcpy(op->row.id, id, len + 1);
+    op->expected_version = expected_version;
+    sqlite_submit((struct sqlite_store *)s, op);
+}
+
+static void sqlite_stats(payment_store *s, struct payment_store_stats *out)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    out->commits = atomic_load(&st->commits);
+    out->writes = atomic_load(&st->writes);
+}
+
+/* ---- the read path ------------------------------------------------------ */
+
+static void sqlite_reader_free(struct sqlite_reader *r)
+{
+    for (int i = 0; i < R_COUNT; i++)
+        (void)sqlite3_finalize(r->stmt[i]); /* repeats a past step's error, if any */
+    if (r->db && sqlite3_close(r->db) != SQLITE_OK)
+        (void)sqlite3_close_v2(r->db); /* unreachable: every statement is finalized */
+    free(r);
+}
+
+static void sqlite_reader_unlink(struct sqlite_store *st, struct sqlite_reader *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        st->readers = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+}
+
+/* pthread key destructor: a reading thread exits before the store closes. */
+static void sqlite_reader_exit(void *p)
+{
+    struct sqlite_reader *r = p;
+    struct sqlite_store *st = r->st;
+    sqlite_lock(&st->readers_mu);
+    sqlite_reader_unlink(st, r);
+    sqlite_unlock(&st->readers_mu);
+    sqlite_reader_free(r);
+}
+
+/* The calling thread's reader, opened on first use.  NULL and *err set when
+ * it cannot be opened. */
+static struct sqlite_reader *sqlite_reader_get(struct sqlite_store *st, int *err)
+{
+    struct sqlite_reader *r = pthread_getspecific(st->reader_key);
+    if (r)
+        return r;
+    r = calloc(1, sizeof *r);
+    if (!r) {
+        *err = PAYMENT_STORE_EINTERNAL;
+        return NULL;
+    }
+    r->st = st;
+    int rc = sqlite3_open_v2(st->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(r->db, SQLITE_BUSY_TIMEOUT_MS);
+    for (int i = 0; rc == SQLITE_OK && i < R_COUNT; i++)
+        rc = sqlite3_prepare_v3(r->db, sqlite_rsql[i], -1, SQLITE_PREPARE_PERSISTENT, &r->stmt[i],
+                                NULL);
+    if (rc == SQLITE_OK && pthread_setspecific(st->reader_key, r) != 0)
+        rc = SQLITE_NOMEM;
+    if (rc != SQLITE_OK) {
+        sqlite_reader_free(r);
+        *err = sqlite_map_err(rc);
+        return NULL;
+    }
+    sqlite_lock(&st->readers_mu);
+    r->next = st->readers;
+    if (st->readers)
+        st->readers->prev = r;
+    st->readers = r;
+    sqlite_unlock(&st->readers_mu);
+    return r;
+}
+
+static int sqlite_ping(payment_store *s)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    int err;
+    struct sqlite_reader *r = sqlite_reader_get(st, &err);
+    if (!r)
+        return err;
+    int rc = sqlite_stmt_run(r->stmt[R_PING]);
+    return rc == SQLITE_OK ? PAYMENT_STORE_OK : sqlite_map_err(rc);
+}
+
+static int sqlite_get(payment_store *s, const char *id, struct buf *doc, int64_t *version,
+                      int64_t *created_ms)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    int err;
+    struct sqlite_reader *r = sqlite_reader_get(st, &err);
+    if (!r)
+        return err;
+    sqlite3_stmt *stmt = r->stmt[R_GET];
+    int rc = sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(stmt, 0);
+        size_t len = (size_t)sqlite3_column_bytes(stmt, 0);
+        if (!text && sqlite3_errcode(r->db) == SQLITE_NOMEM) {
+            err = PAYMENT_STORE_EINTERNAL;
+        } else if (buf_append(doc, text ? text : "", text ? len : 0) != 0) {
+            err = PAYMENT_STORE_EINTERNAL;
+        } else {
+            err = PAYMENT_STORE_OK;
+            *version = sqlite3_column_int64(stmt, 1);
+            if (created_ms)
+                *created_ms = sqlite3_column_int64(stmt, 2);
+        }
+    } else if (rc == SQLITE_DONE) {
+        err = PAYMENT_STORE_ENOTFOUND;
+    } else {
+        err = sqlite_map_err(rc);
+    }
+    sqlite_stmt_release(stmt);
+    return err;
+}
+
+/* A list query under construction: SQL text and its positional bindings. */
+struct sqlite_list_sql {
+    char text[SQLITE_LIST_SQL_MAX];
+    size_t len;
+    int overflow; /* text did not fit: the query is not run */
+    struct {
+        const char *text; /* NULL: bind num */
+        int64_t num;
+    } binds[SQLITE_LIST_BINDS];
+    int nbinds;
+};
+
+static void sqlite_list_put(struct sqlite_list_sql *l, const char *s)
+{
+    size_t n = strlen(s);
+    if (l->overflow || n >= sizeof l->text - l->len) {
+        l->overflow = 1;
+        return;
+    }
+    memcpy(l->text + l->len, s, n + 1);
+    l->len += n;
+}
+
+/* Appends clause (holding one '?') bound to text, or to num when text is NULL. */
+static void sqlite_list_arg(struct sqlite_list_sql *l, const char *clause, const char *text,
+                            int64_t num)
+{
+    if (l->nbinds == SQLITE_LIST_BINDS) {
+        l->overflow = 1;
+        return;
+    }
+    sqlite_list_put(l, clause);
+    l->binds[l->nbinds].text = text;
+    l->binds[l->nbinds].num = num;
+    l->nbinds++;
+}
+
+static void sqlite_list_set(struct sqlite_list_sql *l, const char *column,
+                            const struct payment_query_set *set)
+{
+    if (set->count == 0)
+        return;
+    sqlite_list_put(l, " AND ");
+    sqlite_list_put(l, column);
+    sqlite_list_put(l, " IN (");
+    for (size_t i = 0; i < set->count && i < PAYMENT_QUERY_MAX_VALUES; i++)
+        sqlite_list_arg(l, i ? ", ?" : "?", set->values[i], 0);
+    sqlite_list_put(l, ")");
+}
+
+/* Builds the query of q's shape: its filters, its page, one row more than
+ * the page to learn whether another follows. */
+static void sqlite_list_build(struct sqlite_list_sql *l, const struct payment_query *q)
+{
+    sqlite_list_put(l, "SELECT seq, doc FROM payments WHERE deleted = 0");
+    sqlite_list_set(l, "organisation_id", &q->organisation_id);
+    sqlite_list_set(l, "currency", &q->currency);
+    sqlite_list_set(l, "payment_scheme", &q->payment_scheme);
+    sqlite_list_set(l, "payment_type", &q->payment_type);
+    sqlite_list_set(l, "reference", &q->reference);
+    sqlite_list_set(l, "end_to_end_reference", &q->end_to_end_reference);
+    if (q->processing_date_from[0])
+        sqlite_list_arg(l, " AND processing_date >= ?", q->processing_date_from, 0);
+    if (q->processing_date_to[0])
+        sqlite_list_arg(l, " AND processing_date <= ?", q->processing_date_to, 0);
+    if (q->amount_from[0])
+        sqlite_list_arg(l, " AND amount_key >= ?", q->amount_from, 0);
+    if (q->amount_to[0])
+        sqlite_list_arg(l, " AND amount_key <= ?", q->amount_to, 0);
+    if (q->created_from_ms != INT64_MIN)
+        sqlite_list_arg(l, " AND created_ms >= ?", NULL, q->created_from_ms);
+    if (q->created_to_ms != INT64_MAX)
+        sqlite_list_arg(l, " AND created_ms < ?", NULL, q->created_to_ms);
+    if (q->mode == PAYMENT_PAGE_CURSOR)
+        sqlite_list_arg(l, " AND seq > ?", NULL, q->after_seq);
+    sqlite_list_put(l, " ORDER BY seq");
+    sqlite_list_arg(l, " LIMIT ?", NULL, (int64_t)q->page_size + 1);
+    if (q->mode == PAYMENT_PAGE_OFFSET)
+        sqlite_list_arg(l, " OFFSET ?", NULL, (int64_t)q->page_number * q->page_size);
+}
+
+static int sqlite_list_bind(sqlite3_stmt *stmt, const struct sqlite_list_sql *l)
+{
+    int rc = SQLITE_OK;
+    for (int i = 0; rc == SQLITE_OK && i < l->nbinds; i++)
+        rc = l->binds[i].text ? sqlite3_bind_text(stmt, i + 1, l->binds[i].text, -1, SQLITE_STATIC)
+                              : sqlite3_bind_int64(stmt, i + 1, l->binds[i].num);
+    return rc;
+}
+
+/* Steps through the page, calling each per row.  Returns 0, each's non-zero
+ * value, or a negative store error. */
+static int sqlite_list_rows(sqlite3 *db, sqlite3_stmt *stmt, uint32_t page_size,
+                            payment_store_row_fn each, void *arg, int *more)
+{
+    uint32_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (n == page_size) {
+            *more = 1;
+            return PAYMENT_STORE_OK;
+        }
+        int64_t seq = sqlite3_column_int64(stmt, 0);
+        const char *doc = (const char *)sqlite3_column_text(stmt, 1);
+        size_t len = (size_t)sqlite3_column_bytes(stmt, 1);
+        if (!doc && sqlite3_errcode(db) == SQLITE_NOMEM)
+            return PAYMENT_STORE_EINTERNAL;
+        int stop = each(arg, doc ? doc : "", doc ? len : 0, seq);
+        if (stop)
+            return stop;
+        n++;
+    }
+    return rc == SQLITE_DONE ? PAYMENT_STORE_OK : sqlite_map_err(rc);
+}
+
+static int sqlite_list(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
+                       void *arg, int *more)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    *more = 0;
+    if (q->page_size == 0 || q->page_size > PAYMENT_PAGE_SIZE_MAX)
+        return PAYMENT_STORE_EINTERNAL; /* the query parser guarantees 1..MAX */
+    int err;
+    struct sqlite_reader *r = sqlite_reader_get(st, &err);
+    if (!r)
+        return err;
+    struct sqlite_list_sql *l = malloc(sizeof *l);
+    if (!l)
+        return PAYMENT_STORE_EINTERNAL;
+    l->len = 0;
+    l->overflow = 0;
+    l->nbinds = 0;
+    l->text[0] = '\0';
+    sqlite_list_build(l, q);
+    sqlite3_stmt *stmt = NULL;
+    int rc = l->overflow ? SQLITE_TOOBIG
+                         : sqlite3_prepare_v2(r->db, l->text, (int)l->len + 1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite_list_bind(stmt, l);
+    if (rc == SQLITE_OK)
+        err = sqlite_list_rows(r->db, stmt, q->page_size, each, arg, more);
+    else
+        err = sqlite_map_err(rc);
+    (void)sqlite3_finalize(stmt); /* repeats an error already handled; NULL is a no-op */
+    free(l);
+    return err;
+}
+
+/* ---- open and close ----------------------------------------------------- */
+
+/* mkdir -p of the folder holding path. */
+static int sqlite_make_parent(const char *path, char *errbuf, size_t errlen)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+        return 0; /* the current folder or the root */
+    char dir[PATH_MAX];
+    size_t n = (size_t)(slash - path);
+    if (n >= sizeof dir) {
+        sqlite_errf(errbuf, errlen, "store path too long: %s", path);
+        return -1;
+    }
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    for (size_t i = 1; i <= n; i++) {
+        if (dir[i] != '/' && dir[i] != '\0')
+            continue;
+        char c = dir[i];
+        dir[i] = '\0';
+        int failed = mkdir(dir, 0777) != 0 && errno != EEXIST;
+        int saved = errno;
+        dir[i] = c;
+        if (failed) {
+            char msg[128];
+            sqlite_errf(errbuf, errlen, "cannot create store folder %.*s: %s", (int)i, dir,
+                        strerror_r(saved, msg, sizeof msg));
+            return -1;
+        }
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        sqlite_errf(errbuf, errlen, "store folder %s is not a folder", dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* The first row's first column of sql as text, into out. */
+static int sqlite_pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
+{
+    sqlite3_stmt *stmt;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *v = sqlite3_column_text(stmt, 0);
+        snprintf(out, outlen, "%s", v ? (const char *)v : "");
+        rc = SQLITE_OK;
+    }
+    (void)sqlite3_finalize(stmt);
+    return rc == SQLITE_DONE ? SQLITE_ERROR : rc;
+}
+
+static int sqlite_exec(sqlite3 *db, const char *sql, char *errbuf, size_t errlen)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        sqlite_errf(errbuf, errlen, "store schema: %s", msg ? msg : sqlite3_errstr(rc));
+    sqlite3_free(msg);
+    return rc;
+}
+
+/* Brings the schema to SQLITE_SCHEMA_VERSION in one transaction, so that
+ * concurrent openers and a crash mid-way leave a whole version. */
+static int sqlite_migrate(sqlite3 *db, char *errbuf, size_t errlen)
+{
+    int rc = sqlite_exec(db, "BEGIN IMMEDIATE", errbuf, errlen);
+    if (rc != SQLITE_OK)
+        return rc;
+    char text[32];
+    rc = sqlite_pragma_text(db, "PRAGMA user_version", text, sizeof text);
+    if (rc != SQLITE_OK) {
+        sqlite_errf(errbuf, errlen, "store schema: %s", sqlite3_errmsg(db));
+        goto fail;
+    }
+    int version = atoi(text);
+    if (version < 0 || version > SQLITE_SCHEMA_VERSION) {
+        sqlite_errf(errbuf, errlen, "store schema version %d is not one this build knows (%d)",
+                    version, SQLITE_SCHEMA_VERSION);
+        rc = SQLITE_ERROR;
+        goto fail;
+    }
+    for (int v = version; v < SQLITE_SCHEMA_VERSION; v++) {
+        rc = sqlite_exec(db, sqlite_migrations[v], errbuf, errlen);
+        if (rc != SQLITE_OK)
+            goto fail;
+    }
+    if (version < SQLITE_SCHEMA_VERSION) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SQLITE_SCHEMA_VERSION);
+        rc = sqlite_exec(db, sql, errbuf, errlen);
+        if (rc != SQLITE_OK)
+            goto fail;
+    }
+    return sqlite_exec(db, "COMMIT", errbuf, errlen);
+fail:
+    if (!sqlite3_get_autocommit(db))
+        (void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL); /* closing the connection would too */
+    return rc;
+}
+
+/* Opens the write connection: WAL, full sync, schema, statements. */
+static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *errbuf,
+                              size_t errlen)
+{
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(path, &st->wdb, flags, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(st->wdb, SQLITE_BUSY_TIMEOUT_MS);
+    char mode[16] = "";
+    if (rc == SQLITE_OK)
+        rc = sqlite_pragma_text(st->wdb, "PRAGMA journal_mode = WAL", mode, sizeof mode);
+    if (rc == SQLITE_OK && strcasecmp(mode, "wal") != 0) {
+        sqlite_errf(errbuf, errlen, "cannot open store %s: WAL mode refused (%s)", path, mode);
+        return PAYMENT_STORE_EURI;
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(st->wdb, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite_errf(errbuf, errlen, "cannot open store %s: %s", path,
+                    st->wdb ? sqlite3_errmsg(st->wdb) : sqlite3_errstr(rc));
+        return rc == SQLITE_NOMEM ? PAYMENT_STORE_EINTERNAL : PAYMENT_STORE_EURI;
+    }
+    if (sqlite_migrate(st->wdb, errbuf, errlen) != SQLITE_OK)
+        return PAYMENT_STORE_EURI;
+    for (int i = 0; i < W_COUNT; i++) {
+        rc = sqlite3_prepare_v3(st->wdb, sqlite_wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->w[i],
+                                NULL);
+        if (rc != SQLITE_OK) {
+            sqlite_errf(errbuf, errlen, "store statement: %s", sqlite3_errmsg(st->wdb));
+            return PAYMENT_STORE_EINTERNAL;
+        }
+    }
+    /* Readers open the file by its absolute name: a later chdir cannot move them. */
+    const char *full = sqlite3_db_filename(st->wdb, "main");
+    st->path = strdup(full && full[0] ? full : path);
+    if (!st->path) {
+        sqlite_errf(errbuf, errlen, "out of memory");
+        return PAYMENT_STORE_EINTERNAL;
+    }
+    return PAYMENT_STORE_OK;
+}
+
+/* Starts the writer with every signal blocked: signals are the main thread's. */
+static int sqlite_start_writer(struct sqlite_store *st)
+{
+    sigset_t all, old;
+    if (sigfillset(&all) != 0 || pthread_sigmask(SIG_BLOCK, &all, &old) != 0)
+        return -1;
+    int rc = pthread_create(&st->writer, NULL, sqlite_writer_main, st);
+    if (pthread_sigmask(SIG_SETMASK, &old, NULL) != 0)
+        abort(); /* cannot fail with a mask it returned */
+    if (rc != 0)
+        return -1;
+    st->writer_started = 1;
+    return 0;
+}
+
+/* Frees a store whose writer is not running: readers, statements, connection. */
+static void sqlite_store_free(struct sqlite_store *st)
+{
+    if (st->have_key && pthread_key_delete(st->reader_key) != 0)
+        abort(); /* the key is valid */
+    while (st->readers) {
+        struct sqlite_reader *r = st->readers;
+        sqlite_reader_unlink(st, r);
+        sqlite_reader_free(r);
+    }
+    /* Closed last: the last connection checkpoints and removes the WAL. */
+    for (int i = 0; i < W_COUNT; i++)
+        (void)sqlite3_finalize(st->w[i]); /* repeats a past step's error, if any */
+    if (st->wdb && sqlite3_close(st->wdb) != SQLITE_OK)
+        (void)sqlite3_close_v2(st->wdb); /* unreachable: every statement is finalized */
+    (void)pthread_cond_destroy(&st->wake);
+    (void)pthread_mutex_destroy(&st->mu);
+    (void)pthread_mutex_destroy(&st->readers_mu);
+    free(st->path);
+    free(st);
+}
+
+/* The store's mutexes and condition variable: 0, or -1 with none left. */
+static int sqlite_sync_init(struct sqlite_store *st)
+{
+    if (pthread_mutex_init(&st->mu, NULL) != 0)
+        return -1;
+    if (pthread_mutex_init(&st->readers_mu, NULL) != 0) {
+        (void)pthread_mutex_destroy(&st->mu);
+        return -1;
+    }
+    if (pthread_cond_init(&st->wake, NULL) != 0) {
+        (void)pthread_mutex_destroy(&st->readers_mu);
+        (void)pthread_mutex_destroy(&st->mu);
+        return -1;
+    }
+    return 0;
+}
+
+static int sqlite_open(const char *uri, payment_store **out, char *errbuf, size_t errlen)
+{
+    const char *path = uri + strlen(SQLITE_URI_PREFIX);
+    if (!path[0]) {
+        sqlite_errf(errbuf, errlen, "store URI %s names no file (expected sqlite:PATH)", uri);
+        return PAYMENT_STORE_EURI;
+    }
+    if (sqlite_make_parent(path, errbuf, errlen) != 0)
+        return PAYMENT_STORE_EURI;
+    struct sqlite_store *st = calloc(1, sizeof *st);
+    if (!st) {
+        sqlite_errf(errbuf, errlen, "out of memory");
+        return PAYMENT_STORE_EINTERNAL;
+    }
+    atomic_init(&st->commits, 0);
+    atomic_init(&st->writes, 0);
+    if (sqlite_sync_init(st) != 0) {
+        free(st);
+        sqlite_errf(errbuf, errlen, "cannot create the store's locks");
+        return PAYMENT_STORE_EINTERNAL;
+    }
+    /* From here sqlite_store_free undoes whatever was done. */
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (pthread_key_create(&st->reader_key, sqlite_reader_exit) != 0) {
+        sqlite_errf(errbuf, errlen, "cannot create a thread key");
+        goto fail;
+    }
+    st->have_key = 1;
+    err = sqlite_open_writer(st, path, errbuf, errlen);
+    if (err != PAYMENT_STORE_OK)
+        goto fail;
+    if (sqlite_start_writer(st) != 0) {
+        sqlite_errf(errbuf, errlen, "cannot start the store writer thread");
+        err = PAYMENT_STORE_EINTERNAL;
+        goto fail;
+    }
+    *out = &st->base;
+    return PAYMENT_STORE_OK;
+fail:
+    sqlite_store_free(st);
+    return err;
+}
+
+/* The caller guarantees no call into the store runs or starts meanwhile,
+ * and no thread that read from it exits meanwhile (its key destructor would
+ * race with the readers' teardown). */
+static void sqlite_close(payment_store *s)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    sqlite_lock(&st->mu);
+    st->closing = 1;
+    if (pthread_cond_signal(&st->wake) != 0)
+        abort();
+    sqlite_unlock(&st->mu);
+    if (st->writer_started && pthread_join(st->writer, NULL) != 0)
+        abort(); /* joinable and not this thread: close must not be called from done */
+    sqlite_store_free(st);
+}
+
+const struct payment_store_backend payment_store_sqlite_backend = {
+    .scheme = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .ping = sqlite_ping,
+    .get = sqlite_get,
+    .list = sqlite_list,
+    .create = sqlite_create,
+    .update = sqlite_update,
+    .remove = sqlite_remove,
+    .stats = sqlite_stats,
+};

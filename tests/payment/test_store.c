@@ -1,0 +1,1015 @@
+/* The store contract (store.h), written against any backend: each case takes
+ * an opened, empty store; the runners below open one per case in a fresh
+ * temporary folder.  A MongoDB backend adds a runner and reuses the cases. */
+#include "payment/store.h"
+
+#include <ftw.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "payment/store_impl.h"
+#include "test.h"
+
+/* ---- fixtures ----------------------------------------------------------- */
+
+struct fixture {
+    payment_store *s; /* open store, NULL once a case closed it for good */
+    char uri[256];    /* opens the same store again */
+};
+
+typedef void (*store_case_fn)(struct fixture *fx);
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void rm_tree(const char *dir)
+{
+    CHECK_INT(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* Runs fn on a new SQLite store in a temporary folder, removed afterwards.
+ * The store file sits two folders down, which open must create. */
+static void run_on_sqlite(store_case_fn fn)
+{
+    char dir[] = "/tmp/paymentd-store-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    struct fixture fx = {0};
+    snprintf(fx.uri, sizeof fx.uri, "sqlite:%s/data/sub/payments.db", dir);
+    char err[256] = "";
+    int rc = payment_store_open(fx.uri, &fx.s, err, sizeof err);
+    CHECK_INT(rc, PAYMENT_STORE_OK);
+    if (rc == PAYMENT_STORE_OK) {
+        fn(&fx);
+        payment_store_close(fx.s);
+    } else {
+        fprintf(stderr, "  open %s: %s\n", fx.uri, err);
+    }
+    rm_tree(dir);
+}
+
+/* ---- synchronous wrappers: done runs on the writer thread --------------- */
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;   /* writes not yet reported */
+    int err;       /* last result */
+    int64_t cur;
+    int64_t seq;
+};
+
+static void waiter_init(struct waiter *w, int pending)
+{
+    CHECK_INT(pthread_mutex_init(&w->mu, NULL), 0);
+    CHECK_INT(pthread_cond_init(&w->cv, NULL), 0);
+    w->pending = pending;
+    w->err = 1;
+    w->cur = w->seq = -2;
+}
+
+static void waiter_done(void *arg, int err, int64_t cur, int64_t seq)
+{
+    struct waiter *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->err = err;
+    w->cur = cur;
+    w->seq = seq;
+    w->pending--;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void waiter_wait(struct waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->pending > 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+static int sync_create(payment_store *s, const struct payment_row *row, int64_t *seq)
+{
+    struct waiter w;
+    waiter_init(&w, 1);
+    payment_store_create(s, row, waiter_done, &w);
+    waiter_wait(&w);
+    CHECK_INT(w.cur, -1);
+    if (seq)
+        *seq = w.seq;
+    if (w.err != PAYMENT_STORE_OK)
+        CHECK_INT(w.seq, 0);
+    return w.err;
+}
+
+static int sync_update(payment_store *s, const struct payment_row *row, int64_t expected,
+                       int64_t *cur)
+{
+    struct waiter w;
+    waiter_init(&w, 1);
+    payment_store_update(s, row, expected, waiter_done, &w);
+    waiter_wait(&w);
+    CHECK_INT(w.seq, 0);
+    *cur = w.cur;
+    return w.err;
+}
+
+static int sync_delete(payment_store *s, const char *id, int64_t expected, int64_t *cur)
+{
+    struct waiter w;
+    waiter_init(&w, 1);
+    payment_store_delete(s, id, expected, waiter_done, &w);
+    waiter_wait(&w);
+    CHECK_INT(w.seq, 0);
+    *cur = w.cur;
+    return w.err;
+}
+
+/* ---- payments ----------------------------------------------------------- */
+
+/* A row and the bytes it borrows. */
+struct pay {
+    struct payment_row row;
+    char currency[8];
+    char reference[32];
+    char doc[256];
+};
+
+static void pay_id(char out[UUID_STR_LEN + 1], int n)
+{
+    snprintf(out, UUID_STR_LEN + 1, "00000000-0000-4000-8000-%012d", n);
+}
+
+static void org_id(char out[UUID_STR_LEN + 1], int n)
+{
+    snprintf(out, UUID_STR_LEN + 1, "0a0a0a0a-0000-4000-8000-%012d", n);
+}
+
+/* Payment n of organisation org; the document starts {"id":"<id>" so that
+ * listed rows can be told apart, and holds bytes a text layer could mangle. */
+static void pay_init(struct pay *p, int n, int org, const char *currency, const char *amount,
+                     const char *date, int64_t created_ms)
+{
+    memset(p, 0, sizeof *p);
+    pay_id(p->row.id, n);
+    org_id(p->row.organisation_id, org);
+    p->row.created_ms = created_ms;
+    p->row.modified_ms = created_ms;
+    snprintf(p->currency, sizeof p->currency, "%s", currency);
+    p->row.currency = p->currency;
+    p->row.payment_scheme = n % 2 ? "FPS" : "BACS";
+    p->row.payment_type = "Credit";
+    snprintf(p->reference, sizeof p->reference, "ref-%d", n);
+    p->row.reference = p->reference;
+    p->row.end_to_end_reference = NULL;
+    snprintf(p->row.processing_date, sizeof p->row.processing_date, "%s", date);
+    struct decimal d;
+    CHECK_INT(decimal_parse(amount, strlen(amount), &d), 0);
+    decimal_sort_key(&d, p->row.amount_key);
+    int len = snprintf(p->doc, sizeof p->doc,
+                       "{\"id\":\"%s\",\"v\":%lld,\"amount\":\"%s\","
+                       "\"note\":\"caf\xc3\xa9 \\\"q\\\"\"}",
+                       p->row.id, (long long)p->row.version, amount);
+    p->row.doc = p->doc;
+    p->row.doc_len = (size_t)len;
+}
+
+/* Rewrites the document for version v. */
+static void pay_set_version(struct pay *p, int64_t v, const char *tag)
+{
+    p->row.version = v;
+    int len = snprintf(p->doc, sizeof p->doc, "{\"id\":\"%s\",\"v\":%lld,\"tag\":\"%s\"}",
+                       p->row.id, (long long)v, tag);
+    p->row.doc = p->doc;
+    p->row.doc_len = (size_t)len;
+}
+
+static void check_doc(payment_store *s, const struct pay *p, int64_t version)
+{
+    struct buf b = BUF_INIT;
+    int64_t v = -5;
+    CHECK_INT(payment_store_get(s, p->row.id, &b, &v), PAYMENT_STORE_OK);
+    CHECK_INT(v, version);
+    CHECK_INT(b.len, p->row.doc_len);
+    CHECK(b.data && memcmp(b.data, p->row.doc, p->row.doc_len) == 0);
+    buf_free(&b);
+}
+
+static void check_gone(payment_store *s, const char *id)
+{
+    struct buf b = BUF_INIT;
+    int64_t v = -5;
+    CHECK_INT(payment_store_get(s, id, &b, &v), PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(b.len, 0);
+    CHECK_INT(v, -5);
+    buf_free(&b);
+}
+
+/* ---- listing ------------------------------------------------------------ */
+
+#define LISTED_MAX 2000
+
+struct listed {
+    int n;
+    int stop_at;                        /* return 7 on this row (1-based), 0 never */
+    int64_t seq[LISTED_MAX];
+    int num[LISTED_MAX];                /* payment numbers, from the ids */
+};
+
+static int listed_row(void *arg, const char *doc, size_t len, int64_t seq)
+{
+    struct listed *l = arg;
+    CHECK(len > 7 + UUID_STR_LEN && strncmp(doc, "{\"id\":\"", 7) == 0);
+    CHECK_INT(doc[len], '\0');
+    if (l->n == LISTED_MAX)
+        return 9;
+    l->seq[l->n] = seq;
+    l->num[l->n] = atoi(doc + 7 + 24);
+    l->n++;
+    return l->n == l->stop_at ? 7 : 0;
+}
+
+static void query_init(struct payment_query *q, uint32_t page_size)
+{
+    memset(q, 0, sizeof *q);
+    q->created_from_ms = INT64_MIN;
+    q->created_to_ms = INT64_MAX;
+    q->page_size = page_size;
+    q->mode = PAYMENT_PAGE_FIRST;
+}
+
+/* Lists q into l (emptied first) and returns the store's answer. */
+static int list(payment_store *s, const struct payment_query *q, struct listed *l, int *more)
+{
+    l->n = 0;
+    *more = -1;
+    return payment_store_list(s, q, listed_row, l, more);
+}
+
+/* Checks that l holds exactly the payment numbers want, in that order, and
+ * that sequence numbers increase. */
+static void check_listed(const struct listed *l, const int *want, int nwant, int line)
+{
+    int ok = l->n == nwant;
+    for (int i = 0; ok && i < nwant; i++)
+        ok = l->num[i] == want[i] && (i == 0 || l->seq[i] > l->seq[i - 1]);
+    if (!ok) {
+        fprintf(stderr, "  line %d: listed", line);
+        for (int i = 0; i < l->n; i++)
+            fprintf(stderr, " %d", l->num[i]);
+        fprintf(stderr, "; expected");
+        for (int i = 0; i < nwant; i++)
+            fprintf(stderr, " %d", want[i]);
+        fprintf(stderr, "\n");
+    }
+    CHECK(ok);
+}
+
+#define CHECK_LISTED(l, ...)                                                               \
+    do {                                                                                   \
+        static const int want_[] = {__VA_ARGS__};                                          \
+        check_listed((l), want_, (int)(sizeof want_ / sizeof want_[0]), __LINE__);         \
+    } while (0)
+
+/* ---- cases -------------------------------------------------------------- */
+
+static void case_ping(struct fixture *fx)
+{
+    CHECK_INT(payment_store_ping(fx->s), PAYMENT_STORE_OK);
+}
+
+static void case_create_get(struct fixture *fx)
+{
+    struct pay a, b;
+    pay_init(&a, 1, 1, "GBP", "10.50", "2026-01-02", 1000);
+    pay_init(&b, 2, 1, "GBP", "3", "", 2000);
+    int64_t seq_a = 0, seq_b = 0;
+    CHECK_INT(sync_create(fx->s, &a.row, &seq_a), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(fx->s, &b.row, &seq_b), PAYMENT_STORE_OK);
+    CHECK(seq_a > 0);
+    CHECK(seq_b > seq_a);
+    check_doc(fx->s, &a, 0);
+    check_doc(fx->s, &b, 0);
+    struct buf doc = BUF_INIT;
+    int64_t v = -5, created = -5;
+    CHECK_INT(payment_store_get_meta(fx->s, a.row.id, &doc, &v, &created), PAYMENT_STORE_OK);
+    CHECK_INT(v, 0);
+    CHECK_INT(created, 1000);
+    CHECK_INT(doc.len, a.row.doc_len);
+    buf_free(&doc);
+    check_gone(fx->s, "00000000-0000-4000-8000-000000000999");
+    check_gone(fx->s, "");
+    CHECK_INT(payment_store_get_meta(fx->s, "nope", &doc, &v, &created), PAYMENT_STORE_ENOTFOUND);
+    buf_free(&doc);
+}
+
+static void case_duplicate(struct fixture *fx)
+{
+    struct pay a, again;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1);
+    pay_init(&again, 1, 2, "EUR", "2", "", 2);
+    CHECK_INT(sync_create(fx->s, &a.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(fx->s, &again.row, NULL), PAYMENT_STORE_EDUPLICATE);
+    check_doc(fx->s, &a, 0);
+}
+
+static void case_update(struct fixture *fx)
+{
+    struct pay p;
+    pay_init(&p, 1, 1, "GBP", "1", "", 1000);
+    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    int64_t cur = -5;
+
+    pay_set_version(&p, 1, "first");
+    p.row.created_ms = 555; /* the store keeps the creation time */
+    p.row.modified_ms = 2000;
+    CHECK_INT(sync_update(fx->s, &p.row, 0, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(cur, -1);
+    check_doc(fx->s, &p, 1);
+    struct buf doc = BUF_INIT;
+    int64_t v, created;
+    CHECK_INT(payment_store_get_meta(fx->s, p.row.id, &doc, &v, &created), PAYMENT_STORE_OK);
+    CHECK_INT(created, 1000);
+    buf_free(&doc);
+
+    struct pay stale = p;
+    pay_set_version(&stale, 1, "stale");
+    CHECK_INT(sync_update(fx->s, &stale.row, 0, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, 1);
+    pay_set_version(&stale, 8, "future");
+    CHECK_INT(sync_update(fx->s, &stale.row, 7, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, 1);
+    check_doc(fx->s, &p, 1);
+
+    pay_set_version(&p, 2, "second");
+    CHECK_INT(sync_update(fx->s, &p.row, 1, &cur), PAYMENT_STORE_OK);
+    check_doc(fx->s, &p, 2);
+
+    struct pay unknown;
+    pay_init(&unknown, 2, 1, "GBP", "1", "", 1);
+    pay_set_version(&unknown, 1, "x");
+    CHECK_INT(sync_update(fx->s, &unknown.row, 0, &cur), PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(cur, -1);
+    check_gone(fx->s, unknown.row.id);
+}
+
+static void case_delete(struct fixture *fx)
+{
+    struct pay a, b;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1);
+    pay_init(&b, 2, 1, "GBP", "1", "", 1);
+    CHECK_INT(sync_create(fx->s, &a.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(fx->s, &b.row, NULL), PAYMENT_STORE_OK);
+    int64_t cur = -5;
+
+    /* Unconditional. */
+    CHECK_INT(sync_delete(fx->s, a.row.id, -1, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(cur, -1);
+
+    /* Conditional: a mismatch changes nothing, a match deletes. */
+    pay_set_version(&b, 1, "b1");
+    CHECK_INT(sync_update(fx->s, &b.row, 0, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete(fx->s, b.row.id, 0, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, 1);
+    check_doc(fx->s, &b, 1);
+    CHECK_INT(sync_delete(fx->s, b.row.id, 1, &cur), PAYMENT_STORE_OK);
+
+    /* Tombstones: gone for reads and writes, and never created again. */
+    const struct pay *dead[] = {&a, &b};
+    for (int i = 0; i < 2; i++) {
+        struct pay p = *dead[i];
+        p.row.doc = p.doc;
+        check_gone(fx->s, p.row.id);
+        pay_set_version(&p, 2, "after");
+        CHECK_INT(sync_update(fx->s, &p.row, 1, &cur), PAYMENT_STORE_ENOTFOUND);
+        CHECK_INT(cur, -1);
+        CHECK_INT(sync_delete(fx->s, p.row.id, -1, &cur), PAYMENT_STORE_ENOTFOUND);
+        CHECK_INT(sync_delete(fx->s, p.row.id, 5, &cur), PAYMENT_STORE_ENOTFOUND);
+        CHECK_INT(cur, -1);
+        struct pay reborn;
+        pay_init(&reborn, i + 1, 3, "EUR", "2", "", 3);
+        CHECK_INT(sync_create(fx->s, &reborn.row, NULL), PAYMENT_STORE_EDUPLICATE);
+        check_gone(fx->s, p.row.id);
+    }
+    CHECK_INT(sync_delete(fx->s, "00000000-0000-4000-8000-000000000999", -1, &cur),
+              PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(sync_delete(fx->s, "an id far longer than any uuid could ever be", -1, &cur),
+              PAYMENT_STORE_ENOTFOUND);
+}
+
+static void case_list_paging(struct fixture *fx)
+{
+    struct pay p;
+    /* Created in an order unlike their numbers: the list follows seq. */
+    static const int order[] = {5, 3, 9, 1, 7, 2, 8, 4, 6, 10, 11, 12};
+    for (int i = 0; i < 12; i++) {
+        pay_init(&p, order[i], 1, "GBP", "1", "", 1000 + i);
+        CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    }
+    struct listed *l = calloc(1, sizeof *l);
+    struct payment_query q;
+    int more;
+
+    query_init(&q, 100);
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 5, 3, 9, 1, 7, 2, 8, 4, 6, 10, 11, 12);
+    CHECK_INT(more, 0);
+
+    query_init(&q, 5);
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 5, 3, 9, 1, 7);
+    CHECK_INT(more, 1);
+    int64_t fifth = l->seq[4];
+
+    q.mode = PAYMENT_PAGE_OFFSET;
+    q.page_number = 1;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 2, 8, 4, 6, 10);
+    CHECK_INT(more, 1);
+    q.page_number = 2;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 11, 12);
+    CHECK_INT(more, 0);
+    q.page_number = 3;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_INT(l->n, 0);
+    CHECK_INT(more, 0);
+
+    /* Exactly a page left: no more. */
+    query_init(&q, 6);
+    q.mode = PAYMENT_PAGE_OFFSET;
+    q.page_number = 1;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 8, 4, 6, 10, 11, 12);
+    CHECK_INT(more, 0);
+
+    query_init(&q, 5);
+    q.mode = PAYMENT_PAGE_CURSOR;
+    q.after_seq = fifth;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 2, 8, 4, 6, 10);
+    CHECK_INT(more, 1);
+    q.after_seq = l->seq[4];
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 11, 12);
+    CHECK_INT(more, 0);
+    q.after_seq = l->seq[1];
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_INT(l->n, 0);
+    CHECK_INT(more, 0);
+    q.after_seq = 0;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 5, 3, 9, 1, 7);
+
+    /* A cursor stays stable while others insert: new rows come after it. */
+    q.after_seq = fifth;
+    q.page_size = 100;
+    pay_init(&p, 13, 1, "GBP", "1", "", 5000);
+    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 2, 8, 4, 6, 10, 11, 12, 13);
+
+    /* The callback's non-zero answer stops the list and is returned. */
+    query_init(&q, 100);
+    l->stop_at = 3;
+    CHECK_INT(list(fx->s, &q, l, &more), 7);
+    CHECK_INT(l->n, 3);
+    free(l);
+}
+
+static void case_list_filters(struct fixture *fx)
+{
+    /* n, org, currency, amount, processing date, created ms */
+    static const struct {
+        int n, org;
+        const char *currency, *amount, *date;
+        int64_t created;
+    } rows[] = {
+        {1, 1, "GBP", "5", "2026-01-01", 1000},
+        {2, 2, "EUR", "20", "2026-01-15", 2000},
+        {3, 1, "USD", "100", "2026-01-31", 3000},
+        {4, 3, "GBP", "1000.50", "2026-02-01", 4000},
+        {5, 2, "GBP", "99.99", "", 5000},
+        {6, 1, "EUR", "100.00", "2025-12-31", 6000},
+        {7, 3, "JPY", "20", "2026-01-15", 7000},
+    };
+    struct pay p;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        pay_init(&p, rows[i].n, rows[i].org, rows[i].currency, rows[i].amount, rows[i].date,
+                 rows[i].created);
+        CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    }
+    /* A deleted payment matching every filter below is never listed. */
+    pay_init(&p, 8, 1, "GBP", "50", "2026-01-15", 2500);
+    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    int64_t cur;
+    CHECK_INT(sync_delete(fx->s, p.row.id, -1, &cur), PAYMENT_STORE_OK);
+
+    struct listed *l = calloc(1, sizeof *l);
+    struct payment_query q;
+    int more;
+    char o1[UUID_STR_LEN + 1], o3[UUID_STR_LEN + 1], o9[UUID_STR_LEN + 1];
+    org_id(o1, 1);
+    org_id(o3, 3);
+    org_id(o9, 9);
+    char gbp[] = "GBP", eur[] = "EUR", fps[] = "FPS", credit[] = "Credit", debit[] = "Debit";
+    char ref3[] = "ref-3", ref8[] = "ref-8", ref7[] = "ref-7";
+
+    query_init(&q, 100);
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 2, 3, 4, 5, 6, 7);
+
+    query_init(&q, 100);
+    q.organisation_id.count = 1;
+    q.organisation_id.values[0] = o1;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 3, 6);
+    q.organisation_id.count = 3;
+    q.organisation_id.values[1] = o9;
+    q.organisation_id.values[2] = o3;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 3, 4, 6, 7);
+    q.page_size = 2; /* paging across an index on (organisation, seq) */
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 3);
+    CHECK_INT(more, 1);
+    q.mode = PAYMENT_PAGE_CURSOR;
+    q.after_seq = l->seq[1];
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 4, 6);
+    CHECK_INT(more, 1);
+
+    query_init(&q, 100);
+    q.currency.count = 2;
+    q.currency.values[0] = gbp;
+    q.currency.values[1] = eur;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 2, 4, 5, 6);
+    q.organisation_id.count = 1; /* filters combine */
+    q.organisation_id.values[0] = o1;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 6);
+
+    query_init(&q, 100);
+    q.payment_scheme.count = 1; /* odd numbers are FPS */
+    q.payment_scheme.values[0] = fps;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 3, 5, 7);
+    q.payment_type.count = 1;
+    q.payment_type.values[0] = debit;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_INT(l->n, 0);
+    q.payment_type.values[0] = credit;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 3, 5, 7);
+
+    query_init(&q, 100);
+    q.reference.count = 3;
+    q.reference.values[0] = ref8;
+    q.reference.values[1] = ref7;
+    q.reference.values[2] = ref3;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 3, 7);
+
+    /* Amounts compare as decimals: "100" < "20" as strings. */
+    struct decimal d;
+    query_init(&q, 100);
+    CHECK_INT(decimal_parse("20", 2, &d), 0);
+    decimal_sort_key(&d, q.amount_from);
+    CHECK_INT(decimal_parse("100", 3, &d), 0);
+    decimal_sort_key(&d, q.amount_to);
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 2, 3, 5, 6, 7);
+    q.amount_to[0] = '\0';
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 2, 3, 4, 5, 6, 7);
+    q.amount_from[0] = '\0';
+    CHECK_INT(decimal_parse("99.99", 5, &d), 0);
+    decimal_sort_key(&d, q.amount_to);
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 2, 5, 7);
+
+    /* Processing dates: inclusive bounds; payments without one never match. */
+    query_init(&q, 100);
+    snprintf(q.processing_date_from, sizeof q.processing_date_from, "2026-01-15");
+    snprintf(q.processing_date_to, sizeof q.processing_date_to, "2026-01-31");
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 2, 3, 7);
+    q.processing_date_to[0] = '\0';
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 2, 3, 4, 7);
+    q.processing_date_from[0] = '\0';
+    snprintf(q.processing_date_to, sizeof q.processing_date_to, "2026-01-01");
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 6);
+
+    /* Created: from inclusive, to exclusive. */
+    query_init(&q, 100);
+    q.created_from_ms = 2000;
+    q.created_to_ms = 5000;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 2, 3, 4);
+    q.created_from_ms = INT64_MIN;
+    q.created_to_ms = 2001;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 2);
+    q.created_from_ms = 6000;
+    q.created_to_ms = INT64_MAX;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 6, 7);
+
+    /* Offset paging counts filtered rows only. */
+    query_init(&q, 2);
+    q.currency.count = 1;
+    q.currency.values[0] = gbp;
+    q.mode = PAYMENT_PAGE_OFFSET;
+    q.page_number = 1;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 5);
+    CHECK_INT(more, 0);
+    free(l);
+}
+
+static void case_reopen(struct fixture *fx)
+{
+    struct pay a, b, c;
+    pay_init(&a, 1, 1, "GBP", "1", "2026-03-04", 10);
+    pay_init(&b, 2, 1, "GBP", "2", "", 20);
+    pay_init(&c, 3, 2, "EUR", "3", "", 30);
+    int64_t seq_c = 0, cur;
+    CHECK_INT(sync_create(fx->s, &a.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(fx->s, &b.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(fx->s, &c.row, &seq_c), PAYMENT_STORE_OK);
+    pay_set_version(&b, 1, "kept");
+    CHECK_INT(sync_update(fx->s, &b.row, 0, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete(fx->s, c.row.id, -1, &cur), PAYMENT_STORE_OK);
+    /* Writes still queued at close are completed by it. */
+    struct pay d;
+    pay_init(&d, 4, 1, "GBP", "4", "", 40);
+    struct waiter w;
+    waiter_init(&w, 1);
+    payment_store_create(fx->s, &d.row, waiter_done, &w);
+    payment_store_close(fx->s);
+    fx->s = NULL;
+    CHECK_INT(w.pending, 0);
+    CHECK_INT(w.err, PAYMENT_STORE_OK);
+    waiter_wait(&w);
+
+    for (int round = 0; round < 2; round++) {
+        char err[256] = "";
+        CHECK_INT(payment_store_open(fx->uri, &fx->s, err, sizeof err), PAYMENT_STORE_OK);
+        if (!fx->s)
+            return;
+        check_doc(fx->s, &a, 0);
+        check_doc(fx->s, &b, 1);
+        check_doc(fx->s, &d, 0);
+        check_gone(fx->s, c.row.id);
+        CHECK_INT(sync_create(fx->s, &c.row, NULL), PAYMENT_STORE_EDUPLICATE);
+        struct buf doc = BUF_INIT;
+        int64_t v, created = 0;
+        CHECK_INT(payment_store_get_meta(fx->s, a.row.id, &doc, &v, &created), PAYMENT_STORE_OK);
+        CHECK_INT(created, 10);
+        buf_free(&doc);
+        struct listed *l = calloc(1, sizeof *l);
+        struct payment_query q;
+        int more;
+        query_init(&q, 100);
+        CHECK_INT(list(fx->s, &q, l, &more), 0);
+        if (round == 0) {
+            CHECK_LISTED(l, 1, 2, 4);
+            /* Sequence numbers are never reused, not even a tombstone's. */
+            struct pay e;
+            pay_init(&e, 5, 1, "GBP", "5", "", 50);
+            int64_t seq_e = 0;
+            CHECK_INT(sync_create(fx->s, &e.row, &seq_e), PAYMENT_STORE_OK);
+            CHECK(seq_e > seq_c);
+        } else {
+            CHECK_LISTED(l, 1, 2, 4, 5);
+        }
+        free(l);
+        if (round == 0) {
+            payment_store_close(fx->s);
+            fx->s = NULL;
+        }
+    }
+}
+
+/* A done callback may call back into the store: it runs without locks. */
+struct chain {
+    payment_store *s;
+    struct pay second;
+    struct waiter w;
+    int first_err;
+    int get_err;
+};
+
+static void chain_first_done(void *arg, int err, int64_t cur, int64_t seq)
+{
+    (void)cur, (void)seq;
+    struct chain *c = arg;
+    c->first_err = err;
+    struct buf b = BUF_INIT;
+    int64_t v;
+    c->get_err = payment_store_get(c->s, "00000000-0000-4000-8000-000000000001", &b, &v);
+    buf_free(&b);
+    payment_store_create(c->s, &c->second.row, waiter_done, &c->w);
+}
+
+static void case_done_reenters(struct fixture *fx)
+{
+    struct chain *c = calloc(1, sizeof *c);
+    struct pay first;
+    c->s = fx->s;
+    pay_init(&first, 1, 1, "GBP", "1", "", 1);
+    pay_init(&c->second, 2, 1, "GBP", "2", "", 2);
+    waiter_init(&c->w, 1);
+    payment_store_create(fx->s, &first.row, chain_first_done, c);
+    waiter_wait(&c->w);
+    CHECK_INT(c->first_err, PAYMENT_STORE_OK);
+    CHECK_INT(c->get_err, PAYMENT_STORE_OK); /* reported only once committed */
+    CHECK_INT(c->w.err, PAYMENT_STORE_OK);
+    check_doc(fx->s, &c->second, 0);
+    free(c);
+}
+
+/* 8 threads each submit 200 creates at once, then wait for them all. */
+#define CC_THREADS 8
+#define CC_EACH 200
+
+struct creator {
+    payment_store *s;
+    int base;            /* first payment number */
+    struct pay *pays;    /* CC_EACH rows, borrowed by the store until done */
+    struct waiter w;
+    int ok;              /* creates reported OK, under w.mu */
+};
+
+static void creator_done(void *arg, int err, int64_t cur, int64_t seq)
+{
+    struct creator *c = arg;
+    pthread_mutex_lock(&c->w.mu);
+    if (err == PAYMENT_STORE_OK && cur == -1 && seq > 0)
+        c->ok++;
+    c->w.pending--;
+    pthread_cond_broadcast(&c->w.cv);
+    pthread_mutex_unlock(&c->w.mu);
+}
+
+static void *creator_main(void *arg)
+{
+    struct creator *c = arg;
+    for (int i = 0; i < CC_EACH; i++) {
+        pay_init(&c->pays[i], c->base + i, c->base % 3, "GBP", "1", "", c->base + i);
+        payment_store_create(c->s, &c->pays[i].row, creator_done, c);
+    }
+    /* A read on this thread, which then exits: its connection goes with it. */
+    CHECK_INT(payment_store_ping(c->s), PAYMENT_STORE_OK);
+    return NULL;
+}
+
+static void case_concurrent_creates(struct fixture *fx)
+{
+    struct payment_store_stats before, after;
+    int have_stats = payment_store_stats(fx->s, &before) == 0;
+    struct creator cs[CC_THREADS];
+    pthread_t t[CC_THREADS];
+    for (int i = 0; i < CC_THREADS; i++) {
+        cs[i].s = fx->s;
+        cs[i].base = 1 + i * CC_EACH;
+        cs[i].pays = calloc(CC_EACH, sizeof *cs[i].pays);
+        cs[i].ok = 0;
+        waiter_init(&cs[i].w, CC_EACH);
+    }
+    for (int i = 0; i < CC_THREADS; i++)
+        CHECK_INT(pthread_create(&t[i], NULL, creator_main, &cs[i]), 0);
+    for (int i = 0; i < CC_THREADS; i++)
+        CHECK_INT(pthread_join(t[i], NULL), 0);
+    int ok = 0;
+    for (int i = 0; i < CC_THREADS; i++) {
+        waiter_wait(&cs[i].w);
+        ok += cs[i].ok;
+        free(cs[i].pays);
+    }
+    CHECK_INT(ok, CC_THREADS * CC_EACH);
+
+    /* Every payment listed exactly once, in two pages. */
+    struct listed *l = calloc(1, sizeof *l);
+    static unsigned char seen[CC_THREADS * CC_EACH + 1];
+    memset(seen, 0, sizeof seen);
+    struct payment_query q;
+    int more;
+    query_init(&q, 1000);
+    int total = 0;
+    for (int page = 0; page < 3; page++) {
+        CHECK_INT(list(fx->s, &q, l, &more), 0);
+        for (int i = 0; i < l->n; i++) {
+            int n = l->num[i];
+            CHECK(n >= 1 && n <= CC_THREADS * CC_EACH && !seen[n]);
+            if (n >= 1 && n <= CC_THREADS * CC_EACH)
+                seen[n] = 1;
+            CHECK(i == 0 || l->seq[i] > l->seq[i - 1]);
+        }
+        total += l->n;
+        if (!more)
+            break;
+        q.mode = PAYMENT_PAGE_CURSOR;
+        q.after_seq = l->seq[l->n - 1];
+    }
+    CHECK_INT(total, CC_THREADS * CC_EACH);
+    free(l);
+
+    /* Group commit: many writes per transaction. */
+    if (have_stats) {
+        CHECK_INT(payment_store_stats(fx->s, &after), 0);
+        uint64_t writes = after.writes - before.writes;
+        uint64_t commits = after.commits - before.commits;
+        CHECK_INT(writes, CC_THREADS * CC_EACH);
+        CHECK(commits >= 1);
+        CHECK(commits < writes);
+        fprintf(stderr, "  %llu creates in %llu commits\n", (unsigned long long)writes,
+                (unsigned long long)commits);
+    }
+}
+
+/* 20 threads update the same payment from version 0: exactly one wins. */
+#define CU_THREADS 20
+
+struct updater {
+    payment_store *s;
+    pthread_barrier_t *start;
+    struct pay p;
+    int err;
+    int64_t cur;
+};
+
+static void *updater_main(void *arg)
+{
+    struct updater *u = arg;
+    int rc = pthread_barrier_wait(u->start);
+    CHECK(rc == 0 || rc == PTHREAD_BARRIER_SERIAL_THREAD);
+    u->err = sync_update(u->s, &u->p.row, 0, &u->cur);
+    return NULL;
+}
+
+static void case_concurrent_updates(struct fixture *fx)
+{
+    struct pay p;
+    pay_init(&p, 1, 1, "GBP", "1", "", 1);
+    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    pthread_barrier_t start;
+    CHECK_INT(pthread_barrier_init(&start, NULL, CU_THREADS), 0);
+    struct updater *us = calloc(CU_THREADS, sizeof *us);
+    pthread_t t[CU_THREADS];
+    for (int i = 0; i < CU_THREADS; i++) {
+        us[i].s = fx->s;
+        us[i].start = &start;
+        us[i].p = p;
+        char tag[24];
+        snprintf(tag, sizeof tag, "writer-%d", i);
+        pay_set_version(&us[i].p, 1, tag);
+    }
+    for (int i = 0; i < CU_THREADS; i++)
+        CHECK_INT(pthread_create(&t[i], NULL, updater_main, &us[i]), 0);
+    for (int i = 0; i < CU_THREADS; i++)
+        CHECK_INT(pthread_join(t[i], NULL), 0);
+    int ok = 0, conflict = 0, winner = -1;
+    for (int i = 0; i < CU_THREADS; i++) {
+        if (us[i].err == PAYMENT_STORE_OK) {
+            ok++;
+            winner = i;
+            CHECK_INT(us[i].cur, -1);
+        } else if (us[i].err == PAYMENT_STORE_ECONFLICT) {
+            conflict++;
+            CHECK_INT(us[i].cur, 1);
+        }
+    }
+    CHECK_INT(ok, 1);
+    CHECK_INT(conflict, CU_THREADS - 1);
+    if (winner >= 0)
+        check_doc(fx->s, &us[winner].p, 1);
+    CHECK_INT(pthread_barrier_destroy(&start), 0);
+    free(us);
+}
+
+/* SQLite only: while another connection holds an open write transaction,
+ * reads answer at once (no busy wait) and do not see its rows. */
+static void case_reads_do_not_wait(struct fixture *fx)
+{
+    struct pay p;
+    pay_init(&p, 1, 1, "GBP", "1", "", 1);
+    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    sqlite3 *db = NULL;
+    CHECK_INT(sqlite3_open_v2(fx->uri + strlen("sqlite:"), &db, SQLITE_OPEN_READWRITE, NULL),
+              SQLITE_OK);
+    CHECK_INT(sqlite3_exec(db,
+                           "BEGIN IMMEDIATE;"
+                           "INSERT INTO payments (id, organisation_id, version, created_ms,"
+                           " modified_ms, doc) VALUES ('00000000-0000-4000-8000-000000000002',"
+                           " 'x', 0, 0, 0, '{\"id\":\"00000000-0000-4000-8000-000000000002\"}');",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    int64_t t0 = clock_mono_us();
+    CHECK_INT(payment_store_ping(fx->s), PAYMENT_STORE_OK);
+    check_doc(fx->s, &p, 0);
+    check_gone(fx->s, "00000000-0000-4000-8000-000000000002");
+    struct listed *l = calloc(1, sizeof *l);
+    struct payment_query q;
+    int more;
+    query_init(&q, 100);
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1);
+    free(l);
+    CHECK(clock_mono_us() - t0 < 1000000);
+    CHECK_INT(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+}
+
+/* ---- SQLite runners ----------------------------------------------------- */
+
+#define SQLITE_CASE(name)                                                                     \
+    static void sqlite_##name(void) { run_on_sqlite(case_##name); }
+
+SQLITE_CASE(ping)
+SQLITE_CASE(create_get)
+SQLITE_CASE(duplicate)
+SQLITE_CASE(update)
+SQLITE_CASE(delete)
+SQLITE_CASE(list_paging)
+SQLITE_CASE(list_filters)
+SQLITE_CASE(reopen)
+SQLITE_CASE(done_reenters)
+SQLITE_CASE(concurrent_creates)
+SQLITE_CASE(concurrent_updates)
+SQLITE_CASE(reads_do_not_wait)
+
+/* Open failures: EURI and a one-line reason. */
+static void sqlite_open_errors(void)
+{
+    char dir[] = "/tmp/paymentd-store-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    char notdb[300], notdir[300], isdir[300];
+    snprintf(notdb, sizeof notdb, "%s/garbage.db", dir);
+    FILE *f = fopen(notdb, "w");
+    CHECK(f != NULL);
+    if (f) {
+        for (int i = 0; i < 200; i++)
+            fputs("this is not an SQLite database\n", f);
+        CHECK_INT(fclose(f), 0);
+    }
+    snprintf(isdir, sizeof isdir, "sqlite:%s", dir);
+    snprintf(notdir, sizeof notdir, "sqlite:%s/garbage.db/x/p.db", dir);
+    char garbage[320];
+    snprintf(garbage, sizeof garbage, "sqlite:%s", notdb);
+    const char *uris[] = {
+        "", "bogus:/tmp/x.db", "sqlite", "sqlite:", "/tmp/x.db", "mongodb://localhost/x",
+        "sqlite:/dev/null/x/y.db", notdir, isdir, garbage,
+    };
+    for (size_t i = 0; i < sizeof uris / sizeof uris[0]; i++) {
+        static char sentinel;
+        payment_store *s = (payment_store *)&sentinel;
+        char err[256] = "";
+        CHECK_INT(payment_store_open(uris[i], &s, err, sizeof err), PAYMENT_STORE_EURI);
+        CHECK(s == NULL);
+        CHECK(err[0] != '\0' && strchr(err, '\n') == NULL);
+        if (s && s != (payment_store *)&sentinel)
+            payment_store_close(s);
+    }
+    payment_store_close(NULL);
+    rm_tree(dir);
+}
+
+static void sqlite_strerror(void)
+{
+    static const int errs[] = {PAYMENT_STORE_OK,          PAYMENT_STORE_ENOTFOUND,
+                               PAYMENT_STORE_ECONFLICT,   PAYMENT_STORE_EDUPLICATE,
+                               PAYMENT_STORE_EUNAVAILABLE, PAYMENT_STORE_EINTERNAL,
+                               PAYMENT_STORE_EURI};
+    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+        CHECK(payment_store_strerror(errs[i])[0] != '\0');
+        for (size_t j = 0; j < i; j++)
+            CHECK(strcmp(payment_store_strerror(errs[i]), payment_store_strerror(errs[j])) != 0);
+    }
+    CHECK_STR(payment_store_strerror(-99), "unknown store error");
+}
+
+TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
+          TEST(sqlite_create_get), TEST(sqlite_duplicate), TEST(sqlite_update),
+          TEST(sqlite_delete), TEST(sqlite_list_paging), TEST(sqlite_list_filters),
+          TEST(sqlite_reopen), TEST(sqlite_done_reenters), TEST(sqlite_concurrent_creates),
+          TEST(sqlite_concurrent_updates), TEST(sqlite_reads_do_not_wait))
