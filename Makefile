@@ -19,23 +19,31 @@ TESTS    := $(TEST_SRC:%.c=build/asan/%)
 .PHONY: all test test-unit tests clean schema check-schema
 all: build/paymentd
 
+# V=1 shows the full commands.
+Q := $(if $(V),,@)
+
 build/paymentd: build/obj/src/main.o $(OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
 build/asan/paymentd: build/asan/obj/src/main.o $(ASAN_OBJ)
-	$(CC) $(SANFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(SANFLAGS) -o $@ $^ $(LIBS)
 
 build/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) -MMD -MP -c -o $@ $<
 
 build/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(SANFLAGS) $(INC) -Itests -MMD -MP -c -o $@ $<
+	@echo "  CC asan $<"
+	$(Q)$(CC) $(CSTD) $(WARN) $(SANFLAGS) $(INC) -Itests -MMD -MP -c -o $@ $<
 
 build/asan/tests/%: build/asan/obj/tests/%.o $(ASAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SANFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(SANFLAGS) -o $@ $^ $(LIBS)
 
 tests: $(TESTS) build/asan/paymentd build/paymentd
 
