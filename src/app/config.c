@@ -15,6 +15,19 @@ struct option_def {
     int (*apply)(struct config *cfg, const char *value, char *errbuf, size_t errlen);
 };
 
+/* A value as quoted in an error message: control characters shown as '?'
+ * and long values cut, so that every message stays one short line. */
+static const char *shown(const char *v, char out[72])
+{
+    size_t i = 0;
+    for (; v[i] && i < 64; i++)
+        out[i] = ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) ? '?' : v[i];
+    if (v[i])
+        out[i++] = '.', out[i++] = '.', out[i++] = '.';
+    out[i] = '\0';
+    return out;
+}
+
 static int parse_uint(const char *s, unsigned long long max, unsigned long long *out)
 {
     if (!*s)
@@ -32,6 +45,7 @@ static int parse_uint(const char *s, unsigned long long max, unsigned long long 
 
 static int apply_listen(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
+    char q[72];
     const char *colon = strrchr(v, ':');
     unsigned long long port;
     const char *host = v;
@@ -41,7 +55,7 @@ static int apply_listen(struct config *cfg, const char *v, char *errbuf, size_t 
         hlen -= 2;
     }
     if (!colon || hlen == 0 || hlen >= CONFIG_HOST_MAX || parse_uint(colon + 1, 65535, &port)) {
-        snprintf(errbuf, errlen, "--listen: expected ADDR:PORT, got \"%s\"", v);
+        snprintf(errbuf, errlen, "--listen: expected ADDR:PORT, got \"%s\"", shown(v, q));
         return -1;
     }
     memcpy(cfg->host, host, hlen);
@@ -62,9 +76,10 @@ static int apply_store(struct config *cfg, const char *v, char *errbuf, size_t e
 
 static int apply_threads(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
+    char q[72];
     unsigned long long n;
     if (parse_uint(v, 1024, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--threads: expected 1..1024, got \"%s\"", v);
+        snprintf(errbuf, errlen, "--threads: expected 1..1024, got \"%s\"", shown(v, q));
         return -1;
     }
     cfg->threads = (unsigned)n;
@@ -73,9 +88,10 @@ static int apply_threads(struct config *cfg, const char *v, char *errbuf, size_t
 
 static int apply_max_body(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
+    char q[72];
     unsigned long long n;
     if (parse_uint(v, 64ull << 20, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--max-body: expected 1..67108864 bytes, got \"%s\"", v);
+        snprintf(errbuf, errlen, "--max-body: expected 1..67108864 bytes, got \"%s\"", shown(v, q));
         return -1;
     }
     cfg->max_body = (size_t)n;
@@ -84,17 +100,23 @@ static int apply_max_body(struct config *cfg, const char *v, char *errbuf, size_
 
 static int apply_public_url(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
+    char q[72];
     size_t n = strlen(v);
     while (n > 0 && v[n - 1] == '/')
         n--;
-    if (n >= CONFIG_URI_MAX || (n && strncmp(v, "http://", 7) && strncmp(v, "https://", 8))) {
-        snprintf(errbuf, errlen, "--public-url: expected http://... or https://..., got \"%s\"",
-                 v);
+    size_t scheme = strncmp(v, "http://", 7) == 0 ? 7 : strncmp(v, "https://", 8) == 0 ? 8 : 0;
+    if (n == 0 && !*v) {
+        cfg->public_url[0] = '\0'; /* explicitly none: links are paths */
+        return 0;
+    }
+    if (!scheme || n <= scheme || v[scheme] == '/' || n >= CONFIG_URI_MAX) {
+        snprintf(errbuf, errlen, "--public-url: expected http://HOST[...] or https://HOST[...], got \"%s\"",
+                 shown(v, q));
         return -1;
     }
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)v[i] <= ' ' || v[i] == '"' || v[i] == '\\' || v[i] == 0x7f) {
-            snprintf(errbuf, errlen, "--public-url: invalid character in \"%s\"", v);
+            snprintf(errbuf, errlen, "--public-url: invalid character in \"%s\"", shown(v, q));
             return -1;
         }
     memcpy(cfg->public_url, v, n);
@@ -104,8 +126,9 @@ static int apply_public_url(struct config *cfg, const char *v, char *errbuf, siz
 
 static int apply_log_level(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
+    char q[72];
     if (log_level_parse(v, &cfg->log_level) != 0) {
-        snprintf(errbuf, errlen, "--log-level: expected debug, info, warn or error, got \"%s\"", v);
+        snprintf(errbuf, errlen, "--log-level: expected debug, info, warn or error, got \"%s\"", shown(v, q));
         return -1;
     }
     return 0;
@@ -113,9 +136,10 @@ static int apply_log_level(struct config *cfg, const char *v, char *errbuf, size
 
 static int apply_client_timeout(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
+    char q[72];
     unsigned long long n;
     if (parse_uint(v, 3600, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--client-timeout: expected 1..3600 seconds, got \"%s\"", v);
+        snprintf(errbuf, errlen, "--client-timeout: expected 1..3600 seconds, got \"%s\"", shown(v, q));
         return -1;
     }
     cfg->client_timeout_s = (unsigned)n;
@@ -170,6 +194,7 @@ static void config_defaults(struct config *cfg)
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),
                  char *errbuf, size_t errlen)
 {
+    char q[72];
     config_defaults(cfg);
     for (size_t i = 0; env && i < N_OPTIONS; i++) {
         const char *v = env(options[i].env);
@@ -201,7 +226,7 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
             }
         }
         if (!opt) {
-            snprintf(errbuf, errlen, "unknown flag \"%s\" (see --help)", arg);
+            snprintf(errbuf, errlen, "unknown flag \"%s\" (see --help)", shown(arg, q));
             return CONFIG_EINVAL;
         }
         if (opt->apply(cfg, value, errbuf, errlen) != 0)
