@@ -70,3 +70,4 @@ clean:
 	rm -rf build
 
 -include $(OBJ:.o=.d) $(ASAN_OBJ:.o=.d) build/obj/src/main.d build/asan/obj/src/main.d
+.SECONDARY:

@@ -1,0 +1,570 @@
+"""harness: what the API tests share.
+
+A tiny test registry (@test), assertions that raise Fail with a readable
+reason, a Server that starts the real binary on a free loopback port with a
+temporary store and always stops it, and an HTTP client with a timeout on
+every socket.  Standard library only.
+"""
+
+import atexit
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+
+HOST = "127.0.0.1"
+TIMEOUT = 10.0          # seconds, per socket operation; ASan builds are slower
+START_TIMEOUT = 20.0    # seconds for a server to answer /healthz
+STOP_TIMEOUT = 20.0     # seconds for a server to exit after a signal
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+ERROR_CODES = {
+    "bad_request", "invalid_id", "validation_failed", "not_found", "method_not_allowed",
+    "version_required", "version_conflict", "duplicate_id", "payload_too_large",
+    "unsupported_media_type", "store_unavailable", "internal_error",
+}
+
+# --------------------------------------------------------------------------
+# registry and assertions
+
+TESTS = []  # (name, function) in definition order
+
+
+def test(fn):
+    mod = fn.__module__.split(".")[-1]
+    if mod.startswith("test_"):
+        mod = mod[5:]
+    TESTS.append(("%s.%s" % (mod, fn.__name__), fn))
+    return fn
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def eq(got, want, what):
+    if got != want:
+        raise Fail("%s: expected %s, got %s" % (what, short(want), short(got)))
+
+
+def short(v, n=300):
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True) if _jsonable(v) else repr(v)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def _jsonable(v):
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------
+# processes: every one we start is killed at exit, whatever happens
+
+_PROCS = []
+_PROCS_LOCK = threading.Lock()
+
+
+def _track(p):
+    with _PROCS_LOCK:
+        _PROCS.append(p)
+
+
+def kill_all():
+    with _PROCS_LOCK:
+        procs = list(_PROCS)
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+atexit.register(kill_all)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def child_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTD_")}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_binary(binary, args, env=None, cwd=None, timeout=15.0):
+    """Runs the binary to completion (for flag errors, --help).  Returns
+    (rc, stdout, stderr); a process still running after timeout is killed
+    and reported as a failure."""
+    p = subprocess.Popen([binary] + list(args), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env if env is not None else child_env(), cwd=cwd)
+    _track(p)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise Fail("%s %s: still running after %.0fs (expected it to exit)"
+                   % (os.path.basename(binary), " ".join(args), timeout))
+    return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+class Server:
+    """One paymentd process on a free loopback port.  stderr goes to a file
+    (the JSON log), never to a pipe nobody reads."""
+
+    def __init__(self, binary, workdir, name="server", store=None, args=(), env=None,
+                 port=None, listen_flag=True, store_flag=True):
+        self.binary = binary
+        self.workdir = workdir
+        self.name = name
+        self.port = port or free_port()
+        self.store = store or ("sqlite:" + os.path.join(workdir, name, "payments.db"))
+        self.args = list(args)
+        self.env = env
+        self.listen_flag = listen_flag
+        self.store_flag = store_flag
+        self.proc = None
+        self.stderr_path = os.path.join(workdir, "%s.%d.stderr" % (name, id(self)))
+        self.stdout_path = os.path.join(workdir, "%s.%d.stdout" % (name, id(self)))
+        self._starts = 0
+
+    def argv(self):
+        a = [self.binary]
+        if self.listen_flag:
+            a += ["--listen", "%s:%d" % (HOST, self.port)]
+        if self.store_flag:
+            a += ["--store", self.store]
+        return a + self.args
+
+    def start(self, wait=True):
+        self._starts += 1
+        # Append: a restarted server keeps the earlier log in the same file.
+        err = open(self.stderr_path, "ab")
+        out = open(self.stdout_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=err, cwd=self.workdir,
+                                         env=self.env if self.env is not None else child_env())
+        finally:
+            err.close()
+            out.close()
+        _track(self.proc)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, port=None):
+        port = port or self.port
+        deadline = time.monotonic() + START_TIMEOUT
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise Fail("%s exited with %s before answering /healthz: %s"
+                           % (self.name, self.proc.returncode, self.stderr_tail()))
+            try:
+                c = http.client.HTTPConnection(HOST, port, timeout=2)
+                try:
+                    c.request("GET", "/healthz")
+                    r = c.getresponse()
+                    r.read()
+                    if r.status == 200:
+                        return
+                    last = "status %d" % r.status
+                finally:
+                    c.close()
+            except (OSError, http.client.HTTPException) as e:
+                last = repr(e)
+            time.sleep(0.05)
+        raise Fail("%s did not answer GET /healthz within %.0fs (%s)" % (self.name, START_TIMEOUT, last))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM):
+        """Sends sig and waits; returns the exit code.  A server that does
+        not exit is killed and reported."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                raise Fail("%s did not exit within %.0fs of signal %d" % (self.name, STOP_TIMEOUT, sig))
+        return self.proc.returncode
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def ensure_dead(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stderr_tail(self, n=600):
+        t = self.stderr_text().strip()
+        return t[-n:] if t else "(stderr empty)"
+
+    def sanitizer_report(self):
+        """The start of a sanitizer report in the server's stderr, or None."""
+        t = self.stderr_text()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer"):
+            i = t.find(marker)
+            if i >= 0:
+                return t[max(0, i - 100):i + 500]
+        return None
+
+    def log_records(self):
+        recs = []
+        for line in self.stderr_text().splitlines():
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                v = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(v, dict):
+                recs.append(v)
+        return recs
+
+    def client(self):
+        return Client(HOST, self.port)
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+class Resp:
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value) as received
+        self.body = body
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    _json = None
+    _json_done = False
+
+    @property
+    def json(self):
+        if not self._json_done:
+            self._json_done = True
+            try:
+                self._json = json.loads(self.body.decode("utf-8")) if self.body else None
+            except ValueError:
+                self._json = None
+        return self._json
+
+    @property
+    def data(self):
+        j = self.json
+        return j.get("data") if isinstance(j, dict) else None
+
+    def describe(self):
+        return "%d %s" % (self.status, short(self.body.decode("utf-8", "replace"), 400))
+
+
+# Every response the client sees is audited for the rules that hold for all
+# of them; run.py reports what broke them once, at the end.
+AUDIT = {"responses": 0, "bad": 0, "violations": []}
+_AUDIT_LOCK = threading.Lock()
+
+
+def audit(method, path, r):
+    problems = []
+    if not r.header("X-Request-Id"):
+        problems.append("no X-Request-Id")
+    if r.body and not is_json_ctype(r):
+        problems.append("body with Content-Type %r" % r.header("Content-Type"))
+    if r.status >= 400:
+        j = r.json
+        if not (isinstance(j, dict) and j.get("error_code") in ERROR_CODES
+                and isinstance(j.get("error_message"), str) and j["error_message"]):
+            problems.append("error body without a known error_code and an error_message: %r" % r.body[:120])
+    if r.status == 405 and not r.header("Allow"):
+        problems.append("405 without Allow")
+    if r.status == 503 and not r.header("Retry-After"):
+        problems.append("503 without Retry-After")
+    if r.status in (204, 304) and r.body:
+        problems.append("%d with a body" % r.status)
+    with _AUDIT_LOCK:
+        AUDIT["responses"] += 1
+        AUDIT["bad"] += 1 if problems else 0
+        for p in problems:
+            if len(AUDIT["violations"]) < 20:
+                AUDIT["violations"].append("%s %s -> %d: %s" % (method, path[:80], r.status, p))
+
+
+def _encode_body(body):
+    if body is None:
+        return None
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return json.dumps(body).encode("utf-8")
+
+
+class Client:
+    """Requests on a fresh connection each (keep-alive is tested on purpose
+    elsewhere), so one broken response cannot poison the next test."""
+
+    def __init__(self, host, port):
+        self.host = host
+        self.port = port
+
+    def conn(self):
+        return http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+
+    def request(self, method, path, body=None, headers=None, ctype="application/json",
+                conn=None):
+        data = _encode_body(body)
+        h = {}
+        if data is not None and ctype is not None:
+            h["Content-Type"] = ctype
+        if headers:
+            h.update(headers)
+        own = conn is None
+        c = conn or self.conn()
+        try:
+            c.request(method, path, body=data, headers=h)
+            r = c.getresponse()
+            b = r.read()
+            resp = Resp(r.status, r.reason, r.getheaders(), b)
+            audit(method, path, resp)
+            return resp
+        except (OSError, http.client.HTTPException) as e:
+            raise Fail("%s %s: no HTTP response (%r)" % (method, path, e))
+        finally:
+            if own:
+                c.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path, body=None, **kw):
+        return self.request("PUT", path, body, **kw)
+
+    def patch(self, path, body=None, **kw):
+        return self.request("PATCH", path, body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def raw(self, payload, stop_sending_on_reply=True, timeout=TIMEOUT):
+        """Sends raw bytes and parses one response.  Sending stops as soon as
+        a reply arrives, so a server that answers a too-large body early
+        (and may then close) is read before any reset."""
+        s = socket.create_connection((self.host, self.port), timeout=timeout)
+        try:
+            s.setblocking(False)
+            pos = 0
+            deadline = time.monotonic() + timeout
+            while pos < len(payload):
+                if time.monotonic() > deadline:
+                    raise Fail("raw request: timed out sending")
+                r, w, _ = select.select([s], [s], [], 1.0)
+                if r and stop_sending_on_reply:
+                    break
+                if w:
+                    try:
+                        pos += s.send(payload[pos:pos + 65536])
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        break  # peer closed; its reply may be waiting
+            s.setblocking(True)
+            s.settimeout(timeout)
+            resp = http.client.HTTPResponse(s)
+            try:
+                resp.begin()
+                b = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise Fail("raw request: no HTTP response (%r)" % (e,))
+            out = Resp(resp.status, resp.reason, resp.getheaders(), b)
+            audit("RAW", payload[:60].decode("latin-1").split("\r\n")[0], out)
+            return out
+        finally:
+            s.close()
+
+
+def raw_request(method, path, headers, body=b""):
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % HOST]
+    lines += ["%s: %s" % (k, v) for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+# --------------------------------------------------------------------------
+# payments
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def payment(org=None, pid=None, **attrs):
+    """A minimal valid create body; attrs override or add attributes."""
+    a = {"amount": "10.00", "currency": "EUR"}
+    a.update(attrs)
+    d = {"type": "payments", "organisation_id": org or new_id(), "attributes": a}
+    if pid is not None:
+        d["id"] = pid
+    return {"data": d}
+
+
+def strip_nulls(v):
+    """What the server stores: object members that are null removed,
+    recursively (array items kept)."""
+    if isinstance(v, dict):
+        return {k: strip_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [strip_nulls(x) for x in v]
+    return v
+
+
+def merge_patch(target, patch):
+    """RFC 7396."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def qs(params):
+    """A query string with brackets and commas percent-encoded, spaces as %20."""
+    return urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+
+
+def link_path(link, prefix=""):
+    """A links value as a request target: strips the public URL prefix."""
+    check(isinstance(link, str), "link is not a string: %r" % (link,))
+    if prefix:
+        check(link.startswith(prefix), "link %r does not start with %r" % (link, prefix))
+        link = link[len(prefix):]
+    check(link.startswith("/v1/"), "link %r is not a path under /v1/" % (link,))
+    return link
+
+
+# --------------------------------------------------------------------------
+# response assertions
+
+def expect_status(r, status, what):
+    if r.status != status:
+        raise Fail("%s: expected %d, got %s" % (what, status, r.describe()))
+
+
+def is_json_ctype(r):
+    ct = r.header("Content-Type") or ""
+    return ct.split(";")[0].strip().lower() == "application/json"
+
+
+def expect_error(r, status, code, what, codes=None):
+    """status, JSON body with error_code (code, or one of codes) and a
+    non-empty error_message, Content-Type application/json."""
+    expect_status(r, status, what)
+    check(is_json_ctype(r), "%s: error Content-Type is %r, expected application/json"
+          % (what, r.header("Content-Type")))
+    j = r.json
+    check(isinstance(j, dict), "%s: error body is not a JSON object: %r" % (what, r.body[:200]))
+    got = j.get("error_code")
+    allowed = codes or [code]
+    check(got in allowed, "%s: error_code %r, expected %s" % (what, got, " or ".join(allowed)))
+    msg = j.get("error_message")
+    check(isinstance(msg, str) and msg.strip(), "%s: error_message missing or empty: %s"
+          % (what, short(j)))
+    return j
+
+
+def error_fields(r):
+    j = r.json or {}
+    errs = j.get("errors")
+    check(isinstance(errs, list) and errs, "validation error without an errors array: %s"
+          % short(j))
+    fields = []
+    for e in errs:
+        check(isinstance(e, dict) and isinstance(e.get("field"), str)
+              and isinstance(e.get("message"), str),
+              "errors item is not {field, message}: %s" % short(e))
+        fields.append(e["field"])
+    return fields
+
+
+def expect_validation(r, fields, what, exact=True):
+    """400 validation_failed naming exactly (or at least) these fields."""
+    expect_error(r, 400, "validation_failed", what)
+    got = set(error_fields(r))
+    want = set(fields)
+    if exact:
+        check(got == want, "%s: errors name %s, expected exactly %s" % (what, sorted(got), sorted(want)))
+    else:
+        check(want <= got, "%s: errors name %s, expected at least %s" % (what, sorted(got), sorted(want)))
+
+
+def create(c, body=None, what="create"):
+    r = c.post("/v1/payments", body if body is not None else payment())
+    expect_status(r, 201, what)
+    d = r.data
+    check(isinstance(d, dict) and isinstance(d.get("id"), str), "%s: no data.id in %s" % (what, r.describe()))
+    return d

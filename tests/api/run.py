@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""API tests of paymentd, black-box against the real binary.
+
+    /usr/bin/python3 tests/api/run.py --binary build/paymentd [-k SUBSTRING] [-v]
+
+Starts the server on a free loopback port with a temporary SQLite store,
+waits for GET /healthz, runs every test (some start servers of their own),
+stops it with SIGTERM and expects exit status 0.  Prints one line per
+failing test, then `api: N passed, M failed`; exits non-zero on failure.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import Fail, Server  # noqa: E402
+
+import test_routes  # noqa: E402,F401
+import test_payments  # noqa: E402,F401
+import test_validation  # noqa: E402,F401
+import test_list  # noqa: E402,F401
+import test_process  # noqa: E402,F401
+
+SUITE_DEADLINE = 240.0  # seconds: a hung suite is killed rather than left running
+
+
+class Ctx:
+    """What a test gets: the shared server, a client of it, the binary and
+    a private scratch directory."""
+
+    def __init__(self, binary, root, srv):
+        self.binary = binary
+        self.root = root
+        self.srv = srv
+        self.c = srv.client()
+        self._n = 0
+
+    def scratch(self, name):
+        self._n += 1
+        d = os.path.join(self.root, "%s.%d" % (name, self._n))
+        os.makedirs(d, exist_ok=True)
+        return d
+
+
+def watchdog():
+    time.sleep(SUITE_DEADLINE)
+    sys.stdout.write("api: suite exceeded %.0fs, killing servers\n" % SUITE_DEADLINE)
+    sys.stdout.flush()
+    harness.kill_all()
+    os._exit(2)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--binary", required=True, help="path to paymentd")
+    ap.add_argument("-k", dest="pattern", default=None, help="run tests whose name contains this")
+    ap.add_argument("-v", dest="verbose", action="store_true", help="print every test and its time")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+
+    binary = os.path.abspath(args.binary)
+    if not os.access(binary, os.X_OK):
+        print("api: %s is not an executable" % binary)
+        print("api: 0 passed, 1 failed")
+        return 1
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+
+    root = tempfile.mkdtemp(prefix="paymentd-api-")
+    passed = failed = 0
+    t0 = time.monotonic()
+    srv = Server(binary, root, name="main")
+    try:
+        try:
+            srv.start()
+        except Fail as e:
+            print("FAIL startup: %s" % e)
+            print("api: 0 passed, 1 failed")
+            return 1
+        ctx = Ctx(binary, root, srv)
+        selected = [(n, f) for n, f in harness.TESTS if not args.pattern or args.pattern in n]
+        for name, fn in selected:
+            t1 = time.monotonic()
+            try:
+                fn(ctx)
+                passed += 1
+                if args.verbose:
+                    print("ok   %-50s %.2fs" % (name, time.monotonic() - t1))
+            except Fail as e:
+                failed += 1
+                print("FAIL %s: %s" % (name, e))
+            except Exception as e:  # a bug in the test itself, or an unexpected reply
+                failed += 1
+                tb = traceback.extract_tb(e.__traceback__)[-1]
+                print("FAIL %s: %s: %s (%s:%d)" % (name, type(e).__name__, e,
+                                                  os.path.basename(tb.filename), tb.lineno))
+            sys.stdout.flush()
+            if not srv.running():
+                failed += 1
+                print("FAIL %s: the shared server died: %s" % (name, srv.stderr_tail()))
+                break
+
+        # Rules every response obeys, over all the responses the tests saw.
+        v = harness.AUDIT["violations"]
+        if v:
+            failed += 1
+            print("FAIL audit.every_response: %d of %d responses break a general rule, e.g. %s"
+                  % (harness.AUDIT["bad"], harness.AUDIT["responses"], " | ".join(v[:5])))
+        else:
+            passed += 1
+
+        # The shared server stops cleanly on SIGTERM, with no sanitizer report.
+        try:
+            rc = srv.stop(signal.SIGTERM)
+            harness.check(rc == 0, "exit status %s after SIGTERM, expected 0: %s"
+                          % (rc, srv.stderr_tail()))
+            rep = srv.sanitizer_report()
+            harness.check(rep is None, "sanitizer report on stderr: %s" % rep)
+            passed += 1
+        except Fail as e:
+            failed += 1
+            print("FAIL shutdown.sigterm_exit_0: %s" % e)
+    finally:
+        srv.ensure_dead()
+        harness.kill_all()
+        if args.keep:
+            print("api: kept %s" % root)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    if args.verbose:
+        print("api: %.1fs" % (time.monotonic() - t0))
+    print("api: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
