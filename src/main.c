@@ -65,8 +65,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    struct payment_api api = {store, validator, cfg.public_url};
-    struct system_ctx sys = {store, cfg.public_url};
+    struct payment_api api = {0};
+    api.store = store;
+    api.validator = validator;
+    api.public_url = cfg.public_url;
+    struct system_ctx sys = {store, cfg.public_url, &api};
     struct http_route routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES];
     size_t n = system_routes(&sys, routes);
     n += payment_api_routes(&api, routes + n);

@@ -52,12 +52,29 @@ static void index_v1(http_request *req, void *ctx)
     buf_free(&b);
 }
 
+static void metrics(http_request *req, void *ctx)
+{
+    struct system_ctx *sys = ctx;
+    struct buf b = BUF_INIT;
+    http_server_metrics(http_request_server(req), &b);
+    payment_api_metrics(sys->api, &b);
+    if (buf_failed(&b)) {
+        buf_free(&b);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    http_request_add_header(req, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    http_respond(req, 200, &b);
+    buf_free(&b);
+}
+
 size_t system_routes(struct system_ctx *ctx, struct http_route *out)
 {
     const struct http_route routes[SYSTEM_ROUTES] = {
         {HTTP_GET, "/healthz", healthz, 0, ctx},
         {HTTP_GET, "/readyz", readyz, 0, ctx},
         {HTTP_GET, "/v1", index_v1, 0, ctx},
+        {HTTP_GET, "/metrics", metrics, 0, ctx},
     };
     memcpy(out, routes, sizeof routes);
     return SYSTEM_ROUTES;

@@ -1,19 +1,22 @@
 /* system: the routes that describe the server rather than a resource:
  * GET /healthz (the process is alive), GET /readyz (the store answers, else
- * 503 store_unavailable) and GET /v1 (an index of the API's links). */
+ * 503 store_unavailable), GET /v1 (an index of the API's links) and
+ * GET /metrics (Prometheus text format). */
 #ifndef APP_SYSTEM_H
 #define APP_SYSTEM_H
 
 #include <stddef.h>
 
 #include "http/router.h"
+#include "payment/api.h"
 #include "payment/store.h"
 
-#define SYSTEM_ROUTES 3 /* entries system_routes() fills */
+#define SYSTEM_ROUTES 4 /* entries system_routes() fills */
 
 struct system_ctx {
     payment_store *store;   /* borrowed: pinged by /readyz */
     const char *public_url; /* prefix of links, "" for paths */
+    struct payment_api *api; /* borrowed: its metrics are served by /metrics */
 };
 
 /* Fills out (room for SYSTEM_ROUTES) with routes bound to ctx, which must

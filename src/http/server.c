@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -10,15 +11,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/metrics.h"
 #include "core/uuid.h"
 
 #define MAX_HEADERS 8
 #define REQUEST_ID_MAX 128
+/* Per-connection memory for the request line, headers and response
+ * headers.  libmicrohttpd zeroes it after every request, so it is kept
+ * small; bodies live in their own buffers. */
+#define HTTP_CONNECTION_MEMORY (12 * 1024)
+
+/* Statuses metrics are kept for; any other is counted as the last. */
+static const int metric_statuses[] = {200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413,
+                                      414, 415, 422, 428, 429, 431, 500, 503, 0};
+#define N_METRIC_STATUSES (sizeof metric_statuses / sizeof metric_statuses[0])
 
 struct http_server {
     struct MHD_Daemon *daemon;       /* owns the worker threads */
@@ -26,6 +38,12 @@ struct http_server {
     uint16_t port;                   /* bound port */
     struct http_server_config cfg;   /* copied at start */
     atomic_long in_flight;           /* requests begun and not completed */
+    atomic_long connections;         /* open client connections */
+    uint64_t id_prefix;              /* random per process: generated request ids */
+    _Atomic uint64_t id_counter;     /* ... are id_prefix-counter */
+    /* Latency per (route, status): (n_routes + 1) * N_METRIC_STATUSES
+     * histograms, the last route row for requests that matched none. */
+    struct metrics_histogram *latency;
 };
 
 struct http_header {
@@ -41,7 +59,7 @@ struct http_request {
     const char *path;                /* MHD's, valid for the request */
     char request_id[REQUEST_ID_MAX + 1];
     int64_t start_us;                /* monotonic, at the first call */
-    const struct http_route *route;  /* NULL when early_status is set */
+    const struct http_route *route;  /* the matched route, or NULL */
     char *param;                     /* owned copy of {id}, or NULL */
     int early_status;                /* error decided before the body (404...) */
     const char *early_code;          /* its error_code */
@@ -118,7 +136,6 @@ static void set_early(http_request *req, int status, const char *code, const cha
     req->early_status = status;
     req->early_code = code;
     snprintf(req->early_msg, sizeof req->early_msg, "%s", msg);
-    req->route = NULL;
 }
 
 /* The checks that precede the body, in the order that decides which error
@@ -224,11 +241,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (rid && request_id_is_sane(rid)) {
             snprintf(req->request_id, sizeof req->request_id, "%s", rid);
         } else {
-            struct uuid u;
-            if (uuid_v7_generate(clock_now_ms(), &u) == 0)
-                uuid_format(&u, req->request_id);
-            else
-                snprintf(req->request_id, sizeof req->request_id, "unknown");
+            /* A process prefix and a counter: unique, and no system call
+             * per request. */
+            uint64_t n = atomic_fetch_add_explicit(&s->id_counter, 1, memory_order_relaxed);
+            snprintf(req->request_id, sizeof req->request_id, "%016" PRIx64 "-%" PRIu64,
+                     s->id_prefix, n);
         }
         atomic_fetch_add(&s->in_flight, 1);
         *con_cls = req;
@@ -267,11 +284,26 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     if (!req)
         return;
-    log_request(s->cfg.log, req->request_id, req->method_name, req->path, req->status,
-                clock_mono_us() - req->start_us);
+    int64_t us = clock_mono_us() - req->start_us;
+    log_request(s->cfg.log, req->request_id, req->method_name, req->path, req->status, us);
+    size_t route = req->route ? (size_t)(req->route - s->cfg.routes) : s->cfg.n_routes;
+    size_t st = 0;
+    while (st < N_METRIC_STATUSES - 1 && metric_statuses[st] != req->status)
+        st++;
+    metrics_histogram_observe(&s->latency[route * N_METRIC_STATUSES + st], us);
     request_free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    http_server *s = cls;
+    (void)conn;
+    (void)socket_ctx;
+    atomic_fetch_add_explicit(&s->connections, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1,
+                              memory_order_relaxed);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -338,24 +370,39 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
     }
     s->cfg = *cfg;
     atomic_init(&s->in_flight, 0);
-    if (bind_listener(cfg->host, cfg->port, &s->listen_fd, &s->port, errbuf, errlen) != 0) {
+    atomic_init(&s->connections, 0);
+    atomic_init(&s->id_counter, 1);
+    s->latency = calloc((cfg->n_routes + 1) * N_METRIC_STATUSES, sizeof *s->latency);
+    if (!s->latency || getrandom(&s->id_prefix, sizeof s->id_prefix, 0) != sizeof s->id_prefix) {
+        snprintf(errbuf, errlen, "cannot set up the HTTP server: %s",
+                 s->latency ? "no random source" : "out of memory");
+        free(s->latency);
         free(s);
         return -1;
     }
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (bind_listener(cfg->host, cfg->port, &s->listen_fd, &s->port, errbuf, errlen) != 0) {
+        free(s->latency);
+        free(s);
+        return -1;
+    }
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_TURBO;
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_access, s,
         MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)cfg->log,
         MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(errbuf, errlen, "cannot start the HTTP server on %s:%u", cfg->host,
                  (unsigned)s->port);
         close(s->listen_fd);
+        free(s->latency);
         free(s);
         return -1;
     }
@@ -382,7 +429,36 @@ void http_server_stop(http_server *s, unsigned grace_ms)
         nanosleep(&ts, NULL);
     }
     MHD_stop_daemon(s->daemon);
+    free(s->latency);
     free(s);
+}
+
+void http_server_metrics(const http_server *s, struct buf *b)
+{
+    static const char *const name = "paymentd_http_request_duration_seconds";
+    metrics_render_header(b, "paymentd_http_open_connections", "gauge",
+                          "Client connections open now.");
+    buf_printf(b, "paymentd_http_open_connections %ld\n",
+               atomic_load_explicit(&s->connections, memory_order_relaxed));
+    metrics_render_header(b, name, "histogram",
+                          "Time from a request's headers to its completion, by route and status.");
+    for (size_t r = 0; r <= s->cfg.n_routes; r++) {
+        const struct http_route *route = r < s->cfg.n_routes ? &s->cfg.routes[r] : NULL;
+        char method[16];
+        http_methods_format(route ? route->methods : 0, method, sizeof method);
+        for (size_t st = 0; st < N_METRIC_STATUSES; st++) {
+            char labels[160];
+            snprintf(labels, sizeof labels, "method=\"%s\",route=\"%s\",status=\"%d\"",
+                     route ? method : "", route ? route->pattern : "unmatched",
+                     metric_statuses[st]);
+            metrics_render_histogram(b, name, labels, &s->latency[r * N_METRIC_STATUSES + st]);
+        }
+    }
+}
+
+http_server *http_request_server(const http_request *req)
+{
+    return req->server;
 }
 
 /* --- request accessors -------------------------------------------------- */
@@ -462,7 +538,10 @@ void http_respond(http_request *req, int status, struct buf *body)
         return; /* the connection is closed without an answer */
     int ok = MHD_add_response_header(resp, "X-Request-Id", req->request_id) == MHD_YES &&
              MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES;
-    if (has_body)
+    int typed = 0;
+    for (size_t i = 0; i < req->n_headers; i++)
+        typed |= strcasecmp(req->headers[i].name, "Content-Type") == 0;
+    if (has_body && !typed)
         ok = ok && MHD_add_response_header(resp, "Content-Type", "application/json") == MHD_YES;
     for (size_t i = 0; i < req->n_headers; i++)
         ok = ok && MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value) ==

@@ -49,7 +49,15 @@ uint16_t http_server_port(const http_server *s);
  * closes every connection and frees the server.  NULL is a no-op. */
 void http_server_stop(http_server *s, unsigned grace_ms);
 
+/* Appends the server's metrics in the Prometheus text format: open
+ * connections, and request latency histograms by route and status (their
+ * _count series are the request counts). */
+void http_server_metrics(const http_server *s, struct buf *b);
+
 /* --- What a handler reads --------------------------------------------- */
+
+/* The server serving req. */
+http_server *http_request_server(const http_request *req);
 
 enum http_method http_request_method(const http_request *req);
 const char *http_request_path(const http_request *req);

@@ -23,6 +23,8 @@ struct write_op {
     char id[UUID_STR_LEN + 1];
     int err;                  /* the store's verdict */
     int64_t current_version;  /* on ECONFLICT */
+    enum payment_store_op op; /* for the latency metric */
+    int64_t submitted_us;     /* when it went to the store */
 };
 
 static void write_op_free(void *p)
@@ -236,6 +238,7 @@ static void write_done(void *arg, int err, int64_t current_version, int64_t seq)
     (void)seq;
     w->err = err;
     w->current_version = current_version;
+    metrics_histogram_observe(&w->api->store_latency[w->op], clock_mono_us() - w->submitted_us);
     http_request_resume(req);
 }
 
@@ -341,6 +344,8 @@ static void payments_create(http_request *req, void *ctx)
     if (write_op_prepare(req, w, now, now) != 0)
         return;
     http_request_suspend(req, created);
+    w->op = PAYMENT_OP_CREATE;
+    w->submitted_us = clock_mono_us();
     payment_store_create(api->store, &w->row, write_done, req);
 }
 
@@ -384,7 +389,9 @@ static void payments_fetch(http_request *req, void *ctx)
     struct buf b = BUF_INIT;
     int64_t version = 0;
     buf_puts(&b, "{\"data\":");
+    int64_t t0 = clock_mono_us();
     int err = payment_store_get(api->store, id, &b, &version);
+    metrics_histogram_observe(&api->store_latency[PAYMENT_OP_GET], clock_mono_us() - t0);
     if (err != PAYMENT_STORE_OK) {
         buf_free(&b);
         respond_store_error(req, err, -1);
@@ -421,7 +428,9 @@ static int read_current(http_request *req, struct payment_api *api, const char *
                         struct current *cur)
 {
     struct buf b = BUF_INIT;
+    int64_t t0 = clock_mono_us();
     int err = payment_store_get_meta(api->store, id, &b, &cur->version, &cur->created_ms);
+    metrics_histogram_observe(&api->store_latency[PAYMENT_OP_GET], clock_mono_us() - t0);
     if (err != PAYMENT_STORE_OK) {
         buf_free(&b);
         respond_store_error(req, err, -1);
@@ -489,6 +498,8 @@ static void submit_update(http_request *req, struct payment_api *api, const char
     if (write_op_prepare(req, w, cur->created_ms, now) != 0)
         return;
     http_request_suspend(req, updated);
+    w->op = PAYMENT_OP_UPDATE;
+    w->submitted_us = clock_mono_us();
     payment_store_update(api->store, &w->row, cur->version, write_done, req);
 }
 
@@ -631,6 +642,8 @@ static void payments_delete(http_request *req, void *ctx)
         return;
     snprintf(w->id, sizeof w->id, "%s", id);
     http_request_suspend(req, deleted);
+    w->op = PAYMENT_OP_DELETE;
+    w->submitted_us = clock_mono_us();
     payment_store_delete(api->store, w->id, h ? hv : q.version, write_done, req);
 }
 
@@ -696,7 +709,9 @@ static void payments_list(http_request *req, void *ctx)
     struct list_out out = {&b, 0, 0};
     int more = 0;
     buf_puts(&b, "{\"data\":[");
+    int64_t t0 = clock_mono_us();
     int err = payment_store_list(api->store, &q, list_row, &out, &more);
+    metrics_histogram_observe(&api->store_latency[PAYMENT_OP_LIST], clock_mono_us() - t0);
     if (err != PAYMENT_STORE_OK) {
         buf_free(&b);
         payment_query_clear(&q);
@@ -745,4 +760,32 @@ size_t payment_api_routes(struct payment_api *api, struct http_route *out)
     };
     memcpy(out, routes, sizeof routes);
     return PAYMENT_API_ROUTES;
+}
+
+void payment_api_metrics(struct payment_api *api, struct buf *b)
+{
+    static const char *const ops[PAYMENT_OP_COUNT] = {"get", "list", "create", "update",
+                                                      "delete"};
+    static const char *const name = "paymentd_store_operation_duration_seconds";
+    metrics_render_header(b, name, "histogram",
+                          "Store operations, from the call (writes: submission) to the answer.");
+    for (int i = 0; i < PAYMENT_OP_COUNT; i++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "op=\"%s\"", ops[i]);
+        metrics_render_histogram(b, name, labels, &api->store_latency[i]);
+    }
+    struct payment_store_stats st;
+    if (payment_store_stats(api->store, &st) != 0)
+        return;
+    metrics_render_header(b, "paymentd_store_commits_total", "counter",
+                          "Write transactions committed (each one fsync).");
+    buf_printf(b, "paymentd_store_commits_total %" PRIu64 "\n", st.commits);
+    metrics_render_header(b, "paymentd_store_writes_total", "counter",
+                          "Write operations answered by the store.");
+    buf_printf(b, "paymentd_store_writes_total %" PRIu64 "\n", st.writes);
+    if (st.batches) {
+        metrics_render_header(b, "paymentd_store_commit_batch_size", "histogram",
+                              "Write operations per committed transaction (group commit).");
+        metrics_render_sizes(b, "paymentd_store_commit_batch_size", "", st.batches);
+    }
 }

@@ -7,20 +7,31 @@
 
 #include <stddef.h>
 
+#include "core/buf.h"
+#include "core/metrics.h"
 #include "http/router.h"
 #include "payment/store.h"
 #include "payment/validate.h"
 
 #define PAYMENT_API_ROUTES 10 /* entries payment_api_routes() fills */
 
+/* The store operations whose latency is measured. */
+enum payment_store_op { PAYMENT_OP_GET, PAYMENT_OP_LIST, PAYMENT_OP_CREATE, PAYMENT_OP_UPDATE,
+                        PAYMENT_OP_DELETE, PAYMENT_OP_COUNT };
+
 struct payment_api {
     payment_store *store;               /* borrowed; writes are asynchronous */
     const payment_validator *validator; /* borrowed */
     const char *public_url;             /* prefix of links; "" makes them paths */
+    struct metrics_histogram store_latency[PAYMENT_OP_COUNT]; /* zeroed by the owner */
 };
 
 /* Fills out (room for PAYMENT_API_ROUTES) with the payment routes bound to
  * api, which must outlive the server.  Returns the count filled. */
 size_t payment_api_routes(struct payment_api *api, struct http_route *out);
+
+/* Appends the module's metrics (store operation latencies, the store's
+ * group-commit batch sizes) in the Prometheus text format. */
+void payment_api_metrics(struct payment_api *api, struct buf *b);
 
 #endif

@@ -25,6 +25,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/decimal.h"
+#include "core/metrics.h"
 #include "core/uuid.h"
 #include "payment/query.h"
 
@@ -109,6 +110,16 @@ void payment_store_update(payment_store *s, const struct payment_row *row,
 /* Deletes (tombstones) id, when expected_version is -1 or the stored one. */
 void payment_store_delete(payment_store *s, const char *id, int64_t expected_version,
                           payment_store_done_fn done, void *arg);
+
+/* Counters of a backend's write path, for /metrics and tests. */
+struct payment_store_stats {
+    uint64_t commits;                    /* write transactions committed */
+    uint64_t writes;                     /* write operations reported, whatever their result */
+    const struct metrics_sizes *batches; /* operations per commit (live; NULL if not kept) */
+};
+
+/* Fills out.  Returns 0, or -1 when the backend keeps no counters. */
+int payment_store_stats(payment_store *s, struct payment_store_stats *out);
 
 /* A short English name of an error, for logs. */
 const char *payment_store_strerror(int err);

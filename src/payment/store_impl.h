@@ -16,12 +16,6 @@
 
 #include "payment/store.h"
 
-/* Counters of a backend's write path, for tests and diagnostics. */
-struct payment_store_stats {
-    uint64_t commits; /* write transactions committed */
-    uint64_t writes;  /* write operations reported after a transaction, whatever their result */
-};
-
 struct payment_store_backend {
     const char *scheme; /* the URI's scheme, before ':', matched case-insensitively */
     /* uri is the whole URI; its scheme is this backend's. */
@@ -50,8 +44,5 @@ struct payment_store {
 
 /* The registered backends (one table each, in their own .c file). */
 extern const struct payment_store_backend payment_store_sqlite_backend;
-
-/* The write counters of s.  Returns 0, or -1 when its backend keeps none. */
-int payment_store_stats(payment_store *s, struct payment_store_stats *out);
 
 #endif

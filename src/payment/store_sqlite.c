@@ -156,6 +156,7 @@ struct sqlite_store {
     struct sqlite_reader *readers;
     _Atomic uint64_t commits;   /* stats, written by the writer thread */
     _Atomic uint64_t writes;
+    struct metrics_sizes batches; /* operations per committed transaction */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -425,6 +426,10 @@ static void sqlite_batch_run(struct sqlite_store *st, struct sqlite_op *batch)
         return;
     }
     atomic_fetch_add(&st->commits, 1);
+    uint64_t n = 0;
+    for (struct sqlite_op *op = batch; op; op = op->next)
+        n++;
+    metrics_sizes_observe(&st->batches, n);
 }
 
 /* Reports and frees a finished batch; called without the queue lock. */
@@ -552,6 +557,7 @@ static void sqlite_stats(payment_store *s, struct payment_store_stats *out)
     struct sqlite_store *st = (struct sqlite_store *)s;
     out->commits = atomic_load(&st->commits);
     out->writes = atomic_load(&st->writes);
+    out->batches = &st->batches;
 }
 
 /* ---- the read path ------------------------------------------------------ */

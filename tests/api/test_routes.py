@@ -272,3 +272,63 @@ def _is_json_object(line):
         return isinstance(json.loads(line), dict)
     except ValueError:
         return False
+
+
+def _metrics(t):
+    """GET /metrics on a connection of its own (it is text, not JSON)."""
+    conn = http.client.HTTPConnection(HOST, t.c.port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        body = r.read().decode("utf-8")
+        check(r.status == 200, "GET /metrics: status %d" % r.status)
+        ctype = r.getheader("Content-Type") or ""
+        check(ctype.startswith("text/plain"), "GET /metrics: Content-Type %r" % ctype)
+        return body
+    finally:
+        conn.close()
+
+
+def _series(body, name, labels=""):
+    """The value of one series, or None."""
+    key = "%s{%s}" % (name, labels) if labels else name
+    for line in body.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split(" ")[-1])
+    return None
+
+
+@test
+def metrics_exposition(t):
+    import re
+    create(t.c)
+    expect_error(t.c.get("/v1/payments/%s" % new_id()), 404, "not_found", "GET unknown")
+    body = _metrics(t)
+    sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)*\})? '
+                        r'[-+]?[0-9.eE+]+$')
+    for line in body.splitlines():
+        if line.startswith("#"):
+            check(re.match(r"^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$", line),
+                  "/metrics: malformed comment line %r" % line)
+        else:
+            check(sample.match(line), "/metrics: malformed sample line %r" % line)
+    created = 'method="POST",route="/v1/payments",status="201"'
+    name = "paymentd_http_request_duration_seconds_count"
+    n0 = _series(body, name, created)
+    check(n0 is not None and n0 >= 1, "/metrics: no count of POST 201 in\n%s" % body[:2000])
+    check((_series(body, name, 'method="GET",route="/v1/payments/{id}",status="404"') or 0) >= 1,
+          "/metrics: no count of GET 404")
+    check((_series(body, "paymentd_http_open_connections") or 0) >= 1,
+          "/metrics: open connections should count the scraping one")
+    check((_series(body, "paymentd_store_operation_duration_seconds_count", 'op="create"') or 0)
+          >= 1, "/metrics: no store create latency")
+    check((_series(body, "paymentd_store_commit_batch_size_count") or 0) >= 1,
+          "/metrics: no group-commit batch sizes")
+    check(_series(body, "paymentd_store_commits_total") is not None, "/metrics: no commit count")
+    # Buckets are cumulative and end in +Inf equal to _count.
+    inf = _series(body, "paymentd_http_request_duration_seconds_bucket", created + ',le="+Inf"')
+    check(inf == n0, "/metrics: +Inf bucket %r differs from count %r" % (inf, n0))
+    create(t.c)
+    create(t.c)
+    n1 = _series(_metrics(t), name, created)
+    check(n1 == n0 + 2, "/metrics: POST 201 count went from %r to %r after two creates" % (n0, n1))
