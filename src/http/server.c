@@ -38,6 +38,7 @@ struct http_server {
     uint16_t port;                   /* bound port */
     struct http_server_config cfg;   /* copied at start */
     atomic_long in_flight;           /* requests begun and not completed */
+    atomic_long suspended;           /* requests parked, waiting for other work */
     atomic_long connections;         /* open client connections */
     uint64_t id_prefix;              /* random per process: generated request ids */
     _Atomic uint64_t id_counter;     /* ... are id_prefix-counter */
@@ -67,6 +68,7 @@ struct http_request {
     char allow[64];                  /* Allow header for 405 */
     struct buf body;                 /* the request body */
     int status;                      /* status answered, 0 before */
+    int failed;                      /* the answer could not be queued: close */
     struct http_header headers[MAX_HEADERS];
     size_t n_headers;
     void *state;                     /* handler state */
@@ -75,6 +77,17 @@ struct http_request {
 };
 
 /* --- helpers ------------------------------------------------------------ */
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
 
 static int request_id_is_sane(const char *s)
 {
@@ -212,6 +225,19 @@ static void request_free(http_request *req)
 
 /* --- libmicrohttpd callbacks --------------------------------------------- */
 
+static int request_has_body(const http_request *req)
+{
+    const char *cl = http_request_header(req, "Content-Length");
+    return (cl && strcmp(cl, "0") != 0) || http_request_header(req, "Transfer-Encoding");
+}
+
+static void respond_early(http_request *req)
+{
+    if (req->early_status == 405)
+        http_request_add_header(req, "Allow", req->allow);
+    http_respond_error(req, req->early_status, req->early_code, req->early_msg, NULL);
+}
+
 static void run_handler(http_request *req, http_handler_fn fn)
 {
     fn(req, req->route->ctx);
@@ -250,8 +276,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         atomic_fetch_add(&s->in_flight, 1);
         *con_cls = req;
         request_begin(req);
-        return MHD_YES;
+        /* A request already refused whose body is still to come is answered
+         * now, without reading the body: libmicrohttpd then closes the
+         * connection, which is what a client sending a refused upload (or
+         * waiting for 100 Continue) needs.  Others wait for the usual
+         * second call so that keep-alive is kept. */
+        if (req->early_status && request_has_body(req))
+            respond_early(req);
+        return req->failed ? MHD_NO : MHD_YES;
     }
+    if (req->failed)
+        return MHD_NO;
     if (*upload_data_size) {
         request_take_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
@@ -262,17 +297,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (req->then) {
         http_handler_fn then = req->then;
         req->then = NULL;
+        atomic_fetch_sub(&req->server->suspended, 1);
         run_handler(req, then);
-        return MHD_YES;
+        return req->failed ? MHD_NO : MHD_YES;
     }
     if (req->early_status) {
-        if (req->early_status == 405)
-            http_request_add_header(req, "Allow", req->allow);
-        http_respond_error(req, req->early_status, req->early_code, req->early_msg, NULL);
-        return MHD_YES;
+        respond_early(req);
+        return req->failed ? MHD_NO : MHD_YES;
     }
     run_handler(req, req->route->fn);
-    return MHD_YES;
+    return req->failed ? MHD_NO : MHD_YES;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -294,6 +328,28 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     request_free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&s->in_flight, 1);
+}
+
+/* Percent-decoding of the path and query, as libmicrohttpd would do it,
+ * except that "%00" is left encoded: a decoded NUL would silently cut the
+ * string, so that "/v1/payments/<id>%00junk" served <id>. */
+static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
@@ -371,6 +427,7 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
     s->cfg = *cfg;
     atomic_init(&s->in_flight, 0);
     atomic_init(&s->connections, 0);
+    atomic_init(&s->suspended, 0);
     atomic_init(&s->id_counter, 1);
     s->latency = calloc((cfg->n_routes + 1) * N_METRIC_STATUSES, sizeof *s->latency);
     if (!s->latency || getrandom(&s->id_prefix, sizeof s->id_prefix, 0) != sizeof s->id_prefix) {
@@ -393,6 +450,7 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
@@ -422,11 +480,18 @@ void http_server_stop(http_server *s, unsigned grace_ms)
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
-    /* Suspended requests must be resumed and answered before the daemon
-     * stops: stopping it with one still parked would abort the process. */
-    for (unsigned waited = 0; atomic_load(&s->in_flight) > 0 && waited < grace_ms; waited += 5) {
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    for (unsigned waited = 0; atomic_load(&s->in_flight) > 0 && waited < grace_ms; waited += 5)
+        nanosleep(&tick, NULL);
+    /* A suspended request must be resumed and answered before the daemon
+     * stops (stopping with one parked aborts the process), so these are
+     * waited for without a deadline: every store operation ends, if only
+     * with an error, within the store's own timeouts. */
+    for (unsigned waited = 0; atomic_load(&s->suspended) > 0; waited += 5) {
+        if (waited % 5000 == 0)
+            log_msg(s->cfg.log, LOG_WARN, "waiting for %ld suspended requests",
+                    atomic_load(&s->suspended));
+        nanosleep(&tick, NULL);
     }
     MHD_stop_daemon(s->daemon);
     free(s->latency);
@@ -534,8 +599,10 @@ void http_respond(http_request *req, int status, struct buf *body)
         resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     }
     req->status = status;
-    if (!resp)
-        return; /* the connection is closed without an answer */
+    if (!resp) {
+        req->failed = 1; /* the connection is closed without an answer */
+        return;
+    }
     int ok = MHD_add_response_header(resp, "X-Request-Id", req->request_id) == MHD_YES &&
              MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES;
     int typed = 0;
@@ -546,8 +613,10 @@ void http_respond(http_request *req, int status, struct buf *body)
     for (size_t i = 0; i < req->n_headers; i++)
         ok = ok && MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value) ==
                        MHD_YES;
-    if (!ok || MHD_queue_response(req->conn, (unsigned int)status, resp) != MHD_YES)
+    if (!ok || MHD_queue_response(req->conn, (unsigned int)status, resp) != MHD_YES) {
         log_msg(req->server->cfg.log, LOG_WARN, "could not queue a %d response", status);
+        req->failed = 1;
+    }
     MHD_destroy_response(resp);
 }
 
@@ -592,6 +661,7 @@ void *http_request_state(const http_request *req)
 void http_request_suspend(http_request *req, http_handler_fn then)
 {
     req->then = then;
+    atomic_fetch_add(&req->server->suspended, 1);
     MHD_suspend_connection(req->conn);
 }
 

@@ -27,7 +27,7 @@ typedef struct http_server http_server;
 typedef struct http_request http_request;
 
 struct http_server_config {
-    const char *host;                 /* numeric IPv4 or IPv6 address to bind */
+    const char *host;                 /* address or host name to bind */
     uint16_t port;                    /* 0 picks a free port (see http_server_port) */
     unsigned threads;                 /* event loop threads, >= 1 */
     size_t max_body;                  /* bytes; larger bodies get 413 */
@@ -45,8 +45,9 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
 /* The bound port. */
 uint16_t http_server_port(const http_server *s);
 
-/* Stops accepting, lets in-flight requests finish (at most grace_ms),
- * closes every connection and frees the server.  NULL is a no-op. */
+/* Stops accepting, lets in-flight requests finish (at most grace_ms, but
+ * suspended ones always, since they cannot be dropped), closes every
+ * connection and frees the server.  NULL is a no-op. */
 void http_server_stop(http_server *s, unsigned grace_ms);
 
 /* Appends the server's metrics in the Prometheus text format: open

@@ -123,6 +123,21 @@ static void respond_invalid(http_request *req, json_t *errors)
     buf_free(&extra);
 }
 
+/* Appends one {"field","message"} problem: 1, or -1 out of memory. */
+static int problem(json_t *errors, const char *field, const char *message)
+{
+    return json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message",
+                                                   message)) == 0
+               ? 1
+               : -1;
+}
+
+/* v, or NULL when it is JSON null: a null member means absent. */
+static json_t *non_null(json_t *v)
+{
+    return json_is_null(v) ? NULL : v;
+}
+
 static void respond_one_invalid(http_request *req, const char *field, const char *message)
 {
     json_t *errors = json_pack("[{s:s, s:s}]", "field", field, "message", message);
@@ -135,6 +150,18 @@ static void respond_one_invalid(http_request *req, const char *field, const char
 }
 
 /* --- request pieces ----------------------------------------------------- */
+
+/* The path's id in lower case.  The route only matches UUIDs (the server
+ * answers 400 invalid_id before any handler), so this cannot fail. */
+static void path_id(http_request *req, char id[UUID_STR_LEN + 1])
+{
+    const char *param = http_request_param(req);
+    if (uuid_canonical(param, strlen(param), id) != 0)
+        id[0] = '\0';
+}
+
+static const char *const if_match_malformed =
+    "If-Match must be exactly one strong entity tag such as \"3\"";
 
 /* Parses the body and validates its data object for mode.  Returns the
  * root (new reference) or NULL after answering 400. */
@@ -206,8 +233,7 @@ static int client_version(http_request *req, json_t *data, int required, int64_t
     int64_t hv = -1;
     int h = if_match_version(req, &hv);
     if (h < 0) {
-        http_respond_error(req, 400, "bad_request",
-                           "If-Match must be exactly one strong entity tag such as \"3\"", NULL);
+        http_respond_error(req, 400, "bad_request", if_match_malformed, NULL);
         return -1;
     }
     json_t *jv = data ? json_object_get(data, "version") : NULL;
@@ -250,9 +276,11 @@ static void created(http_request *req, void *ctx)
         respond_store_error(req, w->err, w->current_version);
         return;
     }
-    char location[512];
-    snprintf(location, sizeof location, "%s/v1/payments/%s", api->public_url, w->row.id);
-    http_request_add_header(req, "Location", location);
+    struct buf location = BUF_INIT;
+    buf_printf(&location, "%s/v1/payments/%s", api->public_url, w->row.id);
+    if (!buf_failed(&location))
+        http_request_add_header(req, "Location", location.data);
+    buf_free(&location);
     respond_doc(req, api, 201, w->row.doc, w->row.doc_len, w->row.id, w->row.version);
 }
 
@@ -339,7 +367,7 @@ static void payments_create(http_request *req, void *ctx)
     clock_format_ms(now, created_on);
     w->doc = payment_doc_new(type_or(data, "payments"), w->id, 0, org, created_on, now,
                              json_object_get(data, "attributes"),
-                             json_object_get(data, "relationships"));
+                             non_null(json_object_get(data, "relationships")));
     json_decref(root);
     if (write_op_prepare(req, w, now, now) != 0)
         return;
@@ -381,13 +409,13 @@ static void payments_fetch(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
     char id[UUID_STR_LEN + 1];
-    const char *param = http_request_param(req);
-    if (uuid_canonical(param, strlen(param), id) != 0) {
-        http_respond_error(req, 400, "invalid_id", "the id in the path is not a UUID", NULL);
-        return;
-    }
+    path_id(req, id);
     struct buf b = BUF_INIT;
     int64_t version = 0;
+    if (buf_reserve(&b, 8192) != 0) { /* a typical payment, in one allocation */
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
     buf_puts(&b, "{\"data\":");
     int64_t t0 = clock_mono_us();
     int err = payment_store_get(api->store, id, &b, &version);
@@ -423,7 +451,9 @@ struct current {
     int64_t created_ms; /* stored creation time */
 };
 
-/* Reads the stored payment; answers 404/503/500 and returns -1 if absent. */
+/* Reads the stored payment.  Returns 0, 1 when there is none (not
+ * answered: a 404 loses to validation and version errors), or -1 after
+ * answering 503/500. */
 static int read_current(http_request *req, struct payment_api *api, const char *id,
                         struct current *cur)
 {
@@ -431,6 +461,10 @@ static int read_current(http_request *req, struct payment_api *api, const char *
     int64_t t0 = clock_mono_us();
     int err = payment_store_get_meta(api->store, id, &b, &cur->version, &cur->created_ms);
     metrics_histogram_observe(&api->store_latency[PAYMENT_OP_GET], clock_mono_us() - t0);
+    if (err == PAYMENT_STORE_ENOTFOUND) {
+        buf_free(&b);
+        return 1;
+    }
     if (err != PAYMENT_STORE_OK) {
         buf_free(&b);
         respond_store_error(req, err, -1);
@@ -446,14 +480,9 @@ static int read_current(http_request *req, struct payment_api *api, const char *
     return 0;
 }
 
-/* Checks the body's id against the path and parses the path id. */
-static int check_id(http_request *req, json_t *data, char id[UUID_STR_LEN + 1])
+/* The body's id, when given, must be the path's. */
+static int check_id(http_request *req, json_t *data, const char *id)
 {
-    const char *param = http_request_param(req);
-    if (uuid_canonical(param, strlen(param), id) != 0) {
-        http_respond_error(req, 400, "invalid_id", "the id in the path is not a UUID", NULL);
-        return -1;
-    }
     const char *body_id = payment_doc_string(data, "id");
     char canon[UUID_STR_LEN + 1];
     if (body_id && (uuid_canonical(body_id, strlen(body_id), canon) != 0 || strcmp(canon, id))) {
@@ -503,32 +532,10 @@ static void submit_update(http_request *req, struct payment_api *api, const char
     payment_store_update(api->store, &w->row, cur->version, write_done, req);
 }
 
-static void payments_replace(http_request *req, void *ctx)
-{
-    struct payment_api *api = ctx;
-    char id[UUID_STR_LEN + 1];
-    int64_t expected;
-    struct current cur = {0};
-    json_t *root = read_payment_body(req, api, PAYMENT_CHECK_REPLACE);
-    if (!root)
-        return;
-    json_t *data = json_object_get(root, "data");
-    if (check_id(req, data, id) == 0 && client_version(req, data, 1, &expected) == 0 &&
-        read_current(req, api, id, &cur) == 0) {
-        if (check_org(req, data, &cur) != 0)
-            ;
-        else if (cur.version != expected)
-            respond_store_error(req, PAYMENT_STORE_ECONFLICT, cur.version);
-        else
-            submit_update(req, api, id, data, &cur, json_object_get(data, "attributes"),
-                          json_object_get(data, "relationships"));
-    }
-    json_decref(cur.doc);
-    json_decref(root);
-}
-
 /* Merges the patch's attributes and relationships into the stored ones and
- * validates the result; answers 400 and returns -1 when it is not valid. */
+ * validates the result; answers 400 and returns -1 when it is not valid.
+ * A null attributes patch changes nothing; a null relationships patch
+ * removes them (RFC 7396). */
 static int merge_current(http_request *req, struct payment_api *api, json_t *data,
                          const struct current *cur, json_t **attributes, json_t **relationships)
 {
@@ -536,29 +543,30 @@ static int merge_current(http_request *req, struct payment_api *api, json_t *dat
     json_t *pr = json_object_get(data, "relationships");
     json_t *ca = json_object_get(cur->doc, "attributes");
     json_t *cr = json_object_get(cur->doc, "relationships");
+    if (json_is_null(pa))
+        pa = NULL;
     *attributes = pa ? merge_patch(ca, pa) : json_incref(ca);
-    *relationships = pr ? merge_patch(cr ? cr : json_null(), pr) : json_incref(cr);
+    if (json_is_null(pr))
+        *relationships = NULL;
+    else if (pr)
+        *relationships = cr ? merge_patch(cr, pr) : merge_patch(json_object(), pr);
+    else
+        *relationships = json_incref(cr);
     json_t *errors = json_array();
-    if (!*attributes || (pr && !*relationships) || !errors) {
+    if (!*attributes || (pr && !json_is_null(pr) && !*relationships) || !errors) {
         json_decref(errors);
         http_respond_error(req, 500, "internal_error", "internal error", NULL);
         return -1;
     }
-    int n;
+    int n = 0;
     if (!json_is_object(*attributes)) {
-        n = json_array_append_new(errors, json_pack("{s:s, s:s}", "field", "data.attributes",
-                                                    "message", "must be an object")) == 0
-                ? 1
-                : -1;
+        n = problem(errors, "data.attributes", "must be an object");
     } else {
-        payment_attributes_strip_nulls(*attributes);
+        payment_attributes_strip_nulls(*attributes); /* nulls inside patched arrays */
         n = payment_validate_attributes(api->validator, *attributes, errors);
     }
     if (n == 0 && *relationships && !json_is_object(*relationships))
-        n = json_array_append_new(errors, json_pack("{s:s, s:s}", "field", "data.relationships",
-                                                    "message", "must be an object")) == 0
-                ? 1
-                : -1;
+        n = problem(errors, "data.relationships", "must be an object");
     if (n != 0) {
         if (n < 0)
             http_respond_error(req, 500, "internal_error", "internal error", NULL);
@@ -569,29 +577,60 @@ static int merge_current(http_request *req, struct payment_api *api, json_t *dat
     return n == 0 ? 0 : -1;
 }
 
-static void payments_patch(http_request *req, void *ctx)
+/* PUT and PATCH, in the order that decides which error wins: the body and
+ * its validation; the stored payment is then read so that a different
+ * organisation_id, or (PATCH) an invalid merge result, is a validation
+ * error too; then a missing version (428), existence (404) and the version
+ * (409); then the compare-and-set write, which alone decides a race. */
+static void payments_update(http_request *req, struct payment_api *api, enum payment_check mode)
 {
-    struct payment_api *api = ctx;
     char id[UUID_STR_LEN + 1];
     int64_t expected;
     struct current cur = {0};
     json_t *attributes = NULL, *relationships = NULL;
-    json_t *root = read_payment_body(req, api, PAYMENT_CHECK_PATCH);
+    json_t *root = read_payment_body(req, api, mode);
     if (!root)
         return;
     json_t *data = json_object_get(root, "data");
-    if (check_id(req, data, id) == 0 && client_version(req, data, 1, &expected) == 0 &&
-        read_current(req, api, id, &cur) == 0 && check_org(req, data, &cur) == 0 &&
-        merge_current(req, api, data, &cur, &attributes, &relationships) == 0) {
-        if (cur.version != expected)
-            respond_store_error(req, PAYMENT_STORE_ECONFLICT, cur.version);
-        else
-            submit_update(req, api, id, data, &cur, attributes, relationships);
+    path_id(req, id);
+    int missing = check_id(req, data, id) == 0 ? read_current(req, api, id, &cur) : -1;
+    if (missing < 0)
+        goto out;
+    if (!missing && check_org(req, data, &cur) != 0)
+        goto out;
+    if (!missing && mode == PAYMENT_CHECK_PATCH &&
+        merge_current(req, api, data, &cur, &attributes, &relationships) != 0)
+        goto out;
+    if (client_version(req, data, 1, &expected) != 0)
+        goto out;
+    if (missing) {
+        respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
+        goto out;
     }
+    if (cur.version != expected) {
+        respond_store_error(req, PAYMENT_STORE_ECONFLICT, cur.version);
+        goto out;
+    }
+    if (mode == PAYMENT_CHECK_REPLACE) {
+        attributes = json_incref(json_object_get(data, "attributes"));
+        relationships = json_incref(non_null(json_object_get(data, "relationships")));
+    }
+    submit_update(req, api, id, data, &cur, attributes, relationships);
+out:
     json_decref(attributes);
     json_decref(relationships);
     json_decref(cur.doc);
     json_decref(root);
+}
+
+static void payments_replace(http_request *req, void *ctx)
+{
+    payments_update(req, ctx, PAYMENT_CHECK_REPLACE);
+}
+
+static void payments_patch(http_request *req, void *ctx)
+{
+    payments_update(req, ctx, PAYMENT_CHECK_PATCH);
 }
 
 /* --- delete ------------------------------------------------------------- */
@@ -616,11 +655,7 @@ static void payments_delete(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
     char id[UUID_STR_LEN + 1];
-    const char *param = http_request_param(req);
-    if (uuid_canonical(param, strlen(param), id) != 0) {
-        http_respond_error(req, 400, "invalid_id", "the id in the path is not a UUID", NULL);
-        return;
-    }
+    path_id(req, id);
     struct delete_query q = {-1, 0};
     http_request_query_each(req, delete_query_param, &q);
     if (q.bad) {
@@ -632,9 +667,7 @@ static void payments_delete(http_request *req, void *ctx)
     int h = if_match_version(req, &hv);
     if (h < 0 || (h && q.version != -1 && hv != q.version)) {
         http_respond_error(req, 400, "bad_request",
-                           h < 0 ? "If-Match must be exactly one strong entity tag such as \"3\""
-                                 : "If-Match and ?version disagree",
-                           NULL);
+                           h < 0 ? if_match_malformed : "If-Match and ?version disagree", NULL);
         return;
     }
     struct write_op *w = write_op_new(req, api);
@@ -724,7 +757,10 @@ static void payments_list(http_request *req, void *ctx)
     append_list_link(&b, api, "first", &q, PAYMENT_PAGE_FIRST, 0, 0);
     if (more) {
         buf_puts(&b, ",");
-        if (q.mode == PAYMENT_PAGE_OFFSET)
+        /* Offset paging continues by offset while the next page is within
+         * the offset limit, and by cursor beyond it. */
+        if (q.mode == PAYMENT_PAGE_OFFSET &&
+            (uint64_t)(q.page_number + 1) * q.page_size < PAYMENT_OFFSET_LIMIT)
             append_list_link(&b, api, "next", &q, PAYMENT_PAGE_OFFSET, q.page_number + 1, 0);
         else
             append_list_link(&b, api, "next", &q, PAYMENT_PAGE_CURSOR, 0, out.last_seq);

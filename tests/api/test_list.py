@@ -447,3 +447,18 @@ def list_stable_while_inserting(t):
     r = t.c.get(link_path(nxt))
     expect_status(r, 200, "GET next after deleting the cursor's payment")
     eq(_ids(r.data), first[6:11], "page after a deleted cursor payment")
+
+
+@test
+def offset_next_link_stays_within_the_offset_limit(t):
+    org = new_id()
+    for _ in range(3):
+        create(t.c, payment(org=org))
+    # Offset links continue by page[number] (a next beyond the offset limit
+    # would be a cursor; that needs 10,000 rows, left to the store tests).
+    r = t.c.get("/v1/payments?filter[organisation_id]=%s&page[size]=1&page[number]=1" % org)
+    expect_status(r, 200, "offset page 1")
+    check("page[number]=2" in r.json["links"].get("next", ""), "offset next: %s" % r.json["links"])
+    r = t.c.get("/v1/payments?filter[organisation_id]=%s&page[size]=1000&page[number]=9" % org)
+    expect_status(r, 200, "offset page 9 of 1000")
+    check("next" not in r.json["links"], "empty page 9 has a next link: %s" % r.json["links"])

@@ -9,9 +9,9 @@ import os
 import threading
 import time
 
-from harness import (TIME_RE, UUID_RE, Fail, check, create, eq, error_fields, expect_error,
+from harness import (TIME_RE, UUID_RE, Fail, Server, check, create, eq, error_fields, expect_error,
                      expect_status, expect_validation, merge_patch, new_id, payment, raw_request,
-                     strip_nulls, test)
+                     short, strip_nulls, test)
 
 SEED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "spec", "seed-payment.json")
 
@@ -858,3 +858,67 @@ def concurrent_patches_lose_nothing(t):
     missing = ["t%d_%d" % (i, k) for i in range(nthreads) for k in range(writes)
                if ("t%d_%d" % (i, k)) not in r.data["attributes"]]
     check(not missing, "lost updates: %s" % missing)
+
+
+# --------------------------------------------------------------------------
+# findings of the first review, kept as regressions
+
+@test
+def put_org_mismatch_is_validation_before_version(t):
+    d = create(t.c)
+    body = payment(org=new_id())  # no version anywhere
+    expect_validation(t.c.put("/v1/payments/%s" % d["id"], body), ["data.organisation_id"],
+                      "PUT with another organisation_id and no version")
+    # Unknown id and no version: 428 wins over 404.
+    expect_error(t.c.put("/v1/payments/%s" % new_id(), payment()), 428, "version_required",
+                 "PUT unknown id without version")
+
+
+@test
+def null_relationships_mean_absent_or_removed(t):
+    body = payment()
+    body["data"]["relationships"] = None
+    d = create(t.c, body, "create with relationships null")
+    check("relationships" not in d, "create stored relationships null: %s" % short(d))
+    body = payment(org=d["organisation_id"])
+    body["data"]["relationships"] = {"x": {"data": []}}
+    body["data"]["version"] = 0
+    r = t.c.put("/v1/payments/%s" % d["id"], body)
+    expect_status(r, 200, "PUT with relationships")
+    eq(r.data.get("relationships"), {"x": {"data": []}}, "relationships after PUT")
+    r = t.c.patch("/v1/payments/%s" % d["id"],
+                  {"data": {"version": 1, "relationships": None, "attributes": None}})
+    expect_status(r, 200, "PATCH relationships null, attributes null")
+    check("relationships" not in r.data, "PATCH relationships null kept them: %s" % short(r.data))
+    eq(r.data["attributes"], d["attributes"], "attributes after a null attributes patch")
+
+
+@test
+def nul_in_path_is_not_an_id(t):
+    d = create(t.c)
+    expect_error(t.c.get("/v1/payments/%s%%00junk" % d["id"]), 400, "invalid_id",
+                 "GET <id>%00junk")
+
+
+@test
+def declared_oversized_body_answered_before_upload(t):
+    # 1 TB declared, 10 bytes sent: the 413 must come without the upload.
+    r = t.c.raw(raw_request("POST", "/v1/payments",
+                            [("Content-Type", "application/json"),
+                             ("Content-Length", "1000000000000")], b'{"data":{}'),
+                timeout=5)
+    expect_error(r, 413, "payload_too_large", "POST declaring 1 TB")
+
+
+@test
+def location_with_long_public_url(t):
+    d = t.scratch("longurl")
+    prefix = "http://example.com/" + "p" * 600
+    srv = Server(t.binary, d, name="longurl", args=["--public-url", prefix])
+    srv.start()
+    try:
+        r = srv.client().post("/v1/payments", payment())
+        expect_status(r, 201, "create behind a long public URL")
+        eq(r.header("Location"), "%s/v1/payments/%s" % (prefix, r.data["id"]), "Location")
+    finally:
+        srv.stop()
