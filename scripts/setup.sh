@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   gcc make                                    # build
   libmicrohttpd-dev libjansson-dev libsqlite3-dev  # HTTP, JSON, embedded store
+  libssl-dev                                  # SHA-256 of API key secrets (libcrypto)
   python3 python3-yaml                        # schema generator and API tests (/usr/bin/python3)
   curl                                        # the README's examples
 )

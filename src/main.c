@@ -9,6 +9,7 @@
 
 #include "app/config.h"
 #include "app/system.h"
+#include "auth/keys.h"
 #include "core/log.h"
 #include "http/server.h"
 #include "payment/api.h"
@@ -58,9 +59,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd: cannot build the payment validator\n");
         return 1;
     }
+    auth_keys *keys = NULL;
+    if (cfg.api_keys[0] && auth_keys_load(cfg.api_keys, &keys, err, sizeof err) != 0) {
+        fprintf(stderr, "paymentd: --api-keys %s\n", err);
+        payment_validator_free(validator);
+        return 1;
+    }
     payment_store *store = NULL;
     if (payment_store_open(cfg.store, &store, err, sizeof err) != PAYMENT_STORE_OK) {
         fprintf(stderr, "paymentd: cannot open store %s: %s\n", cfg.store, err);
+        auth_keys_free(keys);
         payment_validator_free(validator);
         return 1;
     }
@@ -83,16 +91,22 @@ int main(int argc, char **argv)
         .routes = routes,
         .n_routes = n,
         .log = &log,
+        .authenticate = keys ? auth_authenticate : NULL,
+        .auth_ctx = keys,
+        .max_connections = cfg.max_connections,
     };
     http_server *server = NULL;
     if (http_server_start(&hc, &server, err, sizeof err) != 0) {
         fprintf(stderr, "paymentd: %s\n", err);
         payment_store_close(store);
+        auth_keys_free(keys);
         payment_validator_free(validator);
         return 1;
     }
     log_msg(&log, LOG_INFO, "paymentd listening on %s:%u, store %s, %u threads", cfg.host,
             (unsigned)http_server_port(server), cfg.store, cfg.threads);
+    if (!keys)
+        log_msg(&log, LOG_WARN, "no --api-keys: every request is let in, for every organisation");
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
@@ -100,6 +114,7 @@ int main(int argc, char **argv)
     log_msg(&log, LOG_INFO, "signal %d: finishing in-flight requests", sig);
     http_server_stop(server, cfg.shutdown_grace_ms);
     payment_store_close(store);
+    auth_keys_free(keys);
     payment_validator_free(validator);
     log_msg(&log, LOG_INFO, "paymentd stopped");
     return 0;

@@ -146,6 +146,29 @@ static int apply_client_timeout(struct config *cfg, const char *v, char *errbuf,
     return 0;
 }
 
+static int apply_api_keys(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    if (strlen(v) >= CONFIG_URI_MAX) {
+        snprintf(errbuf, errlen, "--api-keys: path too long");
+        return -1;
+    }
+    snprintf(cfg->api_keys, sizeof cfg->api_keys, "%s", v);
+    return 0;
+}
+
+static int apply_max_connections(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72];
+    unsigned long long n;
+    if (parse_uint(v, 1000000, &n) || n == 0) {
+        snprintf(errbuf, errlen, "--max-connections: expected 1..1000000, got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    cfg->max_connections = (unsigned)n;
+    return 0;
+}
+
 static const struct option_def options[] = {
     {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
      apply_listen},
@@ -161,6 +184,10 @@ static const struct option_def options[] = {
      apply_log_level},
     {"--client-timeout", "PAYMENTD_CLIENT_TIMEOUT", "SECONDS",
      "close connections idle this long (default 30)", apply_client_timeout},
+    {"--api-keys", "PAYMENTD_API_KEYS", "FILE",
+     "API keys and their organisations (default none: open, with a warning)", apply_api_keys},
+    {"--max-connections", "PAYMENTD_MAX_CONNECTIONS", "N",
+     "connections served at once; more are refused (default 10000)", apply_max_connections},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -189,6 +216,7 @@ static void config_defaults(struct config *cfg)
     cfg->log_level = LOG_INFO;
     cfg->client_timeout_s = 30;
     cfg->shutdown_grace_ms = 10000;
+    cfg->max_connections = 10000;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),

@@ -23,6 +23,8 @@ struct config {
     enum log_level log_level;          /* --log-level */
     unsigned client_timeout_s;         /* --client-timeout, seconds */
     unsigned shutdown_grace_ms;        /* how long in-flight requests get on SIGTERM */
+    char api_keys[CONFIG_URI_MAX];     /* --api-keys file, or "" to run open */
+    unsigned max_connections;          /* --max-connections */
     int help;                          /* --help was given */
 };
 

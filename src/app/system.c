@@ -73,7 +73,7 @@ size_t system_routes(struct system_ctx *ctx, struct http_route *out)
     const struct http_route routes[SYSTEM_ROUTES] = {
         {HTTP_GET, "/healthz", healthz, 0, ctx},
         {HTTP_GET, "/readyz", readyz, 0, ctx},
-        {HTTP_GET, "/v1", index_v1, 0, ctx},
+        {HTTP_GET, "/v1", index_v1, HTTP_ROUTE_AUTH, ctx},
         {HTTP_GET, "/metrics", metrics, 0, ctx},
     };
     memcpy(out, routes, sizeof routes);

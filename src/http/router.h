@@ -29,7 +29,8 @@ typedef void (*http_handler_fn)(struct http_request *req, void *ctx);
 
 enum http_route_flags {
     HTTP_ROUTE_BODY = 1 << 0,      /* takes a JSON body: content type checked (415) */
-    HTTP_ROUTE_UUID_PARAM = 1 << 1 /* {id} must be a UUID, else 400 invalid_id */
+    HTTP_ROUTE_UUID_PARAM = 1 << 1, /* {id} must be a UUID, else 400 invalid_id */
+    HTTP_ROUTE_AUTH = 1 << 2        /* needs a principal, when the server authenticates */
 };
 
 struct http_route {

@@ -61,6 +61,7 @@ struct http_request {
     char request_id[REQUEST_ID_MAX + 1];
     int64_t start_us;                /* monotonic, at the first call */
     const struct http_route *route;  /* the matched route, or NULL */
+    const void *principal;           /* who it acts as, or NULL */
     char *param;                     /* owned copy of {id}, or NULL */
     int early_status;                /* error decided before the body (404...) */
     const char *early_code;          /* its error_code */
@@ -168,6 +169,15 @@ static void request_begin(http_request *req)
         return;
     }
     req->route = m.route;
+    if ((req->route->flags & HTTP_ROUTE_AUTH) && cfg->authenticate) {
+        req->principal =
+            cfg->authenticate(cfg->auth_ctx, http_request_header(req, "Authorization"));
+        if (!req->principal) {
+            set_early(req, 401, "unauthorized", "a valid API key is required: Authorization: "
+                                                "Bearer <secret>");
+            return;
+        }
+    }
     if (m.param) {
         req->param = strndup(m.param, m.param_len);
         if (!req->param) {
@@ -235,6 +245,8 @@ static void respond_early(http_request *req)
 {
     if (req->early_status == 405)
         http_request_add_header(req, "Allow", req->allow);
+    if (req->early_status == 401)
+        http_request_add_header(req, "WWW-Authenticate", "Bearer realm=\"paymentd\"");
     http_respond_error(req, req->early_status, req->early_code, req->early_msg, NULL);
 }
 
@@ -452,7 +464,8 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000,
+        MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)cfg->log,
         MHD_OPTION_END);
@@ -524,6 +537,11 @@ void http_server_metrics(const http_server *s, struct buf *b)
 http_server *http_request_server(const http_request *req)
 {
     return req->server;
+}
+
+const void *http_request_principal(const http_request *req)
+{
+    return req->principal;
 }
 
 /* --- request accessors -------------------------------------------------- */
@@ -604,7 +622,8 @@ void http_respond(http_request *req, int status, struct buf *body)
         return;
     }
     int ok = MHD_add_response_header(resp, "X-Request-Id", req->request_id) == MHD_YES &&
-             MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES;
+             MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES &&
+             MHD_add_response_header(resp, "Cache-Control", "no-store") == MHD_YES;
     int typed = 0;
     for (size_t i = 0; i < req->n_headers; i++)
         typed |= strcasecmp(req->headers[i].name, "Content-Type") == 0;

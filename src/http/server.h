@@ -7,9 +7,9 @@
  * loop never blocks on a write to the store.
  *
  * Checks made here, before any handler, in the order that decides which
- * error a client sees: route and method (404, 405 with Allow), a {id}
- * that must be a UUID (400 invalid_id), content type for routes with a body
- * (415), body size (413).  Every response carries X-Request-Id and
+ * error a client sees: route and method (404, 405 with Allow), credentials
+ * (401 with WWW-Authenticate), a {id} that must be a UUID (400
+ * invalid_id), content type for routes with a body (415), body size (413).  Every response carries X-Request-Id and
  * X-Content-Type-Options; every error body is
  * {"error_code": "...", "error_message": "..."}.  One access log line is
  * written per request when it completes. */
@@ -32,9 +32,16 @@ struct http_server_config {
     unsigned threads;                 /* event loop threads, >= 1 */
     size_t max_body;                  /* bytes; larger bodies get 413 */
     unsigned client_timeout_s;        /* idle connections are closed after this */
+    unsigned max_connections;         /* beyond this, new connections are refused */
     const struct http_route *routes;  /* the route table */
     size_t n_routes;
     const struct logger *log;
+    /* Decides who a request to an HTTP_ROUTE_AUTH route acts as, from its
+     * Authorization header (NULL when absent): returns the principal, or
+     * NULL to answer 401.  NULL authenticate: every request is let in with
+     * no principal. */
+    const void *(*authenticate)(void *ctx, const char *authorization);
+    void *auth_ctx;
 };
 
 /* Binds and starts serving.  Returns 0, or -1 with a one-line reason in
@@ -59,6 +66,8 @@ void http_server_metrics(const http_server *s, struct buf *b);
 
 /* The server serving req. */
 http_server *http_request_server(const http_request *req);
+/* Who the request acts as (see authenticate), or NULL. */
+const void *http_request_principal(const http_request *req);
 
 enum http_method http_request_method(const http_request *req);
 const char *http_request_path(const http_request *req);

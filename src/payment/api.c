@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/keys.h"
 #include "core/clock.h"
 #include "core/uuid.h"
 #include "http/server.h"
@@ -150,6 +151,33 @@ static void respond_one_invalid(http_request *req, const char *field, const char
 }
 
 /* --- request pieces ----------------------------------------------------- */
+
+static const struct auth_principal *principal(const http_request *req)
+{
+    return http_request_principal(req);
+}
+
+/* 403: the caller's key may not act for org. */
+static void respond_forbidden(http_request *req)
+{
+    http_respond_error(req, 403, "forbidden",
+                       "this API key may not act for the payment's organisation", NULL);
+}
+
+/* The organisation of a stored document, read from its text: documents
+ * are written by payment_doc_new(), whose members before organisation_id
+ * (type, id, version) cannot contain the key, so its first occurrence is
+ * the envelope's.  Copies it into org; returns 0, or -1. */
+static int doc_org(const char *doc, size_t len, char org[UUID_STR_LEN + 1])
+{
+    static const char key[] = "\"organisation_id\":\"";
+    const char *p = memmem(doc, len, key, sizeof key - 1);
+    if (!p || (size_t)(doc + len - p) < sizeof key - 1 + UUID_STR_LEN)
+        return -1;
+    memcpy(org, p + sizeof key - 1, UUID_STR_LEN);
+    org[UUID_STR_LEN] = '\0';
+    return 0;
+}
 
 /* The path's id in lower case.  The route only matches UUIDs (the server
  * answers 400 invalid_id before any handler), so this cannot fail. */
@@ -363,6 +391,11 @@ static void payments_create(http_request *req, void *ctx)
         http_respond_error(req, 500, "internal_error", "internal error", NULL);
         return;
     }
+    if (!auth_allows(principal(req), org)) {
+        json_decref(root);
+        respond_forbidden(req);
+        return;
+    }
     char created_on[CLOCK_TIMESTAMP_LEN + 1];
     clock_format_ms(now, created_on);
     w->doc = payment_doc_new(type_or(data, "payments"), w->id, 0, org, created_on, now,
@@ -420,6 +453,10 @@ static void payments_fetch(http_request *req, void *ctx)
     int64_t t0 = clock_mono_us();
     int err = payment_store_get(api->store, id, &b, &version);
     metrics_histogram_observe(&api->store_latency[PAYMENT_OP_GET], clock_mono_us() - t0);
+    char org[UUID_STR_LEN + 1];
+    if (err == PAYMENT_STORE_OK && principal(req) &&
+        (doc_org(b.data + 8, b.len - 8, org) != 0 || !auth_allows(principal(req), org)))
+        err = PAYMENT_STORE_ENOTFOUND; /* existence does not leak across tenants */
     if (err != PAYMENT_STORE_OK) {
         buf_free(&b);
         respond_store_error(req, err, -1);
@@ -596,6 +633,11 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     int missing = check_id(req, data, id) == 0 ? read_current(req, api, id, &cur) : -1;
     if (missing < 0)
         goto out;
+    if (!missing && !auth_allows(principal(req),
+                                 payment_doc_string(cur.doc, "organisation_id") ?: "")) {
+        respond_forbidden(req);
+        goto out;
+    }
     if (!missing && check_org(req, data, &cur) != 0)
         goto out;
     if (!missing && mode == PAYMENT_CHECK_PATCH &&
@@ -651,6 +693,33 @@ static int delete_query_param(void *arg, const char *key, const char *value)
     return 0;
 }
 
+/* With a key limited to some organisations, the payment is read first:
+ * deleting another organisation's payment is 403 (its organisation never
+ * changes, so the read cannot go stale).  Returns 0, or -1 after
+ * answering. */
+static int delete_allowed(http_request *req, struct payment_api *api, const char *id)
+{
+    const struct auth_principal *p = principal(req);
+    if (!p || p->all_orgs)
+        return 0;
+    struct buf b = BUF_INIT;
+    int64_t version;
+    char org[UUID_STR_LEN + 1];
+    int err = payment_store_get(api->store, id, &b, &version);
+    if (err == PAYMENT_STORE_OK && doc_org(b.data, b.len, org) != 0)
+        err = PAYMENT_STORE_EINTERNAL;
+    buf_free(&b);
+    if (err != PAYMENT_STORE_OK) {
+        respond_store_error(req, err, -1);
+        return -1;
+    }
+    if (!auth_allows(p, org)) {
+        respond_forbidden(req);
+        return -1;
+    }
+    return 0;
+}
+
 static void payments_delete(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
@@ -670,6 +739,8 @@ static void payments_delete(http_request *req, void *ctx)
                            h < 0 ? if_match_malformed : "If-Match and ?version disagree", NULL);
         return;
     }
+    if (delete_allowed(req, api, id) != 0)
+        return;
     struct write_op *w = write_op_new(req, api);
     if (!w)
         return;
@@ -726,6 +797,34 @@ static void append_list_link(struct buf *b, const struct payment_api *api, const
     buf_free(&qs);
 }
 
+/* Narrows q to the organisations p may act for: the filter given, less
+ * the organisations p may not see, or all of p's when none was given.
+ * Returns 1, 0 when nothing is left to list, or -1 out of memory. */
+static int list_restrict(struct payment_query *q, const struct auth_principal *p)
+{
+    struct payment_query_set *set = &q->organisation_id;
+    if (!p || p->all_orgs)
+        return 1;
+    if (set->count == 0) {
+        for (size_t i = 0; i < p->n_orgs && i < PAYMENT_QUERY_MAX_VALUES; i++) {
+            set->values[i] = strdup(p->orgs[i]);
+            if (!set->values[i])
+                return -1;
+            set->count++;
+        }
+        return set->count > 0;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < set->count; i++) {
+        if (auth_allows(p, set->values[i]))
+            set->values[kept++] = set->values[i];
+        else
+            free(set->values[i]);
+    }
+    set->count = kept;
+    return kept > 0;
+}
+
 static void payments_list(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
@@ -743,7 +842,10 @@ static void payments_list(http_request *req, void *ctx)
     int more = 0;
     buf_puts(&b, "{\"data\":[");
     int64_t t0 = clock_mono_us();
-    int err = payment_store_list(api->store, &q, list_row, &out, &more);
+    int visible = list_restrict(&q, principal(req));
+    int err = visible < 0   ? PAYMENT_STORE_EINTERNAL
+              : visible > 0 ? payment_store_list(api->store, &q, list_row, &out, &more)
+                            : PAYMENT_STORE_OK;
     metrics_histogram_observe(&api->store_latency[PAYMENT_OP_LIST], clock_mono_us() - t0);
     if (err != PAYMENT_STORE_OK) {
         buf_free(&b);
@@ -780,10 +882,11 @@ static void payments_list(http_request *req, void *ctx)
 
 size_t payment_api_routes(struct payment_api *api, struct http_route *out)
 {
-    const unsigned body = HTTP_ROUTE_BODY, id = HTTP_ROUTE_UUID_PARAM;
+    const unsigned body = HTTP_ROUTE_BODY | HTTP_ROUTE_AUTH;
+    const unsigned id = HTTP_ROUTE_UUID_PARAM | HTTP_ROUTE_AUTH;
     const struct http_route routes[PAYMENT_API_ROUTES] = {
         {HTTP_POST, "/v1/payments", payments_create, body, api},
-        {HTTP_GET, "/v1/payments", payments_list, 0, api},
+        {HTTP_GET, "/v1/payments", payments_list, HTTP_ROUTE_AUTH, api},
         {HTTP_GET, "/v1/payments/{id}", payments_fetch, id, api},
         {HTTP_PUT, "/v1/payments/{id}", payments_replace, id | body, api},
         {HTTP_PATCH, "/v1/payments/{id}", payments_patch, id | body, api},

@@ -33,6 +33,8 @@ ERROR_CODES = {
     "bad_request", "invalid_id", "validation_failed", "not_found", "method_not_allowed",
     "version_required", "version_conflict", "duplicate_id", "payload_too_large",
     "unsupported_media_type", "store_unavailable", "internal_error",
+    # --api-keys, limits and idempotency (safe retries and isolation)
+    "unauthorized", "forbidden", "rate_limited", "idempotency_key_reused", "idempotency_key_in_use",
 }
 
 # --------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import test_payments  # noqa: E402,F401
 import test_validation  # noqa: E402,F401
 import test_list  # noqa: E402,F401
 import test_process  # noqa: E402,F401
+import test_auth  # noqa: E402,F401
 
 SUITE_DEADLINE = 240.0  # seconds: a hung suite is killed rather than left running
 

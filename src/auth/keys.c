@@ -1,0 +1,225 @@
+#include "auth/keys.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct auth_keys {
+    size_t n;                       /* keys loaded */
+    struct auth_principal *keys;    /* owned, n of them */
+};
+
+static int hex_nibble(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int parse_digest(const char *hex, unsigned char out[32])
+{
+    if (strlen(hex) != 64)
+        return -1;
+    for (int i = 0; i < 32; i++) {
+        int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (unsigned char)(hi * 16 + lo);
+    }
+    return 0;
+}
+
+static int key_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > AUTH_KEY_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Parses "org,org" or "*" into p.  Returns 0, or -1 with a reason. */
+static int parse_orgs(const char *list, struct auth_principal *p, const char **why)
+{
+    if (strcmp(list, "*") == 0) {
+        p->all_orgs = 1;
+        return 0;
+    }
+    size_t n = 1;
+    for (const char *c = list; *c; c++)
+        n += *c == ',';
+    p->orgs = calloc(n, sizeof *p->orgs);
+    if (!p->orgs) {
+        *why = "out of memory";
+        return -1;
+    }
+    if (n > AUTH_MAX_ORGS) {
+        *why = "at most " AUTH_MAX_ORGS_TEXT " organisations per key (or *)";
+        return -1;
+    }
+    const char *s = list;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strcspn(s, ",");
+        if (uuid_canonical(s, len, p->orgs[i]) != 0) {
+            *why = "organisations must be UUIDs separated by commas, or *";
+            return -1;
+        }
+        p->n_orgs++;
+        s += len + (s[len] == ',');
+    }
+    return 0;
+}
+
+static void keys_free_entries(struct auth_principal *keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(keys[i].orgs);
+    free(keys);
+}
+
+void auth_keys_free(auth_keys *k)
+{
+    if (!k)
+        return;
+    keys_free_entries(k->keys, k->n);
+    free(k);
+}
+
+int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    auth_keys *k = calloc(1, sizeof *k);
+    size_t cap = 0;
+    char line[8192];
+    int lineno = 0, rc = 0;
+    const char *why = NULL;
+    while (k && !why && fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            why = "line too long";
+            break;
+        }
+        char *save = NULL;
+        char *id = strtok_r(line, " \t\r\n", &save);
+        if (!id || id[0] == '#')
+            continue;
+        char *hex = strtok_r(NULL, " \t\r\n", &save);
+        char *orgs = strtok_r(NULL, " \t\r\n", &save);
+        if (!hex || !orgs || strtok_r(NULL, " \t\r\n", &save)) {
+            why = "expected: <key id> <sha256 hex of the secret> <orgs or *>";
+            break;
+        }
+        if (!key_id_ok(id)) {
+            why = "key ids are 1..64 of A-Z a-z 0-9 - _ .";
+            break;
+        }
+        for (size_t i = 0; i < k->n && !why; i++)
+            if (strcmp(k->keys[i].id, id) == 0)
+                why = "duplicate key id";
+        if (why)
+            break;
+        if (k->n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct auth_principal *nk = realloc(k->keys, ncap * sizeof *nk);
+            if (!nk) {
+                why = "out of memory";
+                break;
+            }
+            k->keys = nk;
+            cap = ncap;
+        }
+        struct auth_principal *p = &k->keys[k->n];
+        memset(p, 0, sizeof *p);
+        k->n++;
+        snprintf(p->id, sizeof p->id, "%s", id);
+        if (parse_digest(hex, p->digest) != 0)
+            why = "the second field must be 64 hex digits (SHA-256 of the secret)";
+        else
+            parse_orgs(orgs, p, &why);
+    }
+    if (!k) {
+        snprintf(errbuf, errlen, "%s: out of memory", path);
+        rc = -1;
+    } else if (why) {
+        snprintf(errbuf, errlen, "%s:%d: %s", path, lineno, why);
+        rc = -1;
+    } else if (ferror(f)) {
+        snprintf(errbuf, errlen, "%s: read error", path);
+        rc = -1;
+    } else if (k->n == 0) {
+        snprintf(errbuf, errlen, "%s: no keys", path);
+        rc = -1;
+    }
+    fclose(f);
+    if (rc != 0) {
+        auth_keys_free(k);
+        return -1;
+    }
+    *out = k;
+    return 0;
+}
+
+const struct auth_principal *auth_keys_find(const auth_keys *k, const char *secret, size_t len)
+{
+    unsigned char digest[32];
+    unsigned int dlen = 0;
+    if (!EVP_Digest(secret, len, digest, &dlen, EVP_sha256(), NULL) || dlen != sizeof digest)
+        return NULL;
+    const struct auth_principal *found = NULL;
+    /* Every key is compared, in constant time, so that timing tells nothing
+     * about which key (or how much of a digest) matched. */
+    for (size_t i = 0; i < k->n; i++)
+        if (CRYPTO_memcmp(digest, k->keys[i].digest, sizeof digest) == 0)
+            found = &k->keys[i];
+    return found;
+}
+
+const char *auth_bearer(const char *authorization, size_t *len)
+{
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return NULL;
+    const char *s = authorization + 7;
+    while (*s == ' ')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    if (n == 0)
+        return NULL;
+    *len = n;
+    return s;
+}
+
+const void *auth_authenticate(void *k, const char *authorization)
+{
+    size_t len;
+    const char *secret = auth_bearer(authorization, &len);
+    return secret ? auth_keys_find(k, secret, len) : NULL;
+}
+
+int auth_allows(const struct auth_principal *p, const char *org)
+{
+    if (!p || p->all_orgs)
+        return 1;
+    for (size_t i = 0; i < p->n_orgs; i++)
+        if (strcmp(p->orgs[i], org) == 0)
+            return 1;
+    return 0;
+}

@@ -1,0 +1,56 @@
+/* keys: the API keys a server accepts and the organisations each may act
+ * for, loaded from a file given by --api-keys.
+ *
+ * The file holds one key per line, three fields separated by spaces or tabs:
+ *
+ *     <key id> <SHA-256 of the secret, 64 hex digits> <org>[,<org>...] | *
+ *
+ * Blank lines and lines starting with '#' are ignored.  "*" lets the key act
+ * for every organisation.  Secrets themselves never reach the server's disk
+ * or logs: a request's bearer secret is hashed and compared, in constant
+ * time, with every key's digest. */
+#ifndef AUTH_KEYS_H
+#define AUTH_KEYS_H
+
+#include <stddef.h>
+
+#include "core/uuid.h"
+
+#define AUTH_KEY_ID_MAX 64
+#define AUTH_MAX_ORGS 100 /* organisations per key; as many as a list filter takes */
+#define AUTH_MAX_ORGS_TEXT "100"
+
+typedef struct auth_keys auth_keys;
+
+/* Who a request acts as. */
+struct auth_principal {
+    char id[AUTH_KEY_ID_MAX + 1];          /* the key's id, safe to log */
+    unsigned char digest[32];              /* SHA-256 of its secret */
+    int all_orgs;                          /* "*": every organisation */
+    size_t n_orgs;                         /* organisations it may act for */
+    char (*orgs)[UUID_STR_LEN + 1];        /* lower-case UUIDs, owned */
+};
+
+/* Loads the key file.  Returns 0, or -1 with "FILE:LINE: reason" in errbuf
+ * (unreadable file, malformed line, duplicate id, no key at all). */
+int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errlen);
+
+void auth_keys_free(auth_keys *k);
+
+/* The key whose secret is secret (len bytes), or NULL.  Takes the same time
+ * whichever key matches, or none. */
+const struct auth_principal *auth_keys_find(const auth_keys *k, const char *secret, size_t len);
+
+/* The secret of an "Authorization: Bearer <secret>" header value, or NULL
+ * when the value is absent or another scheme; *len is set. */
+const char *auth_bearer(const char *authorization, size_t *len);
+
+/* The http_server_config authenticate callback for keys k (a const
+ * auth_keys *): the principal of the request's bearer secret, or NULL. */
+const void *auth_authenticate(void *k, const char *authorization);
+
+/* Whether p may act for org (a lower-case UUID).  A NULL principal (the
+ * server runs without keys) may act for every organisation. */
+int auth_allows(const struct auth_principal *p, const char *org);
+
+#endif
