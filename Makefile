@@ -8,8 +8,8 @@ CFLAGS  ?= -O2 -g
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 INC     := -Isrc
 LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpthread
-# SHA-256 of API key secrets (OpenSSL's libcrypto).
-LIBS    += -lcrypto
+# SHA-256 of API key secrets (OpenSSL's libcrypto); libm for the rate limiter.
+LIBS    += -lcrypto -lm
 
 SRC      := $(sort $(shell find src -name '*.c' ! -name main.c))
 TEST_SRC := $(sort $(shell find tests -name 'test_*.c'))

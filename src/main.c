@@ -94,6 +94,7 @@ int main(int argc, char **argv)
         .authenticate = keys ? auth_authenticate : NULL,
         .auth_ctx = keys,
         .max_connections = cfg.max_connections,
+        .rate_limit = cfg.rate_limit,
     };
     http_server *server = NULL;
     if (http_server_start(&hc, &server, err, sizeof err) != 0) {

@@ -169,6 +169,26 @@ static int apply_max_connections(struct config *cfg, const char *v, char *errbuf
     return 0;
 }
 
+static int apply_rate_limit(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72], digits[16];
+    size_t n = strcspn(v, "/");
+    unsigned long long rate;
+    if (n == 0 || n >= sizeof digits || (v[n] && strcmp(v + n, "/s") != 0)) {
+        snprintf(errbuf, errlen, "--rate-limit: expected N/s, got \"%s\"", shown(v, q));
+        return -1;
+    }
+    memcpy(digits, v, n);
+    digits[n] = '\0';
+    if (parse_uint(digits, 1000000, &rate)) {
+        snprintf(errbuf, errlen, "--rate-limit: expected N/s with N in 0..1000000, got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    cfg->rate_limit = (double)rate;
+    return 0;
+}
+
 static const struct option_def options[] = {
     {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
      apply_listen},
@@ -188,6 +208,9 @@ static const struct option_def options[] = {
      "API keys and their organisations (default none: open, with a warning)", apply_api_keys},
     {"--max-connections", "PAYMENTD_MAX_CONNECTIONS", "N",
      "connections served at once; more are refused (default 10000)", apply_max_connections},
+    {"--rate-limit", "PAYMENTD_RATE_LIMIT", "N/s",
+     "requests per second per API key (or address); 429 beyond (default 0: none)",
+     apply_rate_limit},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])

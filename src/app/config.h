@@ -25,6 +25,7 @@ struct config {
     unsigned shutdown_grace_ms;        /* how long in-flight requests get on SIGTERM */
     char api_keys[CONFIG_URI_MAX];     /* --api-keys file, or "" to run open */
     unsigned max_connections;          /* --max-connections */
+    double rate_limit;                 /* --rate-limit, requests/s per caller; 0: none */
     int help;                          /* --help was given */
 };
 

@@ -19,6 +19,7 @@
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "core/uuid.h"
+#include "http/ratelimit.h"
 
 #define MAX_HEADERS 8
 #define REQUEST_ID_MAX 128
@@ -45,6 +46,7 @@ struct http_server {
     /* Latency per (route, status): (n_routes + 1) * N_METRIC_STATUSES
      * histograms, the last route row for requests that matched none. */
     struct metrics_histogram *latency;
+    ratelimit *limiter;              /* --rate-limit, or NULL */
 };
 
 struct http_header {
@@ -67,6 +69,7 @@ struct http_request {
     const char *early_code;          /* its error_code */
     char early_msg[160];             /* its error_message */
     char allow[64];                  /* Allow header for 405 */
+    unsigned retry_after;            /* seconds, for a 429 */
     struct buf body;                 /* the request body */
     int status;                      /* status answered, 0 before */
     int failed;                      /* the answer could not be queued: close */
@@ -152,6 +155,28 @@ static void set_early(http_request *req, int status, const char *code, const cha
     snprintf(req->early_msg, sizeof req->early_msg, "%s", msg);
 }
 
+/* Who a request counts against for rate limiting: its API key, or its
+ * address when the server runs without keys. */
+static void request_caller(const http_request *req, char *out, size_t cap)
+{
+    if (req->principal) {
+        snprintf(out, cap, "key:%p", req->principal);
+        return;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char addr[INET6_ADDRSTRLEN] = "?";
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        const void *a = sa->sa_family == AF_INET6
+                            ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                            : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+        if (!inet_ntop(sa->sa_family, a, addr, sizeof addr))
+            snprintf(addr, sizeof addr, "?");
+    }
+    snprintf(out, cap, "addr:%s", addr);
+}
+
 /* The checks that precede the body, in the order that decides which error
  * wins: route and method, {id} syntax, content type, declared size. */
 static void request_begin(http_request *req)
@@ -175,6 +200,15 @@ static void request_begin(http_request *req)
         if (!req->principal) {
             set_early(req, 401, "unauthorized", "a valid API key is required: Authorization: "
                                                 "Bearer <secret>");
+            return;
+        }
+    }
+    if ((req->route->flags & HTTP_ROUTE_AUTH) && req->server->limiter) {
+        char caller[80];
+        request_caller(req, caller, sizeof caller);
+        req->retry_after = ratelimit_take(req->server->limiter, caller, req->start_us);
+        if (req->retry_after) {
+            set_early(req, 429, "rate_limited", "too many requests from this caller; retry later");
             return;
         }
     }
@@ -247,6 +281,11 @@ static void respond_early(http_request *req)
         http_request_add_header(req, "Allow", req->allow);
     if (req->early_status == 401)
         http_request_add_header(req, "WWW-Authenticate", "Bearer realm=\"paymentd\"");
+    if (req->early_status == 429) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%u", req->retry_after);
+        http_request_add_header(req, "Retry-After", secs);
+    }
     http_respond_error(req, req->early_status, req->early_code, req->early_msg, NULL);
 }
 
@@ -449,7 +488,14 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         free(s);
         return -1;
     }
+    if (cfg->rate_limit > 0 && !(s->limiter = ratelimit_new(cfg->rate_limit))) {
+        snprintf(errbuf, errlen, "cannot set up the rate limiter: out of memory");
+        free(s->latency);
+        free(s);
+        return -1;
+    }
     if (bind_listener(cfg->host, cfg->port, &s->listen_fd, &s->port, errbuf, errlen) != 0) {
+        ratelimit_free(s->limiter);
         free(s->latency);
         free(s);
         return -1;
@@ -473,6 +519,7 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         snprintf(errbuf, errlen, "cannot start the HTTP server on %s:%u", cfg->host,
                  (unsigned)s->port);
         close(s->listen_fd);
+        ratelimit_free(s->limiter);
         free(s->latency);
         free(s);
         return -1;
@@ -507,6 +554,7 @@ void http_server_stop(http_server *s, unsigned grace_ms)
         nanosleep(&tick, NULL);
     }
     MHD_stop_daemon(s->daemon);
+    ratelimit_free(s->limiter);
     free(s->latency);
     free(s);
 }

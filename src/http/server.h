@@ -8,7 +8,7 @@
  *
  * Checks made here, before any handler, in the order that decides which
  * error a client sees: route and method (404, 405 with Allow), credentials
- * (401 with WWW-Authenticate), a {id} that must be a UUID (400
+ * (401 with WWW-Authenticate), the caller's rate (429 with Retry-After), a {id} that must be a UUID (400
  * invalid_id), content type for routes with a body (415), body size (413).  Every response carries X-Request-Id and
  * X-Content-Type-Options; every error body is
  * {"error_code": "...", "error_message": "..."}.  One access log line is
@@ -33,6 +33,7 @@ struct http_server_config {
     size_t max_body;                  /* bytes; larger bodies get 413 */
     unsigned client_timeout_s;        /* idle connections are closed after this */
     unsigned max_connections;         /* beyond this, new connections are refused */
+    double rate_limit;                /* requests/s per caller on HTTP_ROUTE_AUTH routes; 0: off */
     const struct http_route *routes;  /* the route table */
     size_t n_routes;
     const struct logger *log;

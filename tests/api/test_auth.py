@@ -122,3 +122,25 @@ def open_mode_warns_and_bad_key_files_fail(t):
     check(rc != 0, "a malformed key file must stop the server (rc %d)" % rc)
     eq(len(err.strip().splitlines()), 1, "lines on stderr for a bad key file")
     check("bad-keys:1" in err, "the message should name the file and line: %r" % err)
+
+
+@test
+def rate_limit_per_caller(t):
+    d = t.scratch("ratelimit")
+    srv = Server(t.binary, d, name="ratelimit", args=["--rate-limit", "5/s"])
+    srv.start()
+    try:
+        c = srv.client()
+        codes = [c.get("/v1/payments?page[size]=1").status for _ in range(12)]
+        check(codes.count(200) >= 5 and 429 in codes,
+              "12 quick requests at 5/s: statuses %s" % codes)
+        r = c.get("/v1/payments?page[size]=1")
+        if r.status == 429:
+            expect_error(r, 429, "rate_limited", "over the rate")
+            check((r.header("Retry-After") or "").isdigit(), "429 without a Retry-After")
+        for _ in range(10):
+            expect_status(c.get("/healthz"), 200, "/healthz is never limited")
+    finally:
+        srv.stop()
+    rc, out, err = run_binary(t.binary, ["--rate-limit", "fast"])
+    check(rc != 0 and "--rate-limit" in err, "a bad --rate-limit must stop the server: %r" % err)
