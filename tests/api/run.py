@@ -1,12 +1,18 @@
 #!/usr/bin/python3
 """API tests of paymentd, black-box against the real binary.
 
-    /usr/bin/python3 tests/api/run.py --binary build/paymentd [-k SUBSTRING] [-v]
+    /usr/bin/python3 tests/api/run.py --binary build/paymentd [--mongo URI] [-k SUBSTRING] [-v]
 
 Starts the server on a free loopback port with a temporary SQLite store,
 waits for GET /healthz, runs every test (some start servers of their own),
 stops it with SIGTERM and expects exit status 0.  Prints one line per
 failing test, then `api: N passed, M failed`; exits non-zero on failure.
+
+--mongo mongodb://HOST:PORT runs the same suite with every server on a new
+database of that MongoDB (the test double of tests/mongo/, or a real one),
+plus the MongoDB tests (test_mongo: outages, start-up without MongoDB), which
+start private test doubles of their own.  The databases are dropped at the
+end when pymongo is available.
 """
 
 import argparse
@@ -25,12 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Fail, Server  # noqa: E402
 
-import test_routes  # noqa: E402,F401
-import test_payments  # noqa: E402,F401
-import test_validation  # noqa: E402,F401
-import test_list  # noqa: E402,F401
-import test_process  # noqa: E402,F401
-import test_auth  # noqa: E402,F401
+import importlib  # noqa: E402
+
+# Every tests/api/test_*.py registers its tests with @test when imported.
+for _name in sorted(os.listdir(os.path.dirname(os.path.abspath(__file__)))):
+    if _name.startswith("test_") and _name.endswith(".py"):
+        importlib.import_module(_name[:-3])
 
 SUITE_DEADLINE = 240.0  # seconds: a hung suite is killed rather than left running
 
@@ -61,18 +67,43 @@ def watchdog():
     os._exit(2)
 
 
+def drop_databases(uri, dbs):
+    """Drops the suite's databases, so that runs against a real MongoDB leave
+    nothing behind.  Best effort: without pymongo they stay."""
+    try:
+        import pymongo
+    except ImportError:
+        return
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000)
+        try:
+            for db in dbs:
+                client.drop_database(db)
+        finally:
+            client.close()
+    except pymongo.errors.PyMongoError as e:
+        print("api: could not drop the test databases: %s" % e)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--binary", required=True, help="path to paymentd")
     ap.add_argument("-k", dest="pattern", default=None, help="run tests whose name contains this")
     ap.add_argument("-v", dest="verbose", action="store_true", help="print every test and its time")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--mongo", metavar="URI", default=None,
+                    help="run every server on a new database of this MongoDB")
     args = ap.parse_args()
+    label = "api"
+    if args.mongo:
+        harness.use_mongo(args.mongo)
+        import test_mongo  # noqa: F401  (registers its tests)
+        label = "api (mongodb)"
 
     binary = os.path.abspath(args.binary)
     if not os.access(binary, os.X_OK):
-        print("api: %s is not an executable" % binary)
-        print("api: 0 passed, 1 failed")
+        print("%s: %s is not an executable" % (label, binary))
+        print("%s: 0 passed, 1 failed" % label)
         return 1
 
     threading.Thread(target=watchdog, daemon=True).start()
@@ -87,7 +118,7 @@ def main():
             srv.start()
         except Fail as e:
             print("FAIL startup: %s" % e)
-            print("api: 0 passed, 1 failed")
+            print("%s: 0 passed, 1 failed" % label)
             return 1
         ctx = Ctx(binary, root, srv)
         selected = [(n, f) for n, f in harness.TESTS if not args.pattern or args.pattern in n]
@@ -135,13 +166,15 @@ def main():
     finally:
         srv.ensure_dead()
         harness.kill_all()
+        if args.mongo:
+            drop_databases(args.mongo, harness.MONGO["dbs"])
         if args.keep:
             print("api: kept %s" % root)
         else:
             shutil.rmtree(root, ignore_errors=True)
     if args.verbose:
-        print("api: %.1fs" % (time.monotonic() - t0))
-    print("api: %d passed, %d failed" % (passed, failed))
+        print("%s: %.1fs" % (label, time.monotonic() - t0))
+    print("%s: %d passed, %d failed" % (label, passed, failed))
     return 1 if failed else 0
 
 
