@@ -33,9 +33,10 @@ from harness import Fail, Server  # noqa: E402
 
 import importlib  # noqa: E402
 
-# Every tests/api/test_*.py registers its tests with @test when imported.
+# Every tests/api/test_*.py registers its tests with @test when imported;
+# test_mongo*.py only with --mongo (see main).
 for _name in sorted(os.listdir(os.path.dirname(os.path.abspath(__file__)))):
-    if _name.startswith("test_") and _name.endswith(".py"):
+    if _name.startswith("test_") and _name.endswith(".py") and not _name.startswith("test_mongo"):
         importlib.import_module(_name[:-3])
 
 SUITE_DEADLINE = 240.0  # seconds: a hung suite is killed rather than left running
@@ -97,7 +98,7 @@ def main():
     label = "api"
     if args.mongo:
         harness.use_mongo(args.mongo)
-        import test_mongo  # noqa: F401  (registers its tests)
+        harness.TESTS.extend(harness.MONGO_TESTS)
         label = "api (mongodb)"
 
     binary = os.path.abspath(args.binary)
