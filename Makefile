@@ -10,6 +10,11 @@ INC     := -Isrc
 LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpthread
 # SHA-256 of API key secrets (OpenSSL's libcrypto); libm for the rate limiter.
 LIBS    += -lcrypto -lm
+# MongoDB store: libmongoc, found by pkg-config.  Its headers are system
+# headers (-isystem) so that -Werror judges only the project's code.
+MONGO_PC := libmongoc-1.0
+INC     += $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(MONGO_PC)))
+LIBS    += $(shell pkg-config --libs $(MONGO_PC))
 
 SRC      := $(sort $(shell find src -name '*.c' ! -name main.c))
 TEST_SRC := $(sort $(shell find tests -name 'test_*.c'))

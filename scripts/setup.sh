@@ -8,6 +8,8 @@ packages=(
   libmicrohttpd-dev libjansson-dev libsqlite3-dev  # HTTP, JSON, embedded store
   libssl-dev                                  # SHA-256 of API key secrets (libcrypto)
   python3 python3-yaml                        # schema generator and API tests (/usr/bin/python3)
+  libmongoc-dev pkg-config                    # MongoDB store (libmongoc, found by pkg-config)
+  python3-mockupdb python3-mongomock          # MongoDB test double (tests/mongo/double.py)
   curl                                        # the README's examples
 )
 

@@ -2,7 +2,11 @@
 # Runs every test binary and suite, then prints one closing line:
 #   N passed, M failed
 # Unit tests run under AddressSanitizer and UBSan (leaks included); the API
-# suite runs against the sanitizer build and the optimised build.
+# suite runs against the sanitizer build and the optimised build, on the
+# embedded store, then on MongoDB.  MongoDB is the test double of
+# tests/mongo/ (started here, stopped on exit), unless PAYMENTD_TEST_MONGO_URI
+# names a MongoDB already: the store contract tests and the API suite then
+# run against it.
 # --unit-only skips the API suite.
 set -u
 cd "$(dirname "$0")/.."
@@ -35,6 +39,26 @@ run() {
   failed=$((failed + f))
 }
 
+# The MongoDB test double, for the MongoDB store's contract and API tests.
+double_dir=""
+stop_double() {
+  if [ -n "$double_dir" ]; then
+    tests/mongo/double.sh stop "$double_dir" >/dev/null 2>&1
+    rm -rf "$double_dir"
+  fi
+}
+trap stop_double EXIT
+if [ -z "${PAYMENTD_TEST_MONGO_URI:-}" ]; then
+  double_dir=$(mktemp -d /tmp/paymentd-double-XXXXXX)
+  if port=$(tests/mongo/double.sh start "$double_dir"); then
+    export PAYMENTD_TEST_MONGO_URI="mongodb://127.0.0.1:$port"
+    echo "ok: MongoDB test double listening on port $port"
+  else
+    echo "FAILED: the MongoDB test double did not start (tests/mongo/double.sh)"
+    failed=$((failed + 1))
+  fi
+fi
+
 for t in $(find build/asan/tests -type f -name 'test_*' -perm -u+x 2>/dev/null | sort); do
   run "$t" "$t"
 done
@@ -48,6 +72,12 @@ fi
 if [ "${1:-}" != "--unit-only" ]; then
   run "api (asan build)" $PY tests/api/run.py --binary build/asan/paymentd
   run "api (release build)" $PY tests/api/run.py --binary build/paymentd
+  if [ -n "${PAYMENTD_TEST_MONGO_URI:-}" ]; then
+    run "api on mongodb (asan build)" \
+      $PY tests/api/run.py --binary build/asan/paymentd --mongo "$PAYMENTD_TEST_MONGO_URI"
+    run "api on mongodb (release build)" \
+      $PY tests/api/run.py --binary build/paymentd --mongo "$PAYMENTD_TEST_MONGO_URI"
+  fi
 fi
 
 echo "$passed passed, $failed failed"

@@ -10,6 +10,7 @@
 /* Every backend this build knows, looked up by URI scheme. */
 static const struct payment_store_backend *const store_backends[] = {
     &payment_store_sqlite_backend,
+    &payment_store_mongo_backend,
 };
 
 static const struct payment_store_backend *store_backend_find(const char *uri)

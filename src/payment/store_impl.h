@@ -44,5 +44,6 @@ struct payment_store {
 
 /* The registered backends (one table each, in their own .c file). */
 extern const struct payment_store_backend payment_store_sqlite_backend;
+extern const struct payment_store_backend payment_store_mongo_backend;
 
 #endif

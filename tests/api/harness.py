@@ -4,6 +4,11 @@ A tiny test registry (@test), assertions that raise Fail with a readable
 reason, a Server that starts the real binary on a free loopback port with a
 temporary store and always stops it, and an HTTP client with a timeout on
 every socket.  Standard library only.
+
+Stores: every Server gets a store of its own.  By default a new SQLite file;
+after use_mongo(URI) (run.py --mongo), a new database of that MongoDB, or of
+the test double tests/mongo/double.py, which Double starts and stops for the
+tests that take MongoDB away.
 """
 
 import atexit
@@ -43,11 +48,25 @@ ERROR_CODES = {
 TESTS = []  # (name, function) in definition order
 
 
-def test(fn):
+MONGO_TESTS = []  # (name, function): run only with run.py --mongo
+
+
+def _test_name(fn):
     mod = fn.__module__.split(".")[-1]
     if mod.startswith("test_"):
         mod = mod[5:]
-    TESTS.append(("%s.%s" % (mod, fn.__name__), fn))
+    return "%s.%s" % (mod, fn.__name__)
+
+
+def test(fn):
+    TESTS.append((_test_name(fn), fn))
+    return fn
+
+
+def mongo_test(fn):
+    """A test of the MongoDB store itself (outages and the like), run only
+    when the suite runs on MongoDB."""
+    MONGO_TESTS.append((_test_name(fn), fn))
     return fn
 
 
@@ -114,6 +133,110 @@ def free_port():
         s.close()
 
 
+# --------------------------------------------------------------------------
+# stores
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOUBLE_PY = os.path.join(REPO, "tests", "mongo", "double.py")
+PYTHON = "/usr/bin/python3"  # Debian's: the double needs python3-mockupdb and python3-mongomock
+
+MONGO = {"uri": None, "dbs": []}  # use_mongo()'s URI; the databases handed out
+
+
+def use_mongo(uri):
+    """Every Server created from now on without an explicit store gets a new
+    database of the MongoDB that uri names."""
+    MONGO["uri"] = uri
+
+
+def mongo_uri(base, db, opts=""):
+    """base (mongodb://HOSTS[/DB][?OPTS]) naming database db, with opts
+    ("k=v&k=v") added to its options."""
+    scheme, _, rest = base.partition("://")
+    hosts = re.split(r"[/?]", rest, maxsplit=1)[0]
+    old = rest.partition("?")[2]
+    q = "&".join(x for x in (old, opts) if x)
+    return "%s://%s/%s%s" % (scheme, hosts, db, "?" + q if q else "")
+
+
+def new_mongo_db():
+    db = "paymentd_api_%d_%d" % (os.getpid(), len(MONGO["dbs"]))
+    MONGO["dbs"].append(db)
+    return db
+
+
+def default_store(workdir, name):
+    if MONGO["uri"]:
+        return mongo_uri(MONGO["uri"], new_mongo_db())
+    return "sqlite:" + os.path.join(workdir, name, "payments.db")
+
+
+class Double:
+    """A private MongoDB test double on a loopback port.  stop() saves its
+    data (SIGTERM) and start() again serves it on the same port: a MongoDB
+    outage and its end."""
+
+    def __init__(self, workdir, name="double"):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = 0  # any free port the first time, then the same one
+        self.proc = None
+
+    def start(self, timeout=15.0):
+        ready = os.path.join(self.dir, "ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        log = open(os.path.join(self.dir, "log"), "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [PYTHON, DOUBLE_PY, "--port", str(self.port), "--ready", ready,
+                 "--data", os.path.join(self.dir, "data.bson")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        finally:
+            log.close()
+        _track(self.proc)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise Fail("the MongoDB double exited with %s: %s"
+                           % (self.proc.returncode, self.log_tail()))
+            try:
+                with open(ready) as f:
+                    self.port = int(f.read().strip())
+                return self
+            except (OSError, ValueError):
+                time.sleep(0.05)
+        raise Fail("the MongoDB double did not listen within %.0fs: %s" % (timeout, self.log_tail()))
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                raise Fail("the MongoDB double did not exit on SIGTERM")
+            check(self.proc.returncode == 0, "the MongoDB double exited with %s: %s"
+                  % (self.proc.returncode, self.log_tail()))
+
+    def ensure_dead(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def uri(self, db, opts=""):
+        return mongo_uri("mongodb://%s:%d" % (HOST, self.port), db, opts)
+
+    def log_tail(self, n=600):
+        try:
+            with open(os.path.join(self.dir, "log"), "rb") as f:
+                t = f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return "(no log)"
+        return t[-n:] if t else "(log empty)"
+
+
 def child_env(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTD_")}
     if extra:
@@ -149,7 +272,7 @@ class Server:
         self.workdir = workdir
         self.name = name
         self.port = port or free_port()
-        self.store = store or ("sqlite:" + os.path.join(workdir, name, "payments.db"))
+        self.store = store or default_store(workdir, name)
         self.args = list(args)
         self.env = env
         self.listen_flag = listen_flag

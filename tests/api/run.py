@@ -98,6 +98,9 @@ def main():
     label = "api"
     if args.mongo:
         harness.use_mongo(args.mongo)
+        for name in sorted(os.listdir(os.path.dirname(os.path.abspath(__file__)))):
+            if name.startswith("test_mongo") and name.endswith(".py"):
+                importlib.import_module(name[:-3])  # registers with @mongo_test
         harness.TESTS.extend(harness.MONGO_TESTS)
         label = "api (mongodb)"
 

@@ -1,9 +1,13 @@
 /* The store contract (store.h), written against any backend: each case takes
- * an opened, empty store; the runners below open one per case in a fresh
- * temporary folder.  A MongoDB backend adds a runner and reuses the cases. */
+ * an opened, empty store; the runners below open one per case, in a fresh
+ * temporary folder (SQLite) or a fresh database that is dropped afterwards
+ * (MongoDB, when PAYMENTD_TEST_MONGO_URI names a server such as the test
+ * double of tests/mongo/double.py; without it the MongoDB cases that need a
+ * server are skipped, with a note on stderr). */
 #include "payment/store.h"
 
 #include <ftw.h>
+#include <mongoc/mongoc.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -20,7 +24,7 @@
 
 struct fixture {
     payment_store *s; /* open store, NULL once a case closed it for good */
-    char uri[256];    /* opens the same store again */
+    char uri[512];    /* opens the same store again */
 };
 
 typedef void (*store_case_fn)(struct fixture *fx);
@@ -977,7 +981,7 @@ static void sqlite_open_errors(void)
     char garbage[320];
     snprintf(garbage, sizeof garbage, "sqlite:%s", notdb);
     const char *uris[] = {
-        "", "bogus:/tmp/x.db", "sqlite", "sqlite:", "/tmp/x.db", "mongodb://localhost/x",
+        "", "bogus:/tmp/x.db", "sqlite", "sqlite:", "/tmp/x.db", "mongodb:/x",
         "sqlite:/dev/null/x/y.db", notdir, isdir, garbage,
     };
     for (size_t i = 0; i < sizeof uris / sizeof uris[0]; i++) {
@@ -1008,8 +1012,377 @@ static void sqlite_strerror(void)
     CHECK_STR(payment_store_strerror(-99), "unknown store error");
 }
 
+/* ---- MongoDB runners ---------------------------------------------------- */
+
+#define MONGO_URI_ENV "PAYMENTD_TEST_MONGO_URI"
+
+/* The server the MongoDB cases run on, or NULL (they are skipped). */
+static const char *mongo_base(void)
+{
+    const char *b = getenv(MONGO_URI_ENV);
+    return b && b[0] ? b : NULL;
+}
+
+/* base (mongodb://HOSTS[/DB][?OPTS]) naming database db, with opts
+ * ("k=v&k=v" or "") added to its options. */
+static void mongo_uri_for(char *out, size_t len, const char *base, const char *db, const char *opts)
+{
+    const char *hosts = strstr(base, "://");
+    hosts = hosts ? hosts + 3 : base;
+    size_t hlen = strcspn(hosts, "/?");
+    const char *q = strchr(hosts + hlen, '?');
+    const char *old = q ? q + 1 : "";
+    int n = snprintf(out, len, "%.*s/%s%s%s%s%s", (int)(hosts + hlen - base), base, db,
+                     old[0] || opts[0] ? "?" : "", old, old[0] && opts[0] ? "&" : "", opts);
+    CHECK(n > 0 && (size_t)n < len);
+}
+
+/* A database name no other case or run uses. */
+static void mongo_db_name(char out[64])
+{
+    snprintf(out, 64, "paymentd_test_%ld_%lld", (long)getpid(), (long long)clock_mono_us());
+}
+
+/* Runs cmd on db with a client of its own; reply is always initialized. */
+static int mongo_command(const char *db, const bson_t *cmd, bson_t *reply)
+{
+    bson_error_t e;
+    mongoc_init(); /* idempotent; a store's open also calls it */
+    mongoc_client_t *c = mongoc_client_new(mongo_base());
+    CHECK(c != NULL);
+    if (!c) {
+        bson_init(reply);
+        return 0;
+    }
+    CHECK(mongoc_client_set_error_api(c, MONGOC_ERROR_API_VERSION_2));
+    int ok = mongoc_client_command_simple(c, db, cmd, NULL, reply, &e);
+    mongoc_client_destroy(c);
+    return ok;
+}
+
+static void mongo_drop(const char *db)
+{
+    bson_t *cmd = BCON_NEW("dropDatabase", BCON_INT32(1)), reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+}
+
+/* Runs fn on a new database of the server PAYMENTD_TEST_MONGO_URI names. */
+static void run_on_mongo(store_case_fn fn)
+{
+    if (!mongo_base()) {
+        fprintf(stderr, "  %s unset: MongoDB case skipped\n", MONGO_URI_ENV);
+        return;
+    }
+    char db[64];
+    mongo_db_name(db);
+    struct fixture fx = {0};
+    mongo_uri_for(fx.uri, sizeof fx.uri, mongo_base(), db, "");
+    char err[256] = "";
+    int rc = payment_store_open(fx.uri, &fx.s, err, sizeof err);
+    CHECK_INT(rc, PAYMENT_STORE_OK);
+    if (rc == PAYMENT_STORE_OK) {
+        fn(&fx);
+        payment_store_close(fx.s);
+    } else {
+        fprintf(stderr, "  open %s: %s\n", fx.uri, err);
+    }
+    mongo_drop(db);
+}
+
+#define MONGO_CASE(name)                                                                      \
+    static void mongo_##name(void) { run_on_mongo(case_##name); }
+
+MONGO_CASE(ping)
+MONGO_CASE(create_get)
+MONGO_CASE(duplicate)
+MONGO_CASE(update)
+MONGO_CASE(delete)
+MONGO_CASE(list_paging)
+MONGO_CASE(list_filters)
+MONGO_CASE(reopen)
+MONGO_CASE(done_reenters)
+MONGO_CASE(concurrent_creates)
+MONGO_CASE(concurrent_updates)
+
+/* The stored shape of fx's payments collection: what operators query. */
+static int mongo_find_one(const char *uri_db, const char *coll, const char *id, bson_t *out)
+{
+    bson_error_t e;
+    mongoc_client_t *c = mongoc_client_new(mongo_base());
+    if (!c)
+        return 0;
+    mongoc_collection_t *col = mongoc_client_get_collection(c, uri_db, coll);
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, NULL, NULL);
+    const bson_t *doc;
+    int found = mongoc_cursor_next(cur, &doc);
+    if (found)
+        bson_copy_to(doc, out);
+    CHECK(!mongoc_cursor_error(cur, &e));
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    mongoc_collection_destroy(col);
+    mongoc_client_destroy(c);
+    return found;
+}
+
+static int bson_has(const bson_t *b, const char *key)
+{
+    bson_iter_t it;
+    return bson_iter_init_find(&it, b, key);
+}
+
+static const char *bson_str(const bson_t *b, const char *key)
+{
+    bson_iter_t it;
+    return bson_iter_init_find(&it, b, key) && BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, NULL)
+                                                                          : "";
+}
+
+/* The database name of a fixture URI. */
+static void mongo_uri_db(const char *uri, char out[64])
+{
+    const char *hosts = strstr(uri, "://") + 3;
+    const char *slash = hosts + strcspn(hosts, "/?");
+    size_t n = *slash == '/' ? strcspn(slash + 1, "?") : 0;
+    snprintf(out, 64, "%.*s", (int)n, slash + 1);
+}
+
+/* Documents, tombstones and indexes as README "Running on MongoDB" says,
+ * and a counter behind the stored payments (a restore without the counters
+ * collection) moved past them on open. */
+static void case_mongo_layout(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    struct pay a, b;
+    pay_init(&a, 1, 1, "GBP", "10.50", "2026-01-02", 1000);
+    pay_init(&b, 2, 1, "EUR", "3", "", 2000);
+    int64_t seq_b = 0, cur;
+    CHECK_INT(sync_create(fx->s, &a.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(fx->s, &b.row, &seq_b), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete(fx->s, b.row.id, -1, &cur), PAYMENT_STORE_OK);
+
+    bson_t doc;
+    CHECK(mongo_find_one(db, "payments", a.row.id, &doc));
+    if (bson_has(&doc, "_id")) {
+        CHECK_STR(bson_str(&doc, "organisation_id"), a.row.organisation_id);
+        CHECK_STR(bson_str(&doc, "currency"), "GBP");
+        CHECK_STR(bson_str(&doc, "processing_date"), "2026-01-02");
+        CHECK_STR(bson_str(&doc, "amount_key"), a.row.amount_key);
+        CHECK_STR(bson_str(&doc, "doc"), a.doc);
+        CHECK(bson_has(&doc, "seq") && !bson_has(&doc, "end_to_end_reference"));
+        bson_destroy(&doc);
+    }
+    CHECK(mongo_find_one(db, "payments", b.row.id, &doc));
+    if (bson_has(&doc, "_id")) {
+        bson_iter_t it;
+        CHECK(bson_iter_init_find(&it, &doc, "deleted") && bson_iter_as_bool(&it));
+        CHECK(!bson_has(&doc, "doc") && !bson_has(&doc, "currency"));
+        CHECK_STR(bson_str(&doc, "organisation_id"), b.row.organisation_id);
+        bson_destroy(&doc);
+    }
+
+    bson_t *cmd = BCON_NEW("listIndexes", BCON_UTF8("payments")), reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    char *json = bson_as_relaxed_extended_json(&reply, NULL);
+    static const char *const names[] = {"\"seq\"", "\"organisation_seq\"", "\"currency_seq\"",
+                                        "\"reference\"", "\"amount_key\"", "\"created_ms\""};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        CHECK(json && strstr(json, names[i]));
+    bson_free(json);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+
+    cmd = BCON_NEW("delete", BCON_UTF8("counters"), "deletes", "[", "{", "q", "{", "}", "limit",
+                   BCON_INT32(0), "}", "]");
+    CHECK(mongo_command(db, cmd, &reply));
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    payment_store_close(fx->s);
+    fx->s = NULL;
+    char err[256] = "";
+    CHECK_INT(payment_store_open(fx->uri, &fx->s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!fx->s)
+        return;
+    struct pay c;
+    pay_init(&c, 3, 1, "GBP", "1", "", 3000);
+    int64_t seq_c = 0;
+    CHECK_INT(sync_create(fx->s, &c.row, &seq_c), PAYMENT_STORE_OK);
+    CHECK(seq_c > seq_b);
+}
+
+static void mongo_layout(void) { run_on_mongo(case_mongo_layout); }
+
+/* paymentdCollection: another collection, with its own counter. */
+static void case_mongo_collection(struct fixture *fx)
+{
+    char db[64], uri[600], err[256] = "";
+    mongo_uri_db(fx->uri, db);
+    mongo_uri_for(uri, sizeof uri, mongo_base(), db, "paymentdCollection=payments_b");
+    payment_store *other = NULL;
+    CHECK_INT(payment_store_open(uri, &other, err, sizeof err), PAYMENT_STORE_OK);
+    if (!other)
+        return;
+    struct pay a;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1);
+    CHECK_INT(sync_create(other, &a.row, NULL), PAYMENT_STORE_OK);
+    check_doc(other, &a, 0);
+    check_gone(fx->s, a.row.id);
+    CHECK_INT(sync_create(fx->s, &a.row, NULL), PAYMENT_STORE_OK);
+    payment_store_close(other);
+    bson_t doc;
+    CHECK(mongo_find_one(db, "payments_b", a.row.id, &doc));
+    if (bson_has(&doc, "_id"))
+        bson_destroy(&doc);
+}
+
+static void mongo_collection(void) { run_on_mongo(case_mongo_collection); }
+
+/* The write concern of every write: majority with journal by default, the
+ * URI's when it sets one.  Counted by the test double ({doubleStats: 1});
+ * against a real MongoDB, which has no such command, the case is skipped. */
+static int double_stats(int64_t *writes, int64_t *majority)
+{
+    bson_t *cmd = BCON_NEW("doubleStats", BCON_INT32(1)), reply;
+    int ok = mongo_command("admin", cmd, &reply);
+    bson_iter_t it;
+    if (ok && bson_iter_init_find(&it, &reply, "writes"))
+        *writes = bson_iter_as_int64(&it);
+    if (ok && bson_iter_init_find(&it, &reply, "majorityJournaled"))
+        *majority = bson_iter_as_int64(&it);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return ok;
+}
+
+static void case_mongo_write_concern(struct fixture *fx)
+{
+    int64_t w0 = 0, m0 = 0, w1 = 0, m1 = 0, w2 = 0, m2 = 0, cur;
+    if (!double_stats(&w0, &m0)) {
+        fprintf(stderr, "  no doubleStats command (a real MongoDB): case skipped\n");
+        return;
+    }
+    struct pay p;
+    pay_init(&p, 1, 1, "GBP", "1", "", 1);
+    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    pay_set_version(&p, 1, "x");
+    CHECK_INT(sync_update(fx->s, &p.row, 0, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete(fx->s, p.row.id, 1, &cur), PAYMENT_STORE_OK);
+    CHECK(double_stats(&w1, &m1));
+    CHECK(w1 - w0 >= 4); /* counter, insert, update, tombstone */
+    CHECK_INT(m1 - m0, w1 - w0);
+
+    char db[64], uri[600], err[256] = "";
+    mongo_uri_db(fx->uri, db);
+    mongo_uri_for(uri, sizeof uri, mongo_base(), db, "w=1");
+    payment_store *w1store = NULL;
+    CHECK_INT(payment_store_open(uri, &w1store, err, sizeof err), PAYMENT_STORE_OK);
+    if (!w1store)
+        return;
+    pay_init(&p, 2, 1, "GBP", "1", "", 1);
+    CHECK_INT(sync_create(w1store, &p.row, NULL), PAYMENT_STORE_OK);
+    payment_store_close(w1store);
+    CHECK(double_stats(&w2, &m2));
+    CHECK(w2 - w1 >= 2);
+    CHECK_INT(m2, m1);
+}
+
+static void mongo_write_concern(void) { run_on_mongo(case_mongo_write_concern); }
+
+/* Bad URIs: EURI and a one-line reason, without contacting any server. */
+static void mongo_open_errors(void)
+{
+    const char *uris[] = {
+        "mongodb://",
+        "mongodb:/x",
+        "mongodb://127.0.0.1:1/bad.db",
+        "mongodb://127.0.0.1:1/x?paymentdCollection=",
+        "mongodb://127.0.0.1:1/x?paymentdCollection=system.users",
+        "mongodb://127.0.0.1:1/x?paymentdCollection=a$b",
+        "mongodb://127.0.0.1:1/x?paymentdWaitForStore=maybe",
+        "mongodb://127.0.0.1:1/x?w=0",
+        "mongodb://127.0.0.1:99999/x",
+    };
+    for (size_t i = 0; i < sizeof uris / sizeof uris[0]; i++) {
+        payment_store *s = NULL;
+        char err[256] = "";
+        int64_t t0 = clock_mono_us();
+        int rc = payment_store_open(uris[i], &s, err, sizeof err);
+        if (rc != PAYMENT_STORE_EURI)
+            fprintf(stderr, "  %s: %d %s\n", uris[i], rc, err);
+        CHECK_INT(rc, PAYMENT_STORE_EURI);
+        CHECK(s == NULL);
+        CHECK(err[0] != '\0' && strchr(err, '\n') == NULL);
+        CHECK(clock_mono_us() - t0 < 500000);
+        payment_store_close(s);
+    }
+}
+
+/* Unreachable at start: open fails within the selection timeout, naming
+ * the host and the way to start anyway. */
+static void mongo_open_unreachable(void)
+{
+    payment_store *s = NULL;
+    char err[256] = "";
+    int64_t t0 = clock_mono_us();
+    CHECK_INT(payment_store_open("mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300", &s, err,
+                                 sizeof err),
+              PAYMENT_STORE_EUNAVAILABLE);
+    int64_t took = clock_mono_us() - t0;
+    CHECK(took >= 250000 && took < 3000000);
+    CHECK(s == NULL);
+    CHECK(strstr(err, "127.0.0.1:1") && strstr(err, "paymentdWaitForStore=true"));
+    CHECK(strchr(err, '\n') == NULL);
+}
+
+/* paymentdWaitForStore=true: open succeeds, and every call answers
+ * EUNAVAILABLE within about the selection timeout while MongoDB is away. */
+static void mongo_wait_for_store(void)
+{
+    payment_store *s = NULL;
+    char err[256] = "";
+    CHECK_INT(payment_store_open(
+                  "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300&paymentdWaitForStore=true",
+                  &s, err, sizeof err),
+              PAYMENT_STORE_OK);
+    if (!s)
+        return;
+    int64_t t0 = clock_mono_us();
+    CHECK_INT(payment_store_ping(s), PAYMENT_STORE_EUNAVAILABLE);
+    struct buf b = BUF_INIT;
+    int64_t v = -5;
+    CHECK_INT(payment_store_get(s, "00000000-0000-4000-8000-000000000001", &b, &v),
+              PAYMENT_STORE_EUNAVAILABLE);
+    CHECK_INT(b.len, 0);
+    buf_free(&b);
+    struct listed *l = calloc(1, sizeof *l);
+    struct payment_query q;
+    int more;
+    query_init(&q, 10);
+    CHECK_INT(list(s, &q, l, &more), PAYMENT_STORE_EUNAVAILABLE);
+    free(l);
+    struct pay p;
+    pay_init(&p, 1, 1, "GBP", "1", "", 1);
+    int64_t cur;
+    CHECK_INT(sync_create(s, &p.row, NULL), PAYMENT_STORE_EUNAVAILABLE);
+    pay_set_version(&p, 1, "x");
+    CHECK_INT(sync_update(s, &p.row, 0, &cur), PAYMENT_STORE_EUNAVAILABLE);
+    CHECK_INT(sync_delete(s, p.row.id, -1, &cur), PAYMENT_STORE_EUNAVAILABLE);
+    CHECK(clock_mono_us() - t0 < 6 * 400000);
+    payment_store_close(s);
+}
+
 TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(sqlite_create_get), TEST(sqlite_duplicate), TEST(sqlite_update),
           TEST(sqlite_delete), TEST(sqlite_list_paging), TEST(sqlite_list_filters),
           TEST(sqlite_reopen), TEST(sqlite_done_reenters), TEST(sqlite_concurrent_creates),
-          TEST(sqlite_concurrent_updates), TEST(sqlite_reads_do_not_wait))
+          TEST(sqlite_concurrent_updates), TEST(sqlite_reads_do_not_wait),
+          TEST(mongo_open_errors), TEST(mongo_open_unreachable), TEST(mongo_wait_for_store),
+          TEST(mongo_ping), TEST(mongo_create_get), TEST(mongo_duplicate), TEST(mongo_update),
+          TEST(mongo_delete), TEST(mongo_list_paging), TEST(mongo_list_filters),
+          TEST(mongo_reopen), TEST(mongo_done_reenters), TEST(mongo_concurrent_creates),
+          TEST(mongo_concurrent_updates), TEST(mongo_layout), TEST(mongo_collection),
+          TEST(mongo_write_concern))

@@ -1,0 +1,1532 @@
+/* store_mongo: payments in MongoDB, through libmongoc's client pool.
+ *
+ * URI: mongodb://HOST:PORT[,HOST:PORT...]/DB?OPTIONS.  The database is the
+ * URI's path (default "payment").  Two options belong to this store and are
+ * taken out before libmongoc parses the rest:
+ *   paymentdCollection=NAME    the payments collection (default "payments");
+ *   paymentdWaitForStore=true  open succeeds while MongoDB is unreachable:
+ *                              the store answers EUNAVAILABLE until MongoDB
+ *                              answers and the indexes are in place.
+ * Without the second, open fails when MongoDB does not answer in time.
+ *
+ * Document: _id is the payment id, seq the sequence number, doc the
+ * serialized data object kept verbatim as a string (the bytes GET returns:
+ * no number goes through a BSON double), and the list's columns as
+ * top-level fields, absent when the payment has no value.  A deleted payment
+ * keeps _id, seq, organisation_id and version with deleted: true (its
+ * tombstone): the unique _id index then refuses to create the id again.
+ *
+ * Decisions are MongoDB's, each in one single-document operation: create
+ * relies on the unique _id (error 11000); update and delete are updates
+ * filtered on {_id, version, deleted: false}, and only when that matches
+ * nothing does a read of the current version tell ENOTFOUND from ECONFLICT.
+ *
+ * Sequence numbers come from a counter document ({_id: <collection>} in
+ * collection "counters") incremented atomically by findAndModify.  Within
+ * one process, creates run on one thread that takes every create queued,
+ * allocates their numbers with one $inc and inserts them in one unordered
+ * bulk write, so numbers grow in commit order.  Across processes sharing a
+ * database they do not quite: a node may commit seq 11 before another node
+ * commits seq 10, and a cursor read in between (after 11) never sees 10.
+ *
+ * Writes run on worker threads (the HTTP threads only queue them): the
+ * create thread above and MONGO_WRITERS threads for updates and deletes.
+ * Each takes a client from the pool per operation or batch and returns it
+ * before reporting, so a done callback may call the store again.  Reads run
+ * on the calling thread with a pooled client.  A write still queued after
+ * serverSelectionTimeoutMS fails EUNAVAILABLE without being tried, so an
+ * outage answers every request within about twice that timeout.
+ *
+ * This store's defaults, each where the URI sets none (libmongoc's own wait
+ * 30 s): serverSelectionTimeoutMS 2000, connectTimeoutMS 2000,
+ * socketTimeoutMS 5000; write concern majority with journal (wtimeout 4/5
+ * of the socket timeout) and read concern majority.  w=0 is refused: a 2xx
+ * must follow an acknowledged write. */
+#include <limits.h>
+#include <mongoc/mongoc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/clock.h"
+#include "core/metrics.h"
+#include "payment/store_impl.h"
+
+#define MONGO_DEFAULT_DB "payment"
+#define MONGO_DEFAULT_COLLECTION "payments"
+#define MONGO_COUNTERS "counters"
+#define MONGO_OPT_COLLECTION "paymentdCollection"
+#define MONGO_OPT_WAIT "paymentdWaitForStore"
+#define MONGO_NAME_MAX 100            /* collection and database names */
+#define MONGO_WRITERS 3               /* threads for updates and deletes */
+#define MONGO_CREATE_BATCH_MAX 500    /* creates per bulk insert */
+#define MONGO_CREATE_BATCH_BYTES (16u << 20)
+#define MONGO_CAS_TRIES 3             /* conditional write, miss read, again */
+#define MONGO_DOC_MAX (16000000 - 65536) /* document text MongoDB's 16 MB limit leaves room for */
+#define MONGO_SELECTION_TIMEOUT_MS 2000
+#define MONGO_CONNECT_TIMEOUT_MS 2000
+#define MONGO_SOCKET_TIMEOUT_MS 5000
+
+/* The list's columns, top-level fields of every live document. */
+#define MONGO_F_ORG "organisation_id"
+#define MONGO_F_CURRENCY "currency"
+#define MONGO_F_SCHEME "payment_scheme"
+#define MONGO_F_TYPE "payment_type"
+#define MONGO_F_REF "reference"
+#define MONGO_F_E2E "end_to_end_reference"
+#define MONGO_F_DATE "processing_date"
+#define MONGO_F_AMOUNT "amount_key"
+#define MONGO_ROW_OPTIONAL 7 /* the fields above after organisation_id */
+
+/* One index per filter, and the list order.  seq is not unique: sharded
+ * collections allow unique indexes only on the shard key, and the counter
+ * already makes it unique.  Names are fixed so that open is idempotent. */
+static const struct {
+    const char *name;
+    const char *field[2]; /* ascending keys, the second may be NULL */
+} mongo_indexes[] = {
+    {"seq", {"seq", NULL}},
+    {"organisation_seq", {MONGO_F_ORG, "seq"}},
+    {"currency_seq", {MONGO_F_CURRENCY, "seq"}},
+    {"payment_scheme_seq", {MONGO_F_SCHEME, "seq"}},
+    {"payment_type_seq", {MONGO_F_TYPE, "seq"}},
+    {"reference", {MONGO_F_REF, NULL}},
+    {"end_to_end_reference", {MONGO_F_E2E, NULL}},
+    {"processing_date", {MONGO_F_DATE, NULL}},
+    {"amount_key", {MONGO_F_AMOUNT, NULL}},
+    {"created_ms", {"created_ms", NULL}},
+};
+
+enum mongo_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE };
+
+/* One queued write.  row is a copy; the pointers in it stay borrowed from the
+ * submitter until done has been called. */
+struct mongo_op {
+    struct mongo_op *next;    /* queue and batch link */
+    enum mongo_op_kind kind;
+    struct payment_row row;   /* OP_DELETE uses row.id only */
+    int64_t expected_version; /* OP_UPDATE, OP_DELETE (-1: unconditional) */
+    int64_t queued_us;        /* clock_mono_us() at submission */
+    payment_store_done_fn done;
+    void *arg;
+    int err;                  /* result, reported once decided */
+    int64_t current_version;  /* -1 unless err is ECONFLICT */
+    int64_t seq;              /* OP_CREATE's sequence number */
+};
+
+/* A FIFO of operations. */
+struct mongo_queue {
+    struct mongo_op *head, *tail;
+    pthread_cond_t wake; /* signalled on a push and on close */
+};
+
+struct mongo_store {
+    struct payment_store base;   /* first: what payment_store * points at */
+    mongoc_uri_t *uri;           /* owned; the pool reads it */
+    mongoc_client_pool_t *pool;  /* clients shared by every thread */
+    char db[MONGO_NAME_MAX + 1];
+    char coll[MONGO_NAME_MAX + 1];
+    int64_t stale_us;            /* a queued write older than this is not tried */
+    pthread_mutex_t mu;          /* guards creates, writes, closing */
+    struct mongo_queue creates;  /* taken in batches by the create thread */
+    struct mongo_queue writes;   /* updates and deletes, one at a time */
+    int closing;                 /* no more submissions; workers drain and exit */
+    pthread_t threads[1 + MONGO_WRITERS]; /* [0] creates, the rest writes */
+    int nthreads;                /* started, to join */
+    int sync_ready;              /* mu, setup_mu and the conditions exist */
+    pthread_mutex_t setup_mu;    /* one setup attempt at a time */
+    atomic_int ready;            /* indexes and counter are in place */
+    _Atomic uint64_t n_commits;  /* stats: write commands acknowledged */
+    _Atomic uint64_t n_writes;   /* stats: write operations reported */
+    struct metrics_sizes batches; /* stats: operations per write command */
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void mongo_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void mongo_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        errbuf[0] = '\0';
+}
+
+/* Lock failures are programming errors (the mutexes are default ones). */
+static void mongo_lock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_lock(m) != 0)
+        abort();
+}
+
+static void mongo_unlock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_unlock(m) != 0)
+        abort();
+}
+
+/* Server error codes that mean "not now" rather than "never": the server is
+ * shutting down, stepping down, unreachable, or could not reach the write
+ * concern in time. */
+static int mongo_code_transient(uint32_t code)
+{
+    static const uint32_t codes[] = {
+        6,     /* HostUnreachable */
+        7,     /* HostNotFound */
+        50,    /* MaxTimeMSExpired */
+        64,    /* WriteConcernFailed */
+        89,    /* NetworkTimeout */
+        91,    /* ShutdownInProgress */
+        189,   /* PrimarySteppedDown */
+        262,   /* ExceededTimeLimit */
+        9001,  /* SocketException */
+        10107, /* NotWritablePrimary */
+        11600, /* InterruptedAtShutdown */
+        11602, /* InterruptedDueToReplStateChange */
+        13435, /* NotPrimaryNoSecondaryOk */
+        13436, /* NotPrimaryOrSecondary */
+    };
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (codes[i] == code)
+            return 1;
+    return 0;
+}
+
+/* The store error of a failed libmongoc call (error API version 2). */
+static int mongo_map_err(const bson_error_t *e)
+{
+    switch (e->domain) {
+    case MONGOC_ERROR_STREAM:
+    case MONGOC_ERROR_SERVER_SELECTION:
+    case MONGOC_ERROR_WRITE_CONCERN:
+        return PAYMENT_STORE_EUNAVAILABLE;
+    case MONGOC_ERROR_SERVER:
+        return e->code == MONGOC_ERROR_DUPLICATE_KEY ? PAYMENT_STORE_EDUPLICATE
+               : mongo_code_transient(e->code)        ? PAYMENT_STORE_EUNAVAILABLE
+                                                      : PAYMENT_STORE_EINTERNAL;
+    default:
+        return PAYMENT_STORE_EINTERNAL;
+    }
+}
+
+/* A client from the pool.  pop waits only when every client is in use
+ * (maxPoolSize); with waitQueueTimeoutMS it may give up. */
+static mongoc_client_t *mongo_client(struct mongo_store *st, int *err)
+{
+    mongoc_client_t *c = mongoc_client_pool_pop(st->pool);
+    if (!c)
+        *err = PAYMENT_STORE_EUNAVAILABLE;
+    return c;
+}
+
+static mongoc_collection_t *mongo_collection(struct mongo_store *st, mongoc_client_t *c,
+                                             const char *name)
+{
+    return mongoc_client_get_collection(c, st->db, name);
+}
+
+/* An int64 field of doc, or fallback when absent. */
+static int64_t mongo_get_int64(const bson_t *doc, const char *key, int64_t fallback)
+{
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_NUMBER(&it))
+        return bson_iter_as_int64(&it);
+    return fallback;
+}
+
+/* A string field of doc (NUL-terminated inside doc), or NULL. */
+static const char *mongo_get_utf8(const bson_t *doc, const char *key, uint32_t *len)
+{
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, len);
+    return NULL;
+}
+
+/* ---- documents ---------------------------------------------------------- */
+
+/* The optional list columns of row, NULL when absent. */
+static void mongo_row_optional(const struct payment_row *row, const char *name[MONGO_ROW_OPTIONAL],
+                               const char *value[MONGO_ROW_OPTIONAL])
+{
+    name[0] = MONGO_F_CURRENCY, value[0] = row->currency;
+    name[1] = MONGO_F_SCHEME, value[1] = row->payment_scheme;
+    name[2] = MONGO_F_TYPE, value[2] = row->payment_type;
+    name[3] = MONGO_F_REF, value[3] = row->reference;
+    name[4] = MONGO_F_E2E, value[4] = row->end_to_end_reference;
+    name[5] = MONGO_F_DATE, value[5] = row->processing_date[0] ? row->processing_date : NULL;
+    name[6] = MONGO_F_AMOUNT, value[6] = row->amount_key[0] ? row->amount_key : NULL;
+}
+
+static bool mongo_append_doc_text(bson_t *b, const struct payment_row *row)
+{
+    if (row->doc_len > INT_MAX)
+        return false;
+    const char *text = row->doc ? row->doc : "";
+    return bson_append_utf8(b, "doc", 3, text, row->doc ? (int)row->doc_len : 0);
+}
+
+/* The fields a write sets: the row's columns that are present, the
+ * document, the version and modification time. */
+static bool mongo_append_columns(bson_t *b, const struct payment_row *row)
+{
+    const char *name[MONGO_ROW_OPTIONAL], *value[MONGO_ROW_OPTIONAL];
+    mongo_row_optional(row, name, value);
+    bool ok = BSON_APPEND_UTF8(b, MONGO_F_ORG, row->organisation_id) &&
+              BSON_APPEND_INT64(b, "version", row->version) &&
+              BSON_APPEND_INT64(b, "modified_ms", row->modified_ms);
+    for (int i = 0; ok && i < MONGO_ROW_OPTIONAL; i++)
+        if (value[i])
+            ok = BSON_APPEND_UTF8(b, name[i], value[i]);
+    return ok && mongo_append_doc_text(b, row);
+}
+
+/* The document a create inserts. */
+static bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t seq)
+{
+    return BSON_APPEND_UTF8(b, "_id", row->id) && BSON_APPEND_INT64(b, "seq", seq) &&
+           BSON_APPEND_INT64(b, "created_ms", row->created_ms) &&
+           mongo_append_columns(b, row) && BSON_APPEND_BOOL(b, "deleted", false);
+}
+
+/* {$set: columns, $unset: the absent ones}; created_ms and seq are kept. */
+static bool mongo_build_update(bson_t *b, const struct payment_row *row)
+{
+    const char *name[MONGO_ROW_OPTIONAL], *value[MONGO_ROW_OPTIONAL];
+    mongo_row_optional(row, name, value);
+    bson_t set, unset;
+    bool ok = BSON_APPEND_DOCUMENT_BEGIN(b, "$set", &set);
+    if (!ok)
+        return false;
+    ok = mongo_append_columns(&set, row);
+    if (!bson_append_document_end(b, &set) || !ok)
+        return false;
+    int absent = 0;
+    for (int i = 0; i < MONGO_ROW_OPTIONAL; i++)
+        absent += value[i] == NULL;
+    if (absent == 0)
+        return true;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$unset", &unset))
+        return false;
+    for (int i = 0; ok && i < MONGO_ROW_OPTIONAL; i++)
+        if (!value[i])
+            ok = BSON_APPEND_UTF8(&unset, name[i], "");
+    return bson_append_document_end(b, &unset) && ok;
+}
+
+/* A tombstone keeps _id, seq, organisation_id (the shard key when sharded)
+ * and version; the document and the other columns go. */
+static bool mongo_build_tombstone(bson_t *b)
+{
+    static const char *const gone[] = {"doc",       MONGO_F_CURRENCY, MONGO_F_SCHEME,
+                                       MONGO_F_TYPE, MONGO_F_REF,     MONGO_F_E2E,
+                                       MONGO_F_DATE, MONGO_F_AMOUNT};
+    bson_t set, unset;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$set", &set))
+        return false;
+    bool ok = BSON_APPEND_BOOL(&set, "deleted", true);
+    if (!bson_append_document_end(b, &set) || !ok)
+        return false;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$unset", &unset))
+        return false;
+    for (size_t i = 0; ok && i < sizeof gone / sizeof gone[0]; i++)
+        ok = BSON_APPEND_UTF8(&unset, gone[i], "");
+    return bson_append_document_end(b, &unset) && ok;
+}
+
+/* ---- setup: indexes and the counter ------------------------------------- */
+
+static bool mongo_build_indexes(bson_t *cmd, const char *coll)
+{
+    bson_t list;
+    bool ok = BSON_APPEND_UTF8(cmd, "createIndexes", coll) &&
+              BSON_APPEND_ARRAY_BEGIN(cmd, "indexes", &list);
+    if (!ok)
+        return false;
+    for (size_t i = 0; ok && i < sizeof mongo_indexes / sizeof mongo_indexes[0]; i++) {
+        char idx[16];
+        const char *k;
+        bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
+        bson_t spec, key;
+        if (!bson_append_document_begin(&list, k, -1, &spec))
+            return false;
+        ok = BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
+        if (!ok)
+            return false;
+        for (int f = 0; ok && f < 2 && mongo_indexes[i].field[f]; f++)
+            ok = BSON_APPEND_INT32(&key, mongo_indexes[i].field[f], 1);
+        ok = bson_append_document_end(&spec, &key) && ok;
+        ok = ok && BSON_APPEND_UTF8(&spec, "name", mongo_indexes[i].name);
+        ok = bson_append_document_end(&list, &spec) && ok;
+    }
+    return bson_append_array_end(cmd, &list) && ok;
+}
+
+/* The highest seq stored, 0 for none, or -1 with e set. */
+static int64_t mongo_max_seq(mongoc_collection_t *coll, bson_error_t *e)
+{
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
+    bool ok = BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
+              BSON_APPEND_INT32(&sort, "seq", -1) && bson_append_document_end(&opts, &sort) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
+              BSON_APPEND_INT32(&proj, "seq", 1) && bson_append_document_end(&opts, &proj) &&
+              BSON_APPEND_INT64(&opts, "limit", 1) && BSON_APPEND_BOOL(&opts, "singleBatch", true);
+    int64_t max = -1;
+    if (ok) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        const bson_t *doc;
+        max = 0;
+        if (mongoc_cursor_next(cur, &doc))
+            max = mongo_get_int64(doc, "seq", 0);
+        else if (mongoc_cursor_error(cur, e))
+            max = -1;
+        mongoc_cursor_destroy(cur);
+    } else {
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build a query");
+    }
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return max;
+}
+
+/* Moves the counter to at least floor (a restore may hold payments the
+ * counter has not counted).  $max with upsert is idempotent; two nodes
+ * upserting at once may collide on _id, and the loser's retry finds it. */
+static bool mongo_counter_floor(mongoc_collection_t *counters, const char *name, int64_t floor,
+                                bson_error_t *e)
+{
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, opts = BSON_INITIALIZER, max;
+    bool ok = BSON_APPEND_UTF8(&filter, "_id", name) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&update, "$max", &max) &&
+              BSON_APPEND_INT64(&max, "seq", floor) && bson_append_document_end(&update, &max) &&
+              BSON_APPEND_BOOL(&opts, "upsert", true);
+    if (!ok)
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the counter update");
+    for (int tries = 0; ok && tries < 2; tries++) {
+        ok = mongoc_collection_update_one(counters, &filter, &update, &opts, NULL, e);
+        if (ok || e->domain != MONGOC_ERROR_SERVER || e->code != MONGOC_ERROR_DUPLICATE_KEY)
+            break;
+        ok = true; /* lost an upsert race: the document exists now */
+    }
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    bson_destroy(&opts);
+    return ok;
+}
+
+/* Creates the indexes (a no-op when they exist) and floors the counter. */
+static bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_error_t *e)
+{
+    mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+    mongoc_collection_t *counters = mongo_collection(st, client, MONGO_COUNTERS);
+    bson_t cmd = BSON_INITIALIZER;
+    bool ok = mongo_build_indexes(&cmd, st->coll);
+    if (!ok)
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the index specification");
+    ok = ok && mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, e);
+    int64_t max = ok ? mongo_max_seq(coll, e) : -1;
+    ok = max >= 0 && mongo_counter_floor(counters, st->coll, max, e);
+    bson_destroy(&cmd);
+    mongoc_collection_destroy(counters);
+    mongoc_collection_destroy(coll);
+    return ok;
+}
+
+/* PAYMENT_STORE_OK once setup has succeeded, trying it now if no other
+ * thread is: requests never queue behind a setup that waits for MongoDB. */
+static int mongo_ready(struct mongo_store *st, mongoc_client_t *client)
+{
+    if (atomic_load(&st->ready))
+        return PAYMENT_STORE_OK;
+    if (pthread_mutex_trylock(&st->setup_mu) != 0)
+        return PAYMENT_STORE_EUNAVAILABLE;
+    int err = PAYMENT_STORE_OK;
+    bson_error_t e;
+    if (!atomic_load(&st->ready)) {
+        if (mongo_setup(st, client, &e))
+            atomic_store(&st->ready, 1);
+        else
+            err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
+                                                                 : PAYMENT_STORE_EINTERNAL;
+    }
+    mongo_unlock(&st->setup_mu);
+    return err;
+}
+
+/* ---- the write path: creates -------------------------------------------- */
+
+/* Reserves n sequence numbers; returns the last, or -1 with e set. */
+static int64_t mongo_seq_reserve(struct mongo_store *st, mongoc_client_t *client, size_t n,
+                                 bson_error_t *e)
+{
+    mongoc_collection_t *counters = mongo_collection(st, client, MONGO_COUNTERS);
+    mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
+    bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, inc;
+    bool ok = fam && BSON_APPEND_UTF8(&query, "_id", st->coll) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&update, "$inc", &inc) &&
+              BSON_APPEND_INT64(&inc, "seq", (int64_t)n) &&
+              bson_append_document_end(&update, &inc) &&
+              mongoc_find_and_modify_opts_set_update(fam, &update) &&
+              mongoc_find_and_modify_opts_set_flags(
+                  fam, MONGOC_FIND_AND_MODIFY_UPSERT | MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    int64_t last = -1;
+    if (!ok) {
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the counter update");
+    } else {
+        bson_t reply; /* always initialized by the call */
+        if (mongoc_collection_find_and_modify_with_opts(counters, &query, fam, &reply, e)) {
+            bson_iter_t it, v;
+            if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+                bson_iter_recurse(&it, &v) && bson_iter_find(&v, "seq") &&
+                BSON_ITER_HOLDS_NUMBER(&v))
+                last = bson_iter_as_int64(&v);
+            if (last < (int64_t)n)
+                bson_set_error(e, MONGOC_ERROR_COMMAND, 0,
+                               "the sequence counter answered no number");
+        }
+        bson_destroy(&reply);
+    }
+    mongoc_find_and_modify_opts_destroy(fam); /* NULL is a no-op */
+    bson_destroy(&query);
+    bson_destroy(&update);
+    mongoc_collection_destroy(counters);
+    return last < (int64_t)n ? -1 : last;
+}
+
+/* Sets the result of every create in ops from a failed bulk insert's reply:
+ * the ones with a write error get it; the others succeeded only when every
+ * create is accounted for (nInserted plus write errors) and the write
+ * concern held, else their outcome is unknown and they fail with err. */
+static void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *reply, int err)
+{
+    size_t errors = 0;
+    bson_iter_t it, list, item;
+    if (bson_iter_init_find(&it, reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
+        bson_iter_recurse(&it, &list)) {
+        while (bson_iter_next(&list)) {
+            if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &item))
+                continue;
+            int64_t index = -1, code = 0;
+            while (bson_iter_next(&item)) {
+                if (strcmp(bson_iter_key(&item), "index") == 0)
+                    index = bson_iter_as_int64(&item);
+                else if (strcmp(bson_iter_key(&item), "code") == 0)
+                    code = bson_iter_as_int64(&item);
+            }
+            if (index < 0 || (size_t)index >= n || ops[index]->err != 1)
+                continue;
+            ops[index]->err = code == MONGOC_ERROR_DUPLICATE_KEY ? PAYMENT_STORE_EDUPLICATE
+                              : mongo_code_transient((uint32_t)code) ? PAYMENT_STORE_EUNAVAILABLE
+                                                                     : PAYMENT_STORE_EINTERNAL;
+            errors++;
+        }
+    }
+    int64_t inserted = mongo_get_int64(reply, "nInserted", -1);
+    int wc_failed = bson_iter_init_find(&it, reply, "writeConcernErrors") &&
+                    BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &list) &&
+                    bson_iter_next(&list);
+    int known = !wc_failed && inserted >= 0 && (size_t)inserted + errors == n;
+    for (size_t i = 0; i < n; i++)
+        if (ops[i]->err == 1)
+            ops[i]->err = known ? PAYMENT_STORE_OK : err;
+}
+
+/* Inserts the creates of ops (all not yet decided) in one unordered bulk
+ * write after reserving their sequence numbers in one $inc. */
+static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
+                              struct mongo_op **ops, size_t n)
+{
+    bson_error_t e;
+    int64_t last = mongo_seq_reserve(st, client, n, &e);
+    if (last < 0) {
+        int err = mongo_map_err(&e);
+        for (size_t i = 0; i < n; i++)
+            ops[i]->err = err == PAYMENT_STORE_EDUPLICATE ? PAYMENT_STORE_EINTERNAL : err;
+        return;
+    }
+    mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+    bson_t opts = BSON_INITIALIZER;
+    bool ok = BSON_APPEND_BOOL(&opts, "ordered", false);
+    mongoc_bulk_operation_t *bulk =
+        ok ? mongoc_collection_create_bulk_operation_with_opts(coll, &opts) : NULL;
+    for (size_t i = 0; bulk && i < n; i++) {
+        ops[i]->seq = last - (int64_t)n + 1 + (int64_t)i;
+        ops[i]->err = 1; /* undecided */
+        bson_t doc = BSON_INITIALIZER;
+        ok = mongo_build_insert(&doc, &ops[i]->row, ops[i]->seq) &&
+             mongoc_bulk_operation_insert_with_opts(bulk, &doc, NULL, &e);
+        bson_destroy(&doc);
+        if (!ok)
+            break;
+    }
+    if (!bulk || !ok) {
+        for (size_t i = 0; i < n; i++)
+            ops[i]->err = PAYMENT_STORE_EINTERNAL; /* a document BSON cannot hold */
+    } else {
+        bson_t reply; /* always initialized by the call */
+        atomic_fetch_add(&st->n_commits, 1);
+        metrics_sizes_observe(&st->batches, n);
+        if (mongoc_bulk_operation_execute(bulk, &reply, &e)) {
+            for (size_t i = 0; i < n; i++)
+                ops[i]->err = PAYMENT_STORE_OK;
+        } else {
+            int err = mongo_map_err(&e);
+            mongo_bulk_results(ops, n, &reply,
+                               err == PAYMENT_STORE_EDUPLICATE ? PAYMENT_STORE_EINTERNAL : err);
+        }
+        bson_destroy(&reply);
+    }
+    mongoc_bulk_operation_destroy(bulk); /* NULL is a no-op */
+    bson_destroy(&opts);
+    mongoc_collection_destroy(coll);
+}
+
+/* ---- the write path: updates and deletes -------------------------------- */
+
+/* After a conditional write matched nothing: reads the id's state, on the
+ * primary's latest data (read concern local), into *live and *version.
+ * Returns 0, or a store error. */
+static int mongo_read_state(mongoc_collection_t *coll, const char *id, int *live, int64_t *version)
+{
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj, rc;
+    bool ok = BSON_APPEND_UTF8(&filter, "_id", id) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
+              BSON_APPEND_INT32(&proj, "version", 1) && BSON_APPEND_INT32(&proj, "deleted", 1) &&
+              bson_append_document_end(&opts, &proj) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&opts, "readConcern", &rc) &&
+              BSON_APPEND_UTF8(&rc, "level", MONGOC_READ_CONCERN_LEVEL_LOCAL) &&
+              bson_append_document_end(&opts, &rc) && BSON_APPEND_INT64(&opts, "limit", 1) &&
+              BSON_APPEND_BOOL(&opts, "singleBatch", true);
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (ok) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        const bson_t *doc;
+        bson_error_t e;
+        if (mongoc_cursor_next(cur, &doc)) {
+            bson_iter_t it;
+            *live = !(bson_iter_init_find(&it, doc, "deleted") && bson_iter_as_bool(&it));
+            *version = mongo_get_int64(doc, "version", -1);
+            err = PAYMENT_STORE_OK;
+        } else if (mongoc_cursor_error(cur, &e)) {
+            err = mongo_map_err(&e);
+        } else {
+            *live = 0;
+            err = PAYMENT_STORE_OK;
+        }
+        mongoc_cursor_destroy(cur);
+    }
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return err;
+}
+
+/* One compare-and-set: the update (or tombstone) of op when the stored
+ * payment is live and at the expected version.  Sets *matched. */
+static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *matched)
+{
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, reply;
+    bool ok = BSON_APPEND_UTF8(&filter, "_id", op->row.id) &&
+              BSON_APPEND_BOOL(&filter, "deleted", false);
+    if (ok && op->expected_version >= 0)
+        ok = BSON_APPEND_INT64(&filter, "version", op->expected_version);
+    if (ok)
+        ok = op->kind == OP_UPDATE ? op->row.doc_len <= MONGO_DOC_MAX &&
+                                         mongo_build_update(&update, &op->row)
+                                   : mongo_build_tombstone(&update);
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (ok) {
+        bson_error_t e;
+        if (mongoc_collection_update_one(coll, &filter, &update, NULL, &reply, &e)) {
+            *matched = mongo_get_int64(&reply, "matchedCount", 0) == 1;
+            err = PAYMENT_STORE_OK;
+        } else {
+            err = mongo_map_err(&e);
+            if (err == PAYMENT_STORE_EDUPLICATE)
+                err = PAYMENT_STORE_EINTERNAL; /* no update changes _id */
+        }
+        bson_destroy(&reply); /* always initialized by the call */
+    }
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    return err;
+}
+
+/* Decides an update or delete: the conditional write, and only when it
+ * matched nothing, a read telling "gone" from "other version".  A read
+ * finding the expected version live means the payment changed in between
+ * (it was created, or reached that version): the write is tried again. */
+static void mongo_write_run(struct mongo_store *st, mongoc_client_t *client, struct mongo_op *op)
+{
+    mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+    op->err = PAYMENT_STORE_ECONFLICT;
+    for (int tries = 0; tries < MONGO_CAS_TRIES; tries++) {
+        int matched = 0, live = 0;
+        int64_t version = -1;
+        int err = mongo_cas(coll, op, &matched);
+        if (err == PAYMENT_STORE_OK && matched) {
+            op->err = PAYMENT_STORE_OK;
+            break;
+        }
+        if (err == PAYMENT_STORE_OK)
+            err = mongo_read_state(coll, op->row.id, &live, &version);
+        if (err != PAYMENT_STORE_OK) {
+            op->err = err;
+            break;
+        }
+        if (!live) {
+            op->err = PAYMENT_STORE_ENOTFOUND;
+            break;
+        }
+        op->current_version = version;
+        if (op->expected_version >= 0 && version != op->expected_version)
+            break; /* ECONFLICT */
+    }
+    if (op->err != PAYMENT_STORE_ECONFLICT)
+        op->current_version = -1;
+    mongoc_collection_destroy(coll);
+}
+
+/* ---- queues and worker threads ------------------------------------------ */
+
+static void mongo_report(struct mongo_store *st, struct mongo_op *op)
+{
+    atomic_fetch_add(&st->n_writes, 1);
+    op->done(op->arg, op->err, op->err == PAYMENT_STORE_ECONFLICT ? op->current_version : -1,
+             op->kind == OP_CREATE && op->err == PAYMENT_STORE_OK ? op->seq : 0);
+    free(op);
+}
+
+/* Reports op at once, before it reaches a worker: not counted. */
+static void mongo_reject(struct mongo_op *op, int err)
+{
+    op->done(op->arg, err, -1, 0);
+    free(op);
+}
+
+static void mongo_queue_push(struct mongo_queue *q, struct mongo_op *op)
+{
+    if (q->tail)
+        q->tail->next = op;
+    else
+        q->head = op;
+    q->tail = op;
+    op->next = NULL;
+}
+
+static struct mongo_op *mongo_queue_pop(struct mongo_queue *q)
+{
+    struct mongo_op *op = q->head;
+    if (op) {
+        q->head = op->next;
+        if (!q->head)
+            q->tail = NULL;
+        op->next = NULL;
+    }
+    return op;
+}
+
+/* Waits for work on q; NULL when closing and q is empty. */
+static struct mongo_op *mongo_queue_wait(struct mongo_store *st, struct mongo_queue *q)
+{
+    mongo_lock(&st->mu);
+    while (!q->head && !st->closing)
+        if (pthread_cond_wait(&q->wake, &st->mu) != 0)
+            abort();
+    struct mongo_op *op = mongo_queue_pop(q);
+    return op; /* st->mu still held: the caller may take more, then unlocks */
+}
+
+/* Whether op waited so long in its queue that its client has been waiting
+ * longer than the store's timeout: MongoDB has been unreachable meanwhile. */
+static int mongo_op_stale(const struct mongo_store *st, const struct mongo_op *op)
+{
+    return clock_mono_us() - op->queued_us > st->stale_us;
+}
+
+/* Takes the next batch of creates (at least one, at most the batch limits);
+ * NULL when closing and none is queued.  *n is its length. */
+static struct mongo_op *mongo_creates_take(struct mongo_store *st, size_t *n)
+{
+    struct mongo_op *head = mongo_queue_wait(st, &st->creates);
+    struct mongo_op *tail = head;
+    size_t count = head ? 1 : 0;
+    size_t bytes = head ? head->row.doc_len : 0;
+    while (head && count < MONGO_CREATE_BATCH_MAX && st->creates.head &&
+           bytes + st->creates.head->row.doc_len <= MONGO_CREATE_BATCH_BYTES) {
+        struct mongo_op *op = mongo_queue_pop(&st->creates);
+        bytes += op->row.doc_len;
+        tail->next = op;
+        tail = op;
+        count++;
+    }
+    mongo_unlock(&st->mu);
+    *n = count;
+    return head;
+}
+
+/* Decides a batch: stale creates fail at once, the rest go to MongoDB. */
+static void mongo_creates_batch(struct mongo_store *st, struct mongo_op *batch, size_t n)
+{
+    struct mongo_op **live = malloc(n * sizeof *live);
+    size_t nlive = 0;
+    for (struct mongo_op *op = batch; op; op = op->next) {
+        if (!live || op->row.doc_len > MONGO_DOC_MAX)
+            op->err = PAYMENT_STORE_EINTERNAL; /* out of memory, or more than BSON holds */
+        else if (mongo_op_stale(st, op))
+            op->err = PAYMENT_STORE_EUNAVAILABLE;
+        else
+            live[nlive++] = op;
+    }
+    if (nlive) {
+        int err = PAYMENT_STORE_OK;
+        mongoc_client_t *client = mongo_client(st, &err);
+        if (client)
+            err = mongo_ready(st, client);
+        if (err == PAYMENT_STORE_OK)
+            mongo_creates_run(st, client, live, nlive);
+        else
+            for (size_t i = 0; i < nlive; i++)
+                live[i]->err = err;
+        if (client)
+            mongoc_client_pool_push(st->pool, client);
+    }
+    free(live);
+}
+
+static void *mongo_creates_main(void *arg)
+{
+    struct mongo_store *st = arg;
+    for (;;) {
+        size_t n;
+        struct mongo_op *batch = mongo_creates_take(st, &n);
+        if (!batch)
+            return NULL; /* closing, and every queued create is done */
+        mongo_creates_batch(st, batch, n);
+        while (batch) {
+            struct mongo_op *op = batch;
+            batch = op->next;
+            mongo_report(st, op);
+        }
+    }
+}
+
+static void *mongo_writes_main(void *arg)
+{
+    struct mongo_store *st = arg;
+    for (;;) {
+        struct mongo_op *op = mongo_queue_wait(st, &st->writes);
+        mongo_unlock(&st->mu);
+        if (!op)
+            return NULL;
+        int err = PAYMENT_STORE_EUNAVAILABLE;
+        mongoc_client_t *client = mongo_op_stale(st, op) ? NULL : mongo_client(st, &err);
+        if (client)
+            err = mongo_ready(st, client);
+        if (client && err == PAYMENT_STORE_OK) {
+            mongo_write_run(st, client, op);
+            if (op->err == PAYMENT_STORE_OK) {
+                atomic_fetch_add(&st->n_commits, 1);
+                metrics_sizes_observe(&st->batches, 1);
+            }
+        }
+        else
+            op->err = err;
+        if (client)
+            mongoc_client_pool_push(st->pool, client);
+        mongo_report(st, op);
+    }
+}
+
+static void mongo_submit(struct mongo_store *st, struct mongo_op *op)
+{
+    struct mongo_queue *q = op->kind == OP_CREATE ? &st->creates : &st->writes;
+    op->queued_us = clock_mono_us();
+    mongo_lock(&st->mu);
+    if (st->closing) {
+        mongo_unlock(&st->mu);
+        mongo_reject(op, PAYMENT_STORE_EUNAVAILABLE);
+        return;
+    }
+    int was_empty = q->head == NULL;
+    mongo_queue_push(q, op);
+    /* Workers wait only on an empty queue; several may wait on writes. */
+    if (was_empty && pthread_cond_signal(&q->wake) != 0)
+        abort();
+    mongo_unlock(&st->mu);
+}
+
+/* A new operation, or NULL after reporting EINTERNAL (out of memory). */
+static struct mongo_op *mongo_op_new(enum mongo_op_kind kind, payment_store_done_fn done,
+                                     void *arg)
+{
+    struct mongo_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        done(arg, PAYMENT_STORE_EINTERNAL, -1, 0);
+        return NULL;
+    }
+    op->kind = kind;
+    op->done = done;
+    op->arg = arg;
+    op->current_version = -1;
+    op->expected_version = -1;
+    return op;
+}
+
+static void mongo_create(payment_store *s, const struct payment_row *row,
+                         payment_store_done_fn done, void *arg)
+{
+    struct mongo_op *op = mongo_op_new(OP_CREATE, done, arg);
+    if (!op)
+        return;
+    op->row = *row;
+    if (row->version != 0) {
+        mongo_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
+        return;
+    }
+    mongo_submit((struct mongo_store *)s, op);
+}
+
+static void mongo_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
+                         payment_store_done_fn done, void *arg)
+{
+    struct mongo_op *op = mongo_op_new(OP_UPDATE, done, arg);
+    if (!op)
+        return;
+    op->row = *row;
+    op->expected_version = expected_version;
+    if (expected_version < 0 || row->version != expected_version + 1) {
+        mongo_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
+        return;
+    }
+    mongo_submit((struct mongo_store *)s, op);
+}
+
+static void mongo_remove(payment_store *s, const char *id, int64_t expected_version,
+                         payment_store_done_fn done, void *arg)
+{
+    struct mongo_op *op = mongo_op_new(OP_DELETE, done, arg);
+    if (!op)
+        return;
+    size_t len = strlen(id);
+    if (len > UUID_STR_LEN) {
+        mongo_reject(op, PAYMENT_STORE_ENOTFOUND); /* longer than any stored id */
+        return;
+    }
+    memcpy(op->row.id, id, len + 1);
+    op->expected_version = expected_version < 0 ? -1 : expected_version;
+    mongo_submit((struct mongo_store *)s, op);
+}
+
+/* ---- the read path ------------------------------------------------------ */
+
+static int mongo_ping(payment_store *s)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (!client)
+        return err;
+    err = mongo_ready(st, client);
+    bson_t cmd = BSON_INITIALIZER;
+    if (err == PAYMENT_STORE_OK && !BSON_APPEND_INT32(&cmd, "ping", 1))
+        err = PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        bson_t reply; /* always initialized by the call */
+        bson_error_t e;
+        if (!mongoc_client_command_simple(client, "admin", &cmd, NULL, &reply, &e))
+            err = mongo_map_err(&e);
+        bson_destroy(&reply);
+    }
+    bson_destroy(&cmd);
+    mongoc_client_pool_push(st->pool, client);
+    return err;
+}
+
+static bool mongo_build_get(bson_t *filter, bson_t *opts, const char *id)
+{
+    bson_t proj;
+    return BSON_APPEND_UTF8(filter, "_id", id) && BSON_APPEND_BOOL(filter, "deleted", false) &&
+           BSON_APPEND_DOCUMENT_BEGIN(opts, "projection", &proj) &&
+           BSON_APPEND_INT32(&proj, "doc", 1) && BSON_APPEND_INT32(&proj, "version", 1) &&
+           BSON_APPEND_INT32(&proj, "created_ms", 1) && bson_append_document_end(opts, &proj) &&
+           BSON_APPEND_INT64(opts, "limit", 1) && BSON_APPEND_BOOL(opts, "singleBatch", true);
+}
+
+static int mongo_get(payment_store *s, const char *id, struct buf *doc, int64_t *version,
+                     int64_t *created_ms)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (!client)
+        return err;
+    err = mongo_ready(st, client);
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+    if (err == PAYMENT_STORE_OK && !mongo_build_get(&filter, &opts, id))
+        err = PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        const bson_t *row;
+        bson_error_t e;
+        if (mongoc_cursor_next(cur, &row)) {
+            uint32_t len = 0;
+            const char *text = mongo_get_utf8(row, "doc", &len);
+            if (buf_append(doc, text ? text : "", text ? len : 0) != 0) {
+                err = PAYMENT_STORE_EINTERNAL;
+            } else {
+                *version = mongo_get_int64(row, "version", 0);
+                if (created_ms)
+                    *created_ms = mongo_get_int64(row, "created_ms", 0);
+            }
+        } else {
+            err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_ENOTFOUND;
+        }
+        mongoc_cursor_destroy(cur);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    mongoc_client_pool_push(st->pool, client);
+    return err;
+}
+
+/* {field: {$in: values}} when the set filter is given. */
+static bool mongo_filter_set(bson_t *filter, const char *field, const struct payment_query_set *set)
+{
+    if (set->count == 0)
+        return true;
+    bson_t cond, list;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(filter, field, &cond))
+        return false;
+    bool ok = BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &list);
+    for (size_t i = 0; ok && i < set->count && i < PAYMENT_QUERY_MAX_VALUES; i++) {
+        char idx[16];
+        const char *k;
+        bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
+        ok = bson_append_utf8(&list, k, -1, set->values[i], -1);
+    }
+    ok = ok && bson_append_array_end(&cond, &list);
+    return bson_append_document_end(filter, &cond) && ok;
+}
+
+/* {field: {$gte: from, $lte: to}} with the bounds given ("" unset). */
+static bool mongo_filter_range(bson_t *filter, const char *field, const char *from, const char *to)
+{
+    if (!from[0] && !to[0])
+        return true;
+    bson_t cond;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(filter, field, &cond))
+        return false;
+    bool ok = (!from[0] || BSON_APPEND_UTF8(&cond, "$gte", from)) &&
+              (!to[0] || BSON_APPEND_UTF8(&cond, "$lte", to));
+    return bson_append_document_end(filter, &cond) && ok;
+}
+
+/* An int64 range: from inclusive unless INT64_MIN, to exclusive unless
+ * INT64_MAX; op_from and op_to name the comparisons. */
+static bool mongo_filter_int_range(bson_t *filter, const char *field, int64_t from,
+                                   const char *op_from, int64_t to, const char *op_to)
+{
+    if (from == INT64_MIN && to == INT64_MAX)
+        return true;
+    bson_t cond;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(filter, field, &cond))
+        return false;
+    bool ok = (from == INT64_MIN || BSON_APPEND_INT64(&cond, op_from, from)) &&
+              (to == INT64_MAX || BSON_APPEND_INT64(&cond, op_to, to));
+    return bson_append_document_end(filter, &cond) && ok;
+}
+
+/* The filter of q: live payments, its filters, the cursor's position. */
+static bool mongo_build_list_filter(bson_t *f, const struct payment_query *q)
+{
+    return BSON_APPEND_BOOL(f, "deleted", false) &&
+           mongo_filter_set(f, MONGO_F_ORG, &q->organisation_id) &&
+           mongo_filter_set(f, MONGO_F_CURRENCY, &q->currency) &&
+           mongo_filter_set(f, MONGO_F_SCHEME, &q->payment_scheme) &&
+           mongo_filter_set(f, MONGO_F_TYPE, &q->payment_type) &&
+           mongo_filter_set(f, MONGO_F_REF, &q->reference) &&
+           mongo_filter_set(f, MONGO_F_E2E, &q->end_to_end_reference) &&
+           mongo_filter_range(f, MONGO_F_DATE, q->processing_date_from, q->processing_date_to) &&
+           mongo_filter_range(f, MONGO_F_AMOUNT, q->amount_from, q->amount_to) &&
+           mongo_filter_int_range(f, "created_ms", q->created_from_ms, "$gte", q->created_to_ms,
+                                  "$lt") &&
+           mongo_filter_int_range(f, "seq",
+                                  q->mode == PAYMENT_PAGE_CURSOR ? q->after_seq : INT64_MIN, "$gt",
+                                  INT64_MAX, "$lt");
+}
+
+/* Sequence order, one row more than the page (to learn whether another
+ * follows), skipping the pages before an offset page. */
+static bool mongo_build_list_opts(bson_t *o, const struct payment_query *q)
+{
+    bson_t sort, proj;
+    int64_t limit = (int64_t)q->page_size + 1;
+    bool ok = BSON_APPEND_DOCUMENT_BEGIN(o, "sort", &sort) && BSON_APPEND_INT32(&sort, "seq", 1) &&
+              bson_append_document_end(o, &sort) &&
+              BSON_APPEND_DOCUMENT_BEGIN(o, "projection", &proj) &&
+              BSON_APPEND_INT32(&proj, "doc", 1) && BSON_APPEND_INT32(&proj, "seq", 1) &&
+              BSON_APPEND_INT32(&proj, "_id", 0) && bson_append_document_end(o, &proj) &&
+              BSON_APPEND_INT64(o, "limit", limit) && BSON_APPEND_INT64(o, "batchSize", limit);
+    if (ok && q->mode == PAYMENT_PAGE_OFFSET && q->page_number > 0)
+        ok = BSON_APPEND_INT64(o, "skip", (int64_t)q->page_number * q->page_size);
+    return ok;
+}
+
+/* Steps through the page, calling each per row.  Returns 0, each's non-zero
+ * value, or a negative store error. */
+static int mongo_list_rows(mongoc_cursor_t *cur, uint32_t page_size, payment_store_row_fn each,
+                           void *arg, int *more)
+{
+    uint32_t n = 0;
+    const bson_t *row;
+    while (mongoc_cursor_next(cur, &row)) {
+        if (n == page_size) {
+            *more = 1;
+            return PAYMENT_STORE_OK;
+        }
+        uint32_t len = 0;
+        const char *text = mongo_get_utf8(row, "doc", &len);
+        int stop = each(arg, text ? text : "", text ? len : 0, mongo_get_int64(row, "seq", 0));
+        if (stop)
+            return stop;
+        n++;
+    }
+    bson_error_t e;
+    return mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
+}
+
+static int mongo_list(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
+                      void *arg, int *more)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    *more = 0;
+    if (q->page_size == 0 || q->page_size > PAYMENT_PAGE_SIZE_MAX)
+        return PAYMENT_STORE_EINTERNAL; /* the query parser guarantees 1..MAX */
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (!client)
+        return err;
+    err = mongo_ready(st, client);
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+    if (err == PAYMENT_STORE_OK &&
+        (!mongo_build_list_filter(&filter, q) || !mongo_build_list_opts(&opts, q)))
+        err = PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        err = mongo_list_rows(cur, q->page_size, each, arg, more);
+        mongoc_cursor_destroy(cur);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    mongoc_client_pool_push(st->pool, client);
+    return err;
+}
+
+/* ---- open and close ----------------------------------------------------- */
+
+/* The URI split into what libmongoc parses and this store's own options. */
+struct mongo_uri_opts {
+    char *rest;                     /* the URI without this store's options, owned */
+    char coll[MONGO_NAME_MAX + 1];  /* paymentdCollection */
+    int wait;                       /* paymentdWaitForStore=true */
+};
+
+/* A collection name MongoDB accepts and a shell user can type. */
+static int mongo_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > MONGO_NAME_MAX || strncmp(s, "system.", 7) == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Takes one "key=value" option of the query string: returns 1 when it is
+ * this store's (and records it), 0 when it is libmongoc's, -1 when invalid. */
+static int mongo_uri_own_option(struct mongo_uri_opts *o, const char *opt, size_t len,
+                                char *errbuf, size_t errlen)
+{
+    const char *eq = memchr(opt, '=', len);
+    size_t klen = eq ? (size_t)(eq - opt) : len;
+    const char *v = eq ? eq + 1 : opt + len;
+    size_t vlen = (size_t)(opt + len - v);
+    if (klen == strlen(MONGO_OPT_COLLECTION) && strncasecmp(opt, MONGO_OPT_COLLECTION, klen) == 0) {
+        if (!mongo_name_ok(v, vlen)) {
+            mongo_errf(errbuf, errlen,
+                       "MongoDB URI: %s must be 1 to %d letters, digits, '_', '-' or '.'",
+                       MONGO_OPT_COLLECTION, MONGO_NAME_MAX);
+            return -1;
+        }
+        memcpy(o->coll, v, vlen);
+        o->coll[vlen] = '\0';
+        return 1;
+    }
+    if (klen == strlen(MONGO_OPT_WAIT) && strncasecmp(opt, MONGO_OPT_WAIT, klen) == 0) {
+        if (vlen == 4 && strncasecmp(v, "true", 4) == 0) {
+            o->wait = 1;
+        } else if (vlen == 5 && strncasecmp(v, "false", 5) == 0) {
+            o->wait = 0;
+        } else {
+            mongo_errf(errbuf, errlen, "MongoDB URI: %s must be true or false", MONGO_OPT_WAIT);
+            return -1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Splits uri into o.  Returns 0, or -1 with a reason. */
+static int mongo_uri_split(const char *uri, struct mongo_uri_opts *o, char *errbuf, size_t errlen)
+{
+    snprintf(o->coll, sizeof o->coll, "%s", MONGO_DEFAULT_COLLECTION);
+    o->wait = 0;
+    size_t n = strlen(uri);
+    o->rest = malloc(n + 1);
+    if (!o->rest) {
+        mongo_errf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    const char *q = strchr(uri, '?');
+    size_t len = q ? (size_t)(q - uri) : n;
+    memcpy(o->rest, uri, len);
+    size_t kept = 0;
+    for (const char *p = q ? q + 1 : NULL; p && *p;) {
+        const char *amp = strchr(p, '&');
+        size_t olen = amp ? (size_t)(amp - p) : strlen(p);
+        int own = olen ? mongo_uri_own_option(o, p, olen, errbuf, errlen) : 1;
+        if (own < 0)
+            return -1;
+        if (!own) {
+            o->rest[len++] = kept++ ? '&' : '?';
+            memcpy(o->rest + len, p, olen);
+            len += olen;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    o->rest[len] = '\0';
+    return 0;
+}
+
+/* "host:port,host:port" of the URI, for messages (never the credentials). */
+static void mongo_hosts(const mongoc_uri_t *uri, char *out, size_t outlen)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (const mongoc_host_list_t *h = mongoc_uri_get_hosts(uri); h && len < outlen; h = h->next) {
+        int n = snprintf(out + len, outlen - len, "%s%s", len ? "," : "", h->host_and_port);
+        if (n < 0)
+            break;
+        len += (size_t)n;
+    }
+}
+
+/* A timeout option: the URI's, else def.  Returns it, or -1 if it cannot be
+ * set. */
+static int32_t mongo_uri_timeout(mongoc_uri_t *uri, const char *key, int32_t def)
+{
+    if (!mongoc_uri_has_option(uri, key) && !mongoc_uri_set_option_as_int32(uri, key, def))
+        return -1;
+    return mongoc_uri_get_option_as_int32(uri, key, def);
+}
+
+/* Applies this store's defaults to what the URI leaves unset.  Returns 0,
+ * or -1 with a reason. */
+static int mongo_uri_defaults(mongoc_uri_t *uri, int32_t *selection_ms, char *errbuf,
+                              size_t errlen)
+{
+    int32_t sel = mongo_uri_timeout(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                                    MONGO_SELECTION_TIMEOUT_MS);
+    int32_t sock = mongo_uri_timeout(uri, MONGOC_URI_SOCKETTIMEOUTMS, MONGO_SOCKET_TIMEOUT_MS);
+    int32_t conn = mongo_uri_timeout(uri, MONGOC_URI_CONNECTTIMEOUTMS, MONGO_CONNECT_TIMEOUT_MS);
+    if (sel <= 0 || sock < 0 || conn < 0) {
+        mongo_errf(errbuf, errlen, "MongoDB URI: bad timeout options");
+        return -1;
+    }
+    *selection_ms = sel;
+    const mongoc_write_concern_t *wc = mongoc_uri_get_write_concern(uri);
+    if (mongoc_write_concern_is_default(wc)) {
+        mongoc_write_concern_t *maj = mongoc_write_concern_new();
+        if (!maj) {
+            mongo_errf(errbuf, errlen, "out of memory");
+            return -1;
+        }
+        mongoc_write_concern_set_wmajority(maj, sock ? sock / 5 * 4 : 0);
+        mongoc_write_concern_set_journal(maj, true);
+        mongoc_uri_set_write_concern(uri, maj); /* copies it */
+        mongoc_write_concern_destroy(maj);
+    } else if (!mongoc_write_concern_is_acknowledged(wc)) {
+        mongo_errf(errbuf, errlen, "MongoDB URI: w=0 is refused: a reply must follow an "
+                                   "acknowledged write");
+        return -1;
+    }
+    const mongoc_read_concern_t *rc = mongoc_uri_get_read_concern(uri);
+    if (!mongoc_read_concern_get_level(rc)) {
+        mongoc_read_concern_t *maj = mongoc_read_concern_new();
+        bool ok = maj && mongoc_read_concern_set_level(maj, MONGOC_READ_CONCERN_LEVEL_MAJORITY);
+        if (ok)
+            mongoc_uri_set_read_concern(uri, maj); /* copies it */
+        mongoc_read_concern_destroy(maj); /* NULL is a no-op */
+        if (!ok) {
+            mongo_errf(errbuf, errlen, "MongoDB URI: cannot set the read concern");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A database name MongoDB accepts. */
+static int mongo_db_ok(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 63)
+        return 0;
+    return strpbrk(s, "/\\. \"$*<>:|?") == NULL;
+}
+
+static void mongo_store_free(struct mongo_store *st)
+{
+    if (st->pool)
+        mongoc_client_pool_destroy(st->pool);
+    mongoc_uri_destroy(st->uri); /* NULL is a no-op */
+    if (st->sync_ready) {
+        (void)pthread_cond_destroy(&st->creates.wake);
+        (void)pthread_cond_destroy(&st->writes.wake);
+        (void)pthread_mutex_destroy(&st->mu);
+        (void)pthread_mutex_destroy(&st->setup_mu);
+    }
+    free(st);
+}
+
+/* The store's locks and conditions: 0, or -1 with none left. */
+static int mongo_sync_init(struct mongo_store *st)
+{
+    if (pthread_mutex_init(&st->mu, NULL) != 0)
+        return -1;
+    if (pthread_mutex_init(&st->setup_mu, NULL) != 0)
+        goto no_setup;
+    if (pthread_cond_init(&st->creates.wake, NULL) != 0)
+        goto no_creates;
+    if (pthread_cond_init(&st->writes.wake, NULL) != 0)
+        goto no_writes;
+    st->sync_ready = 1;
+    return 0;
+no_writes:
+    (void)pthread_cond_destroy(&st->creates.wake);
+no_creates:
+    (void)pthread_mutex_destroy(&st->setup_mu);
+no_setup:
+    (void)pthread_mutex_destroy(&st->mu);
+    return -1;
+}
+
+/* Stops the worker threads after they drained their queues. */
+static void mongo_stop_threads(struct mongo_store *st)
+{
+    mongo_lock(&st->mu);
+    st->closing = 1;
+    if (pthread_cond_broadcast(&st->creates.wake) != 0 ||
+        pthread_cond_broadcast(&st->writes.wake) != 0)
+        abort();
+    mongo_unlock(&st->mu);
+    for (int i = 0; i < st->nthreads; i++)
+        if (pthread_join(st->threads[i], NULL) != 0)
+            abort(); /* joinable and not this thread: close must not be called from done */
+    st->nthreads = 0;
+}
+
+/* Starts the workers with every signal blocked: signals are the main
+ * thread's.  Returns 0, or -1 (the started ones are stopped). */
+static int mongo_start_threads(struct mongo_store *st)
+{
+    sigset_t all, old;
+    if (sigfillset(&all) != 0 || pthread_sigmask(SIG_BLOCK, &all, &old) != 0)
+        return -1;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < 1 + MONGO_WRITERS; i++) {
+        rc = pthread_create(&st->threads[i], NULL, i == 0 ? mongo_creates_main : mongo_writes_main,
+                            st);
+        if (rc == 0)
+            st->nthreads++;
+    }
+    if (pthread_sigmask(SIG_SETMASK, &old, NULL) != 0)
+        abort(); /* cannot fail with a mask it returned */
+    if (rc != 0)
+        mongo_stop_threads(st);
+    return rc == 0 ? 0 : -1;
+}
+
+/* The first pop starts libmongoc's monitoring threads: with every signal
+ * blocked, so that they never take the process's signals.  Then the setup,
+ * whose failure is fatal unless waiting was asked for and MongoDB is only
+ * unreachable. */
+static int mongo_first_contact(struct mongo_store *st, int wait, char *errbuf, size_t errlen)
+{
+    sigset_t all, old;
+    if (sigfillset(&all) != 0 || pthread_sigmask(SIG_BLOCK, &all, &old) != 0) {
+        mongo_errf(errbuf, errlen, "cannot block signals");
+        return PAYMENT_STORE_EINTERNAL;
+    }
+    mongoc_client_t *client = mongoc_client_pool_pop(st->pool);
+    if (pthread_sigmask(SIG_SETMASK, &old, NULL) != 0)
+        abort(); /* cannot fail with a mask it returned */
+    if (!client) {
+        mongo_errf(errbuf, errlen, "no MongoDB client available");
+        return PAYMENT_STORE_EUNAVAILABLE;
+    }
+    bson_error_t e;
+    int err = PAYMENT_STORE_OK;
+    if (mongo_setup(st, client, &e)) {
+        atomic_store(&st->ready, 1);
+    } else {
+        err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
+                                                             : PAYMENT_STORE_EURI;
+        if (err == PAYMENT_STORE_EUNAVAILABLE && wait) {
+            err = PAYMENT_STORE_OK; /* the first request that reaches it sets up */
+        } else {
+            char hosts[256];
+            mongo_hosts(st->uri, hosts, sizeof hosts);
+            mongo_errf(errbuf, errlen, "MongoDB at %s, database %s: %s%s", hosts, st->db,
+                       e.message,
+                       err == PAYMENT_STORE_EUNAVAILABLE
+                           ? " (add " MONGO_OPT_WAIT "=true to the URI to start anyway)"
+                           : "");
+        }
+    }
+    mongoc_client_pool_push(st->pool, client);
+    return err;
+}
+
+/* Parses the URI into st: database, collection, defaults.  Returns 0, or a
+ * store error with a reason. */
+static int mongo_configure(struct mongo_store *st, const char *uri, int *wait, char *errbuf,
+                           size_t errlen)
+{
+    struct mongo_uri_opts o;
+    if (mongo_uri_split(uri, &o, errbuf, errlen) != 0) {
+        free(o.rest);
+        return PAYMENT_STORE_EURI;
+    }
+    bson_error_t e;
+    st->uri = mongoc_uri_new_with_error(o.rest, &e);
+    free(o.rest);
+    if (!st->uri) {
+        mongo_errf(errbuf, errlen, "bad MongoDB URI: %s", e.message);
+        return PAYMENT_STORE_EURI;
+    }
+    const char *db = mongoc_uri_get_database(st->uri);
+    if (!db)
+        db = MONGO_DEFAULT_DB;
+    if (!mongo_db_ok(db)) {
+        mongo_errf(errbuf, errlen, "MongoDB URI: bad database name \"%.64s\"", db);
+        return PAYMENT_STORE_EURI;
+    }
+    snprintf(st->db, sizeof st->db, "%s", db);
+    snprintf(st->coll, sizeof st->coll, "%s", o.coll);
+    *wait = o.wait;
+    int32_t selection_ms = 0;
+    if (mongo_uri_defaults(st->uri, &selection_ms, errbuf, errlen) != 0)
+        return PAYMENT_STORE_EURI;
+    st->stale_us = (int64_t)selection_ms * 1000;
+    return PAYMENT_STORE_OK;
+}
+
+static int mongo_open(const char *uri, payment_store **out, char *errbuf, size_t errlen)
+{
+    /* Process-wide and idempotent.  libmongoc's own log lines would break
+     * the server's one-JSON-object-per-line stderr: the store reports
+     * through its results instead. */
+    mongoc_init();
+    mongoc_log_set_handler(NULL, NULL);
+    struct mongo_store *st = calloc(1, sizeof *st);
+    if (!st) {
+        mongo_errf(errbuf, errlen, "out of memory");
+        return PAYMENT_STORE_EINTERNAL;
+    }
+    atomic_init(&st->ready, 0);
+    atomic_init(&st->n_commits, 0);
+    atomic_init(&st->n_writes, 0);
+    int wait = 0;
+    int err = mongo_configure(st, uri, &wait, errbuf, errlen);
+    if (err != PAYMENT_STORE_OK)
+        goto fail;
+    err = PAYMENT_STORE_EINTERNAL;
+    if (mongo_sync_init(st) != 0) {
+        mongo_errf(errbuf, errlen, "cannot create the store's locks");
+        goto fail;
+    }
+    bson_error_t e;
+    st->pool = mongoc_client_pool_new_with_error(st->uri, &e);
+    if (!st->pool) {
+        mongo_errf(errbuf, errlen, "MongoDB client pool: %s", e.message);
+        err = PAYMENT_STORE_EURI;
+        goto fail;
+    }
+    if (!mongoc_client_pool_set_error_api(st->pool, MONGOC_ERROR_API_VERSION_2) ||
+        !mongoc_client_pool_set_appname(st->pool, "paymentd")) {
+        mongo_errf(errbuf, errlen, "cannot configure the MongoDB client pool");
+        goto fail;
+    }
+    err = mongo_first_contact(st, wait, errbuf, errlen);
+    if (err != PAYMENT_STORE_OK)
+        goto fail;
+    if (mongo_start_threads(st) != 0) {
+        mongo_errf(errbuf, errlen, "cannot start the store's threads");
+        err = PAYMENT_STORE_EINTERNAL;
+        goto fail;
+    }
+    *out = &st->base;
+    return PAYMENT_STORE_OK;
+fail:
+    mongo_store_free(st);
+    return err;
+}
+
+static void mongo_stats(payment_store *s, struct payment_store_stats *out)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    memset(out, 0, sizeof *out);
+    out->commits = atomic_load(&st->n_commits);
+    out->writes = atomic_load(&st->n_writes);
+    out->batches = &st->batches;
+}
+
+/* The caller guarantees no call into the store runs or starts meanwhile. */
+static void mongo_close(payment_store *s)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    mongo_stop_threads(st);
+    mongo_store_free(st);
+}
+
+const struct payment_store_backend payment_store_mongo_backend = {
+    .scheme = "mongodb",
+    .open = mongo_open,
+    .close = mongo_close,
+    .ping = mongo_ping,
+    .get = mongo_get,
+    .list = mongo_list,
+    .create = mongo_create,
+    .update = mongo_update,
+    .remove = mongo_remove,
+    .stats = mongo_stats,
+};

@@ -1,0 +1,452 @@
+#!/usr/bin/python3
+"""double: a MongoDB-wire-compatible test double for paymentd's MongoDB store.
+
+    /usr/bin/python3 tests/mongo/double.py --port PORT [--data FILE] [--ready FILE]
+
+(tests/mongo/double.sh starts and stops it in the background.)
+
+No MongoDB server is packaged in Debian, so the MongoDB store's tests run
+against this process instead: python3-mockupdb speaks the wire protocol
+(the handshake, OP_MSG and legacy OP_QUERY commands), python3-mongomock is
+the query engine (filters, sort, skip, limit, update operators, unique
+indexes).  It answers the commands libmongoc sends for paymentd's store:
+hello/isMaster, ping, buildInfo, insert, update, delete, find, getMore,
+killCursors, findAndModify, createIndexes, listIndexes, drop, dropDatabase,
+endSessions.  Anything else is answered as MongoDB answers an unknown command.
+
+Every request is handled under one lock (mockupdb's server lock), so each
+command is atomic, as a single-document write is in MongoDB.
+
+Persistence, for outage tests: with --data, the databases are loaded from
+FILE at start and written to it (atomically) on SIGTERM or SIGINT, after the
+command in progress, if any, is answered.  Stopping and starting the double
+on the same port with the same FILE is a MongoDB outage and recovery.  A
+SIGKILL loses what was not saved: the double proves nothing about durability.
+
+--ready FILE is created, holding the port (useful with --port 0: any free
+port), once the double accepts connections.  The command {doubleStats: 1} answers how many write commands
+were received and how many asked for write concern {w: "majority", j: true}.
+"""
+
+import argparse
+import collections
+import datetime
+import os
+import random
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Mapping
+
+import bson
+import mockupdb
+import mongomock
+from mongomock import collection as mongomock_collection
+from mongomock import filtering as mongomock_filtering
+
+MAX_WIRE_VERSION = 13  # MongoDB 5.0
+MAX_BSON_SIZE = 16 * 1024 * 1024
+MAX_MESSAGE_SIZE = 48000000
+MAX_WRITE_BATCH = 100000
+DEFAULT_BATCH = 101
+
+# Error codes as MongoDB sends them.
+E_DUPLICATE_KEY = 11000
+E_COMMAND_NOT_FOUND = 59
+E_CURSOR_NOT_FOUND = 43
+E_BAD_VALUE = 2
+E_INTERNAL = 1
+E_INDEX_OPTIONS_CONFLICT = 85
+
+
+def _iter_documents_by_id(self, filter):
+    """mongomock scans every document for every filter; MongoDB looks an
+    _id equality up in its _id index.  Same answer, without the scan: the
+    only candidate is the document with that _id, and mongomock's own filter
+    decides whether it matches."""
+    if isinstance(filter, Mapping):
+        key = filter.get("_id")
+        if isinstance(key, (str, int)) and not isinstance(key, bool):
+            store = self._store
+            if key not in store:
+                return iter(())
+            doc = store[key]
+            return iter([doc] if mongomock_filtering.filter_applies(filter, doc) else [])
+    return _iter_documents_scan(self, filter)
+
+
+_iter_documents_scan = mongomock_collection.Collection._iter_documents
+mongomock_collection.Collection._iter_documents = _iter_documents_by_id
+
+
+class CommandError(Exception):
+    def __init__(self, code, msg):
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+def _ns_parts(db, coll):
+    return "%s.%s" % (db, coll)
+
+
+class Double:
+    """The server state: a mongomock client, open cursors, write stats."""
+
+    def __init__(self):
+        self.client = mongomock.MongoClient()
+        self.cursors = {}  # id -> (namespace, remaining documents)
+        self.writes = 0
+        self.majority_journaled = 0
+        self.commands = {
+            "hello": self.hello, "ismaster": self.hello, "ping": self.ok,
+            "buildinfo": self.build_info, "endsessions": self.ok,
+            "insert": self.insert, "update": self.update, "delete": self.delete,
+            "find": self.find, "getmore": self.get_more, "killcursors": self.kill_cursors,
+            "findandmodify": self.find_and_modify, "createindexes": self.create_indexes,
+            "listindexes": self.list_indexes, "drop": self.drop,
+            "dropdatabase": self.drop_database, "doublestats": self.stats,
+        }
+
+    # ---- dispatch ---------------------------------------------------------
+
+    def handle(self, request):
+        """mockupdb autoresponder: answers every request, errors included, so
+        that no client ever waits for a reply that will not come."""
+        try:
+            if not request.is_command or not request.docs:
+                request.replies({"ok": 0, "errmsg": "legacy opcodes are not supported",
+                                 "code": E_COMMAND_NOT_FOUND})
+                return True
+            doc = request.doc
+            name = next(iter(doc), "")
+            db = doc.get("$db") or (request.namespace or "admin").split(".")[0]
+            fn = self.commands.get(name.lower())
+            if fn is None:
+                raise CommandError(E_COMMAND_NOT_FOUND, "no such command: '%s'" % name)
+            reply = fn(db, doc)
+            reply.setdefault("ok", 1)
+            request.replies(reply)
+        except CommandError as e:
+            request.replies({"ok": 0, "errmsg": e.msg, "code": e.code})
+        except Exception as e:  # a gap in the double: report it, never hang the client
+            traceback.print_exc()
+            request.replies({"ok": 0, "errmsg": "double: %s: %s" % (type(e).__name__, e),
+                             "code": E_INTERNAL})
+        return True
+
+    def coll(self, db, doc):
+        name = next(iter(doc.values()))
+        if not isinstance(name, str) or not name:
+            raise CommandError(E_BAD_VALUE, "collection name must be a non-empty string")
+        return self.client[db][name]
+
+    def count_write(self, doc):
+        self.writes += 1
+        wc = doc.get("writeConcern") or {}
+        if wc.get("w") == "majority" and wc.get("j") is True:
+            self.majority_journaled += 1
+
+    # ---- server commands --------------------------------------------------
+
+    def ok(self, db, doc):
+        return {}
+
+    def hello(self, db, doc):
+        return {
+            "ismaster": True, "isWritablePrimary": True, "helloOk": True,
+            "maxBsonObjectSize": MAX_BSON_SIZE, "maxMessageSizeBytes": MAX_MESSAGE_SIZE,
+            "maxWriteBatchSize": MAX_WRITE_BATCH,
+            "localTime": datetime.datetime.now(datetime.timezone.utc),
+            "minWireVersion": 0, "maxWireVersion": MAX_WIRE_VERSION, "readOnly": False,
+        }
+
+    def build_info(self, db, doc):
+        return {"version": "5.0.0-double", "versionArray": [5, 0, 0, 0],
+                "maxBsonObjectSize": MAX_BSON_SIZE}
+
+    def stats(self, db, doc):
+        return {"writes": self.writes, "majorityJournaled": self.majority_journaled}
+
+    # ---- writes -----------------------------------------------------------
+
+    def insert(self, db, doc):
+        self.count_write(doc)
+        c = self.coll(db, doc)
+        ordered = doc.get("ordered", True)
+        n = 0
+        errors = []
+        for i, d in enumerate(doc.get("documents") or []):
+            try:
+                c.insert_one(d)
+                n += 1
+            except mongomock.DuplicateKeyError:
+                errors.append({"index": i, "code": E_DUPLICATE_KEY,
+                               "errmsg": "E11000 duplicate key error collection: %s index: _id_"
+                               " dup key: { _id: %r }" % (_ns_parts(db, c.name), d.get("_id"))})
+                if ordered:
+                    break
+            except mongomock.OperationFailure as e:
+                errors.append({"index": i, "code": e.code or E_BAD_VALUE, "errmsg": str(e)})
+                if ordered:
+                    break
+        reply = {"n": n}
+        if errors:
+            reply["writeErrors"] = errors
+        return reply
+
+    def update(self, db, doc):
+        self.count_write(doc)
+        c = self.coll(db, doc)
+        ordered = doc.get("ordered", True)
+        n = modified = 0
+        upserted = []
+        errors = []
+        for i, u in enumerate(doc.get("updates") or []):
+            q, spec = u.get("q") or {}, u.get("u") or {}
+            upsert = bool(u.get("upsert", False))
+            try:
+                if isinstance(spec, Mapping) and spec and not next(iter(spec)).startswith("$"):
+                    r = c.replace_one(q, spec, upsert=upsert)
+                elif u.get("multi"):
+                    r = c.update_many(q, spec, upsert=upsert)
+                else:
+                    r = c.update_one(q, spec, upsert=upsert)
+            except mongomock.DuplicateKeyError:
+                errors.append({"index": i, "code": E_DUPLICATE_KEY,
+                               "errmsg": "E11000 duplicate key error"})
+                if ordered:
+                    break
+                continue
+            except mongomock.OperationFailure as e:
+                errors.append({"index": i, "code": e.code or E_BAD_VALUE, "errmsg": str(e)})
+                if ordered:
+                    break
+                continue
+            n += r.matched_count
+            modified += r.modified_count
+            if r.upserted_id is not None:
+                n += 1
+                upserted.append({"index": i, "_id": r.upserted_id})
+        reply = {"n": n, "nModified": modified}
+        if upserted:
+            reply["upserted"] = upserted
+        if errors:
+            reply["writeErrors"] = errors
+        return reply
+
+    def delete(self, db, doc):
+        self.count_write(doc)
+        c = self.coll(db, doc)
+        n = 0
+        for d in doc.get("deletes") or []:
+            q = d.get("q") or {}
+            r = c.delete_one(q) if d.get("limit", 0) == 1 else c.delete_many(q)
+            n += r.deleted_count
+        return {"n": n}
+
+    def find_and_modify(self, db, doc):
+        self.count_write(doc)
+        c = self.coll(db, doc)
+        query = doc.get("query") or {}
+        sort = list((doc.get("sort") or {}).items()) or None
+        fields = doc.get("fields") or None
+        before = c.find_one(query, sort=sort)
+        if doc.get("remove"):
+            value = c.find_one_and_delete(query, projection=fields, sort=sort)
+            return {"lastErrorObject": {"n": 1 if value is not None else 0}, "value": value}
+        update = doc.get("update")
+        if not isinstance(update, Mapping) or not update:
+            raise CommandError(E_BAD_VALUE, "findAndModify needs an update document or remove")
+        upsert = bool(doc.get("upsert", False))
+        new = bool(doc.get("new", False))
+        try:
+            if not next(iter(update)).startswith("$"):
+                value = c.find_one_and_replace(query, update, projection=fields, sort=sort,
+                                               upsert=upsert, return_document=new)
+            else:
+                value = c.find_one_and_update(query, update, projection=fields, sort=sort,
+                                              upsert=upsert, return_document=new)
+        except mongomock.DuplicateKeyError:
+            raise CommandError(E_DUPLICATE_KEY, "E11000 duplicate key error")
+        leo = {"n": 1 if before is not None or upsert else 0,
+               "updatedExisting": before is not None}
+        if before is None and upsert:
+            found = c.find_one(query, sort=sort)
+            if found is not None:
+                leo["upserted"] = found["_id"]
+        return {"lastErrorObject": leo, "value": value}
+
+    # ---- reads ------------------------------------------------------------
+
+    def cursor_reply(self, ns, docs, batch_size, first):
+        if not batch_size or batch_size <= 0:
+            batch_size = DEFAULT_BATCH if first else len(docs)
+        batch, rest = docs[:batch_size], docs[batch_size:]
+        cid = 0
+        if rest:
+            cid = random.randint(1, 2 ** 62)
+            self.cursors[cid] = (ns, rest)
+        return {"cursor": {"id": bson.int64.Int64(cid), "ns": ns,
+                           "firstBatch" if first else "nextBatch": batch}}
+
+    def find(self, db, doc):
+        c = self.coll(db, doc)
+        cur = c.find(doc.get("filter") or {}, doc.get("projection") or None)
+        sort = doc.get("sort")
+        if sort:
+            cur = cur.sort(list(sort.items()))
+        if doc.get("skip"):
+            cur = cur.skip(int(doc["skip"]))
+        limit = abs(int(doc.get("limit") or 0))
+        if limit:
+            cur = cur.limit(limit)
+        docs = list(cur)
+        if doc.get("singleBatch"):
+            return self.cursor_reply(_ns_parts(db, c.name), docs, len(docs) or 1, True)
+        return self.cursor_reply(_ns_parts(db, c.name), docs, doc.get("batchSize"), True)
+
+    def get_more(self, db, doc):
+        cid = int(doc.get("getMore") or 0)
+        entry = self.cursors.pop(cid, None)
+        if entry is None:
+            raise CommandError(E_CURSOR_NOT_FOUND, "cursor id %d not found" % cid)
+        ns, rest = entry
+        reply = self.cursor_reply(ns, rest, doc.get("batchSize"), False)
+        if reply["cursor"]["id"]:
+            # Keep the client's cursor id for the rest.
+            self.cursors[cid] = self.cursors.pop(reply["cursor"]["id"])
+            reply["cursor"]["id"] = bson.int64.Int64(cid)
+        return reply
+
+    def kill_cursors(self, db, doc):
+        killed = []
+        for cid in doc.get("cursors") or []:
+            if self.cursors.pop(int(cid), None) is not None:
+                killed.append(cid)
+        return {"cursorsKilled": killed, "cursorsNotFound": [], "cursorsAlive": [],
+                "cursorsUnknown": []}
+
+    # ---- indexes and collections -----------------------------------------
+
+    def create_indexes(self, db, doc):
+        c = self.coll(db, doc)
+        before = len(c.index_information()) or 1
+        for spec in doc.get("indexes") or []:
+            key = list((spec.get("key") or {}).items())
+            if not key:
+                raise CommandError(E_BAD_VALUE, "index key pattern must not be empty")
+            kw = {"name": spec.get("name")}
+            for opt in ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds"):
+                if opt in spec:
+                    kw[opt] = spec[opt]
+            try:
+                c.create_index(key, **kw)
+            except mongomock.DuplicateKeyError:
+                raise CommandError(E_DUPLICATE_KEY, "E11000 duplicate key error building index")
+            except mongomock.OperationFailure as e:
+                raise CommandError(E_INDEX_OPTIONS_CONFLICT, str(e))
+        after = len(c.index_information())
+        return {"createdCollectionAutomatically": before == 1 and after > 1,
+                "numIndexesBefore": before, "numIndexesAfter": after}
+
+    def list_indexes(self, db, doc):
+        c = self.coll(db, doc)
+        specs = [dict(s, key=collections.OrderedDict(s["key"].items()))
+                 for s in c.list_indexes()]
+        return self.cursor_reply(_ns_parts(db, c.name), specs, doc.get("cursor", {}).get(
+            "batchSize"), True)
+
+    def drop(self, db, doc):
+        c = self.coll(db, doc)
+        c.drop()
+        return {"ns": _ns_parts(db, c.name)}
+
+    def drop_database(self, db, doc):
+        self.client.drop_database(db)
+        return {"dropped": db}
+
+    # ---- persistence ------------------------------------------------------
+
+    def save(self, path):
+        """Writes every database as a stream of BSON records, then renames it
+        into place: a crash mid-way leaves the previous file."""
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            for db_name in self.client.list_database_names():
+                db = self.client[db_name]
+                for coll_name in db.list_collection_names():
+                    c = db[coll_name]
+                    for spec in c.list_indexes():
+                        if spec["name"] == "_id_":
+                            continue
+                        rec = {"db": db_name, "coll": coll_name, "index": dict(spec)}
+                        rec["index"]["key"] = [list(k) for k in spec["key"].items()]
+                        f.write(bson.encode(rec))
+                    for d in c.find({}):
+                        f.write(bson.encode({"db": db_name, "coll": coll_name, "doc": d}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load(self, path):
+        if not os.path.exists(path):
+            return
+        opts = bson.codec_options.CodecOptions(document_class=collections.OrderedDict)
+        with open(path, "rb") as f:
+            for rec in bson.decode_file_iter(f, opts):
+                c = self.client[rec["db"]][rec["coll"]]
+                if "index" in rec:
+                    spec = rec["index"]
+                    kw = {k: spec[k] for k in ("unique", "sparse", "partialFilterExpression")
+                          if k in spec}
+                    c.create_index([tuple(k) for k in spec["key"]], name=spec["name"], **kw)
+                else:
+                    c.insert_one(rec["doc"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1, 0 for any")
+    ap.add_argument("--data", default=None, help="load from and save to this file")
+    ap.add_argument("--ready", default=None, help="create this file once listening")
+    ap.add_argument("-v", dest="verbose", action="store_true", help="log every request")
+    args = ap.parse_args()
+
+    double = Double()
+    if args.data:
+        double.load(args.data)
+
+    server = mockupdb.MockupDB(port=args.port or None, verbose=args.verbose,
+                               request_timeout=int(1e6))
+    server.autoresponds(double.handle)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.run()
+    if args.ready:
+        tmp = args.ready + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % server.port)
+        os.replace(tmp, args.ready)
+    sys.stdout.write("double: listening on 127.0.0.1:%d\n" % server.port)
+    sys.stdout.flush()
+    while not stop.is_set():
+        stop.wait(1.0)
+    # mockupdb handles one request at a time under this lock: holding it,
+    # no command is half done and none starts.
+    with server._lock:
+        if args.data:
+            double.save(args.data)
+        sys.stdout.write("double: stopped%s\n" % (", data saved" if args.data else ""))
+        sys.stdout.flush()
+        os._exit(0)  # mockupdb's exit hooks would wait for every connection thread
+
+
+if __name__ == "__main__":
+    main()
