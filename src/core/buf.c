@@ -1,5 +1,7 @@
 #include "core/buf.h"
 
+#include "core/utf8.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,15 +74,21 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 int buf_json_escape(struct buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+    for (size_t i = 0; i < len;) {
+        unsigned char c = u[i];
+        size_t n = c >= 0x80 ? utf8_seq_len(u + i, len - i) : 1;
+        if (n > 1 || (n == 1 && c >= 0x20 && c != '"' && c != '\\')) {
+            i += n;
             continue;
+        }
         if (buf_append(b, s + start, i - start) != 0)
             return -1;
         char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
-        if (c == '"' || c == '\\') {
+        if (n == 0) {
+            memcpy(esc, "\\ufffd", 7); /* not UTF-8: the replacement character */
+        } else if (c == '"' || c == '\\') {
             esc[1] = (char)c;
             esc[2] = 0;
         } else if (c == '\n') {
@@ -89,7 +97,7 @@ int buf_json_escape(struct buf *b, const char *s, size_t len)
         }
         if (buf_puts(b, esc) != 0)
             return -1;
-        start = i + 1;
+        start = ++i;
     }
     return buf_append(b, s + start, len - start);
 }

@@ -24,7 +24,8 @@ int buf_append(struct buf *b, const void *data, size_t len);
 int buf_puts(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as the body of a JSON string (without the quotes), escaping
- * quotes, backslashes and control characters. */
+ * quotes, backslashes and control characters; each byte that is not part of
+ * valid UTF-8 becomes \ufffd, so the result is always valid JSON. */
 int buf_json_escape(struct buf *b, const char *s, size_t len);
 /* Empties the buffer but keeps its memory for reuse. */
 void buf_reset(struct buf *b);

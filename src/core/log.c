@@ -30,64 +30,17 @@ static int log_enabled(const struct logger *lg, enum log_level level)
     return level >= lg->level && level >= LOG_DEBUG && level <= LOG_ERROR;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when the
- * bytes there are not one: overlong forms, surrogates and code points past
- * U+10FFFF are invalid. */
-static size_t log_utf8_seq_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
 /* Appends s as a quoted JSON string, or null for NULL.  Bytes that are not
  * valid UTF-8 (a request path may hold anything once percent-decoded) become
- * U+FFFD, so that every line stays valid JSON. */
+ * U+FFFD (buf_json_escape), so that every line stays valid JSON. */
 static void log_append_string(struct buf *b, const char *s)
 {
     if (!s) {
         buf_puts(b, "null");
         return;
     }
-    const unsigned char *u = (const unsigned char *)s;
-    size_t len = strlen(s), start = 0, i = 0;
     buf_puts(b, "\"");
-    while (i < len) {
-        size_t n = log_utf8_seq_len(u + i, len - i);
-        if (n) {
-            i += n;
-            continue;
-        }
-        buf_json_escape(b, s + start, i - start);
-        buf_puts(b, "\\ufffd");
-        start = ++i;
-    }
-    buf_json_escape(b, s + start, len - start);
+    buf_json_escape(b, s, strlen(s));
     buf_puts(b, "\"");
 }
 

@@ -177,12 +177,69 @@ static void request_caller(const http_request *req, char *out, size_t cap)
     snprintf(out, cap, "addr:%s", addr);
 }
 
+/* Headers that may appear once: a second copy is either an attack on
+ * framing (request smuggling through two lengths) or ambiguous. */
+static const char *const single_headers[] = {
+    "Content-Length", "Transfer-Encoding", "Content-Type", "Authorization",
+    "If-Match",       "If-None-Match",     "Idempotency-Key", "X-Request-Id", "Host",
+};
+#define N_SINGLE_HEADERS (sizeof single_headers / sizeof single_headers[0])
+
+struct header_scan {
+    unsigned count[N_SINGLE_HEADERS]; /* occurrences of each single header */
+    int nul;                          /* a header held a NUL byte */
+};
+
+static enum MHD_Result header_scan_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+    struct header_scan *hs = cls;
+    (void)kind;
+    if (memchr(key, '\0', key_size) || (value && memchr(value, '\0', value_size)))
+        hs->nul = 1;
+    for (size_t i = 0; i < N_SINGLE_HEADERS; i++)
+        if (strcasecmp(key, single_headers[i]) == 0)
+            hs->count[i]++;
+    return MHD_YES;
+}
+
+/* Framing and header sanity, before anything else: 400 for NUL bytes in
+ * headers, repeated single headers, a transfer coding other than chunked,
+ * or both a length and a transfer coding. */
+static int request_headers_sane(http_request *req)
+{
+    struct header_scan hs = {{0}, 0};
+    if (MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, header_scan_cb, &hs) < 0)
+        return 0;
+    if (hs.nul) {
+        set_early(req, 400, "bad_request", "a header holds a NUL byte");
+        return 0;
+    }
+    for (size_t i = 0; i < N_SINGLE_HEADERS; i++) {
+        if (hs.count[i] > 1) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "the %s header is given more than once", single_headers[i]);
+            set_early(req, 400, "bad_request", msg);
+            return 0;
+        }
+    }
+    const char *te = http_request_header(req, "Transfer-Encoding");
+    if (te && (strcasecmp(te, "chunked") != 0 || http_request_header(req, "Content-Length"))) {
+        set_early(req, 400, "bad_request",
+                  "Transfer-Encoding must be chunked, and not sent with Content-Length");
+        return 0;
+    }
+    return 1;
+}
+
 /* The checks that precede the body, in the order that decides which error
  * wins: route and method, {id} syntax, content type, declared size. */
 static void request_begin(http_request *req)
 {
     const struct http_server_config *cfg = &req->server->cfg;
     struct http_match m;
+    if (!request_headers_sane(req))
+        return;
     int rc = http_router_match(cfg->routes, cfg->n_routes, req->method, req->path, &m);
     if (rc == 404) {
         set_early(req, 404, "not_found", "no such resource");
@@ -509,6 +566,7 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),

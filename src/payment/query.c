@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/currency.h"
+#include "core/utf8.h"
 #include "core/uuid.h"
 
 #define QUERY_DAY_MS INT64_C(86400000)
@@ -296,6 +297,11 @@ int payment_query_add(struct payment_query *q, const char *key, const char *valu
     /* A key without "=" arrives with no value at all. */
     if (value == NULL || value[0] == '\0') {
         snprintf(msg, msglen, "%s: empty value", p->key);
+        return -1;
+    }
+    /* Stores compare text as UTF-8 (MongoDB refuses anything else). */
+    if (!utf8_valid(value, strlen(value))) {
+        snprintf(msg, msglen, "%s: the value is not valid UTF-8", p->key);
         return -1;
     }
     int rc = p->kind == QUERY_SET
