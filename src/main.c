@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "app/config.h"
+#include "app/janitor.h"
 #include "app/system.h"
 #include "auth/keys.h"
 #include "core/log.h"
@@ -65,15 +66,31 @@ int main(int argc, char **argv)
         payment_validator_free(validator);
         return 1;
     }
+    char store_shown[CONFIG_URI_MAX];
+    config_redact_uri(cfg.store, store_shown, sizeof store_shown);
     payment_store *store = NULL;
     if (payment_store_open(cfg.store, &store, err, sizeof err) != PAYMENT_STORE_OK) {
-        fprintf(stderr, "paymentd: cannot open store %s: %s\n", cfg.store, err);
+        fprintf(stderr, "paymentd: cannot open store %s: %s\n", store_shown, err);
         auth_keys_free(keys);
         payment_validator_free(validator);
         return 1;
     }
 
+    idem_inflight *inflight = idem_inflight_new();
+    /* Purged a tenth of the TTL after expiry at most: kept at least the TTL. */
+    janitor *jan = inflight ? janitor_start(store, cfg.idempotency_ttl_ms,
+                                            cfg.idempotency_ttl_ms / 10)
+                            : NULL;
+    if (!jan) {
+        fprintf(stderr, "paymentd: cannot start the idempotency janitor\n");
+        idem_inflight_free(inflight);
+        payment_store_close(store);
+        auth_keys_free(keys);
+        payment_validator_free(validator);
+        return 1;
+    }
     struct payment_api api = {0};
+    api.inflight = inflight;
     api.store = store;
     api.validator = validator;
     api.public_url = cfg.public_url;
@@ -99,13 +116,15 @@ int main(int argc, char **argv)
     http_server *server = NULL;
     if (http_server_start(&hc, &server, err, sizeof err) != 0) {
         fprintf(stderr, "paymentd: %s\n", err);
+        janitor_stop(jan);
+        idem_inflight_free(inflight);
         payment_store_close(store);
         auth_keys_free(keys);
         payment_validator_free(validator);
         return 1;
     }
     log_msg(&log, LOG_INFO, "paymentd listening on %s:%u, store %s, %u threads", cfg.host,
-            (unsigned)http_server_port(server), cfg.store, cfg.threads);
+            (unsigned)http_server_port(server), store_shown, cfg.threads);
     if (!keys)
         log_msg(&log, LOG_WARN, "no --api-keys: every request is let in, for every organisation");
 
@@ -114,6 +133,8 @@ int main(int argc, char **argv)
         ;
     log_msg(&log, LOG_INFO, "signal %d: finishing in-flight requests", sig);
     http_server_stop(server, cfg.shutdown_grace_ms);
+    janitor_stop(jan);
+    idem_inflight_free(inflight);
     payment_store_close(store);
     auth_keys_free(keys);
     payment_validator_free(validator);

@@ -189,6 +189,40 @@ static int apply_rate_limit(struct config *cfg, const char *v, char *errbuf, siz
     return 0;
 }
 
+/* A duration: N with an optional unit s, m, h or d (seconds by default). */
+static int apply_idempotency_ttl(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72], digits[24];
+    size_t n = strspn(v, "0123456789");
+    long long unit = 1000;
+    const char *u = v + n;
+    if (*u == 's')
+        unit = 1000;
+    else if (*u == 'm')
+        unit = 60 * 1000LL;
+    else if (*u == 'h')
+        unit = 3600 * 1000LL;
+    else if (*u == 'd')
+        unit = 86400 * 1000LL;
+    else if (*u)
+        unit = 0;
+    unsigned long long count;
+    if (n == 0 || n >= sizeof digits || unit == 0 || (*u && u[1])) {
+        snprintf(errbuf, errlen, "--idempotency-ttl: expected N[s|m|h|d], got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    memcpy(digits, v, n);
+    digits[n] = '\0';
+    if (parse_uint(digits, 3650ull * 86400, &count) || count == 0) {
+        snprintf(errbuf, errlen, "--idempotency-ttl: expected a positive duration, got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    cfg->idempotency_ttl_ms = (int64_t)count * unit;
+    return 0;
+}
+
 static const struct option_def options[] = {
     {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
      apply_listen},
@@ -211,9 +245,32 @@ static const struct option_def options[] = {
     {"--rate-limit", "PAYMENTD_RATE_LIMIT", "N/s",
      "requests per second per API key (or address); 429 beyond (default 0: none)",
      apply_rate_limit},
+    {"--idempotency-ttl", "PAYMENTD_IDEMPOTENCY_TTL", "DURATION",
+     "keep Idempotency-Key outcomes at least this long, e.g. 24h (default 24h)",
+     apply_idempotency_ttl},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
+
+void config_redact_uri(const char *uri, char *out, size_t cap)
+{
+    const char *start = strstr(uri, "://");
+    const char *at = NULL, *colon = NULL;
+    if (start) {
+        /* The user information ends at the authority's last '@'. */
+        size_t auth = strcspn(start + 3, "/?#");
+        for (const char *p = start + 3; p < start + 3 + auth; p++)
+            if (*p == '@')
+                at = p;
+        if (at)
+            colon = memchr(start + 3, ':', (size_t)(at - start - 3));
+    }
+    if (!colon) {
+        snprintf(out, cap, "%s", uri);
+        return;
+    }
+    snprintf(out, cap, "%.*s:***%s", (int)(colon - uri), uri, at);
+}
 
 void config_usage(FILE *out)
 {
@@ -240,6 +297,7 @@ static void config_defaults(struct config *cfg)
     cfg->client_timeout_s = 30;
     cfg->shutdown_grace_ms = 10000;
     cfg->max_connections = 10000;
+    cfg->idempotency_ttl_ms = 24 * 3600 * 1000LL;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),

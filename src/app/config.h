@@ -26,6 +26,7 @@ struct config {
     char api_keys[CONFIG_URI_MAX];     /* --api-keys file, or "" to run open */
     unsigned max_connections;          /* --max-connections */
     double rate_limit;                 /* --rate-limit, requests/s per caller; 0: none */
+    int64_t idempotency_ttl_ms;        /* --idempotency-ttl: records kept at least this long */
     int help;                          /* --help was given */
 };
 
@@ -39,6 +40,10 @@ enum config_result {
  * errbuf. */
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),
                  char *errbuf, size_t errlen);
+
+/* Copies a store URI for logs, with any password replaced by "***"
+ * ("mongodb://user:***@host/db"). */
+void config_redact_uri(const char *uri, char *out, size_t cap);
 
 /* Writes the --help text. */
 void config_usage(FILE *out);

@@ -232,6 +232,22 @@ static int request_headers_sane(http_request *req)
     return 1;
 }
 
+/* The declared Content-Length: 1 and *n when it is a plain decimal number,
+ * 0 when absent, -1 when malformed (libmicrohttpd answers those itself, so
+ * paymentd must not answer too). */
+static int content_length(const http_request *req, unsigned long long *n)
+{
+    const char *cl = http_request_header(req, "Content-Length");
+    if (!cl)
+        return 0;
+    if (!*cl || strspn(cl, "0123456789") != strlen(cl))
+        return -1;
+    char *end;
+    errno = 0;
+    *n = strtoull(cl, &end, 10);
+    return errno == 0 ? 1 : -1;
+}
+
 /* The checks that precede the body, in the order that decides which error
  * wins: route and method, {id} syntax, content type, declared size. */
 static void request_begin(http_request *req)
@@ -288,14 +304,9 @@ static void request_begin(http_request *req)
                   "the body must be application/json or application/vnd.api+json");
         return;
     }
-    const char *cl = http_request_header(req, "Content-Length");
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (errno == 0 && end != cl && n > cfg->max_body)
-            set_early(req, 413, "payload_too_large", "the body is larger than the server accepts");
-    }
+    unsigned long long n;
+    if (content_length(req, &n) == 1 && n > cfg->max_body)
+        set_early(req, 413, "payload_too_large", "the body is larger than the server accepts");
 }
 
 static void request_take_body(http_request *req, const char *data, size_t len)
@@ -326,10 +337,13 @@ static void request_free(http_request *req)
 
 /* --- libmicrohttpd callbacks --------------------------------------------- */
 
+/* Whether a body follows that paymentd would have to read.  A malformed
+ * length is not one: libmicrohttpd refuses that request on its own. */
 static int request_has_body(const http_request *req)
 {
-    const char *cl = http_request_header(req, "Content-Length");
-    return (cl && strcmp(cl, "0") != 0) || http_request_header(req, "Transfer-Encoding");
+    unsigned long long n = 0;
+    int cl = content_length(req, &n);
+    return (cl == 1 && n > 0) || (cl == 0 && http_request_header(req, "Transfer-Encoding"));
 }
 
 static void respond_early(http_request *req)
@@ -653,6 +667,7 @@ const void *http_request_principal(const http_request *req)
 /* --- request accessors -------------------------------------------------- */
 
 enum http_method http_request_method(const http_request *req) { return req->method; }
+const char *http_request_method_name(const http_request *req) { return req->method_name; }
 const char *http_request_path(const http_request *req) { return req->path; }
 const char *http_request_param(const http_request *req) { return req->param; }
 const char *http_request_id(const http_request *req) { return req->request_id; }

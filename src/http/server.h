@@ -71,6 +71,8 @@ http_server *http_request_server(const http_request *req);
 const void *http_request_principal(const http_request *req);
 
 enum http_method http_request_method(const http_request *req);
+/* The method as the client sent it ("GET"). */
+const char *http_request_method_name(const http_request *req);
 const char *http_request_path(const http_request *req);
 /* The route's {id} segment, NUL-terminated, or NULL. */
 const char *http_request_param(const http_request *req);

@@ -11,11 +11,14 @@
 #include "core/uuid.h"
 #include "http/server.h"
 #include "payment/doc.h"
+#include "payment/idem.h"
 #include "payment/merge.h"
 #include "payment/query.h"
 
-/* A write in flight: what the store borrows until it reports, and what it
- * reported.  Freed with the request. */
+/* A write in flight: what the store borrows until it reports, what it
+ * reported, and the answer prepared before the write (an idempotency record
+ * must hold the answer, and is stored with the write).  Freed with the
+ * request. */
 struct write_op {
     struct payment_api *api;
     json_t *doc;              /* the document written (NULL for delete) */
@@ -26,6 +29,16 @@ struct write_op {
     int64_t current_version;  /* on ECONFLICT */
     enum payment_store_op op; /* for the latency metric */
     int64_t submitted_us;     /* when it went to the store */
+    int status;               /* the answer on success */
+    struct buf location;      /* its Location header, empty for none */
+    char etag[32];            /* its ETag header, "" for none */
+    struct buf body;          /* its body, empty for none */
+    int has_key;              /* the request carries an Idempotency-Key */
+    int claimed;              /* ... which this request holds in flight */
+    char scope[AUTH_KEY_ID_MAX + 1];
+    char key[IDEM_KEY_MAX + 1];
+    char fingerprint[IDEM_FINGERPRINT_LEN + 1];
+    struct payment_idem idem; /* the record stored with the write */
 };
 
 static void write_op_free(void *p)
@@ -33,8 +46,12 @@ static void write_op_free(void *p)
     struct write_op *w = p;
     if (!w)
         return;
+    if (w->claimed)
+        idem_inflight_release(w->api->inflight, w->scope, w->key);
     json_decref(w->doc);
     free(w->text);
+    buf_free(&w->location);
+    buf_free(&w->body);
     free(w);
 }
 
@@ -56,25 +73,6 @@ static void set_etag(http_request *req, int64_t version)
     http_request_add_header(req, "ETag", etag);
 }
 
-/* 200/201 with {"data": doc, "links": {"self"}}. */
-static void respond_doc(http_request *req, struct payment_api *api, int status, const char *doc,
-                        size_t len, const char *id, int64_t version)
-{
-    struct buf b = BUF_INIT;
-    buf_puts(&b, "{\"data\":");
-    buf_append(&b, doc, len);
-    buf_puts(&b, ",");
-    append_self_link(&b, api, id);
-    if (buf_failed(&b)) {
-        buf_free(&b);
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
-    set_etag(req, version);
-    http_respond(req, status, &b);
-    buf_free(&b);
-}
-
 static void respond_store_error(http_request *req, int err, int64_t current_version)
 {
     char extra[64];
@@ -91,6 +89,10 @@ static void respond_store_error(http_request *req, int err, int64_t current_vers
     case PAYMENT_STORE_EDUPLICATE:
         http_respond_error(req, 409, "duplicate_id", "a payment with this id exists or existed",
                            NULL);
+        return;
+    case PAYMENT_STORE_EIDEMPOTENT:
+        http_respond_error(req, 409, "idempotency_key_in_use",
+                           "another request with this Idempotency-Key is being processed", NULL);
         return;
     case PAYMENT_STORE_EUNAVAILABLE:
         http_respond_error(req, 503, "store_unavailable",
@@ -221,10 +223,11 @@ static json_t *read_payment_body(http_request *req, struct payment_api *api,
     return root;
 }
 
-/* Parses "N" (a non-negative decimal integer that fits in int64). */
+/* Parses "N", a non-negative decimal integer in its one canonical form (no
+ * leading zeros: the entity tag "00" is not the tag "0"). */
 static int parse_version(const char *s, size_t len, int64_t *out)
 {
-    if (len == 0 || len > 18)
+    if (len == 0 || len > 18 || (len > 1 && s[0] == '0'))
         return -1;
     int64_t v = 0;
     for (size_t i = 0; i < len; i++) {
@@ -296,34 +299,9 @@ static void write_done(void *arg, int err, int64_t current_version, int64_t seq)
     http_request_resume(req);
 }
 
-static void created(http_request *req, void *ctx)
-{
-    struct payment_api *api = ctx;
-    struct write_op *w = http_request_state(req);
-    if (w->err != PAYMENT_STORE_OK) {
-        respond_store_error(req, w->err, w->current_version);
-        return;
-    }
-    struct buf location = BUF_INIT;
-    buf_printf(&location, "%s/v1/payments/%s", api->public_url, w->row.id);
-    if (!buf_failed(&location))
-        http_request_add_header(req, "Location", location.data);
-    buf_free(&location);
-    respond_doc(req, api, 201, w->row.doc, w->row.doc_len, w->row.id, w->row.version);
-}
-
-static void updated(http_request *req, void *ctx)
-{
-    struct payment_api *api = ctx;
-    struct write_op *w = http_request_state(req);
-    if (w->err != PAYMENT_STORE_OK) {
-        respond_store_error(req, w->err, w->current_version);
-        return;
-    }
-    respond_doc(req, api, 200, w->row.doc, w->row.doc_len, w->row.id, w->row.version);
-}
-
-static void deleted(http_request *req, void *ctx)
+/* The continuation of every write: the store's error, or the answer
+ * prepared before the write. */
+static void written(http_request *req, void *ctx)
 {
     struct write_op *w = http_request_state(req);
     (void)ctx;
@@ -331,7 +309,159 @@ static void deleted(http_request *req, void *ctx)
         respond_store_error(req, w->err, w->current_version);
         return;
     }
-    http_respond(req, 204, NULL);
+    if (w->location.len)
+        http_request_add_header(req, "Location", w->location.data);
+    if (w->etag[0])
+        http_request_add_header(req, "ETag", w->etag);
+    http_respond(req, w->status, &w->body);
+}
+
+/* Prepares the answer to a successful write of w->row: status, Location
+ * (create), ETag and {"data": doc, "links"}; or, with no document, an
+ * empty 204.  Returns 0, or -1 out of memory. */
+static int write_op_answer(struct write_op *w, int status)
+{
+    struct payment_api *api = w->api;
+    w->status = status;
+    if (!w->doc)
+        return 0;
+    if (status == 201)
+        buf_printf(&w->location, "%s/v1/payments/%s", api->public_url, w->row.id);
+    snprintf(w->etag, sizeof w->etag, "\"%" PRId64 "\"", w->row.version);
+    buf_puts(&w->body, "{\"data\":");
+    buf_append(&w->body, w->row.doc, w->row.doc_len);
+    buf_puts(&w->body, ",");
+    append_self_link(&w->body, api, w->row.id);
+    return buf_failed(&w->location) || buf_failed(&w->body) ? -1 : 0;
+}
+
+/* The idempotency record of w's answer, or NULL without a key. */
+static const struct payment_idem *write_op_idem(struct write_op *w)
+{
+    if (!w->has_key)
+        return NULL;
+    w->idem = (struct payment_idem){
+        .scope = w->scope,
+        .key = w->key,
+        .fingerprint = w->fingerprint,
+        .status = w->status,
+        .location = w->location.len ? w->location.data : NULL,
+        .etag = w->etag[0] ? w->etag : NULL,
+        .body = w->body.len ? w->body.data : NULL,
+        .body_len = w->body.len,
+        .created_ms = clock_now_ms(),
+    };
+    return &w->idem;
+}
+
+/* Answers with a stored outcome, marked as a replay. */
+static void respond_replay(http_request *req, struct payment_idem_found *f)
+{
+    http_request_add_header(req, "Idempotent-Replayed", "true");
+    if (f->location.len)
+        http_request_add_header(req, "Location", f->location.data);
+    if (f->etag[0])
+        http_request_add_header(req, "ETag", f->etag);
+    http_respond(req, f->status, &f->body);
+}
+
+/* Appends the decoded query parameters to b, for the fingerprint. */
+static int idem_query_param(void *arg, const char *key, const char *value)
+{
+    struct buf *b = arg;
+    buf_printf(b, "%s%s=%s", b->len ? "&" : "?", key, value);
+    return 0;
+}
+
+/* Looks the request's stored outcome up.  Returns 1 after answering (a
+ * replay, 422, or an error), 0 when there is none. */
+static int idem_lookup(http_request *req, struct write_op *w)
+{
+    struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
+    int err = payment_store_idem_get(w->api->store, w->scope, w->key, &f);
+    if (err == PAYMENT_STORE_OK) {
+        if (strcmp(f.fingerprint, w->fingerprint) == 0)
+            respond_replay(req, &f);
+        else
+            http_respond_error(req, 422, "idempotency_key_reused",
+                               "this Idempotency-Key was used with another request", NULL);
+    } else if (err != PAYMENT_STORE_ENOTFOUND) {
+        respond_store_error(req, err, -1);
+    }
+    buf_free(&f.location);
+    buf_free(&f.body);
+    return err != PAYMENT_STORE_ENOTFOUND;
+}
+
+/* Handles the Idempotency-Key of a write: 400 for a malformed key, the
+ * stored answer (or 422) when the key was used, 409 while another request
+ * holds it.  Returns 0 when the request goes on (holding the key), or -1
+ * after answering. */
+static int idem_begin(http_request *req, struct write_op *w)
+{
+    const char *key = http_request_header(req, "Idempotency-Key");
+    if (!key)
+        return 0;
+    if (!idem_key_valid(key)) {
+        http_respond_error(req, 400, "bad_request",
+                           "Idempotency-Key must be 1 to 255 visible ASCII characters", NULL);
+        return -1;
+    }
+    const struct auth_principal *p = principal(req);
+    snprintf(w->scope, sizeof w->scope, "%s", p ? p->id : "");
+    snprintf(w->key, sizeof w->key, "%s", key);
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    struct buf target = BUF_INIT;
+    buf_puts(&target, http_request_path(req));
+    size_t path_len = target.len;
+    struct buf query = BUF_INIT;
+    http_request_query_each(req, idem_query_param, &query);
+    buf_append(&target, query.data ? query.data : "", query.len);
+    int bad = buf_failed(&target) || buf_failed(&query) ||
+              idem_fingerprint(http_request_method_name(req), target.data, body, len,
+                               w->fingerprint) != 0;
+    (void)path_len;
+    buf_free(&target);
+    buf_free(&query);
+    if (bad) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return -1;
+    }
+    if (idem_lookup(req, w))
+        return -1;
+    int c = idem_inflight_claim(w->api->inflight, w->scope, w->key);
+    if (c != 0) {
+        if (c > 0)
+            http_respond_error(req, 409, "idempotency_key_in_use",
+                               "another request with this Idempotency-Key is being processed",
+                               NULL);
+        else
+            http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return -1;
+    }
+    w->claimed = 1;
+    w->has_key = 1;
+    /* The request that held the key may have finished between the lookup
+     * and the claim: look again, now that no other can. */
+    return idem_lookup(req, w) ? -1 : 0;
+}
+
+/* Sends w to the store: the continuation answers once it is durable. */
+static void write_op_submit(http_request *req, struct write_op *w, enum payment_store_op op,
+                            int64_t expected_version)
+{
+    struct payment_api *api = w->api;
+    const struct payment_idem *idem = write_op_idem(w);
+    http_request_suspend(req, written);
+    w->op = op;
+    w->submitted_us = clock_mono_us();
+    if (op == PAYMENT_OP_CREATE)
+        payment_store_create(api->store, &w->row, idem, write_done, req);
+    else if (op == PAYMENT_OP_UPDATE)
+        payment_store_update(api->store, &w->row, expected_version, idem, write_done, req);
+    else
+        payment_store_delete(api->store, w->id, expected_version, idem, write_done, req);
 }
 
 static struct write_op *write_op_new(http_request *req, struct payment_api *api)
@@ -346,11 +476,13 @@ static struct write_op *write_op_new(http_request *req, struct payment_api *api)
     return w;
 }
 
-/* Serializes w->doc into w->row; answers 500 and returns -1 on failure. */
+/* Serializes w->doc into w->row and prepares the answer; answers 500 and
+ * returns -1 on failure. */
 static int write_op_prepare(http_request *req, struct write_op *w, int64_t created_ms,
-                            int64_t modified_ms)
+                            int64_t modified_ms, int status)
 {
-    if (!w->doc || payment_doc_row(w->doc, created_ms, modified_ms, &w->row, &w->text) != 0) {
+    if (!w->doc || payment_doc_row(w->doc, created_ms, modified_ms, &w->row, &w->text) != 0 ||
+        write_op_answer(w, status) != 0) {
         http_respond_error(req, 500, "internal_error", "internal error", NULL);
         return -1;
     }
@@ -366,15 +498,13 @@ static const char *type_or(json_t *data, const char *fallback)
 static void payments_create(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
+    struct write_op *w = write_op_new(req, api);
+    if (!w || idem_begin(req, w) != 0)
+        return;
     json_t *root = read_payment_body(req, api, PAYMENT_CHECK_CREATE);
     if (!root)
         return;
     json_t *data = json_object_get(root, "data");
-    struct write_op *w = write_op_new(req, api);
-    if (!w) {
-        json_decref(root);
-        return;
-    }
     const char *given = payment_doc_string(data, "id");
     char org[UUID_STR_LEN + 1];
     const char *org_in = payment_doc_string(data, "organisation_id");
@@ -402,12 +532,9 @@ static void payments_create(http_request *req, void *ctx)
                              json_object_get(data, "attributes"),
                              non_null(json_object_get(data, "relationships")));
     json_decref(root);
-    if (write_op_prepare(req, w, now, now) != 0)
+    if (write_op_prepare(req, w, now, now, 201) != 0)
         return;
-    http_request_suspend(req, created);
-    w->op = PAYMENT_OP_CREATE;
-    w->submitted_us = clock_mono_us();
-    payment_store_create(api->store, &w->row, write_done, req);
+    write_op_submit(req, w, PAYMENT_OP_CREATE, -1);
 }
 
 /* --- fetch -------------------------------------------------------------- */
@@ -547,13 +674,9 @@ static int check_org(http_request *req, json_t *data, const struct current *cur)
 
 /* Builds the next version of cur from attributes and relationships, and
  * submits the compare-and-set write. */
-static void submit_update(http_request *req, struct payment_api *api, const char *id,
-                          json_t *data, const struct current *cur, json_t *attributes,
-                          json_t *relationships)
+static void submit_update(http_request *req, struct write_op *w, const char *id, json_t *data,
+                          const struct current *cur, json_t *attributes, json_t *relationships)
 {
-    struct write_op *w = write_op_new(req, api);
-    if (!w)
-        return;
     int64_t now = clock_now_ms();
     snprintf(w->id, sizeof w->id, "%s", id);
     w->doc = payment_doc_new(type_or(data, payment_doc_string(cur->doc, "type") ?: "payments"),
@@ -561,12 +684,9 @@ static void submit_update(http_request *req, struct payment_api *api, const char
                              payment_doc_string(cur->doc, "organisation_id"),
                              payment_doc_string(cur->doc, "created_on") ?: "", now, attributes,
                              relationships);
-    if (write_op_prepare(req, w, cur->created_ms, now) != 0)
+    if (write_op_prepare(req, w, cur->created_ms, now, 200) != 0)
         return;
-    http_request_suspend(req, updated);
-    w->op = PAYMENT_OP_UPDATE;
-    w->submitted_us = clock_mono_us();
-    payment_store_update(api->store, &w->row, cur->version, write_done, req);
+    write_op_submit(req, w, PAYMENT_OP_UPDATE, cur->version);
 }
 
 /* Merges the patch's attributes and relationships into the stored ones and
@@ -625,6 +745,9 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     int64_t expected;
     struct current cur = {0};
     json_t *attributes = NULL, *relationships = NULL;
+    struct write_op *w = write_op_new(req, api);
+    if (!w || idem_begin(req, w) != 0)
+        return;
     json_t *root = read_payment_body(req, api, mode);
     if (!root)
         return;
@@ -657,7 +780,7 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
         attributes = json_incref(json_object_get(data, "attributes"));
         relationships = json_incref(non_null(json_object_get(data, "relationships")));
     }
-    submit_update(req, api, id, data, &cur, attributes, relationships);
+    submit_update(req, w, id, data, &cur, attributes, relationships);
 out:
     json_decref(attributes);
     json_decref(relationships);
@@ -725,6 +848,9 @@ static void payments_delete(http_request *req, void *ctx)
     struct payment_api *api = ctx;
     char id[UUID_STR_LEN + 1];
     path_id(req, id);
+    struct write_op *w = write_op_new(req, api);
+    if (!w || idem_begin(req, w) != 0)
+        return;
     struct delete_query q = {-1, 0};
     http_request_query_each(req, delete_query_param, &q);
     if (q.bad) {
@@ -741,14 +867,9 @@ static void payments_delete(http_request *req, void *ctx)
     }
     if (delete_allowed(req, api, id) != 0)
         return;
-    struct write_op *w = write_op_new(req, api);
-    if (!w)
-        return;
     snprintf(w->id, sizeof w->id, "%s", id);
-    http_request_suspend(req, deleted);
-    w->op = PAYMENT_OP_DELETE;
-    w->submitted_us = clock_mono_us();
-    payment_store_delete(api->store, w->id, h ? hv : q.version, write_done, req);
+    w->status = 204;
+    write_op_submit(req, w, PAYMENT_OP_DELETE, h ? hv : q.version);
 }
 
 /* --- list --------------------------------------------------------------- */

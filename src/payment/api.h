@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "core/metrics.h"
 #include "http/router.h"
+#include "payment/idem.h"
 #include "payment/store.h"
 #include "payment/validate.h"
 
@@ -23,6 +24,7 @@ struct payment_api {
     payment_store *store;               /* borrowed; writes are asynchronous */
     const payment_validator *validator; /* borrowed */
     const char *public_url;             /* prefix of links; "" makes them paths */
+    idem_inflight *inflight;            /* borrowed: Idempotency-Keys of requests in flight */
     struct metrics_histogram store_latency[PAYMENT_OP_COUNT]; /* zeroed by the owner */
 };
 

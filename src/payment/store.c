@@ -77,21 +77,34 @@ int payment_store_list(payment_store *s, const struct payment_query *q, payment_
 }
 
 void payment_store_create(payment_store *s, const struct payment_row *row,
-                          payment_store_done_fn done, void *arg)
+                          const struct payment_idem *idem, payment_store_done_fn done, void *arg)
 {
-    s->backend->create(s, row, done, arg);
+    s->backend->create(s, row, idem, done, arg);
 }
 
 void payment_store_update(payment_store *s, const struct payment_row *row,
-                          int64_t expected_version, payment_store_done_fn done, void *arg)
+                          int64_t expected_version, const struct payment_idem *idem,
+                          payment_store_done_fn done, void *arg)
 {
-    s->backend->update(s, row, expected_version, done, arg);
+    s->backend->update(s, row, expected_version, idem, done, arg);
 }
 
 void payment_store_delete(payment_store *s, const char *id, int64_t expected_version,
-                          payment_store_done_fn done, void *arg)
+                          const struct payment_idem *idem, payment_store_done_fn done,
+                          void *arg)
 {
-    s->backend->remove(s, id, expected_version, done, arg);
+    s->backend->remove(s, id, expected_version, idem, done, arg);
+}
+
+int payment_store_idem_get(payment_store *s, const char *scope, const char *key,
+                           struct payment_idem_found *out)
+{
+    return s->backend->idem_get(s, scope, key, out);
+}
+
+void payment_store_idem_purge(payment_store *s, int64_t before_ms)
+{
+    s->backend->idem_purge(s, before_ms);
 }
 
 int payment_store_stats(payment_store *s, struct payment_store_stats *out)
@@ -112,6 +125,7 @@ const char *payment_store_strerror(int err)
     case PAYMENT_STORE_EUNAVAILABLE: return "store unavailable";
     case PAYMENT_STORE_EINTERNAL: return "internal store error";
     case PAYMENT_STORE_EURI: return "unusable store URI";
+    case PAYMENT_STORE_EIDEMPOTENT: return "idempotency key already recorded";
     default: return "unknown store error";
     }
 }

@@ -37,6 +37,7 @@ enum payment_store_err {
     PAYMENT_STORE_EUNAVAILABLE = -4, /* the store cannot answer now (503) */
     PAYMENT_STORE_EINTERNAL = -5,    /* anything else (500) */
     PAYMENT_STORE_EURI = -6,         /* open: the URI names no usable store */
+    PAYMENT_STORE_EIDEMPOTENT = -7,  /* the write's idempotency key is already recorded */
 };
 
 typedef struct payment_store payment_store;
@@ -58,6 +59,33 @@ struct payment_row {
     char amount_key[DECIMAL_KEY_LEN + 1];     /* decimal_sort_key(amount), "" when absent */
     const char *doc;                        /* the serialized data object */
     size_t doc_len;
+};
+
+/* The outcome of a write made with an Idempotency-Key.  A backend stores it
+ * in the same transaction as the write itself, so no crash can leave a write
+ * without its record or a record without its write; a record whose (scope,
+ * key) is already stored fails the whole write with EIDEMPOTENT.  Pointers
+ * are borrowed until the write completes. */
+struct payment_idem {
+    const char *scope;       /* the caller: its API key id, or "" when the server runs open */
+    const char *key;         /* the Idempotency-Key, 1..255 visible ASCII */
+    const char *fingerprint; /* hex SHA-256 of the request (idem_fingerprint) */
+    int status;              /* the answer's status */
+    const char *location;    /* its Location header, or NULL */
+    const char *etag;        /* its ETag header, or NULL */
+    const char *body;        /* its body, or NULL */
+    size_t body_len;
+    int64_t created_ms;      /* when; purged some time after (payment_store_idem_purge) */
+};
+
+/* A stored outcome.  The caller initialises both buffers (BUF_INIT) and
+ * frees them. */
+struct payment_idem_found {
+    char fingerprint[65]; /* of the first request */
+    int status;           /* its answer */
+    char etag[32];        /* its ETag header, "" when none */
+    struct buf location;  /* its Location header, empty when none */
+    struct buf body;      /* its body, empty when none */
 };
 
 /* Reported once per write, from any thread, possibly before the submitting
@@ -96,20 +124,34 @@ typedef int (*payment_store_row_fn)(void *arg, const char *doc, size_t len, int6
 int payment_store_list(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
                        void *arg, int *more);
 
+/* Each write takes an optional idempotency record (idem, NULL for none),
+ * stored only when the write succeeds, atomically with it. */
+
 /* Creates a payment whose row->version is 0.  EDUPLICATE when the id exists
  * or ever existed. */
 void payment_store_create(payment_store *s, const struct payment_row *row,
-                          payment_store_done_fn done, void *arg);
+                          const struct payment_idem *idem, payment_store_done_fn done, void *arg);
 
 /* Replaces the document of row->id when its stored version is
  * expected_version; row->version must be expected_version + 1.
  * ENOTFOUND before ECONFLICT. */
 void payment_store_update(payment_store *s, const struct payment_row *row,
-                          int64_t expected_version, payment_store_done_fn done, void *arg);
+                          int64_t expected_version, const struct payment_idem *idem,
+                          payment_store_done_fn done, void *arg);
 
 /* Deletes (tombstones) id, when expected_version is -1 or the stored one. */
 void payment_store_delete(payment_store *s, const char *id, int64_t expected_version,
-                          payment_store_done_fn done, void *arg);
+                          const struct payment_idem *idem, payment_store_done_fn done,
+                          void *arg);
+
+/* Looks up the outcome stored for (scope, key).  Returns 0 and fills out,
+ * PAYMENT_STORE_ENOTFOUND when there is none, or another error. */
+int payment_store_idem_get(payment_store *s, const char *scope, const char *key,
+                           struct payment_idem_found *out);
+
+/* Forgets outcomes stored before before_ms.  Best effort and possibly
+ * asynchronous: a record may outlive the call by a little. */
+void payment_store_idem_purge(payment_store *s, int64_t before_ms);
 
 /* Counters of a backend's write path, for /metrics and tests. */
 struct payment_store_stats {

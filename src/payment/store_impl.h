@@ -27,12 +27,15 @@ struct payment_store_backend {
                int64_t *created_ms);
     int (*list)(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
                 void *arg, int *more);
-    void (*create)(payment_store *s, const struct payment_row *row, payment_store_done_fn done,
-                   void *arg);
+    void (*create)(payment_store *s, const struct payment_row *row,
+                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
     void (*update)(payment_store *s, const struct payment_row *row, int64_t expected_version,
-                   payment_store_done_fn done, void *arg);
+                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
     void (*remove)(payment_store *s, const char *id, int64_t expected_version,
-                   payment_store_done_fn done, void *arg);
+                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+    int (*idem_get)(payment_store *s, const char *scope, const char *key,
+                    struct payment_idem_found *out);
+    void (*idem_purge)(payment_store *s, int64_t before_ms);
     /* Fills out; NULL when the backend keeps no counters. */
     void (*stats)(payment_store *s, struct payment_store_stats *out);
 };

@@ -21,6 +21,18 @@
  * filtered on {_id, version, deleted: false}, and only when that matches
  * nothing does a read of the current version tell ENOTFOUND from ECONFLICT.
  *
+ * Idempotency records live in the payment document their write changed, in
+ * an array "idem" of {sk: scope "\x1f" key, fingerprint, status, location,
+ * etag, body (binary), created}: the create inserts the document holding its
+ * record, an update or delete $pushes it in the same conditional update, so
+ * a record exists exactly when its write does, without transactions.  A
+ * unique multikey index on idem.sk (partial: documents without records are
+ * not in it) refuses a key another document holds: error 11000 naming that
+ * index is EIDEMPOTENT.  A unique index does not look inside one document,
+ * so updates and deletes also filter on {"idem.sk": {$ne: sk}}; a miss whose
+ * read finds the payment live at the expected version and holding sk is
+ * EIDEMPOTENT.  Tombstones keep their records.  Purging $pulls old records.
+ *
  * Sequence numbers come from a counter document ({_id: <collection>} in
  * collection "counters") incremented atomically by findAndModify.  Within
  * one process, creates run on one thread that takes every create queued,
@@ -69,6 +81,9 @@
 #define MONGO_CREATE_BATCH_BYTES (16u << 20)
 #define MONGO_CAS_TRIES 3             /* conditional write, miss read, again */
 #define MONGO_DOC_MAX (16000000 - 65536) /* document text MongoDB's 16 MB limit leaves room for */
+#define MONGO_F_IDEM "idem"           /* the array of idempotency records */
+#define MONGO_IDEM_SK_INDEX "idem_sk" /* unique: one (scope, key) in the collection */
+#define MONGO_IDEM_SEP '\x1f'         /* between scope and key; no key holds it */
 #define MONGO_SELECTION_TIMEOUT_MS 2000
 #define MONGO_CONNECT_TIMEOUT_MS 2000
 #define MONGO_SOCKET_TIMEOUT_MS 5000
@@ -86,21 +101,26 @@
 
 /* One index per filter, and the list order.  seq is not unique: sharded
  * collections allow unique indexes only on the shard key, and the counter
- * already makes it unique.  Names are fixed so that open is idempotent. */
+ * already makes it unique.  Names are fixed so that open is idempotent.
+ * The idempotency indexes hold only documents with records (partial). */
 static const struct {
     const char *name;
     const char *field[2]; /* ascending keys, the second may be NULL */
+    int unique;           /* a key in at most one document */
+    int partial;          /* only documents where field[0] exists */
 } mongo_indexes[] = {
-    {"seq", {"seq", NULL}},
-    {"organisation_seq", {MONGO_F_ORG, "seq"}},
-    {"currency_seq", {MONGO_F_CURRENCY, "seq"}},
-    {"payment_scheme_seq", {MONGO_F_SCHEME, "seq"}},
-    {"payment_type_seq", {MONGO_F_TYPE, "seq"}},
-    {"reference", {MONGO_F_REF, NULL}},
-    {"end_to_end_reference", {MONGO_F_E2E, NULL}},
-    {"processing_date", {MONGO_F_DATE, NULL}},
-    {"amount_key", {MONGO_F_AMOUNT, NULL}},
-    {"created_ms", {"created_ms", NULL}},
+    {"seq", {"seq", NULL}, 0, 0},
+    {"organisation_seq", {MONGO_F_ORG, "seq"}, 0, 0},
+    {"currency_seq", {MONGO_F_CURRENCY, "seq"}, 0, 0},
+    {"payment_scheme_seq", {MONGO_F_SCHEME, "seq"}, 0, 0},
+    {"payment_type_seq", {MONGO_F_TYPE, "seq"}, 0, 0},
+    {"reference", {MONGO_F_REF, NULL}, 0, 0},
+    {"end_to_end_reference", {MONGO_F_E2E, NULL}, 0, 0},
+    {"processing_date", {MONGO_F_DATE, NULL}, 0, 0},
+    {"amount_key", {MONGO_F_AMOUNT, NULL}, 0, 0},
+    {"created_ms", {"created_ms", NULL}, 0, 0},
+    {MONGO_IDEM_SK_INDEX, {MONGO_F_IDEM ".sk", NULL}, 1, 1},
+    {"idem_created", {MONGO_F_IDEM ".created", NULL}, 0, 1},
 };
 
 enum mongo_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE };
@@ -118,6 +138,8 @@ struct mongo_op {
     int err;                  /* result, reported once decided */
     int64_t current_version;  /* -1 unless err is ECONFLICT */
     int64_t seq;              /* OP_CREATE's sequence number */
+    const struct payment_idem *idem; /* stored with a successful write, or NULL */
+    char *sk;                 /* idem's scope and key (mongo_sk_new), owned; or NULL */
 };
 
 /* A FIFO of operations. */
@@ -204,6 +226,21 @@ static int mongo_code_transient(uint32_t code)
     return 0;
 }
 
+/* The store error of server error code with message msg (NULL if none).
+ * A duplicate key is EIDEMPOTENT when MongoDB names the idempotency index
+ * ("E11000 ... collection: DB.COLL index: NAME dup key: ..."; names hold
+ * no space, so the first " index: " is this one), else EDUPLICATE (_id). */
+static int mongo_code_err(uint32_t code, const char *msg)
+{
+    if (code == MONGOC_ERROR_DUPLICATE_KEY) {
+        static const char tag[] = " index: " MONGO_IDEM_SK_INDEX " ";
+        const char *at = msg ? strstr(msg, " index: ") : NULL;
+        return at && strncmp(at, tag, sizeof tag - 1) == 0 ? PAYMENT_STORE_EIDEMPOTENT
+                                                            : PAYMENT_STORE_EDUPLICATE;
+    }
+    return mongo_code_transient(code) ? PAYMENT_STORE_EUNAVAILABLE : PAYMENT_STORE_EINTERNAL;
+}
+
 /* The store error of a failed libmongoc call (error API version 2). */
 static int mongo_map_err(const bson_error_t *e)
 {
@@ -213,9 +250,7 @@ static int mongo_map_err(const bson_error_t *e)
     case MONGOC_ERROR_WRITE_CONCERN:
         return PAYMENT_STORE_EUNAVAILABLE;
     case MONGOC_ERROR_SERVER:
-        return e->code == MONGOC_ERROR_DUPLICATE_KEY ? PAYMENT_STORE_EDUPLICATE
-               : mongo_code_transient(e->code)        ? PAYMENT_STORE_EUNAVAILABLE
-                                                      : PAYMENT_STORE_EINTERNAL;
+        return mongo_code_err(e->code, e->message);
     default:
         return PAYMENT_STORE_EINTERNAL;
     }
@@ -293,16 +328,87 @@ static bool mongo_append_columns(bson_t *b, const struct payment_row *row)
     return ok && mongo_append_doc_text(b, row);
 }
 
-/* The document a create inserts. */
-static bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t seq)
+/* The text an idempotency record is found by: scope, MONGO_IDEM_SEP, key.
+ * Keys never hold the separator, so distinct pairs give distinct texts.
+ * Returns it (the caller frees it), or NULL when key is not a key or memory
+ * runs out. */
+static char *mongo_sk_new(const char *scope, const char *key)
 {
-    return BSON_APPEND_UTF8(b, "_id", row->id) && BSON_APPEND_INT64(b, "seq", seq) &&
-           BSON_APPEND_INT64(b, "created_ms", row->created_ms) &&
-           mongo_append_columns(b, row) && BSON_APPEND_BOOL(b, "deleted", false);
+    if (!scope || !key || !key[0] || strchr(key, MONGO_IDEM_SEP))
+        return NULL;
+    size_t ls = strlen(scope), lk = strlen(key);
+    char *sk = malloc(ls + lk + 2);
+    if (sk) {
+        memcpy(sk, scope, ls);
+        sk[ls] = MONGO_IDEM_SEP;
+        memcpy(sk + ls + 1, key, lk + 1);
+    }
+    return sk;
 }
 
-/* {$set: columns, $unset: the absent ones}; created_ms and seq are kept. */
-static bool mongo_build_update(bson_t *b, const struct payment_row *row)
+/* The bytes a record adds to its document, roughly. */
+static size_t mongo_idem_size(const struct payment_idem *idem)
+{
+    if (!idem)
+        return 0;
+    return strlen(idem->scope) + strlen(idem->key) + (idem->location ? strlen(idem->location) : 0) +
+           (idem->body ? idem->body_len : 0) + 256;
+}
+
+/* Appends the record {sk, fingerprint, status, location, etag, body,
+ * created} as field key of b; absent headers and body are left out. */
+static bool mongo_append_idem(bson_t *b, const char *key, const struct payment_idem *idem,
+                              const char *sk)
+{
+    if (idem->body && idem->body_len > MONGO_DOC_MAX)
+        return false;
+    bson_t rec;
+    if (!bson_append_document_begin(b, key, -1, &rec))
+        return false;
+    bool ok = BSON_APPEND_UTF8(&rec, "sk", sk) &&
+              BSON_APPEND_UTF8(&rec, "fingerprint", idem->fingerprint ? idem->fingerprint : "") &&
+              BSON_APPEND_INT32(&rec, "status", idem->status) &&
+              (!idem->location || BSON_APPEND_UTF8(&rec, "location", idem->location)) &&
+              (!idem->etag || BSON_APPEND_UTF8(&rec, "etag", idem->etag)) &&
+              (!idem->body || BSON_APPEND_BINARY(&rec, "body", BSON_SUBTYPE_BINARY,
+                                                 (const uint8_t *)idem->body,
+                                                 (uint32_t)idem->body_len)) &&
+              BSON_APPEND_INT64(&rec, "created", idem->created_ms);
+    return bson_append_document_end(b, &rec) && ok;
+}
+
+/* {$push: {idem: record}} into update b, when there is a record. */
+static bool mongo_append_push(bson_t *b, const struct payment_idem *idem, const char *sk)
+{
+    if (!idem)
+        return true;
+    bson_t push;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$push", &push))
+        return false;
+    bool ok = mongo_append_idem(&push, MONGO_F_IDEM, idem, sk);
+    return bson_append_document_end(b, &push) && ok;
+}
+
+/* The document a create inserts, holding its record when it has one. */
+static bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t seq,
+                               const struct payment_idem *idem, const char *sk)
+{
+    bool ok = BSON_APPEND_UTF8(b, "_id", row->id) && BSON_APPEND_INT64(b, "seq", seq) &&
+              BSON_APPEND_INT64(b, "created_ms", row->created_ms) &&
+              mongo_append_columns(b, row) && BSON_APPEND_BOOL(b, "deleted", false);
+    if (!ok || !idem)
+        return ok;
+    bson_t list;
+    if (!BSON_APPEND_ARRAY_BEGIN(b, MONGO_F_IDEM, &list))
+        return false;
+    ok = mongo_append_idem(&list, "0", idem, sk);
+    return bson_append_array_end(b, &list) && ok;
+}
+
+/* {$set: columns, $unset: the absent ones, $push: the record}; created_ms
+ * and seq are kept. */
+static bool mongo_build_update(bson_t *b, const struct payment_row *row,
+                               const struct payment_idem *idem, const char *sk)
 {
     const char *name[MONGO_ROW_OPTIONAL], *value[MONGO_ROW_OPTIONAL];
     mongo_row_optional(row, name, value);
@@ -316,19 +422,22 @@ static bool mongo_build_update(bson_t *b, const struct payment_row *row)
     int absent = 0;
     for (int i = 0; i < MONGO_ROW_OPTIONAL; i++)
         absent += value[i] == NULL;
-    if (absent == 0)
-        return true;
-    if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$unset", &unset))
-        return false;
-    for (int i = 0; ok && i < MONGO_ROW_OPTIONAL; i++)
-        if (!value[i])
-            ok = BSON_APPEND_UTF8(&unset, name[i], "");
-    return bson_append_document_end(b, &unset) && ok;
+    if (absent > 0) {
+        if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$unset", &unset))
+            return false;
+        for (int i = 0; ok && i < MONGO_ROW_OPTIONAL; i++)
+            if (!value[i])
+                ok = BSON_APPEND_UTF8(&unset, name[i], "");
+        if (!bson_append_document_end(b, &unset) || !ok)
+            return false;
+    }
+    return mongo_append_push(b, idem, sk);
 }
 
-/* A tombstone keeps _id, seq, organisation_id (the shard key when sharded)
- * and version; the document and the other columns go. */
-static bool mongo_build_tombstone(bson_t *b)
+/* A tombstone keeps _id, seq, organisation_id (the shard key when sharded),
+ * version and the idempotency records (a delete made with a key is
+ * answered again from its record); the document and the other columns go. */
+static bool mongo_build_tombstone(bson_t *b, const struct payment_idem *idem, const char *sk)
 {
     static const char *const gone[] = {"doc",       MONGO_F_CURRENCY, MONGO_F_SCHEME,
                                        MONGO_F_TYPE, MONGO_F_REF,     MONGO_F_E2E,
@@ -343,7 +452,9 @@ static bool mongo_build_tombstone(bson_t *b)
         return false;
     for (size_t i = 0; ok && i < sizeof gone / sizeof gone[0]; i++)
         ok = BSON_APPEND_UTF8(&unset, gone[i], "");
-    return bson_append_document_end(b, &unset) && ok;
+    if (!bson_append_document_end(b, &unset) || !ok)
+        return false;
+    return mongo_append_push(b, idem, sk);
 }
 
 /* ---- setup: indexes and the counter ------------------------------------- */
@@ -369,6 +480,20 @@ static bool mongo_build_indexes(bson_t *cmd, const char *coll)
             ok = BSON_APPEND_INT32(&key, mongo_indexes[i].field[f], 1);
         ok = bson_append_document_end(&spec, &key) && ok;
         ok = ok && BSON_APPEND_UTF8(&spec, "name", mongo_indexes[i].name);
+        if (ok && mongo_indexes[i].unique)
+            ok = BSON_APPEND_BOOL(&spec, "unique", true);
+        if (ok && mongo_indexes[i].partial) {
+            bson_t pfe, cond;
+            ok = BSON_APPEND_DOCUMENT_BEGIN(&spec, "partialFilterExpression", &pfe);
+            if (!ok)
+                return false;
+            ok = BSON_APPEND_DOCUMENT_BEGIN(&pfe, mongo_indexes[i].field[0], &cond);
+            if (!ok)
+                return false;
+            ok = BSON_APPEND_BOOL(&cond, "$exists", true);
+            ok = bson_append_document_end(&pfe, &cond) && ok;
+            ok = bson_append_document_end(&spec, &pfe) && ok;
+        }
         ok = bson_append_document_end(&list, &spec) && ok;
     }
     return bson_append_array_end(cmd, &list) && ok;
@@ -506,7 +631,8 @@ static int64_t mongo_seq_reserve(struct mongo_store *st, mongoc_client_t *client
 }
 
 /* Sets the result of every create in ops from a failed bulk insert's reply:
- * the ones with a write error get it; the others succeeded only when every
+ * the ones with a write error get it (a duplicate _id EDUPLICATE, a key
+ * another payment holds EIDEMPOTENT); the others succeeded only when every
  * create is accounted for (nInserted plus write errors) and the write
  * concern held, else their outcome is unknown and they fail with err. */
 static void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *reply, int err)
@@ -519,17 +645,19 @@ static void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *re
             if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &item))
                 continue;
             int64_t index = -1, code = 0;
+            const char *msg = NULL;
             while (bson_iter_next(&item)) {
                 if (strcmp(bson_iter_key(&item), "index") == 0)
                     index = bson_iter_as_int64(&item);
                 else if (strcmp(bson_iter_key(&item), "code") == 0)
                     code = bson_iter_as_int64(&item);
+                else if (strcmp(bson_iter_key(&item), "errmsg") == 0 &&
+                         BSON_ITER_HOLDS_UTF8(&item))
+                    msg = bson_iter_utf8(&item, NULL);
             }
             if (index < 0 || (size_t)index >= n || ops[index]->err != 1)
                 continue;
-            ops[index]->err = code == MONGOC_ERROR_DUPLICATE_KEY ? PAYMENT_STORE_EDUPLICATE
-                              : mongo_code_transient((uint32_t)code) ? PAYMENT_STORE_EUNAVAILABLE
-                                                                     : PAYMENT_STORE_EINTERNAL;
+            ops[index]->err = mongo_code_err((uint32_t)code, msg);
             errors++;
         }
     }
@@ -553,7 +681,7 @@ static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
     if (last < 0) {
         int err = mongo_map_err(&e);
         for (size_t i = 0; i < n; i++)
-            ops[i]->err = err == PAYMENT_STORE_EDUPLICATE ? PAYMENT_STORE_EINTERNAL : err;
+            ops[i]->err = err == PAYMENT_STORE_EUNAVAILABLE ? err : PAYMENT_STORE_EINTERNAL;
         return;
     }
     mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
@@ -565,7 +693,7 @@ static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
         ops[i]->seq = last - (int64_t)n + 1 + (int64_t)i;
         ops[i]->err = 1; /* undecided */
         bson_t doc = BSON_INITIALIZER;
-        ok = mongo_build_insert(&doc, &ops[i]->row, ops[i]->seq) &&
+        ok = mongo_build_insert(&doc, &ops[i]->row, ops[i]->seq, ops[i]->idem, ops[i]->sk) &&
              mongoc_bulk_operation_insert_with_opts(bulk, &doc, NULL, &e);
         bson_destroy(&doc);
         if (!ok)
@@ -582,9 +710,11 @@ static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
             for (size_t i = 0; i < n; i++)
                 ops[i]->err = PAYMENT_STORE_OK;
         } else {
+            /* e is the first write error's when there are some: what
+             * befell the rest is the reply's to tell. */
             int err = mongo_map_err(&e);
             mongo_bulk_results(ops, n, &reply,
-                               err == PAYMENT_STORE_EDUPLICATE ? PAYMENT_STORE_EINTERNAL : err);
+                               err == PAYMENT_STORE_EUNAVAILABLE ? err : PAYMENT_STORE_EINTERNAL);
         }
         bson_destroy(&reply);
     }
@@ -595,15 +725,36 @@ static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
 
 /* ---- the write path: updates and deletes -------------------------------- */
 
+/* Whether doc's idempotency records (doc.idem, possibly projected to their
+ * sk alone) hold sk. */
+static int mongo_holds_sk(const bson_t *doc, const char *sk)
+{
+    bson_iter_t it, list, rec;
+    if (!sk || !bson_iter_init_find(&it, doc, MONGO_F_IDEM) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &list))
+        return 0;
+    while (bson_iter_next(&list)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &rec) ||
+            !bson_iter_find(&rec, "sk") || !BSON_ITER_HOLDS_UTF8(&rec))
+            continue;
+        if (strcmp(bson_iter_utf8(&rec, NULL), sk) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* After a conditional write matched nothing: reads the id's state, on the
- * primary's latest data (read concern local), into *live and *version.
- * Returns 0, or a store error. */
-static int mongo_read_state(mongoc_collection_t *coll, const char *id, int *live, int64_t *version)
+ * primary's latest data (read concern local), into *live, *version and
+ * *holds (whether its records hold sk; sk may be NULL).  Returns 0, or a
+ * store error. */
+static int mongo_read_state(mongoc_collection_t *coll, const char *id, const char *sk, int *live,
+                            int64_t *version, int *holds)
 {
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj, rc;
     bool ok = BSON_APPEND_UTF8(&filter, "_id", id) &&
               BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
               BSON_APPEND_INT32(&proj, "version", 1) && BSON_APPEND_INT32(&proj, "deleted", 1) &&
+              (!sk || BSON_APPEND_INT32(&proj, MONGO_F_IDEM ".sk", 1)) &&
               bson_append_document_end(&opts, &proj) &&
               BSON_APPEND_DOCUMENT_BEGIN(&opts, "readConcern", &rc) &&
               BSON_APPEND_UTF8(&rc, "level", MONGOC_READ_CONCERN_LEVEL_LOCAL) &&
@@ -618,11 +769,13 @@ static int mongo_read_state(mongoc_collection_t *coll, const char *id, int *live
             bson_iter_t it;
             *live = !(bson_iter_init_find(&it, doc, "deleted") && bson_iter_as_bool(&it));
             *version = mongo_get_int64(doc, "version", -1);
+            *holds = mongo_holds_sk(doc, sk);
             err = PAYMENT_STORE_OK;
         } else if (mongoc_cursor_error(cur, &e)) {
             err = mongo_map_err(&e);
         } else {
             *live = 0;
+            *holds = 0;
             err = PAYMENT_STORE_OK;
         }
         mongoc_cursor_destroy(cur);
@@ -632,19 +785,24 @@ static int mongo_read_state(mongoc_collection_t *coll, const char *id, int *live
     return err;
 }
 
-/* One compare-and-set: the update (or tombstone) of op when the stored
- * payment is live and at the expected version.  Sets *matched. */
+/* One compare-and-set: the update (or tombstone) of op, with its record,
+ * when the stored payment is live, at the expected version, and does not
+ * hold op's key already.  Sets *matched. */
 static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *matched)
 {
-    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, reply;
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, reply, ne;
     bool ok = BSON_APPEND_UTF8(&filter, "_id", op->row.id) &&
               BSON_APPEND_BOOL(&filter, "deleted", false);
     if (ok && op->expected_version >= 0)
         ok = BSON_APPEND_INT64(&filter, "version", op->expected_version);
+    if (ok && op->sk)
+        ok = BSON_APPEND_DOCUMENT_BEGIN(&filter, MONGO_F_IDEM ".sk", &ne) &&
+             BSON_APPEND_UTF8(&ne, "$ne", op->sk) && bson_append_document_end(&filter, &ne);
     if (ok)
-        ok = op->kind == OP_UPDATE ? op->row.doc_len <= MONGO_DOC_MAX &&
-                                         mongo_build_update(&update, &op->row)
-                                   : mongo_build_tombstone(&update);
+        ok = op->kind == OP_UPDATE
+                 ? op->row.doc_len + mongo_idem_size(op->idem) <= MONGO_DOC_MAX &&
+                       mongo_build_update(&update, &op->row, op->idem, op->sk)
+                 : mongo_build_tombstone(&update, op->idem, op->sk);
     int err = PAYMENT_STORE_EINTERNAL;
     if (ok) {
         bson_error_t e;
@@ -664,15 +822,17 @@ static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *
 }
 
 /* Decides an update or delete: the conditional write, and only when it
- * matched nothing, a read telling "gone" from "other version".  A read
- * finding the expected version live means the payment changed in between
- * (it was created, or reached that version): the write is tried again. */
+ * matched nothing, a read telling "gone" from "other version" from "holds
+ * the key already" (in that order, as the embedded store decides).  A read
+ * finding the expected version live without the key means the payment
+ * changed in between (it was created, or reached that version): the write
+ * is tried again. */
 static void mongo_write_run(struct mongo_store *st, mongoc_client_t *client, struct mongo_op *op)
 {
     mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
     op->err = PAYMENT_STORE_ECONFLICT;
     for (int tries = 0; tries < MONGO_CAS_TRIES; tries++) {
-        int matched = 0, live = 0;
+        int matched = 0, live = 0, holds = 0;
         int64_t version = -1;
         int err = mongo_cas(coll, op, &matched);
         if (err == PAYMENT_STORE_OK && matched) {
@@ -680,7 +840,7 @@ static void mongo_write_run(struct mongo_store *st, mongoc_client_t *client, str
             break;
         }
         if (err == PAYMENT_STORE_OK)
-            err = mongo_read_state(coll, op->row.id, &live, &version);
+            err = mongo_read_state(coll, op->row.id, op->sk, &live, &version, &holds);
         if (err != PAYMENT_STORE_OK) {
             op->err = err;
             break;
@@ -692,6 +852,10 @@ static void mongo_write_run(struct mongo_store *st, mongoc_client_t *client, str
         op->current_version = version;
         if (op->expected_version >= 0 && version != op->expected_version)
             break; /* ECONFLICT */
+        if (holds) {
+            op->err = PAYMENT_STORE_EIDEMPOTENT;
+            break;
+        }
     }
     if (op->err != PAYMENT_STORE_ECONFLICT)
         op->current_version = -1;
@@ -705,6 +869,7 @@ static void mongo_report(struct mongo_store *st, struct mongo_op *op)
     atomic_fetch_add(&st->n_writes, 1);
     op->done(op->arg, op->err, op->err == PAYMENT_STORE_ECONFLICT ? op->current_version : -1,
              op->kind == OP_CREATE && op->err == PAYMENT_STORE_OK ? op->seq : 0);
+    free(op->sk);
     free(op);
 }
 
@@ -712,6 +877,7 @@ static void mongo_report(struct mongo_store *st, struct mongo_op *op)
 static void mongo_reject(struct mongo_op *op, int err)
 {
     op->done(op->arg, err, -1, 0);
+    free(op->sk);
     free(op);
 }
 
@@ -755,6 +921,12 @@ static int mongo_op_stale(const struct mongo_store *st, const struct mongo_op *o
     return clock_mono_us() - op->queued_us > st->stale_us;
 }
 
+/* The bytes op's document takes, roughly: its text and its record. */
+static size_t mongo_op_bytes(const struct mongo_op *op)
+{
+    return op->row.doc_len + mongo_idem_size(op->idem);
+}
+
 /* Takes the next batch of creates (at least one, at most the batch limits);
  * NULL when closing and none is queued.  *n is its length. */
 static struct mongo_op *mongo_creates_take(struct mongo_store *st, size_t *n)
@@ -762,11 +934,11 @@ static struct mongo_op *mongo_creates_take(struct mongo_store *st, size_t *n)
     struct mongo_op *head = mongo_queue_wait(st, &st->creates);
     struct mongo_op *tail = head;
     size_t count = head ? 1 : 0;
-    size_t bytes = head ? head->row.doc_len : 0;
+    size_t bytes = head ? mongo_op_bytes(head) : 0;
     while (head && count < MONGO_CREATE_BATCH_MAX && st->creates.head &&
-           bytes + st->creates.head->row.doc_len <= MONGO_CREATE_BATCH_BYTES) {
+           bytes + mongo_op_bytes(st->creates.head) <= MONGO_CREATE_BATCH_BYTES) {
         struct mongo_op *op = mongo_queue_pop(&st->creates);
-        bytes += op->row.doc_len;
+        bytes += mongo_op_bytes(op);
         tail->next = op;
         tail = op;
         count++;
@@ -782,7 +954,7 @@ static void mongo_creates_batch(struct mongo_store *st, struct mongo_op *batch, 
     struct mongo_op **live = malloc(n * sizeof *live);
     size_t nlive = 0;
     for (struct mongo_op *op = batch; op; op = op->next) {
-        if (!live || op->row.doc_len > MONGO_DOC_MAX)
+        if (!live || mongo_op_bytes(op) > MONGO_DOC_MAX)
             op->err = PAYMENT_STORE_EINTERNAL; /* out of memory, or more than BSON holds */
         else if (mongo_op_stale(st, op))
             op->err = PAYMENT_STORE_EUNAVAILABLE;
@@ -884,13 +1056,30 @@ static struct mongo_op *mongo_op_new(enum mongo_op_kind kind, payment_store_done
     return op;
 }
 
+/* Gives op its record and the record's sk.  Returns 0 after rejecting op
+ * (a record without a usable key is a caller bug; or out of memory). */
+static int mongo_op_idem(struct mongo_op *op, const struct payment_idem *idem)
+{
+    if (!idem)
+        return 1;
+    op->idem = idem;
+    op->sk = mongo_sk_new(idem->scope, idem->key);
+    if (!op->sk || !idem->fingerprint) {
+        mongo_reject(op, PAYMENT_STORE_EINTERNAL);
+        return 0;
+    }
+    return 1;
+}
+
 static void mongo_create(payment_store *s, const struct payment_row *row,
-                         payment_store_done_fn done, void *arg)
+                         const struct payment_idem *idem, payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_CREATE, done, arg);
     if (!op)
         return;
     op->row = *row;
+    if (!mongo_op_idem(op, idem))
+        return;
     if (row->version != 0) {
         mongo_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
         return;
@@ -899,12 +1088,14 @@ static void mongo_create(payment_store *s, const struct payment_row *row,
 }
 
 static void mongo_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
-                         payment_store_done_fn done, void *arg)
+                         const struct payment_idem *idem, payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_UPDATE, done, arg);
     if (!op)
         return;
     op->row = *row;
+    if (!mongo_op_idem(op, idem))
+        return;
     op->expected_version = expected_version;
     if (expected_version < 0 || row->version != expected_version + 1) {
         mongo_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
@@ -914,10 +1105,12 @@ static void mongo_update(payment_store *s, const struct payment_row *row, int64_
 }
 
 static void mongo_remove(payment_store *s, const char *id, int64_t expected_version,
-                         payment_store_done_fn done, void *arg)
+                         const struct payment_idem *idem, payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_DELETE, done, arg);
     if (!op)
+        return;
+    if (!mongo_op_idem(op, idem))
         return;
     size_t len = strlen(id);
     if (len > UUID_STR_LEN) {
@@ -930,6 +1123,152 @@ static void mongo_remove(payment_store *s, const char *id, int64_t expected_vers
 }
 
 /* ---- the read path ------------------------------------------------------ */
+
+/* Fills out from the record rec (an element of a document's idem array).
+ * Returns 0, or a store error. */
+static int mongo_idem_fill(bson_iter_t *rec, struct payment_idem_found *out)
+{
+    int err = PAYMENT_STORE_OK;
+    out->status = 0;
+    out->fingerprint[0] = out->etag[0] = '\0';
+    while (err == PAYMENT_STORE_OK && bson_iter_next(rec)) {
+        const char *k = bson_iter_key(rec);
+        uint32_t len = 0;
+        if (strcmp(k, "fingerprint") == 0 && BSON_ITER_HOLDS_UTF8(rec)) {
+            snprintf(out->fingerprint, sizeof out->fingerprint, "%s", bson_iter_utf8(rec, NULL));
+        } else if (strcmp(k, "etag") == 0 && BSON_ITER_HOLDS_UTF8(rec)) {
+            snprintf(out->etag, sizeof out->etag, "%s", bson_iter_utf8(rec, NULL));
+        } else if (strcmp(k, "status") == 0 && BSON_ITER_HOLDS_NUMBER(rec)) {
+            out->status = (int)bson_iter_as_int64(rec);
+        } else if (strcmp(k, "location") == 0 && BSON_ITER_HOLDS_UTF8(rec)) {
+            const char *text = bson_iter_utf8(rec, &len);
+            if (buf_append(&out->location, text, len) != 0)
+                err = PAYMENT_STORE_EINTERNAL;
+        } else if (strcmp(k, "body") == 0 && BSON_ITER_HOLDS_BINARY(rec)) {
+            const uint8_t *data = NULL;
+            bson_subtype_t sub;
+            bson_iter_binary(rec, &sub, &len, &data);
+            if (len && buf_append(&out->body, (const char *)data, len) != 0)
+                err = PAYMENT_STORE_EINTERNAL;
+        }
+    }
+    return err;
+}
+
+/* Finds the record whose sk is sk in the found document doc (projected to
+ * that record) and fills out.  ENOTFOUND when doc holds none. */
+static int mongo_idem_parse(const bson_t *doc, const char *sk, struct payment_idem_found *out)
+{
+    bson_iter_t it, list, rec, field;
+    if (!bson_iter_init_find(&it, doc, MONGO_F_IDEM) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &list))
+        return PAYMENT_STORE_ENOTFOUND;
+    while (bson_iter_next(&list)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &rec))
+            continue;
+        field = rec;
+        if (bson_iter_find(&field, "sk") && BSON_ITER_HOLDS_UTF8(&field) &&
+            strcmp(bson_iter_utf8(&field, NULL), sk) == 0)
+            return mongo_idem_fill(&rec, out);
+    }
+    return PAYMENT_STORE_ENOTFOUND;
+}
+
+/* {"idem.sk": sk}, and the projection of that record alone. */
+static bool mongo_build_idem_get(bson_t *filter, bson_t *opts, const char *sk)
+{
+    bson_t proj, match, cond;
+    return BSON_APPEND_UTF8(filter, MONGO_F_IDEM ".sk", sk) &&
+           BSON_APPEND_DOCUMENT_BEGIN(opts, "projection", &proj) &&
+           BSON_APPEND_DOCUMENT_BEGIN(&proj, MONGO_F_IDEM, &match) &&
+           BSON_APPEND_DOCUMENT_BEGIN(&match, "$elemMatch", &cond) &&
+           BSON_APPEND_UTF8(&cond, "sk", sk) && bson_append_document_end(&match, &cond) &&
+           bson_append_document_end(&proj, &match) && BSON_APPEND_INT32(&proj, "_id", 0) &&
+           bson_append_document_end(opts, &proj) && BSON_APPEND_INT64(opts, "limit", 1) &&
+           BSON_APPEND_BOOL(opts, "singleBatch", true);
+}
+
+static int mongo_idem_get(payment_store *s, const char *scope, const char *key,
+                          struct payment_idem_found *out)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    char *sk = mongo_sk_new(scope, key);
+    if (!sk)
+        return key && key[0] && !strchr(key, MONGO_IDEM_SEP) ? PAYMENT_STORE_EINTERNAL
+                                                             : PAYMENT_STORE_ENOTFOUND;
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (!client) {
+        free(sk);
+        return err;
+    }
+    err = mongo_ready(st, client);
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+    if (err == PAYMENT_STORE_OK && !mongo_build_idem_get(&filter, &opts, sk))
+        err = PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        const bson_t *doc;
+        bson_error_t e;
+        if (mongoc_cursor_next(cur, &doc))
+            err = mongo_idem_parse(doc, sk, out);
+        else
+            err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_ENOTFOUND;
+        mongoc_cursor_destroy(cur);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    mongoc_client_pool_push(st->pool, client);
+    free(sk);
+    return err;
+}
+
+/* {"idem.created": {$lt: before}}, and {$pull: {idem: {created: {$lt:
+ * before}}}}: every old record of every document holding one. */
+static bool mongo_build_purge(bson_t *filter, bson_t *update, int64_t before_ms)
+{
+    bson_t lt, pull, match, cond;
+    return BSON_APPEND_DOCUMENT_BEGIN(filter, MONGO_F_IDEM ".created", &lt) &&
+           BSON_APPEND_INT64(&lt, "$lt", before_ms) && bson_append_document_end(filter, &lt) &&
+           BSON_APPEND_DOCUMENT_BEGIN(update, "$pull", &pull) &&
+           BSON_APPEND_DOCUMENT_BEGIN(&pull, MONGO_F_IDEM, &match) &&
+           BSON_APPEND_DOCUMENT_BEGIN(&match, "created", &cond) &&
+           BSON_APPEND_INT64(&cond, "$lt", before_ms) && bson_append_document_end(&match, &cond) &&
+           bson_append_document_end(&pull, &match) && bson_append_document_end(update, &pull);
+}
+
+/* Runs on the calling thread: one update of every document with an old
+ * record.  Returns 0 or a store error. */
+static int mongo_purge_run(struct mongo_store *st, int64_t before_ms)
+{
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (!client)
+        return err;
+    err = mongo_ready(st, client);
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER;
+    if (err == PAYMENT_STORE_OK && !mongo_build_purge(&filter, &update, before_ms))
+        err = PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+        bson_error_t e;
+        if (!mongoc_collection_update_many(coll, &filter, &update, NULL, NULL, &e))
+            err = mongo_map_err(&e);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    mongoc_client_pool_push(st->pool, client);
+    return err;
+}
+
+static void mongo_idem_purge(payment_store *s, int64_t before_ms)
+{
+    /* Best effort: records a failed purge leaves are taken by the next. */
+    (void)mongo_purge_run((struct mongo_store *)s, before_ms);
+}
 
 static int mongo_ping(payment_store *s)
 {
@@ -1528,5 +1867,7 @@ const struct payment_store_backend payment_store_mongo_backend = {
     .create = mongo_create,
     .update = mongo_update,
     .remove = mongo_remove,
+    .idem_get = mongo_idem_get,
+    .idem_purge = mongo_idem_purge,
     .stats = mongo_stats,
 };

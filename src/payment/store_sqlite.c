@@ -63,6 +63,20 @@ static const char *const sqlite_migrations[] = {
      * well enough by the seq-ordered scan, to pay an index on every write. */
     "CREATE INDEX payments_reference ON payments (reference);"
     "CREATE INDEX payments_end_to_end_reference ON payments (end_to_end_reference);",
+    /* 2: outcomes of writes made with an Idempotency-Key, written in the
+     * transaction of the write they answer. */
+    "CREATE TABLE idempotency ("
+    " scope TEXT NOT NULL,"
+    " key TEXT NOT NULL,"
+    " fingerprint TEXT NOT NULL,"
+    " status INTEGER NOT NULL,"
+    " location TEXT,"
+    " etag TEXT,"
+    " body BLOB,"
+    " created_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (scope, key)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX idempotency_created ON idempotency (created_ms);",
 };
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
@@ -81,6 +95,8 @@ enum sqlite_wstmt {
     W_UPDATE,
     W_DELETE,
     W_VERSION,
+    W_IDEM_INSERT,
+    W_IDEM_PURGE,
     W_COUNT
 };
 
@@ -103,17 +119,22 @@ static const char *const sqlite_wsql[W_COUNT] = {
     [W_DELETE] = "UPDATE payments SET deleted = 1, doc = NULL"
                  " WHERE id = ?1 AND deleted = 0 AND (?2 = -1 OR version = ?2)",
     [W_VERSION] = "SELECT version, deleted FROM payments WHERE id = ?1",
+    [W_IDEM_INSERT] = "INSERT INTO idempotency (scope, key, fingerprint, status, location, etag,"
+                      " body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE created_ms < ?1",
 };
 
 /* Reader statements, prepared once per reading connection. */
-enum sqlite_rstmt { R_GET, R_PING, R_COUNT };
+enum sqlite_rstmt { R_GET, R_PING, R_IDEM, R_COUNT };
 
 static const char *const sqlite_rsql[R_COUNT] = {
     [R_GET] = "SELECT doc, version, created_ms FROM payments WHERE id = ?1 AND deleted = 0",
     [R_PING] = "SELECT seq FROM payments ORDER BY seq DESC LIMIT 1",
+    [R_IDEM] = "SELECT fingerprint, status, location, etag, body FROM idempotency"
+               " WHERE scope = ?1 AND key = ?2",
 };
 
-enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE };
+enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_PURGE };
 
 /* One queued write.  row is a copy; the pointers in it stay borrowed from the
  * submitter until done has been called. */
@@ -121,7 +142,8 @@ struct sqlite_op {
     struct sqlite_op *next;     /* queue and batch link */
     enum sqlite_op_kind kind;
     struct payment_row row;     /* OP_DELETE uses row.id only */
-    int64_t expected_version;   /* OP_UPDATE, OP_DELETE */
+    int64_t expected_version;   /* OP_UPDATE, OP_DELETE; OP_PURGE: the cut-off time */
+    const struct payment_idem *idem; /* stored with a successful write, or NULL */
     payment_store_done_fn done;
     void *arg;
     int err;                    /* result, reported after the commit */
@@ -350,16 +372,67 @@ static int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op)
     return sqlite_op_miss(st, op);
 }
 
+static int sqlite_op_purge(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite3_stmt *stmt = st->w[W_IDEM_PURGE];
+    int rc = sqlite3_bind_int64(stmt, 1, op->expected_version);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    sqlite_stmt_release(stmt);
+    if (rc != SQLITE_DONE)
+        return rc;
+    op->err = PAYMENT_STORE_OK;
+    return SQLITE_OK;
+}
+
+/* Records the outcome of a write that succeeded, in its savepoint: a key
+ * already recorded (another request with it won) fails the write. */
+static int sqlite_op_idem(struct sqlite_store *st, struct sqlite_op *op)
+{
+    const struct payment_idem *in = op->idem;
+    sqlite3_stmt *stmt = st->w[W_IDEM_INSERT];
+    int rc = sqlite3_bind_text(stmt, 1, in->scope, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 2, in->key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 3, in->fingerprint, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(stmt, 4, in->status);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 5, in->location);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 6, in->etag);
+    if (rc == SQLITE_OK)
+        rc = in->body ? sqlite3_bind_blob64(stmt, 7, in->body, in->body_len, SQLITE_STATIC)
+                      : sqlite3_bind_null(stmt, 7);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 8, in->created_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    } else if (sqlite3_extended_errcode(st->wdb) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        op->err = PAYMENT_STORE_EIDEMPOTENT;
+        rc = SQLITE_OK;
+    }
+    sqlite_stmt_release(stmt);
+    return rc;
+}
+
 /* Applies op and sets its result.  Returns SQLITE_OK, or the SQLite error
  * that kept it from deciding (op->err is then meaningless). */
 static int sqlite_op_apply(struct sqlite_store *st, struct sqlite_op *op)
 {
+    int rc = SQLITE_MISUSE;
     switch (op->kind) {
-    case OP_CREATE: return sqlite_op_create(st, op);
-    case OP_UPDATE: return sqlite_op_update(st, op);
-    case OP_DELETE: return sqlite_op_delete(st, op);
+    case OP_CREATE: rc = sqlite_op_create(st, op); break;
+    case OP_UPDATE: rc = sqlite_op_update(st, op); break;
+    case OP_DELETE: rc = sqlite_op_delete(st, op); break;
+    case OP_PURGE: return sqlite_op_purge(st, op);
     }
-    return SQLITE_MISUSE;
+    if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK && op->idem)
+        rc = sqlite_op_idem(st, op);
+    return rc;
 }
 
 static void sqlite_batch_fail(struct sqlite_op *batch, int err)
@@ -392,12 +465,14 @@ static int sqlite_batch_step(struct sqlite_store *st, struct sqlite_op *op)
     if (rc != SQLITE_OK)
         return rc;
     rc = sqlite_op_apply(st, op);
-    if (rc != SQLITE_OK) {
-        op->err = sqlite_map_err(rc);
+    if (rc != SQLITE_OK || op->err == PAYMENT_STORE_EIDEMPOTENT) {
+        /* Undo the operation's own changes; the batch goes on. */
+        if (rc != SQLITE_OK)
+            op->err = sqlite_map_err(rc);
         op->current_version = -1;
         op->seq = 0;
         if (sqlite3_get_autocommit(st->wdb))
-            return rc;
+            return rc != SQLITE_OK ? rc : SQLITE_ERROR;
         rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO]);
         if (rc != SQLITE_OK)
             return rc;
@@ -508,12 +583,13 @@ static struct sqlite_op *sqlite_op_new(enum sqlite_op_kind kind, payment_store_d
 }
 
 static void sqlite_create(payment_store *s, const struct payment_row *row,
-                          payment_store_done_fn done, void *arg)
+                          const struct payment_idem *idem, payment_store_done_fn done, void *arg)
 {
     struct sqlite_op *op = sqlite_op_new(OP_CREATE, done, arg);
     if (!op)
         return;
     op->row = *row;
+    op->idem = idem;
     if (row->version != 0) {
         sqlite_op_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
         return;
@@ -522,12 +598,14 @@ static void sqlite_create(payment_store *s, const struct payment_row *row,
 }
 
 static void sqlite_update(payment_store *s, const struct payment_row *row,
-                          int64_t expected_version, payment_store_done_fn done, void *arg)
+                          int64_t expected_version, const struct payment_idem *idem,
+                          payment_store_done_fn done, void *arg)
 {
     struct sqlite_op *op = sqlite_op_new(OP_UPDATE, done, arg);
     if (!op)
         return;
     op->row = *row;
+    op->idem = idem;
     op->expected_version = expected_version;
     if (expected_version < 0 || row->version != expected_version + 1) {
         sqlite_op_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
@@ -537,11 +615,12 @@ static void sqlite_update(payment_store *s, const struct payment_row *row,
 }
 
 static void sqlite_remove(payment_store *s, const char *id, int64_t expected_version,
-                          payment_store_done_fn done, void *arg)
+                          const struct payment_idem *idem, payment_store_done_fn done, void *arg)
 {
     struct sqlite_op *op = sqlite_op_new(OP_DELETE, done, arg);
     if (!op)
         return;
+    op->idem = idem;
     size_t len = strlen(id);
     if (len > UUID_STR_LEN) {
         sqlite_op_reject(op, PAYMENT_STORE_ENOTFOUND); /* longer than any stored id */
@@ -549,6 +628,24 @@ static void sqlite_remove(payment_store *s, const char *id, int64_t expected_ver
     }
     memcpy(op->row.id, id, len + 1);
     op->expected_version = expected_version;
+    sqlite_submit((struct sqlite_store *)s, op);
+}
+
+static void sqlite_purge_done(void *arg, int err, int64_t current_version, int64_t seq)
+{
+    (void)arg;
+    (void)err;
+    (void)current_version;
+    (void)seq;
+}
+
+/* Purging is a write like any other, queued for the writer thread. */
+static void sqlite_idem_purge(payment_store *s, int64_t before_ms)
+{
+    struct sqlite_op *op = sqlite_op_new(OP_PURGE, sqlite_purge_done, NULL);
+    if (!op)
+        return;
+    op->expected_version = before_ms;
     sqlite_submit((struct sqlite_store *)s, op);
 }
 
@@ -663,6 +760,47 @@ static int sqlite_get(payment_store *s, const char *id, struct buf *doc, int64_t
             if (created_ms)
                 *created_ms = sqlite3_column_int64(stmt, 2);
         }
+    } else if (rc == SQLITE_DONE) {
+        err = PAYMENT_STORE_ENOTFOUND;
+    } else {
+        err = sqlite_map_err(rc);
+    }
+    sqlite_stmt_release(stmt);
+    return err;
+}
+
+/* Copies column col (text or NULL) into b. */
+static int sqlite_column_buf(sqlite3_stmt *stmt, int col, struct buf *b)
+{
+    const void *p = sqlite3_column_blob(stmt, col);
+    size_t len = (size_t)sqlite3_column_bytes(stmt, col);
+    return p ? buf_append(b, p, len) : 0;
+}
+
+static int sqlite_idem_get(payment_store *s, const char *scope, const char *key,
+                           struct payment_idem_found *out)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    int err;
+    struct sqlite_reader *r = sqlite_reader_get(st, &err);
+    if (!r)
+        return err;
+    sqlite3_stmt *stmt = r->stmt[R_IDEM];
+    int rc = sqlite3_bind_text(stmt, 1, scope, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *fp = (const char *)sqlite3_column_text(stmt, 0);
+        const char *etag = (const char *)sqlite3_column_text(stmt, 3);
+        snprintf(out->fingerprint, sizeof out->fingerprint, "%s", fp ? fp : "");
+        snprintf(out->etag, sizeof out->etag, "%s", etag ? etag : "");
+        out->status = sqlite3_column_int(stmt, 1);
+        err = sqlite_column_buf(stmt, 2, &out->location) == 0 &&
+                      sqlite_column_buf(stmt, 4, &out->body) == 0
+                  ? PAYMENT_STORE_OK
+                  : PAYMENT_STORE_EINTERNAL;
     } else if (rc == SQLITE_DONE) {
         err = PAYMENT_STORE_ENOTFOUND;
     } else {
@@ -1091,4 +1229,6 @@ const struct payment_store_backend payment_store_sqlite_backend = {
     .update = sqlite_update,
     .remove = sqlite_remove,
     .stats = sqlite_stats,
+    .idem_get = sqlite_idem_get,
+    .idem_purge = sqlite_idem_purge,
 };

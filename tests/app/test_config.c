@@ -519,7 +519,27 @@ static void test_usage(void)
     free(text);
 }
 
-TEST_MAIN(TEST(test_defaults), TEST(test_flags_both_forms), TEST(test_flag_value_with_equals),
+static void test_redact_uri(void)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"mongodb://user:s3cret@db1:27017,db2/payment?w=majority",
+         "mongodb://user:***@db1:27017,db2/payment?w=majority"},
+        {"mongodb://user@db1/payment", "mongodb://user@db1/payment"},
+        {"mongodb://db1:27017/payment", "mongodb://db1:27017/payment"},
+        {"sqlite:./data/payments.db", "sqlite:./data/payments.db"},
+        {"mongodb://u:p@ss@h/db", "mongodb://u:***@h/db"},
+        {"mongodb://h/db?x=a:b@c", "mongodb://h/db?x=a:b@c"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[256];
+        config_redact_uri(cases[i].in, out, sizeof out);
+        CHECK_STR(out, cases[i].out);
+    }
+}
+
+TEST_MAIN(TEST(test_redact_uri), TEST(test_defaults), TEST(test_flags_both_forms), TEST(test_flag_value_with_equals),
           TEST(test_all_flags_together), TEST(test_env), TEST(test_flag_wins_over_env),
           TEST(test_env_bad_values), TEST(test_bad_values), TEST(test_public_url_without_host),
           TEST(test_bad_value_with_newline),

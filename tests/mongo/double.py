@@ -31,6 +31,7 @@ were received and how many asked for write concern {w: "majority", j: true}.
 import argparse
 import collections
 import datetime
+import itertools
 import os
 import random
 import signal
@@ -44,6 +45,7 @@ import mockupdb
 import mongomock
 from mongomock import collection as mongomock_collection
 from mongomock import filtering as mongomock_filtering
+from mongomock import helpers
 
 MAX_WIRE_VERSION = 13  # MongoDB 5.0
 MAX_BSON_SIZE = 16 * 1024 * 1024
@@ -78,6 +80,104 @@ def _iter_documents_by_id(self, filter):
 
 _iter_documents_scan = mongomock_collection.Collection._iter_documents
 mongomock_collection.Collection._iter_documents = _iter_documents_by_id
+
+
+# Unique indexes as MongoDB keeps them.  mongomock reads one value per
+# document, so a unique index on a field inside an array (multikey, such as
+# paymentd's idem.sk) never sees a duplicate; and its error never names the
+# index, which MongoDB's message does and paymentd reads.
+
+_MISSING = None  # a missing field is indexed as null
+
+
+def _index_values(value, parts):
+    """The keys an index on the dotted path parts holds for value: an array
+    on the way contributes each of its elements (a multikey index)."""
+    if isinstance(value, list):
+        if not parts:
+            return list(value) or [_MISSING]
+        return [k for v in value for k in _index_values(v, parts)] or [_MISSING]
+    if not parts:
+        return [value]
+    if isinstance(value, Mapping) and parts[0] in value:
+        return _index_values(value[parts[0]], parts[1:])
+    return [_MISSING]
+
+
+def _index_keys(index, doc):
+    """The set of keys index holds for doc, empty when it skips doc (sparse
+    or partial)."""
+    fields = [_index_values(doc, name.split(".")) for name, _ in index["key"]]
+    if index.get("sparse") and all(f == [_MISSING] for f in fields):
+        return set()
+    pfe = index.get("partialFilterExpression")
+    if pfe is not None and not mongomock_filtering.filter_applies(pfe, doc):
+        return set()
+    keys = set()
+    for combo in itertools.product(*fields):
+        try:
+            hash(combo)
+        except TypeError:
+            combo = repr(combo)
+        keys.add(combo)
+    return keys
+
+
+def _duplicate(coll, name, index, key):
+    return mongomock.DuplicateKeyError(
+        "E11000 duplicate key error collection: %s.%s index: %s dup key: { %s: %r }"
+        % (coll.database.name, coll.name, name, ", ".join(k for k, _ in index["key"]),
+           key[0] if len(key) == 1 else key), E_DUPLICATE_KEY)
+
+
+def _ensure_uniques(self, new_data):
+    """new_data is stored already; raises when a unique index holds one of
+    its keys for another document (keys repeated inside new_data are fine,
+    as in MongoDB)."""
+    for name, index in self._store.indexes.items():
+        if not index.get("unique"):
+            continue
+        keys = _index_keys(index, new_data)
+        if not keys:
+            continue
+        for doc in self._store.documents:
+            if doc is not new_data and doc.get("_id") != new_data.get("_id"):
+                both = keys & _index_keys(index, doc)
+                if both:
+                    raise _duplicate(self, name, index, next(iter(both)))
+
+
+def _create_index(self, key_or_list, cache_for=300, session=None, **kwargs):
+    """mongomock's, with the stored documents checked by _index_keys."""
+    if kwargs.get("unique"):
+        index = {"key": list(helpers.create_index_list(key_or_list))}
+        for opt in ("sparse", "partialFilterExpression"):
+            if kwargs.get(opt):
+                index[opt] = kwargs[opt]
+        seen = set()
+        for doc in self._store.documents:
+            keys = _index_keys(index, doc)
+            if keys & seen:
+                raise _duplicate(self, kwargs.get("name"), index, next(iter(keys & seen)))
+            seen |= keys
+    documents, self._store._documents = self._store._documents, collections.OrderedDict()
+    try:  # without documents: mongomock's own check would misjudge them
+        return _create_index_mongomock(self, key_or_list, cache_for, session, **kwargs)
+    finally:
+        self._store._documents = documents
+
+
+_create_index_mongomock = mongomock_collection.Collection.create_index
+mongomock_collection.Collection._ensure_uniques = _ensure_uniques
+mongomock_collection.Collection.create_index = _create_index
+
+
+def _duplicate_message(e, ns, doc):
+    """MongoDB's message for a duplicate key: the index's, when known."""
+    if " index: " in str(e):
+        return str(e)
+    return "E11000 duplicate key error collection: %s index: _id_ dup key: { _id: %r }" % (
+        ns, doc.get("_id") if isinstance(doc, Mapping) else None)
 
 
 class CommandError(Exception):
@@ -181,10 +281,9 @@ class Double:
             try:
                 c.insert_one(d)
                 n += 1
-            except mongomock.DuplicateKeyError:
+            except mongomock.DuplicateKeyError as e:
                 errors.append({"index": i, "code": E_DUPLICATE_KEY,
-                               "errmsg": "E11000 duplicate key error collection: %s index: _id_"
-                               " dup key: { _id: %r }" % (_ns_parts(db, c.name), d.get("_id"))})
+                               "errmsg": _duplicate_message(e, _ns_parts(db, c.name), d)})
                 if ordered:
                     break
             except mongomock.OperationFailure as e:
@@ -213,9 +312,9 @@ class Double:
                     r = c.update_many(q, spec, upsert=upsert)
                 else:
                     r = c.update_one(q, spec, upsert=upsert)
-            except mongomock.DuplicateKeyError:
+            except mongomock.DuplicateKeyError as e:
                 errors.append({"index": i, "code": E_DUPLICATE_KEY,
-                               "errmsg": "E11000 duplicate key error"})
+                               "errmsg": _duplicate_message(e, _ns_parts(db, c.name), q)})
                 if ordered:
                     break
                 continue
@@ -268,8 +367,9 @@ class Double:
             else:
                 value = c.find_one_and_update(query, update, projection=fields, sort=sort,
                                               upsert=upsert, return_document=new)
-        except mongomock.DuplicateKeyError:
-            raise CommandError(E_DUPLICATE_KEY, "E11000 duplicate key error")
+        except mongomock.DuplicateKeyError as e:
+            raise CommandError(E_DUPLICATE_KEY,
+                               _duplicate_message(e, _ns_parts(db, c.name), query))
         leo = {"n": 1 if before is not None or upsert else 0,
                "updatedExisting": before is not None}
         if before is None and upsert:
@@ -343,8 +443,8 @@ class Double:
                     kw[opt] = spec[opt]
             try:
                 c.create_index(key, **kw)
-            except mongomock.DuplicateKeyError:
-                raise CommandError(E_DUPLICATE_KEY, "E11000 duplicate key error building index")
+            except mongomock.DuplicateKeyError as e:
+                raise CommandError(E_DUPLICATE_KEY, str(e))
             except mongomock.OperationFailure as e:
                 raise CommandError(E_INDEX_OPTIONS_CONFLICT, str(e))
         after = len(c.index_information())

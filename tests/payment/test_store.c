@@ -105,11 +105,12 @@ static void waiter_wait(struct waiter *w)
     pthread_mutex_destroy(&w->mu);
 }
 
-static int sync_create(payment_store *s, const struct payment_row *row, int64_t *seq)
+static int sync_create_idem(payment_store *s, const struct payment_row *row,
+                            const struct payment_idem *idem, int64_t *seq)
 {
     struct waiter w;
     waiter_init(&w, 1);
-    payment_store_create(s, row, waiter_done, &w);
+    payment_store_create(s, row, idem, waiter_done, &w);
     waiter_wait(&w);
     CHECK_INT(w.cur, -1);
     if (seq)
@@ -119,12 +120,35 @@ static int sync_create(payment_store *s, const struct payment_row *row, int64_t 
     return w.err;
 }
 
-static int sync_update(payment_store *s, const struct payment_row *row, int64_t expected,
-                       int64_t *cur)
+static int sync_create(payment_store *s, const struct payment_row *row, int64_t *seq)
+{
+    return sync_create_idem(s, row, NULL, seq);
+}
+
+static int sync_update_idem(payment_store *s, const struct payment_row *row, int64_t expected,
+                            const struct payment_idem *idem, int64_t *cur)
 {
     struct waiter w;
     waiter_init(&w, 1);
-    payment_store_update(s, row, expected, waiter_done, &w);
+    payment_store_update(s, row, expected, idem, waiter_done, &w);
+    waiter_wait(&w);
+    CHECK_INT(w.seq, 0);
+    *cur = w.cur;
+    return w.err;
+}
+
+static int sync_update(payment_store *s, const struct payment_row *row, int64_t expected,
+                       int64_t *cur)
+{
+    return sync_update_idem(s, row, expected, NULL, cur);
+}
+
+static int sync_delete_idem(payment_store *s, const char *id, int64_t expected,
+                            const struct payment_idem *idem, int64_t *cur)
+{
+    struct waiter w;
+    waiter_init(&w, 1);
+    payment_store_delete(s, id, expected, idem, waiter_done, &w);
     waiter_wait(&w);
     CHECK_INT(w.seq, 0);
     *cur = w.cur;
@@ -133,13 +157,7 @@ static int sync_update(payment_store *s, const struct payment_row *row, int64_t 
 
 static int sync_delete(payment_store *s, const char *id, int64_t expected, int64_t *cur)
 {
-    struct waiter w;
-    waiter_init(&w, 1);
-    payment_store_delete(s, id, expected, waiter_done, &w);
-    waiter_wait(&w);
-    CHECK_INT(w.seq, 0);
-    *cur = w.cur;
-    return w.err;
+    return sync_delete_idem(s, id, expected, NULL, cur);
 }
 
 /* ---- payments ----------------------------------------------------------- */
@@ -665,7 +683,7 @@ static void case_reopen(struct fixture *fx)
     pay_init(&d, 4, 1, "GBP", "4", "", 40);
     struct waiter w;
     waiter_init(&w, 1);
-    payment_store_create(fx->s, &d.row, waiter_done, &w);
+    payment_store_create(fx->s, &d.row, NULL, waiter_done, &w);
     payment_store_close(fx->s);
     fx->s = NULL;
     CHECK_INT(w.pending, 0);
@@ -729,7 +747,7 @@ static void chain_first_done(void *arg, int err, int64_t cur, int64_t seq)
     int64_t v;
     c->get_err = payment_store_get(c->s, "00000000-0000-4000-8000-000000000001", &b, &v);
     buf_free(&b);
-    payment_store_create(c->s, &c->second.row, waiter_done, &c->w);
+    payment_store_create(c->s, &c->second.row, NULL, waiter_done, &c->w);
 }
 
 static void case_done_reenters(struct fixture *fx)
@@ -740,7 +758,7 @@ static void case_done_reenters(struct fixture *fx)
     pay_init(&first, 1, 1, "GBP", "1", "", 1);
     pay_init(&c->second, 2, 1, "GBP", "2", "", 2);
     waiter_init(&c->w, 1);
-    payment_store_create(fx->s, &first.row, chain_first_done, c);
+    payment_store_create(fx->s, &first.row, NULL, chain_first_done, c);
     waiter_wait(&c->w);
     CHECK_INT(c->first_err, PAYMENT_STORE_OK);
     CHECK_INT(c->get_err, PAYMENT_STORE_OK); /* reported only once committed */
@@ -777,7 +795,7 @@ static void *creator_main(void *arg)
     struct creator *c = arg;
     for (int i = 0; i < CC_EACH; i++) {
         pay_init(&c->pays[i], c->base + i, c->base % 3, "GBP", "1", "", c->base + i);
-        payment_store_create(c->s, &c->pays[i].row, creator_done, c);
+        payment_store_create(c->s, &c->pays[i].row, NULL, creator_done, c);
     }
     /* A read on this thread, which then exits: its connection goes with it. */
     CHECK_INT(payment_store_ping(c->s), PAYMENT_STORE_OK);
@@ -908,6 +926,440 @@ static void case_concurrent_updates(struct fixture *fx)
     free(us);
 }
 
+/* ---- idempotency records ------------------------------------------------ */
+
+/* A record and the bytes it borrows. */
+struct rec {
+    struct payment_idem idem;
+    char scope[32];
+    char key[64];
+    char fingerprint[65];
+    char location[96];
+    char etag[24];
+    char body[96];
+};
+
+/* Record n of (scope, key), created at created_ms.  Its body holds a NUL
+ * and bytes that are not UTF-8: the store keeps bytes, not text.  A bare
+ * record has no headers and no body. */
+static void rec_init(struct rec *r, const char *scope, const char *key, int n, int64_t created_ms,
+                     int bare)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->scope, sizeof r->scope, "%s", scope);
+    snprintf(r->key, sizeof r->key, "%s", key);
+    snprintf(r->fingerprint, sizeof r->fingerprint, "%064x", (unsigned)n);
+    r->idem.scope = r->scope;
+    r->idem.key = r->key;
+    r->idem.fingerprint = r->fingerprint;
+    r->idem.status = 200 + n % 100;
+    r->idem.created_ms = created_ms;
+    if (bare)
+        return;
+    snprintf(r->location, sizeof r->location, "/v1/payments/00000000-0000-4000-8000-%012d", n);
+    snprintf(r->etag, sizeof r->etag, "\"%d\"", n);
+    int len = snprintf(r->body, sizeof r->body, "{\"n\":%d}", n);
+    memcpy(r->body + len, "\0\xff\xfe}", 4);
+    r->idem.location = r->location;
+    r->idem.etag = r->etag;
+    r->idem.body = r->body;
+    r->idem.body_len = (size_t)len + 4;
+}
+
+/* The stored outcome of r's (scope, key) is r's. */
+static void check_rec_line(payment_store *s, const struct rec *r, int line)
+{
+    struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
+    int err = payment_store_idem_get(s, r->scope, r->key, &f);
+    if (err != PAYMENT_STORE_OK)
+        fprintf(stderr, "  line %d: record (%s, %s) not found: %d\n", line, r->scope, r->key, err);
+    CHECK_INT(err, PAYMENT_STORE_OK);
+    CHECK_STR(f.fingerprint, r->fingerprint);
+    CHECK_INT(f.status, r->idem.status);
+    CHECK_STR(f.etag, r->etag);
+    CHECK_INT(f.location.len, strlen(r->location));
+    CHECK(f.location.len == 0 || memcmp(f.location.data, r->location, f.location.len) == 0);
+    CHECK_INT(f.body.len, r->idem.body_len);
+    CHECK(f.body.len == 0 || (f.body.len == r->idem.body_len &&
+                              memcmp(f.body.data, r->body, f.body.len) == 0));
+    buf_free(&f.location);
+    buf_free(&f.body);
+}
+
+#define CHECK_REC(s, r) check_rec_line((s), (r), __LINE__)
+
+/* No outcome is stored for (scope, key). */
+static void check_no_rec_line(payment_store *s, const char *scope, const char *key, int line)
+{
+    struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
+    int err = payment_store_idem_get(s, scope, key, &f);
+    if (err != PAYMENT_STORE_ENOTFOUND)
+        fprintf(stderr, "  line %d: record (%s, %s): %d\n", line, scope, key, err);
+    CHECK_INT(err, PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(f.location.len, 0);
+    CHECK_INT(f.body.len, 0);
+    buf_free(&f.location);
+    buf_free(&f.body);
+}
+
+#define CHECK_NO_REC(s, scope, key) check_no_rec_line((s), (scope), (key), __LINE__)
+
+/* A key recorded once refuses every other write, which then does not
+ * happen; the same key in another scope is another key. */
+static void case_idem_reuse(struct fixture *fx)
+{
+    struct pay a, b, c, d;
+    struct rec ra, rbare, again, other_scope;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1000);
+    pay_init(&b, 2, 1, "GBP", "2", "", 1000);
+    pay_init(&c, 3, 1, "GBP", "3", "", 1000);
+    pay_init(&d, 4, 1, "GBP", "4", "", 1000);
+    rec_init(&ra, "api-key-1", "key-a", 1, 5000, 0);
+    rec_init(&rbare, "api-key-1", "key-bare", 2, 5000, 1);
+    CHECK_NO_REC(fx->s, "api-key-1", "key-a");
+    int64_t cur = -5, seq = -5;
+    CHECK_INT(sync_create_idem(fx->s, &a.row, &ra.idem, &seq), PAYMENT_STORE_OK);
+    CHECK(seq > 0);
+    CHECK_REC(fx->s, &ra);
+    check_doc(fx->s, &a, 0);
+    CHECK_INT(sync_create_idem(fx->s, &b.row, &rbare.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_REC(fx->s, &rbare);
+
+    /* Same scope and key, another request: refused, and nothing written. */
+    rec_init(&again, "api-key-1", "key-a", 9, 6000, 0);
+    CHECK_INT(sync_create_idem(fx->s, &c.row, &again.idem, &seq), PAYMENT_STORE_EIDEMPOTENT);
+    CHECK_INT(seq, 0);
+    check_gone(fx->s, c.row.id);
+    struct pay a1 = a;
+    pay_set_version(&a1, 1, "must not be written");
+    /* On the payment holding the key, and on another one. */
+    CHECK_INT(sync_update_idem(fx->s, &a1.row, 0, &again.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    CHECK_INT(cur, -1);
+    CHECK_INT(sync_delete_idem(fx->s, a.row.id, 0, &again.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    CHECK_INT(sync_delete_idem(fx->s, a.row.id, -1, &again.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    check_doc(fx->s, &a, 0);
+    struct pay b1 = b;
+    pay_set_version(&b1, 1, "must not be written");
+    CHECK_INT(sync_update_idem(fx->s, &b1.row, 0, &again.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    CHECK_INT(sync_delete_idem(fx->s, b.row.id, -1, &again.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    check_doc(fx->s, &b, 0);
+    CHECK_REC(fx->s, &ra); /* the first outcome stays */
+
+    /* The key in another scope, and another key in the same scope. */
+    rec_init(&other_scope, "api-key-2", "key-a", 3, 6000, 0);
+    CHECK_INT(sync_create_idem(fx->s, &c.row, &other_scope.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_REC(fx->s, &other_scope);
+    CHECK_REC(fx->s, &ra);
+    CHECK_NO_REC(fx->s, "", "key-a");
+    CHECK_NO_REC(fx->s, "api-key-1", "key-A");
+    rec_init(&again, "", "key-a", 4, 6000, 0); /* the shared scope of an open server */
+    CHECK_INT(sync_create_idem(fx->s, &d.row, &again.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_REC(fx->s, &again);
+    check_doc(fx->s, &d, 0);
+    /* A write without a record never collides. */
+    pay_set_version(&a1, 1, "no key");
+    CHECK_INT(sync_update(fx->s, &a1.row, 0, &cur), PAYMENT_STORE_OK);
+    check_doc(fx->s, &a1, 1);
+    CHECK_REC(fx->s, &ra);
+}
+
+/* A write that fails for its own reason stores nothing, and its own reason
+ * is the answer even when its key is recorded too. */
+static void case_idem_failed_writes(struct fixture *fx)
+{
+    struct pay a, dup, unknown;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1000);
+    pay_init(&dup, 1, 2, "EUR", "2", "", 1000);
+    pay_init(&unknown, 7, 1, "GBP", "1", "", 1000);
+    struct rec r;
+    int64_t cur = -5;
+    CHECK_INT(sync_create(fx->s, &a.row, NULL), PAYMENT_STORE_OK);
+
+    rec_init(&r, "s", "dup", 1, 5000, 0);
+    CHECK_INT(sync_create_idem(fx->s, &dup.row, &r.idem, NULL), PAYMENT_STORE_EDUPLICATE);
+    CHECK_NO_REC(fx->s, "s", "dup");
+    struct pay a5 = a;
+    pay_set_version(&a5, 5, "stale");
+    rec_init(&r, "s", "conflict", 2, 5000, 0);
+    CHECK_INT(sync_update_idem(fx->s, &a5.row, 4, &r.idem, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, 0);
+    CHECK_INT(sync_delete_idem(fx->s, a.row.id, 4, &r.idem, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, 0);
+    CHECK_NO_REC(fx->s, "s", "conflict");
+    pay_set_version(&unknown, 1, "x");
+    rec_init(&r, "s", "missing", 3, 5000, 0);
+    CHECK_INT(sync_update_idem(fx->s, &unknown.row, 0, &r.idem, &cur), PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(sync_delete_idem(fx->s, unknown.row.id, -1, &r.idem, &cur),
+              PAYMENT_STORE_ENOTFOUND);
+    CHECK_NO_REC(fx->s, "s", "missing");
+    check_doc(fx->s, &a, 0);
+
+    /* Those keys were not used up. */
+    struct pay b;
+    pay_init(&b, 2, 1, "GBP", "1", "", 1000);
+    rec_init(&r, "s", "dup", 4, 5000, 0);
+    CHECK_INT(sync_create_idem(fx->s, &b.row, &r.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_REC(fx->s, &r);
+
+    /* Own failure first: a recorded key on a stale or missing write. */
+    CHECK_INT(sync_update_idem(fx->s, &a5.row, 4, &r.idem, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, 0);
+    CHECK_INT(sync_update_idem(fx->s, &unknown.row, 0, &r.idem, &cur), PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(sync_create_idem(fx->s, &dup.row, &r.idem, NULL), PAYMENT_STORE_EDUPLICATE);
+    CHECK_REC(fx->s, &r);
+    check_doc(fx->s, &a, 0);
+}
+
+/* Updates and deletes record their outcomes; a tombstone keeps every
+ * record of its payment (a delete made with a key is answered again). */
+static void case_idem_update_delete(struct fixture *fx)
+{
+    struct pay p;
+    struct rec r1, r2, r3, late;
+    pay_init(&p, 1, 1, "GBP", "1", "", 1000);
+    int64_t cur = -5;
+    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    rec_init(&r1, "s", "put-1", 1, 5000, 0);
+    rec_init(&r2, "s", "patch-2", 2, 5001, 0);
+    rec_init(&r3, "s", "delete-3", 3, 5002, 1);
+    pay_set_version(&p, 1, "one");
+    CHECK_INT(sync_update_idem(fx->s, &p.row, 0, &r1.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(cur, -1);
+    check_doc(fx->s, &p, 1);
+    pay_set_version(&p, 2, "two");
+    CHECK_INT(sync_update_idem(fx->s, &p.row, 1, &r2.idem, &cur), PAYMENT_STORE_OK);
+    check_doc(fx->s, &p, 2);
+    CHECK_REC(fx->s, &r1);
+    CHECK_REC(fx->s, &r2);
+    CHECK_NO_REC(fx->s, "s", "delete-3");
+    CHECK_INT(sync_delete_idem(fx->s, p.row.id, 2, &r3.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(cur, -1);
+    check_gone(fx->s, p.row.id);
+    CHECK_REC(fx->s, &r1);
+    CHECK_REC(fx->s, &r2);
+    CHECK_REC(fx->s, &r3);
+    /* On the tombstone: the delete's own failure, nothing recorded. */
+    rec_init(&late, "s", "delete-4", 4, 5003, 0);
+    CHECK_INT(sync_delete_idem(fx->s, p.row.id, -1, &late.idem, &cur), PAYMENT_STORE_ENOTFOUND);
+    CHECK_NO_REC(fx->s, "s", "delete-4");
+    /* An unconditional delete with a record. */
+    struct pay q;
+    pay_init(&q, 2, 1, "GBP", "1", "", 1000);
+    CHECK_INT(sync_create(fx->s, &q.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete_idem(fx->s, q.row.id, -1, &late.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_REC(fx->s, &late);
+    check_gone(fx->s, q.row.id);
+}
+
+/* Polls until (scope, key) has no record, for at most about 2 s: a purge
+ * may complete after it returns. */
+static void wait_purged(payment_store *s, const char *scope, const char *key)
+{
+    for (int i = 0; i < 100; i++) {
+        struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
+        int err = payment_store_idem_get(s, scope, key, &f);
+        buf_free(&f.location);
+        buf_free(&f.body);
+        if (err != PAYMENT_STORE_OK)
+            return;
+        CHECK_INT(usleep(20000), 0);
+    }
+}
+
+/* purge(before) forgets the records created before, keeps the others (also
+ * those of the same payment), and never touches a payment. */
+static void case_idem_purge(struct fixture *fx)
+{
+    struct pay a, b, c;
+    struct rec ra, ra2, rb, rc;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1000);
+    pay_init(&b, 2, 1, "GBP", "2", "", 1000);
+    pay_init(&c, 3, 1, "GBP", "3", "", 1000);
+    rec_init(&ra, "s", "a-create", 1, 1000, 0);
+    rec_init(&ra2, "s", "a-update", 2, 3000, 0);
+    rec_init(&rb, "s", "b-create", 3, 2000, 0);
+    rec_init(&rc, "s", "c-create", 4, 4000, 1);
+    int64_t cur;
+    CHECK_INT(sync_create_idem(fx->s, &a.row, &ra.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create_idem(fx->s, &b.row, &rb.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create_idem(fx->s, &c.row, &rc.idem, NULL), PAYMENT_STORE_OK);
+    pay_set_version(&a, 1, "updated");
+    CHECK_INT(sync_update_idem(fx->s, &a.row, 0, &ra2.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete(fx->s, b.row.id, -1, &cur), PAYMENT_STORE_OK);
+
+    payment_store_idem_purge(fx->s, 2001); /* created before 2001 ms: ra and rb */
+    wait_purged(fx->s, "s", "a-create");
+    wait_purged(fx->s, "s", "b-create");
+    CHECK_NO_REC(fx->s, "s", "a-create");
+    CHECK_NO_REC(fx->s, "s", "b-create");
+    CHECK_REC(fx->s, &ra2);
+    CHECK_REC(fx->s, &rc);
+    check_doc(fx->s, &a, 1);
+    check_gone(fx->s, b.row.id);
+    check_doc(fx->s, &c, 0);
+
+    /* A purged key can be used again; the kept ones still refuse. */
+    struct pay d, e;
+    pay_init(&d, 4, 1, "GBP", "4", "", 1000);
+    pay_init(&e, 5, 1, "GBP", "5", "", 1000);
+    struct rec reuse;
+    rec_init(&reuse, "s", "a-create", 5, 5000, 0);
+    CHECK_INT(sync_create_idem(fx->s, &d.row, &reuse.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_REC(fx->s, &reuse);
+    rec_init(&reuse, "s", "a-update", 6, 5000, 0);
+    CHECK_INT(sync_create_idem(fx->s, &e.row, &reuse.idem, NULL), PAYMENT_STORE_EIDEMPOTENT);
+    check_gone(fx->s, e.row.id);
+
+    /* Everything before the end of time. */
+    payment_store_idem_purge(fx->s, INT64_MAX);
+    wait_purged(fx->s, "s", "a-update");
+    wait_purged(fx->s, "s", "c-create");
+    wait_purged(fx->s, "s", "a-create");
+    CHECK_NO_REC(fx->s, "s", "a-update");
+    CHECK_NO_REC(fx->s, "s", "c-create");
+    CHECK_NO_REC(fx->s, "s", "a-create");
+    check_doc(fx->s, &a, 1);
+    check_doc(fx->s, &d, 0);
+    CHECK_INT(sync_create_idem(fx->s, &e.row, &reuse.idem, NULL), PAYMENT_STORE_OK);
+}
+
+/* Records survive close and open, and keep refusing their keys. */
+static void case_idem_reopen(struct fixture *fx)
+{
+    struct pay a, b;
+    struct rec ra, ru, rd;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1000);
+    pay_init(&b, 2, 1, "GBP", "2", "", 1000);
+    rec_init(&ra, "s", "create", 1, 5000, 0);
+    rec_init(&ru, "s", "update", 2, 5000, 0);
+    rec_init(&rd, "s", "delete", 3, 5000, 1);
+    int64_t cur;
+    CHECK_INT(sync_create_idem(fx->s, &a.row, &ra.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(fx->s, &b.row, NULL), PAYMENT_STORE_OK);
+    pay_set_version(&a, 1, "one");
+    CHECK_INT(sync_update_idem(fx->s, &a.row, 0, &ru.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete_idem(fx->s, b.row.id, 0, &rd.idem, &cur), PAYMENT_STORE_OK);
+    payment_store_close(fx->s);
+    fx->s = NULL;
+    char err[256] = "";
+    CHECK_INT(payment_store_open(fx->uri, &fx->s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!fx->s)
+        return;
+    CHECK_REC(fx->s, &ra);
+    CHECK_REC(fx->s, &ru);
+    CHECK_REC(fx->s, &rd);
+    struct pay c;
+    pay_init(&c, 3, 1, "GBP", "3", "", 1000);
+    CHECK_INT(sync_create_idem(fx->s, &c.row, &ru.idem, NULL), PAYMENT_STORE_EIDEMPOTENT);
+    check_gone(fx->s, c.row.id);
+    check_doc(fx->s, &a, 1);
+}
+
+/* 8 threads each submit 50 creates at once, each with its own key; then
+ * 20 creates of other ids share one key: exactly one is made. */
+#define CI_THREADS 8
+#define CI_EACH 50
+#define CI_SHARED 20
+
+struct idem_creator {
+    payment_store *s;
+    int base;         /* first payment number */
+    struct pay *pays; /* CI_EACH rows and their records, borrowed until done */
+    struct rec *recs;
+    struct waiter w;
+    int ok;           /* creates reported OK, under w.mu */
+    int refused;      /* EIDEMPOTENT, under w.mu */
+};
+
+static void idem_creator_done(void *arg, int err, int64_t cur, int64_t seq)
+{
+    struct idem_creator *c = arg;
+    pthread_mutex_lock(&c->w.mu);
+    if (err == PAYMENT_STORE_OK && cur == -1 && seq > 0)
+        c->ok++;
+    else if (err == PAYMENT_STORE_EIDEMPOTENT && seq == 0)
+        c->refused++;
+    c->w.pending--;
+    pthread_cond_broadcast(&c->w.cv);
+    pthread_mutex_unlock(&c->w.mu);
+}
+
+static void *idem_creator_main(void *arg)
+{
+    struct idem_creator *c = arg;
+    for (int i = 0; i < CI_EACH; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "key-%d", c->base + i);
+        pay_init(&c->pays[i], c->base + i, 1, "GBP", "1", "", 1000);
+        rec_init(&c->recs[i], "s", key, c->base + i, 5000, 0);
+        payment_store_create(c->s, &c->pays[i].row, &c->recs[i].idem, idem_creator_done, c);
+    }
+    return NULL;
+}
+
+static void case_idem_concurrent(struct fixture *fx)
+{
+    struct idem_creator cs[CI_THREADS];
+    pthread_t t[CI_THREADS];
+    for (int i = 0; i < CI_THREADS; i++) {
+        memset(&cs[i], 0, sizeof cs[i]);
+        cs[i].s = fx->s;
+        cs[i].base = 1 + i * CI_EACH;
+        cs[i].pays = calloc(CI_EACH, sizeof *cs[i].pays);
+        cs[i].recs = calloc(CI_EACH, sizeof *cs[i].recs);
+        waiter_init(&cs[i].w, CI_EACH);
+    }
+    for (int i = 0; i < CI_THREADS; i++)
+        CHECK_INT(pthread_create(&t[i], NULL, idem_creator_main, &cs[i]), 0);
+    for (int i = 0; i < CI_THREADS; i++)
+        CHECK_INT(pthread_join(t[i], NULL), 0);
+    int ok = 0, missing = 0;
+    for (int i = 0; i < CI_THREADS; i++) {
+        waiter_wait(&cs[i].w);
+        ok += cs[i].ok;
+        for (int j = 0; j < CI_EACH; j++) {
+            struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
+            if (payment_store_idem_get(fx->s, "s", cs[i].recs[j].key, &f) != PAYMENT_STORE_OK ||
+                strcmp(f.fingerprint, cs[i].recs[j].fingerprint) != 0 ||
+                f.body.len != cs[i].recs[j].idem.body_len)
+                missing++;
+            buf_free(&f.location);
+            buf_free(&f.body);
+        }
+        free(cs[i].pays);
+        free(cs[i].recs);
+    }
+    CHECK_INT(ok, CI_THREADS * CI_EACH);
+    CHECK_INT(missing, 0);
+
+    /* One key, many ids, submitted together (one batch where the store
+     * batches): one create wins, the rest are refused and not made. */
+    struct idem_creator shared = {.s = fx->s};
+    shared.pays = calloc(CI_SHARED, sizeof *shared.pays);
+    shared.recs = calloc(1, sizeof *shared.recs);
+    rec_init(&shared.recs[0], "s", "shared", 7, 5000, 0);
+    waiter_init(&shared.w, CI_SHARED);
+    for (int i = 0; i < CI_SHARED; i++) {
+        pay_init(&shared.pays[i], 1000 + i, 1, "GBP", "1", "", 1000);
+        payment_store_create(fx->s, &shared.pays[i].row, &shared.recs[0].idem, idem_creator_done,
+                             &shared);
+    }
+    waiter_wait(&shared.w);
+    CHECK_INT(shared.ok, 1);
+    CHECK_INT(shared.refused, CI_SHARED - 1);
+    int live = 0;
+    for (int i = 0; i < CI_SHARED; i++) {
+        struct buf b = BUF_INIT;
+        int64_t v;
+        live += payment_store_get(fx->s, shared.pays[i].row.id, &b, &v) == PAYMENT_STORE_OK;
+        buf_free(&b);
+    }
+    CHECK_INT(live, 1);
+    CHECK_REC(fx->s, &shared.recs[0]);
+    free(shared.pays);
+    free(shared.recs);
+}
+
 /* SQLite only: while another connection holds an open write transaction,
  * reads answer at once (no busy wait) and do not see its rows. */
 static void case_reads_do_not_wait(struct fixture *fx)
@@ -958,6 +1410,12 @@ SQLITE_CASE(done_reenters)
 SQLITE_CASE(concurrent_creates)
 SQLITE_CASE(concurrent_updates)
 SQLITE_CASE(reads_do_not_wait)
+SQLITE_CASE(idem_reuse)
+SQLITE_CASE(idem_failed_writes)
+SQLITE_CASE(idem_update_delete)
+SQLITE_CASE(idem_purge)
+SQLITE_CASE(idem_reopen)
+SQLITE_CASE(idem_concurrent)
 
 /* Open failures: EURI and a one-line reason. */
 static void sqlite_open_errors(void)
@@ -1003,7 +1461,7 @@ static void sqlite_strerror(void)
     static const int errs[] = {PAYMENT_STORE_OK,          PAYMENT_STORE_ENOTFOUND,
                                PAYMENT_STORE_ECONFLICT,   PAYMENT_STORE_EDUPLICATE,
                                PAYMENT_STORE_EUNAVAILABLE, PAYMENT_STORE_EINTERNAL,
-                               PAYMENT_STORE_EURI};
+                               PAYMENT_STORE_EURI,        PAYMENT_STORE_EIDEMPOTENT};
     for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
         CHECK(payment_store_strerror(errs[i])[0] != '\0');
         for (size_t j = 0; j < i; j++)
@@ -1105,6 +1563,12 @@ MONGO_CASE(reopen)
 MONGO_CASE(done_reenters)
 MONGO_CASE(concurrent_creates)
 MONGO_CASE(concurrent_updates)
+MONGO_CASE(idem_reuse)
+MONGO_CASE(idem_failed_writes)
+MONGO_CASE(idem_update_delete)
+MONGO_CASE(idem_purge)
+MONGO_CASE(idem_reopen)
+MONGO_CASE(idem_concurrent)
 
 /* The stored shape of fx's payments collection: what operators query. */
 static int mongo_find_one(const char *uri_db, const char *coll, const char *id, bson_t *out)
@@ -1188,8 +1652,9 @@ static void case_mongo_layout(struct fixture *fx)
     bson_t *cmd = BCON_NEW("listIndexes", BCON_UTF8("payments")), reply;
     CHECK(mongo_command(db, cmd, &reply));
     char *json = bson_as_relaxed_extended_json(&reply, NULL);
-    static const char *const names[] = {"\"seq\"", "\"organisation_seq\"", "\"currency_seq\"",
-                                        "\"reference\"", "\"amount_key\"", "\"created_ms\""};
+    static const char *const names[] = {"\"seq\"",       "\"organisation_seq\"", "\"currency_seq\"",
+                                        "\"reference\"", "\"amount_key\"",       "\"created_ms\"",
+                                        "\"idem_sk\"",   "\"idem_created\""};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         CHECK(json && strstr(json, names[i]));
     bson_free(json);
@@ -1380,9 +1845,14 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(sqlite_delete), TEST(sqlite_list_paging), TEST(sqlite_list_filters),
           TEST(sqlite_reopen), TEST(sqlite_done_reenters), TEST(sqlite_concurrent_creates),
           TEST(sqlite_concurrent_updates), TEST(sqlite_reads_do_not_wait),
+          TEST(sqlite_idem_reuse), TEST(sqlite_idem_failed_writes),
+          TEST(sqlite_idem_update_delete), TEST(sqlite_idem_purge), TEST(sqlite_idem_reopen),
+          TEST(sqlite_idem_concurrent),
           TEST(mongo_open_errors), TEST(mongo_open_unreachable), TEST(mongo_wait_for_store),
           TEST(mongo_ping), TEST(mongo_create_get), TEST(mongo_duplicate), TEST(mongo_update),
           TEST(mongo_delete), TEST(mongo_list_paging), TEST(mongo_list_filters),
           TEST(mongo_reopen), TEST(mongo_done_reenters), TEST(mongo_concurrent_creates),
-          TEST(mongo_concurrent_updates), TEST(mongo_layout), TEST(mongo_collection),
+          TEST(mongo_concurrent_updates), TEST(mongo_idem_reuse), TEST(mongo_idem_failed_writes),
+          TEST(mongo_idem_update_delete), TEST(mongo_idem_purge), TEST(mongo_idem_reopen),
+          TEST(mongo_idem_concurrent), TEST(mongo_layout), TEST(mongo_collection),
           TEST(mongo_write_concern))
