@@ -1,0 +1,539 @@
+#!/usr/bin/env bash
+# bench/run.sh: measures paymentd against the references that give its figures
+# a meaning on this machine, and prints one table with the targets of the
+# benchmark issue marked PASS or FAIL.
+#
+# Usage, from the repository root:
+#   bench/run.sh                      # 10,000 payments, 10 s per workload (a few minutes)
+#   bench/run.sh --growth             # the same, plus GET and list at 1,000,000 payments
+#   bench/run.sh --duration 5 --payments 50000 --connections 128
+#
+# Options:
+#   --payments N          payments preloaded before the workloads (default 10000)
+#   --duration SECONDS    length of each wrk run (default 10)
+#   --connections N       keep-alive connections of the main runs (default 64)
+#   --threads N           wrk threads (default 2)
+#   --growth              also a second paymentd on a fresh store of --growth-payments
+#                         payments: GET and list on it, each next to the same run on
+#                         the first store, and their ratios
+#   --growth-payments N   size of the growth store (default 1000000)
+#   --binary PATH         benchmark this paymentd instead of building one
+#   --server-args "ARGS"  extra flags for paymentd (e.g. "--log-level warn")
+#   --tmpdir DIR          where the temporary folder goes (default $TMPDIR or /tmp);
+#                         the store and the fsync measurement live there
+#   --keep                keep the temporary folder (logs, wrk outputs, store)
+#
+# What it does:
+#   1. Installs what is missing (scripts/setup.sh for the server's packages,
+#      then wrk and nginx-light), with apt-get as root or through sudo.
+#   2. Builds build/paymentd with the project's default flags (make, -O2) and
+#      copies it into the temporary folder, so a rebuild during the run changes
+#      nothing.
+#   3. Measures the rate of single 4 KiB write + fdatasync calls in the
+#      temporary folder (bench/fsync_rate.c).
+#   4. Starts paymentd with its default flags on a fresh store in the
+#      temporary folder on a free port (stderr, the access log, to a file) and
+#      preloads the payments with wrk (bench/preload.lua): the seed sample with
+#      payment_purpose_coded "X", ids derived from an index (bench/common.lua),
+#      spread over 100 organisations.
+#   5. Starts nginx on two free ports, serving one payment's GET body, fetched
+#      from paymentd, as a static file and from memory (return 200 of the body
+#      held in variables); both are checked byte for byte against paymentd's.
+#   6. Runs wrk (2 threads, --latency) for --duration each: nginx static,
+#      nginx memory, GET by id, GET by id over 1,000 connections, list of 100 by
+#      organisation, PUT replace, [--growth: GET and list on both stores,
+#      alternately], POST create.  Requests/s counts successful
+#      responses only; errors are socket errors plus responses >= 400.
+#   7. Prints the table: stdout gets only the table (markdown), progress goes
+#      to stderr.  The exit status is 0 when the measurements ran, whatever the
+#      targets say.
+# Everything it started is stopped and the temporary folder removed on exit.
+set -euo pipefail
+export LC_ALL=C
+
+PAYMENTS=10000
+DURATION=10
+CONNECTIONS=64
+THREADS=2
+GROWTH=0
+GROWTH_PAYMENTS=1000000
+BINARY=""
+SERVER_ARGS=""
+TMPBASE="${TMPDIR:-/tmp}"
+KEEP=0
+BIG_CONNECTIONS=1000
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --payments) PAYMENTS="${2:-}"; shift 2 ;;
+    --duration) DURATION="${2:-}"; shift 2 ;;
+    --connections) CONNECTIONS="${2:-}"; shift 2 ;;
+    --threads) THREADS="${2:-}"; shift 2 ;;
+    --growth) GROWTH=1; shift ;;
+    --growth-payments) GROWTH_PAYMENTS="${2:-}"; shift 2 ;;
+    --binary) BINARY="${2:-}"; shift 2 ;;
+    --server-args) SERVER_ARGS="${2:-}"; shift 2 ;;
+    --tmpdir) TMPBASE="${2:-}"; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+for v in PAYMENTS DURATION CONNECTIONS THREADS GROWTH_PAYMENTS; do
+  if ! is_uint "${!v}" || [ "${!v}" -eq 0 ]; then
+    die "--$(tr 'A-Z_' 'a-z-' <<<"$v") needs a positive integer"
+  fi
+done
+[ "$PAYMENTS" -ge 1000 ] || die "--payments must be at least 1000"
+[ "$GROWTH_PAYMENTS" -ge 1000 ] || die "--growth-payments must be at least 1000"
+[ "$CONNECTIONS" -ge "$THREADS" ] || die "--connections must be at least --threads"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+cd "$ROOT"
+
+# --- installation ------------------------------------------------------------
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+install_tools() {
+  scripts/setup.sh
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v gcc >/dev/null || missing+=(gcc)
+  command -v make >/dev/null || missing+=(make)
+  local nginx_missing=0
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || nginx_missing=1
+  [ ${#missing[@]} -gt 0 ] || [ $nginx_missing -eq 1 ] || return 0
+  export DEBIAN_FRONTEND=noninteractive
+  log "installing ${missing[*]} $([ $nginx_missing -eq 1 ] && echo nginx-light)"
+  as_root apt-get update -q
+  [ ${#missing[@]} -eq 0 ] || as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ $nginx_missing -eq 1 ]; then
+    as_root apt-get install -y -q --no-install-recommends nginx-light ||
+      as_root apt-get install -y -q --no-install-recommends nginx
+  fi
+}
+install_tools
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+NPROC="$(nproc)"
+
+# 1,000 connections need descriptors on both sides of the socket.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((2 * BIG_CONNECTIONS + 100)) ] ||
+  log "warning: ulimit -n is $(ulimit -n): the 1,000-connection run may fail for that reason"
+
+# --- temporary folder and cleanup --------------------------------------------
+
+mkdir -p "$TMPBASE"
+WORK="$(mktemp -d "$TMPBASE/paymentd-bench.XXXXXX")"
+SERVER_PID="" MAIN_PID="" GROWTH_PID="" NGINX_PID="" WRK_PID="" RSS_PID=""
+
+# Stops a child: SIGTERM (or $2), then SIGKILL if it is still there after 10 s.
+stop_pid() {
+  local pid="$1" sig="${2:-TERM}" _
+  [ -n "$pid" ] || return 0
+  kill -s "$sig" "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -s KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  set +e
+  stop_pid "$RSS_PID"
+  stop_pid "$WRK_PID"
+  stop_pid "$NGINX_PID" QUIT
+  stop_pid "$SERVER_PID"
+  stop_pid "$MAIN_PID"
+  stop_pid "$GROWTH_PID"
+  if [ "$KEEP" -eq 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# nginx workers drop root and must reach their file.
+chmod 755 "$WORK"
+mkdir -p "$WORK/state"
+
+export BENCH_DIR="$BENCH" BENCH_SEED="$ROOT/spec/seed-payment.json"
+export BENCH_THREADS="$THREADS" BENCH_STATE="$WORK/state"
+
+# --- helpers -----------------------------------------------------------------
+
+# Ports come from below the kernel's ephemeral range: wrk's thousands of
+# client sockets (and their TIME_WAIT) live in that range and would make a
+# later bind fail.
+USED_PORTS=" "
+EPHEMERAL_LO=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+if [ "$EPHEMERAL_LO" -gt 12000 ]; then PORT_LO=10000 PORT_SPAN=$((EPHEMERAL_LO - 10000))
+else PORT_LO=61000 PORT_SPAN=4000; fi
+port_in_use() {
+  if command -v ss >/dev/null; then
+    [ -n "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ]
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  fi
+}
+free_port() {
+  local p _
+  for _ in $(seq 200); do
+    p=$((PORT_LO + RANDOM % PORT_SPAN))
+    case "$USED_PORTS" in *" $p "*) continue ;; esac
+    if ! port_in_use "$p"; then
+      USED_PORTS="$USED_PORTS$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# The id of preloaded payment $1 and of organisation $1 (as in common.lua).
+payment_id() { printf '%08x-%04x-4000-8000-%012x' $((($1 * 2654435761) % 4294967296)) $((0xb001)) "$1"; }
+org_id() { printf '0e0e0e0e-0000-4000-8000-%012x' "$1"; }
+
+# Value of key $2 in a "BENCH k=v ..." line $1.
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+
+calc() { awk "BEGIN { print $* }"; }
+
+wait_http() { # url pid: waits up to 10 s for an answer while pid lives
+  local _
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "$1" && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# --- build -------------------------------------------------------------------
+
+if [ -n "$BINARY" ]; then
+  [ -x "$BINARY" ] || die "--binary $BINARY is not an executable"
+  cp "$BINARY" "$WORK/paymentd"
+else
+  log "building build/paymentd (make, default flags)"
+  make -j2 build/paymentd >&2 || die "make build/paymentd failed"
+  cp build/paymentd "$WORK/paymentd"
+fi
+gcc -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+  -Wmissing-prototypes -o "$WORK/fsync_rate" "$BENCH/fsync_rate.c" || die "cannot build fsync_rate"
+
+# --- results -----------------------------------------------------------------
+
+declare -A RPS P50 P99 ERRS
+ORDER=()
+
+# run_wrk NAME SCRIPT URL CONNECTIONS: one measured wrk run.
+run_wrk() {
+  local name="$1" script="$2" url="$3" conns="$4" out line req dur st
+  log "wrk $name: $conns connections, ${DURATION}s"
+  out="$WORK/wrk.$name.txt"
+  wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --latency -s "$BENCH/$script" "$url" >"$out" 2>&1 &
+  WRK_PID=$!
+  wait "$WRK_PID" || { WRK_PID=""; cat "$out" >&2; die "wrk $name failed"; }
+  WRK_PID=""
+  line="$(grep '^BENCH ' "$out" || true)"
+  [ -n "$line" ] || { cat "$out" >&2; die "wrk $name printed no result"; }
+  req="$(field "$line" requests)"; dur="$(field "$line" duration_us)"; st="$(field "$line" status)"
+  RPS[$name]="$(calc "($req - $st) / ($dur / 1e6)")"
+  P50[$name]="$(calc "$(field "$line" p50_us) / 1000")"
+  P99[$name]="$(calc "$(field "$line" p99_us) / 1000")"
+  ERRS[$name]=$(($(field "$line" connect) + $(field "$line" read) + $(field "$line" write) +
+                 $(field "$line" timeout) + st))
+  ORDER+=("$name")
+  log "  $(printf '%.0f' "${RPS[$name]}") req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms, errors ${ERRS[$name]}"
+}
+
+# --- paymentd ----------------------------------------------------------------
+
+# start_server DIR: paymentd on a fresh store in DIR.
+start_server() {
+  local dir="$1"
+  local attempt
+  mkdir -p "$dir"
+  for attempt in 1 2 3; do   # another program may take the port first
+    SERVER_PORT="$(free_port)"
+    URL="http://127.0.0.1:$SERVER_PORT"
+    # shellcheck disable=SC2086  # SERVER_ARGS is a list of flags
+    "$WORK/paymentd" --store "sqlite:$dir/p.db" --listen "127.0.0.1:$SERVER_PORT" $SERVER_ARGS \
+      2>"$dir/paymentd.log" &
+    SERVER_PID=$!
+    wait_http "$URL/healthz" "$SERVER_PID" && break
+    stop_pid "$SERVER_PID"; SERVER_PID=""
+    grep -q 'in use' "$dir/paymentd.log" && [ "$attempt" -lt 3 ] && continue
+    tail -5 "$dir/paymentd.log" >&2
+    die "paymentd did not start"
+  done
+  log "paymentd $SERVER_PID on $URL, store $dir/p.db"
+}
+
+stop_server() { stop_pid "$RSS_PID"; RSS_PID=""; stop_pid "$SERVER_PID"; SERVER_PID=""; }
+
+# RSS of paymentd, sampled twice a second into rss.txt while it runs: the
+# kernel updates VmHWM lazily, so a sample can exceed it.
+start_rss_sampler() {
+  : >"$WORK/rss.txt"
+  ( while :; do awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null; sleep 0.5; done ) \
+    >"$WORK/rss.txt" &
+  RSS_PID=$!
+}
+
+# Peak RSS so far in KiB: the larger of VmHWM and the samples.
+peak_rss_kb() {
+  { awk '/^VmHWM/ {print $2}' "/proc/$SERVER_PID/status"; cat "$WORK/rss.txt"; } | sort -n | tail -1
+}
+
+# preload N: creates payments 0..N-1 through the API, all threads in parallel.
+preload() {
+  local n="$1" limit start now last=0 done_files progress out line created existed rejected secs
+  export BENCH_PAYMENTS="$n"
+  rm -f "$WORK/state"/preload.*
+  limit=$((120 + n / 100))   # wrk's own deadline: no slower than 100 creates/s
+  out="$WORK/wrk.preload.$n.txt"
+  log "preloading $n payments"
+  start=$(date +%s.%N); last=$(date +%s)
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${limit}s" -s "$BENCH/preload.lua" "$URL" >"$out" 2>&1 &
+  WRK_PID=$!
+  while kill -0 "$WRK_PID" 2>/dev/null; do
+    done_files=$(find "$WORK/state" -name 'preload.done.*' | wc -l)
+    if [ "$done_files" -ge "$THREADS" ]; then kill -INT "$WRK_PID" 2>/dev/null || true; break; fi
+    now=$(date +%s)
+    if [ $((now - last)) -ge 15 ]; then
+      last=$now
+      progress=$(find "$WORK/state" -name 'preload.progress.*' -exec cat {} + | awk '{s += $1} END {print s + 0}')
+      log "  $progress / $n ($(calc "int($progress / ($(date +%s.%N) - $start))")/s)"
+    fi
+    sleep 0.2
+  done
+  wait "$WRK_PID" || true
+  WRK_PID=""
+  secs=$(calc "$(date +%s.%N) - $start")
+  line="$(grep '^PRELOAD created' "$out" || true)"
+  [ -n "$line" ] || { cat "$out" >&2; die "preload printed no result"; }
+  created=$(field "$line" created); existed=$(field "$line" existed); rejected=$(field "$line" rejected)
+  if [ "$rejected" -ne 0 ] || [ $((created + existed)) -ne "$n" ]; then
+    cat "$out" >&2
+    die "preload incomplete: $line"
+  fi
+  PRELOAD_RATE[$n]="$(calc "int($n / $secs)")"
+  log "  $n payments in $(printf '%.1f' "$secs") s ($(printf '%s' "${PRELOAD_RATE[$n]}")/s)"
+}
+declare -A PRELOAD_RATE
+
+# check_store N: a preloaded payment answers and a list page is full.
+check_store() {
+  local n="$1" code items want
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/payments/$(payment_id $((n - 1)))")
+  [ "$code" = 200 ] || die "GET of the last preloaded payment answered $code"
+  items=$(curl -gs "$URL/v1/payments?filter[organisation_id]=$(org_id 0)&page[size]=100" |
+          grep -o '"type":"payments"' | wc -l)
+  want=$((n / 100 < 100 ? n / 100 : 100))
+  [ "$items" -eq "$want" ] || die "list of organisation 0 has $items payments, expected $want"
+  LIST_ITEMS=$items
+}
+
+# --- nginx -------------------------------------------------------------------
+
+# start_nginx BODYFILE: static file on NGINX_STATIC_URL, from memory on NGINX_MEM_URL.
+start_nginx() {
+  local body="$1" d="$WORK/nginx" esc sets="" text="" k=0 dollar_var="" p1 p2 f
+  mkdir -p "$d/www" "$d/tmp"
+  cp "$body" "$d/www/payment.json"
+  chmod 755 "$d" "$d/www"; chmod 644 "$d/www/payment.json"
+  # nginx reads no token longer than 4 KiB, so the body goes into variables of
+  # 2,000 bytes each and `return 200` answers their concatenation.  Inside
+  # '...' nginx unescapes \\ and \'; $ starts a variable, so a literal one
+  # goes through a geo variable.  The trailing x keeps final newlines.
+  split -b 2000 -d -a 4 "$body" "$d/part."
+  for f in "$d"/part.*; do
+    # shellcheck disable=SC2016  # ${bench_dollar} is nginx's, not ours
+    esc="$(sed -e 's/\\/\\\\/g' -e "s/'/\\\\'/g" -e 's/\$/${bench_dollar}/g' "$f"; echo x)"
+    sets="$sets        set \$bench_part$k '${esc%x}';"$'\n'
+    text="$text\${bench_part$k}"
+    k=$((k + 1))
+  done
+  # shellcheck disable=SC2016
+  grep -q '\$' "$body" && dollar_var='geo $bench_dollar { default "$"; }'
+  p1="$(free_port)"; p2="$(free_port)"
+  cat >"$d/nginx.conf" <<EOF
+daemon off;
+worker_processes $NPROC;
+worker_rlimit_nofile 65536;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server_tokens off;
+    default_type application/json;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000000;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    $dollar_var
+    server {
+        listen 127.0.0.1:$p1;
+        root $d/www;
+        location / { try_files /payment.json =404; }
+    }
+    server {
+        listen 127.0.0.1:$p2;
+        location / {
+$sets        return 200 "$text";
+        }
+    }
+}
+EOF
+  "$NGINX" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
+  NGINX_PID=$!
+  NGINX_STATIC_URL="http://127.0.0.1:$p1"
+  NGINX_MEM_URL="http://127.0.0.1:$p2"
+  if ! wait_http "$NGINX_STATIC_URL/" "$NGINX_PID" || ! wait_http "$NGINX_MEM_URL/" "$NGINX_PID"; then
+    cat "$d/error.log" >&2
+    die "nginx did not start"
+  fi
+  for f in static mem; do
+    local u; [ $f = static ] && u="$NGINX_STATIC_URL" || u="$NGINX_MEM_URL"
+    curl -s -o "$d/check.$f" "$u/v1/payments/$(payment_id 0)"
+    cmp -s "$body" "$d/check.$f" || die "nginx ($f) does not answer the same bytes as paymentd"
+  done
+  log "nginx $NGINX_PID: static $NGINX_STATIC_URL, memory $NGINX_MEM_URL (bytes checked)"
+}
+
+# --- the run -----------------------------------------------------------------
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[ -z "$(git -C "$ROOT" status --porcelain -- src Makefile 2>/dev/null)" ] || REVISION="$REVISION + local changes"
+[ -z "$BINARY" ] || REVISION="$BINARY"
+
+# The disk is shared too: the rate is measured at the start and again right
+# before POST, and the higher one (what the disk can do) is the reference.
+measure_fsync() {
+  local r
+  log "fsync rate in $WORK"
+  r="$("$WORK/fsync_rate" "$WORK" 3)" || die "fsync_rate failed"
+  log "  $r fdatasync/s"
+  FSYNC_RATES="${FSYNC_RATES:+$FSYNC_RATES, }$r"
+  [ "$r" -le "${FSYNC_RATE:-0}" ] || FSYNC_RATE=$r
+}
+measure_fsync
+
+start_server "$WORK/store"
+start_rss_sampler
+preload "$PAYMENTS"
+check_store "$PAYMENTS"
+MAIN_LIST_ITEMS=$LIST_ITEMS
+curl -s -o "$WORK/payment.json" "$URL/v1/payments/$(payment_id 0)"
+BODY_BYTES=$(wc -c <"$WORK/payment.json")
+start_nginx "$WORK/payment.json"
+
+run_wrk nginx_static get.lua "$NGINX_STATIC_URL" "$CONNECTIONS"
+run_wrk nginx_memory get.lua "$NGINX_MEM_URL" "$CONNECTIONS"
+stop_pid "$NGINX_PID" QUIT; NGINX_PID=""
+run_wrk get get.lua "$URL" "$CONNECTIONS"
+
+run_wrk get_1000 get.lua "$URL" "$BIG_CONNECTIONS"
+run_wrk list list.lua "$URL" "$CONNECTIONS"
+run_wrk put put.lua "$URL" "$CONNECTIONS"
+HWM_KB=$(peak_rss_kb)
+
+# Growth, before POST adds payments to the first store: a second paymentd on
+# a fresh store of GROWTH_PAYMENTS, and each of its runs right next to the
+# same run against the first store, since a shared machine drifts over
+# minutes.  SERVER_PID stays the first server (RSS, cleanup).
+if [ "$GROWTH" -eq 1 ]; then
+  MAIN_PID=$SERVER_PID MAIN_URL=$URL
+  start_server "$WORK/growth"
+  GROWTH_PID=$SERVER_PID GROWTH_URL=$URL SERVER_PID=$MAIN_PID
+  preload "$GROWTH_PAYMENTS"
+  check_store "$GROWTH_PAYMENTS"
+  export BENCH_PAYMENTS="$GROWTH_PAYMENTS"
+  run_wrk get_growth get.lua "$GROWTH_URL" "$CONNECTIONS"
+  export BENCH_PAYMENTS="$PAYMENTS"
+  run_wrk get_pair get.lua "$MAIN_URL" "$CONNECTIONS"
+  run_wrk list_growth list.lua "$GROWTH_URL" "$CONNECTIONS"
+  run_wrk list_pair list.lua "$MAIN_URL" "$CONNECTIONS"
+  stop_pid "$GROWTH_PID"; GROWTH_PID=""
+  URL=$MAIN_URL
+fi
+
+export BENCH_PAYMENTS="$PAYMENTS"
+measure_fsync
+run_wrk post post.lua "$URL" "$CONNECTIONS"
+HWM_END_KB=$(peak_rss_kb)
+stop_server
+
+# --- the table ---------------------------------------------------------------
+
+ms() { printf '%.2f ms' "$1"; }
+num() { printf '%.0f' "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'; }
+verdict() { if [ "$(calc "($1) ? 1 : 0")" = 1 ]; then echo PASS; else echo FAIL; fi; }
+row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
+wrow() { # name label
+  row "$2" "$(num "${RPS[$1]}") req/s" "$(ms "${P50[$1]}")" "$(ms "${P99[$1]}")" "${ERRS[$1]}" "" ""
+}
+ratio() { calc "$1 / ($2 > 0 ? $2 : 1e-9)"; }
+
+k=$(num "$PAYMENTS")
+echo
+echo "paymentd benchmark ($REVISION): $k payments, ${DURATION}s per run, $THREADS wrk threads," \
+     "$CONNECTIONS connections unless noted, GET body $BODY_BYTES bytes, $NPROC CPUs," \
+     "load average $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+echo
+row "measure" "value" "p50" "p99" "errors" "target" "result"
+row "---" "---:" "---:" "---:" "---:" "---" "---"
+row "fdatasync of 4 KiB, one at a time (higher of $FSYNC_RATES)" "$(num "$FSYNC_RATE") calls/s" "" "" "" "" ""
+wrow nginx_static "nginx, static file"
+wrow nginx_memory "nginx, return 200 from memory"
+wrow get "GET /v1/payments/{id}"
+wrow get_1000 "GET /v1/payments/{id}, $BIG_CONNECTIONS connections"
+wrow list "GET /v1/payments?filter[organisation_id]&page[size]=100 ($MAIN_LIST_ITEMS items)"
+wrow put "PUT /v1/payments/{id} (If-Match)"
+wrow post "POST /v1/payments"
+if [ "$GROWTH" -eq 1 ]; then
+  g=$(num "$GROWTH_PAYMENTS")
+  wrow get_growth "GET /v1/payments/{id} at $g payments"
+  wrow get_pair "GET /v1/payments/{id} at $k, right after"
+  wrow list_growth "list of 100 at $g payments"
+  wrow list_pair "list of 100 at $k, right after"
+fi
+r=$(ratio "${RPS[get]}" "${RPS[nginx_static]}")
+row "GET / nginx static" "$(printf '%.2fx' "$r")" "" "" "" ">= 1.0x" "$(verdict "$r >= 1.0")"
+r=$(ratio "${RPS[get]}" "${RPS[nginx_memory]}")
+row "GET / nginx memory" "$(printf '%.2fx' "$r")" "" "" "" "" ""
+r=$(ratio "${RPS[post]}" "$FSYNC_RATE")
+row "POST / fdatasync rate" "$(printf '%.2fx' "$r")" "" "" "" ">= 10x" "$(verdict "$r >= 10")"
+r=$(ratio "${RPS[put]}" "${RPS[post]}")
+row "PUT / POST" "$(printf '%.2fx' "$r")" "" "" "" ">= 0.5x" "$(verdict "$r >= 0.5")"
+row "list pages/s" "$(num "${RPS[list]}")" "" "" "" ">= 5,000" "$(verdict "${RPS[list]} >= 5000")"
+row "GET p99, $CONNECTIONS connections" "$(ms "${P99[get]}")" "" "" "" "< 5 ms" "$(verdict "${P99[get]} < 5")"
+row "errors, $BIG_CONNECTIONS connections" "${ERRS[get_1000]}" "" "" "" "0" "$(verdict "${ERRS[get_1000]} == 0")"
+other=$((ERRS[get] + ERRS[list] + ERRS[put] + ERRS[post] + ${ERRS[get_growth]:-0} + ${ERRS[get_pair]:-0} +
+         ${ERRS[list_growth]:-0} + ${ERRS[list_pair]:-0}))
+row "errors, other paymentd runs" "$other" "" "" "" "0" "$(verdict "$other == 0")"
+row "peak RSS, $k payments, up to $BIG_CONNECTIONS connections" "$(printf '%.1f MB' "$(calc "$HWM_KB / 1024")")" \
+  "" "" "" "< 64 MB" "$(verdict "$HWM_KB < 64 * 1024")"
+row "peak RSS, after the POST run too" "$(printf '%.1f MB' "$(calc "$HWM_END_KB / 1024")")" "" "" "" "" ""
+if [ "$GROWTH" -eq 1 ]; then
+  r=$(ratio "${RPS[get_growth]}" "${RPS[get_pair]}")
+  row "GET at $g / at $k" "$(printf '%.2fx' "$r")" "" "" "" ">= 0.8x" "$(verdict "$r >= 0.8")"
+  r=$(ratio "${RPS[list_growth]}" "${RPS[list_pair]}")
+  row "list at $g / at $k" "$(printf '%.2fx' "$r")" "" "" "" ">= 0.8x" "$(verdict "$r >= 0.8")"
+  row "preload rate at $g" "$(num "${PRELOAD_RATE[$GROWTH_PAYMENTS]}") creates/s" "" "" "" "" ""
+fi
