@@ -447,6 +447,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     while (st < N_METRIC_STATUSES - 1 && metric_statuses[st] != req->status)
         st++;
     metrics_histogram_observe(&s->latency[route * N_METRIC_STATUSES + st], us);
+    /* A client that hung up while its request was parked: libmicrohttpd
+     * ends the request after the resume without calling the continuation. */
+    if (req->then)
+        atomic_fetch_sub(&s->suspended, 1);
     request_free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&s->in_flight, 1);
