@@ -12,6 +12,8 @@
  * values of one filter are always separators. */
 #include "payment/query.h"
 
+#include "payment/validate.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +83,6 @@ static const struct query_param query_params[] = {
 
 _Static_assert(QUERY_NPARAMS <= 32, "payment_query.seen has one bit per parameter");
 
-static const char *const query_schemes[] = {"FPS", "BACS", "SEPAINSTANT", "SEPACT", "SWIFT"};
 
 static const char query_cursor_hint[] =
     "use cursor paging: page[after] with the cursor of the next link";
@@ -97,13 +98,6 @@ static void query_set_free(struct payment_query_set *set)
     set->count = 0;
 }
 
-static int query_scheme_known(const char *s, size_t len)
-{
-    for (size_t i = 0; i < sizeof query_schemes / sizeof query_schemes[0]; i++)
-        if (strlen(query_schemes[i]) == len && memcmp(query_schemes[i], s, len) == 0)
-            return 1;
-    return 0;
-}
 
 /* Checks one value of a set filter (len bytes of s) and returns a heap copy
  * in its stored form, or NULL with a message. */
@@ -125,8 +119,8 @@ static char *query_set_value(const struct query_param *p, const char *s, size_t 
             what = "is not an ISO 4217 currency code";
         break;
     case QUERY_CHECK_SCHEME:
-        if (!query_scheme_known(s, len))
-            what = "is not one of FPS, BACS, SEPAINSTANT, SEPACT, SWIFT";
+        if (!payment_scheme_known(s, len))
+            what = "is not a payment scheme";
         break;
     case QUERY_CHECK_NONE:
         break;

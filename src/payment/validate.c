@@ -393,21 +393,24 @@ static int money_problem_at(struct walk *w, const char *member, json_t *message)
     return validate_add(w->errors, field, message);
 }
 
+int payment_scheme_known(const char *s, size_t len)
+{
+    return scheme_find(s, len) != NULL;
+}
+
+const char *payment_scheme_names(void)
+{
+    return "FPS, BACS, SEPAINSTANT, SEPACT, SWIFT";
+}
+
+_Static_assert(SCHEME_RULE_COUNT == 5, "payment_scheme_names() lists every scheme rule");
+
 static int money_scheme(struct walk *w, const char *s, size_t len, struct money *m)
 {
     const struct scheme_rule *rule = scheme_find(s, len);
-    if (!rule) {
-        char names[128] = "";
-        size_t used = 0;
-        for (size_t i = 0; i < SCHEME_RULE_COUNT; i++) {
-            int n = snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
-                             scheme_rules[i].name);
-            if (n < 0 || (size_t)n >= sizeof names - used)
-                return -1;
-            used += (size_t)n;
-        }
-        return validate_add(w->errors, w->path, json_sprintf("must be one of %s", names));
-    }
+    if (!rule)
+        return validate_add(w->errors, w->path,
+                            json_sprintf("must be one of %s", payment_scheme_names()));
     if (rule->currency && m->currency &&
         (strlen(rule->currency) != m->currency_len ||
          memcmp(rule->currency, m->currency, m->currency_len) != 0)) {

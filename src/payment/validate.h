@@ -42,6 +42,13 @@ int payment_validate_data(const payment_validator *v, enum payment_check mode, j
  * inside objects held by arrays.  Null array items are left in place. */
 void payment_attributes_strip_nulls(json_t *attributes);
 
+/* Whether s (len bytes) names a payment scheme: FPS, BACS, SEPAINSTANT,
+ * SEPACT or SWIFT, the one list the validation and the list filter share. */
+int payment_scheme_known(const char *s, size_t len);
+
+/* The schemes as "FPS, BACS, ...", for messages. */
+const char *payment_scheme_names(void);
+
 /* Validates a complete attributes object (nulls already removed): every
  * member the spec declares for its type, pattern, enum, format and x-length;
  * amount and currency (required; amount a positive plain decimal with no more
