@@ -7,12 +7,8 @@
 static void respond_literal(http_request *req, int status, const char *json)
 {
     struct buf b = BUF_INIT;
-    if (buf_puts(&b, json) != 0) {
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
-    http_respond(req, status, &b);
-    buf_free(&b);
+    buf_puts(&b, json);
+    http_respond_buf(req, status, &b);
 }
 
 static void healthz(http_request *req, void *ctx)
@@ -43,13 +39,7 @@ static void index_v1(http_request *req, void *ctx)
     buf_puts(&b, "/v1/payments\",\"payment\":\"");
     buf_json_escape(&b, u, strlen(u));
     buf_puts(&b, "/v1/payments/{id}\"}}");
-    if (buf_failed(&b)) {
-        buf_free(&b);
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
-    http_respond(req, 200, &b);
-    buf_free(&b);
+    http_respond_buf(req, 200, &b);
 }
 
 static void metrics(http_request *req, void *ctx)
@@ -58,14 +48,8 @@ static void metrics(http_request *req, void *ctx)
     struct buf b = BUF_INIT;
     http_server_metrics(http_request_server(req), &b);
     payment_api_metrics(sys->api, &b);
-    if (buf_failed(&b)) {
-        buf_free(&b);
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
     http_request_add_header(req, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    http_respond(req, 200, &b);
-    buf_free(&b);
+    http_respond_buf(req, 200, &b);
 }
 
 size_t system_routes(struct system_ctx *ctx, struct http_route *out)

@@ -1,5 +1,7 @@
 #include "auth/keys.h"
 
+#include "core/hex.h"
+
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -13,23 +15,12 @@ struct auth_keys {
     struct auth_principal *keys;    /* owned, n of them */
 };
 
-static int hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int parse_digest(const char *hex, unsigned char out[32])
 {
     if (strlen(hex) != 64)
         return -1;
     for (int i = 0; i < 32; i++) {
-        int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
+        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (unsigned char)(hi * 16 + lo);

@@ -1,5 +1,7 @@
 #include "core/uuid.h"
 
+#include "core/hex.h"
+
 #include <errno.h>
 #include <sys/random.h>
 #include <sys/types.h>
@@ -8,18 +10,6 @@
 static int uuid_is_hyphen_at(size_t i)
 {
     return i == 8 || i == 13 || i == 18 || i == 23;
-}
-
-/* Value of one hex digit in any letter case, or -1. */
-static int uuid_hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 int uuid_parse(const char *s, size_t len, struct uuid *out)
@@ -34,7 +24,7 @@ int uuid_parse(const char *s, size_t len, struct uuid *out)
                 return -1;
             continue;
         }
-        int v = uuid_hex_value(s[i]);
+        int v = hex_value(s[i]);
         if (v < 0)
             return -1;
         if (nibble % 2 == 0)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/hex.h"
 #include "core/metrics.h"
 #include "core/uuid.h"
 #include "http/ratelimit.h"
@@ -81,17 +82,6 @@ struct http_request {
 };
 
 /* --- helpers ------------------------------------------------------------ */
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static int request_id_is_sane(const char *s)
 {
@@ -762,6 +752,15 @@ void http_respond(http_request *req, int status, struct buf *body)
         req->failed = 1;
     }
     MHD_destroy_response(resp);
+}
+
+void http_respond_buf(http_request *req, int status, struct buf *b)
+{
+    if (buf_failed(b))
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+    else
+        http_respond(req, status, b);
+    buf_free(b);
 }
 
 void http_respond_error(http_request *req, int status, const char *code, const char *message,

@@ -95,6 +95,10 @@ void http_request_add_header(http_request *req, const char *name, const char *va
  * which is left empty; NULL or empty for no body).  Call at most once. */
 void http_respond(http_request *req, int status, struct buf *body);
 
+/* Answers status with the bytes of b, or 500 internal_error when b ran out
+ * of memory while it was built; frees b either way. */
+void http_respond_buf(http_request *req, int status, struct buf *b);
+
 /* Answers {"error_code": code, "error_message": message}; extra, when not
  * NULL, is a fragment of further members ("\"errors\":[...]") spliced in. */
 void http_respond_error(http_request *req, int status, const char *code, const char *message,

@@ -597,13 +597,7 @@ static void payments_fetch(http_request *req, void *ctx)
     }
     buf_puts(&b, ",");
     append_self_link(&b, api, id);
-    if (buf_failed(&b)) {
-        buf_free(&b);
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
-    http_respond(req, 200, &b);
-    buf_free(&b);
+    http_respond_buf(req, 200, &b);
 }
 
 /* --- replace and patch --------------------------------------------------- */
@@ -990,13 +984,7 @@ static void payments_list(http_request *req, void *ctx)
     }
     buf_puts(&b, "}}");
     payment_query_clear(&q);
-    if (buf_failed(&b)) {
-        buf_free(&b);
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
-    http_respond(req, 200, &b);
-    buf_free(&b);
+    http_respond_buf(req, 200, &b);
 }
 
 /* --- routes ------------------------------------------------------------- */

@@ -1,7 +1,9 @@
 /* store: picks a backend by URI scheme and forwards every call to it. */
 #include "payment/store.h"
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -128,4 +130,28 @@ const char *payment_store_strerror(int err)
     case PAYMENT_STORE_EIDEMPOTENT: return "idempotency key already recorded";
     default: return "unknown store error";
     }
+}
+
+void store_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        errbuf[0] = '\0';
+}
+
+void store_lock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_lock(m) != 0)
+        abort();
+}
+
+void store_unlock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_unlock(m) != 0)
+        abort();
 }

@@ -12,6 +12,7 @@
 #ifndef PAYMENT_STORE_IMPL_H
 #define PAYMENT_STORE_IMPL_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "payment/store.h"
@@ -39,6 +40,14 @@ struct payment_store_backend {
     /* Fills out; NULL when the backend keeps no counters. */
     void (*stats)(payment_store *s, struct payment_store_stats *out);
 };
+
+/* Helpers every backend needs.  store_errf writes a one-line reason into
+ * errbuf (which may be NULL).  store_lock/store_unlock abort on failure:
+ * with default mutexes a failure is a programming error, not a condition. */
+void store_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void store_lock(pthread_mutex_t *m);
+void store_unlock(pthread_mutex_t *m);
 
 /* The head of every backend's store state. */
 struct payment_store {

@@ -171,34 +171,6 @@ struct mongo_store {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void mongo_errf(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void mongo_errf(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        errbuf[0] = '\0';
-}
-
-/* Lock failures are programming errors (the mutexes are default ones). */
-static void mongo_lock(pthread_mutex_t *m)
-{
-    if (pthread_mutex_lock(m) != 0)
-        abort();
-}
-
-static void mongo_unlock(pthread_mutex_t *m)
-{
-    if (pthread_mutex_unlock(m) != 0)
-        abort();
-}
-
 /* Server error codes that mean "not now" rather than "never": the server is
  * shutting down, stepping down, unreachable, or could not reach the write
  * concern in time. */
@@ -586,7 +558,7 @@ static int mongo_ready(struct mongo_store *st, mongoc_client_t *client)
             err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
                                                                  : PAYMENT_STORE_EINTERNAL;
     }
-    mongo_unlock(&st->setup_mu);
+    store_unlock(&st->setup_mu);
     return err;
 }
 
@@ -906,7 +878,7 @@ static struct mongo_op *mongo_queue_pop(struct mongo_queue *q)
 /* Waits for work on q; NULL when closing and q is empty. */
 static struct mongo_op *mongo_queue_wait(struct mongo_store *st, struct mongo_queue *q)
 {
-    mongo_lock(&st->mu);
+    store_lock(&st->mu);
     while (!q->head && !st->closing)
         if (pthread_cond_wait(&q->wake, &st->mu) != 0)
             abort();
@@ -943,7 +915,7 @@ static struct mongo_op *mongo_creates_take(struct mongo_store *st, size_t *n)
         tail = op;
         count++;
     }
-    mongo_unlock(&st->mu);
+    store_unlock(&st->mu);
     *n = count;
     return head;
 }
@@ -999,7 +971,7 @@ static void *mongo_writes_main(void *arg)
     struct mongo_store *st = arg;
     for (;;) {
         struct mongo_op *op = mongo_queue_wait(st, &st->writes);
-        mongo_unlock(&st->mu);
+        store_unlock(&st->mu);
         if (!op)
             return NULL;
         int err = PAYMENT_STORE_EUNAVAILABLE;
@@ -1025,9 +997,9 @@ static void mongo_submit(struct mongo_store *st, struct mongo_op *op)
 {
     struct mongo_queue *q = op->kind == OP_CREATE ? &st->creates : &st->writes;
     op->queued_us = clock_mono_us();
-    mongo_lock(&st->mu);
+    store_lock(&st->mu);
     if (st->closing) {
-        mongo_unlock(&st->mu);
+        store_unlock(&st->mu);
         mongo_reject(op, PAYMENT_STORE_EUNAVAILABLE);
         return;
     }
@@ -1036,7 +1008,7 @@ static void mongo_submit(struct mongo_store *st, struct mongo_op *op)
     /* Workers wait only on an empty queue; several may wait on writes. */
     if (was_empty && pthread_cond_signal(&q->wake) != 0)
         abort();
-    mongo_unlock(&st->mu);
+    store_unlock(&st->mu);
 }
 
 /* A new operation, or NULL after reporting EINTERNAL (out of memory). */
@@ -1511,7 +1483,7 @@ static int mongo_uri_own_option(struct mongo_uri_opts *o, const char *opt, size_
     size_t vlen = (size_t)(opt + len - v);
     if (klen == strlen(MONGO_OPT_COLLECTION) && strncasecmp(opt, MONGO_OPT_COLLECTION, klen) == 0) {
         if (!mongo_name_ok(v, vlen)) {
-            mongo_errf(errbuf, errlen,
+            store_errf(errbuf, errlen,
                        "MongoDB URI: %s must be 1 to %d letters, digits, '_', '-' or '.'",
                        MONGO_OPT_COLLECTION, MONGO_NAME_MAX);
             return -1;
@@ -1526,7 +1498,7 @@ static int mongo_uri_own_option(struct mongo_uri_opts *o, const char *opt, size_
         } else if (vlen == 5 && strncasecmp(v, "false", 5) == 0) {
             o->wait = 0;
         } else {
-            mongo_errf(errbuf, errlen, "MongoDB URI: %s must be true or false", MONGO_OPT_WAIT);
+            store_errf(errbuf, errlen, "MongoDB URI: %s must be true or false", MONGO_OPT_WAIT);
             return -1;
         }
         return 1;
@@ -1542,7 +1514,7 @@ static int mongo_uri_split(const char *uri, struct mongo_uri_opts *o, char *errb
     size_t n = strlen(uri);
     o->rest = malloc(n + 1);
     if (!o->rest) {
-        mongo_errf(errbuf, errlen, "out of memory");
+        store_errf(errbuf, errlen, "out of memory");
         return -1;
     }
     const char *q = strchr(uri, '?');
@@ -1598,7 +1570,7 @@ static int mongo_uri_defaults(mongoc_uri_t *uri, int32_t *selection_ms, char *er
     int32_t sock = mongo_uri_timeout(uri, MONGOC_URI_SOCKETTIMEOUTMS, MONGO_SOCKET_TIMEOUT_MS);
     int32_t conn = mongo_uri_timeout(uri, MONGOC_URI_CONNECTTIMEOUTMS, MONGO_CONNECT_TIMEOUT_MS);
     if (sel <= 0 || sock < 0 || conn < 0) {
-        mongo_errf(errbuf, errlen, "MongoDB URI: bad timeout options");
+        store_errf(errbuf, errlen, "MongoDB URI: bad timeout options");
         return -1;
     }
     *selection_ms = sel;
@@ -1606,7 +1578,7 @@ static int mongo_uri_defaults(mongoc_uri_t *uri, int32_t *selection_ms, char *er
     if (mongoc_write_concern_is_default(wc)) {
         mongoc_write_concern_t *maj = mongoc_write_concern_new();
         if (!maj) {
-            mongo_errf(errbuf, errlen, "out of memory");
+            store_errf(errbuf, errlen, "out of memory");
             return -1;
         }
         mongoc_write_concern_set_wmajority(maj, sock ? sock / 5 * 4 : 0);
@@ -1614,7 +1586,7 @@ static int mongo_uri_defaults(mongoc_uri_t *uri, int32_t *selection_ms, char *er
         mongoc_uri_set_write_concern(uri, maj); /* copies it */
         mongoc_write_concern_destroy(maj);
     } else if (!mongoc_write_concern_is_acknowledged(wc)) {
-        mongo_errf(errbuf, errlen, "MongoDB URI: w=0 is refused: a reply must follow an "
+        store_errf(errbuf, errlen, "MongoDB URI: w=0 is refused: a reply must follow an "
                                    "acknowledged write");
         return -1;
     }
@@ -1626,7 +1598,7 @@ static int mongo_uri_defaults(mongoc_uri_t *uri, int32_t *selection_ms, char *er
             mongoc_uri_set_read_concern(uri, maj); /* copies it */
         mongoc_read_concern_destroy(maj); /* NULL is a no-op */
         if (!ok) {
-            mongo_errf(errbuf, errlen, "MongoDB URI: cannot set the read concern");
+            store_errf(errbuf, errlen, "MongoDB URI: cannot set the read concern");
             return -1;
         }
     }
@@ -1681,12 +1653,12 @@ no_setup:
 /* Stops the worker threads after they drained their queues. */
 static void mongo_stop_threads(struct mongo_store *st)
 {
-    mongo_lock(&st->mu);
+    store_lock(&st->mu);
     st->closing = 1;
     if (pthread_cond_broadcast(&st->creates.wake) != 0 ||
         pthread_cond_broadcast(&st->writes.wake) != 0)
         abort();
-    mongo_unlock(&st->mu);
+    store_unlock(&st->mu);
     for (int i = 0; i < st->nthreads; i++)
         if (pthread_join(st->threads[i], NULL) != 0)
             abort(); /* joinable and not this thread: close must not be called from done */
@@ -1722,14 +1694,14 @@ static int mongo_first_contact(struct mongo_store *st, int wait, char *errbuf, s
 {
     sigset_t all, old;
     if (sigfillset(&all) != 0 || pthread_sigmask(SIG_BLOCK, &all, &old) != 0) {
-        mongo_errf(errbuf, errlen, "cannot block signals");
+        store_errf(errbuf, errlen, "cannot block signals");
         return PAYMENT_STORE_EINTERNAL;
     }
     mongoc_client_t *client = mongoc_client_pool_pop(st->pool);
     if (pthread_sigmask(SIG_SETMASK, &old, NULL) != 0)
         abort(); /* cannot fail with a mask it returned */
     if (!client) {
-        mongo_errf(errbuf, errlen, "no MongoDB client available");
+        store_errf(errbuf, errlen, "no MongoDB client available");
         return PAYMENT_STORE_EUNAVAILABLE;
     }
     bson_error_t e;
@@ -1744,7 +1716,7 @@ static int mongo_first_contact(struct mongo_store *st, int wait, char *errbuf, s
         } else {
             char hosts[256];
             mongo_hosts(st->uri, hosts, sizeof hosts);
-            mongo_errf(errbuf, errlen, "MongoDB at %s, database %s: %s%s", hosts, st->db,
+            store_errf(errbuf, errlen, "MongoDB at %s, database %s: %s%s", hosts, st->db,
                        e.message,
                        err == PAYMENT_STORE_EUNAVAILABLE
                            ? " (add " MONGO_OPT_WAIT "=true to the URI to start anyway)"
@@ -1769,14 +1741,14 @@ static int mongo_configure(struct mongo_store *st, const char *uri, int *wait, c
     st->uri = mongoc_uri_new_with_error(o.rest, &e);
     free(o.rest);
     if (!st->uri) {
-        mongo_errf(errbuf, errlen, "bad MongoDB URI: %s", e.message);
+        store_errf(errbuf, errlen, "bad MongoDB URI: %s", e.message);
         return PAYMENT_STORE_EURI;
     }
     const char *db = mongoc_uri_get_database(st->uri);
     if (!db)
         db = MONGO_DEFAULT_DB;
     if (!mongo_db_ok(db)) {
-        mongo_errf(errbuf, errlen, "MongoDB URI: bad database name \"%.64s\"", db);
+        store_errf(errbuf, errlen, "MongoDB URI: bad database name \"%.64s\"", db);
         return PAYMENT_STORE_EURI;
     }
     snprintf(st->db, sizeof st->db, "%s", db);
@@ -1798,7 +1770,7 @@ static int mongo_open(const char *uri, payment_store **out, char *errbuf, size_t
     mongoc_log_set_handler(NULL, NULL);
     struct mongo_store *st = calloc(1, sizeof *st);
     if (!st) {
-        mongo_errf(errbuf, errlen, "out of memory");
+        store_errf(errbuf, errlen, "out of memory");
         return PAYMENT_STORE_EINTERNAL;
     }
     atomic_init(&st->ready, 0);
@@ -1810,26 +1782,26 @@ static int mongo_open(const char *uri, payment_store **out, char *errbuf, size_t
         goto fail;
     err = PAYMENT_STORE_EINTERNAL;
     if (mongo_sync_init(st) != 0) {
-        mongo_errf(errbuf, errlen, "cannot create the store's locks");
+        store_errf(errbuf, errlen, "cannot create the store's locks");
         goto fail;
     }
     bson_error_t e;
     st->pool = mongoc_client_pool_new_with_error(st->uri, &e);
     if (!st->pool) {
-        mongo_errf(errbuf, errlen, "MongoDB client pool: %s", e.message);
+        store_errf(errbuf, errlen, "MongoDB client pool: %s", e.message);
         err = PAYMENT_STORE_EURI;
         goto fail;
     }
     if (!mongoc_client_pool_set_error_api(st->pool, MONGOC_ERROR_API_VERSION_2) ||
         !mongoc_client_pool_set_appname(st->pool, "paymentd")) {
-        mongo_errf(errbuf, errlen, "cannot configure the MongoDB client pool");
+        store_errf(errbuf, errlen, "cannot configure the MongoDB client pool");
         goto fail;
     }
     err = mongo_first_contact(st, wait, errbuf, errlen);
     if (err != PAYMENT_STORE_OK)
         goto fail;
     if (mongo_start_threads(st) != 0) {
-        mongo_errf(errbuf, errlen, "cannot start the store's threads");
+        store_errf(errbuf, errlen, "cannot start the store's threads");
         err = PAYMENT_STORE_EINTERNAL;
         goto fail;
     }

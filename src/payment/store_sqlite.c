@@ -183,34 +183,6 @@ struct sqlite_store {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void sqlite_errf(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void sqlite_errf(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        errbuf[0] = '\0';
-}
-
-/* Lock failures are programming errors (the mutexes are default ones). */
-static void sqlite_lock(pthread_mutex_t *m)
-{
-    if (pthread_mutex_lock(m) != 0)
-        abort();
-}
-
-static void sqlite_unlock(pthread_mutex_t *m)
-{
-    if (pthread_mutex_unlock(m) != 0)
-        abort();
-}
-
 /* The store error of a failed SQLite call: transient conditions of the disk
  * or of another process's lock are "unavailable" (503), the rest internal. */
 static int sqlite_map_err(int rc)
@@ -334,12 +306,10 @@ static int sqlite_op_create(struct sqlite_store *st, struct sqlite_op *op)
     return rc;
 }
 
-static int sqlite_op_update(struct sqlite_store *st, struct sqlite_op *op)
+/* Runs a bound compare-and-set statement: OK when it changed the row, else
+ * ENOTFOUND or ECONFLICT as sqlite_op_miss decides. */
+static int sqlite_op_cas(struct sqlite_store *st, struct sqlite_op *op, sqlite3_stmt *stmt, int rc)
 {
-    sqlite3_stmt *stmt = st->w[W_UPDATE];
-    int rc = sqlite_bind_row(stmt, &op->row);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(stmt, 14, op->expected_version);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(stmt);
     int changed = rc == SQLITE_DONE && sqlite3_changes(st->wdb) == 1;
@@ -353,23 +323,22 @@ static int sqlite_op_update(struct sqlite_store *st, struct sqlite_op *op)
     return sqlite_op_miss(st, op);
 }
 
+static int sqlite_op_update(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite3_stmt *stmt = st->w[W_UPDATE];
+    int rc = sqlite_bind_row(stmt, &op->row);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 14, op->expected_version);
+    return sqlite_op_cas(st, op, stmt, rc);
+}
+
 static int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op)
 {
     sqlite3_stmt *stmt = st->w[W_DELETE];
     int rc = sqlite3_bind_text(stmt, 1, op->row.id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(stmt, 2, op->expected_version);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(stmt);
-    int changed = rc == SQLITE_DONE && sqlite3_changes(st->wdb) == 1;
-    sqlite_stmt_release(stmt);
-    if (rc != SQLITE_DONE)
-        return rc;
-    if (changed) {
-        op->err = PAYMENT_STORE_OK;
-        return SQLITE_OK;
-    }
-    return sqlite_op_miss(st, op);
+    return sqlite_op_cas(st, op, stmt, rc);
 }
 
 static int sqlite_op_purge(struct sqlite_store *st, struct sqlite_op *op)
@@ -524,13 +493,13 @@ static void *sqlite_writer_main(void *arg)
 {
     struct sqlite_store *st = arg;
     for (;;) {
-        sqlite_lock(&st->mu);
+        store_lock(&st->mu);
         while (!st->head && !st->closing)
             if (pthread_cond_wait(&st->wake, &st->mu) != 0)
                 abort();
         struct sqlite_op *batch = st->head;
         st->head = st->tail = NULL;
-        sqlite_unlock(&st->mu);
+        store_unlock(&st->mu);
         if (!batch)
             return NULL; /* closing, and everything queued has been done */
         sqlite_batch_run(st, batch);
@@ -547,9 +516,9 @@ static void sqlite_op_reject(struct sqlite_op *op, int err)
 
 static void sqlite_submit(struct sqlite_store *st, struct sqlite_op *op)
 {
-    sqlite_lock(&st->mu);
+    store_lock(&st->mu);
     if (st->closing) {
-        sqlite_unlock(&st->mu);
+        store_unlock(&st->mu);
         sqlite_op_reject(op, PAYMENT_STORE_EUNAVAILABLE);
         return;
     }
@@ -562,7 +531,7 @@ static void sqlite_submit(struct sqlite_store *st, struct sqlite_op *op)
     /* The writer waits only on an empty queue. */
     if (was_empty && pthread_cond_signal(&st->wake) != 0)
         abort();
-    sqlite_unlock(&st->mu);
+    store_unlock(&st->mu);
 }
 
 /* A new operation, or NULL after reporting EINTERNAL (out of memory). */
@@ -683,9 +652,9 @@ static void sqlite_reader_exit(void *p)
 {
     struct sqlite_reader *r = p;
     struct sqlite_store *st = r->st;
-    sqlite_lock(&st->readers_mu);
+    store_lock(&st->readers_mu);
     sqlite_reader_unlink(st, r);
-    sqlite_unlock(&st->readers_mu);
+    store_unlock(&st->readers_mu);
     sqlite_reader_free(r);
 }
 
@@ -715,12 +684,12 @@ static struct sqlite_reader *sqlite_reader_get(struct sqlite_store *st, int *err
         *err = sqlite_map_err(rc);
         return NULL;
     }
-    sqlite_lock(&st->readers_mu);
+    store_lock(&st->readers_mu);
     r->next = st->readers;
     if (st->readers)
         st->readers->prev = r;
     st->readers = r;
-    sqlite_unlock(&st->readers_mu);
+    store_unlock(&st->readers_mu);
     return r;
 }
 
@@ -969,7 +938,7 @@ static int sqlite_make_parent(const char *path, char *errbuf, size_t errlen)
     char dir[PATH_MAX];
     size_t n = (size_t)(slash - path);
     if (n >= sizeof dir) {
-        sqlite_errf(errbuf, errlen, "store path too long: %s", path);
+        store_errf(errbuf, errlen, "store path too long: %s", path);
         return -1;
     }
     memcpy(dir, path, n);
@@ -984,14 +953,14 @@ static int sqlite_make_parent(const char *path, char *errbuf, size_t errlen)
         dir[i] = c;
         if (failed) {
             char msg[128];
-            sqlite_errf(errbuf, errlen, "cannot create store folder %.*s: %s", (int)i, dir,
+            store_errf(errbuf, errlen, "cannot create store folder %.*s: %s", (int)i, dir,
                         strerror_r(saved, msg, sizeof msg));
             return -1;
         }
     }
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        sqlite_errf(errbuf, errlen, "store folder %s is not a folder", dir);
+        store_errf(errbuf, errlen, "store folder %s is not a folder", dir);
         return -1;
     }
     return 0;
@@ -1019,7 +988,7 @@ static int sqlite_exec(sqlite3 *db, const char *sql, char *errbuf, size_t errlen
     char *msg = NULL;
     int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
     if (rc != SQLITE_OK)
-        sqlite_errf(errbuf, errlen, "store schema: %s", msg ? msg : sqlite3_errstr(rc));
+        store_errf(errbuf, errlen, "store schema: %s", msg ? msg : sqlite3_errstr(rc));
     sqlite3_free(msg);
     return rc;
 }
@@ -1034,12 +1003,12 @@ static int sqlite_migrate(sqlite3 *db, char *errbuf, size_t errlen)
     char text[32];
     rc = sqlite_pragma_text(db, "PRAGMA user_version", text, sizeof text);
     if (rc != SQLITE_OK) {
-        sqlite_errf(errbuf, errlen, "store schema: %s", sqlite3_errmsg(db));
+        store_errf(errbuf, errlen, "store schema: %s", sqlite3_errmsg(db));
         goto fail;
     }
     int version = atoi(text);
     if (version < 0 || version > SQLITE_SCHEMA_VERSION) {
-        sqlite_errf(errbuf, errlen, "store schema version %d is not one this build knows (%d)",
+        store_errf(errbuf, errlen, "store schema version %d is not one this build knows (%d)",
                     version, SQLITE_SCHEMA_VERSION);
         rc = SQLITE_ERROR;
         goto fail;
@@ -1075,13 +1044,13 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
     if (rc == SQLITE_OK)
         rc = sqlite_pragma_text(st->wdb, "PRAGMA journal_mode = WAL", mode, sizeof mode);
     if (rc == SQLITE_OK && strcasecmp(mode, "wal") != 0) {
-        sqlite_errf(errbuf, errlen, "cannot open store %s: WAL mode refused (%s)", path, mode);
+        store_errf(errbuf, errlen, "cannot open store %s: WAL mode refused (%s)", path, mode);
         return PAYMENT_STORE_EURI;
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->wdb, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        sqlite_errf(errbuf, errlen, "cannot open store %s: %s", path,
+        store_errf(errbuf, errlen, "cannot open store %s: %s", path,
                     st->wdb ? sqlite3_errmsg(st->wdb) : sqlite3_errstr(rc));
         return rc == SQLITE_NOMEM ? PAYMENT_STORE_EINTERNAL : PAYMENT_STORE_EURI;
     }
@@ -1091,7 +1060,7 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
         rc = sqlite3_prepare_v3(st->wdb, sqlite_wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->w[i],
                                 NULL);
         if (rc != SQLITE_OK) {
-            sqlite_errf(errbuf, errlen, "store statement: %s", sqlite3_errmsg(st->wdb));
+            store_errf(errbuf, errlen, "store statement: %s", sqlite3_errmsg(st->wdb));
             return PAYMENT_STORE_EINTERNAL;
         }
     }
@@ -1099,7 +1068,7 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
     const char *full = sqlite3_db_filename(st->wdb, "main");
     st->path = strdup(full && full[0] ? full : path);
     if (!st->path) {
-        sqlite_errf(errbuf, errlen, "out of memory");
+        store_errf(errbuf, errlen, "out of memory");
         return PAYMENT_STORE_EINTERNAL;
     }
     return PAYMENT_STORE_OK;
@@ -1163,27 +1132,27 @@ static int sqlite_open(const char *uri, payment_store **out, char *errbuf, size_
 {
     const char *path = uri + strlen(SQLITE_URI_PREFIX);
     if (!path[0]) {
-        sqlite_errf(errbuf, errlen, "store URI %s names no file (expected sqlite:PATH)", uri);
+        store_errf(errbuf, errlen, "store URI %s names no file (expected sqlite:PATH)", uri);
         return PAYMENT_STORE_EURI;
     }
     if (sqlite_make_parent(path, errbuf, errlen) != 0)
         return PAYMENT_STORE_EURI;
     struct sqlite_store *st = calloc(1, sizeof *st);
     if (!st) {
-        sqlite_errf(errbuf, errlen, "out of memory");
+        store_errf(errbuf, errlen, "out of memory");
         return PAYMENT_STORE_EINTERNAL;
     }
     atomic_init(&st->commits, 0);
     atomic_init(&st->writes, 0);
     if (sqlite_sync_init(st) != 0) {
         free(st);
-        sqlite_errf(errbuf, errlen, "cannot create the store's locks");
+        store_errf(errbuf, errlen, "cannot create the store's locks");
         return PAYMENT_STORE_EINTERNAL;
     }
     /* From here sqlite_store_free undoes whatever was done. */
     int err = PAYMENT_STORE_EINTERNAL;
     if (pthread_key_create(&st->reader_key, sqlite_reader_exit) != 0) {
-        sqlite_errf(errbuf, errlen, "cannot create a thread key");
+        store_errf(errbuf, errlen, "cannot create a thread key");
         goto fail;
     }
     st->have_key = 1;
@@ -1191,7 +1160,7 @@ static int sqlite_open(const char *uri, payment_store **out, char *errbuf, size_
     if (err != PAYMENT_STORE_OK)
         goto fail;
     if (sqlite_start_writer(st) != 0) {
-        sqlite_errf(errbuf, errlen, "cannot start the store writer thread");
+        store_errf(errbuf, errlen, "cannot start the store writer thread");
         err = PAYMENT_STORE_EINTERNAL;
         goto fail;
     }
@@ -1208,11 +1177,11 @@ fail:
 static void sqlite_close(payment_store *s)
 {
     struct sqlite_store *st = (struct sqlite_store *)s;
-    sqlite_lock(&st->mu);
+    store_lock(&st->mu);
     st->closing = 1;
     if (pthread_cond_signal(&st->wake) != 0)
         abort();
-    sqlite_unlock(&st->mu);
+    store_unlock(&st->mu);
     if (st->writer_started && pthread_join(st->writer, NULL) != 0)
         abort(); /* joinable and not this thread: close must not be called from done */
     sqlite_store_free(st);
