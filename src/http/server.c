@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +49,25 @@ struct http_server {
      * histograms, the last route row for requests that matched none. */
     struct metrics_histogram *latency;
     ratelimit *limiter;              /* --rate-limit, or NULL */
+    pthread_mutex_t conns_mu;        /* guards conns and each slot's fd */
+    struct conn_slot *conns;         /* open connections, for the reaper */
+    pthread_t reaper;                /* closes connections slower than the timeout */
+    pthread_cond_t reaper_wake;      /* signalled to stop it (under conns_mu) */
+    int reaper_stop;
+};
+
+/* A connection as the reaper sees it.  libmicrohttpd's own timeout counts
+ * inactivity only, so a client that trickles a byte at a time (slowloris)
+ * would hold its connection for ever; the reaper shuts down any connection
+ * that has spent longer than the client timeout receiving one request, or
+ * idle between requests.  A request fully received (being handled, or
+ * parked on the store) is never cut. */
+struct conn_slot {
+    struct conn_slot *prev, *next; /* in http_server.conns */
+    int fd;                        /* the socket; valid while the slot is listed */
+    _Atomic int64_t since_us;      /* when its current request (or idleness) began */
+    _Atomic int busy;              /* a request is fully received and in hand */
+    int cut;                       /* already shut down */
 };
 
 struct http_header {
@@ -325,6 +345,68 @@ static void request_free(http_request *req)
     free(req);
 }
 
+/* --- slow clients -------------------------------------------------------- */
+
+static void conn_slot_link(http_server *s, struct conn_slot *slot)
+{
+    if (pthread_mutex_lock(&s->conns_mu) != 0)
+        abort();
+    slot->next = s->conns;
+    if (s->conns)
+        s->conns->prev = slot;
+    s->conns = slot;
+    pthread_mutex_unlock(&s->conns_mu);
+}
+
+static void conn_slot_unlink(http_server *s, struct conn_slot *slot)
+{
+    if (pthread_mutex_lock(&s->conns_mu) != 0)
+        abort();
+    if (slot->prev)
+        slot->prev->next = slot->next;
+    else
+        s->conns = slot->next;
+    if (slot->next)
+        slot->next->prev = slot->prev;
+    pthread_mutex_unlock(&s->conns_mu);
+}
+
+static struct conn_slot *request_slot(const http_request *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Shuts down the sockets of connections past the client timeout: the
+ * event loop then sees the connection end and closes it as usual.  A slot
+ * stays listed (and its fd open) until libmicrohttpd's close notification
+ * has unlisted it under the same lock, so the fd cannot be another's. */
+static void *reaper_main(void *arg)
+{
+    http_server *s = arg;
+    int64_t limit_us = (int64_t)s->cfg.client_timeout_s * 1000000;
+    if (pthread_mutex_lock(&s->conns_mu) != 0)
+        return NULL;
+    while (!s->reaper_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        int rc = 0;
+        while (!s->reaper_stop && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&s->reaper_wake, &s->conns_mu, &until);
+        int64_t now = clock_mono_us();
+        for (struct conn_slot *c = s->conns; c && !s->reaper_stop; c = c->next) {
+            if (c->cut || atomic_load(&c->busy) || now - atomic_load(&c->since_us) <= limit_us)
+                continue;
+            c->cut = 1;
+            (void)shutdown(c->fd, SHUT_RDWR); /* fails only if the peer is gone already */
+        }
+    }
+    pthread_mutex_unlock(&s->conns_mu);
+    return NULL;
+}
+
 /* --- libmicrohttpd callbacks --------------------------------------------- */
 
 /* Whether a body follows that paymentd would have to read.  A malformed
@@ -404,6 +486,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *upload_data_size = 0;
         return MHD_YES;
     }
+    struct conn_slot *slot = request_slot(req);
+    if (slot)
+        atomic_store(&slot->busy, 1); /* received whole: no longer the reaper's */
     if (req->status)
         return MHD_YES;
     if (req->then) {
@@ -432,6 +517,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     int64_t us = clock_mono_us() - req->start_us;
     log_request(s->cfg.log, req->request_id, req->method_name, req->path, req->status, us);
+    struct conn_slot *slot = request_slot(req);
+    if (slot) {
+        atomic_store(&slot->since_us, clock_mono_us()); /* idle from now on */
+        atomic_store(&slot->busy, 0);
+    }
     size_t route = req->route ? (size_t)(req->route - s->cfg.routes) : s->cfg.n_routes;
     size_t st = 0;
     while (st < N_METRIC_STATUSES - 1 && metric_statuses[st] != req->status)
@@ -472,10 +562,30 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                           enum MHD_ConnectionNotificationCode code)
 {
     http_server *s = cls;
-    (void)conn;
-    (void)socket_ctx;
     atomic_fetch_add_explicit(&s->connections, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1,
                               memory_order_relaxed);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct conn_slot *slot = calloc(1, sizeof *slot);
+        if (!slot || !ci) {
+            free(slot); /* not watched: libmicrohttpd's idle timeout still applies */
+            *socket_ctx = NULL;
+            return;
+        }
+        slot->fd = ci->connect_fd;
+        atomic_init(&slot->since_us, clock_mono_us());
+        atomic_init(&slot->busy, 0);
+        conn_slot_link(s, slot);
+        *socket_ctx = slot;
+        return;
+    }
+    struct conn_slot *slot = *socket_ctx;
+    if (slot) {
+        conn_slot_unlink(s, slot);
+        free(slot);
+        *socket_ctx = NULL;
+    }
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -559,6 +669,14 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         free(s);
         return -1;
     }
+    if (pthread_mutex_init(&s->conns_mu, NULL) != 0 ||
+        pthread_cond_init(&s->reaper_wake, NULL) != 0) {
+        snprintf(errbuf, errlen, "cannot set up the HTTP server's locks");
+        ratelimit_free(s->limiter);
+        free(s->latency);
+        free(s);
+        return -1;
+    }
     if (bind_listener(cfg->host, cfg->port, &s->listen_fd, &s->port, errbuf, errlen) != 0) {
         ratelimit_free(s->limiter);
         free(s->latency);
@@ -585,6 +703,14 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         snprintf(errbuf, errlen, "cannot start the HTTP server on %s:%u", cfg->host,
                  (unsigned)s->port);
         close(s->listen_fd);
+        ratelimit_free(s->limiter);
+        free(s->latency);
+        free(s);
+        return -1;
+    }
+    if (cfg->client_timeout_s && pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+        snprintf(errbuf, errlen, "cannot start the HTTP server's reaper thread");
+        MHD_stop_daemon(s->daemon);
         ratelimit_free(s->limiter);
         free(s->latency);
         free(s);
@@ -619,7 +745,17 @@ void http_server_stop(http_server *s, unsigned grace_ms)
                     atomic_load(&s->suspended));
         nanosleep(&tick, NULL);
     }
+    if (s->cfg.client_timeout_s) {
+        if (pthread_mutex_lock(&s->conns_mu) == 0) {
+            s->reaper_stop = 1;
+            pthread_cond_signal(&s->reaper_wake);
+            pthread_mutex_unlock(&s->conns_mu);
+        }
+        pthread_join(s->reaper, NULL);
+    }
     MHD_stop_daemon(s->daemon);
+    pthread_cond_destroy(&s->reaper_wake);
+    pthread_mutex_destroy(&s->conns_mu);
     ratelimit_free(s->limiter);
     free(s->latency);
     free(s);
