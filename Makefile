@@ -10,6 +10,8 @@ INC     := -Isrc
 LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpthread
 # SHA-256 of API key secrets (OpenSSL's libcrypto); libm for the rate limiter.
 LIBS    += -lcrypto -lm
+# The broker (asynchronous writes): NATS JetStream's C client.
+LIBS    += -lnats
 # MongoDB store: libmongoc, found by pkg-config.  Its headers are system
 # headers (-isystem) so that -Werror judges only the project's code.
 MONGO_PC := libmongoc-1.0
@@ -23,7 +25,7 @@ OBJ      := $(SRC:%.c=build/obj/%.o)
 ASAN_OBJ := $(SRC:%.c=build/asan/obj/%.o)
 TESTS    := $(TEST_SRC:%.c=build/asan/%)
 
-.PHONY: all test test-unit tests clean schema check-schema
+.PHONY: all test test-unit tests clean schema check-schema fuzz
 all: build/paymentd
 
 # V=1 shows the full commands.
@@ -72,6 +74,11 @@ schema:
 
 check-schema:
 	/usr/bin/python3 tools/gen_schema.py spec/seed-swagger.yml | cmp -s - src/payment/schema_gen.c
+
+# libFuzzer harnesses (clang): `make fuzz` fuzzes each for FUZZ_SECONDS;
+# the test run replays their corpus (fuzz/README.md).
+fuzz:
+	$(MAKE) -C fuzz run
 
 clean:
 	rm -rf build

@@ -9,7 +9,9 @@ packages=(
   libssl-dev                                  # SHA-256 of API key secrets (libcrypto)
   python3 python3-yaml                        # schema generator and API tests (/usr/bin/python3)
   libmongoc-dev pkg-config                    # MongoDB store (libmongoc, found by pkg-config)
+  libnats-dev nats-server                     # broker: NATS JetStream client, and a server for its tests
   python3-mockupdb python3-mongomock          # MongoDB test double (tests/mongo/double.py)
+  clang libclang-rt-14-dev                    # libFuzzer harnesses (fuzz/)
   curl                                        # the README's examples
 )
 

@@ -69,6 +69,17 @@ else
   echo "FAILED: src/payment/schema_gen.c is stale: run make schema"; failed=$((failed + 1))
 fi
 
+# The fuzzers' committed corpus, replayed once per harness (a regression
+# check; `make fuzz` does the fuzzing).
+for h in body query cursor merge; do
+  if make -s -C fuzz "regress-$h" >/dev/null 2>build/fuzz-regress.log; then
+    echo "ok: fuzz corpus replay ($h)"; passed=$((passed + 1))
+  else
+    tail -n 40 build/fuzz-regress.log
+    echo "FAILED: fuzz corpus replay ($h)"; failed=$((failed + 1))
+  fi
+done
+
 if [ "${1:-}" != "--unit-only" ]; then
   run "api (asan build)" $PY tests/api/run.py --binary build/asan/paymentd
   run "api (release build)" $PY tests/api/run.py --binary build/paymentd

@@ -700,7 +700,7 @@ static int merge_current(http_request *req, struct payment_api *api, json_t *dat
     if (json_is_null(pr))
         *relationships = NULL;
     else if (pr)
-        *relationships = cr ? merge_patch(cr, pr) : merge_patch(json_object(), pr);
+        *relationships = merge_patch(cr, pr); /* from {} when there are none */
     else
         *relationships = json_incref(cr);
     json_t *errors = json_array();

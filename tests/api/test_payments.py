@@ -880,14 +880,18 @@ def null_relationships_mean_absent_or_removed(t):
     body["data"]["relationships"] = None
     d = create(t.c, body, "create with relationships null")
     check("relationships" not in d, "create stored relationships null: %s" % short(d))
+    # PATCH adding relationships to a payment that has none.
+    r = t.c.patch("/v1/payments/%s" % d["id"], {"data": {"version": 0, "relationships": {"y": {}}}})
+    expect_status(r, 200, "PATCH adding relationships")
+    eq(r.data.get("relationships"), {"y": {}}, "relationships added by PATCH")
     body = payment(org=d["organisation_id"])
     body["data"]["relationships"] = {"x": {"data": []}}
-    body["data"]["version"] = 0
+    body["data"]["version"] = 1
     r = t.c.put("/v1/payments/%s" % d["id"], body)
     expect_status(r, 200, "PUT with relationships")
     eq(r.data.get("relationships"), {"x": {"data": []}}, "relationships after PUT")
     r = t.c.patch("/v1/payments/%s" % d["id"],
-                  {"data": {"version": 1, "relationships": None, "attributes": None}})
+                  {"data": {"version": 2, "relationships": None, "attributes": None}})
     expect_status(r, 200, "PATCH relationships null, attributes null")
     check("relationships" not in r.data, "PATCH relationships null kept them: %s" % short(r.data))
     eq(r.data["attributes"], d["attributes"], "attributes after a null attributes patch")
