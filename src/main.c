@@ -66,10 +66,16 @@ int main(int argc, char **argv)
         payment_validator_free(validator);
         return 1;
     }
-    char store_shown[CONFIG_URI_MAX];
-    config_redact_uri(cfg.store, store_shown, sizeof store_shown);
+    char store_uri[CONFIG_URI_MAX + 256], store_shown[CONFIG_URI_MAX + 256];
+    if (config_store_uri(&cfg, store_uri, sizeof store_uri, err, sizeof err) != 0) {
+        fprintf(stderr, "paymentd: %s\n", err);
+        auth_keys_free(keys);
+        payment_validator_free(validator);
+        return 2;
+    }
+    config_redact_uri(store_uri, store_shown, sizeof store_shown);
     payment_store *store = NULL;
-    if (payment_store_open(cfg.store, &store, err, sizeof err) != PAYMENT_STORE_OK) {
+    if (payment_store_open(store_uri, &store, err, sizeof err) != PAYMENT_STORE_OK) {
         fprintf(stderr, "paymentd: cannot open store %s: %s\n", store_shown, err);
         auth_keys_free(keys);
         payment_validator_free(validator);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* One flag: its name, its environment variable, and how to apply a value. */
@@ -223,6 +224,35 @@ static int apply_idempotency_ttl(struct config *cfg, const char *v, char *errbuf
     return 0;
 }
 
+static int apply_mongo_collection(struct config *cfg, const char *v, char *errbuf,
+                                  size_t errlen)
+{
+    char q[72];
+    size_t n = strlen(v);
+    if (n == 0 || n >= sizeof cfg->mongo_collection || strcspn(v, "$&?#=/ \t\r\n") != n) {
+        snprintf(errbuf, errlen, "--mongo-collection: expected a collection name, got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    memcpy(cfg->mongo_collection, v, n + 1);
+    return 0;
+}
+
+static int apply_wait_for_store(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72];
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+        cfg->wait_for_store = 1;
+    } else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+        cfg->wait_for_store = 0;
+    } else {
+        snprintf(errbuf, errlen, "--wait-for-store: expected true or false, got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    return 0;
+}
+
 static const struct option_def options[] = {
     {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
      apply_listen},
@@ -245,12 +275,45 @@ static const struct option_def options[] = {
     {"--rate-limit", "PAYMENTD_RATE_LIMIT", "N/s",
      "requests per second per API key (or address); 429 beyond (default 0: none)",
      apply_rate_limit},
+    {"--mongo-collection", "PAYMENTD_MONGO_COLLECTION", "NAME",
+     "MongoDB store: the payments collection (default payments)", apply_mongo_collection},
+    {"--wait-for-store", "PAYMENTD_WAIT_FOR_STORE", "true|false",
+     "MongoDB store: start even when it does not answer yet (default false)",
+     apply_wait_for_store},
     {"--idempotency-ttl", "PAYMENTD_IDEMPOTENCY_TTL", "DURATION",
      "keep Idempotency-Key outcomes at least this long, e.g. 24h (default 24h)",
      apply_idempotency_ttl},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
+
+int config_store_uri(const struct config *cfg, char *out, size_t cap, char *errbuf,
+                     size_t errlen)
+{
+    int mongo = strncasecmp(cfg->store, "mongodb://", 10) == 0;
+    if (!mongo && (cfg->mongo_collection[0] || cfg->wait_for_store)) {
+        snprintf(errbuf, errlen, "--mongo-collection and --wait-for-store apply to a mongodb:// "
+                                 "store only");
+        return -1;
+    }
+    /* Options go after '?' (a path is needed before it: "/payment" by
+     * default, as the store itself would take). */
+    const char *path = strchr(cfg->store + (mongo ? 10 : 0), '/');
+    const char *sep = strchr(cfg->store, '?') ? "&" : path ? "?" : "/payment?";
+    int n = snprintf(out, cap, "%s", cfg->store);
+    if (cfg->mongo_collection[0] && n >= 0 && (size_t)n < cap) {
+        n += snprintf(out + n, cap - (size_t)n, "%spaymentdCollection=%s", sep,
+                      cfg->mongo_collection);
+        sep = "&";
+    }
+    if (cfg->wait_for_store && n >= 0 && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, "%spaymentdWaitForStore=true", sep);
+    if (n < 0 || (size_t)n >= cap) {
+        snprintf(errbuf, errlen, "--store: the URI is too long");
+        return -1;
+    }
+    return 0;
+}
 
 void config_redact_uri(const char *uri, char *out, size_t cap)
 {

@@ -27,6 +27,8 @@ struct config {
     unsigned max_connections;          /* --max-connections */
     double rate_limit;                 /* --rate-limit, requests/s per caller; 0: none */
     int64_t idempotency_ttl_ms;        /* --idempotency-ttl: records kept at least this long */
+    char mongo_collection[128];        /* --mongo-collection, or "" for the store's default */
+    int wait_for_store;                /* --wait-for-store: start even if the store is down */
     int help;                          /* --help was given */
 };
 
@@ -40,6 +42,12 @@ enum config_result {
  * errbuf. */
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),
                  char *errbuf, size_t errlen);
+
+/* The store URI to open: --store, with the MongoDB options of
+ * --mongo-collection and --wait-for-store added.  Returns 0, or -1 with a
+ * reason (those flags with a store that is not MongoDB, or too long). */
+int config_store_uri(const struct config *cfg, char *out, size_t cap, char *errbuf,
+                     size_t errlen);
 
 /* Copies a store URI for logs, with any password replaced by "***"
  * ("mongodb://user:***@host/db"). */

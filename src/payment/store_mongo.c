@@ -1719,7 +1719,8 @@ static int mongo_first_contact(struct mongo_store *st, int wait, char *errbuf, s
             store_errf(errbuf, errlen, "MongoDB at %s, database %s: %s%s", hosts, st->db,
                        e.message,
                        err == PAYMENT_STORE_EUNAVAILABLE
-                           ? " (add " MONGO_OPT_WAIT "=true to the URI to start anyway)"
+                           ? " (--wait-for-store, or " MONGO_OPT_WAIT
+                             "=true in the URI, starts anyway)"
                            : "");
         }
     }

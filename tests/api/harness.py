@@ -239,6 +239,10 @@ class Double:
 
 def child_env(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTD_")}
+    # libmongoc keeps counters in /dev/shm/mongoc-<pid>; a server killed with
+    # -9 leaves its file behind, and a later process given the same pid
+    # warns on stderr before main() runs.  The tests need no counters.
+    env["MONGOC_DISABLE_SHM"] = "1"
     if extra:
         env.update(extra)
     return env

@@ -181,7 +181,7 @@ def start_without_mongodb_fails_clearly(t):
     check(rc != 0, "paymentd started without MongoDB (exit %s)" % rc)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     eq(len(lines), 1, "lines on stderr (%r)" % err[:300])
-    check("127.0.0.1:%d" % dbl.port in lines[0] and "paymentdWaitForStore" in lines[0],
+    check("127.0.0.1:%d" % dbl.port in lines[0] and "--wait-for-store" in lines[0],
           "the error names neither the host nor the way to wait: %r" % lines[0])
     check(took < SELECTION_MS / 1000.0 + 5, "failing took %.1fs" % took)
 
@@ -190,9 +190,11 @@ def start_without_mongodb_fails_clearly(t):
 def start_waiting_for_mongodb_then_serves(t):
     d = t.scratch("waitmongo")
     dbl = Double(d).start()
-    uri = dbl.uri("waitmongo", FAST + "&paymentdWaitForStore=true")
+    uri = dbl.uri("waitmongo", FAST)
     dbl.stop()
-    srv = Server(t.binary, d, name="waitmongo", store=uri)
+    # The flags: wait for the store, and a collection of its own.
+    srv = Server(t.binary, d, name="waitmongo", store=uri,
+                 args=["--wait-for-store", "true", "--mongo-collection", "waitpay"])
     try:
         srv.start()  # answers /healthz although MongoDB is away
         c = srv.client()

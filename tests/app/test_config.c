@@ -539,7 +539,41 @@ static void test_redact_uri(void)
     }
 }
 
-TEST_MAIN(TEST(test_redact_uri), TEST(test_defaults), TEST(test_flags_both_forms), TEST(test_flag_value_with_equals),
+static void test_store_uri(void)
+{
+    static const struct {
+        const char *store, *collection;
+        int wait;
+        const char *out; /* NULL: refused */
+    } cases[] = {
+        {"sqlite:./p.db", "", 0, "sqlite:./p.db"},
+        {"sqlite:./p.db", "pay", 0, NULL},
+        {"sqlite:./p.db", "", 1, NULL},
+        {"mongodb://h:27017/db", "", 0, "mongodb://h:27017/db"},
+        {"mongodb://h:27017/db", "pay", 0, "mongodb://h:27017/db?paymentdCollection=pay"},
+        {"mongodb://h/db?w=majority", "pay", 1,
+         "mongodb://h/db?w=majority&paymentdCollection=pay&paymentdWaitForStore=true"},
+        {"mongodb://h:27017", "", 1, "mongodb://h:27017/payment?paymentdWaitForStore=true"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct config cfg;
+        char err[256] = "", out[512];
+        CHECK_INT(config_parse(&cfg, 1, (char *[]){"paymentd", NULL}, NULL, err, sizeof err), 0);
+        snprintf(cfg.store, sizeof cfg.store, "%s", cases[i].store);
+        snprintf(cfg.mongo_collection, sizeof cfg.mongo_collection, "%s", cases[i].collection);
+        cfg.wait_for_store = cases[i].wait;
+        int rc = config_store_uri(&cfg, out, sizeof out, err, sizeof err);
+        if (cases[i].out) {
+            CHECK_INT(rc, 0);
+            CHECK_STR(out, cases[i].out);
+        } else {
+            CHECK_INT(rc, -1);
+            CHECK(strstr(err, "mongodb://") != NULL);
+        }
+    }
+}
+
+TEST_MAIN(TEST(test_store_uri), TEST(test_redact_uri), TEST(test_defaults), TEST(test_flags_both_forms), TEST(test_flag_value_with_equals),
           TEST(test_all_flags_together), TEST(test_env), TEST(test_flag_wins_over_env),
           TEST(test_env_bad_values), TEST(test_bad_values), TEST(test_public_url_without_host),
           TEST(test_bad_value_with_newline),
