@@ -43,6 +43,7 @@ struct http_server {
     atomic_long in_flight;           /* requests begun and not completed */
     atomic_long suspended;           /* requests parked, waiting for other work */
     atomic_long connections;         /* open client connections */
+    unsigned long max_connections;   /* more are refused at once */
     uint64_t id_prefix;              /* random per process: generated request ids */
     _Atomic uint64_t id_counter;     /* ... are id_prefix-counter */
     /* Latency per (route, status): (n_routes + 1) * N_METRIC_STATUSES
@@ -562,11 +563,21 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                           enum MHD_ConnectionNotificationCode code)
 {
     http_server *s = cls;
-    atomic_fetch_add_explicit(&s->connections, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1,
-                              memory_order_relaxed);
+    long open = atomic_fetch_add_explicit(&s->connections,
+                                          code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1,
+                                          memory_order_relaxed);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        /* Past --max-connections a connection is refused at once: shut
+         * down, so the client learns now rather than waiting in a queue
+         * (libmicrohttpd, at its own limit, would stop accepting and leave
+         * connections waiting in the kernel's backlog). */
+        if (ci && (unsigned long)open >= s->max_connections) {
+            (void)shutdown(ci->connect_fd, SHUT_RDWR);
+            *socket_ctx = NULL;
+            return;
+        }
         struct conn_slot *slot = calloc(1, sizeof *slot);
         if (!slot || !ci) {
             free(slot); /* not watched: libmicrohttpd's idle timeout still applies */
@@ -653,6 +664,7 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
     s->cfg = *cfg;
     atomic_init(&s->in_flight, 0);
     atomic_init(&s->connections, 0);
+    s->max_connections = cfg->max_connections ? cfg->max_connections : 10000;
     atomic_init(&s->suspended, 0);
     atomic_init(&s->id_counter, 1);
     s->latency = calloc((cfg->n_routes + 1) * N_METRIC_STATUSES, sizeof *s->latency);
@@ -687,6 +699,9 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
                      MHD_USE_TURBO;
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_access, s,
+        /* First, so that what libmicrohttpd says about the options that
+         * follow goes to the JSON log too. */
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)cfg->log,
         MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
@@ -694,10 +709,10 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)(cfg->max_connections ? cfg->max_connections : 10000),
+        /* libmicrohttpd's own limit is kept above ours, so that it keeps
+         * accepting and paymentd can refuse (see on_connection). */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)(s->max_connections + 1024),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)cfg->log,
         MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(errbuf, errlen, "cannot start the HTTP server on %s:%u", cfg->host,
