@@ -15,9 +15,6 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 PY=/usr/bin/python3
 
-passed=0
-failed=0
-
 # Counters files of libmongoc left in /dev/shm by processes that are gone
 # (killed with -9 by earlier runs).
 for f in /dev/shm/mongoc-*; do
@@ -25,11 +22,17 @@ for f in /dev/shm/mongoc-*; do
   kill -0 "${f##*-}" 2>/dev/null || rm -f "$f"
 done
 
+# Each run leaves its output and a result line in $results, so that groups
+# of runs can go on in parallel and be counted at the end.
+results=$(mktemp -d /tmp/paymentd-test-XXXXXX)
+seq_no=0
+
 # Runs a command, takes its "N passed, M failed" line; a non-zero exit with
 # no failure counted counts as one failure (a crash, a sanitizer report).
 run() {
   local name=$1; shift
-  local out rc p f line
+  local id out rc p f line
+  seq_no=$((seq_no + 1)); id="$results/$BASHPID.$seq_no"
   out=$("$@" 2>&1); rc=$?
   line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
   p=$(printf '%s' "$line" | sed -E 's/^(.*[^0-9])?([0-9]+) passed.*/\2/'); p=${p:-0}
@@ -37,13 +40,18 @@ run() {
   [ -z "$line" ] && p=0 && f=0
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   if [ "$f" -ne 0 ]; then
-    printf '%s\n' "$out" | tail -n 60
-    echo "FAILED: $name (exit $rc)"
+    { printf '%s\n' "$out" | tail -n 60; echo "FAILED: $name (exit $rc)"; } > "$id.out"
   else
-    echo "ok: $name ($p passed)"
+    echo "ok: $name ($p passed)" > "$id.out"
   fi
-  passed=$((passed + p))
-  failed=$((failed + f))
+  echo "$p $f" > "$id.res"
+  cat "$id.out"
+}
+
+# Counts a check that is not a test binary: name, then 0 (passed) or not.
+count() {
+  seq_no=$((seq_no + 1))
+  if [ "$2" -eq 0 ]; then echo "1 0"; else echo "0 1"; fi > "$results/$BASHPID.$seq_no.res"
 }
 
 # The MongoDB test double, for the MongoDB store's contract and API tests.
@@ -53,6 +61,7 @@ stop_double() {
     tests/mongo/double.sh stop "$double_dir" >/dev/null 2>&1
     rm -rf "$double_dir"
   fi
+  rm -rf "$results"
 }
 trap stop_double EXIT
 if [ -z "${PAYMENTD_TEST_MONGO_URI:-}" ]; then
@@ -62,30 +71,35 @@ if [ -z "${PAYMENTD_TEST_MONGO_URI:-}" ]; then
     echo "ok: MongoDB test double listening on port $port"
   else
     echo "FAILED: the MongoDB test double did not start (tests/mongo/double.sh)"
-    failed=$((failed + 1))
+    count double 1
   fi
 fi
 
-for t in $(find build/asan/tests -type f -name 'test_*' -perm -u+x 2>/dev/null | sort); do
-  run "$t" "$t"
-done
-
-if make -s check-schema; then
-  echo "ok: schema table matches spec/seed-swagger.yml"; passed=$((passed + 1))
-else
-  echo "FAILED: src/payment/schema_gen.c is stale: run make schema"; failed=$((failed + 1))
-fi
-
-# The fuzzers' committed corpus, replayed once per harness (a regression
-# check; `make fuzz` does the fuzzing).
-for h in body query cursor merge; do
-  if make -s -C fuzz "regress-$h" >/dev/null 2>build/fuzz-regress.log; then
-    echo "ok: fuzz corpus replay ($h)"; passed=$((passed + 1))
+# Unit tests, the schema check and the fuzz corpus replays, in the
+# background: they are mostly CPU, the API suites mostly waiting.
+unit_tests() {
+  for t in $(find build/asan/tests -type f -name 'test_*' -perm -u+x 2>/dev/null | sort); do
+    run "$t" "$t"
+  done
+  if make -s check-schema; then
+    echo "ok: schema table matches spec/seed-swagger.yml"; count schema 0
   else
-    tail -n 40 build/fuzz-regress.log
-    echo "FAILED: fuzz corpus replay ($h)"; failed=$((failed + 1))
+    echo "FAILED: src/payment/schema_gen.c is stale: run make schema"; count schema 1
   fi
-done
+  # The fuzzers' committed corpus, replayed once per harness (a regression
+  # check; `make fuzz` does the fuzzing).
+  for h in body query cursor merge; do
+    if make -s -C fuzz "regress-$h" >/dev/null 2>"$results/fuzz-$h.log"; then
+      echo "ok: fuzz corpus replay ($h)"; count "fuzz $h" 0
+    else
+      tail -n 40 "$results/fuzz-$h.log"
+      echo "FAILED: fuzz corpus replay ($h)"; count "fuzz $h" 1
+    fi
+  done
+}
+
+unit_tests &
+unit_pid=$!
 
 if [ "${1:-}" != "--unit-only" ]; then
   run "api (asan build)" $PY tests/api/run.py --binary build/asan/paymentd
@@ -97,6 +111,15 @@ if [ "${1:-}" != "--unit-only" ]; then
       $PY tests/api/run.py --binary build/paymentd --mongo "$PAYMENTD_TEST_MONGO_URI"
   fi
 fi
+wait "$unit_pid"
 
+passed=0
+failed=0
+for r in "$results"/*.res; do
+  [ -e "$r" ] || continue
+  read -r p f < "$r"
+  passed=$((passed + p))
+  failed=$((failed + f))
+done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
