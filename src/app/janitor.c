@@ -24,7 +24,7 @@ static void *janitor_main(void *arg)
         return NULL;
     while (!j->stopping) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock */
         until.tv_sec += j->interval_ms / 1000;
         until.tv_nsec += (j->interval_ms % 1000) * 1000000;
         if (until.tv_nsec >= 1000000000) {
@@ -57,7 +57,14 @@ janitor *janitor_start(payment_store *s, int64_t ttl_ms, int64_t interval_ms)
         free(j);
         return NULL;
     }
-    if (pthread_cond_init(&j->wake, NULL) != 0) {
+    pthread_condattr_t attr;
+    int ok = pthread_condattr_init(&attr) == 0;
+    if (ok) {
+        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+             pthread_cond_init(&j->wake, &attr) == 0;
+        pthread_condattr_destroy(&attr);
+    }
+    if (!ok) {
         pthread_mutex_destroy(&j->mu);
         free(j);
         return NULL;

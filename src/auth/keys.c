@@ -142,7 +142,10 @@ int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errle
         snprintf(p->id, sizeof p->id, "%s", id);
         if (parse_digest(hex, p->digest) != 0)
             why = "the second field must be 64 hex digits (SHA-256 of the secret)";
-        else
+        for (size_t i = 0; !why && i + 1 < k->n; i++)
+            if (memcmp(k->keys[i].digest, p->digest, sizeof p->digest) == 0)
+                why = "two keys share one secret";
+        if (!why)
             parse_orgs(orgs, p, &why);
     }
     if (!k) {

@@ -282,6 +282,15 @@ static void request_begin(http_request *req)
         req->principal =
             cfg->authenticate(cfg->auth_ctx, http_request_header(req, "Authorization"));
         if (!req->principal) {
+            /* Failed attempts count against the address, so that guessing
+             * keys is rate limited too. */
+            char caller[80];
+            request_caller(req, caller, sizeof caller);
+            if (req->server->limiter &&
+                (req->retry_after = ratelimit_take(req->server->limiter, caller, req->start_us))) {
+                set_early(req, 429, "rate_limited", "too many requests from this caller; retry later");
+                return;
+            }
             set_early(req, 401, "unauthorized", "a valid API key is required: Authorization: "
                                                 "Bearer <secret>");
             return;
@@ -559,6 +568,20 @@ static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(w - s);
 }
 
+/* Called once a request line has arrived, before its headers: from here
+ * the reaper times this request, not the idleness before it. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)uri;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_slot *slot = ci ? ci->socket_context : NULL;
+    if (slot)
+        atomic_store(&slot->since_us, clock_mono_us());
+    return NULL; /* the request's context is made by on_access */
+}
+
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -706,6 +729,7 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads ? cfg->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+        MHD_OPTION_URI_LOG_CALLBACK, on_request_line, s,
         MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
         MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->client_timeout_s,

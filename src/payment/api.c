@@ -366,10 +366,12 @@ static void respond_replay(http_request *req, struct payment_idem_found *f)
 }
 
 /* Appends the decoded query parameters to b, for the fingerprint. */
+/* Appends one decoded query parameter to b, each part length-prefixed so
+ * that no two different queries give the same bytes. */
 static int idem_query_param(void *arg, const char *key, const char *value)
 {
     struct buf *b = arg;
-    buf_printf(b, "%s%s=%s", b->len ? "&" : "?", key, value);
+    buf_printf(b, "\n%zu:%s%zu:%s", strlen(key), key, strlen(value), value);
     return 0;
 }
 
@@ -414,14 +416,12 @@ static int idem_begin(http_request *req, struct write_op *w)
     const char *body = http_request_body(req, &len);
     struct buf target = BUF_INIT;
     buf_puts(&target, http_request_path(req));
-    size_t path_len = target.len;
     struct buf query = BUF_INIT;
     http_request_query_each(req, idem_query_param, &query);
     buf_append(&target, query.data ? query.data : "", query.len);
     int bad = buf_failed(&target) || buf_failed(&query) ||
               idem_fingerprint(http_request_method_name(req), target.data, body, len,
                                w->fingerprint) != 0;
-    (void)path_len;
     buf_free(&target);
     buf_free(&query);
     if (bad) {
@@ -510,8 +510,10 @@ static void payments_create(http_request *req, void *ctx)
     const char *org_in = payment_doc_string(data, "organisation_id");
     struct uuid u;
     int64_t now = clock_now_ms();
-    if (given)
-        uuid_canonical(given, strlen(given), w->id);
+    if (given && uuid_canonical(given, strlen(given), w->id) != 0)
+        w->id[0] = '\0'; /* validated before: cannot happen */
+    else if (given)
+        ;
     else if (uuid_v7_generate(now, &u) == 0)
         uuid_format(&u, w->id);
     else
@@ -930,6 +932,11 @@ static int list_restrict(struct payment_query *q, const struct auth_principal *p
         return set->count > 0;
     }
     size_t kept = 0;
+    for (size_t i = 0; i < set->count; i++)
+        kept += auth_allows(p, set->values[i]);
+    if (kept == 0)
+        return 0; /* nothing to list; the filter stays for the links */
+    kept = 0;
     for (size_t i = 0; i < set->count; i++) {
         if (auth_allows(p, set->values[i]))
             set->values[kept++] = set->values[i];
@@ -937,7 +944,7 @@ static int list_restrict(struct payment_query *q, const struct auth_principal *p
             free(set->values[i]);
     }
     set->count = kept;
-    return kept > 0;
+    return 1;
 }
 
 static void payments_list(http_request *req, void *ctx)

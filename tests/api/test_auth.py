@@ -95,6 +95,8 @@ def tenants_are_isolated(t):
         r = c.get("/v1/payments?filter[organisation_id]=%s" % ORG_A, headers=_as("beta"))
         expect_status(r, 200, "beta filters on alpha's organisation")
         eq(r.json["data"], [], "beta's list filtered on alpha's organisation")
+        check(ORG_A in r.json["links"]["self"],
+              "the links of a filtered-out list drop the filter: %s" % r.json["links"])
         r = c.get("/v1/payments", headers=_as("root"))
         ids = [p["id"] for p in r.json["data"]]
         check(pa in ids and pb in ids, "root's list lacks a payment: %s" % short(ids))
@@ -140,6 +142,20 @@ def rate_limit_per_caller(t):
             check((r.header("Retry-After") or "").isdigit(), "429 without a Retry-After")
         for _ in range(10):
             expect_status(c.get("/healthz"), 200, "/healthz is never limited")
+    finally:
+        srv.stop()
+    # Failed authentication counts against the address: guessing is limited.
+    d2 = t.scratch("guessrl")
+    path = os.path.join(d2, "keys")
+    with open(path, "w") as f:
+        f.write("alpha %s %s\n" % (hashlib.sha256(SECRETS["alpha"].encode()).hexdigest(), ORG_A))
+    srv = Server(t.binary, d2, name="guessrl", args=["--api-keys", path, "--rate-limit", "3/s"])
+    srv.start()
+    try:
+        c = srv.client()
+        codes = [c.get("/v1/payments", headers={"Authorization": "Bearer guess%d" % i}).status
+                 for i in range(10)]
+        check(401 in codes and 429 in codes, "10 quick wrong keys at 3/s: %s" % codes)
     finally:
         srv.stop()
     rc, out, err = run_binary(t.binary, ["--rate-limit", "fast"])

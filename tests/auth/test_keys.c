@@ -105,6 +105,7 @@ static void test_bad_files(void)
         {"alpha " H_S3CRET " not-a-uuid\n", "UUID"},
         {"alpha " H_S3CRET " " ORG_A ",\n", "UUID"},
         {"alpha " H_S3CRET " *\nalpha " H_S3CRET " *\n", "duplicate"},
+        {"alpha " H_S3CRET " *\nbeta " H_S3CRET " *\n", "share one secret"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[256] = "";
