@@ -510,14 +510,12 @@ static void payments_create(http_request *req, void *ctx)
     const char *org_in = payment_doc_string(data, "organisation_id");
     struct uuid u;
     int64_t now = clock_now_ms();
-    if (given && uuid_canonical(given, strlen(given), w->id) != 0)
-        w->id[0] = '\0'; /* validated before: cannot happen */
-    else if (given)
-        ;
-    else if (uuid_v7_generate(now, &u) == 0)
-        uuid_format(&u, w->id);
-    else
+    /* A client's id was validated as a UUID; an empty id is the 500 below. */
+    if (given ? uuid_canonical(given, strlen(given), w->id) != 0
+              : uuid_v7_generate(now, &u) != 0)
         w->id[0] = '\0';
+    else if (!given)
+        uuid_format(&u, w->id);
     if (!w->id[0] || !org_in || uuid_canonical(org_in, strlen(org_in), org) != 0) {
         json_decref(root);
         http_respond_error(req, 500, "internal_error", "internal error", NULL);
