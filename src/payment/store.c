@@ -109,6 +109,31 @@ void payment_store_idem_purge(payment_store *s, int64_t before_ms)
     s->backend->idem_purge(s, before_ms);
 }
 
+void payment_store_apply(payment_store *s, const struct payment_apply *a,
+                         payment_store_done_fn done, void *arg)
+{
+    if (!s->backend->apply) {
+        done(arg, PAYMENT_STORE_EINTERNAL, -1, 0);
+        return;
+    }
+    s->backend->apply(s, a, done, arg);
+}
+
+int payment_store_op_get(payment_store *s, const char *op_id, struct payment_op_found *out)
+{
+    if (!s->backend->op_get)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->op_get(s, op_id, out);
+}
+
+int payment_store_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq,
+                                uint64_t *fence)
+{
+    if (!s->backend->partition_get)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->partition_get(s, partition, last_seq, fence);
+}
+
 int payment_store_stats(payment_store *s, struct payment_store_stats *out)
 {
     if (!s->backend->stats)
@@ -128,6 +153,8 @@ const char *payment_store_strerror(int err)
     case PAYMENT_STORE_EINTERNAL: return "internal store error";
     case PAYMENT_STORE_EURI: return "unusable store URI";
     case PAYMENT_STORE_EIDEMPOTENT: return "idempotency key already recorded";
+    case PAYMENT_STORE_ESKIPPED: return "operation already applied";
+    case PAYMENT_STORE_EFENCED: return "partition fenced by a newer lease";
     default: return "unknown store error";
     }
 }

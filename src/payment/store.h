@@ -38,6 +38,8 @@ enum payment_store_err {
     PAYMENT_STORE_EINTERNAL = -5,    /* anything else (500) */
     PAYMENT_STORE_EURI = -6,         /* open: the URI names no usable store */
     PAYMENT_STORE_EIDEMPOTENT = -7,  /* the write's idempotency key is already recorded */
+    PAYMENT_STORE_ESKIPPED = -8,     /* apply: already applied (seq at or below the position) */
+    PAYMENT_STORE_EFENCED = -9,      /* apply: a newer lease holder owns the partition */
 };
 
 typedef struct payment_store payment_store;
@@ -152,6 +154,79 @@ int payment_store_idem_get(payment_store *s, const char *scope, const char *key,
 /* Forgets outcomes stored before before_ms.  Best effort and possibly
  * asynchronous: a record may outlive the call by a little. */
 void payment_store_idem_purge(payment_store *s, int64_t before_ms);
+
+/* ---- operations applied from the broker ------------------------------------
+ *
+ * A worker applies the commands of a stream partition in stream order.  Each
+ * apply is one transaction holding the payment write, the operation's
+ * outcome and the partition's new position, so a redelivered command is
+ * recognised and skipped: every operation takes effect exactly once, as a
+ * success or as a failure.  The partition's fencing token (the revision of
+ * the worker's lease) only grows: a worker whose lease was taken over is
+ * refused before it writes anything.
+ *
+ * Not yet on MongoDB: there apply reports PAYMENT_STORE_EINTERNAL and the two
+ * reads return it. */
+
+enum payment_apply_kind {
+    PAYMENT_APPLY_NONE,   /* no write: record the failure the worker decided */
+    PAYMENT_APPLY_CREATE,
+    PAYMENT_APPLY_UPDATE,
+    PAYMENT_APPLY_DELETE,
+};
+
+/* One operation to apply.  Pointers are borrowed until done is called. */
+struct payment_apply {
+    const char *op_id;                /* the operation's id, unique forever */
+    uint32_t partition;               /* its stream partition */
+    uint64_t seq;                     /* its stream sequence, 1..INT64_MAX */
+    uint64_t fence;                   /* the applier's lease revision, 0..INT64_MAX */
+    enum payment_apply_kind kind;
+    const struct payment_row *row;    /* create, update: as payment_store_create/update take it */
+    const char *payment_id;           /* recorded; delete: the id; NULL: row->id */
+    const char *organisation_id;      /* recorded; NULL: row->organisation_id */
+    int64_t expected_version;         /* update, delete; -1 unconditional delete */
+    const struct payment_idem *idem;  /* stored with a successful write, or NULL */
+    const char *error_code;           /* kind NONE: the failure, e.g. "validation_failed" */
+    const char *error_message;        /* kind NONE: its message */
+    int64_t applied_ms;               /* when, ms since epoch */
+};
+
+/* Applies a in one transaction of the write path (group-committed with the
+ * other writes): refused with ESKIPPED when a->seq is at or below the
+ * partition's last applied sequence, or EFENCED when the partition's fencing
+ * token is above a->fence, changing nothing.  Otherwise makes the payment
+ * write as create/update/delete do, records the outcome under op_id
+ * ("succeeded" with the resulting version; or "failed" with not_found,
+ * version_conflict and the current version, duplicate_id,
+ * idempotency_key_in_use, or kind NONE's error) and moves the partition to
+ * (a->seq, a->fence); done then gets PAYMENT_STORE_OK whatever the outcome.
+ * An op_id already recorded (a republished command) gives ESKIPPED but still
+ * moves the partition.  Else EUNAVAILABLE or EINTERNAL, nothing done.
+ * done's current_version is -1 and seq 0: the outcome is read by op_get. */
+void payment_store_apply(payment_store *s, const struct payment_apply *a,
+                         payment_store_done_fn done, void *arg);
+
+/* A recorded outcome. */
+struct payment_op_found {
+    char status[16];             /* "succeeded" or "failed" */
+    char error_code[48];         /* "" when succeeded */
+    char message[256];           /* "" when succeeded */
+    char payment_id[37];
+    char organisation_id[37];
+    int64_t version;             /* resulting (succeeded), current (version_conflict), else -1 */
+    uint32_t partition;          /* where and when it was applied */
+    uint64_t seq;
+};
+
+/* The outcome recorded under op_id: 0, PAYMENT_STORE_ENOTFOUND (not applied
+ * yet, or never published), or another error. */
+int payment_store_op_get(payment_store *s, const char *op_id, struct payment_op_found *out);
+
+/* The partition's position: its last applied sequence and fencing token,
+ * both 0 when nothing was applied there.  Returns 0 or an error. */
+int payment_store_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq,
+                                uint64_t *fence);
 
 /* Counters of a backend's write path, for /metrics and tests. */
 struct payment_store_stats {

@@ -39,6 +39,13 @@ struct payment_store_backend {
     void (*idem_purge)(payment_store *s, int64_t before_ms);
     /* Fills out; NULL when the backend keeps no counters. */
     void (*stats)(payment_store *s, struct payment_store_stats *out);
+    /* The broker's operations; NULL where not built yet (store.c answers
+     * EINTERNAL). */
+    void (*apply)(payment_store *s, const struct payment_apply *a, payment_store_done_fn done,
+                  void *arg);
+    int (*op_get)(payment_store *s, const char *op_id, struct payment_op_found *out);
+    int (*partition_get)(payment_store *s, uint32_t partition, uint64_t *last_seq,
+                         uint64_t *fence);
 };
 
 /* Helpers every backend needs.  store_errf writes a one-line reason into

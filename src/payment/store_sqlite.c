@@ -77,6 +77,27 @@ static const char *const sqlite_migrations[] = {
     " PRIMARY KEY (scope, key)"
     ") WITHOUT ROWID;"
     "CREATE INDEX idempotency_created ON idempotency (created_ms);",
+    /* 3: outcomes of operations applied from the broker, and each stream
+     * partition's position and fencing token, written in the transaction of
+     * the payment write they describe. */
+    "CREATE TABLE operations ("
+    " op_id TEXT PRIMARY KEY NOT NULL,"
+    " partition INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " status TEXT NOT NULL,"
+    " error_code TEXT,"
+    " message TEXT,"
+    " payment_id TEXT,"
+    " organisation_id TEXT,"
+    " version INTEGER NOT NULL,"
+    " applied_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    /* A handful of rows keyed by a small integer: the rowid table fits. */
+    "CREATE TABLE partitions ("
+    " partition INTEGER PRIMARY KEY,"
+    " last_seq INTEGER NOT NULL,"
+    " fence INTEGER NOT NULL"
+    ");",
 };
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
@@ -97,6 +118,13 @@ enum sqlite_wstmt {
     W_VERSION,
     W_IDEM_INSERT,
     W_IDEM_PURGE,
+    W_SAVEPOINT_WRITE,
+    W_RELEASE_WRITE,
+    W_ROLLBACK_TO_WRITE,
+    W_PART_GET,
+    W_PART_PUT,
+    W_OP_EXISTS,
+    W_OP_INSERT,
     W_COUNT
 };
 
@@ -122,19 +150,34 @@ static const char *const sqlite_wsql[W_COUNT] = {
     [W_IDEM_INSERT] = "INSERT INTO idempotency (scope, key, fingerprint, status, location, etag,"
                       " body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE created_ms < ?1",
+    /* Inside an apply's savepoint: undoes its payment write alone. */
+    [W_SAVEPOINT_WRITE] = "SAVEPOINT apply_write",
+    [W_RELEASE_WRITE] = "RELEASE apply_write",
+    [W_ROLLBACK_TO_WRITE] = "ROLLBACK TO apply_write",
+    [W_PART_GET] = "SELECT last_seq, fence FROM partitions WHERE partition = ?1",
+    [W_PART_PUT] = "INSERT INTO partitions (partition, last_seq, fence) VALUES (?1, ?2, ?3)"
+                   " ON CONFLICT (partition) DO UPDATE SET last_seq = excluded.last_seq,"
+                   " fence = excluded.fence",
+    [W_OP_EXISTS] = "SELECT 1 FROM operations WHERE op_id = ?1",
+    [W_OP_INSERT] = "INSERT INTO operations (op_id, partition, seq, status, error_code, message,"
+                    " payment_id, organisation_id, version, applied_ms)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 };
 
 /* Reader statements, prepared once per reading connection. */
-enum sqlite_rstmt { R_GET, R_PING, R_IDEM, R_COUNT };
+enum sqlite_rstmt { R_GET, R_PING, R_IDEM, R_OP, R_PART, R_COUNT };
 
 static const char *const sqlite_rsql[R_COUNT] = {
     [R_GET] = "SELECT doc, version, created_ms FROM payments WHERE id = ?1 AND deleted = 0",
     [R_PING] = "SELECT seq FROM payments ORDER BY seq DESC LIMIT 1",
     [R_IDEM] = "SELECT fingerprint, status, location, etag, body FROM idempotency"
                " WHERE scope = ?1 AND key = ?2",
+    [R_OP] = "SELECT status, error_code, message, payment_id, organisation_id, version,"
+             " partition, seq FROM operations WHERE op_id = ?1",
+    [R_PART] = "SELECT last_seq, fence FROM partitions WHERE partition = ?1",
 };
 
-enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_PURGE };
+enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_PURGE, OP_APPLY };
 
 /* One queued write.  row is a copy; the pointers in it stay borrowed from the
  * submitter until done has been called. */
@@ -149,6 +192,7 @@ struct sqlite_op {
     int err;                    /* result, reported after the commit */
     int64_t current_version;    /* -1 unless err is ECONFLICT */
     int64_t seq;                /* OP_CREATE's sequence number */
+    struct payment_apply apply; /* OP_APPLY: a copy, its pointers borrowed like row's */
 };
 
 struct sqlite_store;
@@ -388,6 +432,220 @@ static int sqlite_op_idem(struct sqlite_store *st, struct sqlite_op *op)
     return rc;
 }
 
+/* ---- operations from the broker ---------------------------------------- */
+
+/* An operation's recorded outcome. */
+struct sqlite_outcome {
+    const char *status;
+    const char *error_code; /* NULL when succeeded, as is message */
+    const char *message;
+    int64_t version;
+};
+
+/* op->err (when rc is SQLITE_OK): ESKIPPED, EFENCED, or OK to go on. */
+static int sqlite_apply_position(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite3_stmt *stmt = st->w[W_PART_GET];
+    int rc = sqlite3_bind_int64(stmt, 1, op->apply.partition);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    op->err = PAYMENT_STORE_OK;
+    if (rc == SQLITE_ROW) {
+        int64_t last_seq = sqlite3_column_int64(stmt, 0), fence = sqlite3_column_int64(stmt, 1);
+        /* Sequence first: a stale redelivery is skipped, whoever delivers it. */
+        if ((int64_t)op->apply.seq <= last_seq)
+            op->err = PAYMENT_STORE_ESKIPPED;
+        else if (fence > (int64_t)op->apply.fence)
+            op->err = PAYMENT_STORE_EFENCED;
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite_stmt_release(stmt);
+    return rc;
+}
+
+/* Sets *found when op_id is already recorded. */
+static int sqlite_apply_known(struct sqlite_store *st, struct sqlite_op *op, int *found)
+{
+    sqlite3_stmt *stmt = st->w[W_OP_EXISTS];
+    int rc = sqlite3_bind_text(stmt, 1, op->apply.op_id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    *found = rc == SQLITE_ROW;
+    sqlite_stmt_release(stmt);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int sqlite_apply_advance(struct sqlite_store *st, struct sqlite_op *op)
+{
+    sqlite3_stmt *stmt = st->w[W_PART_PUT];
+    int rc = sqlite3_bind_int64(stmt, 1, op->apply.partition);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 2, (int64_t)op->apply.seq);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 3, (int64_t)op->apply.fence);
+    if (rc != SQLITE_OK) {
+        sqlite_stmt_release(stmt);
+        return rc;
+    }
+    return sqlite_stmt_run(stmt);
+}
+
+/* The version a successful delete left on its tombstone. */
+static int sqlite_apply_deleted_version(struct sqlite_store *st, struct sqlite_op *op,
+                                        int64_t *version)
+{
+    sqlite3_stmt *stmt = st->w[W_VERSION];
+    int rc = sqlite3_bind_text(stmt, 1, op->row.id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int64(stmt, 0);
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_CORRUPT; /* it was just deleted in this transaction */
+    }
+    sqlite_stmt_release(stmt);
+    return rc;
+}
+
+/* The payment write of op, in a savepoint of its own so that an idempotency
+ * key already recorded undoes it alone; op->err is the write's result. */
+static int sqlite_apply_write(struct sqlite_store *st, struct sqlite_op *op)
+{
+    int rc = sqlite_stmt_run(st->w[W_SAVEPOINT_WRITE]);
+    if (rc != SQLITE_OK)
+        return rc;
+    switch (op->apply.kind) {
+    case PAYMENT_APPLY_CREATE: rc = sqlite_op_create(st, op); break;
+    case PAYMENT_APPLY_UPDATE: rc = sqlite_op_update(st, op); break;
+    case PAYMENT_APPLY_DELETE: rc = sqlite_op_delete(st, op); break;
+    default: rc = SQLITE_MISUSE; break; /* NONE never gets here */
+    }
+    if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK && op->idem)
+        rc = sqlite_op_idem(st, op);
+    if (rc != SQLITE_OK)
+        return rc; /* the caller's savepoint undoes everything */
+    if (op->err == PAYMENT_STORE_EIDEMPOTENT) {
+        rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO_WRITE]);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return sqlite_stmt_run(st->w[W_RELEASE_WRITE]);
+}
+
+/* What the synchronous API would have answered, as a recorded outcome. */
+static int sqlite_apply_outcome(struct sqlite_store *st, struct sqlite_op *op,
+                                struct sqlite_outcome *out)
+{
+    out->status = "failed";
+    out->error_code = NULL;
+    out->message = NULL;
+    out->version = -1;
+    switch (op->err) {
+    case PAYMENT_STORE_OK:
+        out->status = "succeeded";
+        if (op->apply.kind != PAYMENT_APPLY_DELETE) {
+            out->version = op->row.version;
+            return SQLITE_OK;
+        }
+        return sqlite_apply_deleted_version(st, op, &out->version);
+    case PAYMENT_STORE_ENOTFOUND:
+        out->error_code = "not_found";
+        out->message = "no payment with this id";
+        return SQLITE_OK;
+    case PAYMENT_STORE_ECONFLICT:
+        out->error_code = "version_conflict";
+        out->message = "the payment has changed since that version; fetch it and retry";
+        out->version = op->current_version;
+        return SQLITE_OK;
+    case PAYMENT_STORE_EDUPLICATE:
+        out->error_code = "duplicate_id";
+        out->message = "a payment with this id exists or existed";
+        return SQLITE_OK;
+    case PAYMENT_STORE_EIDEMPOTENT:
+        out->error_code = "idempotency_key_in_use";
+        out->message = "another request with this Idempotency-Key is being processed";
+        return SQLITE_OK;
+    default:
+        return SQLITE_MISUSE; /* no other result is decided by the write */
+    }
+}
+
+static int sqlite_apply_record(struct sqlite_store *st, struct sqlite_op *op,
+                               const struct sqlite_outcome *o)
+{
+    const struct payment_apply *a = &op->apply;
+    const char *pid = a->payment_id ? a->payment_id : a->row ? a->row->id : NULL;
+    const char *org = a->organisation_id ? a->organisation_id
+                                         : a->row ? a->row->organisation_id : NULL;
+    sqlite3_stmt *stmt = st->w[W_OP_INSERT];
+    int rc = sqlite3_bind_text(stmt, 1, a->op_id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 2, a->partition);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 3, (int64_t)a->seq);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 4, o->status, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 5, o->error_code);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 6, o->message);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 7, pid);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 8, org);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 9, o->version);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 10, a->applied_ms);
+    if (rc != SQLITE_OK) {
+        sqlite_stmt_release(stmt);
+        return rc;
+    }
+    return sqlite_stmt_run(stmt);
+}
+
+/* Position check, write, outcome, new position: all or nothing, in the
+ * caller's savepoint.  op->err ends OK (outcome recorded), ESKIPPED or
+ * EFENCED. */
+static int sqlite_op_apply_broker(struct sqlite_store *st, struct sqlite_op *op)
+{
+    int rc = sqlite_apply_position(st, op);
+    if (rc != SQLITE_OK || op->err != PAYMENT_STORE_OK)
+        return rc;
+    int known = 0;
+    rc = sqlite_apply_known(st, op, &known);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (known) {
+        /* Republished under a new sequence: applied once already. */
+        rc = sqlite_apply_advance(st, op);
+        op->err = PAYMENT_STORE_ESKIPPED;
+        return rc;
+    }
+    struct sqlite_outcome o;
+    if (op->apply.kind == PAYMENT_APPLY_NONE) {
+        o.status = "failed";
+        o.error_code = op->apply.error_code ? op->apply.error_code : "internal_error";
+        o.message = op->apply.error_message ? op->apply.error_message : "";
+        o.version = -1;
+    } else {
+        rc = sqlite_apply_write(st, op);
+        if (rc == SQLITE_OK)
+            rc = sqlite_apply_outcome(st, op, &o);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    rc = sqlite_apply_record(st, op, &o);
+    if (rc == SQLITE_OK)
+        rc = sqlite_apply_advance(st, op);
+    op->err = PAYMENT_STORE_OK;
+    op->current_version = -1;
+    return rc;
+}
+
 /* Applies op and sets its result.  Returns SQLITE_OK, or the SQLite error
  * that kept it from deciding (op->err is then meaningless). */
 static int sqlite_op_apply(struct sqlite_store *st, struct sqlite_op *op)
@@ -398,6 +656,7 @@ static int sqlite_op_apply(struct sqlite_store *st, struct sqlite_op *op)
     case OP_UPDATE: rc = sqlite_op_update(st, op); break;
     case OP_DELETE: rc = sqlite_op_delete(st, op); break;
     case OP_PURGE: return sqlite_op_purge(st, op);
+    case OP_APPLY: return sqlite_op_apply_broker(st, op);
     }
     if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK && op->idem)
         rc = sqlite_op_idem(st, op);
@@ -600,6 +859,45 @@ static void sqlite_remove(payment_store *s, const char *id, int64_t expected_ver
     sqlite_submit((struct sqlite_store *)s, op);
 }
 
+/* Queues a broker operation.  Malformed ones are a caller bug: EINTERNAL. */
+static void sqlite_apply(payment_store *s, const struct payment_apply *a,
+                         payment_store_done_fn done, void *arg)
+{
+    struct sqlite_op *op = sqlite_op_new(OP_APPLY, done, arg);
+    if (!op)
+        return;
+    op->apply = *a;
+    op->idem = a->idem;
+    op->expected_version = a->expected_version;
+    int ok = a->op_id && a->seq >= 1 && a->seq <= INT64_MAX && a->fence <= INT64_MAX;
+    switch (ok ? a->kind : PAYMENT_APPLY_NONE) {
+    case PAYMENT_APPLY_NONE:
+        break;
+    case PAYMENT_APPLY_CREATE:
+        ok = a->row && a->row->version == 0;
+        break;
+    case PAYMENT_APPLY_UPDATE:
+        ok = a->row && a->expected_version >= 0 && a->row->version == a->expected_version + 1;
+        break;
+    case PAYMENT_APPLY_DELETE:
+        ok = a->payment_id && strlen(a->payment_id) <= UUID_STR_LEN &&
+             a->expected_version >= -1;
+        break;
+    default:
+        ok = 0;
+        break;
+    }
+    if (!ok) {
+        sqlite_op_reject(op, PAYMENT_STORE_EINTERNAL);
+        return;
+    }
+    if (a->row)
+        op->row = *a->row;
+    if (a->kind == PAYMENT_APPLY_DELETE)
+        memcpy(op->row.id, a->payment_id, strlen(a->payment_id) + 1);
+    sqlite_submit((struct sqlite_store *)s, op);
+}
+
 static void sqlite_purge_done(void *arg, int err, int64_t current_version, int64_t seq)
 {
     (void)arg;
@@ -774,6 +1072,68 @@ static int sqlite_idem_get(payment_store *s, const char *scope, const char *key,
         err = PAYMENT_STORE_ENOTFOUND;
     } else {
         err = sqlite_map_err(rc);
+    }
+    sqlite_stmt_release(stmt);
+    return err;
+}
+
+/* Copies text column col into out (NULL as ""), cut to fit. */
+static void sqlite_column_str(sqlite3_stmt *stmt, int col, char *out, size_t len)
+{
+    const char *v = (const char *)sqlite3_column_text(stmt, col);
+    snprintf(out, len, "%s", v ? v : "");
+}
+
+static int sqlite_op_get(payment_store *s, const char *op_id, struct payment_op_found *out)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    int err;
+    struct sqlite_reader *r = sqlite_reader_get(st, &err);
+    if (!r)
+        return err;
+    sqlite3_stmt *stmt = r->stmt[R_OP];
+    int rc = sqlite3_bind_text(stmt, 1, op_id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        sqlite_column_str(stmt, 0, out->status, sizeof out->status);
+        sqlite_column_str(stmt, 1, out->error_code, sizeof out->error_code);
+        sqlite_column_str(stmt, 2, out->message, sizeof out->message);
+        sqlite_column_str(stmt, 3, out->payment_id, sizeof out->payment_id);
+        sqlite_column_str(stmt, 4, out->organisation_id, sizeof out->organisation_id);
+        out->version = sqlite3_column_int64(stmt, 5);
+        out->partition = (uint32_t)sqlite3_column_int64(stmt, 6);
+        out->seq = (uint64_t)sqlite3_column_int64(stmt, 7);
+        err = sqlite3_errcode(r->db) == SQLITE_NOMEM ? PAYMENT_STORE_EINTERNAL : PAYMENT_STORE_OK;
+    } else if (rc == SQLITE_DONE) {
+        err = PAYMENT_STORE_ENOTFOUND;
+    } else {
+        err = sqlite_map_err(rc);
+    }
+    sqlite_stmt_release(stmt);
+    return err;
+}
+
+static int sqlite_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq,
+                                uint64_t *fence)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    int err;
+    struct sqlite_reader *r = sqlite_reader_get(st, &err);
+    if (!r)
+        return err;
+    sqlite3_stmt *stmt = r->stmt[R_PART];
+    int rc = sqlite3_bind_int64(stmt, 1, partition);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    *last_seq = 0;
+    *fence = 0;
+    if (rc == SQLITE_ROW) {
+        *last_seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+        *fence = (uint64_t)sqlite3_column_int64(stmt, 1);
+        err = PAYMENT_STORE_OK;
+    } else {
+        err = rc == SQLITE_DONE ? PAYMENT_STORE_OK : sqlite_map_err(rc);
     }
     sqlite_stmt_release(stmt);
     return err;
@@ -1200,4 +1560,7 @@ const struct payment_store_backend payment_store_sqlite_backend = {
     .stats = sqlite_stats,
     .idem_get = sqlite_idem_get,
     .idem_purge = sqlite_idem_purge,
+    .apply = sqlite_apply,
+    .op_get = sqlite_op_get,
+    .partition_get = sqlite_partition_get,
 };
