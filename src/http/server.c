@@ -99,6 +99,7 @@ struct http_request {
     size_t n_headers;
     void *state;                     /* handler state */
     void (*state_free)(void *);      /* frees state */
+    void (*on_answer)(void *);       /* called with state before the answer is queued */
     http_handler_fn then;            /* continuation of a suspended request */
 };
 
@@ -896,6 +897,10 @@ void http_request_add_header(http_request *req, const char *name, const char *va
 void http_respond(http_request *req, int status, struct buf *body)
 {
     struct MHD_Response *resp;
+    if (req->on_answer) {
+        req->on_answer(req->state);
+        req->on_answer = NULL;
+    }
     int has_body = body && body->len > 0;
     if (has_body) {
         size_t len;
@@ -974,6 +979,11 @@ void http_request_set_state(http_request *req, void *state, void (*free_fn)(void
 void *http_request_state(const http_request *req)
 {
     return req->state;
+}
+
+void http_request_on_answer(http_request *req, void (*fn)(void *state))
+{
+    req->on_answer = fn;
 }
 
 void http_request_suspend(http_request *req, http_handler_fn then)

@@ -110,6 +110,11 @@ void http_respond_error(http_request *req, int status, const char *code, const c
 void http_request_set_state(http_request *req, void *state, void (*free_fn)(void *));
 void *http_request_state(const http_request *req);
 
+/* Calls fn(state) once, just before the request's answer is queued: for
+ * what must end as soon as the client can see the answer (a retry may
+ * follow at once), before the request itself is freed. */
+void http_request_on_answer(http_request *req, void (*fn)(void *state));
+
 /* Parks the request: no answer now; after http_request_resume() the server
  * calls then(req, ctx) on a loop thread, which must answer.  Call it as the
  * handler's last step, before handing the work off. */

@@ -41,13 +41,22 @@ struct write_op {
     struct payment_idem idem; /* the record stored with the write */
 };
 
+/* Lets go of the request's Idempotency-Key: once the answer can be seen,
+ * an immediate retry must find the key free (and its record, if any). */
+static void write_op_release(void *p)
+{
+    struct write_op *w = p;
+    if (w->claimed)
+        idem_inflight_release(w->api->inflight, w->scope, w->key);
+    w->claimed = 0;
+}
+
 static void write_op_free(void *p)
 {
     struct write_op *w = p;
     if (!w)
         return;
-    if (w->claimed)
-        idem_inflight_release(w->api->inflight, w->scope, w->key);
+    write_op_release(w);
     json_decref(w->doc);
     free(w->text);
     buf_free(&w->location);
@@ -442,6 +451,7 @@ static int idem_begin(http_request *req, struct write_op *w)
     }
     w->claimed = 1;
     w->has_key = 1;
+    http_request_on_answer(req, write_op_release);
     /* The request that held the key may have finished between the lookup
      * and the claim: look again, now that no other can. */
     return idem_lookup(req, w) ? -1 : 0;
