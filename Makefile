@@ -83,5 +83,6 @@ fuzz:
 clean:
 	rm -rf build
 
--include $(OBJ:.o=.d) $(ASAN_OBJ:.o=.d) build/obj/src/main.d build/asan/obj/src/main.d
+-include $(OBJ:.o=.d) $(ASAN_OBJ:.o=.d) build/obj/src/main.d build/asan/obj/src/main.d \
+         $(TEST_SRC:%.c=build/asan/obj/%.d)
 .SECONDARY:

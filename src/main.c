@@ -1,4 +1,4 @@
-/* paymentd: wires configuration, store, validator and HTTP server
+/* paymentd: wires configuration, store, validator, broker and HTTP server
  * together, then waits for SIGTERM or SIGINT and shuts down in order:
  * stop accepting, let in-flight requests finish, close the store. */
 #include <pthread.h>
@@ -11,11 +11,28 @@
 #include "app/janitor.h"
 #include "app/system.h"
 #include "auth/keys.h"
+#include "broker/broker.h"
+#include "broker/worker.h"
 #include "core/log.h"
 #include "http/server.h"
 #include "payment/api.h"
 #include "payment/store.h"
 #include "payment/validate.h"
+
+#define OPS_BUCKET "PAYMENTS_OPS"
+#define OPS_TTL_MS (7 * 24 * 3600 * 1000LL) /* pending operations are remembered a week */
+
+/* Everything main owns; each field NULL until made. */
+struct app {
+    payment_validator *validator;
+    auth_keys *keys;
+    payment_store *store;
+    idem_inflight *inflight;
+    janitor *janitor;
+    broker *broker;
+    broker_kv *ops;
+    http_server *server;
+};
 
 static const char *env_lookup(const char *name)
 {
@@ -37,6 +54,64 @@ static int signals_setup(sigset_t *set)
     return sigaction(SIGPIPE, &sa, NULL);
 }
 
+/* Frees in the reverse order of making; the server first, so that no
+ * request is in flight when what it uses goes. */
+static void app_close(struct app *a, unsigned grace_ms)
+{
+    http_server_stop(a->server, grace_ms);
+    janitor_stop(a->janitor);
+    broker_kv_close(a->ops);
+    if (a->broker) {
+        broker_close(a->broker);
+        broker_library_shutdown();
+    }
+    idem_inflight_free(a->inflight);
+    payment_store_close(a->store);
+    auth_keys_free(a->keys);
+    payment_validator_free(a->validator);
+}
+
+/* `paymentd worker`: applies the operations of the partitions it owns
+ * until a signal, then hands them back.  Returns the exit status. */
+static int worker_main(struct app *a, const struct config *cfg, const struct logger *log,
+                       sigset_t *sigs)
+{
+    char err[512];
+    struct worker_config wc = WORKER_CONFIG_INIT;
+    wc.broker_urls = cfg->broker;
+    wc.partitions = cfg->partitions;
+    wc.worker_id = cfg->worker_id[0] ? cfg->worker_id : NULL;
+    wc.replicas = cfg->broker_replicas;
+    worker *w = worker_start(&wc, a->store, a->validator, log, err, sizeof err);
+    if (!w) {
+        fprintf(stderr, "paymentd worker: %s\n", err);
+        return 1;
+    }
+    log_msg(log, LOG_INFO, "paymentd worker on %s, %u partitions", cfg->broker, cfg->partitions);
+    int sig = 0;
+    while (sigwait(sigs, &sig) != 0)
+        ;
+    log_msg(log, LOG_INFO, "signal %d: handing the partitions back", sig);
+    worker_stop(w);
+    broker_library_shutdown();
+    return 0;
+}
+
+/* Connects to the broker and makes sure the stream and the bucket of
+ * pending operations exist.  Returns 0, or -1 with a reason in err. */
+static int app_broker_open(struct app *a, const struct config *cfg, char *err, size_t errlen)
+{
+    if (broker_open(cfg->broker, NULL, &a->broker, err, errlen) != BROKER_OK)
+        return -1;
+    if (broker_ensure_stream(a->broker, "PAYMENTS", "payments.cmd.*", cfg->broker_replicas, err,
+                             errlen) != BROKER_OK)
+        return -1;
+    return broker_kv_open(a->broker, OPS_BUCKET, OPS_TTL_MS, cfg->broker_replicas, &a->ops, err,
+                          errlen) == BROKER_OK
+               ? 0
+               : -1;
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -49,58 +124,69 @@ int main(int argc, char **argv)
         config_usage(stdout);
         return 0;
     }
+    char store_uri[CONFIG_URI_MAX + 256], store_shown[CONFIG_URI_MAX + 256];
+    if (config_store_uri(&cfg, store_uri, sizeof store_uri, err, sizeof err) != 0) {
+        fprintf(stderr, "paymentd: %s\n", err);
+        return 2;
+    }
+    config_redact_uri(store_uri, store_shown, sizeof store_shown);
     const struct logger log = {cfg.log_level, 2};
     sigset_t sigs;
     if (signals_setup(&sigs) != 0) {
         fprintf(stderr, "paymentd: cannot set up signal handling\n");
         return 1;
     }
-    payment_validator *validator = payment_validator_new();
-    if (!validator) {
+
+    struct app a = {0};
+    int rc = 1;
+    if (!(a.validator = payment_validator_new())) {
         fprintf(stderr, "paymentd: cannot build the payment validator\n");
-        return 1;
+        goto out;
     }
-    auth_keys *keys = NULL;
-    if (cfg.api_keys[0] && auth_keys_load(cfg.api_keys, &keys, err, sizeof err) != 0) {
+    if (cfg.api_keys[0] && auth_keys_load(cfg.api_keys, &a.keys, err, sizeof err) != 0) {
         fprintf(stderr, "paymentd: --api-keys %s\n", err);
-        payment_validator_free(validator);
-        return 1;
+        goto out;
     }
-    char store_uri[CONFIG_URI_MAX + 256], store_shown[CONFIG_URI_MAX + 256];
-    if (config_store_uri(&cfg, store_uri, sizeof store_uri, err, sizeof err) != 0) {
-        fprintf(stderr, "paymentd: %s\n", err);
-        auth_keys_free(keys);
-        payment_validator_free(validator);
-        return 2;
-    }
-    config_redact_uri(store_uri, store_shown, sizeof store_shown);
-    payment_store *store = NULL;
-    if (payment_store_open(store_uri, &store, err, sizeof err) != PAYMENT_STORE_OK) {
+    if (payment_store_open(store_uri, &a.store, err, sizeof err) != PAYMENT_STORE_OK) {
         fprintf(stderr, "paymentd: cannot open store %s: %s\n", store_shown, err);
-        auth_keys_free(keys);
-        payment_validator_free(validator);
-        return 1;
+        goto out;
+    }
+    if (cfg.worker && !cfg.broker[0]) {
+        fprintf(stderr, "paymentd worker: --broker is required\n");
+        goto out;
+    }
+    if (cfg.broker[0] && strncmp(store_uri, "sqlite:", 7) != 0) {
+        fprintf(stderr, "paymentd: --broker needs the embedded store for now (operation outcomes "
+                        "are not yet kept on MongoDB)\n");
+        goto out;
+    }
+    if (cfg.worker) {
+        rc = worker_main(&a, &cfg, &log, &sigs);
+        goto out;
+    }
+    if (cfg.broker[0] && app_broker_open(&a, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "paymentd: broker %s: %s\n", cfg.broker, err);
+        goto out;
+    }
+    a.inflight = idem_inflight_new();
+    /* Purged a tenth of the TTL after expiry at most: kept at least the TTL. */
+    if (a.inflight)
+        a.janitor = janitor_start(a.store, cfg.idempotency_ttl_ms, cfg.idempotency_ttl_ms / 10);
+    if (!a.janitor) {
+        fprintf(stderr, "paymentd: cannot start the idempotency janitor\n");
+        goto out;
     }
 
-    idem_inflight *inflight = idem_inflight_new();
-    /* Purged a tenth of the TTL after expiry at most: kept at least the TTL. */
-    janitor *jan = inflight ? janitor_start(store, cfg.idempotency_ttl_ms,
-                                            cfg.idempotency_ttl_ms / 10)
-                            : NULL;
-    if (!jan) {
-        fprintf(stderr, "paymentd: cannot start the idempotency janitor\n");
-        idem_inflight_free(inflight);
-        payment_store_close(store);
-        auth_keys_free(keys);
-        payment_validator_free(validator);
-        return 1;
-    }
     struct payment_api api = {0};
-    api.inflight = inflight;
-    api.store = store;
-    api.validator = validator;
+    api.inflight = a.inflight;
+    api.store = a.store;
+    api.validator = a.validator;
     api.public_url = cfg.public_url;
-    struct system_ctx sys = {store, cfg.public_url, &api};
+    api.broker = a.broker;
+    api.ops = a.ops;
+    api.partitions = cfg.partitions;
+    api.async_always = cfg.async_always;
+    struct system_ctx sys = {a.store, cfg.public_url, &api};
     struct http_route routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES];
     size_t n = system_routes(&sys, routes);
     n += payment_api_routes(&api, routes + n);
@@ -114,36 +200,29 @@ int main(int argc, char **argv)
         .routes = routes,
         .n_routes = n,
         .log = &log,
-        .authenticate = keys ? auth_authenticate : NULL,
-        .auth_ctx = keys,
+        .authenticate = a.keys ? auth_authenticate : NULL,
+        .auth_ctx = a.keys,
         .max_connections = cfg.max_connections,
         .rate_limit = cfg.rate_limit,
     };
-    http_server *server = NULL;
-    if (http_server_start(&hc, &server, err, sizeof err) != 0) {
+    if (http_server_start(&hc, &a.server, err, sizeof err) != 0) {
         fprintf(stderr, "paymentd: %s\n", err);
-        janitor_stop(jan);
-        idem_inflight_free(inflight);
-        payment_store_close(store);
-        auth_keys_free(keys);
-        payment_validator_free(validator);
-        return 1;
+        goto out;
     }
-    log_msg(&log, LOG_INFO, "paymentd listening on %s:%u, store %s, %u threads", cfg.host,
-            (unsigned)http_server_port(server), store_shown, cfg.threads);
-    if (!keys)
+    log_msg(&log, LOG_INFO, "paymentd listening on %s:%u, store %s, %u threads%s%s", cfg.host,
+            (unsigned)http_server_port(a.server), store_shown, cfg.threads,
+            cfg.broker[0] ? ", broker " : "", cfg.broker);
+    if (!a.keys)
         log_msg(&log, LOG_WARN, "no --api-keys: every request is let in, for every organisation");
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
     log_msg(&log, LOG_INFO, "signal %d: finishing in-flight requests", sig);
-    http_server_stop(server, cfg.shutdown_grace_ms);
-    janitor_stop(jan);
-    idem_inflight_free(inflight);
-    payment_store_close(store);
-    auth_keys_free(keys);
-    payment_validator_free(validator);
-    log_msg(&log, LOG_INFO, "paymentd stopped");
-    return 0;
+    rc = 0;
+out:
+    app_close(&a, cfg.shutdown_grace_ms);
+    if (rc == 0)
+        log_msg(&log, LOG_INFO, "paymentd stopped");
+    return rc;
 }

@@ -253,6 +253,71 @@ static int apply_wait_for_store(struct config *cfg, const char *v, char *errbuf,
     return 0;
 }
 
+static int apply_broker(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72];
+    if (strncmp(v, "nats://", 7) != 0 || strlen(v) >= sizeof cfg->broker) {
+        snprintf(errbuf, errlen, "--broker: expected nats://HOST:PORT[,...], got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    snprintf(cfg->broker, sizeof cfg->broker, "%s", v);
+    return 0;
+}
+
+static int apply_async_writes(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72];
+    if (strcmp(v, "always") == 0) {
+        cfg->async_always = 1;
+    } else if (strcmp(v, "prefer") == 0) {
+        cfg->async_always = 0;
+    } else {
+        snprintf(errbuf, errlen, "--async-writes: expected prefer or always, got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    return 0;
+}
+
+static int apply_partitions(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72];
+    unsigned long long n;
+    if (parse_uint(v, 1024, &n) || n == 0) {
+        snprintf(errbuf, errlen, "--partitions: expected 1..1024, got \"%s\"", shown(v, q));
+        return -1;
+    }
+    cfg->partitions = (unsigned)n;
+    return 0;
+}
+
+static int apply_broker_replicas(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72];
+    unsigned long long n;
+    if (parse_uint(v, 5, &n) || n == 0) {
+        snprintf(errbuf, errlen, "--broker-replicas: expected 1..5, got \"%s\"", shown(v, q));
+        return -1;
+    }
+    cfg->broker_replicas = (int)n;
+    return 0;
+}
+
+static int apply_worker_id(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    char q[72];
+    size_t n = strlen(v);
+    if (n == 0 || n >= sizeof cfg->worker_id ||
+        strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != n) {
+        snprintf(errbuf, errlen, "--worker-id: expected 1..63 of A-Z a-z 0-9 - _ ., got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    memcpy(cfg->worker_id, v, n + 1);
+    return 0;
+}
+
 static const struct option_def options[] = {
     {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
      apply_listen},
@@ -280,6 +345,19 @@ static const struct option_def options[] = {
     {"--wait-for-store", "PAYMENTD_WAIT_FOR_STORE", "true|false",
      "MongoDB store: start even when it does not answer yet (default false)",
      apply_wait_for_store},
+    {"--broker", "PAYMENTD_BROKER", "URLS",
+     "NATS JetStream servers for asynchronous writes, nats://HOST:PORT[,...] (default none)",
+     apply_broker},
+    {"--async-writes", "PAYMENTD_ASYNC_WRITES", "prefer|always",
+     "with --broker: writes are asynchronous with Prefer: respond-async, or always (prefer)",
+     apply_async_writes},
+    {"--partitions", "PAYMENTD_PARTITIONS", "N", "partitions of the operation stream (default 16)",
+     apply_partitions},
+    {"--broker-replicas", "PAYMENTD_BROKER_REPLICAS", "N",
+     "copies of the stream and buckets: 1 on one server, 3 on a cluster (default 1)",
+     apply_broker_replicas},
+    {"--worker-id", "PAYMENTD_WORKER_ID", "ID", "paymentd worker: its name (default host-pid)",
+     apply_worker_id},
     {"--idempotency-ttl", "PAYMENTD_IDEMPOTENCY_TTL", "DURATION",
      "keep Idempotency-Key outcomes at least this long, e.g. 24h (default 24h)",
      apply_idempotency_ttl},
@@ -337,7 +415,9 @@ void config_redact_uri(const char *uri, char *out, size_t cap)
 
 void config_usage(FILE *out)
 {
-    fprintf(out, "usage: paymentd [FLAGS]\n\nServes the payment API over HTTP.  Each flag can "
+    fprintf(out, "usage: paymentd [FLAGS]\n       paymentd worker --broker URLS [FLAGS]\n\n"
+                 "Serves the payment API over HTTP; as a worker, applies the asynchronous "
+                 "writes of the partitions it owns.  Each flag can "
                  "also be set by its environment variable; the flag wins.\n\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         char left[48];
@@ -361,6 +441,8 @@ static void config_defaults(struct config *cfg)
     cfg->shutdown_grace_ms = 10000;
     cfg->max_connections = 10000;
     cfg->idempotency_ttl_ms = 24 * 3600 * 1000LL;
+    cfg->partitions = 16;
+    cfg->broker_replicas = 1;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),
@@ -373,7 +455,12 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
         if (v && options[i].apply(cfg, v, errbuf, errlen) != 0)
             return CONFIG_EINVAL;
     }
-    for (int a = 1; a < argc; a++) {
+    int first = 1;
+    if (argc > 1 && strcmp(argv[1], "worker") == 0) {
+        cfg->worker = 1;
+        first = 2;
+    }
+    for (int a = first; a < argc; a++) {
         const char *arg = argv[a];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             cfg->help = 1;

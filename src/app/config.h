@@ -29,6 +29,12 @@ struct config {
     int64_t idempotency_ttl_ms;        /* --idempotency-ttl: records kept at least this long */
     char mongo_collection[128];        /* --mongo-collection, or "" for the store's default */
     int wait_for_store;                /* --wait-for-store: start even if the store is down */
+    char broker[CONFIG_URI_MAX];       /* --broker nats://..., or "": writes are synchronous */
+    int async_always;                  /* --async-writes always (else only with Prefer) */
+    unsigned partitions;               /* --partitions of the operation stream */
+    int broker_replicas;               /* --broker-replicas of the stream and buckets */
+    int worker;                        /* `paymentd worker`: apply operations, serve no HTTP */
+    char worker_id[64];                /* --worker-id, or "" for host-pid */
     int help;                          /* --help was given */
 };
 

@@ -5,9 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth/keys.h"
+#include "broker/partition.h"
 #include "core/clock.h"
+#include "core/hex.h"
 #include "core/uuid.h"
 #include "http/server.h"
 #include "payment/doc.h"
@@ -505,6 +508,122 @@ static const char *type_or(json_t *data, const char *fallback)
     return t && *t ? t : fallback;
 }
 
+/* --- asynchronous writes (--broker) --------------------------------------- */
+
+/* How long a publish may wait for the broker's acknowledgement before the
+ * request is answered 503 broker_unavailable: it holds an HTTP thread. */
+#define ASYNC_PUBLISH_MS 2000
+
+/* Whether this write goes through the broker: --async-writes always, or
+ * the request's Prefer header holds respond-async (RFC 7240). */
+static int async_wanted(http_request *req, const struct payment_api *api)
+{
+    if (!api->broker)
+        return 0;
+    if (api->async_always)
+        return 1;
+    const char *prefer = http_request_header(req, "Prefer");
+    for (const char *p = prefer; p && *p;) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, ",;");
+        size_t t = n;
+        while (t > 0 && (p[t - 1] == ' ' || p[t - 1] == '\t'))
+            t--;
+        if (t == 13 && strncasecmp(p, "respond-async", 13) == 0)
+            return 1;
+        p += strcspn(p, ",");
+    }
+    return 0;
+}
+
+/* The operation id: a UUIDv7, or, for a request with an Idempotency-Key,
+ * one derived from the caller and the key, so that a retry publishes the
+ * same message id and the stream stores it once. */
+static int async_op_id(struct write_op *w, char out[UUID_STR_LEN + 1])
+{
+    struct uuid u;
+    if (w->has_key) {
+        char hex[IDEM_FINGERPRINT_LEN + 1];
+        if (idem_fingerprint("ASYNC", w->scope, w->key, strlen(w->key), hex) != 0)
+            return -1;
+        for (int i = 0; i < 16; i++)
+            u.bytes[i] = (uint8_t)(hex_value(hex[2 * i]) * 16 + hex_value(hex[2 * i + 1]));
+        u.bytes[6] = (uint8_t)((u.bytes[6] & 0x0f) | 0x80); /* version 8: custom */
+        u.bytes[8] = (uint8_t)((u.bytes[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+    } else if (uuid_v7_generate(clock_now_ms(), &u) != 0) {
+        return -1;
+    }
+    uuid_format(&u, out);
+    return 0;
+}
+
+/* 202 with the pending operation. */
+static void respond_accepted(http_request *req, const struct payment_api *api, const char *op,
+                             const char *pid, const char *org)
+{
+    struct buf b = BUF_INIT, loc = BUF_INIT;
+    const char *u = api->public_url;
+    buf_printf(&loc, "%s/v1/operations/%s", u, op);
+    buf_printf(&b, "{\"data\":{\"type\":\"operations\",\"id\":\"%s\",\"status\":\"pending\","
+                   "\"payment_id\":\"%s\",\"organisation_id\":\"%s\"},\"links\":{\"self\":\"",
+               op, pid, org);
+    buf_json_escape(&b, loc.data ? loc.data : "", loc.len);
+    buf_puts(&b, "\",\"payment\":\"");
+    buf_json_escape(&b, u, strlen(u));
+    buf_printf(&b, "/v1/payments/%s\"}}", pid);
+    if (!buf_failed(&loc))
+        http_request_add_header(req, "Location", loc.data);
+    buf_free(&loc);
+    http_respond_buf(req, 202, &b);
+}
+
+/* Publishes the operation (kind, payment pid of organisation org, based on
+ * base_version, carrying data when not NULL) to its organisation's
+ * partition and answers 202 once the broker has acknowledged it, or 503
+ * broker_unavailable. */
+static void async_submit(http_request *req, struct write_op *w, const char *kind, const char *pid,
+                         const char *org, int64_t base_version, json_t *data)
+{
+    struct payment_api *api = w->api;
+    char op[UUID_STR_LEN + 1], subject[64];
+    if (async_op_id(w, op) != 0) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    json_t *msg = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "op", op, "kind", kind,
+                            "payment_id", pid, "organisation_id", org, "base_version",
+                            (json_int_t)base_version, "submitted_ms", (json_int_t)clock_now_ms());
+    char *text = NULL;
+    if (msg && data && json_object_set(msg, "data", data) != 0) {
+        json_decref(msg);
+        msg = NULL;
+    }
+    if (msg)
+        text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    snprintf(subject, sizeof subject, "payments.cmd.%u", partition_of(org, api->partitions));
+    int rc = broker_publish(api->broker, subject, op, text, strlen(text), ASYNC_PUBLISH_MS, NULL,
+                            NULL);
+    free(text);
+    if (rc != BROKER_OK) {
+        http_respond_error(req, 503, "broker_unavailable",
+                           "the broker did not acknowledge the operation; retry later", NULL);
+        return;
+    }
+    /* Marks the operation pending for GET /v1/operations until a worker
+     * records its outcome; a failure here only delays what GET shows. */
+    char value[128];
+    int n = snprintf(value, sizeof value, "{\"payment_id\":\"%s\",\"organisation_id\":\"%s\"}",
+                     pid, org);
+    rc = broker_kv_create(api->ops, op, value, (size_t)n, NULL);
+    (void)rc; /* EEXISTS: a retry of the same operation */
+    respond_accepted(req, api, op, pid, org);
+}
+
 static void payments_create(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
@@ -534,6 +653,14 @@ static void payments_create(http_request *req, void *ctx)
     if (!auth_allows(principal(req), org)) {
         json_decref(root);
         respond_forbidden(req);
+        return;
+    }
+    if (async_wanted(req, api)) {
+        if (json_object_set_new(data, "id", json_string(w->id)) != 0)
+            http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        else
+            async_submit(req, w, "create", w->id, org, -1, data);
+        json_decref(root);
         return;
     }
     char created_on[CLOCK_TIMESTAMP_LEN + 1];
@@ -776,6 +903,13 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
         respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
         goto out;
     }
+    if (async_wanted(req, api)) {
+        /* Checked here against the payment as it is now; the worker checks
+         * again, and decides the version, when it applies the operation. */
+        async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id,
+                     payment_doc_string(cur.doc, "organisation_id") ?: "", expected, data);
+        goto out;
+    }
     if (cur.version != expected) {
         respond_store_error(req, PAYMENT_STORE_ECONFLICT, cur.version);
         goto out;
@@ -871,6 +1005,20 @@ static void payments_delete(http_request *req, void *ctx)
     }
     if (delete_allowed(req, api, id) != 0)
         return;
+    if (async_wanted(req, api)) {
+        struct buf b = BUF_INIT;
+        int64_t version;
+        char org[UUID_STR_LEN + 1];
+        int err = payment_store_get(api->store, id, &b, &version);
+        if (err == PAYMENT_STORE_OK && doc_org(b.data, b.len, org) != 0)
+            err = PAYMENT_STORE_EINTERNAL;
+        buf_free(&b);
+        if (err != PAYMENT_STORE_OK)
+            respond_store_error(req, err, -1);
+        else
+            async_submit(req, w, "delete", id, org, h ? hv : q.version, NULL);
+        return;
+    }
     snprintf(w->id, sizeof w->id, "%s", id);
     w->status = 204;
     write_op_submit(req, w, PAYMENT_OP_DELETE, h ? hv : q.version);
@@ -1002,6 +1150,78 @@ static void payments_list(http_request *req, void *ctx)
     http_respond_buf(req, 200, &b);
 }
 
+/* --- operations ---------------------------------------------------------- */
+
+static void operations_fetch(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    char id[UUID_STR_LEN + 1];
+    path_id(req, id);
+    struct payment_op_found f;
+    struct buf b = BUF_INIT;
+    int err = payment_store_op_get(api->store, id, &f);
+    if (err == PAYMENT_STORE_OK) {
+        if (!auth_allows(principal(req), f.organisation_id)) {
+            respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
+            return;
+        }
+        buf_printf(&b, "{\"data\":{\"type\":\"operations\",\"id\":\"%s\",\"status\":\"%s\","
+                       "\"payment_id\":\"%s\",\"organisation_id\":\"%s\"",
+                   id, f.status, f.payment_id, f.organisation_id);
+        if (strcmp(f.status, "succeeded") == 0) {
+            buf_printf(&b, ",\"version\":%" PRId64, f.version);
+        } else {
+            buf_puts(&b, ",\"error_code\":\"");
+            buf_json_escape(&b, f.error_code, strlen(f.error_code));
+            buf_puts(&b, "\",\"error_message\":\"");
+            buf_json_escape(&b, f.message, strlen(f.message));
+            buf_puts(&b, "\"");
+            if (f.version >= 0)
+                buf_printf(&b, ",\"current_version\":%" PRId64, f.version);
+        }
+        buf_puts(&b, "},\"links\":{\"self\":\"");
+        buf_json_escape(&b, api->public_url, strlen(api->public_url));
+        buf_printf(&b, "/v1/operations/%s\",\"payment\":\"", id);
+        buf_json_escape(&b, api->public_url, strlen(api->public_url));
+        buf_printf(&b, "/v1/payments/%s\"}}", f.payment_id);
+        http_respond_buf(req, 200, &b);
+        return;
+    }
+    if (err != PAYMENT_STORE_ENOTFOUND || !api->ops) {
+        respond_store_error(req, err, -1);
+        return;
+    }
+    char *value = NULL;
+    size_t len = 0;
+    int rc = broker_kv_get(api->ops, id, &value, &len, NULL);
+    json_t *v = rc == BROKER_OK ? json_loadb(value, len, 0, NULL) : NULL;
+    free(value);
+    const char *pid = payment_doc_string(v, "payment_id");
+    const char *org = payment_doc_string(v, "organisation_id");
+    if (rc == BROKER_ENOTFOUND || (rc == BROKER_OK && (!pid || !org)) ||
+        (org && !auth_allows(principal(req), org))) {
+        json_decref(v);
+        respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
+        return;
+    }
+    if (rc != BROKER_OK) {
+        json_decref(v);
+        http_respond_error(req, 503, "broker_unavailable", "the broker does not answer", NULL);
+        return;
+    }
+    http_request_add_header(req, "Retry-After", "1");
+    struct buf ok = BUF_INIT;
+    buf_printf(&ok, "{\"data\":{\"type\":\"operations\",\"id\":\"%s\",\"status\":\"pending\","
+                    "\"payment_id\":\"%s\",\"organisation_id\":\"%s\"},\"links\":{\"self\":\"",
+               id, pid, org);
+    buf_json_escape(&ok, api->public_url, strlen(api->public_url));
+    buf_printf(&ok, "/v1/operations/%s\",\"payment\":\"", id);
+    buf_json_escape(&ok, api->public_url, strlen(api->public_url));
+    buf_printf(&ok, "/v1/payments/%s\"}}", pid);
+    json_decref(v);
+    http_respond_buf(req, 200, &ok);
+}
+
 /* --- routes ------------------------------------------------------------- */
 
 size_t payment_api_routes(struct payment_api *api, struct http_route *out)
@@ -1020,6 +1240,7 @@ size_t payment_api_routes(struct payment_api *api, struct http_route *out)
         {HTTP_GET, "/v1/payment/{id}", payments_fetch, id, api},
         {HTTP_PUT, "/v1/payment/{id}", payments_replace, id | body, api},
         {HTTP_DELETE, "/v1/payment/{id}", payments_delete, id, api},
+        {HTTP_GET, "/v1/operations/{id}", operations_fetch, id, api},
     };
     memcpy(out, routes, sizeof routes);
     return PAYMENT_API_ROUTES;

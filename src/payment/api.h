@@ -8,13 +8,14 @@
 #include <stddef.h>
 
 #include "core/buf.h"
+#include "broker/broker.h"
 #include "core/metrics.h"
 #include "http/router.h"
 #include "payment/idem.h"
 #include "payment/store.h"
 #include "payment/validate.h"
 
-#define PAYMENT_API_ROUTES 10 /* entries payment_api_routes() fills */
+#define PAYMENT_API_ROUTES 11 /* entries payment_api_routes() fills */
 
 /* The store operations whose latency is measured. */
 enum payment_store_op { PAYMENT_OP_GET, PAYMENT_OP_LIST, PAYMENT_OP_CREATE, PAYMENT_OP_UPDATE,
@@ -25,6 +26,10 @@ struct payment_api {
     const payment_validator *validator; /* borrowed */
     const char *public_url;             /* prefix of links; "" makes them paths */
     idem_inflight *inflight;            /* borrowed: Idempotency-Keys of requests in flight */
+    broker *broker;                     /* borrowed: asynchronous writes, or NULL (off) */
+    broker_kv *ops;                     /* borrowed: operations pending, when broker is set */
+    uint32_t partitions;                /* of the operation stream */
+    int async_always;                   /* every write asynchronous, not only Prefer ones */
     struct metrics_histogram store_latency[PAYMENT_OP_COUNT]; /* zeroed by the owner */
 };
 

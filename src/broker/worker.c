@@ -1,0 +1,750 @@
+/* worker: see worker.h.  One control thread keeps the membership key and
+ * the leases; one thread per partition applies that partition's messages
+ * while the worker holds its lease.  Ownership (owned, fence) lives in the
+ * partition's slot under the worker's mutex; the store's fencing makes a
+ * stale view harmless, so neither side waits on the network while holding
+ * the mutex. */
+#include "broker/worker.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "core/clock.h"
+#include "core/uuid.h"
+#include "payment/doc.h"
+#include "payment/merge.h"
+
+#define WORKER_STREAM "PAYMENTS"
+#define WORKER_SUBJECTS "payments.cmd.*"
+#define WORKER_LEASES "PAYMENTS_LEASES"
+#define WORKER_MEMBERS "PAYMENTS_WORKERS"
+#define WORKER_RETRY_MS 100 /* pause before retrying a message the store did not take */
+#define WORKER_READ_MS 200  /* longest wait for a message before ownership is checked */
+
+/* A store write's answer, awaited by the partition thread. */
+struct wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done; /* set by the callback */
+    int err;  /* its err */
+};
+
+/* One partition's slot. */
+struct part {
+    struct worker *w; /* owner of the slot */
+    uint32_t p;       /* partition number */
+    pthread_t thread; /* its applying thread */
+    struct wait wait; /* the store answer in flight */
+    /* Guarded by w->mu: */
+    int owned;        /* the worker holds the lease */
+    uint64_t fence;   /* the lease's current revision, valid while owned */
+    int busy;         /* the thread works on the partition; released only when 0 */
+};
+
+struct worker {
+    char *urls;                    /* broker URLs, owned */
+    char id[128];                  /* lease value */
+    uint32_t partitions;           /* partitions of the stream */
+    int ttl_ms;                    /* lease and membership lifetime */
+    int refresh_ms;                /* refresh interval */
+    payment_store *store;          /* borrowed */
+    const payment_validator *v;    /* borrowed */
+    const struct logger *log;      /* borrowed */
+    broker *b;                     /* the connection, owned */
+    broker_kv *leases;             /* bucket PAYMENTS_LEASES */
+    broker_kv *members;            /* bucket PAYMENTS_WORKERS */
+    pthread_t control;             /* membership and leases */
+    int control_started;           /* control was created */
+    pthread_mutex_t mu;            /* guards stopping and each part's owned/fence/busy */
+    pthread_cond_t cv;             /* signalled on any change under mu */
+    int stopping;                  /* set once by stop */
+    int member_k;                  /* our membership key's k, -1 when none */
+    uint64_t member_rev;           /* its revision */
+    _Atomic uint64_t applied;      /* messages applied or skipped */
+    struct part *parts;            /* partitions slots */
+    uint32_t started;              /* partition threads started */
+};
+
+/* The monotonic time ms from now. */
+static struct timespec deadline_in(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static int cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    if (pthread_condattr_init(&a) != 0)
+        return -1;
+    int rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Sleeps ms, or less when the worker stops.  The condition variable is
+ * signalled for other reasons too: only the deadline or the stop end it. */
+static void worker_pause(struct worker *w, int ms)
+{
+    struct timespec until = deadline_in(ms);
+    pthread_mutex_lock(&w->mu);
+    while (!w->stopping && pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* ---- applying one message ---------------------------------------------- */
+
+static void wait_done(void *arg, int err, int64_t current_version, int64_t seq)
+{
+    (void)current_version;
+    (void)seq;
+    struct wait *wt = arg;
+    pthread_mutex_lock(&wt->mu);
+    wt->err = err;
+    wt->done = 1;
+    pthread_cond_signal(&wt->cv);
+    pthread_mutex_unlock(&wt->mu);
+}
+
+/* What an apply borrows until the store answers. */
+struct prepared {
+    json_t *root;        /* the decoded message */
+    json_t *cur;         /* the stored document (replace, patch) */
+    json_t *doc;         /* the document to write */
+    char *text;          /* its serialization */
+    struct payment_row row;
+    char pid[UUID_STR_LEN + 1];
+    char org[UUID_STR_LEN + 1];
+    char msg[240];       /* kind NONE's message */
+};
+
+static void prepared_free(struct prepared *pr)
+{
+    json_decref(pr->root);
+    json_decref(pr->cur);
+    json_decref(pr->doc);
+    free(pr->text);
+}
+
+static const char *type_or(const json_t *data, const char *fallback)
+{
+    const char *t = payment_doc_string(data, "type");
+    return t && *t ? t : fallback;
+}
+
+static void fail(struct payment_apply *a, struct prepared *pr, const char *code, const char *msg)
+{
+    a->kind = PAYMENT_APPLY_NONE;
+    a->row = NULL;
+    snprintf(pr->msg, sizeof pr->msg, "%s", msg);
+    a->error_code = code;
+    a->error_message = pr->msg;
+}
+
+/* "the payment is not valid: N problems: field message; ..." in pr->msg. */
+static void fail_invalid(struct payment_apply *a, struct prepared *pr, const json_t *errors)
+{
+    size_t n = json_array_size(errors);
+    char msg[sizeof pr->msg];
+    int len = snprintf(msg, sizeof msg, "the payment is not valid: %zu problem%s", n,
+                       n == 1 ? "" : "s");
+    for (size_t i = 0; i < n && len > 0 && (size_t)len < sizeof msg; i++) {
+        const json_t *e = json_array_get(errors, i);
+        len += snprintf(msg + len, sizeof msg - (size_t)len, "%s %s %s", i ? ";" : ":",
+                        payment_doc_string(e, "field") ?: "",
+                        payment_doc_string(e, "message") ?: "");
+    }
+    fail(a, pr, "validation_failed", msg);
+}
+
+/* Appends one {"field","message"} problem: 1, or -1 out of memory. */
+static int problem(json_t *errors, const char *field, const char *message)
+{
+    json_t *e = json_pack("{s:s,s:s}", "field", field, "message", message);
+    return e && json_array_append_new(errors, e) == 0 ? 1 : -1;
+}
+
+/* Fills a->row from pr->doc.  0, or EINTERNAL (no memory). */
+static int build_row(struct payment_apply *a, struct prepared *pr, int64_t created_ms,
+                     int64_t now)
+{
+    if (!pr->doc || payment_doc_row(pr->doc, created_ms, now, &pr->row, &pr->text) != 0)
+        return PAYMENT_STORE_EINTERNAL;
+    a->row = &pr->row;
+    return 0;
+}
+
+static int prepare_create(struct payment_apply *a, struct prepared *pr, json_t *data, int64_t now)
+{
+    char created_on[CLOCK_TIMESTAMP_LEN + 1];
+    clock_format_ms(now, created_on);
+    json_t *attributes = json_object_get(data, "attributes");
+    json_t *rel = json_object_get(data, "relationships");
+    if (!json_is_object(attributes))
+        return fail(a, pr, "bad_request", "data.attributes must be an object"), 0;
+    payment_attributes_strip_nulls(attributes); /* as the HTTP node's validation did */
+    pr->doc = payment_doc_new(type_or(data, "payments"), pr->pid, 0, pr->org, created_on, now,
+                              attributes, json_is_null(rel) ? NULL : rel);
+    a->kind = PAYMENT_APPLY_CREATE;
+    return build_row(a, pr, now, now);
+}
+
+/* Replace and patch: the next version of the stored payment, as the
+ * synchronous PUT and PATCH build it (src/payment/api.c). */
+static int prepare_update(struct worker *w, struct payment_apply *a, struct prepared *pr,
+                          json_t *data, int64_t base, int patch, int64_t now)
+{
+    struct buf b = BUF_INIT;
+    int64_t version, created_ms;
+    int err = payment_store_get_meta(w->store, pr->pid, &b, &version, &created_ms);
+    if (err == PAYMENT_STORE_ENOTFOUND) {
+        buf_free(&b);
+        return fail(a, pr, "not_found", "no payment with this id"), 0;
+    }
+    if (err != PAYMENT_STORE_OK) {
+        buf_free(&b);
+        return err;
+    }
+    pr->cur = json_loadb(b.data, b.len, 0, NULL);
+    buf_free(&b);
+    if (!json_is_object(pr->cur))
+        return PAYMENT_STORE_EINTERNAL;
+    const char *stored_org = payment_doc_string(pr->cur, "organisation_id") ?: "";
+    const char *given = payment_doc_string(data, "organisation_id");
+    char canon[UUID_STR_LEN + 1];
+    if (strcmp(pr->org, stored_org) != 0 ||
+        (given && (uuid_canonical(given, strlen(given), canon) != 0 || strcmp(canon, stored_org))))
+        return fail(a, pr, "validation_failed",
+                    "the payment is not valid: 1 problem: data.organisation_id cannot change: "
+                    "must equal the stored organisation_id"),
+               0;
+    json_t *attributes, *relationships;
+    json_t *pa = json_object_get(data, "attributes");
+    json_t *prl = json_object_get(data, "relationships");
+    json_t *ca = json_object_get(pr->cur, "attributes");
+    json_t *cr = json_object_get(pr->cur, "relationships");
+    if (!patch) {
+        attributes = json_incref(pa);
+        relationships = json_is_null(prl) ? NULL : json_incref(prl);
+        if (json_is_object(attributes))
+            payment_attributes_strip_nulls(attributes);
+    } else {
+        /* As merge_current: null attributes change nothing, null relationships remove them. */
+        if (json_is_null(pa))
+            pa = NULL;
+        attributes = pa ? merge_patch(ca, pa) : json_incref(ca);
+        if (json_is_null(prl))
+            relationships = NULL;
+        else if (prl)
+            relationships = merge_patch(cr, prl);
+        else
+            relationships = json_incref(cr);
+        if (!attributes || (prl && !json_is_null(prl) && !relationships)) {
+            json_decref(attributes);
+            json_decref(relationships);
+            return PAYMENT_STORE_EINTERNAL;
+        }
+    }
+    json_t *errors = json_array();
+    int n = !errors ? -1 : 0;
+    if (n == 0 && !json_is_object(attributes)) {
+        n = problem(errors, "data.attributes", "must be an object");
+    } else if (n == 0) {
+        payment_attributes_strip_nulls(attributes); /* nulls inside patched arrays */
+        n = payment_validate_attributes(w->v, attributes, errors);
+    }
+    if (n == 0 && relationships && !json_is_object(relationships))
+        n = problem(errors, "data.relationships", "must be an object");
+    if (n > 0)
+        fail_invalid(a, pr, errors);
+    json_decref(errors);
+    if (n == 0) {
+        char created_on[CLOCK_TIMESTAMP_LEN + 1];
+        const char *co = payment_doc_string(pr->cur, "created_on");
+        if (!co) {
+            clock_format_ms(created_ms, created_on);
+            co = created_on;
+        }
+        pr->doc = payment_doc_new(type_or(data, type_or(pr->cur, "payments")), pr->pid, base + 1,
+                                  stored_org, co, now, attributes, relationships);
+        a->kind = PAYMENT_APPLY_UPDATE;
+        a->expected_version = base;
+    }
+    json_decref(attributes);
+    json_decref(relationships);
+    if (n < 0)
+        return PAYMENT_STORE_EINTERNAL;
+    return n == 0 ? build_row(a, pr, created_ms, now) : 0;
+}
+
+/* Decodes the message into a (pr keeps what a borrows).  Returns 0, 1 when
+ * the message carries no operation id and is to be skipped, or a store
+ * error to retry on. */
+static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
+                   struct payment_apply *a, struct prepared *pr)
+{
+    struct worker *w = pt->w;
+    int64_t now = clock_now_ms();
+    memset(a, 0, sizeof *a);
+    a->partition = pt->p;
+    a->seq = m->seq;
+    a->fence = fence;
+    a->applied_ms = now;
+    a->expected_version = -1;
+    pr->root = json_loadb(m->data, m->len, 0, NULL);
+    const char *op = payment_doc_string(pr->root, "op");
+    if (!op || !*op || strlen(op) > 128) {
+        /* Without an operation id nothing can be recorded, so the partition's
+         * stored position cannot move past it: it is skipped again after a
+         * restart, which is harmless. */
+        log_msg(w->log, LOG_ERROR,
+                "partition %" PRIu32 " seq %" PRIu64 ": no operation id, skipped", pt->p, m->seq);
+        return 1;
+    }
+    a->op_id = op;
+    const char *kind = payment_doc_string(pr->root, "kind");
+    const char *pid = payment_doc_string(pr->root, "payment_id");
+    const char *org = payment_doc_string(pr->root, "organisation_id");
+    json_t *bv = json_object_get(pr->root, "base_version");
+    json_t *data = json_object_get(pr->root, "data");
+    if (pid && uuid_canonical(pid, strlen(pid), pr->pid) == 0)
+        a->payment_id = pr->pid;
+    if (org && uuid_canonical(org, strlen(org), pr->org) == 0)
+        a->organisation_id = pr->org;
+    int k = !kind ? -1 : !strcmp(kind, "create") ? 0 : !strcmp(kind, "replace") ? 1
+          : !strcmp(kind, "patch") ? 2 : !strcmp(kind, "delete") ? 3 : -1;
+    int64_t base = json_is_integer(bv) ? json_integer_value(bv) : -2;
+    if (k < 0 || !a->payment_id || !a->organisation_id || base < -1 || base == INT64_MAX ||
+        ((k == 1 || k == 2) && base < 0) || (k != 3 && !json_is_object(data)))
+        return fail(a, pr, "bad_request", "malformed operation"), 0;
+    switch (k) {
+    case 0:
+        return prepare_create(a, pr, data, now);
+    case 1:
+    case 2:
+        return prepare_update(w, a, pr, data, base, k == 2, now);
+    default:
+        a->kind = PAYMENT_APPLY_DELETE;
+        a->expected_version = base;
+        return 0;
+    }
+}
+
+/* Whether the partition thread may go on with its partition: a stop lets
+ * the message in hand have one attempt, not retries. */
+static int still_owned(struct part *pt, int retry, uint64_t *fence)
+{
+    pthread_mutex_lock(&pt->w->mu);
+    int ok = pt->owned && !(retry && pt->w->stopping);
+    *fence = pt->fence;
+    pthread_mutex_unlock(&pt->w->mu);
+    return ok;
+}
+
+/* Applies one message, retrying until the store takes it.  Returns 0 when
+ * it is done with (applied, skipped), or -1 when the partition was lost or
+ * the worker stops first (the message is then read again from the store's
+ * position by whoever owns the partition next). */
+static int apply_message(struct part *pt, const struct broker_msg *m)
+{
+    struct worker *w = pt->w;
+    for (int retry = 0;; retry = 1) {
+        uint64_t fence;
+        if (!still_owned(pt, retry, &fence))
+            return -1;
+        struct payment_apply a;
+        struct prepared pr;
+        memset(&pr, 0, sizeof pr);
+        int err = prepare(pt, m, fence, &a, &pr);
+        if (err == 1) {
+            prepared_free(&pr);
+            return 0;
+        }
+        if (err == 0) {
+            pt->wait.done = 0;
+            payment_store_apply(w->store, &a, wait_done, &pt->wait);
+            pthread_mutex_lock(&pt->wait.mu);
+            while (!pt->wait.done)
+                pthread_cond_wait(&pt->wait.cv, &pt->wait.mu);
+            err = pt->wait.err;
+            pthread_mutex_unlock(&pt->wait.mu);
+        }
+        prepared_free(&pr);
+        if (err == PAYMENT_STORE_OK || err == PAYMENT_STORE_ESKIPPED) {
+            atomic_fetch_add(&w->applied, 1);
+            return 0;
+        }
+        if (err == PAYMENT_STORE_EFENCED) {
+            log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": fenced off, lease lost", pt->p);
+            pthread_mutex_lock(&w->mu);
+            if (pt->fence == fence)
+                pt->owned = 0;
+            pthread_cond_broadcast(&w->cv);
+            pthread_mutex_unlock(&w->mu);
+            return -1;
+        }
+        log_msg(w->log, LOG_WARN, "partition %" PRIu32 " seq %" PRIu64 ": %s, retrying", pt->p,
+                m->seq, payment_store_strerror(err));
+        worker_pause(w, WORKER_RETRY_MS);
+    }
+}
+
+/* Opens a reader at the store's position of the partition. */
+static broker_reader *open_reader(struct part *pt)
+{
+    struct worker *w = pt->w;
+    uint64_t last = 0, fence = 0;
+    int err = payment_store_partition_get(w->store, pt->p, &last, &fence);
+    if (err != PAYMENT_STORE_OK) {
+        log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": position: %s", pt->p,
+                payment_store_strerror(err));
+        return NULL;
+    }
+    char subject[64];
+    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, pt->p);
+    broker_reader *r = NULL;
+    int rc = broker_reader_open(w->b, WORKER_STREAM, subject, last + 1, &r);
+    if (rc != 0) {
+        log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": reader: %s", pt->p, broker_strerror(rc));
+        return NULL;
+    }
+    log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": reading from seq %" PRIu64, pt->p, last + 1);
+    return r;
+}
+
+static void *part_main(void *arg)
+{
+    struct part *pt = arg;
+    struct worker *w = pt->w;
+    broker_reader *r = NULL;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->stopping && !pt->owned && !r)
+            pthread_cond_wait(&w->cv, &w->mu);
+        int stop = w->stopping, owned = pt->owned;
+        pt->busy = owned && !stop;
+        pthread_mutex_unlock(&w->mu);
+        if (stop)
+            break;
+        if (!owned) { /* lost or released: the next owner reads from the store's position */
+            broker_reader_close(r);
+            r = NULL;
+            continue;
+        }
+        int pause = 0;
+        if (!r) {
+            r = open_reader(pt);
+            pause = !r;
+        } else {
+            struct broker_msg m;
+            int rc = broker_reader_next(r, WORKER_READ_MS, &m);
+            if (rc == 0 && apply_message(pt, &m) != 0) {
+                broker_reader_close(r);
+                r = NULL;
+            } else if (rc != 0 && rc != BROKER_ETIMEDOUT) {
+                log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": read: %s", pt->p,
+                        broker_strerror(rc));
+                pause = 1;
+            }
+        }
+        pthread_mutex_lock(&w->mu);
+        pt->busy = 0;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        if (pause)
+            worker_pause(w, WORKER_RETRY_MS);
+    }
+    broker_reader_close(r);
+    pthread_mutex_lock(&w->mu);
+    pt->busy = 0;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- membership and leases --------------------------------------------- */
+
+/* Creates or refreshes our membership key.  0, or a broker error. */
+static int membership_refresh(struct worker *w)
+{
+    char key[16];
+    if (w->member_k >= 0) {
+        snprintf(key, sizeof key, "w%d", w->member_k);
+        uint64_t rev;
+        int rc = broker_kv_update(w->members, key, w->id, strlen(w->id), w->member_rev, &rev);
+        if (rc == 0) {
+            w->member_rev = rev;
+            return 0;
+        }
+        if (rc != BROKER_ECONFLICT)
+            return rc;
+        log_msg(w->log, LOG_WARN, "membership %s expired; joining again", key);
+        w->member_k = -1;
+    }
+    for (int k = 0; k < WORKER_MAX_MEMBERS; k++) {
+        snprintf(key, sizeof key, "w%d", k);
+        int rc = broker_kv_create(w->members, key, w->id, strlen(w->id), &w->member_rev);
+        if (rc == 0) {
+            w->member_k = k;
+            log_msg(w->log, LOG_INFO, "worker %s joined as %s", w->id, key);
+            return 0;
+        }
+        if (rc != BROKER_EEXISTS)
+            return rc;
+    }
+    return BROKER_EINTERNAL; /* every slot taken */
+}
+
+/* The live members and our rank among them.  0, or a broker error. */
+static int membership_rank(struct worker *w, int *live, int *rank)
+{
+    *live = 0;
+    *rank = -1;
+    for (int k = 0; k < WORKER_MAX_MEMBERS; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "w%d", k);
+        int rc = k == w->member_k ? 0 : broker_kv_get(w->members, key, NULL, NULL, NULL);
+        if (rc == BROKER_ENOTFOUND)
+            continue;
+        if (rc != 0)
+            return rc;
+        if (k == w->member_k)
+            *rank = *live;
+        (*live)++;
+    }
+    return 0;
+}
+
+/* Gives a partition up: its thread finishes the message in hand first. */
+static void lease_release(struct worker *w, struct part *pt)
+{
+    pthread_mutex_lock(&w->mu);
+    pt->owned = 0;
+    pthread_cond_broadcast(&w->cv);
+    while (pt->busy)
+        pthread_cond_wait(&w->cv, &w->mu);
+    uint64_t fence = pt->fence;
+    pthread_mutex_unlock(&w->mu);
+    char key[24];
+    snprintf(key, sizeof key, "p%" PRIu32, pt->p);
+    int rc = broker_kv_delete(w->leases, key, fence);
+    if (rc != 0 && rc != BROKER_ECONFLICT)
+        log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": release: %s", pt->p, broker_strerror(rc));
+    else
+        log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": released", pt->p);
+}
+
+/* Acquires, refreshes or releases the lease of pt as ownership says. */
+static void lease_step(struct worker *w, struct part *pt, int mine)
+{
+    pthread_mutex_lock(&w->mu);
+    int owned = pt->owned;
+    uint64_t fence = pt->fence;
+    pthread_mutex_unlock(&w->mu);
+    char key[24];
+    snprintf(key, sizeof key, "p%" PRIu32, pt->p);
+    uint64_t rev;
+    int rc;
+    if (mine && !owned) {
+        rc = broker_kv_create(w->leases, key, w->id, strlen(w->id), &rev);
+        if (rc == 0) {
+            pthread_mutex_lock(&w->mu);
+            pt->owned = 1;
+            pt->fence = rev;
+            pthread_cond_broadcast(&w->cv);
+            pthread_mutex_unlock(&w->mu);
+            log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": acquired (fence %" PRIu64 ")",
+                    pt->p, rev);
+        }
+    } else if (mine) {
+        rc = broker_kv_update(w->leases, key, w->id, strlen(w->id), fence, &rev);
+        pthread_mutex_lock(&w->mu);
+        if (rc == 0 && pt->owned && pt->fence == fence)
+            pt->fence = rev;
+        else if (rc == BROKER_ECONFLICT && pt->fence == fence)
+            pt->owned = 0; /* expired or taken: the store fences us off anyway */
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        if (rc == BROKER_ECONFLICT)
+            log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": lease lost", pt->p);
+    } else if (owned) {
+        lease_release(w, pt);
+    }
+}
+
+static void *control_main(void *arg)
+{
+    struct worker *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        int stop = w->stopping;
+        pthread_mutex_unlock(&w->mu);
+        if (stop)
+            break;
+        int live = 0, rank = -1;
+        int rc = membership_refresh(w);
+        if (rc == 0)
+            rc = membership_rank(w, &live, &rank);
+        if (rc != 0) {
+            /* The broker cannot tell us now: keep what we hold; the leases
+             * expire if this lasts, and the store fences us off then. */
+            log_msg(w->log, LOG_WARN, "membership: %s", broker_strerror(rc));
+        } else {
+            for (uint32_t p = 0; p < w->partitions; p++)
+                lease_step(w, &w->parts[p], rank >= 0 && p % (uint32_t)live == (uint32_t)rank);
+        }
+        worker_pause(w, w->refresh_ms);
+    }
+    return NULL;
+}
+
+/* ---- start and stop ---------------------------------------------------- */
+
+static void worker_free(struct worker *w, int release)
+{
+    pthread_mutex_lock(&w->mu);
+    w->stopping = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->control_started)
+        pthread_join(w->control, NULL);
+    for (uint32_t p = 0; p < w->started; p++)
+        pthread_join(w->parts[p].thread, NULL);
+    for (uint32_t p = 0; release && p < w->partitions; p++) {
+        if (!w->parts[p].owned)
+            continue;
+        char key[24];
+        snprintf(key, sizeof key, "p%" PRIu32, p);
+        (void)broker_kv_delete(w->leases, key, w->parts[p].fence); /* else it expires */
+    }
+    if (release && w->member_k >= 0) {
+        char key[16];
+        snprintf(key, sizeof key, "w%d", w->member_k);
+        (void)broker_kv_delete(w->members, key, w->member_rev);
+    }
+    for (uint32_t p = 0; w->parts && p < w->partitions; p++) {
+        pthread_mutex_destroy(&w->parts[p].wait.mu);
+        pthread_cond_destroy(&w->parts[p].wait.cv);
+    }
+    broker_kv_close(w->leases);
+    broker_kv_close(w->members);
+    broker_close(w->b);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w->parts);
+    free(w->urls);
+    free(w);
+}
+
+worker *worker_start(const struct worker_config *cfg, payment_store *store,
+                     const payment_validator *v, const struct logger *log, char *err,
+                     size_t errlen)
+{
+    if (!cfg || !cfg->broker_urls || !store || !v || !log) {
+        snprintf(err, errlen, "worker: missing configuration");
+        return NULL;
+    }
+    struct worker *w = calloc(1, sizeof *w);
+    if (!w || pthread_mutex_init(&w->mu, NULL) != 0) {
+        free(w);
+        snprintf(err, errlen, "worker: out of memory");
+        return NULL;
+    }
+    if (cond_init_mono(&w->cv) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        snprintf(err, errlen, "worker: out of memory");
+        return NULL;
+    }
+    w->member_k = -1;
+    w->store = store;
+    w->v = v;
+    w->log = log;
+    w->partitions = cfg->partitions ? cfg->partitions : 16;
+    w->ttl_ms = cfg->lease_ttl_ms > 0 ? cfg->lease_ttl_ms : 6000;
+    w->refresh_ms = cfg->refresh_ms > 0 ? cfg->refresh_ms : 1000;
+    int replicas = cfg->replicas > 0 ? cfg->replicas : 1;
+    if (cfg->worker_id && *cfg->worker_id) {
+        snprintf(w->id, sizeof w->id, "%s", cfg->worker_id);
+    } else {
+        char host[64];
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "worker");
+        host[sizeof host - 1] = '\0';
+        snprintf(w->id, sizeof w->id, "%s-%ld", host, (long)getpid());
+    }
+    w->urls = strdup(cfg->broker_urls);
+    w->parts = calloc(w->partitions, sizeof *w->parts);
+    if (!w->urls || !w->parts) {
+        snprintf(err, errlen, "worker: out of memory");
+        worker_free(w, 0);
+        return NULL;
+    }
+    for (uint32_t p = 0; p < w->partitions; p++) {
+        w->parts[p].w = w;
+        w->parts[p].p = p;
+        if (pthread_mutex_init(&w->parts[p].wait.mu, NULL) != 0 ||
+            pthread_cond_init(&w->parts[p].wait.cv, NULL) != 0)
+            abort(); /* cannot fail with default attributes on Linux */
+    }
+    struct broker_options o = BROKER_OPTIONS_INIT;
+    o.name = "paymentd-worker";
+    char why[256] = "";
+    size_t wl = sizeof why;
+    if (broker_open(w->urls, &o, &w->b, why, wl) != 0 ||
+        broker_ensure_stream(w->b, WORKER_STREAM, WORKER_SUBJECTS, replicas, why, wl) != 0 ||
+        broker_kv_open(w->b, WORKER_LEASES, w->ttl_ms, replicas, &w->leases, why, wl) != 0 ||
+        broker_kv_open(w->b, WORKER_MEMBERS, w->ttl_ms, replicas, &w->members, why, wl) != 0) {
+        snprintf(err, errlen, "worker: broker: %s", why);
+        worker_free(w, 0);
+        return NULL;
+    }
+    for (; w->started < w->partitions; w->started++)
+        if (pthread_create(&w->parts[w->started].thread, NULL, part_main,
+                           &w->parts[w->started]) != 0)
+            break;
+    if (w->started == w->partitions && pthread_create(&w->control, NULL, control_main, w) == 0)
+        w->control_started = 1;
+    if (!w->control_started) {
+        snprintf(err, errlen, "worker: cannot start threads");
+        worker_free(w, 0);
+        return NULL;
+    }
+    return w;
+}
+
+void worker_stop(worker *w)
+{
+    if (w)
+        worker_free(w, 1);
+}
+
+void worker_abandon(worker *w)
+{
+    if (w)
+        worker_free(w, 0);
+}
+
+uint64_t worker_applied(const worker *w)
+{
+    return atomic_load(&((worker *)w)->applied);
+}

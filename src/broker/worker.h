@@ -1,0 +1,74 @@
+/* worker: applies the operations published on the command stream
+ * ("PAYMENTS", subjects "payments.cmd.<p>") to the store, each partition in
+ * stream order, as `paymentd worker` does.
+ *
+ * Membership.  Each worker holds one key "w<k>" (the first free k in 0..63)
+ * of the bucket "PAYMENTS_WORKERS", refreshed every refresh interval; the
+ * live workers are the keys present, and a worker's rank is the index of its
+ * key among them.  A worker owns the partitions p with p % live == rank.
+ *
+ * Leases.  Ownership of partition p is the key "p<N>" of the bucket
+ * "PAYMENTS_LEASES", created when free and refreshed with compare-and-set;
+ * both buckets' keys expire lease_ttl_ms after their last write, so a killed
+ * worker's partitions are taken over after at most that long.  The lease's
+ * current revision is the fencing token given to payment_store_apply: a
+ * worker whose lease was taken over is refused by the store (EFENCED) before
+ * it writes anything, and drops the partition.
+ *
+ * Order.  One thread per owned partition reads it from the position the
+ * store recorded (last applied sequence + 1) and applies one message at a
+ * time, waiting for the store's answer before reading the next.  A message
+ * the store cannot take now (EUNAVAILABLE, EINTERNAL) is retried every
+ * 100 ms, never skipped.
+ *
+ * Threads.  worker_start and worker_stop are called from one thread; the
+ * worker runs on its own threads in between. */
+#ifndef BROKER_WORKER_H
+#define BROKER_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/log.h"
+#include "payment/store.h"
+#include "payment/validate.h"
+
+typedef struct worker worker;
+
+/* A zero field takes the default in brackets. */
+struct worker_config {
+    const char *broker_urls; /* "nats://HOST:PORT[,...]" (required) */
+    uint32_t partitions;     /* partitions of the stream [16] */
+    const char *worker_id;   /* the lease value, for operators ["<hostname>-<pid>"] */
+    int lease_ttl_ms;        /* lifetime of an unrefreshed lease or membership [6000] */
+    int refresh_ms;          /* interval between refreshes [1000] */
+    int replicas;            /* copies of the stream and buckets (3 on a cluster) [1] */
+};
+
+#define WORKER_CONFIG_INIT {NULL, 0, NULL, 0, 0, 0}
+
+#define WORKER_MAX_MEMBERS 64 /* membership keys w0..w63 */
+
+/* Connects to the broker, creates the stream and buckets when missing and
+ * starts the worker's threads.  store and v are borrowed and must outlive
+ * the worker; log too.  Returns the worker (worker_stop() it), or NULL with
+ * a one-line reason in err. */
+worker *worker_start(const struct worker_config *cfg, payment_store *store,
+                     const payment_validator *v, const struct logger *log, char *err,
+                     size_t errlen);
+
+/* Stops: each partition finishes the message in hand, leases and the
+ * membership key are released (so others take over at once), the broker
+ * connection closed and the worker freed.  NULL is a no-op.  The caller runs
+ * broker_library_shutdown() once afterwards, at exit. */
+void worker_stop(worker *w);
+
+/* As worker_stop, but leaves the leases and the membership key to expire,
+ * as a killed worker's would: for tests of takeover. */
+void worker_abandon(worker *w);
+
+/* Operations applied by this worker so far (an applied outcome, success or
+ * failure, or a skipped redelivery): for tests and metrics. */
+uint64_t worker_applied(const worker *w);
+
+#endif

@@ -1,0 +1,473 @@
+/* The worker against a real nats-server (started here by tests/broker/nats.sh,
+ * run from the repository's root) and a temporary SQLite store: operations
+ * published directly on the stream are applied once each, in order per
+ * partition, by two workers sharing 8 partitions, one of which is abandoned
+ * (as if killed) mid-stream. */
+#include "broker/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "broker/partition.h"
+#include "payment/store.h"
+#include "payment/validate.h"
+#include "test.h"
+
+#define NATS_SH "tests/broker/nats.sh"
+#define PARTITIONS 8
+#define ORGS 40
+#define PAYMENTS_PER_ORG 10
+#define STEPS 5 /* a create, then STEPS - 1 patches, each on the previous version */
+#define OPS (ORGS * PAYMENTS_PER_ORG * STEPS)
+#define TTL_MS 2000
+#define PATIENCE_MS 90000
+
+/* The run's fixture, set up by test_setup. */
+static struct {
+    char url[256];             /* the server */
+    char dir[128];             /* its directory and the store's */
+    broker *b;                 /* the publisher's handle */
+    payment_store *store;      /* shared by the workers */
+    payment_validator *v;
+    struct logger log;
+    json_t *attributes;        /* a valid payment's attributes, and a null */
+    worker *a, *b2;            /* the two workers; a is abandoned mid-stream */
+} fx;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Runs "nats.sh ARGS": its exit status, its first output line in out. */
+static int nats_sh(const char *args, char *out, size_t outlen)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s %s", NATS_SH, args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    char line[512] = "";
+    if (!fgets(line, sizeof line, p))
+        line[0] = '\0';
+    char rest[256];
+    while (fgets(rest, sizeof rest, p))
+        ;
+    int st = pclose(p);
+    line[strcspn(line, "\r\n")] = '\0';
+    if (out)
+        snprintf(out, outlen, "%s", line);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A child that waits for this process to end, then stops the server and
+ * removes its directory. */
+static int start_guardian(const char *dir)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        close(fds[1]);
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        setsid();
+        char c;
+        while (read(fds[0], &c, 1) != 0 && errno == EINTR)
+            ;
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "%s stop '%s/nats'; rm -rf '%s'", NATS_SH, dir, dir);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[0]);
+    return 0;
+}
+
+static void org_id(int o, char out[37])
+{
+    snprintf(out, 37, "00000000-0000-4000-8000-%012x", 0x100000 + o);
+}
+
+static void payment_id(int o, int k, char out[37])
+{
+    snprintf(out, 37, "00000000-0000-4000-9000-%06x%06x", o, k);
+}
+
+static void op_id(int o, int k, int step, char out[37])
+{
+    snprintf(out, 37, "00000000-0000-4000-a000-%04x%04x%04x", o, k, step);
+}
+
+/* Publishes an operation on its organisation's partition; msg_id NULL: the
+ * op id.  Returns the stream sequence, 0 on failure. */
+static uint64_t publish(const char *op, const char *kind, const char *pid, const char *org,
+                        int64_t base, json_t *data, const char *msg_id)
+{
+    json_t *m = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I}", "op", op, "kind", kind, "payment_id", pid,
+                          "organisation_id", org, "base_version", (json_int_t)base,
+                          "submitted_ms", (json_int_t)0);
+    if (!m)
+        return 0;
+    if (data && json_object_set(m, "data", data) != 0) {
+        json_decref(m);
+        return 0;
+    }
+    char *text = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    if (!text)
+        return 0;
+    char subject[64];
+    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, partition_of(org, PARTITIONS));
+    uint64_t seq = 0;
+    int rc = broker_publish(fx.b, subject, msg_id ? msg_id : op, text, strlen(text), 0, &seq, NULL);
+    free(text);
+    return rc == 0 ? seq : 0;
+}
+
+/* The data of step `step` of payment (o, k): the create, or a patch of
+ * reference to "step-<step>". */
+static json_t *step_data(int o, int step)
+{
+    if (step == 0) {
+        char org[37];
+        org_id(o, org);
+        return json_pack("{s:s,s:s,s:O}", "type", "payments", "organisation_id", org,
+                         "attributes", fx.attributes);
+    }
+    char ref[32];
+    snprintf(ref, sizeof ref, "step-%d", step);
+    return json_pack("{s:{s:s}}", "attributes", "reference", ref);
+}
+
+static uint64_t publish_step(int o, int k, int step)
+{
+    char op[37], pid[37], org[37];
+    op_id(o, k, step, op);
+    payment_id(o, k, pid);
+    org_id(o, org);
+    json_t *data = step_data(o, step);
+    uint64_t seq = data ? publish(op, step ? "patch" : "create", pid, org, step ? step - 1 : -1,
+                                  data, NULL)
+                        : 0;
+    json_decref(data);
+    return seq;
+}
+
+/* Waits until op has an outcome; 0 with it in out, or -1 on timeout. */
+static int wait_op(const char *op, struct payment_op_found *out, int patience_ms)
+{
+    int64_t until = mono_ms() + patience_ms;
+    do {
+        if (payment_store_op_get(fx.store, op, out) == 0)
+            return 0;
+        sleep_ms(20);
+    } while (mono_ms() < until);
+    return -1;
+}
+
+static worker *start_worker(const char *id)
+{
+    struct worker_config c = WORKER_CONFIG_INIT;
+    c.broker_urls = fx.url;
+    c.partitions = PARTITIONS;
+    c.worker_id = id;
+    c.lease_ttl_ms = TTL_MS;
+    c.refresh_ms = 250;
+    char err[256] = "";
+    worker *w = worker_start(&c, fx.store, fx.v, &fx.log, err, sizeof err);
+    if (!w)
+        fprintf(stderr, "  %s\n", err);
+    return w;
+}
+
+static void test_setup(void)
+{
+    fx.log.level = LOG_ERROR; /* takeover warnings are expected here */
+    fx.log.fd = 2;
+    char tmpl[] = "/tmp/paymentd-worker-test-XXXXXX";
+    if (access(NATS_SH, X_OK) != 0 || !mkdtemp(tmpl)) {
+        fprintf(stderr, "  run from the repository's root\n");
+        test_failures++;
+        return;
+    }
+    snprintf(fx.dir, sizeof fx.dir, "%s", tmpl);
+    CHECK_INT(start_guardian(fx.dir), 0);
+    char args[256], port[64], err[256] = "";
+    snprintf(args, sizeof args, "start '%s/nats'", fx.dir);
+    CHECK_INT(nats_sh(args, port, sizeof port), 0);
+    snprintf(fx.url, sizeof fx.url, "nats://127.0.0.1:%s", port);
+    CHECK_INT(broker_open(fx.url, NULL, &fx.b, err, sizeof err), 0);
+    CHECK_INT(broker_ensure_stream(fx.b, "PAYMENTS", "payments.cmd.*", 1, err, sizeof err), 0);
+    char uri[256];
+    snprintf(uri, sizeof uri, "sqlite:%s/store.db", fx.dir);
+    CHECK_INT(payment_store_open(uri, &fx.store, err, sizeof err), 0);
+    fx.v = payment_validator_new();
+    CHECK(fx.v != NULL);
+    fx.attributes = json_pack("{s:s,s:s,s:s,s:s,s:n}", "amount", "100.21", "currency", "GBP",
+                              "payment_scheme", "FPS", "reference", "step-0", "numeric_reference");
+    json_t *errors = json_array();
+    payment_attributes_strip_nulls(fx.attributes);
+    CHECK(fx.v && errors && payment_validate_attributes(fx.v, fx.attributes, errors) == 0);
+    json_decref(errors);
+    json_object_set_new(fx.attributes, "numeric_reference", json_null()); /* the create strips it */
+    CHECK(json_is_object(fx.attributes));
+}
+
+/* 2,000 operations over 40 organisations; worker a is abandoned once it
+ * has applied some, and b takes its partitions over after the lease TTL. */
+static void test_ordered_exactly_once_with_takeover(void)
+{
+    if (!fx.store || !fx.b)
+        return;
+    fx.a = start_worker("worker-a");
+    CHECK(fx.a != NULL);
+    sleep_ms(600); /* a owns every partition before b joins: a rebalance follows */
+    fx.b2 = start_worker("worker-b");
+    CHECK(fx.b2 != NULL);
+    if (!fx.a || !fx.b2)
+        return;
+    int published = 0;
+    int64_t abandoned_at = 0;
+    for (int step = 0; step < STEPS; step++)
+        for (int o = 0; o < ORGS; o++)
+            for (int k = 0; k < PAYMENTS_PER_ORG; k++) {
+                published += publish_step(o, k, step) != 0;
+                if (!abandoned_at && step == 2 && worker_applied(fx.a) > 50) {
+                    worker_abandon(fx.a); /* its leases stay until they expire */
+                    fx.a = NULL;
+                    abandoned_at = mono_ms();
+                }
+            }
+    CHECK_INT(published, OPS);
+    CHECK(abandoned_at != 0);
+    int missing = 0, failed = 0, wrong = 0;
+    for (int o = 0; o < ORGS; o++)
+        for (int k = 0; k < PAYMENTS_PER_ORG; k++)
+            for (int step = 0; step < STEPS; step++) {
+                char op[37];
+                op_id(o, k, step, op);
+                struct payment_op_found f;
+                if (wait_op(op, &f, PATIENCE_MS) != 0) {
+                    missing++;
+                    continue;
+                }
+                if (strcmp(f.status, "succeeded") != 0) {
+                    if (failed++ < 3)
+                        fprintf(stderr, "  %s: %s %s %s\n", op, f.status, f.error_code,
+                                f.message);
+                } else if (f.version != step || f.partition != partition_of(f.organisation_id,
+                                                                             PARTITIONS)) {
+                    wrong++;
+                }
+            }
+    CHECK_INT(missing, 0);
+    CHECK_INT(failed, 0);
+    CHECK_INT(wrong, 0);
+    /* The final documents: version STEPS - 1 and the last patch's reference. */
+    int bad_docs = 0;
+    for (int o = 0; o < ORGS; o++)
+        for (int k = 0; k < PAYMENTS_PER_ORG; k++) {
+            char pid[37];
+            payment_id(o, k, pid);
+            struct buf doc = BUF_INIT;
+            int64_t version = -1;
+            int rc = payment_store_get(fx.store, pid, &doc, &version);
+            json_t *d = rc == 0 ? json_loadb(doc.data, doc.len, 0, NULL) : NULL;
+            const char *ref =
+                json_string_value(json_object_get(json_object_get(d, "attributes"), "reference"));
+            char want[32];
+            snprintf(want, sizeof want, "step-%d", STEPS - 1);
+            if (rc != 0 || version != STEPS - 1 || !ref || strcmp(ref, want) != 0 ||
+                json_integer_value(json_object_get(d, "version")) != STEPS - 1)
+                bad_docs++;
+            json_decref(d);
+            buf_free(&doc);
+        }
+    CHECK_INT(bad_docs, 0);
+    fprintf(stderr, "  all applied %" PRId64 " ms after the abandonment\n",
+            mono_ms() - abandoned_at);
+    /* Every partition's position is its last message: nothing is left. */
+    for (uint32_t p = 0; p < PARTITIONS; p++) {
+        uint64_t last = 0, fence = 0;
+        CHECK_INT(payment_store_partition_get(fx.store, p, &last, &fence), 0);
+        CHECK(last > 0 && fence > 0);
+    }
+    CHECK(worker_applied(fx.b2) > 0);
+}
+
+/* A command published again (same op id, a new stream sequence) is
+ * skipped, and the partition goes on past it. */
+static void test_republished_skipped(void)
+{
+    if (!fx.b2)
+        return;
+    char op[37], pid[37], org[37];
+    op_id(0, 0, 1, op);
+    payment_id(0, 0, pid);
+    org_id(0, org);
+    struct payment_op_found before, after;
+    CHECK_INT(payment_store_op_get(fx.store, op, &before), 0);
+    json_t *data = step_data(0, 1);
+    uint64_t seq = publish(op, "patch", pid, org, 0, data, "republished-1");
+    json_decref(data);
+    CHECK(seq > before.seq);
+    /* A later operation of the same partition shows that it was passed. */
+    char marker[37];
+    op_id(0, 0, 100, marker);
+    data = json_pack("{s:{s:s}}", "attributes", "end_to_end_reference", "marker");
+    CHECK(publish(marker, "patch", pid, org, STEPS - 1, data, NULL) != 0);
+    json_decref(data);
+    struct payment_op_found m;
+    CHECK_INT(wait_op(marker, &m, PATIENCE_MS), 0);
+    CHECK_STR(m.status, "succeeded");
+    CHECK_INT(m.version, STEPS);
+    CHECK_INT(payment_store_op_get(fx.store, op, &after), 0);
+    CHECK_INT(after.seq, before.seq); /* the first outcome stands */
+    CHECK_INT(after.version, 1);
+}
+
+/* Failures are recorded with the synchronous API's error codes. */
+static void test_failures_recorded(void)
+{
+    if (!fx.b2)
+        return;
+    char pid[37], org[37];
+    payment_id(1, 0, pid);
+    org_id(1, org);
+    struct {
+        const char *op;
+        const char *kind;
+        const char *pid;
+        int64_t base;
+        json_t *data;
+        const char *status;
+        const char *code;
+        int64_t version;
+    } cases[] = {
+        {"00000000-0000-4000-b000-000000000001", "patch", pid, 0,
+         json_pack("{s:{s:s}}", "attributes", "reference", "stale"), "failed",
+         "version_conflict", STEPS - 1},
+        {"00000000-0000-4000-b000-000000000002", "patch", "00000000-0000-4000-9000-ffffffffffff",
+         0, json_pack("{s:{s:s}}", "attributes", "reference", "x"), "failed", "not_found", -1},
+        {"00000000-0000-4000-b000-000000000003", "patch", pid, STEPS - 1,
+         json_pack("{s:{s:s}}", "attributes", "amount", "-1"), "failed", "validation_failed",
+         -1},
+        {"00000000-0000-4000-b000-000000000004", "create", pid, -1,
+         json_pack("{s:s,s:O}", "organisation_id", org, "attributes", fx.attributes), "failed",
+         "duplicate_id", -1},
+        {"00000000-0000-4000-b000-000000000005", "frobnicate", pid, 0, json_object(), "failed",
+         "bad_request", -1},
+        {"00000000-0000-4000-b000-000000000006", "delete", pid, STEPS - 1, NULL, "succeeded",
+         "", -1},
+        {"00000000-0000-4000-b000-000000000007", "patch", pid, STEPS,
+         json_pack("{s:{s:s}}", "attributes", "reference", "gone"), "failed", "not_found", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(publish(cases[i].op, cases[i].kind, cases[i].pid, org, cases[i].base,
+                      cases[i].data, NULL) != 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct payment_op_found f;
+        CHECK_INT(wait_op(cases[i].op, &f, PATIENCE_MS), 0);
+        CHECK_STR(f.status, cases[i].status);
+        CHECK_STR(f.error_code, cases[i].code);
+        if (cases[i].version >= 0)
+            CHECK_INT(f.version, cases[i].version);
+        json_decref(cases[i].data);
+    }
+    /* A message without an operation id is skipped; the next is applied. */
+    char subject[64];
+    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, partition_of(org, PARTITIONS));
+    CHECK_INT(broker_publish(fx.b, subject, "garbage-1", "not json", 8, 0, NULL, NULL), 0);
+    char pid2[37];
+    payment_id(1, 1, pid2);
+    json_t *data = json_pack("{s:{s:s}}", "attributes", "reference", "after-garbage");
+    CHECK(publish("00000000-0000-4000-b000-000000000008", "patch", pid2, org, STEPS - 1, data,
+                  NULL) != 0);
+    json_decref(data);
+    struct payment_op_found f;
+    CHECK_INT(wait_op("00000000-0000-4000-b000-000000000008", &f, PATIENCE_MS), 0);
+    CHECK_STR(f.status, "succeeded");
+}
+
+/* A stopped worker releases its leases: another takes its partitions at
+ * once, well before they would have expired. */
+static void test_stop_releases(void)
+{
+    if (!fx.b2)
+        return;
+    worker *c = start_worker("worker-c");
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    sleep_ms(1500); /* c joins and takes half of the partitions */
+    worker_stop(fx.b2);
+    fx.b2 = c;
+    int64_t t0 = mono_ms();
+    for (int o = 2; o < ORGS; o++) {
+        char op[37], pid[37], org[37];
+        op_id(o, 0, 200, op);
+        payment_id(o, 0, pid);
+        org_id(o, org);
+        json_t *data = json_pack("{s:{s:s}}", "attributes", "reference", "after-stop");
+        CHECK(publish(op, "patch", pid, org, STEPS - 1, data, NULL) != 0);
+        json_decref(data);
+    }
+    int late = 0;
+    for (int o = 2; o < ORGS; o++) {
+        char op[37];
+        op_id(o, 0, 200, op);
+        struct payment_op_found f;
+        /* Well under the lease TTL: only a released lease is taken so soon. */
+        if (wait_op(op, &f, (int)(t0 + TTL_MS - 300 - mono_ms())) != 0 ||
+            strcmp(f.status, "succeeded") != 0)
+            late++;
+    }
+    CHECK_INT(late, 0);
+}
+
+static void test_teardown(void)
+{
+    worker_abandon(fx.a);
+    worker_stop(fx.b2);
+    payment_store_close(fx.store);
+    payment_validator_free(fx.v);
+    json_decref(fx.attributes);
+    broker_close(fx.b);
+    broker_library_shutdown();
+    if (fx.dir[0]) {
+        char args[256];
+        snprintf(args, sizeof args, "stop '%s/nats'", fx.dir);
+        CHECK_INT(nats_sh(args, NULL, 0), 0);
+    }
+}
+
+TEST_MAIN(TEST(test_setup), TEST(test_ordered_exactly_once_with_takeover),
+          TEST(test_republished_skipped), TEST(test_failures_recorded),
+          TEST(test_stop_releases), TEST(test_teardown))
