@@ -1162,7 +1162,7 @@ static void operations_fetch(http_request *req, void *ctx)
     int err = payment_store_op_get(api->store, id, &f);
     if (err == PAYMENT_STORE_OK) {
         if (!auth_allows(principal(req), f.organisation_id)) {
-            respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
+            http_respond_error(req, 404, "not_found", "no operation with this id", NULL);
             return;
         }
         buf_printf(&b, "{\"data\":{\"type\":\"operations\",\"id\":\"%s\",\"status\":\"%s\","
@@ -1201,7 +1201,7 @@ static void operations_fetch(http_request *req, void *ctx)
     if (rc == BROKER_ENOTFOUND || (rc == BROKER_OK && (!pid || !org)) ||
         (org && !auth_allows(principal(req), org))) {
         json_decref(v);
-        respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
+        http_respond_error(req, 404, "not_found", "no operation with this id", NULL);
         return;
     }
     if (rc != BROKER_OK) {
