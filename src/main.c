@@ -19,6 +19,7 @@
 #include "payment/store.h"
 #include "payment/validate.h"
 
+#define WORKER_START_ATTEMPTS 30 /* one a second */
 #define OPS_BUCKET "PAYMENTS_OPS"
 #define OPS_TTL_MS (7 * 24 * 3600 * 1000LL) /* pending operations are remembered a week */
 
@@ -82,7 +83,18 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
     wc.partitions = cfg->partitions;
     wc.worker_id = cfg->worker_id[0] ? cfg->worker_id : NULL;
     wc.replicas = cfg->broker_replicas;
-    worker *w = worker_start(&wc, a->store, a->validator, log, err, sizeof err);
+    /* The broker may still be electing leaders (a cluster just started or
+     * just lost a node): try for a while before giving up. */
+    worker *w = NULL;
+    for (int attempt = 0; !w && attempt < WORKER_START_ATTEMPTS; attempt++) {
+        w = worker_start(&wc, a->store, a->validator, log, err, sizeof err);
+        if (w)
+            break;
+        log_msg(log, LOG_WARN, "worker cannot start yet: %s", err);
+        struct timespec second = {1, 0};
+        if (sigtimedwait(sigs, NULL, &second) > 0)
+            return 0; /* asked to stop while waiting */
+    }
     if (!w) {
         fprintf(stderr, "paymentd worker: %s\n", err);
         return 1;

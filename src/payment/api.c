@@ -900,6 +900,20 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     if (client_version(req, data, 1, &expected) != 0)
         goto out;
     if (missing) {
+        /* Asynchronously, a payment not stored yet (its create may still
+         * be queued before this write) is the worker's to find, when the
+         * body names the organisation that routes the operation. */
+        const char *body_org = payment_doc_string(data, "organisation_id");
+        char org[UUID_STR_LEN + 1];
+        if (async_wanted(req, api) && body_org &&
+            uuid_canonical(body_org, strlen(body_org), org) == 0) {
+            if (!auth_allows(principal(req), org))
+                respond_forbidden(req);
+            else
+                async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id, org,
+                             expected, data);
+            goto out;
+        }
         respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
         goto out;
     }

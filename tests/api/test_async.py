@@ -56,6 +56,15 @@ def async_writes_are_accepted_and_pending(t):
                       "asynchronous DELETE")
         expect_error(c.delete("/v1/payments/%s" % new_id(), headers=ASYNC), 404, "not_found",
                      "asynchronous DELETE of an unknown payment")
+        # A write naming its organisation may follow a create not applied yet.
+        expect_status(c.patch("/v1/payments/%s" % new_id(),
+                              {"data": {"version": 0, "organisation_id": org,
+                                        "attributes": {"reference": "early"}}}, headers=ASYNC),
+                      202, "asynchronous PATCH of a payment not stored yet, naming its organisation")
+        expect_error(c.patch("/v1/payments/%s" % new_id(),
+                             {"data": {"version": 0, "attributes": {"reference": "early"}}},
+                             headers=ASYNC), 404, "not_found",
+                     "asynchronous PATCH of an unknown payment without an organisation")
         # The same Idempotency-Key publishes the same operation once.
         key = {"Idempotency-Key": "async-" + new_id()}
         body = payment(org=org, pid=new_id())
