@@ -1201,7 +1201,11 @@ static void operations_fetch(http_request *req, void *ctx)
         http_respond_buf(req, 200, &b);
         return;
     }
-    if (err != PAYMENT_STORE_ENOTFOUND || !api->ops) {
+    if (err == PAYMENT_STORE_ENOTFOUND && !api->ops) {
+        http_respond_error(req, 404, "not_found", "no operation with this id", NULL);
+        return;
+    }
+    if (err != PAYMENT_STORE_ENOTFOUND) {
         respond_store_error(req, err, -1);
         return;
     }

@@ -121,8 +121,9 @@ void payment_store_apply(payment_store *s, const struct payment_apply *a,
 
 int payment_store_op_get(payment_store *s, const char *op_id, struct payment_op_found *out)
 {
+    /* A backend that cannot apply operations has none to find. */
     if (!s->backend->op_get)
-        return PAYMENT_STORE_EINTERNAL;
+        return PAYMENT_STORE_ENOTFOUND;
     return s->backend->op_get(s, op_id, out);
 }
 

@@ -220,7 +220,8 @@ struct payment_op_found {
 };
 
 /* The outcome recorded under op_id: 0, PAYMENT_STORE_ENOTFOUND (not applied
- * yet, or never published), or another error. */
+ * yet, never published, or a backend that does not apply operations), or
+ * another error. */
 int payment_store_op_get(payment_store *s, const char *op_id, struct payment_op_found *out);
 
 /* The partition's position: its last applied sequence and fencing token,

@@ -1993,7 +1993,7 @@ static void mongo_apply_absent(void)
     waiter_wait(&w);
     CHECK_INT(w.err, PAYMENT_STORE_EINTERNAL);
     struct payment_op_found f;
-    CHECK_INT(payment_store_op_get(s, "op-1", &f), PAYMENT_STORE_EINTERNAL);
+    CHECK_INT(payment_store_op_get(s, "op-1", &f), PAYMENT_STORE_ENOTFOUND);
     uint64_t seq, fence;
     CHECK_INT(payment_store_partition_get(s, 0, &seq, &fence), PAYMENT_STORE_EINTERNAL);
     payment_store_close(s);
