@@ -18,9 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/nats_fixture.h"
 #include "test.h"
 
-#define NATS_SH "tests/broker/nats.sh"
 
 /* What a test running a 3-node cluster needs to give up waiting. */
 #define CLUSTER_PATIENCE_MS 30000
@@ -35,74 +35,6 @@ static struct {
     char bucket[64];   /* this run's KV bucket */
     broker *b;         /* the shared handle */
 } fx;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-/* Runs "nats.sh ARGS" and returns its exit status, with its first output
- * line in out. */
-static int nats_sh(const char *args, char *out, size_t outlen)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s %s", NATS_SH, args);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    char line[512] = "";
-    if (!fgets(line, sizeof line, p))
-        line[0] = '\0';
-    char rest[256];
-    while (fgets(rest, sizeof rest, p))
-        ;
-    int st = pclose(p);
-    line[strcspn(line, "\r\n")] = '\0';
-    if (out)
-        snprintf(out, outlen, "%s", line);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* A child that waits for this process to end (the pipe's write end closes
- * with it, crash or not) and then stops the server and removes its dir. */
-static int start_guardian(const char *dir)
-{
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        close(fds[1]);
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        setsid(); /* a signal to the test's process group leaves us be */
-        char c;
-        while (read(fds[0], &c, 1) != 0 && errno == EINTR)
-            ;
-        char cmd[512];
-        snprintf(cmd, sizeof cmd, "%s stop '%s'; %s cluster-stop '%s/cluster'; rm -rf '%s'",
-                 NATS_SH, dir, NATS_SH, dir, dir);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[0]); /* the write end stays open, unseen by exec'd children */
-    return 0;
-}
 
 static void test_setup(void)
 {
@@ -122,7 +54,10 @@ static void test_setup(void)
             return;
         }
         snprintf(fx.dir, sizeof fx.dir, "%s", tmpl);
-        CHECK_INT(start_guardian(fx.dir), 0);
+        char cleanup[512];
+        snprintf(cleanup, sizeof cleanup, "%s stop '%s'; %s cluster-stop '%s/cluster'; rm -rf '%s'",
+                 NATS_SH, fx.dir, NATS_SH, fx.dir, fx.dir);
+        CHECK_INT(start_guardian(cleanup), 0);
         char args[256], port[64];
         snprintf(args, sizeof args, "start '%s'", fx.dir);
         int rc = nats_sh(args, port, sizeof port);
@@ -175,9 +110,9 @@ static void test_open_errors(void)
     /* Nothing listens on port 1: refused at once. */
     struct broker_options o = BROKER_OPTIONS_INIT;
     o.connect_timeout_ms = 500;
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_mono_ms();
     CHECK_INT(broker_open("nats://127.0.0.1:1", &o, &b, err, sizeof err), BROKER_EUNAVAILABLE);
-    CHECK(now_ms() - t0 < 3000);
+    CHECK(fixture_mono_ms() - t0 < 3000);
     CHECK(b == NULL);
     CHECK(strstr(err, "cannot connect") != NULL);
     CHECK_STR(broker_strerror(BROKER_EUNAVAILABLE), "broker unavailable");
@@ -332,9 +267,9 @@ static void test_reader_order_and_start(void)
     if (!r)
         return;
     struct broker_msg m;
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_mono_ms();
     CHECK_INT(broker_reader_next(r, 200, &m), BROKER_ETIMEDOUT);
-    int64_t took = now_ms() - t0;
+    int64_t took = fixture_mono_ms() - t0;
     CHECK(took >= 150 && took < 1500);
     uint64_t seq = 0;
     CHECK_INT(broker_publish(fx.b, sa, "ord-live", "live", 4, 2000, &seq, NULL), 0);
@@ -591,23 +526,23 @@ static void test_kv_ttl(void)
     if (!kv)
         return;
     uint64_t r1 = 0, r2 = 0;
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_mono_ms();
     CHECK_INT(broker_kv_create(kv, "lease", "w1", 2, &r1), 0);
     /* Refreshed at 600 ms, it lives past the first write's 1 s. */
-    sleep_ms(600);
+    fixture_sleep_ms(600);
     CHECK_INT(broker_kv_update(kv, "lease", "w1", 2, r1, &r2), 0);
-    int64_t refreshed = now_ms();
-    sleep_ms(600);
+    int64_t refreshed = fixture_mono_ms();
+    fixture_sleep_ms(600);
     CHECK_INT(broker_kv_get(kv, "lease", NULL, NULL, NULL), 0);
     /* Then gone, about 1 s after the refresh (the server checks ages
      * periodically: allow it some seconds). */
     int64_t gone = -1;
-    while (now_ms() - t0 < 8000) {
+    while (fixture_mono_ms() - t0 < 8000) {
         if (broker_kv_get(kv, "lease", NULL, NULL, NULL) == BROKER_ENOTFOUND) {
-            gone = now_ms() - refreshed;
+            gone = fixture_mono_ms() - refreshed;
             break;
         }
-        sleep_ms(50);
+        fixture_sleep_ms(50);
     }
     CHECK(gone >= 900);
     CHECK(gone > 0 && gone < 6000);
@@ -624,7 +559,7 @@ static void test_kv_ttl(void)
     if (!kv)
         return;
     CHECK_INT(broker_kv_create(kv, "longer", "x", 1, NULL), 0);
-    sleep_ms(2000);
+    fixture_sleep_ms(2000);
     CHECK_INT(broker_kv_get(kv, "longer", NULL, NULL, NULL), 0);
     broker_kv_close(kv);
 }
@@ -664,44 +599,44 @@ static void test_outage_and_reconnect(void)
     snprintf(args, sizeof args, "stop '%s'", fx.dir);
     CHECK_INT(nats_sh(args, NULL, 0), 0);
     /* The client notices at once on loopback (the socket closes). */
-    int64_t t0 = now_ms();
-    while (broker_connected(fx.b) && now_ms() - t0 < 5000)
-        sleep_ms(10);
+    int64_t t0 = fixture_mono_ms();
+    while (broker_connected(fx.b) && fixture_mono_ms() - t0 < 5000)
+        fixture_sleep_ms(10);
     CHECK_INT(broker_connected(fx.b), 0);
 
-    t0 = now_ms();
+    t0 = fixture_mono_ms();
     uint64_t seq = 0;
     CHECK_INT(broker_publish(fx.b, subj, "out-down", "x", 1, 500, &seq, NULL),
               BROKER_EUNAVAILABLE);
-    CHECK(now_ms() - t0 < 1000);
+    CHECK(fixture_mono_ms() - t0 < 1000);
     /* Nothing was parked to be sent on reconnection: see "out-down"
      * below. */
     /* Key-value calls wait (trying again) up to the request timeout. */
-    t0 = now_ms();
+    t0 = fixture_mono_ms();
     CHECK_INT(broker_kv_get(kv, "any", NULL, NULL, NULL), BROKER_EUNAVAILABLE);
-    CHECK(now_ms() - t0 < 2500);
-    t0 = now_ms();
+    CHECK(fixture_mono_ms() - t0 < 2500);
+    t0 = fixture_mono_ms();
     CHECK_INT(broker_kv_create(kv, "any", "x", 1, NULL), BROKER_EUNAVAILABLE);
-    CHECK(now_ms() - t0 < 2500);
+    CHECK(fixture_mono_ms() - t0 < 2500);
     /* Set-up calls fail at once. */
     char e2[256];
-    t0 = now_ms();
+    t0 = fixture_mono_ms();
     CHECK_INT(broker_ensure_stream(fx.b, fx.stream, fx.subjects, 1, e2, sizeof e2),
               BROKER_EUNAVAILABLE);
     broker_kv *kv3 = NULL;
     CHECK_INT(broker_kv_open(fx.b, fx.bucket, 60000, 1, &kv3, e2, sizeof e2),
               BROKER_EUNAVAILABLE);
-    CHECK(now_ms() - t0 < 500);
+    CHECK(fixture_mono_ms() - t0 < 500);
     /* The reader still has what arrived before the outage... */
     CHECK_INT(broker_reader_next(r, 1000, &m), 0);
     CHECK(m.seq == before[1]);
     CHECK_INT(broker_reader_next(r, 1000, &m), 0);
     CHECK(m.seq == before[2]);
     /* ...then waits no longer than asked. */
-    t0 = now_ms();
+    t0 = fixture_mono_ms();
     int rc = broker_reader_next(r, 300, &m);
     CHECK(rc == BROKER_ETIMEDOUT || rc == BROKER_EUNAVAILABLE);
-    CHECK(now_ms() - t0 < 1500);
+    CHECK(fixture_mono_ms() - t0 < 1500);
 
     /* A second handle opened during the outage, allowed to connect later. */
     struct broker_options o = BROKER_OPTIONS_INIT;
@@ -717,10 +652,10 @@ static void test_outage_and_reconnect(void)
 
     snprintf(args, sizeof args, "start '%s'", fx.dir);
     CHECK_INT(nats_sh(args, NULL, 0), 0);
-    t0 = now_ms();
+    t0 = fixture_mono_ms();
     while ((!broker_connected(fx.b) || (late && !broker_connected(late))) &&
-           now_ms() - t0 < 10000)
-        sleep_ms(20);
+           fixture_mono_ms() - t0 < 10000)
+        fixture_sleep_ms(20);
     CHECK_INT(broker_connected(fx.b), 1);
 
     /* Published again on the same handle, after the stored ones. */
@@ -768,18 +703,18 @@ static void test_outage_and_reconnect(void)
 static uint64_t publish_until_acked(broker *b, const char *subject, const char *id,
                                     int *unavailable)
 {
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_mono_ms();
     for (;;) {
         uint64_t seq = 0;
         int rc = broker_publish(b, subject, id, id, strlen(id), 2000, &seq, NULL);
         if (rc == 0)
             return seq;
-        if (rc != BROKER_EUNAVAILABLE || now_ms() - t0 > CLUSTER_PATIENCE_MS) {
+        if (rc != BROKER_EUNAVAILABLE || fixture_mono_ms() - t0 > CLUSTER_PATIENCE_MS) {
             fprintf(stderr, "  publish %s: %s\n", id, broker_strerror(rc));
             return 0;
         }
         (*unavailable)++;
-        sleep_ms(50);
+        fixture_sleep_ms(50);
     }
 }
 
@@ -841,10 +776,10 @@ static void test_cluster_failover(void)
         char subj[32];
         snprintf(subj, sizeof subj, "paycl.cmd.%d", p);
         broker_reader *r = NULL;
-        int64_t t0 = now_ms();
+        int64_t t0 = fixture_mono_ms();
         while ((rc = broker_reader_open(b, "PAYCL", subj, 1, &r)) != 0 &&
-               now_ms() - t0 < CLUSTER_PATIENCE_MS)
-            sleep_ms(100);
+               fixture_mono_ms() - t0 < CLUSTER_PATIENCE_MS)
+            fixture_sleep_ms(100);
         CHECK_INT(rc, 0);
         if (!r)
             continue;
@@ -864,11 +799,11 @@ static void test_cluster_failover(void)
     }
     /* The lease is still fenced by its revision across the failover. */
     uint64_t rev = 0;
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_mono_ms();
     while ((rc = broker_kv_update(kv, "partition.0", "w1", 2, lease, &rev)) ==
                BROKER_EUNAVAILABLE &&
-           now_ms() - t0 < CLUSTER_PATIENCE_MS)
-        sleep_ms(100);
+           fixture_mono_ms() - t0 < CLUSTER_PATIENCE_MS)
+        fixture_sleep_ms(100);
     CHECK_INT(rc, 0);
     CHECK_INT(broker_kv_update(kv, "partition.0", "w2", 2, lease, NULL), BROKER_ECONFLICT);
     fprintf(stderr, "  (cluster: %d publishes found no stream leader during the failover)\n",

@@ -21,9 +21,9 @@
 #include "broker/partition.h"
 #include "payment/store.h"
 #include "payment/validate.h"
+#include "broker/nats_fixture.h"
 #include "test.h"
 
-#define NATS_SH "tests/broker/nats.sh"
 #define PARTITIONS 8
 #define ORGS 40
 #define PAYMENTS_PER_ORG 10
@@ -43,72 +43,6 @@ static struct {
     json_t *attributes;        /* a valid payment's attributes, and a null */
     worker *a, *b2;            /* the two workers; a is abandoned mid-stream */
 } fx;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-/* Runs "nats.sh ARGS": its exit status, its first output line in out. */
-static int nats_sh(const char *args, char *out, size_t outlen)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s %s", NATS_SH, args);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    char line[512] = "";
-    if (!fgets(line, sizeof line, p))
-        line[0] = '\0';
-    char rest[256];
-    while (fgets(rest, sizeof rest, p))
-        ;
-    int st = pclose(p);
-    line[strcspn(line, "\r\n")] = '\0';
-    if (out)
-        snprintf(out, outlen, "%s", line);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* A child that waits for this process to end, then stops the server and
- * removes its directory. */
-static int start_guardian(const char *dir)
-{
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        close(fds[1]);
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        setsid();
-        char c;
-        while (read(fds[0], &c, 1) != 0 && errno == EINTR)
-            ;
-        char cmd[512];
-        snprintf(cmd, sizeof cmd, "%s stop '%s/nats'; rm -rf '%s'", NATS_SH, dir, dir);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[0]);
-    return 0;
-}
 
 static void org_id(int o, char out[37])
 {
@@ -183,12 +117,12 @@ static uint64_t publish_step(int o, int k, int step)
 /* Waits until op has an outcome; 0 with it in out, or -1 on timeout. */
 static int wait_op(const char *op, struct payment_op_found *out, int patience_ms)
 {
-    int64_t until = mono_ms() + patience_ms;
+    int64_t until = fixture_mono_ms() + patience_ms;
     do {
         if (payment_store_op_get(fx.store, op, out) == 0)
             return 0;
-        sleep_ms(20);
-    } while (mono_ms() < until);
+        fixture_sleep_ms(20);
+    } while (fixture_mono_ms() < until);
     return -1;
 }
 
@@ -218,7 +152,9 @@ static void test_setup(void)
         return;
     }
     snprintf(fx.dir, sizeof fx.dir, "%s", tmpl);
-    CHECK_INT(start_guardian(fx.dir), 0);
+    char cleanup[512];
+    snprintf(cleanup, sizeof cleanup, "%s stop '%s/nats'; rm -rf '%s'", NATS_SH, fx.dir, fx.dir);
+    CHECK_INT(start_guardian(cleanup), 0);
     char args[256], port[64], err[256] = "";
     snprintf(args, sizeof args, "start '%s/nats'", fx.dir);
     CHECK_INT(nats_sh(args, port, sizeof port), 0);
@@ -248,7 +184,7 @@ static void test_ordered_exactly_once_with_takeover(void)
         return;
     fx.a = start_worker("worker-a");
     CHECK(fx.a != NULL);
-    sleep_ms(600); /* a owns every partition before b joins: a rebalance follows */
+    fixture_sleep_ms(600); /* a owns every partition before b joins: a rebalance follows */
     fx.b2 = start_worker("worker-b");
     CHECK(fx.b2 != NULL);
     if (!fx.a || !fx.b2)
@@ -262,7 +198,7 @@ static void test_ordered_exactly_once_with_takeover(void)
                 if (!abandoned_at && step == 2 && worker_applied(fx.a) > 50) {
                     worker_abandon(fx.a); /* its leases stay until they expire */
                     fx.a = NULL;
-                    abandoned_at = mono_ms();
+                    abandoned_at = fixture_mono_ms();
                 }
             }
     CHECK_INT(published, OPS);
@@ -312,7 +248,7 @@ static void test_ordered_exactly_once_with_takeover(void)
         }
     CHECK_INT(bad_docs, 0);
     fprintf(stderr, "  all applied %" PRId64 " ms after the abandonment\n",
-            mono_ms() - abandoned_at);
+            fixture_mono_ms() - abandoned_at);
     /* Every partition's position is its last message: nothing is left. */
     for (uint32_t p = 0; p < PARTITIONS; p++) {
         uint64_t last = 0, fence = 0;
@@ -426,10 +362,10 @@ static void test_stop_releases(void)
     CHECK(c != NULL);
     if (!c)
         return;
-    sleep_ms(1500); /* c joins and takes half of the partitions */
+    fixture_sleep_ms(1500); /* c joins and takes half of the partitions */
     worker_stop(fx.b2);
     fx.b2 = c;
-    int64_t t0 = mono_ms();
+    int64_t t0 = fixture_mono_ms();
     for (int o = 2; o < ORGS; o++) {
         char op[37], pid[37], org[37];
         op_id(o, 0, 200, op);
@@ -445,7 +381,7 @@ static void test_stop_releases(void)
         op_id(o, 0, 200, op);
         struct payment_op_found f;
         /* Well under the lease TTL: only a released lease is taken so soon. */
-        if (wait_op(op, &f, (int)(t0 + TTL_MS - 300 - mono_ms())) != 0 ||
+        if (wait_op(op, &f, (int)(t0 + TTL_MS - 300 - fixture_mono_ms())) != 0 ||
             strcmp(f.status, "succeeded") != 0)
             late++;
     }
