@@ -21,7 +21,6 @@
 
 #define WORKER_START_ATTEMPTS 30 /* one a second */
 #define OPS_BUCKET "PAYMENTS_OPS"
-#define OPS_TTL_MS (7 * 24 * 3600 * 1000LL) /* pending operations are remembered a week */
 
 /* Everything main owns; each field NULL until made. */
 struct app {
@@ -110,7 +109,10 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
 }
 
 /* Connects to the broker and makes sure the stream and the bucket of
- * pending operations exist.  Returns 0, or -1 with a reason in err. */
+ * pending operations exist.  A pending entry lives as long as an applied
+ * operation's outcome (--idempotency-ttl, purged by the janitor), so an
+ * operation is never shown pending after its outcome was forgotten.
+ * Returns 0, or -1 with a reason in err. */
 static int app_broker_open(struct app *a, const struct config *cfg, char *err, size_t errlen)
 {
     if (broker_open(cfg->broker, NULL, &a->broker, err, errlen) != BROKER_OK)
@@ -118,7 +120,7 @@ static int app_broker_open(struct app *a, const struct config *cfg, char *err, s
     if (broker_ensure_stream(a->broker, "PAYMENTS", "payments.cmd.*", cfg->broker_replicas, err,
                              errlen) != BROKER_OK)
         return -1;
-    return broker_kv_open(a->broker, OPS_BUCKET, OPS_TTL_MS, cfg->broker_replicas, &a->ops, err,
+    return broker_kv_open(a->broker, OPS_BUCKET, cfg->idempotency_ttl_ms, cfg->broker_replicas, &a->ops, err,
                           errlen) == BROKER_OK
                ? 0
                : -1;

@@ -21,6 +21,7 @@
 #include "core/clock.h"
 #include "core/uuid.h"
 #include "payment/doc.h"
+#include "payment/idem.h"
 #include "payment/merge.h"
 
 #define WORKER_STREAM "PAYMENTS"
@@ -321,6 +322,11 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
         return 1;
     }
     a->op_id = op;
+    /* A keyed request's fingerprint, kept with the outcome to tell its
+     * retries from another request reusing the key. */
+    const char *fp = payment_doc_string(pr->root, "fingerprint");
+    if (fp && strlen(fp) == IDEM_FINGERPRINT_LEN)
+        a->fingerprint = fp;
     const char *kind = payment_doc_string(pr->root, "kind");
     const char *pid = payment_doc_string(pr->root, "payment_id");
     const char *org = payment_doc_string(pr->root, "organisation_id");

@@ -387,8 +387,12 @@ static int idem_query_param(void *arg, const char *key, const char *value)
     return 0;
 }
 
-/* Looks the request's stored outcome up.  Returns 1 after answering (a
- * replay, 422, or an error), 0 when there is none. */
+static int async_replay(http_request *req, struct write_op *w);
+
+/* Looks the request's stored outcome up: its idempotency record, or, with
+ * a broker, the operation an asynchronous request with the key became.
+ * Returns 1 after answering (a replay, 422, or an error), 0 when there is
+ * none. */
 static int idem_lookup(http_request *req, struct write_op *w)
 {
     struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
@@ -404,6 +408,8 @@ static int idem_lookup(http_request *req, struct write_op *w)
     }
     buf_free(&f.location);
     buf_free(&f.body);
+    if (err == PAYMENT_STORE_ENOTFOUND && w->api->broker)
+        return async_replay(req, w);
     return err != PAYMENT_STORE_ENOTFOUND;
 }
 
@@ -538,11 +544,12 @@ static int async_wanted(http_request *req, const struct payment_api *api)
 
 /* The operation id: a UUIDv7, or, for a request with an Idempotency-Key,
  * one derived from the caller and the key, so that a retry publishes the
- * same message id and the stream stores it once. */
+ * same message id (the stream stores it once), a worker recognises an
+ * operation it applied, and a retry is answered from the operation. */
 static int async_op_id(struct write_op *w, char out[UUID_STR_LEN + 1])
 {
     struct uuid u;
-    if (w->has_key) {
+    if (w->key[0]) {
         char hex[IDEM_FINGERPRINT_LEN + 1];
         if (idem_fingerprint("ASYNC", w->scope, w->key, strlen(w->key), hex) != 0)
             return -1;
@@ -557,24 +564,126 @@ static int async_op_id(struct write_op *w, char out[UUID_STR_LEN + 1])
     return 0;
 }
 
-/* 202 with the pending operation. */
-static void respond_accepted(http_request *req, const struct payment_api *api, const char *op,
-                             const char *pid, const char *org)
+/* An operation as GET /v1/operations shows it: applied (the store holds
+ * its outcome) or pending (the broker's bucket holds its payment,
+ * organisation and fingerprint until a worker applies it). */
+struct op_view {
+    int applied;
+    struct payment_op_found f; /* applied: the outcome; pending: the three fields */
+};
+
+enum { OP_FOUND, OP_NONE, OP_ESTORE, OP_EBROKER };
+
+/* Looks operation id up: OP_FOUND with v filled, OP_NONE, OP_ESTORE (the
+ * store's error in *err) or OP_EBROKER. */
+static int op_lookup(struct payment_api *api, const char *id, struct op_view *v, int *err)
+{
+    memset(v, 0, sizeof *v);
+    *err = payment_store_op_get(api->store, id, &v->f);
+    if (*err == PAYMENT_STORE_OK) {
+        v->applied = 1;
+        return OP_FOUND;
+    }
+    if (*err != PAYMENT_STORE_ENOTFOUND)
+        return OP_ESTORE;
+    if (!api->ops)
+        return OP_NONE;
+    char *value = NULL;
+    size_t len = 0;
+    int rc = broker_kv_get(api->ops, id, &value, &len, NULL);
+    if (rc == BROKER_ENOTFOUND)
+        return OP_NONE;
+    if (rc != BROKER_OK)
+        return OP_EBROKER;
+    json_t *j = json_loadb(value, len, 0, NULL);
+    free(value);
+    const char *pid = payment_doc_string(j, "payment_id");
+    const char *org = payment_doc_string(j, "organisation_id");
+    const char *fp = payment_doc_string(j, "fingerprint");
+    int ok = pid && org && strlen(pid) == UUID_STR_LEN && strlen(org) == UUID_STR_LEN;
+    if (ok) {
+        memcpy(v->f.payment_id, pid, UUID_STR_LEN + 1);
+        memcpy(v->f.organisation_id, org, UUID_STR_LEN + 1);
+        snprintf(v->f.fingerprint, sizeof v->f.fingerprint, "%s", fp ? fp : "");
+        snprintf(v->f.status, sizeof v->f.status, "pending");
+    }
+    json_decref(j);
+    return ok ? OP_FOUND : OP_NONE;
+}
+
+/* Appends {"data": operation, "links": ...} to b. */
+static void op_render(struct buf *b, const struct payment_api *api, const char *id,
+                      const struct op_view *v)
+{
+    const struct payment_op_found *f = &v->f;
+    buf_printf(b, "{\"data\":{\"type\":\"operations\",\"id\":\"%s\",\"status\":\"%s\","
+                  "\"payment_id\":\"%s\",\"organisation_id\":\"%s\"",
+               id, f->status, f->payment_id, f->organisation_id);
+    if (v->applied && strcmp(f->status, "succeeded") == 0) {
+        buf_printf(b, ",\"version\":%" PRId64, f->version);
+    } else if (v->applied) {
+        buf_puts(b, ",\"error_code\":\"");
+        buf_json_escape(b, f->error_code, strlen(f->error_code));
+        buf_puts(b, "\",\"error_message\":\"");
+        buf_json_escape(b, f->message, strlen(f->message));
+        buf_puts(b, "\"");
+        if (f->version >= 0)
+            buf_printf(b, ",\"current_version\":%" PRId64, f->version);
+    }
+    buf_puts(b, "},\"links\":{\"self\":\"");
+    buf_json_escape(b, api->public_url, strlen(api->public_url));
+    buf_printf(b, "/v1/operations/%s\",\"payment\":\"", id);
+    buf_json_escape(b, api->public_url, strlen(api->public_url));
+    buf_printf(b, "/v1/payments/%s\"}}", f->payment_id);
+}
+
+/* 202 Accepted with operation id and its Location. */
+static void respond_accepted(http_request *req, const struct payment_api *api, const char *id,
+                             const struct op_view *v)
 {
     struct buf b = BUF_INIT, loc = BUF_INIT;
-    const char *u = api->public_url;
-    buf_printf(&loc, "%s/v1/operations/%s", u, op);
-    buf_printf(&b, "{\"data\":{\"type\":\"operations\",\"id\":\"%s\",\"status\":\"pending\","
-                   "\"payment_id\":\"%s\",\"organisation_id\":\"%s\"},\"links\":{\"self\":\"",
-               op, pid, org);
-    buf_json_escape(&b, loc.data ? loc.data : "", loc.len);
-    buf_puts(&b, "\",\"payment\":\"");
-    buf_json_escape(&b, u, strlen(u));
-    buf_printf(&b, "/v1/payments/%s\"}}", pid);
+    buf_printf(&loc, "%s/v1/operations/%s", api->public_url, id);
+    op_render(&b, api, id, v);
     if (!buf_failed(&loc))
         http_request_add_header(req, "Location", loc.data);
     buf_free(&loc);
     http_respond_buf(req, 202, &b);
+}
+
+/* A keyed request whose key already made an operation (pending or
+ * applied) is answered 202 with that operation, as a replay, or 422 when
+ * the key came with another request.  Returns 1 after answering, 0 when
+ * the key made no operation yet. */
+static int async_replay(http_request *req, struct write_op *w)
+{
+    char id[UUID_STR_LEN + 1];
+    struct op_view v;
+    int err;
+    if (async_op_id(w, id) != 0) {
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return 1;
+    }
+    switch (op_lookup(w->api, id, &v, &err)) {
+    case OP_NONE:
+        return 0;
+    case OP_ESTORE:
+        respond_store_error(req, err, -1);
+        return 1;
+    case OP_EBROKER:
+        http_respond_error(req, 503, "broker_unavailable", "the broker does not answer", NULL);
+        return 1;
+    default:
+        break;
+    }
+    /* Operations of older versions kept no fingerprint: the key decides. */
+    if (v.f.fingerprint[0] && strcmp(v.f.fingerprint, w->fingerprint) != 0) {
+        http_respond_error(req, 422, "idempotency_key_reused",
+                           "this Idempotency-Key was used with another request", NULL);
+        return 1;
+    }
+    http_request_add_header(req, "Idempotent-Replayed", "true");
+    respond_accepted(req, w->api, id, &v);
+    return 1;
 }
 
 /* Publishes the operation (kind, payment pid of organisation org, based on
@@ -598,6 +707,11 @@ static void async_submit(http_request *req, struct write_op *w, const char *kind
         json_decref(msg);
         msg = NULL;
     }
+    if (msg && w->has_key &&
+        json_object_set_new(msg, "fingerprint", json_string(w->fingerprint)) != 0) {
+        json_decref(msg);
+        msg = NULL;
+    }
     if (msg)
         text = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
@@ -616,12 +730,17 @@ static void async_submit(http_request *req, struct write_op *w, const char *kind
     }
     /* Marks the operation pending for GET /v1/operations until a worker
      * records its outcome; a failure here only delays what GET shows. */
-    char value[128];
-    int n = snprintf(value, sizeof value, "{\"payment_id\":\"%s\",\"organisation_id\":\"%s\"}",
-                     pid, org);
+    char value[256];
+    int n = snprintf(value, sizeof value,
+                     "{\"payment_id\":\"%s\",\"organisation_id\":\"%s\",\"fingerprint\":\"%s\"}",
+                     pid, org, w->has_key ? w->fingerprint : "");
     rc = broker_kv_create(api->ops, op, value, (size_t)n, NULL);
     (void)rc; /* EEXISTS: a retry of the same operation */
-    respond_accepted(req, api, op, pid, org);
+    struct op_view v = {.applied = 0};
+    snprintf(v.f.status, sizeof v.f.status, "pending");
+    snprintf(v.f.payment_id, sizeof v.f.payment_id, "%s", pid);
+    snprintf(v.f.organisation_id, sizeof v.f.organisation_id, "%s", org);
+    respond_accepted(req, api, op, &v);
 }
 
 static void payments_create(http_request *req, void *ctx)
@@ -1171,73 +1290,27 @@ static void operations_fetch(http_request *req, void *ctx)
     struct payment_api *api = ctx;
     char id[UUID_STR_LEN + 1];
     path_id(req, id);
-    struct payment_op_found f;
-    struct buf b = BUF_INIT;
-    int err = payment_store_op_get(api->store, id, &f);
-    if (err == PAYMENT_STORE_OK) {
-        if (!auth_allows(principal(req), f.organisation_id)) {
-            http_respond_error(req, 404, "not_found", "no operation with this id", NULL);
-            return;
-        }
-        buf_printf(&b, "{\"data\":{\"type\":\"operations\",\"id\":\"%s\",\"status\":\"%s\","
-                       "\"payment_id\":\"%s\",\"organisation_id\":\"%s\"",
-                   id, f.status, f.payment_id, f.organisation_id);
-        if (strcmp(f.status, "succeeded") == 0) {
-            buf_printf(&b, ",\"version\":%" PRId64, f.version);
-        } else {
-            buf_puts(&b, ",\"error_code\":\"");
-            buf_json_escape(&b, f.error_code, strlen(f.error_code));
-            buf_puts(&b, "\",\"error_message\":\"");
-            buf_json_escape(&b, f.message, strlen(f.message));
-            buf_puts(&b, "\"");
-            if (f.version >= 0)
-                buf_printf(&b, ",\"current_version\":%" PRId64, f.version);
-        }
-        buf_puts(&b, "},\"links\":{\"self\":\"");
-        buf_json_escape(&b, api->public_url, strlen(api->public_url));
-        buf_printf(&b, "/v1/operations/%s\",\"payment\":\"", id);
-        buf_json_escape(&b, api->public_url, strlen(api->public_url));
-        buf_printf(&b, "/v1/payments/%s\"}}", f.payment_id);
-        http_respond_buf(req, 200, &b);
-        return;
-    }
-    if (err == PAYMENT_STORE_ENOTFOUND && !api->ops) {
-        http_respond_error(req, 404, "not_found", "no operation with this id", NULL);
-        return;
-    }
-    if (err != PAYMENT_STORE_ENOTFOUND) {
+    struct op_view v;
+    int err;
+    int found = op_lookup(api, id, &v, &err);
+    if (found == OP_ESTORE) {
         respond_store_error(req, err, -1);
         return;
     }
-    char *value = NULL;
-    size_t len = 0;
-    int rc = broker_kv_get(api->ops, id, &value, &len, NULL);
-    json_t *v = rc == BROKER_OK ? json_loadb(value, len, 0, NULL) : NULL;
-    free(value);
-    const char *pid = payment_doc_string(v, "payment_id");
-    const char *org = payment_doc_string(v, "organisation_id");
-    if (rc == BROKER_ENOTFOUND || (rc == BROKER_OK && (!pid || !org)) ||
-        (org && !auth_allows(principal(req), org))) {
-        json_decref(v);
-        http_respond_error(req, 404, "not_found", "no operation with this id", NULL);
-        return;
-    }
-    if (rc != BROKER_OK) {
-        json_decref(v);
+    if (found == OP_EBROKER) {
         http_respond_error(req, 503, "broker_unavailable", "the broker does not answer", NULL);
         return;
     }
-    http_request_add_header(req, "Retry-After", "1");
-    struct buf ok = BUF_INIT;
-    buf_printf(&ok, "{\"data\":{\"type\":\"operations\",\"id\":\"%s\",\"status\":\"pending\","
-                    "\"payment_id\":\"%s\",\"organisation_id\":\"%s\"},\"links\":{\"self\":\"",
-               id, pid, org);
-    buf_json_escape(&ok, api->public_url, strlen(api->public_url));
-    buf_printf(&ok, "/v1/operations/%s\",\"payment\":\"", id);
-    buf_json_escape(&ok, api->public_url, strlen(api->public_url));
-    buf_printf(&ok, "/v1/payments/%s\"}}", pid);
-    json_decref(v);
-    http_respond_buf(req, 200, &ok);
+    /* Another tenant's operation does not exist for the caller. */
+    if (found != OP_FOUND || !auth_allows(principal(req), v.f.organisation_id)) {
+        http_respond_error(req, 404, "not_found", "no operation with this id", NULL);
+        return;
+    }
+    if (!v.applied)
+        http_request_add_header(req, "Retry-After", "1");
+    struct buf b = BUF_INIT;
+    op_render(&b, api, id, &v);
+    http_respond_buf(req, 200, &b);
 }
 
 /* --- routes ------------------------------------------------------------- */

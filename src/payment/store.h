@@ -151,8 +151,9 @@ void payment_store_delete(payment_store *s, const char *id, int64_t expected_ver
 int payment_store_idem_get(payment_store *s, const char *scope, const char *key,
                            struct payment_idem_found *out);
 
-/* Forgets outcomes stored before before_ms.  Best effort and possibly
- * asynchronous: a record may outlive the call by a little. */
+/* Forgets idempotency outcomes stored, and operation outcomes applied,
+ * before before_ms.  Best effort and possibly asynchronous: a record may
+ * outlive the call by a little. */
 void payment_store_idem_purge(payment_store *s, int64_t before_ms);
 
 /* ---- operations applied from the broker ------------------------------------
@@ -165,8 +166,9 @@ void payment_store_idem_purge(payment_store *s, int64_t before_ms);
  * the worker's lease) only grows: a worker whose lease was taken over is
  * refused before it writes anything.
  *
- * Not yet on MongoDB: there apply reports PAYMENT_STORE_EINTERNAL and the two
- * reads return it. */
+ * An asynchronous write's Idempotency-Key is answered from its operation's
+ * outcome (the operation id is derived from the key, and the outcome keeps
+ * the request's fingerprint), so apply writes no idempotency record. */
 
 enum payment_apply_kind {
     PAYMENT_APPLY_NONE,   /* no write: record the failure the worker decided */
@@ -186,7 +188,7 @@ struct payment_apply {
     const char *payment_id;           /* recorded; delete: the id; NULL: row->id */
     const char *organisation_id;      /* recorded; NULL: row->organisation_id */
     int64_t expected_version;         /* update, delete; -1 unconditional delete */
-    const struct payment_idem *idem;  /* stored with a successful write, or NULL */
+    const char *fingerprint;          /* idem_fingerprint of a keyed request, else NULL */
     const char *error_code;           /* kind NONE: the failure, e.g. "validation_failed" */
     const char *error_message;        /* kind NONE: its message */
     int64_t applied_ms;               /* when, ms since epoch */
@@ -199,7 +201,7 @@ struct payment_apply {
  * write as create/update/delete do, records the outcome under op_id
  * ("succeeded" with the resulting version; or "failed" with not_found,
  * version_conflict and the current version, duplicate_id,
- * idempotency_key_in_use, or kind NONE's error) and moves the partition to
+ * or kind NONE's error) with a->fingerprint and moves the partition to
  * (a->seq, a->fence); done then gets PAYMENT_STORE_OK whatever the outcome.
  * An op_id already recorded (a republished command) gives ESKIPPED but still
  * moves the partition.  Else EUNAVAILABLE or EINTERNAL, nothing done.
@@ -217,6 +219,7 @@ struct payment_op_found {
     int64_t version;             /* resulting (succeeded), current (version_conflict), else -1 */
     uint32_t partition;          /* where and when it was applied */
     uint64_t seq;
+    char fingerprint[65];        /* the keyed request's fingerprint, "" when it had no key */
 };
 
 /* The outcome recorded under op_id: 0, PAYMENT_STORE_ENOTFOUND (not applied

@@ -98,6 +98,11 @@ static const char *const sqlite_migrations[] = {
     " last_seq INTEGER NOT NULL,"
     " fence INTEGER NOT NULL"
     ");",
+    /* 4: a keyed asynchronous request is answered from its operation's
+     * outcome, which keeps the request's fingerprint; outcomes are purged by
+     * age like idempotency records. */
+    "ALTER TABLE operations ADD COLUMN fingerprint TEXT;"
+    "CREATE INDEX operations_applied ON operations (applied_ms);",
 };
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
@@ -118,9 +123,7 @@ enum sqlite_wstmt {
     W_VERSION,
     W_IDEM_INSERT,
     W_IDEM_PURGE,
-    W_SAVEPOINT_WRITE,
-    W_RELEASE_WRITE,
-    W_ROLLBACK_TO_WRITE,
+    W_OP_PURGE,
     W_PART_GET,
     W_PART_PUT,
     W_OP_EXISTS,
@@ -150,18 +153,15 @@ static const char *const sqlite_wsql[W_COUNT] = {
     [W_IDEM_INSERT] = "INSERT INTO idempotency (scope, key, fingerprint, status, location, etag,"
                       " body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE created_ms < ?1",
-    /* Inside an apply's savepoint: undoes its payment write alone. */
-    [W_SAVEPOINT_WRITE] = "SAVEPOINT apply_write",
-    [W_RELEASE_WRITE] = "RELEASE apply_write",
-    [W_ROLLBACK_TO_WRITE] = "ROLLBACK TO apply_write",
+    [W_OP_PURGE] = "DELETE FROM operations WHERE applied_ms < ?1",
     [W_PART_GET] = "SELECT last_seq, fence FROM partitions WHERE partition = ?1",
     [W_PART_PUT] = "INSERT INTO partitions (partition, last_seq, fence) VALUES (?1, ?2, ?3)"
                    " ON CONFLICT (partition) DO UPDATE SET last_seq = excluded.last_seq,"
                    " fence = excluded.fence",
     [W_OP_EXISTS] = "SELECT 1 FROM operations WHERE op_id = ?1",
     [W_OP_INSERT] = "INSERT INTO operations (op_id, partition, seq, status, error_code, message,"
-                    " payment_id, organisation_id, version, applied_ms)"
-                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    " payment_id, organisation_id, version, applied_ms, fingerprint)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 };
 
 /* Reader statements, prepared once per reading connection. */
@@ -173,7 +173,7 @@ static const char *const sqlite_rsql[R_COUNT] = {
     [R_IDEM] = "SELECT fingerprint, status, location, etag, body FROM idempotency"
                " WHERE scope = ?1 AND key = ?2",
     [R_OP] = "SELECT status, error_code, message, payment_id, organisation_id, version,"
-             " partition, seq FROM operations WHERE op_id = ?1",
+             " partition, seq, fingerprint FROM operations WHERE op_id = ?1",
     [R_PART] = "SELECT last_seq, fence FROM partitions WHERE partition = ?1",
 };
 
@@ -385,15 +385,19 @@ static int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op)
     return sqlite_op_cas(st, op, stmt, rc);
 }
 
+/* Idempotency records and operation outcomes older than the cut-off. */
 static int sqlite_op_purge(struct sqlite_store *st, struct sqlite_op *op)
 {
-    sqlite3_stmt *stmt = st->w[W_IDEM_PURGE];
-    int rc = sqlite3_bind_int64(stmt, 1, op->expected_version);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(stmt);
-    sqlite_stmt_release(stmt);
-    if (rc != SQLITE_DONE)
-        return rc;
+    static const enum sqlite_wstmt purges[] = {W_IDEM_PURGE, W_OP_PURGE};
+    for (size_t i = 0; i < sizeof purges / sizeof purges[0]; i++) {
+        sqlite3_stmt *stmt = st->w[purges[i]];
+        int rc = sqlite3_bind_int64(stmt, 1, op->expected_version);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(stmt);
+        sqlite_stmt_release(stmt);
+        if (rc != SQLITE_DONE)
+            return rc;
+    }
     op->err = PAYMENT_STORE_OK;
     return SQLITE_OK;
 }
@@ -510,29 +514,15 @@ static int sqlite_apply_deleted_version(struct sqlite_store *st, struct sqlite_o
     return rc;
 }
 
-/* The payment write of op, in a savepoint of its own so that an idempotency
- * key already recorded undoes it alone; op->err is the write's result. */
+/* The payment write of op; op->err is the write's result. */
 static int sqlite_apply_write(struct sqlite_store *st, struct sqlite_op *op)
 {
-    int rc = sqlite_stmt_run(st->w[W_SAVEPOINT_WRITE]);
-    if (rc != SQLITE_OK)
-        return rc;
     switch (op->apply.kind) {
-    case PAYMENT_APPLY_CREATE: rc = sqlite_op_create(st, op); break;
-    case PAYMENT_APPLY_UPDATE: rc = sqlite_op_update(st, op); break;
-    case PAYMENT_APPLY_DELETE: rc = sqlite_op_delete(st, op); break;
-    default: rc = SQLITE_MISUSE; break; /* NONE never gets here */
+    case PAYMENT_APPLY_CREATE: return sqlite_op_create(st, op);
+    case PAYMENT_APPLY_UPDATE: return sqlite_op_update(st, op);
+    case PAYMENT_APPLY_DELETE: return sqlite_op_delete(st, op);
+    default: return SQLITE_MISUSE; /* NONE never gets here */
     }
-    if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK && op->idem)
-        rc = sqlite_op_idem(st, op);
-    if (rc != SQLITE_OK)
-        return rc; /* the caller's savepoint undoes everything */
-    if (op->err == PAYMENT_STORE_EIDEMPOTENT) {
-        rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO_WRITE]);
-        if (rc != SQLITE_OK)
-            return rc;
-    }
-    return sqlite_stmt_run(st->w[W_RELEASE_WRITE]);
 }
 
 /* What the synchronous API would have answered, as a recorded outcome. */
@@ -563,10 +553,6 @@ static int sqlite_apply_outcome(struct sqlite_store *st, struct sqlite_op *op,
     case PAYMENT_STORE_EDUPLICATE:
         out->error_code = "duplicate_id";
         out->message = "a payment with this id exists or existed";
-        return SQLITE_OK;
-    case PAYMENT_STORE_EIDEMPOTENT:
-        out->error_code = "idempotency_key_in_use";
-        out->message = "another request with this Idempotency-Key is being processed";
         return SQLITE_OK;
     default:
         return SQLITE_MISUSE; /* no other result is decided by the write */
@@ -600,6 +586,8 @@ static int sqlite_apply_record(struct sqlite_store *st, struct sqlite_op *op,
         rc = sqlite3_bind_int64(stmt, 9, o->version);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(stmt, 10, a->applied_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_opt(stmt, 11, a->fingerprint);
     if (rc != SQLITE_OK) {
         sqlite_stmt_release(stmt);
         return rc;
@@ -867,7 +855,6 @@ static void sqlite_apply(payment_store *s, const struct payment_apply *a,
     if (!op)
         return;
     op->apply = *a;
-    op->idem = a->idem;
     op->expected_version = a->expected_version;
     int ok = a->op_id && a->seq >= 1 && a->seq <= INT64_MAX && a->fence <= INT64_MAX;
     switch (ok ? a->kind : PAYMENT_APPLY_NONE) {
@@ -1104,6 +1091,7 @@ static int sqlite_op_get(payment_store *s, const char *op_id, struct payment_op_
         out->version = sqlite3_column_int64(stmt, 5);
         out->partition = (uint32_t)sqlite3_column_int64(stmt, 6);
         out->seq = (uint64_t)sqlite3_column_int64(stmt, 7);
+        sqlite_column_str(stmt, 8, out->fingerprint, sizeof out->fingerprint);
         err = sqlite3_errcode(r->db) == SQLITE_NOMEM ? PAYMENT_STORE_EINTERNAL : PAYMENT_STORE_OK;
     } else if (rc == SQLITE_DONE) {
         err = PAYMENT_STORE_ENOTFOUND;

@@ -72,6 +72,18 @@ def async_writes_are_accepted_and_pending(t):
         r2 = c.post("/v1/payments", body, headers=dict(ASYNC, **key))
         expect_status(r2, 202, "retried asynchronous create")
         eq(r2.json["data"]["id"], r1.json["data"]["id"], "operation id of a keyed retry")
+        eq(r2.header("Idempotent-Replayed"), "true", "a keyed retry is a replay")
+        eq(r2.json["data"]["status"], "pending", "status of the replayed pending operation")
+        # Without Prefer, the key still names the pending operation: no
+        # synchronous create behind the worker's back.
+        r3 = c.post("/v1/payments", body, headers=key)
+        expect_status(r3, 202, "synchronous retry of a pending keyed create")
+        eq(r3.json["data"]["id"], r1.json["data"]["id"], "operation of the synchronous retry")
+        expect_error(c.get("/v1/payments/%s" % body["data"]["id"]), 404, "not_found",
+                     "the payment of a pending operation")
+        expect_error(c.post("/v1/payments", payment(org=org, pid=new_id()),
+                            headers=dict(ASYNC, **key)), 422, "idempotency_key_reused",
+                     "a pending operation's key with another body")
         # Broker away: 503 broker_unavailable within the publish timeout.
         _nats("stop", d)
         started = time.monotonic()

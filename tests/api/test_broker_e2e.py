@@ -151,6 +151,11 @@ class Conn:
         """(status, parsed JSON body), the response audited like the
         harness's; reconnects once on a broken keep-alive connection (writes
         carry an Idempotency-Key, so a retry is the same operation)."""
+        st, j, _ = self.request_full(method, path, body, headers)
+        return st, j
+
+    def request_full(self, method, path, body=None, headers=None):
+        """As request, with the response headers (lower-case names) too."""
         h = {"Content-Type": "application/json"} if body is not None else {}
         h.update(headers or {})
         data = json.dumps(body).encode() if body is not None else None
@@ -168,7 +173,7 @@ class Conn:
                     j = json.loads(b) if b else None
                 except ValueError:
                     j = None
-                return r.status, j
+                return r.status, j, {k.lower(): v for k, v in r.getheaders()}
             except (OSError, http.client.HTTPException) as e:
                 self.close()
                 if attempt:
@@ -495,6 +500,23 @@ def duplicate_and_failed(t):
             st, j = conn.request("GET", "/v1/payments?filter%%5Borganisation_id%%5D=%s" % org)
             eq([(p["id"], p["version"]) for p in j["data"]], [(pid, 0)],
                "payments after the same create twice")
+            # Once applied, a retry with the key, asynchronous or not, is
+            # answered from the operation: a replayed 202 with its outcome.
+            for hdrs, what in ((dict(ASYNC, **{"Idempotency-Key": key}), "asynchronous"),
+                               ({"Idempotency-Key": key}, "synchronous")):
+                st, j, h = conn.request_full("POST", "/v1/payments", body, hdrs)
+                expect_status_j(st, j, 202, "%s retry of an applied keyed create" % what)
+                eq((j["data"]["id"], j["data"]["status"], j["data"].get("version")),
+                   (op1, "succeeded", 0), "%s replay of the applied operation" % what)
+                eq(h.get("idempotent-replayed"), "true", "%s replay header" % what)
+            other = payment(org=org, pid=new_id(), reference="other")
+            st, j = conn.request("POST", "/v1/payments", other,
+                                 dict(ASYNC, **{"Idempotency-Key": key}))
+            eq((st, j.get("error_code")), (422, "idempotency_key_reused"),
+               "the applied operation's key with another body")
+            st, j = conn.request("GET", "/v1/payments?filter%%5Borganisation_id%%5D=%s" % org)
+            eq([(p["id"], p["version"]) for p in j["data"]], [(pid, 0)],
+               "payments after the retries")
             # A second create of the same id (another key): failed duplicate_id.
             op3 = _write(conn, "POST", "/v1/payments", body, "dup-" + new_id(), s.stats)
             # Two PATCHes based on version 0: the first wins, the second is stale.

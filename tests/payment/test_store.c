@@ -1552,41 +1552,53 @@ static void case_apply(struct fixture *fx)
     CHECK_POSITION(s, 3, 8, 7);
 }
 
-/* An idempotency record is stored with a successful apply; a key already
- * recorded fails the operation, whose write then does not happen. */
+/* A keyed request's fingerprint is kept with its outcome, succeeded or
+ * failed; outcomes are purged by age with the idempotency records, and
+ * apply writes no idempotency record. */
 static void case_apply_idem(struct fixture *fx)
 {
     payment_store *s = fx->s;
-    struct pay p, q;
+    struct pay p;
     pay_init(&p, 1, 1, "GBP", "1", "", 10);
-    pay_init(&q, 2, 1, "GBP", "2", "", 20);
-    struct rec r1, r2;
-    rec_init(&r1, "key-a", "k1", 1, 100, 0);
-    rec_init(&r2, "key-a", "k1", 2, 200, 0);
+    char fp1[65], fp2[65];
+    memset(fp1, 'a', 64);
+    memset(fp2, 'b', 64);
+    fp1[64] = fp2[64] = '\0';
     struct payment_apply a;
     apply_init(&a, "op-1", 0, 1, 1, PAYMENT_APPLY_CREATE);
     a.row = &p.row;
-    a.idem = &r1.idem;
+    a.fingerprint = fp1;
+    a.applied_ms = 1000;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    apply_init(&a, "op-2", 0, 2, 1, PAYMENT_APPLY_CREATE);
+    a.row = &p.row;
+    a.fingerprint = fp2;
+    a.applied_ms = 3000;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    apply_init(&a, "op-3", 0, 3, 1, PAYMENT_APPLY_NONE);
+    a.error_code = "validation_failed";
+    a.error_message = "bad";
+    a.applied_ms = 1500;
     CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
     CHECK_OP(s, "op-1", "succeeded", "", 0, 0, 1, p.row.id);
-    CHECK_REC(s, &r1);
-    apply_init(&a, "op-2", 0, 2, 1, PAYMENT_APPLY_CREATE);
-    a.row = &q.row;
-    a.idem = &r2.idem;
-    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
-    CHECK_OP(s, "op-2", "failed", "idempotency_key_in_use", -1, 0, 2, q.row.id);
-    check_gone(s, q.row.id);
-    CHECK_REC(s, &r1);
-    CHECK_POSITION(s, 0, 2, 1);
-    /* A failed write stores no record. */
-    struct rec r3;
-    rec_init(&r3, "key-a", "k3", 3, 300, 1);
-    apply_init(&a, "op-3", 0, 3, 1, PAYMENT_APPLY_CREATE);
-    a.row = &p.row;
-    a.idem = &r3.idem;
-    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
-    CHECK_OP(s, "op-3", "failed", "duplicate_id", -1, 0, 3, p.row.id);
-    CHECK_NO_REC(s, "key-a", "k3");
+    CHECK_OP(s, "op-2", "failed", "duplicate_id", -1, 0, 2, p.row.id);
+    struct payment_op_found f;
+    CHECK_INT(payment_store_op_get(s, "op-1", &f), PAYMENT_STORE_OK);
+    CHECK_STR(f.fingerprint, fp1);
+    CHECK_INT(payment_store_op_get(s, "op-2", &f), PAYMENT_STORE_OK);
+    CHECK_STR(f.fingerprint, fp2);
+    CHECK_INT(payment_store_op_get(s, "op-3", &f), PAYMENT_STORE_OK);
+    CHECK_STR(f.fingerprint, "");
+
+    /* Applied before 2000 ms: op-1 and op-3 go, op-2 and the payment stay. */
+    payment_store_idem_purge(s, 2000);
+    for (int i = 0; i < 100 && payment_store_op_get(s, "op-3", &f) == PAYMENT_STORE_OK; i++)
+        CHECK_INT(usleep(20000), 0);
+    check_no_op(s, "op-1");
+    check_no_op(s, "op-3");
+    CHECK_OP(s, "op-2", "failed", "duplicate_id", -1, 0, 2, p.row.id);
+    check_doc(s, &p, 0);
+    CHECK_POSITION(s, 0, 3, 1);
 }
 
 /* Positions and outcomes are durable: a reopened store skips what it did. */
