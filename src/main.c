@@ -169,11 +169,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd worker: --broker is required\n");
         goto out;
     }
-    if (cfg.broker[0] && strncmp(store_uri, "sqlite:", 7) != 0) {
-        fprintf(stderr, "paymentd: --broker needs the embedded store for now (operation outcomes "
-                        "are not yet kept on MongoDB)\n");
-        goto out;
-    }
     if (cfg.worker) {
         rc = worker_main(&a, &cfg, &log, &sigs);
         goto out;

@@ -1,5 +1,5 @@
 /* store: where payments live.  The handlers reach storage only through this
- * interface; each backend (the embedded SQLite store, later MongoDB) decides
+ * interface; each backend (the embedded SQLite store, MongoDB) decides
  * conflicts and duplicates itself, atomically, never by a read in a handler
  * followed by a write.
  *
@@ -164,7 +164,10 @@ void payment_store_idem_purge(payment_store *s, int64_t before_ms);
  * recognised and skipped: every operation takes effect exactly once, as a
  * success or as a failure.  The partition's fencing token (the revision of
  * the worker's lease) only grows: a worker whose lease was taken over is
- * refused before it writes anything.
+ * refused before it writes anything.  A backend without multi-document
+ * transactions (MongoDB) gives the same guarantees with single-document
+ * steps, ordered and conditioned to that end: see store_mongo.c for how,
+ * and for the one race a stale lease holder can still win there.
  *
  * An asynchronous write's Idempotency-Key is answered from its operation's
  * outcome (the operation id is derived from the key, and the outcome keeps

@@ -33,6 +33,14 @@
  * read finds the payment live at the expected version and holding sk is
  * EIDEMPOTENT.  Tombstones keep their records.  Purging $pulls old records.
  *
+ * Operations applied from the broker (payment_store_apply) keep their
+ * outcomes in <collection>_operations and each partition's position in
+ * <collection>_partitions; see "operations from the broker" below for why
+ * that is exactly once without transactions.  A payment an operation wrote
+ * carries two more fields, never served (reads project doc alone): fence,
+ * the newest lease revision that decided on it, and ops, its last
+ * operations {id, v}.
+ *
  * Sequence numbers come from a counter document ({_id: <collection>} in
  * collection "counters") incremented atomically by findAndModify.  Within
  * one process, creates run on one thread that takes every create queued,
@@ -42,7 +50,8 @@
  * commits seq 10, and a cursor read in between (after 11) never sees 10.
  *
  * Writes run on worker threads (the HTTP threads only queue them): the
- * create thread above and MONGO_WRITERS threads for updates and deletes.
+ * create thread above, MONGO_WRITERS threads for updates and deletes, and
+ * one thread for operations from the broker.
  * Each takes a client from the pool per operation or batch and returns it
  * before reporting, so a done callback may call the store again.  Reads run
  * on the calling thread with a pooled client.  A write still queued after
@@ -84,6 +93,13 @@
 #define MONGO_F_IDEM "idem"           /* the array of idempotency records */
 #define MONGO_IDEM_SK_INDEX "idem_sk" /* unique: one (scope, key) in the collection */
 #define MONGO_IDEM_SEP '\x1f'         /* between scope and key; no key holds it */
+#define MONGO_F_OPS "ops"             /* a payment's last operations, {id, v} */
+#define MONGO_F_FENCE "fence"         /* the newest lease revision that decided on it */
+#define MONGO_OPS_KEEP 16             /* entries of ops kept: the newest */
+#define MONGO_OPS_SUFFIX "_operations" /* <collection>_operations: outcomes */
+#define MONGO_PARTS_SUFFIX "_partitions" /* <collection>_partitions: positions */
+#define MONGO_APPLY_BATCH_MAX 64      /* operations per apply batch, one per partition */
+#define MONGO_APPLY_SCAN 1024         /* queued operations looked at for one batch */
 #define MONGO_SELECTION_TIMEOUT_MS 2000
 #define MONGO_CONNECT_TIMEOUT_MS 2000
 #define MONGO_SOCKET_TIMEOUT_MS 5000
@@ -123,7 +139,15 @@ static const struct {
     {"idem_created", {MONGO_F_IDEM ".created", NULL}, 0, 1},
 };
 
-enum mongo_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE };
+enum mongo_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_APPLY };
+
+/* An operation's outcome, as recorded. */
+struct mongo_outcome {
+    const char *status;     /* "succeeded" or "failed"; NULL while undecided */
+    const char *error_code; /* NULL when succeeded, as is message */
+    const char *message;
+    int64_t version;        /* resulting, or current (version_conflict), else -1 */
+};
 
 /* One queued write.  row is a copy; the pointers in it stay borrowed from the
  * submitter until done has been called. */
@@ -140,6 +164,9 @@ struct mongo_op {
     int64_t seq;              /* OP_CREATE's sequence number */
     const struct payment_idem *idem; /* stored with a successful write, or NULL */
     char *sk;                 /* idem's scope and key (mongo_sk_new), owned; or NULL */
+    struct payment_apply apply; /* OP_APPLY: a copy, its pointers borrowed like row's */
+    int known;                /* OP_APPLY: its outcome was recorded before */
+    struct mongo_outcome outcome; /* OP_APPLY: what it decided */
 };
 
 /* A FIFO of operations. */
@@ -154,12 +181,15 @@ struct mongo_store {
     mongoc_client_pool_t *pool;  /* clients shared by every thread */
     char db[MONGO_NAME_MAX + 1];
     char coll[MONGO_NAME_MAX + 1];
+    char ops_coll[MONGO_NAME_MAX + sizeof MONGO_OPS_SUFFIX];     /* outcomes */
+    char parts_coll[MONGO_NAME_MAX + sizeof MONGO_PARTS_SUFFIX]; /* positions */
     int64_t stale_us;            /* a queued write older than this is not tried */
     pthread_mutex_t mu;          /* guards creates, writes, closing */
     struct mongo_queue creates;  /* taken in batches by the create thread */
     struct mongo_queue writes;   /* updates and deletes, one at a time */
+    struct mongo_queue applies;  /* operations from the broker, in batches */
     int closing;                 /* no more submissions; workers drain and exit */
-    pthread_t threads[1 + MONGO_WRITERS]; /* [0] creates, the rest writes */
+    pthread_t threads[2 + MONGO_WRITERS]; /* [0] creates, [1] applies, the rest writes */
     int nthreads;                /* started, to join */
     int sync_ready;              /* mu, setup_mu and the conditions exist */
     pthread_mutex_t setup_mu;    /* one setup attempt at a time */
@@ -349,38 +379,83 @@ static bool mongo_append_idem(bson_t *b, const char *key, const struct payment_i
     return bson_append_document_end(b, &rec) && ok;
 }
 
-/* {$push: {idem: record}} into update b, when there is a record. */
-static bool mongo_append_push(bson_t *b, const struct payment_idem *idem, const char *sk)
+/* What a broker operation's payment write leaves in the payment: the
+ * applier's fence and the entry {id, v} of ops (v, the resulting version,
+ * left out for a delete: the tombstone's version is final). */
+struct mongo_mark {
+    const char *op_id;
+    int64_t fence;
+    int64_t version; /* -1: none */
+};
+
+/* The entry {id, v} as field key of b. */
+static bool mongo_append_entry(bson_t *b, const char *key, const struct mongo_mark *mark)
 {
-    if (!idem)
+    bson_t e;
+    if (!bson_append_document_begin(b, key, -1, &e))
+        return false;
+    bool ok = BSON_APPEND_UTF8(&e, "id", mark->op_id) &&
+              (mark->version < 0 || BSON_APPEND_INT64(&e, "v", mark->version));
+    return bson_append_document_end(b, &e) && ok;
+}
+
+/* {$push: {idem: record, ops: {$each: [entry], $slice: -KEEP}}} into update
+ * b, with what there is (a write has a record or a mark, never both). */
+static bool mongo_append_push(bson_t *b, const struct payment_idem *idem, const char *sk,
+                              const struct mongo_mark *mark)
+{
+    if (!idem && !mark)
         return true;
-    bson_t push;
+    bson_t push, ops, each;
     if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$push", &push))
         return false;
-    bool ok = mongo_append_idem(&push, MONGO_F_IDEM, idem, sk);
+    bool ok = !idem || mongo_append_idem(&push, MONGO_F_IDEM, idem, sk);
+    if (ok && mark) {
+        ok = BSON_APPEND_DOCUMENT_BEGIN(&push, MONGO_F_OPS, &ops);
+        if (!ok)
+            return false;
+        ok = BSON_APPEND_ARRAY_BEGIN(&ops, "$each", &each);
+        if (!ok)
+            return false;
+        ok = mongo_append_entry(&each, "0", mark);
+        ok = bson_append_array_end(&ops, &each) && ok;
+        ok = ok && BSON_APPEND_INT32(&ops, "$slice", -MONGO_OPS_KEEP);
+        ok = bson_append_document_end(&push, &ops) && ok;
+    }
     return bson_append_document_end(b, &push) && ok;
 }
 
-/* The document a create inserts, holding its record when it has one. */
+/* The document a create inserts, holding its record or its mark when it
+ * has one. */
 static bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t seq,
-                               const struct payment_idem *idem, const char *sk)
+                               const struct payment_idem *idem, const char *sk,
+                               const struct mongo_mark *mark)
 {
     bool ok = BSON_APPEND_UTF8(b, "_id", row->id) && BSON_APPEND_INT64(b, "seq", seq) &&
               BSON_APPEND_INT64(b, "created_ms", row->created_ms) &&
               mongo_append_columns(b, row) && BSON_APPEND_BOOL(b, "deleted", false);
+    bson_t list;
+    if (ok && mark) {
+        ok = BSON_APPEND_INT64(b, MONGO_F_FENCE, mark->fence) &&
+             BSON_APPEND_ARRAY_BEGIN(b, MONGO_F_OPS, &list);
+        if (!ok)
+            return false;
+        ok = mongo_append_entry(&list, "0", mark);
+        ok = bson_append_array_end(b, &list) && ok;
+    }
     if (!ok || !idem)
         return ok;
-    bson_t list;
     if (!BSON_APPEND_ARRAY_BEGIN(b, MONGO_F_IDEM, &list))
         return false;
     ok = mongo_append_idem(&list, "0", idem, sk);
     return bson_append_array_end(b, &list) && ok;
 }
 
-/* {$set: columns, $unset: the absent ones, $push: the record}; created_ms
- * and seq are kept. */
+/* {$set: columns, $unset: the absent ones, $push: the record or mark};
+ * created_ms and seq are kept. */
 static bool mongo_build_update(bson_t *b, const struct payment_row *row,
-                               const struct payment_idem *idem, const char *sk)
+                               const struct payment_idem *idem, const char *sk,
+                               const struct mongo_mark *mark)
 {
     const char *name[MONGO_ROW_OPTIONAL], *value[MONGO_ROW_OPTIONAL];
     mongo_row_optional(row, name, value);
@@ -388,7 +463,8 @@ static bool mongo_build_update(bson_t *b, const struct payment_row *row,
     bool ok = BSON_APPEND_DOCUMENT_BEGIN(b, "$set", &set);
     if (!ok)
         return false;
-    ok = mongo_append_columns(&set, row);
+    ok = mongo_append_columns(&set, row) &&
+         (!mark || BSON_APPEND_INT64(&set, MONGO_F_FENCE, mark->fence));
     if (!bson_append_document_end(b, &set) || !ok)
         return false;
     int absent = 0;
@@ -403,13 +479,15 @@ static bool mongo_build_update(bson_t *b, const struct payment_row *row,
         if (!bson_append_document_end(b, &unset) || !ok)
             return false;
     }
-    return mongo_append_push(b, idem, sk);
+    return mongo_append_push(b, idem, sk, mark);
 }
 
 /* A tombstone keeps _id, seq, organisation_id (the shard key when sharded),
- * version and the idempotency records (a delete made with a key is
- * answered again from its record); the document and the other columns go. */
-static bool mongo_build_tombstone(bson_t *b, const struct payment_idem *idem, const char *sk)
+ * version, the idempotency records (a delete made with a key is answered
+ * again from its record) and the operations' marks; the document and the
+ * other columns go. */
+static bool mongo_build_tombstone(bson_t *b, const struct payment_idem *idem, const char *sk,
+                                  const struct mongo_mark *mark)
 {
     static const char *const gone[] = {"doc",       MONGO_F_CURRENCY, MONGO_F_SCHEME,
                                        MONGO_F_TYPE, MONGO_F_REF,     MONGO_F_E2E,
@@ -417,7 +495,8 @@ static bool mongo_build_tombstone(bson_t *b, const struct payment_idem *idem, co
     bson_t set, unset;
     if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$set", &set))
         return false;
-    bool ok = BSON_APPEND_BOOL(&set, "deleted", true);
+    bool ok = BSON_APPEND_BOOL(&set, "deleted", true) &&
+              (!mark || BSON_APPEND_INT64(&set, MONGO_F_FENCE, mark->fence));
     if (!bson_append_document_end(b, &set) || !ok)
         return false;
     if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$unset", &unset))
@@ -426,7 +505,7 @@ static bool mongo_build_tombstone(bson_t *b, const struct payment_idem *idem, co
         ok = BSON_APPEND_UTF8(&unset, gone[i], "");
     if (!bson_append_document_end(b, &unset) || !ok)
         return false;
-    return mongo_append_push(b, idem, sk);
+    return mongo_append_push(b, idem, sk, mark);
 }
 
 /* ---- setup: indexes and the counter ------------------------------------- */
@@ -523,6 +602,28 @@ static bool mongo_counter_floor(mongoc_collection_t *counters, const char *name,
     return ok;
 }
 
+/* The index the purge of operation outcomes reads: applied_ms. */
+static bool mongo_ops_index(struct mongo_store *st, mongoc_client_t *client, bson_error_t *e)
+{
+    bson_t cmd = BSON_INITIALIZER, list, spec, key;
+    bool ok = BSON_APPEND_UTF8(&cmd, "createIndexes", st->ops_coll) &&
+              BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &list) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&list, "0", &spec) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key) &&
+              BSON_APPEND_INT32(&key, "applied_ms", 1) && bson_append_document_end(&spec, &key) &&
+              BSON_APPEND_UTF8(&spec, "name", "applied_ms") &&
+              bson_append_document_end(&list, &spec) && bson_append_array_end(&cmd, &list);
+    if (!ok) {
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the index specification");
+    } else {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->ops_coll);
+        ok = mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, e);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&cmd);
+    return ok;
+}
+
 /* Creates the indexes (a no-op when they exist) and floors the counter. */
 static bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_error_t *e)
 {
@@ -532,7 +633,8 @@ static bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_er
     bool ok = mongo_build_indexes(&cmd, st->coll);
     if (!ok)
         bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the index specification");
-    ok = ok && mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, e);
+    ok = ok && mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, e) &&
+         mongo_ops_index(st, client, e);
     int64_t max = ok ? mongo_max_seq(coll, e) : -1;
     ok = max >= 0 && mongo_counter_floor(counters, st->coll, max, e);
     bson_destroy(&cmd);
@@ -602,11 +704,12 @@ static int64_t mongo_seq_reserve(struct mongo_store *st, mongoc_client_t *client
     return last < (int64_t)n ? -1 : last;
 }
 
-/* Sets the result of every create in ops from a failed bulk insert's reply:
- * the ones with a write error get it (a duplicate _id EDUPLICATE, a key
- * another payment holds EIDEMPOTENT); the others succeeded only when every
- * create is accounted for (nInserted plus write errors) and the write
- * concern held, else their outcome is unknown and they fail with err. */
+/* Sets the result of every write in ops (all undecided: err 1) from a
+ * failed bulk write's reply: the ones with a write error get it (a
+ * duplicate _id EDUPLICATE, a key another payment holds EIDEMPOTENT); the
+ * others succeeded only when every write is accounted for (inserted,
+ * matched or upserted, plus write errors) and the write concern held, else
+ * their outcome is unknown and they fail with err. */
 static void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *reply, int err)
 {
     size_t errors = 0;
@@ -633,19 +736,34 @@ static void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *re
             errors++;
         }
     }
-    int64_t inserted = mongo_get_int64(reply, "nInserted", -1);
+    /* Inserted, or matched or upserted by an update: done. */
+    int64_t done = mongo_get_int64(reply, "nInserted", 0) + mongo_get_int64(reply, "nMatched", 0) +
+                   mongo_get_int64(reply, "nUpserted", 0);
     int wc_failed = bson_iter_init_find(&it, reply, "writeConcernErrors") &&
                     BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &list) &&
                     bson_iter_next(&list);
-    int known = !wc_failed && inserted >= 0 && (size_t)inserted + errors == n;
+    int known = !wc_failed && (size_t)done + errors == n;
     for (size_t i = 0; i < n; i++)
         if (ops[i]->err == 1)
             ops[i]->err = known ? PAYMENT_STORE_OK : err;
 }
 
+/* The mark a broker operation's payment write leaves, in *m; NULL for the
+ * other writes. */
+static const struct mongo_mark *mongo_op_mark(const struct mongo_op *op, struct mongo_mark *m)
+{
+    if (op->kind != OP_APPLY)
+        return NULL;
+    m->op_id = op->apply.op_id;
+    m->fence = (int64_t)op->apply.fence;
+    m->version = op->apply.kind == PAYMENT_APPLY_DELETE ? -1 : op->row.version;
+    return m;
+}
+
 /* Inserts the creates of ops (all not yet decided) in one unordered bulk
- * write after reserving their sequence numbers in one $inc. */
-static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
+ * write after reserving their sequence numbers in one $inc.  Returns
+ * whether the bulk write was sent (a commit, for the counters). */
+static bool mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
                               struct mongo_op **ops, size_t n)
 {
     bson_error_t e;
@@ -654,7 +772,7 @@ static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
         int err = mongo_map_err(&e);
         for (size_t i = 0; i < n; i++)
             ops[i]->err = err == PAYMENT_STORE_EUNAVAILABLE ? err : PAYMENT_STORE_EINTERNAL;
-        return;
+        return false;
     }
     mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
     bson_t opts = BSON_INITIALIZER;
@@ -665,19 +783,20 @@ static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
         ops[i]->seq = last - (int64_t)n + 1 + (int64_t)i;
         ops[i]->err = 1; /* undecided */
         bson_t doc = BSON_INITIALIZER;
-        ok = mongo_build_insert(&doc, &ops[i]->row, ops[i]->seq, ops[i]->idem, ops[i]->sk) &&
+        struct mongo_mark mark;
+        ok = mongo_build_insert(&doc, &ops[i]->row, ops[i]->seq, ops[i]->idem, ops[i]->sk,
+                                mongo_op_mark(ops[i], &mark)) &&
              mongoc_bulk_operation_insert_with_opts(bulk, &doc, NULL, &e);
         bson_destroy(&doc);
         if (!ok)
             break;
     }
-    if (!bulk || !ok) {
+    bool sent = bulk && ok;
+    if (!sent) {
         for (size_t i = 0; i < n; i++)
             ops[i]->err = PAYMENT_STORE_EINTERNAL; /* a document BSON cannot hold */
     } else {
         bson_t reply; /* always initialized by the call */
-        atomic_fetch_add(&st->n_commits, 1);
-        metrics_sizes_observe(&st->batches, n);
         if (mongoc_bulk_operation_execute(bulk, &reply, &e)) {
             for (size_t i = 0; i < n; i++)
                 ops[i]->err = PAYMENT_STORE_OK;
@@ -693,6 +812,7 @@ static void mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
     mongoc_bulk_operation_destroy(bulk); /* NULL is a no-op */
     bson_destroy(&opts);
     mongoc_collection_destroy(coll);
+    return sent;
 }
 
 /* ---- the write path: updates and deletes -------------------------------- */
@@ -773,8 +893,8 @@ static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *
     if (ok)
         ok = op->kind == OP_UPDATE
                  ? op->row.doc_len + mongo_idem_size(op->idem) <= MONGO_DOC_MAX &&
-                       mongo_build_update(&update, &op->row, op->idem, op->sk)
-                 : mongo_build_tombstone(&update, op->idem, op->sk);
+                       mongo_build_update(&update, &op->row, op->idem, op->sk, NULL)
+                 : mongo_build_tombstone(&update, op->idem, op->sk, NULL);
     int err = PAYMENT_STORE_EINTERNAL;
     if (ok) {
         bson_error_t e;
@@ -938,11 +1058,13 @@ static void mongo_creates_batch(struct mongo_store *st, struct mongo_op *batch, 
         mongoc_client_t *client = mongo_client(st, &err);
         if (client)
             err = mongo_ready(st, client);
-        if (err == PAYMENT_STORE_OK)
-            mongo_creates_run(st, client, live, nlive);
-        else
+        if (err != PAYMENT_STORE_OK) {
             for (size_t i = 0; i < nlive; i++)
                 live[i]->err = err;
+        } else if (mongo_creates_run(st, client, live, nlive)) {
+            atomic_fetch_add(&st->n_commits, 1);
+            metrics_sizes_observe(&st->batches, nlive);
+        }
         if (client)
             mongoc_client_pool_push(st->pool, client);
     }
@@ -993,9 +1115,774 @@ static void *mongo_writes_main(void *arg)
     }
 }
 
+/* ---- operations from the broker ------------------------------------------
+ *
+ * The embedded store applies an operation in one transaction.  MongoDB
+ * gives none here (a deployment need not be a replica set, and sharded
+ * transactions are slow), so an apply is five single-document steps, each
+ * idempotent, ordered so that a crash anywhere leaves a redelivery that is
+ * recognised, and conditioned so that a stale lease holder is harmless:
+ *
+ *  1. position: the partition's document {_id: partition, last_seq, fence}
+ *     is read: seq at or below last_seq is ESKIPPED, a fence above ours
+ *     EFENCED; nothing written.
+ *  2. claim: the outcome document {_id: op id} is upserted with our fence
+ *     unless it holds an outcome (status) or a fence above ours.  Holding
+ *     an outcome, the operation is known (republished): on to step 5, then
+ *     ESKIPPED.  A fence above ours: EFENCED.
+ *  3. payment write: one conditional single-document write that also sets
+ *     the payment's fence to ours and pushes {id: op, v: version} to its
+ *     ops.  An update or delete is filtered on {version, deleted: false,
+ *     ops.id != op, fence not above ours}; when it matches nothing, a
+ *     findAndModify raises the payment's fence to ours (unless above:
+ *     EFENCED) and the outcome is decided from what it returns: ops holding
+ *     op is "succeeded" with its v (an earlier attempt's write, recognised
+ *     instead of repeated), else not_found, version_conflict, or a retry.  A
+ *     create inserts a document holding both; a duplicate _id reads it:
+ *     ops holding op is "succeeded", else duplicate_id.
+ *  4. record: the outcome document gets the outcome, only while it holds
+ *     our claim (our fence, no status; upserted if it was purged).
+ *  5. advance: the partition's document gets (max(last_seq, seq), our
+ *     fence), only while its fence is not above ours.
+ *
+ * Why each operation takes effect exactly once:
+ *  - Its payment write happens at most once: it requires op absent from
+ *    ops and pushes op in the same atomic write.  ops keeps the newest
+ *    MONGO_OPS_KEEP entries; an entry is needed only until its outcome is
+ *    recorded, and a partition has one operation in flight at a time (one
+ *    per partition in a batch; the worker waits for each), so one entry per
+ *    payment is all that is ever needed.
+ *  - The position is written last: a crash anywhere leaves it before op,
+ *    so op is delivered again and step 2 finds its outcome, or step 3 its
+ *    write, or nothing of it happened but a claim and a raised fence (a
+ *    failure that was not recorded had no effect: decided again, as if for
+ *    the first time).
+ *  - A partition's operations run one at a time (one per partition in a
+ *    batch), and the worker submits the next one only once the previous
+ *    one was applied or skipped, hence recorded: an operation decided
+ *    again on redelivery finds no later operation of its partition
+ *    applied, so the order holds.
+ *  - One decision is recorded per operation, the last claimer's: a claim
+ *    replaces only claims as old or older, never an outcome, and a record
+ *    needs its claim to stand.  A stale holder (its lease taken over by a
+ *    newer fence) records before the newer holder claims (which then finds
+ *    the outcome), or its record is refused: EFENCED.
+ *  - The recorded decision agrees with the payment: every decision of step
+ *    3 on an existing payment raises the payment's fence first (the write
+ *    itself, or the findAndModify), and a write needs that fence not above
+ *    the writer's; so once the newer holder decided, the stale one can no
+ *    longer write, and what it wrote before, the newer one finds in ops.
+ *    (A payment is one organisation's, so one partition's: its fence only
+ *    ever meets the leases of that partition.)
+ *  - Positions never move back nor to an older fence: step 5's filter.
+ *  - The outcome keeps the request's fingerprint; apply writes no
+ *    idempotency record.
+ *
+ * What this cannot do without a transaction: an update or delete decided
+ * not_found raises no fence (there is no document), so a stale holder
+ * still in the middle of the same operation could apply it if a
+ * synchronous create of that very id lands in between: a lease lost
+ * mid-write, an operation on a payment that does not exist, and a create
+ * of its id racing it, all at once. */
+
+/* {field: {$not: {$gt: v}}}: at most v, or absent (payments the
+ * synchronous path wrote have no fence). */
+static bool mongo_append_not_above(bson_t *b, const char *field, int64_t v)
+{
+    bson_t cond, gt;
+    return BSON_APPEND_DOCUMENT_BEGIN(b, field, &cond) &&
+           BSON_APPEND_DOCUMENT_BEGIN(&cond, "$not", &gt) && BSON_APPEND_INT64(&gt, "$gt", v) &&
+           bson_append_document_end(&cond, &gt) && bson_append_document_end(b, &cond);
+}
+
+/* {field: {$exists: false}}. */
+static bool mongo_append_absent(bson_t *b, const char *field)
+{
+    bson_t cond;
+    return BSON_APPEND_DOCUMENT_BEGIN(b, field, &cond) &&
+           BSON_APPEND_BOOL(&cond, "$exists", false) &&
+           bson_append_document_end(b, &cond);
+}
+
+/* readConcern local: the primary's latest data, for decisions. */
+static bool mongo_append_local(bson_t *opts)
+{
+    bson_t rc;
+    return BSON_APPEND_DOCUMENT_BEGIN(opts, "readConcern", &rc) &&
+           BSON_APPEND_UTF8(&rc, "level", MONGOC_READ_CONCERN_LEVEL_LOCAL) &&
+           bson_append_document_end(opts, &rc);
+}
+
+/* The first document of coll that filter matches, projected to proj (NULL:
+ * whole), read with read concern local when local is set (else the URI's),
+ * copied into out (the caller destroys it).  Returns 0, ENOTFOUND, or a
+ * store error. */
+static int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
+                          int local, bson_t *out)
+{
+    bson_t opts = BSON_INITIALIZER;
+    bool ok = (!proj || BSON_APPEND_DOCUMENT(&opts, "projection", proj)) &&
+              (!local || mongo_append_local(&opts)) && BSON_APPEND_INT64(&opts, "limit", 1) &&
+              BSON_APPEND_BOOL(&opts, "singleBatch", true);
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (ok) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, &opts, NULL);
+        const bson_t *doc;
+        bson_error_t e;
+        if (mongoc_cursor_next(cur, &doc)) {
+            bson_copy_to(doc, out);
+            err = PAYMENT_STORE_OK;
+        } else {
+            err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_ENOTFOUND;
+        }
+        mongoc_cursor_destroy(cur);
+    }
+    bson_destroy(&opts);
+    return err;
+}
+
+/* Whether doc's ops holds op_id; *v is that entry's v, or -1 without one. */
+static int mongo_ops_hold(const bson_t *doc, const char *op_id, int64_t *v)
+{
+    bson_iter_t it, list, entry;
+    *v = -1;
+    if (!bson_iter_init_find(&it, doc, MONGO_F_OPS) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &list))
+        return 0;
+    while (bson_iter_next(&list)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &entry))
+            continue;
+        bson_iter_t id = entry;
+        if (!bson_iter_find(&id, "id") || !BSON_ITER_HOLDS_UTF8(&id) ||
+            strcmp(bson_iter_utf8(&id, NULL), op_id) != 0)
+            continue;
+        if (bson_iter_find(&entry, "v") && BSON_ITER_HOLDS_NUMBER(&entry))
+            *v = bson_iter_as_int64(&entry);
+        return 1;
+    }
+    return 0;
+}
+
+static void mongo_outcome_ok(struct mongo_op *op, int64_t version)
+{
+    op->outcome.status = "succeeded";
+    op->outcome.error_code = NULL;
+    op->outcome.message = NULL;
+    op->outcome.version = version;
+}
+
+/* The failures a payment write decides, worded as the synchronous API's. */
+static void mongo_outcome_failed(struct mongo_op *op, int err, int64_t current)
+{
+    op->outcome.status = "failed";
+    op->outcome.version = -1;
+    switch (err) {
+    case PAYMENT_STORE_ENOTFOUND:
+        op->outcome.error_code = "not_found";
+        op->outcome.message = "no payment with this id";
+        break;
+    case PAYMENT_STORE_ECONFLICT:
+        op->outcome.error_code = "version_conflict";
+        op->outcome.message = "the payment has changed since that version; fetch it and retry";
+        op->outcome.version = current;
+        break;
+    default: /* EDUPLICATE */
+        op->outcome.error_code = "duplicate_id";
+        op->outcome.message = "a payment with this id exists or existed";
+        break;
+    }
+}
+
+/* Step 1 for every undecided operation (err 1) of ops: ESKIPPED or EFENCED
+ * from its partition's position, else left undecided. */
+static void mongo_apply_positions(struct mongo_store *st, mongoc_client_t *client,
+                                  struct mongo_op **ops, size_t n)
+{
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, cond, list;
+    bool ok = BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &cond) &&
+              BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &list);
+    for (size_t i = 0; ok && i < n; i++) {
+        char idx[16];
+        const char *k;
+        bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
+        ok = bson_append_int64(&list, k, -1, ops[i]->apply.partition);
+    }
+    ok = ok && bson_append_array_end(&cond, &list) && bson_append_document_end(&filter, &cond) &&
+         mongo_append_local(&opts);
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (ok) {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->parts_coll);
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        const bson_t *doc;
+        bson_error_t e;
+        while (mongoc_cursor_next(cur, &doc)) {
+            int64_t p = mongo_get_int64(doc, "_id", -1);
+            int64_t last = mongo_get_int64(doc, "last_seq", 0);
+            int64_t fence = mongo_get_int64(doc, MONGO_F_FENCE, 0);
+            for (size_t i = 0; i < n; i++) {
+                const struct payment_apply *a = &ops[i]->apply;
+                if (ops[i]->err != 1 || (int64_t)a->partition != p)
+                    continue;
+                /* Sequence first: a stale redelivery is skipped, whoever delivers it. */
+                if ((int64_t)a->seq <= last)
+                    ops[i]->err = PAYMENT_STORE_ESKIPPED;
+                else if (fence > (int64_t)a->fence)
+                    ops[i]->err = PAYMENT_STORE_EFENCED;
+            }
+        }
+        err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
+        mongoc_cursor_destroy(cur);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    for (size_t i = 0; err != PAYMENT_STORE_OK && i < n; i++)
+        if (ops[i]->err == 1)
+            ops[i]->err = err;
+}
+
+/* Builds one operation's upsert of a step: its filter and its update. */
+typedef bool (*mongo_upsert_fn)(const struct mongo_op *op, bson_t *filter, bson_t *update);
+
+/* Step 2: ours unless recorded or claimed by a newer fence. */
+static bool mongo_build_claim(const struct mongo_op *op, bson_t *filter, bson_t *update)
+{
+    const struct payment_apply *a = &op->apply;
+    bson_t set;
+    return BSON_APPEND_UTF8(filter, "_id", a->op_id) && mongo_append_absent(filter, "status") &&
+           mongo_append_not_above(filter, MONGO_F_FENCE, (int64_t)a->fence) &&
+           BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set) &&
+           BSON_APPEND_INT64(&set, MONGO_F_FENCE, (int64_t)a->fence) &&
+           BSON_APPEND_INT64(&set, "applied_ms", a->applied_ms) &&
+           bson_append_document_end(update, &set);
+}
+
+/* Step 4: the outcome, while our claim stands (the filter's _id and fence
+ * are what an upsert inserts). */
+static bool mongo_build_record(const struct mongo_op *op, bson_t *filter, bson_t *update)
+{
+    const struct payment_apply *a = &op->apply;
+    const struct mongo_outcome *o = &op->outcome;
+    const char *pid = a->payment_id ? a->payment_id : a->row ? op->row.id : NULL;
+    const char *org = a->organisation_id ? a->organisation_id
+                                         : a->row ? op->row.organisation_id : NULL;
+    bson_t set;
+    return BSON_APPEND_UTF8(filter, "_id", a->op_id) &&
+           BSON_APPEND_INT64(filter, MONGO_F_FENCE, (int64_t)a->fence) &&
+           mongo_append_absent(filter, "status") &&
+           BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set) &&
+           BSON_APPEND_UTF8(&set, "status", o->status) &&
+           (!o->error_code || BSON_APPEND_UTF8(&set, "error_code", o->error_code)) &&
+           (!o->message || BSON_APPEND_UTF8(&set, "message", o->message)) &&
+           (!pid || BSON_APPEND_UTF8(&set, "payment_id", pid)) &&
+           (!org || BSON_APPEND_UTF8(&set, "organisation_id", org)) &&
+           BSON_APPEND_INT64(&set, "version", o->version) &&
+           BSON_APPEND_INT64(&set, "partition", a->partition) &&
+           BSON_APPEND_INT64(&set, "seq", (int64_t)a->seq) &&
+           BSON_APPEND_INT64(&set, "applied_ms", a->applied_ms) &&
+           (!a->fingerprint || BSON_APPEND_UTF8(&set, "fingerprint", a->fingerprint)) &&
+           bson_append_document_end(update, &set);
+}
+
+/* Step 5: forward, while no newer fence holds the partition. */
+static bool mongo_build_advance(const struct mongo_op *op, bson_t *filter, bson_t *update)
+{
+    const struct payment_apply *a = &op->apply;
+    bson_t max, set;
+    return BSON_APPEND_INT64(filter, "_id", a->partition) &&
+           mongo_append_not_above(filter, MONGO_F_FENCE, (int64_t)a->fence) &&
+           BSON_APPEND_DOCUMENT_BEGIN(update, "$max", &max) &&
+           BSON_APPEND_INT64(&max, "last_seq", (int64_t)a->seq) &&
+           bson_append_document_end(update, &max) &&
+           BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set) &&
+           BSON_APPEND_INT64(&set, MONGO_F_FENCE, (int64_t)a->fence) &&
+           bson_append_document_end(update, &set);
+}
+
+/* Runs build's upsert for every undecided operation (err 1) of ops, but
+ * the known ones when skip_known is set, in one unordered bulk write on
+ * collection name.  Each of those then has OK, EDUPLICATE (the filter's
+ * condition failed on the existing _id) or an error (mongo_bulk_results);
+ * the others are left as they are.  Returns whether the bulk write was
+ * sent. */
+static bool mongo_apply_upserts(struct mongo_store *st, mongoc_client_t *client, const char *name,
+                                struct mongo_op **ops, size_t n, int skip_known,
+                                mongo_upsert_fn build)
+{
+    struct mongo_op *live[MONGO_APPLY_BATCH_MAX];
+    size_t m = 0;
+    for (size_t i = 0; i < n && m < MONGO_APPLY_BATCH_MAX; i++)
+        if (ops[i]->err == 1 && !(skip_known && ops[i]->known))
+            live[m++] = ops[i];
+    if (m == 0)
+        return false;
+    mongoc_collection_t *coll = mongo_collection(st, client, name);
+    bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER;
+    bson_error_t e;
+    bool ok = BSON_APPEND_BOOL(&opts, "ordered", false) &&
+              BSON_APPEND_BOOL(&upsert, "upsert", true);
+    mongoc_bulk_operation_t *bulk =
+        ok ? mongoc_collection_create_bulk_operation_with_opts(coll, &opts) : NULL;
+    for (size_t i = 0; bulk && ok && i < m; i++) {
+        bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER;
+        ok = build(live[i], &filter, &update) &&
+             mongoc_bulk_operation_update_one_with_opts(bulk, &filter, &update, &upsert, &e);
+        bson_destroy(&filter);
+        bson_destroy(&update);
+    }
+    bool sent = bulk && ok;
+    if (!sent) {
+        for (size_t i = 0; i < m; i++)
+            live[i]->err = PAYMENT_STORE_EINTERNAL;
+    } else {
+        bson_t reply; /* always initialized by the call */
+        if (mongoc_bulk_operation_execute(bulk, &reply, &e)) {
+            for (size_t i = 0; i < m; i++)
+                live[i]->err = PAYMENT_STORE_OK;
+        } else {
+            int err = mongo_map_err(&e);
+            mongo_bulk_results(live, m, &reply,
+                               err == PAYMENT_STORE_EUNAVAILABLE ? err : PAYMENT_STORE_EINTERNAL);
+        }
+        bson_destroy(&reply);
+    }
+    mongoc_bulk_operation_destroy(bulk); /* NULL is a no-op */
+    bson_destroy(&opts);
+    bson_destroy(&upsert);
+    mongoc_collection_destroy(coll);
+    return sent;
+}
+
+/* After a claim met an existing outcome document: recorded (known, on to
+ * the advance), claimed by a newer fence (EFENCED), or claimed by a claim
+ * that raced ours in, or gone (purged): EUNAVAILABLE, to be tried again. */
+static void mongo_apply_claimed(struct mongo_store *st, mongoc_client_t *client,
+                                struct mongo_op *op)
+{
+    mongoc_collection_t *coll = mongo_collection(st, client, st->ops_coll);
+    bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, doc;
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (BSON_APPEND_UTF8(&filter, "_id", op->apply.op_id) &&
+        BSON_APPEND_INT32(&proj, "status", 1) && BSON_APPEND_INT32(&proj, MONGO_F_FENCE, 1))
+        err = mongo_find_one(coll, &filter, &proj, 1, &doc);
+    if (err == PAYMENT_STORE_OK) {
+        op->known = mongo_get_utf8(&doc, "status", NULL) != NULL;
+        if (op->known)
+            err = 1;
+        else if (mongo_get_int64(&doc, MONGO_F_FENCE, 0) > (int64_t)op->apply.fence)
+            err = PAYMENT_STORE_EFENCED;
+        else
+            err = PAYMENT_STORE_EUNAVAILABLE;
+        bson_destroy(&doc);
+    } else if (err == PAYMENT_STORE_ENOTFOUND) {
+        err = PAYMENT_STORE_EUNAVAILABLE;
+    }
+    op->err = err;
+    bson_destroy(&filter);
+    bson_destroy(&proj);
+    mongoc_collection_destroy(coll);
+}
+
+/* One findAndModify of the payment id on coll, returning the new document
+ * projected to proj into *out and setting *found.  Returns 0 or a store
+ * error. */
+static int mongo_apply_fam(mongoc_collection_t *coll, const bson_t *query, const bson_t *update,
+                           const bson_t *proj, bson_t *out, int *found)
+{
+    mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
+    bool ok = fam && mongoc_find_and_modify_opts_set_update(fam, update) &&
+              mongoc_find_and_modify_opts_set_fields(fam, proj) &&
+              mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    int err = PAYMENT_STORE_EINTERNAL;
+    *found = 0;
+    if (ok) {
+        bson_t reply; /* always initialized by the call */
+        bson_error_t e;
+        if (mongoc_collection_find_and_modify_with_opts(coll, query, fam, &reply, &e)) {
+            bson_iter_t it;
+            const uint8_t *data = NULL;
+            uint32_t len = 0;
+            err = PAYMENT_STORE_OK;
+            if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+                bson_iter_document(&it, &len, &data);
+                bson_t value;
+                if (bson_init_static(&value, data, len)) {
+                    bson_copy_to(&value, out);
+                    *found = 1;
+                } else {
+                    err = PAYMENT_STORE_EINTERNAL;
+                }
+            }
+        } else {
+            err = mongo_map_err(&e);
+            if (err == PAYMENT_STORE_EDUPLICATE)
+                err = PAYMENT_STORE_EINTERNAL; /* no update here changes _id */
+        }
+        bson_destroy(&reply);
+    }
+    mongoc_find_and_modify_opts_destroy(fam); /* NULL is a no-op */
+    return err;
+}
+
+/* Step 3's write of an update or delete: when the payment is live, at the
+ * expected version, without op in ops and not fenced above us.  Sets
+ * *version (the resulting one) when it matched, else -1.  An update knows
+ * its version; a delete, possibly unconditional, reads its tombstone's
+ * (final) in the same findAndModify. */
+static int mongo_apply_cas(mongoc_collection_t *coll, const struct mongo_op *op, int64_t *version)
+{
+    const struct payment_apply *a = &op->apply;
+    struct mongo_mark mark;
+    bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, proj = BSON_INITIALIZER, ne, doc;
+    bool ok = BSON_APPEND_UTF8(&query, "_id", op->row.id) &&
+              BSON_APPEND_BOOL(&query, "deleted", false) &&
+              (a->expected_version < 0 ||
+               BSON_APPEND_INT64(&query, "version", a->expected_version)) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&query, MONGO_F_OPS ".id", &ne) &&
+              BSON_APPEND_UTF8(&ne, "$ne", a->op_id) && bson_append_document_end(&query, &ne) &&
+              mongo_append_not_above(&query, MONGO_F_FENCE, (int64_t)a->fence) &&
+              BSON_APPEND_INT32(&proj, "version", 1);
+    if (ok)
+        ok = a->kind == PAYMENT_APPLY_UPDATE
+                 ? mongo_build_update(&update, &op->row, NULL, NULL, mongo_op_mark(op, &mark))
+                 : mongo_build_tombstone(&update, NULL, NULL, mongo_op_mark(op, &mark));
+    int err = PAYMENT_STORE_EINTERNAL, found = 0;
+    *version = -1;
+    if (ok && a->kind == PAYMENT_APPLY_UPDATE) {
+        bson_t reply; /* always initialized by the call */
+        bson_error_t e;
+        if (mongoc_collection_update_one(coll, &query, &update, NULL, &reply, &e)) {
+            if (mongo_get_int64(&reply, "matchedCount", 0) == 1)
+                *version = op->row.version;
+            err = PAYMENT_STORE_OK;
+        } else {
+            err = mongo_map_err(&e);
+            if (err == PAYMENT_STORE_EDUPLICATE)
+                err = PAYMENT_STORE_EINTERNAL; /* no update changes _id */
+        }
+        bson_destroy(&reply);
+    } else if (ok) {
+        err = mongo_apply_fam(coll, &query, &update, &proj, &doc, &found);
+        if (err == PAYMENT_STORE_OK && found) {
+            *version = mongo_get_int64(&doc, "version", -1);
+            bson_destroy(&doc);
+        }
+    }
+    bson_destroy(&query);
+    bson_destroy(&update);
+    bson_destroy(&proj);
+    return err;
+}
+
+/* After step 3's write matched nothing: raises the payment's fence to ours
+ * and returns its state in out (*found), so that no older holder can write
+ * it after this decision.  EFENCED when a newer one did; *found 0 when there
+ * is no such payment. */
+static int mongo_apply_fence(mongoc_collection_t *coll, const struct mongo_op *op, bson_t *out,
+                             int *found)
+{
+    const struct payment_apply *a = &op->apply;
+    bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, proj = BSON_INITIALIZER, set;
+    bool ok = BSON_APPEND_UTF8(&query, "_id", op->row.id) &&
+              mongo_append_not_above(&query, MONGO_F_FENCE, (int64_t)a->fence) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set) &&
+              BSON_APPEND_INT64(&set, MONGO_F_FENCE, (int64_t)a->fence) &&
+              bson_append_document_end(&update, &set) && BSON_APPEND_INT32(&proj, "version", 1) &&
+              BSON_APPEND_INT32(&proj, "deleted", 1) && BSON_APPEND_INT32(&proj, MONGO_F_OPS, 1);
+    int err = ok ? mongo_apply_fam(coll, &query, &update, &proj, out, found)
+                 : PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK && !*found) {
+        /* Missed: no such payment, or a newer fence on it. */
+        bson_t filter = BSON_INITIALIZER, doc;
+        err = BSON_APPEND_UTF8(&filter, "_id", op->row.id)
+                  ? mongo_find_one(coll, &filter, &proj, 1, &doc)
+                  : PAYMENT_STORE_EINTERNAL;
+        if (err == PAYMENT_STORE_OK) {
+            bson_destroy(&doc);
+            err = PAYMENT_STORE_EFENCED;
+        } else if (err == PAYMENT_STORE_ENOTFOUND) {
+            err = PAYMENT_STORE_OK;
+        }
+        bson_destroy(&filter);
+    }
+    bson_destroy(&query);
+    bson_destroy(&update);
+    bson_destroy(&proj);
+    return err;
+}
+
+/* Step 3 for an update or delete: the write, and only when it matched
+ * nothing, the decision on the fenced payment.  The payment changing
+ * between the two (it reached the expected version) is tried again. */
+static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
+{
+    const struct payment_apply *a = &op->apply;
+    op->err = PAYMENT_STORE_EUNAVAILABLE; /* still moving after every try: later */
+    for (int tries = 0; tries < MONGO_CAS_TRIES; tries++) {
+        int64_t version = -1;
+        int err = mongo_apply_cas(coll, op, &version);
+        if (err == PAYMENT_STORE_OK && version >= 0) {
+            mongo_outcome_ok(op, version);
+            op->err = 1;
+            return;
+        }
+        bson_t doc;
+        int found = 0;
+        if (err == PAYMENT_STORE_OK)
+            err = mongo_apply_fence(coll, op, &doc, &found);
+        if (err != PAYMENT_STORE_OK) {
+            op->err = err;
+            return;
+        }
+        if (!found) {
+            mongo_outcome_failed(op, PAYMENT_STORE_ENOTFOUND, -1);
+            op->err = 1;
+            return;
+        }
+        int64_t v, current = mongo_get_int64(&doc, "version", -1);
+        bson_iter_t it;
+        int live = !(bson_iter_init_find(&it, &doc, "deleted") && bson_iter_as_bool(&it));
+        int decided = 1;
+        if (mongo_ops_hold(&doc, a->op_id, &v)) /* an earlier attempt wrote it */
+            mongo_outcome_ok(op, v >= 0 ? v : current);
+        else if (!live)
+            mongo_outcome_failed(op, PAYMENT_STORE_ENOTFOUND, -1);
+        else if (a->expected_version >= 0 && current != a->expected_version)
+            mongo_outcome_failed(op, PAYMENT_STORE_ECONFLICT, current);
+        else
+            decided = 0;
+        bson_destroy(&doc);
+        if (decided) {
+            op->err = 1;
+            return;
+        }
+    }
+}
+
+/* Step 3 for a create whose _id exists: an earlier attempt's (it holds
+ * op), or another payment's. */
+static void mongo_apply_duplicate(mongoc_collection_t *coll, struct mongo_op *op)
+{
+    bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, doc;
+    int err = BSON_APPEND_UTF8(&filter, "_id", op->row.id) &&
+                      BSON_APPEND_INT32(&proj, "version", 1) &&
+                      BSON_APPEND_INT32(&proj, MONGO_F_OPS, 1)
+                  ? mongo_find_one(coll, &filter, &proj, 1, &doc)
+                  : PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        int64_t v;
+        if (mongo_ops_hold(&doc, op->apply.op_id, &v))
+            mongo_outcome_ok(op, v >= 0 ? v : 0);
+        else
+            mongo_outcome_failed(op, PAYMENT_STORE_EDUPLICATE, -1);
+        bson_destroy(&doc);
+        err = 1;
+    } else if (err == PAYMENT_STORE_ENOTFOUND) {
+        err = PAYMENT_STORE_EINTERNAL; /* ids are never removed */
+    }
+    op->err = err;
+    bson_destroy(&filter);
+    bson_destroy(&proj);
+}
+
+/* Step 3 for every claimed operation: the creates in one bulk insert, the
+ * updates and deletes one by one, kind NONE's failure as the worker
+ * decided it.  Operations of one batch are of distinct partitions, so
+ * their order among themselves is free. */
+static void mongo_apply_writes(struct mongo_store *st, mongoc_client_t *client,
+                               struct mongo_op **ops, size_t n)
+{
+    struct mongo_op *creates[MONGO_APPLY_BATCH_MAX];
+    size_t nc = 0;
+    mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+    for (size_t i = 0; i < n; i++) {
+        struct mongo_op *op = ops[i];
+        const struct payment_apply *a = &op->apply;
+        if (op->err != 1 || op->known)
+            continue;
+        switch (a->kind) {
+        case PAYMENT_APPLY_NONE:
+            op->outcome.status = "failed";
+            op->outcome.error_code = a->error_code ? a->error_code : "internal_error";
+            op->outcome.message = a->error_message ? a->error_message : "";
+            op->outcome.version = -1;
+            break;
+        case PAYMENT_APPLY_CREATE:
+            creates[nc++] = op;
+            break;
+        default:
+            mongo_apply_write(coll, op);
+            break;
+        }
+    }
+    if (nc > 0)
+        (void)mongo_creates_run(st, client, creates, nc);
+    for (size_t i = 0; i < nc; i++) {
+        struct mongo_op *op = creates[i];
+        if (op->err == PAYMENT_STORE_OK) {
+            mongo_outcome_ok(op, 0);
+            op->err = 1;
+        } else if (op->err == PAYMENT_STORE_EDUPLICATE) {
+            mongo_apply_duplicate(coll, op);
+        }
+    }
+    mongoc_collection_destroy(coll);
+}
+
+/* After step 5 met the partition's document: moved by a newer fence
+ * (EFENCED), or first written by an insert that raced ours in: EUNAVAILABLE,
+ * to be tried again (everything before step 5 is recognised then). */
+static void mongo_apply_refused(struct mongo_store *st, mongoc_client_t *client,
+                                struct mongo_op *op)
+{
+    mongoc_collection_t *coll = mongo_collection(st, client, st->parts_coll);
+    bson_t filter = BSON_INITIALIZER, doc;
+    int err = BSON_APPEND_INT64(&filter, "_id", op->apply.partition)
+                  ? mongo_find_one(coll, &filter, NULL, 1, &doc)
+                  : PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        err = mongo_get_int64(&doc, MONGO_F_FENCE, 0) > (int64_t)op->apply.fence
+                  ? PAYMENT_STORE_EFENCED
+                  : PAYMENT_STORE_EUNAVAILABLE;
+        bson_destroy(&doc);
+    } else if (err == PAYMENT_STORE_ENOTFOUND) {
+        err = PAYMENT_STORE_EUNAVAILABLE;
+    }
+    op->err = err;
+    bson_destroy(&filter);
+    mongoc_collection_destroy(coll);
+}
+
+/* Steps 1 to 5 for a batch (every operation undecided: err 1).  Each ends
+ * OK, ESKIPPED, EFENCED, or an error that changed nothing a redelivery
+ * would not recognise.  Returns whether a position was written (a commit,
+ * for the counters). */
+static bool mongo_apply_run(struct mongo_store *st, mongoc_client_t *client, struct mongo_op **ops,
+                            size_t n)
+{
+    /* Between the steps, OK and EDUPLICATE are only ever the last step's
+     * results: no step leaves them as a final result. */
+    mongo_apply_positions(st, client, ops, n);
+    if (mongo_apply_upserts(st, client, st->ops_coll, ops, n, 0, mongo_build_claim)) {
+        for (size_t i = 0; i < n; i++) {
+            if (ops[i]->err == PAYMENT_STORE_OK)
+                ops[i]->err = 1;
+            else if (ops[i]->err == PAYMENT_STORE_EDUPLICATE)
+                mongo_apply_claimed(st, client, ops[i]);
+        }
+    }
+    mongo_apply_writes(st, client, ops, n);
+    if (mongo_apply_upserts(st, client, st->ops_coll, ops, n, 1, mongo_build_record)) {
+        for (size_t i = 0; i < n; i++) {
+            if (ops[i]->err == PAYMENT_STORE_OK)
+                ops[i]->err = 1;
+            else if (ops[i]->err == PAYMENT_STORE_EDUPLICATE)
+                ops[i]->err = PAYMENT_STORE_EFENCED; /* a newer holder claimed it */
+        }
+    }
+    bool sent = mongo_apply_upserts(st, client, st->parts_coll, ops, n, 0, mongo_build_advance);
+    for (size_t i = 0; sent && i < n; i++) {
+        if (ops[i]->err == PAYMENT_STORE_OK)
+            ops[i]->err = ops[i]->known ? PAYMENT_STORE_ESKIPPED : PAYMENT_STORE_OK;
+        else if (ops[i]->err == PAYMENT_STORE_EDUPLICATE)
+            mongo_apply_refused(st, client, ops[i]);
+    }
+    return sent;
+}
+
+/* Decides a batch.  While MongoDB is away (*down: the last batch met
+ * EUNAVAILABLE), stale operations fail at once; else every one goes to
+ * MongoDB, however long it waited (a worker's backlog under load is no
+ * outage).  Sets *down for the next batch. */
+static void mongo_applies_batch(struct mongo_store *st, struct mongo_op **ops, size_t n,
+                                int *down)
+{
+    bool tried[MONGO_APPLY_BATCH_MAX];
+    size_t live = 0;
+    for (size_t i = 0; i < n; i++) {
+        tried[i] = !(*down && mongo_op_stale(st, ops[i]));
+        ops[i]->err = tried[i] ? 1 : PAYMENT_STORE_EUNAVAILABLE;
+        live += tried[i];
+    }
+    if (live == 0)
+        return; /* still down, as far as we know */
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (client)
+        err = mongo_ready(st, client);
+    if (err != PAYMENT_STORE_OK) {
+        for (size_t i = 0; i < n; i++)
+            if (ops[i]->err == 1)
+                ops[i]->err = err;
+    } else if (mongo_apply_run(st, client, ops, n)) {
+        atomic_fetch_add(&st->n_commits, 1);
+        metrics_sizes_observe(&st->batches, live);
+    }
+    if (client)
+        mongoc_client_pool_push(st->pool, client);
+    *down = 0;
+    for (size_t i = 0; i < n; i++)
+        *down |= tried[i] && ops[i]->err == PAYMENT_STORE_EUNAVAILABLE;
+}
+
+/* Takes the next batch of operations into ops: the first queued of each
+ * partition, in queue order, at most MONGO_APPLY_BATCH_MAX, looking at the
+ * first MONGO_APPLY_SCAN queued only; a partition's later ones stay queued,
+ * in order, so its operations are applied and reported in submission order.
+ * Returns how many, 0 when closing and none is queued. */
+static size_t mongo_applies_take(struct mongo_store *st, struct mongo_op **ops)
+{
+    struct mongo_queue *q = &st->applies;
+    struct mongo_op *first = mongo_queue_wait(st, q); /* st->mu held */
+    size_t n = 0, scanned = 0;
+    if (first)
+        ops[n++] = first;
+    struct mongo_op *prev = NULL, *op = first ? q->head : NULL;
+    while (op && n < MONGO_APPLY_BATCH_MAX && scanned++ < MONGO_APPLY_SCAN) {
+        struct mongo_op *next = op->next;
+        size_t i = 0;
+        while (i < n && ops[i]->apply.partition != op->apply.partition)
+            i++;
+        if (i == n) { /* its partition's first: taken out of the queue */
+            if (prev)
+                prev->next = next;
+            else
+                q->head = next;
+            if (q->tail == op)
+                q->tail = prev;
+            op->next = NULL;
+            ops[n++] = op;
+        } else {
+            prev = op;
+        }
+        op = next;
+    }
+    store_unlock(&st->mu);
+    return n;
+}
+
+static void *mongo_applies_main(void *arg)
+{
+    struct mongo_store *st = arg;
+    struct mongo_op *ops[MONGO_APPLY_BATCH_MAX];
+    int down = 0;
+    for (;;) {
+        size_t n = mongo_applies_take(st, ops);
+        if (n == 0)
+            return NULL; /* closing, and every queued operation is done */
+        mongo_applies_batch(st, ops, n, &down);
+        for (size_t i = 0; i < n; i++)
+            mongo_report(st, ops[i]);
+    }
+}
+
+/* ---- submitting writes ------------------------------------------------- */
+
 static void mongo_submit(struct mongo_store *st, struct mongo_op *op)
 {
-    struct mongo_queue *q = op->kind == OP_CREATE ? &st->creates : &st->writes;
+    struct mongo_queue *q = op->kind == OP_CREATE  ? &st->creates
+                            : op->kind == OP_APPLY ? &st->applies
+                                                   : &st->writes;
     op->queued_us = clock_mono_us();
     store_lock(&st->mu);
     if (st->closing) {
@@ -1091,6 +1978,46 @@ static void mongo_remove(payment_store *s, const char *id, int64_t expected_vers
     }
     memcpy(op->row.id, id, len + 1);
     op->expected_version = expected_version < 0 ? -1 : expected_version;
+    mongo_submit((struct mongo_store *)s, op);
+}
+
+/* Queues a broker operation.  Malformed ones are a caller bug: EINTERNAL. */
+static void mongo_apply(payment_store *s, const struct payment_apply *a,
+                        payment_store_done_fn done, void *arg)
+{
+    struct mongo_op *op = mongo_op_new(OP_APPLY, done, arg);
+    if (!op)
+        return;
+    op->apply = *a;
+    int ok = a->op_id && a->op_id[0] && a->seq >= 1 && a->seq <= INT64_MAX &&
+             a->fence <= INT64_MAX;
+    switch (ok ? a->kind : PAYMENT_APPLY_NONE) {
+    case PAYMENT_APPLY_NONE:
+        break;
+    case PAYMENT_APPLY_CREATE:
+        ok = a->row && a->row->version == 0;
+        break;
+    case PAYMENT_APPLY_UPDATE:
+        ok = a->row && a->expected_version >= 0 && a->row->version == a->expected_version + 1;
+        break;
+    case PAYMENT_APPLY_DELETE:
+        ok = a->payment_id && strlen(a->payment_id) <= UUID_STR_LEN &&
+             a->expected_version >= -1;
+        break;
+    default:
+        ok = 0;
+        break;
+    }
+    if (ok && a->row) {
+        op->row = *a->row;
+        ok = a->kind == PAYMENT_APPLY_NONE || mongo_op_bytes(op) <= MONGO_DOC_MAX;
+    }
+    if (!ok) {
+        mongo_reject(op, PAYMENT_STORE_EINTERNAL);
+        return;
+    }
+    if (a->kind == PAYMENT_APPLY_DELETE)
+        memcpy(op->row.id, a->payment_id, strlen(a->payment_id) + 1);
     mongo_submit((struct mongo_store *)s, op);
 }
 
@@ -1211,8 +2138,26 @@ static bool mongo_build_purge(bson_t *filter, bson_t *update, int64_t before_ms)
            bson_append_document_end(&pull, &match) && bson_append_document_end(update, &pull);
 }
 
+/* Forgets the outcomes of operations applied before before_ms, and the
+ * claims of attempts made before then that never recorded one. */
+static int mongo_purge_ops(struct mongo_store *st, mongoc_client_t *client, int64_t before_ms)
+{
+    bson_t filter = BSON_INITIALIZER, lt;
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (BSON_APPEND_DOCUMENT_BEGIN(&filter, "applied_ms", &lt) &&
+        BSON_APPEND_INT64(&lt, "$lt", before_ms) && bson_append_document_end(&filter, &lt)) {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->ops_coll);
+        bson_error_t e;
+        err = mongoc_collection_delete_many(coll, &filter, NULL, NULL, &e) ? PAYMENT_STORE_OK
+                                                                           : mongo_map_err(&e);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&filter);
+    return err;
+}
+
 /* Runs on the calling thread: one update of every document with an old
- * record.  Returns 0 or a store error. */
+ * record, then the old operation outcomes.  Returns 0 or a store error. */
 static int mongo_purge_run(struct mongo_store *st, int64_t before_ms)
 {
     int err = PAYMENT_STORE_OK;
@@ -1232,6 +2177,8 @@ static int mongo_purge_run(struct mongo_store *st, int64_t before_ms)
     }
     bson_destroy(&filter);
     bson_destroy(&update);
+    if (err == PAYMENT_STORE_OK)
+        err = mongo_purge_ops(st, client, before_ms);
     mongoc_client_pool_push(st->pool, client);
     return err;
 }
@@ -1310,6 +2257,81 @@ static int mongo_get(payment_store *s, const char *id, struct buf *doc, int64_t 
     }
     bson_destroy(&filter);
     bson_destroy(&opts);
+    mongoc_client_pool_push(st->pool, client);
+    return err;
+}
+
+/* Copies the string field key of doc into out ("" when absent), cut to fit. */
+static void mongo_copy_utf8(const bson_t *doc, const char *key, char *out, size_t len)
+{
+    const char *v = mongo_get_utf8(doc, key, NULL);
+    snprintf(out, len, "%s", v ? v : "");
+}
+
+static int mongo_op_get(payment_store *s, const char *op_id, struct payment_op_found *out)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (!client)
+        return err;
+    err = mongo_ready(st, client);
+    bson_t filter = BSON_INITIALIZER, doc, exists;
+    if (err == PAYMENT_STORE_OK &&
+        !(BSON_APPEND_UTF8(&filter, "_id", op_id) &&
+          BSON_APPEND_DOCUMENT_BEGIN(&filter, "status", &exists) &&
+          BSON_APPEND_BOOL(&exists, "$exists", true) && bson_append_document_end(&filter, &exists)))
+        err = PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->ops_coll);
+        err = mongo_find_one(coll, &filter, NULL, 0, &doc); /* a claim alone is not found */
+        if (err == PAYMENT_STORE_OK) {
+            mongo_copy_utf8(&doc, "status", out->status, sizeof out->status);
+            mongo_copy_utf8(&doc, "error_code", out->error_code, sizeof out->error_code);
+            mongo_copy_utf8(&doc, "message", out->message, sizeof out->message);
+            mongo_copy_utf8(&doc, "payment_id", out->payment_id, sizeof out->payment_id);
+            mongo_copy_utf8(&doc, "organisation_id", out->organisation_id,
+                            sizeof out->organisation_id);
+            mongo_copy_utf8(&doc, "fingerprint", out->fingerprint, sizeof out->fingerprint);
+            out->version = mongo_get_int64(&doc, "version", -1);
+            out->partition = (uint32_t)mongo_get_int64(&doc, "partition", 0);
+            out->seq = (uint64_t)mongo_get_int64(&doc, "seq", 0);
+            bson_destroy(&doc);
+        }
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&filter);
+    mongoc_client_pool_push(st->pool, client);
+    return err;
+}
+
+static int mongo_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq,
+                               uint64_t *fence)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    *last_seq = 0;
+    *fence = 0;
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (!client)
+        return err;
+    err = mongo_ready(st, client);
+    bson_t filter = BSON_INITIALIZER, doc;
+    if (err == PAYMENT_STORE_OK && !BSON_APPEND_INT64(&filter, "_id", partition))
+        err = PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->parts_coll);
+        err = mongo_find_one(coll, &filter, NULL, 0, &doc);
+        if (err == PAYMENT_STORE_OK) {
+            *last_seq = (uint64_t)mongo_get_int64(&doc, "last_seq", 0);
+            *fence = (uint64_t)mongo_get_int64(&doc, MONGO_F_FENCE, 0);
+            bson_destroy(&doc);
+        } else if (err == PAYMENT_STORE_ENOTFOUND) {
+            err = PAYMENT_STORE_OK; /* nothing applied there yet */
+        }
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&filter);
     mongoc_client_pool_push(st->pool, client);
     return err;
 }
@@ -1622,6 +2644,7 @@ static void mongo_store_free(struct mongo_store *st)
     if (st->sync_ready) {
         (void)pthread_cond_destroy(&st->creates.wake);
         (void)pthread_cond_destroy(&st->writes.wake);
+        (void)pthread_cond_destroy(&st->applies.wake);
         (void)pthread_mutex_destroy(&st->mu);
         (void)pthread_mutex_destroy(&st->setup_mu);
     }
@@ -1639,8 +2662,12 @@ static int mongo_sync_init(struct mongo_store *st)
         goto no_creates;
     if (pthread_cond_init(&st->writes.wake, NULL) != 0)
         goto no_writes;
+    if (pthread_cond_init(&st->applies.wake, NULL) != 0)
+        goto no_applies;
     st->sync_ready = 1;
     return 0;
+no_applies:
+    (void)pthread_cond_destroy(&st->writes.wake);
 no_writes:
     (void)pthread_cond_destroy(&st->creates.wake);
 no_creates:
@@ -1656,7 +2683,8 @@ static void mongo_stop_threads(struct mongo_store *st)
     store_lock(&st->mu);
     st->closing = 1;
     if (pthread_cond_broadcast(&st->creates.wake) != 0 ||
-        pthread_cond_broadcast(&st->writes.wake) != 0)
+        pthread_cond_broadcast(&st->writes.wake) != 0 ||
+        pthread_cond_broadcast(&st->applies.wake) != 0)
         abort();
     store_unlock(&st->mu);
     for (int i = 0; i < st->nthreads; i++)
@@ -1673,8 +2701,11 @@ static int mongo_start_threads(struct mongo_store *st)
     if (sigfillset(&all) != 0 || pthread_sigmask(SIG_BLOCK, &all, &old) != 0)
         return -1;
     int rc = 0;
-    for (int i = 0; rc == 0 && i < 1 + MONGO_WRITERS; i++) {
-        rc = pthread_create(&st->threads[i], NULL, i == 0 ? mongo_creates_main : mongo_writes_main,
+    for (int i = 0; rc == 0 && i < 2 + MONGO_WRITERS; i++) {
+        rc = pthread_create(&st->threads[i], NULL,
+                            i == 0   ? mongo_creates_main
+                            : i == 1 ? mongo_applies_main
+                                     : mongo_writes_main,
                             st);
         if (rc == 0)
             st->nthreads++;
@@ -1754,6 +2785,8 @@ static int mongo_configure(struct mongo_store *st, const char *uri, int *wait, c
     }
     snprintf(st->db, sizeof st->db, "%s", db);
     snprintf(st->coll, sizeof st->coll, "%s", o.coll);
+    snprintf(st->ops_coll, sizeof st->ops_coll, "%s" MONGO_OPS_SUFFIX, o.coll);
+    snprintf(st->parts_coll, sizeof st->parts_coll, "%s" MONGO_PARTS_SUFFIX, o.coll);
     *wait = o.wait;
     int32_t selection_ms = 0;
     if (mongo_uri_defaults(st->uri, &selection_ms, errbuf, errlen) != 0)
@@ -1843,4 +2876,7 @@ const struct payment_store_backend payment_store_mongo_backend = {
     .idem_get = mongo_idem_get,
     .idem_purge = mongo_idem_purge,
     .stats = mongo_stats,
+    .apply = mongo_apply,
+    .op_get = mongo_op_get,
+    .partition_get = mongo_partition_get,
 };

@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from harness import (MONGO, Server, check, create, eq, expect_error, expect_status, new_id,
+from harness import (Server, check, create, eq, expect_error, expect_status, new_id,
                      payment, test)
 
 NATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "broker", "nats.sh")
@@ -20,9 +20,6 @@ def _nats(cmd, d):
 
 @test
 def async_writes_are_accepted_and_pending(t):
-    if MONGO["uri"]:
-        print("SKIP async: --broker needs the embedded store for now")
-        return
     d = t.scratch("async")
     port = _nats("start", d)
     srv = Server(t.binary, d, name="async", args=["--broker", "nats://127.0.0.1:%s" % port])

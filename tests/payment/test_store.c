@@ -1970,19 +1970,13 @@ MONGO_CASE(idem_purge)
 MONGO_CASE(idem_reopen)
 MONGO_CASE(idem_concurrent)
 
-/* Broker operations are not yet on MongoDB: the apply cases are skipped,
- * saying so, and the forwarders answer EINTERNAL (checked without a server). */
-#define MONGO_APPLY_SKIP(name)                                                                \
-    static void mongo_##name(void)                                                        \
-    {                                                                                     \
-        fprintf(stderr, "  apply not yet on MongoDB: case " #name " skipped\n");          \
-    }
+MONGO_CASE(apply)
+MONGO_CASE(apply_idem)
+MONGO_CASE(apply_reopen)
+MONGO_CASE(apply_concurrent)
 
-MONGO_APPLY_SKIP(apply)
-MONGO_APPLY_SKIP(apply_idem)
-MONGO_APPLY_SKIP(apply_reopen)
-MONGO_APPLY_SKIP(apply_concurrent)
-
+/* MongoDB unreachable: operations and positions answer EUNAVAILABLE within
+ * about the selection timeout, nothing recorded. */
 static void mongo_apply_absent(void)
 {
     payment_store *s = NULL;
@@ -2000,14 +1994,22 @@ static void mongo_apply_absent(void)
     a.row = &p.row;
     struct waiter w;
     waiter_init(&w, 1);
+    int64_t t0 = clock_mono_us();
+    payment_store_apply(s, &a, waiter_done, &w);
+    waiter_wait(&w);
+    CHECK_INT(w.err, PAYMENT_STORE_EUNAVAILABLE);
+    struct payment_op_found f;
+    CHECK_INT(payment_store_op_get(s, "op-1", &f), PAYMENT_STORE_EUNAVAILABLE);
+    uint64_t seq = 9, fence = 9;
+    CHECK_INT(payment_store_partition_get(s, 0, &seq, &fence), PAYMENT_STORE_EUNAVAILABLE);
+    CHECK(clock_mono_us() - t0 < 4 * 400000);
+    /* Malformed operations are refused at once, as on every store. */
+    apply_init(&a, "op-2", 0, 0, 1, PAYMENT_APPLY_NONE);
+    waiter_init(&w, 1);
     payment_store_apply(s, &a, waiter_done, &w);
     CHECK_INT(w.pending, 0); /* answered before the call returned */
     waiter_wait(&w);
     CHECK_INT(w.err, PAYMENT_STORE_EINTERNAL);
-    struct payment_op_found f;
-    CHECK_INT(payment_store_op_get(s, "op-1", &f), PAYMENT_STORE_ENOTFOUND);
-    uint64_t seq, fence;
-    CHECK_INT(payment_store_partition_get(s, 0, &seq, &fence), PAYMENT_STORE_EINTERNAL);
     payment_store_close(s);
 }
 
@@ -2198,6 +2200,289 @@ static void case_mongo_write_concern(struct fixture *fx)
 
 static void mongo_write_concern(void) { run_on_mongo(case_mongo_write_concern); }
 
+/* Runs the write command cmd (destroyed here) on db and checks that it
+ * wrote n documents. */
+static void mongo_write_n(const char *db, bson_t *cmd, int64_t n)
+{
+    bson_t reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    bson_iter_t it;
+    CHECK(bson_iter_init_find(&it, &reply, "n") && bson_iter_as_int64(&it) == n);
+    CHECK(!bson_iter_init_find(&it, &reply, "writeErrors"));
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+}
+
+/* Forgets op_id's outcome and moves partition 0 back to (last_seq, fence):
+ * what a crash after an apply's payment write and before its outcome and
+ * position leaves. */
+static void mongo_unrecord(const char *db, const char *op_id, int64_t last_seq, int64_t fence)
+{
+    mongo_write_n(db,
+                  BCON_NEW("delete", BCON_UTF8("payments_operations"), "deletes", "[", "{", "q",
+                           "{", "_id", BCON_UTF8(op_id), "}", "limit", BCON_INT32(1), "}", "]"),
+                  1);
+    mongo_write_n(db,
+                  BCON_NEW("update", BCON_UTF8("payments_partitions"), "updates", "[", "{", "q",
+                           "{", "_id", BCON_INT64(0), "}", "u", "{", "$set", "{", "last_seq",
+                           BCON_INT64(last_seq), "fence", BCON_INT64(fence), "}", "}", "}", "]"),
+                  1);
+}
+
+/* The entries of the stored payment's ops; *has_last when one is op_id. */
+static int mongo_ops_count(const char *db, const char *id, const char *op_id, int *has_last)
+{
+    bson_t doc;
+    int n = -1;
+    *has_last = 0;
+    if (!mongo_find_one(db, "payments", id, &doc))
+        return n;
+    bson_iter_t it, list, entry;
+    if (bson_iter_init_find(&it, &doc, "ops") && BSON_ITER_HOLDS_ARRAY(&it) &&
+        bson_iter_recurse(&it, &list)) {
+        n = 0;
+        while (bson_iter_next(&list)) {
+            n++;
+            if (BSON_ITER_HOLDS_DOCUMENT(&list) && bson_iter_recurse(&list, &entry) &&
+                bson_iter_find(&entry, "id") && BSON_ITER_HOLDS_UTF8(&entry))
+                *has_last = strcmp(bson_iter_utf8(&entry, NULL), op_id) == 0;
+        }
+    }
+    bson_destroy(&doc);
+    return n;
+}
+
+/* The crash window: a payment written by an operation whose outcome and
+ * position were not (a crash between the steps; made here by applying, then
+ * removing the outcome and moving the position back by hand).  Redelivered,
+ * each operation is recognised from the payment itself: "succeeded" with
+ * its version, not applied again (which would be duplicate_id, or
+ * version_conflict, or a second write). */
+static void case_mongo_apply_crash(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    payment_store *s = fx->s;
+    struct pay p, p1;
+    pay_init(&p, 1, 1, "GBP", "1", "", 10);
+    p1 = p;
+    pay_set_version(&p1, 1, "once");
+    struct payment_apply a;
+    apply_init(&a, "op-c", 0, 1, 1, PAYMENT_APPLY_CREATE);
+    a.row = &p.row;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    apply_init(&a, "op-u", 0, 2, 1, PAYMENT_APPLY_UPDATE);
+    a.row = &p1.row;
+    a.expected_version = 0;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+
+    mongo_unrecord(db, "op-c", 0, 1);
+    mongo_unrecord(db, "op-u", 0, 1);
+    check_no_op(s, "op-c");
+    CHECK_POSITION(s, 0, 0, 1);
+    apply_init(&a, "op-c", 0, 1, 1, PAYMENT_APPLY_CREATE);
+    a.row = &p.row;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-c", "succeeded", "", 0, 0, 1, p.row.id);
+    check_doc(s, &p1, 1);
+    apply_init(&a, "op-u", 0, 2, 1, PAYMENT_APPLY_UPDATE);
+    a.row = &p1.row;
+    a.expected_version = 0;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-u", "succeeded", "", 1, 0, 2, p.row.id);
+    check_doc(s, &p1, 1);
+    CHECK_POSITION(s, 0, 2, 1);
+
+    /* The same for a delete, redelivered by the next lease holder. */
+    apply_init(&a, "op-d", 0, 3, 1, PAYMENT_APPLY_DELETE);
+    a.payment_id = p.row.id;
+    a.expected_version = 1;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    mongo_unrecord(db, "op-d", 2, 1);
+    apply_init(&a, "op-d", 0, 3, 2, PAYMENT_APPLY_DELETE);
+    a.payment_id = p.row.id;
+    a.expected_version = 1;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-d", "succeeded", "", 1, 0, 3, p.row.id);
+    check_gone(s, p.row.id);
+    CHECK_POSITION(s, 0, 3, 2);
+
+    /* A claim left by an attempt that stopped there: no outcome yet, and
+     * the operation is applied when it comes again. */
+    mongo_write_n(db,
+                  BCON_NEW("insert", BCON_UTF8("payments_operations"), "documents", "[", "{",
+                           "_id", BCON_UTF8("op-n"), "fence", BCON_INT64(2), "applied_ms",
+                           BCON_INT64(5), "}", "]"),
+                  1);
+    check_no_op(s, "op-n");
+    apply_init(&a, "op-n", 0, 4, 2, PAYMENT_APPLY_NONE);
+    a.error_code = "validation_failed";
+    a.error_message = "bad";
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-n", "failed", "validation_failed", -1, 0, 4, "");
+
+    /* ops keeps the newest entries only, and reads never show it. */
+    struct pay q;
+    pay_init(&q, 2, 1, "EUR", "2", "", 20);
+    apply_init(&a, "op-q0", 0, 5, 2, PAYMENT_APPLY_CREATE);
+    a.row = &q.row;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    char ids[40][16];
+    for (int i = 1; i <= 40; i++) {
+        snprintf(ids[i - 1], sizeof ids[i - 1], "op-q%d", i);
+        pay_set_version(&q, i, ids[i - 1]);
+        apply_init(&a, ids[i - 1], 0, 5 + (uint64_t)i, 2, PAYMENT_APPLY_UPDATE);
+        a.row = &q.row;
+        a.expected_version = i - 1;
+        CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    }
+    check_doc(s, &q, 40);
+    int last = 0, n = mongo_ops_count(db, q.row.id, "op-q40", &last);
+    CHECK(n >= 1 && n <= 16);
+    CHECK(last);
+    CHECK_OP(s, "op-q40", "succeeded", "", 40, 0, 45, q.row.id);
+}
+
+static void mongo_apply_crash(void) { run_on_mongo(case_mongo_apply_crash); }
+
+/* A stale lease holder whose position check passed before a newer holder
+ * took over (made here with another partition, whose position knows no
+ * newer fence) can neither write a payment the newer holder decided on, nor
+ * take over an operation the newer holder claimed. */
+static void case_mongo_apply_fenced(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    payment_store *s = fx->s;
+    struct pay p, stale;
+    pay_init(&p, 1, 1, "GBP", "1", "", 10);
+    struct payment_apply a;
+    apply_init(&a, "op-1", 1, 1, 9, PAYMENT_APPLY_CREATE);
+    a.row = &p.row;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+
+    stale = p;
+    pay_set_version(&stale, 1, "stale");
+    apply_init(&a, "op-s", 2, 1, 5, PAYMENT_APPLY_UPDATE);
+    a.row = &stale.row;
+    a.expected_version = 0;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_EFENCED);
+    pay_set_version(&stale, 8, "stale");
+    apply_init(&a, "op-s2", 2, 1, 5, PAYMENT_APPLY_UPDATE);
+    a.row = &stale.row;
+    a.expected_version = 7; /* a failure decided on it is fenced too */
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_EFENCED);
+    apply_init(&a, "op-s3", 2, 1, 5, PAYMENT_APPLY_DELETE);
+    a.payment_id = p.row.id;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_EFENCED);
+    check_no_op(s, "op-s");
+    check_no_op(s, "op-s2");
+    check_no_op(s, "op-s3");
+    check_doc(s, &p, 0);
+    CHECK_POSITION(s, 2, 0, 0);
+
+    /* The synchronous path is never fenced; a newer holder goes on. */
+    int64_t cur;
+    struct pay p1 = p;
+    pay_set_version(&p1, 1, "sync");
+    CHECK_INT(sync_update(s, &p1.row, 0, &cur), PAYMENT_STORE_OK);
+    pay_set_version(&p1, 2, "newer");
+    apply_init(&a, "op-2", 1, 2, 10, PAYMENT_APPLY_UPDATE);
+    a.row = &p1.row;
+    a.expected_version = 1;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    check_doc(s, &p1, 2);
+
+    /* An operation a newer holder claimed (and has not recorded yet). */
+    mongo_write_n(db,
+                  BCON_NEW("insert", BCON_UTF8("payments_operations"), "documents", "[", "{",
+                           "_id", BCON_UTF8("op-k"), "fence", BCON_INT64(9), "applied_ms",
+                           BCON_INT64(5), "}", "]"),
+                  1);
+    apply_init(&a, "op-k", 3, 1, 5, PAYMENT_APPLY_NONE);
+    a.error_code = "validation_failed";
+    a.error_message = "stale";
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_EFENCED);
+    check_no_op(s, "op-k");
+    CHECK_POSITION(s, 3, 0, 0);
+    /* ... which the newer one records. */
+    apply_init(&a, "op-k", 3, 1, 9, PAYMENT_APPLY_NONE);
+    a.error_code = "validation_failed";
+    a.error_message = "newer";
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    struct payment_op_found f;
+    CHECK_INT(payment_store_op_get(s, "op-k", &f), PAYMENT_STORE_OK);
+    CHECK_STR(f.message, "newer");
+    CHECK_POSITION(s, 3, 1, 9);
+}
+
+static void mongo_apply_fenced(void) { run_on_mongo(case_mongo_apply_fenced); }
+
+/* Where operations live, and every apply write with the store's write
+ * concern (majority, journaled; counted by the double). */
+static void case_mongo_apply_layout(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    int64_t w0 = 0, m0 = 0, w1 = 0, m1 = 0;
+    int counted = double_stats(&w0, &m0);
+    struct pay p;
+    pay_init(&p, 1, 1, "GBP", "1", "", 10);
+    char fp[65];
+    memset(fp, 'c', 64);
+    fp[64] = '\0';
+    struct payment_apply a;
+    apply_init(&a, "op-1", 7, 3, 4, PAYMENT_APPLY_CREATE);
+    a.row = &p.row;
+    a.fingerprint = fp;
+    CHECK_INT(sync_apply(fx->s, &a), PAYMENT_STORE_OK);
+    /* An update whose write misses (a findAndModify raises the fence), and
+     * a delete (a findAndModify). */
+    struct pay stale = p, other;
+    pay_set_version(&stale, 6, "stale");
+    apply_init(&a, "op-2", 7, 4, 4, PAYMENT_APPLY_UPDATE);
+    a.row = &stale.row;
+    a.expected_version = 5;
+    CHECK_INT(sync_apply(fx->s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(fx->s, "op-2", "failed", "version_conflict", 0, 7, 4, p.row.id);
+    pay_init(&other, 2, 1, "GBP", "1", "", 10);
+    CHECK_INT(sync_create(fx->s, &other.row, NULL), PAYMENT_STORE_OK);
+    apply_init(&a, "op-3", 7, 5, 4, PAYMENT_APPLY_DELETE);
+    a.payment_id = other.row.id;
+    CHECK_INT(sync_apply(fx->s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(fx->s, "op-3", "succeeded", "", 0, 7, 5, other.row.id);
+    if (counted) {
+        CHECK(double_stats(&w1, &m1));
+        CHECK(w1 - w0 >= 16); /* 5 for the create, 5 for the update, 2 the sync create */
+        CHECK_INT(m1 - m0, w1 - w0);
+    }
+    bson_t doc;
+    CHECK(mongo_find_one(db, "payments_operations", "op-1", &doc));
+    if (bson_has(&doc, "_id")) {
+        CHECK_STR(bson_str(&doc, "status"), "succeeded");
+        CHECK_STR(bson_str(&doc, "payment_id"), p.row.id);
+        CHECK_STR(bson_str(&doc, "fingerprint"), fp);
+        CHECK(bson_has(&doc, "applied_ms") && bson_has(&doc, "fence"));
+        bson_destroy(&doc);
+    }
+    CHECK(mongo_find_one(db, "payments", p.row.id, &doc));
+    if (bson_has(&doc, "_id")) {
+        CHECK_STR(bson_str(&doc, "doc"), p.doc);
+        CHECK(bson_has(&doc, "ops") && bson_has(&doc, "fence") && !bson_has(&doc, "idem"));
+        bson_destroy(&doc);
+    }
+    check_doc(fx->s, &p, 0);
+    bson_t *cmd = BCON_NEW("listIndexes", BCON_UTF8("payments_operations")), reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    char *json = bson_as_relaxed_extended_json(&reply, NULL);
+    CHECK(json && strstr(json, "\"applied_ms\""));
+    bson_free(json);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+}
+
+static void mongo_apply_layout(void) { run_on_mongo(case_mongo_apply_layout); }
+
 /* Bad URIs: EURI and a one-line reason, without contacting any server. */
 static void mongo_open_errors(void)
 {
@@ -2298,4 +2583,5 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_idem_update_delete), TEST(mongo_idem_purge), TEST(mongo_idem_reopen),
           TEST(mongo_idem_concurrent), TEST(mongo_layout), TEST(mongo_collection),
           TEST(mongo_write_concern), TEST(mongo_apply), TEST(mongo_apply_idem),
-          TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent))
+          TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent),
+          TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout))
