@@ -6,7 +6,10 @@
 #ifndef CORE_LOG_H
 #define CORE_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "core/buf.h"
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 
@@ -26,5 +29,15 @@ void log_msg(const struct logger *lg, enum log_level level, const char *fmt, ...
  * {"time","level","request_id","method","path","status","duration_us"}. */
 void log_request(const struct logger *lg, const char *request_id, const char *method,
                  const char *path, int status, int64_t duration_us);
+
+/* The same line, newline included, appended to b instead of written, for a
+ * caller that batches lines (log_write).  Returns 1 when appended, 0 when
+ * the level drops it (b unchanged), -1 when b ran out of memory. */
+int log_request_format(const struct logger *lg, struct buf *b, const char *request_id,
+                       const char *method, const char *path, int status, int64_t duration_us);
+
+/* Writes len bytes, whole lines, in one write(2) (finishing a short one), so
+ * that a batch up to PIPE_BUF bytes never interleaves with other lines. */
+void log_write(const struct logger *lg, const char *data, size_t len);
 
 #endif

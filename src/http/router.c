@@ -42,7 +42,7 @@ static int pattern_match(const char *pattern, const char *path, const char **par
     *param = NULL;
     *plen = 0;
     while (*pattern) {
-        if (strncmp(pattern, "{id}", 4) == 0) {
+        if (*pattern == '{' && strncmp(pattern, "{id}", 4) == 0) {
             size_t n = strcspn(path, "/");
             if (n == 0)
                 return 0;

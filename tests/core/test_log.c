@@ -273,6 +273,45 @@ static void test_level_filtering(void)
     }
 }
 
+/* log_request_format appends exactly the line log_request writes (the
+ * time aside), and nothing at a level that drops it. */
+static void test_request_format(void)
+{
+    struct capture c;
+    CHECK_INT(capture_open(&c, LOG_INFO), 0);
+    log_request(&c.lg, "rid-1", "GET", "/v1/payments/\"q\"", 304, -5);
+    const char *written = capture_read(&c);
+    size_t written_len = strlen(written);
+
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "before\n");
+    CHECK_INT(log_request_format(&c.lg, &b, "rid-1", "GET", "/v1/payments/\"q\"", 304, -5), 1);
+    CHECK(b.len > 7 && b.data[b.len - 1] == '\n');
+    CHECK(strncmp(b.data, "before\n", 7) == 0);
+    json_t *j = parse_one_line(b.data + 7);
+    json_t *w = parse_one_line(written);
+    if (j && w) {
+        json_object_del(j, "time");
+        json_object_del(w, "time");
+        CHECK(json_equal(j, w));
+        CHECK_INT(json_integer_value(json_object_get(j, "duration_us")), -5);
+        CHECK_INT(json_integer_value(json_object_get(j, "status")), 304);
+    }
+    json_decref(j);
+    json_decref(w);
+    /* log_write sends the batch as it is */
+    log_write(&c.lg, b.data, b.len);
+    CHECK_STR(capture_read(&c) + written_len, b.data);
+    buf_free(&b);
+    capture_close(&c);
+
+    struct logger quiet = {LOG_WARN, -1};
+    struct buf q = BUF_INIT;
+    CHECK_INT(log_request_format(&quiet, &q, "r", "GET", "/", 200, 1), 0);
+    CHECK_INT(q.len, 0);
+    buf_free(&q);
+}
+
 struct writer_arg {
     const struct logger *lg;
     int id;
@@ -340,4 +379,5 @@ static void test_concurrent_lines_do_not_interleave(void)
 
 TEST_MAIN(TEST(test_level_parse), TEST(test_msg_fields), TEST(test_msg_long),
           TEST(test_request_fields), TEST(test_request_escaping), TEST(test_request_null_strings),
-          TEST(test_level_filtering), TEST(test_concurrent_lines_do_not_interleave))
+          TEST(test_level_filtering), TEST(test_concurrent_lines_do_not_interleave),
+          TEST(test_request_format))
