@@ -79,19 +79,7 @@ fi
 # background: they are mostly CPU, the API suites mostly waiting.
 unit_tests() {
   for t in $(find build/asan/tests -type f -name 'test_*' -perm -u+x 2>/dev/null | sort); do
-    case "$t" in
-      */broker/*)
-        # libnats 3.4.1 can crash on its own reader thread when an ordered
-        # consumer is closed while messages arrive (see src/broker/broker.c);
-        # a broker test that fails is run once more, and says so.
-        if "$t" > "$results/first.log" 2>&1; then
-          run "$t" cat "$results/first.log"
-        else
-          echo "retried: $t failed once (the libnats reader race?)"
-          run "$t" "$t"
-        fi ;;
-      *) run "$t" "$t" ;;
-    esac
+    run "$t" "$t"
   done
   if make -s check-schema; then
     echo "ok: schema table matches spec/seed-swagger.yml"; count schema 0

@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,12 +17,21 @@
 #define BROKER_MAX_MSG_ID 128
 #define BROKER_DUPLICATE_WINDOW_NS (120LL * 1000 * 1000 * 1000)
 #define BROKER_NS_PER_MS (1000LL * 1000)
-/* Heartbeats of a reader's consumer: libnats re-creates the consumer when
- * they stop, so a short interval shortens a reader's stall after the
- * consumer's server died (the server accepts 100 ms and more). */
+/* Heartbeats of a reader's idle consumer, and the silence after which the
+ * consumer counts as lost (its server died, or the connection dropped): a
+ * short interval shortens a reader's stall after a failover. */
 #define BROKER_READER_HEARTBEAT_NS (1000LL * 1000 * 1000)
+#define BROKER_READER_STALL_MS 3000
+/* How long the server keeps a consumer nobody listens to any more. */
+#define BROKER_READER_INACTIVE_NS (5LL * 1000 * 1000 * 1000)
+/* Longest wait for a reader's consumer to be created. */
+#define BROKER_READER_CREATE_MS 2000
+/* Longest wait for a consumer's deletion when a reader drops it. */
+#define BROKER_READER_DELETE_MS 1000
 /* Pause between attempts to re-create a reader's consumer. */
 #define BROKER_READER_RETRY_MS 100
+/* Longest wait for the round trip that makes a subscription safe to free. */
+#define BROKER_RETIRE_FLUSH_MS 1000
 /* Pause before sending again a request that could not be sent. */
 #define BROKER_RETRY_PAUSE_MS 50
 
@@ -29,10 +39,21 @@
 #define BROKER_KV_OP_HEADER "KV-Operation"
 #define BROKER_MSG_ID_HEADER "Nats-Msg-Id"
 
+/* A subscription removed from the connection but not destroyed yet: see
+ * broker_retire(). */
+struct broker_retired {
+    natsSubscription *sub;        /* unsubscribed, still allocated */
+    uint64_t seq;                 /* order of retirement */
+    struct broker_retired *next;
+};
+
 struct broker {
     natsConnection *nc;     /* the connection; thread-safe, reconnects by itself */
     jsCtx *js;              /* JetStream context on nc; thread-safe */
     int request_timeout_ms; /* the JetStream API requests' wait */
+    pthread_mutex_t mu;     /* guards retired and retire_seq */
+    struct broker_retired *retired; /* subscriptions awaiting a safe destruction */
+    uint64_t retire_seq;    /* seq of the next retirement */
 };
 
 struct broker_kv {
@@ -45,7 +66,10 @@ struct broker_reader {
     broker *b;              /* borrowed: outlives the reader */
     char *stream;           /* stream name */
     char *subject;          /* filter subject */
-    natsSubscription *sub;  /* ordered consumer, NULL while it must be re-created */
+    natsSubscription *sub;  /* plain subscription to the consumer's inbox, NULL: none */
+    char *consumer;         /* the consumer's name while it may exist, else NULL */
+    uint64_t delivered;     /* consumer sequence of the last delivery taken */
+    int64_t heard_ms;       /* nats_Now() when the subscription last gave anything */
     uint64_t next_seq;      /* every message returned from now on has seq >= this */
     natsMsg *cur;           /* the message last returned, owned until the next call */
 };
@@ -217,6 +241,74 @@ static natsStatus broker_make_options(const struct broker_options *o, const char
     return NATS_OK;
 }
 
+/* ---- Freeing subscriptions ----
+ *
+ * libnats 3.4 looks a subscription up under its connection's subscription
+ * lock, releases that lock, and only then locks the subscription to queue a
+ * message, without holding a reference in between (fixed in nats.c 3.6,
+ * pull request 638).  A subscription destroyed in that window is used after
+ * it was freed, on libnats' reader thread: natsSubscription_Destroy() is
+ * unsafe while the server may still be sending to it.  So a subscription is
+ * unsubscribed first (no lookup finds it any more), then a PING/PONG round
+ * trip is made: the reader thread handles the PONG only after whatever it
+ * was doing when the subscription was removed, so once the PONG is back no
+ * lookup of it is in progress, and it is freed.  When the round trip fails
+ * (disconnected, timed out), the subscription is kept until a later round
+ * trip covers it, or until broker_close(), after libnats' threads ended. */
+
+/* Destroys the retired subscriptions with seq below `below`. */
+static void broker_free_retired(broker *b, uint64_t below)
+{
+    struct broker_retired *dead = NULL;
+    pthread_mutex_lock(&b->mu);
+    for (struct broker_retired **pp = &b->retired; *pp;) {
+        struct broker_retired *r = *pp;
+        if (r->seq < below) {
+            *pp = r->next;
+            r->next = dead;
+            dead = r;
+        } else {
+            pp = &r->next;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    while (dead) {
+        struct broker_retired *next = dead->next;
+        natsSubscription_Destroy(dead->sub);
+        free(dead);
+        dead = next;
+    }
+}
+
+/* Unsubscribes sub and destroys it once libnats' reader thread cannot be
+ * using it any more (see above). */
+static void broker_retire(broker *b, natsSubscription *sub)
+{
+    /* Fails only when the connection is closed or the subscription gone
+     * already: either way nothing can reach it any more. */
+    (void)natsSubscription_Unsubscribe(sub);
+    pthread_mutex_lock(&b->mu);
+    uint64_t covered = b->retire_seq; /* retired before this round trip began */
+    pthread_mutex_unlock(&b->mu);
+    natsStatus s = broker_connected(b) ? natsConnection_FlushTimeout(b->nc, BROKER_RETIRE_FLUSH_MS)
+                                       : NATS_NOT_YET_CONNECTED;
+    if (s == NATS_OK) {
+        natsSubscription_Destroy(sub);
+        broker_free_retired(b, covered);
+        return;
+    }
+    struct broker_retired *r = malloc(sizeof *r);
+    pthread_mutex_lock(&b->mu);
+    if (r) {
+        r->sub = sub;
+        r->seq = b->retire_seq++;
+        r->next = b->retired;
+        b->retired = r;
+    }
+    pthread_mutex_unlock(&b->mu);
+    /* Out of memory: leaking the subscription is the safe choice. */
+}
+
 int broker_open(const char *urls, const struct broker_options *opt, broker **out, char *err,
                 size_t errlen)
 {
@@ -232,6 +324,10 @@ int broker_open(const char *urls, const struct broker_options *opt, broker **out
         return BROKER_EINTERNAL;
     }
     broker *b = calloc(1, sizeof *b);
+    if (b && pthread_mutex_init(&b->mu, NULL) != 0) {
+        free(b);
+        b = NULL;
+    }
     natsOptions *no = NULL;
     natsStatus s = b ? broker_make_options(o, servers, count, &no) : NATS_NO_MEMORY;
     if (s == NATS_OK) {
@@ -247,8 +343,10 @@ int broker_open(const char *urls, const struct broker_options *opt, broker **out
         broker_seterr(err, errlen, "broker: cannot connect to %s: %s", urls,
                       broker_nats_detail(s));
         free(copy);
-        if (b)
+        if (b) {
             natsConnection_Destroy(b->nc);
+            pthread_mutex_destroy(&b->mu);
+        }
         free(b);
         return rc;
     }
@@ -263,6 +361,7 @@ int broker_open(const char *urls, const struct broker_options *opt, broker **out
     if (s != NATS_OK) {
         broker_seterr(err, errlen, "broker: JetStream context: %s", broker_nats_detail(s));
         natsConnection_Destroy(b->nc);
+        pthread_mutex_destroy(&b->mu);
         free(b);
         return BROKER_EINTERNAL;
     }
@@ -275,7 +374,9 @@ void broker_close(broker *b)
     if (!b)
         return;
     jsCtx_Destroy(b->js);
-    natsConnection_Destroy(b->nc); /* closes it first */
+    natsConnection_Destroy(b->nc); /* closes it first, its reader thread ended */
+    broker_free_retired(b, UINT64_MAX);
+    pthread_mutex_destroy(&b->mu);
     free(b);
 }
 
@@ -727,51 +828,252 @@ int broker_kv_get(broker_kv *kv, const char *key, char **value, size_t *len,
     return BROKER_OK;
 }
 
+/* Purges key's subject in the bucket's stream: its messages of sequence
+ * below `below`, or all of them when below is 0.  0 or an error. */
+static int broker_kv_purge(broker_kv *kv, const char *key, uint64_t below)
+{
+    char *subject = broker_concat(kv->prefix, key);
+    if (!subject)
+        return BROKER_EINTERNAL;
+    int64_t deadline = nats_Now() + kv->b->request_timeout_ms;
+    jsErrCode jerr;
+    natsStatus s;
+    for (;;) {
+        jerr = 0;
+        s = broker_connected(kv->b) ? NATS_OK : NATS_NOT_YET_CONNECTED;
+        if (s == NATS_OK) {
+            jsOptions jo;
+            s = jsOptions_Init(&jo);
+            int64_t left = deadline - nats_Now();
+            jo.Wait = left > 0 ? left : 1;
+            jo.Stream.Purge.Subject = subject;
+            jo.Stream.Purge.Sequence = below;
+            if (s == NATS_OK)
+                s = js_PurgeStream(kv->b->js, kv->stream, &jo, &jerr);
+        }
+        if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
+            break;
+    }
+    free(subject);
+    return broker_rc(s, jerr);
+}
+
+/* A key is deleted by purging its subject from the bucket's stream, not by
+ * writing a delete marker: the key then has no subject in the stream at
+ * all, which is what broker_kv_keys() lists.  (Deleting single messages is
+ * not an option: buckets deny it.)  A purge of the messages up to `last`
+ * is conditional by itself: a later write survives it.  The bucket keeps
+ * one message per key (history 1), so after the purge the key is either
+ * gone (it was at `last`) or at a later revision (a write won the race). */
 int broker_kv_delete(broker_kv *kv, const char *key, uint64_t last)
 {
-    return broker_kv_write(kv, key, NULL, 0, "DEL", last ? last : UINT64_MAX, NULL);
+    if (!broker_kv_key_ok(key))
+        return BROKER_EINTERNAL;
+    if (last == 0)
+        return broker_kv_purge(kv, key, 0);
+    natsMsg *m = NULL;
+    int rc = broker_kv_last(kv, key, &m);
+    uint64_t rev = rc == BROKER_OK ? natsMsg_GetSequence(m) : 0;
+    natsMsg_Destroy(m);
+    if (rc == BROKER_ENOTFOUND || (rc == BROKER_OK && rev != last))
+        return BROKER_ECONFLICT;
+    if (rc == BROKER_OK)
+        rc = broker_kv_purge(kv, key, last + 1);
+    if (rc != BROKER_OK)
+        return rc;
+    m = NULL;
+    rc = broker_kv_last(kv, key, &m);
+    rev = rc == BROKER_OK ? natsMsg_GetSequence(m) : 0;
+    natsMsg_Destroy(m);
+    if (rc == BROKER_ENOTFOUND)
+        return BROKER_OK;
+    if (rc != BROKER_OK)
+        return rc;
+    return rev > last ? BROKER_ECONFLICT : BROKER_EINTERNAL;
+}
+
+static int broker_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int broker_kv_keys(broker_kv *kv, int timeout_ms, char ***keys, size_t *count)
+{
+    *keys = NULL;
+    *count = 0;
+    char *filter = broker_concat(kv->prefix, ">");
+    if (!filter)
+        return BROKER_EINTERNAL;
+    int64_t deadline = nats_Now() + (timeout_ms > 0 ? timeout_ms : kv->b->request_timeout_ms);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr;
+    natsStatus s;
+    for (;;) {
+        jerr = 0;
+        s = broker_connected(kv->b) ? NATS_OK : NATS_NOT_YET_CONNECTED;
+        if (s == NATS_OK) {
+            jsOptions jo;
+            s = jsOptions_Init(&jo);
+            int64_t left = deadline - nats_Now();
+            jo.Wait = left > 0 ? left : 1;
+            jo.Stream.Info.SubjectsFilter = filter;
+            if (s == NATS_OK)
+                s = js_GetStreamInfo(&si, kv->b->js, kv->stream, &jo, &jerr);
+        }
+        if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
+            break;
+    }
+    free(filter);
+    if (s != NATS_OK)
+        return broker_rc(s, jerr);
+    /* One block: the pointers, then the keys they point to. */
+    const jsStreamStateSubjects *subj = si->State.Subjects;
+    size_t n = 0, bytes = 0, plen = strlen(kv->prefix);
+    for (int i = 0; subj && i < subj->Count; i++) {
+        const char *name = subj->List[i].Subject;
+        if (name && strncmp(name, kv->prefix, plen) == 0 && name[plen]) {
+            n++;
+            bytes += strlen(name + plen) + 1;
+        }
+    }
+    char **list = malloc(n * sizeof *list + bytes + 1);
+    if (!list) {
+        jsStreamInfo_Destroy(si);
+        return BROKER_EINTERNAL;
+    }
+    char *p = (char *)(list + n);
+    n = 0;
+    for (int i = 0; subj && i < subj->Count; i++) {
+        const char *name = subj->List[i].Subject;
+        if (name && strncmp(name, kv->prefix, plen) == 0 && name[plen]) {
+            size_t len = strlen(name + plen) + 1;
+            memcpy(p, name + plen, len);
+            list[n++] = p;
+            p += len;
+        }
+    }
+    jsStreamInfo_Destroy(si);
+    qsort(list, n, sizeof *list, broker_cmp_str);
+    *keys = list;
+    *count = n;
+    return BROKER_OK;
 }
 
 /* ---- Readers ----
  *
- * An ordered consumer: an ephemeral push consumer that libnats watches
- * with heartbeats and re-creates, from the stream sequence after the last
- * one delivered, whenever a gap, a lost consumer or a reconnection is
- * detected.  The reader keeps its own position as well and re-subscribes
- * from it after any other failure, and drops anything before it, so what
- * it returns is in stream order without repeats whatever libnats does. */
+ * A plain push consumer that the reader creates, watches and deletes
+ * itself: ephemeral, filtered on the subject, delivering from the reader's
+ * position without acknowledgements to a fresh inbox that a plain (not
+ * JetStream) subscription reads.  libnats therefore runs no consumer logic
+ * of its own on its reader thread (its ordered consumers re-create their
+ * subscriptions there, racing with everything else): flow control,
+ * heartbeats and gaps are handled here, on the reader's thread; a consumer
+ * is only ever replaced by this code, and its subscription freed only once
+ * that is safe (broker_retire()).
+ *
+ * The consumer counts what it delivers (the consumer sequence in each
+ * message's metadata, the last count in each heartbeat); any mismatch with
+ * what arrived means a delivery was lost, and so does a silence longer than
+ * a few heartbeats, or any other status.  The reader then drops the
+ * consumer and creates another from its own position: what it returns is
+ * in stream order, each message once. */
 
+#define BROKER_STATUS_HEADER "Status"
+#define BROKER_LAST_CONSUMER_HEADER "Nats-Last-Consumer"
+#define BROKER_STALLED_HEADER "Nats-Consumer-Stalled"
+#define BROKER_CONTROL_STATUS "100" /* heartbeats and flow control requests */
+
+/* What one delivery on a reader's subscription turned out to be. */
+enum broker_delivery {
+    BROKER_DELIVERY_DATA,    /* the next message of the subject */
+    BROKER_DELIVERY_CONTROL, /* heartbeat, flow control, or nothing of ours: read on */
+    BROKER_DELIVERY_LOST,    /* the consumer lost a delivery or itself: re-create it */
+};
+
+/* Drops the reader's subscription and forgets its consumer, deleting it
+ * when `delete` says so.  Deletion waits for the server only while
+ * connected, and at most BROKER_READER_DELETE_MS.  A consumer left behind
+ * (not deleted: silent, so probably gone with its node; or the server did
+ * not answer) is removed by the server itself after its inactive
+ * threshold, its interest being gone. */
+static void broker_reader_drop(broker_reader *r, int delete)
+{
+    if (r->sub) {
+        broker_retire(r->b, r->sub);
+        r->sub = NULL;
+    }
+    if (delete && r->consumer && broker_connected(r->b)) {
+        jsOptions jo;
+        if (jsOptions_Init(&jo) == NATS_OK) {
+            jo.Wait = r->b->request_timeout_ms < BROKER_READER_DELETE_MS
+                          ? r->b->request_timeout_ms
+                          : BROKER_READER_DELETE_MS;
+            jsErrCode jerr = 0;
+            (void)js_DeleteConsumer(r->b->js, r->stream, r->consumer, &jo, &jerr);
+        }
+    }
+    free(r->consumer);
+    r->consumer = NULL;
+}
+
+/* Creates the consumer, delivering from r->next_seq, and subscribes to its
+ * inbox first, so that nothing it sends is missed. */
 static int broker_reader_subscribe(broker_reader *r)
 {
     if (!broker_connected(r->b))
         return BROKER_EUNAVAILABLE;
-    jsSubOptions so;
-    natsStatus s = jsSubOptions_Init(&so);
+    natsInbox *inbox = NULL;
+    natsStatus s = natsInbox_Create(&inbox);
     if (s != NATS_OK)
         return BROKER_EINTERNAL;
-    so.Stream = r->stream;
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = r->next_seq;
-    so.Config.Heartbeat = BROKER_READER_HEARTBEAT_NS;
-    jsErrCode jerr = 0;
-    s = js_SubscribeSync(&r->sub, r->b->js, r->subject, NULL, &so, &jerr);
+    s = natsConnection_SubscribeSync(&r->sub, r->b->nc, inbox);
     if (s != NATS_OK) {
         r->sub = NULL;
-        return broker_rc(s, jerr);
+        natsInbox_Destroy(inbox);
+        return broker_rc(s, 0);
     }
+    jsConsumerConfig cc;
+    jsOptions jo;
+    jsConsumerInfo *ci = NULL;
+    s = jsConsumerConfig_Init(&cc);
+    if (s == NATS_OK)
+        s = jsOptions_Init(&jo);
+    jsErrCode jerr = 0;
+    if (s == NATS_OK) {
+        /* Named by the server, as libnats' own ephemeral consumers are. */
+        cc.DeliverSubject = inbox;
+        cc.FilterSubject = r->subject;
+        cc.DeliverPolicy = js_DeliverByStartSequence;
+        cc.OptStartSeq = r->next_seq;
+        cc.AckPolicy = js_AckNone;
+        cc.FlowControl = true;
+        cc.Heartbeat = BROKER_READER_HEARTBEAT_NS;
+        cc.InactiveThreshold = BROKER_READER_INACTIVE_NS;
+        /* Lost with its node, the consumer is re-created from the reader's
+         * position: replicating or persisting it would buy nothing. */
+        cc.Replicas = 1;
+        cc.MemoryStorage = true;
+        /* A creation takes milliseconds, unless the cluster placed the
+         * consumer on a node that died and is not known dead yet: then
+         * trying again soon, elsewhere, beats waiting. */
+        jo.Wait = r->b->request_timeout_ms < BROKER_READER_CREATE_MS ? r->b->request_timeout_ms
+                                                                     : BROKER_READER_CREATE_MS;
+        s = js_AddConsumer(&ci, r->b->js, r->stream, &cc, &jo, &jerr);
+    }
+    natsInbox_Destroy(inbox);
+    if (s == NATS_OK && ci && ci->Name)
+        r->consumer = broker_strdup(ci->Name); /* NULL: it cannot be deleted, it expires */
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_OK) {
+        /* A consumer whose creation timed out may exist: with nobody
+         * listening, the server deletes it after its inactive threshold. */
+        int rc = broker_rc(s, jerr);
+        broker_reader_drop(r, 0);
+        return rc;
+    }
+    r->delivered = 0;
+    r->heard_ms = nats_Now();
     return BROKER_OK;
-}
-
-/* Drops the subscription.  Its server-side consumer is ephemeral: the
- * server deletes it a few seconds after its interest went.  Not
- * natsSubscription_Unsubscribe(), which would delete it at once: in libnats
- * 3.4 that races with the ordered consumer's own re-creation and reads the
- * old consumer's freed name (seen under ASan after a cluster node's kill). */
-static void broker_reader_drop(broker_reader *r)
-{
-    natsSubscription_Destroy(r->sub);
-    r->sub = NULL;
 }
 
 int broker_reader_open(broker *b, const char *stream, const char *subject, uint64_t start_seq,
@@ -796,6 +1098,53 @@ int broker_reader_open(broker *b, const char *stream, const char *subject, uint6
     return BROKER_OK;
 }
 
+/* Answers a flow control request, or the one a heartbeat says the consumer
+ * is stalled on.  A lost answer leaves the consumer stalled: its
+ * heartbeats then carry the request again. */
+static void broker_reader_flow(broker_reader *r, natsMsg *m)
+{
+    const char *reply = natsMsg_GetReply(m);
+    if (!reply || !*reply) {
+        if (natsMsgHeader_Get(m, BROKER_STALLED_HEADER, &reply) != NATS_OK)
+            reply = NULL;
+    }
+    if (reply && *reply)
+        (void)natsConnection_Publish(r->b->nc, reply, NULL, 0);
+}
+
+/* Sorts out one delivery; for data, *seq is its stream sequence. */
+static enum broker_delivery broker_reader_classify(broker_reader *r, natsMsg *m, uint64_t *seq)
+{
+    const char *status = NULL;
+    if (natsMsgHeader_Get(m, BROKER_STATUS_HEADER, &status) == NATS_OK && status) {
+        if (strcmp(status, BROKER_CONTROL_STATUS) != 0)
+            return BROKER_DELIVERY_LOST; /* e.g. 409: the consumer was deleted */
+        broker_reader_flow(r, m);
+        const char *last = NULL;
+        if (natsMsgHeader_Get(m, BROKER_LAST_CONSUMER_HEADER, &last) == NATS_OK && last) {
+            /* Everything the consumer sent before the heartbeat has arrived
+             * before it, on the one connection. */
+            char *end = NULL;
+            unsigned long long n = strtoull(last, &end, 10);
+            if (end == last || *end != '\0' || n != r->delivered)
+                return BROKER_DELIVERY_LOST;
+        }
+        return BROKER_DELIVERY_CONTROL;
+    }
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, m) != NATS_OK)
+        return BROKER_DELIVERY_CONTROL; /* not a stream message: nothing of ours */
+    uint64_t cseq = meta->Sequence.Consumer;
+    *seq = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
+    if (cseq != r->delivered + 1)
+        return BROKER_DELIVERY_LOST;
+    r->delivered = cseq;
+    /* A fresh consumer starts at next_seq: an earlier message cannot come;
+     * if one did, it was returned already. */
+    return *seq >= r->next_seq ? BROKER_DELIVERY_DATA : BROKER_DELIVERY_CONTROL;
+}
+
 /* Fills out from r->cur. */
 static int broker_reader_fill(broker_reader *r, uint64_t seq, struct broker_msg *out)
 {
@@ -811,52 +1160,74 @@ static int broker_reader_fill(broker_reader *r, uint64_t seq, struct broker_msg 
     return BROKER_OK;
 }
 
+/* Whether the consumer has been silent too long: nothing queued and nothing
+ * taken for BROKER_READER_STALL_MS.  What arrived while the caller was busy
+ * elsewhere is still queued, so a slow caller is never taken for a silent
+ * consumer. */
+static int broker_reader_silent(broker_reader *r, int64_t now)
+{
+    if (now - r->heard_ms < BROKER_READER_STALL_MS)
+        return 0;
+    int msgs = 0, bytes = 0;
+    if (natsSubscription_GetPending(r->sub, &msgs, &bytes) != NATS_OK)
+        return 1; /* the subscription is unusable */
+    return msgs == 0;
+}
+
 int broker_reader_next(broker_reader *r, int timeout_ms, struct broker_msg *out)
 {
     natsMsg_Destroy(r->cur);
     r->cur = NULL;
     int64_t deadline = nats_Now() + (timeout_ms > 0 ? timeout_ms : 0);
-    int rc = BROKER_ETIMEDOUT;
     for (;;) {
-        int64_t left = deadline - nats_Now();
+        int64_t now = nats_Now();
         if (!r->sub) {
-            rc = broker_reader_subscribe(r);
+            int rc = broker_reader_subscribe(r);
             if (rc != BROKER_OK) {
-                if (left <= 0)
+                if (deadline - now <= 0)
                     return rc;
+                int64_t left = deadline - now;
                 nats_Sleep(left < BROKER_READER_RETRY_MS ? left : BROKER_READER_RETRY_MS);
                 continue;
             }
-            left = deadline - nats_Now();
+            now = nats_Now();
         }
-        natsMsg *m = NULL;
-        /* NextMsg needs a positive wait: 1 ms stands for "whatever has
-         * arrived already". */
-        natsStatus s = natsSubscription_NextMsg(&m, r->sub, left > 0 ? left : 1);
-        if (s == NATS_TIMEOUT)
-            return BROKER_ETIMEDOUT;
-        if (s != NATS_OK) {
-            /* Gaps, lost heartbeats, a slow consumer, an invalidated
-             * subscription: start again from our own position. */
-            broker_reader_drop(r);
+        if (broker_reader_silent(r, now)) {
+            broker_reader_drop(r, 0);
             if (deadline - nats_Now() <= 0)
                 return BROKER_EUNAVAILABLE;
             continue;
         }
-        jsMsgMetaData *meta = NULL;
-        if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
-            natsMsg_Destroy(m); /* not a stream message: nothing of ours */
+        /* Wake up in time to notice a silence; NextMsg needs a positive
+         * wait: 1 ms stands for "whatever has arrived already". */
+        int64_t wait = deadline - now;
+        int64_t quiet = r->heard_ms + BROKER_READER_STALL_MS - now;
+        if (wait > quiet)
+            wait = quiet;
+        natsMsg *m = NULL;
+        natsStatus s = natsSubscription_NextMsg(&m, r->sub, wait > 0 ? wait : 1);
+        if (s == NATS_TIMEOUT) {
+            if (deadline - nats_Now() <= 0)
+                return BROKER_ETIMEDOUT;
             continue;
         }
-        uint64_t seq = meta->Sequence.Stream;
-        jsMsgMetaData_Destroy(meta);
-        if (seq < r->next_seq) {
-            natsMsg_Destroy(m); /* already returned before a re-subscription */
-            continue;
+        uint64_t seq = 0;
+        enum broker_delivery d = BROKER_DELIVERY_LOST; /* slow consumer, closed subscription */
+        if (s == NATS_OK) {
+            r->heard_ms = nats_Now();
+            d = broker_reader_classify(r, m, &seq);
         }
-        r->next_seq = seq + 1;
-        r->cur = m;
-        return broker_reader_fill(r, seq, out);
+        if (d == BROKER_DELIVERY_DATA) {
+            r->next_seq = seq + 1;
+            r->cur = m;
+            return broker_reader_fill(r, seq, out);
+        }
+        natsMsg_Destroy(m);
+        if (d == BROKER_DELIVERY_LOST) {
+            broker_reader_drop(r, 1);
+            if (deadline - nats_Now() <= 0)
+                return BROKER_EUNAVAILABLE;
+        }
     }
 }
 
@@ -870,7 +1241,7 @@ void broker_reader_close(broker_reader *r)
     if (!r)
         return;
     natsMsg_Destroy(r->cur);
-    broker_reader_drop(r);
+    broker_reader_drop(r, 1);
     free(r->stream);
     free(r->subject);
     free(r);

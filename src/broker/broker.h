@@ -1,8 +1,9 @@
 /* broker: what paymentd needs of NATS JetStream, as a small synchronous API
  * over libnats (the NATS C client, 3.4): one connection per broker handle,
  * streams created or updated on start, publishes acknowledged by the stream
- * and deduplicated by message id, a key-value bucket whose keys expire, and
- * an in-order reader of one subject from a given stream sequence.
+ * and deduplicated by message id, a key-value bucket whose keys expire and
+ * can be listed, and an in-order reader of one subject from a given stream
+ * sequence.
  *
  * Threads.  A broker handle and a broker_kv handle may be used from any
  * number of threads at once (libnats' connection and JetStream context are
@@ -143,9 +144,23 @@ int broker_kv_get(broker_kv *kv, const char *key, char **value, size_t *len,
                   uint64_t *revision);
 
 /* Deletes key: when last > 0, only if its current revision is last
- * (BROKER_ECONFLICT otherwise); when last is 0, whatever it holds.
- * Deleting a key without a value succeeds.  Returns 0 or an error. */
+ * (BROKER_ECONFLICT otherwise, also when the key has no value); when last
+ * is 0, whatever it holds.  Deleting a key without a value with last 0
+ * succeeds.  The key's messages are purged from the bucket's stream (no
+ * delete marker is written), so a deleted key is not listed by
+ * broker_kv_keys().  Returns 0 or an error. */
 int broker_kv_delete(broker_kv *kv, const char *key, uint64_t last);
+
+/* The keys that hold a value, sorted (strcmp), in one request (the
+ * bucket's stream information, with its subjects), waiting up to
+ * timeout_ms (<= 0: the request timeout): *keys is one malloc'd block
+ * holding the *count pointers and the strings they point to (free(*keys)
+ * once, whatever *count).  A key deleted by another client with a delete
+ * marker (libnats' kvStore_Delete) is listed until the marker expires.  In
+ * a cluster the request needs the metadata leader as well as the stream's:
+ * it fails while either is being elected, even though keys can be read and
+ * written.  Returns 0, or BROKER_EUNAVAILABLE / BROKER_EINTERNAL. */
+int broker_kv_keys(broker_kv *kv, int timeout_ms, char ***keys, size_t *count);
 
 /* ---- Reading a subject in stream order ----
  *
@@ -154,7 +169,10 @@ int broker_kv_delete(broker_kv *kv, const char *key, uint64_t last);
  * keeps the position itself and, whenever the server side is lost (server
  * restart, cluster failover, missed heartbeats), resumes from the message
  * after the last one returned.  Nothing is acknowledged to the server:
- * where processing has got to is the caller's to record. */
+ * where processing has got to is the caller's to record.  The server side
+ * is one ephemeral consumer per reader, which the reader deletes when it
+ * replaces it or is closed (else the server drops it 5 s after the reader
+ * stopped listening). */
 
 /* One message, borrowed from the reader: valid until the next
  * broker_reader_next() or broker_reader_close() on it. */
@@ -177,15 +195,17 @@ int broker_reader_open(broker *b, const char *stream, const char *subject, uint6
  * Returns 0 and the message, BROKER_ETIMEDOUT when none came,
  * BROKER_EUNAVAILABLE when the server side could not be re-established
  * within the timeout (call again to keep trying), or BROKER_EINTERNAL.
- * Re-creating the server side is one request, which may take up to the
- * broker's request timeout on top of timeout_ms. */
+ * Replacing the server side may take, on top of timeout_ms, up to the
+ * broker's request timeout plus 2 s (dropping the old consumer waits at
+ * most 1 s for each of two answers). */
 int broker_reader_next(broker_reader *r, int timeout_ms, struct broker_msg *out);
 
 /* The stream sequence the reader will return next or later (the last
  * returned + 1, or start_seq). */
 uint64_t broker_reader_position(const broker_reader *r);
 
-/* Stops reading and frees the reader; NULL is a no-op. */
+/* Stops reading, deletes the reader's consumer and frees the reader; NULL
+ * is a no-op.  Waits at most about 2 s for the server. */
 void broker_reader_close(broker_reader *r);
 
 #endif

@@ -7,6 +7,7 @@
 #include "broker/worker.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -30,6 +31,11 @@
 #define WORKER_MEMBERS "PAYMENTS_WORKERS"
 #define WORKER_RETRY_MS 100 /* pause before retrying a message the store did not take */
 #define WORKER_READ_MS 200  /* longest wait for a message before ownership is checked */
+#define WORKER_TICK_MS 250  /* how often membership is looked at, at most */
+#define WORKER_ACQUIRE_MS 100 /* how often a wanted lease held by another is looked for */
+/* Longest wait for a listing: one that cannot be had (a cluster electing
+ * its metadata leader) must not hold up the refreshes of the leases. */
+#define WORKER_LIST_MS 1000
 
 /* A store write's answer, awaited by the partition thread. */
 struct wait {
@@ -45,10 +51,16 @@ struct part {
     uint32_t p;       /* partition number */
     pthread_t thread; /* its applying thread */
     struct wait wait; /* the store answer in flight */
-    /* Guarded by w->mu: */
-    int owned;        /* the worker holds the lease */
-    uint64_t fence;   /* the lease's current revision, valid while owned */
-    int busy;         /* the thread works on the partition; released only when 0 */
+    /* Guarded by w->mu (written by the control thread, but for busy, and
+     * owned cleared when the store fences the partition thread off): */
+    int owned;         /* the worker holds the lease */
+    uint64_t fence;    /* the lease's current revision, valid while owned */
+    uint64_t acquired; /* acquisitions of the lease so far: a reader's epoch */
+    int busy;          /* the thread applies a message; released only when 0 */
+    int releasing;     /* being handed back: owned is 0, the lease not yet deleted */
+    /* The control thread's own: */
+    int wanted;        /* ours by the current membership */
+    int leased;        /* acquisition: its lease is held (by anyone), or not wanted */
 };
 
 struct worker {
@@ -68,8 +80,8 @@ struct worker {
     pthread_mutex_t mu;            /* guards stopping and each part's owned/fence/busy */
     pthread_cond_t cv;             /* signalled on any change under mu */
     int stopping;                  /* set once by stop */
-    int member_k;                  /* our membership key's k, -1 when none */
-    uint64_t member_rev;           /* its revision */
+    char member_key[48];           /* our membership key "w.<UUIDv7 of the start>" */
+    uint64_t member_rev;           /* its revision, 0 while it is not ours */
     _Atomic uint64_t applied;      /* messages applied or skipped */
     struct part *parts;            /* partitions slots */
     uint32_t started;              /* partition threads started */
@@ -355,27 +367,30 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
     }
 }
 
-/* Whether the partition thread may go on with its partition: a stop lets
- * the message in hand have one attempt, not retries. */
-static int still_owned(struct part *pt, int retry, uint64_t *fence)
+/* Whether the partition thread may go on with its partition: it still
+ * holds the lease it read the message under (acquisition `epoch`), and a
+ * stop lets the message in hand have one attempt, not retries. */
+static int still_owned(struct part *pt, uint64_t epoch, int retry, uint64_t *fence)
 {
     pthread_mutex_lock(&pt->w->mu);
-    int ok = pt->owned && !(retry && pt->w->stopping);
+    int ok = pt->owned && pt->acquired == epoch && !(retry && pt->w->stopping);
     *fence = pt->fence;
     pthread_mutex_unlock(&pt->w->mu);
     return ok;
 }
 
-/* Applies one message, retrying until the store takes it.  Returns 0 when
- * it is done with (applied, skipped), or -1 when the partition was lost or
- * the worker stops first (the message is then read again from the store's
- * position by whoever owns the partition next). */
-static int apply_message(struct part *pt, const struct broker_msg *m)
+/* Applies one message, read under acquisition `epoch`, retrying until the
+ * store takes it.  Returns 0 when it is done with (applied, skipped), or -1
+ * when the lease was lost (even if taken again since: another owner may
+ * have applied more in between) or the worker stops first; the message is
+ * then read again from the store's position by whoever owns the partition
+ * next. */
+static int apply_message(struct part *pt, uint64_t epoch, const struct broker_msg *m)
 {
     struct worker *w = pt->w;
     for (int retry = 0;; retry = 1) {
         uint64_t fence;
-        if (!still_owned(pt, retry, &fence))
+        if (!still_owned(pt, epoch, retry, &fence))
             return -1;
         struct payment_apply a;
         struct prepared pr;
@@ -437,53 +452,62 @@ static broker_reader *open_reader(struct part *pt)
     return r;
 }
 
+/* The partition's thread.  It is busy only while it applies a message:
+ * waiting for the next one never holds up a release.  Its reader belongs to
+ * one acquisition of the lease (epoch); after any other, it reads again
+ * from the store's position. */
 static void *part_main(void *arg)
 {
     struct part *pt = arg;
     struct worker *w = pt->w;
     broker_reader *r = NULL;
+    uint64_t epoch = 0;
     for (;;) {
         pthread_mutex_lock(&w->mu);
         while (!w->stopping && !pt->owned && !r)
             pthread_cond_wait(&w->cv, &w->mu);
         int stop = w->stopping, owned = pt->owned;
-        pt->busy = owned && !stop;
+        uint64_t acquired = pt->acquired;
         pthread_mutex_unlock(&w->mu);
         if (stop)
             break;
-        if (!owned) { /* lost or released: the next owner reads from the store's position */
+        if (!owned || (r && acquired != epoch)) {
             broker_reader_close(r);
             r = NULL;
             continue;
         }
-        int pause = 0;
         if (!r) {
+            epoch = acquired;
             r = open_reader(pt);
-            pause = !r;
-        } else {
-            struct broker_msg m;
-            int rc = broker_reader_next(r, WORKER_READ_MS, &m);
-            if (rc == 0 && apply_message(pt, &m) != 0) {
-                broker_reader_close(r);
-                r = NULL;
-            } else if (rc != 0 && rc != BROKER_ETIMEDOUT) {
-                log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": read: %s", pt->p,
-                        broker_strerror(rc));
-                pause = 1;
-            }
+            if (!r)
+                worker_pause(w, WORKER_RETRY_MS);
+            continue;
         }
+        struct broker_msg m;
+        int rc = broker_reader_next(r, WORKER_READ_MS, &m);
+        if (rc == BROKER_ETIMEDOUT)
+            continue;
+        if (rc != 0) {
+            log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": read: %s", pt->p,
+                    broker_strerror(rc));
+            worker_pause(w, WORKER_RETRY_MS);
+            continue;
+        }
+        pthread_mutex_lock(&w->mu);
+        int go = pt->owned && pt->acquired == epoch && !w->stopping;
+        pt->busy = go;
+        pthread_mutex_unlock(&w->mu);
+        int done = go && apply_message(pt, epoch, &m) == 0;
         pthread_mutex_lock(&w->mu);
         pt->busy = 0;
         pthread_cond_broadcast(&w->cv);
         pthread_mutex_unlock(&w->mu);
-        if (pause)
-            worker_pause(w, WORKER_RETRY_MS);
+        if (!done) {
+            broker_reader_close(r);
+            r = NULL;
+        }
     }
     broker_reader_close(r);
-    pthread_mutex_lock(&w->mu);
-    pt->busy = 0;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
@@ -492,133 +516,226 @@ static void *part_main(void *arg)
 /* Creates or refreshes our membership key.  0, or a broker error. */
 static int membership_refresh(struct worker *w)
 {
-    char key[16];
-    if (w->member_k >= 0) {
-        snprintf(key, sizeof key, "w%d", w->member_k);
+    if (w->member_rev) {
         uint64_t rev;
-        int rc = broker_kv_update(w->members, key, w->id, strlen(w->id), w->member_rev, &rev);
+        int rc = broker_kv_update(w->members, w->member_key, w->id, strlen(w->id),
+                                  w->member_rev, &rev);
         if (rc == 0) {
             w->member_rev = rev;
             return 0;
         }
         if (rc != BROKER_ECONFLICT)
             return rc;
-        log_msg(w->log, LOG_WARN, "membership %s expired; joining again", key);
-        w->member_k = -1;
+        log_msg(w->log, LOG_WARN, "membership %s expired; joining again", w->member_key);
+        w->member_rev = 0;
     }
-    for (int k = 0; k < WORKER_MAX_MEMBERS; k++) {
-        snprintf(key, sizeof key, "w%d", k);
-        int rc = broker_kv_create(w->members, key, w->id, strlen(w->id), &w->member_rev);
-        if (rc == 0) {
-            w->member_k = k;
-            log_msg(w->log, LOG_INFO, "worker %s joined as %s", w->id, key);
-            return 0;
-        }
-        if (rc != BROKER_EEXISTS)
-            return rc;
+    /* The same key again: the worker keeps its rank, and the partitions
+     * stay where they were. */
+    int rc = broker_kv_create(w->members, w->member_key, w->id, strlen(w->id), &w->member_rev);
+    if (rc == BROKER_EEXISTS) /* our own write, whose answer was lost: the key is ours alone */
+        rc = broker_kv_get(w->members, w->member_key, NULL, NULL, &w->member_rev);
+    if (rc != 0) {
+        w->member_rev = 0;
+        return rc;
     }
-    return BROKER_EINTERNAL; /* every slot taken */
-}
-
-/* The live members and our rank among them.  0, or a broker error. */
-static int membership_rank(struct worker *w, int *live, int *rank)
-{
-    *live = 0;
-    *rank = -1;
-    for (int k = 0; k < WORKER_MAX_MEMBERS; k++) {
-        char key[16];
-        snprintf(key, sizeof key, "w%d", k);
-        int rc = k == w->member_k ? 0 : broker_kv_get(w->members, key, NULL, NULL, NULL);
-        if (rc == BROKER_ENOTFOUND)
-            continue;
-        if (rc != 0)
-            return rc;
-        if (k == w->member_k)
-            *rank = *live;
-        (*live)++;
-    }
+    log_msg(w->log, LOG_INFO, "worker %s joined as %s", w->id, w->member_key);
     return 0;
 }
 
-/* Gives a partition up: its thread finishes the message in hand first. */
-static void lease_release(struct worker *w, struct part *pt)
+/* The live members (one listing of the bucket) and our rank among them,
+ * -1 before we joined.  0, or a broker error. */
+static int membership_rank(struct worker *w, uint32_t *live, int *rank)
 {
-    pthread_mutex_lock(&w->mu);
-    pt->owned = 0;
-    pthread_cond_broadcast(&w->cv);
-    while (pt->busy)
-        pthread_cond_wait(&w->cv, &w->mu);
-    uint64_t fence = pt->fence;
-    pthread_mutex_unlock(&w->mu);
-    char key[24];
-    snprintf(key, sizeof key, "p%" PRIu32, pt->p);
-    int rc = broker_kv_delete(w->leases, key, fence);
-    if (rc != 0 && rc != BROKER_ECONFLICT)
-        log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": release: %s", pt->p, broker_strerror(rc));
-    else
-        log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": released", pt->p);
+    char **keys = NULL;
+    size_t n = 0;
+    int rc = broker_kv_keys(w->members, WORKER_LIST_MS, &keys, &n);
+    if (rc != 0)
+        return rc;
+    size_t below = 0;
+    int listed = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = strcmp(keys[i], w->member_key);
+        below += c < 0;
+        listed |= c == 0;
+    }
+    free(keys);
+    /* Just refreshed, our key cannot have expired: count it even if the
+     * listing raced with its creation. */
+    *live = (uint32_t)n + (w->member_rev && !listed);
+    *rank = w->member_rev ? (int)below : -1;
+    return 0;
 }
 
-/* Acquires, refreshes or releases the lease of pt as ownership says. */
-static void lease_step(struct worker *w, struct part *pt, int mine)
+static void lease_key(uint32_t p, char key[24])
 {
+    snprintf(key, 24, "p%" PRIu32, p);
+}
+
+/* Gives up, at once, every owned partition that is not wanted: each thread
+ * finishes the message it is applying, then the leases are deleted, so
+ * that their new owners can take them straight away. */
+static void leases_release(struct worker *w)
+{
+    int any = 0;
     pthread_mutex_lock(&w->mu);
-    int owned = pt->owned;
-    uint64_t fence = pt->fence;
-    pthread_mutex_unlock(&w->mu);
-    char key[24];
-    snprintf(key, sizeof key, "p%" PRIu32, pt->p);
-    uint64_t rev;
-    int rc;
-    if (mine && !owned) {
-        rc = broker_kv_create(w->leases, key, w->id, strlen(w->id), &rev);
-        if (rc == 0) {
-            pthread_mutex_lock(&w->mu);
-            pt->owned = 1;
-            pt->fence = rev;
-            pthread_cond_broadcast(&w->cv);
-            pthread_mutex_unlock(&w->mu);
-            log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": acquired (fence %" PRIu64 ")",
-                    pt->p, rev);
+    for (uint32_t p = 0; p < w->partitions; p++) {
+        struct part *pt = &w->parts[p];
+        pt->releasing = pt->owned && !pt->wanted;
+        if (pt->releasing) {
+            pt->owned = 0;
+            any = 1;
         }
-    } else if (mine) {
-        rc = broker_kv_update(w->leases, key, w->id, strlen(w->id), fence, &rev);
+    }
+    if (!any) {
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    pthread_cond_broadcast(&w->cv);
+    for (uint32_t p = 0; p < w->partitions; p++)
+        while (w->parts[p].releasing && w->parts[p].busy)
+            pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    for (uint32_t p = 0; p < w->partitions; p++) {
+        struct part *pt = &w->parts[p];
+        if (!pt->releasing)
+            continue;
+        pt->releasing = 0;
+        char key[24];
+        lease_key(p, key);
+        int rc = broker_kv_delete(w->leases, key, pt->fence);
+        if (rc != 0 && rc != BROKER_ECONFLICT)
+            log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": release: %s", p,
+                    broker_strerror(rc));
+        else
+            log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": released", p);
+    }
+}
+
+/* Refreshes every lease we hold; one found changed or expired is lost (the
+ * store fences us off anyway).  Returns 0, or BROKER_EUNAVAILABLE at the
+ * first refresh the broker did not answer: the others would wait as long
+ * in vain. */
+static int leases_refresh(struct worker *w)
+{
+    for (uint32_t p = 0; p < w->partitions; p++) {
+        struct part *pt = &w->parts[p];
+        pthread_mutex_lock(&w->mu);
+        int owned = pt->owned;
+        uint64_t fence = pt->fence;
+        pthread_mutex_unlock(&w->mu);
+        if (!owned)
+            continue;
+        char key[24];
+        lease_key(p, key);
+        uint64_t rev;
+        int rc = broker_kv_update(w->leases, key, w->id, strlen(w->id), fence, &rev);
         pthread_mutex_lock(&w->mu);
         if (rc == 0 && pt->owned && pt->fence == fence)
             pt->fence = rev;
         else if (rc == BROKER_ECONFLICT && pt->fence == fence)
-            pt->owned = 0; /* expired or taken: the store fences us off anyway */
+            pt->owned = 0;
         pthread_cond_broadcast(&w->cv);
         pthread_mutex_unlock(&w->mu);
         if (rc == BROKER_ECONFLICT)
-            log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": lease lost", pt->p);
-    } else if (owned) {
-        lease_release(w, pt);
+            log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": lease lost", p);
+        else if (rc == BROKER_EUNAVAILABLE)
+            return rc;
     }
+    return 0;
 }
 
+/* Takes the wanted partitions whose leases are free: one listing of the
+ * leases, then a create for each free one.  Returns how many wanted
+ * partitions are still held by others. */
+static uint32_t leases_acquire(struct worker *w)
+{
+    uint32_t missing = 0;
+    pthread_mutex_lock(&w->mu);
+    for (uint32_t p = 0; p < w->partitions; p++) {
+        struct part *pt = &w->parts[p];
+        pt->leased = !pt->wanted || pt->owned; /* nothing to do for it */
+        missing += !pt->leased;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (missing == 0)
+        return 0;
+    char **keys = NULL;
+    size_t n = 0;
+    if (broker_kv_keys(w->leases, WORKER_LIST_MS, &keys, &n) != 0)
+        return missing; /* try again at the next tick */
+    for (size_t i = 0; i < n; i++) {
+        char *end = NULL;
+        unsigned long p = keys[i][0] == 'p' ? strtoul(keys[i] + 1, &end, 10) : ULONG_MAX;
+        if (end && *end == '\0' && p < w->partitions)
+            w->parts[p].leased = 1;
+    }
+    free(keys);
+    for (uint32_t p = 0; p < w->partitions; p++) {
+        struct part *pt = &w->parts[p];
+        if (pt->leased)
+            continue;
+        char key[24];
+        lease_key(p, key);
+        uint64_t rev;
+        if (broker_kv_create(w->leases, key, w->id, strlen(w->id), &rev) != 0)
+            continue; /* taken by another first, or the broker failed: next tick */
+        pthread_mutex_lock(&w->mu);
+        pt->owned = 1;
+        pt->fence = rev;
+        pt->acquired++;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        missing--;
+        log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": acquired (fence %" PRIu64 ")", p, rev);
+    }
+    return missing;
+}
+
+/* The control thread.  Every tick it lists the members (one request) and
+ * hands back at once whatever is no longer ours; every refresh interval it
+ * refreshes its membership and leases; while a partition of ours is still
+ * held by another, it looks for the lease's release every
+ * WORKER_ACQUIRE_MS, so that it takes it as soon as it is free. */
 static void *control_main(void *arg)
 {
     struct worker *w = arg;
+    int tick = w->refresh_ms < WORKER_TICK_MS ? w->refresh_ms : WORKER_TICK_MS;
+    int64_t next_refresh = 0;
     for (;;) {
         pthread_mutex_lock(&w->mu);
         int stop = w->stopping;
         pthread_mutex_unlock(&w->mu);
         if (stop)
             break;
-        int live = 0, rank = -1;
-        int rc = membership_refresh(w);
-        if (rc == 0)
-            rc = membership_rank(w, &live, &rank);
-        if (rc != 0) {
-            /* The broker cannot tell us now: keep what we hold; the leases
-             * expire if this lasts, and the store fences us off then. */
-            log_msg(w->log, LOG_WARN, "membership: %s", broker_strerror(rc));
-        } else {
-            for (uint32_t p = 0; p < w->partitions; p++)
-                lease_step(w, &w->parts[p], rank >= 0 && p % (uint32_t)live == (uint32_t)rank);
+        int64_t now = clock_mono_us() / 1000;
+        int joined = 0;
+        if (now >= next_refresh) {
+            /* Leases and membership live in two buckets, whose streams may
+             * lose their leaders separately: one failing does not hold
+             * the other back.  A failure is tried again at the next tick. */
+            int held = leases_refresh(w);
+            joined = held == BROKER_EUNAVAILABLE && !broker_connected(w->b)
+                         ? held /* it would only wait as long again */
+                         : membership_refresh(w);
+            next_refresh = now + (held == 0 && joined == 0 ? w->refresh_ms : tick);
+            if (joined != 0)
+                log_msg(w->log, LOG_WARN, "membership: %s", broker_strerror(joined));
         }
-        worker_pause(w, w->refresh_ms);
+        uint32_t live = 0;
+        int rank = -1;
+        /* A listing the broker cannot give now leaves everything as it is:
+         * what we hold stays ours while its leases are refreshed. */
+        int rc = joined == 0 ? membership_rank(w, &live, &rank) : joined;
+        if (rc == 0) {
+            /* Contiguous ranges by rank: a newcomer (ranked last) takes a
+             * share from the end, and most partitions stay where they are. */
+            for (uint32_t p = 0; p < w->partitions; p++)
+                w->parts[p].wanted =
+                    rank >= 0 && (uint64_t)p * live / w->partitions == (uint64_t)rank;
+            leases_release(w);
+        }
+        uint32_t missing = rc == 0 ? leases_acquire(w) : 0;
+        worker_pause(w, missing ? WORKER_ACQUIRE_MS : tick);
     }
     return NULL;
 }
@@ -635,18 +752,18 @@ static void worker_free(struct worker *w, int release)
         pthread_join(w->control, NULL);
     for (uint32_t p = 0; p < w->started; p++)
         pthread_join(w->parts[p].thread, NULL);
-    for (uint32_t p = 0; release && p < w->partitions; p++) {
+    /* What is not deleted expires; a broker that does not answer one
+     * deletion would keep the others waiting as long, for nothing. */
+    int rc = w->b && broker_connected(w->b) ? 0 : BROKER_EUNAVAILABLE;
+    for (uint32_t p = 0; release && rc != BROKER_EUNAVAILABLE && p < w->partitions; p++) {
         if (!w->parts[p].owned)
             continue;
         char key[24];
-        snprintf(key, sizeof key, "p%" PRIu32, p);
-        (void)broker_kv_delete(w->leases, key, w->parts[p].fence); /* else it expires */
+        lease_key(p, key);
+        rc = broker_kv_delete(w->leases, key, w->parts[p].fence);
     }
-    if (release && w->member_k >= 0) {
-        char key[16];
-        snprintf(key, sizeof key, "w%d", w->member_k);
-        (void)broker_kv_delete(w->members, key, w->member_rev);
-    }
+    if (release && rc != BROKER_EUNAVAILABLE && w->member_rev)
+        (void)broker_kv_delete(w->members, w->member_key, w->member_rev);
     for (uint32_t p = 0; w->parts && p < w->partitions; p++) {
         pthread_mutex_destroy(&w->parts[p].wait.mu);
         pthread_cond_destroy(&w->parts[p].wait.cv);
@@ -681,7 +798,6 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
         snprintf(err, errlen, "worker: out of memory");
         return NULL;
     }
-    w->member_k = -1;
     w->store = store;
     w->v = v;
     w->log = log;
@@ -698,6 +814,19 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
         host[sizeof host - 1] = '\0';
         snprintf(w->id, sizeof w->id, "%s-%ld", host, (long)getpid());
     }
+    /* A time-ordered UUID: keys sort by starting time, so a newcomer ranks
+     * last and the others keep most of their partitions. */
+    struct uuid u;
+    char text[UUID_STR_LEN + 1];
+    if (uuid_v7_generate(clock_now_ms(), &u) != 0) {
+        snprintf(err, errlen, "worker: no random source");
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    uuid_format(&u, text);
+    snprintf(w->member_key, sizeof w->member_key, "w.%s", text);
     w->urls = strdup(cfg->broker_urls);
     w->parts = calloc(w->partitions, sizeof *w->parts);
     if (!w->urls || !w->parts) {
@@ -753,4 +882,15 @@ void worker_abandon(worker *w)
 uint64_t worker_applied(const worker *w)
 {
     return atomic_load(&((worker *)w)->applied);
+}
+
+int worker_owns(const worker *w, uint32_t p, uint64_t *acquired)
+{
+    struct worker *mw = (struct worker *)w;
+    pthread_mutex_lock(&mw->mu);
+    int owned = p < w->partitions && w->parts[p].owned;
+    if (acquired)
+        *acquired = p < w->partitions ? w->parts[p].acquired : 0;
+    pthread_mutex_unlock(&mw->mu);
+    return owned;
 }

@@ -2,10 +2,13 @@
  * ("PAYMENTS", subjects "payments.cmd.<p>") to the store, each partition in
  * stream order, as `paymentd worker` does.
  *
- * Membership.  Each worker holds one key "w<k>" (the first free k in 0..63)
- * of the bucket "PAYMENTS_WORKERS", refreshed every refresh interval; the
- * live workers are the keys present, and a worker's rank is the index of its
- * key among them.  A worker owns the partitions p with p % live == rank.
+ * Membership.  Each worker holds one key "w.<UUIDv7>" of the bucket
+ * "PAYMENTS_WORKERS", created when it joins and refreshed every refresh
+ * interval; the live workers are the keys present, listed in one request
+ * every 250 ms (at most the refresh interval), and a worker's rank is the
+ * index of its key among them (by joining time).  With `live` workers,
+ * rank r owns the partitions p with p * live / partitions == r: contiguous
+ * ranges, so that a newcomer's share comes mostly from one neighbour.
  *
  * Leases.  Ownership of partition p is the key "p<N>" of the bucket
  * "PAYMENTS_LEASES", created when free and refreshed with compare-and-set;
@@ -14,6 +17,14 @@
  * current revision is the fencing token given to payment_store_apply: a
  * worker whose lease was taken over is refused by the store (EFENCED) before
  * it writes anything, and drops the partition.
+ *
+ * Rebalancing.  A worker that owns partitions no longer its own hands them
+ * all back at once, as soon as it sees the new membership: each partition's
+ * thread finishes the message it is applying (never one it is waiting
+ * for), then the leases are deleted.  A worker missing some of its
+ * partitions looks for their leases every 100 ms (one listing) and creates
+ * each as soon as it is free.  A join is thus balanced within about 250 ms
+ * plus the message in hand, and a lease is still only ever created free.
  *
  * Order.  One thread per owned partition reads it from the position the
  * store recorded (last applied sequence + 1) and applies one message at a
@@ -47,8 +58,6 @@ struct worker_config {
 
 #define WORKER_CONFIG_INIT {NULL, 0, NULL, 0, 0, 0}
 
-#define WORKER_MAX_MEMBERS 64 /* membership keys w0..w63 */
-
 /* Connects to the broker, creates the stream and buckets when missing and
  * starts the worker's threads.  store and v are borrowed and must outlive
  * the worker; log too.  Returns the worker (worker_stop() it), or NULL with
@@ -70,5 +79,11 @@ void worker_abandon(worker *w);
 /* Operations applied by this worker so far (an applied outcome, success or
  * failure, or a skipped redelivery): for tests and metrics. */
 uint64_t worker_applied(const worker *w);
+
+/* Whether the worker holds partition p's lease at this instant;
+ * *acquired (may be NULL) is the number of times it acquired it so far, so
+ * that two looks with one count saw one unbroken ownership.  For tests and
+ * metrics. */
+int worker_owns(const worker *w, uint32_t p, uint64_t *acquired);
 
 #endif

@@ -6,8 +6,11 @@
  * (stop, restart) need a server of our own and are skipped otherwise. */
 #include "broker/broker.h"
 
+#include <nats/nats.h>
+
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -329,6 +332,190 @@ static void test_reader_many(void)
     broker_reader_close(r);
 }
 
+/* The names of the consumers on the run's stream, seen through a
+ * connection of the test's own: their count, the first name in first, or
+ * -1 on failure. */
+static int consumers(char *first, size_t len)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsConsumerNamesList *list = NULL;
+    jsErrCode jerr = 0;
+    int n = -1;
+    if (natsConnection_ConnectTo(&nc, fx.url) == NATS_OK &&
+        natsConnection_JetStream(&js, nc, NULL) == NATS_OK &&
+        js_ConsumerNames(&list, js, fx.stream, NULL, &jerr) == NATS_OK) {
+        n = list->Count;
+        if (first && len)
+            snprintf(first, len, "%s", n > 0 ? list->List[0] : "");
+    } else if (jerr == JSConsumerNotFoundErr || (js && !list && jerr == 0)) {
+        n = 0; /* libnats answers "not found" for an empty list */
+    }
+    jsConsumerNamesList_Destroy(list);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return n;
+}
+
+/* The consumer is the reader's alone: one per open reader, the same one
+ * while it idles (its heartbeats are understood), deleted when the reader
+ * closes; one deleted behind the reader's back is noticed by its silence and
+ * replaced from the reader's position, with nothing lost or repeated. */
+static void test_reader_consumer_lifecycle(void)
+{
+    if (!fx.b)
+        return (void)test_failures++;
+    char subj[96], name0[64] = "", name1[64] = "";
+    subject_of(40, subj, sizeof subj);
+    uint64_t seq[4] = {0};
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "life-%d", i);
+        CHECK_INT(broker_publish(fx.b, subj, id, "l", 1, 2000, &seq[i], NULL), 0);
+    }
+    CHECK_INT(consumers(NULL, 0), 0);
+    broker_reader *r = NULL;
+    CHECK_INT(broker_reader_open(fx.b, fx.stream, subj, seq[0], &r), 0);
+    if (!r)
+        return;
+    CHECK_INT(consumers(name0, sizeof name0), 1);
+    struct broker_msg m;
+    CHECK_INT(broker_reader_next(r, 2000, &m), 0);
+    CHECK(m.seq == seq[0]);
+    /* Idle past the silence that would count as a loss: the consumer's
+     * heartbeats keep it, and what had arrived is still there. */
+    int64_t t0 = fixture_mono_ms();
+    fixture_sleep_ms(4500); /* the caller busy elsewhere */
+    CHECK_INT(broker_reader_next(r, 500, &m), 0);
+    CHECK(m.seq == seq[1]);
+    CHECK_INT(broker_reader_next(r, 500, &m), 0);
+    CHECK(m.seq == seq[2]);
+    int timeouts = 0;
+    while (fixture_mono_ms() - t0 < 9000)
+        timeouts += broker_reader_next(r, 300, &m) == BROKER_ETIMEDOUT;
+    CHECK(timeouts >= 10);
+    CHECK_INT(consumers(name1, sizeof name1), 1);
+    CHECK_STR(name1, name0);
+
+    /* Deleted on the server: replaced, from the reader's position. */
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    CHECK_INT(natsConnection_ConnectTo(&nc, fx.url), NATS_OK);
+    CHECK_INT(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    if (js)
+        CHECK_INT(js_DeleteConsumer(js, fx.stream, name0, NULL, &jerr), NATS_OK);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    CHECK_INT(broker_publish(fx.b, subj, "life-3", "l", 1, 2000, &seq[3], NULL), 0);
+    t0 = fixture_mono_ms();
+    CHECK_INT(broker_reader_next(r, 10000, &m), 0);
+    CHECK(m.seq == seq[3]);
+    fprintf(stderr, "  (a deleted consumer replaced after %" PRId64 " ms)\n",
+            fixture_mono_ms() - t0);
+    CHECK_INT(broker_reader_next(r, 300, &m), BROKER_ETIMEDOUT);
+    CHECK_INT(consumers(name1, sizeof name1), 1);
+    CHECK(strcmp(name1, name0) != 0);
+    broker_reader_close(r);
+    CHECK_INT(consumers(NULL, 0), 0);
+
+    /* Readers opened and closed in a row leave nothing behind. */
+    for (int i = 0; i < 20; i++) {
+        r = NULL;
+        CHECK_INT(broker_reader_open(fx.b, fx.stream, subj, 1, &r), 0);
+        if (i % 2 == 0)
+            CHECK_INT(broker_reader_next(r, 2000, &m), 0);
+        broker_reader_close(r);
+    }
+    CHECK_INT(consumers(NULL, 0), 0);
+}
+
+/* More than the server sends before it waits for the reader's flow control
+ * answer (32 MB): delivered in order without a stall. */
+static void test_reader_flow_control(void)
+{
+    if (!fx.b)
+        return (void)test_failures++;
+    enum { N = 48, SIZE = 1000 * 1000 };
+    char subj[96];
+    subject_of(41, subj, sizeof subj);
+    char *body = malloc(SIZE);
+    CHECK(body != NULL);
+    if (!body)
+        return;
+    uint64_t first = 0;
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "flow-%d", i);
+        memset(body, 'a' + i % 26, SIZE);
+        uint64_t seq = 0;
+        int rc = broker_publish(fx.b, subj, id, body, SIZE, 5000, &seq, NULL);
+        CHECK_INT(rc, 0);
+        if (rc != 0)
+            break;
+        if (i == 0)
+            first = seq;
+    }
+    free(body);
+    broker_reader *r = NULL;
+    CHECK_INT(broker_reader_open(fx.b, fx.stream, subj, first, &r), 0);
+    if (!r)
+        return;
+    int64_t t0 = fixture_mono_ms();
+    int got = 0, bad = 0;
+    struct broker_msg m;
+    while (got < N && broker_reader_next(r, 5000, &m) == 0) {
+        const char *d = m.data;
+        if (m.len != SIZE || d[0] != 'a' + got % 26 || d[SIZE - 1] != 'a' + got % 26)
+            bad++;
+        got++;
+    }
+    CHECK_INT(got, N);
+    CHECK_INT(bad, 0);
+    fprintf(stderr, "  (%d MB read in %" PRId64 " ms)\n", N * SIZE / 1000000,
+            fixture_mono_ms() - t0);
+    broker_reader_close(r);
+}
+
+/* Readers closed while their consumers are pushing at full speed: libnats
+ * 3.4 must never be left delivering to a freed subscription (the crash
+ * this module once worked around by running its tests twice). */
+static void test_reader_close_under_load(void)
+{
+    if (!fx.b)
+        return (void)test_failures++;
+    enum { N = 3000, SIZE = 2048, ROUNDS = 300 };
+    char subj[96];
+    subject_of(42, subj, sizeof subj);
+    char body[SIZE];
+    memset(body, 'x', sizeof body);
+    uint64_t first = 0;
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "load-%d", i);
+        uint64_t seq = 0;
+        if (broker_publish(fx.b, subj, id, body, sizeof body, 5000, &seq, NULL) != 0) {
+            CHECK(0);
+            return;
+        }
+        if (i == 0)
+            first = seq;
+    }
+    int opened = 0, read = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        broker_reader *r = NULL;
+        if (broker_reader_open(fx.b, fx.stream, subj, first + (uint64_t)(i % 100), &r) != 0)
+            continue;
+        opened++;
+        struct broker_msg m;
+        read += broker_reader_next(r, 2000, &m) == 0 && m.seq == first + (uint64_t)(i % 100);
+        broker_reader_close(r); /* while the rest is on its way */
+    }
+    CHECK_INT(opened, ROUNDS);
+    CHECK_INT(read, ROUNDS);
+    CHECK_INT(consumers(NULL, 0), 0);
+}
+
 struct racer {
     int id;            /* thread index */
     uint64_t seqs[50]; /* publish: sequences acknowledged */
@@ -469,6 +656,63 @@ static void test_kv_semantics(void)
     CHECK(kv == NULL);
 }
 
+/* The listing as one comma-separated string, or "error". */
+static void keys_of(broker_kv *kv, char *out, size_t len)
+{
+    char **keys = NULL;
+    size_t n = 0;
+    if (broker_kv_keys(kv, 0, &keys, &n) != 0) {
+        snprintf(out, len, "error");
+        return;
+    }
+    size_t at = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && at < len; i++)
+        at += (size_t)snprintf(out + at, len - at, "%s%s", i ? "," : "", keys[i]);
+    free(keys);
+}
+
+/* Keys are listed, sorted, in one request: written ones appear, deleted
+ * ones (conditionally or not) disappear at once. */
+static void test_kv_keys(void)
+{
+    if (!fx.b)
+        return (void)test_failures++;
+    char bucket[80], err[256] = "", list[256];
+    snprintf(bucket, sizeof bucket, "%s_keys", fx.bucket);
+    broker_kv *kv = NULL;
+    CHECK_INT(broker_kv_open(fx.b, bucket, 60000, 1, &kv, err, sizeof err), 0);
+    if (!kv)
+        return;
+    keys_of(kv, list, sizeof list);
+    CHECK_STR(list, "");
+    uint64_t rb = 0, rc2 = 0, rb2 = 0;
+    CHECK_INT(broker_kv_create(kv, "w.b", "x", 1, &rb), 0);
+    CHECK_INT(broker_kv_create(kv, "a", "x", 1, NULL), 0);
+    CHECK_INT(broker_kv_create(kv, "w.c", "", 0, &rc2), 0);
+    keys_of(kv, list, sizeof list);
+    CHECK_STR(list, "a,w.b,w.c");
+    /* Updated: still one key. */
+    CHECK_INT(broker_kv_update(kv, "w.b", "y", 1, rb, &rb2), 0);
+    keys_of(kv, list, sizeof list);
+    CHECK_STR(list, "a,w.b,w.c");
+    /* A stale conditional delete leaves the key; the right one removes it. */
+    CHECK_INT(broker_kv_delete(kv, "w.b", rb), BROKER_ECONFLICT);
+    keys_of(kv, list, sizeof list);
+    CHECK_STR(list, "a,w.b,w.c");
+    CHECK_INT(broker_kv_delete(kv, "w.b", rb2), 0);
+    keys_of(kv, list, sizeof list);
+    CHECK_STR(list, "a,w.c");
+    CHECK_INT(broker_kv_delete(kv, "a", 0), 0);
+    keys_of(kv, list, sizeof list);
+    CHECK_STR(list, "w.c");
+    /* Created again after its deletion. */
+    CHECK_INT(broker_kv_create(kv, "w.b", "z", 1, NULL), 0);
+    keys_of(kv, list, sizeof list);
+    CHECK_STR(list, "w.b,w.c");
+    broker_kv_close(kv);
+}
+
 static broker_kv *race_kv;
 
 static void *kv_racer(void *arg)
@@ -546,6 +790,10 @@ static void test_kv_ttl(void)
     }
     CHECK(gone >= 900);
     CHECK(gone > 0 && gone < 6000);
+    /* An expired key is not listed either. */
+    char list[64];
+    keys_of(kv, list, sizeof list);
+    CHECK_STR(list, "");
     /* The expired revision no longer fences anything; the key is free. */
     CHECK_INT(broker_kv_update(kv, "lease", "w1", 2, r2, NULL), BROKER_ECONFLICT);
     CHECK_INT(broker_kv_create(kv, "lease", "w2", 2, NULL), 0);
@@ -818,6 +1066,8 @@ out:
 TEST_MAIN(TEST(test_setup), TEST(test_open_errors), TEST(test_ensure_stream_idempotent),
           TEST(test_publish_sequences), TEST(test_publish_duplicate),
           TEST(test_reader_order_and_start), TEST(test_reader_many),
-          TEST(test_publish_concurrent), TEST(test_kv_semantics), TEST(test_kv_create_race),
+          TEST(test_reader_consumer_lifecycle), TEST(test_reader_flow_control),
+          TEST(test_reader_close_under_load),
+          TEST(test_publish_concurrent), TEST(test_kv_semantics), TEST(test_kv_keys), TEST(test_kv_create_race),
           TEST(test_kv_ttl), TEST(test_outage_and_reconnect), TEST(test_cluster_failover),
           TEST(test_teardown))

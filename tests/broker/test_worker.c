@@ -2,13 +2,16 @@
  * run from the repository's root) and a temporary SQLite store: operations
  * published directly on the stream are applied once each, in order per
  * partition, by two workers sharing 8 partitions, one of which is abandoned
- * (as if killed) mid-stream. */
+ * (as if killed) mid-stream; and a worker joining one that owns every
+ * partition gets its half within a few seconds, never owning one at the same
+ * time as the other. */
 #include "broker/worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,19 +129,24 @@ static int wait_op(const char *op, struct payment_op_found *out, int patience_ms
     return -1;
 }
 
-static worker *start_worker(const char *id)
+static worker *start_worker_every(const char *id, int refresh_ms)
 {
     struct worker_config c = WORKER_CONFIG_INIT;
     c.broker_urls = fx.url;
     c.partitions = PARTITIONS;
     c.worker_id = id;
     c.lease_ttl_ms = TTL_MS;
-    c.refresh_ms = 250;
+    c.refresh_ms = refresh_ms;
     char err[256] = "";
     worker *w = worker_start(&c, fx.store, fx.v, &fx.log, err, sizeof err);
     if (!w)
         fprintf(stderr, "  %s\n", err);
     return w;
+}
+
+static worker *start_worker(const char *id)
+{
+    return start_worker_every(id, 250);
 }
 
 static void test_setup(void)
@@ -191,18 +199,24 @@ static void test_ordered_exactly_once_with_takeover(void)
         return;
     int published = 0;
     int64_t abandoned_at = 0;
-    for (int step = 0; step < STEPS; step++)
+    for (int step = 0; step < STEPS; step++) {
+        if (step == 2) {
+            /* a is abandoned mid-stream, once it has applied some: the rest
+             * of its partitions' operations, queued or to come, are left to
+             * b after a's leases expire. */
+            int64_t t0 = fixture_mono_ms();
+            while (worker_applied(fx.a) <= 50 && fixture_mono_ms() - t0 < PATIENCE_MS)
+                fixture_sleep_ms(5);
+            CHECK(worker_applied(fx.a) > 50);
+            worker_abandon(fx.a); /* its leases stay until they expire */
+            fx.a = NULL;
+            abandoned_at = fixture_mono_ms();
+        }
         for (int o = 0; o < ORGS; o++)
-            for (int k = 0; k < PAYMENTS_PER_ORG; k++) {
+            for (int k = 0; k < PAYMENTS_PER_ORG; k++)
                 published += publish_step(o, k, step) != 0;
-                if (!abandoned_at && step == 2 && worker_applied(fx.a) > 50) {
-                    worker_abandon(fx.a); /* its leases stay until they expire */
-                    fx.a = NULL;
-                    abandoned_at = fixture_mono_ms();
-                }
-            }
+    }
     CHECK_INT(published, OPS);
-    CHECK(abandoned_at != 0);
     int missing = 0, failed = 0, wrong = 0;
     for (int o = 0; o < ORGS; o++)
         for (int k = 0; k < PAYMENTS_PER_ORG; k++)
@@ -388,6 +402,121 @@ static void test_stop_releases(void)
     CHECK_INT(late, 0);
 }
 
+#define REBAL_K 0x40     /* the payment of each organisation the rebalance test writes */
+#define REBAL_STEPS 16   /* its create and patches, one round of all organisations apart */
+#define REBAL_ROUND_MS 100
+
+/* Publishes REBAL_STEPS rounds, one step of every organisation's payment
+ * REBAL_K per round; arg points to the count published. */
+static void *rebalance_publisher(void *arg)
+{
+    int *published = arg;
+    for (int step = 0; step < REBAL_STEPS; step++) {
+        for (int o = 0; o < ORGS; o++)
+            *published += publish_step(o, REBAL_K, step) != 0;
+        fixture_sleep_ms(REBAL_ROUND_MS);
+    }
+    return NULL;
+}
+
+/* Partitions that x and y were both seen to own at one instant: x owned p
+ * before and after y was seen owning it, with no new acquisition between. */
+static int owned_by_both(worker *x, worker *y)
+{
+    int both = 0;
+    for (uint32_t p = 0; p < PARTITIONS; p++) {
+        uint64_t e1 = 0, e2 = 0;
+        int a1 = worker_owns(x, p, &e1);
+        int b = worker_owns(y, p, NULL);
+        int a2 = worker_owns(x, p, &e2);
+        both += a1 && b && a2 && e1 == e2;
+    }
+    return both;
+}
+
+/* Whether x and y own half of the partitions each. */
+static int balanced(worker *x, worker *y)
+{
+    int nx = 0, ny = 0;
+    for (uint32_t p = 0; p < PARTITIONS; p++) {
+        int ox = worker_owns(x, p, NULL), oy = worker_owns(y, p, NULL);
+        if (ox == oy)
+            return 0;
+        nx += ox;
+        ny += oy;
+    }
+    return nx == PARTITIONS / 2 && ny == PARTITIONS / 2;
+}
+
+/* A worker joining one that owns every partition gets its half within a
+ * few seconds, while operations keep coming: no partition is ever owned by
+ * both, and every organisation's operations are applied once, in order. */
+static void test_rebalance_on_join(void)
+{
+    if (!fx.b2)
+        return;
+    worker_stop(fx.b2);
+    fx.b2 = NULL;
+    worker_stop(fx.a);
+    fx.a = NULL;
+    const int refresh_ms = 1000; /* the default */
+    worker *x = start_worker_every("worker-x", refresh_ms);
+    CHECK(x != NULL);
+    if (!x)
+        return;
+    int64_t t0 = fixture_mono_ms();
+    int all = 0;
+    while (!all && fixture_mono_ms() - t0 < 10000) {
+        all = 1;
+        for (uint32_t p = 0; p < PARTITIONS; p++)
+            all &= worker_owns(x, p, NULL);
+        fixture_sleep_ms(20);
+    }
+    CHECK(all);
+    int published = 0;
+    pthread_t pub;
+    int started = pthread_create(&pub, NULL, rebalance_publisher, &published) == 0;
+    CHECK(started);
+    fixture_sleep_ms(300); /* operations are flowing */
+    t0 = fixture_mono_ms();
+    worker *y = start_worker_every("worker-y", refresh_ms);
+    CHECK(y != NULL);
+    int64_t joined = fixture_mono_ms() - t0, balanced_ms = -1;
+    int both = 0;
+    while (y && fixture_mono_ms() - t0 < 15000) {
+        both += owned_by_both(x, y) + owned_by_both(y, x);
+        if (balanced_ms < 0 && balanced(x, y))
+            balanced_ms = fixture_mono_ms() - t0;
+        if (balanced_ms >= 0 && fixture_mono_ms() - t0 > balanced_ms + 1500)
+            break; /* and it stays so */
+        fixture_sleep_ms(1);
+    }
+    if (started)
+        pthread_join(pub, NULL);
+    fprintf(stderr, "  rebalance: joined in %" PRId64 " ms, balanced %" PRId64 " ms after the start\n",
+            joined, balanced_ms);
+    CHECK_INT(both, 0);
+    CHECK(balanced_ms >= 0 && balanced_ms < 3 * refresh_ms);
+    CHECK(y && balanced(x, y));
+    CHECK_INT(published, ORGS * REBAL_STEPS);
+    int missing = 0, wrong = 0;
+    for (int o = 0; o < ORGS; o++)
+        for (int step = 0; step < REBAL_STEPS; step++) {
+            char op[37];
+            op_id(o, REBAL_K, step, op);
+            struct payment_op_found f;
+            if (wait_op(op, &f, PATIENCE_MS) != 0)
+                missing++;
+            else if (strcmp(f.status, "succeeded") != 0 || f.version != step)
+                wrong++;
+        }
+    CHECK_INT(missing, 0);
+    CHECK_INT(wrong, 0);
+    CHECK(y && worker_applied(y) > 0);
+    worker_stop(x);
+    fx.b2 = y;
+}
+
 static void test_teardown(void)
 {
     worker_abandon(fx.a);
@@ -406,4 +535,4 @@ static void test_teardown(void)
 
 TEST_MAIN(TEST(test_setup), TEST(test_ordered_exactly_once_with_takeover),
           TEST(test_republished_skipped), TEST(test_failures_recorded),
-          TEST(test_stop_releases), TEST(test_teardown))
+          TEST(test_stop_releases), TEST(test_rebalance_on_join), TEST(test_teardown))
