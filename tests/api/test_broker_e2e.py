@@ -193,14 +193,18 @@ class Conn:
 def _write(conn, method, path, body, key, stats, retry_s=20.0):
     """Publishes one asynchronous write and returns its operation id.  503
     (broker failover) is retried with the same Idempotency-Key, hence the
-    same operation; anything else than 202 or 503 fails the test."""
+    same operation, as is 409 idempotency_key_in_use (a request the client
+    gave up on, reconnecting, is still being published: the retry is
+    answered from it once it is done); anything else than 202 fails the
+    test."""
     deadline = time.monotonic() + retry_s
     while True:
         st, j = conn.request(method, path, body, dict(ASYNC, **{"Idempotency-Key": key}))
         if st == 202:
             return j["data"]["id"]
-        if st == 503 and (j or {}).get("error_code") == "broker_unavailable" \
-                and time.monotonic() < deadline:
+        code = (j or {}).get("error_code")
+        if ((st == 503 and code == "broker_unavailable") or
+                (st == 409 and code == "idempotency_key_in_use")) and time.monotonic() < deadline:
             stats["503"] += 1
             time.sleep(0.1)
             continue
