@@ -726,8 +726,10 @@ static void async_submit(http_request *req, struct write_op *w, const char *kind
         json_decref(msg);
         msg = NULL;
     }
+    /* The key (as the client sent it) and its request's fingerprint. */
     if (msg && w->has_key &&
-        json_object_set_new(msg, "fingerprint", json_string(w->fingerprint)) != 0) {
+        (json_object_set_new(msg, "idempotency_key", json_string(w->key)) != 0 ||
+         json_object_set_new(msg, "fingerprint", json_string(w->fingerprint)) != 0)) {
         json_decref(msg);
         msg = NULL;
     }
