@@ -547,6 +547,22 @@ int broker_publish(broker *b, const char *subject, const char *msg_id, const voi
     return rc;
 }
 
+int broker_purge_below(broker *b, const char *stream, const char *subject, uint64_t below)
+{
+    if (!stream || !subject || below == 0)
+        return BROKER_EINTERNAL;
+    jsOptions jo;
+    natsStatus s = jsOptions_Init(&jo);
+    if (s != NATS_OK)
+        return BROKER_EINTERNAL;
+    jo.Wait = b->request_timeout_ms;
+    jo.Stream.Purge.Subject = subject;
+    jo.Stream.Purge.Sequence = below;
+    jsErrCode jerr = 0;
+    s = js_PurgeStream(b->js, stream, &jo, &jerr);
+    return s == NATS_OK ? BROKER_OK : broker_rc(s, jerr);
+}
+
 /* ---- Key-value bucket ----
  *
  * Writes are plain JetStream publishes on the bucket's subjects, with the

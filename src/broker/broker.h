@@ -105,6 +105,11 @@ int broker_ensure_stream(broker *b, const char *name, const char *subjects, int 
 int broker_publish(broker *b, const char *subject, const char *msg_id, const void *data,
                    size_t len, int timeout_ms, uint64_t *seq, int *duplicate);
 
+/* Deletes the messages of `subject` (no wildcards needed, but allowed) in
+ * stream `stream` whose sequence is below `below`; those at or above stay.
+ * Returns 0, or BROKER_EUNAVAILABLE / BROKER_EINTERNAL. */
+int broker_purge_below(broker *b, const char *stream, const char *subject, uint64_t below);
+
 /* ---- Key-value bucket with a time-to-live ----
  *
  * A key's value lives ttl_ms after its last write, then disappears (the

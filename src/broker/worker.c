@@ -31,6 +31,7 @@
 #define WORKER_MEMBERS "PAYMENTS_WORKERS"
 #define WORKER_RETRY_MS 100 /* pause before retrying a message the store did not take */
 #define WORKER_READ_MS 200  /* longest wait for a message before ownership is checked */
+#define WORKER_TRIM_REFRESHES 5 /* applied messages are trimmed from the stream this often */
 #define WORKER_TICK_MS 250  /* how often membership is looked at, at most */
 #define WORKER_ACQUIRE_MS 100 /* how often a wanted lease held by another is looked for */
 /* Longest wait for a listing: one that cannot be had (a cluster electing
@@ -452,6 +453,26 @@ static broker_reader *open_reader(struct part *pt)
     return r;
 }
 
+/* Deletes from the stream the partition's messages at or below its stored
+ * position.  None is read again (a reader starts after the position, and a
+ * republished operation is recognised by its id in the store, not in the
+ * stream), and without this the stream would keep every operation for
+ * ever.  Best effort: a failure leaves them for the next time. */
+static void trim_partition(struct part *pt)
+{
+    struct worker *w = pt->w;
+    uint64_t last = 0, fence = 0;
+    if (payment_store_partition_get(w->store, pt->p, &last, &fence) != PAYMENT_STORE_OK ||
+        last == 0)
+        return;
+    char subject[64];
+    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, pt->p);
+    int rc = broker_purge_below(w->b, WORKER_STREAM, subject, last + 1);
+    if (rc != 0)
+        log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": trim below %" PRIu64 ": %s", pt->p,
+                last + 1, broker_strerror(rc));
+}
+
 /* The partition's thread.  It is busy only while it applies a message:
  * waiting for the next one never holds up a release.  Its reader belongs to
  * one acquisition of the lease (epoch); after any other, it reads again
@@ -462,7 +483,15 @@ static void *part_main(void *arg)
     struct worker *w = pt->w;
     broker_reader *r = NULL;
     uint64_t epoch = 0;
+    const int64_t trim_us = (int64_t)WORKER_TRIM_REFRESHES * w->refresh_ms * 1000;
+    int64_t trimmed_us = clock_mono_us();
+    int untrimmed = 0; /* applied since the last trim */
     for (;;) {
+        if (untrimmed && clock_mono_us() - trimmed_us >= trim_us) {
+            trim_partition(pt);
+            trimmed_us = clock_mono_us();
+            untrimmed = 0;
+        }
         pthread_mutex_lock(&w->mu);
         while (!w->stopping && !pt->owned && !r)
             pthread_cond_wait(&w->cv, &w->mu);
@@ -481,6 +510,7 @@ static void *part_main(void *arg)
             r = open_reader(pt);
             if (!r)
                 worker_pause(w, WORKER_RETRY_MS);
+            untrimmed = 1; /* what earlier owners applied, once */
             continue;
         }
         struct broker_msg m;
@@ -498,6 +528,7 @@ static void *part_main(void *arg)
         pt->busy = go;
         pthread_mutex_unlock(&w->mu);
         int done = go && apply_message(pt, epoch, &m) == 0;
+        untrimmed |= done;
         pthread_mutex_lock(&w->mu);
         pt->busy = 0;
         pthread_cond_broadcast(&w->cv);

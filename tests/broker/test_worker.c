@@ -517,6 +517,40 @@ static void test_rebalance_on_join(void)
     fx.b2 = y;
 }
 
+/* Applied operations are trimmed from the stream: a reader from the start
+ * of a partition finds nothing at or below the store's position. */
+static void test_stream_trimmed(void)
+{
+    if (!fx.b2)
+        return;
+    int applied = 0, trimmed = 0;
+    int64_t t0 = fixture_mono_ms();
+    while (!trimmed && fixture_mono_ms() - t0 < 20000) {
+        trimmed = 1;
+        for (uint32_t p = 0; p < PARTITIONS && trimmed; p++) {
+            uint64_t last = 0, fence = 0;
+            CHECK_INT(payment_store_partition_get(fx.store, p, &last, &fence), 0);
+            applied |= last > 0;
+            char subject[64];
+            snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, p);
+            broker_reader *r = NULL;
+            if (broker_reader_open(fx.b, "PAYMENTS", subject, 1, &r) != 0) {
+                trimmed = 0;
+                break;
+            }
+            struct broker_msg m;
+            int rc = broker_reader_next(r, 100, &m);
+            if ((rc == 0 && m.seq <= last) || (rc != 0 && rc != BROKER_ETIMEDOUT))
+                trimmed = 0;
+            broker_reader_close(r);
+        }
+        if (!trimmed)
+            fixture_sleep_ms(500);
+    }
+    CHECK(applied);
+    CHECK(trimmed);
+}
+
 static void test_teardown(void)
 {
     worker_abandon(fx.a);
@@ -535,4 +569,5 @@ static void test_teardown(void)
 
 TEST_MAIN(TEST(test_setup), TEST(test_ordered_exactly_once_with_takeover),
           TEST(test_republished_skipped), TEST(test_failures_recorded),
-          TEST(test_stop_releases), TEST(test_rebalance_on_join), TEST(test_teardown))
+          TEST(test_stop_releases), TEST(test_rebalance_on_join), TEST(test_stream_trimmed),
+          TEST(test_teardown))
