@@ -149,6 +149,7 @@ struct prepared {
     char pid[UUID_STR_LEN + 1];
     char org[UUID_STR_LEN + 1];
     char msg[240];       /* kind NONE's message */
+    struct payment_idem idem; /* a keyed request's record, pointing into root */
 };
 
 static void prepared_free(struct prepared *pr)
@@ -310,6 +311,36 @@ static int prepare_update(struct worker *w, struct payment_apply *a, struct prep
     return n == 0 ? build_row(a, pr, created_ms, now) : 0;
 }
 
+/* A keyed request: its fingerprint, kept with the outcome to tell its
+ * retries from another request reusing the key, and its 202 answer, stored
+ * as the key's idempotency record with a successful write, so that the key
+ * decides once between this operation and a synchronous request. */
+static void prepare_idem(struct payment_apply *a, struct prepared *pr, int64_t now)
+{
+    const json_t *i = json_object_get(pr->root, "idempotency");
+    const char *scope = payment_doc_string(i, "scope");
+    const char *key = payment_doc_string(i, "key");
+    const char *fp = payment_doc_string(i, "fingerprint");
+    const char *loc = payment_doc_string(i, "location");
+    const json_t *body = json_object_get(i, "body");
+    if (!scope || !key || !*key || !fp || strlen(fp) != IDEM_FINGERPRINT_LEN || !loc ||
+        !json_is_string(body))
+        return;
+    a->fingerprint = fp;
+    pr->idem = (struct payment_idem){
+        .scope = scope,
+        .key = key,
+        .fingerprint = fp,
+        .status = 202,
+        .location = loc,
+        .etag = NULL,
+        .body = json_string_value(body),
+        .body_len = json_string_length(body),
+        .created_ms = now,
+    };
+    a->idem = &pr->idem;
+}
+
 /* Decodes the message into a (pr keeps what a borrows).  Returns 0, 1 when
  * the message carries no operation id and is to be skipped, or a store
  * error to retry on. */
@@ -335,11 +366,7 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
         return 1;
     }
     a->op_id = op;
-    /* A keyed request's fingerprint, kept with the outcome to tell its
-     * retries from another request reusing the key. */
-    const char *fp = payment_doc_string(pr->root, "fingerprint");
-    if (fp && strlen(fp) == IDEM_FINGERPRINT_LEN)
-        a->fingerprint = fp;
+    prepare_idem(a, pr, now);
     const char *kind = payment_doc_string(pr->root, "kind");
     const char *pid = payment_doc_string(pr->root, "payment_id");
     const char *org = payment_doc_string(pr->root, "organisation_id");

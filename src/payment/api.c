@@ -607,6 +607,8 @@ static int op_lookup(struct payment_api *api, const char *id, struct op_view *v,
         return OP_ESTORE;
     if (!api->ops)
         return OP_NONE;
+    if (!broker_connected(api->broker))
+        return OP_EBROKER; /* at once, rather than after the request timeout */
     char *value = NULL;
     size_t len = 0;
     int rc = broker_kv_get(api->ops, id, &value, &len, NULL);
@@ -684,12 +686,12 @@ static int async_replay(http_request *req, struct write_op *w)
     }
     switch (op_lookup(w->api, id, &v, &err)) {
     case OP_NONE:
+    case OP_EBROKER:
+        /* Nothing to replay, as far as can be seen: the store's unique
+         * idempotency record still lets the key decide once. */
         return 0;
     case OP_ESTORE:
         respond_store_error(req, err, -1);
-        return 1;
-    case OP_EBROKER:
-        http_respond_error(req, 503, "broker_unavailable", "the broker does not answer", NULL);
         return 1;
     default:
         break;
@@ -718,50 +720,73 @@ static void async_submit(http_request *req, struct write_op *w, const char *kind
         http_respond_error(req, 500, "internal_error", "internal error", NULL);
         return;
     }
-    json_t *msg = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "op", op, "kind", kind,
-                            "payment_id", pid, "organisation_id", org, "base_version",
-                            (json_int_t)base_version, "submitted_ms", (json_int_t)clock_now_ms());
-    char *text = NULL;
-    if (msg && data && json_object_set(msg, "data", data) != 0) {
-        json_decref(msg);
-        msg = NULL;
-    }
-    /* The key (as the client sent it) and its request's fingerprint. */
-    if (msg && w->has_key &&
-        (json_object_set_new(msg, "idempotency_key", json_string(w->key)) != 0 ||
-         json_object_set_new(msg, "fingerprint", json_string(w->fingerprint)) != 0)) {
-        json_decref(msg);
-        msg = NULL;
-    }
-    if (msg)
-        text = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
-    if (!text) {
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
-    snprintf(subject, sizeof subject, "payments.cmd.%u", partition_of(org, api->partitions));
-    int rc = broker_publish(api->broker, subject, op, text, strlen(text), ASYNC_PUBLISH_MS, NULL,
-                            NULL);
-    free(text);
-    if (rc != BROKER_OK) {
-        http_respond_error(req, 503, "broker_unavailable",
-                           "the broker did not acknowledge the operation; retry later", NULL);
-        return;
-    }
-    /* Marks the operation pending for GET /v1/operations until a worker
-     * records its outcome; a failure here only delays what GET shows. */
-    char value[256];
-    int n = snprintf(value, sizeof value,
-                     "{\"payment_id\":\"%s\",\"organisation_id\":\"%s\",\"fingerprint\":\"%s\"}",
-                     pid, org, w->has_key ? w->fingerprint : "");
-    rc = broker_kv_create(api->ops, op, value, (size_t)n, NULL);
-    (void)rc; /* EEXISTS: a retry of the same operation */
+    /* The answer, made first: a keyed operation carries it, as the
+     * idempotency record its worker stores with a successful write. */
     struct op_view v = {.applied = 0};
     snprintf(v.f.status, sizeof v.f.status, "pending");
     snprintf(v.f.payment_id, sizeof v.f.payment_id, "%s", pid);
     snprintf(v.f.organisation_id, sizeof v.f.organisation_id, "%s", org);
-    respond_accepted(req, api, op, &v);
+    struct buf body = BUF_INIT, loc = BUF_INIT;
+    buf_printf(&loc, "%s/v1/operations/%s", api->public_url, op);
+    op_render(&body, api, op, &v);
+    json_t *msg = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "op", op, "kind", kind,
+                            "payment_id", pid, "organisation_id", org, "base_version",
+                            (json_int_t)base_version, "submitted_ms", (json_int_t)clock_now_ms());
+    if (msg && data && json_object_set(msg, "data", data) != 0) {
+        json_decref(msg);
+        msg = NULL;
+    }
+    if (msg && w->has_key && !buf_failed(&body) && !buf_failed(&loc) &&
+        json_object_set_new(msg, "idempotency",
+                            json_pack("{s:s, s:s, s:s, s:s, s:s%}", "scope", w->scope, "key",
+                                      w->key, "fingerprint", w->fingerprint, "location", loc.data,
+                                      "body", body.data, body.len)) != 0) {
+        json_decref(msg);
+        msg = NULL;
+    }
+    char *text = msg && !buf_failed(&body) && !buf_failed(&loc) ? json_dumps(msg, JSON_COMPACT)
+                                                                 : NULL;
+    json_decref(msg);
+    if (!text) {
+        buf_free(&body);
+        buf_free(&loc);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    snprintf(subject, sizeof subject, "payments.cmd.%u", partition_of(org, api->partitions));
+    int duplicate = 0;
+    int rc = broker_publish(api->broker, subject, op, text, strlen(text), ASYNC_PUBLISH_MS, NULL,
+                            &duplicate);
+    free(text);
+    if (rc == BROKER_OK && !duplicate) {
+        /* Marks the operation pending for GET /v1/operations until a
+         * worker records its outcome.  EEXISTS: the same operation id was
+         * published before, past the stream's duplicate window. */
+        char value[256];
+        int n = snprintf(value, sizeof value,
+                         "{\"payment_id\":\"%s\",\"organisation_id\":\"%s\",\"fingerprint\":\"%s\"}",
+                         pid, org, w->has_key ? w->fingerprint : "");
+        rc = broker_kv_create(api->ops, op, value, (size_t)n, NULL);
+        if (rc == BROKER_EEXISTS)
+            duplicate = 1;
+        rc = BROKER_OK; /* else a failure only delays what GET shows */
+    }
+    if (rc != BROKER_OK) {
+        http_respond_error(req, 503, "broker_unavailable",
+                           "the broker did not acknowledge the operation; retry later", NULL);
+    } else if (duplicate) {
+        /* Another request with this key made the operation: its answer, or
+         * 422 for another request, or 409 until it can be seen. */
+        if (!async_replay(req, w))
+            http_respond_error(req, 409, "idempotency_key_in_use",
+                               "another request with this Idempotency-Key is being processed",
+                               NULL);
+    } else {
+        http_request_add_header(req, "Location", loc.data);
+        http_respond_buf(req, 202, &body);
+    }
+    buf_free(&body);
+    buf_free(&loc);
 }
 
 static void payments_create(http_request *req, void *ctx)

@@ -169,9 +169,12 @@ void payment_store_idem_purge(payment_store *s, int64_t before_ms);
  * steps, ordered and conditioned to that end: see store_mongo.c for how,
  * and for the one race a stale lease holder can still win there.
  *
- * An asynchronous write's Idempotency-Key is answered from its operation's
- * outcome (the operation id is derived from the key, and the outcome keeps
- * the request's fingerprint), so apply writes no idempotency record. */
+ * An asynchronous write's Idempotency-Key is recorded twice: its request's
+ * fingerprint with the outcome (a retry is answered from the operation,
+ * whose id is derived from the key), and, with a successful write, its
+ * idempotency record (the 202 answer) stored atomically with the write, so
+ * that the key decides once between an asynchronous request and a
+ * synchronous one using it. */
 
 enum payment_apply_kind {
     PAYMENT_APPLY_NONE,   /* no write: record the failure the worker decided */
@@ -192,6 +195,7 @@ struct payment_apply {
     const char *organisation_id;      /* recorded; NULL: row->organisation_id */
     int64_t expected_version;         /* update, delete; -1 unconditional delete */
     const char *fingerprint;          /* idem_fingerprint of a keyed request, else NULL */
+    const struct payment_idem *idem;  /* stored with a successful write, or NULL */
     const char *error_code;           /* kind NONE: the failure, e.g. "validation_failed" */
     const char *error_message;        /* kind NONE: its message */
     int64_t applied_ms;               /* when, ms since epoch */
@@ -204,7 +208,9 @@ struct payment_apply {
  * write as create/update/delete do, records the outcome under op_id
  * ("succeeded" with the resulting version; or "failed" with not_found,
  * version_conflict and the current version, duplicate_id,
- * or kind NONE's error) with a->fingerprint and moves the partition to
+ * idempotency_key_in_use when a->idem's (scope, key) is already recorded,
+ * the write then not made, or kind NONE's error) with a->fingerprint,
+ * stores a->idem with a successful write, and moves the partition to
  * (a->seq, a->fence); done then gets PAYMENT_STORE_OK whatever the outcome.
  * An op_id already recorded (a republished command) gives ESKIPPED but still
  * moves the partition.  Else EUNAVAILABLE or EINTERNAL, nothing done.

@@ -400,7 +400,7 @@ static bool mongo_append_entry(bson_t *b, const char *key, const struct mongo_ma
 }
 
 /* {$push: {idem: record, ops: {$each: [entry], $slice: -KEEP}}} into update
- * b, with what there is (a write has a record or a mark, never both). */
+ * b, with what there is (a broker operation's write may have both). */
 static bool mongo_append_push(bson_t *b, const struct payment_idem *idem, const char *sk,
                               const struct mongo_mark *mark)
 {
@@ -1131,15 +1131,20 @@ static void *mongo_writes_main(void *arg)
  *     an outcome, the operation is known (republished): on to step 5, then
  *     ESKIPPED.  A fence above ours: EFENCED.
  *  3. payment write: one conditional single-document write that also sets
- *     the payment's fence to ours and pushes {id: op, v: version} to its
- *     ops.  An update or delete is filtered on {version, deleted: false,
- *     ops.id != op, fence not above ours}; when it matches nothing, a
- *     findAndModify raises the payment's fence to ours (unless above:
- *     EFENCED) and the outcome is decided from what it returns: ops holding
- *     op is "succeeded" with its v (an earlier attempt's write, recognised
- *     instead of repeated), else not_found, version_conflict, or a retry.  A
- *     create inserts a document holding both; a duplicate _id reads it:
- *     ops holding op is "succeeded", else duplicate_id.
+ *     the payment's fence to ours, pushes {id: op, v: version} to its ops
+ *     and, with a key, pushes the idempotency record to its idem (as the
+ *     synchronous writes do).  An update or delete is filtered on {version,
+ *     deleted: false, ops.id != op, idem.sk != key, fence not above ours};
+ *     when it matches nothing, or the idem index refuses the key (another
+ *     payment holds it: nothing written), a findAndModify raises the
+ *     payment's fence to ours (unless above: EFENCED) and the outcome is
+ *     decided from what it returns: ops holding op is "succeeded" with its
+ *     v (an earlier attempt's write, recognised instead of repeated), else
+ *     not_found, version_conflict, idempotency_key_in_use (refused, or its
+ *     idem holds the key), or a retry.  A create inserts a document holding
+ *     the mark and the record; a duplicate _id or key reads the id: ops
+ *     holding op is "succeeded", another document duplicate_id, none
+ *     idempotency_key_in_use.
  *  4. record: the outcome document gets the outcome, only while it holds
  *     our claim (our fence, no status; upserted if it was purged).
  *  5. advance: the partition's document gets (max(last_seq, seq), our
@@ -1175,8 +1180,13 @@ static void *mongo_writes_main(void *arg)
  *    (A payment is one organisation's, so one partition's: its fence only
  *    ever meets the leases of that partition.)
  *  - Positions never move back nor to an older fence: step 5's filter.
- *  - The outcome keeps the request's fingerprint; apply writes no
- *    idempotency record.
+ *  - An idempotency record exists exactly when its operation's payment
+ *    write does: it is pushed in that write, which the unique idem index
+ *    (or the filter, within one payment) refuses whole when the key is
+ *    held, by a synchronous write or another operation.  So a write that
+ *    carried op in ops carried the record too, and recognising op there
+ *    on redelivery ("succeeded") needs no look at the record; a failure
+ *    stores none.  The outcome keeps the request's fingerprint.
  *
  * What this cannot do without a transaction: an update or delete decided
  * not_found raises no fence (there is no document), so a stale holder
@@ -1285,6 +1295,10 @@ static void mongo_outcome_failed(struct mongo_op *op, int err, int64_t current)
         op->outcome.error_code = "version_conflict";
         op->outcome.message = "the payment has changed since that version; fetch it and retry";
         op->outcome.version = current;
+        break;
+    case PAYMENT_STORE_EIDEMPOTENT:
+        op->outcome.error_code = "idempotency_key_in_use";
+        op->outcome.message = "another request with this Idempotency-Key is being processed";
         break;
     default: /* EDUPLICATE */
         op->outcome.error_code = "duplicate_id";
@@ -1524,11 +1538,12 @@ static int mongo_apply_fam(mongoc_collection_t *coll, const bson_t *query, const
     return err;
 }
 
-/* Step 3's write of an update or delete: when the payment is live, at the
- * expected version, without op in ops and not fenced above us.  Sets
- * *version (the resulting one) when it matched, else -1.  An update knows
- * its version; a delete, possibly unconditional, reads its tombstone's
- * (final) in the same findAndModify. */
+/* Step 3's write of an update or delete, with op's record when it has one:
+ * when the payment is live, at the expected version, without op in ops,
+ * without op's key and not fenced above us.  Sets *version (the resulting
+ * one) when it matched, else -1.  EIDEMPOTENT: another payment holds the key
+ * (nothing written).  An update knows its version; a delete, possibly
+ * unconditional, reads its tombstone's (final) in the same findAndModify. */
 static int mongo_apply_cas(mongoc_collection_t *coll, const struct mongo_op *op, int64_t *version)
 {
     const struct payment_apply *a = &op->apply;
@@ -1542,10 +1557,13 @@ static int mongo_apply_cas(mongoc_collection_t *coll, const struct mongo_op *op,
               BSON_APPEND_UTF8(&ne, "$ne", a->op_id) && bson_append_document_end(&query, &ne) &&
               mongo_append_not_above(&query, MONGO_F_FENCE, (int64_t)a->fence) &&
               BSON_APPEND_INT32(&proj, "version", 1);
+    if (ok && op->sk)
+        ok = BSON_APPEND_DOCUMENT_BEGIN(&query, MONGO_F_IDEM ".sk", &ne) &&
+             BSON_APPEND_UTF8(&ne, "$ne", op->sk) && bson_append_document_end(&query, &ne);
     if (ok)
         ok = a->kind == PAYMENT_APPLY_UPDATE
-                 ? mongo_build_update(&update, &op->row, NULL, NULL, mongo_op_mark(op, &mark))
-                 : mongo_build_tombstone(&update, NULL, NULL, mongo_op_mark(op, &mark));
+                 ? mongo_build_update(&update, &op->row, op->idem, op->sk, mongo_op_mark(op, &mark))
+                 : mongo_build_tombstone(&update, op->idem, op->sk, mongo_op_mark(op, &mark));
     int err = PAYMENT_STORE_EINTERNAL, found = 0;
     *version = -1;
     if (ok && a->kind == PAYMENT_APPLY_UPDATE) {
@@ -1575,9 +1593,9 @@ static int mongo_apply_cas(mongoc_collection_t *coll, const struct mongo_op *op,
 }
 
 /* After step 3's write matched nothing: raises the payment's fence to ours
- * and returns its state in out (*found), so that no older holder can write
- * it after this decision.  EFENCED when a newer one did; *found 0 when there
- * is no such payment. */
+ * and returns its state (version, deleted, ops, the records' sk) in out
+ * (*found), so that no older holder can write it after this decision.
+ * EFENCED when a newer one did; *found 0 when there is no such payment. */
 static int mongo_apply_fence(mongoc_collection_t *coll, const struct mongo_op *op, bson_t *out,
                              int *found)
 {
@@ -1588,7 +1606,8 @@ static int mongo_apply_fence(mongoc_collection_t *coll, const struct mongo_op *o
               BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set) &&
               BSON_APPEND_INT64(&set, MONGO_F_FENCE, (int64_t)a->fence) &&
               bson_append_document_end(&update, &set) && BSON_APPEND_INT32(&proj, "version", 1) &&
-              BSON_APPEND_INT32(&proj, "deleted", 1) && BSON_APPEND_INT32(&proj, MONGO_F_OPS, 1);
+              BSON_APPEND_INT32(&proj, "deleted", 1) && BSON_APPEND_INT32(&proj, MONGO_F_OPS, 1) &&
+              (!op->sk || BSON_APPEND_INT32(&proj, MONGO_F_IDEM ".sk", 1));
     int err = ok ? mongo_apply_fam(coll, &query, &update, &proj, out, found)
                  : PAYMENT_STORE_EINTERNAL;
     if (err == PAYMENT_STORE_OK && !*found) {
@@ -1611,8 +1630,10 @@ static int mongo_apply_fence(mongoc_collection_t *coll, const struct mongo_op *o
     return err;
 }
 
-/* Step 3 for an update or delete: the write, and only when it matched
- * nothing, the decision on the fenced payment.  The payment changing
+/* Step 3 for an update or delete: the write, and only when it wrote
+ * nothing, the decision on the fenced payment, in the embedded store's
+ * order: gone, other version, then the key held (by another payment: the
+ * write's duplicate key; by this one: its records).  The payment changing
  * between the two (it reached the expected version) is tried again. */
 static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
 {
@@ -1626,9 +1647,10 @@ static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
             op->err = 1;
             return;
         }
+        int taken = err == PAYMENT_STORE_EIDEMPOTENT;
         bson_t doc;
         int found = 0;
-        if (err == PAYMENT_STORE_OK)
+        if (err == PAYMENT_STORE_OK || taken)
             err = mongo_apply_fence(coll, op, &doc, &found);
         if (err != PAYMENT_STORE_OK) {
             op->err = err;
@@ -1649,6 +1671,8 @@ static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
             mongo_outcome_failed(op, PAYMENT_STORE_ENOTFOUND, -1);
         else if (a->expected_version >= 0 && current != a->expected_version)
             mongo_outcome_failed(op, PAYMENT_STORE_ECONFLICT, current);
+        else if (taken || mongo_holds_sk(&doc, op->sk))
+            mongo_outcome_failed(op, PAYMENT_STORE_EIDEMPOTENT, -1);
         else
             decided = 0;
         bson_destroy(&doc);
@@ -1659,9 +1683,13 @@ static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
     }
 }
 
-/* Step 3 for a create whose _id exists: an earlier attempt's (it holds
- * op), or another payment's. */
-static void mongo_apply_duplicate(mongoc_collection_t *coll, struct mongo_op *op)
+/* Step 3 for a create the insert refused: refused is EDUPLICATE (its _id
+ * exists) or EIDEMPOTENT (its key is held; MongoDB names one index of those
+ * that refuse it).  A document with the id is an earlier attempt's (it holds
+ * op; that insert held the record too) or another payment's, which comes
+ * before the key as in the embedded store; without one, another payment
+ * holds the key. */
+static void mongo_apply_duplicate(mongoc_collection_t *coll, struct mongo_op *op, int refused)
 {
     bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, doc;
     int err = BSON_APPEND_UTF8(&filter, "_id", op->row.id) &&
@@ -1676,6 +1704,9 @@ static void mongo_apply_duplicate(mongoc_collection_t *coll, struct mongo_op *op
         else
             mongo_outcome_failed(op, PAYMENT_STORE_EDUPLICATE, -1);
         bson_destroy(&doc);
+        err = 1;
+    } else if (err == PAYMENT_STORE_ENOTFOUND && refused == PAYMENT_STORE_EIDEMPOTENT) {
+        mongo_outcome_failed(op, PAYMENT_STORE_EIDEMPOTENT, -1);
         err = 1;
     } else if (err == PAYMENT_STORE_ENOTFOUND) {
         err = PAYMENT_STORE_EINTERNAL; /* ids are never removed */
@@ -1722,8 +1753,9 @@ static void mongo_apply_writes(struct mongo_store *st, mongoc_client_t *client,
         if (op->err == PAYMENT_STORE_OK) {
             mongo_outcome_ok(op, 0);
             op->err = 1;
-        } else if (op->err == PAYMENT_STORE_EDUPLICATE) {
-            mongo_apply_duplicate(coll, op);
+        } else if (op->err == PAYMENT_STORE_EDUPLICATE ||
+                   op->err == PAYMENT_STORE_EIDEMPOTENT) {
+            mongo_apply_duplicate(coll, op, op->err);
         }
     }
     mongoc_collection_destroy(coll);
@@ -2008,13 +2040,19 @@ static void mongo_apply(payment_store *s, const struct payment_apply *a,
         ok = 0;
         break;
     }
-    if (ok && a->row) {
-        op->row = *a->row;
-        ok = a->kind == PAYMENT_APPLY_NONE || mongo_op_bytes(op) <= MONGO_DOC_MAX;
-    }
     if (!ok) {
         mongo_reject(op, PAYMENT_STORE_EINTERNAL);
         return;
+    }
+    /* Kind NONE writes nothing, so it stores no record. */
+    if (a->kind != PAYMENT_APPLY_NONE && !mongo_op_idem(op, a->idem))
+        return;
+    if (a->row) {
+        op->row = *a->row;
+        if (a->kind != PAYMENT_APPLY_NONE && mongo_op_bytes(op) > MONGO_DOC_MAX) {
+            mongo_reject(op, PAYMENT_STORE_EINTERNAL);
+            return;
+        }
     }
     if (a->kind == PAYMENT_APPLY_DELETE)
         memcpy(op->row.id, a->payment_id, strlen(a->payment_id) + 1);

@@ -128,6 +128,9 @@ enum sqlite_wstmt {
     W_IDEM_INSERT,
     W_IDEM_PURGE,
     W_OP_PURGE,
+    W_SAVEPOINT_WRITE,
+    W_RELEASE_WRITE,
+    W_ROLLBACK_TO_WRITE,
     W_PART_GET,
     W_PART_PUT,
     W_OP_EXISTS,
@@ -158,6 +161,10 @@ static const char *const sqlite_wsql[W_COUNT] = {
                       " body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE created_ms < ?1",
     [W_OP_PURGE] = "DELETE FROM operations WHERE applied_ms < ?1",
+    /* Inside an apply's savepoint: undoes its payment write alone. */
+    [W_SAVEPOINT_WRITE] = "SAVEPOINT apply_write",
+    [W_RELEASE_WRITE] = "RELEASE apply_write",
+    [W_ROLLBACK_TO_WRITE] = "ROLLBACK TO apply_write",
     [W_PART_GET] = "SELECT last_seq, fence FROM partitions WHERE partition = ?1",
     [W_PART_PUT] = "INSERT INTO partitions (partition, last_seq, fence) VALUES (?1, ?2, ?3)"
                    " ON CONFLICT (partition) DO UPDATE SET last_seq = excluded.last_seq,"
@@ -520,15 +527,29 @@ static int sqlite_apply_deleted_version(struct sqlite_store *st, struct sqlite_o
     return rc;
 }
 
-/* The payment write of op; op->err is the write's result. */
+/* The payment write of op, in a savepoint of its own so that an idempotency
+ * key already recorded undoes it alone; op->err is the write's result. */
 static int sqlite_apply_write(struct sqlite_store *st, struct sqlite_op *op)
 {
+    int rc = sqlite_stmt_run(st->w[W_SAVEPOINT_WRITE]);
+    if (rc != SQLITE_OK)
+        return rc;
     switch (op->apply.kind) {
-    case PAYMENT_APPLY_CREATE: return sqlite_op_create(st, op);
-    case PAYMENT_APPLY_UPDATE: return sqlite_op_update(st, op);
-    case PAYMENT_APPLY_DELETE: return sqlite_op_delete(st, op);
-    default: return SQLITE_MISUSE; /* NONE never gets here */
+    case PAYMENT_APPLY_CREATE: rc = sqlite_op_create(st, op); break;
+    case PAYMENT_APPLY_UPDATE: rc = sqlite_op_update(st, op); break;
+    case PAYMENT_APPLY_DELETE: rc = sqlite_op_delete(st, op); break;
+    default: rc = SQLITE_MISUSE; break; /* NONE never gets here */
     }
+    if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK && op->idem)
+        rc = sqlite_op_idem(st, op);
+    if (rc != SQLITE_OK)
+        return rc; /* the caller's savepoint undoes everything */
+    if (op->err == PAYMENT_STORE_EIDEMPOTENT) {
+        rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO_WRITE]);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return sqlite_stmt_run(st->w[W_RELEASE_WRITE]);
 }
 
 /* What the synchronous API would have answered, as a recorded outcome. */
@@ -559,6 +580,10 @@ static int sqlite_apply_outcome(struct sqlite_store *st, struct sqlite_op *op,
     case PAYMENT_STORE_EDUPLICATE:
         out->error_code = "duplicate_id";
         out->message = "a payment with this id exists or existed";
+        return SQLITE_OK;
+    case PAYMENT_STORE_EIDEMPOTENT:
+        out->error_code = "idempotency_key_in_use";
+        out->message = "another request with this Idempotency-Key is being processed";
         return SQLITE_OK;
     default:
         return SQLITE_MISUSE; /* no other result is decided by the write */
@@ -861,6 +886,7 @@ static void sqlite_apply(payment_store *s, const struct payment_apply *a,
     if (!op)
         return;
     op->apply = *a;
+    op->idem = a->idem;
     op->expected_version = a->expected_version;
     int ok = a->op_id && a->seq >= 1 && a->seq <= INT64_MAX && a->fence <= INT64_MAX;
     switch (ok ? a->kind : PAYMENT_APPLY_NONE) {

@@ -502,14 +502,16 @@ def duplicate_and_failed(t):
             eq([(p["id"], p["version"]) for p in j["data"]], [(pid, 0)],
                "payments after the same create twice")
             # Once applied, a retry with the key, asynchronous or not, is
-            # answered from the operation: a replayed 202 with its outcome.
+            # answered with the first answer: the 202 of the same operation,
+            # stored by the worker with the payment as the key's record.
             for hdrs, what in ((dict(ASYNC, **{"Idempotency-Key": key}), "asynchronous"),
                                ({"Idempotency-Key": key}, "synchronous")):
                 st, j, h = conn.request_full("POST", "/v1/payments", body, hdrs)
                 expect_status_j(st, j, 202, "%s retry of an applied keyed create" % what)
-                eq((j["data"]["id"], j["data"]["status"], j["data"].get("version")),
-                   (op1, "succeeded", 0), "%s replay of the applied operation" % what)
+                eq((j["data"]["id"], j["data"]["payment_id"]), (op1, pid),
+                   "%s replay of the applied operation" % what)
                 eq(h.get("idempotent-replayed"), "true", "%s replay header" % what)
+                eq(h.get("location"), "/v1/operations/%s" % op1, "%s replay Location" % what)
             other = payment(org=org, pid=new_id(), reference="other")
             st, j = conn.request("POST", "/v1/payments", other,
                                  dict(ASYNC, **{"Idempotency-Key": key}))

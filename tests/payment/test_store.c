@@ -1552,10 +1552,70 @@ static void case_apply(struct fixture *fx)
     CHECK_POSITION(s, 3, 8, 7);
 }
 
-/* A keyed request's fingerprint is kept with its outcome, succeeded or
- * failed; outcomes are purged by age with the idempotency records, and
- * apply writes no idempotency record. */
+/* An idempotency record is stored with a successful apply; a key already
+ * recorded fails the operation, whose write then does not happen. */
 static void case_apply_idem(struct fixture *fx)
+{
+    payment_store *s = fx->s;
+    struct pay p, q;
+    pay_init(&p, 1, 1, "GBP", "1", "", 10);
+    pay_init(&q, 2, 1, "GBP", "2", "", 20);
+    struct rec r1, r2;
+    rec_init(&r1, "key-a", "k1", 1, 100, 0);
+    rec_init(&r2, "key-a", "k1", 2, 200, 0);
+    struct payment_apply a;
+    apply_init(&a, "op-1", 0, 1, 1, PAYMENT_APPLY_CREATE);
+    a.row = &p.row;
+    a.idem = &r1.idem;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-1", "succeeded", "", 0, 0, 1, p.row.id);
+    CHECK_REC(s, &r1);
+    apply_init(&a, "op-2", 0, 2, 1, PAYMENT_APPLY_CREATE);
+    a.row = &q.row;
+    a.idem = &r2.idem;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-2", "failed", "idempotency_key_in_use", -1, 0, 2, q.row.id);
+    check_gone(s, q.row.id);
+    CHECK_REC(s, &r1);
+    CHECK_POSITION(s, 0, 2, 1);
+    /* A failed write stores no record. */
+    struct rec r3;
+    rec_init(&r3, "key-a", "k3", 3, 300, 1);
+    apply_init(&a, "op-3", 0, 3, 1, PAYMENT_APPLY_CREATE);
+    a.row = &p.row;
+    a.idem = &r3.idem;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-3", "failed", "duplicate_id", -1, 0, 3, p.row.id);
+    CHECK_NO_REC(s, "key-a", "k3");
+    /* A key a synchronous write recorded first: the operation fails, an
+     * update and a delete alike, and the payment is left as it was. */
+    struct rec r4;
+    rec_init(&r4, "key-a", "k4", 4, 400, 0);
+    struct pay q2;
+    pay_init(&q2, 3, 1, "GBP", "3", "", 30);
+    CHECK_INT(sync_create_idem(s, &q2.row, &r4.idem, NULL), PAYMENT_STORE_OK);
+    struct pay p1 = p;
+    pay_set_version(&p1, 1, "async");
+    apply_init(&a, "op-4", 0, 4, 1, PAYMENT_APPLY_UPDATE);
+    a.row = &p1.row;
+    a.expected_version = 0;
+    a.idem = &r4.idem;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-4", "failed", "idempotency_key_in_use", -1, 0, 4, p.row.id);
+    check_doc(s, &p, 0);
+    apply_init(&a, "op-5", 0, 5, 1, PAYMENT_APPLY_DELETE);
+    a.payment_id = p.row.id;
+    a.idem = &r4.idem;
+    CHECK_INT(sync_apply(s, &a), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-5", "failed", "idempotency_key_in_use", -1, 0, 5, p.row.id);
+    check_doc(s, &p, 0);
+    CHECK_REC(s, &r4);
+    CHECK_POSITION(s, 0, 5, 1);
+}
+
+/* A keyed request's fingerprint is kept with its outcome, succeeded or
+ * failed; outcomes are purged by age with the idempotency records. */
+static void case_apply_fingerprint(struct fixture *fx)
 {
     payment_store *s = fx->s;
     struct pay p;
@@ -1813,6 +1873,7 @@ SQLITE_CASE(idem_reopen)
 SQLITE_CASE(idem_concurrent)
 SQLITE_CASE(apply)
 SQLITE_CASE(apply_idem)
+SQLITE_CASE(apply_fingerprint)
 SQLITE_CASE(apply_reopen)
 SQLITE_CASE(apply_concurrent)
 
@@ -1972,6 +2033,7 @@ MONGO_CASE(idem_concurrent)
 
 MONGO_CASE(apply)
 MONGO_CASE(apply_idem)
+MONGO_CASE(apply_fingerprint)
 MONGO_CASE(apply_reopen)
 MONGO_CASE(apply_concurrent)
 
@@ -2573,7 +2635,7 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(sqlite_concurrent_updates), TEST(sqlite_reads_do_not_wait),
           TEST(sqlite_idem_reuse), TEST(sqlite_idem_failed_writes),
           TEST(sqlite_idem_update_delete), TEST(sqlite_idem_purge), TEST(sqlite_idem_reopen),
-          TEST(sqlite_idem_concurrent), TEST(sqlite_apply), TEST(sqlite_apply_idem),
+          TEST(sqlite_idem_concurrent), TEST(sqlite_apply), TEST(sqlite_apply_idem), TEST(sqlite_apply_fingerprint),
           TEST(sqlite_apply_reopen), TEST(sqlite_apply_concurrent),
           TEST(mongo_open_errors), TEST(mongo_open_unreachable), TEST(mongo_wait_for_store),
           TEST(mongo_ping), TEST(mongo_create_get), TEST(mongo_duplicate), TEST(mongo_update),
@@ -2582,6 +2644,6 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_concurrent_updates), TEST(mongo_idem_reuse), TEST(mongo_idem_failed_writes),
           TEST(mongo_idem_update_delete), TEST(mongo_idem_purge), TEST(mongo_idem_reopen),
           TEST(mongo_idem_concurrent), TEST(mongo_layout), TEST(mongo_collection),
-          TEST(mongo_write_concern), TEST(mongo_apply), TEST(mongo_apply_idem),
+          TEST(mongo_write_concern), TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
           TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent),
           TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout))
