@@ -297,6 +297,13 @@ static void request_begin(http_request *req)
 {
     const struct http_server_config *cfg = &req->server->cfg;
     struct http_match m;
+    /* Stopping: a request on a kept-alive connection is not started (a
+     * write parked now could outlive the wait for parked writes). */
+    if (atomic_load(&req->server->draining)) {
+        http_request_add_header(req, "Connection", "close");
+        set_early(req, 503, "shutting_down", "the server is shutting down; retry");
+        return;
+    }
     if (!request_headers_sane(req))
         return;
     int rc = http_router_match(cfg->routes, cfg->n_routes, req->method, req->path, &m);
