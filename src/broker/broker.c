@@ -547,22 +547,6 @@ int broker_publish(broker *b, const char *subject, const char *msg_id, const voi
     return rc;
 }
 
-int broker_purge_below(broker *b, const char *stream, const char *subject, uint64_t below)
-{
-    if (!stream || !subject || below == 0)
-        return BROKER_EINTERNAL;
-    jsOptions jo;
-    natsStatus s = jsOptions_Init(&jo);
-    if (s != NATS_OK)
-        return BROKER_EINTERNAL;
-    jo.Wait = b->request_timeout_ms;
-    jo.Stream.Purge.Subject = subject;
-    jo.Stream.Purge.Sequence = below;
-    jsErrCode jerr = 0;
-    s = js_PurgeStream(b->js, stream, &jo, &jerr);
-    return s == NATS_OK ? BROKER_OK : broker_rc(s, jerr);
-}
-
 /* ---- Key-value bucket ----
  *
  * Writes are plain JetStream publishes on the bucket's subjects, with the
@@ -844,19 +828,17 @@ int broker_kv_get(broker_kv *kv, const char *key, char **value, size_t *len,
     return BROKER_OK;
 }
 
-/* Purges key's subject in the bucket's stream: its messages of sequence
- * below `below`, or all of them when below is 0.  0 or an error. */
-static int broker_kv_purge(broker_kv *kv, const char *key, uint64_t below)
+/* Purges subject in stream: its messages of sequence below `below`, or all
+ * of them when below is 0.  0 or an error. */
+static int broker_stream_purge(broker *b, const char *stream, const char *subject,
+                               uint64_t below)
 {
-    char *subject = broker_concat(kv->prefix, key);
-    if (!subject)
-        return BROKER_EINTERNAL;
-    int64_t deadline = nats_Now() + kv->b->request_timeout_ms;
+    int64_t deadline = nats_Now() + b->request_timeout_ms;
     jsErrCode jerr;
     natsStatus s;
     for (;;) {
         jerr = 0;
-        s = broker_connected(kv->b) ? NATS_OK : NATS_NOT_YET_CONNECTED;
+        s = broker_connected(b) ? NATS_OK : NATS_NOT_YET_CONNECTED;
         if (s == NATS_OK) {
             jsOptions jo;
             s = jsOptions_Init(&jo);
@@ -865,13 +847,30 @@ static int broker_kv_purge(broker_kv *kv, const char *key, uint64_t below)
             jo.Stream.Purge.Subject = subject;
             jo.Stream.Purge.Sequence = below;
             if (s == NATS_OK)
-                s = js_PurgeStream(kv->b->js, kv->stream, &jo, &jerr);
+                s = js_PurgeStream(b->js, stream, &jo, &jerr);
         }
         if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
             break;
     }
-    free(subject);
     return broker_rc(s, jerr);
+}
+
+int broker_purge_below(broker *b, const char *stream, const char *subject, uint64_t below)
+{
+    if (!stream || !subject || below == 0)
+        return BROKER_EINTERNAL;
+    return broker_stream_purge(b, stream, subject, below);
+}
+
+/* Purges key's subject in the bucket's stream (see broker_stream_purge). */
+static int broker_kv_purge(broker_kv *kv, const char *key, uint64_t below)
+{
+    char *subject = broker_concat(kv->prefix, key);
+    if (!subject)
+        return BROKER_EINTERNAL;
+    int rc = broker_stream_purge(kv->b, kv->stream, subject, below);
+    free(subject);
+    return rc;
 }
 
 /* A key is deleted by purging its subject from the bucket's stream, not by
