@@ -748,6 +748,24 @@ static void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *re
             ops[i]->err = known ? PAYMENT_STORE_OK : err;
 }
 
+/* Executes bulk (holding one write per op) and sets each op's err: OK when
+ * all succeeded; else bson_error_t holds the first write error's, and what
+ * befell the rest is the reply's to tell. */
+static void mongo_bulk_execute(mongoc_bulk_operation_t *bulk, struct mongo_op **ops, size_t n)
+{
+    bson_t reply; /* always initialized by the call */
+    bson_error_t e;
+    if (mongoc_bulk_operation_execute(bulk, &reply, &e)) {
+        for (size_t i = 0; i < n; i++)
+            ops[i]->err = PAYMENT_STORE_OK;
+    } else {
+        int err = mongo_map_err(&e);
+        mongo_bulk_results(ops, n, &reply,
+                           err == PAYMENT_STORE_EUNAVAILABLE ? err : PAYMENT_STORE_EINTERNAL);
+    }
+    bson_destroy(&reply);
+}
+
 /* The mark a broker operation's payment write leaves, in *m; NULL for the
  * other writes. */
 static const struct mongo_mark *mongo_op_mark(const struct mongo_op *op, struct mongo_mark *m)
@@ -796,18 +814,7 @@ static bool mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
         for (size_t i = 0; i < n; i++)
             ops[i]->err = PAYMENT_STORE_EINTERNAL; /* a document BSON cannot hold */
     } else {
-        bson_t reply; /* always initialized by the call */
-        if (mongoc_bulk_operation_execute(bulk, &reply, &e)) {
-            for (size_t i = 0; i < n; i++)
-                ops[i]->err = PAYMENT_STORE_OK;
-        } else {
-            /* e is the first write error's when there are some: what
-             * befell the rest is the reply's to tell. */
-            int err = mongo_map_err(&e);
-            mongo_bulk_results(ops, n, &reply,
-                               err == PAYMENT_STORE_EUNAVAILABLE ? err : PAYMENT_STORE_EINTERNAL);
-        }
-        bson_destroy(&reply);
+        mongo_bulk_execute(bulk, ops, n);
     }
     mongoc_bulk_operation_destroy(bulk); /* NULL is a no-op */
     bson_destroy(&opts);
@@ -1449,16 +1456,7 @@ static bool mongo_apply_upserts(struct mongo_store *st, mongoc_client_t *client,
         for (size_t i = 0; i < m; i++)
             live[i]->err = PAYMENT_STORE_EINTERNAL;
     } else {
-        bson_t reply; /* always initialized by the call */
-        if (mongoc_bulk_operation_execute(bulk, &reply, &e)) {
-            for (size_t i = 0; i < m; i++)
-                live[i]->err = PAYMENT_STORE_OK;
-        } else {
-            int err = mongo_map_err(&e);
-            mongo_bulk_results(live, m, &reply,
-                               err == PAYMENT_STORE_EUNAVAILABLE ? err : PAYMENT_STORE_EINTERNAL);
-        }
-        bson_destroy(&reply);
+        mongo_bulk_execute(bulk, live, m);
     }
     mongoc_bulk_operation_destroy(bulk); /* NULL is a no-op */
     bson_destroy(&opts);
