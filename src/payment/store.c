@@ -109,10 +109,30 @@ void payment_store_idem_purge(payment_store *s, int64_t before_ms)
     s->backend->idem_purge(s, before_ms);
 }
 
+/* Whether a is well formed; a malformed one is the caller's bug. */
+static int store_apply_valid(const struct payment_apply *a)
+{
+    if (!a->op_id || !a->op_id[0] || a->seq < 1 || a->seq > INT64_MAX || a->fence > INT64_MAX)
+        return 0;
+    switch (a->kind) {
+    case PAYMENT_APPLY_NONE:
+        return 1;
+    case PAYMENT_APPLY_CREATE:
+        return a->row && a->row->version == 0;
+    case PAYMENT_APPLY_UPDATE:
+        return a->row && a->expected_version >= 0 && a->row->version == a->expected_version + 1;
+    case PAYMENT_APPLY_DELETE:
+        return a->payment_id && strlen(a->payment_id) <= UUID_STR_LEN &&
+               a->expected_version >= -1;
+    default:
+        return 0;
+    }
+}
+
 void payment_store_apply(payment_store *s, const struct payment_apply *a,
                          payment_store_done_fn done, void *arg)
 {
-    if (!s->backend->apply) {
+    if (!s->backend->apply || !store_apply_valid(a)) {
         done(arg, PAYMENT_STORE_EINTERNAL, -1, 0);
         return;
     }

@@ -2011,7 +2011,7 @@ static void mongo_remove(payment_store *s, const char *id, int64_t expected_vers
     mongo_submit((struct mongo_store *)s, op);
 }
 
-/* Queues a broker operation.  Malformed ones are a caller bug: EINTERNAL. */
+/* Queues a broker operation (store.c has checked it). */
 static void mongo_apply(payment_store *s, const struct payment_apply *a,
                         payment_store_done_fn done, void *arg)
 {
@@ -2019,29 +2019,6 @@ static void mongo_apply(payment_store *s, const struct payment_apply *a,
     if (!op)
         return;
     op->apply = *a;
-    int ok = a->op_id && a->op_id[0] && a->seq >= 1 && a->seq <= INT64_MAX &&
-             a->fence <= INT64_MAX;
-    switch (ok ? a->kind : PAYMENT_APPLY_NONE) {
-    case PAYMENT_APPLY_NONE:
-        break;
-    case PAYMENT_APPLY_CREATE:
-        ok = a->row && a->row->version == 0;
-        break;
-    case PAYMENT_APPLY_UPDATE:
-        ok = a->row && a->expected_version >= 0 && a->row->version == a->expected_version + 1;
-        break;
-    case PAYMENT_APPLY_DELETE:
-        ok = a->payment_id && strlen(a->payment_id) <= UUID_STR_LEN &&
-             a->expected_version >= -1;
-        break;
-    default:
-        ok = 0;
-        break;
-    }
-    if (!ok) {
-        mongo_reject(op, PAYMENT_STORE_EINTERNAL);
-        return;
-    }
     /* Kind NONE writes nothing, so it stores no record. */
     if (a->kind != PAYMENT_APPLY_NONE && !mongo_op_idem(op, a->idem))
         return;

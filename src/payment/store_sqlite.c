@@ -878,7 +878,7 @@ static void sqlite_remove(payment_store *s, const char *id, int64_t expected_ver
     sqlite_submit((struct sqlite_store *)s, op);
 }
 
-/* Queues a broker operation.  Malformed ones are a caller bug: EINTERNAL. */
+/* Queues a broker operation (store.c has checked it). */
 static void sqlite_apply(payment_store *s, const struct payment_apply *a,
                          payment_store_done_fn done, void *arg)
 {
@@ -888,28 +888,6 @@ static void sqlite_apply(payment_store *s, const struct payment_apply *a,
     op->apply = *a;
     op->idem = a->idem;
     op->expected_version = a->expected_version;
-    int ok = a->op_id && a->seq >= 1 && a->seq <= INT64_MAX && a->fence <= INT64_MAX;
-    switch (ok ? a->kind : PAYMENT_APPLY_NONE) {
-    case PAYMENT_APPLY_NONE:
-        break;
-    case PAYMENT_APPLY_CREATE:
-        ok = a->row && a->row->version == 0;
-        break;
-    case PAYMENT_APPLY_UPDATE:
-        ok = a->row && a->expected_version >= 0 && a->row->version == a->expected_version + 1;
-        break;
-    case PAYMENT_APPLY_DELETE:
-        ok = a->payment_id && strlen(a->payment_id) <= UUID_STR_LEN &&
-             a->expected_version >= -1;
-        break;
-    default:
-        ok = 0;
-        break;
-    }
-    if (!ok) {
-        sqlite_op_reject(op, PAYMENT_STORE_EINTERNAL);
-        return;
-    }
     if (a->row)
         op->row = *a->row;
     if (a->kind == PAYMENT_APPLY_DELETE)
