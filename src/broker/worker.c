@@ -630,43 +630,51 @@ static void lease_key(uint32_t p, char key[24])
 }
 
 /* Gives up, at once, every owned partition that is not wanted: each thread
- * finishes the message it is applying, then the leases are deleted, so
- * that their new owners can take them straight away. */
+ * finishes the message it is applying, then the lease is deleted, so that
+ * the new owner can take it straight away.  The applies in hand are waited
+ * for at most a refresh interval: one slow apply (a store in the middle of
+ * an election) must not hold up the refresh of the other leases past their
+ * time-to-live; a partition still busy then is released at a later tick. */
 static void leases_release(struct worker *w)
 {
     int any = 0;
     pthread_mutex_lock(&w->mu);
     for (uint32_t p = 0; p < w->partitions; p++) {
         struct part *pt = &w->parts[p];
-        pt->releasing = pt->owned && !pt->wanted;
-        if (pt->releasing) {
+        if (pt->owned && !pt->wanted) {
             pt->owned = 0;
-            any = 1;
+            pt->releasing = 1;
         }
+        any |= pt->releasing;
     }
     if (!any) {
         pthread_mutex_unlock(&w->mu);
         return;
     }
     pthread_cond_broadcast(&w->cv);
+    struct timespec until = deadline_in(w->refresh_ms);
     for (uint32_t p = 0; p < w->partitions; p++)
-        while (w->parts[p].releasing && w->parts[p].busy)
-            pthread_cond_wait(&w->cv, &w->mu);
-    pthread_mutex_unlock(&w->mu);
+        while (w->parts[p].releasing && w->parts[p].busy &&
+               pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
+            ;
     for (uint32_t p = 0; p < w->partitions; p++) {
         struct part *pt = &w->parts[p];
-        if (!pt->releasing)
+        if (!pt->releasing || pt->busy)
             continue;
         pt->releasing = 0;
+        uint64_t fence = pt->fence;
+        pthread_mutex_unlock(&w->mu);
         char key[24];
         lease_key(p, key);
-        int rc = broker_kv_delete(w->leases, key, pt->fence);
+        int rc = broker_kv_delete(w->leases, key, fence);
         if (rc != 0 && rc != BROKER_ECONFLICT)
             log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": release: %s", p,
                     broker_strerror(rc));
         else
             log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": released", p);
+        pthread_mutex_lock(&w->mu);
     }
+    pthread_mutex_unlock(&w->mu);
 }
 
 /* Refreshes every lease we hold; one found changed or expired is lost (the
