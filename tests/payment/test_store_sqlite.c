@@ -137,6 +137,22 @@ static void query_shape(struct payment_query *q, int k, char orgs[3][UUID_STR_LE
     }
 }
 
+/* The page size of the database file at path, read on a connection of its
+ * own; -1 when it cannot be read. */
+static int page_size_of(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int size = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        size = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+    return size;
+}
+
 /* New stores get 8 KiB pages: a payment of a few KB fits one page. */
 static void test_new_store_page_size(void)
 {
@@ -152,14 +168,7 @@ static void test_new_store_page_size(void)
         CHECK_INT(create_payments(s, 5), 0);
         payment_store_close(s);
     }
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    CHECK_INT(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL), SQLITE_OK);
-    CHECK_INT(sqlite3_step(st), SQLITE_ROW);
-    CHECK_INT(sqlite3_column_int(st, 0), 8192);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    CHECK_INT(page_size_of(path), 8192);
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -189,13 +198,7 @@ static void test_existing_store_keeps_page_size(void)
         buf_free(&doc);
         payment_store_close(s);
     }
-    sqlite3_stmt *st = NULL;
-    CHECK_INT(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL), SQLITE_OK);
-    CHECK_INT(sqlite3_step(st), SQLITE_ROW);
-    CHECK_INT(sqlite3_column_int(st, 0), 4096);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    CHECK_INT(page_size_of(path), 4096);
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
