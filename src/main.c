@@ -138,6 +138,10 @@ int main(int argc, char **argv)
         config_usage(stdout);
         return 0;
     }
+    if (payment_store_init(err, sizeof err) != PAYMENT_STORE_OK) {
+        fprintf(stderr, "paymentd: %s\n", err);
+        return 1;
+    }
     char store_uri[CONFIG_URI_MAX + 256], store_shown[CONFIG_URI_MAX + 256];
     if (config_store_uri(&cfg, store_uri, sizeof store_uri, err, sizeof err) != 0) {
         fprintf(stderr, "paymentd: %s\n", err);

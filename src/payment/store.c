@@ -29,6 +29,18 @@ static const struct payment_store_backend *store_backend_find(const char *uri)
     return NULL;
 }
 
+int payment_store_init(char *errbuf, size_t errlen)
+{
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    for (size_t i = 0; i < sizeof store_backends / sizeof store_backends[0]; i++) {
+        int rc = store_backends[i]->init ? store_backends[i]->init(errbuf, errlen) : 0;
+        if (rc != PAYMENT_STORE_OK)
+            return rc;
+    }
+    return PAYMENT_STORE_OK;
+}
+
 int payment_store_open(const char *uri, payment_store **out, char *errbuf, size_t errlen)
 {
     *out = NULL;

@@ -96,6 +96,12 @@ struct payment_idem_found {
  * seq is the created payment's sequence number (create only, else 0). */
 typedef void (*payment_store_done_fn)(void *arg, int err, int64_t current_version, int64_t seq);
 
+/* Process-wide set-up of the backends: once, from main, before any store is
+ * opened or any thread started, because SQLite takes its global settings
+ * only before its first use.  Optional (a store works without it, only
+ * slower).  Returns 0, or a negative error with a reason in errbuf. */
+int payment_store_init(char *errbuf, size_t errlen);
+
 /* Opens the store a URI names: "sqlite:PATH" (the parent folder is created)
  * is the embedded store.  Creates or migrates the schema.  Returns 0 and the
  * store, or a negative error with a one-line reason in errbuf. */

@@ -154,6 +154,36 @@ static int page_size_of(const char *path)
 }
 
 /* New stores get 8 KiB pages: a payment of a few KB fits one page. */
+/* Runs first (SQLite takes global settings only before its first use):
+ * after payment_store_init, SQLite keeps no memory statistics, so its
+ * allocations take no global mutex; a second call is refused. */
+static void test_init_turns_off_memory_statistics(void)
+{
+    char err[256];
+    CHECK_INT(payment_store_init(err, sizeof err), PAYMENT_STORE_OK);
+    char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char uri[160];
+    snprintf(uri, sizeof uri, "sqlite:%s/p.db", dir);
+    payment_store *s = NULL;
+    CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (s) {
+        CHECK_INT(create_payments(s, 5), 0);
+        struct buf doc = BUF_INIT;
+        int64_t version = -1;
+        CHECK_INT(payment_store_get(s, "00000000-0000-4000-8000-000000000000", &doc, &version),
+                 PAYMENT_STORE_OK);
+        buf_free(&doc);
+        sqlite3_int64 used = -1, peak = -1;
+        CHECK_INT(sqlite3_status64(SQLITE_STATUS_MEMORY_USED, &used, &peak, 0), SQLITE_OK);
+        CHECK(used == 0 && peak == 0); /* counted, these would be hundreds of KB */
+        payment_store_close(s);
+    }
+    CHECK(payment_store_init(err, sizeof err) != PAYMENT_STORE_OK);
+    CHECK(err[0] != '\0');
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 static void test_new_store_page_size(void)
 {
     char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
@@ -247,5 +277,5 @@ static void test_list_shapes_cycle(void)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
-TEST_MAIN(TEST(test_new_store_page_size), TEST(test_existing_store_keeps_page_size),
+TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size), TEST(test_existing_store_keeps_page_size),
           TEST(test_list_shapes_cycle))
