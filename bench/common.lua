@@ -25,10 +25,12 @@ M.THREADS = tonumber(os.getenv("BENCH_THREADS") or "2")
 M.STATE = os.getenv("BENCH_STATE") or "."
 M.ORGS = 100
 
--- Id kinds (second group of the UUID): preloaded payments, and payments
--- created by the POST workload (plus the thread number).
+-- Id kinds (second group of the UUID): preloaded payments, payments
+-- created by the POST workload (plus the thread number), and the one payment
+-- run.sh creates to capture a create answer (create_body.lua).
 M.KIND_PRELOAD = 0xb001
 M.KIND_CREATE = 0xc000
+M.KIND_PROBE = 0xd000
 
 function M.uuid(kind, i)
   return string.format("%08x-%04x-4000-8000-%012x",

@@ -36,14 +36,22 @@
 #      preloads the payments with wrk (bench/preload.lua): the seed sample with
 #      payment_purpose_coded "X", ids derived from an index (bench/common.lua),
 #      spread over 100 organisations.
-#   5. Starts nginx on two free ports, serving one payment's GET body, fetched
-#      from paymentd, as a static file and from memory (return 200 of the body
-#      held in variables); both are checked byte for byte against paymentd's.
+#   5. Measures the ceilings next to the paymentd run each one serves, every
+#      one answering bytes fetched from paymentd and checked byte for byte
+#      (cmp) before it is measured, with paymentd idle and no reference
+#      running while paymentd is measured: nginx serving one payment's GET body
+#      as a static file and from memory (return 200 of the body held in
+#      variables) and a bare libmicrohttpd server (bench/mhd_static.c, the
+#      daemon set up as paymentd's) answering it from memory, before GET;
+#      nginx serving one list page as a static file, before list; nginx
+#      answering POST with one create answer of paymentd from memory (return
+#      201), before POST.
 #   6. Runs wrk (2 threads, --latency) for --duration each: nginx static,
-#      nginx memory, GET by id, GET by id over 1,000 connections, list of 100 by
-#      organisation, PUT replace, [--growth: GET and list on both stores,
-#      alternately], POST create.  Requests/s counts successful
-#      responses only; errors are socket errors plus responses >= 400.
+#      nginx memory, bare libmicrohttpd, GET by id, GET by id over 1,000
+#      connections, nginx list page, list of 100 by organisation, PUT replace,
+#      [--growth: GET and list on both stores, alternately], nginx POST, POST
+#      create.  Requests/s counts successful responses only; errors are socket
+#      errors plus responses >= 400.
 #   7. Prints the table: stdout gets only the table (markdown), progress goes
 #      to stderr.  The exit status is 0 when the measurements ran, whatever the
 #      targets say.
@@ -134,7 +142,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 mkdir -p "$TMPBASE"
 WORK="$(mktemp -d "$TMPBASE/paymentd-bench.XXXXXX")"
-SERVER_PID="" MAIN_PID="" GROWTH_PID="" NGINX_PID="" WRK_PID="" RSS_PID=""
+SERVER_PID="" MAIN_PID="" GROWTH_PID="" NGINX_PID="" MHD_PID="" SPAWN_PID="" WRK_PID="" RSS_PID=""
 
 # Stops a child: SIGTERM (or $2), then SIGKILL if it is still there after 10 s.
 stop_pid() {
@@ -151,6 +159,8 @@ cleanup() {
   stop_pid "$RSS_PID"
   stop_pid "$WRK_PID"
   stop_pid "$NGINX_PID" QUIT
+  stop_pid "$MHD_PID"
+  stop_pid "$SPAWN_PID"
   stop_pid "$SERVER_PID"
   stop_pid "$MAIN_PID"
   stop_pid "$GROWTH_PID"
@@ -182,6 +192,8 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
   fi
 }
+# free_port VAR: a free port into VAR, never one handed out before (not run
+# in a subshell, so that USED_PORTS remembers it).
 free_port() {
   local p _
   for _ in $(seq 200); do
@@ -189,7 +201,7 @@ free_port() {
     case "$USED_PORTS" in *" $p "*) continue ;; esac
     if ! port_in_use "$p"; then
       USED_PORTS="$USED_PORTS$p "
-      echo "$p"
+      printf -v "$1" '%s' "$p"
       return 0
     fi
   done
@@ -225,8 +237,11 @@ else
   make -j2 build/paymentd >&2 || die "make build/paymentd failed"
   cp build/paymentd "$WORK/paymentd"
 fi
-gcc -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-  -Wmissing-prototypes -o "$WORK/fsync_rate" "$BENCH/fsync_rate.c" || die "cannot build fsync_rate"
+CFLAGS_BENCH=(-std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+              -Wmissing-prototypes)
+gcc "${CFLAGS_BENCH[@]}" -o "$WORK/fsync_rate" "$BENCH/fsync_rate.c" || die "cannot build fsync_rate"
+gcc "${CFLAGS_BENCH[@]}" -o "$WORK/mhd_static" "$BENCH/mhd_static.c" -lmicrohttpd ||
+  die "cannot build mhd_static (libmicrohttpd-dev comes with scripts/setup.sh)"
 
 # --- results -----------------------------------------------------------------
 
@@ -256,24 +271,35 @@ run_wrk() {
 
 # --- paymentd ----------------------------------------------------------------
 
+# spawn_listening NAME LOG PATH CMD...: starts CMD in the background on a free
+# port of 127.0.0.1 (every @PORT@ in its arguments becomes the port), its
+# stderr to LOG, and waits until PATH answers.  Another program may take the
+# port first: then it tries another.  Sets SPAWN_PID and SPAWN_URL; the
+# caller takes SPAWN_PID over (cleanup stops it meanwhile).
+spawn_listening() {
+  local name="$1" log_file="$2" path="$3" attempt port
+  shift 3
+  for attempt in 1 2 3; do
+    free_port port
+    SPAWN_URL="http://127.0.0.1:$port"
+    "${@//@PORT@/$port}" 2>"$log_file" &
+    SPAWN_PID=$!
+    wait_http "$SPAWN_URL$path" "$SPAWN_PID" && return 0
+    stop_pid "$SPAWN_PID"; SPAWN_PID=""
+    grep -q 'in use' "$log_file" && [ "$attempt" -lt 3 ] && continue
+    tail -5 "$log_file" >&2
+    die "$name did not start"
+  done
+}
+
 # start_server DIR: paymentd on a fresh store in DIR.
 start_server() {
   local dir="$1"
-  local attempt
   mkdir -p "$dir"
-  for attempt in 1 2 3; do   # another program may take the port first
-    SERVER_PORT="$(free_port)"
-    URL="http://127.0.0.1:$SERVER_PORT"
-    # shellcheck disable=SC2086  # SERVER_ARGS is a list of flags
-    "$WORK/paymentd" --store "sqlite:$dir/p.db" --listen "127.0.0.1:$SERVER_PORT" $SERVER_ARGS \
-      2>"$dir/paymentd.log" &
-    SERVER_PID=$!
-    wait_http "$URL/healthz" "$SERVER_PID" && break
-    stop_pid "$SERVER_PID"; SERVER_PID=""
-    grep -q 'in use' "$dir/paymentd.log" && [ "$attempt" -lt 3 ] && continue
-    tail -5 "$dir/paymentd.log" >&2
-    die "paymentd did not start"
-  done
+  # shellcheck disable=SC2086  # SERVER_ARGS is a list of flags
+  spawn_listening paymentd "$dir/paymentd.log" /healthz \
+    "$WORK/paymentd" --store "sqlite:$dir/p.db" --listen "127.0.0.1:@PORT@" $SERVER_ARGS
+  SERVER_PID=$SPAWN_PID URL=$SPAWN_URL SPAWN_PID=""
   log "paymentd $SERVER_PID on $URL, store $dir/p.db"
 }
 
@@ -342,29 +368,62 @@ check_store() {
   LIST_ITEMS=$items
 }
 
-# --- nginx -------------------------------------------------------------------
+# --- references --------------------------------------------------------------
 
-# start_nginx BODYFILE: static file on NGINX_STATIC_URL, from memory on NGINX_MEM_URL.
-start_nginx() {
-  local body="$1" d="$WORK/nginx" esc sets="" text="" k=0 dollar_var="" p1 p2 f
-  mkdir -p "$d/www" "$d/tmp"
-  cp "$body" "$d/www/payment.json"
-  chmod 755 "$d" "$d/www"; chmod 644 "$d/www/payment.json"
-  # nginx reads no token longer than 4 KiB, so the body goes into variables of
-  # 2,000 bytes each and `return 200` answers their concatenation.  Inside
-  # '...' nginx unescapes \\ and \'; $ starts a variable, so a literal one
-  # goes through a geo variable.  The trailing x keeps final newlines.
-  split -b 2000 -d -a 4 "$body" "$d/part."
-  for f in "$d"/part.*; do
+# nginx_return_server PORT STATUS FILE TAG: a server block answering every
+# request with STATUS and FILE's bytes from memory.  nginx reads no config
+# token longer than 4 KiB, so the bytes go into variables of 2,000 bytes each
+# ($bench_TAG_0, ...) and `return` answers their concatenation (still memory
+# only).  Inside '...' nginx unescapes \\ and \'; $ starts a variable, so a
+# literal one goes through $bench_dollar (start_nginx defines it).  The
+# trailing x keeps final newlines.
+nginx_return_server() {
+  local port="$1" status="$2" file="$3" tag="$4" d="$WORK/nginx.$NGINX_RUNS" f esc sets="" text="" k=0
+  split -b 2000 -d -a 4 "$file" "$d/part.$tag."
+  for f in "$d/part.$tag."*; do
+    [ -e "$f" ] || continue   # an empty file has no part
     # shellcheck disable=SC2016  # ${bench_dollar} is nginx's, not ours
     esc="$(sed -e 's/\\/\\\\/g' -e "s/'/\\\\'/g" -e 's/\$/${bench_dollar}/g' "$f"; echo x)"
-    sets="$sets        set \$bench_part$k '${esc%x}';"$'\n'
-    text="$text\${bench_part$k}"
+    sets="$sets            set \$bench_${tag}_$k '${esc%x}';"$'\n'
+    text="$text\${bench_${tag}_$k}"
     k=$((k + 1))
   done
-  # shellcheck disable=SC2016
-  grep -q '\$' "$body" && dollar_var='geo $bench_dollar { default "$"; }'
-  p1="$(free_port)"; p2="$(free_port)"
+  printf '    server {\n        listen 127.0.0.1:%s;\n        location / {\n%s            return %s "%s";\n        }\n    }\n' \
+    "$port" "$sets" "$status" "$text"
+}
+
+# start_nginx SPEC...: one nginx (own config and paths, a worker per CPU,
+# keep-alive without a request limit) with a server per SPEC, each on a free
+# port, each answering any URI and method: "static:FILE" serves FILE as a
+# static file (sendfile), "STATUS:FILE" answers STATUS with FILE's bytes from
+# memory.  NGINX_URL[i] is the URL of the i-th SPEC.
+NGINX_RUNS=0
+start_nginx() {
+  local d spec file i=0 port servers="" dollar_var="" url
+  NGINX_RUNS=$((NGINX_RUNS + 1))
+  d="$WORK/nginx.$NGINX_RUNS"
+  mkdir -p "$d/www" "$d/tmp"
+  chmod 755 "$d" "$d/www"
+  NGINX_URL=()
+  for spec in "$@"; do
+    file="${spec#*:}"
+    free_port port
+    NGINX_URL+=("http://127.0.0.1:$port")
+    if [ "${spec%%:*}" = static ]; then
+      cp "$file" "$d/www/static.$i"; chmod 644 "$d/www/static.$i"
+      servers="$servers    server {
+        listen 127.0.0.1:$port;
+        root $d/www;
+        location / { try_files /static.$i =404; }
+    }
+"
+    else
+      servers="$servers$(nginx_return_server "$port" "${spec%%:*}" "$file" "s$i")"$'\n'
+      # shellcheck disable=SC2016
+      ! grep -q '\$' "$file" || dollar_var='geo $bench_dollar { default "$"; }'
+    fi
+    i=$((i + 1))
+  done
   cat >"$d/nginx.conf" <<EOF
 daemon off;
 worker_processes $NPROC;
@@ -386,33 +445,44 @@ http {
     uwsgi_temp_path $d/tmp/uwsgi;
     scgi_temp_path $d/tmp/scgi;
     $dollar_var
-    server {
-        listen 127.0.0.1:$p1;
-        root $d/www;
-        location / { try_files /payment.json =404; }
-    }
-    server {
-        listen 127.0.0.1:$p2;
-        location / {
-$sets        return 200 "$text";
-        }
-    }
-}
+$servers}
 EOF
   "$NGINX" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
   NGINX_PID=$!
-  NGINX_STATIC_URL="http://127.0.0.1:$p1"
-  NGINX_MEM_URL="http://127.0.0.1:$p2"
-  if ! wait_http "$NGINX_STATIC_URL/" "$NGINX_PID" || ! wait_http "$NGINX_MEM_URL/" "$NGINX_PID"; then
+  for url in "${NGINX_URL[@]}"; do
+    wait_http "$url/" "$NGINX_PID" && continue
     cat "$d/error.log" >&2
     die "nginx did not start"
-  fi
-  for f in static mem; do
-    local u; [ $f = static ] && u="$NGINX_STATIC_URL" || u="$NGINX_MEM_URL"
-    curl -s -o "$d/check.$f" "$u/v1/payments/$(payment_id 0)"
-    cmp -s "$body" "$d/check.$f" || die "nginx ($f) does not answer the same bytes as paymentd"
   done
-  log "nginx $NGINX_PID: static $NGINX_STATIC_URL, memory $NGINX_MEM_URL (bytes checked)"
+  log "nginx $NGINX_PID: ${NGINX_URL[*]}"
+}
+
+stop_nginx() { stop_pid "$NGINX_PID" QUIT; NGINX_PID=""; }
+
+# start_mhd FILE: bench/mhd_static answering FILE's bytes on MHD_URL.
+start_mhd() {
+  spawn_listening "bare libmicrohttpd" "$WORK/mhd_static.log" / "$WORK/mhd_static" @PORT@ "$1"
+  MHD_PID=$SPAWN_PID MHD_URL=$SPAWN_URL SPAWN_PID=""
+  log "bare libmicrohttpd $MHD_PID on $MHD_URL"
+}
+
+stop_mhd() { stop_pid "$MHD_PID"; MHD_PID=""; }
+
+# check_same NAME STATUS FILE URL [CURL ARGS...]: a reference must answer
+# STATUS and FILE's bytes (paymentd's answer) to two requests on one
+# connection, the second reusing it: wrk then measures the same bytes with
+# keep-alive.
+check_same() {
+  local name="$1" status="$2" want="$3" url="$4" out="$WORK/check.$1" got
+  shift 4
+  got="$(curl -s -o "$out.1" -o "$out.2" -w '%{http_code}:%{num_connects} ' "$@" "$url" "$url")" ||
+    die "$name does not answer on $url"
+  if ! cmp -s "$want" "$out.1" || ! cmp -s "$want" "$out.2"; then
+    die "$name does not answer the same bytes as paymentd"
+  fi
+  [ "$got" = "$status:1 $status:0 " ] ||
+    die "$name does not answer $status twice on one connection (status:connections made: $got)"
+  log "  $name answers $status and paymentd's $(wc -c <"$want") bytes, with keep-alive"
 }
 
 # --- the run -----------------------------------------------------------------
@@ -439,16 +509,35 @@ start_rss_sampler
 preload "$PAYMENTS"
 check_store "$PAYMENTS"
 MAIN_LIST_ITEMS=$LIST_ITEMS
-curl -s -o "$WORK/payment.json" "$URL/v1/payments/$(payment_id 0)"
+# The references' answers, fetched before anything changes the store: one
+# payment's GET body, and the list page of organisation 0 (the URL shape
+# list.lua requests; every organisation's page has the same size).
+GET_PATH="/v1/payments/$(payment_id 0)"
+LIST_PATH="/v1/payments?filter[organisation_id]=$(org_id 0)&page[size]=100"
+curl -s -o "$WORK/payment.json" "$URL$GET_PATH"
+curl -gs -o "$WORK/list.json" "$URL$LIST_PATH"
 BODY_BYTES=$(wc -c <"$WORK/payment.json")
-start_nginx "$WORK/payment.json"
+LIST_BYTES=$(wc -c <"$WORK/list.json")
 
-run_wrk nginx_static get.lua "$NGINX_STATIC_URL" "$CONNECTIONS"
-run_wrk nginx_memory get.lua "$NGINX_MEM_URL" "$CONNECTIONS"
-stop_pid "$NGINX_PID" QUIT; NGINX_PID=""
+# Each reference runs right before the paymentd run it serves (the machine
+# drifts over minutes), and none runs while paymentd is measured.
+start_nginx "static:$WORK/payment.json" "200:$WORK/payment.json"
+check_same nginx_static 200 "$WORK/payment.json" "${NGINX_URL[0]}$GET_PATH"
+check_same nginx_memory 200 "$WORK/payment.json" "${NGINX_URL[1]}$GET_PATH"
+run_wrk nginx_static get.lua "${NGINX_URL[0]}" "$CONNECTIONS"
+run_wrk nginx_memory get.lua "${NGINX_URL[1]}" "$CONNECTIONS"
+stop_nginx
+start_mhd "$WORK/payment.json"
+check_same mhd 200 "$WORK/payment.json" "$MHD_URL$GET_PATH"
+run_wrk mhd get.lua "$MHD_URL" "$CONNECTIONS"
+stop_mhd
 run_wrk get get.lua "$URL" "$CONNECTIONS"
 
 run_wrk get_1000 get.lua "$URL" "$BIG_CONNECTIONS"
+start_nginx "static:$WORK/list.json"
+check_same nginx_list 200 "$WORK/list.json" "${NGINX_URL[0]}$LIST_PATH" -g
+run_wrk nginx_list list.lua "${NGINX_URL[0]}" "$CONNECTIONS"
+stop_nginx
 run_wrk list list.lua "$URL" "$CONNECTIONS"
 run_wrk put put.lua "$URL" "$CONNECTIONS"
 HWM_KB=$(peak_rss_kb)
@@ -473,7 +562,24 @@ if [ "$GROWTH" -eq 1 ]; then
   URL=$MAIN_URL
 fi
 
+# The POST reference needs one create answer of paymentd: the probe payment
+# (create_body.lua: an id no workload uses, built as post.lua builds its
+# bodies) is created here, after every run that counts payments and right
+# before POST, which grows the store anyway.
 export BENCH_PAYMENTS="$PAYMENTS"
+wrk -t1 -c1 -d1s -s "$BENCH/create_body.lua" "$URL" >"$WORK/wrk.create_body.txt" 2>&1 ||
+  { cat "$WORK/wrk.create_body.txt" >&2; die "wrk create_body.lua failed"; }
+CREATE_BODY="$WORK/state/create_body.json"
+[ -s "$CREATE_BODY" ] || { cat "$WORK/wrk.create_body.txt" >&2; die "create_body.lua wrote no body"; }
+code=$(curl -s -o "$WORK/create.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+       --data-binary "@$CREATE_BODY" "$URL/v1/payments")
+[ "$code" = 201 ] || { cat "$WORK/create.json" >&2; die "the probe create answered $code"; }
+CREATE_BYTES=$(wc -c <"$WORK/create.json")
+start_nginx "201:$WORK/create.json"
+check_same nginx_post 201 "$WORK/create.json" "${NGINX_URL[0]}/v1/payments" \
+  -H 'Content-Type: application/json' --data-binary "@$CREATE_BODY"
+run_wrk nginx_post post.lua "${NGINX_URL[0]}" "$CONNECTIONS"
+stop_nginx
 measure_fsync
 run_wrk post post.lua "$URL" "$CONNECTIONS"
 HWM_END_KB=$(peak_rss_kb)
@@ -493,7 +599,8 @@ ratio() { calc "$1 / ($2 > 0 ? $2 : 1e-9)"; }
 k=$(num "$PAYMENTS")
 echo
 echo "paymentd benchmark ($REVISION): $k payments, ${DURATION}s per run, $THREADS wrk threads," \
-     "$CONNECTIONS connections unless noted, GET body $BODY_BYTES bytes, $NPROC CPUs," \
+     "$CONNECTIONS connections unless noted, GET body $BODY_BYTES bytes, list page $LIST_BYTES bytes," \
+     "create answer $CREATE_BYTES bytes, $NPROC CPUs," \
      "load average $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after"
 echo
 row "measure" "value" "p50" "p99" "errors" "target" "result"
@@ -501,10 +608,13 @@ row "---" "---:" "---:" "---:" "---:" "---" "---"
 row "fdatasync of 4 KiB, one at a time (higher of $FSYNC_RATES)" "$(num "$FSYNC_RATE") calls/s" "" "" "" "" ""
 wrow nginx_static "nginx, static file"
 wrow nginx_memory "nginx, return 200 from memory"
+wrow mhd "bare libmicrohttpd, the GET body from memory (paymentd's daemon options)"
 wrow get "GET /v1/payments/{id}"
 wrow get_1000 "GET /v1/payments/{id}, $BIG_CONNECTIONS connections"
+wrow nginx_list "nginx, the list page as a static file"
 wrow list "GET /v1/payments?filter[organisation_id]&page[size]=100 ($MAIN_LIST_ITEMS items)"
 wrow put "PUT /v1/payments/{id} (If-Match)"
+wrow nginx_post "nginx, POST answered from memory (return 201)"
 wrow post "POST /v1/payments"
 if [ "$GROWTH" -eq 1 ]; then
   g=$(num "$GROWTH_PAYMENTS")
@@ -517,11 +627,19 @@ r=$(ratio "${RPS[get]}" "${RPS[nginx_static]}")
 row "GET / nginx static" "$(printf '%.2fx' "$r")" "" "" "" ">= 1.0x" "$(verdict "$r >= 1.0")"
 r=$(ratio "${RPS[get]}" "${RPS[nginx_memory]}")
 row "GET / nginx memory" "$(printf '%.2fx' "$r")" "" "" "" "" ""
+r=$(ratio "${RPS[get]}" "${RPS[mhd]}")
+row "GET / bare libmicrohttpd" "$(printf '%.2fx' "$r")" "" "" "" "" ""
 r=$(ratio "${RPS[post]}" "$FSYNC_RATE")
 row "POST / fdatasync rate" "$(printf '%.2fx' "$r")" "" "" "" ">= 10x" "$(verdict "$r >= 10")"
+r=$(ratio "${RPS[post]}" "${RPS[nginx_post]}")
+row "POST / nginx POST from memory" "$(printf '%.2fx' "$r")" "" "" "" "" ""
+r=$(ratio "10 * $FSYNC_RATE" "${RPS[nginx_post]}")
+row "POST target (10 x fdatasync rate) / nginx POST from memory" "$(printf '%.2fx' "$r")" "" "" "" "" ""
 r=$(ratio "${RPS[put]}" "${RPS[post]}")
 row "PUT / POST" "$(printf '%.2fx' "$r")" "" "" "" ">= 0.5x" "$(verdict "$r >= 0.5")"
 row "list pages/s" "$(num "${RPS[list]}")" "" "" "" ">= 5,000" "$(verdict "${RPS[list]} >= 5000")"
+r=$(ratio "${RPS[list]}" "${RPS[nginx_list]}")
+row "list / nginx list page static" "$(printf '%.2fx' "$r")" "" "" "" "" ""
 row "GET p99, $CONNECTIONS connections" "$(ms "${P99[get]}")" "" "" "" "< 5 ms" "$(verdict "${P99[get]} < 5")"
 row "errors, $BIG_CONNECTIONS connections" "${ERRS[get_1000]}" "" "" "" "0" "$(verdict "${ERRS[get_1000]} == 0")"
 other=$((ERRS[get] + ERRS[list] + ERRS[put] + ERRS[post] + ${ERRS[get_growth]:-0} + ${ERRS[get_pair]:-0} +
