@@ -165,7 +165,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd: --api-keys %s\n", err);
         goto out;
     }
-    if (payment_store_open(store_uri, &a.store, err, sizeof err) != PAYMENT_STORE_OK) {
+    /* Without a broker nothing else writes the store: the server keeps the
+     * embedded store to itself (reads take no lock call).  With one, the
+     * workers write it too. */
+    unsigned store_flags = cfg.broker[0] ? 0u : (unsigned)PAYMENT_STORE_EXCLUSIVE;
+    if (payment_store_open_with(store_uri, store_flags, &a.store, err, sizeof err) !=
+        PAYMENT_STORE_OK) {
         fprintf(stderr, "paymentd: cannot open store %s: %s\n", store_shown, err);
         goto out;
     }

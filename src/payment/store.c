@@ -43,6 +43,12 @@ int payment_store_init(char *errbuf, size_t errlen)
 
 int payment_store_open(const char *uri, payment_store **out, char *errbuf, size_t errlen)
 {
+    return payment_store_open_with(uri, 0, out, errbuf, errlen);
+}
+
+int payment_store_open_with(const char *uri, unsigned flags, payment_store **out, char *errbuf,
+                            size_t errlen)
+{
     *out = NULL;
     if (errbuf && errlen)
         errbuf[0] = '\0';
@@ -54,7 +60,7 @@ int payment_store_open(const char *uri, payment_store **out, char *errbuf, size_
         return PAYMENT_STORE_EURI;
     }
     payment_store *s = NULL;
-    int rc = be->open(uri, &s, errbuf, errlen);
+    int rc = be->open(uri, flags, &s, errbuf, errlen);
     if (rc != PAYMENT_STORE_OK)
         return rc;
     s->backend = be;

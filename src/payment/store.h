@@ -107,6 +107,21 @@ int payment_store_init(char *errbuf, size_t errlen);
  * store, or a negative error with a one-line reason in errbuf. */
 int payment_store_open(const char *uri, payment_store **out, char *errbuf, size_t errlen);
 
+/* payment_store_open_with's flags. */
+enum payment_store_flag {
+    /* The embedded store's file is this process's alone while it is open:
+     * it takes the file's lock once and keeps it, and its readers share
+     * the write-ahead log's index in memory, so a read takes no lock call.
+     * Another process that opens the file, or already has it open, gets
+     * PAYMENT_STORE_EUNAVAILABLE (after the store's busy timeout).  MongoDB
+     * ignores it. */
+    PAYMENT_STORE_EXCLUSIVE = 1,
+};
+
+/* payment_store_open with flags (payment_store_flag, or-ed; open is 0). */
+int payment_store_open_with(const char *uri, unsigned flags, payment_store **out, char *errbuf,
+                            size_t errlen);
+
 /* Waits for submitted writes to complete, then closes.  NULL is a no-op. */
 void payment_store_close(payment_store *s);
 

@@ -21,8 +21,9 @@ struct payment_store_backend {
     const char *scheme; /* the URI's scheme, before ':', matched case-insensitively */
     /* Its part of payment_store_init, or NULL. */
     int (*init)(char *errbuf, size_t errlen);
-    /* uri is the whole URI; its scheme is this backend's. */
-    int (*open)(const char *uri, payment_store **out, char *errbuf, size_t errlen);
+    /* uri is the whole URI; its scheme is this backend's.  flags: store.h. */
+    int (*open)(const char *uri, unsigned flags, payment_store **out, char *errbuf,
+                size_t errlen);
     void (*close)(payment_store *s);
     int (*ping)(payment_store *s);
     /* get and get_meta in one: created_ms may be NULL. */

@@ -2808,8 +2808,10 @@ static int mongo_configure(struct mongo_store *st, const char *uri, int *wait, c
     return PAYMENT_STORE_OK;
 }
 
-static int mongo_open(const char *uri, payment_store **out, char *errbuf, size_t errlen)
+static int mongo_open(const char *uri, unsigned flags, payment_store **out, char *errbuf,
+                      size_t errlen)
 {
+    (void)flags; /* PAYMENT_STORE_EXCLUSIVE is the embedded store's */
     /* Process-wide and idempotent.  libmongoc's own log lines would break
      * the server's one-JSON-object-per-line stderr: the store reports
      * through its results instead. */

@@ -221,6 +221,7 @@ struct sqlite_reader {
 struct sqlite_store {
     struct payment_store base;  /* first: what payment_store * points at */
     char *path;                 /* absolute file name, owned */
+    int exclusive;              /* PAYMENT_STORE_EXCLUSIVE: every connection on unix-excl */
     sqlite3 *wdb;               /* the write connection, the writer thread's while it runs */
     sqlite3_stmt *w[W_COUNT];
     pthread_t writer;
@@ -239,6 +240,17 @@ struct sqlite_store {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
+
+/* The VFS of every connection of the store.  unix-excl takes the file's
+ * lock at the first access and keeps it until the last connection of the
+ * process closes; the write-ahead log's index then lives in the process's
+ * memory, not in the -shm file, so a read transaction makes no fcntl call
+ * and waits on no other process.  The connections of one process share the
+ * lock, so the writer and the readers work as with the default VFS. */
+static const char *sqlite_vfs(const struct sqlite_store *st)
+{
+    return st->exclusive ? "unix-excl" : NULL;
+}
 
 /* The store error of a failed SQLite call: transient conditions of the disk
  * or of another process's lock are "unavailable" (503), the rest internal. */
@@ -968,7 +980,13 @@ static struct sqlite_reader *sqlite_reader_get(struct sqlite_store *st, int *err
         return NULL;
     }
     r->st = st;
-    int rc = sqlite3_open_v2(st->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    /* unix-excl holds its lock for read-write connections only, so an
+     * exclusive store's readers are read-write connections kept to reading
+     * by query_only. */
+    int mode = st->exclusive ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY;
+    int rc = sqlite3_open_v2(st->path, &r->db, mode | SQLITE_OPEN_NOMUTEX, sqlite_vfs(st));
+    if (rc == SQLITE_OK && st->exclusive)
+        rc = sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(r->db, SQLITE_BUSY_TIMEOUT_MS);
     for (int i = 0; rc == SQLITE_OK && i < R_COUNT; i++)
@@ -1421,7 +1439,7 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
                               size_t errlen)
 {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    int rc = sqlite3_open_v2(path, &st->wdb, flags, NULL);
+    int rc = sqlite3_open_v2(path, &st->wdb, flags, sqlite_vfs(st));
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(st->wdb, SQLITE_BUSY_TIMEOUT_MS);
     /* A new store's pages hold a whole typical payment (about 7 KB stored),
@@ -1439,6 +1457,12 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->wdb, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
+    if ((rc & 0xff) == SQLITE_BUSY) { /* the WAL pragma's read waited out the busy timeout */
+        store_errf(errbuf, errlen, "%s is %s", path,
+                   st->exclusive ? "open in another process, and this one needs it to itself"
+                                 : "held exclusively by another process");
+        return PAYMENT_STORE_EUNAVAILABLE;
+    }
     if (rc != SQLITE_OK) {
         store_errf(errbuf, errlen, "cannot open store %s: %s", path,
                     st->wdb ? sqlite3_errmsg(st->wdb) : sqlite3_errstr(rc));
@@ -1533,7 +1557,8 @@ static int sqlite_init(char *errbuf, size_t errlen)
     return PAYMENT_STORE_OK;
 }
 
-static int sqlite_open(const char *uri, payment_store **out, char *errbuf, size_t errlen)
+static int sqlite_open(const char *uri, unsigned flags, payment_store **out, char *errbuf,
+                       size_t errlen)
 {
     const char *path = uri + strlen(SQLITE_URI_PREFIX);
     if (!path[0]) {
@@ -1547,6 +1572,7 @@ static int sqlite_open(const char *uri, payment_store **out, char *errbuf, size_
         store_errf(errbuf, errlen, "out of memory");
         return PAYMENT_STORE_EINTERNAL;
     }
+    st->exclusive = (flags & PAYMENT_STORE_EXCLUSIVE) != 0;
     atomic_init(&st->commits, 0);
     atomic_init(&st->writes, 0);
     if (sqlite_sync_init(st) != 0) {

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 
@@ -258,6 +259,45 @@ def sigterm_finishes_in_flight_request(t):
         srv.start()
         expect_status(srv.client().get("/v1/payments/" + pid), 200, "in-flight create after restart")
         finish(srv)
+    finally:
+        srv.ensure_dead()
+
+
+@test
+def embedded_store_is_the_servers_alone(t):
+    """Without --broker the server keeps its SQLite store to itself: a second
+    server on the same file exits with one line saying so, no other process
+    reads the file meanwhile, the first server serves on, and the file is
+    free again once it stops."""
+    d = t.scratch("exclusive")
+    path = os.path.join(d, "payments.db")
+    srv = Server(t.binary, d, name="exclusive", store="sqlite:" + path, args=["--threads", "1"])
+    try:
+        srv.start()
+        c = srv.client()
+        first = create(c)["id"]
+        rc, out, err = run_binary(t.binary, ["--listen", "127.0.0.1:%d" % free_port(),
+                                             "--store", "sqlite:" + path], cwd=d)
+        check(rc != 0, "a second server on the same store: exit status 0")
+        line = _one_line(err, "a second server on the same store")
+        check("open in another process" in line, "a second server: %r does not say why" % line)
+        con = sqlite3.connect(path, timeout=0.2)
+        try:
+            rows = con.execute("SELECT count(*) FROM payments").fetchall()
+            raise Fail("another process read the store while the server held it: %r" % rows)
+        except sqlite3.OperationalError as e:
+            check("locked" in str(e), "reading the held store: %s" % e)
+        finally:
+            con.close()
+        expect_status(c.get("/v1/payments/" + first), 200, "GET after the second server gave up")
+        create(c, what="create after the second server gave up")
+        finish(srv)
+        con = sqlite3.connect(path, timeout=2)
+        try:
+            rows = con.execute("SELECT count(*) FROM payments").fetchall()
+        finally:
+            con.close()
+        eq(rows, [(2,)], "payments another process reads once the server stopped")
     finally:
         srv.ensure_dead()
 

@@ -25,6 +25,7 @@
 struct fixture {
     payment_store *s; /* open store, NULL once a case closed it for good */
     char uri[512];    /* opens the same store again */
+    unsigned flags;   /* and with these payment_store_open_with flags */
 };
 
 typedef void (*store_case_fn)(struct fixture *fx);
@@ -40,19 +41,20 @@ static void rm_tree(const char *dir)
     CHECK_INT(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
 }
 
-/* Runs fn on a new SQLite store in a temporary folder, removed afterwards.
- * The store file sits two folders down, which open must create. */
-static void run_on_sqlite(store_case_fn fn)
+/* Runs fn on a new SQLite store in a temporary folder, removed afterwards,
+ * opened with flags.  The store file sits two folders down, which open must
+ * create. */
+static void run_on_sqlite_with(store_case_fn fn, unsigned flags)
 {
     char dir[] = "/tmp/paymentd-store-XXXXXX";
     if (!mkdtemp(dir)) {
         CHECK(!"mkdtemp");
         return;
     }
-    struct fixture fx = {0};
+    struct fixture fx = {.flags = flags};
     snprintf(fx.uri, sizeof fx.uri, "sqlite:%s/data/sub/payments.db", dir);
     char err[256] = "";
-    int rc = payment_store_open(fx.uri, &fx.s, err, sizeof err);
+    int rc = payment_store_open_with(fx.uri, flags, &fx.s, err, sizeof err);
     CHECK_INT(rc, PAYMENT_STORE_OK);
     if (rc == PAYMENT_STORE_OK) {
         fn(&fx);
@@ -61,6 +63,11 @@ static void run_on_sqlite(store_case_fn fn)
         fprintf(stderr, "  open %s: %s\n", fx.uri, err);
     }
     rm_tree(dir);
+}
+
+static void run_on_sqlite(store_case_fn fn)
+{
+    run_on_sqlite_with(fn, 0);
 }
 
 /* ---- synchronous wrappers: done runs on the writer thread --------------- */
@@ -692,7 +699,8 @@ static void case_reopen(struct fixture *fx)
 
     for (int round = 0; round < 2; round++) {
         char err[256] = "";
-        CHECK_INT(payment_store_open(fx->uri, &fx->s, err, sizeof err), PAYMENT_STORE_OK);
+        CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
+                  PAYMENT_STORE_OK);
         if (!fx->s)
             return;
         check_doc(fx->s, &a, 0);
@@ -1242,7 +1250,8 @@ static void case_idem_reopen(struct fixture *fx)
     payment_store_close(fx->s);
     fx->s = NULL;
     char err[256] = "";
-    CHECK_INT(payment_store_open(fx->uri, &fx->s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
+                  PAYMENT_STORE_OK);
     if (!fx->s)
         return;
     CHECK_REC(fx->s, &ra);
@@ -1677,7 +1686,8 @@ static void case_apply_reopen(struct fixture *fx)
     payment_store_close(fx->s);
     fx->s = NULL;
     char err[256] = "";
-    CHECK_INT(payment_store_open(fx->uri, &fx->s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
+                  PAYMENT_STORE_OK);
     if (!fx->s)
         return;
     CHECK_POSITION(fx->s, 1, 41, 9);
@@ -1853,6 +1863,15 @@ static void case_reads_do_not_wait(struct fixture *fx)
 #define SQLITE_CASE(name)                                                                     \
     static void sqlite_##name(void) { run_on_sqlite(case_##name); }
 
+/* The same cases on a store this process holds exclusively (main.c's choice
+ * without a broker): its readers are other connections than the shared
+ * store's, on another VFS. */
+#define SQLITE_EXCL_CASE(name)                                                                \
+    static void sqlite_excl_##name(void)                                                      \
+    {                                                                                         \
+        run_on_sqlite_with(case_##name, PAYMENT_STORE_EXCLUSIVE);                             \
+    }
+
 SQLITE_CASE(ping)
 SQLITE_CASE(create_get)
 SQLITE_CASE(duplicate)
@@ -1876,6 +1895,16 @@ SQLITE_CASE(apply_idem)
 SQLITE_CASE(apply_fingerprint)
 SQLITE_CASE(apply_reopen)
 SQLITE_CASE(apply_concurrent)
+SQLITE_EXCL_CASE(create_get)
+SQLITE_EXCL_CASE(update)
+SQLITE_EXCL_CASE(delete)
+SQLITE_EXCL_CASE(list_paging)
+SQLITE_EXCL_CASE(list_filters)
+SQLITE_EXCL_CASE(reopen)
+SQLITE_EXCL_CASE(concurrent_creates)
+SQLITE_EXCL_CASE(concurrent_updates)
+SQLITE_EXCL_CASE(idem_reuse)
+SQLITE_EXCL_CASE(idem_reopen)
 
 /* Open failures: EURI and a one-line reason. */
 static void sqlite_open_errors(void)
@@ -2174,7 +2203,8 @@ static void case_mongo_layout(struct fixture *fx)
     payment_store_close(fx->s);
     fx->s = NULL;
     char err[256] = "";
-    CHECK_INT(payment_store_open(fx->uri, &fx->s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
+                  PAYMENT_STORE_OK);
     if (!fx->s)
         return;
     struct pay c;
@@ -2636,7 +2666,11 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(sqlite_idem_reuse), TEST(sqlite_idem_failed_writes),
           TEST(sqlite_idem_update_delete), TEST(sqlite_idem_purge), TEST(sqlite_idem_reopen),
           TEST(sqlite_idem_concurrent), TEST(sqlite_apply), TEST(sqlite_apply_idem), TEST(sqlite_apply_fingerprint),
-          TEST(sqlite_apply_reopen), TEST(sqlite_apply_concurrent),
+          TEST(sqlite_apply_reopen), TEST(sqlite_apply_concurrent), TEST(sqlite_excl_create_get),
+          TEST(sqlite_excl_update), TEST(sqlite_excl_delete), TEST(sqlite_excl_list_paging),
+          TEST(sqlite_excl_list_filters), TEST(sqlite_excl_reopen),
+          TEST(sqlite_excl_concurrent_creates), TEST(sqlite_excl_concurrent_updates),
+          TEST(sqlite_excl_idem_reuse), TEST(sqlite_excl_idem_reopen),
           TEST(mongo_open_errors), TEST(mongo_open_unreachable), TEST(mongo_wait_for_store),
           TEST(mongo_ping), TEST(mongo_create_get), TEST(mongo_duplicate), TEST(mongo_update),
           TEST(mongo_delete), TEST(mongo_list_paging), TEST(mongo_list_filters),
