@@ -165,17 +165,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd: --api-keys %s\n", err);
         goto out;
     }
+    if (cfg.worker && !cfg.broker[0]) {
+        fprintf(stderr, "paymentd worker: --broker is required\n");
+        goto out;
+    }
     /* Without a broker nothing else writes the store: the server keeps the
-     * embedded store to itself (reads take no lock call).  With one, the
-     * workers write it too. */
-    unsigned store_flags = cfg.broker[0] ? 0u : (unsigned)PAYMENT_STORE_EXCLUSIVE;
+     * embedded store to itself (reads take no lock call) unless asked to
+     * share it with other programs.  With one, the workers write it too. */
+    unsigned store_flags =
+        cfg.broker[0] || cfg.store_shared ? 0u : (unsigned)PAYMENT_STORE_EXCLUSIVE;
     if (payment_store_open_with(store_uri, store_flags, &a.store, err, sizeof err) !=
         PAYMENT_STORE_OK) {
         fprintf(stderr, "paymentd: cannot open store %s: %s\n", store_shown, err);
-        goto out;
-    }
-    if (cfg.worker && !cfg.broker[0]) {
-        fprintf(stderr, "paymentd worker: --broker is required\n");
         goto out;
     }
     if (cfg.worker) {

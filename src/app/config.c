@@ -238,19 +238,29 @@ static int apply_mongo_collection(struct config *cfg, const char *v, char *errbu
     return 0;
 }
 
-static int apply_wait_for_store(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+/* A true|false (or 1|0) flag's value into *out: 0, or -1 with a reason. */
+static int apply_bool(const char *flag, const char *v, int *out, char *errbuf, size_t errlen)
 {
     char q[72];
     if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
-        cfg->wait_for_store = 1;
+        *out = 1;
     } else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
-        cfg->wait_for_store = 0;
+        *out = 0;
     } else {
-        snprintf(errbuf, errlen, "--wait-for-store: expected true or false, got \"%s\"",
-                 shown(v, q));
+        snprintf(errbuf, errlen, "%s: expected true or false, got \"%s\"", flag, shown(v, q));
         return -1;
     }
     return 0;
+}
+
+static int apply_wait_for_store(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    return apply_bool("--wait-for-store", v, &cfg->wait_for_store, errbuf, errlen);
+}
+
+static int apply_store_shared(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    return apply_bool("--store-shared", v, &cfg->store_shared, errbuf, errlen);
 }
 
 static int apply_broker(struct config *cfg, const char *v, char *errbuf, size_t errlen)
@@ -342,6 +352,10 @@ static const struct option_def options[] = {
      apply_rate_limit},
     {"--mongo-collection", "PAYMENTD_MONGO_COLLECTION", "NAME",
      "MongoDB store: the payments collection (default payments)", apply_mongo_collection},
+    {"--store-shared", "PAYMENTD_STORE_SHARED", "true|false",
+     "SQLite store: let other programs (backup tools) open it while the server runs; each "
+     "read then takes file locks (default false; always with --broker)",
+     apply_store_shared},
     {"--wait-for-store", "PAYMENTD_WAIT_FOR_STORE", "true|false",
      "MongoDB store: start even when it does not answer yet (default false)",
      apply_wait_for_store},
@@ -372,6 +386,10 @@ int config_store_uri(const struct config *cfg, char *out, size_t cap, char *errb
     if (!mongo && (cfg->mongo_collection[0] || cfg->wait_for_store)) {
         snprintf(errbuf, errlen, "--mongo-collection and --wait-for-store apply to a mongodb:// "
                                  "store only");
+        return -1;
+    }
+    if (mongo && cfg->store_shared) {
+        snprintf(errbuf, errlen, "--store-shared applies to a sqlite: store only");
         return -1;
     }
     /* Options go after '?' (a path is needed before it: "/payment" by

@@ -29,6 +29,7 @@ struct config {
     int64_t idempotency_ttl_ms;        /* --idempotency-ttl: records kept at least this long */
     char mongo_collection[128];        /* --mongo-collection, or "" for the store's default */
     int wait_for_store;                /* --wait-for-store: start even if the store is down */
+    int store_shared;                  /* --store-shared: other programs may open the SQLite file */
     char broker[CONFIG_URI_MAX];       /* --broker nats://..., or "": writes are synchronous */
     int async_always;                  /* --async-writes always (else only with Prefer) */
     unsigned partitions;               /* --partitions of the operation stream */
@@ -51,7 +52,8 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
 
 /* The store URI to open: --store, with the MongoDB options of
  * --mongo-collection and --wait-for-store added.  Returns 0, or -1 with a
- * reason (those flags with a store that is not MongoDB, or too long). */
+ * reason (those flags with a store that is not MongoDB, --store-shared with
+ * one that is, or too long). */
 int config_store_uri(const struct config *cfg, char *out, size_t cap, char *errbuf,
                      size_t errlen);
 

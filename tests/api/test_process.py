@@ -298,6 +298,32 @@ def embedded_store_is_the_servers_alone(t):
         finally:
             con.close()
         eq(rows, [(2,)], "payments another process reads once the server stopped")
+
+        # A worker without --broker is told so at once, before the store is touched.
+        t0 = time.monotonic()
+        srv.start()
+        rc, out, err = run_binary(t.binary, ["worker", "--store", "sqlite:" + path], cwd=d)
+        check(rc != 0, "paymentd worker without --broker: exit status 0")
+        line = _one_line(err, "paymentd worker without --broker")
+        check("--broker is required" in line, "paymentd worker without --broker: %r" % line)
+        check(time.monotonic() - t0 < 4, "paymentd worker without --broker waited for the store")
+        finish(srv)
+
+        # --store-shared: other programs read the file while the server runs.
+        shared = Server(t.binary, d, name="shared", store="sqlite:" + path,
+                        args=["--threads", "1", "--store-shared", "true"])
+        try:
+            shared.start()
+            create(shared.client(), what="create with --store-shared")
+            con = sqlite3.connect(path, timeout=2)
+            try:
+                rows = con.execute("SELECT count(*) FROM payments").fetchall()
+            finally:
+                con.close()
+            eq(rows, [(3,)], "payments another process reads while a --store-shared server runs")
+            finish(shared)
+        finally:
+            shared.ensure_dead()
     finally:
         srv.ensure_dead()
 

@@ -44,6 +44,7 @@ ENV_FN(env_all,
        {"PAYMENTD_CLIENT_TIMEOUT", "7"})
 
 ENV_FN(env_listen_only, {"PAYMENTD_LISTEN", "[::1]:81"})
+ENV_FN(env_store_shared, {"PAYMENTD_STORE_SHARED", "1"})
 
 ENV_FN(env_bad_listen, {"PAYMENTD_LISTEN", "nope"})
 ENV_FN(env_bad_store, {"PAYMENTD_STORE", ""})
@@ -539,16 +540,40 @@ static void test_redact_uri(void)
     }
 }
 
+/* --store-shared: off by default, true|false|1|0 from a flag or the
+ * environment, anything else refused with the flag's name. */
+static void test_store_shared(void)
+{
+    struct config cfg;
+    char err[256] = "";
+    CHECK_INT(run(&cfg, NULL, NULL, err, sizeof err), CONFIG_OK);
+    CHECK_INT(cfg.store_shared, 0);
+    CHECK_INT(run(&cfg, (const char *[]){"--store-shared", "true", NULL}, NULL, err, sizeof err),
+              CONFIG_OK);
+    CHECK_INT(cfg.store_shared, 1);
+    CHECK_INT(run(&cfg, (const char *[]){"--store-shared=false", NULL}, env_store_shared, err,
+                  sizeof err),
+              CONFIG_OK);
+    CHECK_INT(cfg.store_shared, 0);
+    CHECK_INT(run(&cfg, NULL, env_store_shared, err, sizeof err), CONFIG_OK);
+    CHECK_INT(cfg.store_shared, 1);
+    CHECK_INT(run(&cfg, (const char *[]){"--store-shared", "yes", NULL}, NULL, err, sizeof err),
+              CONFIG_EINVAL);
+    CHECK(strstr(err, "--store-shared") != NULL);
+}
+
 static void test_store_uri(void)
 {
     static const struct {
         const char *store, *collection;
-        int wait;
+        int wait;        /* 1: --wait-for-store; 2: --store-shared instead */
         const char *out; /* NULL: refused */
     } cases[] = {
         {"sqlite:./p.db", "", 0, "sqlite:./p.db"},
         {"sqlite:./p.db", "pay", 0, NULL},
         {"sqlite:./p.db", "", 1, NULL},
+        {"sqlite:./p.db", "", 2, "sqlite:./p.db"},
+        {"mongodb://h:27017/db", "", 2, NULL},
         {"mongodb://h:27017/db", "", 0, "mongodb://h:27017/db"},
         {"mongodb://h:27017/db", "pay", 0, "mongodb://h:27017/db?paymentdCollection=pay"},
         {"mongodb://h/db?w=majority", "pay", 1,
@@ -561,19 +586,21 @@ static void test_store_uri(void)
         CHECK_INT(config_parse(&cfg, 1, (char *[]){"paymentd", NULL}, NULL, err, sizeof err), 0);
         snprintf(cfg.store, sizeof cfg.store, "%s", cases[i].store);
         snprintf(cfg.mongo_collection, sizeof cfg.mongo_collection, "%s", cases[i].collection);
-        cfg.wait_for_store = cases[i].wait;
+        cfg.wait_for_store = cases[i].wait == 1;
+        cfg.store_shared = cases[i].wait == 2;
         int rc = config_store_uri(&cfg, out, sizeof out, err, sizeof err);
         if (cases[i].out) {
             CHECK_INT(rc, 0);
             CHECK_STR(out, cases[i].out);
         } else {
             CHECK_INT(rc, -1);
-            CHECK(strstr(err, "mongodb://") != NULL);
+            CHECK(strstr(err, cases[i].wait == 2 ? "sqlite:" : "mongodb://") != NULL);
         }
     }
 }
 
-TEST_MAIN(TEST(test_store_uri), TEST(test_redact_uri), TEST(test_defaults), TEST(test_flags_both_forms), TEST(test_flag_value_with_equals),
+TEST_MAIN(TEST(test_store_uri), TEST(test_store_shared), TEST(test_redact_uri), TEST(test_defaults),
+          TEST(test_flags_both_forms), TEST(test_flag_value_with_equals),
           TEST(test_all_flags_together), TEST(test_env), TEST(test_flag_wins_over_env),
           TEST(test_env_bad_values), TEST(test_bad_values), TEST(test_public_url_without_host),
           TEST(test_bad_value_with_newline),
