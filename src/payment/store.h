@@ -99,7 +99,8 @@ typedef void (*payment_store_done_fn)(void *arg, int err, int64_t current_versio
 /* Process-wide set-up of the backends: once, from main, before any store is
  * opened or any thread started, because SQLite takes its global settings
  * only before its first use.  Optional (a store works without it, only
- * slower).  Returns 0, or a negative error with a reason in errbuf. */
+ * slower).  Returns 0, or a negative error with a reason in errbuf: SQLite
+ * cannot start, or was used already (a second call is refused so). */
 int payment_store_init(char *errbuf, size_t errlen);
 
 /* Opens the store a URI names: "sqlite:PATH" (the parent folder is created)
@@ -113,8 +114,10 @@ enum payment_store_flag {
      * it takes the file's lock once and keeps it, and its readers share
      * the write-ahead log's index in memory, so a read takes no lock call.
      * Another process that opens the file, or already has it open, gets
-     * PAYMENT_STORE_EUNAVAILABLE (after the store's busy timeout).  MongoDB
-     * ignores it. */
+     * PAYMENT_STORE_EUNAVAILABLE (after the store's busy timeout).  Within
+     * one process every store on a file must be opened with the same flags:
+     * an exclusive store opened while a shared one is open is not exclusive.
+     * MongoDB ignores it. */
     PAYMENT_STORE_EXCLUSIVE = 1,
 };
 

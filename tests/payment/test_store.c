@@ -700,7 +700,7 @@ static void case_reopen(struct fixture *fx)
     for (int round = 0; round < 2; round++) {
         char err[256] = "";
         CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
-                  PAYMENT_STORE_OK);
+              PAYMENT_STORE_OK);
         if (!fx->s)
             return;
         check_doc(fx->s, &a, 0);
@@ -1251,7 +1251,7 @@ static void case_idem_reopen(struct fixture *fx)
     fx->s = NULL;
     char err[256] = "";
     CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
-                  PAYMENT_STORE_OK);
+              PAYMENT_STORE_OK);
     if (!fx->s)
         return;
     CHECK_REC(fx->s, &ra);
@@ -1687,7 +1687,7 @@ static void case_apply_reopen(struct fixture *fx)
     fx->s = NULL;
     char err[256] = "";
     CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
-                  PAYMENT_STORE_OK);
+              PAYMENT_STORE_OK);
     if (!fx->s)
         return;
     CHECK_POSITION(fx->s, 1, 41, 9);
@@ -1905,6 +1905,9 @@ SQLITE_EXCL_CASE(concurrent_creates)
 SQLITE_EXCL_CASE(concurrent_updates)
 SQLITE_EXCL_CASE(idem_reuse)
 SQLITE_EXCL_CASE(idem_reopen)
+SQLITE_EXCL_CASE(idem_concurrent)
+SQLITE_EXCL_CASE(apply)
+SQLITE_EXCL_CASE(apply_idem)
 
 /* Open failures: EURI and a one-line reason. */
 static void sqlite_open_errors(void)
@@ -2204,7 +2207,7 @@ static void case_mongo_layout(struct fixture *fx)
     fx->s = NULL;
     char err[256] = "";
     CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
-                  PAYMENT_STORE_OK);
+              PAYMENT_STORE_OK);
     if (!fx->s)
         return;
     struct pay c;
@@ -2671,6 +2674,7 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(sqlite_excl_list_filters), TEST(sqlite_excl_reopen),
           TEST(sqlite_excl_concurrent_creates), TEST(sqlite_excl_concurrent_updates),
           TEST(sqlite_excl_idem_reuse), TEST(sqlite_excl_idem_reopen),
+          TEST(sqlite_excl_idem_concurrent), TEST(sqlite_excl_apply), TEST(sqlite_excl_apply_idem),
           TEST(mongo_open_errors), TEST(mongo_open_unreachable), TEST(mongo_wait_for_store),
           TEST(mongo_ping), TEST(mongo_create_get), TEST(mongo_duplicate), TEST(mongo_update),
           TEST(mongo_delete), TEST(mongo_list_paging), TEST(mongo_list_filters),

@@ -153,7 +153,45 @@ static int page_size_of(const char *path)
     return size;
 }
 
-/* New stores get 8 KiB pages: a payment of a few KB fits one page. */
+/* An exclusive store keeps the write-ahead log's index in its memory: no
+ * -shm file appears however much is written and read.  Opened shared, the
+ * same file's index is in the -shm file, for other processes to use. */
+static void test_exclusive_store_keeps_no_shm(void)
+{
+    char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char uri[160], shm[160];
+    snprintf(uri, sizeof uri, "sqlite:%s/p.db", dir);
+    snprintf(shm, sizeof shm, "%s/p.db-shm", dir);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open_with(uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err),
+              PAYMENT_STORE_OK);
+    if (s) {
+        CHECK_INT(create_payments(s, 5), 0);
+        struct buf doc = BUF_INIT;
+        int64_t version = -1;
+        CHECK_INT(payment_store_get(s, "00000000-0000-4000-8000-000000000004", &doc, &version),
+                  PAYMENT_STORE_OK);
+        CHECK(doc.len > 0);
+        buf_free(&doc);
+        CHECK(access(shm, F_OK) != 0);
+        payment_store_close(s);
+    }
+    /* the same file shared, as with --broker: the index is in the -shm file */
+    CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (s) {
+        struct buf doc = BUF_INIT;
+        int64_t version = -1;
+        CHECK_INT(payment_store_get(s, "00000000-0000-4000-8000-000000000004", &doc, &version),
+                  PAYMENT_STORE_OK);
+        buf_free(&doc);
+        CHECK(access(shm, F_OK) == 0);
+        payment_store_close(s);
+    }
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Runs first (SQLite takes global settings only before its first use):
  * after payment_store_init, SQLite keeps no memory statistics, so its
  * allocations take no global mutex; a second call is refused. */
@@ -184,6 +222,7 @@ static void test_init_turns_off_memory_statistics(void)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* New stores get 8 KiB pages: a payment of a few KB fits one page. */
 static void test_new_store_page_size(void)
 {
     char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
@@ -277,5 +316,6 @@ static void test_list_shapes_cycle(void)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
-TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size), TEST(test_existing_store_keeps_page_size),
-          TEST(test_list_shapes_cycle))
+TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size),
+          TEST(test_existing_store_keeps_page_size), TEST(test_list_shapes_cycle),
+          TEST(test_exclusive_store_keeps_no_shm))
