@@ -43,14 +43,14 @@ static char *mhd_static_read_file(const char *path, size_t *len_out)
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || st.st_size < 0) {
         fprintf(stderr, "mhd_static: %s: %s\n", path, strerror(errno));
-        fclose(f);
+        (void)fclose(f); /* already failing: nothing more to report */
         return NULL;
     }
     size_t len = (size_t)st.st_size;
     char *buf = malloc(len ? len : 1);
     if (!buf) {
         fprintf(stderr, "mhd_static: out of memory\n");
-        fclose(f);
+        (void)fclose(f); /* already failing: nothing more to report */
         return NULL;
     }
     size_t got = fread(buf, 1, len, f);
@@ -82,7 +82,7 @@ static int mhd_static_listen(uint16_t port)
         bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, MHD_STATIC_BACKLOG) != 0) {
         fprintf(stderr, "mhd_static: cannot listen on 127.0.0.1:%u: %s\n", (unsigned)port,
                 strerror(errno));
-        close(fd);
+        (void)close(fd); /* already failing: nothing more to report */
         return -1;
     }
     return fd;
@@ -186,7 +186,7 @@ int main(int argc, char **argv)
     if (!daemon) {
         fprintf(stderr, "mhd_static: cannot start the HTTP server on 127.0.0.1:%u\n",
                 (unsigned)port);
-        close(fd);
+        (void)close(fd); /* already failing: nothing more to report */
         MHD_destroy_response(answer);
         free(body);
         return 1;
