@@ -263,6 +263,15 @@ def sigterm_finishes_in_flight_request(t):
         srv.ensure_dead()
 
 
+def _count_payments(path, timeout):
+    """SELECT count(*) of the payments table, from this (another) process."""
+    con = sqlite3.connect(path, timeout=timeout)
+    try:
+        return con.execute("SELECT count(*) FROM payments").fetchall()
+    finally:
+        con.close()
+
+
 @test
 def embedded_store_is_the_servers_alone(t):
     """Without --broker the server keeps its SQLite store to itself: a second
@@ -281,23 +290,15 @@ def embedded_store_is_the_servers_alone(t):
         check(rc != 0, "a second server on the same store: exit status 0")
         line = _one_line(err, "a second server on the same store")
         check("open in another process" in line, "a second server: %r does not say why" % line)
-        con = sqlite3.connect(path, timeout=0.2)
         try:
-            rows = con.execute("SELECT count(*) FROM payments").fetchall()
+            rows = _count_payments(path, 0.2)
             raise Fail("another process read the store while the server held it: %r" % rows)
         except sqlite3.OperationalError as e:
             check("locked" in str(e), "reading the held store: %s" % e)
-        finally:
-            con.close()
         expect_status(c.get("/v1/payments/" + first), 200, "GET after the second server gave up")
         create(c, what="create after the second server gave up")
         finish(srv)
-        con = sqlite3.connect(path, timeout=2)
-        try:
-            rows = con.execute("SELECT count(*) FROM payments").fetchall()
-        finally:
-            con.close()
-        eq(rows, [(2,)], "payments another process reads once the server stopped")
+        eq(_count_payments(path, 2), [(2,)], "payments another process reads once the server stopped")
 
         # A worker without --broker is told so at once, before the store is touched.
         t0 = time.monotonic()
@@ -315,12 +316,8 @@ def embedded_store_is_the_servers_alone(t):
         try:
             shared.start()
             create(shared.client(), what="create with --store-shared")
-            con = sqlite3.connect(path, timeout=2)
-            try:
-                rows = con.execute("SELECT count(*) FROM payments").fetchall()
-            finally:
-                con.close()
-            eq(rows, [(3,)], "payments another process reads while a --store-shared server runs")
+            eq(_count_payments(path, 2), [(3,)],
+               "payments another process reads while a --store-shared server runs")
             finish(shared)
         finally:
             shared.ensure_dead()

@@ -153,6 +153,21 @@ static int page_size_of(const char *path)
     return size;
 }
 
+/* Reads payment i of create_payments: its store error, and EINTERNAL for an
+ * empty document. */
+static int get_payment(payment_store *s, int i)
+{
+    char id[UUID_STR_LEN + 1];
+    snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
+    struct buf doc = BUF_INIT;
+    int64_t version = -1;
+    int err = payment_store_get(s, id, &doc, &version);
+    if (err == PAYMENT_STORE_OK && doc.len == 0)
+        err = PAYMENT_STORE_EINTERNAL;
+    buf_free(&doc);
+    return err;
+}
+
 /* An exclusive store keeps the write-ahead log's index in its memory: no
  * -shm file appears however much is written and read.  Opened shared, the
  * same file's index is in the -shm file, for other processes to use. */
@@ -169,23 +184,14 @@ static void test_exclusive_store_keeps_no_shm(void)
               PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
-        struct buf doc = BUF_INIT;
-        int64_t version = -1;
-        CHECK_INT(payment_store_get(s, "00000000-0000-4000-8000-000000000004", &doc, &version),
-                  PAYMENT_STORE_OK);
-        CHECK(doc.len > 0);
-        buf_free(&doc);
+        CHECK_INT(get_payment(s, 4), PAYMENT_STORE_OK);
         CHECK(access(shm, F_OK) != 0);
         payment_store_close(s);
     }
     /* the same file shared, as with --broker: the index is in the -shm file */
     CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
-        struct buf doc = BUF_INIT;
-        int64_t version = -1;
-        CHECK_INT(payment_store_get(s, "00000000-0000-4000-8000-000000000004", &doc, &version),
-                  PAYMENT_STORE_OK);
-        buf_free(&doc);
+        CHECK_INT(get_payment(s, 4), PAYMENT_STORE_OK);
         CHECK(access(shm, F_OK) == 0);
         payment_store_close(s);
     }
@@ -207,11 +213,7 @@ static void test_init_turns_off_memory_statistics(void)
     CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
-        struct buf doc = BUF_INIT;
-        int64_t version = -1;
-        CHECK_INT(payment_store_get(s, "00000000-0000-4000-8000-000000000000", &doc, &version),
-                 PAYMENT_STORE_OK);
-        buf_free(&doc);
+        CHECK_INT(get_payment(s, 0), PAYMENT_STORE_OK);
         sqlite3_int64 used = -1, peak = -1;
         CHECK_INT(sqlite3_status64(SQLITE_STATUS_MEMORY_USED, &used, &peak, 0), SQLITE_OK);
         CHECK(used == 0 && peak == 0); /* counted, these would be hundreds of KB */
