@@ -153,6 +153,26 @@ static int page_size_of(const char *path)
     return size;
 }
 
+/* A store file in a new temporary folder. */
+struct tmp_store {
+    char dir[32];  /* the folder, removed with its files by tmp_store_remove */
+    char path[64]; /* dir/p.db */
+    char uri[80];  /* "sqlite:" path */
+};
+
+static void tmp_store_make(struct tmp_store *t)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/paymentd-sqlite-XXXXXX");
+    CHECK(mkdtemp(t->dir) != NULL);
+    snprintf(t->path, sizeof t->path, "%s/p.db", t->dir);
+    snprintf(t->uri, sizeof t->uri, "sqlite:%s", t->path);
+}
+
+static void tmp_store_remove(const struct tmp_store *t)
+{
+    nftw(t->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Reads payment i of create_payments: its store error, and EINTERNAL for an
  * empty document. */
 static int get_payment(payment_store *s, int i)
@@ -173,14 +193,13 @@ static int get_payment(payment_store *s, int i)
  * same file's index is in the -shm file, for other processes to use. */
 static void test_exclusive_store_keeps_no_shm(void)
 {
-    char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char uri[160], shm[160];
-    snprintf(uri, sizeof uri, "sqlite:%s/p.db", dir);
-    snprintf(shm, sizeof shm, "%s/p.db-shm", dir);
+    struct tmp_store t;
+    tmp_store_make(&t);
+    char shm[80];
+    snprintf(shm, sizeof shm, "%s-shm", t.path);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open_with(uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err),
+    CHECK_INT(payment_store_open_with(t.uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err),
               PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
@@ -189,13 +208,13 @@ static void test_exclusive_store_keeps_no_shm(void)
         payment_store_close(s);
     }
     /* the same file shared, as with --broker: the index is in the -shm file */
-    CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(get_payment(s, 4), PAYMENT_STORE_OK);
         CHECK(access(shm, F_OK) == 0);
         payment_store_close(s);
     }
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tmp_store_remove(&t);
 }
 
 /* Runs first (SQLite takes global settings only before its first use):
@@ -205,12 +224,10 @@ static void test_init_turns_off_memory_statistics(void)
 {
     char err[256];
     CHECK_INT(payment_store_init(err, sizeof err), PAYMENT_STORE_OK);
-    char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char uri[160];
-    snprintf(uri, sizeof uri, "sqlite:%s/p.db", dir);
+    struct tmp_store t;
+    tmp_store_make(&t);
     payment_store *s = NULL;
-    CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
         CHECK_INT(get_payment(s, 0), PAYMENT_STORE_OK);
@@ -221,44 +238,38 @@ static void test_init_turns_off_memory_statistics(void)
     }
     CHECK(payment_store_init(err, sizeof err) != PAYMENT_STORE_OK);
     CHECK(err[0] != '\0');
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tmp_store_remove(&t);
 }
 
 /* New stores get 8 KiB pages: a payment of a few KB fits one page. */
 static void test_new_store_page_size(void)
 {
-    char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char uri[160], path[128];
-    snprintf(path, sizeof path, "%s/p.db", dir);
-    snprintf(uri, sizeof uri, "sqlite:%s", path);
+    struct tmp_store t;
+    tmp_store_make(&t);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
         payment_store_close(s);
     }
-    CHECK_INT(page_size_of(path), 8192);
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    CHECK_INT(page_size_of(t.path), 8192);
+    tmp_store_remove(&t);
 }
 
 /* A store made with SQLite's default pages keeps them and works as before. */
 static void test_existing_store_keeps_page_size(void)
 {
-    char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char uri[160], path[128];
-    snprintf(path, sizeof path, "%s/p.db", dir);
-    snprintf(uri, sizeof uri, "sqlite:%s", path);
+    struct tmp_store t;
+    tmp_store_make(&t);
     sqlite3 *db = NULL;
-    CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK_INT(sqlite3_open(t.path, &db), SQLITE_OK);
     CHECK_INT(sqlite3_exec(db, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;"
                                "CREATE TABLE t (x)", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
         struct buf doc = BUF_INIT;
@@ -269,23 +280,23 @@ static void test_existing_store_keeps_page_size(void)
         buf_free(&doc);
         payment_store_close(s);
     }
-    CHECK_INT(page_size_of(path), 4096);
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    CHECK_INT(page_size_of(t.path), 4096);
+    tmp_store_remove(&t);
 }
 
 /* More query shapes than the reader keeps prepared, round and round: every
  * pass lists the same rows, whether its statement was kept or made again. */
 static void test_list_shapes_cycle(void)
 {
-    char dir[] = "/tmp/paymentd-sqlite-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char uri[128];
-    snprintf(uri, sizeof uri, "sqlite:%s/p.db", dir);
+    struct tmp_store t;
+    tmp_store_make(&t);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
-    if (!s)
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
         return;
+    }
     CHECK_INT(create_payments(s, 40), 0);
     enum { SHAPES = 12 };
     struct listed first[SHAPES];
@@ -315,7 +326,7 @@ static void test_list_shapes_cycle(void)
     CHECK_INT(first[1].n, 14);
     CHECK_INT(first[11].n, 4);
     payment_store_close(s);
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tmp_store_remove(&t);
 }
 
 TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size),
