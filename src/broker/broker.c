@@ -391,6 +391,19 @@ int broker_connected(broker *b)
     return natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+/* Options of a JetStream request that must finish by deadline (nats_Now()
+ * milliseconds; at least 1 ms is always left), or NATS_NOT_YET_CONNECTED
+ * while the connection is down, so that the caller's retry loop waits. */
+static natsStatus broker_request_options(broker *b, int64_t deadline, jsOptions *jo)
+{
+    if (!broker_connected(b))
+        return NATS_NOT_YET_CONNECTED;
+    natsStatus s = jsOptions_Init(jo);
+    int64_t left = deadline - nats_Now();
+    jo->Wait = left > 0 ? left : 1;
+    return s;
+}
+
 const char *broker_strerror(int err)
 {
     switch (err) {
@@ -739,15 +752,10 @@ static int broker_kv_last(broker_kv *kv, const char *key, natsMsg **msg)
     natsStatus s;
     for (;;) {
         jerr = 0;
-        s = broker_connected(kv->b) ? NATS_OK : NATS_NOT_YET_CONNECTED;
-        if (s == NATS_OK) {
-            jsOptions jo;
-            s = jsOptions_Init(&jo);
-            int64_t left = deadline - nats_Now();
-            jo.Wait = left > 0 ? left : 1;
-            if (s == NATS_OK)
-                s = js_GetLastMsg(msg, kv->b->js, kv->stream, subject, &jo, &jerr);
-        }
+        jsOptions jo;
+        s = broker_request_options(kv->b, deadline, &jo);
+        if (s == NATS_OK)
+            s = js_GetLastMsg(msg, kv->b->js, kv->stream, subject, &jo, &jerr);
         if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
             break;
     }
@@ -838,16 +846,12 @@ static int broker_stream_purge(broker *b, const char *stream, const char *subjec
     natsStatus s;
     for (;;) {
         jerr = 0;
-        s = broker_connected(b) ? NATS_OK : NATS_NOT_YET_CONNECTED;
+        jsOptions jo;
+        s = broker_request_options(b, deadline, &jo);
         if (s == NATS_OK) {
-            jsOptions jo;
-            s = jsOptions_Init(&jo);
-            int64_t left = deadline - nats_Now();
-            jo.Wait = left > 0 ? left : 1;
             jo.Stream.Purge.Subject = subject;
             jo.Stream.Purge.Sequence = below;
-            if (s == NATS_OK)
-                s = js_PurgeStream(b->js, stream, &jo, &jerr);
+            s = js_PurgeStream(b->js, stream, &jo, &jerr);
         }
         if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
             break;
@@ -925,15 +929,11 @@ int broker_kv_keys(broker_kv *kv, int timeout_ms, char ***keys, size_t *count)
     natsStatus s;
     for (;;) {
         jerr = 0;
-        s = broker_connected(kv->b) ? NATS_OK : NATS_NOT_YET_CONNECTED;
+        jsOptions jo;
+        s = broker_request_options(kv->b, deadline, &jo);
         if (s == NATS_OK) {
-            jsOptions jo;
-            s = jsOptions_Init(&jo);
-            int64_t left = deadline - nats_Now();
-            jo.Wait = left > 0 ? left : 1;
             jo.Stream.Info.SubjectsFilter = filter;
-            if (s == NATS_OK)
-                s = js_GetStreamInfo(&si, kv->b->js, kv->stream, &jo, &jerr);
+            s = js_GetStreamInfo(&si, kv->b->js, kv->stream, &jo, &jerr);
         }
         if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
             break;
