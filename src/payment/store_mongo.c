@@ -260,14 +260,6 @@ static int mongo_map_err(const bson_error_t *e)
 
 /* A client from the pool.  pop waits only when every client is in use
  * (maxPoolSize); with waitQueueTimeoutMS it may give up. */
-static mongoc_client_t *mongo_client(struct mongo_store *st, int *err)
-{
-    mongoc_client_t *c = mongoc_client_pool_pop(st->pool);
-    if (!c)
-        *err = PAYMENT_STORE_EUNAVAILABLE;
-    return c;
-}
-
 static mongoc_collection_t *mongo_collection(struct mongo_store *st, mongoc_client_t *c,
                                              const char *name)
 {
@@ -662,6 +654,16 @@ static int mongo_ready(struct mongo_store *st, mongoc_client_t *client)
     }
     store_unlock(&st->setup_mu);
     return err;
+}
+
+/* A client from the pool, which the caller pushes back, with *err set to
+ * whether the store is set up (mongo_ready); NULL with *err
+ * EUNAVAILABLE when the pool has none. */
+static mongoc_client_t *mongo_client(struct mongo_store *st, int *err)
+{
+    mongoc_client_t *c = mongoc_client_pool_pop(st->pool);
+    *err = c ? mongo_ready(st, c) : PAYMENT_STORE_EUNAVAILABLE;
+    return c;
 }
 
 /* ---- the write path: creates -------------------------------------------- */
@@ -1063,8 +1065,6 @@ static void mongo_creates_batch(struct mongo_store *st, struct mongo_op *batch, 
     if (nlive) {
         int err = PAYMENT_STORE_OK;
         mongoc_client_t *client = mongo_client(st, &err);
-        if (client)
-            err = mongo_ready(st, client);
         if (err != PAYMENT_STORE_OK) {
             for (size_t i = 0; i < nlive; i++)
                 live[i]->err = err;
@@ -1105,8 +1105,6 @@ static void *mongo_writes_main(void *arg)
             return NULL;
         int err = PAYMENT_STORE_EUNAVAILABLE;
         mongoc_client_t *client = mongo_op_stale(st, op) ? NULL : mongo_client(st, &err);
-        if (client)
-            err = mongo_ready(st, client);
         if (client && err == PAYMENT_STORE_OK) {
             mongo_write_run(st, client, op);
             if (op->err == PAYMENT_STORE_OK) {
@@ -1838,8 +1836,6 @@ static void mongo_applies_batch(struct mongo_store *st, struct mongo_op **ops, s
         return; /* still down, as far as we know */
     int err = PAYMENT_STORE_OK;
     mongoc_client_t *client = mongo_client(st, &err);
-    if (client)
-        err = mongo_ready(st, client);
     if (err != PAYMENT_STORE_OK) {
         for (size_t i = 0; i < n; i++)
             if (ops[i]->err == 1)
@@ -2114,7 +2110,6 @@ static int mongo_idem_get(payment_store *s, const char *scope, const char *key,
         free(sk);
         return err;
     }
-    err = mongo_ready(st, client);
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
     if (err == PAYMENT_STORE_OK && !mongo_build_idem_get(&filter, &opts, sk))
         err = PAYMENT_STORE_EINTERNAL;
@@ -2177,7 +2172,6 @@ static int mongo_purge_run(struct mongo_store *st, int64_t before_ms)
     mongoc_client_t *client = mongo_client(st, &err);
     if (!client)
         return err;
-    err = mongo_ready(st, client);
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER;
     if (err == PAYMENT_STORE_OK && !mongo_build_purge(&filter, &update, before_ms))
         err = PAYMENT_STORE_EINTERNAL;
@@ -2209,7 +2203,6 @@ static int mongo_ping(payment_store *s)
     mongoc_client_t *client = mongo_client(st, &err);
     if (!client)
         return err;
-    err = mongo_ready(st, client);
     bson_t cmd = BSON_INITIALIZER;
     if (err == PAYMENT_STORE_OK && !BSON_APPEND_INT32(&cmd, "ping", 1))
         err = PAYMENT_STORE_EINTERNAL;
@@ -2243,7 +2236,6 @@ static int mongo_get(payment_store *s, const char *id, struct buf *doc, int64_t 
     mongoc_client_t *client = mongo_client(st, &err);
     if (!client)
         return err;
-    err = mongo_ready(st, client);
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
     if (err == PAYMENT_STORE_OK && !mongo_build_get(&filter, &opts, id))
         err = PAYMENT_STORE_EINTERNAL;
@@ -2288,7 +2280,6 @@ static int mongo_op_get(payment_store *s, const char *op_id, struct payment_op_f
     mongoc_client_t *client = mongo_client(st, &err);
     if (!client)
         return err;
-    err = mongo_ready(st, client);
     bson_t filter = BSON_INITIALIZER, doc, exists;
     if (err == PAYMENT_STORE_OK &&
         !(BSON_APPEND_UTF8(&filter, "_id", op_id) &&
@@ -2328,7 +2319,6 @@ static int mongo_partition_get(payment_store *s, uint32_t partition, uint64_t *l
     mongoc_client_t *client = mongo_client(st, &err);
     if (!client)
         return err;
-    err = mongo_ready(st, client);
     bson_t filter = BSON_INITIALIZER, doc;
     if (err == PAYMENT_STORE_OK && !BSON_APPEND_INT64(&filter, "_id", partition))
         err = PAYMENT_STORE_EINTERNAL;
@@ -2466,7 +2456,6 @@ static int mongo_list(payment_store *s, const struct payment_query *q, payment_s
     mongoc_client_t *client = mongo_client(st, &err);
     if (!client)
         return err;
-    err = mongo_ready(st, client);
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
     if (err == PAYMENT_STORE_OK &&
         (!mongo_build_list_filter(&filter, q) || !mongo_build_list_opts(&opts, q)))
