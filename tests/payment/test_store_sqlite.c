@@ -1,6 +1,8 @@
 /* What is particular to the embedded store beyond the contract test_store.c
  * checks on every backend: the page size of new stores, stores made with
- * another page size, and list statements kept prepared per query shape. */
+ * another page size, list statements kept prepared per query shape, rows
+ * keyed by their id's hash (collisions, the key's format) and the migration
+ * of older stores to it. */
 #include <ftw.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -329,6 +331,234 @@ static void test_list_shapes_cycle(void)
     tmp_store_remove(&t);
 }
 
+/* Runs sql on the store file at path with a connection of its own (the
+ * store closed); SQLITE_OK or SQLite's error. */
+static int raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+    return rc;
+}
+
+/* The first column of the first row of sql on the file at path; -1 when
+ * there is none. */
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+    return v;
+}
+
+/* Document number of payment i ("n" of create_payments' document), -1 when
+ * it cannot be read. */
+static int payment_number(payment_store *s, int i)
+{
+    char id[UUID_STR_LEN + 1];
+    snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
+    struct buf doc = BUF_INIT;
+    int64_t version = -1;
+    int n = -1;
+    if (payment_store_get(s, id, &doc, &version) == PAYMENT_STORE_OK && doc.len > 5 &&
+        strncmp(doc.data, "{\"n\":", 5) == 0)
+        n = atoi(doc.data + 5);
+    buf_free(&doc);
+    return n;
+}
+
+/* The key format is stored in every store: pinned.  FNV-1a 64 of the id's
+ * bytes with its top three bits replaced by 001. */
+static void test_row_key_format(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (s) {
+        CHECK_INT(create_payments(s, 3), 0);
+        payment_store_close(s);
+    }
+    CHECK_INT(raw_int(t.path, "SELECT k FROM payments"
+                              " WHERE id = '00000000-0000-4000-8000-000000000000'"),
+              INT64_C(4109345528878782549));
+    /* every row at its id's key, in the keys' range */
+    CHECK_INT(raw_int(t.path, "SELECT count(*) FROM payments"
+                              " WHERE k >= 2305843009213693952 AND k < 4611686018427387904"),
+              3);
+    tmp_store_remove(&t);
+}
+
+/* A payment whose key holds another payment, or nothing, is read through
+ * the id index: moved rows (as after a collision) read, update and delete
+ * as before. */
+static void test_get_off_its_key(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(create_payments(s, 5), 0);
+    payment_store_close(s);
+    /* payment 2 moves to key 7; payment 3 takes payment 2's key */
+    CHECK_INT(raw_exec(t.path,
+                       "CREATE TEMP TABLE kk AS SELECT k FROM payments"
+                       "  WHERE id = '00000000-0000-4000-8000-000000000002';"
+                       "UPDATE payments SET k = 7 WHERE id = '00000000-0000-4000-8000-000000000002';"
+                       "UPDATE payments SET k = (SELECT k FROM kk)"
+                       "  WHERE id = '00000000-0000-4000-8000-000000000003';"),
+              SQLITE_OK);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    for (int i = 0; i < 5; i++)
+        CHECK_INT(payment_number(s, i), i);
+    CHECK_INT(get_payment(s, 5), PAYMENT_STORE_ENOTFOUND);
+    struct waiter w = {.pending = 1};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    payment_store_delete(s, "00000000-0000-4000-8000-000000000002", -1, NULL, waiter_done, &w);
+    pthread_mutex_lock(&w.mu);
+    while (w.pending > 0)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    CHECK_INT(w.failed, 0);
+    CHECK_INT(get_payment(s, 2), PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(payment_number(s, 3), 3);
+    payment_store_close(s);
+    tmp_store_remove(&t);
+}
+
+/* A create whose key another payment holds is stored at a key SQLite picks
+ * and read back through the id index; its id stays unique. */
+static void test_create_on_taken_key(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(create_payments(s, 1), 0);
+    payment_store_close(s);
+    /* payment 0's key now holds payment 9 */
+    CHECK_INT(raw_exec(t.path, "UPDATE payments SET id = '00000000-0000-4000-8000-000000000009'"
+                               " WHERE id = '00000000-0000-4000-8000-000000000000'"),
+              SQLITE_OK);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(get_payment(s, 0), PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(create_payments(s, 1), 0); /* payment 0 again: its key is taken */
+    CHECK_INT(payment_number(s, 0), 0);
+    CHECK_INT(payment_number(s, 9), 0); /* the moved row, document unchanged */
+    CHECK_INT(create_payments(s, 1), 1); /* a duplicate id is still refused */
+    struct payment_query q;
+    query_init(&q);
+    struct listed l = {0, 0};
+    int more = -1;
+    CHECK_INT(payment_store_list(s, &q, listed_row, &l, &more), PAYMENT_STORE_OK);
+    CHECK_INT(l.n, 2);
+    payment_store_close(s);
+    CHECK_INT(raw_int(t.path, "SELECT seq FROM payments"
+                              " WHERE id = '00000000-0000-4000-8000-000000000000'"),
+              2);
+    CHECK(raw_int(t.path, "SELECT k FROM payments"
+                          " WHERE id = '00000000-0000-4000-8000-000000000000'") !=
+          INT64_C(4109345528878782549));
+    tmp_store_remove(&t);
+}
+
+/* A store of schema 4 (payments keyed by seq) is rebuilt keyed by id at
+ * open: every payment and tombstone kept with its seq, sequence numbers
+ * continue after the largest. */
+static void test_migration_to_keyed_rows(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(create_payments(s, 4), 0);
+    payment_store_close(s);
+    /* back to schema 4's table, seqs 11..14, payment 1 a tombstone */
+    CHECK_INT(raw_exec(t.path,
+                       "CREATE TABLE p4 ("
+                       " seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,"
+                       " organisation_id TEXT NOT NULL, version INTEGER NOT NULL,"
+                       " created_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL,"
+                       " currency TEXT, payment_scheme TEXT, payment_type TEXT, reference TEXT,"
+                       " end_to_end_reference TEXT, processing_date TEXT, amount_key TEXT,"
+                       " doc TEXT, deleted INTEGER NOT NULL DEFAULT 0);"
+                       "INSERT INTO p4 SELECT seq + 10, id, organisation_id, version, created_ms,"
+                       " modified_ms, currency, payment_scheme, payment_type, reference,"
+                       " end_to_end_reference, processing_date, amount_key, doc, deleted"
+                       " FROM payments;"
+                       "UPDATE p4 SET deleted = 1, doc = NULL"
+                       " WHERE id = '00000000-0000-4000-8000-000000000001';"
+                       "DROP TABLE payments;"
+                       "ALTER TABLE p4 RENAME TO payments;"
+                       "CREATE INDEX payments_organisation ON payments (organisation_id, seq);"
+                       "CREATE INDEX payments_reference ON payments (reference);"
+                       "CREATE INDEX payments_end_to_end_reference"
+                       " ON payments (end_to_end_reference);"
+                       "PRAGMA user_version = 4;"),
+              SQLITE_OK);
+    CHECK_INT(raw_int(t.path, "SELECT count(*) FROM pragma_table_info('payments')"
+                              " WHERE name = 'k'"),
+              0);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(payment_number(s, 0), 0);
+    CHECK_INT(get_payment(s, 1), PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(create_payments(s, 2), 2); /* payments 0 and 1 (a tombstone) exist */
+    CHECK_INT(payment_number(s, 3), 3);
+    struct payment_query q;
+    query_init(&q);
+    q.mode = PAYMENT_PAGE_CURSOR;
+    q.after_seq = 12; /* after payment 1's tombstone: payments 2 and 3 */
+    struct listed l = {0, 0};
+    int more = -1;
+    CHECK_INT(payment_store_list(s, &q, listed_row, &l, &more), PAYMENT_STORE_OK);
+    CHECK_INT(l.n, 2);
+    CHECK_INT(l.sum, 1 * 2 + 2 * 3);
+    payment_store_close(s);
+    CHECK_INT(raw_int(t.path, "PRAGMA user_version"), 5);
+    CHECK_INT(raw_int(t.path, "SELECT count(*) FROM payments"
+                              " WHERE k >= 2305843009213693952 AND seq BETWEEN 11 AND 14"),
+              4);
+    tmp_store_remove(&t);
+}
+
 TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size),
           TEST(test_existing_store_keeps_page_size), TEST(test_list_shapes_cycle),
-          TEST(test_exclusive_store_keeps_no_shm))
+          TEST(test_exclusive_store_keeps_no_shm), TEST(test_row_key_format),
+          TEST(test_get_off_its_key), TEST(test_create_on_taken_key),
+          TEST(test_migration_to_keyed_rows))
