@@ -14,12 +14,12 @@
 # Options:
 #   --binary PATH    a paymentd to measure (repeatable; default: make build/paymentd)
 #   --workload W     get or list (bench/get.lua, bench/list.lua; default get)
-#   --payments N     payments preloaded once, then copied for each server (default 10000)
+#   --payments N     payments each server preloads (default 10000)
 #   --rounds N       rounds; each runs every server once, in turn (default 3)
 #   --duration S     seconds of each wrk run (default 8)
 #
-# Every server runs on its own copy of one preloaded store, all at once, idle
-# but for its own wrk run; prints one line per run and leaves nothing behind.
+# Every server runs on a store it preloaded itself, all at once, idle but for
+# its own wrk run; prints one line per run and leaves nothing behind.
 set -euo pipefail
 export LC_ALL=C
 
@@ -77,21 +77,16 @@ start() {
 
 gcc -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -o "$WORK/mhd_static" "$BENCH/mhd_static.c" \
   -lmicrohttpd
-mkdir -p "$WORK/seed"
-start seed "${BINARIES[0]}" --store "sqlite:$WORK/seed/p.db" --listen 127.0.0.1:@PORT@ \
-  --log-level warn
-BENCH_PAYMENTS=$PAYMENTS $PY "$BENCH/client.py" "${URLS[0]}" preload "$PAYMENTS" 16 >/dev/null
-# payment 0 of the preload (bench/common.lua's ids): the body mhd_static answers
-curl -s -f -o "$WORK/body" "${URLS[0]}/v1/payments/00000000-b001-4000-8000-000000000000"
-kill "${PIDS[0]}"; wait "${PIDS[0]}" || true
-PIDS=() NAMES=() URLS=()
-
+# Each build preloads a fresh store of its own: builds with different store
+# schemas can be compared, and each is measured on the layout it writes.
 for i in "${!BINARIES[@]}"; do
   mkdir -p "$WORK/s$i"
-  cp "$WORK/seed/p.db" "$WORK/s$i/"
   start "paymentd-$i" "${BINARIES[$i]}" --store "sqlite:$WORK/s$i/p.db" --listen 127.0.0.1:@PORT@ \
     --log-level warn
+  BENCH_PAYMENTS=$PAYMENTS $PY "$BENCH/client.py" "${URLS[$i]}" preload "$PAYMENTS" 16 >/dev/null
 done
+# payment 0 of the preload (bench/common.lua's ids): the body mhd_static answers
+curl -s -f -o "$WORK/body" "${URLS[0]}/v1/payments/00000000-b001-4000-8000-000000000000"
 # A list ceiling would need the list page; mhd_static is the GET's.
 [ "$WORKLOAD" != get ] || start mhd_static "$WORK/mhd_static" @PORT@ "$WORK/body"
 
