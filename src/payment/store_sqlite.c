@@ -14,15 +14,7 @@
  * see the last commit and never wait for the writer.
  *
  * Deleted payments stay as tombstone rows (deleted = 1, doc NULL) that keep
- * their id, so the UNIQUE id constraint also refuses to create them again.
- *
- * A payment's row is keyed by a hash of its id (sqlite_payment_key), so that
- * a GET descends the table's b-tree once, not the id index and then the
- * table: at 300,000 payments that is one page read fewer per GET.  The key
- * only locates; the id index stays the truth.  A create whose key another
- * payment holds gets a key SQLite picks, and a read that does not find its
- * id at its key asks the id index, so a collision, made on purpose or not,
- * costs that one payment the second descent and nothing else. */
+ * their id, so the UNIQUE id constraint also refuses to create them again. */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -115,49 +107,13 @@ static const char *const sqlite_migrations[] = {
      * age like idempotency records. */
     "ALTER TABLE operations ADD COLUMN fingerprint TEXT;"
     "CREATE INDEX operations_applied ON operations (applied_ms);",
-    /* 5: payments keyed by payment_key(id) (sqlite_payment_key), seq a
-     * column of its own.  Rows are copied keyed by their seq (below the keys'
-     * range, so no copy can collide), then moved to their id's key; a row
-     * whose key an earlier one took keeps its seq, and reads find it through
-     * the id index. */
-    "CREATE TABLE payments_v5 ("
-    " k INTEGER PRIMARY KEY,"
-    " seq INTEGER UNIQUE NOT NULL,"
-    " id TEXT UNIQUE NOT NULL,"
-    " organisation_id TEXT NOT NULL,"
-    " version INTEGER NOT NULL,"
-    " created_ms INTEGER NOT NULL,"
-    " modified_ms INTEGER NOT NULL,"
-    " currency TEXT,"
-    " payment_scheme TEXT,"
-    " payment_type TEXT,"
-    " reference TEXT,"
-    " end_to_end_reference TEXT,"
-    " processing_date TEXT,"
-    " amount_key TEXT,"
-    " doc TEXT,"
-    " deleted INTEGER NOT NULL DEFAULT 0"
-    ");"
-    "INSERT INTO payments_v5 (k, seq, id, organisation_id, version, created_ms, modified_ms,"
-    " currency, payment_scheme, payment_type, reference, end_to_end_reference, processing_date,"
-    " amount_key, doc, deleted)"
-    " SELECT seq, seq, id, organisation_id, version, created_ms, modified_ms, currency,"
-    " payment_scheme, payment_type, reference, end_to_end_reference, processing_date, amount_key,"
-    " doc, deleted FROM payments ORDER BY seq;"
-    "UPDATE OR IGNORE payments_v5 SET k = payment_key(id);"
-    "DROP TABLE payments;"
-    "ALTER TABLE payments_v5 RENAME TO payments;"
-    "CREATE INDEX payments_organisation ON payments (organisation_id, seq);"
-    "CREATE INDEX payments_reference ON payments (reference);"
-    "CREATE INDEX payments_end_to_end_reference ON payments (end_to_end_reference);",
 };
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
 
 /* Writer statements, prepared once.  Row parameters: ?1 id, ?2 organisation,
  * ?3 version, ?4 created, ?5 modified, ?6..?10 the text columns, ?11
- * processing date, ?12 amount key, ?13 doc; ?14 the expected version; ?15
- * the row's key. */
+ * processing date, ?12 amount key, ?13 doc; ?14 the expected version. */
 enum sqlite_wstmt {
     W_BEGIN,
     W_COMMIT,
@@ -189,14 +145,10 @@ static const char *const sqlite_wsql[W_COUNT] = {
     [W_SAVEPOINT] = "SAVEPOINT op",
     [W_RELEASE] = "RELEASE op",
     [W_ROLLBACK_TO] = "ROLLBACK TO op",
-    /* Sequence numbers are never reused since rows are never removed: the
-     * largest stays the largest ever given.  The writer holds the write
-     * lock, so MAX + 1 is its own. */
-    [W_INSERT] = "INSERT INTO payments (k, seq, id, organisation_id, version, created_ms,"
-                 " modified_ms, currency, payment_scheme, payment_type, reference,"
-                 " end_to_end_reference, processing_date, amount_key, doc, deleted)"
-                 " VALUES (?15, (SELECT COALESCE(MAX(seq), 0) + 1 FROM payments), ?1, ?2, ?3, ?4,"
-                 " ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0) RETURNING seq",
+    [W_INSERT] = "INSERT INTO payments (id, organisation_id, version, created_ms, modified_ms,"
+                 " currency, payment_scheme, payment_type, reference, end_to_end_reference,"
+                 " processing_date, amount_key, doc, deleted)"
+                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0)",
     /* created_ms (?4) is the store's: an update never changes it. */
     [W_UPDATE] = "UPDATE payments SET organisation_id = ?2, version = ?3, modified_ms = ?5,"
                  " currency = ?6, payment_scheme = ?7, payment_type = ?8, reference = ?9,"
@@ -224,12 +176,10 @@ static const char *const sqlite_wsql[W_COUNT] = {
 };
 
 /* Reader statements, prepared once per reading connection. */
-enum sqlite_rstmt { R_GET, R_GET_BY_ID, R_PING, R_IDEM, R_OP, R_PART, R_COUNT };
+enum sqlite_rstmt { R_GET, R_PING, R_IDEM, R_OP, R_PART, R_COUNT };
 
-/* R_GET and R_GET_BY_ID return the same columns: see sqlite_get_step. */
 static const char *const sqlite_rsql[R_COUNT] = {
-    [R_GET] = "SELECT id, doc, version, created_ms, deleted FROM payments WHERE k = ?1",
-    [R_GET_BY_ID] = "SELECT id, doc, version, created_ms, deleted FROM payments WHERE id = ?1",
+    [R_GET] = "SELECT doc, version, created_ms FROM payments WHERE id = ?1 AND deleted = 0",
     [R_PING] = "SELECT seq FROM payments ORDER BY seq DESC LIMIT 1",
     [R_IDEM] = "SELECT fingerprint, status, location, etag, body FROM idempotency"
                " WHERE scope = ?1 AND key = ?2",
@@ -316,36 +266,6 @@ static int sqlite_map_err(int rc)
     default:
         return PAYMENT_STORE_EINTERNAL;
     }
-}
-
-/* A payment's row key: FNV-1a (64 bits) of its id, folded into [2^61, 2^62).
- * Stored in every store, so it must never change.  Below the range lie the
- * sequence numbers that migration 5 keys rows by first; above it, the keys
- * SQLite picks after a collision (the largest key + 1). */
-static int64_t sqlite_payment_key(const char *id, size_t len)
-{
-    uint64_t h = 14695981039346656037u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)id[i];
-        h *= 1099511628211u;
-    }
-    return (int64_t)((h & ((UINT64_C(1) << 61) - 1)) | (UINT64_C(1) << 61));
-}
-
-/* payment_key(id), for migration 5. */
-static void sqlite_payment_key_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    (void)argc;
-    const unsigned char *id = sqlite3_value_text(argv[0]);
-    if (!id) {
-        if (sqlite3_value_type(argv[0]) == SQLITE_NULL)
-            sqlite3_result_null(ctx);
-        else
-            sqlite3_result_error_nomem(ctx);
-        return;
-    }
-    sqlite3_result_int64(
-        ctx, sqlite_payment_key((const char *)id, (size_t)sqlite3_value_bytes(argv[0])));
 }
 
 /* Makes a statement reusable.  sqlite3_reset repeats the error of the last
@@ -441,31 +361,15 @@ static int sqlite_op_create(struct sqlite_store *st, struct sqlite_op *op)
     sqlite3_stmt *stmt = st->w[W_INSERT];
     int rc = sqlite_bind_row(stmt, &op->row);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(stmt, 15, sqlite_payment_key(op->row.id, strlen(op->row.id)));
-    if (rc == SQLITE_OK)
         rc = sqlite3_step(stmt);
-    if (rc == SQLITE_CONSTRAINT &&
-        sqlite3_extended_errcode(st->wdb) == SQLITE_CONSTRAINT_PRIMARYKEY) {
-        /* Another payment has this key: SQLite picks a free one, and reads
-         * of this payment go through the id index. */
-        (void)sqlite3_reset(stmt); /* repeats the constraint error */
-        rc = sqlite3_bind_null(stmt, 15);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(stmt);
-    }
-    if (rc == SQLITE_ROW) {
-        /* RETURNING: the row is written by the first step. */
+    if (rc == SQLITE_DONE) {
         op->err = PAYMENT_STORE_OK;
-        op->seq = sqlite3_column_int64(stmt, 0);
+        op->seq = sqlite3_last_insert_rowid(st->wdb);
         rc = SQLITE_OK;
-    } else if (rc == SQLITE_CONSTRAINT &&
-               sqlite3_extended_errcode(st->wdb) == SQLITE_CONSTRAINT_UNIQUE) {
-        /* The unique columns are id, tombstones included, and seq, which is
-         * MAX + 1: the id is taken. */
+    } else if (sqlite3_extended_errcode(st->wdb) == SQLITE_CONSTRAINT_UNIQUE) {
+        /* The only unique column is id, tombstones included. */
         op->err = PAYMENT_STORE_EDUPLICATE;
         rc = SQLITE_OK;
-    } else if (rc == SQLITE_DONE) {
-        rc = SQLITE_INTERNAL; /* RETURNING gives one row */
     }
     sqlite_stmt_release(stmt);
     return rc;
@@ -1115,41 +1019,6 @@ static int sqlite_ping(payment_store *s)
     return rc == SQLITE_OK ? PAYMENT_STORE_OK : sqlite_map_err(rc);
 }
 
-/* Steps a bound R_GET or R_GET_BY_ID and reads its row if it is payment id:
- * OK, or ENOTFOUND for its tombstone; *seen is 0 (and ENOTFOUND returned)
- * when the statement gave no row or another payment's. */
-static int sqlite_get_step(sqlite3 *db, sqlite3_stmt *stmt, const char *id, size_t id_len,
-                           struct buf *doc, int64_t *version, int64_t *created_ms, int *seen)
-{
-    *seen = 0;
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_DONE)
-        return PAYMENT_STORE_ENOTFOUND;
-    if (rc != SQLITE_ROW)
-        return sqlite_map_err(rc);
-    const char *row_id = (const char *)sqlite3_column_text(stmt, 0);
-    if (!row_id)
-        return sqlite3_errcode(db) == SQLITE_NOMEM ? PAYMENT_STORE_EINTERNAL
-                                                   : PAYMENT_STORE_ENOTFOUND;
-    if ((size_t)sqlite3_column_bytes(stmt, 0) != id_len || memcmp(row_id, id, id_len) != 0)
-        return PAYMENT_STORE_ENOTFOUND;
-    *seen = 1;
-    if (sqlite3_column_int64(stmt, 4) != 0)
-        return PAYMENT_STORE_ENOTFOUND;
-    const char *text = (const char *)sqlite3_column_text(stmt, 1);
-    size_t len = (size_t)sqlite3_column_bytes(stmt, 1);
-    if (!text && sqlite3_errcode(db) == SQLITE_NOMEM)
-        return PAYMENT_STORE_EINTERNAL;
-    if (buf_append(doc, text ? text : "", text ? len : 0) != 0)
-        return PAYMENT_STORE_EINTERNAL;
-    *version = sqlite3_column_int64(stmt, 2);
-    if (created_ms)
-        *created_ms = sqlite3_column_int64(stmt, 3);
-    return PAYMENT_STORE_OK;
-}
-
-/* By the id's key first; by the id index when the key holds no row or
- * another payment's (a collision, or a row migration 5 left at its seq). */
 static int sqlite_get(payment_store *s, const char *id, struct buf *doc, int64_t *version,
                       int64_t *created_ms)
 {
@@ -1158,19 +1027,28 @@ static int sqlite_get(payment_store *s, const char *id, struct buf *doc, int64_t
     struct sqlite_reader *r = sqlite_reader_get(st, &err);
     if (!r)
         return err;
-    size_t id_len = strlen(id);
-    int seen = 0;
     sqlite3_stmt *stmt = r->stmt[R_GET];
-    int rc = sqlite3_bind_int64(stmt, 1, sqlite_payment_key(id, id_len));
-    err = rc == SQLITE_OK ? sqlite_get_step(r->db, stmt, id, id_len, doc, version, created_ms, &seen)
-                          : sqlite_map_err(rc);
-    sqlite_stmt_release(stmt);
-    if (seen || err != PAYMENT_STORE_ENOTFOUND)
-        return err;
-    stmt = r->stmt[R_GET_BY_ID];
-    rc = sqlite3_bind_text(stmt, 1, id, (int)id_len, SQLITE_STATIC);
-    err = rc == SQLITE_OK ? sqlite_get_step(r->db, stmt, id, id_len, doc, version, created_ms, &seen)
-                          : sqlite_map_err(rc);
+    int rc = sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(stmt, 0);
+        size_t len = (size_t)sqlite3_column_bytes(stmt, 0);
+        if (!text && sqlite3_errcode(r->db) == SQLITE_NOMEM) {
+            err = PAYMENT_STORE_EINTERNAL;
+        } else if (buf_append(doc, text ? text : "", text ? len : 0) != 0) {
+            err = PAYMENT_STORE_EINTERNAL;
+        } else {
+            err = PAYMENT_STORE_OK;
+            *version = sqlite3_column_int64(stmt, 1);
+            if (created_ms)
+                *created_ms = sqlite3_column_int64(stmt, 2);
+        }
+    } else if (rc == SQLITE_DONE) {
+        err = PAYMENT_STORE_ENOTFOUND;
+    } else {
+        err = sqlite_map_err(rc);
+    }
     sqlite_stmt_release(stmt);
     return err;
 }
@@ -1589,14 +1467,6 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
         store_errf(errbuf, errlen, "cannot open store %s: %s", path,
                     st->wdb ? sqlite3_errmsg(st->wdb) : sqlite3_errstr(rc));
         return rc == SQLITE_NOMEM ? PAYMENT_STORE_EINTERNAL : PAYMENT_STORE_EURI;
-    }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_create_function_v2(st->wdb, "payment_key", 1,
-                                        SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY,
-                                        NULL, sqlite_payment_key_sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        store_errf(errbuf, errlen, "cannot open store %s: %s", path, sqlite3_errmsg(st->wdb));
-        return PAYMENT_STORE_EINTERNAL;
     }
     if (sqlite_migrate(st->wdb, errbuf, errlen) != SQLITE_OK)
         return PAYMENT_STORE_EURI;

@@ -1837,8 +1837,8 @@ static void case_reads_do_not_wait(struct fixture *fx)
               SQLITE_OK);
     CHECK_INT(sqlite3_exec(db,
                            "BEGIN IMMEDIATE;"
-                           "INSERT INTO payments (seq, id, organisation_id, version, created_ms,"
-                           " modified_ms, doc) VALUES (2, '00000000-0000-4000-8000-000000000002',"
+                           "INSERT INTO payments (id, organisation_id, version, created_ms,"
+                           " modified_ms, doc) VALUES ('00000000-0000-4000-8000-000000000002',"
                            " 'x', 0, 0, 0, '{\"id\":\"00000000-0000-4000-8000-000000000002\"}');",
                            NULL, NULL, NULL),
               SQLITE_OK);
