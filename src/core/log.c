@@ -25,7 +25,7 @@ int log_level_parse(const char *s, enum log_level *out)
     return -1;
 }
 
-static int log_enabled(const struct logger *lg, enum log_level level)
+int log_wants(const struct logger *lg, enum log_level level)
 {
     return level >= lg->level && level >= LOG_DEBUG && level <= LOG_ERROR;
 }
@@ -100,7 +100,7 @@ static void log_finish(const struct logger *lg, struct buf *b)
 
 void log_msg(const struct logger *lg, enum log_level level, const char *fmt, ...)
 {
-    if (!log_enabled(lg, level))
+    if (!log_wants(lg, level))
         return;
 
     char small[512];
@@ -136,7 +136,7 @@ void log_msg(const struct logger *lg, enum log_level level, const char *fmt, ...
 int log_request_format(const struct logger *lg, struct buf *b, const char *request_id,
                        const char *method, const char *path, int status, int64_t duration_us)
 {
-    if (!log_enabled(lg, LOG_INFO))
+    if (!log_wants(lg, LOG_INFO))
         return 0;
     log_begin(b, LOG_INFO);
     buf_puts(b, ",\"request_id\":");

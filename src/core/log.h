@@ -21,6 +21,9 @@ struct logger {
 /* Parses "debug", "info", "warn" or "error".  Returns 0, or -1. */
 int log_level_parse(const char *s, enum log_level *out);
 
+/* Whether lg writes lines of this level. */
+int log_wants(const struct logger *lg, enum log_level level);
+
 /* {"time":"...","level":"info","msg":"..."}: a formatted message. */
 void log_msg(const struct logger *lg, enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -23,6 +23,7 @@
 #include "core/hex.h"
 #include "core/metrics.h"
 #include "core/uuid.h"
+#include "http/access_log.h"
 #include "http/ratelimit.h"
 
 #define MAX_HEADERS 8
@@ -32,13 +33,8 @@
  * headers.  libmicrohttpd zeroes it after every request, so it is kept
  * small; bodies live in their own buffers. */
 #define HTTP_CONNECTION_MEMORY (12 * 1024)
-/* Access log lines are batched (see struct access_log): a batch is written
- * once it nears PIPE_BUF bytes, or once its oldest line is this old. */
-#define ACCESS_LOG_BATCH PIPE_BUF
-#define ACCESS_LOG_DELAY_US 100000
-/* The housekeeping thread's tick; it reaps slow clients every 10th. */
-#define HOUSEKEEPING_TICK_NS (ACCESS_LOG_DELAY_US * 1000L)
-#define REAP_EVERY_TICKS 10
+/* The reaper's tick: it looks for slow clients once a second. */
+#define REAP_TICK_NS 1000000000L
 
 /* Statuses metrics are kept for; any other is counted as the last. */
 static const int metric_statuses[] = {200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413,
@@ -63,24 +59,10 @@ struct http_server {
     ratelimit *limiter;              /* --rate-limit, or NULL */
     pthread_mutex_t conns_mu;        /* guards conns and each slot's fd */
     struct conn_slot *conns;         /* open connections, for the reaper */
-    pthread_t reaper;                /* flushes the access log; closes slow connections */
+    pthread_t reaper;                /* closes slow connections */
     pthread_cond_t reaper_wake;      /* signalled to stop it (under conns_mu) */
     int reaper_stop;
-    struct access_log *log_batch;    /* access log lines not written yet */
-};
-
-/* The access log, batched: a write(2) per request was about 5% of a GET's
- * CPU time.  Lines go out in writes of whole lines of at most
- * PIPE_BUF bytes (atomic on a pipe, so never interleaved with other
- * writers' lines; a single longer line is written alone, as before), in the
- * order they were added, at the latest ACCESS_LOG_DELAY_US (plus a tick)
- * after the oldest was added, and all of them when the server stops.  A
- * crash can lose that last fraction of a second of access lines, nothing
- * else: payments are durable before they are answered. */
-struct access_log {
-    pthread_mutex_t mu;    /* guards the rest */
-    struct buf pending;    /* whole lines, oldest first */
-    int64_t oldest_us;     /* when the first pending line was added */
+    access_log *access;              /* the access log and its thread */
 };
 
 /* A connection as the reaper sees it.  libmicrohttpd's own timeout counts
@@ -396,77 +378,6 @@ static void request_free(http_request *req)
     free(req);
 }
 
-/* --- access log ------------------------------------------------------------ */
-
-/* Writes the pending lines (the caller holds mu). */
-static void access_log_flush_locked(const struct logger *lg, struct access_log *al)
-{
-    if (al->pending.len)
-        log_write(lg, al->pending.data, al->pending.len);
-    buf_reset(&al->pending);
-}
-
-/* Adds the access line of a completed request. */
-static void access_log_add(http_server *s, const http_request *req, int64_t now_us,
-                           int64_t duration_us)
-{
-    struct access_log *al = s->log_batch;
-    const struct logger *lg = s->cfg.log;
-    if (pthread_mutex_lock(&al->mu) != 0)
-        abort();
-    size_t old = al->pending.len;
-    int rc = log_request_format(lg, &al->pending, req->request_id, req->method_name, req->path,
-                                req->status, duration_us);
-    if (rc < 0) {
-        buf_reset(&al->pending); /* out of memory: those lines are lost */
-    } else if (rc > 0) {
-        if (old == 0)
-            al->oldest_us = now_us;
-        struct buf *p = &al->pending;
-        if (p->len > ACCESS_LOG_BATCH && old > 0) {
-            /* The new line would overflow the batch: the batch goes first. */
-            log_write(lg, p->data, old);
-            memmove(p->data, p->data + old, p->len - old + 1);
-            p->len -= old;
-            al->oldest_us = now_us;
-        }
-        if (p->len > ACCESS_LOG_BATCH - 512 || now_us - al->oldest_us >= ACCESS_LOG_DELAY_US)
-            access_log_flush_locked(lg, al);
-    }
-    pthread_mutex_unlock(&al->mu);
-}
-
-/* Writes the pending lines once the oldest has waited long enough, or all
- * of them when force is set. */
-static void access_log_tick(http_server *s, int force)
-{
-    struct access_log *al = s->log_batch;
-    if (pthread_mutex_lock(&al->mu) != 0)
-        abort();
-    if (al->pending.len && (force || clock_mono_us() - al->oldest_us >= ACCESS_LOG_DELAY_US))
-        access_log_flush_locked(s->cfg.log, al);
-    pthread_mutex_unlock(&al->mu);
-}
-
-static struct access_log *access_log_new(void)
-{
-    struct access_log *al = calloc(1, sizeof *al);
-    if (al && pthread_mutex_init(&al->mu, NULL) != 0) {
-        free(al);
-        return NULL;
-    }
-    return al;
-}
-
-static void access_log_free(struct access_log *al)
-{
-    if (!al)
-        return;
-    pthread_mutex_destroy(&al->mu);
-    buf_free(&al->pending);
-    free(al);
-}
-
 /* --- slow clients -------------------------------------------------------- */
 
 static void conn_slot_link(http_server *s, struct conn_slot *slot)
@@ -500,9 +411,8 @@ static struct conn_slot *request_slot(const http_request *req)
     return ci ? ci->socket_context : NULL;
 }
 
-/* The housekeeping thread.  Every tick it writes access log lines that
- * have waited long enough; every REAP_EVERY_TICKS ticks, with a client
- * timeout, it shuts down the sockets of connections past it: the event loop
+/* The reaper.  Every tick, with a client timeout, it shuts down the
+ * sockets of connections past it: the event loop
  * then sees the connection end and closes it as usual.  A slot stays listed
  * (and its fd open) until libmicrohttpd's close notification has unlisted
  * it under the same lock, so the fd cannot be another's. */
@@ -510,14 +420,13 @@ static void *reaper_main(void *arg)
 {
     http_server *s = arg;
     int64_t limit_us = (int64_t)s->cfg.client_timeout_s * 1000000;
-    unsigned ticks = 0;
     if (pthread_mutex_lock(&s->conns_mu) != 0)
         return NULL;
     while (!s->reaper_stop) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += HOUSEKEEPING_TICK_NS / 1000000000L;
-        until.tv_nsec += HOUSEKEEPING_TICK_NS % 1000000000L;
+        until.tv_sec += REAP_TICK_NS / 1000000000L;
+        until.tv_nsec += REAP_TICK_NS % 1000000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
@@ -525,12 +434,7 @@ static void *reaper_main(void *arg)
         int rc = 0;
         while (!s->reaper_stop && rc != ETIMEDOUT)
             rc = pthread_cond_timedwait(&s->reaper_wake, &s->conns_mu, &until);
-        /* Not under conns_mu: a write must not hold up new connections. */
-        pthread_mutex_unlock(&s->conns_mu);
-        access_log_tick(s, 0);
-        if (pthread_mutex_lock(&s->conns_mu) != 0)
-            return NULL;
-        if (!s->cfg.client_timeout_s || ++ticks % REAP_EVERY_TICKS != 0)
+        if (!s->cfg.client_timeout_s)
             continue;
         int64_t now = clock_mono_us();
         for (struct conn_slot *c = s->conns; c && !s->reaper_stop; c = c->next) {
@@ -670,7 +574,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     int64_t now = clock_mono_us();
     int64_t us = now - req->start_us;
-    access_log_add(s, req, now, us);
+    access_log_add(s->access, req->request_id, req->method_name, req->path, req->status, us);
     struct conn_slot *slot = request_slot(req);
     if (slot) {
         atomic_store(&slot->since_us, now); /* idle from now on */
@@ -824,7 +728,7 @@ static int bind_listener(const char *host, uint16_t port, int *fd_out, uint16_t 
 static void server_free(http_server *s)
 {
     ratelimit_free(s->limiter);
-    access_log_free(s->log_batch);
+    access_log_stop(s->access);
     free(s->latency);
     free(s);
 }
@@ -845,11 +749,11 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
     atomic_init(&s->suspended, 0);
     atomic_init(&s->id_counter, 1);
     s->latency = calloc((cfg->n_routes + 1) * N_METRIC_STATUSES, sizeof *s->latency);
-    s->log_batch = access_log_new();
+    int log_rc = access_log_start(cfg->log, &s->access);
     uint64_t prefix;
-    if (!s->latency || !s->log_batch || getrandom(&prefix, sizeof prefix, 0) != sizeof prefix) {
+    if (!s->latency || log_rc != 0 || getrandom(&prefix, sizeof prefix, 0) != sizeof prefix) {
         snprintf(errbuf, errlen, "cannot set up the HTTP server: %s",
-                 s->latency && s->log_batch ? "no random source" : "out of memory");
+                 !s->latency || log_rc != 0 ? "out of memory" : "no random source");
         server_free(s);
         return -1;
     }
@@ -941,7 +845,8 @@ void http_server_stop(http_server *s, unsigned grace_ms)
     }
     pthread_join(s->reaper, NULL);
     MHD_stop_daemon(s->daemon);
-    access_log_tick(s, 1); /* the last lines, the daemon's final requests included */
+    /* server_free stops the access log after the daemon: its last lines,
+     * the daemon's final requests included, are written. */
     pthread_cond_destroy(&s->reaper_wake);
     pthread_mutex_destroy(&s->conns_mu);
     server_free(s);
@@ -954,6 +859,11 @@ void http_server_metrics(const http_server *s, struct buf *b)
                           "Client connections open now.");
     buf_printf(b, "paymentd_http_open_connections %ld\n",
                atomic_load_explicit(&s->connections, memory_order_relaxed));
+    metrics_render_header(b, "paymentd_access_log_dropped_lines_total", "counter",
+                          "Access log lines dropped because the log's destination did not take"
+                          " them fast enough.");
+    buf_printf(b, "paymentd_access_log_dropped_lines_total %" PRIu64 "\n",
+               access_log_dropped(s->access));
     metrics_render_header(b, name, "histogram",
                           "Time from a request's headers to its completion, by route and status.");
     for (size_t r = 0; r <= s->cfg.n_routes; r++) {

@@ -8,10 +8,11 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 
-from harness import (HOST, Fail, Server, check, child_env, create, eq, expect_error, expect_status,
+from harness import (HOST, Fail, Server, _track, check, child_env, create, eq, expect_error, expect_status,
                      free_port, link_path, new_id, payment, qs, raw_request, run_binary, test)
 
 FLAGS = ["--listen", "--store", "--threads", "--max-body", "--public-url", "--log-level"]
@@ -261,6 +262,77 @@ def sigterm_finishes_in_flight_request(t):
         finish(srv)
     finally:
         srv.ensure_dead()
+
+
+def _dropped_lines(port):
+    c = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    finally:
+        c.close()
+    for line in text.splitlines():
+        if line.startswith("paymentd_access_log_dropped_lines_total "):
+            return int(line.split()[1])
+    raise Fail("/metrics has no paymentd_access_log_dropped_lines_total: %r" % text[:300])
+
+
+@test
+def stuck_log_destination_does_not_stop_serving(t):
+    """stderr a pipe nobody reads: once it and the access log's buffer are
+    full, requests are still answered, the lines that did not fit are
+    counted in /metrics, and when the pipe is read again every line that
+    arrives is whole and the server stops cleanly."""
+    d = t.scratch("stucklog")
+    port = free_port()
+    p = subprocess.Popen([t.binary, "--listen", "%s:%d" % (HOST, port), "--store",
+                          "sqlite:" + os.path.join(d, "p.db")],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=child_env(), cwd=d)
+    _track(p)
+    try:
+        deadline = time.monotonic() + 15
+        while not _answers(port):
+            check(p.poll() is None and time.monotonic() < deadline, "server did not start")
+            time.sleep(0.05)
+        # ~170 bytes of access line each: 9,000 fill the 64 KiB pipe and
+        # the 1 MiB buffer with room to spare
+        c = http.client.HTTPConnection(HOST, port, timeout=10)
+        try:
+            for i in range(9000):
+                try:
+                    c.request("GET", "/healthz")
+                    r = c.getresponse()
+                    r.read()
+                except (OSError, http.client.HTTPException) as e:
+                    raise Fail("request %d with the log's pipe full: %r" % (i, e))
+                eq(r.status, 200, "status of request %d" % i)
+        finally:
+            c.close()
+        dropped = _dropped_lines(port)
+        check(dropped > 0, "no access line counted as dropped after 9,000 requests")
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(p.stderr.read().splitlines()))
+        reader.start()
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise Fail("server still running 30s after SIGTERM with its pipe read again")
+        reader.join(timeout=30)
+        eq(rc, 0, "exit status")
+        access = 0
+        for ln in lines:
+            try:
+                obj = json.loads(ln)
+            except ValueError:
+                raise Fail("a log line is not whole JSON: %r" % ln[:200])
+            access += obj.get("path") == "/healthz"
+        check(0 < access < 9000, "%d access lines of /healthz arrived" % access)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def _count_payments(path, timeout):
