@@ -2,11 +2,13 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
@@ -16,7 +18,7 @@
 struct access_log {
     const struct logger *lg;  /* the destination, borrowed */
     pthread_mutex_t mu;       /* guards pending, pending_lines, oldest_us and stop */
-    pthread_cond_t wake;      /* a batch is full, or stop is set (CLOCK_MONOTONIC) */
+    pthread_cond_t wake;      /* a first line, a full batch, or stop (CLOCK_MONOTONIC) */
     struct buf pending;       /* whole lines, oldest first */
     uint64_t pending_lines;   /* lines in pending */
     int64_t oldest_us;        /* when pending's first line was added */
@@ -25,15 +27,60 @@ struct access_log {
     pthread_t thread;
 };
 
+/* The lock and signal calls fail only for objects not initialised or not
+ * held: a broken process, stopped rather than left running unlocked. */
 static void access_log_lock(access_log *al)
 {
     if (pthread_mutex_lock(&al->mu) != 0)
-        abort(); /* only for a mutex not initialised: a broken process */
+        abort();
+}
+
+static void access_log_unlock(access_log *al)
+{
+    if (pthread_mutex_unlock(&al->mu) != 0)
+        abort();
+}
+
+static void access_log_signal(access_log *al)
+{
+    if (pthread_cond_signal(&al->wake) != 0)
+        abort();
+}
+
+static uint64_t access_log_count_lines(const char *data, size_t len)
+{
+    uint64_t n = 0;
+    for (const char *p = data, *end = data + len; (p = memchr(p, '\n', (size_t)(end - p))); p++)
+        n++;
+    return n;
+}
+
+/* Writes one batch whole: waits while a non-blocking destination is full
+ * (this thread is there to wait); on any other error, what was not written
+ * is counted as dropped, so a half line can end the batch. */
+static void access_log_write_batch(access_log *al, const char *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(al->lg->fd, data + off, len - off);
+        if (n >= 0) {
+            off += (size_t)n;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            struct pollfd pfd = {.fd = al->lg->fd, .events = POLLOUT};
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                break;
+        } else if (errno != EINTR) {
+            break;
+        }
+    }
+    if (off < len)
+        atomic_fetch_add_explicit(&al->dropped, access_log_count_lines(data + off, len - off),
+                                  memory_order_relaxed);
 }
 
 /* Writes len bytes of whole lines in writes of at most ACCESS_LOG_BATCH
  * bytes, each ending at a line's end. */
-static void access_log_write(const struct logger *lg, const char *data, size_t len)
+static void access_log_write(access_log *al, const char *data, size_t len)
 {
     while (len > 0) {
         size_t n = len;
@@ -43,21 +90,27 @@ static void access_log_write(const struct logger *lg, const char *data, size_t l
                 nl = memchr(data + ACCESS_LOG_BATCH, '\n', len - ACCESS_LOG_BATCH);
             n = nl ? (size_t)(nl - data) + 1 : len;
         }
-        log_write(lg, data, n);
+        access_log_write_batch(al, data, n);
         data += n;
         len -= n;
     }
 }
 
 /* Whether the thread has work now: a full batch, a batch old enough, or
- * stop.  Otherwise *until is when the oldest line will be old enough. */
-static int access_log_due(const access_log *al, struct timespec *until)
+ * stop.  Otherwise *until is when the oldest line will be old enough, or
+ * *forever is set when there is no line (the first one signals). */
+static int access_log_due(const access_log *al, struct timespec *until, int *forever)
 {
+    *forever = 0;
     if (al->stop || al->pending.len >= ACCESS_LOG_BATCH)
         return 1;
+    if (al->pending.len == 0) {
+        *forever = 1;
+        return 0;
+    }
     int64_t now = clock_mono_us();
-    int64_t due = al->pending.len ? al->oldest_us + ACCESS_LOG_DELAY_US : now + ACCESS_LOG_DELAY_US;
-    if (al->pending.len && now >= due)
+    int64_t due = al->oldest_us + ACCESS_LOG_DELAY_US;
+    if (now >= due)
         return 1;
     struct timespec ts;
     if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
@@ -77,8 +130,10 @@ static void *access_log_main(void *arg)
     access_log_lock(al);
     for (;;) {
         struct timespec until;
-        while (!access_log_due(al, &until)) {
-            int rc = pthread_cond_timedwait(&al->wake, &al->mu, &until);
+        int forever;
+        while (!access_log_due(al, &until, &forever)) {
+            int rc = forever ? pthread_cond_wait(&al->wake, &al->mu)
+                             : pthread_cond_timedwait(&al->wake, &al->mu, &until);
             if (rc != 0 && rc != ETIMEDOUT && rc != EINTR)
                 abort(); /* EINVAL or EPERM: a broken process */
         }
@@ -88,20 +143,21 @@ static void *access_log_main(void *arg)
         al->pending = out; /* empty, its memory kept for the next lines */
         al->pending_lines = 0;
         out = full;
-        pthread_mutex_unlock(&al->mu);
-        access_log_write(al->lg, out.data, out.len);
+        access_log_unlock(al);
+        access_log_write(al, out.data, out.len);
         buf_reset(&out);
         access_log_lock(al);
     }
-    pthread_mutex_unlock(&al->mu);
+    access_log_unlock(al);
     buf_free(&out);
     return NULL;
 }
 
 static void access_log_free(access_log *al)
 {
-    pthread_cond_destroy(&al->wake);
-    pthread_mutex_destroy(&al->mu);
+    /* Neither is in use any more: destroying them cannot fail. */
+    (void)pthread_cond_destroy(&al->wake);
+    (void)pthread_mutex_destroy(&al->mu);
     buf_free(&al->pending);
     free(al);
 }
@@ -126,7 +182,7 @@ int access_log_start(const struct logger *lg, access_log **out)
         return -1;
     }
     if (pthread_mutex_init(&al->mu, NULL) != 0) {
-        pthread_cond_destroy(&al->wake);
+        (void)pthread_cond_destroy(&al->wake); /* unused: cannot fail */
         free(al);
         return -1;
     }
@@ -152,24 +208,26 @@ void access_log_add(access_log *al, const char *request_id, const char *method, 
     if (rc < 0 && old < ACCESS_LOG_MAX_PENDING) {
         /* Out of memory: a failed buffer's contents are lost, its lines
          * with it. */
-        atomic_fetch_add(&al->dropped, al->pending_lines + 1);
+        atomic_fetch_add_explicit(&al->dropped, al->pending_lines + 1, memory_order_relaxed);
         buf_reset(&al->pending);
         al->pending_lines = 0;
     } else if (rc < 0) {
-        atomic_fetch_add(&al->dropped, 1);
+        atomic_fetch_add_explicit(&al->dropped, 1, memory_order_relaxed);
     } else if (rc > 0) {
+        al->pending_lines++;
+        /* The thread sleeps without a deadline while nothing is pending:
+         * the first line gives it one, a full batch calls it now. */
         if (old == 0)
             al->oldest_us = clock_mono_us();
-        al->pending_lines++;
-        if (al->pending.len >= ACCESS_LOG_BATCH && old < ACCESS_LOG_BATCH)
-            pthread_cond_signal(&al->wake);
+        if (old == 0 || (al->pending.len >= ACCESS_LOG_BATCH && old < ACCESS_LOG_BATCH))
+            access_log_signal(al);
     }
-    pthread_mutex_unlock(&al->mu);
+    access_log_unlock(al);
 }
 
 uint64_t access_log_dropped(const access_log *al)
 {
-    return atomic_load(&((access_log *)al)->dropped);
+    return atomic_load_explicit(&((access_log *)al)->dropped, memory_order_relaxed);
 }
 
 void access_log_stop(access_log *al)
@@ -178,8 +236,8 @@ void access_log_stop(access_log *al)
         return;
     access_log_lock(al);
     al->stop = 1;
-    pthread_cond_signal(&al->wake);
-    pthread_mutex_unlock(&al->mu);
+    access_log_signal(al);
+    access_log_unlock(al);
     if (pthread_join(al->thread, NULL) != 0)
         abort(); /* a thread of its own, joined once: cannot fail */
     access_log_free(al);

@@ -8,10 +8,13 @@
  * oldest line was added.
  *
  * A destination that stops taking lines (a pipe nobody reads, a stalled
- * disk) holds up that thread alone: once ACCESS_LOG_MAX_PENDING bytes wait,
- * further lines are dropped and counted, and requests are served as before.
- * A crash loses the lines still waiting (a fraction of a second of them),
- * nothing else: payments are durable before they are answered. */
+ * disk) holds up that thread alone: once ACCESS_LOG_MAX_PENDING bytes wait
+ * (besides the batch being written, as large at most), further lines are
+ * dropped and counted, and requests are served as before.  A non-blocking
+ * destination that is full is waited for by the thread; lines a write
+ * error loses are counted too.  A crash loses the lines still waiting (a
+ * fraction of a second of them), nothing else: payments are durable before
+ * they are answered. */
 #ifndef HTTP_ACCESS_LOG_H
 #define HTTP_ACCESS_LOG_H
 
@@ -24,22 +27,24 @@
 
 typedef struct access_log access_log;
 
-/* Starts the log's thread; lines go to lg (borrowed: it must outlive the
- * log).  Returns 0, or -1 when memory or the thread is not to be had. */
+/* Starts the log's thread; lines go to lg->fd (lg borrowed: it must
+ * outlive the log).  Returns 0, or -1 (*out untouched) when memory or the
+ * thread is not to be had. */
 int access_log_start(const struct logger *lg, access_log **out);
 
 /* Adds the line of a completed request (log_request_format's), unless the
- * logger's level drops it.  Never waits for the destination. */
+ * logger's level drops it (not counted as dropped).  Never waits for the
+ * destination.  Any thread may add, until access_log_stop is called. */
 void access_log_add(access_log *al, const char *request_id, const char *method, const char *path,
                     int status, int64_t duration_us);
 
-/* Lines dropped so far: too many waiting for the destination, or out of
- * memory. */
+/* Lines dropped so far: too many waiting for the destination, lost to a
+ * write error, or out of memory. */
 uint64_t access_log_dropped(const access_log *al);
 
 /* Writes every line added, stops the thread and frees the log; waits as
- * long as the destination takes to accept the last lines.  NULL is a
- * no-op. */
+ * long as the destination takes to accept the last lines.  No add may run
+ * during or after it.  NULL is a no-op. */
 void access_log_stop(access_log *al);
 
 #endif

@@ -724,7 +724,9 @@ static int bind_listener(const char *host, uint16_t port, int *fd_out, uint16_t 
     return 0;
 }
 
-/* Frees the server and what it owns, the daemon and the locks aside. */
+/* Frees the server and what it owns, the daemon and the locks aside.  The
+ * access log writes its last lines first, as long as its destination takes
+ * (so after the daemon has stopped: no request adds a line any more). */
 static void server_free(http_server *s)
 {
     ratelimit_free(s->limiter);
@@ -753,7 +755,9 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
     uint64_t prefix;
     if (!s->latency || log_rc != 0 || getrandom(&prefix, sizeof prefix, 0) != sizeof prefix) {
         snprintf(errbuf, errlen, "cannot set up the HTTP server: %s",
-                 !s->latency || log_rc != 0 ? "out of memory" : "no random source");
+                 !s->latency ? "out of memory"
+                 : log_rc != 0 ? "cannot start the access log (out of memory or threads)"
+                               : "no random source");
         server_free(s);
         return -1;
     }
@@ -801,7 +805,7 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         return -1;
     }
     if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
-        snprintf(errbuf, errlen, "cannot start the HTTP server's housekeeping thread");
+        snprintf(errbuf, errlen, "cannot start the HTTP server's reaper thread");
         MHD_stop_daemon(s->daemon);
         server_free(s);
         return -1;
@@ -845,8 +849,8 @@ void http_server_stop(http_server *s, unsigned grace_ms)
     }
     pthread_join(s->reaper, NULL);
     MHD_stop_daemon(s->daemon);
-    /* server_free stops the access log after the daemon: its last lines,
-     * the daemon's final requests included, are written. */
+    /* server_free stops the access log: its last lines, the daemon's final
+     * requests included, are written. */
     pthread_cond_destroy(&s->reaper_wake);
     pthread_mutex_destroy(&s->conns_mu);
     server_free(s);
@@ -860,8 +864,8 @@ void http_server_metrics(const http_server *s, struct buf *b)
     buf_printf(b, "paymentd_http_open_connections %ld\n",
                atomic_load_explicit(&s->connections, memory_order_relaxed));
     metrics_render_header(b, "paymentd_access_log_dropped_lines_total", "counter",
-                          "Access log lines dropped because the log's destination did not take"
-                          " them fast enough.");
+                          "Access log lines dropped: the log's destination did not take them"
+                          " fast enough, or refused them.");
     buf_printf(b, "paymentd_access_log_dropped_lines_total %" PRIu64 "\n",
                access_log_dropped(s->access));
     metrics_render_header(b, name, "histogram",

@@ -1,6 +1,8 @@
 /* The access log on its own: writes of whole lines within PIPE_BUF, a
  * destination that takes nothing never holds up the adders (lines past the
- * cap are dropped and counted), lines the level drops are not counted.
+ * cap are dropped and counted), a full pipe of a non-blocking destination
+ * is waited for, lines the level drops are not counted, a full batch goes
+ * out at once.
  * (tests/http/test_server.c checks the log through a server: lines soon,
  * every line by the stop, in order, a long line whole.) */
 #include "http/access_log.h"
@@ -17,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "test.h"
 
 /* Adds lines "/p/<first>".."/p/<first + n - 1>" with request ids of the same
@@ -65,8 +68,9 @@ static int whole_lines(const char *text, int *in_order)
     int n = 0, last = -1;
     *in_order = 1;
     for (const char *line = text, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
-        const char *p = strstr(line, "\"path\":\"/p/");
-        if (line[0] != '{' || nl[-1] != '}' || !p || p > nl)
+        static const char key[] = "\"path\":\"/p/";
+        const char *p = memmem(line, (size_t)(nl - line), key, sizeof key - 1);
+        if (line[0] != '{' || nl[-1] != '}' || !p)
             continue;
         int k = atoi(p + strlen("\"path\":\"/p/"));
         *in_order &= k > last;
@@ -109,17 +113,22 @@ static void *reader_main(void *arg)
 
 /* A pipe nobody reads: adding far more lines than the pipe and the cap hold
  * returns (it would hang before); what did not fit is counted as dropped;
- * once the pipe is read, every line kept arrives whole and in order. */
-static void test_stuck_destination(void)
+ * once the pipe is read, every line kept arrives whole and in order.  With
+ * nonblocking, the pipe's writing end is non-blocking, as a stderr inherited
+ * from some parents is: a full pipe is waited for, not lines lost. */
+static void stuck_destination(int nonblocking)
 {
     int p[2];
     CHECK_INT(pipe(p), 0);
+    if (nonblocking)
+        CHECK_INT(fcntl(p[1], F_SETFL, O_NONBLOCK), 0);
     struct logger lg = {LOG_INFO, p[1]};
     access_log *al = NULL;
     CHECK_INT(access_log_start(&lg, &al), 0);
     if (!al)
         return;
-    /* about 110 bytes a line: twice what the cap and the pipe hold */
+    /* 134 bytes a line, 2.7 MB in all: more than the cap, a batch being
+     * written (as large at most) and the pipe can hold */
     enum { N = 20000 };
     struct adder a = {.al = al, .n = N};
     pthread_mutex_init(&a.mu, NULL);
@@ -189,6 +198,16 @@ static void *messages_main(void *arg)
     return NULL;
 }
 
+static void test_stuck_destination(void)
+{
+    stuck_destination(0);
+}
+
+static void test_stuck_nonblocking_destination(void)
+{
+    stuck_destination(1);
+}
+
 /* On a socket that keeps message boundaries, each write is seen alone:
  * every one is whole lines, at most PIPE_BUF bytes, but for a single line
  * longer than that, written alone. */
@@ -238,12 +257,61 @@ static void test_level_drops_lines(void)
     if (!al)
         return;
     add_lines(al, 0, 100);
+    CHECK_INT(access_log_dropped(al), 0);
     access_log_stop(al);
     close(p[1]);
     char *text = read_all(p[0]);
     CHECK(text && text[0] == '\0');
     free(text);
     close(p[0]);
+}
+
+/* A batch that fills is written at once, not when its first line has
+ * waited ACCESS_LOG_DELAY_US: one line, a pause (the thread now waits for
+ * that line's deadline), then the lines that fill the batch; of five tries,
+ * at least one sees the write within a fifth of the delay after the fill
+ * (not a speed: without the wake-up every try waits out the deadline, so
+ * only five stalls of the machine in a row could fail it). */
+static void test_full_batch_written_at_once(void)
+{
+    int sv[2];
+    CHECK_INT(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+    struct logger lg = {LOG_INFO, sv[1]};
+    access_log *al = NULL;
+    CHECK_INT(access_log_start(&lg, &al), 0);
+    if (!al) {
+        close(sv[0]);
+        close(sv[1]);
+        return;
+    }
+    int64_t best = INT64_MAX;
+    static char msg[16384];
+    for (int attempt = 0; attempt < 5 && best >= ACCESS_LOG_DELAY_US / 5; attempt++) {
+        add_lines(al, attempt * 100, 1);
+        struct timespec pause = {0, ACCESS_LOG_DELAY_US / 5 * 1000};
+        nanosleep(&pause, NULL);
+        int64_t t0 = clock_mono_us();
+        add_lines(al, attempt * 100 + 1, 39); /* 40 lines of 134 bytes: past PIPE_BUF */
+        struct pollfd pfd = {.fd = sv[0], .events = POLLIN};
+        CHECK_INT(poll(&pfd, 1, 5000), 1);
+        int64_t took = clock_mono_us() - t0;
+        if (took < best)
+            best = took;
+        /* the rest of the 40 lines: one more write, at the latest after the delay */
+        int got = 0;
+        while (got < 40 && poll(&pfd, 1, 5000) == 1) {
+            ssize_t n = recv(sv[0], msg, sizeof msg, 0);
+            if (n <= 0)
+                break;
+            for (ssize_t i = 0; i < n; i++)
+                got += msg[i] == '\n';
+        }
+        CHECK_INT(got, 40);
+    }
+    CHECK(best < ACCESS_LOG_DELAY_US / 5);
+    access_log_stop(al);
+    close(sv[0]);
+    close(sv[1]);
 }
 
 /* Stopping a log that never had a line, and stopping NULL. */
@@ -257,5 +325,7 @@ static void test_stop_empty(void)
     CHECK(1); /* what is checked is that neither hangs nor crashes */
 }
 
-TEST_MAIN(TEST(test_stuck_destination), TEST(test_writes_are_whole_lines),
-          TEST(test_level_drops_lines), TEST(test_stop_empty))
+TEST_MAIN(TEST(test_stuck_destination), TEST(test_stuck_nonblocking_destination),
+          TEST(test_writes_are_whole_lines),
+          TEST(test_level_drops_lines), TEST(test_full_batch_written_at_once),
+          TEST(test_stop_empty))
