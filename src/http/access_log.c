@@ -96,13 +96,13 @@ static void access_log_write(access_log *al, const char *data, size_t len)
     }
 }
 
-/* Whether the thread has work now: a full batch, a batch old enough, or
- * stop.  Otherwise *until is when the oldest line will be old enough, or
+/* Whether the thread has work now: ACCESS_LOG_WAKE_BYTES of lines, lines
+ * old enough, or stop.  Otherwise *until is when the oldest line will be old enough, or
  * *forever is set when there is no line (the first one signals). */
 static int access_log_due(const access_log *al, struct timespec *until, int *forever)
 {
     *forever = 0;
-    if (al->stop || al->pending.len >= ACCESS_LOG_BATCH)
+    if (al->stop || al->pending.len >= ACCESS_LOG_WAKE_BYTES)
         return 1;
     if (al->pending.len == 0) {
         *forever = 1;
@@ -216,10 +216,10 @@ void access_log_add(access_log *al, const char *request_id, const char *method, 
     } else if (rc > 0) {
         al->pending_lines++;
         /* The thread sleeps without a deadline while nothing is pending:
-         * the first line gives it one, a full batch calls it now. */
+         * the first line gives it one, ACCESS_LOG_WAKE_BYTES call it now. */
         if (old == 0)
             al->oldest_us = clock_mono_us();
-        if (old == 0 || (al->pending.len >= ACCESS_LOG_BATCH && old < ACCESS_LOG_BATCH))
+        if (old == 0 || (al->pending.len >= ACCESS_LOG_WAKE_BYTES && old < ACCESS_LOG_WAKE_BYTES))
             access_log_signal(al);
     }
     access_log_unlock(al);
