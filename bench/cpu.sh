@@ -17,13 +17,15 @@
 #   --payments N     payments each server preloads (default 10000)
 #   --rounds N       rounds; each runs every server once, in turn (default 3)
 #   --duration S     seconds of each wrk run (default 8)
+#   --server-args A  flags every paymentd gets (default "--log-level warn": no
+#                    access log; "--log-level info" measures it, to a file)
 #
 # Every server runs on a store it preloaded itself, all at once, idle but for
 # its own wrk run; prints one line per run and leaves nothing behind.
 set -euo pipefail
 export LC_ALL=C
 
-BINARIES=() WORKLOAD=get PAYMENTS=10000 ROUNDS=3 DURATION=8
+BINARIES=() WORKLOAD=get PAYMENTS=10000 ROUNDS=3 DURATION=8 SERVER_ARGS="--log-level warn"
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) BINARIES+=("$2"); shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --payments) PAYMENTS="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
+    --server-args) SERVER_ARGS="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "cpu: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -82,7 +85,7 @@ gcc -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -o "$WORK/mhd_static" "$BEN
 for i in "${!BINARIES[@]}"; do
   mkdir -p "$WORK/s$i"
   start "paymentd-$i" "${BINARIES[$i]}" --store "sqlite:$WORK/s$i/p.db" --listen 127.0.0.1:@PORT@ \
-    --log-level warn
+    $SERVER_ARGS
   BENCH_PAYMENTS=$PAYMENTS $PY "$BENCH/client.py" "${URLS[$i]}" preload "$PAYMENTS" 16 >/dev/null
 done
 # payment 0 of the preload (bench/common.lua's ids): the body mhd_static answers
@@ -90,7 +93,7 @@ curl -s -f -o "$WORK/body" "${URLS[0]}/v1/payments/00000000-b001-4000-8000-00000
 # A list ceiling would need the list page; mhd_static is the GET's.
 [ "$WORKLOAD" != get ] || start mhd_static "$WORK/mhd_static" @PORT@ "$WORK/body"
 
-echo "server CPU per request, $WORKLOAD, $PAYMENTS payments, wrk -t2 -c64 -d${DURATION}s"
+echo "server CPU per request, $WORKLOAD, $PAYMENTS payments, wrk -t2 -c64 -d${DURATION}s, paymentd $SERVER_ARGS"
 for i in "${!BINARIES[@]}"; do echo "  paymentd-$i: ${BINARIES[$i]}"; done
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
