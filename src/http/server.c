@@ -411,11 +411,11 @@ static struct conn_slot *request_slot(const http_request *req)
     return ci ? ci->socket_context : NULL;
 }
 
-/* The reaper.  Every tick, with a client timeout, it shuts down the
- * sockets of connections past it: the event loop
- * then sees the connection end and closes it as usual.  A slot stays listed
- * (and its fd open) until libmicrohttpd's close notification has unlisted
- * it under the same lock, so the fd cannot be another's. */
+/* The reaper.  Every tick, with a client timeout, it shuts down the sockets
+ * of connections past it: the event loop then sees the connection end and
+ * closes it as usual.  A slot stays listed (and its fd open) until
+ * libmicrohttpd's close notification has unlisted it under the same lock,
+ * so the fd cannot be another's. */
 static void *reaper_main(void *arg)
 {
     http_server *s = arg;
