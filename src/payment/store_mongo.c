@@ -258,8 +258,8 @@ static int mongo_map_err(const bson_error_t *e)
     }
 }
 
-/* A client from the pool.  pop waits only when every client is in use
- * (maxPoolSize); with waitQueueTimeoutMS it may give up. */
+/* Collection name of the store's database, through client c (the caller
+ * destroys it). */
 static mongoc_collection_t *mongo_collection(struct mongo_store *st, mongoc_client_t *c,
                                              const char *name)
 {
@@ -657,8 +657,9 @@ static int mongo_ready(struct mongo_store *st, mongoc_client_t *client)
 }
 
 /* A client from the pool, which the caller pushes back, with *err set to
- * whether the store is set up (mongo_ready); NULL with *err
- * EUNAVAILABLE when the pool has none. */
+ * whether the store is set up (mongo_ready); NULL with *err EUNAVAILABLE
+ * when the pool has none.  pop waits only when every client is in use
+ * (maxPoolSize); with waitQueueTimeoutMS it may give up. */
 static mongoc_client_t *mongo_client(struct mongo_store *st, int *err)
 {
     mongoc_client_t *c = mongoc_client_pool_pop(st->pool);
