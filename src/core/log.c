@@ -1,6 +1,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,20 +72,26 @@ static void log_append_int(struct buf *b, int64_t v)
     buf_append(b, digits + n, sizeof digits - n);
 }
 
-void log_write(const struct logger *lg, const char *data, size_t len)
+size_t log_write(const struct logger *lg, const char *data, size_t len)
 {
     size_t off = 0;
     while (off < len) {
         ssize_t n = write(lg->fd, data + off, len - off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+        if (n >= 0) {
+            /* Only a full pipe or disk writes short; finish the line rather
+             * than leave half of it. */
+            off += (size_t)n;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* A non-blocking stderr (inherited so from some parents) that
+             * is full: wait for room rather than lose lines. */
+            struct pollfd pfd = {.fd = lg->fd, .events = POLLOUT};
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                break;
+        } else if (errno != EINTR) {
             break;
         }
-        /* Only a full pipe or disk writes short; finish the line rather
-         * than leave half of it. */
-        off += (size_t)n;
     }
+    return off;
 }
 
 /* Closes the object and writes the whole line in one write(2), so lines
@@ -94,7 +101,7 @@ static void log_finish(const struct logger *lg, struct buf *b)
 {
     buf_puts(b, "}\n");
     if (!buf_failed(b))
-        log_write(lg, b->data, b->len);
+        (void)log_write(lg, b->data, b->len); /* nowhere to report a short write */
     buf_free(b);
 }
 
@@ -158,6 +165,6 @@ void log_request(const struct logger *lg, const char *request_id, const char *me
 {
     struct buf b = BUF_INIT;
     if (log_request_format(lg, &b, request_id, method, path, status, duration_us) == 1)
-        log_write(lg, b.data, b.len);
+        (void)log_write(lg, b.data, b.len); /* nowhere to report a short write */
     buf_free(&b);
 }

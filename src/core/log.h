@@ -40,7 +40,9 @@ int log_request_format(const struct logger *lg, struct buf *b, const char *reque
                        const char *method, const char *path, int status, int64_t duration_us);
 
 /* Writes len bytes, whole lines, in one write(2) (finishing a short one), so
- * that a batch up to PIPE_BUF bytes never interleaves with other lines. */
-void log_write(const struct logger *lg, const char *data, size_t len);
+ * that a batch up to PIPE_BUF bytes never interleaves with other lines.  A
+ * full non-blocking destination is waited for.  Returns the bytes written:
+ * len, or less after a write error. */
+size_t log_write(const struct logger *lg, const char *data, size_t len);
 
 #endif

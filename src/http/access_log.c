@@ -2,13 +2,11 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
@@ -55,24 +53,12 @@ static uint64_t access_log_count_lines(const char *data, size_t len)
     return n;
 }
 
-/* Writes one batch whole: waits while a non-blocking destination is full
- * (this thread is there to wait); on any other error, what was not written
- * is counted as dropped, so a half line can end the batch. */
+/* Writes one batch (log_write waits while the destination is full: this
+ * thread is there to wait); what a write error leaves unwritten is counted
+ * as dropped. */
 static void access_log_write_batch(access_log *al, const char *data, size_t len)
 {
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(al->lg->fd, data + off, len - off);
-        if (n >= 0) {
-            off += (size_t)n;
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            struct pollfd pfd = {.fd = al->lg->fd, .events = POLLOUT};
-            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-                break;
-        } else if (errno != EINTR) {
-            break;
-        }
-    }
+    size_t off = log_write(al->lg, data, len);
     if (off < len)
         atomic_fetch_add_explicit(&al->dropped, access_log_count_lines(data + off, len - off),
                                   memory_order_relaxed);

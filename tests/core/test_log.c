@@ -299,9 +299,11 @@ static void test_request_format(void)
     }
     json_decref(j);
     json_decref(w);
-    /* log_write sends the batch as it is */
-    log_write(&c.lg, b.data, b.len);
+    /* log_write sends the batch as it is, and says it did */
+    CHECK_INT(log_write(&c.lg, b.data, b.len), b.len);
     CHECK_STR(capture_read(&c) + written_len, b.data);
+    struct logger closed = {LOG_INFO, -1};
+    CHECK_INT(log_write(&closed, b.data, b.len), 0); /* a write error: nothing written */
     buf_free(&b);
     capture_close(&c);
 
