@@ -105,7 +105,8 @@ _PROCS = []
 _PROCS_LOCK = threading.Lock()
 
 
-def _track(p):
+def track(p):
+    """Kills p (a Popen) at exit if it is still running."""
     with _PROCS_LOCK:
         _PROCS.append(p)
 
@@ -195,7 +196,7 @@ class Double:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         finally:
             log.close()
-        _track(self.proc)
+        track(self.proc)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -256,7 +257,7 @@ def run_binary(binary, args, env=None, cwd=None, timeout=15.0):
     p = subprocess.Popen([binary] + list(args), stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=env if env is not None else child_env(), cwd=cwd)
-    _track(p)
+    track(p)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -307,7 +308,7 @@ class Server:
         finally:
             err.close()
             out.close()
-        _track(self.proc)
+        track(self.proc)
         if wait:
             self.wait_ready()
         return self
@@ -580,6 +581,34 @@ def raw_request(method, path, headers, body=b""):
     lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % HOST]
     lines += ["%s: %s" % (k, v) for k, v in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+# --------------------------------------------------------------------------
+# metrics
+
+def metrics_text(port):
+    """GET /metrics of the server on port, on a connection of its own (it is
+    text, not JSON)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        body = r.read().decode("utf-8")
+        check(r.status == 200, "GET /metrics: status %d" % r.status)
+        ctype = r.getheader("Content-Type") or ""
+        check(ctype.startswith("text/plain"), "GET /metrics: Content-Type %r" % ctype)
+        return body
+    finally:
+        conn.close()
+
+
+def metric_series(body, name, labels=""):
+    """The value of one series of a /metrics body, or None."""
+    key = "%s{%s}" % (name, labels) if labels else name
+    for line in body.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split(" ")[-1])
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import subprocess
 import threading
 import time
 
-from harness import (HOST, Fail, Server, _track, check, child_env, create, eq, expect_error, expect_status,
-                     free_port, link_path, new_id, payment, qs, raw_request, run_binary, test)
+from harness import (HOST, Fail, Server, check, child_env, create, eq, expect_error, expect_status,
+                     free_port, link_path, metric_series, metrics_text, new_id, payment, qs,
+                     raw_request, run_binary, test, track)
 
 FLAGS = ["--listen", "--store", "--threads", "--max-body", "--public-url", "--log-level"]
 
@@ -264,19 +265,6 @@ def sigterm_finishes_in_flight_request(t):
         srv.ensure_dead()
 
 
-def _dropped_lines(port):
-    c = http.client.HTTPConnection(HOST, port, timeout=10)
-    try:
-        c.request("GET", "/metrics")
-        text = c.getresponse().read().decode()
-    finally:
-        c.close()
-    for line in text.splitlines():
-        if line.startswith("paymentd_access_log_dropped_lines_total "):
-            return int(line.split()[1])
-    raise Fail("/metrics has no paymentd_access_log_dropped_lines_total: %r" % text[:300])
-
-
 @test
 def stuck_log_destination_does_not_stop_serving(t):
     """stderr a pipe nobody reads: once it and the access log's buffer are
@@ -289,7 +277,7 @@ def stuck_log_destination_does_not_stop_serving(t):
                           "sqlite:" + os.path.join(d, "p.db")],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, env=child_env(), cwd=d)
-    _track(p)
+    track(p)
     try:
         deadline = time.monotonic() + 15
         while not _answers(port):
@@ -309,7 +297,8 @@ def stuck_log_destination_does_not_stop_serving(t):
                 eq(r.status, 200, "status of request %d" % i)
         finally:
             c.close()
-        dropped = _dropped_lines(port)
+        dropped = metric_series(metrics_text(port), "paymentd_access_log_dropped_lines_total")
+        check(dropped is not None, "/metrics has no paymentd_access_log_dropped_lines_total")
         check(dropped > 0, "no access line counted as dropped after 15,000 requests")
         lines = []
         reader = threading.Thread(target=lambda: lines.extend(p.stderr.read().splitlines()))

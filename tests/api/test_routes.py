@@ -7,7 +7,7 @@ import time
 import uuid
 
 from harness import (HOST, TIMEOUT, check, create, eq, expect_error, expect_status, is_json_ctype,
-                     new_id, payment, test)
+                     metric_series, metrics_text, new_id, payment, test)
 
 
 @test
@@ -274,36 +274,12 @@ def _is_json_object(line):
         return False
 
 
-def _metrics(t):
-    """GET /metrics on a connection of its own (it is text, not JSON)."""
-    conn = http.client.HTTPConnection(HOST, t.c.port, timeout=TIMEOUT)
-    try:
-        conn.request("GET", "/metrics")
-        r = conn.getresponse()
-        body = r.read().decode("utf-8")
-        check(r.status == 200, "GET /metrics: status %d" % r.status)
-        ctype = r.getheader("Content-Type") or ""
-        check(ctype.startswith("text/plain"), "GET /metrics: Content-Type %r" % ctype)
-        return body
-    finally:
-        conn.close()
-
-
-def _series(body, name, labels=""):
-    """The value of one series, or None."""
-    key = "%s{%s}" % (name, labels) if labels else name
-    for line in body.splitlines():
-        if line.startswith(key + " "):
-            return float(line.split(" ")[-1])
-    return None
-
-
 @test
 def metrics_exposition(t):
     import re
     create(t.c)
     expect_error(t.c.get("/v1/payments/%s" % new_id()), 404, "not_found", "GET unknown")
-    body = _metrics(t)
+    body = metrics_text(t.c.port)
     sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)*\})? '
                         r'[-+]?[0-9.eE+]+$')
     for line in body.splitlines():
@@ -314,29 +290,29 @@ def metrics_exposition(t):
             check(sample.match(line), "/metrics: malformed sample line %r" % line)
     created = 'method="POST",route="/v1/payments",status="201"'
     name = "paymentd_http_request_duration_seconds_count"
-    n0 = _series(body, name, created)
+    n0 = metric_series(body, name, created)
     check(n0 is not None and n0 >= 1, "/metrics: no count of POST 201 in\n%s" % body[:2000])
-    check((_series(body, name, 'method="GET",route="/v1/payments/{id}",status="404"') or 0) >= 1,
+    check((metric_series(body, name, 'method="GET",route="/v1/payments/{id}",status="404"') or 0) >= 1,
           "/metrics: no count of GET 404")
-    check((_series(body, "paymentd_http_open_connections") or 0) >= 1,
+    check((metric_series(body, "paymentd_http_open_connections") or 0) >= 1,
           "/metrics: open connections should count the scraping one")
-    check((_series(body, "paymentd_store_operation_duration_seconds_count", 'op="create"') or 0)
+    check((metric_series(body, "paymentd_store_operation_duration_seconds_count", 'op="create"') or 0)
           >= 1, "/metrics: no store create latency")
-    check((_series(body, "paymentd_store_commit_batch_size_count") or 0) >= 1,
+    check((metric_series(body, "paymentd_store_commit_batch_size_count") or 0) >= 1,
           "/metrics: no group-commit batch sizes")
-    check(_series(body, "paymentd_store_commits_total") is not None, "/metrics: no commit count")
+    check(metric_series(body, "paymentd_store_commits_total") is not None, "/metrics: no commit count")
     # Buckets are cumulative and end in +Inf equal to _count.
-    inf = _series(body, "paymentd_http_request_duration_seconds_bucket", created + ',le="+Inf"')
+    inf = metric_series(body, "paymentd_http_request_duration_seconds_bucket", created + ',le="+Inf"')
     check(inf == n0, "/metrics: +Inf bucket %r differs from count %r" % (inf, n0))
     create(t.c)
     create(t.c)
     # A request is counted when it completes, just after its answer left:
     # give the count a moment to catch up.
     deadline = time.monotonic() + 2
-    n1 = _series(_metrics(t), name, created)
+    n1 = metric_series(metrics_text(t.c.port), name, created)
     while n1 < n0 + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-        n1 = _series(_metrics(t), name, created)
+        n1 = metric_series(metrics_text(t.c.port), name, created)
     # n0 itself may have missed the first create by that moment: 2 or 3.
     check(n0 + 2 <= n1 <= n0 + 3,
           "/metrics: POST 201 count went from %r to %r after two creates" % (n0, n1))
