@@ -36,7 +36,8 @@
 enum broker_err {
     BROKER_OK = 0,
     BROKER_EUNAVAILABLE = -1, /* no server answered in time: disconnected, timed out, no
-                                 JetStream responder, cluster without a leader (503) */
+                                 JetStream responder, cluster without a leader (503); a
+                                 write that timed out may still have been applied */
     BROKER_EINTERNAL = -2,    /* anything else: a refused request, a bad argument,
                                  a configuration the server rejects, no memory (500) */
     BROKER_ETIMEDOUT = -3,    /* reader: no message within the timeout; not a failure */
