@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test binary and suite, then prints one closing line:
-#   N passed, M failed
+#   N passed, M failed, K skipped
+# and exits non-zero when anything failed or was skipped: every test must run
+# here (PAYMENTD_TEST_ALLOW_SKIP=1 lets a local run pass with skips).
 # Unit tests run under AddressSanitizer and UBSan (leaks included); the API
 # suite runs against the sanitizer build and the optimised build, on the
 # embedded store, then on MongoDB.  MongoDB is the test double of
@@ -27,31 +29,39 @@ done
 results=$(mktemp -d /tmp/paymentd-test-XXXXXX)
 seq_no=0
 
-# Runs a command, takes its "N passed, M failed" line; a non-zero exit with
-# no failure counted counts as one failure (a crash, a sanitizer report).
+# Runs a command, takes its "N passed, M failed[, K skipped]" line; a
+# non-zero exit with no failure counted counts as one failure (a crash, a
+# sanitizer report).  Skipped tests are listed by name.
 run() {
   local name=$1; shift
-  local id out rc p f line
+  local id out rc p f s line
   seq_no=$((seq_no + 1)); id="$results/$BASHPID.$seq_no"
   out=$("$@" 2>&1); rc=$?
   line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
   p=$(printf '%s' "$line" | sed -E 's/^(.*[^0-9])?([0-9]+) passed.*/\2/'); p=${p:-0}
   f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/'); f=${f:-0}
+  s=0
+  if printf '%s' "$line" | grep -qE '[0-9]+ skipped'; then
+    s=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) skipped.*/\1/')
+  fi
   [ -z "$line" ] && p=0 && f=0
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   if [ "$f" -ne 0 ]; then
     { printf '%s\n' "$out" | tail -n 60; echo "FAILED: $name (exit $rc)"; } > "$id.out"
+  elif [ "$s" -ne 0 ]; then
+    { printf '%s\n' "$out" | grep -E '(^SKIP |skipped: )'
+      echo "SKIPPED: $name ($p passed, $s skipped)"; } > "$id.out"
   else
     echo "ok: $name ($p passed)" > "$id.out"
   fi
-  echo "$p $f" > "$id.res"
+  echo "$p $f $s" > "$id.res"
   cat "$id.out"
 }
 
 # Counts a check that is not a test binary: name, then 0 (passed) or not.
 count() {
   seq_no=$((seq_no + 1))
-  if [ "$2" -eq 0 ]; then echo "1 0"; else echo "0 1"; fi > "$results/$BASHPID.$seq_no.res"
+  if [ "$2" -eq 0 ]; then echo "1 0 0"; else echo "0 1 0"; fi > "$results/$BASHPID.$seq_no.res"
 }
 
 # The MongoDB test double, for the MongoDB store's contract and API tests.
@@ -115,11 +125,17 @@ wait "$unit_pid"
 
 passed=0
 failed=0
+skipped=0
 for r in "$results"/*.res; do
   [ -e "$r" ] || continue
-  read -r p f < "$r"
+  read -r p f s < "$r"
   passed=$((passed + p))
   failed=$((failed + f))
+  skipped=$((skipped + s))
 done
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ] || exit 1
+if [ "$skipped" -ne 0 ] && [ "${PAYMENTD_TEST_ALLOW_SKIP:-}" != 1 ]; then
+  echo "test.sh: $skipped tests were skipped; every test must run (PAYMENTD_TEST_ALLOW_SKIP=1 allows it locally)" >&2
+  exit 1
+fi

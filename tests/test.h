@@ -1,7 +1,9 @@
 /* test: the unit-test harness.  A test file defines functions registered
- * with TEST_LIST and checks with CHECK*; a failed check reports its file and
- * line and fails that test, which keeps going.  main() prints a closing line
- * "N passed, N failed" (counting tests) and exits non-zero on any failure. */
+ * with TEST_MAIN and checks with CHECK*; a failed check reports its file and
+ * line and fails that test, which keeps going.  A test that cannot run here
+ * says so with TEST_SKIP and returns: it is counted as skipped, never as
+ * passed.  main() prints a closing line "N passed, N failed, N skipped"
+ * (counting tests) and exits non-zero on any failure. */
 #ifndef TEST_H
 #define TEST_H
 
@@ -14,6 +16,15 @@ struct test_case {
 };
 
 extern int test_failures; /* checks failed in the running test */
+extern int test_skipped;  /* the running test called TEST_SKIP */
+
+/* Marks the running test skipped, with the reason on stderr; the test
+ * returns right after.  A test that also failed a check counts as failed. */
+#define TEST_SKIP(why)                                                 \
+    do {                                                               \
+        fprintf(stderr, "  %s:%d: skipped: %s\n", __FILE__, __LINE__, (why)); \
+        test_skipped = 1;                                              \
+    } while (0)
 
 #define CHECK(cond)                                                                 \
     do {                                                                            \
@@ -46,21 +57,27 @@ extern int test_failures; /* checks failed in the running test */
 /* Defines main() running the given test functions in order. */
 #define TEST_MAIN(...)                                                            \
     int test_failures;                                                            \
+    int test_skipped;                                                             \
     int main(void)                                                                \
     {                                                                             \
         static const struct test_case cases[] = {__VA_ARGS__};                   \
-        int passed = 0, failed = 0;                                               \
+        int passed = 0, failed = 0, skipped = 0;                                  \
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {            \
             test_failures = 0;                                                    \
+            test_skipped = 0;                                                     \
             cases[i].fn();                                                        \
             if (test_failures) {                                                  \
                 fprintf(stderr, "FAIL %s\n", cases[i].name);                      \
                 failed++;                                                         \
+            } else if (test_skipped) {                                            \
+                fprintf(stderr, "SKIP %s\n", cases[i].name);                      \
+                skipped++;                                                        \
             } else {                                                              \
                 passed++;                                                         \
             }                                                                     \
         }                                                                         \
-        printf("%s: %d passed, %d failed\n", __FILE__, passed, failed);           \
+        printf("%s: %d passed, %d failed, %d skipped\n", __FILE__, passed, failed, \
+               skipped);                                                          \
         return failed ? 1 : 0;                                                    \
     }
 

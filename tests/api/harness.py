@@ -71,8 +71,23 @@ def mongo_test(fn):
     return fn
 
 
+SQLITE_TESTS = []  # (name, function): run only when the suite runs on the embedded store
+
+
+def sqlite_test(fn):
+    """A test of the embedded store itself (its file, its disk), run only
+    when the suite runs on SQLite."""
+    SQLITE_TESTS.append((_test_name(fn), fn))
+    return fn
+
+
 class Fail(Exception):
     pass
+
+
+class Skip(Exception):
+    """Raised by a test that cannot run here, with the reason: counted and
+    reported as skipped, never as passed (CI fails on any skip)."""
 
 
 def check(cond, msg):

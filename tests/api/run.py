@@ -29,7 +29,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import Fail, Server  # noqa: E402
+from harness import Fail, Server, Skip  # noqa: E402
 
 import importlib  # noqa: E402
 
@@ -103,6 +103,8 @@ def main():
                 importlib.import_module(name[:-3])  # registers with @mongo_test
         harness.TESTS.extend(harness.MONGO_TESTS)
         label = "api (mongodb)"
+    else:
+        harness.TESTS.extend(harness.SQLITE_TESTS)
 
     binary = os.path.abspath(args.binary)
     if not os.access(binary, os.X_OK):
@@ -114,7 +116,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
 
     root = tempfile.mkdtemp(prefix="paymentd-api-")
-    passed = failed = 0
+    passed = failed = skipped = 0
     t0 = time.monotonic()
     srv = Server(binary, root, name="main")
     try:
@@ -133,6 +135,9 @@ def main():
                 passed += 1
                 if args.verbose:
                     print("ok   %-50s %.2fs" % (name, time.monotonic() - t1))
+            except Skip as e:
+                skipped += 1
+                print("SKIP %s: %s" % (name, e))
             except Fail as e:
                 failed += 1
                 print("FAIL %s: %s" % (name, e))
@@ -178,7 +183,7 @@ def main():
             shutil.rmtree(root, ignore_errors=True)
     if args.verbose:
         print("%s: %.1fs" % (label, time.monotonic() - t0))
-    print("%s: %d passed, %d failed" % (label, passed, failed))
+    print("%s: %d passed, %d failed, %d skipped" % (label, passed, failed, skipped))
     return 1 if failed else 0
 
 

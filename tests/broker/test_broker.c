@@ -820,7 +820,7 @@ static void test_outage_and_reconnect(void)
     if (!fx.b)
         return (void)test_failures++;
     if (!fx.dir[0]) {
-        fprintf(stderr, "  (skipped: the server is not ours to stop)\n");
+        TEST_SKIP("the server is not ours to stop");
         return;
     }
     char subj[96], args[256], err[256];
@@ -972,7 +972,7 @@ static uint64_t publish_until_acked(broker *b, const char *subject, const char *
 static void test_cluster_failover(void)
 {
     if (!fx.dir[0]) {
-        fprintf(stderr, "  (skipped: needs servers of our own)\n");
+        TEST_SKIP("needs servers of our own");
         return;
     }
     char args[256], urls[512] = "", err[256] = "";

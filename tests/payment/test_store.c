@@ -3,7 +3,7 @@
  * temporary folder (SQLite) or a fresh database that is dropped afterwards
  * (MongoDB, when PAYMENTD_TEST_MONGO_URI names a server such as the test
  * double of tests/mongo/double.py; without it the MongoDB cases that need a
- * server are skipped, with a note on stderr). */
+ * server are reported as skipped). */
 #include "payment/store.h"
 
 #include <ftw.h>
@@ -1967,7 +1967,7 @@ static void sqlite_strerror(void)
 
 #define MONGO_URI_ENV "PAYMENTD_TEST_MONGO_URI"
 
-/* The server the MongoDB cases run on, or NULL (they are skipped). */
+/* The server the MongoDB cases run on, or NULL (they are reported skipped). */
 static const char *mongo_base(void)
 {
     const char *b = getenv(MONGO_URI_ENV);
@@ -2023,7 +2023,7 @@ static void mongo_drop(const char *db)
 static void run_on_mongo(store_case_fn fn)
 {
     if (!mongo_base()) {
-        fprintf(stderr, "  %s unset: MongoDB case skipped\n", MONGO_URI_ENV);
+        TEST_SKIP(MONGO_URI_ENV " unset: no MongoDB to run on");
         return;
     }
     char db[64];
@@ -2265,7 +2265,7 @@ static void case_mongo_write_concern(struct fixture *fx)
 {
     int64_t w0 = 0, m0 = 0, w1 = 0, m1 = 0, w2 = 0, m2 = 0, cur;
     if (!double_stats(&w0, &m0)) {
-        fprintf(stderr, "  no doubleStats command (a real MongoDB): case skipped\n");
+        TEST_SKIP("no doubleStats command (a real MongoDB)");
         return;
     }
     struct pay p;
