@@ -39,16 +39,20 @@
  * temporary files.  The real xSync is never called: the model, not the
  * disk, decides what survives, and the runs are faster without fsyncs.
  *
- * The test runs concurrent keyed writes (creates, then updates and deletes
- * of earlier ones, each with its idempotency record) on a new store, with a
- * clean close and reopen in the middle, cuts the power at a random point,
- * reboots, reopens the store and checks: every write reported
- * PAYMENT_STORE_OK is there with its idempotency record; the write in
- * flight at the cut, reported with an error, is either wholly there (the
- * payment at its version with its document, and its record) or wholly
- * absent; PRAGMA integrity_check is "ok".  The reboot mode and the cut
- * point change from run to run; PL_SEED=<n> repeats a sequence of choices
- * (thread scheduling still varies). */
+ * The store test runs concurrent keyed writes (creates, then updates and
+ * deletes of earlier ones, each with its idempotency record, each read back
+ * once acknowledged) on a new store, with a clean close and reopen in the
+ * middle, cuts the power at a random point, reboots, reopens the store and
+ * checks: every write reported PAYMENT_STORE_OK is there with its
+ * idempotency record; the write in flight at the cut, reported with an
+ * error, is either wholly there (the payment at its version with its
+ * document, and its record) or wholly absent; PRAGMA integrity_check is
+ * "ok".  Every connection checkpoints at 16 WAL pages (an auto-extension;
+ * the store sets no checkpoint size of its own), so that cuts also fall in
+ * checkpoints and WAL restarts.  The reboot mode and the cut point change
+ * from run to run; PL_SEED=<n> repeats a sequence of choices (thread
+ * scheduling still varies).  A first test checks the model itself: a
+ * commit without a sync is lost, one with a sync kept. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -796,6 +800,7 @@ struct pl_worker {
     struct pl_payment pay[PL_MAX_PAYMENTS];
     int stopped;          /* a write failed: the power is off */
     int failed_early;     /* a write failed while the power was on */
+    int misread;          /* acknowledged writes not read back as written */
     pthread_mutex_t mu;   /* guards pending and err */
     pthread_cond_t cv;    /* signalled when the write in flight is reported */
     int pending;
@@ -939,6 +944,33 @@ static int pl_next_write(struct pl_worker *w)
     return p;
 }
 
+/* Whether payment p after its first n writes reads as got (err, version,
+ * document). */
+static int pl_state_is(const struct pl_worker *w, int p, int n, int err, int64_t version,
+                       const struct buf *doc)
+{
+    const struct pl_payment *pay = &w->pay[p];
+    if (n == 0 || pay->writes[n - 1].kind == PL_DELETE)
+        return err == PAYMENT_STORE_ENOTFOUND;
+    int64_t want = pay->writes[n - 1].version;
+    char expect[PL_DOC_MAX];
+    size_t len;
+    pl_doc(pay->id, want, expect, &len);
+    return err == PAYMENT_STORE_OK && version == want && doc->len == len &&
+           memcmp(doc->data, expect, len) == 0;
+}
+
+/* Whether payment p reads, on the store's reader, as its last write left it. */
+static int pl_reads_back(const struct pl_worker *w, int p)
+{
+    struct buf doc = BUF_INIT;
+    int64_t version = -1;
+    int err = payment_store_get(w->store, w->pay[p].id, &doc, &version);
+    int same = pl_state_is(w, p, w->pay[p].nwrites, err, version, &doc);
+    buf_free(&doc);
+    return same;
+}
+
 static void *pl_worker_main(void *arg)
 {
     struct pl_worker *w = arg;
@@ -949,6 +981,8 @@ static void *pl_worker_main(void *arg)
         int err = pl_submit(w, p);
         if (err == PAYMENT_STORE_OK) {
             w->pay[p].writes[w->pay[p].nwrites - 1].acked = 1;
+            /* Readers hold WAL snapshots, which checkpoints must respect. */
+            w->misread += !pl_reads_back(w, p);
             continue;
         }
         /* Not acknowledged: on disk or not.  Only the cut may fail a write,
@@ -987,22 +1021,6 @@ struct pl_stats {
     long in_flight_there;  /* unacknowledged writes found wholly there */
     long in_flight_absent; /* and wholly absent */
 };
-
-/* Whether payment p after its first n writes reads as got (err, version,
- * document). */
-static int pl_state_is(const struct pl_worker *w, int p, int n, int err, int64_t version,
-                       const struct buf *doc)
-{
-    const struct pl_payment *pay = &w->pay[p];
-    if (n == 0 || pay->writes[n - 1].kind == PL_DELETE)
-        return err == PAYMENT_STORE_ENOTFOUND;
-    int64_t want = pay->writes[n - 1].version;
-    char expect[PL_DOC_MAX];
-    size_t len;
-    pl_doc(pay->id, want, expect, &len);
-    return err == PAYMENT_STORE_OK && version == want && doc->len == len &&
-           memcmp(doc->data, expect, len) == 0;
-}
 
 /* Checks that write n of payment p left its idempotency record (present),
  * or none. */
@@ -1181,6 +1199,7 @@ static long pl_run(const char *dir, long budget, enum pl_mode mode, uint64_t *rn
     CHECK_INT(err, PAYMENT_STORE_OK);
     for (int i = 0; i < PL_WORKERS && err == PAYMENT_STORE_OK; i++) {
         CHECK_INT(workers[i].failed_early, 0);
+        CHECK_INT(workers[i].misread, 0);
         for (int p = 0; p < workers[i].npay; p++)
             pl_check_payment(s, &workers[i], p, stats);
     }
