@@ -94,6 +94,32 @@ static uint64_t pl_rand_below(uint64_t *state, uint64_t n)
     return pl_rand(state) % n;
 }
 
+/* ---- locks: their calls fail only on a caller bug ------------------------ */
+
+static void pl_mu_lock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_lock(mu) != 0)
+        abort();
+}
+
+static void pl_mu_unlock(pthread_mutex_t *mu)
+{
+    if (pthread_mutex_unlock(mu) != 0)
+        abort();
+}
+
+static void pl_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu)
+{
+    if (pthread_cond_wait(cv, mu) != 0)
+        abort();
+}
+
+static void pl_cond_signal(pthread_cond_t *cv)
+{
+    if (pthread_cond_signal(cv) != 0)
+        abort();
+}
+
 /* ---- the disk model ----------------------------------------------------- */
 
 enum pl_op_kind { PL_WRITE, PL_TRUNCATE };
@@ -176,9 +202,9 @@ static enum pl_power pl_power_allows(void)
 
 static int pl_power_is_off(void)
 {
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     int off = pl.off;
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
     return off;
 }
 
@@ -334,7 +360,7 @@ static void pl_shadow_free(struct pl_shadow *sh)
 /* Drops the model of every file (their files are gone or no longer used). */
 static void pl_forget(void)
 {
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     if (pl.open_files != 0)
         abort(); /* a caller bug: a connection is still open */
     while (pl.files) {
@@ -342,26 +368,26 @@ static void pl_forget(void)
         pl.files = sh->next;
         pl_shadow_free(sh);
     }
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
 }
 
 /* Cuts the power at the budget-th counted call from now (never when <= 0),
  * that call made first or not. */
 static void pl_arm(long budget, int cut_makes_call)
 {
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     pl.budget = budget;
     pl.cut_makes_call = cut_makes_call;
     pl.counted = 0;
     pl.off = 0;
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
 }
 
 static long pl_counted(void)
 {
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     long n = pl.counted;
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
     return n;
 }
 
@@ -415,7 +441,7 @@ static void pl_rewrite(const char *path, int exists, const struct pl_bytes *data
  * the power comes back.  Every connection must be closed. */
 static void pl_reboot(enum pl_mode mode, uint64_t *rng)
 {
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     if (pl.open_files != 0)
         abort(); /* a caller bug: the store is still open */
     for (struct pl_shadow *sh = pl.files; sh; sh = sh->next) {
@@ -439,7 +465,7 @@ static void pl_reboot(enum pl_mode mode, uint64_t *rng)
     }
     pl.off = 0;
     pl.budget = 0;
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
 }
 
 /* ---- the VFS ------------------------------------------------------------ */
@@ -449,9 +475,9 @@ static int pl_close(sqlite3_file *f)
     struct pl_file *p = (struct pl_file *)f;
     int rc = pl_real(p)->pMethods->xClose(pl_real(p));
     if (p->shadow) {
-        pthread_mutex_lock(&pl.mu);
+        pl_mu_lock(&pl.mu);
         pl.open_files--;
-        pthread_mutex_unlock(&pl.mu);
+        pl_mu_unlock(&pl.mu);
     }
     return rc;
 }
@@ -468,7 +494,7 @@ static int pl_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off
     sqlite3_file *real = pl_real(p);
     if (!p->shadow)
         return real->pMethods->xWrite(real, buf, amt, off);
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     enum pl_power power = pl_power_allows();
     int rc = power == PL_FAIL ? SQLITE_IOERR_WRITE : real->pMethods->xWrite(real, buf, amt, off);
     if (rc == SQLITE_OK) {
@@ -480,7 +506,7 @@ static int pl_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off
     }
     if (power == PL_DO_FAIL)
         rc = SQLITE_IOERR_WRITE;
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
     return rc;
 }
 
@@ -490,14 +516,14 @@ static int pl_truncate(sqlite3_file *f, sqlite3_int64 size)
     sqlite3_file *real = pl_real(p);
     if (!p->shadow)
         return real->pMethods->xTruncate(real, size);
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     enum pl_power power = pl_power_allows();
     int rc = power == PL_FAIL ? SQLITE_IOERR_TRUNCATE : real->pMethods->xTruncate(real, size);
     if (rc == SQLITE_OK)
         pl_op_push(p->shadow, (struct pl_op){PL_TRUNCATE, size, 0, NULL});
     if (power == PL_DO_FAIL)
         rc = SQLITE_IOERR_TRUNCATE;
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
     return rc;
 }
 
@@ -509,7 +535,7 @@ static int pl_sync(sqlite3_file *f, int flags)
     sqlite3_file *real = pl_real(p);
     if (!p->shadow)
         return real->pMethods->xSync(real, flags);
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     enum pl_power power = pl_power_allows();
     if (power != PL_FAIL) {
         pl_shadow_sync(p->shadow);
@@ -517,7 +543,7 @@ static int pl_sync(sqlite3_file *f, int flags)
             pl_dir_sync();
         p->dirsync_pending = 0;
     }
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
     return power == PL_DO ? SQLITE_OK : SQLITE_IOERR_FSYNC;
 }
 
@@ -624,7 +650,7 @@ static int pl_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
         p->base.pMethods = rc == SQLITE_OK ? &pl_io : NULL;
         return rc;
     }
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     struct pl_shadow *sh = pl_shadow_get(name);
     int rc = SQLITE_CANTOPEN; /* no file, and with the power off none can be made */
     if (sh->exists_now || ((flags & SQLITE_OPEN_CREATE) && !pl.off))
@@ -638,7 +664,7 @@ static int pl_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
         pl.open_files++;
     }
     p->base.pMethods = rc == SQLITE_OK ? &pl_io : NULL;
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
     return rc;
 }
 
@@ -647,7 +673,7 @@ static int pl_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
 static int pl_delete(sqlite3_vfs *vfs, const char *name, int dir_sync)
 {
     (void)vfs;
-    pthread_mutex_lock(&pl.mu);
+    pl_mu_lock(&pl.mu);
     struct pl_shadow *sh = pl_shadow_find(name);
     enum pl_power power = sh ? pl_power_allows() : PL_DO;
     int rc = power == PL_FAIL ? SQLITE_IOERR_DELETE
@@ -667,7 +693,7 @@ static int pl_delete(sqlite3_vfs *vfs, const char *name, int dir_sync)
     }
     if (rc == SQLITE_OK && dir_sync)
         pl_dir_sync();
-    pthread_mutex_unlock(&pl.mu);
+    pl_mu_unlock(&pl.mu);
     return power == PL_DO_FAIL ? SQLITE_IOERR_DELETE : rc;
 }
 
@@ -856,11 +882,11 @@ static void pl_done(void *arg, int err, int64_t current_version, int64_t seq)
     struct pl_worker *w = arg;
     (void)current_version;
     (void)seq;
-    pthread_mutex_lock(&w->mu);
+    pl_mu_lock(&w->mu);
     w->err = err;
     w->pending = 0;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    pl_cond_signal(&w->cv);
+    pl_mu_unlock(&w->mu);
 }
 
 /* Submits payment p's last write and waits for its report. */
@@ -893,19 +919,19 @@ static int pl_submit(struct pl_worker *w, int p)
     row.reference = a.key;
     row.doc = a.doc;
     row.doc_len = a.doc_len;
-    pthread_mutex_lock(&w->mu);
+    pl_mu_lock(&w->mu);
     w->pending = 1;
-    pthread_mutex_unlock(&w->mu);
+    pl_mu_unlock(&w->mu);
     switch (wr->kind) {
     case PL_CREATE: payment_store_create(w->store, &row, &idem, pl_done, w); break;
     case PL_UPDATE: payment_store_update(w->store, &row, wr->version - 1, &idem, pl_done, w); break;
     case PL_DELETE: payment_store_delete(w->store, pay->id, wr->version, &idem, pl_done, w); break;
     }
-    pthread_mutex_lock(&w->mu);
+    pl_mu_lock(&w->mu);
     while (w->pending)
-        pthread_cond_wait(&w->cv, &w->mu);
+        pl_cond_wait(&w->cv, &w->mu);
     int err = w->err;
-    pthread_mutex_unlock(&w->mu);
+    pl_mu_unlock(&w->mu);
     return err;
 }
 
