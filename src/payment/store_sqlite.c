@@ -9,6 +9,11 @@
  * not capped by the disk's fsync rate.  One writer also makes sequence
  * numbers strictly increasing in commit order.
  *
+ * The purge of old idempotency records and operation outcomes is the
+ * writer's too, in transactions of a few hundred rows taken between its
+ * batches of writes: a write waits for one such transaction at most, never
+ * for a whole purge of a day's records.
+ *
  * Reads: one read-only connection per reading thread, opened on first use
  * and registered in the store so that close can finalize it.  WAL readers
  * see the last commit and never wait for the writer.
@@ -38,6 +43,11 @@
 /* List statements kept prepared per reader, by query shape: compiling one
  * cost a tenth of a page of 100. */
 #define SQLITE_LIST_CACHE 8
+/* Rows of each table the purge deletes per transaction: a few hundred
+ * kilobyte records take a few milliseconds, the longest a write waits for
+ * the purge. */
+#define SQLITE_PURGE_BATCH 256
+#define SQLITE_NO_PURGE INT64_MIN /* purge_before_ms when no purge is asked for */
 
 /* Schema steps: entry i moves a store from user_version i to i + 1.  Append
  * new steps; never edit a released one. */
@@ -107,6 +117,29 @@ static const char *const sqlite_migrations[] = {
      * age like idempotency records. */
     "ALTER TABLE operations ADD COLUMN fingerprint TEXT;"
     "CREATE INDEX operations_applied ON operations (applied_ms);",
+    /* 5: idempotency records hold response bodies of a kilobyte or more.
+     * In a WITHOUT ROWID table the (scope, key) b-tree held the bodies
+     * themselves, few rows to a page, so deleting old ones rewrote much of
+     * it; a rowid table keeps the bodies in its own b-tree, found through a
+     * small unique (scope, key) index, and the purge walks the creation
+     * time index in small batches. */
+    "CREATE TABLE idempotency_rowid ("
+    " scope TEXT NOT NULL,"
+    " key TEXT NOT NULL,"
+    " fingerprint TEXT NOT NULL,"
+    " status INTEGER NOT NULL,"
+    " location TEXT,"
+    " etag TEXT,"
+    " body BLOB,"
+    " created_ms INTEGER NOT NULL"
+    ");"
+    "INSERT INTO idempotency_rowid (scope, key, fingerprint, status, location, etag, body,"
+    " created_ms) SELECT scope, key, fingerprint, status, location, etag, body, created_ms"
+    " FROM idempotency ORDER BY created_ms;"
+    "DROP TABLE idempotency;"
+    "ALTER TABLE idempotency_rowid RENAME TO idempotency;"
+    "CREATE UNIQUE INDEX idempotency_key ON idempotency (scope, key);"
+    "CREATE INDEX idempotency_created ON idempotency (created_ms);",
 };
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
@@ -159,8 +192,11 @@ static const char *const sqlite_wsql[W_COUNT] = {
     [W_VERSION] = "SELECT version, deleted FROM payments WHERE id = ?1",
     [W_IDEM_INSERT] = "INSERT INTO idempotency (scope, key, fingerprint, status, location, etag,"
                       " body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE created_ms < ?1",
-    [W_OP_PURGE] = "DELETE FROM operations WHERE applied_ms < ?1",
+    /* The purge: at most ?2 of the oldest rows before ?1, by the time index. */
+    [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency"
+                     " WHERE created_ms < ?1 ORDER BY created_ms LIMIT ?2)",
+    [W_OP_PURGE] = "DELETE FROM operations WHERE op_id IN (SELECT op_id FROM operations"
+                   " WHERE applied_ms < ?1 ORDER BY applied_ms LIMIT ?2)",
     /* Inside an apply's savepoint: undoes its payment write alone. */
     [W_SAVEPOINT_WRITE] = "SAVEPOINT apply_write",
     [W_RELEASE_WRITE] = "RELEASE apply_write",
@@ -188,7 +224,7 @@ static const char *const sqlite_rsql[R_COUNT] = {
     [R_PART] = "SELECT last_seq, fence FROM partitions WHERE partition = ?1",
 };
 
-enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_PURGE, OP_APPLY };
+enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_APPLY };
 
 /* One queued write.  row is a copy; the pointers in it stay borrowed from the
  * submitter until done has been called. */
@@ -196,7 +232,7 @@ struct sqlite_op {
     struct sqlite_op *next;     /* queue and batch link */
     enum sqlite_op_kind kind;
     struct payment_row row;     /* OP_DELETE uses row.id only */
-    int64_t expected_version;   /* OP_UPDATE, OP_DELETE; OP_PURGE: the cut-off time */
+    int64_t expected_version;   /* OP_UPDATE, OP_DELETE, OP_APPLY */
     const struct payment_idem *idem; /* stored with a successful write, or NULL */
     payment_store_done_fn done;
     void *arg;
@@ -226,9 +262,10 @@ struct sqlite_store {
     sqlite3_stmt *w[W_COUNT];
     pthread_t writer;
     int writer_started;
-    pthread_mutex_t mu;         /* guards head, tail, closing */
-    pthread_cond_t wake;        /* signalled when the queue becomes non-empty or on close */
+    pthread_mutex_t mu;         /* guards head, tail, purge_before_ms, closing */
+    pthread_cond_t wake;        /* signalled on a first queued write, a purge, or close */
     struct sqlite_op *head, *tail;
+    int64_t purge_before_ms;    /* the purge's cut-off, or SQLITE_NO_PURGE */
     int closing;                /* no more submissions; the writer drains and exits */
     pthread_key_t reader_key;   /* this store's struct sqlite_reader of the calling thread */
     int have_key;
@@ -410,23 +447,6 @@ static int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op)
     return sqlite_op_cas(st, op, stmt, rc);
 }
 
-/* Idempotency records and operation outcomes older than the cut-off. */
-static int sqlite_op_purge(struct sqlite_store *st, struct sqlite_op *op)
-{
-    static const enum sqlite_wstmt purges[] = {W_IDEM_PURGE, W_OP_PURGE};
-    for (size_t i = 0; i < sizeof purges / sizeof purges[0]; i++) {
-        sqlite3_stmt *stmt = st->w[purges[i]];
-        int rc = sqlite3_bind_int64(stmt, 1, op->expected_version);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(stmt);
-        sqlite_stmt_release(stmt);
-        if (rc != SQLITE_DONE)
-            return rc;
-    }
-    op->err = PAYMENT_STORE_OK;
-    return SQLITE_OK;
-}
-
 /* Records the outcome of a write that succeeded, in its savepoint: a key
  * already recorded (another request with it won) fails the write. */
 static int sqlite_op_idem(struct sqlite_store *st, struct sqlite_op *op)
@@ -453,7 +473,8 @@ static int sqlite_op_idem(struct sqlite_store *st, struct sqlite_op *op)
         rc = sqlite3_step(stmt);
     if (rc == SQLITE_DONE) {
         rc = SQLITE_OK;
-    } else if (sqlite3_extended_errcode(st->wdb) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    } else if (sqlite3_extended_errcode(st->wdb) == SQLITE_CONSTRAINT_UNIQUE) {
+        /* The (scope, key) index is the table's only unique constraint. */
         op->err = PAYMENT_STORE_EIDEMPOTENT;
         rc = SQLITE_OK;
     }
@@ -686,7 +707,6 @@ static int sqlite_op_apply(struct sqlite_store *st, struct sqlite_op *op)
     case OP_CREATE: rc = sqlite_op_create(st, op); break;
     case OP_UPDATE: rc = sqlite_op_update(st, op); break;
     case OP_DELETE: rc = sqlite_op_delete(st, op); break;
-    case OP_PURGE: return sqlite_op_purge(st, op);
     case OP_APPLY: return sqlite_op_apply_broker(st, op);
     }
     if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK && op->idem)
@@ -779,21 +799,77 @@ static void sqlite_batch_report(struct sqlite_store *st, struct sqlite_op *batch
     }
 }
 
+/* Deletes at most SQLITE_PURGE_BATCH rows older than before_ms from one
+ * purged table: sets *more when it deleted that many. */
+static int sqlite_purge_table(struct sqlite_store *st, enum sqlite_wstmt purge, int64_t before_ms,
+                              int *more)
+{
+    sqlite3_stmt *stmt = st->w[purge];
+    int rc = sqlite3_bind_int64(stmt, 1, before_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(stmt, 2, SQLITE_PURGE_BATCH);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    sqlite_stmt_release(stmt);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if (sqlite3_changes(st->wdb) >= SQLITE_PURGE_BATCH)
+        *more = 1;
+    return SQLITE_OK;
+}
+
+/* One turn of the purge, in a transaction of its own between two batches
+ * of writes: the oldest idempotency records and operation outcomes before
+ * before_ms, a batch of each.  The purge is over when fewer were left, or
+ * when the store cannot purge now (the next request tries again), unless a
+ * later cut-off was asked for meanwhile. */
+static void sqlite_purge_turn(struct sqlite_store *st, int64_t before_ms)
+{
+    int more = 0;
+    int rc = sqlite_stmt_run(st->w[W_BEGIN]);
+    if (rc == SQLITE_OK)
+        rc = sqlite_purge_table(st, W_IDEM_PURGE, before_ms, &more);
+    if (rc == SQLITE_OK)
+        rc = sqlite_purge_table(st, W_OP_PURGE, before_ms, &more);
+    if (rc == SQLITE_OK)
+        rc = sqlite_stmt_run(st->w[W_COMMIT]);
+    if (rc != SQLITE_OK) {
+        more = 0;
+        if (!sqlite3_get_autocommit(st->wdb))
+            (void)sqlite_stmt_run(st->w[W_ROLLBACK]); /* a failed ROLLBACK ends it too */
+    }
+    if (more)
+        return;
+    store_lock(&st->mu);
+    if (st->purge_before_ms == before_ms)
+        st->purge_before_ms = SQLITE_NO_PURGE;
+    store_unlock(&st->mu);
+}
+
+/* The writer thread: each turn applies every write queued, in one
+ * transaction, then one turn of a purge asked for, so that a write waits
+ * for at most one small purge transaction, never for a whole purge. */
 static void *sqlite_writer_main(void *arg)
 {
     struct sqlite_store *st = arg;
     for (;;) {
         store_lock(&st->mu);
-        while (!st->head && !st->closing)
+        while (!st->head && st->purge_before_ms == SQLITE_NO_PURGE && !st->closing)
             if (pthread_cond_wait(&st->wake, &st->mu) != 0)
                 abort();
         struct sqlite_op *batch = st->head;
         st->head = st->tail = NULL;
+        /* A purge is best effort: closing abandons it. */
+        int64_t purge_before = st->closing ? SQLITE_NO_PURGE : st->purge_before_ms;
         store_unlock(&st->mu);
-        if (!batch)
+        if (!batch && purge_before == SQLITE_NO_PURGE)
             return NULL; /* closing, and everything queued has been done */
-        sqlite_batch_run(st, batch);
-        sqlite_batch_report(st, batch);
+        if (batch) {
+            sqlite_batch_run(st, batch);
+            sqlite_batch_report(st, batch);
+        }
+        if (purge_before != SQLITE_NO_PURGE)
+            sqlite_purge_turn(st, purge_before);
     }
 }
 
@@ -907,22 +983,18 @@ static void sqlite_apply(payment_store *s, const struct payment_apply *a,
     sqlite_submit((struct sqlite_store *)s, op);
 }
 
-static void sqlite_purge_done(void *arg, int err, int64_t current_version, int64_t seq)
-{
-    (void)arg;
-    (void)err;
-    (void)current_version;
-    (void)seq;
-}
-
-/* Purging is a write like any other, queued for the writer thread. */
+/* Asks the writer thread to purge, a batch per turn between its writes.
+ * A purge asked for while one runs moves its cut-off later, never earlier. */
 static void sqlite_idem_purge(payment_store *s, int64_t before_ms)
 {
-    struct sqlite_op *op = sqlite_op_new(OP_PURGE, sqlite_purge_done, NULL);
-    if (!op)
-        return;
-    op->expected_version = before_ms;
-    sqlite_submit((struct sqlite_store *)s, op);
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    store_lock(&st->mu);
+    if (!st->closing && before_ms > st->purge_before_ms) {
+        st->purge_before_ms = before_ms;
+        if (pthread_cond_signal(&st->wake) != 0)
+            abort();
+    }
+    store_unlock(&st->mu);
 }
 
 static void sqlite_stats(payment_store *s, struct payment_store_stats *out)
@@ -1573,6 +1645,7 @@ static int sqlite_open(const char *uri, unsigned flags, payment_store **out, cha
         return PAYMENT_STORE_EINTERNAL;
     }
     st->exclusive = (flags & PAYMENT_STORE_EXCLUSIVE) != 0;
+    st->purge_before_ms = SQLITE_NO_PURGE;
     atomic_init(&st->commits, 0);
     atomic_init(&st->writes, 0);
     if (sqlite_sync_init(st) != 0) {
