@@ -3,13 +3,16 @@
  * another page size, list statements kept prepared per query shape, the
  * idempotency purge in small transactions between writes, the migration of
  * older stores, and online backups. */
+#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -624,7 +627,223 @@ static void test_migrates_version_4(void)
     tmp_store_remove(&t);
 }
 
+/* ---- online backup -------------------------------------------------------- */
+
+/* Creates payments one after another, from number 1000 up, until stop. */
+struct writer_thread {
+    payment_store *s;
+    pthread_t thread;
+    _Atomic int acked;  /* payments 1000 .. 1000 + acked - 1 are created */
+    _Atomic int stop;
+    int failed;         /* creates that failed */
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer_thread *w = arg;
+    while (!atomic_load(&w->stop)) {
+        int i = 1000 + atomic_load(&w->acked);
+        if (create_one(w->s, i) != PAYMENT_STORE_OK) {
+            w->failed++;
+            break;
+        }
+        atomic_fetch_add(&w->acked, 1);
+    }
+    return NULL;
+}
+
+/* Whether any name in dir contains part. */
+static int dir_has(const char *dir, const char *part)
+{
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    int found = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        found |= strstr(e->d_name, part) != NULL;
+    if (d)
+        CHECK_INT(closedir(d), 0);
+    return found;
+}
+
+/* The result of PRAGMA integrity_check on path, opened read-only (a file
+ * still in WAL mode cannot be, without its -shm file), into out. */
+static void integrity_of(const char *path, char *out, size_t len)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    snprintf(out, len, "(cannot read)");
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        snprintf(out, len, "%s", (const char *)sqlite3_column_text(st, 0));
+    (void)sqlite3_finalize(st);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+}
+
+/* A backup taken while a writer creates payments holds every payment
+ * created before it began, in one file a store opens; no temporary file
+ * is left behind. */
+static void test_backup_while_writing(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256], copy[80], copy_uri[96], side[96];
+    snprintf(copy, sizeof copy, "%s/copy.db", t.dir);
+    snprintf(copy_uri, sizeof copy_uri, "sqlite:%s", copy);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(create_payments(s, 200), 0); /* about 1 MB, still in the log */
+    struct writer_thread w = {.s = s};
+    atomic_init(&w.acked, 0);
+    atomic_init(&w.stop, 0);
+    CHECK_INT(pthread_create(&w.thread, NULL, writer_main, &w), 0);
+    while (atomic_load(&w.acked) < 20 && !w.failed)
+        CHECK_INT(usleep(1000), 0);
+    int before = atomic_load(&w.acked);
+    CHECK_INT(payment_store_backup(t.uri, copy, err, sizeof err), PAYMENT_STORE_OK);
+    int during = atomic_load(&w.acked) - before;
+    atomic_store(&w.stop, 1);
+    CHECK_INT(pthread_join(w.thread, NULL), 0);
+    CHECK_INT(w.failed, 0);
+    payment_store_close(s);
+    fprintf(stderr, "  backup: %d writes before it, %d during it\n", before, during);
+
+    static const char *const sides[] = {"-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof sides / sizeof sides[0]; i++) {
+        snprintf(side, sizeof side, "%s%s", copy, sides[i]);
+        CHECK(access(side, F_OK) != 0);
+    }
+    CHECK(!dir_has(t.dir, ".tmp-"));
+    char check[64];
+    integrity_of(copy, check, sizeof check);
+    CHECK_STR(check, "ok");
+
+    CHECK_INT(payment_store_open(copy_uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (s) {
+        for (int i = 0; i < 200; i++)
+            CHECK_INT(get_payment(s, i), PAYMENT_STORE_OK);
+        for (int i = 0; i < before; i++) {
+            char id[UUID_STR_LEN + 1];
+            snprintf(id, sizeof id, "11111111-0000-4000-8000-%012d", 1000 + i);
+            struct buf doc = BUF_INIT;
+            int64_t version = -1;
+            CHECK_INT(payment_store_get(s, id, &doc, &version), PAYMENT_STORE_OK);
+            buf_free(&doc);
+        }
+        payment_store_close(s);
+    }
+    tmp_store_remove(&t);
+}
+
+/* Backups that cannot be made fail with their reason and leave nothing:
+ * no store (none is created), a folder that does not exist, the store
+ * itself, a MongoDB store; a failed backup keeps the file it would have
+ * replaced. */
+static void test_backup_failures(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    char err[256], copy[96], missing[96];
+    snprintf(copy, sizeof copy, "%s/copy.db", t.dir);
+    CHECK_INT(payment_store_backup(t.uri, copy, err, sizeof err), PAYMENT_STORE_EURI);
+    CHECK(strstr(err, "no store") != NULL);
+    CHECK(access(t.path, F_OK) != 0);
+    CHECK(access(copy, F_OK) != 0);
+
+    payment_store *s = NULL;
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (s) {
+        CHECK_INT(create_payments(s, 3), 0);
+        payment_store_close(s);
+    }
+    snprintf(missing, sizeof missing, "%s/no/such/folder/copy.db", t.dir);
+    CHECK_INT(payment_store_backup(t.uri, missing, err, sizeof err), PAYMENT_STORE_EINTERNAL);
+    CHECK(err[0] != '\0');
+    CHECK_INT(payment_store_backup(t.uri, t.path, err, sizeof err), PAYMENT_STORE_EURI);
+    CHECK(strstr(err, "store itself") != NULL);
+    CHECK_INT(payment_store_backup("mongodb://127.0.0.1:1/x", copy, err, sizeof err),
+              PAYMENT_STORE_EURI);
+
+    /* a file where the copy goes stays as it was when the copy fails */
+    FILE *f = fopen(copy, "w");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_INT(fputs("previous", f) >= 0, 1);
+        CHECK_INT(fclose(f), 0);
+    }
+    char not_store[96];
+    snprintf(not_store, sizeof not_store, "sqlite:%s/not-a-store", t.dir);
+    f = fopen(not_store + 7, "w");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_INT(fputs("this is not a database, only text long enough to be read as one......"
+                        "................................................................", f) >= 0, 1);
+        CHECK_INT(fclose(f), 0);
+    }
+    CHECK_INT(payment_store_backup(not_store, copy, err, sizeof err), PAYMENT_STORE_EURI);
+    char back[16] = "";
+    f = fopen(copy, "r");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK(fgets(back, sizeof back, f) != NULL);
+        CHECK_INT(fclose(f), 0);
+    }
+    CHECK_STR(back, "previous");
+    CHECK(!dir_has(t.dir, ".tmp-"));
+    tmp_store_remove(&t);
+}
+
+/* A store another process keeps to itself (a server without
+ * --store-shared) cannot be copied: EUNAVAILABLE, with the way out in the
+ * reason, once the busy timeout is over. */
+static void test_backup_of_exclusive_store(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    char err[256], copy[96];
+    snprintf(copy, sizeof copy, "%s/copy.db", t.dir);
+    int ready[2], done[2];
+    CHECK_INT(pipe(ready), 0);
+    CHECK_INT(pipe(done), 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) { /* the holder: opens the store exclusively until told */
+        payment_store *s = NULL;
+        char c = payment_store_open_with(t.uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err) ==
+                         PAYMENT_STORE_OK && create_payments(s, 3) == 0
+                     ? 'y'
+                     : 'n';
+        if (write(ready[1], &c, 1) != 1 || read(done[0], &c, 1) != 1)
+            _exit(2);
+        payment_store_close(s);
+        _exit(0);
+    }
+    char c = 0;
+    CHECK_INT(read(ready[0], &c, 1), 1);
+    CHECK_INT(c, 'y');
+    CHECK_INT(payment_store_backup(t.uri, copy, err, sizeof err), PAYMENT_STORE_EUNAVAILABLE);
+    CHECK(strstr(err, "--store-shared true") != NULL);
+    CHECK(access(copy, F_OK) != 0);
+    CHECK(!dir_has(t.dir, ".tmp-"));
+    CHECK_INT(write(done[1], "x", 1), 1);
+    int status = -1;
+    CHECK_INT(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT(close(ready[i]), 0);
+        CHECK_INT(close(done[i]), 0);
+    }
+    /* once it is closed, the same store can be copied */
+    CHECK_INT(payment_store_backup(t.uri, copy, err, sizeof err), PAYMENT_STORE_OK);
+    tmp_store_remove(&t);
+}
+
 TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size),
           TEST(test_existing_store_keeps_page_size), TEST(test_list_shapes_cycle),
           TEST(test_exclusive_store_keeps_no_shm), TEST(test_purge_lets_writes_through),
-          TEST(test_migrates_version_4))
+          TEST(test_migrates_version_4), TEST(test_backup_while_writing),
+          TEST(test_backup_failures), TEST(test_backup_of_exclusive_store))
