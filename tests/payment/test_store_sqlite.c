@@ -721,6 +721,16 @@ static void test_backup_while_writing(void)
     char check[64];
     integrity_of(copy, check, sizeof check);
     CHECK_STR(check, "ok");
+    /* the header's file format bytes: 1, a rollback-journal file, which
+     * needs no -wal or -shm file beside it (2 would be WAL mode) */
+    unsigned char header[20] = {0};
+    FILE *f = fopen(copy, "rb");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_INT(fread(header, 1, sizeof header, f), sizeof header);
+        CHECK_INT(fclose(f), 0);
+    }
+    CHECK(header[18] == 1 && header[19] == 1);
 
     CHECK_INT(payment_store_open(copy_uri, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
