@@ -433,10 +433,16 @@ void config_redact_uri(const char *uri, char *out, size_t cap)
 
 void config_usage(FILE *out)
 {
-    fprintf(out, "usage: paymentd [FLAGS]\n       paymentd worker --broker URLS [FLAGS]\n\n"
+    fprintf(out, "usage: paymentd [FLAGS]\n       paymentd worker --broker URLS [FLAGS]\n"
+                 "       paymentd backup FILE [--store URI]\n\n"
                  "Serves the payment API over HTTP; as a worker, applies the asynchronous "
                  "writes of the partitions it owns.  Each flag can "
-                 "also be set by its environment variable; the flag wins.\n\n");
+                 "also be set by its environment variable; the flag wins.\n\n"
+                 "backup copies the embedded store into FILE while servers keep serving: a "
+                 "consistent snapshot in one file, written beside FILE and renamed when "
+                 "complete.  A server keeps its store to itself unless run with "
+                 "--store-shared true (or --broker): back up such a server's store after "
+                 "stopping it.\n\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         char left[48];
         snprintf(left, sizeof left, "%s %s", options[i].flag, options[i].arg);
@@ -477,11 +483,22 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
     if (argc > 1 && strcmp(argv[1], "worker") == 0) {
         cfg->worker = 1;
         first = 2;
+    } else if (argc > 1 && strcmp(argv[1], "backup") == 0) {
+        cfg->backup = 1;
+        first = 2;
     }
     for (int a = first; a < argc; a++) {
         const char *arg = argv[a];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             cfg->help = 1;
+            continue;
+        }
+        if (cfg->backup && !cfg->backup_file[0] && arg[0] != '-') {
+            if (strlen(arg) >= sizeof cfg->backup_file) {
+                snprintf(errbuf, errlen, "backup: the file name is too long");
+                return CONFIG_EINVAL;
+            }
+            snprintf(cfg->backup_file, sizeof cfg->backup_file, "%s", arg);
             continue;
         }
         const struct option_def *opt = NULL;
@@ -508,6 +525,10 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
         }
         if (opt->apply(cfg, value, errbuf, errlen) != 0)
             return CONFIG_EINVAL;
+    }
+    if (cfg->backup && !cfg->backup_file[0] && !cfg->help) {
+        snprintf(errbuf, errlen, "backup: expected paymentd backup FILE [--store URI]");
+        return CONFIG_EINVAL;
     }
     return CONFIG_OK;
 }

@@ -36,6 +36,8 @@ struct config {
     int broker_replicas;               /* --broker-replicas of the stream and buckets */
     int worker;                        /* `paymentd worker`: apply operations, serve no HTTP */
     char worker_id[64];                /* --worker-id, or "" for host-pid */
+    int backup;                        /* `paymentd backup FILE`: copy the store, serve nothing */
+    char backup_file[CONFIG_URI_MAX];  /* its FILE */
     int help;                          /* --help was given */
 };
 

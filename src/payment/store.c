@@ -68,6 +68,19 @@ int payment_store_open_with(const char *uri, unsigned flags, payment_store **out
     return PAYMENT_STORE_OK;
 }
 
+int payment_store_backup(const char *uri, const char *dest, char *errbuf, size_t errlen)
+{
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    const struct payment_store_backend *be = store_backend_find(uri);
+    if (!be || !be->backup) {
+        store_errf(errbuf, errlen, "backup copies the embedded store (sqlite:PATH) only%s",
+                   be ? "; back MongoDB up with its own tools (mongodump)" : "");
+        return PAYMENT_STORE_EURI;
+    }
+    return be->backup(uri, dest, errbuf, errlen);
+}
+
 void payment_store_close(payment_store *s)
 {
     if (s)

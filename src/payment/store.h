@@ -125,6 +125,21 @@ enum payment_store_flag {
 int payment_store_open_with(const char *uri, unsigned flags, payment_store **out, char *errbuf,
                             size_t errlen);
 
+/* Copies the store uri names into the file dest, online: other processes
+ * may read and write the store meanwhile (an embedded store file kept
+ * exclusively by another process, PAYMENT_STORE_EXCLUSIVE, cannot be
+ * read: EUNAVAILABLE).  The copy is one consistent snapshot, every write
+ * committed before the call began included, in one self-contained file a
+ * store can be opened on.  It is written beside dest under a temporary
+ * name, made durable, then renamed to dest (replacing any file there), so a
+ * failed backup leaves dest as it was.  Blocks for as long as the copy
+ * takes.  Returns 0, or a negative error with a one-line reason in errbuf:
+ * EURI when uri names no store this can copy (a missing file, MongoDB, or
+ * dest naming the store itself or a store's file in use), EUNAVAILABLE when
+ * the store is held exclusively or busy, EINTERNAL when dest cannot be
+ * written (a missing folder, a full disk). */
+int payment_store_backup(const char *uri, const char *dest, char *errbuf, size_t errlen);
+
 /* Waits for submitted writes to complete, then closes.  NULL is a no-op. */
 void payment_store_close(payment_store *s);
 

@@ -24,6 +24,9 @@ struct payment_store_backend {
     /* uri is the whole URI; its scheme is this backend's.  flags: store.h. */
     int (*open)(const char *uri, unsigned flags, payment_store **out, char *errbuf,
                 size_t errlen);
+    /* payment_store_backup, or NULL where a backend cannot (store.c
+     * answers EURI). */
+    int (*backup)(const char *uri, const char *dest, char *errbuf, size_t errlen);
     void (*close)(payment_store *s);
     int (*ping)(payment_store *s);
     /* get and get_meta in one: created_ms may be NULL. */

@@ -1,12 +1,19 @@
 /* What is particular to the embedded store beyond the contract test_store.c
  * checks on every backend: the page size of new stores, stores made with
- * another page size, and list statements kept prepared per query shape. */
+ * another page size, list statements kept prepared per query shape, the
+ * idempotency purge in small transactions between writes, the migration of
+ * older stores, and online backups. */
+#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "payment/store.h"
@@ -25,6 +32,7 @@ struct waiter {
     pthread_cond_t cv;
     int pending; /* writes not reported yet */
     int failed;  /* writes reported with an error */
+    int err;     /* the last write's result */
 };
 
 static void waiter_done(void *arg, int err, int64_t cur, int64_t seq)
@@ -34,6 +42,7 @@ static void waiter_done(void *arg, int err, int64_t cur, int64_t seq)
     (void)seq;
     pthread_mutex_lock(&w->mu);
     w->failed += err != PAYMENT_STORE_OK;
+    w->err = err;
     w->pending--;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
@@ -329,6 +338,522 @@ static void test_list_shapes_cycle(void)
     tmp_store_remove(&t);
 }
 
+/* ---- the idempotency purge ------------------------------------------------ */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    CHECK_INT(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Inserts n idempotency records created at created_ms, each with a body of
+ * body_len bytes, on a connection of the test's own (the store is open and
+ * idle: it shares the file).  Returns the SQLite result. */
+static int insert_idem_records(const char *path, int first, int n, size_t body_len,
+                               int64_t created_ms)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *ins = NULL;
+    char *body = malloc(body_len);
+    int rc = body ? sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) : SQLITE_NOMEM;
+    if (body)
+        memset(body, 'b', body_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(db, 10000);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO idempotency (scope, key, fingerprint, status,"
+                                " location, etag, body, created_ms)"
+                                " VALUES ('s', ?1, 'fp', 201, '/v1/payments/x', '\"0\"', ?2, ?3)",
+                                -1, &ins, NULL);
+    for (int i = first; rc == SQLITE_OK && i < first + n; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "key-%d", i);
+        rc = sqlite3_bind_text(ins, 1, key, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_blob(ins, 2, body, (int)body_len, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(ins, 3, created_ms);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+        (void)sqlite3_reset(ins);
+    }
+    (void)sqlite3_finalize(ins);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (db && sqlite3_close(db) != SQLITE_OK)
+        rc = SQLITE_ERROR;
+    free(body);
+    return rc;
+}
+
+/* The number of rows of table, or -1. */
+static long long count_rows(sqlite3 *db, const char *table)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    sqlite3_stmt *st = NULL;
+    long long n = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    (void)sqlite3_finalize(st);
+    return n;
+}
+
+/* Creates row with idem (or NULL) and waits: its store error. */
+static int create_row(payment_store *s, const struct payment_row *row,
+                      const struct payment_idem *idem)
+{
+    struct waiter w = {.pending = 1};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    payment_store_create(s, row, idem, waiter_done, &w);
+    pthread_mutex_lock(&w.mu);
+    while (w.pending > 0)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return w.err;
+}
+
+/* Creates payment number i (an id of its own, a small document) and waits:
+ * its store error. */
+static int create_one(payment_store *s, int i)
+{
+    struct payment_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.id, sizeof r.id, "11111111-0000-4000-8000-%012d", i);
+    snprintf(r.organisation_id, sizeof r.organisation_id, "0a0a0a0a-0000-4000-8000-000000000000");
+    r.created_ms = r.modified_ms = 1000;
+    char doc[64];
+    r.doc_len = (size_t)snprintf(doc, sizeof doc, "{\"n\":%d}", i);
+    r.doc = doc;
+    return create_row(s, &r, NULL);
+}
+
+/* A large purge does not hold up writes: it runs in small transactions
+ * between the writer's batches, so writes submitted one after another
+ * while it runs keep completing, and the test sees the purge part done
+ * between them, over many writer turns; at the end every old record is
+ * gone and the newer ones stay.  The record count is
+ * PAYMENTD_TEST_PURGE_RECORDS (default 20000); the longest write and the
+ * purge's duration are printed. */
+static void test_purge_lets_writes_through(void)
+{
+    const char *env = getenv("PAYMENTD_TEST_PURGE_RECORDS");
+    int n = env ? atoi(env) : 20000;
+    if (n < 1000)
+        n = 1000;
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(insert_idem_records(t.path, 0, n, 1024, 1000), SQLITE_OK);
+    CHECK_INT(insert_idem_records(t.path, n, 10, 1024, 5000), SQLITE_OK); /* kept */
+    sqlite3 *db = NULL;
+    CHECK_INT(sqlite3_open_v2(t.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    CHECK_INT(count_rows(db, "idempotency"), n + 10);
+
+    double start = now_ms(), longest = 0;
+    payment_store_idem_purge(s, 2000);
+    int writes = 0, partway = 0;
+    long long left = n + 10, last = -1;
+    while (left > 10 && now_ms() - start < 300e3) {
+        double t0 = now_ms();
+        CHECK_INT(create_one(s, writes), PAYMENT_STORE_OK);
+        double took = now_ms() - t0;
+        longest = took > longest ? took : longest;
+        writes++;
+        left = count_rows(db, "idempotency");
+        CHECK(left >= 10);
+        /* a write completed while the purge was part done, at a new point */
+        if (left > 10 && left < n + 10 && left != last)
+            partway++;
+        last = left;
+    }
+    double purge_ms = now_ms() - start;
+    CHECK_INT(left, 10);
+    CHECK(partway >= 5);
+    fprintf(stderr, "  purge of %d records: %.0f ms, %d writes meanwhile (%d seeing it part done),"
+                    " longest write %.1f ms\n", n, purge_ms, writes, partway, longest);
+    struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
+    CHECK_INT(payment_store_idem_get(s, "s", "key-0", &f), PAYMENT_STORE_ENOTFOUND);
+    char kept[32];
+    snprintf(kept, sizeof kept, "key-%d", n);
+    CHECK_INT(payment_store_idem_get(s, "s", kept, &f), PAYMENT_STORE_OK);
+    CHECK_INT(f.body.len, 1024);
+    buf_free(&f.location);
+    buf_free(&f.body);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+    payment_store_close(s);
+    tmp_store_remove(&t);
+}
+
+/* ---- migration ------------------------------------------------------------ */
+
+/* The schema of version 4 (the last with idempotency records in a WITHOUT
+ * ROWID table), as released. */
+static const char store_v4_sql[] =
+    "CREATE TABLE payments (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,"
+    " organisation_id TEXT NOT NULL, version INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+    " modified_ms INTEGER NOT NULL, currency TEXT, payment_scheme TEXT, payment_type TEXT,"
+    " reference TEXT, end_to_end_reference TEXT, processing_date TEXT, amount_key TEXT, doc TEXT,"
+    " deleted INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX payments_organisation ON payments (organisation_id, seq);"
+    "CREATE INDEX payments_reference ON payments (reference);"
+    "CREATE INDEX payments_end_to_end_reference ON payments (end_to_end_reference);"
+    "CREATE TABLE idempotency (scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,"
+    " status INTEGER NOT NULL, location TEXT, etag TEXT, body BLOB, created_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (scope, key)) WITHOUT ROWID;"
+    "CREATE INDEX idempotency_created ON idempotency (created_ms);"
+    "CREATE TABLE operations (op_id TEXT PRIMARY KEY NOT NULL, partition INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, status TEXT NOT NULL, error_code TEXT, message TEXT, payment_id TEXT,"
+    " organisation_id TEXT, version INTEGER NOT NULL, applied_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE partitions (partition INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL,"
+    " fence INTEGER NOT NULL);"
+    "ALTER TABLE operations ADD COLUMN fingerprint TEXT;"
+    "CREATE INDEX operations_applied ON operations (applied_ms);"
+    "INSERT INTO payments (id, organisation_id, version, created_ms, modified_ms, doc)"
+    " VALUES ('00000000-0000-4000-8000-000000000001', '0a0a0a0a-0000-4000-8000-000000000000',"
+    " 3, 1000, 2000, '{\"n\":1}');"
+    "INSERT INTO idempotency VALUES ('k1', 'create-1', 'fp1', 201, '/v1/payments/1', '\"0\"',"
+    " X'7b226e223a317d', 1000);"
+    "INSERT INTO idempotency VALUES ('k1', 'patch-1', 'fp2', 200, NULL, '\"3\"', NULL, 3000);"
+    "INSERT INTO operations VALUES ('op-1', 2, 7, 'succeeded', NULL, NULL,"
+    " '00000000-0000-4000-8000-000000000001', '0a0a0a0a-0000-4000-8000-000000000000', 0, 1500,"
+    " 'fp3');"
+    "INSERT INTO partitions VALUES (2, 7, 4);"
+    "PRAGMA user_version = 4;";
+
+/* A store of version 4 opens migrated: its records, payments, operations
+ * and positions intact, idempotency records in a rowid table whose
+ * (scope, key) still refuses a second record, and purged by age. */
+static void test_migrates_version_4(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    sqlite3 *db = NULL;
+    CHECK_INT(sqlite3_open(t.path, &db), SQLITE_OK);
+    CHECK_INT(sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_exec(db, store_v4_sql, NULL, NULL, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
+    CHECK_INT(payment_store_idem_get(s, "k1", "create-1", &f), PAYMENT_STORE_OK);
+    CHECK_STR(f.fingerprint, "fp1");
+    CHECK_INT(f.status, 201);
+    CHECK_STR(f.etag, "\"0\"");
+    CHECK(f.location.len == 14 && memcmp(f.location.data, "/v1/payments/1", 14) == 0);
+    CHECK(f.body.len == 7 && memcmp(f.body.data, "{\"n\":1}", 7) == 0);
+    buf_free(&f.location);
+    buf_free(&f.body);
+    memset(&f, 0, sizeof f);
+    CHECK_INT(payment_store_idem_get(s, "k1", "patch-1", &f), PAYMENT_STORE_OK);
+    CHECK_STR(f.fingerprint, "fp2");
+    CHECK_INT(f.status, 200);
+    CHECK_INT(f.location.len, 0);
+    CHECK_INT(f.body.len, 0);
+    buf_free(&f.location);
+    buf_free(&f.body);
+    struct buf doc = BUF_INIT;
+    int64_t version = -1;
+    CHECK_INT(payment_store_get(s, "00000000-0000-4000-8000-000000000001", &doc, &version),
+              PAYMENT_STORE_OK);
+    CHECK_INT(version, 3);
+    CHECK(doc.len == 7 && memcmp(doc.data, "{\"n\":1}", 7) == 0);
+    buf_free(&doc);
+    struct payment_op_found op;
+    CHECK_INT(payment_store_op_get(s, "op-1", &op), PAYMENT_STORE_OK);
+    CHECK_STR(op.fingerprint, "fp3");
+    uint64_t last_seq = 0, fence = 0;
+    CHECK_INT(payment_store_partition_get(s, 2, &last_seq, &fence), PAYMENT_STORE_OK);
+    CHECK(last_seq == 7 && fence == 4);
+
+    /* the key is still taken: a write with it is refused and not made */
+    struct payment_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.id, sizeof r.id, "00000000-0000-4000-8000-000000000002");
+    snprintf(r.organisation_id, sizeof r.organisation_id, "0a0a0a0a-0000-4000-8000-000000000000");
+    r.doc = "{}";
+    r.doc_len = 2;
+    struct payment_idem idem = {.scope = "k1", .key = "create-1", .fingerprint = "fp9",
+                                .status = 201, .created_ms = 4000};
+    CHECK_INT(create_row(s, &r, &idem), PAYMENT_STORE_EIDEMPOTENT);
+    doc = (struct buf)BUF_INIT;
+    CHECK_INT(payment_store_get(s, r.id, &doc, &version), PAYMENT_STORE_ENOTFOUND);
+    buf_free(&doc);
+
+    /* purged by age from the new table */
+    payment_store_idem_purge(s, 2000);
+    memset(&f, 0, sizeof f);
+    for (int i = 0; i < 500 && payment_store_idem_get(s, "k1", "create-1", &f) == 0; i++) {
+        buf_free(&f.location);
+        buf_free(&f.body);
+        memset(&f, 0, sizeof f);
+        CHECK_INT(usleep(10000), 0);
+    }
+    CHECK_INT(payment_store_idem_get(s, "k1", "create-1", &f), PAYMENT_STORE_ENOTFOUND);
+    CHECK_INT(payment_store_idem_get(s, "k1", "patch-1", &f), PAYMENT_STORE_OK);
+    buf_free(&f.location);
+    buf_free(&f.body);
+    payment_store_close(s);
+
+    CHECK_INT(sqlite3_open_v2(t.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_step(st), SQLITE_ROW);
+    CHECK(sqlite3_column_int(st, 0) > 4);
+    (void)sqlite3_finalize(st);
+    /* a rowid table: its b-tree is keyed by rowid, not by (scope, key) */
+    CHECK_INT(sqlite3_prepare_v2(db, "SELECT rowid FROM idempotency", -1, &st, NULL), SQLITE_OK);
+    (void)sqlite3_finalize(st);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+    tmp_store_remove(&t);
+}
+
+/* ---- online backup -------------------------------------------------------- */
+
+/* Creates payments one after another, from number 1000 up, until stop. */
+struct writer_thread {
+    payment_store *s;
+    pthread_t thread;
+    _Atomic int acked;  /* payments 1000 .. 1000 + acked - 1 are created */
+    _Atomic int stop;
+    int failed;         /* creates that failed */
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer_thread *w = arg;
+    while (!atomic_load(&w->stop)) {
+        int i = 1000 + atomic_load(&w->acked);
+        if (create_one(w->s, i) != PAYMENT_STORE_OK) {
+            w->failed++;
+            break;
+        }
+        atomic_fetch_add(&w->acked, 1);
+    }
+    return NULL;
+}
+
+/* Whether any name in dir contains part. */
+static int dir_has(const char *dir, const char *part)
+{
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    int found = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        found |= strstr(e->d_name, part) != NULL;
+    if (d)
+        CHECK_INT(closedir(d), 0);
+    return found;
+}
+
+/* The result of PRAGMA integrity_check on path, opened read-only (a file
+ * still in WAL mode cannot be, without its -shm file), into out. */
+static void integrity_of(const char *path, char *out, size_t len)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    snprintf(out, len, "(cannot read)");
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        snprintf(out, len, "%s", (const char *)sqlite3_column_text(st, 0));
+    (void)sqlite3_finalize(st);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+}
+
+/* A backup taken while a writer creates payments holds every payment
+ * created before it began, in one file a store opens; no temporary file
+ * is left behind. */
+static void test_backup_while_writing(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256], copy[80], copy_uri[96], side[96];
+    snprintf(copy, sizeof copy, "%s/copy.db", t.dir);
+    snprintf(copy_uri, sizeof copy_uri, "sqlite:%s", copy);
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(create_payments(s, 200), 0); /* about 1 MB, still in the log */
+    struct writer_thread w = {.s = s};
+    atomic_init(&w.acked, 0);
+    atomic_init(&w.stop, 0);
+    CHECK_INT(pthread_create(&w.thread, NULL, writer_main, &w), 0);
+    while (atomic_load(&w.acked) < 20 && !w.failed)
+        CHECK_INT(usleep(1000), 0);
+    int before = atomic_load(&w.acked);
+    CHECK_INT(payment_store_backup(t.uri, copy, err, sizeof err), PAYMENT_STORE_OK);
+    int during = atomic_load(&w.acked) - before;
+    atomic_store(&w.stop, 1);
+    CHECK_INT(pthread_join(w.thread, NULL), 0);
+    CHECK_INT(w.failed, 0);
+    payment_store_close(s);
+    fprintf(stderr, "  backup: %d writes before it, %d during it\n", before, during);
+
+    static const char *const sides[] = {"-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof sides / sizeof sides[0]; i++) {
+        snprintf(side, sizeof side, "%s%s", copy, sides[i]);
+        CHECK(access(side, F_OK) != 0);
+    }
+    CHECK(!dir_has(t.dir, ".tmp-"));
+    char check[64];
+    integrity_of(copy, check, sizeof check);
+    CHECK_STR(check, "ok");
+    /* the header's file format bytes: 1, a rollback-journal file, which
+     * needs no -wal or -shm file beside it (2 would be WAL mode) */
+    unsigned char header[20] = {0};
+    FILE *f = fopen(copy, "rb");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_INT(fread(header, 1, sizeof header, f), sizeof header);
+        CHECK_INT(fclose(f), 0);
+    }
+    CHECK(header[18] == 1 && header[19] == 1);
+
+    CHECK_INT(payment_store_open(copy_uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (s) {
+        for (int i = 0; i < 200; i++)
+            CHECK_INT(get_payment(s, i), PAYMENT_STORE_OK);
+        for (int i = 0; i < before; i++) {
+            char id[UUID_STR_LEN + 1];
+            snprintf(id, sizeof id, "11111111-0000-4000-8000-%012d", 1000 + i);
+            struct buf doc = BUF_INIT;
+            int64_t version = -1;
+            CHECK_INT(payment_store_get(s, id, &doc, &version), PAYMENT_STORE_OK);
+            buf_free(&doc);
+        }
+        payment_store_close(s);
+    }
+    tmp_store_remove(&t);
+}
+
+/* Backups that cannot be made fail with their reason and leave nothing:
+ * no store (none is created), a folder that does not exist, the store
+ * itself, a MongoDB store; a failed backup keeps the file it would have
+ * replaced. */
+static void test_backup_failures(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    char err[256], copy[96], missing[96];
+    snprintf(copy, sizeof copy, "%s/copy.db", t.dir);
+    CHECK_INT(payment_store_backup(t.uri, copy, err, sizeof err), PAYMENT_STORE_EURI);
+    CHECK(strstr(err, "no store") != NULL);
+    CHECK(access(t.path, F_OK) != 0);
+    CHECK(access(copy, F_OK) != 0);
+
+    payment_store *s = NULL;
+    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (s) {
+        CHECK_INT(create_payments(s, 3), 0);
+        payment_store_close(s);
+    }
+    snprintf(missing, sizeof missing, "%s/no/such/folder/copy.db", t.dir);
+    CHECK_INT(payment_store_backup(t.uri, missing, err, sizeof err), PAYMENT_STORE_EINTERNAL);
+    CHECK(err[0] != '\0');
+    CHECK_INT(payment_store_backup(t.uri, t.path, err, sizeof err), PAYMENT_STORE_EURI);
+    CHECK(strstr(err, "store itself") != NULL);
+    CHECK_INT(payment_store_backup("mongodb://127.0.0.1:1/x", copy, err, sizeof err),
+              PAYMENT_STORE_EURI);
+
+    /* a file where the copy goes stays as it was when the copy fails */
+    FILE *f = fopen(copy, "w");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_INT(fputs("previous", f) >= 0, 1);
+        CHECK_INT(fclose(f), 0);
+    }
+    char not_store[96];
+    snprintf(not_store, sizeof not_store, "sqlite:%s/not-a-store", t.dir);
+    f = fopen(not_store + 7, "w");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_INT(fputs("this is not a database, only text long enough to be read as one......"
+                        "................................................................", f) >= 0, 1);
+        CHECK_INT(fclose(f), 0);
+    }
+    CHECK_INT(payment_store_backup(not_store, copy, err, sizeof err), PAYMENT_STORE_EURI);
+    char back[16] = "";
+    f = fopen(copy, "r");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK(fgets(back, sizeof back, f) != NULL);
+        CHECK_INT(fclose(f), 0);
+    }
+    CHECK_STR(back, "previous");
+    CHECK(!dir_has(t.dir, ".tmp-"));
+    tmp_store_remove(&t);
+}
+
+/* A store another process keeps to itself (a server without
+ * --store-shared) cannot be copied: EUNAVAILABLE, with the way out in the
+ * reason, once the busy timeout is over. */
+static void test_backup_of_exclusive_store(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    char err[256], copy[96];
+    snprintf(copy, sizeof copy, "%s/copy.db", t.dir);
+    int ready[2], done[2];
+    CHECK_INT(pipe(ready), 0);
+    CHECK_INT(pipe(done), 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) { /* the holder: opens the store exclusively until told */
+        payment_store *s = NULL;
+        char c = payment_store_open_with(t.uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err) ==
+                         PAYMENT_STORE_OK && create_payments(s, 3) == 0
+                     ? 'y'
+                     : 'n';
+        if (write(ready[1], &c, 1) != 1 || read(done[0], &c, 1) != 1)
+            _exit(2);
+        payment_store_close(s);
+        _exit(0);
+    }
+    char c = 0;
+    CHECK_INT(read(ready[0], &c, 1), 1);
+    CHECK_INT(c, 'y');
+    CHECK_INT(payment_store_backup(t.uri, copy, err, sizeof err), PAYMENT_STORE_EUNAVAILABLE);
+    CHECK(strstr(err, "--store-shared true") != NULL);
+    CHECK(access(copy, F_OK) != 0);
+    CHECK(!dir_has(t.dir, ".tmp-"));
+    CHECK_INT(write(done[1], "x", 1), 1);
+    int status = -1;
+    CHECK_INT(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT(close(ready[i]), 0);
+        CHECK_INT(close(done[i]), 0);
+    }
+    /* once it is closed, the same store can be copied */
+    CHECK_INT(payment_store_backup(t.uri, copy, err, sizeof err), PAYMENT_STORE_OK);
+    tmp_store_remove(&t);
+}
+
 TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size),
           TEST(test_existing_store_keeps_page_size), TEST(test_list_shapes_cycle),
-          TEST(test_exclusive_store_keeps_no_shm))
+          TEST(test_exclusive_store_keeps_no_shm), TEST(test_purge_lets_writes_through),
+          TEST(test_migrates_version_4), TEST(test_backup_while_writing),
+          TEST(test_backup_failures), TEST(test_backup_of_exclusive_store))

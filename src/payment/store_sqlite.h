@@ -1,0 +1,191 @@
+/* store_sqlite: what the files of the embedded store share, and nothing
+ * else includes.  The store (struct sqlite_store) is one write connection
+ * owned by one writer thread, a queue of writes to it, and one read-only
+ * connection per reading thread:
+ *
+ *   store_sqlite.c         open, close, the backend table, shared helpers
+ *   store_sqlite_schema.c  the schema's versions and their migration
+ *   store_sqlite_writer.c  the write queue, the writer thread, group commit,
+ *                          the payment writes and the idempotency purge
+ *   store_sqlite_apply.c   operations applied from the broker
+ *   store_sqlite_read.c    per-thread read connections, get, idem_get,
+ *                          op_get, partition_get
+ *   store_sqlite_list.c    list queries
+ *   store_sqlite_backup.c  online backup of a store file
+ *
+ * Errors: functions returning int give an SQLite result code (SQLITE_OK)
+ * unless they say they give a store error (PAYMENT_STORE_*, store.h); the
+ * backend functions (those of payment_store_sqlite_backend) have the
+ * contract of their store.h counterparts. */
+#ifndef PAYMENT_STORE_SQLITE_H
+#define PAYMENT_STORE_SQLITE_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "payment/store_impl.h"
+
+#define SQLITE_URI_PREFIX "sqlite:"
+#define SQLITE_BUSY_TIMEOUT_MS 5000
+/* List statements kept prepared per reader, by query shape: compiling one
+ * cost a tenth of a page of 100. */
+#define SQLITE_LIST_CACHE 8
+#define SQLITE_NO_PURGE INT64_MIN /* purge_before_ms when no purge is asked for */
+
+/* Writer statements, prepared once.  Row parameters: ?1 id, ?2 organisation,
+ * ?3 version, ?4 created, ?5 modified, ?6..?10 the text columns, ?11
+ * processing date, ?12 amount key, ?13 doc; ?14 the expected version. */
+enum sqlite_wstmt {
+    W_BEGIN,
+    W_COMMIT,
+    W_ROLLBACK,
+    W_SAVEPOINT,
+    W_RELEASE,
+    W_ROLLBACK_TO,
+    W_INSERT,
+    W_UPDATE,
+    W_DELETE,
+    W_VERSION,
+    W_IDEM_INSERT,
+    W_IDEM_PURGE,
+    W_OP_PURGE,
+    W_SAVEPOINT_WRITE,
+    W_RELEASE_WRITE,
+    W_ROLLBACK_TO_WRITE,
+    W_PART_GET,
+    W_PART_PUT,
+    W_OP_EXISTS,
+    W_OP_INSERT,
+    W_COUNT
+};
+
+/* Reader statements, prepared once per reading connection. */
+enum sqlite_rstmt { R_GET, R_PING, R_IDEM, R_OP, R_PART, R_COUNT };
+
+enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_APPLY };
+
+/* One queued write.  row is a copy; the pointers in it stay borrowed from the
+ * submitter until done has been called. */
+struct sqlite_op {
+    struct sqlite_op *next;     /* queue and batch link */
+    enum sqlite_op_kind kind;
+    struct payment_row row;     /* OP_DELETE uses row.id only */
+    int64_t expected_version;   /* OP_UPDATE, OP_DELETE, OP_APPLY */
+    const struct payment_idem *idem; /* stored with a successful write, or NULL */
+    payment_store_done_fn done;
+    void *arg;
+    int err;                    /* result, reported after the commit */
+    int64_t current_version;    /* -1 unless err is ECONFLICT */
+    int64_t seq;                /* OP_CREATE's sequence number */
+    struct payment_apply apply; /* OP_APPLY: a copy, its pointers borrowed like row's */
+};
+
+struct sqlite_store;
+
+/* One thread's read-only connection. */
+struct sqlite_reader {
+    struct sqlite_store *st;            /* owner, for the thread-exit destructor */
+    sqlite3 *db;
+    sqlite3_stmt *stmt[R_COUNT];
+    sqlite3_stmt *list[SQLITE_LIST_CACHE]; /* list statements of recent shapes, or NULL */
+    unsigned list_next;                 /* the slot the next new shape takes */
+    struct sqlite_reader *prev, *next;  /* in st->readers, under st->readers_mu */
+};
+
+struct sqlite_store {
+    struct payment_store base;  /* first: what payment_store * points at */
+    char *path;                 /* absolute file name, owned */
+    int exclusive;              /* PAYMENT_STORE_EXCLUSIVE: every connection on unix-excl */
+    sqlite3 *wdb;               /* the write connection, the writer thread's while it runs */
+    sqlite3_stmt *w[W_COUNT];
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t mu;         /* guards head, tail, purge_before_ms, closing */
+    pthread_cond_t wake;        /* signalled on a first queued write, a purge, or close */
+    struct sqlite_op *head, *tail;
+    int64_t purge_before_ms;    /* the purge's cut-off, or SQLITE_NO_PURGE */
+    int closing;                /* no more submissions; the writer drains and exits */
+    pthread_key_t reader_key;   /* this store's struct sqlite_reader of the calling thread */
+    int have_key;
+    pthread_mutex_t readers_mu; /* guards readers */
+    struct sqlite_reader *readers;
+    _Atomic uint64_t commits;   /* stats, written by the writer thread */
+    _Atomic uint64_t writes;
+    struct metrics_sizes batches; /* operations per committed transaction */
+};
+
+/* ---- store_sqlite.c: shared helpers ---------------------------------------- */
+
+const char *sqlite_vfs(const struct sqlite_store *st);
+int sqlite_map_err(int rc);
+void sqlite_stmt_release(sqlite3_stmt *stmt);
+int sqlite_stmt_run(sqlite3_stmt *stmt);
+int sqlite_bind_opt(sqlite3_stmt *stmt, int i, const char *v);
+
+/* ---- store_sqlite_schema.c -------------------------------------------------- */
+
+/* The first row's first column of sql as text, into out. */
+int sqlite_pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen);
+/* Brings db's schema to the current version in one transaction. */
+int sqlite_schema_migrate(sqlite3 *db, char *errbuf, size_t errlen);
+
+/* ---- store_sqlite_writer.c -------------------------------------------------- */
+
+/* Prepares the writer's statements (st->w) on st->wdb. */
+int sqlite_writer_prepare(struct sqlite_store *st);
+/* Starts the writer thread: 0, or -1 when it cannot be. */
+int sqlite_writer_start(struct sqlite_store *st);
+/* The payment writes of an operation, inside the caller's transaction:
+ * SQLITE_OK with op->err their result, or the SQLite error that kept them
+ * from deciding.  sqlite_op_idem records op->idem after a successful one. */
+int sqlite_op_create(struct sqlite_store *st, struct sqlite_op *op);
+int sqlite_op_update(struct sqlite_store *st, struct sqlite_op *op);
+int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op);
+int sqlite_op_idem(struct sqlite_store *st, struct sqlite_op *op);
+void sqlite_create(payment_store *s, const struct payment_row *row,
+                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+void sqlite_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
+                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+void sqlite_remove(payment_store *s, const char *id, int64_t expected_version,
+                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+void sqlite_apply(payment_store *s, const struct payment_apply *a, payment_store_done_fn done,
+                  void *arg);
+void sqlite_idem_purge(payment_store *s, int64_t before_ms);
+void sqlite_stats(payment_store *s, struct payment_store_stats *out);
+
+/* ---- store_sqlite_apply.c --------------------------------------------------- */
+
+/* Applies an OP_APPLY operation inside the caller's savepoint. */
+int sqlite_op_apply_broker(struct sqlite_store *st, struct sqlite_op *op);
+
+/* ---- store_sqlite_read.c ---------------------------------------------------- */
+
+/* The calling thread's reader, opened on first use; NULL with *err (a store
+ * error) when it cannot be opened. */
+struct sqlite_reader *sqlite_reader_get(struct sqlite_store *st, int *err);
+void sqlite_reader_free(struct sqlite_reader *r);
+/* Takes r out of st->readers; the caller holds st->readers_mu or is close. */
+void sqlite_reader_unlink(struct sqlite_store *st, struct sqlite_reader *r);
+/* The reader key's destructor: a reading thread exits before the store closes. */
+void sqlite_reader_exit(void *p);
+int sqlite_ping(payment_store *s);
+int sqlite_get(payment_store *s, const char *id, struct buf *doc, int64_t *version,
+               int64_t *created_ms);
+int sqlite_idem_get(payment_store *s, const char *scope, const char *key,
+                    struct payment_idem_found *out);
+int sqlite_op_get(payment_store *s, const char *op_id, struct payment_op_found *out);
+int sqlite_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq,
+                         uint64_t *fence);
+
+/* ---- store_sqlite_list.c ---------------------------------------------------- */
+
+int sqlite_list(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
+                void *arg, int *more);
+
+/* ---- store_sqlite_backup.c -------------------------------------------------- */
+
+int sqlite_backup(const char *uri, const char *dest, char *errbuf, size_t errlen);
+
+#endif
