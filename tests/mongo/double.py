@@ -24,8 +24,14 @@ on the same port with the same FILE is a MongoDB outage and recovery.  A
 SIGKILL loses what was not saved: the double proves nothing about durability.
 
 --ready FILE is created, holding the port (useful with --port 0: any free
-port), once the double accepts connections.  The command {doubleStats: 1} answers how many write commands
-were received and how many asked for write concern {w: "majority", j: true}.
+port), once the double accepts connections.
+
+The command {doubleStats: 1} answers how many write commands were received
+(insert, update, delete, findAndModify, createIndexes) and how many of them
+asked for write concern {w: "majority", j: true}: in all ("writes",
+"majorityJournaled"), and per database and command ("databases": {db:
+{command: {writes, majorityJournaled}}}), so that a test can check every
+write a store sent to its own database.
 """
 
 import argparse
@@ -219,8 +225,11 @@ class Double:
     def __init__(self):
         self.client = mongomock.MongoClient()
         self.cursors = {}  # id -> (namespace, remaining documents)
-        self.writes = 0
-        self.majority_journaled = 0
+        self.writes = 0  # write commands received
+        self.majority_journaled = 0  # of them, with {w: "majority", j: true}
+        # db -> command name -> [writes, majority_journaled]
+        self.writes_by_db = collections.defaultdict(
+            lambda: collections.defaultdict(lambda: [0, 0]))
         self.commands = {
             "hello": self.hello, "ismaster": self.hello, "ping": self.ok,
             "buildinfo": self.build_info, "endsessions": self.ok,
@@ -264,11 +273,14 @@ class Double:
             raise CommandError(E_BAD_VALUE, "collection name must be a non-empty string")
         return self.client[db][name]
 
-    def count_write(self, doc):
+    def count_write(self, db, doc):
+        counts = self.writes_by_db[db][next(iter(doc))]
         self.writes += 1
+        counts[0] += 1
         wc = doc.get("writeConcern") or {}
         if wc.get("w") == "majority" and wc.get("j") is True:
             self.majority_journaled += 1
+            counts[1] += 1
 
     # ---- server commands --------------------------------------------------
 
@@ -289,12 +301,16 @@ class Double:
                 "maxBsonObjectSize": MAX_BSON_SIZE}
 
     def stats(self, db, doc):
-        return {"writes": self.writes, "majorityJournaled": self.majority_journaled}
+        databases = {db: {name: {"writes": n, "majorityJournaled": m}
+                          for name, (n, m) in by_name.items()}
+                     for db, by_name in self.writes_by_db.items()}
+        return {"writes": self.writes, "majorityJournaled": self.majority_journaled,
+                "databases": databases}
 
     # ---- writes -----------------------------------------------------------
 
     def insert(self, db, doc):
-        self.count_write(doc)
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         ordered = doc.get("ordered", True)
         n = 0
@@ -318,7 +334,7 @@ class Double:
         return reply
 
     def update(self, db, doc):
-        self.count_write(doc)
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         ordered = doc.get("ordered", True)
         n = modified = 0
@@ -358,7 +374,7 @@ class Double:
         return reply
 
     def delete(self, db, doc):
-        self.count_write(doc)
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         n = 0
         for d in doc.get("deletes") or []:
@@ -368,7 +384,7 @@ class Double:
         return {"n": n}
 
     def find_and_modify(self, db, doc):
-        self.count_write(doc)
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         query = doc.get("query") or {}
         sort = list((doc.get("sort") or {}).items()) or None
@@ -453,6 +469,7 @@ class Double:
     # ---- indexes and collections -----------------------------------------
 
     def create_indexes(self, db, doc):
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         before = len(c.index_information()) or 1
         for spec in doc.get("indexes") or []:

@@ -2261,23 +2261,146 @@ static int double_stats(int64_t *writes, int64_t *majority)
     return ok;
 }
 
+/* The double's counts of the write commands database db received, per
+ * command name. */
+struct write_counts {
+    char name[32];    /* insert, update, delete, findAndModify, createIndexes */
+    int64_t writes;   /* commands received */
+    int64_t majority; /* of them, with {w: "majority", j: true} */
+};
+
+/* Fills out (at most max) from {doubleStats: 1}.  Returns how many, or -1
+ * when the server has no such command (a real MongoDB). */
+static int double_db_stats(const char *db, struct write_counts *out, int max)
+{
+    bson_t *cmd = BCON_NEW("doubleStats", BCON_INT32(1)), reply;
+    int ok = mongo_command("admin", cmd, &reply), n = 0;
+    char path[128];
+    snprintf(path, sizeof path, "databases.%s", db);
+    bson_iter_t it, names, counts;
+    if (ok && bson_iter_init(&it, &reply) && bson_iter_find_descendant(&it, path, &names) &&
+        BSON_ITER_HOLDS_DOCUMENT(&names) && bson_iter_recurse(&names, &names)) {
+        while (n < max && bson_iter_next(&names)) {
+            struct write_counts *c = &out[n++];
+            snprintf(c->name, sizeof c->name, "%s", bson_iter_key(&names));
+            c->writes = c->majority = -1;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&names) || !bson_iter_recurse(&names, &counts))
+                continue;
+            while (bson_iter_next(&counts)) {
+                if (strcmp(bson_iter_key(&counts), "writes") == 0)
+                    c->writes = bson_iter_as_int64(&counts);
+                else if (strcmp(bson_iter_key(&counts), "majorityJournaled") == 0)
+                    c->majority = bson_iter_as_int64(&counts);
+            }
+        }
+    }
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return ok ? n : -1;
+}
+
+/* Every write command the store sends, on every path (index builds and the
+ * counter at open, creates, updates, tombstones, idempotency records,
+ * conflicts, refused keys, applies with their claims, outcomes, positions
+ * and fence raises, purges), asks for write concern majority with journal:
+ * the double's counts for the case's database, per command, show no write
+ * without it, and each kind of write command was seen. */
+static void case_mongo_write_concern_total(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    struct write_counts counts[16];
+    if (double_db_stats(db, counts, 16) < 0) {
+        TEST_SKIP("no doubleStats command (a real MongoDB)");
+        return;
+    }
+    payment_store *s = fx->s;
+    int64_t cur;
+    struct pay a, b, c, p;
+    struct rec ra, rb, rc, rp;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1);
+    pay_init(&b, 2, 1, "EUR", "2", "", 2);
+    pay_init(&c, 3, 1, "EUR", "3", "", 3);
+    rec_init(&ra, "scope", "key-a", 1, 1000, 0);
+    rec_init(&rb, "scope", "key-b", 2, 1000, 0);
+    rec_init(&rc, "scope", "key-c", 3, 1000, 1);
+    CHECK_INT(sync_create_idem(s, &a.row, &ra.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(s, &b.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create_idem(s, &c.row, &ra.idem, NULL), PAYMENT_STORE_EIDEMPOTENT);
+    pay_set_version(&a, 1, "a1");
+    pay_set_version(&b, 1, "b1");
+    CHECK_INT(sync_update_idem(s, &a.row, 0, &rb.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_update(s, &b.row, 0, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_update(s, &b.row, 0, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(sync_delete_idem(s, a.row.id, 1, &rc.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete(s, b.row.id, -1, &cur), PAYMENT_STORE_OK);
+
+    struct payment_apply op;
+    pay_init(&p, 4, 2, "GBP", "4", "", 4);
+    rec_init(&rp, "scope", "key-p", 4, 1000, 0);
+    apply_init(&op, "op-1", 0, 1, 1, PAYMENT_APPLY_CREATE);
+    op.row = &p.row;
+    op.idem = &rp.idem;
+    op.fingerprint = rp.fingerprint;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_ESKIPPED);
+    apply_init(&op, "op-2", 0, 2, 1, PAYMENT_APPLY_CREATE); /* duplicate_id */
+    op.row = &p.row;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    pay_set_version(&p, 1, "p1");
+    apply_init(&op, "op-3", 0, 3, 1, PAYMENT_APPLY_UPDATE);
+    op.row = &p.row;
+    op.expected_version = 0;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    apply_init(&op, "op-4", 0, 4, 1, PAYMENT_APPLY_UPDATE); /* version_conflict */
+    op.row = &p.row;
+    op.expected_version = 0;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    apply_init(&op, "op-5", 0, 5, 1, PAYMENT_APPLY_NONE);
+    op.error_code = "validation_failed";
+    op.error_message = "bad";
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    apply_init(&op, "op-6", 0, 6, 1, PAYMENT_APPLY_DELETE);
+    op.payment_id = p.row.id;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-6", "succeeded", "", 1, 0, 6, p.row.id);
+
+    payment_store_idem_purge(s, INT64_MAX);
+    CHECK_NO_REC(s, "scope", "key-b");
+    check_no_op(s, "op-1");
+
+    int n = double_db_stats(db, counts, 16);
+    static const char *const kinds[] = {"insert", "update", "delete", "findAndModify",
+                                        "createIndexes"};
+    int seen[5] = {0};
+    for (int i = 0; i < n; i++) {
+        if (counts[i].writes != counts[i].majority)
+            fprintf(stderr, "  %s: %lld writes, %lld with majority and journal\n",
+                    counts[i].name, (long long)counts[i].writes, (long long)counts[i].majority);
+        CHECK(counts[i].writes > 0);
+        CHECK_INT(counts[i].majority, counts[i].writes);
+        for (int k = 0; k < 5; k++)
+            seen[k] |= strcmp(counts[i].name, kinds[k]) == 0;
+    }
+    for (int k = 0; k < 5; k++) {
+        if (!seen[k])
+            fprintf(stderr, "  no %s command seen\n", kinds[k]);
+        CHECK(seen[k]);
+    }
+}
+
+static void mongo_write_concern_total(void) { run_on_mongo(case_mongo_write_concern_total); }
+
+/* A URI that sets its own write concern gets it: the double counts the
+ * store's writes, none with majority and journal. */
 static void case_mongo_write_concern(struct fixture *fx)
 {
-    int64_t w0 = 0, m0 = 0, w1 = 0, m1 = 0, w2 = 0, m2 = 0, cur;
-    if (!double_stats(&w0, &m0)) {
+    int64_t w1 = 0, m1 = 0, w2 = 0, m2 = 0;
+    if (!double_stats(&w1, &m1)) {
         TEST_SKIP("no doubleStats command (a real MongoDB)");
         return;
     }
     struct pay p;
-    pay_init(&p, 1, 1, "GBP", "1", "", 1);
-    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
-    pay_set_version(&p, 1, "x");
-    CHECK_INT(sync_update(fx->s, &p.row, 0, &cur), PAYMENT_STORE_OK);
-    CHECK_INT(sync_delete(fx->s, p.row.id, 1, &cur), PAYMENT_STORE_OK);
-    CHECK(double_stats(&w1, &m1));
-    CHECK(w1 - w0 >= 4); /* counter, insert, update, tombstone */
-    CHECK_INT(m1 - m0, w1 - w0);
-
     char db[64], uri[600], err[256] = "";
     mongo_uri_db(fx->uri, db);
     mongo_uri_for(uri, sizeof uri, mongo_base(), db, "w=1");
@@ -2682,6 +2805,7 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_concurrent_updates), TEST(mongo_idem_reuse), TEST(mongo_idem_failed_writes),
           TEST(mongo_idem_update_delete), TEST(mongo_idem_purge), TEST(mongo_idem_reopen),
           TEST(mongo_idem_concurrent), TEST(mongo_layout), TEST(mongo_collection),
-          TEST(mongo_write_concern), TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
+          TEST(mongo_write_concern), TEST(mongo_write_concern_total),
+          TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
           TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent),
           TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout))
