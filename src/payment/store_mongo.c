@@ -33,6 +33,17 @@
  * read finds the payment live at the expected version and holding sk is
  * EIDEMPOTENT.  Tombstones keep their records.  Purging $pulls old records.
  *
+ * A payment keeps at most MONGO_IDEM_KEEP records, so that one updated
+ * often with keys stays far below MongoDB's 16 MB document limit: each
+ * record has a rank (the version its write made; a create's and a delete's
+ * rank above every update's), and a write pushes its record with $sort on
+ * rank and $slice, dropping the lowest.  The create's record is always kept
+ * (a retried POST without it would create a second payment), and so is the
+ * record being pushed (its version is the highest), so no write is ever
+ * left without its record.  A retry of an update or delete whose record was
+ * dropped is decided again: its version no longer matches (409) or the
+ * payment is gone (404), so nothing is written twice.
+ *
  * Operations applied from the broker (payment_store_apply) keep their
  * outcomes in <collection>_operations and each partition's position in
  * <collection>_partitions; see "operations from the broker" below for why
@@ -93,6 +104,9 @@
 #define MONGO_F_IDEM "idem"           /* the array of idempotency records */
 #define MONGO_IDEM_SK_INDEX "idem_sk" /* unique: one (scope, key) in the collection */
 #define MONGO_IDEM_SEP '\x1f'         /* between scope and key; no key holds it */
+#define MONGO_IDEM_KEEP 16            /* records a payment keeps: its create's and the newest */
+#define MONGO_RANK_CREATE INT64_MAX   /* a create's record ranks above every other */
+#define MONGO_RANK_DELETE (INT64_MAX - 1) /* nothing follows a delete */
 #define MONGO_F_OPS "ops"             /* a payment's last operations, {id, v} */
 #define MONGO_F_FENCE "fence"         /* the newest lease revision that decided on it */
 #define MONGO_OPS_KEEP 16             /* entries of ops kept: the newest */
@@ -349,17 +363,35 @@ static size_t mongo_idem_size(const struct payment_idem *idem)
            (idem->body ? idem->body_len : 0) + 256;
 }
 
-/* Appends the record {sk, fingerprint, status, location, etag, body,
- * created} as field key of b; absent headers and body are left out. */
-static bool mongo_append_idem(bson_t *b, const char *key, const struct payment_idem *idem,
-                              const char *sk)
+/* An idempotency record as a write stores it in its payment. */
+struct mongo_rec {
+    const struct payment_idem *idem; /* the outcome */
+    const char *sk;                  /* its scope and key (mongo_sk_new) */
+    int64_t rank;                    /* its order among the payment's records */
+    int keep;                        /* records the payment keeps after the write, >= 2 */
+};
+
+/* How many records a payment keeps when a write of about bytes (its text
+ * and its record) pushes one: MONGO_IDEM_KEEP, fewer for large payments,
+ * whose records (their answers hold the payment) would otherwise fill the
+ * document; never fewer than 2, the create's and the new one. */
+static int mongo_idem_keep(size_t bytes)
 {
+    size_t fit = MONGO_DOC_MAX / 2 / (bytes ? bytes : 1);
+    return fit < 2 ? 2 : fit > MONGO_IDEM_KEEP ? MONGO_IDEM_KEEP : (int)fit;
+}
+
+/* Appends the record {sk, fingerprint, status, location, etag, body,
+ * created, rank} as field key of b; absent headers and body are left out. */
+static bool mongo_append_idem(bson_t *b, const char *key, const struct mongo_rec *r)
+{
+    const struct payment_idem *idem = r->idem;
     if (idem->body && idem->body_len > MONGO_DOC_MAX)
         return false;
     bson_t rec;
     if (!bson_append_document_begin(b, key, -1, &rec))
         return false;
-    bool ok = BSON_APPEND_UTF8(&rec, "sk", sk) &&
+    bool ok = BSON_APPEND_UTF8(&rec, "sk", r->sk) &&
               BSON_APPEND_UTF8(&rec, "fingerprint", idem->fingerprint ? idem->fingerprint : "") &&
               BSON_APPEND_INT32(&rec, "status", idem->status) &&
               (!idem->location || BSON_APPEND_UTF8(&rec, "location", idem->location)) &&
@@ -367,8 +399,27 @@ static bool mongo_append_idem(bson_t *b, const char *key, const struct payment_i
               (!idem->body || BSON_APPEND_BINARY(&rec, "body", BSON_SUBTYPE_BINARY,
                                                  (const uint8_t *)idem->body,
                                                  (uint32_t)idem->body_len)) &&
-              BSON_APPEND_INT64(&rec, "created", idem->created_ms);
+              BSON_APPEND_INT64(&rec, "created", idem->created_ms) &&
+              BSON_APPEND_INT64(&rec, "rank", r->rank);
     return bson_append_document_end(b, &rec) && ok;
+}
+
+/* {idem: {$each: [record], $sort: {rank: 1}, $slice: -keep}} into $push
+ * document push: the record added, the lowest ranks beyond keep dropped. */
+static bool mongo_append_idem_push(bson_t *push, const struct mongo_rec *r)
+{
+    bson_t field, each, sort;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(push, MONGO_F_IDEM, &field))
+        return false;
+    bool ok = BSON_APPEND_ARRAY_BEGIN(&field, "$each", &each);
+    if (!ok)
+        return false;
+    ok = mongo_append_idem(&each, "0", r);
+    ok = bson_append_array_end(&field, &each) && ok;
+    ok = ok && BSON_APPEND_DOCUMENT_BEGIN(&field, "$sort", &sort) &&
+         BSON_APPEND_INT32(&sort, "rank", 1) && bson_append_document_end(&field, &sort) &&
+         BSON_APPEND_INT32(&field, "$slice", -r->keep);
+    return bson_append_document_end(push, &field) && ok;
 }
 
 /* What a broker operation's payment write leaves in the payment: the
@@ -391,17 +442,18 @@ static bool mongo_append_entry(bson_t *b, const char *key, const struct mongo_ma
     return bson_append_document_end(b, &e) && ok;
 }
 
-/* {$push: {idem: record, ops: {$each: [entry], $slice: -KEEP}}} into update
- * b, with what there is (a broker operation's write may have both). */
-static bool mongo_append_push(bson_t *b, const struct payment_idem *idem, const char *sk,
+/* {$push: {idem: record (mongo_append_idem_push), ops: {$each: [entry],
+ * $slice: -KEEP}}} into update b, with what there is (a broker operation's
+ * write may have both). */
+static bool mongo_append_push(bson_t *b, const struct mongo_rec *rec,
                               const struct mongo_mark *mark)
 {
-    if (!idem && !mark)
+    if (!rec && !mark)
         return true;
     bson_t push, ops, each;
     if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$push", &push))
         return false;
-    bool ok = !idem || mongo_append_idem(&push, MONGO_F_IDEM, idem, sk);
+    bool ok = !rec || mongo_append_idem_push(&push, rec);
     if (ok && mark) {
         ok = BSON_APPEND_DOCUMENT_BEGIN(&push, MONGO_F_OPS, &ops);
         if (!ok)
@@ -420,8 +472,7 @@ static bool mongo_append_push(bson_t *b, const struct payment_idem *idem, const 
 /* The document a create inserts, holding its record or its mark when it
  * has one. */
 static bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t seq,
-                               const struct payment_idem *idem, const char *sk,
-                               const struct mongo_mark *mark)
+                               const struct mongo_rec *rec, const struct mongo_mark *mark)
 {
     bool ok = BSON_APPEND_UTF8(b, "_id", row->id) && BSON_APPEND_INT64(b, "seq", seq) &&
               BSON_APPEND_INT64(b, "created_ms", row->created_ms) &&
@@ -435,19 +486,18 @@ static bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t
         ok = mongo_append_entry(&list, "0", mark);
         ok = bson_append_array_end(b, &list) && ok;
     }
-    if (!ok || !idem)
+    if (!ok || !rec)
         return ok;
     if (!BSON_APPEND_ARRAY_BEGIN(b, MONGO_F_IDEM, &list))
         return false;
-    ok = mongo_append_idem(&list, "0", idem, sk);
+    ok = mongo_append_idem(&list, "0", rec);
     return bson_append_array_end(b, &list) && ok;
 }
 
 /* {$set: columns, $unset: the absent ones, $push: the record or mark};
  * created_ms and seq are kept. */
 static bool mongo_build_update(bson_t *b, const struct payment_row *row,
-                               const struct payment_idem *idem, const char *sk,
-                               const struct mongo_mark *mark)
+                               const struct mongo_rec *rec, const struct mongo_mark *mark)
 {
     const char *name[MONGO_ROW_OPTIONAL], *value[MONGO_ROW_OPTIONAL];
     mongo_row_optional(row, name, value);
@@ -471,14 +521,14 @@ static bool mongo_build_update(bson_t *b, const struct payment_row *row,
         if (!bson_append_document_end(b, &unset) || !ok)
             return false;
     }
-    return mongo_append_push(b, idem, sk, mark);
+    return mongo_append_push(b, rec, mark);
 }
 
 /* A tombstone keeps _id, seq, organisation_id (the shard key when sharded),
  * version, the idempotency records (a delete made with a key is answered
  * again from its record) and the operations' marks; the document and the
  * other columns go. */
-static bool mongo_build_tombstone(bson_t *b, const struct payment_idem *idem, const char *sk,
+static bool mongo_build_tombstone(bson_t *b, const struct mongo_rec *rec,
                                   const struct mongo_mark *mark)
 {
     static const char *const gone[] = {"doc",       MONGO_F_CURRENCY, MONGO_F_SCHEME,
@@ -497,7 +547,7 @@ static bool mongo_build_tombstone(bson_t *b, const struct payment_idem *idem, co
         ok = BSON_APPEND_UTF8(&unset, gone[i], "");
     if (!bson_append_document_end(b, &unset) || !ok)
         return false;
-    return mongo_append_push(b, idem, sk, mark);
+    return mongo_append_push(b, rec, mark);
 }
 
 /* ---- setup: indexes and the counter ------------------------------------- */
@@ -781,6 +831,22 @@ static const struct mongo_mark *mongo_op_mark(const struct mongo_op *op, struct 
     return m;
 }
 
+/* The record op's write stores, in *r; NULL when it has none. */
+static const struct mongo_rec *mongo_op_rec(const struct mongo_op *op, struct mongo_rec *r)
+{
+    if (!op->idem)
+        return NULL;
+    int create = op->kind == OP_CREATE ||
+                 (op->kind == OP_APPLY && op->apply.kind == PAYMENT_APPLY_CREATE);
+    int remove = op->kind == OP_DELETE ||
+                 (op->kind == OP_APPLY && op->apply.kind == PAYMENT_APPLY_DELETE);
+    r->idem = op->idem;
+    r->sk = op->sk;
+    r->rank = create ? MONGO_RANK_CREATE : remove ? MONGO_RANK_DELETE : op->row.version;
+    r->keep = mongo_idem_keep(op->row.doc_len + mongo_idem_size(op->idem));
+    return r;
+}
+
 /* Inserts the creates of ops (all not yet decided) in one unordered bulk
  * write after reserving their sequence numbers in one $inc.  Returns
  * whether the bulk write was sent (a commit, for the counters). */
@@ -805,7 +871,8 @@ static bool mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
         ops[i]->err = 1; /* undecided */
         bson_t doc = BSON_INITIALIZER;
         struct mongo_mark mark;
-        ok = mongo_build_insert(&doc, &ops[i]->row, ops[i]->seq, ops[i]->idem, ops[i]->sk,
+        struct mongo_rec rec;
+        ok = mongo_build_insert(&doc, &ops[i]->row, ops[i]->seq, mongo_op_rec(ops[i], &rec),
                                 mongo_op_mark(ops[i], &mark)) &&
              mongoc_bulk_operation_insert_with_opts(bulk, &doc, NULL, &e);
         bson_destroy(&doc);
@@ -892,6 +959,7 @@ static int mongo_read_state(mongoc_collection_t *coll, const char *id, const cha
  * hold op's key already.  Sets *matched. */
 static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *matched)
 {
+    struct mongo_rec rec;
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, reply, ne;
     bool ok = BSON_APPEND_UTF8(&filter, "_id", op->row.id) &&
               BSON_APPEND_BOOL(&filter, "deleted", false);
@@ -903,8 +971,8 @@ static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *
     if (ok)
         ok = op->kind == OP_UPDATE
                  ? op->row.doc_len + mongo_idem_size(op->idem) <= MONGO_DOC_MAX &&
-                       mongo_build_update(&update, &op->row, op->idem, op->sk, NULL)
-                 : mongo_build_tombstone(&update, op->idem, op->sk, NULL);
+                       mongo_build_update(&update, &op->row, mongo_op_rec(op, &rec), NULL)
+                 : mongo_build_tombstone(&update, mongo_op_rec(op, &rec), NULL);
     int err = PAYMENT_STORE_EINTERNAL;
     if (ok) {
         bson_error_t e;
@@ -1545,6 +1613,7 @@ static int mongo_apply_cas(mongoc_collection_t *coll, const struct mongo_op *op,
 {
     const struct payment_apply *a = &op->apply;
     struct mongo_mark mark;
+    struct mongo_rec rec;
     bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, proj = BSON_INITIALIZER, ne, doc;
     bool ok = BSON_APPEND_UTF8(&query, "_id", op->row.id) &&
               BSON_APPEND_BOOL(&query, "deleted", false) &&
@@ -1559,8 +1628,9 @@ static int mongo_apply_cas(mongoc_collection_t *coll, const struct mongo_op *op,
              BSON_APPEND_UTF8(&ne, "$ne", op->sk) && bson_append_document_end(&query, &ne);
     if (ok)
         ok = a->kind == PAYMENT_APPLY_UPDATE
-                 ? mongo_build_update(&update, &op->row, op->idem, op->sk, mongo_op_mark(op, &mark))
-                 : mongo_build_tombstone(&update, op->idem, op->sk, mongo_op_mark(op, &mark));
+                 ? mongo_build_update(&update, &op->row, mongo_op_rec(op, &rec),
+                                      mongo_op_mark(op, &mark))
+                 : mongo_build_tombstone(&update, mongo_op_rec(op, &rec), mongo_op_mark(op, &mark));
     int err = PAYMENT_STORE_EINTERNAL, found = 0;
     *version = -1;
     if (ok && a->kind == PAYMENT_APPLY_UPDATE) {

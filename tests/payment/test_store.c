@@ -2701,6 +2701,83 @@ static void case_mongo_apply_layout(struct fixture *fx)
 
 static void mongo_apply_layout(void) { run_on_mongo(case_mongo_apply_layout); }
 
+/* The size in bytes of the stored document id of collection coll, 0 when
+ * there is none. */
+static uint32_t mongo_doc_size(const char *db, const char *coll, const char *id)
+{
+    bson_t doc;
+    if (!mongo_find_one(db, coll, id, &doc))
+        return 0;
+    uint32_t len = doc.len;
+    bson_destroy(&doc);
+    return len;
+}
+
+#define IDEM_BOUND_UPDATES 10000 /* keyed updates of one payment */
+#define IDEM_BOUND_BYTES 65536   /* its document stays below: 16 MB is MongoDB's limit */
+
+/* Record i of the bounded case: key "key-<i>" in scope "s". */
+static void bound_rec(struct rec *r, int i)
+{
+    char key[32];
+    snprintf(key, sizeof key, "key-%d", i);
+    rec_init(r, "s", key, i, 1000 + i, 0);
+}
+
+/* A payment updated often with keys keeps a bounded number of records (its
+ * document stays far below MongoDB's 16 MB limit, and keyed writes keep
+ * working), while a retry of a recent key, and of its create's key, is
+ * still answered from its record.  An old key's record is dropped: its
+ * retry is decided again and refused by its version. */
+static void case_mongo_idem_bounded(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    payment_store *s = fx->s;
+    struct pay p;
+    struct rec r;
+    int64_t cur, t0 = clock_mono_us();
+    pay_init(&p, 1, 1, "GBP", "1", "", 1);
+    bound_rec(&r, 0);
+    CHECK_INT(sync_create_idem(s, &p.row, &r.idem, NULL), PAYMENT_STORE_OK);
+    for (int i = 1; i <= IDEM_BOUND_UPDATES; i++) {
+        pay_set_version(&p, i, "bounded");
+        bound_rec(&r, i);
+        int err = sync_update_idem(s, &p.row, i - 1, &r.idem, &cur);
+        if (err != PAYMENT_STORE_OK) {
+            fprintf(stderr, "  keyed update %d: %s\n", i, payment_store_strerror(err));
+            CHECK_INT(err, PAYMENT_STORE_OK);
+            return;
+        }
+    }
+    fprintf(stderr, "  %d keyed updates in %.1f s\n", IDEM_BOUND_UPDATES,
+            (double)(clock_mono_us() - t0) / 1e6);
+    uint32_t size = mongo_doc_size(db, "payments", p.row.id);
+    if (size >= IDEM_BOUND_BYTES)
+        fprintf(stderr, "  the document holds %u bytes\n", size);
+    CHECK(size > 0 && size < IDEM_BOUND_BYTES);
+    check_doc(s, &p, IDEM_BOUND_UPDATES);
+    int recent[] = {0, IDEM_BOUND_UPDATES, IDEM_BOUND_UPDATES - 1, IDEM_BOUND_UPDATES - 10};
+    for (size_t i = 0; i < sizeof recent / sizeof recent[0]; i++) {
+        bound_rec(&r, recent[i]);
+        CHECK_REC(s, &r);
+    }
+    CHECK_NO_REC(s, "s", "key-1");
+    struct pay old = p;
+    pay_set_version(&old, 1, "bounded");
+    bound_rec(&r, 1);
+    CHECK_INT(sync_update_idem(s, &old.row, 0, &r.idem, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, IDEM_BOUND_UPDATES);
+    /* A keyed delete keeps its record, and the create's. */
+    bound_rec(&r, IDEM_BOUND_UPDATES + 1);
+    CHECK_INT(sync_delete_idem(s, p.row.id, IDEM_BOUND_UPDATES, &r.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_REC(s, &r);
+    bound_rec(&r, 0);
+    CHECK_REC(s, &r);
+}
+
+static void mongo_idem_bounded(void) { run_on_mongo(case_mongo_idem_bounded); }
+
 /* Bad URIs: EURI and a one-line reason, without contacting any server. */
 static void mongo_open_errors(void)
 {
@@ -2806,6 +2883,7 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_idem_update_delete), TEST(mongo_idem_purge), TEST(mongo_idem_reopen),
           TEST(mongo_idem_concurrent), TEST(mongo_layout), TEST(mongo_collection),
           TEST(mongo_write_concern), TEST(mongo_write_concern_total),
+          TEST(mongo_idem_bounded),
           TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
           TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent),
           TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout))
