@@ -23,15 +23,20 @@
  *
  * Idempotency records live in the payment document their write changed, in
  * an array "idem" of {sk: scope "\x1f" key, fingerprint, status, location,
- * etag, body (binary), created}: the create inserts the document holding its
- * record, an update or delete $pushes it in the same conditional update, so
- * a record exists exactly when its write does, without transactions.  A
- * unique multikey index on idem.sk (partial: documents without records are
- * not in it) refuses a key another document holds: error 11000 naming that
- * index is EIDEMPOTENT.  A unique index does not look inside one document,
- * so updates and deletes also filter on {"idem.sk": {$ne: sk}}; a miss whose
- * read finds the payment live at the expected version and holding sk is
- * EIDEMPOTENT.  Tombstones keep their records.  Purging $pulls old records.
+ * etag, body (binary), created, rank}: the create inserts the document
+ * holding its record, an update or delete $pushes it in the same
+ * conditional update, so a record exists exactly when its write does,
+ * without transactions.  A unique multikey index on {organisation_id,
+ * idem.sk} (partial: documents without records are not in it) refuses a
+ * key another payment of the organisation holds: error 11000 naming that
+ * index is EIDEMPOTENT.  The index starts with organisation_id so that the
+ * collection can be sharded on it (MongoDB refuses a unique index without
+ * the shard key's prefix); a key held by a payment of another organisation
+ * is found by a read before the write (mongo_keys_held), which leaves one
+ * race: two writes with one key for two organisations at the same moment.
+ * A unique index does not look inside one document, so updates and deletes
+ * also filter on {"idem.sk": {$ne: sk}}; a miss whose read finds the
+ * payment live at the expected version and holding sk is EIDEMPOTENT.  Tombstones keep their records.  Purging $pulls old records.
  *
  * A payment keeps at most MONGO_IDEM_KEEP records, so that one updated
  * often with keys stays far below MongoDB's 16 MB document limit: each
@@ -102,7 +107,8 @@
 #define MONGO_CAS_TRIES 3             /* conditional write, miss read, again */
 #define MONGO_DOC_MAX (16000000 - 65536) /* document text MongoDB's 16 MB limit leaves room for */
 #define MONGO_F_IDEM "idem"           /* the array of idempotency records */
-#define MONGO_IDEM_SK_INDEX "idem_sk" /* unique: one (scope, key) in the collection */
+#define MONGO_IDEM_SK_INDEX "organisation_idem_sk" /* unique: a (scope, key) per organisation */
+#define MONGO_IDEM_SK_OLD "idem_sk"   /* unique on idem.sk alone, in stores made before */
 #define MONGO_IDEM_SEP '\x1f'         /* between scope and key; no key holds it */
 #define MONGO_IDEM_KEEP 16            /* records a payment keeps: its create's and the newest */
 #define MONGO_RANK_CREATE INT64_MAX   /* a create's record ranks above every other */
@@ -129,28 +135,31 @@
 #define MONGO_F_AMOUNT "amount_key"
 #define MONGO_ROW_OPTIONAL 7 /* the fields above after organisation_id */
 
-/* One index per filter, and the list order.  seq is not unique: sharded
- * collections allow unique indexes only on the shard key, and the counter
- * already makes it unique.  Names are fixed so that open is idempotent.
- * The idempotency indexes hold only documents with records (partial). */
+/* One index per filter, and the list order.  seq is not unique: the
+ * counter makes it so.  The one unique index besides _id starts with
+ * organisation_id, the shard key README advises: a sharded collection
+ * allows no unique index without the shard key's prefix.  Names are fixed
+ * so that open is idempotent.  The idempotency indexes hold only documents
+ * with records (partial). */
 static const struct {
     const char *name;
     const char *field[2]; /* ascending keys, the second may be NULL */
     int unique;           /* a key in at most one document */
-    int partial;          /* only documents where field[0] exists */
+    const char *partial;  /* only documents holding this field, or NULL: all */
 } mongo_indexes[] = {
-    {"seq", {"seq", NULL}, 0, 0},
-    {"organisation_seq", {MONGO_F_ORG, "seq"}, 0, 0},
-    {"currency_seq", {MONGO_F_CURRENCY, "seq"}, 0, 0},
-    {"payment_scheme_seq", {MONGO_F_SCHEME, "seq"}, 0, 0},
-    {"payment_type_seq", {MONGO_F_TYPE, "seq"}, 0, 0},
-    {"reference", {MONGO_F_REF, NULL}, 0, 0},
-    {"end_to_end_reference", {MONGO_F_E2E, NULL}, 0, 0},
-    {"processing_date", {MONGO_F_DATE, NULL}, 0, 0},
-    {"amount_key", {MONGO_F_AMOUNT, NULL}, 0, 0},
-    {"created_ms", {"created_ms", NULL}, 0, 0},
-    {MONGO_IDEM_SK_INDEX, {MONGO_F_IDEM ".sk", NULL}, 1, 1},
-    {"idem_created", {MONGO_F_IDEM ".created", NULL}, 0, 1},
+    {"seq", {"seq", NULL}, 0, NULL},
+    {"organisation_seq", {MONGO_F_ORG, "seq"}, 0, NULL},
+    {"currency_seq", {MONGO_F_CURRENCY, "seq"}, 0, NULL},
+    {"payment_scheme_seq", {MONGO_F_SCHEME, "seq"}, 0, NULL},
+    {"payment_type_seq", {MONGO_F_TYPE, "seq"}, 0, NULL},
+    {"reference", {MONGO_F_REF, NULL}, 0, NULL},
+    {"end_to_end_reference", {MONGO_F_E2E, NULL}, 0, NULL},
+    {"processing_date", {MONGO_F_DATE, NULL}, 0, NULL},
+    {"amount_key", {MONGO_F_AMOUNT, NULL}, 0, NULL},
+    {"created_ms", {"created_ms", NULL}, 0, NULL},
+    {MONGO_IDEM_SK_INDEX, {MONGO_F_ORG, MONGO_F_IDEM ".sk"}, 1, MONGO_F_IDEM ".sk"},
+    {"idem_key", {MONGO_F_IDEM ".sk", NULL}, 0, MONGO_F_IDEM ".sk"},
+    {"idem_created", {MONGO_F_IDEM ".created", NULL}, 0, MONGO_F_IDEM ".created"},
 };
 
 enum mongo_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_APPLY };
@@ -243,16 +252,20 @@ static int mongo_code_transient(uint32_t code)
 }
 
 /* The store error of server error code with message msg (NULL if none).
- * A duplicate key is EIDEMPOTENT when MongoDB names the idempotency index
- * ("E11000 ... collection: DB.COLL index: NAME dup key: ..."; names hold
- * no space, so the first " index: " is this one), else EDUPLICATE (_id). */
+ * A duplicate key is EIDEMPOTENT when MongoDB names an idempotency index,
+ * this one or the one of stores made before ("E11000 ... collection:
+ * DB.COLL index: NAME dup key: ..."; names hold no space, so the first
+ * " index: " is this one), else EDUPLICATE (_id). */
 static int mongo_code_err(uint32_t code, const char *msg)
 {
     if (code == MONGOC_ERROR_DUPLICATE_KEY) {
         static const char tag[] = " index: " MONGO_IDEM_SK_INDEX " ";
+        static const char old[] = " index: " MONGO_IDEM_SK_OLD " ";
         const char *at = msg ? strstr(msg, " index: ") : NULL;
-        return at && strncmp(at, tag, sizeof tag - 1) == 0 ? PAYMENT_STORE_EIDEMPOTENT
-                                                            : PAYMENT_STORE_EDUPLICATE;
+        return at && (strncmp(at, tag, sizeof tag - 1) == 0 ||
+                      strncmp(at, old, sizeof old - 1) == 0)
+                   ? PAYMENT_STORE_EIDEMPOTENT
+                   : PAYMENT_STORE_EDUPLICATE;
     }
     return mongo_code_transient(code) ? PAYMENT_STORE_EUNAVAILABLE : PAYMENT_STORE_EINTERNAL;
 }
@@ -296,6 +309,43 @@ static const char *mongo_get_utf8(const bson_t *doc, const char *key, uint32_t *
     if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
         return bson_iter_utf8(&it, len);
     return NULL;
+}
+
+/* readConcern local: the primary's latest data, for decisions. */
+static bool mongo_append_local(bson_t *opts)
+{
+    bson_t rc;
+    return BSON_APPEND_DOCUMENT_BEGIN(opts, "readConcern", &rc) &&
+           BSON_APPEND_UTF8(&rc, "level", MONGOC_READ_CONCERN_LEVEL_LOCAL) &&
+           bson_append_document_end(opts, &rc);
+}
+
+/* The first document of coll that filter matches, projected to proj (NULL:
+ * whole), read with read concern local when local is set (else the URI's),
+ * copied into out (the caller destroys it).  Returns 0, ENOTFOUND, or a
+ * store error. */
+static int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
+                          int local, bson_t *out)
+{
+    bson_t opts = BSON_INITIALIZER;
+    bool ok = (!proj || BSON_APPEND_DOCUMENT(&opts, "projection", proj)) &&
+              (!local || mongo_append_local(&opts)) && BSON_APPEND_INT64(&opts, "limit", 1) &&
+              BSON_APPEND_BOOL(&opts, "singleBatch", true);
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (ok) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, &opts, NULL);
+        const bson_t *doc;
+        bson_error_t e;
+        if (mongoc_cursor_next(cur, &doc)) {
+            bson_copy_to(doc, out);
+            err = PAYMENT_STORE_OK;
+        } else {
+            err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_ENOTFOUND;
+        }
+        mongoc_cursor_destroy(cur);
+    }
+    bson_destroy(&opts);
+    return err;
 }
 
 /* ---- documents ---------------------------------------------------------- */
@@ -580,7 +630,7 @@ static bool mongo_build_indexes(bson_t *cmd, const char *coll)
             ok = BSON_APPEND_DOCUMENT_BEGIN(&spec, "partialFilterExpression", &pfe);
             if (!ok)
                 return false;
-            ok = BSON_APPEND_DOCUMENT_BEGIN(&pfe, mongo_indexes[i].field[0], &cond);
+            ok = BSON_APPEND_DOCUMENT_BEGIN(&pfe, mongo_indexes[i].partial, &cond);
             if (!ok)
                 return false;
             ok = BSON_APPEND_BOOL(&cond, "$exists", true);
@@ -717,6 +767,71 @@ static mongoc_client_t *mongo_client(struct mongo_store *st, int *err)
     return c;
 }
 
+/* Whether doc's idempotency records (doc.idem, possibly projected to their
+ * sk alone) hold sk. */
+static int mongo_holds_sk(const bson_t *doc, const char *sk)
+{
+    bson_iter_t it, list, rec;
+    if (!sk || !bson_iter_init_find(&it, doc, MONGO_F_IDEM) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &list))
+        return 0;
+    while (bson_iter_next(&list)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &rec) ||
+            !bson_iter_find(&rec, "sk") || !BSON_ITER_HOLDS_UTF8(&rec))
+            continue;
+        if (strcmp(bson_iter_utf8(&rec, NULL), sk) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Sets held[i] for each op of ops with a key that a payment other than
+ * its own holds already.  The unique index sees only the keys of the
+ * op's organisation (it starts with organisation_id, the shard key); this
+ * read, on the primary's latest data, finds the others.  Returns 0 or a
+ * store error. */
+static int mongo_keys_held(mongoc_collection_t *coll, struct mongo_op *const *ops, size_t n,
+                           bool *held)
+{
+    bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, cond, list;
+    size_t keyed = 0;
+    bool ok = BSON_APPEND_DOCUMENT_BEGIN(&filter, MONGO_F_IDEM ".sk", &cond) &&
+              BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &list);
+    for (size_t i = 0; i < n; i++) {
+        held[i] = false;
+        if (ok && ops[i]->sk) {
+            char idx[16];
+            const char *k;
+            bson_uint32_to_string((uint32_t)keyed++, &k, idx, sizeof idx);
+            ok = bson_append_utf8(&list, k, -1, ops[i]->sk, -1);
+        }
+    }
+    ok = ok && bson_append_array_end(&cond, &list) && bson_append_document_end(&filter, &cond) &&
+         BSON_APPEND_INT32(&proj, MONGO_F_IDEM ".sk", 1);
+    bson_t opts = BSON_INITIALIZER;
+    ok = ok && BSON_APPEND_DOCUMENT(&opts, "projection", &proj) && mongo_append_local(&opts);
+    int err = ok ? PAYMENT_STORE_OK : PAYMENT_STORE_EINTERNAL;
+    if (ok && keyed > 0) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        const bson_t *doc;
+        bson_error_t e;
+        while (mongoc_cursor_next(cur, &doc)) {
+            const char *id = mongo_get_utf8(doc, "_id", NULL);
+            for (size_t i = 0; i < n; i++)
+                if (ops[i]->sk && (!id || strcmp(id, ops[i]->row.id) != 0) &&
+                    mongo_holds_sk(doc, ops[i]->sk))
+                    held[i] = true;
+        }
+        if (mongoc_cursor_error(cur, &e))
+            err = mongo_map_err(&e);
+        mongoc_cursor_destroy(cur);
+    }
+    bson_destroy(&filter);
+    bson_destroy(&proj);
+    bson_destroy(&opts);
+    return err;
+}
+
 /* ---- the write path: creates -------------------------------------------- */
 
 /* Reserves n sequence numbers; returns the last, or -1 with e set. */
@@ -850,8 +965,8 @@ static const struct mongo_rec *mongo_op_rec(const struct mongo_op *op, struct mo
 /* Inserts the creates of ops (all not yet decided) in one unordered bulk
  * write after reserving their sequence numbers in one $inc.  Returns
  * whether the bulk write was sent (a commit, for the counters). */
-static bool mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
-                              struct mongo_op **ops, size_t n)
+static bool mongo_creates_insert(struct mongo_store *st, mongoc_client_t *client,
+                                 struct mongo_op **ops, size_t n)
 {
     bson_error_t e;
     int64_t last = mongo_seq_reserve(st, client, n, &e);
@@ -892,25 +1007,54 @@ static bool mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
     return sent;
 }
 
-/* ---- the write path: updates and deletes -------------------------------- */
-
-/* Whether doc's idempotency records (doc.idem, possibly projected to their
- * sk alone) hold sk. */
-static int mongo_holds_sk(const bson_t *doc, const char *sk)
+/* Decides a create whose key a payment of another organisation holds: as
+ * the embedded store, the id first (EDUPLICATE when it exists), then the
+ * key (EIDEMPOTENT). */
+static void mongo_create_held(mongoc_collection_t *coll, struct mongo_op *op)
 {
-    bson_iter_t it, list, rec;
-    if (!sk || !bson_iter_init_find(&it, doc, MONGO_F_IDEM) || !BSON_ITER_HOLDS_ARRAY(&it) ||
-        !bson_iter_recurse(&it, &list))
-        return 0;
-    while (bson_iter_next(&list)) {
-        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &rec) ||
-            !bson_iter_find(&rec, "sk") || !BSON_ITER_HOLDS_UTF8(&rec))
-            continue;
-        if (strcmp(bson_iter_utf8(&rec, NULL), sk) == 0)
-            return 1;
+    bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, doc;
+    int err = BSON_APPEND_UTF8(&filter, "_id", op->row.id) && BSON_APPEND_INT32(&proj, "_id", 1)
+                  ? mongo_find_one(coll, &filter, &proj, 1, &doc)
+                  : PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_OK) {
+        bson_destroy(&doc);
+        err = PAYMENT_STORE_EDUPLICATE;
+    } else if (err == PAYMENT_STORE_ENOTFOUND) {
+        err = PAYMENT_STORE_EIDEMPOTENT;
     }
-    return 0;
+    op->err = err;
+    bson_destroy(&filter);
+    bson_destroy(&proj);
 }
+
+/* Decides the creates of ops (all not yet decided): those whose key a
+ * payment of another organisation holds are refused (mongo_create_held),
+ * the others inserted (mongo_creates_insert).  Returns whether a bulk write
+ * was sent. */
+static bool mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
+                              struct mongo_op **ops, size_t n)
+{
+    bool *held = calloc(n, sizeof *held);
+    struct mongo_op **todo = malloc(n * sizeof *todo);
+    mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+    int err = held && todo ? mongo_keys_held(coll, ops, n, held) : PAYMENT_STORE_EINTERNAL;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (err != PAYMENT_STORE_OK)
+            ops[i]->err = err == PAYMENT_STORE_EUNAVAILABLE ? err : PAYMENT_STORE_EINTERNAL;
+        else if (held[i])
+            mongo_create_held(coll, ops[i]);
+        else
+            todo[m++] = ops[i];
+    }
+    mongoc_collection_destroy(coll);
+    bool sent = m > 0 && mongo_creates_insert(st, client, todo, m);
+    free(held);
+    free(todo);
+    return sent;
+}
+
+/* ---- the write path: updates and deletes -------------------------------- */
 
 /* After a conditional write matched nothing: reads the id's state, on the
  * primary's latest data (read concern local), into *live, *version and
@@ -1000,21 +1144,21 @@ static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *
 static void mongo_write_run(struct mongo_store *st, mongoc_client_t *client, struct mongo_op *op)
 {
     mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+    bool held = false; /* by a payment of another organisation: no write */
     op->err = PAYMENT_STORE_ECONFLICT;
-    for (int tries = 0; tries < MONGO_CAS_TRIES; tries++) {
-        int matched = 0, live = 0, holds = 0;
+    int err = mongo_keys_held(coll, &op, 1, &held);
+    for (int tries = 0; err == PAYMENT_STORE_OK && tries < MONGO_CAS_TRIES; tries++) {
+        int matched = 0, live = 0, holds = held;
         int64_t version = -1;
-        int err = mongo_cas(coll, op, &matched);
+        err = held ? PAYMENT_STORE_OK : mongo_cas(coll, op, &matched);
         if (err == PAYMENT_STORE_OK && matched) {
             op->err = PAYMENT_STORE_OK;
             break;
         }
         if (err == PAYMENT_STORE_OK)
             err = mongo_read_state(coll, op->row.id, op->sk, &live, &version, &holds);
-        if (err != PAYMENT_STORE_OK) {
-            op->err = err;
+        if (err != PAYMENT_STORE_OK)
             break;
-        }
         if (!live) {
             op->err = PAYMENT_STORE_ENOTFOUND;
             break;
@@ -1022,11 +1166,13 @@ static void mongo_write_run(struct mongo_store *st, mongoc_client_t *client, str
         op->current_version = version;
         if (op->expected_version >= 0 && version != op->expected_version)
             break; /* ECONFLICT */
-        if (holds) {
+        if (holds || held) {
             op->err = PAYMENT_STORE_EIDEMPOTENT;
             break;
         }
     }
+    if (err != PAYMENT_STORE_OK)
+        op->err = err;
     if (op->err != PAYMENT_STORE_ECONFLICT)
         op->current_version = -1;
     mongoc_collection_destroy(coll);
@@ -1286,43 +1432,6 @@ static bool mongo_append_absent(bson_t *b, const char *field)
     return BSON_APPEND_DOCUMENT_BEGIN(b, field, &cond) &&
            BSON_APPEND_BOOL(&cond, "$exists", false) &&
            bson_append_document_end(b, &cond);
-}
-
-/* readConcern local: the primary's latest data, for decisions. */
-static bool mongo_append_local(bson_t *opts)
-{
-    bson_t rc;
-    return BSON_APPEND_DOCUMENT_BEGIN(opts, "readConcern", &rc) &&
-           BSON_APPEND_UTF8(&rc, "level", MONGOC_READ_CONCERN_LEVEL_LOCAL) &&
-           bson_append_document_end(opts, &rc);
-}
-
-/* The first document of coll that filter matches, projected to proj (NULL:
- * whole), read with read concern local when local is set (else the URI's),
- * copied into out (the caller destroys it).  Returns 0, ENOTFOUND, or a
- * store error. */
-static int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
-                          int local, bson_t *out)
-{
-    bson_t opts = BSON_INITIALIZER;
-    bool ok = (!proj || BSON_APPEND_DOCUMENT(&opts, "projection", proj)) &&
-              (!local || mongo_append_local(&opts)) && BSON_APPEND_INT64(&opts, "limit", 1) &&
-              BSON_APPEND_BOOL(&opts, "singleBatch", true);
-    int err = PAYMENT_STORE_EINTERNAL;
-    if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, &opts, NULL);
-        const bson_t *doc;
-        bson_error_t e;
-        if (mongoc_cursor_next(cur, &doc)) {
-            bson_copy_to(doc, out);
-            err = PAYMENT_STORE_OK;
-        } else {
-            err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_ENOTFOUND;
-        }
-        mongoc_cursor_destroy(cur);
-    }
-    bson_destroy(&opts);
-    return err;
 }
 
 /* Whether doc's ops holds op_id; *v is that entry's v, or -1 without one. */
@@ -1705,10 +1814,16 @@ static int mongo_apply_fence(mongoc_collection_t *coll, const struct mongo_op *o
 static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
 {
     const struct payment_apply *a = &op->apply;
+    bool held = false; /* by a payment of another organisation: no write */
+    int err = mongo_keys_held(coll, &op, 1, &held);
+    if (err != PAYMENT_STORE_OK) {
+        op->err = err;
+        return;
+    }
     op->err = PAYMENT_STORE_EUNAVAILABLE; /* still moving after every try: later */
     for (int tries = 0; tries < MONGO_CAS_TRIES; tries++) {
         int64_t version = -1;
-        int err = mongo_apply_cas(coll, op, &version);
+        err = held ? PAYMENT_STORE_EIDEMPOTENT : mongo_apply_cas(coll, op, &version);
         if (err == PAYMENT_STORE_OK && version >= 0) {
             mongo_outcome_ok(op, version);
             op->err = 1;

@@ -2191,7 +2191,8 @@ static void case_mongo_layout(struct fixture *fx)
     char *json = bson_as_relaxed_extended_json(&reply, NULL);
     static const char *const names[] = {"\"seq\"",       "\"organisation_seq\"", "\"currency_seq\"",
                                         "\"reference\"", "\"amount_key\"",       "\"created_ms\"",
-                                        "\"idem_sk\"",   "\"idem_created\""};
+                                        "\"organisation_idem_sk\"", "\"idem_key\"",
+                                        "\"idem_created\""};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         CHECK(json && strstr(json, names[i]));
     bson_free(json);
@@ -2701,6 +2702,103 @@ static void case_mongo_apply_layout(struct fixture *fx)
 
 static void mongo_apply_layout(void) { run_on_mongo(case_mongo_apply_layout); }
 
+/* Whether index spec (an element of listIndexes' answer) is unique. */
+static int index_unique(bson_iter_t *spec)
+{
+    bson_iter_t it;
+    return bson_iter_find_descendant(spec, "unique", &it) && bson_iter_as_bool(&it);
+}
+
+/* The indexes of the payments collection are those a collection sharded on
+ * organisation_id accepts (README "Sharding"): every unique index but _id's
+ * starts with organisation_id.  And the keys they no longer keep unique
+ * across organisations are still refused: a key recorded in one
+ * organisation refuses the writes of another, each decided in the embedded
+ * store's order (id, version, then key). */
+static void case_mongo_shardable(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    bson_t *cmd = BCON_NEW("listIndexes", BCON_UTF8("payments")), reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    bson_iter_t it, list;
+    int unique = 0, total = 0;
+    if (bson_iter_init(&it, &reply) && bson_iter_find_descendant(&it, "cursor.firstBatch", &list) &&
+        bson_iter_recurse(&list, &list)) {
+        while (bson_iter_next(&list)) {
+            bson_iter_t spec, key, name;
+            total++;
+            CHECK(BSON_ITER_HOLDS_DOCUMENT(&list));
+            if (!bson_iter_recurse(&list, &spec))
+                continue;
+            name = spec;
+            const char *n = bson_iter_find(&name, "name") ? bson_iter_utf8(&name, NULL) : "";
+            bson_iter_t u = spec;
+            if (strcmp(n, "_id_") == 0 || !index_unique(&u))
+                continue;
+            unique++;
+            int prefixed = bson_iter_find(&spec, "key") && bson_iter_recurse(&spec, &key) &&
+                           bson_iter_next(&key) && strcmp(bson_iter_key(&key), "organisation_id") == 0;
+            if (!prefixed)
+                fprintf(stderr, "  unique index %s does not start with organisation_id\n", n);
+            CHECK(prefixed);
+        }
+    }
+    CHECK(total >= 10);
+    CHECK_INT(unique, 1); /* the idempotency keys' */
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+
+    payment_store *s = fx->s;
+    struct pay a, b, c;
+    struct rec r, other;
+    int64_t cur;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1);
+    pay_init(&b, 2, 2, "GBP", "2", "", 2);
+    pay_init(&c, 3, 2, "GBP", "3", "", 3);
+    rec_init(&r, "s", "shared", 1, 1000, 0);
+    rec_init(&other, "s", "shared", 2, 2000, 0);
+    CHECK_INT(sync_create_idem(s, &a.row, &r.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(s, &b.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create_idem(s, &c.row, &other.idem, NULL), PAYMENT_STORE_EIDEMPOTENT);
+    check_gone(s, c.row.id);
+    struct pay dup = b; /* an id that exists comes before the key */
+    CHECK_INT(sync_create_idem(s, &dup.row, &other.idem, NULL), PAYMENT_STORE_EDUPLICATE);
+    pay_set_version(&b, 1, "must not be written");
+    CHECK_INT(sync_update_idem(s, &b.row, 0, &other.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    struct pay b6 = b;
+    pay_set_version(&b6, 6, "must not be written");
+    CHECK_INT(sync_update_idem(s, &b6.row, 5, &other.idem, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, 0);
+    CHECK_INT(sync_delete_idem(s, b.row.id, -1, &other.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    pay_init(&b, 2, 2, "GBP", "2", "", 2);
+    check_doc(s, &b, 0);
+    CHECK_REC(s, &r);
+
+    /* The same through the broker's operations. */
+    struct payment_apply op;
+    apply_init(&op, "op-1", 0, 1, 1, PAYMENT_APPLY_CREATE);
+    op.row = &c.row;
+    op.idem = &other.idem;
+    op.fingerprint = other.fingerprint;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-1", "failed", "idempotency_key_in_use", -1, 0, 1, c.row.id);
+    check_gone(s, c.row.id);
+    struct pay b1 = b;
+    pay_set_version(&b1, 1, "must not be written");
+    apply_init(&op, "op-2", 0, 2, 1, PAYMENT_APPLY_UPDATE);
+    op.row = &b1.row;
+    op.expected_version = 0;
+    op.idem = &other.idem;
+    op.fingerprint = other.fingerprint;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-2", "failed", "idempotency_key_in_use", -1, 0, 2, b.row.id);
+    check_doc(s, &b, 0);
+    CHECK_REC(s, &r);
+}
+
+static void mongo_shardable(void) { run_on_mongo(case_mongo_shardable); }
+
 /* The size in bytes of the stored document id of collection coll, 0 when
  * there is none. */
 static uint32_t mongo_doc_size(const char *db, const char *coll, const char *id)
@@ -2883,7 +2981,7 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_idem_update_delete), TEST(mongo_idem_purge), TEST(mongo_idem_reopen),
           TEST(mongo_idem_concurrent), TEST(mongo_layout), TEST(mongo_collection),
           TEST(mongo_write_concern), TEST(mongo_write_concern_total),
-          TEST(mongo_idem_bounded),
+          TEST(mongo_idem_bounded), TEST(mongo_shardable),
           TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
           TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent),
           TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout))
