@@ -66,6 +66,7 @@ E_CURSOR_NOT_FOUND = 43
 E_BAD_VALUE = 2
 E_INTERNAL = 1
 E_INDEX_OPTIONS_CONFLICT = 85
+E_INDEX_KEY_SPECS_CONFLICT = 86
 
 
 def _required_fields(filter):
@@ -468,6 +469,27 @@ class Double:
 
     # ---- indexes and collections -----------------------------------------
 
+    @staticmethod
+    def check_index(existing, name, key, kw):
+        """MongoDB's rules for an index that may exist already: the same name
+        with another key or options is error 86; an equivalent index (the
+        same key and partial filter) under another name is error 85.
+        Returns whether the index exists as asked (a no-op)."""
+        for other, info in existing.items():
+            same_key = [tuple(k) for k in info["key"]] == [tuple(k) for k in key]
+            same_filter = info.get("partialFilterExpression") == kw.get("partialFilterExpression")
+            if other == name:
+                if (not same_key or not same_filter
+                        or bool(info.get("unique")) != bool(kw.get("unique"))):
+                    raise CommandError(E_INDEX_KEY_SPECS_CONFLICT,
+                                       "An existing index has the same name as the requested "
+                                       "index but a different key or options: %s" % name)
+                return True
+            if same_key and same_filter:
+                raise CommandError(E_INDEX_OPTIONS_CONFLICT,
+                                   "Index already exists with a different name: %s" % other)
+        return False
+
     def create_indexes(self, db, doc):
         self.count_write(db, doc)
         c = self.coll(db, doc)
@@ -480,6 +502,8 @@ class Double:
             for opt in ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds"):
                 if opt in spec:
                     kw[opt] = spec[opt]
+            if self.check_index(c.index_information(), kw["name"], key, kw):
+                continue
             try:
                 c.create_index(key, **kw)
             except mongomock.DuplicateKeyError as e:

@@ -2799,6 +2799,48 @@ static void case_mongo_shardable(struct fixture *fx)
 
 static void mongo_shardable(void) { run_on_mongo(case_mongo_shardable); }
 
+/* A store made before the idempotency index started with organisation_id
+ * has an index idem_sk, unique on idem.sk alone: the store opens on it (its
+ * own indexes are not equivalent to that one, which MongoDB would refuse),
+ * and a key the old index refuses is EIDEMPOTENT. */
+static void mongo_upgrade_idem_index(void)
+{
+    if (!mongo_base()) {
+        TEST_SKIP(MONGO_URI_ENV " unset: no MongoDB to run on");
+        return;
+    }
+    char db[64], uri[512], err[256] = "";
+    mongo_db_name(db);
+    mongo_uri_for(uri, sizeof uri, mongo_base(), db, "");
+    bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8("payments"), "indexes", "[", "{", "key", "{",
+                           "idem.sk", BCON_INT32(1), "}", "name", BCON_UTF8("idem_sk"), "unique",
+                           BCON_BOOL(true), "partialFilterExpression", "{", "idem.sk", "{",
+                           "$exists", BCON_BOOL(true), "}", "}", "}", "]"),
+           reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    payment_store *s = NULL;
+    int rc = payment_store_open(uri, &s, err, sizeof err);
+    if (rc != PAYMENT_STORE_OK)
+        fprintf(stderr, "  open: %s\n", err);
+    CHECK_INT(rc, PAYMENT_STORE_OK);
+    if (s) {
+        struct pay a, b;
+        struct rec r, again;
+        pay_init(&a, 1, 1, "GBP", "1", "", 1);
+        pay_init(&b, 2, 1, "GBP", "2", "", 2);
+        rec_init(&r, "s", "old", 1, 1000, 0);
+        rec_init(&again, "s", "old", 2, 2000, 0);
+        CHECK_INT(sync_create_idem(s, &a.row, &r.idem, NULL), PAYMENT_STORE_OK);
+        CHECK_INT(sync_create_idem(s, &b.row, &again.idem, NULL), PAYMENT_STORE_EIDEMPOTENT);
+        check_gone(s, b.row.id);
+        CHECK_REC(s, &r);
+        payment_store_close(s);
+    }
+    mongo_drop(db);
+}
+
 /* The size in bytes of the stored document id of collection coll, 0 when
  * there is none. */
 static uint32_t mongo_doc_size(const char *db, const char *coll, const char *id)
@@ -2982,6 +3024,7 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_idem_concurrent), TEST(mongo_layout), TEST(mongo_collection),
           TEST(mongo_write_concern), TEST(mongo_write_concern_total),
           TEST(mongo_idem_bounded), TEST(mongo_shardable),
+          TEST(mongo_upgrade_idem_index),
           TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
           TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent),
           TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout))
