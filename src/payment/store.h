@@ -205,7 +205,7 @@ void payment_store_idem_purge(payment_store *s, int64_t before_ms);
  * the worker's lease) only grows: a worker whose lease was taken over is
  * refused before it writes anything.  A backend without multi-document
  * transactions (MongoDB) gives the same guarantees with single-document
- * steps, ordered and conditioned to that end: see store_mongo.c for how,
+ * steps, ordered and conditioned to that end: see store_mongo_apply.c for how,
  * and for the one race a stale lease holder can still win there.
  *
  * An asynchronous write's Idempotency-Key is recorded twice: its request's

@@ -24,8 +24,14 @@ on the same port with the same FILE is a MongoDB outage and recovery.  A
 SIGKILL loses what was not saved: the double proves nothing about durability.
 
 --ready FILE is created, holding the port (useful with --port 0: any free
-port), once the double accepts connections.  The command {doubleStats: 1} answers how many write commands
-were received and how many asked for write concern {w: "majority", j: true}.
+port), once the double accepts connections.
+
+The command {doubleStats: 1} answers how many write commands were received
+(insert, update, delete, findAndModify, createIndexes) and how many of them
+asked for write concern {w: "majority", j: true}: in all ("writes",
+"majorityJournaled"), and per database and command ("databases": {db:
+{command: {writes, majorityJournaled}}}), so that a test can check every
+write a store sent to its own database.
 """
 
 import argparse
@@ -60,6 +66,7 @@ E_CURSOR_NOT_FOUND = 43
 E_BAD_VALUE = 2
 E_INTERNAL = 1
 E_INDEX_OPTIONS_CONFLICT = 85
+E_INDEX_KEY_SPECS_CONFLICT = 86
 
 
 def _required_fields(filter):
@@ -219,8 +226,11 @@ class Double:
     def __init__(self):
         self.client = mongomock.MongoClient()
         self.cursors = {}  # id -> (namespace, remaining documents)
-        self.writes = 0
-        self.majority_journaled = 0
+        self.writes = 0  # write commands received
+        self.majority_journaled = 0  # of them, with {w: "majority", j: true}
+        # db -> command name -> [writes, majority_journaled]
+        self.writes_by_db = collections.defaultdict(
+            lambda: collections.defaultdict(lambda: [0, 0]))
         self.commands = {
             "hello": self.hello, "ismaster": self.hello, "ping": self.ok,
             "buildinfo": self.build_info, "endsessions": self.ok,
@@ -264,11 +274,14 @@ class Double:
             raise CommandError(E_BAD_VALUE, "collection name must be a non-empty string")
         return self.client[db][name]
 
-    def count_write(self, doc):
+    def count_write(self, db, doc):
+        counts = self.writes_by_db[db][next(iter(doc))]
         self.writes += 1
+        counts[0] += 1
         wc = doc.get("writeConcern") or {}
         if wc.get("w") == "majority" and wc.get("j") is True:
             self.majority_journaled += 1
+            counts[1] += 1
 
     # ---- server commands --------------------------------------------------
 
@@ -289,12 +302,16 @@ class Double:
                 "maxBsonObjectSize": MAX_BSON_SIZE}
 
     def stats(self, db, doc):
-        return {"writes": self.writes, "majorityJournaled": self.majority_journaled}
+        databases = {db: {name: {"writes": n, "majorityJournaled": m}
+                          for name, (n, m) in by_name.items()}
+                     for db, by_name in self.writes_by_db.items()}
+        return {"writes": self.writes, "majorityJournaled": self.majority_journaled,
+                "databases": databases}
 
     # ---- writes -----------------------------------------------------------
 
     def insert(self, db, doc):
-        self.count_write(doc)
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         ordered = doc.get("ordered", True)
         n = 0
@@ -318,7 +335,7 @@ class Double:
         return reply
 
     def update(self, db, doc):
-        self.count_write(doc)
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         ordered = doc.get("ordered", True)
         n = modified = 0
@@ -358,7 +375,7 @@ class Double:
         return reply
 
     def delete(self, db, doc):
-        self.count_write(doc)
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         n = 0
         for d in doc.get("deletes") or []:
@@ -368,7 +385,7 @@ class Double:
         return {"n": n}
 
     def find_and_modify(self, db, doc):
-        self.count_write(doc)
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         query = doc.get("query") or {}
         sort = list((doc.get("sort") or {}).items()) or None
@@ -452,7 +469,29 @@ class Double:
 
     # ---- indexes and collections -----------------------------------------
 
+    @staticmethod
+    def check_index(existing, name, key, kw):
+        """MongoDB's rules for an index that may exist already: the same name
+        with another key or options is error 86; an equivalent index (the
+        same key and partial filter) under another name is error 85.
+        Returns whether the index exists as asked (a no-op)."""
+        for other, info in existing.items():
+            same_key = [tuple(k) for k in info["key"]] == [tuple(k) for k in key]
+            same_filter = info.get("partialFilterExpression") == kw.get("partialFilterExpression")
+            if other == name:
+                if (not same_key or not same_filter
+                        or bool(info.get("unique")) != bool(kw.get("unique"))):
+                    raise CommandError(E_INDEX_KEY_SPECS_CONFLICT,
+                                       "An existing index has the same name as the requested "
+                                       "index but a different key or options: %s" % name)
+                return True
+            if same_key and same_filter:
+                raise CommandError(E_INDEX_OPTIONS_CONFLICT,
+                                   "Index already exists with a different name: %s" % other)
+        return False
+
     def create_indexes(self, db, doc):
+        self.count_write(db, doc)
         c = self.coll(db, doc)
         before = len(c.index_information()) or 1
         for spec in doc.get("indexes") or []:
@@ -463,6 +502,8 @@ class Double:
             for opt in ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds"):
                 if opt in spec:
                     kw[opt] = spec[opt]
+            if self.check_index(c.index_information(), kw["name"], key, kw):
+                continue
             try:
                 c.create_index(key, **kw)
             except mongomock.DuplicateKeyError as e:

@@ -2191,7 +2191,8 @@ static void case_mongo_layout(struct fixture *fx)
     char *json = bson_as_relaxed_extended_json(&reply, NULL);
     static const char *const names[] = {"\"seq\"",       "\"organisation_seq\"", "\"currency_seq\"",
                                         "\"reference\"", "\"amount_key\"",       "\"created_ms\"",
-                                        "\"idem_sk\"",   "\"idem_created\""};
+                                        "\"organisation_idem_sk\"", "\"idem_key\"",
+                                        "\"idem_created\""};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         CHECK(json && strstr(json, names[i]));
     bson_free(json);
@@ -2261,23 +2262,146 @@ static int double_stats(int64_t *writes, int64_t *majority)
     return ok;
 }
 
+/* The double's counts of the write commands database db received, per
+ * command name. */
+struct write_counts {
+    char name[32];    /* insert, update, delete, findAndModify, createIndexes */
+    int64_t writes;   /* commands received */
+    int64_t majority; /* of them, with {w: "majority", j: true} */
+};
+
+/* Fills out (at most max) from {doubleStats: 1}.  Returns how many, or -1
+ * when the server has no such command (a real MongoDB). */
+static int double_db_stats(const char *db, struct write_counts *out, int max)
+{
+    bson_t *cmd = BCON_NEW("doubleStats", BCON_INT32(1)), reply;
+    int ok = mongo_command("admin", cmd, &reply), n = 0;
+    char path[128];
+    snprintf(path, sizeof path, "databases.%s", db);
+    bson_iter_t it, names, counts;
+    if (ok && bson_iter_init(&it, &reply) && bson_iter_find_descendant(&it, path, &names) &&
+        BSON_ITER_HOLDS_DOCUMENT(&names) && bson_iter_recurse(&names, &names)) {
+        while (n < max && bson_iter_next(&names)) {
+            struct write_counts *c = &out[n++];
+            snprintf(c->name, sizeof c->name, "%s", bson_iter_key(&names));
+            c->writes = c->majority = -1;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&names) || !bson_iter_recurse(&names, &counts))
+                continue;
+            while (bson_iter_next(&counts)) {
+                if (strcmp(bson_iter_key(&counts), "writes") == 0)
+                    c->writes = bson_iter_as_int64(&counts);
+                else if (strcmp(bson_iter_key(&counts), "majorityJournaled") == 0)
+                    c->majority = bson_iter_as_int64(&counts);
+            }
+        }
+    }
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return ok ? n : -1;
+}
+
+/* Every write command the store sends, on every path (index builds and the
+ * counter at open, creates, updates, tombstones, idempotency records,
+ * conflicts, refused keys, applies with their claims, outcomes, positions
+ * and fence raises, purges), asks for write concern majority with journal:
+ * the double's counts for the case's database, per command, show no write
+ * without it, and each kind of write command was seen. */
+static void case_mongo_write_concern_total(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    struct write_counts counts[16];
+    if (double_db_stats(db, counts, 16) < 0) {
+        TEST_SKIP("no doubleStats command (a real MongoDB)");
+        return;
+    }
+    payment_store *s = fx->s;
+    int64_t cur;
+    struct pay a, b, c, p;
+    struct rec ra, rb, rc, rp;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1);
+    pay_init(&b, 2, 1, "EUR", "2", "", 2);
+    pay_init(&c, 3, 1, "EUR", "3", "", 3);
+    rec_init(&ra, "scope", "key-a", 1, 1000, 0);
+    rec_init(&rb, "scope", "key-b", 2, 1000, 0);
+    rec_init(&rc, "scope", "key-c", 3, 1000, 1);
+    CHECK_INT(sync_create_idem(s, &a.row, &ra.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(s, &b.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create_idem(s, &c.row, &ra.idem, NULL), PAYMENT_STORE_EIDEMPOTENT);
+    pay_set_version(&a, 1, "a1");
+    pay_set_version(&b, 1, "b1");
+    CHECK_INT(sync_update_idem(s, &a.row, 0, &rb.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_update(s, &b.row, 0, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_update(s, &b.row, 0, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(sync_delete_idem(s, a.row.id, 1, &rc.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_INT(sync_delete(s, b.row.id, -1, &cur), PAYMENT_STORE_OK);
+
+    struct payment_apply op;
+    pay_init(&p, 4, 2, "GBP", "4", "", 4);
+    rec_init(&rp, "scope", "key-p", 4, 1000, 0);
+    apply_init(&op, "op-1", 0, 1, 1, PAYMENT_APPLY_CREATE);
+    op.row = &p.row;
+    op.idem = &rp.idem;
+    op.fingerprint = rp.fingerprint;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_ESKIPPED);
+    apply_init(&op, "op-2", 0, 2, 1, PAYMENT_APPLY_CREATE); /* duplicate_id */
+    op.row = &p.row;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    pay_set_version(&p, 1, "p1");
+    apply_init(&op, "op-3", 0, 3, 1, PAYMENT_APPLY_UPDATE);
+    op.row = &p.row;
+    op.expected_version = 0;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    apply_init(&op, "op-4", 0, 4, 1, PAYMENT_APPLY_UPDATE); /* version_conflict */
+    op.row = &p.row;
+    op.expected_version = 0;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    apply_init(&op, "op-5", 0, 5, 1, PAYMENT_APPLY_NONE);
+    op.error_code = "validation_failed";
+    op.error_message = "bad";
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    apply_init(&op, "op-6", 0, 6, 1, PAYMENT_APPLY_DELETE);
+    op.payment_id = p.row.id;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-6", "succeeded", "", 1, 0, 6, p.row.id);
+
+    payment_store_idem_purge(s, INT64_MAX);
+    CHECK_NO_REC(s, "scope", "key-b");
+    check_no_op(s, "op-1");
+
+    int n = double_db_stats(db, counts, 16);
+    static const char *const kinds[] = {"insert", "update", "delete", "findAndModify",
+                                        "createIndexes"};
+    int seen[5] = {0};
+    for (int i = 0; i < n; i++) {
+        if (counts[i].writes != counts[i].majority)
+            fprintf(stderr, "  %s: %lld writes, %lld with majority and journal\n",
+                    counts[i].name, (long long)counts[i].writes, (long long)counts[i].majority);
+        CHECK(counts[i].writes > 0);
+        CHECK_INT(counts[i].majority, counts[i].writes);
+        for (int k = 0; k < 5; k++)
+            seen[k] |= strcmp(counts[i].name, kinds[k]) == 0;
+    }
+    for (int k = 0; k < 5; k++) {
+        if (!seen[k])
+            fprintf(stderr, "  no %s command seen\n", kinds[k]);
+        CHECK(seen[k]);
+    }
+}
+
+static void mongo_write_concern_total(void) { run_on_mongo(case_mongo_write_concern_total); }
+
+/* A URI that sets its own write concern gets it: the double counts the
+ * store's writes, none with majority and journal. */
 static void case_mongo_write_concern(struct fixture *fx)
 {
-    int64_t w0 = 0, m0 = 0, w1 = 0, m1 = 0, w2 = 0, m2 = 0, cur;
-    if (!double_stats(&w0, &m0)) {
+    int64_t w1 = 0, m1 = 0, w2 = 0, m2 = 0;
+    if (!double_stats(&w1, &m1)) {
         TEST_SKIP("no doubleStats command (a real MongoDB)");
         return;
     }
     struct pay p;
-    pay_init(&p, 1, 1, "GBP", "1", "", 1);
-    CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
-    pay_set_version(&p, 1, "x");
-    CHECK_INT(sync_update(fx->s, &p.row, 0, &cur), PAYMENT_STORE_OK);
-    CHECK_INT(sync_delete(fx->s, p.row.id, 1, &cur), PAYMENT_STORE_OK);
-    CHECK(double_stats(&w1, &m1));
-    CHECK(w1 - w0 >= 4); /* counter, insert, update, tombstone */
-    CHECK_INT(m1 - m0, w1 - w0);
-
     char db[64], uri[600], err[256] = "";
     mongo_uri_db(fx->uri, db);
     mongo_uri_for(uri, sizeof uri, mongo_base(), db, "w=1");
@@ -2578,6 +2702,222 @@ static void case_mongo_apply_layout(struct fixture *fx)
 
 static void mongo_apply_layout(void) { run_on_mongo(case_mongo_apply_layout); }
 
+/* Whether index spec (an element of listIndexes' answer) is unique. */
+static int index_unique(bson_iter_t *spec)
+{
+    bson_iter_t it;
+    return bson_iter_find_descendant(spec, "unique", &it) && bson_iter_as_bool(&it);
+}
+
+/* The indexes of the payments collection are those a collection sharded on
+ * organisation_id accepts (README "Sharding"): every unique index but _id's
+ * starts with organisation_id.  And the keys they no longer keep unique
+ * across organisations are still refused: a key recorded in one
+ * organisation refuses the writes of another, each decided in the embedded
+ * store's order (id, version, then key). */
+static void case_mongo_shardable(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    bson_t *cmd = BCON_NEW("listIndexes", BCON_UTF8("payments")), reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    bson_iter_t it, list;
+    int unique = 0, total = 0;
+    if (bson_iter_init(&it, &reply) && bson_iter_find_descendant(&it, "cursor.firstBatch", &list) &&
+        bson_iter_recurse(&list, &list)) {
+        while (bson_iter_next(&list)) {
+            bson_iter_t spec, key, name;
+            total++;
+            CHECK(BSON_ITER_HOLDS_DOCUMENT(&list));
+            if (!bson_iter_recurse(&list, &spec))
+                continue;
+            name = spec;
+            const char *n = bson_iter_find(&name, "name") ? bson_iter_utf8(&name, NULL) : "";
+            bson_iter_t u = spec;
+            if (strcmp(n, "_id_") == 0 || !index_unique(&u))
+                continue;
+            unique++;
+            int prefixed = bson_iter_find(&spec, "key") && bson_iter_recurse(&spec, &key) &&
+                           bson_iter_next(&key) && strcmp(bson_iter_key(&key), "organisation_id") == 0;
+            if (!prefixed)
+                fprintf(stderr, "  unique index %s does not start with organisation_id\n", n);
+            CHECK(prefixed);
+        }
+    }
+    CHECK(total >= 10);
+    CHECK_INT(unique, 1); /* the idempotency keys' */
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+
+    payment_store *s = fx->s;
+    struct pay a, b, c;
+    struct rec r, other;
+    int64_t cur;
+    pay_init(&a, 1, 1, "GBP", "1", "", 1);
+    pay_init(&b, 2, 2, "GBP", "2", "", 2);
+    pay_init(&c, 3, 2, "GBP", "3", "", 3);
+    rec_init(&r, "s", "shared", 1, 1000, 0);
+    rec_init(&other, "s", "shared", 2, 2000, 0);
+    CHECK_INT(sync_create_idem(s, &a.row, &r.idem, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create(s, &b.row, NULL), PAYMENT_STORE_OK);
+    CHECK_INT(sync_create_idem(s, &c.row, &other.idem, NULL), PAYMENT_STORE_EIDEMPOTENT);
+    check_gone(s, c.row.id);
+    struct pay dup = b; /* an id that exists comes before the key */
+    CHECK_INT(sync_create_idem(s, &dup.row, &other.idem, NULL), PAYMENT_STORE_EDUPLICATE);
+    pay_set_version(&b, 1, "must not be written");
+    CHECK_INT(sync_update_idem(s, &b.row, 0, &other.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    struct pay b6 = b;
+    pay_set_version(&b6, 6, "must not be written");
+    CHECK_INT(sync_update_idem(s, &b6.row, 5, &other.idem, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, 0);
+    CHECK_INT(sync_delete_idem(s, b.row.id, -1, &other.idem, &cur), PAYMENT_STORE_EIDEMPOTENT);
+    pay_init(&b, 2, 2, "GBP", "2", "", 2);
+    check_doc(s, &b, 0);
+    CHECK_REC(s, &r);
+
+    /* The same through the broker's operations. */
+    struct payment_apply op;
+    apply_init(&op, "op-1", 0, 1, 1, PAYMENT_APPLY_CREATE);
+    op.row = &c.row;
+    op.idem = &other.idem;
+    op.fingerprint = other.fingerprint;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-1", "failed", "idempotency_key_in_use", -1, 0, 1, c.row.id);
+    check_gone(s, c.row.id);
+    struct pay b1 = b;
+    pay_set_version(&b1, 1, "must not be written");
+    apply_init(&op, "op-2", 0, 2, 1, PAYMENT_APPLY_UPDATE);
+    op.row = &b1.row;
+    op.expected_version = 0;
+    op.idem = &other.idem;
+    op.fingerprint = other.fingerprint;
+    CHECK_INT(sync_apply(s, &op), PAYMENT_STORE_OK);
+    CHECK_OP(s, "op-2", "failed", "idempotency_key_in_use", -1, 0, 2, b.row.id);
+    check_doc(s, &b, 0);
+    CHECK_REC(s, &r);
+}
+
+static void mongo_shardable(void) { run_on_mongo(case_mongo_shardable); }
+
+/* A store made before the idempotency index started with organisation_id
+ * has an index idem_sk, unique on idem.sk alone: the store opens on it (its
+ * own indexes are not equivalent to that one, which MongoDB would refuse),
+ * and a key the old index refuses is EIDEMPOTENT. */
+static void mongo_upgrade_idem_index(void)
+{
+    if (!mongo_base()) {
+        TEST_SKIP(MONGO_URI_ENV " unset: no MongoDB to run on");
+        return;
+    }
+    char db[64], uri[512], err[256] = "";
+    mongo_db_name(db);
+    mongo_uri_for(uri, sizeof uri, mongo_base(), db, "");
+    bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8("payments"), "indexes", "[", "{", "key", "{",
+                           "idem.sk", BCON_INT32(1), "}", "name", BCON_UTF8("idem_sk"), "unique",
+                           BCON_BOOL(true), "partialFilterExpression", "{", "idem.sk", "{",
+                           "$exists", BCON_BOOL(true), "}", "}", "}", "]"),
+           reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    payment_store *s = NULL;
+    int rc = payment_store_open(uri, &s, err, sizeof err);
+    if (rc != PAYMENT_STORE_OK)
+        fprintf(stderr, "  open: %s\n", err);
+    CHECK_INT(rc, PAYMENT_STORE_OK);
+    if (s) {
+        struct pay a, b;
+        struct rec r, again;
+        pay_init(&a, 1, 1, "GBP", "1", "", 1);
+        pay_init(&b, 2, 1, "GBP", "2", "", 2);
+        rec_init(&r, "s", "old", 1, 1000, 0);
+        rec_init(&again, "s", "old", 2, 2000, 0);
+        CHECK_INT(sync_create_idem(s, &a.row, &r.idem, NULL), PAYMENT_STORE_OK);
+        CHECK_INT(sync_create_idem(s, &b.row, &again.idem, NULL), PAYMENT_STORE_EIDEMPOTENT);
+        check_gone(s, b.row.id);
+        CHECK_REC(s, &r);
+        payment_store_close(s);
+    }
+    mongo_drop(db);
+}
+
+/* The size in bytes of the stored document id of collection coll, 0 when
+ * there is none. */
+static uint32_t mongo_doc_size(const char *db, const char *coll, const char *id)
+{
+    bson_t doc;
+    if (!mongo_find_one(db, coll, id, &doc))
+        return 0;
+    uint32_t len = doc.len;
+    bson_destroy(&doc);
+    return len;
+}
+
+#define IDEM_BOUND_UPDATES 10000 /* keyed updates of one payment */
+#define IDEM_BOUND_BYTES 65536   /* its document stays below: 16 MB is MongoDB's limit */
+
+/* Record i of the bounded case: key "key-<i>" in scope "s". */
+static void bound_rec(struct rec *r, int i)
+{
+    char key[32];
+    snprintf(key, sizeof key, "key-%d", i);
+    rec_init(r, "s", key, i, 1000 + i, 0);
+}
+
+/* A payment updated often with keys keeps a bounded number of records (its
+ * document stays far below MongoDB's 16 MB limit, and keyed writes keep
+ * working), while a retry of a recent key, and of its create's key, is
+ * still answered from its record.  An old key's record is dropped: its
+ * retry is decided again and refused by its version. */
+static void case_mongo_idem_bounded(struct fixture *fx)
+{
+    char db[64];
+    mongo_uri_db(fx->uri, db);
+    payment_store *s = fx->s;
+    struct pay p;
+    struct rec r;
+    int64_t cur, t0 = clock_mono_us();
+    pay_init(&p, 1, 1, "GBP", "1", "", 1);
+    bound_rec(&r, 0);
+    CHECK_INT(sync_create_idem(s, &p.row, &r.idem, NULL), PAYMENT_STORE_OK);
+    for (int i = 1; i <= IDEM_BOUND_UPDATES; i++) {
+        pay_set_version(&p, i, "bounded");
+        bound_rec(&r, i);
+        int err = sync_update_idem(s, &p.row, i - 1, &r.idem, &cur);
+        if (err != PAYMENT_STORE_OK) {
+            fprintf(stderr, "  keyed update %d: %s\n", i, payment_store_strerror(err));
+            CHECK_INT(err, PAYMENT_STORE_OK);
+            return;
+        }
+    }
+    fprintf(stderr, "  %d keyed updates in %.1f s\n", IDEM_BOUND_UPDATES,
+            (double)(clock_mono_us() - t0) / 1e6);
+    uint32_t size = mongo_doc_size(db, "payments", p.row.id);
+    if (size >= IDEM_BOUND_BYTES)
+        fprintf(stderr, "  the document holds %u bytes\n", size);
+    CHECK(size > 0 && size < IDEM_BOUND_BYTES);
+    check_doc(s, &p, IDEM_BOUND_UPDATES);
+    int recent[] = {0, IDEM_BOUND_UPDATES, IDEM_BOUND_UPDATES - 1, IDEM_BOUND_UPDATES - 10};
+    for (size_t i = 0; i < sizeof recent / sizeof recent[0]; i++) {
+        bound_rec(&r, recent[i]);
+        CHECK_REC(s, &r);
+    }
+    CHECK_NO_REC(s, "s", "key-1");
+    struct pay old = p;
+    pay_set_version(&old, 1, "bounded");
+    bound_rec(&r, 1);
+    CHECK_INT(sync_update_idem(s, &old.row, 0, &r.idem, &cur), PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(cur, IDEM_BOUND_UPDATES);
+    /* A keyed delete keeps its record, and the create's. */
+    bound_rec(&r, IDEM_BOUND_UPDATES + 1);
+    CHECK_INT(sync_delete_idem(s, p.row.id, IDEM_BOUND_UPDATES, &r.idem, &cur), PAYMENT_STORE_OK);
+    CHECK_REC(s, &r);
+    bound_rec(&r, 0);
+    CHECK_REC(s, &r);
+}
+
+static void mongo_idem_bounded(void) { run_on_mongo(case_mongo_idem_bounded); }
+
 /* Bad URIs: EURI and a one-line reason, without contacting any server. */
 static void mongo_open_errors(void)
 {
@@ -2682,6 +3022,9 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_concurrent_updates), TEST(mongo_idem_reuse), TEST(mongo_idem_failed_writes),
           TEST(mongo_idem_update_delete), TEST(mongo_idem_purge), TEST(mongo_idem_reopen),
           TEST(mongo_idem_concurrent), TEST(mongo_layout), TEST(mongo_collection),
-          TEST(mongo_write_concern), TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
+          TEST(mongo_write_concern), TEST(mongo_write_concern_total),
+          TEST(mongo_idem_bounded), TEST(mongo_shardable),
+          TEST(mongo_upgrade_idem_index),
+          TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
           TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent),
           TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout))

@@ -1,0 +1,118 @@
+/* store_mongo_client: talking to MongoDB.  Owns the mapping of libmongoc's
+ * errors to store errors (a duplicate key naming the idempotency index is
+ * EIDEMPOTENT), pooled clients (each checked for the store being set up),
+ * collections and one-document reads. */
+
+#include <string.h>
+
+#include "payment/store_mongo.h"
+
+#define MONGO_IDEM_SK_OLD "idem_sk"   /* unique on idem.sk alone, in stores made before */
+
+/* Server error codes that mean "not now" rather than "never": the server is
+ * shutting down, stepping down, unreachable, or could not reach the write
+ * concern in time. */
+static int mongo_code_transient(uint32_t code)
+{
+    static const uint32_t codes[] = {
+        6,     /* HostUnreachable */
+        7,     /* HostNotFound */
+        50,    /* MaxTimeMSExpired */
+        64,    /* WriteConcernFailed */
+        89,    /* NetworkTimeout */
+        91,    /* ShutdownInProgress */
+        189,   /* PrimarySteppedDown */
+        262,   /* ExceededTimeLimit */
+        9001,  /* SocketException */
+        10107, /* NotWritablePrimary */
+        11600, /* InterruptedAtShutdown */
+        11602, /* InterruptedDueToReplStateChange */
+        13435, /* NotPrimaryNoSecondaryOk */
+        13436, /* NotPrimaryOrSecondary */
+    };
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (codes[i] == code)
+            return 1;
+    return 0;
+}
+
+/* The store error of server error code with message msg (NULL if none).
+ * A duplicate key is EIDEMPOTENT when MongoDB names an idempotency index,
+ * this one or the one of stores made before ("E11000 ... collection:
+ * DB.COLL index: NAME dup key: ..."; names hold no space, so the first
+ * " index: " is this one), else EDUPLICATE (_id). */
+int mongo_code_err(uint32_t code, const char *msg)
+{
+    if (code == MONGOC_ERROR_DUPLICATE_KEY) {
+        static const char tag[] = " index: " MONGO_IDEM_SK_INDEX " ";
+        static const char old[] = " index: " MONGO_IDEM_SK_OLD " ";
+        const char *at = msg ? strstr(msg, " index: ") : NULL;
+        return at && (strncmp(at, tag, sizeof tag - 1) == 0 ||
+                      strncmp(at, old, sizeof old - 1) == 0)
+                   ? PAYMENT_STORE_EIDEMPOTENT
+                   : PAYMENT_STORE_EDUPLICATE;
+    }
+    return mongo_code_transient(code) ? PAYMENT_STORE_EUNAVAILABLE : PAYMENT_STORE_EINTERNAL;
+}
+
+/* The store error of a failed libmongoc call (error API version 2). */
+int mongo_map_err(const bson_error_t *e)
+{
+    switch (e->domain) {
+    case MONGOC_ERROR_STREAM:
+    case MONGOC_ERROR_SERVER_SELECTION:
+    case MONGOC_ERROR_WRITE_CONCERN:
+        return PAYMENT_STORE_EUNAVAILABLE;
+    case MONGOC_ERROR_SERVER:
+        return mongo_code_err(e->code, e->message);
+    default:
+        return PAYMENT_STORE_EINTERNAL;
+    }
+}
+
+/* Collection name of the store's database, through client c (the caller
+ * destroys it). */
+mongoc_collection_t *mongo_collection(struct mongo_store *st, mongoc_client_t *c,
+                                      const char *name)
+{
+    return mongoc_client_get_collection(c, st->db, name);
+}
+
+/* The first document of coll that filter matches, projected to proj (NULL:
+ * whole), read with read concern local when local is set (else the URI's),
+ * copied into out (the caller destroys it).  Returns 0, ENOTFOUND, or a
+ * store error. */
+int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
+                   int local, bson_t *out)
+{
+    bson_t opts = BSON_INITIALIZER;
+    bool ok = (!proj || BSON_APPEND_DOCUMENT(&opts, "projection", proj)) &&
+              (!local || mongo_append_local(&opts)) && BSON_APPEND_INT64(&opts, "limit", 1) &&
+              BSON_APPEND_BOOL(&opts, "singleBatch", true);
+    int err = PAYMENT_STORE_EINTERNAL;
+    if (ok) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, &opts, NULL);
+        const bson_t *doc;
+        bson_error_t e;
+        if (mongoc_cursor_next(cur, &doc)) {
+            bson_copy_to(doc, out);
+            err = PAYMENT_STORE_OK;
+        } else {
+            err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_ENOTFOUND;
+        }
+        mongoc_cursor_destroy(cur);
+    }
+    bson_destroy(&opts);
+    return err;
+}
+
+/* A client from the pool, which the caller pushes back, with *err set to
+ * whether the store is set up (mongo_ready); NULL with *err EUNAVAILABLE
+ * when the pool has none.  pop waits only when every client is in use
+ * (maxPoolSize); with waitQueueTimeoutMS it may give up. */
+mongoc_client_t *mongo_client(struct mongo_store *st, int *err)
+{
+    mongoc_client_t *c = mongoc_client_pool_pop(st->pool);
+    *err = c ? mongo_ready(st, c) : PAYMENT_STORE_EUNAVAILABLE;
+    return c;
+}

@@ -1,0 +1,193 @@
+/* store_mongo_setup: what a database needs before the store serves: its
+ * indexes (created on open, a no-op when they exist; the one unique index
+ * besides _id starts with organisation_id, the shard key README advises)
+ * and a sequence counter at least as high as every stored seq. */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "payment/store_mongo.h"
+
+/* One index per filter, and the list order.  seq is not unique: the
+ * counter makes it so.  The one unique index besides _id starts with
+ * organisation_id, the shard key README advises: a sharded collection
+ * allows no unique index without the shard key's prefix.  Names are fixed
+ * so that open is idempotent.  The idempotency indexes hold only documents
+ * with records (partial). */
+static const struct {
+    const char *name;
+    const char *field[2]; /* ascending keys, the second may be NULL */
+    int unique;           /* a key in at most one document */
+    const char *partial;  /* only documents holding this field, or NULL: all */
+} mongo_indexes[] = {
+    {"seq", {"seq", NULL}, 0, NULL},
+    {"organisation_seq", {MONGO_F_ORG, "seq"}, 0, NULL},
+    {"currency_seq", {MONGO_F_CURRENCY, "seq"}, 0, NULL},
+    {"payment_scheme_seq", {MONGO_F_SCHEME, "seq"}, 0, NULL},
+    {"payment_type_seq", {MONGO_F_TYPE, "seq"}, 0, NULL},
+    {"reference", {MONGO_F_REF, NULL}, 0, NULL},
+    {"end_to_end_reference", {MONGO_F_E2E, NULL}, 0, NULL},
+    {"processing_date", {MONGO_F_DATE, NULL}, 0, NULL},
+    {"amount_key", {MONGO_F_AMOUNT, NULL}, 0, NULL},
+    {"created_ms", {"created_ms", NULL}, 0, NULL},
+    {MONGO_IDEM_SK_INDEX, {MONGO_F_ORG, MONGO_F_IDEM ".sk"}, 1, MONGO_F_IDEM ".sk"},
+    /* Lookups by key.  Not {idem.sk} alone: stores made before hold an
+     * index idem_sk on that key, and MongoDB refuses an equivalent index
+     * under another name. */
+    {"idem_key", {MONGO_F_IDEM ".sk", MONGO_F_ORG}, 0, MONGO_F_IDEM ".sk"},
+    {"idem_created", {MONGO_F_IDEM ".created", NULL}, 0, MONGO_F_IDEM ".created"},
+};
+
+static bool mongo_build_indexes(bson_t *cmd, const char *coll)
+{
+    bson_t list;
+    bool ok = BSON_APPEND_UTF8(cmd, "createIndexes", coll) &&
+              BSON_APPEND_ARRAY_BEGIN(cmd, "indexes", &list);
+    if (!ok)
+        return false;
+    for (size_t i = 0; ok && i < sizeof mongo_indexes / sizeof mongo_indexes[0]; i++) {
+        char idx[16];
+        const char *k;
+        bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
+        bson_t spec, key;
+        if (!bson_append_document_begin(&list, k, -1, &spec))
+            return false;
+        ok = BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
+        if (!ok)
+            return false;
+        for (int f = 0; ok && f < 2 && mongo_indexes[i].field[f]; f++)
+            ok = BSON_APPEND_INT32(&key, mongo_indexes[i].field[f], 1);
+        ok = bson_append_document_end(&spec, &key) && ok;
+        ok = ok && BSON_APPEND_UTF8(&spec, "name", mongo_indexes[i].name);
+        if (ok && mongo_indexes[i].unique)
+            ok = BSON_APPEND_BOOL(&spec, "unique", true);
+        if (ok && mongo_indexes[i].partial) {
+            bson_t pfe, cond;
+            ok = BSON_APPEND_DOCUMENT_BEGIN(&spec, "partialFilterExpression", &pfe);
+            if (!ok)
+                return false;
+            ok = BSON_APPEND_DOCUMENT_BEGIN(&pfe, mongo_indexes[i].partial, &cond);
+            if (!ok)
+                return false;
+            ok = BSON_APPEND_BOOL(&cond, "$exists", true);
+            ok = bson_append_document_end(&pfe, &cond) && ok;
+            ok = bson_append_document_end(&spec, &pfe) && ok;
+        }
+        ok = bson_append_document_end(&list, &spec) && ok;
+    }
+    return bson_append_array_end(cmd, &list) && ok;
+}
+
+/* The highest seq stored, 0 for none, or -1 with e set. */
+static int64_t mongo_max_seq(mongoc_collection_t *coll, bson_error_t *e)
+{
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
+    bool ok = BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
+              BSON_APPEND_INT32(&sort, "seq", -1) && bson_append_document_end(&opts, &sort) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
+              BSON_APPEND_INT32(&proj, "seq", 1) && bson_append_document_end(&opts, &proj) &&
+              BSON_APPEND_INT64(&opts, "limit", 1) && BSON_APPEND_BOOL(&opts, "singleBatch", true);
+    int64_t max = -1;
+    if (ok) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        const bson_t *doc;
+        max = 0;
+        if (mongoc_cursor_next(cur, &doc))
+            max = mongo_get_int64(doc, "seq", 0);
+        else if (mongoc_cursor_error(cur, e))
+            max = -1;
+        mongoc_cursor_destroy(cur);
+    } else {
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build a query");
+    }
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return max;
+}
+
+/* Moves the counter to at least floor (a restore may hold payments the
+ * counter has not counted).  $max with upsert is idempotent; two nodes
+ * upserting at once may collide on _id, and the loser's retry finds it. */
+static bool mongo_counter_floor(mongoc_collection_t *counters, const char *name, int64_t floor,
+                                bson_error_t *e)
+{
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, opts = BSON_INITIALIZER, max;
+    bool ok = BSON_APPEND_UTF8(&filter, "_id", name) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&update, "$max", &max) &&
+              BSON_APPEND_INT64(&max, "seq", floor) && bson_append_document_end(&update, &max) &&
+              BSON_APPEND_BOOL(&opts, "upsert", true);
+    if (!ok)
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the counter update");
+    for (int tries = 0; ok && tries < 2; tries++) {
+        ok = mongoc_collection_update_one(counters, &filter, &update, &opts, NULL, e);
+        if (ok || e->domain != MONGOC_ERROR_SERVER || e->code != MONGOC_ERROR_DUPLICATE_KEY)
+            break;
+        ok = true; /* lost an upsert race: the document exists now */
+    }
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    bson_destroy(&opts);
+    return ok;
+}
+
+/* The index the purge of operation outcomes reads: applied_ms. */
+static bool mongo_ops_index(struct mongo_store *st, mongoc_client_t *client, bson_error_t *e)
+{
+    bson_t cmd = BSON_INITIALIZER, list, spec, key;
+    bool ok = BSON_APPEND_UTF8(&cmd, "createIndexes", st->ops_coll) &&
+              BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &list) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&list, "0", &spec) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key) &&
+              BSON_APPEND_INT32(&key, "applied_ms", 1) && bson_append_document_end(&spec, &key) &&
+              BSON_APPEND_UTF8(&spec, "name", "applied_ms") &&
+              bson_append_document_end(&list, &spec) && bson_append_array_end(&cmd, &list);
+    if (!ok) {
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the index specification");
+    } else {
+        mongoc_collection_t *coll = mongo_collection(st, client, st->ops_coll);
+        ok = mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, e);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&cmd);
+    return ok;
+}
+
+/* Creates the indexes (a no-op when they exist) and floors the counter. */
+bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_error_t *e)
+{
+    mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+    mongoc_collection_t *counters = mongo_collection(st, client, MONGO_COUNTERS);
+    bson_t cmd = BSON_INITIALIZER;
+    bool ok = mongo_build_indexes(&cmd, st->coll);
+    if (!ok)
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the index specification");
+    ok = ok && mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, e) &&
+         mongo_ops_index(st, client, e);
+    int64_t max = ok ? mongo_max_seq(coll, e) : -1;
+    ok = max >= 0 && mongo_counter_floor(counters, st->coll, max, e);
+    bson_destroy(&cmd);
+    mongoc_collection_destroy(counters);
+    mongoc_collection_destroy(coll);
+    return ok;
+}
+
+/* PAYMENT_STORE_OK once setup has succeeded, trying it now if no other
+ * thread is: requests never queue behind a setup that waits for MongoDB. */
+int mongo_ready(struct mongo_store *st, mongoc_client_t *client)
+{
+    if (atomic_load(&st->ready))
+        return PAYMENT_STORE_OK;
+    if (pthread_mutex_trylock(&st->setup_mu) != 0)
+        return PAYMENT_STORE_EUNAVAILABLE;
+    int err = PAYMENT_STORE_OK;
+    bson_error_t e;
+    if (!atomic_load(&st->ready)) {
+        if (mongo_setup(st, client, &e))
+            atomic_store(&st->ready, 1);
+        else
+            err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
+                                                                 : PAYMENT_STORE_EINTERNAL;
+    }
+    store_unlock(&st->setup_mu);
+    return err;
+}
