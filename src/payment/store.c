@@ -1,6 +1,7 @@
 /* store: picks a backend by URI scheme and forwards every call to it. */
 #include "payment/store.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,12 +107,14 @@ int payment_store_get_meta(payment_store *s, const char *id, struct buf *doc, in
 int payment_store_list(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
                        void *arg, int *more)
 {
+    assert(q->page_size >= 1 && q->page_size <= PAYMENT_PAGE_SIZE_MAX); /* payment_query_finish */
     return s->backend->list(s, q, each, arg, more);
 }
 
 void payment_store_create(payment_store *s, const struct payment_row *row,
                           const struct payment_idem *idem, payment_store_done_fn done, void *arg)
 {
+    assert(row->version == 0);
     s->backend->create(s, row, idem, done, arg);
 }
 
@@ -119,6 +122,7 @@ void payment_store_update(payment_store *s, const struct payment_row *row,
                           int64_t expected_version, const struct payment_idem *idem,
                           payment_store_done_fn done, void *arg)
 {
+    assert(expected_version >= 0 && row->version == expected_version + 1);
     s->backend->update(s, row, expected_version, idem, done, arg);
 }
 
@@ -140,7 +144,7 @@ void payment_store_idem_purge(payment_store *s, int64_t before_ms)
     s->backend->idem_purge(s, before_ms);
 }
 
-/* Whether a is well formed; a malformed one is the caller's bug. */
+/* Whether a is well formed: payment_store_apply's precondition. */
 static int store_apply_valid(const struct payment_apply *a)
 {
     if (!a->op_id || !a->op_id[0] || a->seq < 1 || a->seq > INT64_MAX || a->fence > INT64_MAX)
@@ -163,7 +167,8 @@ static int store_apply_valid(const struct payment_apply *a)
 void payment_store_apply(payment_store *s, const struct payment_apply *a,
                          payment_store_done_fn done, void *arg)
 {
-    if (!s->backend->apply || !store_apply_valid(a)) {
+    assert(store_apply_valid(a)); /* the worker builds it from a decoded operation */
+    if (!s->backend->apply) {
         done(arg, PAYMENT_STORE_EINTERNAL, -1, 0);
         return;
     }

@@ -166,7 +166,9 @@ int payment_store_list(payment_store *s, const struct payment_query *q, payment_
                        void *arg, int *more);
 
 /* Each write takes an optional idempotency record (idem, NULL for none),
- * stored only when the write succeeds, atomically with it. */
+ * stored only when the write succeeds, atomically with it.  The versions a
+ * write names, and a list's page size (1..PAYMENT_PAGE_SIZE_MAX), are
+ * preconditions: breaking one is the caller's bug, and an assertion fails. */
 
 /* Creates a payment whose row->version is 0.  EDUPLICATE when the id exists
  * or ever existed. */
@@ -241,9 +243,11 @@ struct payment_apply {
 };
 
 /* Applies a in one transaction of the write path (group-committed with the
- * other writes): refused with ESKIPPED when a->seq is at or below the
- * partition's last applied sequence, or EFENCED when the partition's fencing
- * token is above a->fence, changing nothing.  Otherwise makes the payment
+ * other writes).  a must be well formed (an op_id, seq 1..INT64_MAX, fence
+ * 0..INT64_MAX, and the row and versions its kind needs): a malformed one is
+ * the caller's bug, and an assertion fails.  Refused with ESKIPPED when
+ * a->seq is at or below the partition's last applied sequence, or EFENCED
+ * when the partition's fencing token is above a->fence, changing nothing.  Otherwise makes the payment
  * write as create/update/delete do, records the outcome under op_id
  * ("succeeded" with the resulting version; or "failed" with not_found,
  * version_conflict and the current version, duplicate_id,

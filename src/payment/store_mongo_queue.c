@@ -316,10 +316,6 @@ void mongo_create(payment_store *s, const struct payment_row *row,
     op->row = *row;
     if (!mongo_op_idem(op, idem))
         return;
-    if (row->version != 0) {
-        mongo_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
-        return;
-    }
     mongo_submit((struct mongo_store *)s, op);
 }
 
@@ -333,10 +329,6 @@ void mongo_update(payment_store *s, const struct payment_row *row, int64_t expec
     if (!mongo_op_idem(op, idem))
         return;
     op->expected_version = expected_version;
-    if (expected_version < 0 || row->version != expected_version + 1) {
-        mongo_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
-        return;
-    }
     mongo_submit((struct mongo_store *)s, op);
 }
 

@@ -356,8 +356,6 @@ int mongo_list(payment_store *s, const struct payment_query *q, payment_store_ro
 {
     struct mongo_store *st = (struct mongo_store *)s;
     *more = 0;
-    if (q->page_size == 0 || q->page_size > PAYMENT_PAGE_SIZE_MAX)
-        return PAYMENT_STORE_EINTERNAL; /* the query parser guarantees 1..MAX */
     int err = PAYMENT_STORE_OK;
     mongoc_client_t *client = mongo_client(st, &err);
     if (!client)

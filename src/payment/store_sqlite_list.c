@@ -154,8 +154,6 @@ int sqlite_list(payment_store *s, const struct payment_query *q, payment_store_r
 {
     struct sqlite_store *st = (struct sqlite_store *)s;
     *more = 0;
-    if (q->page_size == 0 || q->page_size > PAYMENT_PAGE_SIZE_MAX)
-        return PAYMENT_STORE_EINTERNAL; /* the query parser guarantees 1..MAX */
     int err;
     struct sqlite_reader *r = sqlite_reader_get(st, &err);
     if (!r)

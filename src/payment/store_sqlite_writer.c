@@ -453,10 +453,6 @@ void sqlite_create(payment_store *s, const struct payment_row *row,
         return;
     op->row = *row;
     op->idem = idem;
-    if (row->version != 0) {
-        sqlite_op_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
-        return;
-    }
     sqlite_submit((struct sqlite_store *)s, op);
 }
 
@@ -470,10 +466,6 @@ void sqlite_update(payment_store *s, const struct payment_row *row,
     op->row = *row;
     op->idem = idem;
     op->expected_version = expected_version;
-    if (expected_version < 0 || row->version != expected_version + 1) {
-        sqlite_op_reject(op, PAYMENT_STORE_EINTERNAL); /* a caller bug */
-        return;
-    }
     sqlite_submit((struct sqlite_store *)s, op);
 }
 
