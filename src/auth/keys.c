@@ -185,7 +185,9 @@ const struct auth_principal *auth_keys_find(const auth_keys *k, const char *secr
     return found;
 }
 
-const char *auth_bearer(const char *authorization, size_t *len)
+/* The secret of an "Authorization: Bearer <secret>" header value, or NULL
+ * when the value is absent or another scheme; *len is set. */
+static const char *auth_bearer(const char *authorization, size_t *len)
 {
     if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
         return NULL;

@@ -41,9 +41,6 @@ void auth_keys_free(auth_keys *k);
  * whichever key matches, or none. */
 const struct auth_principal *auth_keys_find(const auth_keys *k, const char *secret, size_t len);
 
-/* The secret of an "Authorization: Bearer <secret>" header value, or NULL
- * when the value is absent or another scheme; *len is set. */
-const char *auth_bearer(const char *authorization, size_t *len);
 
 /* The http_server_config authenticate callback for keys k (a const
  * auth_keys *): the principal of the request's bearer secret, or NULL. */

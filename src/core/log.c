@@ -160,11 +160,3 @@ int log_request_format(const struct logger *lg, struct buf *b, const char *reque
     return buf_failed(b) ? -1 : 1;
 }
 
-void log_request(const struct logger *lg, const char *request_id, const char *method,
-                 const char *path, int status, int64_t duration_us)
-{
-    struct buf b = BUF_INIT;
-    if (log_request_format(lg, &b, request_id, method, path, status, duration_us) == 1)
-        (void)log_write(lg, b.data, b.len); /* nowhere to report a short write */
-    buf_free(&b);
-}

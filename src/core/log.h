@@ -28,14 +28,11 @@ int log_wants(const struct logger *lg, enum log_level level);
 void log_msg(const struct logger *lg, enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* The access log line, at level info:
- * {"time","level","request_id","method","path","status","duration_us"}. */
-void log_request(const struct logger *lg, const char *request_id, const char *method,
-                 const char *path, int status, int64_t duration_us);
-
-/* The same line, newline included, appended to b instead of written, for a
- * caller that batches lines (log_write).  Returns 1 when appended, 0 when
- * the level drops it (b unchanged), -1 when b ran out of memory. */
+/* The access log line, at level info, newline included:
+ * {"time","level","request_id","method","path","status","duration_us"},
+ * appended to b for a caller that batches lines (log_write).  Returns 1 when
+ * appended, 0 when the level drops it (b unchanged), -1 when b ran out of
+ * memory. */
 int log_request_format(const struct logger *lg, struct buf *b, const char *request_id,
                        const char *method, const char *path, int status, int64_t duration_us);
 

@@ -172,7 +172,6 @@ void mongo_copy_utf8(const bson_t *doc, const char *key, char *out, size_t len);
 
 int mongo_keys_held(mongoc_collection_t *coll, struct mongo_op *const *ops, size_t n,
                     bool *held);
-void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *reply, int err);
 void mongo_bulk_execute(mongoc_bulk_operation_t *bulk, struct mongo_op **ops, size_t n);
 const struct mongo_mark *mongo_op_mark(const struct mongo_op *op, struct mongo_mark *m);
 const struct mongo_rec *mongo_op_rec(const struct mongo_op *op, struct mongo_rec *r);

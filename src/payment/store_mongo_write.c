@@ -103,7 +103,7 @@ static int64_t mongo_seq_reserve(struct mongo_store *st, mongoc_client_t *client
  * others succeeded only when every write is accounted for (inserted,
  * matched or upserted, plus write errors) and the write concern held, else
  * their outcome is unknown and they fail with err. */
-void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *reply, int err)
+static void mongo_bulk_results(struct mongo_op **ops, size_t n, const bson_t *reply, int err)
 {
     size_t errors = 0;
     bson_iter_t it, list, item;

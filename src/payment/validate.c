@@ -398,7 +398,8 @@ int payment_scheme_known(const char *s, size_t len)
     return scheme_find(s, len) != NULL;
 }
 
-const char *payment_scheme_names(void)
+/* The schemes as "FPS, BACS, ...", for messages. */
+static const char *payment_scheme_names(void)
 {
     return "FPS, BACS, SEPAINSTANT, SEPACT, SWIFT";
 }

@@ -46,9 +46,6 @@ void payment_attributes_strip_nulls(json_t *attributes);
  * SEPACT or SWIFT, the one list the validation and the list filter share. */
 int payment_scheme_known(const char *s, size_t len);
 
-/* The schemes as "FPS, BACS, ...", for messages. */
-const char *payment_scheme_names(void);
-
 /* Validates a complete attributes object (nulls already removed): every
  * member the spec declares for its type, pattern, enum, format and x-length;
  * amount and currency (required; amount a positive plain decimal with no more
