@@ -1,5 +1,6 @@
 #include "payment/api.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ struct write_op {
     int64_t current_version;  /* on ECONFLICT */
     enum payment_store_op op; /* for the latency metric */
     int64_t submitted_us;     /* when it went to the store */
+    int creates;              /* a create: its 5xx answers name w->id (see respond_write_error) */
     int status;               /* the answer on success */
     struct buf location;      /* its Location header, empty for none */
     char etag[32];            /* its ETag header, "" for none */
@@ -69,6 +71,9 @@ static void write_op_free(void *p)
 
 /* --- answers ------------------------------------------------------------ */
 
+static void respond_write_error(http_request *req, struct write_op *w, int err,
+                                int64_t current_version);
+
 static void append_self_link(struct buf *b, const struct payment_api *api, const char *id)
 {
     buf_puts(b, "\"links\":{\"self\":\"");
@@ -104,35 +109,77 @@ static void set_etag(http_request *req, int64_t version)
     http_request_add_header(req, "ETag", etag);
 }
 
-static void respond_store_error(http_request *req, int err, int64_t current_version)
+/* The answer to a store error, current_version aside. */
+struct store_answer {
+    int status;
+    const char *code;
+    const char *message;
+};
+
+static struct store_answer store_answer(int err)
 {
-    char extra[64];
     switch (err) {
     case PAYMENT_STORE_ENOTFOUND:
-        http_respond_error(req, 404, "not_found", "no payment with this id", NULL);
-        return;
+        return (struct store_answer){404, "not_found", "no payment with this id"};
     case PAYMENT_STORE_ECONFLICT:
-        snprintf(extra, sizeof extra, "\"current_version\":%" PRId64, current_version);
-        http_respond_error(req, 409, "version_conflict",
-                           "the payment has changed since that version; fetch it and retry",
-                           extra);
-        return;
+        return (struct store_answer){
+            409, "version_conflict", "the payment has changed since that version; fetch it and retry"};
     case PAYMENT_STORE_EDUPLICATE:
-        http_respond_error(req, 409, "duplicate_id", "a payment with this id exists or existed",
-                           NULL);
-        return;
+        return (struct store_answer){409, "duplicate_id", "a payment with this id exists or existed"};
     case PAYMENT_STORE_EIDEMPOTENT:
-        http_respond_error(req, 409, "idempotency_key_in_use",
-                           "another request with this Idempotency-Key is being processed", NULL);
-        return;
+        return (struct store_answer){
+            409, "idempotency_key_in_use",
+            "another request with this Idempotency-Key is being processed"};
     case PAYMENT_STORE_EUNAVAILABLE:
-        http_respond_error(req, 503, "store_unavailable",
-                           "the store cannot take requests now; retry later", NULL);
-        return;
+        return (struct store_answer){503, "store_unavailable",
+                                     "the store cannot take requests now; retry later"};
     default:
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
+        return (struct store_answer){500, "internal_error", "internal error"};
     }
+}
+
+static void respond_store_error(http_request *req, int err, int64_t current_version)
+{
+    struct store_answer a = store_answer(err);
+    char extra[64];
+    if (err == PAYMENT_STORE_ECONFLICT)
+        snprintf(extra, sizeof extra, "\"current_version\":%" PRId64, current_version);
+    http_respond_error(req, a.status, a.code, a.message,
+                       err == PAYMENT_STORE_ECONFLICT ? extra : NULL);
+}
+
+/* Answers a 5xx to a create whose id is chosen: the store's commit or the
+ * broker's acknowledgement may have happened before the failure was seen,
+ * so Location and a payment_id member name the id, and a retry with that
+ * id (or with an Idempotency-Key) cannot create a second payment. */
+static void respond_create_failure(http_request *req, const struct payment_api *api, int status,
+                                   const char *code, const char *message, const char *id)
+{
+    assert(status >= 500 && id[0]);
+    struct buf location = BUF_INIT;
+    char extra[64];
+    buf_printf(&location, "%s/v1/payments/%s", api->public_url, id);
+    if (!buf_failed(&location))
+        http_request_add_header(req, "Location", location.data);
+    buf_free(&location);
+    snprintf(extra, sizeof extra, "\"payment_id\":\"%s\"", id);
+    http_respond_error(req, status, code, message, extra);
+}
+
+static void respond_internal(http_request *req)
+{
+    http_respond_error(req, 500, "internal_error", "internal error", NULL);
+}
+
+/* A write's error: the store's answer, a create's 5xx naming its id. */
+static void respond_write_error(http_request *req, struct write_op *w, int err,
+                                int64_t current_version)
+{
+    struct store_answer a = store_answer(err);
+    if (w->creates && w->id[0] && a.status >= 500)
+        respond_create_failure(req, w->api, a.status, a.code, a.message, w->id);
+    else
+        respond_store_error(req, err, current_version);
 }
 
 /* 400 validation_failed listing every problem. */
@@ -185,6 +232,24 @@ static void respond_one_invalid(http_request *req, const char *field, const char
 
 /* --- request pieces ----------------------------------------------------- */
 
+/* Whether a handler may wait on the network: a store whose calls may
+ * (MongoDB), or, with broker_too, a broker. */
+static int may_block(const struct payment_api *api, int broker_too)
+{
+    return payment_store_may_block(api->store) || (broker_too && api->broker);
+}
+
+/* Hands the request to the HTTP server's blocking pool to run fn there,
+ * unless it does not block or runs there already.  Returns 1 when handed
+ * over (the handler returns at once), 0 when the handler goes on here. */
+static int offload(http_request *req, http_handler_fn fn, int blocks)
+{
+    if (!blocks || http_request_on_pool(req))
+        return 0;
+    http_request_run_blocking(req, fn);
+    return 1;
+}
+
 static const struct auth_principal *principal(const http_request *req)
 {
     return http_request_principal(req);
@@ -217,8 +282,10 @@ static int doc_org(const char *doc, size_t len, char org[UUID_STR_LEN + 1])
 static void path_id(http_request *req, char id[UUID_STR_LEN + 1])
 {
     const char *param = http_request_param(req);
-    if (uuid_canonical(param, strlen(param), id) != 0)
-        id[0] = '\0';
+    assert(param);
+    int rc = uuid_canonical(param, strlen(param), id);
+    assert(rc == 0);
+    (void)rc;
 }
 
 static const char *const if_match_malformed =
@@ -337,7 +404,7 @@ static void written(http_request *req, void *ctx)
     struct write_op *w = http_request_state(req);
     (void)ctx;
     if (w->err != PAYMENT_STORE_OK) {
-        respond_store_error(req, w->err, w->current_version);
+        respond_write_error(req, w, w->err, w->current_version);
         return;
     }
     if (w->location.len)
@@ -407,12 +474,13 @@ static int idem_query_param(void *arg, const char *key, const char *value)
 }
 
 static int async_replay(http_request *req, struct write_op *w);
+static int async_wanted(http_request *req, const struct payment_api *api);
 
 /* Looks the request's stored outcome up: its idempotency record, or, with
- * a broker, the operation an asynchronous request with the key became.
- * Returns 1 after answering (a replay, 422, or an error), 0 when there is
- * none. */
-static int idem_lookup(http_request *req, struct write_op *w)
+ * operations set and an asynchronous request, the operation the key
+ * became.  Returns 1 after answering (a replay, 422, or an error), 0 when
+ * there is none. */
+static int idem_lookup(http_request *req, struct write_op *w, int operations)
 {
     struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
     int err = payment_store_idem_get(w->api->store, w->scope, w->key, &f);
@@ -427,7 +495,10 @@ static int idem_lookup(http_request *req, struct write_op *w)
     }
     buf_free(&f.location);
     buf_free(&f.body);
-    if (err == PAYMENT_STORE_ENOTFOUND && w->api->broker)
+    /* Only an asynchronous request looks for the operation its key made:
+     * a synchronous one leaves the broker alone, the store's record of the
+     * key deciding once between the two. */
+    if (err == PAYMENT_STORE_ENOTFOUND && operations && async_wanted(req, w->api))
         return async_replay(req, w);
     return err != PAYMENT_STORE_ENOTFOUND;
 }
@@ -465,7 +536,7 @@ static int idem_begin(http_request *req, struct write_op *w)
         http_respond_error(req, 500, "internal_error", "internal error", NULL);
         return -1;
     }
-    if (idem_lookup(req, w))
+    if (idem_lookup(req, w, 1))
         return -1;
     int c = idem_inflight_claim(w->api->inflight, w->scope, w->key);
     if (c != 0) {
@@ -481,8 +552,10 @@ static int idem_begin(http_request *req, struct write_op *w)
     w->has_key = 1;
     http_request_on_answer(req, write_op_release);
     /* The request that held the key may have finished between the lookup
-     * and the claim: look again, now that no other can. */
-    return idem_lookup(req, w) ? -1 : 0;
+     * and the claim: look again, now that no other can.  The store only: an
+     * operation the key made meanwhile is found by the publish, which the
+     * stream deduplicates, at no second wait on the broker. */
+    return idem_lookup(req, w, 0) ? -1 : 0;
 }
 
 /* Sends w to the store: the continuation answers once it is durable. */
@@ -521,7 +594,7 @@ static int write_op_prepare(http_request *req, struct write_op *w, int64_t creat
 {
     if (!w->doc || payment_doc_row(w->doc, created_ms, modified_ms, &w->row, &w->text) != 0 ||
         write_op_answer(w, status) != 0) {
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         return -1;
     }
     return 0;
@@ -717,7 +790,7 @@ static void async_submit(http_request *req, struct write_op *w, const char *kind
     struct payment_api *api = w->api;
     char op[UUID_STR_LEN + 1], subject[64];
     if (async_op_id(w, op) != 0) {
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         return;
     }
     /* The answer, made first: a keyed operation carries it, as the
@@ -750,7 +823,7 @@ static void async_submit(http_request *req, struct write_op *w, const char *kind
     if (!text) {
         buf_free(&body);
         buf_free(&loc);
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         return;
     }
     snprintf(subject, sizeof subject, "payments.cmd.%u", partition_of(org, api->partitions));
@@ -771,9 +844,11 @@ static void async_submit(http_request *req, struct write_op *w, const char *kind
             duplicate = 1;
         rc = BROKER_OK; /* else a failure only delays what GET shows */
     }
-    if (rc != BROKER_OK) {
-        http_respond_error(req, 503, "broker_unavailable",
-                           "the broker did not acknowledge the operation; retry later", NULL);
+    static const char *const unacked = "the broker did not acknowledge the operation; retry later";
+    if (rc != BROKER_OK && w->creates) {
+        respond_create_failure(req, api, 503, "broker_unavailable", unacked, pid);
+    } else if (rc != BROKER_OK) {
+        http_respond_error(req, 503, "broker_unavailable", unacked, NULL);
     } else if (duplicate) {
         /* Another request with this key made the operation: its answer, or
          * 422 for another request, or 409 until it can be seen. */
@@ -792,6 +867,8 @@ static void async_submit(http_request *req, struct write_op *w, const char *kind
 static void payments_create(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
+    if (offload(req, payments_create, may_block(api, 0) || async_wanted(req, api)))
+        return;
     struct write_op *w = write_op_new(req, api);
     if (!w || idem_begin(req, w) != 0)
         return;
@@ -804,25 +881,31 @@ static void payments_create(http_request *req, void *ctx)
     const char *org_in = payment_doc_string(data, "organisation_id");
     struct uuid u;
     int64_t now = clock_now_ms();
-    /* A client's id was validated as a UUID; an empty id is the 500 below. */
-    if (given ? uuid_canonical(given, strlen(given), w->id) != 0
-              : uuid_v7_generate(now, &u) != 0)
-        w->id[0] = '\0';
-    else if (!given)
-        uuid_format(&u, w->id);
-    if (!w->id[0] || !org_in || uuid_canonical(org_in, strlen(org_in), org) != 0) {
-        json_decref(root);
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
+    /* Validation checked the client's id and the organisation as UUIDs. */
+    assert(org_in);
+    int org_rc = uuid_canonical(org_in, strlen(org_in), org);
+    assert(org_rc == 0);
+    (void)org_rc;
     if (!auth_allows(principal(req), org)) {
         json_decref(root);
         respond_forbidden(req);
         return;
     }
+    if (given) {
+        int id_rc = uuid_canonical(given, strlen(given), w->id);
+        assert(id_rc == 0);
+        (void)id_rc;
+    } else if (uuid_v7_generate(now, &u) == 0) {
+        uuid_format(&u, w->id);
+    } else {
+        json_decref(root);
+        respond_internal(req); /* no random source: nothing was written */
+        return;
+    }
+    w->creates = 1; /* from here on a 5xx names w->id */
     if (async_wanted(req, api)) {
         if (json_object_set_new(data, "id", json_string(w->id)) != 0)
-            http_respond_error(req, 500, "internal_error", "internal error", NULL);
+            respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         else
             async_submit(req, w, "create", w->id, org, -1, data);
         json_decref(root);
@@ -870,6 +953,8 @@ static int if_none_match(http_request *req, int64_t version)
 static void payments_fetch(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
+    if (offload(req, payments_fetch, may_block(api, 0)))
+        return;
     char id[UUID_STR_LEN + 1];
     path_id(req, id);
     struct buf b = BUF_INIT;
@@ -947,6 +1032,22 @@ static int check_id(http_request *req, json_t *data, const char *id)
     char canon[UUID_STR_LEN + 1];
     if (body_id && (uuid_canonical(body_id, strlen(body_id), canon) != 0 || strcmp(canon, id))) {
         respond_one_invalid(req, "data.id", "must equal the id in the path");
+        return -1;
+    }
+    return 0;
+}
+
+/* organisation_id, when given, must be one the caller may act for: 403
+ * otherwise, decided before the payment is looked up, so that the answer
+ * is the same whether or not it exists. */
+static int check_body_org(http_request *req, json_t *data)
+{
+    const char *org = payment_doc_string(data, "organisation_id");
+    char canon[UUID_STR_LEN + 1];
+    if (!org || uuid_canonical(org, strlen(org), canon) != 0)
+        return 0; /* validation has refused a malformed one already */
+    if (!auth_allows(principal(req), canon)) {
+        respond_forbidden(req);
         return -1;
     }
     return 0;
@@ -1049,13 +1150,17 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
         return;
     json_t *data = json_object_get(root, "data");
     path_id(req, id);
-    int missing = check_id(req, data, id) == 0 ? read_current(req, api, id, &cur) : -1;
+    if (check_id(req, data, id) != 0 || check_body_org(req, data) != 0)
+        goto out;
+    int missing = read_current(req, api, id, &cur);
     if (missing < 0)
         goto out;
     if (!missing && !auth_allows(principal(req),
                                  payment_doc_string(cur.doc, "organisation_id") ?: "")) {
-        respond_forbidden(req);
-        goto out;
+        /* Another organisation's payment is answered as an unknown id. */
+        json_decref(cur.doc);
+        cur = (struct current){0};
+        missing = 1;
     }
     if (!missing && check_org(req, data, &cur) != 0)
         goto out;
@@ -1072,11 +1177,8 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
         char org[UUID_STR_LEN + 1];
         if (async_wanted(req, api) && body_org &&
             uuid_canonical(body_org, strlen(body_org), org) == 0) {
-            if (!auth_allows(principal(req), org))
-                respond_forbidden(req);
-            else
-                async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id, org,
-                             expected, data);
+            async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id, org,
+                         expected, data);
             goto out;
         }
         respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
@@ -1107,11 +1209,15 @@ out:
 
 static void payments_replace(http_request *req, void *ctx)
 {
+    if (offload(req, payments_replace, may_block(ctx, 0) || async_wanted(req, ctx)))
+        return;
     payments_update(req, ctx, PAYMENT_CHECK_REPLACE);
 }
 
 static void payments_patch(http_request *req, void *ctx)
 {
+    if (offload(req, payments_patch, may_block(ctx, 0) || async_wanted(req, ctx)))
+        return;
     payments_update(req, ctx, PAYMENT_CHECK_PATCH);
 }
 
@@ -1134,9 +1240,9 @@ static int delete_query_param(void *arg, const char *key, const char *value)
 }
 
 /* With a key limited to some organisations, the payment is read first:
- * deleting another organisation's payment is 403 (its organisation never
- * changes, so the read cannot go stale).  Returns 0, or -1 after
- * answering. */
+ * another organisation's payment is answered 404, as an unknown id is (its
+ * organisation never changes, so the read cannot go stale).  Returns 0, or
+ * -1 after answering. */
 static int delete_allowed(http_request *req, struct payment_api *api, const char *id)
 {
     const struct auth_principal *p = principal(req);
@@ -1154,7 +1260,7 @@ static int delete_allowed(http_request *req, struct payment_api *api, const char
         return -1;
     }
     if (!auth_allows(p, org)) {
-        respond_forbidden(req);
+        respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
         return -1;
     }
     return 0;
@@ -1163,6 +1269,8 @@ static int delete_allowed(http_request *req, struct payment_api *api, const char
 static void payments_delete(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
+    if (offload(req, payments_delete, may_block(api, 0) || async_wanted(req, api)))
+        return;
     char id[UUID_STR_LEN + 1];
     path_id(req, id);
     struct write_op *w = write_op_new(req, api);
@@ -1227,6 +1335,10 @@ struct list_out {
  * and copied as rows arrive; this much at most. */
 #define LIST_RESERVE_MAX (1024 * 1024)
 
+/* list_row's stop when the page's buffer ran out of memory: positive, so
+ * that it is never taken for one of the store's errors (all negative). */
+#define LIST_STOP_NO_MEMORY 1
+
 static int list_row(void *arg, const char *doc, size_t len, int64_t seq)
 {
     struct list_out *o = arg;
@@ -1238,7 +1350,7 @@ static int list_row(void *arg, const char *doc, size_t len, int64_t seq)
         buf_puts(o->b, ",");
     buf_append(o->b, doc, len);
     o->last_seq = seq;
-    return buf_failed(o->b) ? -1 : 0;
+    return buf_failed(o->b) ? LIST_STOP_NO_MEMORY : 0;
 }
 
 static void append_list_link(struct buf *b, const struct payment_api *api, const char *name,
@@ -1294,6 +1406,8 @@ static int list_restrict(struct payment_query *q, const struct auth_principal *p
 static void payments_list(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
+    if (offload(req, payments_list, may_block(api, 0)))
+        return;
     struct payment_query q;
     struct list_parse lp = {&q, ""};
     payment_query_init(&q);
@@ -1313,6 +1427,8 @@ static void payments_list(http_request *req, void *ctx)
               : visible > 0 ? payment_store_list(api->store, &q, list_row, &out, &more)
                             : PAYMENT_STORE_OK;
     metrics_histogram_observe(&api->store_latency[PAYMENT_OP_LIST], clock_mono_us() - t0);
+    if (err == LIST_STOP_NO_MEMORY)
+        err = PAYMENT_STORE_EINTERNAL;
     if (err != PAYMENT_STORE_OK) {
         buf_free(&b);
         payment_query_clear(&q);
@@ -1343,6 +1459,8 @@ static void payments_list(http_request *req, void *ctx)
 static void operations_fetch(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
+    if (offload(req, operations_fetch, may_block(api, 1)))
+        return;
     char id[UUID_STR_LEN + 1];
     path_id(req, id);
     struct op_view v;
