@@ -24,9 +24,6 @@ struct http_pool {
     pthread_t *threads;     /* n_threads of them */
 };
 
-/* Set on each of a pool's threads to its pool. */
-static _Thread_local const http_pool *pool_current;
-
 static void pool_lock(http_pool *p)
 {
     int rc = pthread_mutex_lock(&p->mu);
@@ -44,7 +41,6 @@ static void pool_unlock(http_pool *p)
 static void *pool_main(void *arg)
 {
     http_pool *p = arg;
-    pool_current = p;
     pool_lock(p);
     for (;;) {
         while (p->queued == 0 && !p->stopping)
@@ -124,11 +120,6 @@ int http_pool_submit(http_pool *p, void (*fn)(void *arg), void *arg)
     pthread_cond_signal(&p->wake);
     pool_unlock(p);
     return HTTP_POOL_OK;
-}
-
-int http_pool_is_current(const http_pool *p)
-{
-    return p && pool_current == p;
 }
 
 void http_pool_stop(http_pool *p)

@@ -78,7 +78,6 @@ http_server *http_request_server(const http_request *req);
 /* Who the request acts as (see authenticate), or NULL. */
 const void *http_request_principal(const http_request *req);
 
-enum http_method http_request_method(const http_request *req);
 /* The method as the client sent it ("GET"). */
 const char *http_request_method_name(const http_request *req);
 const char *http_request_path(const http_request *req);
@@ -88,7 +87,6 @@ const char *http_request_param(const http_request *req);
 const char *http_request_header(const http_request *req, const char *name);
 /* The body (NUL-terminated for convenience; may contain NULs), len set. */
 const char *http_request_body(const http_request *req, size_t *len);
-const char *http_request_id(const http_request *req);
 /* Calls fn for each query parameter, decoded, in order; stops at and
  * returns fn's first non-zero result. */
 int http_request_query_each(const http_request *req,

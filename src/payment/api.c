@@ -463,7 +463,6 @@ static void respond_replay(http_request *req, struct payment_idem_found *f)
     http_respond(req, f->status, &f->body);
 }
 
-/* Appends the decoded query parameters to b, for the fingerprint. */
 /* Appends one decoded query parameter to b, each part length-prefixed so
  * that no two different queries give the same bytes. */
 static int idem_query_param(void *arg, const char *key, const char *value)
