@@ -20,6 +20,10 @@ static void healthz(http_request *req, void *ctx)
 static void readyz(http_request *req, void *ctx)
 {
     struct system_ctx *sys = ctx;
+    if (payment_store_may_block(sys->store) && !http_request_on_pool(req)) {
+        http_request_run_blocking(req, readyz); /* the ping waits on the network */
+        return;
+    }
     if (payment_store_ping(sys->store) != 0) {
         http_respond_error(req, 503, "store_unavailable", "the store does not answer", NULL);
         return;

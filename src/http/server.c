@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <inttypes.h>
 #include <errno.h>
 #include <limits.h>
@@ -24,6 +25,7 @@
 #include "core/metrics.h"
 #include "core/uuid.h"
 #include "http/access_log.h"
+#include "http/pool.h"
 #include "http/ratelimit.h"
 
 #define MAX_HEADERS 8
@@ -35,6 +37,12 @@
 #define HTTP_CONNECTION_MEMORY (12 * 1024)
 /* The reaper's tick: it looks for slow clients once a second. */
 #define REAP_TICK_NS 1000000000L
+/* The blocking pool's defaults (http_server_config.blocking_*): enough
+ * threads for the MongoDB driver's connections to be used in parallel, and
+ * a queue bounded so that a stalled dependency turns requests away at once
+ * rather than piling them up. */
+#define POOL_THREADS_DEFAULT 32
+#define POOL_QUEUE_DEFAULT 1024
 
 /* Statuses metrics are kept for; any other is counted as the last. */
 static const int metric_statuses[] = {200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413,
@@ -63,6 +71,7 @@ struct http_server {
     pthread_cond_t reaper_wake;      /* signalled to stop it (under conns_mu) */
     int reaper_stop;
     access_log *access;              /* the access log and its thread */
+    http_pool *pool;                 /* threads for handlers that may block */
 };
 
 /* A connection as the reaper sees it.  libmicrohttpd's own timeout counts
@@ -107,6 +116,9 @@ struct http_request {
     void (*state_free)(void *);      /* frees state */
     void (*on_answer)(void *);       /* called with state before the answer is queued */
     http_handler_fn then;            /* continuation of a suspended request */
+    http_handler_fn pool_fn;         /* the handler to run on the blocking pool */
+    struct MHD_Response *staged;     /* an answer made on the pool, queued at resume */
+    int staged_status;               /* its status; 0 when none was made */
     /* From here on nothing is zeroed when a request begins: each array is
      * written before it is read (see on_access). */
     char request_id[REQUEST_ID_MAX + 1];
@@ -367,6 +379,8 @@ static void request_free(http_request *req)
 {
     if (req->state_free)
         req->state_free(req->state);
+    if (req->staged)
+        MHD_destroy_response(req->staged); /* the client left before it was queued */
     for (size_t i = 0; i < req->n_headers; i++) {
         if (req->headers[i].owned) {
             free(req->headers[i].name);
@@ -476,6 +490,10 @@ static void respond_early(http_request *req)
 static void run_handler(http_request *req, http_handler_fn fn)
 {
     fn(req, req->route->ctx);
+    /* Handed to the blocking pool: req is the pool thread's now, and it
+     * answers (pool_fn is written on this thread only, before the hand-off). */
+    if (req->pool_fn)
+        return;
     if (!req->status && !req->then)
         http_respond_error(req, 500, "internal_error", "internal error", NULL);
 }
@@ -551,6 +569,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (req->then) {
         http_handler_fn then = req->then;
         req->then = NULL;
+        req->pool_fn = NULL; /* back from the pool, if it went there */
         atomic_fetch_sub(&req->server->suspended, 1);
         run_handler(req, then);
         return req->failed ? MHD_NO : MHD_YES;
@@ -729,6 +748,7 @@ static int bind_listener(const char *host, uint16_t port, int *fd_out, uint16_t 
  * (so after the daemon has stopped: no request adds a line any more). */
 static void server_free(http_server *s)
 {
+    http_pool_stop(s->pool);
     ratelimit_free(s->limiter);
     access_log_stop(s->access);
     free(s->latency);
@@ -762,6 +782,13 @@ int http_server_start(const struct http_server_config *cfg, http_server **out, c
         return -1;
     }
     snprintf(s->id_prefix, sizeof s->id_prefix, "%016" PRIx64, prefix);
+    if (http_pool_start(cfg->blocking_threads ? cfg->blocking_threads : POOL_THREADS_DEFAULT,
+                        cfg->blocking_queue ? cfg->blocking_queue : POOL_QUEUE_DEFAULT,
+                        &s->pool) != HTTP_POOL_OK) {
+        snprintf(errbuf, errlen, "cannot start the HTTP server's blocking pool");
+        server_free(s);
+        return -1;
+    }
     if (cfg->rate_limit > 0 && !(s->limiter = ratelimit_new(cfg->rate_limit))) {
         snprintf(errbuf, errlen, "cannot set up the rate limiter: out of memory");
         server_free(s);
@@ -896,11 +923,9 @@ const void *http_request_principal(const http_request *req)
 
 /* --- request accessors -------------------------------------------------- */
 
-enum http_method http_request_method(const http_request *req) { return req->method; }
 const char *http_request_method_name(const http_request *req) { return req->method_name; }
 const char *http_request_path(const http_request *req) { return req->path; }
 const char *http_request_param(const http_request *req) { return req->param; }
-const char *http_request_id(const http_request *req) { return req->request_id; }
 
 const char *http_request_header(const http_request *req, const char *name)
 {
@@ -963,13 +988,17 @@ void http_request_add_header(http_request *req, const char *name, const char *va
     req->n_headers++;
 }
 
-void http_respond(http_request *req, int status, struct buf *body)
+/* The request a blocking-pool thread is running a handler for, and whether
+ * that handler suspended it again (handing it to a store write): then the
+ * pool thread must not touch it any more. */
+static _Thread_local http_request *pool_request;
+static _Thread_local int pool_request_handed_off;
+
+/* Makes the response: status, body (taken from body), the request's
+ * headers and the ones every response carries.  NULL out of memory. */
+static struct MHD_Response *response_build(http_request *req, struct buf *body)
 {
     struct MHD_Response *resp;
-    if (req->on_answer) {
-        req->on_answer(req->state);
-        req->on_answer = NULL;
-    }
     int has_body = body && body->len > 0;
     if (has_body) {
         size_t len;
@@ -980,11 +1009,8 @@ void http_respond(http_request *req, int status, struct buf *body)
     } else {
         resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     }
-    req->status = status;
-    if (!resp) {
-        req->failed = 1; /* the connection is closed without an answer */
-        return;
-    }
+    if (!resp)
+        return NULL;
     int ok = MHD_add_response_header(resp, "X-Request-Id", req->request_id) == MHD_YES &&
              MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES &&
              MHD_add_response_header(resp, "Cache-Control", "no-store") == MHD_YES;
@@ -996,11 +1022,42 @@ void http_respond(http_request *req, int status, struct buf *body)
     for (size_t i = 0; i < req->n_headers; i++)
         ok = ok && MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value) ==
                        MHD_YES;
-    if (!ok || MHD_queue_response(req->conn, (unsigned int)status, resp) != MHD_YES) {
+    if (!ok) {
+        MHD_destroy_response(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+/* Queues resp (NULL: it could not be made) on the loop thread and lets go
+ * of it; a failure closes the connection without an answer. */
+static void response_queue(http_request *req, int status, struct MHD_Response *resp)
+{
+    req->status = status;
+    if (!resp || MHD_queue_response(req->conn, (unsigned int)status, resp) != MHD_YES) {
         log_msg(req->server->cfg.log, LOG_WARN, "could not queue a %d response", status);
         req->failed = 1;
     }
-    MHD_destroy_response(resp);
+    if (resp)
+        MHD_destroy_response(resp);
+}
+
+void http_respond(http_request *req, int status, struct buf *body)
+{
+    assert(!req->status && !req->staged_status); /* a handler answers once */
+    if (req->on_answer) {
+        req->on_answer(req->state);
+        req->on_answer = NULL;
+    }
+    struct MHD_Response *resp = response_build(req, body);
+    if (pool_request == req) {
+        /* libmicrohttpd queues a response from the connection's own
+         * thread only: this one is queued when the request resumes. */
+        req->staged = resp;
+        req->staged_status = status;
+        return;
+    }
+    response_queue(req, status, resp);
 }
 
 void http_respond_buf(http_request *req, int status, struct buf *b)
@@ -1057,7 +1114,13 @@ void http_request_on_answer(http_request *req, void (*fn)(void *state))
 
 void http_request_suspend(http_request *req, http_handler_fn then)
 {
+    assert(!req->status && !req->staged_status && !req->then);
     req->then = then;
+    if (pool_request == req) {
+        /* Suspended already, by http_request_run_blocking. */
+        pool_request_handed_off = 1;
+        return;
+    }
     atomic_fetch_add(&req->server->suspended, 1);
     MHD_suspend_connection(req->conn);
 }
@@ -1065,4 +1128,62 @@ void http_request_suspend(http_request *req, http_handler_fn then)
 void http_request_resume(http_request *req)
 {
     MHD_resume_connection(req->conn);
+}
+
+/* --- the blocking pool -------------------------------------------------- */
+
+/* The continuation that queues what a handler answered on the pool. */
+static void respond_staged(http_request *req, void *ctx)
+{
+    (void)ctx;
+    struct MHD_Response *resp = req->staged;
+    req->staged = NULL;
+    response_queue(req, req->staged_status, resp);
+}
+
+static void respond_pool_full(http_request *req, void *ctx)
+{
+    (void)ctx;
+    http_respond_error(req, 503, "server_busy",
+                       "the server has too much blocking work queued; retry later", NULL);
+}
+
+/* A pool thread: runs the handler, then resumes the request unless the
+ * handler handed it on (its hand-off resumes it). */
+static void pool_job_run(void *arg)
+{
+    http_request *req = arg;
+    pool_request = req;
+    pool_request_handed_off = 0;
+    req->pool_fn(req, req->route->ctx);
+    int handed_off = pool_request_handed_off;
+    pool_request = NULL;
+    if (handed_off)
+        return; /* req may be answered and freed by now */
+    if (!req->staged_status) {
+        /* A handler that neither answered nor suspended: a bug. */
+        assert(!"a handler on the blocking pool returned without answering");
+        req->staged_status = 500;
+    }
+    req->then = respond_staged;
+    http_request_resume(req);
+}
+
+void http_request_run_blocking(http_request *req, http_handler_fn fn)
+{
+    assert(pool_request != req && !req->status && !req->then && req->route);
+    req->pool_fn = fn;
+    /* Suspended before it is handed over, so that the pool's resume can
+     * never come first. */
+    atomic_fetch_add(&req->server->suspended, 1);
+    MHD_suspend_connection(req->conn);
+    if (http_pool_submit(req->server->pool, pool_job_run, req) != HTTP_POOL_OK) {
+        req->then = respond_pool_full;
+        http_request_resume(req);
+    }
+}
+
+int http_request_on_pool(const http_request *req)
+{
+    return pool_request == req;
 }

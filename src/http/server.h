@@ -4,7 +4,13 @@
  * in memory (bounded by max_body), then its route's handler runs on the
  * loop thread.  A handler either answers at once or suspends the request,
  * hands work to another thread, and is resumed when that work is done; the
- * loop never blocks on a write to the store.
+ * loop never blocks on a write to the store.  A handler that would wait on
+ * the network (a MongoDB read, the broker) asks to run on the server's
+ * blocking pool instead (http_request_run_blocking): a bounded set of
+ * threads and a bounded queue, full at which the request is answered 503
+ * server_busy with Retry-After at once.  The loop threads thus keep
+ * answering /healthz, /metrics and every request that needs no stalled
+ * dependency.
  *
  * Checks made here, before any handler, in the order that decides which
  * error a client sees: route and method (404, 405 with Allow), credentials
@@ -43,6 +49,8 @@ struct http_server_config {
      * no principal. */
     const void *(*authenticate)(void *ctx, const char *authorization);
     void *auth_ctx;
+    unsigned blocking_threads;        /* threads of the blocking pool; 0: 32 */
+    size_t blocking_queue;            /* requests waiting for them, beyond: 503; 0: 1024 */
 };
 
 /* Binds and starts serving.  Returns 0, or -1 with a one-line reason in
@@ -70,7 +78,6 @@ http_server *http_request_server(const http_request *req);
 /* Who the request acts as (see authenticate), or NULL. */
 const void *http_request_principal(const http_request *req);
 
-enum http_method http_request_method(const http_request *req);
 /* The method as the client sent it ("GET"). */
 const char *http_request_method_name(const http_request *req);
 const char *http_request_path(const http_request *req);
@@ -80,7 +87,6 @@ const char *http_request_param(const http_request *req);
 const char *http_request_header(const http_request *req, const char *name);
 /* The body (NUL-terminated for convenience; may contain NULs), len set. */
 const char *http_request_body(const http_request *req, size_t *len);
-const char *http_request_id(const http_request *req);
 /* Calls fn for each query parameter, decoded, in order; stops at and
  * returns fn's first non-zero result. */
 int http_request_query_each(const http_request *req,
@@ -122,5 +128,19 @@ void http_request_suspend(http_request *req, http_handler_fn then);
 
 /* Wakes a suspended request; safe from any thread, exactly once. */
 void http_request_resume(http_request *req);
+
+/* --- Blocking work ------------------------------------------------------- */
+
+/* Runs fn(req, route ctx) on a thread of the server's blocking pool, the
+ * request suspended meanwhile: call it from a handler on the loop thread,
+ * as its last step.  fn is a handler like any other (it answers, or
+ * suspends and answers from its continuation, which runs on a loop
+ * thread); what it answers on the pool is queued when the request resumes.
+ * When the pool's queue is full the request is answered 503 server_busy,
+ * with Retry-After, without running fn. */
+void http_request_run_blocking(http_request *req, http_handler_fn fn);
+
+/* Whether the caller is the blocking pool's thread running req's handler. */
+int http_request_on_pool(const http_request *req);
 
 #endif

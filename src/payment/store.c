@@ -88,6 +88,12 @@ void payment_store_close(payment_store *s)
         s->backend->close(s);
 }
 
+int payment_store_may_block(const payment_store *s)
+{
+    /* MongoDB always may, whether or not its table says so. */
+    return s->backend->may_block || s->backend == &payment_store_mongo_backend;
+}
+
 int payment_store_ping(payment_store *s)
 {
     return s->backend->ping(s);

@@ -143,6 +143,11 @@ int payment_store_backup(const char *uri, const char *dest, char *errbuf, size_t
 /* Waits for submitted writes to complete, then closes.  NULL is a no-op. */
 void payment_store_close(payment_store *s);
 
+/* Whether the store's calls may wait on the network (a server that does
+ * not answer, within the store's own timeouts), so that callers must make
+ * them off an HTTP event-loop thread: MongoDB yes, the embedded store no. */
+int payment_store_may_block(const payment_store *s);
+
 /* 0 when the store answers a trivial query now, else negative (/readyz). */
 int payment_store_ping(payment_store *s);
 

@@ -19,6 +19,7 @@
 
 struct payment_store_backend {
     const char *scheme; /* the URI's scheme, before ':', matched case-insensitively */
+    int may_block;      /* its calls may wait on the network (payment_store_may_block) */
     /* Its part of payment_store_init, or NULL. */
     int (*init)(char *errbuf, size_t errlen);
     /* uri is the whole URI; its scheme is this backend's.  flags: store.h. */

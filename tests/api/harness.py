@@ -40,7 +40,7 @@ ERROR_CODES = {
     "unsupported_media_type", "store_unavailable", "internal_error",
     # --api-keys, limits and idempotency (safe retries and isolation)
     "unauthorized", "forbidden", "rate_limited", "idempotency_key_reused", "idempotency_key_in_use",
-    "broker_unavailable", "shutting_down",
+    "broker_unavailable", "shutting_down", "server_busy",
 }
 
 # --------------------------------------------------------------------------

@@ -74,14 +74,15 @@ def tenants_are_isolated(t):
                      "beta reads alpha's payment")
         expect_status(c.get("/v1/payments/%s" % pa, headers=_as("alpha")), 200, "alpha reads")
         expect_status(c.get("/v1/payments/%s" % pa, headers=_as("root")), 200, "root reads")
-        # Changing it: 403.
+        # Changing it: 403 for a body naming alpha's organisation, else 404 as if it did
+        # not exist.
         body = payment(org=ORG_A)
         body["data"]["version"] = 0
         expect_error(c.put("/v1/payments/%s" % pa, body, headers=_as("beta")), 403, "forbidden",
                      "beta replaces alpha's payment")
         expect_error(c.patch("/v1/payments/%s" % pa, {"data": {"version": 0}},
-                             headers=_as("beta")), 403, "forbidden", "beta patches")
-        expect_error(c.delete("/v1/payments/%s" % pa, headers=_as("beta")), 403, "forbidden",
+                             headers=_as("beta")), 404, "not_found", "beta patches")
+        expect_error(c.delete("/v1/payments/%s" % pa, headers=_as("beta")), 404, "not_found",
                      "beta deletes alpha's payment")
         expect_status(c.get("/v1/payments/%s" % pa, headers=_as("alpha")), 200,
                       "alpha's payment survived")

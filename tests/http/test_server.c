@@ -1,11 +1,14 @@
 /* The server's access log: batched, yet every line arrives whole, soon, and
- * all of them by the time the server has stopped. */
+ * all of them by the time the server has stopped.  The blocking pool: a
+ * handler waiting there holds up no other request, and a full queue is
+ * answered 503 at once. */
 #include "http/server.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +27,51 @@ static void hello(http_request *req, void *ctx)
     http_respond_buf(req, 200, &b);
 }
 
+/* The gate the pool's handlers wait at: a stand-in for a stalled
+ * dependency. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+static int gate_waiting; /* handlers waiting at it */
+
+static void gate_set(int open)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_open = open;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static int gate_waiters(void)
+{
+    pthread_mutex_lock(&gate_mu);
+    int n = gate_waiting;
+    pthread_mutex_unlock(&gate_mu);
+    return n;
+}
+
+/* Runs on the pool: waits for the gate, then answers as hello does. */
+static void blocked_hello(http_request *req, void *ctx)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_waiting++;
+    while (!gate_open)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    gate_waiting--;
+    pthread_mutex_unlock(&gate_mu);
+    hello(req, ctx);
+}
+
+static void block(http_request *req, void *ctx)
+{
+    (void)ctx;
+    http_request_run_blocking(req, blocked_hello);
+}
+
 static const struct http_route routes[] = {
     {HTTP_GET, "/hello", hello, 0, NULL},
     {HTTP_GET, "/hello/{id}", hello, 0, NULL},
+    {HTTP_GET, "/block", block, 0, NULL},
 };
 
 /* A server whose log goes to an unlinked temporary file. */
@@ -36,7 +81,10 @@ struct fixture {
     int sock; /* one keep-alive client connection */
 };
 
-static int fixture_start(struct fixture *f)
+/* A server of threads loop threads, and pool_threads and pool_queue for
+ * the blocking pool (0: the defaults). */
+static int fixture_start_with(struct fixture *f, unsigned threads, unsigned pool_threads,
+                              size_t pool_queue)
 {
     char name[] = "/tmp/test_server_XXXXXX";
     memset(f, 0, sizeof *f);
@@ -52,7 +100,9 @@ static int fixture_start(struct fixture *f)
     f->lg = (struct logger){LOG_INFO, fd};
     struct http_server_config cfg = {
         .host = "127.0.0.1",
-        .threads = 2,
+        .threads = threads,
+        .blocking_threads = pool_threads,
+        .blocking_queue = pool_queue,
         .max_body = 4096,
         .client_timeout_s = 30,
         .max_connections = 100,
@@ -69,11 +119,18 @@ static int fixture_start(struct fixture *f)
     f->sock = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(http_server_port(f->srv))};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (f->sock < 0 || connect(f->sock, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    struct timeval tv = {10, 0}; /* a server that never answers fails a test, not hangs it */
+    if (f->sock < 0 || setsockopt(f->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        connect(f->sock, (struct sockaddr *)&sa, sizeof sa) != 0) {
         fprintf(stderr, "  connect: %s\n", strerror(errno));
         return -1;
     }
     return 0;
+}
+
+static int fixture_start(struct fixture *f)
+{
+    return fixture_start_with(f, 2, 0, 0);
 }
 
 /* Sends GET path and reads the whole answer (its body is short and its
@@ -218,5 +275,97 @@ static void test_long_line_whole(void)
     close(f.lg.fd);
 }
 
+/* A new connection to f's server that sent GET path; -1 on failure.  Reads
+ * time out after 10 s, so that a server that never answers fails the test
+ * rather than hanging it. */
+static int send_get(const struct fixture *f, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(http_server_port(f->srv))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {10, 0};
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || write(fd, req, (size_t)n) != n) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads one answer from fd (until its body has ended, or has the end
+ * marker) into out; returns its status, or -1. */
+static int read_answer(int fd, const char *marker, char *out, size_t cap)
+{
+    size_t got = 0;
+    out[0] = '\0';
+    for (;;) {
+        ssize_t r = read(fd, out + got, cap - 1 - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+        out[got] = '\0';
+        const char *end = strstr(out, "\r\n\r\n");
+        if (end && strstr(end, marker))
+            return atoi(out + 9);
+    }
+}
+
+/* With one loop thread, a handler waiting on the pool holds up no other
+ * request, and its answer arrives once it is done. */
+static void test_pool_does_not_hold_the_loop(void)
+{
+    struct fixture f;
+    gate_set(0);
+    CHECK_INT(fixture_start_with(&f, 1, 2, 4), 0);
+    int fd = send_get(&f, "/block");
+    CHECK(fd >= 0);
+    for (int i = 0; i < 500 && gate_waiters() < 1; i++)
+        sleep_ms(10);
+    CHECK_INT(gate_waiters(), 1);
+    int64_t t0 = clock_mono_us();
+    CHECK_INT(get(&f, "/hello"), 0);
+    CHECK(clock_mono_us() - t0 < 2000000);
+    gate_set(1);
+    char resp[4096];
+    CHECK_INT(read_answer(fd, "{\"hello\":1}", resp, sizeof resp), 200);
+    close(fd);
+    fixture_stop(&f);
+    close(f.lg.fd);
+}
+
+/* A full pool queue: 503 server_busy with Retry-After, at once; the
+ * requests running and queued are answered when they can be. */
+static void test_pool_full_is_503(void)
+{
+    struct fixture f;
+    gate_set(0);
+    CHECK_INT(fixture_start_with(&f, 1, 1, 1), 0);
+    int running = send_get(&f, "/block");
+    for (int i = 0; i < 500 && gate_waiters() < 1; i++)
+        sleep_ms(10);
+    CHECK_INT(gate_waiters(), 1);
+    int queued = send_get(&f, "/block");
+    sleep_ms(200); /* taken into the queue */
+    int64_t t0 = clock_mono_us();
+    int refused = send_get(&f, "/block");
+    char resp[4096];
+    CHECK_INT(read_answer(refused, "}", resp, sizeof resp), 503);
+    CHECK(clock_mono_us() - t0 < 2000000);
+    CHECK(strstr(resp, "\"error_code\":\"server_busy\"") != NULL);
+    CHECK(strstr(resp, "Retry-After: 1") != NULL);
+    gate_set(1);
+    CHECK_INT(read_answer(running, "{\"hello\":1}", resp, sizeof resp), 200);
+    CHECK_INT(read_answer(queued, "{\"hello\":1}", resp, sizeof resp), 200);
+    close(running);
+    close(queued);
+    close(refused);
+    fixture_stop(&f);
+    close(f.lg.fd);
+}
+
 TEST_MAIN(TEST(test_lines_written_soon), TEST(test_stop_writes_every_line),
-          TEST(test_long_line_whole))
+          TEST(test_long_line_whole), TEST(test_pool_does_not_hold_the_loop),
+          TEST(test_pool_full_is_503))

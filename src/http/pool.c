@@ -1,0 +1,129 @@
+/* pool: the HTTP layer's threads for blocking work (see pool.h).  A ring of
+ * queue_max job slots under one mutex; idle threads sleep on a condition
+ * variable.  The pool owns its ring and its threads. */
+#include "http/pool.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+struct pool_job {
+    void (*fn)(void *arg); /* what to run */
+    void *arg;             /* its argument, owned by the submitter */
+};
+
+struct http_pool {
+    pthread_mutex_t mu;     /* guards everything below but threads */
+    pthread_cond_t wake;    /* a job was queued, or stopping */
+    struct pool_job *ring;  /* queue_max slots */
+    size_t queue_max;       /* capacity of ring */
+    size_t head;            /* the oldest queued job */
+    size_t queued;          /* jobs in ring */
+    int stopping;           /* set by http_pool_stop: exit once the ring is empty */
+    unsigned n_threads;     /* threads started */
+    pthread_t *threads;     /* n_threads of them */
+};
+
+static void pool_lock(http_pool *p)
+{
+    int rc = pthread_mutex_lock(&p->mu);
+    assert(rc == 0); /* a default mutex fails only when misused */
+    (void)rc;
+}
+
+static void pool_unlock(http_pool *p)
+{
+    int rc = pthread_mutex_unlock(&p->mu);
+    assert(rc == 0);
+    (void)rc;
+}
+
+static void *pool_main(void *arg)
+{
+    http_pool *p = arg;
+    pool_lock(p);
+    for (;;) {
+        while (p->queued == 0 && !p->stopping)
+            pthread_cond_wait(&p->wake, &p->mu);
+        if (p->queued == 0)
+            break; /* stopping, and nothing left */
+        struct pool_job job = p->ring[p->head];
+        p->head = (p->head + 1) % p->queue_max;
+        p->queued--;
+        pool_unlock(p);
+        job.fn(job.arg);
+        pool_lock(p);
+    }
+    pool_unlock(p);
+    return NULL;
+}
+
+/* Stops and joins the threads started so far, then frees p. */
+static void pool_free(http_pool *p)
+{
+    pool_lock(p);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->wake);
+    pool_unlock(p);
+    for (unsigned i = 0; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->mu);
+    free(p->threads);
+    free(p->ring);
+    free(p);
+}
+
+int http_pool_start(unsigned threads, size_t queue_max, http_pool **out)
+{
+    assert(threads >= 1 && queue_max >= 1);
+    *out = NULL;
+    http_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return HTTP_POOL_ESTART;
+    p->queue_max = queue_max;
+    p->ring = calloc(queue_max, sizeof *p->ring);
+    p->threads = calloc(threads, sizeof *p->threads);
+    if (!p->ring || !p->threads || pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p->ring);
+        free(p->threads);
+        free(p);
+        return HTTP_POOL_ESTART;
+    }
+    if (pthread_cond_init(&p->wake, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p->ring);
+        free(p->threads);
+        free(p);
+        return HTTP_POOL_ESTART;
+    }
+    for (; p->n_threads < threads; p->n_threads++) {
+        if (pthread_create(&p->threads[p->n_threads], NULL, pool_main, p) != 0) {
+            pool_free(p);
+            return HTTP_POOL_ESTART;
+        }
+    }
+    *out = p;
+    return HTTP_POOL_OK;
+}
+
+int http_pool_submit(http_pool *p, void (*fn)(void *arg), void *arg)
+{
+    pool_lock(p);
+    assert(!p->stopping); /* the owner stops submitting before it stops the pool */
+    if (p->queued == p->queue_max) {
+        pool_unlock(p);
+        return HTTP_POOL_EFULL;
+    }
+    p->ring[(p->head + p->queued) % p->queue_max] = (struct pool_job){fn, arg};
+    p->queued++;
+    pthread_cond_signal(&p->wake);
+    pool_unlock(p);
+    return HTTP_POOL_OK;
+}
+
+void http_pool_stop(http_pool *p)
+{
+    if (p)
+        pool_free(p);
+}

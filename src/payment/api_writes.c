@@ -1,0 +1,391 @@
+/* api_writes: the write handlers: create, replace, patch and delete, each in the
+ * order that decides which error wins, then the store's compare-and-set
+ * (or, asynchronously, the broker). */
+#include "payment/api_internal.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "payment/doc.h"
+#include "payment/merge.h"
+
+void api_payments_create(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    if (api_offload(req, api_payments_create, api_may_block(api, 0) || api_async_wanted(req, api)))
+        return;
+    struct api_write_op *w = api_write_op_new(req, api);
+    if (!w || api_idem_begin(req, w) != 0)
+        return;
+    json_t *root = api_read_payment_body(req, api, PAYMENT_CHECK_CREATE);
+    if (!root)
+        return;
+    json_t *data = json_object_get(root, "data");
+    const char *given = payment_doc_string(data, "id");
+    char org[UUID_STR_LEN + 1];
+    const char *org_in = payment_doc_string(data, "organisation_id");
+    struct uuid u;
+    int64_t now = clock_now_ms();
+    /* Validation checked the client's id and the organisation as UUIDs. */
+    assert(org_in);
+    int org_rc = uuid_canonical(org_in, strlen(org_in), org);
+    assert(org_rc == 0);
+    (void)org_rc;
+    if (!auth_allows(api_principal(req), org)) {
+        json_decref(root);
+        api_respond_forbidden(req);
+        return;
+    }
+    if (given) {
+        int id_rc = uuid_canonical(given, strlen(given), w->id);
+        assert(id_rc == 0);
+        (void)id_rc;
+    } else if (uuid_v7_generate(now, &u) == 0) {
+        uuid_format(&u, w->id);
+    } else {
+        json_decref(root);
+        api_respond_internal(req); /* no random source: nothing was written */
+        return;
+    }
+    w->creates = 1; /* from here on a 5xx names w->id */
+    if (api_async_wanted(req, api)) {
+        if (json_object_set_new(data, "id", json_string(w->id)) != 0)
+            api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
+        else
+            api_async_submit(req, w, "create", w->id, org, -1, data);
+        json_decref(root);
+        return;
+    }
+    char created_on[CLOCK_TIMESTAMP_LEN + 1];
+    clock_format_ms(now, created_on);
+    w->doc = payment_doc_new(api_type_or(data, "payments"), w->id, 0, org, created_on, now,
+                             json_object_get(data, "attributes"),
+                             api_non_null(json_object_get(data, "relationships")));
+    json_decref(root);
+    if (api_write_op_prepare(req, w, now, now, 201) != 0)
+        return;
+    api_write_op_submit(req, w, PAYMENT_OP_CREATE, -1);
+}
+
+/* The stored payment an update is based on. */
+struct current {
+    json_t *doc;        /* parsed stored document */
+    int64_t version;    /* stored version */
+    int64_t created_ms; /* stored creation time */
+};
+
+/* Reads the stored payment.  Returns 0, 1 when there is none (not
+ * answered: a 404 loses to validation and version errors), or -1 after
+ * answering 503/500. */
+static int read_current(http_request *req, struct payment_api *api, const char *id,
+                        struct current *cur)
+{
+    struct buf b = BUF_INIT;
+    int64_t t0 = clock_mono_us();
+    int err = payment_store_get_meta(api->store, id, &b, &cur->version, &cur->created_ms);
+    metrics_histogram_observe(&api->store_latency[PAYMENT_OP_GET], clock_mono_us() - t0);
+    if (err == PAYMENT_STORE_ENOTFOUND) {
+        buf_free(&b);
+        return 1;
+    }
+    if (err != PAYMENT_STORE_OK) {
+        buf_free(&b);
+        api_respond_store_error(req, err, -1);
+        return -1;
+    }
+    cur->doc = json_loadb(b.data, b.len, 0, NULL);
+    buf_free(&b);
+    if (!json_is_object(cur->doc)) {
+        json_decref(cur->doc);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The body's id, when given, must be the path's. */
+static int check_id(http_request *req, json_t *data, const char *id)
+{
+    const char *body_id = payment_doc_string(data, "id");
+    char canon[UUID_STR_LEN + 1];
+    if (body_id && (uuid_canonical(body_id, strlen(body_id), canon) != 0 || strcmp(canon, id))) {
+        api_respond_one_invalid(req, "data.id", "must equal the id in the path");
+        return -1;
+    }
+    return 0;
+}
+
+/* organisation_id, when given, must be one the caller may act for: 403
+ * otherwise, decided before the payment is looked up, so that the answer
+ * is the same whether or not it exists. */
+static int check_body_org(http_request *req, json_t *data)
+{
+    const char *org = payment_doc_string(data, "organisation_id");
+    char canon[UUID_STR_LEN + 1];
+    if (!org || uuid_canonical(org, strlen(org), canon) != 0)
+        return 0; /* validation has refused a malformed one already */
+    if (!auth_allows(api_principal(req), canon)) {
+        api_respond_forbidden(req);
+        return -1;
+    }
+    return 0;
+}
+
+/* organisation_id, when given, must be the stored one. */
+static int check_org(http_request *req, json_t *data, const struct current *cur)
+{
+    const char *org = payment_doc_string(data, "organisation_id");
+    char canon[UUID_STR_LEN + 1];
+    if (!org)
+        return 0;
+    if (uuid_canonical(org, strlen(org), canon) != 0 ||
+        strcmp(canon, payment_doc_string(cur->doc, "organisation_id") ?: "") != 0) {
+        api_respond_one_invalid(req, "data.organisation_id",
+                            "cannot change: must equal the stored organisation_id");
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds the next version of cur from attributes and relationships, and
+ * submits the compare-and-set write. */
+static void submit_update(http_request *req, struct api_write_op *w, const char *id, json_t *data,
+                          const struct current *cur, json_t *attributes, json_t *relationships)
+{
+    int64_t now = clock_now_ms();
+    snprintf(w->id, sizeof w->id, "%s", id);
+    w->doc = payment_doc_new(api_type_or(data, payment_doc_string(cur->doc, "type") ?: "payments"),
+                             id, cur->version + 1,
+                             payment_doc_string(cur->doc, "organisation_id"),
+                             payment_doc_string(cur->doc, "created_on") ?: "", now, attributes,
+                             relationships);
+    if (api_write_op_prepare(req, w, cur->created_ms, now, 200) != 0)
+        return;
+    api_write_op_submit(req, w, PAYMENT_OP_UPDATE, cur->version);
+}
+
+/* Merges the patch's attributes and relationships into the stored ones and
+ * validates the result; answers 400 and returns -1 when it is not valid.
+ * A null attributes patch changes nothing; a null relationships patch
+ * removes them (RFC 7396). */
+static int merge_current(http_request *req, struct payment_api *api, json_t *data,
+                         const struct current *cur, json_t **attributes, json_t **relationships)
+{
+    json_t *pa = json_object_get(data, "attributes");
+    json_t *pr = json_object_get(data, "relationships");
+    json_t *ca = json_object_get(cur->doc, "attributes");
+    json_t *cr = json_object_get(cur->doc, "relationships");
+    if (json_is_null(pa))
+        pa = NULL;
+    *attributes = pa ? merge_patch(ca, pa) : json_incref(ca);
+    if (json_is_null(pr))
+        *relationships = NULL;
+    else if (pr)
+        *relationships = merge_patch(cr, pr); /* from {} when there are none */
+    else
+        *relationships = json_incref(cr);
+    json_t *errors = json_array();
+    if (!*attributes || (pr && !json_is_null(pr) && !*relationships) || !errors) {
+        json_decref(errors);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return -1;
+    }
+    int n = 0;
+    if (!json_is_object(*attributes)) {
+        n = api_problem(errors, "data.attributes", "must be an object");
+    } else {
+        payment_attributes_strip_nulls(*attributes); /* nulls inside patched arrays */
+        n = payment_validate_attributes(api->validator, *attributes, errors);
+    }
+    if (n == 0 && *relationships && !json_is_object(*relationships))
+        n = api_problem(errors, "data.relationships", "must be an object");
+    if (n != 0) {
+        if (n < 0)
+            http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        else
+            api_respond_invalid(req, errors);
+    }
+    json_decref(errors);
+    return n == 0 ? 0 : -1;
+}
+
+/* PUT and PATCH, in the order that decides which error wins: the body and
+ * its validation; the stored payment is then read so that a different
+ * organisation_id, or (PATCH) an invalid merge result, is a validation
+ * error too; then a missing version (428), existence (404) and the version
+ * (409); then the compare-and-set write, which alone decides a race. */
+static void payments_update(http_request *req, struct payment_api *api, enum payment_check mode)
+{
+    char id[UUID_STR_LEN + 1];
+    int64_t expected;
+    struct current cur = {0};
+    json_t *attributes = NULL, *relationships = NULL;
+    struct api_write_op *w = api_write_op_new(req, api);
+    if (!w || api_idem_begin(req, w) != 0)
+        return;
+    json_t *root = api_read_payment_body(req, api, mode);
+    if (!root)
+        return;
+    json_t *data = json_object_get(root, "data");
+    api_path_id(req, id);
+    if (check_id(req, data, id) != 0 || check_body_org(req, data) != 0)
+        goto out;
+    int missing = read_current(req, api, id, &cur);
+    if (missing < 0)
+        goto out;
+    if (!missing && !auth_allows(api_principal(req),
+                                 payment_doc_string(cur.doc, "organisation_id") ?: "")) {
+        /* Another organisation's payment is answered as an unknown id. */
+        json_decref(cur.doc);
+        cur = (struct current){0};
+        missing = 1;
+    }
+    if (!missing && check_org(req, data, &cur) != 0)
+        goto out;
+    if (!missing && mode == PAYMENT_CHECK_PATCH &&
+        merge_current(req, api, data, &cur, &attributes, &relationships) != 0)
+        goto out;
+    if (api_client_version(req, data, 1, &expected) != 0)
+        goto out;
+    if (missing) {
+        /* Asynchronously, a payment not stored yet (its create may still
+         * be queued before this write) is the worker's to find, when the
+         * body names the organisation that routes the operation. */
+        const char *body_org = payment_doc_string(data, "organisation_id");
+        char org[UUID_STR_LEN + 1];
+        if (api_async_wanted(req, api) && body_org &&
+            uuid_canonical(body_org, strlen(body_org), org) == 0) {
+            api_async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id, org,
+                         expected, data);
+            goto out;
+        }
+        api_respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
+        goto out;
+    }
+    if (api_async_wanted(req, api)) {
+        /* Checked here against the payment as it is now; the worker checks
+         * again, and decides the version, when it applies the operation. */
+        api_async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id,
+                     payment_doc_string(cur.doc, "organisation_id") ?: "", expected, data);
+        goto out;
+    }
+    if (cur.version != expected) {
+        api_respond_store_error(req, PAYMENT_STORE_ECONFLICT, cur.version);
+        goto out;
+    }
+    if (mode == PAYMENT_CHECK_REPLACE) {
+        attributes = json_incref(json_object_get(data, "attributes"));
+        relationships = json_incref(api_non_null(json_object_get(data, "relationships")));
+    }
+    submit_update(req, w, id, data, &cur, attributes, relationships);
+out:
+    json_decref(attributes);
+    json_decref(relationships);
+    json_decref(cur.doc);
+    json_decref(root);
+}
+
+void api_payments_replace(http_request *req, void *ctx)
+{
+    if (api_offload(req, api_payments_replace, api_may_block(ctx, 0) || api_async_wanted(req, ctx)))
+        return;
+    payments_update(req, ctx, PAYMENT_CHECK_REPLACE);
+}
+
+void api_payments_patch(http_request *req, void *ctx)
+{
+    if (api_offload(req, api_payments_patch, api_may_block(ctx, 0) || api_async_wanted(req, ctx)))
+        return;
+    payments_update(req, ctx, PAYMENT_CHECK_PATCH);
+}
+
+struct delete_query {
+    int64_t version; /* -1 unless ?version= was given */
+    int bad;         /* 1: malformed, repeated or unknown parameter */
+};
+
+static int delete_query_param(void *arg, const char *key, const char *value)
+{
+    struct delete_query *q = arg;
+    if (strcmp(key, "version") != 0 || q->version != -1 ||
+        api_parse_version(value, strlen(value), &q->version) != 0) {
+        q->bad = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* With a key limited to some organisations, the payment is read first:
+ * another organisation's payment is answered 404, as an unknown id is (its
+ * organisation never changes, so the read cannot go stale).  Returns 0, or
+ * -1 after answering. */
+static int delete_allowed(http_request *req, struct payment_api *api, const char *id)
+{
+    const struct auth_principal *p = api_principal(req);
+    if (!p || p->all_orgs)
+        return 0;
+    struct buf b = BUF_INIT;
+    int64_t version;
+    char org[UUID_STR_LEN + 1];
+    int err = payment_store_get(api->store, id, &b, &version);
+    if (err == PAYMENT_STORE_OK && api_doc_org(b.data, b.len, org) != 0)
+        err = PAYMENT_STORE_EINTERNAL;
+    buf_free(&b);
+    if (err != PAYMENT_STORE_OK) {
+        api_respond_store_error(req, err, -1);
+        return -1;
+    }
+    if (!auth_allows(p, org)) {
+        api_respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
+        return -1;
+    }
+    return 0;
+}
+
+void api_payments_delete(http_request *req, void *ctx)
+{
+    struct payment_api *api = ctx;
+    if (api_offload(req, api_payments_delete, api_may_block(api, 0) || api_async_wanted(req, api)))
+        return;
+    char id[UUID_STR_LEN + 1];
+    api_path_id(req, id);
+    struct api_write_op *w = api_write_op_new(req, api);
+    if (!w || api_idem_begin(req, w) != 0)
+        return;
+    struct delete_query q = {-1, 0};
+    http_request_query_each(req, delete_query_param, &q);
+    if (q.bad) {
+        http_respond_error(req, 400, "bad_request",
+                           "the only parameter is version, a non-negative integer, once", NULL);
+        return;
+    }
+    int64_t hv;
+    int h = api_if_match_version(req, &hv);
+    if (h < 0 || (h && q.version != -1 && hv != q.version)) {
+        http_respond_error(req, 400, "bad_request",
+                           h < 0 ? api_if_match_malformed : "If-Match and ?version disagree", NULL);
+        return;
+    }
+    if (delete_allowed(req, api, id) != 0)
+        return;
+    if (api_async_wanted(req, api)) {
+        struct buf b = BUF_INIT;
+        int64_t version;
+        char org[UUID_STR_LEN + 1];
+        int err = payment_store_get(api->store, id, &b, &version);
+        if (err == PAYMENT_STORE_OK && api_doc_org(b.data, b.len, org) != 0)
+            err = PAYMENT_STORE_EINTERNAL;
+        buf_free(&b);
+        if (err != PAYMENT_STORE_OK)
+            api_respond_store_error(req, err, -1);
+        else
+            api_async_submit(req, w, "delete", id, org, h ? hv : q.version, NULL);
+        return;
+    }
+    snprintf(w->id, sizeof w->id, "%s", id);
+    w->status = 204;
+    api_write_op_submit(req, w, PAYMENT_OP_DELETE, h ? hv : q.version);
+}
