@@ -90,8 +90,7 @@ void payment_store_close(payment_store *s)
 
 int payment_store_may_block(const payment_store *s)
 {
-    /* MongoDB always may, whether or not its table says so. */
-    return s->backend->may_block || s->backend == &payment_store_mongo_backend;
+    return s->backend->may_block;
 }
 
 int payment_store_ping(payment_store *s)

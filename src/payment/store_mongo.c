@@ -245,6 +245,7 @@ static void mongo_close(payment_store *s)
 
 const struct payment_store_backend payment_store_mongo_backend = {
     .scheme = "mongodb",
+    .may_block = 1, /* every call is a round trip to MongoDB */
     .open = mongo_open,
     .close = mongo_close,
     .ping = mongo_ping,
