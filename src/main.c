@@ -12,6 +12,7 @@
 #include "app/system.h"
 #include "auth/keys.h"
 #include "broker/broker.h"
+#include "broker/opstream.h"
 #include "broker/worker.h"
 #include "core/log.h"
 #include "http/server.h"
@@ -82,12 +83,14 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
     wc.partitions = cfg->partitions;
     wc.worker_id = cfg->worker_id[0] ? cfg->worker_id : NULL;
     wc.replicas = cfg->broker_replicas;
+    wc.max_attempts = cfg->max_apply_attempts;
+    wc.repartition = cfg->repartition;
     /* The broker may still be electing leaders (a cluster just started or
      * just lost a node): try for a while before giving up. */
     worker *w = NULL;
     for (int attempt = 0; !w && attempt < WORKER_START_ATTEMPTS; attempt++) {
-        w = worker_start(&wc, a->store, a->validator, log, err, sizeof err);
-        if (w)
+        int wrc = worker_start(&wc, a->store, a->validator, log, &w, err, sizeof err);
+        if (wrc == WORKER_OK || wrc == WORKER_EPARTITIONS)
             break;
         log_msg(log, LOG_WARN, "worker cannot start yet: %s", err);
         struct timespec second = {1, 0};
@@ -96,6 +99,7 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
     }
     if (!w) {
         fprintf(stderr, "paymentd worker: %s\n", err);
+        broker_library_shutdown();
         return 1;
     }
     log_msg(log, LOG_INFO, "paymentd worker on %s, %u partitions", cfg->broker, cfg->partitions);
@@ -117,8 +121,8 @@ static int app_broker_open(struct app *a, const struct config *cfg, char *err, s
 {
     if (broker_open(cfg->broker, NULL, &a->broker, err, errlen) != BROKER_OK)
         return -1;
-    if (broker_ensure_stream(a->broker, "PAYMENTS", "payments.cmd.*", cfg->broker_replicas, err,
-                             errlen) != BROKER_OK)
+    if (opstream_setup(a->broker, cfg->partitions, cfg->broker_replicas, cfg->repartition, err,
+                       errlen) != OPSTREAM_OK)
         return -1;
     return broker_kv_open(a->broker, OPS_BUCKET, cfg->idempotency_ttl_ms, cfg->broker_replicas, &a->ops, err,
                           errlen) == BROKER_OK

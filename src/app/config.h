@@ -36,6 +36,8 @@ struct config {
     int broker_replicas;               /* --broker-replicas of the stream and buckets */
     int worker;                        /* `paymentd worker`: apply operations, serve no HTTP */
     char worker_id[64];                /* --worker-id, or "" for host-pid */
+    unsigned max_apply_attempts;       /* --max-apply-attempts before an operation is poison */
+    int repartition;                   /* --repartition: record --partitions over another count */
     int help;                          /* --help was given */
 };
 

@@ -6,6 +6,7 @@
  * the mutex. */
 #include "broker/worker.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <inttypes.h>
@@ -19,14 +20,13 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/opstream.h"
 #include "core/clock.h"
 #include "core/uuid.h"
 #include "payment/doc.h"
 #include "payment/idem.h"
 #include "payment/merge.h"
 
-#define WORKER_STREAM "PAYMENTS"
-#define WORKER_SUBJECTS "payments.cmd.*"
 #define WORKER_LEASES "PAYMENTS_LEASES"
 #define WORKER_MEMBERS "PAYMENTS_WORKERS"
 #define WORKER_RETRY_MS 100 /* pause before retrying a message the store did not take */
@@ -468,10 +468,10 @@ static broker_reader *open_reader(struct part *pt)
                 payment_store_strerror(err));
         return NULL;
     }
-    char subject[64];
-    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, pt->p);
+    char subject[OPSTREAM_SUBJECT_LEN];
+    opstream_subject(pt->p, subject);
     broker_reader *r = NULL;
-    int rc = broker_reader_open(w->b, WORKER_STREAM, subject, last + 1, &r);
+    int rc = broker_reader_open(w->b, OPSTREAM_NAME, subject, last + 1, &r);
     if (rc != 0) {
         log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": reader: %s", pt->p, broker_strerror(rc));
         return NULL;
@@ -492,9 +492,9 @@ static void trim_partition(struct part *pt)
     if (payment_store_partition_get(w->store, pt->p, &last, &fence) != PAYMENT_STORE_OK ||
         last == 0)
         return;
-    char subject[64];
-    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, pt->p);
-    int rc = broker_purge_below(w->b, WORKER_STREAM, subject, last + 1);
+    char subject[OPSTREAM_SUBJECT_LEN];
+    opstream_subject(pt->p, subject);
+    int rc = broker_purge_below(w->b, OPSTREAM_NAME, subject, last + 1);
     if (rc != 0)
         log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": trim below %" PRIu64 ": %s", pt->p,
                 last + 1, broker_strerror(rc));
@@ -844,25 +844,23 @@ static void worker_free(struct worker *w, int release)
     free(w);
 }
 
-worker *worker_start(const struct worker_config *cfg, payment_store *store,
-                     const payment_validator *v, const struct logger *log, char *err,
-                     size_t errlen)
+int worker_start(const struct worker_config *cfg, payment_store *store,
+                 const payment_validator *v, const struct logger *log, worker **out, char *err,
+                 size_t errlen)
 {
-    if (!cfg || !cfg->broker_urls || !store || !v || !log) {
-        snprintf(err, errlen, "worker: missing configuration");
-        return NULL;
-    }
+    assert(cfg && cfg->broker_urls && store && v && log && out);
+    *out = NULL;
     struct worker *w = calloc(1, sizeof *w);
     if (!w || pthread_mutex_init(&w->mu, NULL) != 0) {
         free(w);
         snprintf(err, errlen, "worker: out of memory");
-        return NULL;
+        return WORKER_EINTERNAL;
     }
     if (cond_init_mono(&w->cv) != 0) {
         pthread_mutex_destroy(&w->mu);
         free(w);
         snprintf(err, errlen, "worker: out of memory");
-        return NULL;
+        return WORKER_EINTERNAL;
     }
     w->store = store;
     w->v = v;
@@ -889,7 +887,7 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
         free(w);
-        return NULL;
+        return WORKER_EINTERNAL;
     }
     uuid_format(&u, text);
     snprintf(w->member_key, sizeof w->member_key, "w.%s", text);
@@ -898,7 +896,7 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
     if (!w->urls || !w->parts) {
         snprintf(err, errlen, "worker: out of memory");
         worker_free(w, 0);
-        return NULL;
+        return WORKER_EINTERNAL;
     }
     for (uint32_t p = 0; p < w->partitions; p++) {
         w->parts[p].w = w;
@@ -911,13 +909,19 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
     o.name = "paymentd-worker";
     char why[256] = "";
     size_t wl = sizeof why;
-    if (broker_open(w->urls, &o, &w->b, why, wl) != 0 ||
-        broker_ensure_stream(w->b, WORKER_STREAM, WORKER_SUBJECTS, replicas, why, wl) != 0 ||
+    int rc = broker_open(w->urls, &o, &w->b, why, wl) != 0 ? OPSTREAM_EUNAVAILABLE
+             : opstream_setup(w->b, w->partitions, replicas, cfg->repartition, why, wl);
+    if (rc == OPSTREAM_EPARTITIONS) {
+        snprintf(err, errlen, "%s", why);
+        worker_free(w, 0);
+        return WORKER_EPARTITIONS;
+    }
+    if (rc != OPSTREAM_OK ||
         broker_kv_open(w->b, WORKER_LEASES, w->ttl_ms, replicas, &w->leases, why, wl) != 0 ||
         broker_kv_open(w->b, WORKER_MEMBERS, w->ttl_ms, replicas, &w->members, why, wl) != 0) {
         snprintf(err, errlen, "worker: broker: %s", why);
         worker_free(w, 0);
-        return NULL;
+        return WORKER_EUNAVAILABLE;
     }
     for (; w->started < w->partitions; w->started++)
         if (pthread_create(&w->parts[w->started].thread, NULL, part_main,
@@ -928,9 +932,10 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
     if (!w->control_started) {
         snprintf(err, errlen, "worker: cannot start threads");
         worker_free(w, 0);
-        return NULL;
+        return WORKER_EINTERNAL;
     }
-    return w;
+    *out = w;
+    return WORKER_OK;
 }
 
 void worker_stop(worker *w)

@@ -482,6 +482,42 @@ def cluster_node_kill(t):
         cl.stop()
 
 
+def _refused_at_start(node, what):
+    """node must exit non-zero at once, with one line on stderr saying that
+    the stream has 4 partitions and it was given another count."""
+    node.start(wait=False)
+    try:
+        rc = node.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        node.ensure_dead()
+        raise Fail("%s: still running 60s after its start: %s" % (what, node.stderr_tail()))
+    lines = [l for l in node.stderr_text().splitlines() if l.strip()]
+    check(rc not in (0, None), "%s: exit status %s" % (what, rc))
+    check(len(lines) == 1, "%s: expected one line on stderr, got %r" % (what, lines[:5]))
+    check("has 4 partitions, not --partitions" in lines[-1],
+          "%s: the line does not name the counts: %r" % (what, lines[-1]))
+
+
+@test
+def partition_count_agreed(t):
+    """The first process records --partitions 4 on the stream; a worker or
+    an HTTP node started with another count refuses to start, and the ones
+    with 4 still serve."""
+    cl = Cluster(t, "e2e_parts", workers=1, partitions=4)
+    try:
+        cl.start()
+        _refused_at_start(Node(t.binary, cl.dir, "w8", cl.store, cl.urls,
+                               ["--partitions", "8"], worker=True), "worker --partitions 8")
+        _refused_at_start(Node(t.binary, cl.dir, "w16", cl.store, cl.urls, worker=True),
+                          "worker with the default count")
+        _refused_at_start(Node(t.binary, cl.dir, "http8", cl.store, cl.urls,
+                               ["--partitions", "8"]), "HTTP node --partitions 8")
+        s = Stream(norgs=8, npay=2, npatch=1)
+        print("     broker_e2e.partitions: %s" % s.run(cl.port(), what="4 partitions"))
+    finally:
+        cl.stop()
+
+
 @test
 def duplicate_and_failed(t):
     cl = Cluster(t, "e2e_dup", workers=1)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/opstream.h"
 #include "broker/partition.h"
 #include "payment/store.h"
 #include "payment/validate.h"
@@ -138,8 +139,8 @@ static worker *start_worker_every(const char *id, int refresh_ms)
     c.lease_ttl_ms = TTL_MS;
     c.refresh_ms = refresh_ms;
     char err[256] = "";
-    worker *w = worker_start(&c, fx.store, fx.v, &fx.log, err, sizeof err);
-    if (!w)
+    worker *w = NULL;
+    if (worker_start(&c, fx.store, fx.v, &fx.log, &w, err, sizeof err) != WORKER_OK)
         fprintf(stderr, "  %s\n", err);
     return w;
 }
@@ -366,6 +367,39 @@ static void test_failures_recorded(void)
     CHECK_STR(f.status, "succeeded");
 }
 
+/* The first process to set the stream up records its partition count; a
+ * worker with another count is refused at start, with the reason, unless
+ * told to record its own (the stream drained), after which the old count
+ * is the one refused. */
+static void test_partition_count_agreed(void)
+{
+    if (!fx.b2)
+        return;
+    struct worker_config c = WORKER_CONFIG_INIT;
+    c.broker_urls = fx.url;
+    c.partitions = PARTITIONS / 2;
+    c.lease_ttl_ms = TTL_MS;
+    char err[256] = "";
+    worker *w = NULL;
+    CHECK_INT(worker_start(&c, fx.store, fx.v, &fx.log, &w, err, sizeof err), WORKER_EPARTITIONS);
+    CHECK(w == NULL);
+    worker_stop(w); /* a worker started in spite of the count is stopped */
+    CHECK(strstr(err, "has 8 partitions, not --partitions 4") != NULL);
+    CHECK(strchr(err, '\n') == NULL);
+    /* The servers' set-up call agrees with the workers'. */
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS / 2, 1, 0, err, sizeof err), OPSTREAM_EPARTITIONS);
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS, 1, 0, err, sizeof err), OPSTREAM_OK);
+    /* Repartitioning records the new count; the old one is then refused. */
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS * 2, 1, 1, err, sizeof err), OPSTREAM_OK);
+    c.partitions = PARTITIONS;
+    w = NULL;
+    CHECK_INT(worker_start(&c, fx.store, fx.v, &fx.log, &w, err, sizeof err), WORKER_EPARTITIONS);
+    worker_stop(w);
+    CHECK(strstr(err, "has 16 partitions, not --partitions 8") != NULL);
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS, 1, 1, err, sizeof err), OPSTREAM_OK);
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS, 1, 0, err, sizeof err), OPSTREAM_OK);
+}
+
 /* A stopped worker releases its leases: another takes its partitions at
  * once, well before they would have expired. */
 static void test_stop_releases(void)
@@ -569,5 +603,6 @@ static void test_teardown(void)
 
 TEST_MAIN(TEST(test_setup), TEST(test_ordered_exactly_once_with_takeover),
           TEST(test_republished_skipped), TEST(test_failures_recorded),
+          TEST(test_partition_count_agreed),
           TEST(test_stop_releases), TEST(test_rebalance_on_join), TEST(test_stream_trimmed),
           TEST(test_teardown))
