@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "app/config.h"
+#include "app/deadletters.h"
 #include "app/janitor.h"
 #include "app/system.h"
 #include "auth/keys.h"
@@ -32,6 +33,7 @@ struct app {
     janitor *janitor;
     broker *broker;
     broker_kv *ops;
+    deadletters *dead;
     http_server *server;
 };
 
@@ -61,6 +63,7 @@ static void app_close(struct app *a, unsigned grace_ms)
 {
     http_server_stop(a->server, grace_ms);
     janitor_stop(a->janitor);
+    deadletters_stop(a->dead);
     broker_kv_close(a->ops);
     if (a->broker) {
         broker_close(a->broker);
@@ -209,7 +212,11 @@ int main(int argc, char **argv)
     api.ops = a.ops;
     api.partitions = cfg.partitions;
     api.async_always = cfg.async_always;
-    struct system_ctx sys = {a.store, cfg.public_url, &api};
+    if (a.broker && !(a.dead = deadletters_start(a.broker, 5000))) {
+        fprintf(stderr, "paymentd: cannot start the dead-letter counter\n");
+        goto out;
+    }
+    struct system_ctx sys = {a.store, cfg.public_url, &api, a.dead};
     struct http_route routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES];
     size_t n = system_routes(&sys, routes);
     n += payment_api_routes(&api, routes + n);

@@ -111,6 +111,11 @@ int broker_publish(broker *b, const char *subject, const char *msg_id, const voi
  * Returns 0, or BROKER_EUNAVAILABLE / BROKER_EINTERNAL. */
 int broker_purge_below(broker *b, const char *stream, const char *subject, uint64_t below);
 
+/* The number of messages stream `stream` holds now, in one request waiting
+ * up to timeout_ms (<= 0: the request timeout).  Returns 0, or
+ * BROKER_EUNAVAILABLE / BROKER_EINTERNAL (no such stream included). */
+int broker_stream_messages(broker *b, const char *stream, int timeout_ms, uint64_t *msgs);
+
 /* ---- Key-value bucket with a time-to-live ----
  *
  * A key's value lives ttl_ms after its last write, then disappears (the

@@ -30,6 +30,7 @@
 #define WORKER_LEASES "PAYMENTS_LEASES"
 #define WORKER_MEMBERS "PAYMENTS_WORKERS"
 #define WORKER_RETRY_MS 100 /* pause before retrying a message the store did not take */
+#define WORKER_BACKOFF_MAX_MS 5000 /* longest pause between tries of a failing message */
 #define WORKER_READ_MS 200  /* longest wait for a message before ownership is checked */
 #define WORKER_TRIM_REFRESHES 5 /* applied messages are trimmed from the stream this often */
 #define WORKER_TICK_MS 250  /* how often membership is looked at, at most */
@@ -70,6 +71,7 @@ struct worker {
     uint32_t partitions;           /* partitions of the stream */
     int ttl_ms;                    /* lease and membership lifetime */
     int refresh_ms;                /* refresh interval */
+    unsigned max_attempts;         /* tries of a message failing with EINTERNAL, >= 1 */
     payment_store *store;          /* borrowed */
     const payment_validator *v;    /* borrowed */
     const struct logger *log;      /* borrowed */
@@ -84,6 +86,7 @@ struct worker {
     char member_key[48];           /* our membership key "w.<UUIDv7 of the start>" */
     uint64_t member_rev;           /* its revision, 0 while it is not ours */
     _Atomic uint64_t applied;      /* messages applied or skipped */
+    _Atomic uint64_t dead;         /* messages copied to the dead letters */
     struct part *parts;            /* partitions slots */
     uint32_t started;              /* partition threads started */
 };
@@ -407,15 +410,70 @@ static int still_owned(struct part *pt, uint64_t epoch, int retry, uint64_t *fen
     return ok;
 }
 
+/* The pause after the n-th (>= 1) internal failure of a message: doubling
+ * from WORKER_RETRY_MS up to WORKER_BACKOFF_MAX_MS. */
+static int backoff_ms(unsigned n)
+{
+    int ms = WORKER_RETRY_MS;
+    for (unsigned i = 1; i < n && ms < WORKER_BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    return ms < WORKER_BACKOFF_MAX_MS ? ms : WORKER_BACKOFF_MAX_MS;
+}
+
+/* Copies a message no worker can apply, as it is, to its partition's
+ * dead-letter subject, with its operation id as the message id (else the
+ * one it was published with, else its position), so that a copy made again
+ * within the duplicate window (a crash in between, a redelivery) is kept
+ * once.  0, or a broker error. */
+static int dead_letter(struct part *pt, const struct broker_msg *m, const char *op_id)
+{
+    struct worker *w = pt->w;
+    char subject[OPSTREAM_SUBJECT_LEN], id[64];
+    opstream_dead_subject(pt->p, subject);
+    if (!op_id && m->msg_id && *m->msg_id && strlen(m->msg_id) <= 128)
+        op_id = m->msg_id;
+    if (!op_id) {
+        snprintf(id, sizeof id, "p%" PRIu32 "-s%" PRIu64, pt->p, m->seq);
+        op_id = id;
+    }
+    int rc = broker_publish(w->b, subject, op_id, m->data, m->len, 0, NULL, NULL);
+    if (rc != 0) {
+        log_msg(w->log, LOG_WARN, "partition %" PRIu32 " seq %" PRIu64 ": dead letter: %s",
+                pt->p, m->seq, broker_strerror(rc));
+        return rc;
+    }
+    atomic_fetch_add(&w->dead, 1);
+    log_msg(w->log, LOG_ERROR, "partition %" PRIu32 " seq %" PRIu64 ": operation %s copied to %s",
+            pt->p, m->seq, op_id, subject);
+    return 0;
+}
+
+/* Turns a, after `failures` internal failures, into the record of its
+ * failure with internal_error: the partition then moves on. */
+static void poison(struct payment_apply *a, struct prepared *pr, unsigned failures)
+{
+    char msg[128];
+    snprintf(msg, sizeof msg, "the operation could not be applied: %u tries failed", failures);
+    fail(a, pr, "internal_error", msg);
+    a->idem = NULL; /* stored only with a successful write */
+}
+
 /* Applies one message, read under acquisition `epoch`, retrying until the
- * store takes it.  Returns 0 when it is done with (applied, skipped), or -1
- * when the lease was lost (even if taken again since: another owner may
- * have applied more in between) or the worker stops first; the message is
- * then read again from the store's position by whoever owns the partition
- * next. */
+ * store takes it: while the store is unavailable, every WORKER_RETRY_MS for
+ * as long as it takes; after an internal failure, with a doubling pause, at
+ * most max_attempts times, after which the message is copied to the dead
+ * letters and recorded as failed with internal_error.  A message without an
+ * operation id is copied to the dead letters and skipped.  Returns 0 when it
+ * is done with (applied, recorded, skipped), or -1 when the lease was lost
+ * (even if taken again since: another owner may have applied more in
+ * between) or the worker stops first; the message is then read again from
+ * the store's position by whoever owns the partition next, with its tries
+ * counted afresh. */
 static int apply_message(struct part *pt, uint64_t epoch, const struct broker_msg *m)
 {
     struct worker *w = pt->w;
+    unsigned failures = 0; /* tries that failed with EINTERNAL */
+    int dead = 0;          /* the message is in the dead letters */
     for (int retry = 0;; retry = 1) {
         uint64_t fence;
         if (!still_owned(pt, epoch, retry, &fence))
@@ -426,7 +484,16 @@ static int apply_message(struct part *pt, uint64_t epoch, const struct broker_ms
         int err = prepare(pt, m, fence, &a, &pr);
         if (err == 1) {
             prepared_free(&pr);
-            return 0;
+            if (dead || dead_letter(pt, m, NULL) == 0)
+                return 0;
+            worker_pause(w, WORKER_RETRY_MS);
+            continue;
+        }
+        if (err != PAYMENT_STORE_EUNAVAILABLE && failures >= w->max_attempts) {
+            dead = dead || dead_letter(pt, m, a.op_id) == 0;
+            if (dead)
+                poison(&a, &pr, failures);
+            err = dead ? 0 : PAYMENT_STORE_EUNAVAILABLE;
         }
         if (err == 0) {
             pt->wait.done = 0;
@@ -451,9 +518,13 @@ static int apply_message(struct part *pt, uint64_t epoch, const struct broker_ms
             pthread_mutex_unlock(&w->mu);
             return -1;
         }
-        log_msg(w->log, LOG_WARN, "partition %" PRIu32 " seq %" PRIu64 ": %s, retrying", pt->p,
-                m->seq, payment_store_strerror(err));
-        worker_pause(w, WORKER_RETRY_MS);
+        int pause = WORKER_RETRY_MS;
+        if (err != PAYMENT_STORE_EUNAVAILABLE)
+            pause = backoff_ms(++failures);
+        log_msg(w->log, LOG_WARN,
+                "partition %" PRIu32 " seq %" PRIu64 ": %s (internal failures: %u of %u), retrying",
+                pt->p, m->seq, payment_store_strerror(err), failures, w->max_attempts);
+        worker_pause(w, pause);
     }
 }
 
@@ -868,6 +939,7 @@ int worker_start(const struct worker_config *cfg, payment_store *store,
     w->partitions = cfg->partitions ? cfg->partitions : 16;
     w->ttl_ms = cfg->lease_ttl_ms > 0 ? cfg->lease_ttl_ms : 6000;
     w->refresh_ms = cfg->refresh_ms > 0 ? cfg->refresh_ms : 1000;
+    w->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 5;
     int replicas = cfg->replicas > 0 ? cfg->replicas : 1;
     if (cfg->worker_id && *cfg->worker_id) {
         snprintf(w->id, sizeof w->id, "%s", cfg->worker_id);
@@ -953,6 +1025,11 @@ void worker_abandon(worker *w)
 uint64_t worker_applied(const worker *w)
 {
     return atomic_load(&((worker *)w)->applied);
+}
+
+uint64_t worker_dead_letters(const worker *w)
+{
+    return atomic_load(&((worker *)w)->dead);
 }
 
 int worker_owns(const worker *w, uint32_t p, uint64_t *acquired)

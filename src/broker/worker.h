@@ -29,8 +29,17 @@
  * Order.  One thread per owned partition reads it from the position the
  * store recorded (last applied sequence + 1) and applies one message at a
  * time, waiting for the store's answer before reading the next.  A message
- * the store cannot take now (EUNAVAILABLE, EINTERNAL) is retried every
- * 100 ms, never skipped.
+ * the store cannot take now (EUNAVAILABLE: the store is down) is retried
+ * every 100 ms for as long as it takes, never skipped.
+ *
+ * Poison.  A message whose apply fails with EINTERNAL is tried again after
+ * a pause doubling from 100 ms (at most 5 s), max_attempts times in all;
+ * then it is copied, as it is, to "payments.dead.<p>" of the stream
+ * "PAYMENTS_DEAD" (opstream.h), its operation recorded as failed with
+ * internal_error, and the partition moves on.  A message without an
+ * operation id (not an operation at all) is copied there and skipped.  The
+ * copy is made before the record, so a crash in between leaves the copy
+ * made twice at worst (kept once within the stream's duplicate window). 
  *
  * Threads.  worker_start and worker_stop are called from one thread; the
  * worker runs on its own threads in between. */
@@ -90,6 +99,10 @@ void worker_abandon(worker *w);
 /* Operations applied by this worker so far (an applied outcome, success or
  * failure, or a skipped redelivery): for tests and metrics. */
 uint64_t worker_applied(const worker *w);
+
+/* Messages this worker copied to the dead letters so far: for tests and
+ * logs. */
+uint64_t worker_dead_letters(const worker *w);
 
 /* Whether the worker holds partition p's lease at this instant;
  * *acquired (may be NULL) is the number of times it acquired it so far, so

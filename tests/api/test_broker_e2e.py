@@ -518,6 +518,59 @@ def partition_count_agreed(t):
         cl.stop()
 
 
+def _nats_publish(url, subject, payload):
+    """Publishes payload on subject with the NATS protocol itself (a stream
+    stores a plain publish on its subjects): no client library needed."""
+    host, port = url[len("nats://"):].split(",")[0].rsplit(":", 1)
+    import socket
+    with socket.create_connection((host, int(port)), timeout=10) as sk:
+        f = sk.makefile("rb")
+        check(f.readline().startswith(b"INFO "), "nats: no INFO line")
+        sk.sendall(b'CONNECT {"verbose":false}\r\nPUB %s %d\r\n%s\r\nPING\r\n'
+                   % (subject.encode(), len(payload), payload))
+        line = f.readline()
+        check(line.startswith(b"PONG"), "nats: expected PONG, got %r" % line)
+
+
+def _dead_letters(port):
+    """paymentd_broker_dead_letters from the HTTP node's /metrics, or None."""
+    c = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
+    try:
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    finally:
+        c.close()
+    m = re.search(r"^paymentd_broker_dead_letters (\d+)$", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+@test
+def dead_letter_counted(t):
+    """A message that is no operation, at the head of every partition, is
+    copied to the dead letters by the worker, which moves on; the HTTP
+    node's /metrics counts them, and operations published after them are
+    applied."""
+    cl = Cluster(t, "e2e_dead", workers=1)
+    try:
+        cl.start()
+        deadline = time.monotonic() + 30
+        while _dead_letters(cl.port()) is None:
+            check(time.monotonic() < deadline, "no paymentd_broker_dead_letters in /metrics")
+            time.sleep(0.2)
+        eq(_dead_letters(cl.port()), 0, "dead letters before any")
+        for p in range(16):
+            _nats_publish(cl.urls, "payments.cmd.%d" % p, b"not an operation")
+        deadline = time.monotonic() + 30
+        while _dead_letters(cl.port()) != 16:
+            check(time.monotonic() < deadline, "dead letters still %s 30s after the publish"
+                  % _dead_letters(cl.port()))
+            time.sleep(0.2)
+        s = Stream(norgs=16, npay=1, npatch=1)
+        print("     broker_e2e.dead_letter: %s" % s.run(cl.port(), what="after a dead letter"))
+    finally:
+        cl.stop()
+
+
 @test
 def duplicate_and_failed(t):
     cl = Cluster(t, "e2e_dup", workers=1)
