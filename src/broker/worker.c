@@ -26,6 +26,7 @@
 #include "payment/doc.h"
 #include "payment/idem.h"
 #include "payment/merge.h"
+#include "payment/operation.h"
 
 #define WORKER_LEASES "PAYMENTS_LEASES"
 #define WORKER_MEMBERS "PAYMENTS_WORKERS"
@@ -144,7 +145,7 @@ static void wait_done(void *arg, int err, int64_t current_version, int64_t seq)
 
 /* What an apply borrows until the store answers. */
 struct prepared {
-    json_t *root;        /* the decoded message */
+    struct operation op; /* the decoded message */
     json_t *cur;         /* the stored document (replace, patch) */
     json_t *doc;         /* the document to write */
     char *text;          /* its serialization */
@@ -157,7 +158,7 @@ struct prepared {
 
 static void prepared_free(struct prepared *pr)
 {
-    json_decref(pr->root);
+    operation_free(&pr->op);
     json_decref(pr->cur);
     json_decref(pr->doc);
     free(pr->text);
@@ -220,7 +221,7 @@ static int prepare_create(struct payment_apply *a, struct prepared *pr, json_t *
     if (!json_is_object(attributes))
         return fail(a, pr, "bad_request", "data.attributes must be an object"), 0;
     payment_attributes_strip_nulls(attributes); /* as the HTTP node's validation did */
-    pr->doc = payment_doc_new(type_or(data, "payments"), pr->pid, 0, pr->org, created_on, now,
+    pr->doc = payment_doc_new(type_or(data, "payments"), pr->op.payment_id, 0, pr->op.organisation_id, created_on, now,
                               attributes, json_is_null(rel) ? NULL : rel);
     a->kind = PAYMENT_APPLY_CREATE;
     return build_row(a, pr, now, now);
@@ -233,7 +234,7 @@ static int prepare_update(struct worker *w, struct payment_apply *a, struct prep
 {
     struct buf b = BUF_INIT;
     int64_t version, created_ms;
-    int err = payment_store_get_meta(w->store, pr->pid, &b, &version, &created_ms);
+    int err = payment_store_get_meta(w->store, pr->op.payment_id, &b, &version, &created_ms);
     if (err == PAYMENT_STORE_ENOTFOUND) {
         buf_free(&b);
         return fail(a, pr, "not_found", "no payment with this id"), 0;
@@ -249,7 +250,7 @@ static int prepare_update(struct worker *w, struct payment_apply *a, struct prep
     const char *stored_org = payment_doc_string(pr->cur, "organisation_id") ?: "";
     const char *given = payment_doc_string(data, "organisation_id");
     char canon[UUID_STR_LEN + 1];
-    if (strcmp(pr->org, stored_org) != 0 ||
+    if (strcmp(pr->op.organisation_id, stored_org) != 0 ||
         (given && (uuid_canonical(given, strlen(given), canon) != 0 || strcmp(canon, stored_org))))
         return fail(a, pr, "validation_failed",
                     "the payment is not valid: 1 problem: data.organisation_id cannot change: "
@@ -302,7 +303,7 @@ static int prepare_update(struct worker *w, struct payment_apply *a, struct prep
             clock_format_ms(created_ms, created_on);
             co = created_on;
         }
-        pr->doc = payment_doc_new(type_or(data, type_or(pr->cur, "payments")), pr->pid, base + 1,
+        pr->doc = payment_doc_new(type_or(data, type_or(pr->cur, "payments")), pr->op.payment_id, base + 1,
                                   stored_org, co, now, attributes, relationships);
         a->kind = PAYMENT_APPLY_UPDATE;
         a->expected_version = base;
@@ -320,25 +321,19 @@ static int prepare_update(struct worker *w, struct payment_apply *a, struct prep
  * decides once between this operation and a synchronous request. */
 static void prepare_idem(struct payment_apply *a, struct prepared *pr, int64_t now)
 {
-    const json_t *i = json_object_get(pr->root, "idempotency");
-    const char *scope = payment_doc_string(i, "scope");
-    const char *key = payment_doc_string(i, "key");
-    const char *fp = payment_doc_string(i, "fingerprint");
-    const char *loc = payment_doc_string(i, "location");
-    const json_t *body = json_object_get(i, "body");
-    if (!scope || !key || !*key || !fp || strlen(fp) != IDEM_FINGERPRINT_LEN || !loc ||
-        !json_is_string(body))
+    const struct operation_idem *i = &pr->op.idem;
+    if (!pr->op.has_idem)
         return;
-    a->fingerprint = fp;
+    a->fingerprint = i->fingerprint;
     pr->idem = (struct payment_idem){
-        .scope = scope,
-        .key = key,
-        .fingerprint = fp,
+        .scope = i->scope,
+        .key = i->key,
+        .fingerprint = i->fingerprint,
         .status = 202,
-        .location = loc,
+        .location = i->location,
         .etag = NULL,
-        .body = json_string_value(body),
-        .body_len = json_string_length(body),
+        .body = i->body,
+        .body_len = i->body_len,
         .created_ms = now,
     };
     a->idem = &pr->idem;
@@ -346,7 +341,8 @@ static void prepare_idem(struct payment_apply *a, struct prepared *pr, int64_t n
 
 /* Decodes the message into a (pr keeps what a borrows).  Returns 0, 1 when
  * the message carries no operation id and is to be skipped, or a store
- * error to retry on. */
+ * error to retry on.  A malformed operation is recorded as failed with
+ * bad_request. */
 static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
                    struct payment_apply *a, struct prepared *pr)
 {
@@ -358,44 +354,39 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
     a->fence = fence;
     a->applied_ms = now;
     a->expected_version = -1;
-    pr->root = json_loadb(m->data, m->len, 0, NULL);
-    const char *op = payment_doc_string(pr->root, "op");
-    if (!op || !*op || strlen(op) > 128) {
+    char why[sizeof pr->msg];
+    int rc = operation_decode(m->data, m->len, &pr->op, why, sizeof why);
+    if (rc == OPERATION_ENOMEM)
+        return PAYMENT_STORE_EINTERNAL;
+    if (!pr->op.id[0]) {
         /* Without an operation id nothing can be recorded, so the partition's
          * stored position cannot move past it: it is skipped again after a
          * restart, which is harmless. */
-        log_msg(w->log, LOG_ERROR,
-                "partition %" PRIu32 " seq %" PRIu64 ": no operation id, skipped", pt->p, m->seq);
+        log_msg(w->log, LOG_ERROR, "partition %" PRIu32 " seq %" PRIu64 ": %s, skipped", pt->p,
+                m->seq, why);
         return 1;
     }
-    a->op_id = op;
+    a->op_id = pr->op.id;
+    if (rc != OPERATION_OK)
+        return fail(a, pr, "bad_request", why), 0;
+    a->payment_id = pr->op.payment_id;
+    a->organisation_id = pr->op.organisation_id;
     prepare_idem(a, pr, now);
-    const char *kind = payment_doc_string(pr->root, "kind");
-    const char *pid = payment_doc_string(pr->root, "payment_id");
-    const char *org = payment_doc_string(pr->root, "organisation_id");
-    json_t *bv = json_object_get(pr->root, "base_version");
-    json_t *data = json_object_get(pr->root, "data");
-    if (pid && uuid_canonical(pid, strlen(pid), pr->pid) == 0)
-        a->payment_id = pr->pid;
-    if (org && uuid_canonical(org, strlen(org), pr->org) == 0)
-        a->organisation_id = pr->org;
-    int k = !kind ? -1 : !strcmp(kind, "create") ? 0 : !strcmp(kind, "replace") ? 1
-          : !strcmp(kind, "patch") ? 2 : !strcmp(kind, "delete") ? 3 : -1;
-    int64_t base = json_is_integer(bv) ? json_integer_value(bv) : -2;
-    if (k < 0 || !a->payment_id || !a->organisation_id || base < -1 || base == INT64_MAX ||
-        ((k == 1 || k == 2) && base < 0) || (k != 3 && !json_is_object(data)))
-        return fail(a, pr, "bad_request", "malformed operation"), 0;
-    switch (k) {
-    case 0:
+    json_t *data = pr->op.data;
+    switch (pr->op.kind) {
+    case OPERATION_CREATE:
         return prepare_create(a, pr, data, now);
-    case 1:
-    case 2:
-        return prepare_update(w, a, pr, data, base, k == 2, now);
-    default:
+    case OPERATION_REPLACE:
+    case OPERATION_PATCH:
+        return prepare_update(w, a, pr, data, pr->op.base_version,
+                              pr->op.kind == OPERATION_PATCH, now);
+    case OPERATION_DELETE:
         a->kind = PAYMENT_APPLY_DELETE;
-        a->expected_version = base;
+        a->expected_version = pr->op.base_version;
         return 0;
     }
+    assert(!"unknown operation kind");
+    return PAYMENT_STORE_EINTERNAL;
 }
 
 /* Whether the partition thread may go on with its partition: it still
