@@ -25,8 +25,8 @@
 #include "core/uuid.h"
 #include "payment/doc.h"
 #include "payment/idem.h"
-#include "payment/merge.h"
 #include "payment/operation.h"
+#include "payment/revision.h"
 
 #define WORKER_LEASES "PAYMENTS_LEASES"
 #define WORKER_MEMBERS "PAYMENTS_WORKERS"
@@ -150,10 +150,8 @@ struct prepared {
     json_t *doc;         /* the document to write */
     char *text;          /* its serialization */
     struct payment_row row;
-    char pid[UUID_STR_LEN + 1];
-    char org[UUID_STR_LEN + 1];
     char msg[240];       /* kind NONE's message */
-    struct payment_idem idem; /* a keyed request's record, pointing into root */
+    struct payment_idem idem; /* a keyed request's record, pointing into op */
 };
 
 static void prepared_free(struct prepared *pr)
@@ -195,13 +193,6 @@ static void fail_invalid(struct payment_apply *a, struct prepared *pr, const jso
     fail(a, pr, "validation_failed", msg);
 }
 
-/* Appends one {"field","message"} problem: 1, or -1 out of memory. */
-static int problem(json_t *errors, const char *field, const char *message)
-{
-    json_t *e = json_pack("{s:s,s:s}", "field", field, "message", message);
-    return e && json_array_append_new(errors, e) == 0 ? 1 : -1;
-}
-
 /* Fills a->row from pr->doc.  0, or EINTERNAL (no memory). */
 static int build_row(struct payment_apply *a, struct prepared *pr, int64_t created_ms,
                      int64_t now)
@@ -221,16 +212,17 @@ static int prepare_create(struct payment_apply *a, struct prepared *pr, json_t *
     if (!json_is_object(attributes))
         return fail(a, pr, "bad_request", "data.attributes must be an object"), 0;
     payment_attributes_strip_nulls(attributes); /* as the HTTP node's validation did */
-    pr->doc = payment_doc_new(type_or(data, "payments"), pr->op.payment_id, 0, pr->op.organisation_id, created_on, now,
-                              attributes, json_is_null(rel) ? NULL : rel);
+    pr->doc = payment_doc_new(type_or(data, "payments"), pr->op.payment_id, 0,
+                              pr->op.organisation_id, created_on, now, attributes,
+                              json_is_null(rel) ? NULL : rel);
     a->kind = PAYMENT_APPLY_CREATE;
     return build_row(a, pr, now, now);
 }
 
 /* Replace and patch: the next version of the stored payment, as the
- * synchronous PUT and PATCH build it (src/payment/api.c). */
+ * synchronous PUT and PATCH build it (revision.h). */
 static int prepare_update(struct worker *w, struct payment_apply *a, struct prepared *pr,
-                          json_t *data, int64_t base, int patch, int64_t now)
+                          int64_t now)
 {
     struct buf b = BUF_INIT;
     int64_t version, created_ms;
@@ -247,72 +239,28 @@ static int prepare_update(struct worker *w, struct payment_apply *a, struct prep
     buf_free(&b);
     if (!json_is_object(pr->cur))
         return PAYMENT_STORE_EINTERNAL;
-    const char *stored_org = payment_doc_string(pr->cur, "organisation_id") ?: "";
-    const char *given = payment_doc_string(data, "organisation_id");
-    char canon[UUID_STR_LEN + 1];
-    if (strcmp(pr->op.organisation_id, stored_org) != 0 ||
-        (given && (uuid_canonical(given, strlen(given), canon) != 0 || strcmp(canon, stored_org))))
-        return fail(a, pr, "validation_failed",
-                    "the payment is not valid: 1 problem: data.organisation_id cannot change: "
-                    "must equal the stored organisation_id"),
-               0;
-    json_t *attributes, *relationships;
-    json_t *pa = json_object_get(data, "attributes");
-    json_t *prl = json_object_get(data, "relationships");
-    json_t *ca = json_object_get(pr->cur, "attributes");
-    json_t *cr = json_object_get(pr->cur, "relationships");
-    if (!patch) {
-        attributes = json_incref(pa);
-        relationships = json_is_null(prl) ? NULL : json_incref(prl);
-        if (json_is_object(attributes))
-            payment_attributes_strip_nulls(attributes);
-    } else {
-        /* As merge_current: null attributes change nothing, null relationships remove them. */
-        if (json_is_null(pa))
-            pa = NULL;
-        attributes = pa ? merge_patch(ca, pa) : json_incref(ca);
-        if (json_is_null(prl))
-            relationships = NULL;
-        else if (prl)
-            relationships = merge_patch(cr, prl);
-        else
-            relationships = json_incref(cr);
-        if (!attributes || (prl && !json_is_null(prl) && !relationships)) {
-            json_decref(attributes);
-            json_decref(relationships);
-            return PAYMENT_STORE_EINTERNAL;
-        }
-    }
-    json_t *errors = json_array();
-    int n = !errors ? -1 : 0;
-    if (n == 0 && !json_is_object(attributes)) {
-        n = problem(errors, "data.attributes", "must be an object");
-    } else if (n == 0) {
-        payment_attributes_strip_nulls(attributes); /* nulls inside patched arrays */
-        n = payment_validate_attributes(w->v, attributes, errors);
-    }
-    if (n == 0 && relationships && !json_is_object(relationships))
-        n = problem(errors, "data.relationships", "must be an object");
-    if (n > 0)
+    struct revision_input in = {
+        .current = pr->cur,
+        .created_ms = created_ms,
+        .base_version = pr->op.base_version,
+        .data = pr->op.data,
+        .mode = pr->op.kind == OPERATION_PATCH ? REVISION_PATCH : REVISION_REPLACE,
+        .organisation_id = pr->op.organisation_id,
+        .validator = w->v,
+        .now_ms = now,
+    };
+    json_t *errors = NULL;
+    int rc = revision_next(&in, &pr->doc, &errors);
+    if (rc == REVISION_EINVALID)
         fail_invalid(a, pr, errors);
     json_decref(errors);
-    if (n == 0) {
-        char created_on[CLOCK_TIMESTAMP_LEN + 1];
-        const char *co = payment_doc_string(pr->cur, "created_on");
-        if (!co) {
-            clock_format_ms(created_ms, created_on);
-            co = created_on;
-        }
-        pr->doc = payment_doc_new(type_or(data, type_or(pr->cur, "payments")), pr->op.payment_id, base + 1,
-                                  stored_org, co, now, attributes, relationships);
-        a->kind = PAYMENT_APPLY_UPDATE;
-        a->expected_version = base;
-    }
-    json_decref(attributes);
-    json_decref(relationships);
-    if (n < 0)
+    if (rc == REVISION_EINVALID)
+        return 0;
+    if (rc != REVISION_OK)
         return PAYMENT_STORE_EINTERNAL;
-    return n == 0 ? build_row(a, pr, created_ms, now) : 0;
+    a->kind = PAYMENT_APPLY_UPDATE;
+    a->expected_version = pr->op.base_version;
+    return build_row(a, pr, created_ms, now);
 }
 
 /* A keyed request: its fingerprint, kept with the outcome to tell its
@@ -378,8 +326,7 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
         return prepare_create(a, pr, data, now);
     case OPERATION_REPLACE:
     case OPERATION_PATCH:
-        return prepare_update(w, a, pr, data, pr->op.base_version,
-                              pr->op.kind == OPERATION_PATCH, now);
+        return prepare_update(w, a, pr, now);
     case OPERATION_DELETE:
         a->kind = PAYMENT_APPLY_DELETE;
         a->expected_version = pr->op.base_version;
