@@ -14,7 +14,7 @@
 #include "auth/keys.h"
 #include "broker/broker.h"
 #include "broker/opstream.h"
-#include "broker/worker.h"
+#include "app/worker.h"
 #include "core/log.h"
 #include "http/server.h"
 #include "payment/api.h"

@@ -1268,11 +1268,6 @@ int broker_reader_next(broker_reader *r, int timeout_ms, struct broker_msg *out)
     }
 }
 
-uint64_t broker_reader_position(const broker_reader *r)
-{
-    return r->next_seq;
-}
-
 void broker_reader_close(broker_reader *r)
 {
     if (!r)

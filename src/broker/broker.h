@@ -211,10 +211,6 @@ int broker_reader_open(broker *b, const char *stream, const char *subject, uint6
  * most 1 s for each of two answers). */
 int broker_reader_next(broker_reader *r, int timeout_ms, struct broker_msg *out);
 
-/* The stream sequence the reader will return next or later (the last
- * returned + 1, or start_seq). */
-uint64_t broker_reader_position(const broker_reader *r);
-
 /* Stops reading, deletes the reader's consumer and frees the reader; NULL
  * is a no-op.  Waits at most about 2 s for the server. */
 void broker_reader_close(broker_reader *r);

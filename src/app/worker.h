@@ -43,8 +43,8 @@
  *
  * Threads.  worker_start and worker_stop are called from one thread; the
  * worker runs on its own threads in between. */
-#ifndef BROKER_WORKER_H
-#define BROKER_WORKER_H
+#ifndef APP_WORKER_H
+#define APP_WORKER_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -99,10 +99,6 @@ void worker_abandon(worker *w);
 /* Operations applied by this worker so far (an applied outcome, success or
  * failure, or a skipped redelivery): for tests and metrics. */
 uint64_t worker_applied(const worker *w);
-
-/* Messages this worker copied to the dead letters so far: for tests and
- * logs. */
-uint64_t worker_dead_letters(const worker *w);
 
 /* Whether the worker holds partition p's lease at this instant;
  * *acquired (may be NULL) is the number of times it acquired it so far, so

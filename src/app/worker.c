@@ -4,7 +4,7 @@
  * partition's slot under the worker's mutex; the store's fencing makes a
  * stale view harmless, so neither side waits on the network while holding
  * the mutex. */
-#include "broker/worker.h"
+#include "app/worker.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -87,7 +87,6 @@ struct worker {
     char member_key[48];           /* our membership key "w.<UUIDv7 of the start>" */
     uint64_t member_rev;           /* its revision, 0 while it is not ours */
     _Atomic uint64_t applied;      /* messages applied or skipped */
-    _Atomic uint64_t dead;         /* messages copied to the dead letters */
     struct part *parts;            /* partitions slots */
     uint32_t started;              /* partition threads started */
 };
@@ -380,7 +379,6 @@ static int dead_letter(struct part *pt, const struct broker_msg *m, const char *
                 pt->p, m->seq, broker_strerror(rc));
         return rc;
     }
-    atomic_fetch_add(&w->dead, 1);
     log_msg(w->log, LOG_ERROR, "partition %" PRIu32 " seq %" PRIu64 ": operation %s copied to %s",
             pt->p, m->seq, op_id, subject);
     return 0;
@@ -963,11 +961,6 @@ void worker_abandon(worker *w)
 uint64_t worker_applied(const worker *w)
 {
     return atomic_load(&((worker *)w)->applied);
-}
-
-uint64_t worker_dead_letters(const worker *w)
-{
-    return atomic_load(&((worker *)w)->dead);
 }
 
 int worker_owns(const worker *w, uint32_t p, uint64_t *acquired)
