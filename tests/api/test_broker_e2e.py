@@ -482,9 +482,9 @@ def cluster_node_kill(t):
         cl.stop()
 
 
-def _refused_at_start(node, what):
+def _refused_at_start(node, what, recorded=4):
     """node must exit non-zero at once, with one line on stderr saying that
-    the stream has 4 partitions and it was given another count."""
+    the stream has `recorded` partitions and it was given another count."""
     node.start(wait=False)
     try:
         rc = node.proc.wait(timeout=60)
@@ -494,7 +494,7 @@ def _refused_at_start(node, what):
     lines = [l for l in node.stderr_text().splitlines() if l.strip()]
     check(rc not in (0, None), "%s: exit status %s" % (what, rc))
     check(len(lines) == 1, "%s: expected one line on stderr, got %r" % (what, lines[:5]))
-    check("has 4 partitions, not --partitions" in lines[-1],
+    check(("has %d partitions, not --partitions" % recorded) in lines[-1],
           "%s: the line does not name the counts: %r" % (what, lines[-1]))
 
 
@@ -502,7 +502,10 @@ def _refused_at_start(node, what):
 def partition_count_agreed(t):
     """The first process records --partitions 4 on the stream; a worker or
     an HTTP node started with another count refuses to start, and the ones
-    with 4 still serve."""
+    with 4 still serve.  Then the count is changed as README says (the
+    stream drained, everything stopped, one process started with
+    --repartition true): processes with the new count serve, the old count
+    is refused."""
     cl = Cluster(t, "e2e_parts", workers=1, partitions=4)
     try:
         cl.start()
@@ -514,6 +517,22 @@ def partition_count_agreed(t):
                                ["--partitions", "8"]), "HTTP node --partitions 8")
         s = Stream(norgs=8, npay=2, npatch=1)
         print("     broker_e2e.partitions: %s" % s.run(cl.port(), what="4 partitions"))
+        for p in cl.workers + [cl.http]:
+            eq(p.stop(signal.SIGTERM), 0, "%s: exit status after SIGTERM" % p.name)
+        w = Node(t.binary, cl.dir, "w8r", cl.store, cl.urls,
+                 ["--partitions", "8", "--repartition", "true"], worker=True)
+        cl.workers = [w.start()]
+        deadline = time.monotonic() + 15.0
+        while not any(r.get("msg", "").startswith("worker w8r joined") for r in w.log_records()):
+            check(w.running(), "w8r exited at start: %s" % w.stderr_tail())
+            check(time.monotonic() < deadline, "w8r did not join within 15s")
+            time.sleep(0.05)
+        cl.http = Node(t.binary, cl.dir, "http8", cl.store, cl.urls, ["--partitions", "8"]).start()
+        _refused_at_start(Node(t.binary, cl.dir, "w4", cl.store, cl.urls,
+                               ["--partitions", "4"], worker=True),
+                          "worker --partitions 4 after the change", recorded=8)
+        s = Stream(norgs=8, npay=2, npatch=1)
+        print("     broker_e2e.partitions: %s" % s.run(cl.port(), what="8 partitions"))
     finally:
         cl.stop()
 
