@@ -427,6 +427,10 @@ static int apply_message(struct part *pt, uint64_t epoch, const struct broker_ms
         }
         if (err != PAYMENT_STORE_EUNAVAILABLE && failures >= w->max_attempts) {
             dead = dead || dead_letter(pt, m, a.op_id) == 0;
+            if (dead && !a.op_id) { /* not even decoded: nothing to record it under */
+                prepared_free(&pr);
+                return 0;
+            }
             if (dead)
                 poison(&a, &pr, failures);
             err = dead ? 0 : PAYMENT_STORE_EUNAVAILABLE;

@@ -35,7 +35,7 @@
  * Poison.  A message whose apply fails with EINTERNAL is tried again after
  * a pause doubling from 100 ms (at most 5 s), max_attempts times in all;
  * then it is copied, as it is, to "payments.dead.<p>" of the stream
- * "PAYMENTS_DEAD" (opstream.h), its operation recorded as failed with
+ * "PAYMENTS_DEAD" (broker/opstream.h), its operation recorded as failed with
  * internal_error, and the partition moves on.  A message without an
  * operation id (not an operation at all) is copied there and skipped.  The
  * copy is made before the record, so a crash in between leaves the copy
@@ -60,7 +60,7 @@ enum worker_err {
     WORKER_OK = 0,
     WORKER_EUNAVAILABLE = -1, /* the broker could not be set up now: trying again may work */
     WORKER_EINTERNAL = -2,    /* no memory, no threads, no random source */
-    WORKER_EPARTITIONS = -3,  /* the stream records another partition count (opstream.h) */
+    WORKER_EPARTITIONS = -3,  /* the stream records another count (broker/opstream.h) */
 };
 
 /* A zero field takes the default in brackets. */

@@ -2,9 +2,13 @@
  * run from the repository's root) and a temporary SQLite store: operations
  * published directly on the stream are applied once each, in order per
  * partition, by two workers sharing 8 partitions, one of which is abandoned
- * (as if killed) mid-stream; and a worker joining one that owns every
- * partition gets its half within a few seconds, never owning one at the same
- * time as the other. */
+ * (as if killed) mid-stream; failures are recorded with the synchronous
+ * API's codes; a worker with another partition count than the stream's is
+ * refused; an operation the store keeps failing internally is dead-lettered
+ * and recorded after --max-apply-attempts tries while one it cannot take
+ * for a while (unavailable) is not; and a worker joining one that owns every
+ * partition gets its half within a few seconds, never owning one at the
+ * same time as the other. */
 #include "app/worker.h"
 
 #include <errno.h>
