@@ -10,11 +10,13 @@
 #include <string.h>
 
 #include "app/config.h"
+#include "app/deadletters.h"
 #include "app/janitor.h"
 #include "app/system.h"
 #include "auth/keys.h"
 #include "broker/broker.h"
-#include "broker/worker.h"
+#include "broker/opstream.h"
+#include "app/worker.h"
 #include "core/log.h"
 #include "http/server.h"
 #include "payment/api.h"
@@ -33,6 +35,7 @@ struct app {
     janitor *janitor;
     broker *broker;
     broker_kv *ops;
+    deadletters *dead;
     http_server *server;
 };
 
@@ -62,6 +65,7 @@ static void app_close(struct app *a, unsigned grace_ms)
 {
     http_server_stop(a->server, grace_ms);
     janitor_stop(a->janitor);
+    deadletters_stop(a->dead);
     broker_kv_close(a->ops);
     if (a->broker) {
         broker_close(a->broker);
@@ -84,12 +88,14 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
     wc.partitions = cfg->partitions;
     wc.worker_id = cfg->worker_id[0] ? cfg->worker_id : NULL;
     wc.replicas = cfg->broker_replicas;
+    wc.max_attempts = cfg->max_apply_attempts;
+    wc.repartition = cfg->repartition;
     /* The broker may still be electing leaders (a cluster just started or
      * just lost a node): try for a while before giving up. */
     worker *w = NULL;
     for (int attempt = 0; !w && attempt < WORKER_START_ATTEMPTS; attempt++) {
-        w = worker_start(&wc, a->store, a->validator, log, err, sizeof err);
-        if (w)
+        int wrc = worker_start(&wc, a->store, a->validator, log, &w, err, sizeof err);
+        if (wrc == WORKER_OK || wrc == WORKER_EPARTITIONS)
             break;
         log_msg(log, LOG_WARN, "worker cannot start yet: %s", err);
         struct timespec second = {1, 0};
@@ -98,6 +104,7 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
     }
     if (!w) {
         fprintf(stderr, "paymentd worker: %s\n", err);
+        broker_library_shutdown();
         return 1;
     }
     log_msg(log, LOG_INFO, "paymentd worker on %s, %u partitions", cfg->broker, cfg->partitions);
@@ -119,8 +126,8 @@ static int app_broker_open(struct app *a, const struct config *cfg, char *err, s
 {
     if (broker_open(cfg->broker, NULL, &a->broker, err, errlen) != BROKER_OK)
         return -1;
-    if (broker_ensure_stream(a->broker, "PAYMENTS", "payments.cmd.*", cfg->broker_replicas, err,
-                             errlen) != BROKER_OK)
+    if (opstream_setup(a->broker, cfg->partitions, cfg->broker_replicas, cfg->repartition, err,
+                       errlen) != OPSTREAM_OK)
         return -1;
     return broker_kv_open(a->broker, OPS_BUCKET, cfg->idempotency_ttl_ms, cfg->broker_replicas, &a->ops, err,
                           errlen) == BROKER_OK
@@ -222,7 +229,11 @@ int main(int argc, char **argv)
     api.ops = a.ops;
     api.partitions = cfg.partitions;
     api.async_always = cfg.async_always;
-    struct system_ctx sys = {a.store, cfg.public_url, &api};
+    if (a.broker && !(a.dead = deadletters_start(a.broker, 5000))) {
+        fprintf(stderr, "paymentd: cannot start the dead-letter counter\n");
+        goto out;
+    }
+    struct system_ctx sys = {a.store, cfg.public_url, &api, a.dead};
     struct http_route routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES];
     size_t n = system_routes(&sys, routes);
     n += payment_api_routes(&api, routes + n);

@@ -328,6 +328,25 @@ static int apply_worker_id(struct config *cfg, const char *v, char *errbuf, size
     return 0;
 }
 
+static int apply_max_apply_attempts(struct config *cfg, const char *v, char *errbuf,
+                                    size_t errlen)
+{
+    char q[72];
+    unsigned long long n;
+    if (parse_uint(v, 1000, &n) || n == 0) {
+        snprintf(errbuf, errlen, "--max-apply-attempts: expected 1..1000, got \"%s\"",
+                 shown(v, q));
+        return -1;
+    }
+    cfg->max_apply_attempts = (unsigned)n;
+    return 0;
+}
+
+static int apply_repartition(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    return apply_bool("--repartition", v, &cfg->repartition, errbuf, errlen);
+}
+
 static const struct option_def options[] = {
     {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
      apply_listen},
@@ -372,6 +391,14 @@ static const struct option_def options[] = {
      apply_broker_replicas},
     {"--worker-id", "PAYMENTD_WORKER_ID", "ID", "paymentd worker: its name (default host-pid)",
      apply_worker_id},
+    {"--max-apply-attempts", "PAYMENTD_MAX_APPLY_ATTEMPTS", "N",
+     "paymentd worker: tries of an operation the store fails internally before it is "
+     "recorded failed and dead-lettered (default 5)",
+     apply_max_apply_attempts},
+    {"--repartition", "PAYMENTD_REPARTITION", "true|false",
+     "with --broker: record --partitions as the stream's count, replacing another one; only "
+     "once the stream is drained (default false)",
+     apply_repartition},
     {"--idempotency-ttl", "PAYMENTD_IDEMPOTENCY_TTL", "DURATION",
      "keep Idempotency-Key outcomes at least this long, e.g. 24h (default 24h)",
      apply_idempotency_ttl},
@@ -467,6 +494,7 @@ static void config_defaults(struct config *cfg)
     cfg->idempotency_ttl_ms = 24 * 3600 * 1000LL;
     cfg->partitions = 16;
     cfg->broker_replicas = 1;
+    cfg->max_apply_attempts = 5;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),

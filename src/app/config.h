@@ -38,6 +38,8 @@ struct config {
     char worker_id[64];                /* --worker-id, or "" for host-pid */
     int backup;                        /* `paymentd backup FILE`: copy the store, serve nothing */
     char backup_file[CONFIG_URI_MAX];  /* its FILE */
+    unsigned max_apply_attempts;       /* --max-apply-attempts before an operation is poison */
+    int repartition;                   /* --repartition: record --partitions over another count */
     int help;                          /* --help was given */
 };
 

@@ -52,6 +52,8 @@ static void metrics(http_request *req, void *ctx)
     struct buf b = BUF_INIT;
     http_server_metrics(http_request_server(req), &b);
     payment_api_metrics(sys->api, &b);
+    if (sys->dead)
+        deadletters_metrics(sys->dead, &b);
     http_request_add_header(req, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     http_respond_buf(req, 200, &b);
 }

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "app/deadletters.h"
 #include "http/router.h"
 #include "payment/api.h"
 #include "payment/store.h"
@@ -17,6 +18,7 @@ struct system_ctx {
     payment_store *store;   /* borrowed: pinged by /readyz */
     const char *public_url; /* prefix of links, "" for paths */
     struct payment_api *api; /* borrowed: its metrics are served by /metrics */
+    deadletters *dead;       /* borrowed, NULL without a broker: its count too */
 };
 
 /* Fills out (room for SYSTEM_ROUTES) with routes bound to ctx, which must

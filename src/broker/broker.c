@@ -916,6 +916,28 @@ static int broker_cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+int broker_stream_messages(broker *b, const char *stream, int timeout_ms, uint64_t *msgs)
+{
+    int64_t deadline = nats_Now() + (timeout_ms > 0 ? timeout_ms : b->request_timeout_ms);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr;
+    natsStatus s;
+    for (;;) {
+        jerr = 0;
+        jsOptions jo;
+        s = broker_request_options(b, deadline, &jo);
+        if (s == NATS_OK)
+            s = js_GetStreamInfo(&si, b->js, stream, &jo, &jerr);
+        if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
+            break;
+    }
+    if (s != NATS_OK)
+        return broker_rc(s, jerr);
+    *msgs = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    return BROKER_OK;
+}
+
 int broker_kv_keys(broker_kv *kv, int timeout_ms, char ***keys, size_t *count)
 {
     *keys = NULL;
@@ -1244,11 +1266,6 @@ int broker_reader_next(broker_reader *r, int timeout_ms, struct broker_msg *out)
                 return BROKER_EUNAVAILABLE;
         }
     }
-}
-
-uint64_t broker_reader_position(const broker_reader *r)
-{
-    return r->next_seq;
 }
 
 void broker_reader_close(broker_reader *r)

@@ -111,6 +111,11 @@ int broker_publish(broker *b, const char *subject, const char *msg_id, const voi
  * Returns 0, or BROKER_EUNAVAILABLE / BROKER_EINTERNAL. */
 int broker_purge_below(broker *b, const char *stream, const char *subject, uint64_t below);
 
+/* The number of messages stream `stream` holds now, in one request waiting
+ * up to timeout_ms (<= 0: the request timeout).  Returns 0, or
+ * BROKER_EUNAVAILABLE / BROKER_EINTERNAL (no such stream included). */
+int broker_stream_messages(broker *b, const char *stream, int timeout_ms, uint64_t *msgs);
+
 /* ---- Key-value bucket with a time-to-live ----
  *
  * A key's value lives ttl_ms after its last write, then disappears (the
@@ -205,10 +210,6 @@ int broker_reader_open(broker *b, const char *stream, const char *subject, uint6
  * broker's request timeout plus 2 s (dropping the old consumer waits at
  * most 1 s for each of two answers). */
 int broker_reader_next(broker_reader *r, int timeout_ms, struct broker_msg *out);
-
-/* The stream sequence the reader will return next or later (the last
- * returned + 1, or start_seq). */
-uint64_t broker_reader_position(const broker_reader *r);
 
 /* Stops reading, deletes the reader's consumer and frees the reader; NULL
  * is a no-op.  Waits at most about 2 s for the server. */

@@ -482,6 +482,114 @@ def cluster_node_kill(t):
         cl.stop()
 
 
+def _refused_at_start(node, what, recorded=4):
+    """node must exit non-zero at once, with one line on stderr saying that
+    the stream has `recorded` partitions and it was given another count."""
+    node.start(wait=False)
+    try:
+        rc = node.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        node.ensure_dead()
+        raise Fail("%s: still running 60s after its start: %s" % (what, node.stderr_tail()))
+    lines = [l for l in node.stderr_text().splitlines() if l.strip()]
+    check(rc not in (0, None), "%s: exit status %s" % (what, rc))
+    check(len(lines) == 1, "%s: expected one line on stderr, got %r" % (what, lines[:5]))
+    check(("has %d partitions, not --partitions" % recorded) in lines[-1],
+          "%s: the line does not name the counts: %r" % (what, lines[-1]))
+
+
+@test
+def partition_count_agreed(t):
+    """The first process records --partitions 4 on the stream; a worker or
+    an HTTP node started with another count refuses to start, and the ones
+    with 4 still serve.  Then the count is changed as README says (the
+    stream drained, everything stopped, one process started with
+    --repartition true): processes with the new count serve, the old count
+    is refused."""
+    cl = Cluster(t, "e2e_parts", workers=1, partitions=4)
+    try:
+        cl.start()
+        _refused_at_start(Node(t.binary, cl.dir, "w8", cl.store, cl.urls,
+                               ["--partitions", "8"], worker=True), "worker --partitions 8")
+        _refused_at_start(Node(t.binary, cl.dir, "w16", cl.store, cl.urls, worker=True),
+                          "worker with the default count")
+        _refused_at_start(Node(t.binary, cl.dir, "http8", cl.store, cl.urls,
+                               ["--partitions", "8"]), "HTTP node --partitions 8")
+        s = Stream(norgs=8, npay=2, npatch=1)
+        print("     broker_e2e.partitions: %s" % s.run(cl.port(), what="4 partitions"))
+        for p in cl.workers + [cl.http]:
+            eq(p.stop(signal.SIGTERM), 0, "%s: exit status after SIGTERM" % p.name)
+        w = Node(t.binary, cl.dir, "w8r", cl.store, cl.urls,
+                 ["--partitions", "8", "--repartition", "true"], worker=True)
+        cl.workers = [w.start()]
+        deadline = time.monotonic() + 15.0
+        while not any(r.get("msg", "").startswith("worker w8r joined") for r in w.log_records()):
+            check(w.running(), "w8r exited at start: %s" % w.stderr_tail())
+            check(time.monotonic() < deadline, "w8r did not join within 15s")
+            time.sleep(0.05)
+        cl.http = Node(t.binary, cl.dir, "http8", cl.store, cl.urls, ["--partitions", "8"]).start()
+        _refused_at_start(Node(t.binary, cl.dir, "w4", cl.store, cl.urls,
+                               ["--partitions", "4"], worker=True),
+                          "worker --partitions 4 after the change", recorded=8)
+        s = Stream(norgs=8, npay=2, npatch=1)
+        print("     broker_e2e.partitions: %s" % s.run(cl.port(), what="8 partitions"))
+    finally:
+        cl.stop()
+
+
+def _nats_publish(url, subject, payload):
+    """Publishes payload on subject with the NATS protocol itself (a stream
+    stores a plain publish on its subjects): no client library needed."""
+    host, port = url[len("nats://"):].split(",")[0].rsplit(":", 1)
+    import socket
+    with socket.create_connection((host, int(port)), timeout=10) as sk:
+        f = sk.makefile("rb")
+        check(f.readline().startswith(b"INFO "), "nats: no INFO line")
+        sk.sendall(b'CONNECT {"verbose":false}\r\nPUB %s %d\r\n%s\r\nPING\r\n'
+                   % (subject.encode(), len(payload), payload))
+        line = f.readline()
+        check(line.startswith(b"PONG"), "nats: expected PONG, got %r" % line)
+
+
+def _dead_letters(port):
+    """paymentd_broker_dead_letters from the HTTP node's /metrics, or None."""
+    c = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
+    try:
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    finally:
+        c.close()
+    m = re.search(r"^paymentd_broker_dead_letters (\d+)$", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+@test
+def dead_letter_counted(t):
+    """A message that is no operation, at the head of every partition, is
+    copied to the dead letters by the worker, which moves on; the HTTP
+    node's /metrics counts them, and operations published after them are
+    applied."""
+    cl = Cluster(t, "e2e_dead", workers=1)
+    try:
+        cl.start()
+        deadline = time.monotonic() + 30
+        while _dead_letters(cl.port()) is None:
+            check(time.monotonic() < deadline, "no paymentd_broker_dead_letters in /metrics")
+            time.sleep(0.2)
+        eq(_dead_letters(cl.port()), 0, "dead letters before any")
+        for p in range(16):
+            _nats_publish(cl.urls, "payments.cmd.%d" % p, b"not an operation")
+        deadline = time.monotonic() + 30
+        while _dead_letters(cl.port()) != 16:
+            check(time.monotonic() < deadline, "dead letters still %s 30s after the publish"
+                  % _dead_letters(cl.port()))
+            time.sleep(0.2)
+        s = Stream(norgs=16, npay=1, npatch=1)
+        print("     broker_e2e.dead_letter: %s" % s.run(cl.port(), what="after a dead letter"))
+    finally:
+        cl.stop()
+
+
 @test
 def duplicate_and_failed(t):
     cl = Cluster(t, "e2e_dup", workers=1)

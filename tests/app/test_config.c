@@ -45,6 +45,7 @@ ENV_FN(env_all,
 
 ENV_FN(env_listen_only, {"PAYMENTD_LISTEN", "[::1]:81"})
 ENV_FN(env_store_shared, {"PAYMENTD_STORE_SHARED", "1"})
+ENV_FN(env_worker, {"PAYMENTD_MAX_APPLY_ATTEMPTS", "9"}, {"PAYMENTD_REPARTITION", "true"})
 
 ENV_FN(env_bad_listen, {"PAYMENTD_LISTEN", "nope"})
 ENV_FN(env_bad_store, {"PAYMENTD_STORE", ""})
@@ -562,6 +563,37 @@ static void test_store_shared(void)
     CHECK(strstr(err, "--store-shared") != NULL);
 }
 
+/* --max-apply-attempts: 5 by default, 1..1000 from a flag or the
+ * environment; --repartition: off by default, a boolean. */
+static void test_worker_flags(void)
+{
+    struct config cfg;
+    char err[256] = "";
+    CHECK_INT(run(&cfg, NULL, NULL, err, sizeof err), CONFIG_OK);
+    CHECK_INT(cfg.max_apply_attempts, 5);
+    CHECK_INT(cfg.repartition, 0);
+    CHECK_INT(run(&cfg, NULL, env_worker, err, sizeof err), CONFIG_OK);
+    CHECK_INT(cfg.max_apply_attempts, 9);
+    CHECK_INT(cfg.repartition, 1);
+    CHECK_INT(run(&cfg, (const char *[]){"worker", "--max-apply-attempts", "1", NULL}, env_worker,
+                  err, sizeof err),
+              CONFIG_OK);
+    CHECK_INT(cfg.max_apply_attempts, 1);
+    CHECK_INT(cfg.worker, 1);
+    static const char *const bad[] = {"0", "1001", "-1", "x", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        CHECK_INT(run(&cfg, (const char *[]){"--max-apply-attempts", bad[i], NULL}, NULL, err,
+                      sizeof err),
+                  CONFIG_EINVAL);
+        CHECK(strstr(err, "--max-apply-attempts") != NULL);
+        check_one_line(err);
+    }
+    CHECK_INT(run(&cfg, (const char *[]){"--repartition", "maybe", NULL}, NULL, err, sizeof err),
+              CONFIG_EINVAL);
+    CHECK(strstr(err, "--repartition") != NULL);
+}
+
 static void test_store_uri(void)
 {
     static const struct {
@@ -599,7 +631,7 @@ static void test_store_uri(void)
     }
 }
 
-TEST_MAIN(TEST(test_store_uri), TEST(test_store_shared), TEST(test_redact_uri), TEST(test_defaults),
+TEST_MAIN(TEST(test_store_uri), TEST(test_store_shared), TEST(test_worker_flags), TEST(test_redact_uri), TEST(test_defaults),
           TEST(test_flags_both_forms), TEST(test_flag_value_with_equals),
           TEST(test_all_flags_together), TEST(test_env), TEST(test_flag_wins_over_env),
           TEST(test_env_bad_values), TEST(test_bad_values), TEST(test_public_url_without_host),

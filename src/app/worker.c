@@ -4,8 +4,9 @@
  * partition's slot under the worker's mutex; the store's fencing makes a
  * stale view harmless, so neither side waits on the network while holding
  * the mutex. */
-#include "broker/worker.h"
+#include "app/worker.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <inttypes.h>
@@ -19,17 +20,18 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/opstream.h"
 #include "core/clock.h"
 #include "core/uuid.h"
 #include "payment/doc.h"
 #include "payment/idem.h"
-#include "payment/merge.h"
+#include "payment/operation.h"
+#include "payment/revision.h"
 
-#define WORKER_STREAM "PAYMENTS"
-#define WORKER_SUBJECTS "payments.cmd.*"
 #define WORKER_LEASES "PAYMENTS_LEASES"
 #define WORKER_MEMBERS "PAYMENTS_WORKERS"
 #define WORKER_RETRY_MS 100 /* pause before retrying a message the store did not take */
+#define WORKER_BACKOFF_MAX_MS 5000 /* longest pause between tries of a failing message */
 #define WORKER_READ_MS 200  /* longest wait for a message before ownership is checked */
 #define WORKER_TRIM_REFRESHES 5 /* applied messages are trimmed from the stream this often */
 #define WORKER_TICK_MS 250  /* how often membership is looked at, at most */
@@ -70,6 +72,7 @@ struct worker {
     uint32_t partitions;           /* partitions of the stream */
     int ttl_ms;                    /* lease and membership lifetime */
     int refresh_ms;                /* refresh interval */
+    unsigned max_attempts;         /* tries of a message failing with EINTERNAL, >= 1 */
     payment_store *store;          /* borrowed */
     const payment_validator *v;    /* borrowed */
     const struct logger *log;      /* borrowed */
@@ -141,20 +144,18 @@ static void wait_done(void *arg, int err, int64_t current_version, int64_t seq)
 
 /* What an apply borrows until the store answers. */
 struct prepared {
-    json_t *root;        /* the decoded message */
+    struct operation op; /* the decoded message */
     json_t *cur;         /* the stored document (replace, patch) */
     json_t *doc;         /* the document to write */
     char *text;          /* its serialization */
     struct payment_row row;
-    char pid[UUID_STR_LEN + 1];
-    char org[UUID_STR_LEN + 1];
     char msg[240];       /* kind NONE's message */
-    struct payment_idem idem; /* a keyed request's record, pointing into root */
+    struct payment_idem idem; /* a keyed request's record, pointing into op */
 };
 
 static void prepared_free(struct prepared *pr)
 {
-    json_decref(pr->root);
+    operation_free(&pr->op);
     json_decref(pr->cur);
     json_decref(pr->doc);
     free(pr->text);
@@ -191,13 +192,6 @@ static void fail_invalid(struct payment_apply *a, struct prepared *pr, const jso
     fail(a, pr, "validation_failed", msg);
 }
 
-/* Appends one {"field","message"} problem: 1, or -1 out of memory. */
-static int problem(json_t *errors, const char *field, const char *message)
-{
-    json_t *e = json_pack("{s:s,s:s}", "field", field, "message", message);
-    return e && json_array_append_new(errors, e) == 0 ? 1 : -1;
-}
-
 /* Fills a->row from pr->doc.  0, or EINTERNAL (no memory). */
 static int build_row(struct payment_apply *a, struct prepared *pr, int64_t created_ms,
                      int64_t now)
@@ -217,20 +211,21 @@ static int prepare_create(struct payment_apply *a, struct prepared *pr, json_t *
     if (!json_is_object(attributes))
         return fail(a, pr, "bad_request", "data.attributes must be an object"), 0;
     payment_attributes_strip_nulls(attributes); /* as the HTTP node's validation did */
-    pr->doc = payment_doc_new(type_or(data, "payments"), pr->pid, 0, pr->org, created_on, now,
-                              attributes, json_is_null(rel) ? NULL : rel);
+    pr->doc = payment_doc_new(type_or(data, "payments"), pr->op.payment_id, 0,
+                              pr->op.organisation_id, created_on, now, attributes,
+                              json_is_null(rel) ? NULL : rel);
     a->kind = PAYMENT_APPLY_CREATE;
     return build_row(a, pr, now, now);
 }
 
 /* Replace and patch: the next version of the stored payment, as the
- * synchronous PUT and PATCH build it (src/payment/api.c). */
+ * synchronous PUT and PATCH build it (revision.h). */
 static int prepare_update(struct worker *w, struct payment_apply *a, struct prepared *pr,
-                          json_t *data, int64_t base, int patch, int64_t now)
+                          int64_t now)
 {
     struct buf b = BUF_INIT;
     int64_t version, created_ms;
-    int err = payment_store_get_meta(w->store, pr->pid, &b, &version, &created_ms);
+    int err = payment_store_get_meta(w->store, pr->op.payment_id, &b, &version, &created_ms);
     if (err == PAYMENT_STORE_ENOTFOUND) {
         buf_free(&b);
         return fail(a, pr, "not_found", "no payment with this id"), 0;
@@ -243,72 +238,28 @@ static int prepare_update(struct worker *w, struct payment_apply *a, struct prep
     buf_free(&b);
     if (!json_is_object(pr->cur))
         return PAYMENT_STORE_EINTERNAL;
-    const char *stored_org = payment_doc_string(pr->cur, "organisation_id") ?: "";
-    const char *given = payment_doc_string(data, "organisation_id");
-    char canon[UUID_STR_LEN + 1];
-    if (strcmp(pr->org, stored_org) != 0 ||
-        (given && (uuid_canonical(given, strlen(given), canon) != 0 || strcmp(canon, stored_org))))
-        return fail(a, pr, "validation_failed",
-                    "the payment is not valid: 1 problem: data.organisation_id cannot change: "
-                    "must equal the stored organisation_id"),
-               0;
-    json_t *attributes, *relationships;
-    json_t *pa = json_object_get(data, "attributes");
-    json_t *prl = json_object_get(data, "relationships");
-    json_t *ca = json_object_get(pr->cur, "attributes");
-    json_t *cr = json_object_get(pr->cur, "relationships");
-    if (!patch) {
-        attributes = json_incref(pa);
-        relationships = json_is_null(prl) ? NULL : json_incref(prl);
-        if (json_is_object(attributes))
-            payment_attributes_strip_nulls(attributes);
-    } else {
-        /* As merge_current: null attributes change nothing, null relationships remove them. */
-        if (json_is_null(pa))
-            pa = NULL;
-        attributes = pa ? merge_patch(ca, pa) : json_incref(ca);
-        if (json_is_null(prl))
-            relationships = NULL;
-        else if (prl)
-            relationships = merge_patch(cr, prl);
-        else
-            relationships = json_incref(cr);
-        if (!attributes || (prl && !json_is_null(prl) && !relationships)) {
-            json_decref(attributes);
-            json_decref(relationships);
-            return PAYMENT_STORE_EINTERNAL;
-        }
-    }
-    json_t *errors = json_array();
-    int n = !errors ? -1 : 0;
-    if (n == 0 && !json_is_object(attributes)) {
-        n = problem(errors, "data.attributes", "must be an object");
-    } else if (n == 0) {
-        payment_attributes_strip_nulls(attributes); /* nulls inside patched arrays */
-        n = payment_validate_attributes(w->v, attributes, errors);
-    }
-    if (n == 0 && relationships && !json_is_object(relationships))
-        n = problem(errors, "data.relationships", "must be an object");
-    if (n > 0)
+    struct revision_input in = {
+        .current = pr->cur,
+        .created_ms = created_ms,
+        .base_version = pr->op.base_version,
+        .data = pr->op.data,
+        .mode = pr->op.kind == OPERATION_PATCH ? REVISION_PATCH : REVISION_REPLACE,
+        .organisation_id = pr->op.organisation_id,
+        .validator = w->v,
+        .now_ms = now,
+    };
+    json_t *errors = NULL;
+    int rc = revision_next(&in, &pr->doc, &errors);
+    if (rc == REVISION_EINVALID)
         fail_invalid(a, pr, errors);
     json_decref(errors);
-    if (n == 0) {
-        char created_on[CLOCK_TIMESTAMP_LEN + 1];
-        const char *co = payment_doc_string(pr->cur, "created_on");
-        if (!co) {
-            clock_format_ms(created_ms, created_on);
-            co = created_on;
-        }
-        pr->doc = payment_doc_new(type_or(data, type_or(pr->cur, "payments")), pr->pid, base + 1,
-                                  stored_org, co, now, attributes, relationships);
-        a->kind = PAYMENT_APPLY_UPDATE;
-        a->expected_version = base;
-    }
-    json_decref(attributes);
-    json_decref(relationships);
-    if (n < 0)
+    if (rc == REVISION_EINVALID)
+        return 0;
+    if (rc != REVISION_OK)
         return PAYMENT_STORE_EINTERNAL;
-    return n == 0 ? build_row(a, pr, created_ms, now) : 0;
+    a->kind = PAYMENT_APPLY_UPDATE;
+    a->expected_version = pr->op.base_version;
+    return build_row(a, pr, created_ms, now);
 }
 
 /* A keyed request: its fingerprint, kept with the outcome to tell its
@@ -317,25 +268,19 @@ static int prepare_update(struct worker *w, struct payment_apply *a, struct prep
  * decides once between this operation and a synchronous request. */
 static void prepare_idem(struct payment_apply *a, struct prepared *pr, int64_t now)
 {
-    const json_t *i = json_object_get(pr->root, "idempotency");
-    const char *scope = payment_doc_string(i, "scope");
-    const char *key = payment_doc_string(i, "key");
-    const char *fp = payment_doc_string(i, "fingerprint");
-    const char *loc = payment_doc_string(i, "location");
-    const json_t *body = json_object_get(i, "body");
-    if (!scope || !key || !*key || !fp || strlen(fp) != IDEM_FINGERPRINT_LEN || !loc ||
-        !json_is_string(body))
+    const struct operation_idem *i = &pr->op.idem;
+    if (!pr->op.has_idem)
         return;
-    a->fingerprint = fp;
+    a->fingerprint = i->fingerprint;
     pr->idem = (struct payment_idem){
-        .scope = scope,
-        .key = key,
-        .fingerprint = fp,
+        .scope = i->scope,
+        .key = i->key,
+        .fingerprint = i->fingerprint,
         .status = 202,
-        .location = loc,
+        .location = i->location,
         .etag = NULL,
-        .body = json_string_value(body),
-        .body_len = json_string_length(body),
+        .body = i->body,
+        .body_len = i->body_len,
         .created_ms = now,
     };
     a->idem = &pr->idem;
@@ -343,7 +288,8 @@ static void prepare_idem(struct payment_apply *a, struct prepared *pr, int64_t n
 
 /* Decodes the message into a (pr keeps what a borrows).  Returns 0, 1 when
  * the message carries no operation id and is to be skipped, or a store
- * error to retry on. */
+ * error to retry on.  A malformed operation is recorded as failed with
+ * bad_request. */
 static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
                    struct payment_apply *a, struct prepared *pr)
 {
@@ -355,44 +301,38 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
     a->fence = fence;
     a->applied_ms = now;
     a->expected_version = -1;
-    pr->root = json_loadb(m->data, m->len, 0, NULL);
-    const char *op = payment_doc_string(pr->root, "op");
-    if (!op || !*op || strlen(op) > 128) {
+    char why[sizeof pr->msg];
+    int rc = operation_decode(m->data, m->len, &pr->op, why, sizeof why);
+    if (rc == OPERATION_ENOMEM)
+        return PAYMENT_STORE_EINTERNAL;
+    if (!pr->op.id[0]) {
         /* Without an operation id nothing can be recorded, so the partition's
          * stored position cannot move past it: it is skipped again after a
          * restart, which is harmless. */
-        log_msg(w->log, LOG_ERROR,
-                "partition %" PRIu32 " seq %" PRIu64 ": no operation id, skipped", pt->p, m->seq);
+        log_msg(w->log, LOG_ERROR, "partition %" PRIu32 " seq %" PRIu64 ": %s, skipped", pt->p,
+                m->seq, why);
         return 1;
     }
-    a->op_id = op;
+    a->op_id = pr->op.id;
+    if (rc != OPERATION_OK)
+        return fail(a, pr, "bad_request", why), 0;
+    a->payment_id = pr->op.payment_id;
+    a->organisation_id = pr->op.organisation_id;
     prepare_idem(a, pr, now);
-    const char *kind = payment_doc_string(pr->root, "kind");
-    const char *pid = payment_doc_string(pr->root, "payment_id");
-    const char *org = payment_doc_string(pr->root, "organisation_id");
-    json_t *bv = json_object_get(pr->root, "base_version");
-    json_t *data = json_object_get(pr->root, "data");
-    if (pid && uuid_canonical(pid, strlen(pid), pr->pid) == 0)
-        a->payment_id = pr->pid;
-    if (org && uuid_canonical(org, strlen(org), pr->org) == 0)
-        a->organisation_id = pr->org;
-    int k = !kind ? -1 : !strcmp(kind, "create") ? 0 : !strcmp(kind, "replace") ? 1
-          : !strcmp(kind, "patch") ? 2 : !strcmp(kind, "delete") ? 3 : -1;
-    int64_t base = json_is_integer(bv) ? json_integer_value(bv) : -2;
-    if (k < 0 || !a->payment_id || !a->organisation_id || base < -1 || base == INT64_MAX ||
-        ((k == 1 || k == 2) && base < 0) || (k != 3 && !json_is_object(data)))
-        return fail(a, pr, "bad_request", "malformed operation"), 0;
-    switch (k) {
-    case 0:
+    json_t *data = pr->op.data;
+    switch (pr->op.kind) {
+    case OPERATION_CREATE:
         return prepare_create(a, pr, data, now);
-    case 1:
-    case 2:
-        return prepare_update(w, a, pr, data, base, k == 2, now);
-    default:
+    case OPERATION_REPLACE:
+    case OPERATION_PATCH:
+        return prepare_update(w, a, pr, now);
+    case OPERATION_DELETE:
         a->kind = PAYMENT_APPLY_DELETE;
-        a->expected_version = base;
+        a->expected_version = pr->op.base_version;
         return 0;
     }
+    assert(!"unknown operation kind");
+    return PAYMENT_STORE_EINTERNAL;
 }
 
 /* Whether the partition thread may go on with its partition: it still
@@ -407,15 +347,69 @@ static int still_owned(struct part *pt, uint64_t epoch, int retry, uint64_t *fen
     return ok;
 }
 
+/* The pause after the n-th (>= 1) internal failure of a message: doubling
+ * from WORKER_RETRY_MS up to WORKER_BACKOFF_MAX_MS. */
+static int backoff_ms(unsigned n)
+{
+    int ms = WORKER_RETRY_MS;
+    for (unsigned i = 1; i < n && ms < WORKER_BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    return ms < WORKER_BACKOFF_MAX_MS ? ms : WORKER_BACKOFF_MAX_MS;
+}
+
+/* Copies a message no worker can apply, as it is, to its partition's
+ * dead-letter subject, with its operation id as the message id (else the
+ * one it was published with, else its position), so that a copy made again
+ * within the duplicate window (a crash in between, a redelivery) is kept
+ * once.  0, or a broker error. */
+static int dead_letter(struct part *pt, const struct broker_msg *m, const char *op_id)
+{
+    struct worker *w = pt->w;
+    char subject[OPSTREAM_SUBJECT_LEN], id[64];
+    opstream_dead_subject(pt->p, subject);
+    if (!op_id && m->msg_id && *m->msg_id && strlen(m->msg_id) <= 128)
+        op_id = m->msg_id;
+    if (!op_id) {
+        snprintf(id, sizeof id, "p%" PRIu32 "-s%" PRIu64, pt->p, m->seq);
+        op_id = id;
+    }
+    int rc = broker_publish(w->b, subject, op_id, m->data, m->len, 0, NULL, NULL);
+    if (rc != 0) {
+        log_msg(w->log, LOG_WARN, "partition %" PRIu32 " seq %" PRIu64 ": dead letter: %s",
+                pt->p, m->seq, broker_strerror(rc));
+        return rc;
+    }
+    log_msg(w->log, LOG_ERROR, "partition %" PRIu32 " seq %" PRIu64 ": operation %s copied to %s",
+            pt->p, m->seq, op_id, subject);
+    return 0;
+}
+
+/* Turns a, after `failures` internal failures, into the record of its
+ * failure with internal_error: the partition then moves on. */
+static void poison(struct payment_apply *a, struct prepared *pr, unsigned failures)
+{
+    char msg[128];
+    snprintf(msg, sizeof msg, "the operation could not be applied: %u tries failed", failures);
+    fail(a, pr, "internal_error", msg);
+    a->idem = NULL; /* stored only with a successful write */
+}
+
 /* Applies one message, read under acquisition `epoch`, retrying until the
- * store takes it.  Returns 0 when it is done with (applied, skipped), or -1
- * when the lease was lost (even if taken again since: another owner may
- * have applied more in between) or the worker stops first; the message is
- * then read again from the store's position by whoever owns the partition
- * next. */
+ * store takes it: while the store is unavailable, every WORKER_RETRY_MS for
+ * as long as it takes; after an internal failure, with a doubling pause, at
+ * most max_attempts times, after which the message is copied to the dead
+ * letters and recorded as failed with internal_error.  A message without an
+ * operation id is copied to the dead letters and skipped.  Returns 0 when it
+ * is done with (applied, recorded, skipped), or -1 when the lease was lost
+ * (even if taken again since: another owner may have applied more in
+ * between) or the worker stops first; the message is then read again from
+ * the store's position by whoever owns the partition next, with its tries
+ * counted afresh. */
 static int apply_message(struct part *pt, uint64_t epoch, const struct broker_msg *m)
 {
     struct worker *w = pt->w;
+    unsigned failures = 0; /* tries that failed with EINTERNAL */
+    int dead = 0;          /* the message is in the dead letters */
     for (int retry = 0;; retry = 1) {
         uint64_t fence;
         if (!still_owned(pt, epoch, retry, &fence))
@@ -426,7 +420,20 @@ static int apply_message(struct part *pt, uint64_t epoch, const struct broker_ms
         int err = prepare(pt, m, fence, &a, &pr);
         if (err == 1) {
             prepared_free(&pr);
-            return 0;
+            if (dead || dead_letter(pt, m, NULL) == 0)
+                return 0;
+            worker_pause(w, WORKER_RETRY_MS);
+            continue;
+        }
+        if (err != PAYMENT_STORE_EUNAVAILABLE && failures >= w->max_attempts) {
+            dead = dead || dead_letter(pt, m, a.op_id) == 0;
+            if (dead && !a.op_id) { /* not even decoded: nothing to record it under */
+                prepared_free(&pr);
+                return 0;
+            }
+            if (dead)
+                poison(&a, &pr, failures);
+            err = dead ? 0 : PAYMENT_STORE_EUNAVAILABLE;
         }
         if (err == 0) {
             pt->wait.done = 0;
@@ -451,9 +458,13 @@ static int apply_message(struct part *pt, uint64_t epoch, const struct broker_ms
             pthread_mutex_unlock(&w->mu);
             return -1;
         }
-        log_msg(w->log, LOG_WARN, "partition %" PRIu32 " seq %" PRIu64 ": %s, retrying", pt->p,
-                m->seq, payment_store_strerror(err));
-        worker_pause(w, WORKER_RETRY_MS);
+        int pause = WORKER_RETRY_MS;
+        if (err != PAYMENT_STORE_EUNAVAILABLE)
+            pause = backoff_ms(++failures);
+        log_msg(w->log, LOG_WARN,
+                "partition %" PRIu32 " seq %" PRIu64 ": %s (internal failures: %u of %u), retrying",
+                pt->p, m->seq, payment_store_strerror(err), failures, w->max_attempts);
+        worker_pause(w, pause);
     }
 }
 
@@ -468,10 +479,10 @@ static broker_reader *open_reader(struct part *pt)
                 payment_store_strerror(err));
         return NULL;
     }
-    char subject[64];
-    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, pt->p);
+    char subject[OPSTREAM_SUBJECT_LEN];
+    opstream_subject(pt->p, subject);
     broker_reader *r = NULL;
-    int rc = broker_reader_open(w->b, WORKER_STREAM, subject, last + 1, &r);
+    int rc = broker_reader_open(w->b, OPSTREAM_NAME, subject, last + 1, &r);
     if (rc != 0) {
         log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": reader: %s", pt->p, broker_strerror(rc));
         return NULL;
@@ -492,9 +503,9 @@ static void trim_partition(struct part *pt)
     if (payment_store_partition_get(w->store, pt->p, &last, &fence) != PAYMENT_STORE_OK ||
         last == 0)
         return;
-    char subject[64];
-    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, pt->p);
-    int rc = broker_purge_below(w->b, WORKER_STREAM, subject, last + 1);
+    char subject[OPSTREAM_SUBJECT_LEN];
+    opstream_subject(pt->p, subject);
+    int rc = broker_purge_below(w->b, OPSTREAM_NAME, subject, last + 1);
     if (rc != 0)
         log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": trim below %" PRIu64 ": %s", pt->p,
                 last + 1, broker_strerror(rc));
@@ -844,25 +855,23 @@ static void worker_free(struct worker *w, int release)
     free(w);
 }
 
-worker *worker_start(const struct worker_config *cfg, payment_store *store,
-                     const payment_validator *v, const struct logger *log, char *err,
-                     size_t errlen)
+int worker_start(const struct worker_config *cfg, payment_store *store,
+                 const payment_validator *v, const struct logger *log, worker **out, char *err,
+                 size_t errlen)
 {
-    if (!cfg || !cfg->broker_urls || !store || !v || !log) {
-        snprintf(err, errlen, "worker: missing configuration");
-        return NULL;
-    }
+    assert(cfg && cfg->broker_urls && store && v && log && out);
+    *out = NULL;
     struct worker *w = calloc(1, sizeof *w);
     if (!w || pthread_mutex_init(&w->mu, NULL) != 0) {
         free(w);
         snprintf(err, errlen, "worker: out of memory");
-        return NULL;
+        return WORKER_EINTERNAL;
     }
     if (cond_init_mono(&w->cv) != 0) {
         pthread_mutex_destroy(&w->mu);
         free(w);
         snprintf(err, errlen, "worker: out of memory");
-        return NULL;
+        return WORKER_EINTERNAL;
     }
     w->store = store;
     w->v = v;
@@ -870,6 +879,7 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
     w->partitions = cfg->partitions ? cfg->partitions : 16;
     w->ttl_ms = cfg->lease_ttl_ms > 0 ? cfg->lease_ttl_ms : 6000;
     w->refresh_ms = cfg->refresh_ms > 0 ? cfg->refresh_ms : 1000;
+    w->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 5;
     int replicas = cfg->replicas > 0 ? cfg->replicas : 1;
     if (cfg->worker_id && *cfg->worker_id) {
         snprintf(w->id, sizeof w->id, "%s", cfg->worker_id);
@@ -889,7 +899,7 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
         free(w);
-        return NULL;
+        return WORKER_EINTERNAL;
     }
     uuid_format(&u, text);
     snprintf(w->member_key, sizeof w->member_key, "w.%s", text);
@@ -898,7 +908,7 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
     if (!w->urls || !w->parts) {
         snprintf(err, errlen, "worker: out of memory");
         worker_free(w, 0);
-        return NULL;
+        return WORKER_EINTERNAL;
     }
     for (uint32_t p = 0; p < w->partitions; p++) {
         w->parts[p].w = w;
@@ -911,13 +921,19 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
     o.name = "paymentd-worker";
     char why[256] = "";
     size_t wl = sizeof why;
-    if (broker_open(w->urls, &o, &w->b, why, wl) != 0 ||
-        broker_ensure_stream(w->b, WORKER_STREAM, WORKER_SUBJECTS, replicas, why, wl) != 0 ||
+    int rc = broker_open(w->urls, &o, &w->b, why, wl) != 0 ? OPSTREAM_EUNAVAILABLE
+             : opstream_setup(w->b, w->partitions, replicas, cfg->repartition, why, wl);
+    if (rc == OPSTREAM_EPARTITIONS) {
+        snprintf(err, errlen, "%s", why);
+        worker_free(w, 0);
+        return WORKER_EPARTITIONS;
+    }
+    if (rc != OPSTREAM_OK ||
         broker_kv_open(w->b, WORKER_LEASES, w->ttl_ms, replicas, &w->leases, why, wl) != 0 ||
         broker_kv_open(w->b, WORKER_MEMBERS, w->ttl_ms, replicas, &w->members, why, wl) != 0) {
         snprintf(err, errlen, "worker: broker: %s", why);
         worker_free(w, 0);
-        return NULL;
+        return WORKER_EUNAVAILABLE;
     }
     for (; w->started < w->partitions; w->started++)
         if (pthread_create(&w->parts[w->started].thread, NULL, part_main,
@@ -928,9 +944,10 @@ worker *worker_start(const struct worker_config *cfg, payment_store *store,
     if (!w->control_started) {
         snprintf(err, errlen, "worker: cannot start threads");
         worker_free(w, 0);
-        return NULL;
+        return WORKER_EINTERNAL;
     }
-    return w;
+    *out = w;
+    return WORKER_OK;
 }
 
 void worker_stop(worker *w)

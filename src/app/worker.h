@@ -29,13 +29,22 @@
  * Order.  One thread per owned partition reads it from the position the
  * store recorded (last applied sequence + 1) and applies one message at a
  * time, waiting for the store's answer before reading the next.  A message
- * the store cannot take now (EUNAVAILABLE, EINTERNAL) is retried every
- * 100 ms, never skipped.
+ * the store cannot take now (EUNAVAILABLE: the store is down) is retried
+ * every 100 ms for as long as it takes, never skipped.
+ *
+ * Poison.  A message whose apply fails with EINTERNAL is tried again after
+ * a pause doubling from 100 ms (at most 5 s), max_attempts times in all;
+ * then it is copied, as it is, to "payments.dead.<p>" of the stream
+ * "PAYMENTS_DEAD" (broker/opstream.h), its operation recorded as failed with
+ * internal_error, and the partition moves on.  A message without an
+ * operation id (not an operation at all) is copied there and skipped.  The
+ * copy is made before the record, so a crash in between leaves the copy
+ * made twice at worst (kept once within the stream's duplicate window). 
  *
  * Threads.  worker_start and worker_stop are called from one thread; the
  * worker runs on its own threads in between. */
-#ifndef BROKER_WORKER_H
-#define BROKER_WORKER_H
+#ifndef APP_WORKER_H
+#define APP_WORKER_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +55,14 @@
 
 typedef struct worker worker;
 
+/* worker_start's errors. */
+enum worker_err {
+    WORKER_OK = 0,
+    WORKER_EUNAVAILABLE = -1, /* the broker could not be set up now: trying again may work */
+    WORKER_EINTERNAL = -2,    /* no memory, no threads, no random source */
+    WORKER_EPARTITIONS = -3,  /* the stream records another count (broker/opstream.h) */
+};
+
 /* A zero field takes the default in brackets. */
 struct worker_config {
     const char *broker_urls; /* "nats://HOST:PORT[,...]" (required) */
@@ -54,17 +71,20 @@ struct worker_config {
     int lease_ttl_ms;        /* lifetime of an unrefreshed lease or membership [6000] */
     int refresh_ms;          /* interval between refreshes [1000] */
     int replicas;            /* copies of the stream and buckets (3 on a cluster) [1] */
+    unsigned max_attempts;   /* tries of an operation failing with EINTERNAL [5] */
+    int repartition;         /* record `partitions` over another recorded count [0] */
 };
 
-#define WORKER_CONFIG_INIT {NULL, 0, NULL, 0, 0, 0}
+#define WORKER_CONFIG_INIT {NULL, 0, NULL, 0, 0, 0, 0, 0}
 
-/* Connects to the broker, creates the stream and buckets when missing and
+/* Connects to the broker, creates the streams and buckets when missing,
+ * checks the partition count against the stream's (opstream_setup) and
  * starts the worker's threads.  store and v are borrowed and must outlive
- * the worker; log too.  Returns the worker (worker_stop() it), or NULL with
- * a one-line reason in err. */
-worker *worker_start(const struct worker_config *cfg, payment_store *store,
-                     const payment_validator *v, const struct logger *log, char *err,
-                     size_t errlen);
+ * the worker; log too.  Returns 0 and the worker in *out (worker_stop()
+ * it), or a worker_err with a one-line reason in err. */
+int worker_start(const struct worker_config *cfg, payment_store *store,
+                 const payment_validator *v, const struct logger *log, worker **out, char *err,
+                 size_t errlen);
 
 /* Stops: each partition finishes the message in hand, leases and the
  * membership key are released (so others take over at once), the broker

@@ -2,10 +2,14 @@
  * run from the repository's root) and a temporary SQLite store: operations
  * published directly on the stream are applied once each, in order per
  * partition, by two workers sharing 8 partitions, one of which is abandoned
- * (as if killed) mid-stream; and a worker joining one that owns every
- * partition gets its half within a few seconds, never owning one at the same
- * time as the other. */
-#include "broker/worker.h"
+ * (as if killed) mid-stream; failures are recorded with the synchronous
+ * API's codes; a worker with another partition count than the stream's is
+ * refused; an operation the store keeps failing internally is dead-lettered
+ * and recorded after --max-apply-attempts tries while one it cannot take
+ * for a while (unavailable) is not; and a worker joining one that owns every
+ * partition gets its half within a few seconds, never owning one at the
+ * same time as the other. */
+#include "app/worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,8 +25,10 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/opstream.h"
 #include "broker/partition.h"
 #include "payment/store.h"
+#include "payment/store_impl.h"
 #include "payment/validate.h"
 #include "broker/nats_fixture.h"
 #include "test.h"
@@ -138,8 +144,8 @@ static worker *start_worker_every(const char *id, int refresh_ms)
     c.lease_ttl_ms = TTL_MS;
     c.refresh_ms = refresh_ms;
     char err[256] = "";
-    worker *w = worker_start(&c, fx.store, fx.v, &fx.log, err, sizeof err);
-    if (!w)
+    worker *w = NULL;
+    if (worker_start(&c, fx.store, fx.v, &fx.log, &w, err, sizeof err) != WORKER_OK)
         fprintf(stderr, "  %s\n", err);
     return w;
 }
@@ -366,6 +372,179 @@ static void test_failures_recorded(void)
     CHECK_STR(f.status, "succeeded");
 }
 
+/* The first process to set the stream up records its partition count; a
+ * worker with another count is refused at start, with the reason, unless
+ * told to record its own (the stream drained), after which the old count
+ * is the one refused. */
+static void test_partition_count_agreed(void)
+{
+    if (!fx.b2)
+        return;
+    struct worker_config c = WORKER_CONFIG_INIT;
+    c.broker_urls = fx.url;
+    c.partitions = PARTITIONS / 2;
+    c.lease_ttl_ms = TTL_MS;
+    char err[256] = "";
+    worker *w = NULL;
+    CHECK_INT(worker_start(&c, fx.store, fx.v, &fx.log, &w, err, sizeof err), WORKER_EPARTITIONS);
+    CHECK(w == NULL);
+    worker_stop(w); /* a worker started in spite of the count is stopped */
+    CHECK(strstr(err, "has 8 partitions, not --partitions 4") != NULL);
+    CHECK(strchr(err, '\n') == NULL);
+    /* The servers' set-up call agrees with the workers'. */
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS / 2, 1, 0, err, sizeof err), OPSTREAM_EPARTITIONS);
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS, 1, 0, err, sizeof err), OPSTREAM_OK);
+    /* Repartitioning records the new count; the old one is then refused. */
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS * 2, 1, 1, err, sizeof err), OPSTREAM_OK);
+    c.partitions = PARTITIONS;
+    w = NULL;
+    CHECK_INT(worker_start(&c, fx.store, fx.v, &fx.log, &w, err, sizeof err), WORKER_EPARTITIONS);
+    worker_stop(w);
+    CHECK(strstr(err, "has 16 partitions, not --partitions 8") != NULL);
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS, 1, 1, err, sizeof err), OPSTREAM_OK);
+    CHECK_INT(opstream_setup(fx.b, PARTITIONS, 1, 0, err, sizeof err), OPSTREAM_OK);
+}
+
+/* A store that forwards to another, but fails the apply of chosen
+ * operations: one always with EINTERNAL (never its failure record), one
+ * with EUNAVAILABLE a given number of times. */
+static struct faulty {
+    struct payment_store head; /* first: what the worker is given */
+    payment_store *inner;      /* the real store, borrowed */
+    char poison_op[37];        /* applies of this operation fail with EINTERNAL */
+    char down_op[37];          /* applies of this one fail with EUNAVAILABLE while down_left */
+    _Atomic int poison_tries;  /* applies of poison_op tried */
+    _Atomic int down_left;     /* EUNAVAILABLE answers still to give */
+    _Atomic int down_tries;    /* applies of down_op tried */
+} faulty;
+
+static int faulty_get(payment_store *s, const char *id, struct buf *doc, int64_t *version,
+                      int64_t *created_ms)
+{
+    (void)s;
+    return faulty.inner->backend->get(faulty.inner, id, doc, version, created_ms);
+}
+
+static void faulty_apply(payment_store *s, const struct payment_apply *a,
+                         payment_store_done_fn done, void *arg)
+{
+    (void)s;
+    if (a->kind != PAYMENT_APPLY_NONE && strcmp(a->op_id, faulty.poison_op) == 0) {
+        faulty.poison_tries++;
+        done(arg, PAYMENT_STORE_EINTERNAL, -1, 0);
+        return;
+    }
+    if (strcmp(a->op_id, faulty.down_op) == 0) {
+        faulty.down_tries++;
+        if (faulty.down_left-- > 0) {
+            done(arg, PAYMENT_STORE_EUNAVAILABLE, -1, 0);
+            return;
+        }
+    }
+    faulty.inner->backend->apply(faulty.inner, a, done, arg);
+}
+
+static int faulty_op_get(payment_store *s, const char *op_id, struct payment_op_found *out)
+{
+    (void)s;
+    return faulty.inner->backend->op_get(faulty.inner, op_id, out);
+}
+
+static int faulty_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq,
+                                uint64_t *fence)
+{
+    (void)s;
+    return faulty.inner->backend->partition_get(faulty.inner, partition, last_seq, fence);
+}
+
+static const struct payment_store_backend faulty_backend = {
+    .scheme = "faulty",
+    .get = faulty_get,
+    .apply = faulty_apply,
+    .op_get = faulty_op_get,
+    .partition_get = faulty_partition_get,
+};
+
+/* The dead letter of operation op on partition p: the decoded message, or
+ * NULL when none is found. */
+static json_t *dead_letter_of(uint32_t p, const char *op)
+{
+    char subject[OPSTREAM_SUBJECT_LEN];
+    opstream_dead_subject(p, subject);
+    broker_reader *r = NULL;
+    if (broker_reader_open(fx.b, OPSTREAM_DEAD_NAME, subject, 1, &r) != 0)
+        return NULL;
+    json_t *found = NULL;
+    struct broker_msg m;
+    while (!found && broker_reader_next(r, 2000, &m) == 0)
+        if (m.msg_id && strcmp(m.msg_id, op) == 0)
+            found = json_loadb(m.data, m.len, 0, NULL);
+    broker_reader_close(r);
+    return found;
+}
+
+/* An operation the store fails internally is tried max_attempts times,
+ * then copied to the dead letters and recorded as failed with
+ * internal_error, and the partition moves on to the next operation; one the
+ * store cannot take while it is unavailable is tried past max_attempts and
+ * applied once it can. */
+static void test_poison_dead_lettered(void)
+{
+    if (!fx.b2)
+        return;
+    worker_stop(fx.b2);
+    fx.b2 = NULL;
+    faulty.head.backend = &faulty_backend;
+    faulty.inner = fx.store;
+    snprintf(faulty.poison_op, sizeof faulty.poison_op, "00000000-0000-4000-c000-000000000001");
+    snprintf(faulty.down_op, sizeof faulty.down_op, "00000000-0000-4000-c000-000000000003");
+    faulty.down_left = 8;
+    struct worker_config c = WORKER_CONFIG_INIT;
+    c.broker_urls = fx.url;
+    c.partitions = PARTITIONS;
+    c.worker_id = "worker-poison";
+    c.lease_ttl_ms = TTL_MS;
+    c.refresh_ms = 250;
+    c.max_attempts = 3;
+    char err[256] = "";
+    if (worker_start(&c, &faulty.head, fx.v, &fx.log, &fx.b2, err, sizeof err) != WORKER_OK) {
+        fprintf(stderr, "  %s\n", err);
+        test_failures++;
+        return;
+    }
+    char pid0[37], pid1[37], org[37];
+    payment_id(3, 8, pid0);
+    payment_id(3, 9, pid1);
+    org_id(3, org);
+    json_t *poisoned = json_pack("{s:{s:s}}", "attributes", "reference", "poison");
+    json_t *next = json_pack("{s:{s:s}}", "attributes", "reference", "after-poison");
+    CHECK(publish(faulty.poison_op, "patch", pid0, org, STEPS - 1, poisoned, NULL) != 0);
+    CHECK(publish("00000000-0000-4000-c000-000000000002", "patch", pid0, org, STEPS - 1, next,
+                  NULL) != 0);
+    CHECK(publish(faulty.down_op, "patch", pid1, org, STEPS - 1, next, NULL) != 0);
+    json_decref(poisoned);
+    json_decref(next);
+    struct payment_op_found f;
+    CHECK_INT(wait_op(faulty.poison_op, &f, PATIENCE_MS), 0);
+    CHECK_STR(f.status, "failed");
+    CHECK_STR(f.error_code, "internal_error");
+    CHECK_INT(faulty.poison_tries, 3);
+    CHECK_INT(wait_op("00000000-0000-4000-c000-000000000002", &f, PATIENCE_MS), 0);
+    CHECK_STR(f.status, "succeeded");
+    CHECK_INT(f.version, STEPS); /* the poisoned patch wrote nothing */
+    CHECK_INT(wait_op(faulty.down_op, &f, PATIENCE_MS), 0);
+    CHECK_STR(f.status, "succeeded");
+    CHECK_INT(faulty.down_tries, 9);
+    json_t *dead = dead_letter_of(partition_of(org, PARTITIONS), faulty.poison_op);
+    CHECK(dead != NULL);
+    CHECK_STR(json_string_value(json_object_get(dead, "payment_id")), pid0);
+    CHECK_STR(json_string_value(json_object_get(
+                  json_object_get(json_object_get(dead, "data"), "attributes"), "reference")),
+              "poison");
+    json_decref(dead);
+    CHECK(dead_letter_of(partition_of(org, PARTITIONS), faulty.down_op) == NULL);
+}
+
 /* A stopped worker releases its leases: another takes its partitions at
  * once, well before they would have expired. */
 static void test_stop_releases(void)
@@ -569,5 +748,6 @@ static void test_teardown(void)
 
 TEST_MAIN(TEST(test_setup), TEST(test_ordered_exactly_once_with_takeover),
           TEST(test_republished_skipped), TEST(test_failures_recorded),
+          TEST(test_partition_count_agreed), TEST(test_poison_dead_lettered),
           TEST(test_stop_releases), TEST(test_rebalance_on_join), TEST(test_stream_trimmed),
           TEST(test_teardown))
