@@ -218,26 +218,45 @@ static int prepare_create(struct payment_apply *a, struct prepared *pr, json_t *
     return build_row(a, pr, now, now);
 }
 
+/* Reads the payment an update or delete names into pr->cur, with its
+ * creation time.  Returns 0, or 1 after recording not_found: no such
+ * payment, or one of another organisation than the operation's, which does
+ * not exist for it (as on the synchronous routes, so that an operation's
+ * outcome never tells that another organisation's payment exists); or a
+ * store error to retry on. */
+static int read_current(struct worker *w, struct payment_apply *a, struct prepared *pr,
+                        int64_t *created_ms)
+{
+    struct buf b = BUF_INIT;
+    int64_t version;
+    int err = payment_store_get_meta(w->store, pr->op.payment_id, &b, &version, created_ms);
+    if (err != PAYMENT_STORE_OK && err != PAYMENT_STORE_ENOTFOUND) {
+        buf_free(&b);
+        return err;
+    }
+    if (err == PAYMENT_STORE_OK) {
+        pr->cur = json_loadb(b.data, b.len, 0, NULL);
+        if (!json_is_object(pr->cur)) {
+            buf_free(&b);
+            return PAYMENT_STORE_EINTERNAL;
+        }
+    }
+    buf_free(&b);
+    const char *org = payment_doc_string(pr->cur, "organisation_id");
+    if (err == PAYMENT_STORE_ENOTFOUND || !org || strcmp(org, pr->op.organisation_id) != 0)
+        return fail(a, pr, "not_found", "no payment with this id"), 1;
+    return 0;
+}
+
 /* Replace and patch: the next version of the stored payment, as the
  * synchronous PUT and PATCH build it (revision.h). */
 static int prepare_update(struct worker *w, struct payment_apply *a, struct prepared *pr,
                           int64_t now)
 {
-    struct buf b = BUF_INIT;
-    int64_t version, created_ms;
-    int err = payment_store_get_meta(w->store, pr->op.payment_id, &b, &version, &created_ms);
-    if (err == PAYMENT_STORE_ENOTFOUND) {
-        buf_free(&b);
-        return fail(a, pr, "not_found", "no payment with this id"), 0;
-    }
-    if (err != PAYMENT_STORE_OK) {
-        buf_free(&b);
-        return err;
-    }
-    pr->cur = json_loadb(b.data, b.len, 0, NULL);
-    buf_free(&b);
-    if (!json_is_object(pr->cur))
-        return PAYMENT_STORE_EINTERNAL;
+    int64_t created_ms;
+    int err = read_current(w, a, pr, &created_ms);
+    if (err != 0)
+        return err > 0 ? 0 : err;
     struct revision_input in = {
         .current = pr->cur,
         .created_ms = created_ms,
@@ -326,10 +345,15 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
     case OPERATION_REPLACE:
     case OPERATION_PATCH:
         return prepare_update(w, a, pr, now);
-    case OPERATION_DELETE:
+    case OPERATION_DELETE: {
+        int64_t created_ms;
+        int err = read_current(w, a, pr, &created_ms);
+        if (err != 0)
+            return err > 0 ? 0 : err;
         a->kind = PAYMENT_APPLY_DELETE;
         a->expected_version = pr->op.base_version;
         return 0;
+    }
     }
     assert(!"unknown operation kind");
     return PAYMENT_STORE_EINTERNAL;

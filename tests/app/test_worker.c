@@ -370,6 +370,30 @@ static void test_failures_recorded(void)
     struct payment_op_found f;
     CHECK_INT(wait_op("00000000-0000-4000-b000-000000000008", &f, PATIENCE_MS), 0);
     CHECK_STR(f.status, "succeeded");
+
+    /* Another organisation's payment does not exist for an operation: its
+     * patch, replace or delete records not_found, as for an unknown id. */
+    char other[37];
+    org_id(2, other);
+    const char *kinds[] = {"patch", "replace", "delete"};
+    for (int i = 0; i < 3; i++) {
+        char op[37];
+        snprintf(op, sizeof op, "00000000-0000-4000-b000-0000000000%02x", 0x10 + i);
+        data = i == 2 ? NULL
+                      : json_pack("{s:s,s:{s:s}}", "organisation_id", other, "attributes",
+                                  "reference", "not yours");
+        CHECK(publish(op, kinds[i], pid2, other, STEPS, data, NULL) != 0);
+        json_decref(data);
+        CHECK_INT(wait_op(op, &f, PATIENCE_MS), 0);
+        CHECK_STR(f.status, "failed");
+        CHECK_STR(f.error_code, "not_found");
+        CHECK_STR(f.message, "no payment with this id");
+    }
+    struct buf doc = BUF_INIT;
+    int64_t version = -1;
+    CHECK_INT(payment_store_get(fx.store, pid2, &doc, &version), 0);
+    CHECK_INT(version, STEPS); /* untouched */
+    buf_free(&doc);
 }
 
 /* The first process to set the stream up records its partition count; a
