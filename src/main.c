@@ -198,7 +198,7 @@ int main(int argc, char **argv)
      * share it with other programs.  With one, the workers write it too. */
     unsigned store_flags =
         cfg.broker[0] || cfg.store_shared ? 0u : (unsigned)PAYMENT_STORE_EXCLUSIVE;
-    if (payment_store_open_with(store_uri, store_flags, &a.store, err, sizeof err) !=
+    if (payment_store_open(store_uri, store_flags, &a.store, err, sizeof err) !=
         PAYMENT_STORE_OK) {
         fprintf(stderr, "paymentd: cannot open store %s: %s\n", store_shown, err);
         goto out;

@@ -42,13 +42,8 @@ int payment_store_init(char *errbuf, size_t errlen)
     return PAYMENT_STORE_OK;
 }
 
-int payment_store_open(const char *uri, payment_store **out, char *errbuf, size_t errlen)
-{
-    return payment_store_open_with(uri, 0, out, errbuf, errlen);
-}
-
-int payment_store_open_with(const char *uri, unsigned flags, payment_store **out, char *errbuf,
-                            size_t errlen)
+int payment_store_open(const char *uri, unsigned flags, payment_store **out, char *errbuf,
+                       size_t errlen)
 {
     *out = NULL;
     if (errbuf && errlen)

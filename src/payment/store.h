@@ -103,12 +103,7 @@ typedef void (*payment_store_done_fn)(void *arg, int err, int64_t current_versio
  * cannot start, or was used already (a second call is refused so). */
 int payment_store_init(char *errbuf, size_t errlen);
 
-/* Opens the store a URI names: "sqlite:PATH" (the parent folder is created)
- * is the embedded store.  Creates or migrates the schema.  Returns 0 and the
- * store, or a negative error with a one-line reason in errbuf. */
-int payment_store_open(const char *uri, payment_store **out, char *errbuf, size_t errlen);
-
-/* payment_store_open_with's flags. */
+/* payment_store_open's flags. */
 enum payment_store_flag {
     /* The embedded store's file is this process's alone while it is open:
      * it takes the file's lock once and keeps it, and its readers share
@@ -121,9 +116,13 @@ enum payment_store_flag {
     PAYMENT_STORE_EXCLUSIVE = 1,
 };
 
-/* payment_store_open with flags (payment_store_flag, or-ed; open is 0). */
-int payment_store_open_with(const char *uri, unsigned flags, payment_store **out, char *errbuf,
-                            size_t errlen);
+/* Opens the store a URI names: "sqlite:PATH" (the parent folder is created)
+ * is the embedded store, "mongodb://..." MongoDB; flags are
+ * payment_store_flag values or-ed (0 for none).  Creates or migrates the
+ * schema.  Returns 0 and the store, or a negative error with a one-line
+ * reason in errbuf. */
+int payment_store_open(const char *uri, unsigned flags, payment_store **out, char *errbuf,
+                       size_t errlen);
 
 /* Copies the store uri names into the file dest, online: other processes
  * may read and write the store meanwhile (an embedded store file kept

@@ -177,7 +177,7 @@ static void test_setup(void)
     CHECK_INT(broker_ensure_stream(fx.b, "PAYMENTS", "payments.cmd.*", 1, err, sizeof err), 0);
     char uri[256];
     snprintf(uri, sizeof uri, "sqlite:%s/store.db", fx.dir);
-    CHECK_INT(payment_store_open(uri, &fx.store, err, sizeof err), 0);
+    CHECK_INT(payment_store_open(uri, 0, &fx.store, err, sizeof err), 0);
     fx.v = payment_validator_new();
     CHECK(fx.v != NULL);
     fx.attributes = json_pack("{s:s,s:s,s:s,s:s,s:n}", "amount", "100.21", "currency", "GBP",

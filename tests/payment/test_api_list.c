@@ -65,7 +65,7 @@ static void test_list_buffer_failure_is_internal(void)
     }
     snprintf(uri, sizeof uri, "sqlite:%s/payments.db", dir);
     payment_store *s = NULL;
-    CHECK_INT(payment_store_open(uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_one(s), PAYMENT_STORE_OK);
         struct payment_api api = {.store = s, .public_url = ""};

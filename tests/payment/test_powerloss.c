@@ -1173,7 +1173,7 @@ static void pl_write_until_cut(const char *uri, struct pl_worker *workers)
     char errbuf[256];
     payment_store *s = NULL;
     for (int phase = 0; phase < 2 && !pl_power_is_off(); phase++) {
-        int err = payment_store_open(uri, &s, errbuf, sizeof errbuf);
+        int err = payment_store_open(uri, 0, &s, errbuf, sizeof errbuf);
         if (err != PAYMENT_STORE_OK) {
             if (!pl_power_is_off())
                 fprintf(stderr, "  open with the power on: %s\n", errbuf);
@@ -1219,7 +1219,7 @@ static long pl_run(const char *dir, long budget, enum pl_mode mode, uint64_t *rn
     pl_reboot(mode, rng);
 
     payment_store *s = NULL;
-    int err = payment_store_open(uri, &s, errbuf, sizeof errbuf);
+    int err = payment_store_open(uri, 0, &s, errbuf, sizeof errbuf);
     if (err != PAYMENT_STORE_OK)
         fprintf(stderr, "  reopen after the cut: %s\n", errbuf);
     CHECK_INT(err, PAYMENT_STORE_OK);

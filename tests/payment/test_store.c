@@ -27,7 +27,7 @@
 struct fixture {
     payment_store *s; /* open store, NULL once a case closed it for good */
     char uri[512];    /* opens the same store again */
-    unsigned flags;   /* and with these payment_store_open_with flags */
+    unsigned flags;   /* and with these payment_store_open flags */
 };
 
 typedef void (*store_case_fn)(struct fixture *fx);
@@ -56,7 +56,7 @@ static void run_on_sqlite_with(store_case_fn fn, unsigned flags)
     struct fixture fx = {.flags = flags};
     snprintf(fx.uri, sizeof fx.uri, "sqlite:%s/data/sub/payments.db", dir);
     char err[256] = "";
-    int rc = payment_store_open_with(fx.uri, flags, &fx.s, err, sizeof err);
+    int rc = payment_store_open(fx.uri, flags, &fx.s, err, sizeof err);
     CHECK_INT(rc, PAYMENT_STORE_OK);
     if (rc == PAYMENT_STORE_OK) {
         fn(&fx);
@@ -701,7 +701,7 @@ static void case_reopen(struct fixture *fx)
 
     for (int round = 0; round < 2; round++) {
         char err[256] = "";
-        CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
+        CHECK_INT(payment_store_open(fx->uri, fx->flags, &fx->s, err, sizeof err),
               PAYMENT_STORE_OK);
         if (!fx->s)
             return;
@@ -1252,7 +1252,7 @@ static void case_idem_reopen(struct fixture *fx)
     payment_store_close(fx->s);
     fx->s = NULL;
     char err[256] = "";
-    CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
+    CHECK_INT(payment_store_open(fx->uri, fx->flags, &fx->s, err, sizeof err),
               PAYMENT_STORE_OK);
     if (!fx->s)
         return;
@@ -1752,7 +1752,7 @@ static void case_apply_reopen(struct fixture *fx)
     payment_store_close(fx->s);
     fx->s = NULL;
     char err[256] = "";
-    CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
+    CHECK_INT(payment_store_open(fx->uri, fx->flags, &fx->s, err, sizeof err),
               PAYMENT_STORE_OK);
     if (!fx->s)
         return;
@@ -2004,7 +2004,7 @@ static void sqlite_open_errors(void)
         static char sentinel;
         payment_store *s = (payment_store *)&sentinel;
         char err[256] = "";
-        CHECK_INT(payment_store_open(uris[i], &s, err, sizeof err), PAYMENT_STORE_EURI);
+        CHECK_INT(payment_store_open(uris[i], 0, &s, err, sizeof err), PAYMENT_STORE_EURI);
         CHECK(s == NULL);
         CHECK(err[0] != '\0' && strchr(err, '\n') == NULL);
         if (s && s != (payment_store *)&sentinel)
@@ -2097,7 +2097,7 @@ static void run_on_mongo(store_case_fn fn)
     struct fixture fx = {0};
     mongo_uri_for(fx.uri, sizeof fx.uri, mongo_base(), db, "");
     char err[256] = "";
-    int rc = payment_store_open(fx.uri, &fx.s, err, sizeof err);
+    int rc = payment_store_open(fx.uri, 0, &fx.s, err, sizeof err);
     CHECK_INT(rc, PAYMENT_STORE_OK);
     if (rc == PAYMENT_STORE_OK) {
         fn(&fx);
@@ -2142,7 +2142,7 @@ static void mongo_apply_absent(void)
     payment_store *s = NULL;
     char err[256] = "";
     CHECK_INT(payment_store_open(
-                  "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300&paymentdWaitForStore=true",
+                  "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300&paymentdWaitForStore=true", 0,
                   &s, err, sizeof err),
               PAYMENT_STORE_OK);
     if (!s)
@@ -2266,7 +2266,7 @@ static void case_mongo_layout(struct fixture *fx)
     payment_store_close(fx->s);
     fx->s = NULL;
     char err[256] = "";
-    CHECK_INT(payment_store_open_with(fx->uri, fx->flags, &fx->s, err, sizeof err),
+    CHECK_INT(payment_store_open(fx->uri, fx->flags, &fx->s, err, sizeof err),
               PAYMENT_STORE_OK);
     if (!fx->s)
         return;
@@ -2286,7 +2286,7 @@ static void case_mongo_collection(struct fixture *fx)
     mongo_uri_db(fx->uri, db);
     mongo_uri_for(uri, sizeof uri, mongo_base(), db, "paymentdCollection=payments_b");
     payment_store *other = NULL;
-    CHECK_INT(payment_store_open(uri, &other, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(uri, 0, &other, err, sizeof err), PAYMENT_STORE_OK);
     if (!other)
         return;
     struct pay a;
@@ -2465,7 +2465,7 @@ static void case_mongo_write_concern(struct fixture *fx)
     mongo_uri_db(fx->uri, db);
     mongo_uri_for(uri, sizeof uri, mongo_base(), db, "w=1");
     payment_store *w1store = NULL;
-    CHECK_INT(payment_store_open(uri, &w1store, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(uri, 0, &w1store, err, sizeof err), PAYMENT_STORE_OK);
     if (!w1store)
         return;
     pay_init(&p, 2, 1, "GBP", "1", "", 1);
@@ -2880,7 +2880,7 @@ static void mongo_upgrade_idem_index(void)
     bson_destroy(&reply);
     bson_destroy(cmd);
     payment_store *s = NULL;
-    int rc = payment_store_open(uri, &s, err, sizeof err);
+    int rc = payment_store_open(uri, 0, &s, err, sizeof err);
     if (rc != PAYMENT_STORE_OK)
         fprintf(stderr, "  open: %s\n", err);
     CHECK_INT(rc, PAYMENT_STORE_OK);
@@ -2995,7 +2995,7 @@ static void mongo_open_errors(void)
         payment_store *s = NULL;
         char err[256] = "";
         int64_t t0 = clock_mono_us();
-        int rc = payment_store_open(uris[i], &s, err, sizeof err);
+        int rc = payment_store_open(uris[i], 0, &s, err, sizeof err);
         if (rc != PAYMENT_STORE_EURI)
             fprintf(stderr, "  %s: %d %s\n", uris[i], rc, err);
         CHECK_INT(rc, PAYMENT_STORE_EURI);
@@ -3013,7 +3013,7 @@ static void mongo_open_unreachable(void)
     payment_store *s = NULL;
     char err[256] = "";
     int64_t t0 = clock_mono_us();
-    CHECK_INT(payment_store_open("mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300", &s, err,
+    CHECK_INT(payment_store_open("mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300", 0, &s, err,
                                  sizeof err),
               PAYMENT_STORE_EUNAVAILABLE);
     int64_t took = clock_mono_us() - t0;
@@ -3030,7 +3030,7 @@ static void mongo_wait_for_store(void)
     payment_store *s = NULL;
     char err[256] = "";
     CHECK_INT(payment_store_open(
-                  "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300&paymentdWaitForStore=true",
+                  "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300&paymentdWaitForStore=true", 0,
                   &s, err, sizeof err),
               PAYMENT_STORE_OK);
     if (!s)

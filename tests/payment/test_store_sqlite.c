@@ -208,7 +208,7 @@ static void test_exclusive_store_keeps_no_shm(void)
     snprintf(shm, sizeof shm, "%s-shm", t.path);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open_with(t.uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err),
+    CHECK_INT(payment_store_open(t.uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err),
               PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
@@ -217,7 +217,7 @@ static void test_exclusive_store_keeps_no_shm(void)
         payment_store_close(s);
     }
     /* the same file shared, as with --broker: the index is in the -shm file */
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(get_payment(s, 4), PAYMENT_STORE_OK);
         CHECK(access(shm, F_OK) == 0);
@@ -236,7 +236,7 @@ static void test_init_turns_off_memory_statistics(void)
     struct tmp_store t;
     tmp_store_make(&t);
     payment_store *s = NULL;
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
         CHECK_INT(get_payment(s, 0), PAYMENT_STORE_OK);
@@ -257,7 +257,7 @@ static void test_new_store_page_size(void)
     tmp_store_make(&t);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
         payment_store_close(s);
@@ -278,7 +278,7 @@ static void test_existing_store_keeps_page_size(void)
     sqlite3_close(db);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 5), 0);
         struct buf doc = BUF_INIT;
@@ -301,7 +301,7 @@ static void test_list_shapes_cycle(void)
     tmp_store_make(&t);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (!s) {
         tmp_store_remove(&t);
         return;
@@ -452,7 +452,7 @@ static void test_purge_lets_writes_through(void)
     tmp_store_make(&t);
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (!s) {
         tmp_store_remove(&t);
         return;
@@ -549,7 +549,7 @@ static void test_migrates_version_4(void)
 
     payment_store *s = NULL;
     char err[256];
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (!s) {
         tmp_store_remove(&t);
         return;
@@ -691,7 +691,7 @@ static void test_backup_while_writing(void)
     char err[256], copy[80], copy_uri[96], side[96];
     snprintf(copy, sizeof copy, "%s/copy.db", t.dir);
     snprintf(copy_uri, sizeof copy_uri, "sqlite:%s", copy);
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (!s) {
         tmp_store_remove(&t);
         return;
@@ -732,7 +732,7 @@ static void test_backup_while_writing(void)
     }
     CHECK(header[18] == 1 && header[19] == 1);
 
-    CHECK_INT(payment_store_open(copy_uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(copy_uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         for (int i = 0; i < 200; i++)
             CHECK_INT(get_payment(s, i), PAYMENT_STORE_OK);
@@ -765,7 +765,7 @@ static void test_backup_failures(void)
     CHECK(access(copy, F_OK) != 0);
 
     payment_store *s = NULL;
-    CHECK_INT(payment_store_open(t.uri, &s, err, sizeof err), PAYMENT_STORE_OK);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         CHECK_INT(create_payments(s, 3), 0);
         payment_store_close(s);
@@ -823,7 +823,7 @@ static void test_backup_of_exclusive_store(void)
     CHECK(pid >= 0);
     if (pid == 0) { /* the holder: opens the store exclusively until told */
         payment_store *s = NULL;
-        char c = payment_store_open_with(t.uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err) ==
+        char c = payment_store_open(t.uri, PAYMENT_STORE_EXCLUSIVE, &s, err, sizeof err) ==
                          PAYMENT_STORE_OK && create_payments(s, 3) == 0
                      ? 'y'
                      : 'n';
