@@ -43,6 +43,10 @@
  * rather than piling them up. */
 #define POOL_THREADS_DEFAULT 32
 #define POOL_QUEUE_DEFAULT 1024
+/* A request that waited this long for a pool thread is answered 503 without
+ * running: the dependency it waits behind is stalled, and its client is
+ * likely gone or about to retry. */
+#define POOL_WAIT_MS_DEFAULT 5000
 
 /* Statuses metrics are kept for; any other is counted as the last. */
 static const int metric_statuses[] = {200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413,
@@ -117,6 +121,7 @@ struct http_request {
     void (*on_answer)(void *);       /* called with state before the answer is queued */
     http_handler_fn then;            /* continuation of a suspended request */
     http_handler_fn pool_fn;         /* the handler to run on the blocking pool */
+    int64_t pool_queued_us;          /* when it was handed to the pool (monotonic) */
     struct MHD_Response *staged;     /* an answer made on the pool, queued at resume */
     int staged_status;               /* its status; 0 when none was made */
     /* From here on nothing is zeroed when a request begins: each array is
@@ -1155,7 +1160,12 @@ static void pool_job_run(void *arg)
     http_request *req = arg;
     pool_request = req;
     pool_request_handed_off = 0;
-    req->pool_fn(req, req->route->ctx);
+    const struct http_server_config *cfg = &req->server->cfg;
+    int64_t wait_ms = cfg->blocking_wait_ms ? cfg->blocking_wait_ms : POOL_WAIT_MS_DEFAULT;
+    if (clock_mono_us() - req->pool_queued_us > wait_ms * 1000)
+        respond_pool_full(req, NULL); /* staged, as a handler's answer */
+    else
+        req->pool_fn(req, req->route->ctx);
     int handed_off = pool_request_handed_off;
     pool_request = NULL;
     if (handed_off)
@@ -1173,6 +1183,7 @@ void http_request_run_blocking(http_request *req, http_handler_fn fn)
 {
     assert(pool_request != req && !req->status && !req->then && req->route);
     req->pool_fn = fn;
+    req->pool_queued_us = clock_mono_us();
     /* Suspended before it is handed over, so that the pool's resume can
      * never come first. */
     atomic_fetch_add(&req->server->suspended, 1);

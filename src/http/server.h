@@ -51,6 +51,7 @@ struct http_server_config {
     void *auth_ctx;
     unsigned blocking_threads;        /* threads of the blocking pool; 0: 32 */
     size_t blocking_queue;            /* requests waiting for them, beyond: 503; 0: 1024 */
+    unsigned blocking_wait_ms;        /* a request waiting longer for them: 503; 0: 5000 */
 };
 
 /* Binds and starts serving.  Returns 0, or -1 with a one-line reason in
@@ -136,8 +137,9 @@ void http_request_resume(http_request *req);
  * as its last step.  fn is a handler like any other (it answers, or
  * suspends and answers from its continuation, which runs on a loop
  * thread); what it answers on the pool is queued when the request resumes.
- * When the pool's queue is full the request is answered 503 server_busy,
- * with Retry-After, without running fn. */
+ * When the pool's queue is full, or the request waited in it longer than
+ * blocking_wait_ms, the request is answered 503 server_busy, with
+ * Retry-After, without running fn. */
 void http_request_run_blocking(http_request *req, http_handler_fn fn);
 
 /* Whether the caller is the blocking pool's thread running req's handler. */

@@ -33,6 +33,7 @@ static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static int gate_open;
 static int gate_waiting; /* handlers waiting at it */
+static int gate_passed;  /* handlers that went through it */
 
 static void gate_set(int open)
 {
@@ -58,6 +59,7 @@ static void blocked_hello(http_request *req, void *ctx)
     while (!gate_open)
         pthread_cond_wait(&gate_cv, &gate_mu);
     gate_waiting--;
+    gate_passed++;
     pthread_mutex_unlock(&gate_mu);
     hello(req, ctx);
 }
@@ -81,10 +83,10 @@ struct fixture {
     int sock; /* one keep-alive client connection */
 };
 
-/* A server of threads loop threads, and pool_threads and pool_queue for
- * the blocking pool (0: the defaults). */
-static int fixture_start_with(struct fixture *f, unsigned threads, unsigned pool_threads,
-                              size_t pool_queue)
+/* A server of threads loop threads, and pool_threads, pool_queue and
+ * pool_wait_ms for the blocking pool (0: the defaults). */
+static int fixture_start_pool(struct fixture *f, unsigned threads, unsigned pool_threads,
+                              size_t pool_queue, unsigned pool_wait_ms)
 {
     char name[] = "/tmp/test_server_XXXXXX";
     memset(f, 0, sizeof *f);
@@ -103,6 +105,7 @@ static int fixture_start_with(struct fixture *f, unsigned threads, unsigned pool
         .threads = threads,
         .blocking_threads = pool_threads,
         .blocking_queue = pool_queue,
+        .blocking_wait_ms = pool_wait_ms,
         .max_body = 4096,
         .client_timeout_s = 30,
         .max_connections = 100,
@@ -130,7 +133,7 @@ static int fixture_start_with(struct fixture *f, unsigned threads, unsigned pool
 
 static int fixture_start(struct fixture *f)
 {
-    return fixture_start_with(f, 2, 0, 0);
+    return fixture_start_pool(f, 2, 0, 0, 0);
 }
 
 /* Sends GET path and reads the whole answer (its body is short and its
@@ -319,7 +322,7 @@ static void test_pool_does_not_hold_the_loop(void)
 {
     struct fixture f;
     gate_set(0);
-    CHECK_INT(fixture_start_with(&f, 1, 2, 4), 0);
+    CHECK_INT(fixture_start_pool(&f, 1, 2, 4, 0), 0);
     int fd = send_get(&f, "/block");
     CHECK(fd >= 0);
     for (int i = 0; i < 500 && gate_waiters() < 1; i++)
@@ -342,7 +345,7 @@ static void test_pool_full_is_503(void)
 {
     struct fixture f;
     gate_set(0);
-    CHECK_INT(fixture_start_with(&f, 1, 1, 1), 0);
+    CHECK_INT(fixture_start_pool(&f, 1, 1, 1, 0), 0);
     int running = send_get(&f, "/block");
     for (int i = 0; i < 500 && gate_waiters() < 1; i++)
         sleep_ms(10);
@@ -366,6 +369,38 @@ static void test_pool_full_is_503(void)
     close(f.lg.fd);
 }
 
+/* A request that waited in the pool's queue past blocking_wait_ms is
+ * answered 503 server_busy without running: a stalled dependency does not
+ * leave requests queued behind it for as long as the queue is. */
+static void test_pool_stale_is_503(void)
+{
+    struct fixture f;
+    gate_set(0);
+    CHECK_INT(fixture_start_pool(&f, 1, 1, 4, 100), 0);
+    int running = send_get(&f, "/block");
+    for (int i = 0; i < 500 && gate_waiters() < 1; i++)
+        sleep_ms(10);
+    CHECK_INT(gate_waiters(), 1);
+    int stale = send_get(&f, "/block");
+    sleep_ms(400); /* it waits behind the running one, past 100 ms */
+    pthread_mutex_lock(&gate_mu);
+    int passed = gate_passed;
+    pthread_mutex_unlock(&gate_mu);
+    gate_set(1);
+    char resp[4096];
+    CHECK_INT(read_answer(running, "{\"hello\":1}", resp, sizeof resp), 200);
+    CHECK_INT(read_answer(stale, "}", resp, sizeof resp), 503);
+    CHECK(strstr(resp, "\"error_code\":\"server_busy\"") != NULL);
+    CHECK(strstr(resp, "Retry-After: 1") != NULL);
+    pthread_mutex_lock(&gate_mu);
+    CHECK_INT(gate_passed, passed + 1); /* the running one only */
+    pthread_mutex_unlock(&gate_mu);
+    close(running);
+    close(stale);
+    fixture_stop(&f);
+    close(f.lg.fd);
+}
+
 TEST_MAIN(TEST(test_lines_written_soon), TEST(test_stop_writes_every_line),
           TEST(test_long_line_whole), TEST(test_pool_does_not_hold_the_loop),
-          TEST(test_pool_full_is_503))
+          TEST(test_pool_full_is_503), TEST(test_pool_stale_is_503))
