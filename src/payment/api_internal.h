@@ -78,8 +78,6 @@ void api_respond_write_error(http_request *req, struct api_write_op *w, int err,
                              int64_t current_version);
 /* 400 validation_failed listing errors. */
 void api_respond_invalid(http_request *req, json_t *errors);
-/* Appends one {"field","message"} problem: 1, or -1 out of memory. */
-int api_problem(json_t *errors, const char *field, const char *message);
 /* 400 validation_failed with one problem. */
 void api_respond_one_invalid(http_request *req, const char *field, const char *message);
 /* 403 forbidden: the key may not act for the organisation. */
