@@ -187,11 +187,11 @@ int api_async_replay(http_request *req, struct api_write_op *w)
 }
 
 /* Publishes the operation (kind, payment pid of organisation org, based on
- * base_version, carrying data when not NULL) to its organisation's
- * partition and answers 202 once the broker has acknowledged it, or 503
- * broker_unavailable. */
-void api_async_submit(http_request *req, struct api_write_op *w, const char *kind, const char *pid,
-                      const char *org, int64_t base_version, json_t *data)
+ * base_version, carrying data when not NULL), encoded by operation.h, to
+ * its organisation's partition and answers 202 once the broker has
+ * acknowledged it, or 503 broker_unavailable. */
+void api_async_submit(http_request *req, struct api_write_op *w, enum operation_kind kind,
+                      const char *pid, const char *org, int64_t base_version, json_t *data)
 {
     struct payment_api *api = w->api;
     char op[UUID_STR_LEN + 1], subject[64];
@@ -208,25 +208,21 @@ void api_async_submit(http_request *req, struct api_write_op *w, const char *kin
     struct buf body = BUF_INIT, loc = BUF_INIT;
     buf_printf(&loc, "%s/v1/operations/%s", api->public_url, op);
     op_render(&body, api, op, &v);
-    json_t *msg = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "op", op, "kind", kind,
-                            "payment_id", pid, "organisation_id", org, "base_version",
-                            (json_int_t)base_version, "submitted_ms", (json_int_t)clock_now_ms());
-    if (msg && data && json_object_set(msg, "data", data) != 0) {
-        json_decref(msg);
-        msg = NULL;
-    }
-    if (msg && w->has_key && !buf_failed(&body) && !buf_failed(&loc) &&
-        json_object_set_new(msg, "idempotency",
-                            json_pack("{s:s, s:s, s:s, s:s, s:s%}", "scope", w->scope, "key",
-                                      w->key, "fingerprint", w->fingerprint, "location", loc.data,
-                                      "body", body.data, body.len)) != 0) {
-        json_decref(msg);
-        msg = NULL;
-    }
-    char *text = msg && !buf_failed(&body) && !buf_failed(&loc) ? json_dumps(msg, JSON_COMPACT)
-                                                                 : NULL;
-    json_decref(msg);
-    if (!text) {
+    struct operation msg = {
+        .kind = kind,
+        .base_version = base_version,
+        .submitted_ms = clock_now_ms(),
+        .data = data,
+        .has_idem = w->has_key,
+        .idem = {w->scope, w->key, w->fingerprint, loc.data, body.data, body.len},
+    };
+    snprintf(msg.id, sizeof msg.id, "%s", op);
+    snprintf(msg.payment_id, sizeof msg.payment_id, "%s", pid);
+    snprintf(msg.organisation_id, sizeof msg.organisation_id, "%s", org);
+    char *text = NULL;
+    size_t text_len = 0;
+    if (buf_failed(&body) || buf_failed(&loc) ||
+        operation_encode(&msg, &text, &text_len) != OPERATION_OK) {
         buf_free(&body);
         buf_free(&loc);
         api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
@@ -234,7 +230,7 @@ void api_async_submit(http_request *req, struct api_write_op *w, const char *kin
     }
     snprintf(subject, sizeof subject, "payments.cmd.%u", partition_of(org, api->partitions));
     int duplicate = 0;
-    int rc = broker_publish(api->broker, subject, op, text, strlen(text), ASYNC_PUBLISH_MS, NULL,
+    int rc = broker_publish(api->broker, subject, op, text, text_len, ASYNC_PUBLISH_MS, NULL,
                             &duplicate);
     free(text);
     if (rc == BROKER_OK && !duplicate) {

@@ -55,7 +55,7 @@ void api_payments_create(http_request *req, void *ctx)
         if (json_object_set_new(data, "id", json_string(w->id)) != 0)
             api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         else
-            api_async_submit(req, w, "create", w->id, org, -1, data);
+            api_async_submit(req, w, OPERATION_CREATE, w->id, org, -1, data);
         json_decref(root);
         return;
     }
@@ -192,6 +192,7 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     if (!root)
         return;
     json_t *data = json_object_get(root, "data");
+    enum operation_kind kind = mode == PAYMENT_CHECK_PATCH ? OPERATION_PATCH : OPERATION_REPLACE;
     api_path_id(req, id);
     if (check_id(req, data, id) != 0 || check_body_org(req, data) != 0)
         goto out;
@@ -217,8 +218,7 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
         char org[UUID_STR_LEN + 1];
         if (api_async_wanted(req, api) && body_org &&
             uuid_canonical(body_org, strlen(body_org), org) == 0) {
-            api_async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id, org,
-                         expected, data);
+            api_async_submit(req, w, kind, id, org, expected, data);
             goto out;
         }
         api_respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
@@ -227,8 +227,8 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     if (api_async_wanted(req, api)) {
         /* Checked here against the payment as it is now; the worker checks
          * again, and decides the version, when it applies the operation. */
-        api_async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id,
-                     payment_doc_string(cur.doc, "organisation_id") ?: "", expected, data);
+        api_async_submit(req, w, kind, id, payment_doc_string(cur.doc, "organisation_id") ?: "",
+                         expected, data);
         goto out;
     }
     if (cur.version != expected) {
@@ -337,7 +337,7 @@ void api_payments_delete(http_request *req, void *ctx)
         if (err != PAYMENT_STORE_OK)
             api_respond_store_error(req, err, -1);
         else
-            api_async_submit(req, w, "delete", id, org, h ? hv : q.version, NULL);
+            api_async_submit(req, w, OPERATION_DELETE, id, org, h ? hv : q.version, NULL);
         return;
     }
     snprintf(w->id, sizeof w->id, "%s", id);
