@@ -22,12 +22,12 @@ enum payment_store_op { PAYMENT_OP_GET, PAYMENT_OP_LIST, PAYMENT_OP_CREATE, PAYM
                         PAYMENT_OP_DELETE, PAYMENT_OP_COUNT };
 
 struct payment_api {
-    payment_store *store;               /* borrowed; writes are asynchronous */
-    const payment_validator *validator; /* borrowed */
-    const char *public_url;             /* prefix of links; "" makes them paths */
-    idem_inflight *inflight;            /* borrowed: Idempotency-Keys of requests in flight */
+    payment_store *store;                /* borrowed; writes are asynchronous */
+    const payment_validator *validator;  /* borrowed */
+    const char *public_url;              /* prefix of links; "" makes them paths */
+    idem_inflight *inflight;             /* borrowed: Idempotency-Keys of requests in flight */
     const struct payment_opqueue *queue; /* borrowed: asynchronous writes, or NULL (off) */
-    int async_always;                   /* every write asynchronous, not only Prefer ones */
+    int async_always;                    /* every write asynchronous, not only Prefer ones */
     struct metrics_histogram store_latency[PAYMENT_OP_COUNT]; /* zeroed by the owner */
 };
 

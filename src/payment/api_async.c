@@ -1,9 +1,10 @@
 /* api_async: asynchronous writes (--broker): the operation published
  * through the operation queue (opqueue.h) to its organisation's partition
- * and answered 202, the operation id derived from
- * an Idempotency-Key, replays from the operation, GET /v1/operations/{id}. */
+ * and answered 202, the operation id derived from an Idempotency-Key,
+ * replays from the operation, GET /v1/operations/{id}. */
 #include "payment/api_internal.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,6 +197,7 @@ void api_async_submit(http_request *req, struct api_write_op *w, enum operation_
 {
     struct payment_api *api = w->api;
     const struct payment_opqueue *q = api->queue;
+    assert(q); /* callers ask api_async_wanted first */
     char op[UUID_STR_LEN + 1];
     if (async_op_id(w, op) != 0) {
         api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
