@@ -12,6 +12,7 @@
 #include "app/config.h"
 #include "app/deadletters.h"
 #include "app/janitor.h"
+#include "app/opqueue_broker.h"
 #include "app/system.h"
 #include "auth/keys.h"
 #include "broker/broker.h"
@@ -225,9 +226,12 @@ int main(int argc, char **argv)
     api.store = a.store;
     api.validator = a.validator;
     api.public_url = cfg.public_url;
-    api.broker = a.broker;
-    api.ops = a.ops;
-    api.partitions = cfg.partitions;
+    struct opqueue_broker opq; /* the queue over the broker, for as long as api */
+    struct payment_opqueue queue;
+    if (a.broker) {
+        opqueue_broker_init(&opq, a.broker, a.ops, cfg.partitions, &queue);
+        api.queue = &queue;
+    }
     api.async_always = cfg.async_always;
     if (a.broker && !(a.dead = deadletters_start(a.broker, 5000))) {
         fprintf(stderr, "paymentd: cannot start the dead-letter counter\n");

@@ -8,10 +8,10 @@
 #include <stddef.h>
 
 #include "core/buf.h"
-#include "broker/broker.h"
 #include "core/metrics.h"
 #include "http/router.h"
 #include "payment/idem.h"
+#include "payment/opqueue.h"
 #include "payment/store.h"
 #include "payment/validate.h"
 
@@ -22,14 +22,12 @@ enum payment_store_op { PAYMENT_OP_GET, PAYMENT_OP_LIST, PAYMENT_OP_CREATE, PAYM
                         PAYMENT_OP_DELETE, PAYMENT_OP_COUNT };
 
 struct payment_api {
-    payment_store *store;               /* borrowed; writes are asynchronous */
-    const payment_validator *validator; /* borrowed */
-    const char *public_url;             /* prefix of links; "" makes them paths */
-    idem_inflight *inflight;            /* borrowed: Idempotency-Keys of requests in flight */
-    broker *broker;                     /* borrowed: asynchronous writes, or NULL (off) */
-    broker_kv *ops;                     /* borrowed: operations pending, when broker is set */
-    uint32_t partitions;                /* of the operation stream */
-    int async_always;                   /* every write asynchronous, not only Prefer ones */
+    payment_store *store;                /* borrowed; writes are asynchronous */
+    const payment_validator *validator;  /* borrowed */
+    const char *public_url;              /* prefix of links; "" makes them paths */
+    idem_inflight *inflight;             /* borrowed: Idempotency-Keys of requests in flight */
+    const struct payment_opqueue *queue; /* borrowed: asynchronous writes, or NULL (off) */
+    int async_always;                    /* every write asynchronous, not only Prefer ones */
     struct metrics_histogram store_latency[PAYMENT_OP_COUNT]; /* zeroed by the owner */
 };
 

@@ -112,7 +112,7 @@ void api_respond_write_error(http_request *req, struct api_write_op *w, int err,
         api_respond_store_error(req, err, current_version);
 }
 
-/* 400 validation_failed listing every api_problem. */
+/* 400 validation_failed listing every problem. */
 void api_respond_invalid(http_request *req, json_t *errors)
 {
     char *list = json_dumps(errors, JSON_COMPACT);
@@ -126,21 +126,12 @@ void api_respond_invalid(http_request *req, json_t *errors)
     free(list);
     size_t n = json_array_size(errors);
     char msg[96];
-    snprintf(msg, sizeof msg, "the payment is not valid: %zu api_problem%s", n, n == 1 ? "" : "s");
+    snprintf(msg, sizeof msg, "the payment is not valid: %zu problem%s", n, n == 1 ? "" : "s");
     if (buf_failed(&extra))
         http_respond_error(req, 500, "internal_error", "internal error", NULL);
     else
         http_respond_error(req, 400, "validation_failed", msg, extra.data);
     buf_free(&extra);
-}
-
-/* Appends one {"field","message"} api_problem: 1, or -1 out of memory. */
-int api_problem(json_t *errors, const char *field, const char *message)
-{
-    return json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message",
-                                                   message)) == 0
-               ? 1
-               : -1;
 }
 
 void api_respond_one_invalid(http_request *req, const char *field, const char *message)

@@ -1,15 +1,16 @@
-/* api_async: asynchronous writes (--broker): the operation published to its
- * organisation's partition and answered 202, the operation id derived from
- * an Idempotency-Key, replays from the operation, GET /v1/operations/{id}. */
+/* api_async: asynchronous writes (--broker): the operation published
+ * through the operation queue (opqueue.h) to its organisation's partition
+ * and answered 202, the operation id derived from an Idempotency-Key,
+ * replays from the operation, GET /v1/operations/{id}. */
 #include "payment/api_internal.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "broker/partition.h"
 #include "core/clock.h"
 #include "core/hex.h"
 #include "payment/doc.h"
@@ -22,7 +23,7 @@
  * the request's Prefer header holds respond-async (RFC 7240). */
 int api_async_wanted(http_request *req, const struct payment_api *api)
 {
-    if (!api->broker)
+    if (!api->queue)
         return 0;
     if (api->async_always)
         return 1;
@@ -63,7 +64,7 @@ static int async_op_id(struct api_write_op *w, char out[UUID_STR_LEN + 1])
 }
 
 /* An operation as GET /v1/operations shows it: applied (the store holds
- * its outcome) or pending (the broker's bucket holds its payment,
+ * its outcome) or pending (the queue's pending mark holds its payment,
  * organisation and fingerprint until a worker applies it). */
 struct op_view {
     int applied;
@@ -84,16 +85,17 @@ static int op_lookup(struct payment_api *api, const char *id, struct op_view *v,
     }
     if (*err != PAYMENT_STORE_ENOTFOUND)
         return OP_ESTORE;
-    if (!api->ops)
+    const struct payment_opqueue *q = api->queue;
+    if (!q)
         return OP_NONE;
-    if (!broker_connected(api->broker))
+    if (!q->connected(q->ctx))
         return OP_EBROKER; /* at once, rather than after the request timeout */
     char *value = NULL;
     size_t len = 0;
-    int rc = broker_kv_get(api->ops, id, &value, &len, NULL);
-    if (rc == BROKER_ENOTFOUND)
+    int rc = q->pending_get(q->ctx, id, &value, &len);
+    if (rc == OPQUEUE_ENOTFOUND)
         return OP_NONE;
-    if (rc != BROKER_OK)
+    if (rc != OPQUEUE_OK)
         return OP_EBROKER;
     json_t *j = json_loadb(value, len, 0, NULL);
     free(value);
@@ -187,14 +189,16 @@ int api_async_replay(http_request *req, struct api_write_op *w)
 }
 
 /* Publishes the operation (kind, payment pid of organisation org, based on
- * base_version, carrying data when not NULL) to its organisation's
- * partition and answers 202 once the broker has acknowledged it, or 503
- * broker_unavailable. */
-void api_async_submit(http_request *req, struct api_write_op *w, const char *kind, const char *pid,
-                      const char *org, int64_t base_version, json_t *data)
+ * base_version, carrying data when not NULL), encoded by operation.h, to
+ * its organisation's partition and answers 202 once the broker has
+ * acknowledged it, or 503 broker_unavailable. */
+void api_async_submit(http_request *req, struct api_write_op *w, enum operation_kind kind,
+                      const char *pid, const char *org, int64_t base_version, json_t *data)
 {
     struct payment_api *api = w->api;
-    char op[UUID_STR_LEN + 1], subject[64];
+    const struct payment_opqueue *q = api->queue;
+    assert(q); /* callers ask api_async_wanted first */
+    char op[UUID_STR_LEN + 1];
     if (async_op_id(w, op) != 0) {
         api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         return;
@@ -208,36 +212,30 @@ void api_async_submit(http_request *req, struct api_write_op *w, const char *kin
     struct buf body = BUF_INIT, loc = BUF_INIT;
     buf_printf(&loc, "%s/v1/operations/%s", api->public_url, op);
     op_render(&body, api, op, &v);
-    json_t *msg = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "op", op, "kind", kind,
-                            "payment_id", pid, "organisation_id", org, "base_version",
-                            (json_int_t)base_version, "submitted_ms", (json_int_t)clock_now_ms());
-    if (msg && data && json_object_set(msg, "data", data) != 0) {
-        json_decref(msg);
-        msg = NULL;
-    }
-    if (msg && w->has_key && !buf_failed(&body) && !buf_failed(&loc) &&
-        json_object_set_new(msg, "idempotency",
-                            json_pack("{s:s, s:s, s:s, s:s, s:s%}", "scope", w->scope, "key",
-                                      w->key, "fingerprint", w->fingerprint, "location", loc.data,
-                                      "body", body.data, body.len)) != 0) {
-        json_decref(msg);
-        msg = NULL;
-    }
-    char *text = msg && !buf_failed(&body) && !buf_failed(&loc) ? json_dumps(msg, JSON_COMPACT)
-                                                                 : NULL;
-    json_decref(msg);
-    if (!text) {
+    struct operation msg = {
+        .kind = kind,
+        .base_version = base_version,
+        .submitted_ms = clock_now_ms(),
+        .data = data,
+        .has_idem = w->has_key,
+        .idem = {w->scope, w->key, w->fingerprint, loc.data, body.data, body.len},
+    };
+    snprintf(msg.id, sizeof msg.id, "%s", op);
+    snprintf(msg.payment_id, sizeof msg.payment_id, "%s", pid);
+    snprintf(msg.organisation_id, sizeof msg.organisation_id, "%s", org);
+    char *text = NULL;
+    size_t text_len = 0;
+    if (buf_failed(&body) || buf_failed(&loc) ||
+        operation_encode(&msg, &text, &text_len) != OPERATION_OK) {
         buf_free(&body);
         buf_free(&loc);
         api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         return;
     }
-    snprintf(subject, sizeof subject, "payments.cmd.%u", partition_of(org, api->partitions));
     int duplicate = 0;
-    int rc = broker_publish(api->broker, subject, op, text, strlen(text), ASYNC_PUBLISH_MS, NULL,
-                            &duplicate);
+    int rc = q->publish(q->ctx, op, org, text, text_len, ASYNC_PUBLISH_MS, &duplicate);
     free(text);
-    if (rc == BROKER_OK && !duplicate) {
+    if (rc == OPQUEUE_OK && !duplicate) {
         /* Marks the operation pending for GET /v1/operations until a
          * worker records its outcome.  EEXISTS: the same operation id was
          * published before, past the stream's duplicate window. */
@@ -245,15 +243,14 @@ void api_async_submit(http_request *req, struct api_write_op *w, const char *kin
         int n = snprintf(value, sizeof value,
                          "{\"payment_id\":\"%s\",\"organisation_id\":\"%s\",\"fingerprint\":\"%s\"}",
                          pid, org, w->has_key ? w->fingerprint : "");
-        rc = broker_kv_create(api->ops, op, value, (size_t)n, NULL);
-        if (rc == BROKER_EEXISTS)
+        if (q->pending_mark(q->ctx, op, value, (size_t)n) == OPQUEUE_EEXISTS)
             duplicate = 1;
-        rc = BROKER_OK; /* else a failure only delays what GET shows */
+        /* else a failure only delays what GET shows */
     }
     static const char *const unacked = "the broker did not acknowledge the operation; retry later";
-    if (rc != BROKER_OK && w->creates) {
+    if (rc != OPQUEUE_OK && w->creates) {
         api_respond_create_failure(req, api, 503, "broker_unavailable", unacked, pid);
-    } else if (rc != BROKER_OK) {
+    } else if (rc != OPQUEUE_OK) {
         http_respond_error(req, 503, "broker_unavailable", unacked, NULL);
     } else if (duplicate) {
         /* Another request with this key made the operation: its answer, or

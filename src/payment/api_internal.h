@@ -20,6 +20,7 @@
 #include "http/server.h"
 #include "payment/api.h"
 #include "payment/idem.h"
+#include "payment/operation.h"
 #include "payment/store.h"
 
 /* A write in flight: what the store borrows until it reports, what it
@@ -78,8 +79,6 @@ void api_respond_write_error(http_request *req, struct api_write_op *w, int err,
                              int64_t current_version);
 /* 400 validation_failed listing errors. */
 void api_respond_invalid(http_request *req, json_t *errors);
-/* Appends one {"field","message"} problem: 1, or -1 out of memory. */
-int api_problem(json_t *errors, const char *field, const char *message);
 /* 400 validation_failed with one problem. */
 void api_respond_one_invalid(http_request *req, const char *field, const char *message);
 /* 403 forbidden: the key may not act for the organisation. */
@@ -141,7 +140,7 @@ int api_async_wanted(http_request *req, const struct payment_api *api);
 /* 1 after answering from the operation the request's key made, else 0. */
 int api_async_replay(http_request *req, struct api_write_op *w);
 /* Publishes the operation and answers 202, or 503 broker_unavailable. */
-void api_async_submit(http_request *req, struct api_write_op *w, const char *kind,
+void api_async_submit(http_request *req, struct api_write_op *w, enum operation_kind kind,
                       const char *pid, const char *org, int64_t base_version, json_t *data);
 /* GET /v1/operations/{id}. */
 void api_operations_fetch(http_request *req, void *ctx);

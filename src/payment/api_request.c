@@ -18,7 +18,7 @@ json_t *api_non_null(json_t *v)
  * (MongoDB), or, with broker_too, a broker. */
 int api_may_block(const struct payment_api *api, int broker_too)
 {
-    return payment_store_may_block(api->store) || (broker_too && api->broker);
+    return payment_store_may_block(api->store) || (broker_too && api->queue);
 }
 
 /* Hands the request to the HTTP server's blocking pool to run fn there,

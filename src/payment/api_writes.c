@@ -10,7 +10,7 @@
 
 #include "core/clock.h"
 #include "payment/doc.h"
-#include "payment/merge.h"
+#include "payment/revision.h"
 
 void api_payments_create(http_request *req, void *ctx)
 {
@@ -55,7 +55,7 @@ void api_payments_create(http_request *req, void *ctx)
         if (json_object_set_new(data, "id", json_string(w->id)) != 0)
             api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         else
-            api_async_submit(req, w, "create", w->id, org, -1, data);
+            api_async_submit(req, w, OPERATION_CREATE, w->id, org, -1, data);
         json_decref(root);
         return;
     }
@@ -134,95 +134,57 @@ static int check_body_org(http_request *req, json_t *data)
     return 0;
 }
 
-/* organisation_id, when given, must be the stored one. */
-static int check_org(http_request *req, json_t *data, const struct current *cur)
+/* The next version of cur the request makes (revision.h), into *next.
+ * Returns 0, or -1 after answering 400 (a different organisation_id, an
+ * invalid result) or 500. */
+static int next_version(http_request *req, struct payment_api *api, json_t *data,
+                        enum payment_check mode, const struct current *cur, int64_t now,
+                        json_t **next)
 {
-    const char *org = payment_doc_string(data, "organisation_id");
-    char canon[UUID_STR_LEN + 1];
-    if (!org)
-        return 0;
-    if (uuid_canonical(org, strlen(org), canon) != 0 ||
-        strcmp(canon, payment_doc_string(cur->doc, "organisation_id") ?: "") != 0) {
-        api_respond_one_invalid(req, "data.organisation_id",
-                            "cannot change: must equal the stored organisation_id");
-        return -1;
-    }
-    return 0;
+    json_t *errors = NULL;
+    struct revision_input in = {
+        .current = cur->doc,
+        .created_ms = cur->created_ms,
+        .base_version = cur->version,
+        .data = data,
+        .mode = mode == PAYMENT_CHECK_PATCH ? REVISION_PATCH : REVISION_REPLACE,
+        .organisation_id = NULL, /* the body's, checked against the caller's rights */
+        .validator = api->validator,
+        .now_ms = now,
+    };
+    int rc = revision_next(&in, next, &errors);
+    if (rc == REVISION_EINVALID)
+        api_respond_invalid(req, errors);
+    else if (rc != REVISION_OK)
+        api_respond_internal(req);
+    json_decref(errors);
+    return rc == REVISION_OK ? 0 : -1;
 }
 
-/* Builds the next version of cur from attributes and relationships, and
- * submits the compare-and-set write. */
-static void submit_update(http_request *req, struct api_write_op *w, const char *id, json_t *data,
-                          const struct current *cur, json_t *attributes, json_t *relationships)
+/* Submits the compare-and-set write of next, the version after cur's
+ * (w takes the reference). */
+static void submit_update(http_request *req, struct api_write_op *w, const char *id,
+                          const struct current *cur, json_t *next, int64_t now)
 {
-    int64_t now = clock_now_ms();
     snprintf(w->id, sizeof w->id, "%s", id);
-    w->doc = payment_doc_new(api_type_or(data, payment_doc_string(cur->doc, "type") ?: "payments"),
-                             id, cur->version + 1,
-                             payment_doc_string(cur->doc, "organisation_id"),
-                             payment_doc_string(cur->doc, "created_on") ?: "", now, attributes,
-                             relationships);
+    w->doc = next;
     if (api_write_op_prepare(req, w, cur->created_ms, now, 200) != 0)
         return;
     api_write_op_submit(req, w, PAYMENT_OP_UPDATE, cur->version);
 }
 
-/* Merges the patch's attributes and relationships into the stored ones and
- * validates the result; answers 400 and returns -1 when it is not valid.
- * A null attributes patch changes nothing; a null relationships patch
- * removes them (RFC 7396). */
-static int merge_current(http_request *req, struct payment_api *api, json_t *data,
-                         const struct current *cur, json_t **attributes, json_t **relationships)
-{
-    json_t *pa = json_object_get(data, "attributes");
-    json_t *pr = json_object_get(data, "relationships");
-    json_t *ca = json_object_get(cur->doc, "attributes");
-    json_t *cr = json_object_get(cur->doc, "relationships");
-    if (json_is_null(pa))
-        pa = NULL;
-    *attributes = pa ? merge_patch(ca, pa) : json_incref(ca);
-    if (json_is_null(pr))
-        *relationships = NULL;
-    else if (pr)
-        *relationships = merge_patch(cr, pr); /* from {} when there are none */
-    else
-        *relationships = json_incref(cr);
-    json_t *errors = json_array();
-    if (!*attributes || (pr && !json_is_null(pr) && !*relationships) || !errors) {
-        json_decref(errors);
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return -1;
-    }
-    int n = 0;
-    if (!json_is_object(*attributes)) {
-        n = api_problem(errors, "data.attributes", "must be an object");
-    } else {
-        payment_attributes_strip_nulls(*attributes); /* nulls inside patched arrays */
-        n = payment_validate_attributes(api->validator, *attributes, errors);
-    }
-    if (n == 0 && *relationships && !json_is_object(*relationships))
-        n = api_problem(errors, "data.relationships", "must be an object");
-    if (n != 0) {
-        if (n < 0)
-            http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        else
-            api_respond_invalid(req, errors);
-    }
-    json_decref(errors);
-    return n == 0 ? 0 : -1;
-}
-
 /* PUT and PATCH, in the order that decides which error wins: the body and
  * its validation; the stored payment is then read so that a different
  * organisation_id, or (PATCH) an invalid merge result, is a validation
- * error too; then a missing version (428), existence (404) and the version
- * (409); then the compare-and-set write, which alone decides a race. */
+ * error too (revision_next: the worker's definition of the next version);
+ * then a missing version (428), existence (404) and the version (409); then the compare-and-set write, which alone decides a race. */
 static void payments_update(http_request *req, struct payment_api *api, enum payment_check mode)
 {
     char id[UUID_STR_LEN + 1];
     int64_t expected;
     struct current cur = {0};
-    json_t *attributes = NULL, *relationships = NULL;
+    json_t *next = NULL;
+    int64_t now = clock_now_ms();
     struct api_write_op *w = api_write_op_new(req, api);
     if (!w || api_idem_begin(req, w) != 0)
         return;
@@ -230,6 +192,7 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     if (!root)
         return;
     json_t *data = json_object_get(root, "data");
+    enum operation_kind kind = mode == PAYMENT_CHECK_PATCH ? OPERATION_PATCH : OPERATION_REPLACE;
     api_path_id(req, id);
     if (check_id(req, data, id) != 0 || check_body_org(req, data) != 0)
         goto out;
@@ -243,10 +206,7 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
         cur = (struct current){0};
         missing = 1;
     }
-    if (!missing && check_org(req, data, &cur) != 0)
-        goto out;
-    if (!missing && mode == PAYMENT_CHECK_PATCH &&
-        merge_current(req, api, data, &cur, &attributes, &relationships) != 0)
+    if (!missing && next_version(req, api, data, mode, &cur, now, &next) != 0)
         goto out;
     if (api_client_version(req, data, 1, &expected) != 0)
         goto out;
@@ -258,8 +218,7 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
         char org[UUID_STR_LEN + 1];
         if (api_async_wanted(req, api) && body_org &&
             uuid_canonical(body_org, strlen(body_org), org) == 0) {
-            api_async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id, org,
-                         expected, data);
+            api_async_submit(req, w, kind, id, org, expected, data);
             goto out;
         }
         api_respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
@@ -268,22 +227,18 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     if (api_async_wanted(req, api)) {
         /* Checked here against the payment as it is now; the worker checks
          * again, and decides the version, when it applies the operation. */
-        api_async_submit(req, w, mode == PAYMENT_CHECK_PATCH ? "patch" : "replace", id,
-                     payment_doc_string(cur.doc, "organisation_id") ?: "", expected, data);
+        api_async_submit(req, w, kind, id, payment_doc_string(cur.doc, "organisation_id") ?: "",
+                         expected, data);
         goto out;
     }
     if (cur.version != expected) {
         api_respond_store_error(req, PAYMENT_STORE_ECONFLICT, cur.version);
         goto out;
     }
-    if (mode == PAYMENT_CHECK_REPLACE) {
-        attributes = json_incref(json_object_get(data, "attributes"));
-        relationships = json_incref(api_non_null(json_object_get(data, "relationships")));
-    }
-    submit_update(req, w, id, data, &cur, attributes, relationships);
+    submit_update(req, w, id, &cur, next, now);
+    next = NULL;
 out:
-    json_decref(attributes);
-    json_decref(relationships);
+    json_decref(next);
     json_decref(cur.doc);
     json_decref(root);
 }
@@ -382,7 +337,7 @@ void api_payments_delete(http_request *req, void *ctx)
         if (err != PAYMENT_STORE_OK)
             api_respond_store_error(req, err, -1);
         else
-            api_async_submit(req, w, "delete", id, org, h ? hv : q.version, NULL);
+            api_async_submit(req, w, OPERATION_DELETE, id, org, h ? hv : q.version, NULL);
         return;
     }
     snprintf(w->id, sizeof w->id, "%s", id);
