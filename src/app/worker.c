@@ -306,9 +306,10 @@ static void prepare_idem(struct payment_apply *a, struct prepared *pr, int64_t n
 }
 
 /* Decodes the message into a (pr keeps what a borrows).  Returns 0, 1 when
- * the message carries no operation id and is to be skipped, or a store
- * error to retry on.  A malformed operation is recorded as failed with
- * bad_request. */
+ * the message is JSON but carries no operation id and is to be skipped, or
+ * a store error to retry on (EINTERNAL too for bytes that did not read as
+ * JSON: out of memory reads so).  A malformed operation is recorded as
+ * failed with bad_request. */
 static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
                    struct payment_apply *a, struct prepared *pr)
 {
@@ -322,8 +323,13 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
     a->expected_version = -1;
     char why[sizeof pr->msg];
     int rc = operation_decode(m->data, m->len, &pr->op, why, sizeof why);
-    if (rc == OPERATION_ENOMEM)
+    if (rc == OPERATION_ENOMEM || rc == OPERATION_EUNREADABLE) {
+        /* Perhaps only memory ran out: retried, then dead-lettered as an
+         * internal failure, never given up at the first try. */
+        log_msg(w->log, LOG_WARN, "partition %" PRIu32 " seq %" PRIu64 ": %s", pt->p, m->seq,
+                rc == OPERATION_ENOMEM ? "out of memory" : why);
         return PAYMENT_STORE_EINTERNAL;
+    }
     if (!pr->op.id[0]) {
         /* Without an operation id nothing can be recorded, so the partition's
          * stored position cannot move past it: it is skipped again after a

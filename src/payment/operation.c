@@ -190,7 +190,13 @@ int operation_decode(const char *text, size_t len, struct operation *out, char *
     memset(out, 0, sizeof *out);
     json_error_t je;
     out->root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
-    if (!out->root || !json_is_object(out->root)) {
+    if (!out->root) {
+        /* Out of memory reads as a syntax error too: the caller cannot
+         * tell, and retries before it gives the message up. */
+        (void)invalid(msg, msglen, "not JSON");
+        return OPERATION_EUNREADABLE;
+    }
+    if (!json_is_object(out->root)) {
         operation_free(out);
         return invalid(msg, msglen, "not a JSON object");
     }

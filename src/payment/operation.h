@@ -35,8 +35,11 @@
 
 enum operation_err {
     OPERATION_OK = 0,
-    OPERATION_EINVALID = -1, /* decode: not a well-formed operation; the reason is in msg */
-    OPERATION_ENOMEM = -2,   /* out of memory */
+    OPERATION_EINVALID = -1,    /* decode: not a well-formed operation; the reason is in msg */
+    OPERATION_ENOMEM = -2,      /* out of memory */
+    OPERATION_EUNREADABLE = -3, /* decode: the bytes could not be read as JSON: not JSON, or
+                                   out of memory while reading (jansson reports both as a
+                                   syntax error), so the same bytes may read later */
 };
 
 enum operation_kind {
@@ -80,8 +83,9 @@ const char *operation_kind_name(enum operation_kind kind);
 int operation_encode(const struct operation *op, char **out, size_t *len);
 
 /* Decodes len bytes of text into out.  Returns 0 (operation_free(out)
- * afterwards), OPERATION_ENOMEM, or OPERATION_EINVALID with a one-line
- * reason in msg; then out holds nothing to free, but out->id is the
+ * afterwards), OPERATION_ENOMEM, OPERATION_EUNREADABLE, or
+ * OPERATION_EINVALID, each but ENOMEM with a one-line reason in msg; then
+ * out holds nothing to free, but out->id is the
  * message's operation id when that member itself was well-formed (so that
  * the failure can be recorded under it), else "". */
 int operation_decode(const char *text, size_t len, struct operation *out, char *msg,

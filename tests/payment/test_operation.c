@@ -123,14 +123,14 @@ static void test_decode_refuses(void)
         const char *id;   /* out->id afterwards */
         const char *says; /* in the reason */
     } cases[] = {
-        {"", "", "not a JSON object"},
-        {"not json", "", "not a JSON object"},
+        {"", "", "not JSON"},
+        {"not json", "", "not JSON"},
         {"[1]", "", "not a JSON object"},
         {"{\"op\":\"\"}", "", "op must"},
         {"{\"op\":\"a b\"}", "", "op must"},
         {"{\"op\":7}", "", "op must"},
         {"{\"op\":\"a\\u0000b\"}", "", "op must"},
-        {"{\"op\":\"x\",\"op\":\"y\"}", "", "not a JSON object"},
+        {"{\"op\":\"x\",\"op\":\"y\"}", "", "not JSON"},
         {HEAD "\"base_version\":0,\"submitted_ms\":0,\"data\":{},\"extra\":1}", OP, "unknown member"},
         {"{\"op\":\"" OP "\",\"kind\":\"frobnicate\"}", OP, "kind"},
         {"{\"op\":\"" OP "\",\"kind\":\"patch\",\"payment_id\":\"nope\"}", OP, "payment_id"},
@@ -163,7 +163,9 @@ static void test_decode_refuses(void)
         struct operation op;
         char msg[128] = "";
         int rc = operation_decode(cases[i].text, strlen(cases[i].text), &op, msg, sizeof msg);
-        if (rc != OPERATION_EINVALID || strcmp(op.id, cases[i].id) != 0 ||
+        /* Bytes that do not read as JSON may be a lack of memory: told apart. */
+        int want = strstr(cases[i].says, "not JSON") ? OPERATION_EUNREADABLE : OPERATION_EINVALID;
+        if (rc != want || strcmp(op.id, cases[i].id) != 0 ||
             !strstr(msg, cases[i].says)) {
             fprintf(stderr, "  case %zu (%s): rc %d, id \"%s\", msg \"%s\"\n", i, cases[i].text,
                     rc, op.id, msg);
@@ -175,5 +177,54 @@ static void test_decode_refuses(void)
     }
 }
 
+/* jansson's allocator for test_decode_out_of_memory: fails once `budget`
+ * allocations were made. */
+static int alloc_budget = -1;
+
+static void *budget_malloc(size_t n)
+{
+    if (alloc_budget == 0)
+        return NULL;
+    if (alloc_budget > 0)
+        alloc_budget--;
+    return malloc(n);
+}
+
+/* Out of memory while decoding a sound message is OPERATION_ENOMEM or
+ * OPERATION_EUNREADABLE (the worker retries both), never the verdict that
+ * the message is malformed, which would record an operation the client was
+ * told was accepted as failed. */
+static void test_decode_out_of_memory(void)
+{
+    json_t *data = json_pack("{s:{s:s}}", "attributes", "reference", "x");
+    struct operation op;
+    fill(&op, OPERATION_PATCH, data);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_INT(operation_encode(&op, &text, &len), 0);
+    json_decref(data);
+    json_set_alloc_funcs(budget_malloc, free);
+    int ok = 0, enomem = 0;
+    for (int budget = 0; budget < 200 && text; budget++) {
+        alloc_budget = budget;
+        char why[128] = "";
+        int rc = operation_decode(text, len, &op, why, sizeof why);
+        alloc_budget = -1;
+        if (rc == OPERATION_OK) {
+            ok++;
+            operation_free(&op);
+        } else if (rc == OPERATION_ENOMEM || rc == OPERATION_EUNREADABLE) {
+            enomem++;
+        } else {
+            fprintf(stderr, "  with %d allocations: %d (%s)\n", budget, rc, why);
+            test_failures++;
+        }
+    }
+    json_set_alloc_funcs(malloc, free);
+    CHECK(enomem > 0);
+    CHECK(ok > 0);
+    free(text);
+}
+
 TEST_MAIN(TEST(test_encode_format), TEST(test_round_trip), TEST(test_decode_canonical),
-          TEST(test_decode_refuses))
+          TEST(test_decode_refuses), TEST(test_decode_out_of_memory))
