@@ -10,23 +10,35 @@
 #define MONGO_IDEM_SK_OLD "idem_sk"   /* unique on idem.sk alone, in stores made before */
 
 /* Server error codes that mean "not now" rather than "never": the server is
- * shutting down, stepping down, unreachable, or could not reach the write
- * concern in time. */
+ * shutting down, stepping down, unreachable, busy, interrupted, or could not
+ * reach the write concern in time; a shard's routing table is stale.  An
+ * error outside this list is EINTERNAL, which a worker retries only
+ * --max-apply-attempts times before it records the operation as failed: so
+ * every code a failover or an overload can produce belongs here. */
 static int mongo_code_transient(uint32_t code)
 {
     static const uint32_t codes[] = {
         6,     /* HostUnreachable */
         7,     /* HostNotFound */
+        24,    /* LockTimeout */
+        46,    /* LockBusy */
         50,    /* MaxTimeMSExpired */
+        63,    /* StaleShardVersion */
         64,    /* WriteConcernFailed */
         89,    /* NetworkTimeout */
         91,    /* ShutdownInProgress */
+        112,   /* WriteConflict */
+        133,   /* FailedToSatisfyReadPreference */
+        150,   /* StaleEpoch */
         189,   /* PrimarySteppedDown */
         262,   /* ExceededTimeLimit */
         9001,  /* SocketException */
+        10058, /* LegacyNotPrimary */
         10107, /* NotWritablePrimary */
         11600, /* InterruptedAtShutdown */
+        11601, /* Interrupted */
         11602, /* InterruptedDueToReplStateChange */
+        13388, /* StaleConfig */
         13435, /* NotPrimaryNoSecondaryOk */
         13436, /* NotPrimaryOrSecondary */
     };
