@@ -43,8 +43,11 @@ static void *pool_main(void *arg)
     http_pool *p = arg;
     pool_lock(p);
     for (;;) {
-        while (p->queued == 0 && !p->stopping)
-            pthread_cond_wait(&p->wake, &p->mu);
+        while (p->queued == 0 && !p->stopping) {
+            int rc = pthread_cond_wait(&p->wake, &p->mu);
+            assert(rc == 0); /* fails only when misused */
+            (void)rc;
+        }
         if (p->queued == 0)
             break; /* stopping, and nothing left */
         struct pool_job job = p->ring[p->head];
@@ -63,10 +66,14 @@ static void pool_free(http_pool *p)
 {
     pool_lock(p);
     p->stopping = 1;
-    pthread_cond_broadcast(&p->wake);
+    int rc = pthread_cond_broadcast(&p->wake);
+    assert(rc == 0);
     pool_unlock(p);
-    for (unsigned i = 0; i < p->n_threads; i++)
-        pthread_join(p->threads[i], NULL);
+    for (unsigned i = 0; i < p->n_threads; i++) {
+        rc = pthread_join(p->threads[i], NULL);
+        assert(rc == 0); /* joinable, joined once, not this thread */
+    }
+    (void)rc;
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->mu);
     free(p->threads);
@@ -117,9 +124,19 @@ int http_pool_submit(http_pool *p, void (*fn)(void *arg), void *arg)
     }
     p->ring[(p->head + p->queued) % p->queue_max] = (struct pool_job){fn, arg};
     p->queued++;
-    pthread_cond_signal(&p->wake);
+    int rc = pthread_cond_signal(&p->wake);
+    assert(rc == 0);
+    (void)rc;
     pool_unlock(p);
     return HTTP_POOL_OK;
+}
+
+size_t http_pool_queued(http_pool *p)
+{
+    pool_lock(p);
+    size_t n = p->queued;
+    pool_unlock(p);
+    return n;
 }
 
 void http_pool_stop(http_pool *p)

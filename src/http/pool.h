@@ -29,6 +29,9 @@ int http_pool_start(unsigned threads, size_t queue_max, http_pool **out);
 /* Queues fn(arg).  Returns 0, or HTTP_POOL_EFULL (fn will not run). */
 int http_pool_submit(http_pool *p, void (*fn)(void *arg), void *arg);
 
+/* Jobs queued and not started yet, at this instant (metrics, tests). */
+size_t http_pool_queued(http_pool *p);
+
 /* Runs every job queued, then joins the threads and frees the pool.  NULL
  * is a no-op. */
 void http_pool_stop(http_pool *p);

@@ -900,6 +900,10 @@ void http_server_metrics(const http_server *s, struct buf *b)
                           " fast enough, or refused them.");
     buf_printf(b, "paymentd_access_log_dropped_lines_total %" PRIu64 "\n",
                access_log_dropped(s->access));
+    metrics_render_header(b, "paymentd_http_blocking_queued", "gauge",
+                          "Requests waiting for a thread of the pool for work that waits on the"
+                          " network (MongoDB, the broker).");
+    buf_printf(b, "paymentd_http_blocking_queued %zu\n", http_pool_queued(s->pool));
     metrics_render_header(b, name, "histogram",
                           "Time from a request's headers to its completion, by route and status.");
     for (size_t r = 0; r <= s->cfg.n_routes; r++) {

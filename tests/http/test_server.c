@@ -316,6 +316,25 @@ static int read_answer(int fd, const char *marker, char *out, size_t cap)
     }
 }
 
+/* The requests waiting for a pool thread, as /metrics shows them. */
+static long pool_queued(struct fixture *f)
+{
+    struct buf b = BUF_INIT;
+    http_server_metrics(f->srv, &b);
+    const char *at = b.data ? strstr(b.data, "\npaymentd_http_blocking_queued ") : NULL;
+    long n = at ? atol(at + strlen("\npaymentd_http_blocking_queued ")) : -1;
+    buf_free(&b);
+    return n;
+}
+
+/* Waits (up to 5 s) until n requests wait for a pool thread. */
+static int wait_queued(struct fixture *f, long n)
+{
+    for (int i = 0; i < 500 && pool_queued(f) != n; i++)
+        sleep_ms(10);
+    return pool_queued(f) == n;
+}
+
 /* With one loop thread, a handler waiting on the pool holds up no other
  * request, and its answer arrives once it is done. */
 static void test_pool_does_not_hold_the_loop(void)
@@ -351,7 +370,7 @@ static void test_pool_full_is_503(void)
         sleep_ms(10);
     CHECK_INT(gate_waiters(), 1);
     int queued = send_get(&f, "/block");
-    sleep_ms(200); /* taken into the queue */
+    CHECK(wait_queued(&f, 1));
     int64_t t0 = clock_mono_us();
     int refused = send_get(&f, "/block");
     char resp[4096];
@@ -382,7 +401,8 @@ static void test_pool_stale_is_503(void)
         sleep_ms(10);
     CHECK_INT(gate_waiters(), 1);
     int stale = send_get(&f, "/block");
-    sleep_ms(400); /* it waits behind the running one, past 100 ms */
+    CHECK(wait_queued(&f, 1));
+    sleep_ms(300); /* it waits behind the running one, past 100 ms */
     pthread_mutex_lock(&gate_mu);
     int passed = gate_passed;
     pthread_mutex_unlock(&gate_mu);
