@@ -36,10 +36,15 @@
  * a pause doubling from 100 ms (at most 5 s), max_attempts times in all;
  * then it is copied, as it is, to "payments.dead.<p>" of the stream
  * "PAYMENTS_DEAD" (broker/opstream.h), its operation recorded as failed with
- * internal_error, and the partition moves on.  A message without an
- * operation id (not an operation at all) is copied there and skipped.  The
- * copy is made before the record, so a crash in between leaves the copy
- * made twice at worst (kept once within the stream's duplicate window). 
+ * internal_error, and the partition moves on.  Bytes that do not read as
+ * JSON count as such a failure (out of memory reads so too).  A JSON
+ * message without an operation id (not an operation at all) is copied
+ * there and skipped.  The copy is made before the record, so a crash in
+ * between leaves the copy made twice at worst (kept once within the
+ * stream's duplicate window).  The record of the failure moves the
+ * partition's position in the same transaction: while the store cannot
+ * write even that, it is retried (every 5 s at most), never skipped, since
+ * a position that does not move is what keeps every operation applied once.
  *
  * Threads.  worker_start and worker_stop are called from one thread; the
  * worker runs on its own threads in between. */
