@@ -33,20 +33,12 @@ static struct {
 
 static void test_setup(void)
 {
-    char tmpl[] = "/tmp/paymentd-opqueue-test-XXXXXX";
-    if (access(NATS_SH, X_OK) != 0 || !mkdtemp(tmpl)) {
-        fprintf(stderr, "  run from the repository's root\n");
-        test_failures++;
+    char url[128] = "", err[256] = "";
+    CHECK_INT(fixture_nats_start("/tmp/paymentd-opqueue-test-XXXXXX", fx.dir, sizeof fx.dir, url,
+                                 sizeof url),
+              0);
+    if (!url[0])
         return;
-    }
-    snprintf(fx.dir, sizeof fx.dir, "%s", tmpl);
-    char cleanup[512];
-    snprintf(cleanup, sizeof cleanup, "%s stop '%s/nats'; rm -rf '%s'", NATS_SH, fx.dir, fx.dir);
-    CHECK_INT(start_guardian(cleanup), 0);
-    char args[256], port[64], url[128], err[256] = "";
-    snprintf(args, sizeof args, "start '%s/nats'", fx.dir);
-    CHECK_INT(nats_sh(args, port, sizeof port), 0);
-    snprintf(url, sizeof url, "nats://127.0.0.1:%s", port);
     struct broker_options opt = BROKER_OPTIONS_INIT;
     opt.request_timeout_ms = 1000; /* the outage test waits for it */
     CHECK_INT(broker_open(url, &opt, &fx.b, err, sizeof err), 0);

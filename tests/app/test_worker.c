@@ -159,20 +159,12 @@ static void test_setup(void)
 {
     fx.log.level = LOG_ERROR; /* takeover warnings are expected here */
     fx.log.fd = 2;
-    char tmpl[] = "/tmp/paymentd-worker-test-XXXXXX";
-    if (access(NATS_SH, X_OK) != 0 || !mkdtemp(tmpl)) {
-        fprintf(stderr, "  run from the repository's root\n");
-        test_failures++;
+    char err[256] = "";
+    CHECK_INT(fixture_nats_start("/tmp/paymentd-worker-test-XXXXXX", fx.dir, sizeof fx.dir, fx.url,
+                                 sizeof fx.url),
+              0);
+    if (!fx.url[0])
         return;
-    }
-    snprintf(fx.dir, sizeof fx.dir, "%s", tmpl);
-    char cleanup[512];
-    snprintf(cleanup, sizeof cleanup, "%s stop '%s/nats'; rm -rf '%s'", NATS_SH, fx.dir, fx.dir);
-    CHECK_INT(start_guardian(cleanup), 0);
-    char args[256], port[64], err[256] = "";
-    snprintf(args, sizeof args, "start '%s/nats'", fx.dir);
-    CHECK_INT(nats_sh(args, port, sizeof port), 0);
-    snprintf(fx.url, sizeof fx.url, "nats://127.0.0.1:%s", port);
     CHECK_INT(broker_open(fx.url, NULL, &fx.b, err, sizeof err), 0);
     CHECK_INT(broker_ensure_stream(fx.b, "PAYMENTS", "payments.cmd.*", 1, err, sizeof err), 0);
     char uri[256];

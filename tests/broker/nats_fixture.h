@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -79,6 +80,39 @@ static inline int start_guardian(const char *cleanup)
         _exit(127);
     }
     close(fds[0]); /* the write end stays open, unseen by exec'd children */
+    return 0;
+}
+
+/* Makes a private folder from tmpl ("/tmp/NAME-XXXXXX", into dir), has
+ * its nats-server stopped and the folder removed when this process ends,
+ * and starts that server: 0 with its client URL in url, else -1 with the
+ * reason on stderr. */
+static inline int fixture_nats_start(const char *tmpl, char *dir, size_t dirlen, char *url,
+                                     size_t urllen)
+{
+    dir[0] = '\0';
+    if (access(NATS_SH, X_OK) != 0 || strlen(tmpl) >= dirlen) {
+        fprintf(stderr, "  %s not found: run from the repository's root\n", NATS_SH);
+        return -1;
+    }
+    snprintf(dir, dirlen, "%s", tmpl);
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "  mkdtemp %s: %s\n", tmpl, strerror(errno));
+        dir[0] = '\0';
+        return -1;
+    }
+    char cleanup[512], args[256], port[64];
+    snprintf(cleanup, sizeof cleanup, "%s stop '%s/nats'; rm -rf '%s'", NATS_SH, dir, dir);
+    if (start_guardian(cleanup) != 0) {
+        fprintf(stderr, "  cannot start the guardian of %s\n", dir);
+        return -1;
+    }
+    snprintf(args, sizeof args, "start '%s/nats'", dir);
+    if (nats_sh(args, port, sizeof port) != 0) {
+        fprintf(stderr, "  nats-server did not start in %s\n", dir);
+        return -1;
+    }
+    snprintf(url, urllen, "nats://127.0.0.1:%s", port);
     return 0;
 }
 
