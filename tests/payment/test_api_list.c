@@ -9,39 +9,14 @@
 
 #include "payment/api_internal.h"
 #include "payment/query.h"
+#include "store_waiter.h"
 #include "test.h"
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done; /* the write was reported */
-    int err;  /* its result */
-};
-
-static void waiter_done(void *arg, int err, int64_t cur, int64_t seq)
-{
-    struct waiter *w = arg;
-    (void)cur;
-    (void)seq;
-    pthread_mutex_lock(&w->mu);
-    w->err = err;
-    w->done = 1;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
 
 /* Creates one payment; returns the store's result. */
 static int create_one(payment_store *s)
 {
-    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    struct waiter w;
+    waiter_init(&w, 1);
     struct payment_row r = {.id = "00000000-0000-4000-8000-000000000001",
                             .organisation_id = "0a0a0a0a-0000-4000-8000-000000000001",
                             .created_ms = 1000,
@@ -49,10 +24,7 @@ static int create_one(payment_store *s)
                             .doc = "{\"n\":1}",
                             .doc_len = 7};
     payment_store_create(s, &r, NULL, waiter_done, &w);
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
+    waiter_wait(&w);
     return w.err;
 }
 
@@ -89,7 +61,7 @@ static void test_list_buffer_failure_is_internal(void)
         payment_query_clear(&q);
         payment_store_close(s);
     }
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rm_tree(dir);
 }
 
 TEST_MAIN(TEST(test_list_buffer_failure_is_internal))

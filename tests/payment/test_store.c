@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "payment/store_impl.h"
+#include "store_waiter.h"
 #include "test.h"
 
 /* ---- fixtures ----------------------------------------------------------- */
@@ -31,17 +32,6 @@ struct fixture {
 };
 
 typedef void (*store_case_fn)(struct fixture *fx);
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-    CHECK_INT(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
-}
 
 /* Runs fn on a new SQLite store in a temporary folder, removed afterwards,
  * opened with flags.  The store file sits two folders down, which open must
@@ -73,46 +63,6 @@ static void run_on_sqlite(store_case_fn fn)
 }
 
 /* ---- synchronous wrappers: done runs on the writer thread --------------- */
-
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int pending;   /* writes not yet reported */
-    int err;       /* last result */
-    int64_t cur;
-    int64_t seq;
-};
-
-static void waiter_init(struct waiter *w, int pending)
-{
-    CHECK_INT(pthread_mutex_init(&w->mu, NULL), 0);
-    CHECK_INT(pthread_cond_init(&w->cv, NULL), 0);
-    w->pending = pending;
-    w->err = 1;
-    w->cur = w->seq = -2;
-}
-
-static void waiter_done(void *arg, int err, int64_t cur, int64_t seq)
-{
-    struct waiter *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->err = err;
-    w->cur = cur;
-    w->seq = seq;
-    w->pending--;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void waiter_wait(struct waiter *w)
-{
-    pthread_mutex_lock(&w->mu);
-    while (w->pending > 0)
-        pthread_cond_wait(&w->cv, &w->mu);
-    pthread_mutex_unlock(&w->mu);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-}
 
 static int sync_create_idem(payment_store *s, const struct payment_row *row,
                             const struct payment_idem *idem, int64_t *seq)

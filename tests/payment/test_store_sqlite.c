@@ -17,45 +17,16 @@
 #include <unistd.h>
 
 #include "payment/store.h"
+#include "store_waiter.h"
 #include "test.h"
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int pending; /* writes not reported yet */
-    int failed;  /* writes reported with an error */
-    int err;     /* the last write's result */
-};
-
-static void waiter_done(void *arg, int err, int64_t cur, int64_t seq)
-{
-    struct waiter *w = arg;
-    (void)cur;
-    (void)seq;
-    pthread_mutex_lock(&w->mu);
-    w->failed += err != PAYMENT_STORE_OK;
-    w->err = err;
-    w->pending--;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
 
 /* Creates payments 0..n-1: organisation i % 3, currency GBP or EUR by
  * parity, reference "ref-<i % 4>"; each document is {"n":i,"pad":"..."}, a
  * few KB like a real payment.  Returns the count that failed. */
 static int create_payments(payment_store *s, int n)
 {
-    struct waiter w = {.pending = n};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    struct waiter w;
+    waiter_init(&w, n);
     struct payment_row *rows = calloc((size_t)n, sizeof *rows);
     char(*docs)[6000] = calloc((size_t)n, sizeof *docs);
     char(*refs)[16] = calloc((size_t)n, sizeof *refs);
@@ -79,12 +50,7 @@ static int create_payments(payment_store *s, int n)
         r->doc_len = (size_t)len;
         payment_store_create(s, r, NULL, waiter_done, &w);
     }
-    pthread_mutex_lock(&w.mu);
-    while (w.pending > 0)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
+    waiter_wait(&w);
     free(rows);
     free(docs);
     free(refs);
@@ -179,7 +145,7 @@ static void tmp_store_make(struct tmp_store *t)
 
 static void tmp_store_remove(const struct tmp_store *t)
 {
-    nftw(t->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rm_tree(t->dir);
 }
 
 /* Reads payment i of create_payments: its store error, and EINTERNAL for an
@@ -407,16 +373,10 @@ static long long count_rows(sqlite3 *db, const char *table)
 static int create_row(payment_store *s, const struct payment_row *row,
                       const struct payment_idem *idem)
 {
-    struct waiter w = {.pending = 1};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    struct waiter w;
+    waiter_init(&w, 1);
     payment_store_create(s, row, idem, waiter_done, &w);
-    pthread_mutex_lock(&w.mu);
-    while (w.pending > 0)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
+    waiter_wait(&w);
     return w.err;
 }
 
