@@ -80,11 +80,17 @@ launch() {
 }
 
 # Waits (up to 20 s) until the server of $1 answers /healthz with "ok" and,
-# when $2 is "leader", until /jsz names a meta leader.
+# when $2 is "leader", until /jsz names a meta leader.  The server must also
+# have logged, under its own pid, that it is ready: its ports were free ones
+# when chosen, but another process may have taken one since, and then the
+# answers on them are another server's (which a test would then use, and
+# stop or freeze the wrong process).
 wait_ready() {
-  local nd=$1 want=${2:-} body
+  local nd=$1 want=${2:-} body pid
   for _ in $(seq 1 400); do
     running "$nd" || break
+    pid=$(cat "$nd/pid")
+    if ! grep -q "^\[$pid\] .*Server is ready" "$nd/log"; then sleep 0.05; continue; fi
     body=$(http_get "$(cat "$nd/mport")" /healthz || true)
     if [[ $body == *'"ok"'* ]]; then
       if [ "$want" != leader ]; then return 0; fi
@@ -117,12 +123,19 @@ halt() {
 case "$cmd" in
 start)
   mkdir -p "$dir"
+  fresh=0 # the ports are chosen here, so others can be chosen if one was taken
   if [ -n "${3:-}" ]; then echo "$3" >"$dir/port"; fi
-  if [ ! -s "$dir/port" ]; then free_ports 1 >"$dir/port"; fi
+  if [ ! -s "$dir/port" ]; then free_ports 1 >"$dir/port"; fresh=1; fi
   if [ ! -s "$dir/mport" ]; then free_ports 1 >"$dir/mport"; fi
-  launch "$dir" -n paymentd-nats
-  if wait_ready "$dir"; then cat "$dir/port"; exit 0; fi
-  halt "$dir" || true
+  for _ in 1 2 3; do
+    launch "$dir" -n paymentd-nats
+    if wait_ready "$dir"; then cat "$dir/port"; exit 0; fi
+    halt "$dir" || true
+    [ "$fresh" = 1 ] || break
+    read -r port mport <<<"$(free_ports 2)"
+    echo "$port" >"$dir/port"
+    echo "$mport" >"$dir/mport"
+  done
   exit 1
   ;;
 stop)
