@@ -10,6 +10,7 @@
 
 #include "broker/opstream.h"
 #include "core/metrics.h"
+#include "core/sync.h"
 
 #define DEADLETTERS_READ_MS 2000 /* longest wait for one count */
 
@@ -34,12 +35,12 @@ static int deadletters_wait(deadletters *d)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    pthread_mutex_lock(&d->mu);
+    sync_lock(&d->mu);
     int rc = 0;
     while (!d->stopping && rc != ETIMEDOUT)
         rc = pthread_cond_timedwait(&d->wake, &d->mu, &until);
     int stop = d->stopping;
-    pthread_mutex_unlock(&d->mu);
+    sync_unlock(&d->mu);
     return stop;
 }
 
@@ -84,11 +85,11 @@ void deadletters_stop(deadletters *d)
 {
     if (!d)
         return;
-    pthread_mutex_lock(&d->mu);
+    sync_lock(&d->mu);
     d->stopping = 1;
-    pthread_cond_signal(&d->wake);
-    pthread_mutex_unlock(&d->mu);
-    pthread_join(d->thread, NULL);
+    sync_signal(&d->wake);
+    sync_unlock(&d->mu);
+    sync_join(d->thread);
     pthread_cond_destroy(&d->wake);
     pthread_mutex_destroy(&d->mu);
     free(d);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "core/sync.h"
 
 struct janitor {
     payment_store *store;  /* borrowed */
@@ -36,12 +37,12 @@ static void *janitor_main(void *arg)
             rc = pthread_cond_timedwait(&j->wake, &j->mu, &until);
         if (j->stopping)
             break;
-        pthread_mutex_unlock(&j->mu);
+        sync_unlock(&j->mu);
         payment_store_idem_purge(j->store, clock_now_ms() - j->ttl_ms);
         if (pthread_mutex_lock(&j->mu) != 0)
             return NULL;
     }
-    pthread_mutex_unlock(&j->mu);
+    sync_unlock(&j->mu);
     return NULL;
 }
 
@@ -84,10 +85,10 @@ void janitor_stop(janitor *j)
         return;
     if (pthread_mutex_lock(&j->mu) == 0) {
         j->stopping = 1;
-        pthread_cond_signal(&j->wake);
-        pthread_mutex_unlock(&j->mu);
+        sync_signal(&j->wake);
+        sync_unlock(&j->mu);
     }
-    pthread_join(j->thread, NULL);
+    sync_join(j->thread);
     pthread_cond_destroy(&j->wake);
     pthread_mutex_destroy(&j->mu);
     free(j);

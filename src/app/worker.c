@@ -22,6 +22,7 @@
 #include "broker/broker.h"
 #include "broker/opstream.h"
 #include "core/clock.h"
+#include "core/sync.h"
 #include "core/uuid.h"
 #include "payment/doc.h"
 #include "payment/idem.h"
@@ -122,10 +123,10 @@ static int cond_init_mono(pthread_cond_t *cv)
 static void worker_pause(struct worker *w, int ms)
 {
     struct timespec until = deadline_in(ms);
-    pthread_mutex_lock(&w->mu);
+    sync_lock(&w->mu);
     while (!w->stopping && pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
         ;
-    pthread_mutex_unlock(&w->mu);
+    sync_unlock(&w->mu);
 }
 
 /* ---- applying one message ---------------------------------------------- */
@@ -135,11 +136,11 @@ static void wait_done(void *arg, int err, int64_t current_version, int64_t seq)
     (void)current_version;
     (void)seq;
     struct wait *wt = arg;
-    pthread_mutex_lock(&wt->mu);
+    sync_lock(&wt->mu);
     wt->err = err;
     wt->done = 1;
-    pthread_cond_signal(&wt->cv);
-    pthread_mutex_unlock(&wt->mu);
+    sync_signal(&wt->cv);
+    sync_unlock(&wt->mu);
 }
 
 /* What an apply borrows until the store answers. */
@@ -370,10 +371,10 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
  * stop lets the message in hand have one attempt, not retries. */
 static int still_owned(struct part *pt, uint64_t epoch, int retry, uint64_t *fence)
 {
-    pthread_mutex_lock(&pt->w->mu);
+    sync_lock(&pt->w->mu);
     int ok = pt->owned && pt->acquired == epoch && !(retry && pt->w->stopping);
     *fence = pt->fence;
-    pthread_mutex_unlock(&pt->w->mu);
+    sync_unlock(&pt->w->mu);
     return ok;
 }
 
@@ -468,11 +469,11 @@ static int apply_message(struct part *pt, uint64_t epoch, const struct broker_ms
         if (err == 0) {
             pt->wait.done = 0;
             payment_store_apply(w->store, &a, wait_done, &pt->wait);
-            pthread_mutex_lock(&pt->wait.mu);
+            sync_lock(&pt->wait.mu);
             while (!pt->wait.done)
-                pthread_cond_wait(&pt->wait.cv, &pt->wait.mu);
+                sync_wait(&pt->wait.cv, &pt->wait.mu);
             err = pt->wait.err;
-            pthread_mutex_unlock(&pt->wait.mu);
+            sync_unlock(&pt->wait.mu);
         }
         prepared_free(&pr);
         if (err == PAYMENT_STORE_OK || err == PAYMENT_STORE_ESKIPPED) {
@@ -481,11 +482,11 @@ static int apply_message(struct part *pt, uint64_t epoch, const struct broker_ms
         }
         if (err == PAYMENT_STORE_EFENCED) {
             log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": fenced off, lease lost", pt->p);
-            pthread_mutex_lock(&w->mu);
+            sync_lock(&w->mu);
             if (pt->fence == fence)
                 pt->owned = 0;
-            pthread_cond_broadcast(&w->cv);
-            pthread_mutex_unlock(&w->mu);
+            sync_broadcast(&w->cv);
+            sync_unlock(&w->mu);
             return -1;
         }
         int pause = WORKER_RETRY_MS;
@@ -560,12 +561,12 @@ static void *part_main(void *arg)
             trimmed_us = clock_mono_us();
             untrimmed = 0;
         }
-        pthread_mutex_lock(&w->mu);
+        sync_lock(&w->mu);
         while (!w->stopping && !pt->owned && !r)
-            pthread_cond_wait(&w->cv, &w->mu);
+            sync_wait(&w->cv, &w->mu);
         int stop = w->stopping, owned = pt->owned;
         uint64_t acquired = pt->acquired;
-        pthread_mutex_unlock(&w->mu);
+        sync_unlock(&w->mu);
         if (stop)
             break;
         if (!owned || (r && acquired != epoch)) {
@@ -591,16 +592,16 @@ static void *part_main(void *arg)
             worker_pause(w, WORKER_RETRY_MS);
             continue;
         }
-        pthread_mutex_lock(&w->mu);
+        sync_lock(&w->mu);
         int go = pt->owned && pt->acquired == epoch && !w->stopping;
         pt->busy = go;
-        pthread_mutex_unlock(&w->mu);
+        sync_unlock(&w->mu);
         int done = go && apply_message(pt, epoch, &m) == 0;
         untrimmed |= done;
-        pthread_mutex_lock(&w->mu);
+        sync_lock(&w->mu);
         pt->busy = 0;
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
+        sync_broadcast(&w->cv);
+        sync_unlock(&w->mu);
         if (!done) {
             broker_reader_close(r);
             r = NULL;
@@ -679,7 +680,7 @@ static void lease_key(uint32_t p, char key[24])
 static void leases_release(struct worker *w)
 {
     int any = 0;
-    pthread_mutex_lock(&w->mu);
+    sync_lock(&w->mu);
     for (uint32_t p = 0; p < w->partitions; p++) {
         struct part *pt = &w->parts[p];
         if (pt->owned && !pt->wanted) {
@@ -689,10 +690,10 @@ static void leases_release(struct worker *w)
         any |= pt->releasing;
     }
     if (!any) {
-        pthread_mutex_unlock(&w->mu);
+        sync_unlock(&w->mu);
         return;
     }
-    pthread_cond_broadcast(&w->cv);
+    sync_broadcast(&w->cv);
     struct timespec until = deadline_in(w->refresh_ms);
     for (uint32_t p = 0; p < w->partitions; p++)
         while (w->parts[p].releasing && w->parts[p].busy &&
@@ -704,7 +705,7 @@ static void leases_release(struct worker *w)
             continue;
         pt->releasing = 0;
         uint64_t fence = pt->fence;
-        pthread_mutex_unlock(&w->mu);
+        sync_unlock(&w->mu);
         char key[24];
         lease_key(p, key);
         int rc = broker_kv_delete(w->leases, key, fence);
@@ -713,9 +714,9 @@ static void leases_release(struct worker *w)
                     broker_strerror(rc));
         else
             log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": released", p);
-        pthread_mutex_lock(&w->mu);
+        sync_lock(&w->mu);
     }
-    pthread_mutex_unlock(&w->mu);
+    sync_unlock(&w->mu);
 }
 
 /* Refreshes every lease we hold; one found changed or expired is lost (the
@@ -726,23 +727,23 @@ static int leases_refresh(struct worker *w)
 {
     for (uint32_t p = 0; p < w->partitions; p++) {
         struct part *pt = &w->parts[p];
-        pthread_mutex_lock(&w->mu);
+        sync_lock(&w->mu);
         int owned = pt->owned;
         uint64_t fence = pt->fence;
-        pthread_mutex_unlock(&w->mu);
+        sync_unlock(&w->mu);
         if (!owned)
             continue;
         char key[24];
         lease_key(p, key);
         uint64_t rev;
         int rc = broker_kv_update(w->leases, key, w->id, strlen(w->id), fence, &rev);
-        pthread_mutex_lock(&w->mu);
+        sync_lock(&w->mu);
         if (rc == 0 && pt->owned && pt->fence == fence)
             pt->fence = rev;
         else if (rc == BROKER_ECONFLICT && pt->fence == fence)
             pt->owned = 0;
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
+        sync_broadcast(&w->cv);
+        sync_unlock(&w->mu);
         if (rc == BROKER_ECONFLICT)
             log_msg(w->log, LOG_WARN, "partition %" PRIu32 ": lease lost", p);
         else if (rc == BROKER_EUNAVAILABLE)
@@ -757,13 +758,13 @@ static int leases_refresh(struct worker *w)
 static uint32_t leases_acquire(struct worker *w)
 {
     uint32_t missing = 0;
-    pthread_mutex_lock(&w->mu);
+    sync_lock(&w->mu);
     for (uint32_t p = 0; p < w->partitions; p++) {
         struct part *pt = &w->parts[p];
         pt->leased = !pt->wanted || pt->owned; /* nothing to do for it */
         missing += !pt->leased;
     }
-    pthread_mutex_unlock(&w->mu);
+    sync_unlock(&w->mu);
     if (missing == 0)
         return 0;
     char **keys = NULL;
@@ -786,12 +787,12 @@ static uint32_t leases_acquire(struct worker *w)
         uint64_t rev;
         if (broker_kv_create(w->leases, key, w->id, strlen(w->id), &rev) != 0)
             continue; /* taken by another first, or the broker failed: next tick */
-        pthread_mutex_lock(&w->mu);
+        sync_lock(&w->mu);
         pt->owned = 1;
         pt->fence = rev;
         pt->acquired++;
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
+        sync_broadcast(&w->cv);
+        sync_unlock(&w->mu);
         missing--;
         log_msg(w->log, LOG_INFO, "partition %" PRIu32 ": acquired (fence %" PRIu64 ")", p, rev);
     }
@@ -809,9 +810,9 @@ static void *control_main(void *arg)
     int tick = w->refresh_ms < WORKER_TICK_MS ? w->refresh_ms : WORKER_TICK_MS;
     int64_t next_refresh = 0;
     for (;;) {
-        pthread_mutex_lock(&w->mu);
+        sync_lock(&w->mu);
         int stop = w->stopping;
-        pthread_mutex_unlock(&w->mu);
+        sync_unlock(&w->mu);
         if (stop)
             break;
         int64_t now = clock_mono_us() / 1000;
@@ -851,14 +852,14 @@ static void *control_main(void *arg)
 
 static void worker_free(struct worker *w, int release)
 {
-    pthread_mutex_lock(&w->mu);
+    sync_lock(&w->mu);
     w->stopping = 1;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    sync_broadcast(&w->cv);
+    sync_unlock(&w->mu);
     if (w->control_started)
-        pthread_join(w->control, NULL);
+        sync_join(w->control);
     for (uint32_t p = 0; p < w->started; p++)
-        pthread_join(w->parts[p].thread, NULL);
+        sync_join(w->parts[p].thread);
     /* What is not deleted expires; a broker that does not answer one
      * deletion would keep the others waiting as long, for nothing. */
     int rc = w->b && broker_connected(w->b) ? 0 : BROKER_EUNAVAILABLE;
@@ -1000,10 +1001,10 @@ uint64_t worker_applied(const worker *w)
 int worker_owns(const worker *w, uint32_t p, uint64_t *acquired)
 {
     struct worker *mw = (struct worker *)w;
-    pthread_mutex_lock(&mw->mu);
+    sync_lock(&mw->mu);
     int owned = p < w->partitions && w->parts[p].owned;
     if (acquired)
         *acquired = p < w->partitions ? w->parts[p].acquired : 0;
-    pthread_mutex_unlock(&mw->mu);
+    sync_unlock(&mw->mu);
     return owned;
 }

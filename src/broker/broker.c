@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sync.h"
+
 #define BROKER_DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define BROKER_DEFAULT_REQUEST_TIMEOUT_MS 5000
 #define BROKER_DEFAULT_RECONNECT_WAIT_MS 250
@@ -260,7 +262,7 @@ static natsStatus broker_make_options(const struct broker_options *o, const char
 static void broker_free_retired(broker *b, uint64_t below)
 {
     struct broker_retired *dead = NULL;
-    pthread_mutex_lock(&b->mu);
+    sync_lock(&b->mu);
     for (struct broker_retired **pp = &b->retired; *pp;) {
         struct broker_retired *r = *pp;
         if (r->seq < below) {
@@ -271,7 +273,7 @@ static void broker_free_retired(broker *b, uint64_t below)
             pp = &r->next;
         }
     }
-    pthread_mutex_unlock(&b->mu);
+    sync_unlock(&b->mu);
     while (dead) {
         struct broker_retired *next = dead->next;
         natsSubscription_Destroy(dead->sub);
@@ -287,9 +289,9 @@ static void broker_retire(broker *b, natsSubscription *sub)
     /* Fails only when the connection is closed or the subscription gone
      * already: either way nothing can reach it any more. */
     (void)natsSubscription_Unsubscribe(sub);
-    pthread_mutex_lock(&b->mu);
+    sync_lock(&b->mu);
     uint64_t covered = b->retire_seq; /* retired before this round trip began */
-    pthread_mutex_unlock(&b->mu);
+    sync_unlock(&b->mu);
     natsStatus s = broker_connected(b) ? natsConnection_FlushTimeout(b->nc, BROKER_RETIRE_FLUSH_MS)
                                        : NATS_NOT_YET_CONNECTED;
     if (s == NATS_OK) {
@@ -298,14 +300,14 @@ static void broker_retire(broker *b, natsSubscription *sub)
         return;
     }
     struct broker_retired *r = malloc(sizeof *r);
-    pthread_mutex_lock(&b->mu);
+    sync_lock(&b->mu);
     if (r) {
         r->sub = sub;
         r->seq = b->retire_seq++;
         r->next = b->retired;
         b->retired = r;
     }
-    pthread_mutex_unlock(&b->mu);
+    sync_unlock(&b->mu);
     /* Out of memory: leaking the subscription is the safe choice. */
 }
 

@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "core/sync.h"
+
 struct pool_job {
     void (*fn)(void *arg); /* what to run */
     void *arg;             /* its argument, owned by the submitter */
@@ -24,56 +26,35 @@ struct http_pool {
     pthread_t *threads;     /* n_threads of them */
 };
 
-static void pool_lock(http_pool *p)
-{
-    int rc = pthread_mutex_lock(&p->mu);
-    assert(rc == 0); /* a default mutex fails only when misused */
-    (void)rc;
-}
-
-static void pool_unlock(http_pool *p)
-{
-    int rc = pthread_mutex_unlock(&p->mu);
-    assert(rc == 0);
-    (void)rc;
-}
-
 static void *pool_main(void *arg)
 {
     http_pool *p = arg;
-    pool_lock(p);
+    sync_lock(&p->mu);
     for (;;) {
-        while (p->queued == 0 && !p->stopping) {
-            int rc = pthread_cond_wait(&p->wake, &p->mu);
-            assert(rc == 0); /* fails only when misused */
-            (void)rc;
-        }
+        while (p->queued == 0 && !p->stopping)
+            sync_wait(&p->wake, &p->mu);
         if (p->queued == 0)
             break; /* stopping, and nothing left */
         struct pool_job job = p->ring[p->head];
         p->head = (p->head + 1) % p->queue_max;
         p->queued--;
-        pool_unlock(p);
+        sync_unlock(&p->mu);
         job.fn(job.arg);
-        pool_lock(p);
+        sync_lock(&p->mu);
     }
-    pool_unlock(p);
+    sync_unlock(&p->mu);
     return NULL;
 }
 
 /* Stops and joins the threads started so far, then frees p. */
 static void pool_free(http_pool *p)
 {
-    pool_lock(p);
+    sync_lock(&p->mu);
     p->stopping = 1;
-    int rc = pthread_cond_broadcast(&p->wake);
-    assert(rc == 0);
-    pool_unlock(p);
-    for (unsigned i = 0; i < p->n_threads; i++) {
-        rc = pthread_join(p->threads[i], NULL);
-        assert(rc == 0); /* joinable, joined once, not this thread */
-    }
-    (void)rc;
+    sync_broadcast(&p->wake);
+    sync_unlock(&p->mu);
+    for (unsigned i = 0; i < p->n_threads; i++)
+        sync_join(p->threads[i]);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->mu);
     free(p->threads);
@@ -116,26 +97,24 @@ int http_pool_start(unsigned threads, size_t queue_max, http_pool **out)
 
 int http_pool_submit(http_pool *p, void (*fn)(void *arg), void *arg)
 {
-    pool_lock(p);
+    sync_lock(&p->mu);
     assert(!p->stopping); /* the owner stops submitting before it stops the pool */
     if (p->queued == p->queue_max) {
-        pool_unlock(p);
+        sync_unlock(&p->mu);
         return HTTP_POOL_EFULL;
     }
     p->ring[(p->head + p->queued) % p->queue_max] = (struct pool_job){fn, arg};
     p->queued++;
-    int rc = pthread_cond_signal(&p->wake);
-    assert(rc == 0);
-    (void)rc;
-    pool_unlock(p);
+    sync_signal(&p->wake);
+    sync_unlock(&p->mu);
     return HTTP_POOL_OK;
 }
 
 size_t http_pool_queued(http_pool *p)
 {
-    pool_lock(p);
+    sync_lock(&p->mu);
     size_t n = p->queued;
-    pool_unlock(p);
+    sync_unlock(&p->mu);
     return n;
 }
 

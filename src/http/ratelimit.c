@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sync.h"
+
 #define RATELIMIT_SLOTS 4096  /* buckets; a power of two */
 #define RATELIMIT_STRIPES 64  /* locks; each guards every 64th slot */
 #define RATELIMIT_PROBES 8    /* slots a caller may occupy */
@@ -92,6 +94,6 @@ unsigned ratelimit_take(ratelimit *rl, const char *caller, int64_t now_us)
         b->tokens -= 1.0;
     else
         wait = (unsigned)ceil((1.0 - b->tokens) / rl->rate);
-    pthread_mutex_unlock(lock);
+    sync_unlock(lock);
     return wait;
 }

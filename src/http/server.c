@@ -23,6 +23,7 @@
 #include "core/clock.h"
 #include "core/hex.h"
 #include "core/metrics.h"
+#include "core/sync.h"
 #include "core/uuid.h"
 #include "http/access_log.h"
 #include "http/pool.h"
@@ -407,7 +408,7 @@ static void conn_slot_link(http_server *s, struct conn_slot *slot)
     if (s->conns)
         s->conns->prev = slot;
     s->conns = slot;
-    pthread_mutex_unlock(&s->conns_mu);
+    sync_unlock(&s->conns_mu);
 }
 
 static void conn_slot_unlink(http_server *s, struct conn_slot *slot)
@@ -420,7 +421,7 @@ static void conn_slot_unlink(http_server *s, struct conn_slot *slot)
         s->conns = slot->next;
     if (slot->next)
         slot->next->prev = slot->prev;
-    pthread_mutex_unlock(&s->conns_mu);
+    sync_unlock(&s->conns_mu);
 }
 
 static struct conn_slot *request_slot(const http_request *req)
@@ -463,7 +464,7 @@ static void *reaper_main(void *arg)
             (void)shutdown(c->fd, SHUT_RDWR); /* fails only if the peer is gone already */
         }
     }
-    pthread_mutex_unlock(&s->conns_mu);
+    sync_unlock(&s->conns_mu);
     return NULL;
 }
 
@@ -876,10 +877,10 @@ void http_server_stop(http_server *s, unsigned grace_ms)
     }
     if (pthread_mutex_lock(&s->conns_mu) == 0) {
         s->reaper_stop = 1;
-        pthread_cond_signal(&s->reaper_wake);
-        pthread_mutex_unlock(&s->conns_mu);
+        sync_signal(&s->reaper_wake);
+        sync_unlock(&s->conns_mu);
     }
-    pthread_join(s->reaper, NULL);
+    sync_join(s->reaper);
     MHD_stop_daemon(s->daemon);
     /* server_free stops the access log: its last lines, the daemon's final
      * requests included, are written. */

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sync.h"
+
 /* Claims are few (requests in flight at once), so a list is enough. */
 struct idem_claim {
     struct idem_claim *next;
@@ -109,7 +111,7 @@ int idem_inflight_claim(idem_inflight *t, const char *scope, const char *key)
     }
     for (struct idem_claim *o = t->claims; o; o = o->next) {
         if (o->len == len && memcmp(o->scope_key, name, len) == 0) {
-            pthread_mutex_unlock(&t->mu);
+            sync_unlock(&t->mu);
             free(name);
             free(c);
             return 1;
@@ -119,7 +121,7 @@ int idem_inflight_claim(idem_inflight *t, const char *scope, const char *key)
     c->len = len;
     c->next = t->claims;
     t->claims = c;
-    pthread_mutex_unlock(&t->mu);
+    sync_unlock(&t->mu);
     return 0;
 }
 
@@ -140,6 +142,6 @@ void idem_inflight_release(idem_inflight *t, const char *scope, const char *key)
             break;
         }
     }
-    pthread_mutex_unlock(&t->mu);
+    sync_unlock(&t->mu);
     free(name);
 }
