@@ -45,22 +45,39 @@ int api_async_wanted(http_request *req, const struct payment_api *api)
  * one derived from the caller and the key, so that a retry publishes the
  * same message id (the stream stores it once), a worker recognises an
  * operation it applied, and a retry is answered from the operation. */
+/* A UUID (version 8) derived from the caller's scope and Idempotency-Key
+ * under purpose: the same for every retry with the key, and different for
+ * each purpose.  Returns 0, or -1 out of memory. */
+static int key_uuid(const struct api_write_op *w, const char *purpose,
+                    char out[UUID_STR_LEN + 1])
+{
+    assert(w->key[0]);
+    struct uuid u;
+    char hex[IDEM_FINGERPRINT_LEN + 1];
+    if (idem_fingerprint(purpose, w->scope, w->key, strlen(w->key), hex) != 0)
+        return -1;
+    for (int i = 0; i < 16; i++)
+        u.bytes[i] = (uint8_t)(hex_value(hex[2 * i]) * 16 + hex_value(hex[2 * i + 1]));
+    u.bytes[6] = (uint8_t)((u.bytes[6] & 0x0f) | 0x80); /* version 8: custom */
+    u.bytes[8] = (uint8_t)((u.bytes[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+    uuid_format(&u, out);
+    return 0;
+}
+
 static int async_op_id(struct api_write_op *w, char out[UUID_STR_LEN + 1])
 {
     struct uuid u;
-    if (w->key[0]) {
-        char hex[IDEM_FINGERPRINT_LEN + 1];
-        if (idem_fingerprint("ASYNC", w->scope, w->key, strlen(w->key), hex) != 0)
-            return -1;
-        for (int i = 0; i < 16; i++)
-            u.bytes[i] = (uint8_t)(hex_value(hex[2 * i]) * 16 + hex_value(hex[2 * i + 1]));
-        u.bytes[6] = (uint8_t)((u.bytes[6] & 0x0f) | 0x80); /* version 8: custom */
-        u.bytes[8] = (uint8_t)((u.bytes[8] & 0x3f) | 0x80); /* RFC 9562 variant */
-    } else if (uuid_v7_generate(clock_now_ms(), &u) != 0) {
+    if (w->key[0])
+        return key_uuid(w, "ASYNC", out);
+    if (uuid_v7_generate(clock_now_ms(), &u) != 0)
         return -1;
-    }
     uuid_format(&u, out);
     return 0;
+}
+
+int api_async_payment_id(const struct api_write_op *w, char out[UUID_STR_LEN + 1])
+{
+    return key_uuid(w, "ASYNC-PAYMENT", out);
 }
 
 /* An operation as GET /v1/operations shows it: applied (the store holds
@@ -247,6 +264,9 @@ void api_async_submit(http_request *req, struct api_write_op *w, enum operation_
             duplicate = 1;
         /* else a failure only delays what GET shows */
     }
+    /* Any failed publish is 503: a refusal (a stream being re-created, a
+     * cluster without a leader answering oddly) may pass on a retry, and
+     * the retry is safe (the operation id decides once). */
     static const char *const unacked = "the broker did not acknowledge the operation; retry later";
     if (rc != OPQUEUE_OK && w->creates) {
         api_respond_create_failure(req, api, 503, "broker_unavailable", unacked, pid);

@@ -139,6 +139,11 @@ int api_idem_begin(http_request *req, struct api_write_op *w);
 int api_async_wanted(http_request *req, const struct payment_api *api);
 /* 1 after answering from the operation the request's key made, else 0. */
 int api_async_replay(http_request *req, struct api_write_op *w);
+/* The id of the payment a keyed asynchronous create without an id of its
+ * own makes: derived from the caller and the key, so that every retry
+ * names the payment the first attempt's operation creates (a 503 names it
+ * too).  w->has_key must be set.  Returns 0, or -1 out of memory. */
+int api_async_payment_id(const struct api_write_op *w, char out[UUID_STR_LEN + 1]);
 /* Publishes the operation and answers 202, or 503 broker_unavailable. */
 void api_async_submit(http_request *req, struct api_write_op *w, enum operation_kind kind,
                       const char *pid, const char *org, int64_t base_version, json_t *data);

@@ -39,10 +39,17 @@ void api_payments_create(http_request *req, void *ctx)
         api_respond_forbidden(req);
         return;
     }
+    int async = api_async_wanted(req, api);
     if (given) {
         int id_rc = uuid_canonical(given, strlen(given), w->id);
         assert(id_rc == 0);
         (void)id_rc;
+    } else if (async && w->has_key) {
+        if (api_async_payment_id(w, w->id) != 0) {
+            json_decref(root);
+            api_respond_internal(req); /* nothing was written */
+            return;
+        }
     } else if (uuid_v7_generate(now, &u) == 0) {
         uuid_format(&u, w->id);
     } else {
@@ -51,7 +58,7 @@ void api_payments_create(http_request *req, void *ctx)
         return;
     }
     w->creates = 1; /* from here on a 5xx names w->id */
-    if (api_async_wanted(req, api)) {
+    if (async) {
         if (json_object_set_new(data, "id", json_string(w->id)) != 0)
             api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         else

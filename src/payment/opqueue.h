@@ -18,8 +18,8 @@
 
 enum opqueue_err {
     OPQUEUE_OK = 0,
-    OPQUEUE_EUNAVAILABLE = -1, /* no answer in time (503); a publish's outcome is then unknown */
-    OPQUEUE_EINTERNAL = -2,    /* anything else: a refused request, no memory (500) */
+    OPQUEUE_EUNAVAILABLE = -1, /* no answer in time; a publish's outcome is then unknown */
+    OPQUEUE_EINTERNAL = -2,    /* anything else: a refused request, no memory */
     OPQUEUE_EEXISTS = -3,      /* pending_mark: the operation is marked already */
     OPQUEUE_ENOTFOUND = -4,    /* pending_get: not pending (never marked, or expired) */
 };

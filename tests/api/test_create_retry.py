@@ -84,3 +84,46 @@ def create_503_names_its_id_and_a_retry_with_it_makes_one(t):
         srv.ensure_dead()
         worker.ensure_dead()
         subprocess.run([NATS, "stop", d], capture_output=True, timeout=30)
+
+
+@sqlite_test
+def keyed_async_create_retry_names_the_first_payment(t):
+    """A keyed asynchronous create without an id: its retry, refused while
+    the broker does not answer, names the payment the first attempt's
+    operation creates (derived from the key), not a new one that would never
+    exist and that a client retrying with it would then create beside it."""
+    d = t.scratch("create-retry-keyed")
+    url = "nats://127.0.0.1:%s" % _nats("start", d)
+    store = "sqlite:" + os.path.join(d, "payments.db")
+    srv = Server(t.binary, d, name="create-retry-keyed", store=store, args=["--broker", url])
+    pid = int(open(os.path.join(d, "pid")).read().strip())
+    frozen = False
+    try:
+        srv.start()
+        c = srv.client()
+        body = payment(org=new_id())
+        headers = dict(ASYNC)
+        headers["Idempotency-Key"] = "keyed-retry-" + new_id()
+        r = c.post("/v1/payments", body, headers=headers)
+        expect_status(r, 202, "keyed asynchronous create")
+        first = r.json["data"]["payment_id"]
+        # No worker runs: the operation stays pending, and with the broker
+        # frozen the retry can neither see it nor publish.
+        os.kill(pid, signal.SIGSTOP)
+        frozen = True
+        r = c.post("/v1/payments", body, headers=headers)
+        expect_error(r, 503, "broker_unavailable", "the retry while the broker does not answer")
+        eq(r.json.get("payment_id"), first, "the payment the retry's 503 names")
+        eq(r.header("Location"), "/v1/payments/%s" % first, "Location of the 503")
+        os.kill(pid, signal.SIGCONT)
+        frozen = False
+        r = c.post("/v1/payments", body, headers=headers)
+        expect_status(r, 202, "the retry once the broker answers")
+        eq(r.json["data"]["payment_id"], first, "the payment of the replayed operation")
+        rc = srv.stop()
+        check(rc == 0, "exit status %s: %s" % (rc, srv.stderr_tail()))
+    finally:
+        if frozen:
+            os.kill(pid, signal.SIGCONT)
+        srv.ensure_dead()
+        subprocess.run([NATS, "stop", d], capture_output=True, timeout=30)
