@@ -178,8 +178,10 @@ int api_async_replay(http_request *req, struct api_write_op *w)
     char id[UUID_STR_LEN + 1];
     struct op_view v;
     int err;
+    /* A 5xx names the payment when called for a create whose id is chosen
+     * (api_respond_write_error): the key's operation creates that one. */
     if (async_op_id(w, id) != 0) {
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         return 1;
     }
     switch (op_lookup(w->api, id, &v, &err)) {
@@ -189,7 +191,7 @@ int api_async_replay(http_request *req, struct api_write_op *w)
          * idempotency record still lets the key decide once. */
         return 0;
     case OP_ESTORE:
-        api_respond_store_error(req, err, -1);
+        api_respond_write_error(req, w, err, -1);
         return 1;
     default:
         break;
