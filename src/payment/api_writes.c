@@ -157,6 +157,7 @@ static int next_version(http_request *req, struct payment_api *api, json_t *data
         .mode = mode == PAYMENT_CHECK_PATCH ? REVISION_PATCH : REVISION_REPLACE,
         .organisation_id = NULL, /* the body's, checked against the caller's rights */
         .validator = api->validator,
+        .attributes_valid = 1, /* api_read_payment_body validated a replace's */
         .now_ms = now,
     };
     int rc = revision_next(&in, next, &errors);

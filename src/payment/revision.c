@@ -33,6 +33,14 @@ static json_t *copy_non_null(const json_t *v, int *oom)
     return c;
 }
 
+/* A new reference to v itself (NULL when v is NULL or null): for members
+ * taken as they are, which nothing changes afterwards (the request is
+ * borrowed read-only, and the next document only holds them). */
+static json_t *share_non_null(const json_t *v)
+{
+    return v && !json_is_null(v) ? json_incref((json_t *)v) : NULL;
+}
+
 /* The next attributes and relationships (new references; either may be
  * NULL: attributes when the request has none, relationships when there are
  * none).  0, or -1 out of memory. */
@@ -42,6 +50,12 @@ static int next_members(const struct revision_input *in, json_t **attributes,
     const json_t *pa = json_object_get(in->data, "attributes");
     const json_t *pr = json_object_get(in->data, "relationships");
     int oom = 0;
+    if (in->mode == REVISION_REPLACE && in->attributes_valid) {
+        /* Validated already, so never stripped of nulls here: shared. */
+        *attributes = share_non_null(pa);
+        *relationships = share_non_null(pr);
+        return 0;
+    }
     if (in->mode == REVISION_REPLACE) {
         *attributes = copy_non_null(pa, &oom);
         *relationships = copy_non_null(pr, &oom);
@@ -71,6 +85,8 @@ static int check_members(const struct revision_input *in, json_t *attributes,
     int n;
     if (!json_is_object(attributes)) {
         n = problem(errors, "data.attributes", "must be an object");
+    } else if (in->mode == REVISION_REPLACE && in->attributes_valid) {
+        n = 0; /* validated as the request's body, and taken as they are */
     } else {
         payment_attributes_strip_nulls(attributes); /* nulls inside patched arrays too */
         n = payment_validate_attributes(in->validator, attributes, errors);

@@ -10,7 +10,8 @@
  *     a patch merges them into the stored ones (RFC 7396): null attributes
  *     change nothing, null relationships remove them;
  *   - the result is valid: attributes an object (null members removed, then
- *     every rule of validate.h), relationships an object when present; every
+ *     every rule of validate.h, unless a replace's were validated already:
+ *     attributes_valid), relationships an object when present; every
  *     problem is reported at once;
  *   - the next document: the stored id, organisation and created_on, the
  *     type the request names (else the stored one), version base + 1,
@@ -49,6 +50,8 @@ struct revision_input {
     enum revision_mode mode;
     const char *organisation_id;       /* the organisation the request is for, or NULL */
     const payment_validator *validator;
+    int attributes_valid;              /* replace: data's attributes passed the validator already
+                                          (the HTTP handler's body check): not checked again */
     int64_t now_ms;                    /* modified_on of the next version */
 };
 

@@ -12,6 +12,7 @@
 #define OTHER_ORG "00000000-0000-4000-8000-000000000001"
 
 static payment_validator *v;
+static int attributes_valid; /* next()'s revision_input.attributes_valid */
 
 /* A stored payment at version 2 with a reference and relationships. */
 static json_t *stored(void)
@@ -38,6 +39,7 @@ static int next(const json_t *cur, const char *data_json, enum revision_mode mod
         .mode = mode,
         .organisation_id = org,
         .validator = v,
+        .attributes_valid = attributes_valid,
         .now_ms = 1767225600000, /* 2026-01-01T00:00:00Z */
     };
     int rc = data ? revision_next(&in, doc, errors) : -100;
@@ -192,6 +194,27 @@ static void test_stored_document(void)
     json_decref(cur);
 }
 
+/* A replace whose attributes the caller validated (the HTTP handler's body
+ * check) takes them as they are; a patch's merge result is checked all the
+ * same, as is everything without the flag (the worker). */
+static void test_attributes_valid(void)
+{
+    json_t *cur = stored(), *doc = NULL, *errors = NULL;
+    const char *partial = "{\"attributes\":{\"reference\":\"new\"}}"; /* no amount */
+    attributes_valid = 1;
+    CHECK_INT(next(cur, partial, REVISION_REPLACE, NULL, &doc, &errors), REVISION_OK);
+    CHECK_STR(attr(doc, "reference"), "new");
+    json_decref(doc);
+    CHECK_INT(next(cur, "{\"attributes\":{\"amount\":\"-1\"}}", REVISION_PATCH, NULL, &doc,
+                   &errors),
+              REVISION_EINVALID);
+    json_decref(errors);
+    attributes_valid = 0;
+    CHECK_INT(next(cur, partial, REVISION_REPLACE, NULL, &doc, &errors), REVISION_EINVALID);
+    json_decref(errors);
+    json_decref(cur);
+}
+
 static void test_teardown(void)
 {
     payment_validator_free(v);
@@ -199,4 +222,4 @@ static void test_teardown(void)
 
 TEST_MAIN(TEST(test_setup), TEST(test_patch_merges), TEST(test_patch_nulls), TEST(test_replace),
           TEST(test_organisation_fixed), TEST(test_invalid_result), TEST(test_stored_document),
-          TEST(test_teardown))
+          TEST(test_attributes_valid), TEST(test_teardown))
