@@ -251,9 +251,10 @@ struct payment_apply {
  * 0..INT64_MAX, and the row and versions its kind needs): a malformed one is
  * the caller's bug, and an assertion fails.  Refused with ESKIPPED when
  * a->seq is at or below the partition's last applied sequence, or EFENCED
- * when the partition's fencing token is above a->fence, changing nothing.  Otherwise makes the payment
- * write as create/update/delete do, records the outcome under op_id
- * ("succeeded" with the resulting version; or "failed" with not_found,
+ * when the partition's fencing token is above a->fence, changing nothing.
+ * Otherwise makes the payment write as create/update/delete do, records
+ * the outcome under op_id ("succeeded" with the resulting version; or
+ * "failed" with not_found,
  * version_conflict and the current version, duplicate_id,
  * idempotency_key_in_use when a->idem's (scope, key) is already recorded,
  * the write then not made, or kind NONE's error) with a->fingerprint,
