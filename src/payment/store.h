@@ -254,8 +254,8 @@ struct payment_apply {
  * when the partition's fencing token is above a->fence, changing nothing.
  * Otherwise makes the payment write as create/update/delete do, records
  * the outcome under op_id ("succeeded" with the resulting version; or
- * "failed" with not_found,
- * version_conflict and the current version, duplicate_id,
+ * "failed" with not_found, version_conflict and the current version,
+ * duplicate_id,
  * idempotency_key_in_use when a->idem's (scope, key) is already recorded,
  * the write then not made, or kind NONE's error) with a->fingerprint,
  * stores a->idem with a successful write, and moves the partition to
