@@ -12,15 +12,31 @@
 #include "payment/doc.h"
 #include "payment/revision.h"
 
+/* The request's write in flight with its Idempotency-Key handled (held, or
+ * the request answered from the key's record): the op, or NULL after
+ * answering. */
+static struct api_write_op *write_begin(http_request *req, struct payment_api *api)
+{
+    struct api_write_op *w = api_write_op_new(req, api);
+    return w && api_idem_begin(req, w) == 0 ? w : NULL;
+}
+
+/* write_begin, then the body parsed and validated for mode: its root (the
+ * caller's reference) with *w set, or NULL after answering. */
+static json_t *write_begin_body(http_request *req, struct payment_api *api,
+                                enum payment_check mode, struct api_write_op **w)
+{
+    *w = write_begin(req, api);
+    return *w ? api_read_payment_body(req, api, mode) : NULL;
+}
+
 void api_payments_create(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
     if (api_offload(req, api_payments_create, api_may_block(api, 0) || api_async_wanted(req, api)))
         return;
-    struct api_write_op *w = api_write_op_new(req, api);
-    if (!w || api_idem_begin(req, w) != 0)
-        return;
-    json_t *root = api_read_payment_body(req, api, PAYMENT_CHECK_CREATE);
+    struct api_write_op *w;
+    json_t *root = write_begin_body(req, api, PAYMENT_CHECK_CREATE, &w);
     if (!root)
         return;
     json_t *data = json_object_get(root, "data");
@@ -185,7 +201,8 @@ static void submit_update(http_request *req, struct api_write_op *w, const char 
  * its validation; the stored payment is then read so that a different
  * organisation_id, or (PATCH) an invalid merge result, is a validation
  * error too (revision_next: the worker's definition of the next version);
- * then a missing version (428), existence (404) and the version (409); then the compare-and-set write, which alone decides a race. */
+ * then a missing version (428), existence (404) and the version (409);
+ * then the compare-and-set write, which alone decides a race. */
 static void payments_update(http_request *req, struct payment_api *api, enum payment_check mode)
 {
     char id[UUID_STR_LEN + 1];
@@ -193,10 +210,8 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     struct current cur = {0};
     json_t *next = NULL;
     int64_t now = clock_now_ms();
-    struct api_write_op *w = api_write_op_new(req, api);
-    if (!w || api_idem_begin(req, w) != 0)
-        return;
-    json_t *root = api_read_payment_body(req, api, mode);
+    struct api_write_op *w;
+    json_t *root = write_begin_body(req, api, mode, &w);
     if (!root)
         return;
     json_t *data = json_object_get(root, "data");
@@ -315,8 +330,8 @@ void api_payments_delete(http_request *req, void *ctx)
         return;
     char id[UUID_STR_LEN + 1];
     api_path_id(req, id);
-    struct api_write_op *w = api_write_op_new(req, api);
-    if (!w || api_idem_begin(req, w) != 0)
+    struct api_write_op *w = write_begin(req, api);
+    if (!w)
         return;
     struct delete_query q = {-1, 0};
     http_request_query_each(req, delete_query_param, &q);
