@@ -1,6 +1,13 @@
 /* pool: the HTTP layer's threads for blocking work (see pool.h).  A ring of
  * queue_max job slots under one mutex; idle threads sleep on a condition
- * variable.  The pool owns its ring and its threads. */
+ * variable.  Threads are started when work comes and no idle one can take
+ * it, up to max_threads, and then kept: a server whose requests never block
+ * (the embedded store without a broker) starts none.  The pool owns its
+ * ring and its threads.
+ *
+ * Invariant: after a submission, queued <= idle or max_threads are started
+ * (unless the system refused a thread: the job then waits for a busy one),
+ * so that a queued job never waits while a thread could be started for it. */
 #include "http/pool.h"
 
 #include <assert.h>
@@ -22,8 +29,10 @@ struct http_pool {
     size_t head;            /* the oldest queued job */
     size_t queued;          /* jobs in ring */
     int stopping;           /* set by http_pool_stop: exit once the ring is empty */
+    unsigned idle;          /* threads waiting for a job */
+    unsigned max_threads;   /* threads the pool may start */
     unsigned n_threads;     /* threads started */
-    pthread_t *threads;     /* n_threads of them */
+    pthread_t *threads;     /* n_threads of them, room for max_threads */
 };
 
 static void *pool_main(void *arg)
@@ -31,8 +40,11 @@ static void *pool_main(void *arg)
     http_pool *p = arg;
     sync_lock(&p->mu);
     for (;;) {
-        while (p->queued == 0 && !p->stopping)
+        while (p->queued == 0 && !p->stopping) {
+            p->idle++;
             sync_wait(&p->wake, &p->mu);
+            p->idle--;
+        }
         if (p->queued == 0)
             break; /* stopping, and nothing left */
         struct pool_job job = p->ring[p->head];
@@ -85,12 +97,7 @@ int http_pool_start(unsigned threads, size_t queue_max, http_pool **out)
         free(p);
         return HTTP_POOL_ESTART;
     }
-    for (; p->n_threads < threads; p->n_threads++) {
-        if (pthread_create(&p->threads[p->n_threads], NULL, pool_main, p) != 0) {
-            pool_free(p);
-            return HTTP_POOL_ESTART;
-        }
-    }
+    p->max_threads = threads;
     *out = p;
     return HTTP_POOL_OK;
 }
@@ -102,6 +109,14 @@ int http_pool_submit(http_pool *p, void (*fn)(void *arg), void *arg)
     if (p->queued == p->queue_max) {
         sync_unlock(&p->mu);
         return HTTP_POOL_EFULL;
+    }
+    if (p->queued + 1 > p->idle && p->n_threads < p->max_threads) {
+        if (pthread_create(&p->threads[p->n_threads], NULL, pool_main, p) == 0)
+            p->n_threads++;
+        else if (p->n_threads == 0) {
+            sync_unlock(&p->mu);
+            return HTTP_POOL_EFULL; /* no thread could ever run it */
+        }
     }
     p->ring[(p->head + p->queued) % p->queue_max] = (struct pool_job){fn, arg};
     p->queued++;
