@@ -75,26 +75,34 @@ static int apply_store(struct config *cfg, const char *v, char *errbuf, size_t e
     return 0;
 }
 
-static int apply_threads(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+/* A count given to flag: 1..max (unit, "" or " bytes", follows max in the
+ * message).  Returns 0 with *out set, or -1 with the reason in errbuf. */
+static int apply_count(const char *flag, const char *v, unsigned long long max, const char *unit,
+                       unsigned long long *out, char *errbuf, size_t errlen)
 {
     char q[72];
-    unsigned long long n;
-    if (parse_uint(v, 1024, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--threads: expected 1..1024, got \"%s\"", shown(v, q));
+    if (parse_uint(v, max, out) || *out == 0) {
+        snprintf(errbuf, errlen, "%s: expected 1..%llu%s, got \"%s\"", flag, max, unit,
+                 shown(v, q));
         return -1;
     }
+    return 0;
+}
+
+static int apply_threads(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    unsigned long long n;
+    if (apply_count("--threads", v, 1024, "", &n, errbuf, errlen) != 0)
+        return -1;
     cfg->threads = (unsigned)n;
     return 0;
 }
 
 static int apply_max_body(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
-    char q[72];
     unsigned long long n;
-    if (parse_uint(v, 64ull << 20, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--max-body: expected 1..67108864 bytes, got \"%s\"", shown(v, q));
+    if (apply_count("--max-body", v, 64ull << 20, " bytes", &n, errbuf, errlen) != 0)
         return -1;
-    }
     cfg->max_body = (size_t)n;
     return 0;
 }
@@ -137,12 +145,9 @@ static int apply_log_level(struct config *cfg, const char *v, char *errbuf, size
 
 static int apply_client_timeout(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
-    char q[72];
     unsigned long long n;
-    if (parse_uint(v, 3600, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--client-timeout: expected 1..3600 seconds, got \"%s\"", shown(v, q));
+    if (apply_count("--client-timeout", v, 3600, " seconds", &n, errbuf, errlen) != 0)
         return -1;
-    }
     cfg->client_timeout_s = (unsigned)n;
     return 0;
 }
@@ -159,13 +164,9 @@ static int apply_api_keys(struct config *cfg, const char *v, char *errbuf, size_
 
 static int apply_max_connections(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
-    char q[72];
     unsigned long long n;
-    if (parse_uint(v, 1000000, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--max-connections: expected 1..1000000, got \"%s\"",
-                 shown(v, q));
+    if (apply_count("--max-connections", v, 1000000, "", &n, errbuf, errlen) != 0)
         return -1;
-    }
     cfg->max_connections = (unsigned)n;
     return 0;
 }
@@ -292,24 +293,18 @@ static int apply_async_writes(struct config *cfg, const char *v, char *errbuf, s
 
 static int apply_partitions(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
-    char q[72];
     unsigned long long n;
-    if (parse_uint(v, 1024, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--partitions: expected 1..1024, got \"%s\"", shown(v, q));
+    if (apply_count("--partitions", v, 1024, "", &n, errbuf, errlen) != 0)
         return -1;
-    }
     cfg->partitions = (unsigned)n;
     return 0;
 }
 
 static int apply_broker_replicas(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
-    char q[72];
     unsigned long long n;
-    if (parse_uint(v, 5, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--broker-replicas: expected 1..5, got \"%s\"", shown(v, q));
+    if (apply_count("--broker-replicas", v, 5, "", &n, errbuf, errlen) != 0)
         return -1;
-    }
     cfg->broker_replicas = (int)n;
     return 0;
 }
@@ -328,16 +323,11 @@ static int apply_worker_id(struct config *cfg, const char *v, char *errbuf, size
     return 0;
 }
 
-static int apply_max_apply_attempts(struct config *cfg, const char *v, char *errbuf,
-                                    size_t errlen)
+static int apply_max_apply_attempts(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
-    char q[72];
     unsigned long long n;
-    if (parse_uint(v, 1000, &n) || n == 0) {
-        snprintf(errbuf, errlen, "--max-apply-attempts: expected 1..1000, got \"%s\"",
-                 shown(v, q));
+    if (apply_count("--max-apply-attempts", v, 1000, "", &n, errbuf, errlen) != 0)
         return -1;
-    }
     cfg->max_apply_attempts = (unsigned)n;
     return 0;
 }
