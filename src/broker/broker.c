@@ -918,23 +918,37 @@ static int broker_cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-int broker_stream_messages(broker *b, const char *stream, int timeout_ms, uint64_t *msgs)
+/* The information of stream (with its subjects matching subjects, when not
+ * NULL), asked until the deadline of timeout_ms (0: the request timeout)
+ * while the request was certainly not sent.  Returns 0 with *si (the
+ * caller destroys it), or a broker error. */
+static int broker_stream_info(broker *b, const char *stream, const char *subjects,
+                              int timeout_ms, jsStreamInfo **si)
 {
     int64_t deadline = nats_Now() + (timeout_ms > 0 ? timeout_ms : b->request_timeout_ms);
-    jsStreamInfo *si = NULL;
     jsErrCode jerr;
     natsStatus s;
+    *si = NULL;
     for (;;) {
         jerr = 0;
         jsOptions jo;
         s = broker_request_options(b, deadline, &jo);
-        if (s == NATS_OK)
-            s = js_GetStreamInfo(&si, b->js, stream, &jo, &jerr);
+        if (s == NATS_OK) {
+            jo.Stream.Info.SubjectsFilter = subjects;
+            s = js_GetStreamInfo(si, b->js, stream, &jo, &jerr);
+        }
         if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
             break;
     }
-    if (s != NATS_OK)
-        return broker_rc(s, jerr);
+    return s == NATS_OK ? BROKER_OK : broker_rc(s, jerr);
+}
+
+int broker_stream_messages(broker *b, const char *stream, int timeout_ms, uint64_t *msgs)
+{
+    jsStreamInfo *si;
+    int rc = broker_stream_info(b, stream, NULL, timeout_ms, &si);
+    if (rc != BROKER_OK)
+        return rc;
     *msgs = si->State.Msgs;
     jsStreamInfo_Destroy(si);
     return BROKER_OK;
@@ -947,24 +961,11 @@ int broker_kv_keys(broker_kv *kv, int timeout_ms, char ***keys, size_t *count)
     char *filter = broker_concat(kv->prefix, ">");
     if (!filter)
         return BROKER_EINTERNAL;
-    int64_t deadline = nats_Now() + (timeout_ms > 0 ? timeout_ms : kv->b->request_timeout_ms);
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr;
-    natsStatus s;
-    for (;;) {
-        jerr = 0;
-        jsOptions jo;
-        s = broker_request_options(kv->b, deadline, &jo);
-        if (s == NATS_OK) {
-            jo.Stream.Info.SubjectsFilter = filter;
-            s = js_GetStreamInfo(&si, kv->b->js, kv->stream, &jo, &jerr);
-        }
-        if (s == NATS_OK || !broker_not_sent(s) || !broker_retry_pause(deadline))
-            break;
-    }
+    jsStreamInfo *si;
+    int rc = broker_stream_info(kv->b, kv->stream, filter, timeout_ms, &si);
     free(filter);
-    if (s != NATS_OK)
-        return broker_rc(s, jerr);
+    if (rc != BROKER_OK)
+        return rc;
     /* One block: the pointers, then the keys they point to. */
     const jsStreamStateSubjects *subj = si->State.Subjects;
     size_t n = 0, bytes = 0, plen = strlen(kv->prefix);
