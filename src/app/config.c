@@ -191,10 +191,17 @@ static int apply_rate_limit(struct config *cfg, const char *v, char *errbuf, siz
     return 0;
 }
 
-/* A duration: N with an optional unit s, m, h or d (seconds by default). */
-static int apply_idempotency_ttl(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+/* A duration into *ms: N with an optional unit s, m, h or d (seconds by
+ * default), positive, at most ten years; or, with forever_ok, "forever"
+ * (*ms = 0).  flag names it in the message. */
+static int parse_duration(const char *flag, const char *v, int forever_ok, int64_t *ms,
+                          char *errbuf, size_t errlen)
 {
     char q[72], digits[24];
+    if (forever_ok && strcmp(v, "forever") == 0) {
+        *ms = 0;
+        return 0;
+    }
     size_t n = strspn(v, "0123456789");
     long long unit = 1000;
     const char *u = v + n;
@@ -210,19 +217,36 @@ static int apply_idempotency_ttl(struct config *cfg, const char *v, char *errbuf
         unit = 0;
     unsigned long long count;
     if (n == 0 || n >= sizeof digits || unit == 0 || (*u && u[1])) {
-        snprintf(errbuf, errlen, "--idempotency-ttl: expected N[s|m|h|d], got \"%s\"",
-                 shown(v, q));
+        snprintf(errbuf, errlen, "%s: expected N[s|m|h|d]%s, got \"%s\"", flag,
+                 forever_ok ? " or forever" : "", shown(v, q));
         return -1;
     }
     memcpy(digits, v, n);
     digits[n] = '\0';
     if (parse_uint(digits, 3650ull * 86400, &count) || count == 0) {
-        snprintf(errbuf, errlen, "--idempotency-ttl: expected a positive duration, got \"%s\"",
+        snprintf(errbuf, errlen, "%s: expected a positive duration, got \"%s\"", flag,
                  shown(v, q));
         return -1;
     }
-    cfg->idempotency_ttl_ms = (int64_t)count * unit;
+    *ms = (int64_t)count * unit;
     return 0;
+}
+
+static int apply_idempotency_ttl(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    return parse_duration("--idempotency-ttl", v, 0, &cfg->idempotency_ttl_ms, errbuf, errlen);
+}
+
+static int apply_event_retention(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    return parse_duration("--event-retention", v, 0, &cfg->event_retention_ms, errbuf, errlen);
+}
+
+static int apply_history_retention(struct config *cfg, const char *v, char *errbuf,
+                                   size_t errlen)
+{
+    return parse_duration("--history-retention", v, 1, &cfg->history_retention_ms, errbuf,
+                          errlen);
 }
 
 static int apply_mongo_collection(struct config *cfg, const char *v, char *errbuf,
@@ -392,6 +416,12 @@ static const struct option_def options[] = {
     {"--idempotency-ttl", "PAYMENTD_IDEMPOTENCY_TTL", "DURATION",
      "keep Idempotency-Key outcomes at least this long, e.g. 24h (default 24h)",
      apply_idempotency_ttl},
+    {"--event-retention", "PAYMENTD_EVENT_RETENTION", "DURATION",
+     "list events in GET /v1/events at least this long, e.g. 30d (default 30d)",
+     apply_event_retention},
+    {"--history-retention", "PAYMENTD_HISTORY_RETENTION", "DURATION|forever",
+     "keep each payment's history at least this long (default forever)",
+     apply_history_retention},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -482,6 +512,8 @@ static void config_defaults(struct config *cfg)
     cfg->shutdown_grace_ms = 10000;
     cfg->max_connections = 10000;
     cfg->idempotency_ttl_ms = 24 * 3600 * 1000LL;
+    cfg->event_retention_ms = 30 * 86400 * 1000LL;
+    cfg->history_retention_ms = 0;
     cfg->partitions = 16;
     cfg->broker_replicas = 1;
     cfg->max_apply_attempts = 5;

@@ -27,6 +27,8 @@ struct config {
     unsigned max_connections;          /* --max-connections */
     double rate_limit;                 /* --rate-limit, requests/s per caller; 0: none */
     int64_t idempotency_ttl_ms;        /* --idempotency-ttl: records kept at least this long */
+    int64_t event_retention_ms;        /* --event-retention: the feed lists events this long */
+    int64_t history_retention_ms;      /* --history-retention: histories kept; 0: forever */
     char mongo_collection[128];        /* --mongo-collection, or "" for the store's default */
     int wait_for_store;                /* --wait-for-store: start even if the store is down */
     int store_shared;                  /* --store-shared: other programs may open the SQLite file */

@@ -108,11 +108,11 @@ void api_write_op_submit(http_request *req, struct api_write_op *w, enum payment
     w->op = op;
     w->submitted_us = clock_mono_us();
     if (op == PAYMENT_OP_CREATE)
-        payment_store_create(api->store, &w->row, idem, write_done, req);
+        payment_store_create(api->store, &w->row, idem, NULL, write_done, req);
     else if (op == PAYMENT_OP_UPDATE)
-        payment_store_update(api->store, &w->row, expected_version, idem, write_done, req);
+        payment_store_update(api->store, &w->row, expected_version, idem, NULL, write_done, req);
     else
-        payment_store_delete(api->store, w->id, expected_version, idem, write_done, req);
+        payment_store_delete(api->store, w->id, expected_version, idem, NULL, write_done, req);
 }
 
 struct api_write_op *api_write_op_new(http_request *req, struct payment_api *api)

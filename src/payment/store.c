@@ -112,25 +112,27 @@ int payment_store_list(payment_store *s, const struct payment_query *q, payment_
 }
 
 void payment_store_create(payment_store *s, const struct payment_row *row,
-                          const struct payment_idem *idem, payment_store_done_fn done, void *arg)
+                          const struct payment_idem *idem, const struct payment_event_info *ev,
+                          payment_store_done_fn done, void *arg)
 {
     assert(row->version == 0);
-    s->backend->create(s, row, idem, done, arg);
+    s->backend->create(s, row, idem, ev, done, arg);
 }
 
 void payment_store_update(payment_store *s, const struct payment_row *row,
                           int64_t expected_version, const struct payment_idem *idem,
-                          payment_store_done_fn done, void *arg)
+                          const struct payment_event_info *ev, payment_store_done_fn done,
+                          void *arg)
 {
     assert(expected_version >= 0 && row->version == expected_version + 1);
-    s->backend->update(s, row, expected_version, idem, done, arg);
+    s->backend->update(s, row, expected_version, idem, ev, done, arg);
 }
 
 void payment_store_delete(payment_store *s, const char *id, int64_t expected_version,
-                          const struct payment_idem *idem, payment_store_done_fn done,
-                          void *arg)
+                          const struct payment_idem *idem, const struct payment_event_info *ev,
+                          payment_store_done_fn done, void *arg)
 {
-    s->backend->remove(s, id, expected_version, idem, done, arg);
+    s->backend->remove(s, id, expected_version, idem, ev, done, arg);
 }
 
 int payment_store_idem_get(payment_store *s, const char *scope, const char *key,
@@ -191,6 +193,39 @@ int payment_store_partition_get(payment_store *s, uint32_t partition, uint64_t *
     return s->backend->partition_get(s, partition, last_seq, fence);
 }
 
+int payment_store_events(payment_store *s, const struct payment_event_query *q,
+                         payment_store_event_fn each, void *arg, int64_t *next_pos)
+{
+    assert(q->limit >= 1 && q->limit <= PAYMENT_EVENTS_PAGE_MAX && q->after_pos >= 0);
+    *next_pos = q->after_pos;
+    if (!s->backend->events)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->events(s, q, each, arg, next_pos);
+}
+
+int payment_store_history(payment_store *s, const char *payment_id, int64_t after_version,
+                          uint32_t limit, payment_store_event_fn each, void *arg, int *more)
+{
+    assert(limit >= 1 && limit <= PAYMENT_EVENTS_PAGE_MAX && after_version >= -1);
+    *more = 0;
+    if (!s->backend->history)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->history(s, payment_id, after_version, limit, each, arg, more);
+}
+
+void payment_store_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg)
+{
+    if (s->backend->events_subscribe)
+        s->backend->events_subscribe(s, fn, arg);
+}
+
+void payment_store_events_purge(payment_store *s, int64_t feed_before_ms,
+                                int64_t history_before_ms)
+{
+    if (s->backend->events_purge)
+        s->backend->events_purge(s, feed_before_ms, history_before_ms);
+}
+
 int payment_store_stats(payment_store *s, struct payment_store_stats *out)
 {
     if (!s->backend->stats)
@@ -212,6 +247,7 @@ const char *payment_store_strerror(int err)
     case PAYMENT_STORE_EIDEMPOTENT: return "idempotency key already recorded";
     case PAYMENT_STORE_ESKIPPED: return "operation already applied";
     case PAYMENT_STORE_EFENCED: return "partition fenced by a newer lease";
+    case PAYMENT_STORE_EEXPIRED: return "events no longer kept";
     default: return "unknown store error";
     }
 }

@@ -40,6 +40,7 @@ enum payment_store_err {
     PAYMENT_STORE_EIDEMPOTENT = -7,  /* the write's idempotency key is already recorded */
     PAYMENT_STORE_ESKIPPED = -8,     /* apply: already applied (seq at or below the position) */
     PAYMENT_STORE_EFENCED = -9,      /* apply: a newer lease holder owns the partition */
+    PAYMENT_STORE_EEXPIRED = -10,    /* events: the cursor points at events no longer kept */
 };
 
 typedef struct payment_store payment_store;
@@ -78,6 +79,19 @@ struct payment_idem {
     const char *body;        /* its body, or NULL */
     size_t body_len;
     int64_t created_ms;      /* when; purged some time after (payment_store_idem_purge) */
+};
+
+/* Who and what made a change, recorded in its event (see "events" below).
+ * Pointers are borrowed until the write completes.  A write given none
+ * (NULL) still records its event, with these fields empty. */
+struct payment_event_info {
+    char id[UUID_STR_LEN + 1];   /* the event's id, a UUIDv7; "": the store makes one */
+    const char *api_key_id;      /* the caller's key id, NULL when the server runs open */
+    const char *request_id;      /* the request's X-Request-Id, or NULL */
+    const char *idempotency_key; /* the request's Idempotency-Key, or NULL */
+    const char *operation_id;    /* an asynchronous write: its operation, else NULL */
+    const char *changes;         /* an update: JSON array of the attribute paths it changed */
+    int64_t occurred_ms;         /* when; 0: the row's modified_ms, or now for a delete */
 };
 
 /* A stored outcome.  The caller initialises both buffers (BUF_INIT) and
@@ -174,22 +188,31 @@ int payment_store_list(payment_store *s, const struct payment_query *q, payment_
  * write names, and a list's page size (1..PAYMENT_PAGE_SIZE_MAX), are
  * preconditions: breaking one is the caller's bug, and an assertion fails. */
 
+/* Every write that changes a payment records one event (payment.created,
+ * payment.updated or payment.deleted) in the same transaction, described by
+ * ev (NULL: no description); a write that fails, or is refused, records
+ * none. */
+
 /* Creates a payment whose row->version is 0.  EDUPLICATE when the id exists
  * or ever existed. */
 void payment_store_create(payment_store *s, const struct payment_row *row,
-                          const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                          const struct payment_idem *idem, const struct payment_event_info *ev,
+                          payment_store_done_fn done, void *arg);
 
 /* Replaces the document of row->id when its stored version is
  * expected_version; row->version must be expected_version + 1.
  * ENOTFOUND before ECONFLICT. */
 void payment_store_update(payment_store *s, const struct payment_row *row,
                           int64_t expected_version, const struct payment_idem *idem,
-                          payment_store_done_fn done, void *arg);
-
-/* Deletes (tombstones) id, when expected_version is -1 or the stored one. */
-void payment_store_delete(payment_store *s, const char *id, int64_t expected_version,
-                          const struct payment_idem *idem, payment_store_done_fn done,
+                          const struct payment_event_info *ev, payment_store_done_fn done,
                           void *arg);
+
+/* Deletes (tombstones) id, when expected_version is -1 or the stored one.
+ * The tombstone is a version of its own: the stored version + 1, which the
+ * payment.deleted event carries with the document as it was. */
+void payment_store_delete(payment_store *s, const char *id, int64_t expected_version,
+                          const struct payment_idem *idem, const struct payment_event_info *ev,
+                          payment_store_done_fn done, void *arg);
 
 /* Looks up the outcome stored for (scope, key).  Returns 0 and fills out,
  * PAYMENT_STORE_ENOTFOUND when there is none, or another error. */
@@ -244,6 +267,7 @@ struct payment_apply {
     const char *error_code;           /* kind NONE: the failure, e.g. "validation_failed" */
     const char *error_message;        /* kind NONE: its message */
     int64_t applied_ms;               /* when, ms since epoch */
+    const struct payment_event_info *event; /* the write's event description, or NULL */
 };
 
 /* Applies a in one transaction of the write path (group-committed with the
@@ -288,6 +312,95 @@ int payment_store_op_get(payment_store *s, const char *op_id, struct payment_op_
  * both 0 when nothing was applied there.  Returns 0 or an error. */
 int payment_store_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq,
                                 uint64_t *fence);
+
+/* ---- events: the history and the change feed ---------------------------------
+ *
+ * Every committed change of a payment is one event, written in the change's
+ * own transaction (or atomic document write): no event without its change,
+ * no change without its event.  A payment's events have contiguous versions
+ * (0 created, then one per update, the last one deleted when deleted), and
+ * are its history, kept after the payment is deleted.  The feed is every
+ * event in commit order: each has a position (pos) such that a reader that
+ * has seen every event up to position p, and reads again, finds every event
+ * committed since above p and none below it.  A position given before commit
+ * would not do (a write that took a smaller one could commit after a reader
+ * passed it); each backend says how it keeps this (store_sqlite_events.c,
+ * store_mongo_events.c). */
+
+enum payment_event_type {
+    PAYMENT_EVENT_CREATED = 1, /* "payment.created" */
+    PAYMENT_EVENT_UPDATED = 2, /* "payment.updated" */
+    PAYMENT_EVENT_DELETED = 4, /* "payment.deleted" */
+};
+
+#define PAYMENT_EVENTS_PAGE_MAX 1000 /* events a feed or history page holds at most */
+
+/* One stored event, as a reader gets it: its pointers are valid only
+ * during the callback it is given to. */
+struct payment_event {
+    int64_t pos;                              /* feed position, > 0 */
+    char id[UUID_STR_LEN + 1];                /* UUIDv7 */
+    enum payment_event_type type;
+    char organisation_id[UUID_STR_LEN + 1];
+    char payment_id[UUID_STR_LEN + 1];
+    int64_t version;                          /* the version the change made */
+    int64_t occurred_ms;                      /* ms since epoch */
+    const char *api_key_id;                   /* NULL when none, as are the next three */
+    const char *request_id;
+    const char *idempotency_key;
+    const char *operation_id;
+    const char *changes;                      /* updates: JSON array of paths, else NULL */
+    const char *doc;                          /* the payment after the change; a delete: */
+    size_t doc_len;                           /* ... as it was */
+};
+
+/* Called per event read; non-zero stops the read and is returned by it. */
+typedef int (*payment_store_event_fn)(void *arg, const struct payment_event *ev);
+
+/* Which events a feed page holds. */
+struct payment_event_query {
+    int64_t after_pos;                       /* events above this position; 0: from the start */
+    uint32_t limit;                          /* 1..PAYMENT_EVENTS_PAGE_MAX */
+    int all_orgs;                            /* every organisation; else only orgs: */
+    size_t n_orgs;                           /* 0 with !all_orgs: no event matches */
+    const char (*orgs)[UUID_STR_LEN + 1];    /* lower case, borrowed */
+    unsigned types;                          /* payment_event_type values or-ed; 0: all */
+    const char *payment_id;                  /* only this payment's, or NULL */
+    int64_t from_ms;                         /* occurred at or after; INT64_MIN: no bound */
+    int64_t to_ms;                           /* occurred before; INT64_MAX: no bound */
+};
+
+/* Reads the feed page q names: the events matching it above q->after_pos,
+ * in position order, at most q->limit.  *next_pos is where the following
+ * page starts: the last event's position when the page is full, else the
+ * feed's end as this read saw it (at least q->after_pos), so that a
+ * filtered consumer's cursor moves past events it does not see, and one at
+ * the end holds a cursor to wait on.  EEXPIRED when q->after_pos > 0 points
+ * before the retained feed (events after it were purged). */
+int payment_store_events(payment_store *s, const struct payment_event_query *q,
+                         payment_store_event_fn each, void *arg, int64_t *next_pos);
+
+/* Reads payment_id's history: its events with versions above after_version
+ * (-1: from the first), in version order, at most limit (1..
+ * PAYMENT_EVENTS_PAGE_MAX), then sets *more when another follows.  Reads
+ * its own writes: a change reported done is in it.  A payment without
+ * events gives an empty page, not an error. */
+int payment_store_history(payment_store *s, const char *payment_id, int64_t after_version,
+                          uint32_t limit, payment_store_event_fn each, void *arg, int *more);
+
+/* Calls fn(arg), from any thread, soon after events may have been
+ * committed: at once after this process's writes, and within about a second
+ * after other processes' (a backend may poll).  One subscriber per store,
+ * set before writes begin; fn must be quick and must not call the store. */
+void payment_store_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg);
+
+/* Retention, best effort and in small batches that never stall writes:
+ * events that occurred before feed_before_ms leave the feed (a cursor
+ * pointing before them then gets EEXPIRED), and those before
+ * history_before_ms (INT64_MIN: none) are deleted, from the feed and from
+ * the histories alike. */
+void payment_store_events_purge(payment_store *s, int64_t feed_before_ms,
+                                int64_t history_before_ms);
 
 /* Counters of a backend's write path, for /metrics and tests. */
 struct payment_store_stats {

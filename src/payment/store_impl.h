@@ -36,11 +36,14 @@ struct payment_store_backend {
     int (*list)(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
                 void *arg, int *more);
     void (*create)(payment_store *s, const struct payment_row *row,
-                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                   const struct payment_idem *idem, const struct payment_event_info *ev,
+                   payment_store_done_fn done, void *arg);
     void (*update)(payment_store *s, const struct payment_row *row, int64_t expected_version,
-                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                   const struct payment_idem *idem, const struct payment_event_info *ev,
+                   payment_store_done_fn done, void *arg);
     void (*remove)(payment_store *s, const char *id, int64_t expected_version,
-                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                   const struct payment_idem *idem, const struct payment_event_info *ev,
+                   payment_store_done_fn done, void *arg);
     int (*idem_get)(payment_store *s, const char *scope, const char *key,
                     struct payment_idem_found *out);
     void (*idem_purge)(payment_store *s, int64_t before_ms);
@@ -53,6 +56,14 @@ struct payment_store_backend {
     int (*op_get)(payment_store *s, const char *op_id, struct payment_op_found *out);
     int (*partition_get)(payment_store *s, uint32_t partition, uint64_t *last_seq,
                          uint64_t *fence);
+    /* The events; NULL where not built yet (store.c answers EINTERNAL, or
+     * does nothing). */
+    int (*events)(payment_store *s, const struct payment_event_query *q,
+                  payment_store_event_fn each, void *arg, int64_t *next_pos);
+    int (*history)(payment_store *s, const char *payment_id, int64_t after_version,
+                   uint32_t limit, payment_store_event_fn each, void *arg, int *more);
+    void (*events_subscribe)(payment_store *s, void (*fn)(void *arg), void *arg);
+    void (*events_purge)(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms);
 };
 
 /* Helpers every backend needs.  store_errf writes a one-line reason into

@@ -73,6 +73,7 @@ struct mongo_op {
     int64_t current_version;  /* -1 unless err is ECONFLICT */
     int64_t seq;              /* OP_CREATE's sequence number */
     const struct payment_idem *idem; /* stored with a successful write, or NULL */
+    const struct payment_event_info *ev; /* described in the write's event, or NULL */
     char *sk;                 /* idem's scope and key (mongo_sk_new), owned; or NULL */
     struct payment_apply apply; /* OP_APPLY: a copy, its pointers borrowed like row's */
     int known;                /* OP_APPLY: its outcome was recorded before */
@@ -183,11 +184,11 @@ void mongo_idem_purge(payment_store *s, int64_t before_ms);
 /* ---- store_mongo_queue.c: submission and worker threads */
 
 void mongo_create(payment_store *s, const struct payment_row *row,
-                  const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
 void mongo_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
-                  const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
 void mongo_remove(payment_store *s, const char *id, int64_t expected_version,
-                  const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
 void mongo_apply(payment_store *s, const struct payment_apply *a,
                  payment_store_done_fn done, void *arg);
 void mongo_stop_threads(struct mongo_store *st);

@@ -308,7 +308,7 @@ static int mongo_op_idem(struct mongo_op *op, const struct payment_idem *idem)
 }
 
 void mongo_create(payment_store *s, const struct payment_row *row,
-                  const struct payment_idem *idem, payment_store_done_fn done, void *arg)
+                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_CREATE, done, arg);
     if (!op)
@@ -316,11 +316,12 @@ void mongo_create(payment_store *s, const struct payment_row *row,
     op->row = *row;
     if (!mongo_op_idem(op, idem))
         return;
+    op->ev = ev;
     mongo_submit((struct mongo_store *)s, op);
 }
 
 void mongo_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
-                  const struct payment_idem *idem, payment_store_done_fn done, void *arg)
+                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_UPDATE, done, arg);
     if (!op)
@@ -328,18 +329,20 @@ void mongo_update(payment_store *s, const struct payment_row *row, int64_t expec
     op->row = *row;
     if (!mongo_op_idem(op, idem))
         return;
+    op->ev = ev;
     op->expected_version = expected_version;
     mongo_submit((struct mongo_store *)s, op);
 }
 
 void mongo_remove(payment_store *s, const char *id, int64_t expected_version,
-                  const struct payment_idem *idem, payment_store_done_fn done, void *arg)
+                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_DELETE, done, arg);
     if (!op)
         return;
     if (!mongo_op_idem(op, idem))
         return;
+    op->ev = ev;
     size_t len = strlen(id);
     if (len > UUID_STR_LEN) {
         mongo_reject(op, PAYMENT_STORE_ENOTFOUND); /* longer than any stored id */

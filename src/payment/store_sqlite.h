@@ -74,6 +74,7 @@ struct sqlite_op {
     struct payment_row row;     /* OP_DELETE uses row.id only */
     int64_t expected_version;   /* OP_UPDATE, OP_DELETE, OP_APPLY */
     const struct payment_idem *idem; /* stored with a successful write, or NULL */
+    const struct payment_event_info *ev; /* described in the write's event, or NULL */
     payment_store_done_fn done;
     void *arg;
     int err;                    /* result, reported after the commit */
@@ -145,11 +146,11 @@ int sqlite_op_update(struct sqlite_store *st, struct sqlite_op *op);
 int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op);
 int sqlite_op_idem(struct sqlite_store *st, struct sqlite_op *op);
 void sqlite_create(payment_store *s, const struct payment_row *row,
-                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                   const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
 void sqlite_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
-                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                   const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
 void sqlite_remove(payment_store *s, const char *id, int64_t expected_version,
-                   const struct payment_idem *idem, payment_store_done_fn done, void *arg);
+                   const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
 void sqlite_apply(payment_store *s, const struct payment_apply *a, payment_store_done_fn done,
                   void *arg);
 void sqlite_idem_purge(payment_store *s, int64_t before_ms);

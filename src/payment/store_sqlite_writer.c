@@ -446,36 +446,39 @@ static struct sqlite_op *sqlite_op_new(enum sqlite_op_kind kind, payment_store_d
 }
 
 void sqlite_create(payment_store *s, const struct payment_row *row,
-                          const struct payment_idem *idem, payment_store_done_fn done, void *arg)
+                          const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
 {
     struct sqlite_op *op = sqlite_op_new(OP_CREATE, done, arg);
     if (!op)
         return;
     op->row = *row;
     op->idem = idem;
+    op->ev = ev;
     sqlite_submit((struct sqlite_store *)s, op);
 }
 
 void sqlite_update(payment_store *s, const struct payment_row *row,
                           int64_t expected_version, const struct payment_idem *idem,
-                          payment_store_done_fn done, void *arg)
+                          const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
 {
     struct sqlite_op *op = sqlite_op_new(OP_UPDATE, done, arg);
     if (!op)
         return;
     op->row = *row;
     op->idem = idem;
+    op->ev = ev;
     op->expected_version = expected_version;
     sqlite_submit((struct sqlite_store *)s, op);
 }
 
 void sqlite_remove(payment_store *s, const char *id, int64_t expected_version,
-                          const struct payment_idem *idem, payment_store_done_fn done, void *arg)
+                          const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
 {
     struct sqlite_op *op = sqlite_op_new(OP_DELETE, done, arg);
     if (!op)
         return;
     op->idem = idem;
+    op->ev = ev;
     size_t len = strlen(id);
     if (len > UUID_STR_LEN) {
         sqlite_op_reject(op, PAYMENT_STORE_ENOTFOUND); /* longer than any stored id */

@@ -23,7 +23,7 @@ static int create_one(payment_store *s)
                             .modified_ms = 1000,
                             .doc = "{\"n\":1}",
                             .doc_len = 7};
-    payment_store_create(s, &r, NULL, waiter_done, &w);
+    payment_store_create(s, &r, NULL, NULL, waiter_done, &w);
     waiter_wait(&w);
     return w.err;
 }

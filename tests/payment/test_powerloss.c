@@ -923,9 +923,9 @@ static int pl_submit(struct pl_worker *w, int p)
     w->pending = 1;
     pl_mu_unlock(&w->mu);
     switch (wr->kind) {
-    case PL_CREATE: payment_store_create(w->store, &row, &idem, pl_done, w); break;
-    case PL_UPDATE: payment_store_update(w->store, &row, wr->version - 1, &idem, pl_done, w); break;
-    case PL_DELETE: payment_store_delete(w->store, pay->id, wr->version, &idem, pl_done, w); break;
+    case PL_CREATE: payment_store_create(w->store, &row, &idem, NULL, pl_done, w); break;
+    case PL_UPDATE: payment_store_update(w->store, &row, wr->version - 1, &idem, NULL, pl_done, w); break;
+    case PL_DELETE: payment_store_delete(w->store, pay->id, wr->version, &idem, NULL, pl_done, w); break;
     }
     pl_mu_lock(&w->mu);
     while (w->pending)

@@ -69,7 +69,7 @@ static int sync_create_idem(payment_store *s, const struct payment_row *row,
 {
     struct waiter w;
     waiter_init(&w, 1);
-    payment_store_create(s, row, idem, waiter_done, &w);
+    payment_store_create(s, row, idem, NULL, waiter_done, &w);
     waiter_wait(&w);
     CHECK_INT(w.cur, -1);
     if (seq)
@@ -89,7 +89,7 @@ static int sync_update_idem(payment_store *s, const struct payment_row *row, int
 {
     struct waiter w;
     waiter_init(&w, 1);
-    payment_store_update(s, row, expected, idem, waiter_done, &w);
+    payment_store_update(s, row, expected, idem, NULL, waiter_done, &w);
     waiter_wait(&w);
     CHECK_INT(w.seq, 0);
     *cur = w.cur;
@@ -107,7 +107,7 @@ static int sync_delete_idem(payment_store *s, const char *id, int64_t expected,
 {
     struct waiter w;
     waiter_init(&w, 1);
-    payment_store_delete(s, id, expected, idem, waiter_done, &w);
+    payment_store_delete(s, id, expected, idem, NULL, waiter_done, &w);
     waiter_wait(&w);
     CHECK_INT(w.seq, 0);
     *cur = w.cur;
@@ -642,7 +642,7 @@ static void case_reopen(struct fixture *fx)
     pay_init(&d, 4, 1, "GBP", "4", "", 40);
     struct waiter w;
     waiter_init(&w, 1);
-    payment_store_create(fx->s, &d.row, NULL, waiter_done, &w);
+    payment_store_create(fx->s, &d.row, NULL, NULL, waiter_done, &w);
     payment_store_close(fx->s);
     fx->s = NULL;
     CHECK_INT(w.pending, 0);
@@ -707,7 +707,7 @@ static void chain_first_done(void *arg, int err, int64_t cur, int64_t seq)
     int64_t v;
     c->get_err = payment_store_get(c->s, "00000000-0000-4000-8000-000000000001", &b, &v);
     buf_free(&b);
-    payment_store_create(c->s, &c->second.row, NULL, waiter_done, &c->w);
+    payment_store_create(c->s, &c->second.row, NULL, NULL, waiter_done, &c->w);
 }
 
 static void case_done_reenters(struct fixture *fx)
@@ -718,7 +718,7 @@ static void case_done_reenters(struct fixture *fx)
     pay_init(&first, 1, 1, "GBP", "1", "", 1);
     pay_init(&c->second, 2, 1, "GBP", "2", "", 2);
     waiter_init(&c->w, 1);
-    payment_store_create(fx->s, &first.row, NULL, chain_first_done, c);
+    payment_store_create(fx->s, &first.row, NULL, NULL, chain_first_done, c);
     waiter_wait(&c->w);
     CHECK_INT(c->first_err, PAYMENT_STORE_OK);
     CHECK_INT(c->get_err, PAYMENT_STORE_OK); /* reported only once committed */
@@ -755,7 +755,7 @@ static void *creator_main(void *arg)
     struct creator *c = arg;
     for (int i = 0; i < CC_EACH; i++) {
         pay_init(&c->pays[i], c->base + i, c->base % 3, "GBP", "1", "", c->base + i);
-        payment_store_create(c->s, &c->pays[i].row, NULL, creator_done, c);
+        payment_store_create(c->s, &c->pays[i].row, NULL, NULL, creator_done, c);
     }
     /* A read on this thread, which then exits: its connection goes with it. */
     CHECK_INT(payment_store_ping(c->s), PAYMENT_STORE_OK);
@@ -1253,7 +1253,7 @@ static void *idem_creator_main(void *arg)
         snprintf(key, sizeof key, "key-%d", c->base + i);
         pay_init(&c->pays[i], c->base + i, 1, "GBP", "1", "", 1000);
         rec_init(&c->recs[i], "s", key, c->base + i, 5000, 0);
-        payment_store_create(c->s, &c->pays[i].row, &c->recs[i].idem, idem_creator_done, c);
+        payment_store_create(c->s, &c->pays[i].row, &c->recs[i].idem, NULL, idem_creator_done, c);
     }
     return NULL;
 }
@@ -1302,7 +1302,7 @@ static void case_idem_concurrent(struct fixture *fx)
     waiter_init(&shared.w, CI_SHARED);
     for (int i = 0; i < CI_SHARED; i++) {
         pay_init(&shared.pays[i], 1000 + i, 1, "GBP", "1", "", 1000);
-        payment_store_create(fx->s, &shared.pays[i].row, &shared.recs[0].idem, idem_creator_done,
+        payment_store_create(fx->s, &shared.pays[i].row, &shared.recs[0].idem, NULL, idem_creator_done,
                              &shared);
     }
     waiter_wait(&shared.w);
@@ -1365,13 +1365,13 @@ struct write_call {
 static void create_call(void *arg)
 {
     struct write_call *c = arg;
-    payment_store_create(c->s, c->row, NULL, ignore_done, NULL);
+    payment_store_create(c->s, c->row, NULL, NULL, ignore_done, NULL);
 }
 
 static void update_call(void *arg)
 {
     struct write_call *c = arg;
-    payment_store_update(c->s, c->row, c->expected_version, NULL, ignore_done, NULL);
+    payment_store_update(c->s, c->row, c->expected_version, NULL, NULL, ignore_done, NULL);
 }
 
 /* Whether applying a aborts: the store's check of its precondition. */

@@ -48,7 +48,7 @@ static int create_payments(payment_store *s, int n)
         int len = snprintf(docs[i], sizeof docs[i], "{\"n\":%d,\"pad\":\"%5000d\"}", i, i);
         r->doc = docs[i];
         r->doc_len = (size_t)len;
-        payment_store_create(s, r, NULL, waiter_done, &w);
+        payment_store_create(s, r, NULL, NULL, waiter_done, &w);
     }
     waiter_wait(&w);
     free(rows);
@@ -375,7 +375,7 @@ static int create_row(payment_store *s, const struct payment_row *row,
 {
     struct waiter w;
     waiter_init(&w, 1);
-    payment_store_create(s, row, idem, waiter_done, &w);
+    payment_store_create(s, row, idem, NULL, waiter_done, &w);
     waiter_wait(&w);
     return w.err;
 }
