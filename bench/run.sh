@@ -22,6 +22,12 @@
 #   --tmpdir DIR          where the temporary folder goes (default $TMPDIR or /tmp);
 #                         the store and the fsync measurement live there
 #   --keep                keep the temporary folder (logs, wrk outputs, store)
+#   --baseline REF        also measure a previous build beside this one: REF is a
+#                         git revision (built in a temporary worktree) or a
+#                         paymentd binary; GET, list, PUT and POST run against
+#                         it right after the same run against this build, each
+#                         on its own preloaded store, with the bytes each write
+#                         makes the server write
 #
 # What it does:
 #   1. Installs what is missing (scripts/setup.sh for the server's packages,
@@ -52,6 +58,10 @@
 #      [--growth: GET and list on both stores, alternately], nginx POST, POST
 #      create.  Requests/s counts successful responses only; errors are socket
 #      errors plus responses >= 400.
+#   6b. The change feed: bytes the server wrote per PUT and per POST (its
+#      /proc/PID/io, over each run, divided by the successful requests), a
+#      consumer reading the whole feed from the start, and a consumer
+#      following it with wait while POST runs (bench/feed_consumer.py).
 #   7. Prints the table: stdout gets only the table (markdown), progress goes
 #      to stderr.  The exit status is 0 when the measurements ran, whatever the
 #      targets say.
@@ -69,6 +79,7 @@ BINARY=""
 SERVER_ARGS=""
 TMPBASE="${TMPDIR:-/tmp}"
 KEEP=0
+BASELINE=""
 BIG_CONNECTIONS=1000
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -88,6 +99,7 @@ while [ $# -gt 0 ]; do
     --server-args) SERVER_ARGS="${2:-}"; shift 2 ;;
     --tmpdir) TMPBASE="${2:-}"; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --baseline) BASELINE="${2:-}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
@@ -143,6 +155,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$TMPBASE"
 WORK="$(mktemp -d "$TMPBASE/paymentd-bench.XXXXXX")"
 SERVER_PID="" MAIN_PID="" GROWTH_PID="" NGINX_PID="" MHD_PID="" SPAWN_PID="" WRK_PID="" RSS_PID=""
+BASE_PID="" FEED_PID="" BASE_TREE=""
 
 # Stops a child: SIGTERM (or $2), then SIGKILL if it is still there after 10 s.
 stop_pid() {
@@ -164,6 +177,9 @@ cleanup() {
   stop_pid "$SERVER_PID"
   stop_pid "$MAIN_PID"
   stop_pid "$GROWTH_PID"
+  stop_pid "$BASE_PID"
+  stop_pid "$FEED_PID"
+  [ -z "$BASE_TREE" ] || git -C "$ROOT" worktree remove --force "$BASE_TREE" >/dev/null 2>&1
   if [ "$KEEP" -eq 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -237,6 +253,21 @@ else
   make -j2 build/paymentd >&2 || die "make build/paymentd failed"
   cp build/paymentd "$WORK/paymentd"
 fi
+# The baseline: a binary, or a git revision built in a worktree of its own.
+if [ -n "$BASELINE" ]; then
+  if [ -x "$BASELINE" ] && [ -f "$BASELINE" ]; then
+    cp "$BASELINE" "$WORK/paymentd.base"
+  else
+    BASE_REV="$(git -C "$ROOT" rev-parse --short "$BASELINE^{commit}" 2>/dev/null)" ||
+      die "--baseline $BASELINE is neither a binary nor a git revision"
+    BASE_TREE="$WORK/baseline-src"
+    log "building the baseline $BASE_REV"
+    git -C "$ROOT" worktree add --detach "$BASE_TREE" "$BASE_REV" >&2 || die "git worktree add failed"
+    make -C "$BASE_TREE" -j2 build/paymentd >&2 || die "make of the baseline failed"
+    cp "$BASE_TREE/build/paymentd" "$WORK/paymentd.base"
+    BASELINE="$BASE_REV"
+  fi
+fi
 CFLAGS_BENCH=(-std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
               -Wmissing-prototypes)
 gcc "${CFLAGS_BENCH[@]}" -o "$WORK/fsync_rate" "$BENCH/fsync_rate.c" || die "cannot build fsync_rate"
@@ -245,7 +276,7 @@ gcc "${CFLAGS_BENCH[@]}" -o "$WORK/mhd_static" "$BENCH/mhd_static.c" -lmicrohttp
 
 # --- results -----------------------------------------------------------------
 
-declare -A RPS P50 P99 ERRS
+declare -A RPS P50 P99 ERRS OKS WBYTES WCHARS
 ORDER=()
 
 # run_wrk NAME SCRIPT URL CONNECTIONS: one measured wrk run.
@@ -261,12 +292,55 @@ run_wrk() {
   [ -n "$line" ] || { cat "$out" >&2; die "wrk $name printed no result"; }
   req="$(field "$line" requests)"; dur="$(field "$line" duration_us)"; st="$(field "$line" status)"
   RPS[$name]="$(calc "($req - $st) / ($dur / 1e6)")"
+  OKS[$name]=$((req - st))
   P50[$name]="$(calc "$(field "$line" p50_us) / 1000")"
   P99[$name]="$(calc "$(field "$line" p99_us) / 1000")"
   ERRS[$name]=$(($(field "$line" connect) + $(field "$line" read) + $(field "$line" write) +
                  $(field "$line" timeout) + st))
   ORDER+=("$name")
   log "  $(printf '%.0f' "${RPS[$name]}") req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms, errors ${ERRS[$name]}"
+}
+
+# io_counter PID FIELD: a counter of /proc/PID/io (write_bytes: what the
+# process made the kernel send to storage; wchar: what it passed to write
+# calls).
+io_counter() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/io"; }
+
+# run_wrk_io NAME SCRIPT URL CONNECTIONS PID: run_wrk, and the bytes PID wrote
+# per successful request meanwhile.
+run_wrk_io() {
+  local name="$1" pid="$5" wb wc
+  wb=$(io_counter "$pid" write_bytes); wc=$(io_counter "$pid" wchar)
+  run_wrk "$1" "$2" "$3" "$4"
+  WBYTES[$name]=$(calc "($(io_counter "$pid" write_bytes) - $wb) / (${OKS[$name]} > 0 ? ${OKS[$name]} : 1)")
+  WCHARS[$name]=$(calc "($(io_counter "$pid" wchar) - $wc) / (${OKS[$name]} > 0 ? ${OKS[$name]} : 1)")
+  log "  $(printf '%.0f' "${WBYTES[$name]}") bytes to storage, $(printf '%.0f' "${WCHARS[$name]}") bytes written per request"
+}
+
+# run_pair NAME SCRIPT: NAME on this build, then NAME_base on the baseline
+# right after (when there is one); writes count their bytes.
+run_pair() {
+  local name="$1" script="$2"
+  if [ "$script" = put.lua ] || [ "$script" = post.lua ]; then
+    run_wrk_io "$name" "$script" "$URL" "$CONNECTIONS" "$SERVER_PID"
+    [ -z "$BASE_PID" ] || run_wrk_io "${name}_base" "$script" "$BASE_URL" "$CONNECTIONS" "$BASE_PID"
+  else
+    run_wrk "$name" "$script" "$URL" "$CONNECTIONS"
+    [ -z "$BASE_PID" ] || run_wrk "${name}_base" "$script" "$BASE_URL" "$CONNECTIONS"
+  fi
+}
+
+# feed_read NAME ARGS...: bench/feed_consumer.py against this build; its
+# result into FEED_EVENTS, FEED_SECS, FEED_LAG of NAME.
+declare -A FEED_EVENTS FEED_SECS FEED_LAG FEED_AFTER
+feed_result() {
+  local name="$1" out="$2" line
+  line="$(grep '^FEED ' "$out" || true)"
+  [ -n "$line" ] || { cat "$out" >&2; die "feed consumer $name printed no result"; }
+  [ "$(field "$line" errors)" = 0 ] || { cat "$out" >&2; die "feed consumer $name saw errors"; }
+  FEED_EVENTS[$name]=$(field "$line" events); FEED_SECS[$name]=$(field "$line" seconds)
+  FEED_LAG[$name]=$(field "$line" lag_s); FEED_AFTER[$name]=$(field "$line" after)
+  log "  feed $name: ${FEED_EVENTS[$name]} events in ${FEED_SECS[$name]} s, lag ${FEED_LAG[$name]} s"
 }
 
 # --- paymentd ----------------------------------------------------------------
@@ -292,13 +366,13 @@ spawn_listening() {
   done
 }
 
-# start_server DIR: paymentd on a fresh store in DIR.
+# start_server DIR [BINARY]: paymentd (or BINARY) on a fresh store in DIR.
 start_server() {
-  local dir="$1"
+  local dir="$1" bin="${2:-$WORK/paymentd}"
   mkdir -p "$dir"
   # shellcheck disable=SC2086  # SERVER_ARGS is a list of flags
   spawn_listening paymentd "$dir/paymentd.log" /healthz \
-    "$WORK/paymentd" --store "sqlite:$dir/p.db" --listen "127.0.0.1:@PORT@" $SERVER_ARGS
+    "$bin" --store "sqlite:$dir/p.db" --listen "127.0.0.1:@PORT@" $SERVER_ARGS
   SERVER_PID=$SPAWN_PID URL=$SPAWN_URL SPAWN_PID=""
   log "paymentd $SERVER_PID on $URL, store $dir/p.db"
 }
@@ -520,6 +594,12 @@ measure_fsync() {
 }
 measure_fsync
 
+if [ -n "$BASELINE" ]; then
+  start_server "$WORK/base" "$WORK/paymentd.base"
+  BASE_PID=$SERVER_PID BASE_URL=$URL SERVER_PID=""
+  preload "$PAYMENTS"
+  check_store "$PAYMENTS"
+fi
 start_server "$WORK/store"
 start_rss_sampler
 preload "$PAYMENTS"
@@ -547,15 +627,15 @@ start_mhd "$WORK/payment.json"
 check_same mhd 200 "$WORK/payment.json" "$MHD_URL$GET_PATH"
 run_wrk mhd get.lua "$MHD_URL" "$CONNECTIONS"
 stop_mhd
-run_wrk get get.lua "$URL" "$CONNECTIONS"
+run_pair get get.lua
 
 run_wrk get_1000 get.lua "$URL" "$BIG_CONNECTIONS"
 start_nginx "static:$WORK/list.json"
 check_same nginx_list 200 "$WORK/list.json" "${NGINX_URL[0]}$LIST_PATH" -g
 run_wrk nginx_list list.lua "${NGINX_URL[0]}" "$CONNECTIONS"
 stop_nginx
-run_wrk list list.lua "$URL" "$CONNECTIONS"
-run_wrk put put.lua "$URL" "$CONNECTIONS"
+run_pair list list.lua
+run_pair put put.lua
 HWM_KB=$(peak_rss_kb)
 
 # Growth, before POST adds payments to the first store: a second paymentd on
@@ -599,8 +679,26 @@ check_same nginx_post 201 "$WORK/create.json" "${NGINX_URL[0]}/v1/payments" \
 run_wrk nginx_post post.lua "${NGINX_URL[0]}" "$CONNECTIONS"
 stop_nginx
 measure_fsync
-run_wrk post post.lua "$URL" "$CONNECTIONS"
+run_pair post post.lua
 HWM_END_KB=$(peak_rss_kb)
+stop_pid "$BASE_PID"; BASE_PID=""
+
+# The feed: the whole of it read from the start (the preload, PUT and POST
+# runs' events), then a consumer following it with wait=1 while POST runs
+# again, and how long after the run it took to catch up.
+log "feed: reading every event from the start"
+/usr/bin/python3 "$BENCH/feed_consumer.py" "$URL" --until-caught-up >"$WORK/feed.all.txt" 2>&1 ||
+  { cat "$WORK/feed.all.txt" >&2; die "feed consumer failed"; }
+feed_result all "$WORK/feed.all.txt"
+rm -f "$WORK/feed.stop"
+/usr/bin/python3 "$BENCH/feed_consumer.py" "$URL" --after "${FEED_AFTER[all]}" --wait 1 --seconds 100000 \
+  --stop-file "$WORK/feed.stop" >"$WORK/feed.follow.txt" 2>&1 &
+FEED_PID=$!
+BENCH_POST_ROUND=1 run_wrk post_follow post.lua "$URL" "$CONNECTIONS"
+touch "$WORK/feed.stop"
+wait "$FEED_PID" || { FEED_PID=""; cat "$WORK/feed.follow.txt" >&2; die "feed follower failed"; }
+FEED_PID=""
+feed_result follow "$WORK/feed.follow.txt"
 stop_server
 
 # --- the table ---------------------------------------------------------------
@@ -660,12 +758,38 @@ r=$(ratio "${RPS[list]}" "${RPS[nginx_list]}")
 row "list / nginx list page static" "$(printf '%.2fx' "$r")" "" "" "" "" ""
 row "GET p99, $CONNECTIONS connections" "$(ms "${P99[get]}")" "" "" "" "< 5 ms" "$(verdict "${P99[get]} < 5")"
 row "errors, $BIG_CONNECTIONS connections" "${ERRS[get_1000]}" "" "" "" "0" "$(verdict "${ERRS[get_1000]} == 0")"
-other=$((ERRS[get] + ERRS[list] + ERRS[put] + ERRS[post] + ${ERRS[get_growth]:-0} + ${ERRS[get_pair]:-0} +
+other=$((ERRS[get] + ERRS[list] + ERRS[put] + ERRS[post] + ERRS[post_follow] + ${ERRS[get_growth]:-0} + ${ERRS[get_pair]:-0} +
          ${ERRS[list_growth]:-0} + ${ERRS[list_pair]:-0}))
 row "errors, other paymentd runs" "$other" "" "" "" "0" "$(verdict "$other == 0")"
 row "peak RSS, $k payments, up to $BIG_CONNECTIONS connections" "$(printf '%.1f MB' "$(calc "$HWM_KB / 1024")")" \
   "" "" "" "< 64 MB" "$(verdict "$HWM_KB < 64 * 1024")"
 row "peak RSS, after the POST run too" "$(printf '%.1f MB' "$(calc "$HWM_END_KB / 1024")")" "" "" "" "" ""
+# The change feed's cost: bytes per write, and this build beside the baseline.
+bytes() { printf '%s B' "$(num "$1")"; }
+row "bytes to storage per PUT / per POST" "$(bytes "${WBYTES[put]}") / $(bytes "${WBYTES[post]}")" "" "" "" "" ""
+row "bytes written (write calls) per PUT / per POST" "$(bytes "${WCHARS[put]}") / $(bytes "${WCHARS[post]}")" "" "" "" "" ""
+row "feed read from the start (page[size]=1000)" \
+  "$(num "$(calc "${FEED_EVENTS[all]} / ${FEED_SECS[all]}")") events/s" "" "" "" "" ""
+wrow post_follow "POST /v1/payments, a consumer following the feed with wait"
+row "feed followed with wait=1 during that POST run" \
+  "$(num "$(calc "${FEED_EVENTS[follow]} / ${FEED_SECS[follow]}")") events/s" "" "" "" "" ""
+row "... its lag after the run: time to catch up" "$(printf '%.2f s' "${FEED_LAG[follow]}")" "" "" "" "" ""
+row "POST with the follower / POST" "$(printf '%.2fx' "$(ratio "${RPS[post_follow]}" "${RPS[post]}")")" "" "" "" "" ""
+if [ -n "$BASELINE" ]; then
+  for w in get list put post; do
+    wrow "${w}_base" "baseline $BASELINE: the same $w run, right after"
+  done
+  row "baseline bytes to storage per PUT / per POST" \
+    "$(bytes "${WBYTES[put_base]}") / $(bytes "${WBYTES[post_base]}")" "" "" "" "" ""
+  for w in get list; do
+    r=$(ratio "${RPS[$w]}" "${RPS[${w}_base]}")
+    row "$w / baseline $w" "$(printf '%.2fx' "$r")" "" "" "" ">= 0.9x (noise)" "$(verdict "$r >= 0.9")"
+  done
+  for w in put post; do
+    r=$(ratio "${RPS[$w]}" "${RPS[${w}_base]}")
+    row "$w / baseline $w" "$(printf '%.2fx' "$r")" "" "" "" "" ""
+  done
+fi
 if [ "$GROWTH" -eq 1 ]; then
   r=$(ratio "${RPS[get_growth]}" "${RPS[get_pair]}")
   row "GET at $g / at $k" "$(printf '%.2fx' "$r")" "" "" "" ">= 0.8x" "$(verdict "$r >= 0.8")"
