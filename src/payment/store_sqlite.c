@@ -301,4 +301,6 @@ const struct payment_store_backend payment_store_sqlite_backend = {
     .apply = sqlite_apply,
     .op_get = sqlite_op_get,
     .partition_get = sqlite_partition_get,
+    .events = sqlite_events,
+    .history = sqlite_history,
 };

@@ -6,7 +6,8 @@
  * is the fsync), and only then reports each result: group commit, with no
  * timer.  Between batches it runs the idempotency purge, one small
  * transaction per turn.  Owns the queue, the writer's statements and the
- * payment writes (create, update, delete and their idempotency records). */
+ * payment writes (create, update, delete, their events and idempotency
+ * records; store_sqlite_events.c describes the events). */
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -37,8 +38,10 @@ static const char *const sqlite_wsql[W_COUNT] = {
                  " currency = ?6, payment_scheme = ?7, payment_type = ?8, reference = ?9,"
                  " end_to_end_reference = ?10, processing_date = ?11, amount_key = ?12,"
                  " doc = ?13 WHERE id = ?1 AND version = ?14 AND deleted = 0",
-    [W_DELETE] = "UPDATE payments SET deleted = 1, doc = NULL"
-                 " WHERE id = ?1 AND deleted = 0 AND (?2 = -1 OR version = ?2)",
+    /* Made once W_EV_DELETE has found the live row at the expected version,
+     * in the same savepoint: the tombstone is a version of its own. */
+    [W_DELETE] = "UPDATE payments SET deleted = 1, doc = NULL, version = version + 1"
+                 " WHERE id = ?1 AND deleted = 0",
     [W_VERSION] = "SELECT version, deleted FROM payments WHERE id = ?1",
     [W_IDEM_INSERT] = "INSERT INTO idempotency (scope, key, fingerprint, status, location, etag,"
                       " body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -59,6 +62,19 @@ static const char *const sqlite_wsql[W_COUNT] = {
     [W_OP_INSERT] = "INSERT INTO operations (op_id, partition, seq, status, error_code, message,"
                     " payment_id, organisation_id, version, applied_ms, fingerprint)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    /* Events: ?1 id, ?2 payment, ?3 organisation, ?4 version, ?5 type, ?6
+     * occurred, ?7 API key id, ?8 request id, ?9 Idempotency-Key, ?10
+     * operation id, ?11 changes, ?12 doc. */
+    [W_EV_INSERT] = "INSERT INTO events (id, payment_id, organisation_id, version, type,"
+                    " occurred_ms, api_key_id, request_id, idempotency_key, operation_id,"
+                    " changes, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    /* A delete's event, from the row it deletes (?2, at version ?4 unless
+     * ?4 is -1): the document as it was, at the tombstone's version.  Type
+     * 4 is PAYMENT_EVENT_DELETED. */
+    [W_EV_DELETE] = "INSERT INTO events (id, payment_id, organisation_id, version, type,"
+                    " occurred_ms, api_key_id, request_id, idempotency_key, operation_id, doc)"
+                    " SELECT ?1, id, organisation_id, version + 1, 4, ?6, ?7, ?8, ?9, ?10, doc"
+                    " FROM payments WHERE id = ?2 AND deleted = 0 AND (?4 = -1 OR version = ?4)",
 };
 
 /* Prepares every writer statement, once, on the write connection. */
@@ -153,6 +169,8 @@ int sqlite_op_create(struct sqlite_store *st, struct sqlite_op *op)
         rc = SQLITE_OK;
     }
     sqlite_stmt_release(stmt);
+    if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK)
+        rc = sqlite_event_record(st, op, PAYMENT_EVENT_CREATED);
     return rc;
 }
 
@@ -179,16 +197,31 @@ int sqlite_op_update(struct sqlite_store *st, struct sqlite_op *op)
     int rc = sqlite_bind_row(stmt, &op->row);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(stmt, 14, op->expected_version);
-    return sqlite_op_cas(st, op, stmt, rc);
+    rc = sqlite_op_cas(st, op, stmt, rc);
+    if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK)
+        rc = sqlite_event_record(st, op, PAYMENT_EVENT_UPDATED);
+    return rc;
 }
 
+/* The event first, while the row still holds the document it records; its
+ * insert is the compare-and-set, then the tombstone takes the next version. */
 int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op)
 {
-    sqlite3_stmt *stmt = st->w[W_DELETE];
-    int rc = sqlite3_bind_text(stmt, 1, op->row.id, -1, SQLITE_STATIC);
+    char event_id[UUID_STR_LEN + 1];
+    sqlite3_stmt *stmt = st->w[W_EV_DELETE];
+    int rc = sqlite_event_bind_delete(op, stmt, event_id);
+    rc = sqlite_op_cas(st, op, stmt, rc);
+    if (rc != SQLITE_OK || op->err != PAYMENT_STORE_OK)
+        return rc;
+    stmt = st->w[W_DELETE];
+    rc = sqlite3_bind_text(stmt, 1, op->row.id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(stmt, 2, op->expected_version);
-    return sqlite_op_cas(st, op, stmt, rc);
+        rc = sqlite3_step(stmt);
+    int changed = rc == SQLITE_DONE && sqlite3_changes(st->wdb) == 1;
+    sqlite_stmt_release(stmt);
+    if (rc != SQLITE_DONE)
+        return rc;
+    return changed ? SQLITE_OK : SQLITE_CORRUPT; /* the event was just read from the row */
 }
 
 /* Records the outcome of a write that succeeded, in its savepoint: a key
@@ -498,6 +531,7 @@ void sqlite_apply(payment_store *s, const struct payment_apply *a,
         return;
     op->apply = *a;
     op->idem = a->idem;
+    op->ev = a->event;
     op->expected_version = a->expected_version;
     if (a->row)
         op->row = *a->row;
