@@ -38,6 +38,9 @@
 /* Feed statements per reader, one per query shape (store_sqlite_events.c):
  * organisations (all, one, several) times the four optional filters. */
 #define SQLITE_FEED_SHAPES (3 * 16)
+/* How often the writer thread looks for other connections' commits while
+ * the events have a subscriber. */
+#define SQLITE_EVENTS_POLL_US 200000
 
 /* Writer statements, prepared once.  Row parameters: ?1 id, ?2 organisation,
  * ?3 version, ?4 created, ?5 modified, ?6..?10 the text columns, ?11
@@ -66,6 +69,7 @@ enum sqlite_wstmt {
     W_OP_INSERT,
     W_EV_INSERT,
     W_EV_DELETE,
+    W_DATA_VERSION,
     W_COUNT
 };
 
@@ -105,6 +109,7 @@ struct sqlite_op {
     int err;                    /* result, reported after the commit */
     int64_t current_version;    /* -1 unless err is ECONFLICT */
     int64_t seq;                /* OP_CREATE's sequence number */
+    int evented;                /* its event is in the batch's transaction */
     struct payment_apply apply; /* OP_APPLY: a copy, its pointers borrowed like row's */
 };
 
@@ -129,11 +134,15 @@ struct sqlite_store {
     sqlite3_stmt *w[W_COUNT];
     pthread_t writer;
     int writer_started;
-    pthread_mutex_t mu;         /* guards head, tail, purge_before_ms, closing */
+    pthread_mutex_t mu;         /* guards head, tail, purge_before_ms, closing, ev_fn, ev_arg */
     pthread_cond_t wake;        /* signalled on a first queued write, a purge, or close */
     struct sqlite_op *head, *tail;
     int64_t purge_before_ms;    /* the purge's cut-off, or SQLITE_NO_PURGE */
     int closing;                /* no more submissions; the writer drains and exits */
+    void (*ev_fn)(void *arg);   /* the events' subscriber, or NULL */
+    void *ev_arg;
+    int64_t data_version;       /* writer thread: PRAGMA data_version at the last poll, or -1 */
+    int64_t poll_next_us;       /* writer thread: when to poll next (clock_mono_us) */
     pthread_key_t reader_key;   /* this store's struct sqlite_reader of the calling thread */
     int have_key;
     pthread_mutex_t readers_mu; /* guards readers */
@@ -227,6 +236,12 @@ int sqlite_events(payment_store *s, const struct payment_event_query *q,
                   payment_store_event_fn each, void *arg, int64_t *next_pos);
 int sqlite_history(payment_store *s, const char *payment_id, int64_t after_version,
                    uint32_t limit, payment_store_event_fn each, void *arg, int *more);
+void sqlite_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg);
+/* Writer thread: tells the subscriber fn (not NULL) when it is time to
+ * (every SQLITE_EVENTS_POLL_US) and another connection, of this process or
+ * another, committed since the last poll.  Returns when to call it next
+ * (clock_mono_us). */
+int64_t sqlite_events_poll(struct sqlite_store *st, void (*fn)(void *arg), void *arg);
 
 /* ---- store_sqlite_backup.c -------------------------------------------------- */
 

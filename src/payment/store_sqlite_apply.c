@@ -104,6 +104,7 @@ static int sqlite_apply_write(struct sqlite_store *st, struct sqlite_op *op)
     if (rc != SQLITE_OK)
         return rc; /* the caller's savepoint undoes everything */
     if (op->err == PAYMENT_STORE_EIDEMPOTENT) {
+        op->evented = 0;
         rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO_WRITE]);
         if (rc != SQLITE_OK)
             return rc;

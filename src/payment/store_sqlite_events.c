@@ -35,8 +35,13 @@
  * left the feed; a cursor below it has missed events (EEXPIRED), a cursor
  * of 0 starts at it.
  *
- * Threads: the recording functions run on the writer thread, on its
- * connection; the reads on the calling thread's reader connection
+ * The subscriber is told by the writer thread: after each commit of its own
+ * that holds events, and, polling PRAGMA data_version every
+ * SQLITE_EVENTS_POLL_US between its turns, after other connections'
+ * commits (other processes', or another store's on the same file).
+ *
+ * Threads: the recording functions and the poll run on the writer thread,
+ * on its connection; the reads on the calling thread's reader connection
  * (store_sqlite_read.c), which they leave outside any transaction. */
 #include <assert.h>
 #include <sqlite3.h>
@@ -119,7 +124,9 @@ int sqlite_event_record(struct sqlite_store *st, struct sqlite_op *op,
         sqlite_stmt_release(stmt);
         return rc;
     }
-    return sqlite_stmt_run(stmt);
+    rc = sqlite_stmt_run(stmt);
+    op->evented = rc == SQLITE_OK;
+    return rc;
 }
 
 int sqlite_event_bind_delete(struct sqlite_op *op, sqlite3_stmt *stmt,
@@ -419,4 +426,35 @@ int sqlite_events(payment_store *s, const struct payment_event_query *q,
     }
     buf_free(&orgs);
     return err;
+}
+
+/* ---- the subscriber ----------------------------------------------------- */
+
+void sqlite_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    store_lock(&st->mu);
+    st->ev_fn = fn;
+    st->ev_arg = arg;
+    if (pthread_cond_signal(&st->wake) != 0)
+        abort();
+    store_unlock(&st->mu);
+}
+
+int64_t sqlite_events_poll(struct sqlite_store *st, void (*fn)(void *arg), void *arg)
+{
+    int64_t now = clock_mono_us();
+    if (now < st->poll_next_us)
+        return st->poll_next_us;
+    sqlite3_stmt *stmt = st->w[W_DATA_VERSION];
+    int64_t version = -1;
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        version = sqlite3_column_int64(stmt, 0);
+    sqlite_stmt_release(stmt); /* a failed poll is tried again at the next */
+    /* The first poll tells too: a commit may have come before it. */
+    if (version >= 0 && version != st->data_version) {
+        st->data_version = version;
+        fn(arg);
+    }
+    return now + SQLITE_EVENTS_POLL_US;
 }

@@ -8,13 +8,16 @@
  * transaction per turn.  Owns the queue, the writer's statements and the
  * payment writes (create, update, delete, their events and idempotency
  * records; store_sqlite_events.c describes the events). */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "core/clock.h"
 #include "payment/store_sqlite.h"
 
 /* Rows of each table the purge deletes per transaction: a few hundred
@@ -75,6 +78,8 @@ static const char *const sqlite_wsql[W_COUNT] = {
                     " occurred_ms, api_key_id, request_id, idempotency_key, operation_id, doc)"
                     " SELECT ?1, id, organisation_id, version + 1, 4, ?6, ?7, ?8, ?9, ?10, doc"
                     " FROM payments WHERE id = ?2 AND deleted = 0 AND (?4 = -1 OR version = ?4)",
+    /* Changes when another connection commits (the events' poll). */
+    [W_DATA_VERSION] = "PRAGMA data_version",
 };
 
 /* Prepares every writer statement, once, on the write connection. */
@@ -221,7 +226,10 @@ int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op)
     sqlite_stmt_release(stmt);
     if (rc != SQLITE_DONE)
         return rc;
-    return changed ? SQLITE_OK : SQLITE_CORRUPT; /* the event was just read from the row */
+    if (!changed)
+        return SQLITE_CORRUPT; /* the event was just read from the row */
+    op->evented = 1;
+    return SQLITE_OK;
 }
 
 /* Records the outcome of a write that succeeded, in its savepoint: a key
@@ -311,6 +319,7 @@ static int sqlite_batch_step(struct sqlite_store *st, struct sqlite_op *op)
             op->err = sqlite_map_err(rc);
         op->current_version = -1;
         op->seq = 0;
+        op->evented = 0;
         if (sqlite3_get_autocommit(st->wdb))
             return rc != SQLITE_OK ? rc : SQLITE_ERROR;
         rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO]);
@@ -320,31 +329,36 @@ static int sqlite_batch_step(struct sqlite_store *st, struct sqlite_op *op)
     return sqlite_stmt_run(st->w[W_RELEASE]);
 }
 
-/* Runs a batch in one transaction and sets every operation's result. */
-static void sqlite_batch_run(struct sqlite_store *st, struct sqlite_op *batch)
+/* Runs a batch in one transaction and sets every operation's result.
+ * Returns whether the commit holds events. */
+static int sqlite_batch_run(struct sqlite_store *st, struct sqlite_op *batch)
 {
     int rc = sqlite_stmt_run(st->w[W_BEGIN]);
     if (rc != SQLITE_OK) {
         sqlite_batch_abort(st, batch, sqlite_map_err(rc));
-        return;
+        return 0;
     }
     for (struct sqlite_op *op = batch; op; op = op->next) {
         rc = sqlite_batch_step(st, op);
         if (rc != SQLITE_OK) {
             sqlite_batch_abort(st, batch, sqlite_map_err(rc));
-            return;
+            return 0;
         }
     }
     rc = sqlite_stmt_run(st->w[W_COMMIT]);
     if (rc != SQLITE_OK) {
         sqlite_batch_abort(st, batch, sqlite_map_err(rc));
-        return;
+        return 0;
     }
     atomic_fetch_add(&st->commits, 1);
     uint64_t n = 0;
-    for (struct sqlite_op *op = batch; op; op = op->next)
+    int events = 0;
+    for (struct sqlite_op *op = batch; op; op = op->next) {
         n++;
+        events |= op->evented;
+    }
     metrics_sizes_observe(&st->batches, n);
+    return events;
 }
 
 /* Reports and frees a finished batch; called without the queue lock. */
@@ -407,30 +421,80 @@ static void sqlite_purge_turn(struct sqlite_store *st, int64_t before_ms)
     store_unlock(&st->mu);
 }
 
+/* What the writer takes for one turn, under the queue lock. */
+struct sqlite_turn {
+    struct sqlite_op *batch;   /* every write queued, or NULL */
+    int64_t purge_before;      /* the idempotency purge's cut-off, or SQLITE_NO_PURGE */
+    void (*ev_fn)(void *arg);  /* the events' subscriber, or NULL */
+    void *ev_arg;
+    int closing;
+};
+
+/* Whether the writer has something to do now; the caller holds st->mu. */
+static int sqlite_writer_has_work(const struct sqlite_store *st)
+{
+    return st->head || st->purge_before_ms != SQLITE_NO_PURGE || st->closing;
+}
+
+/* Waits, holding st->mu, for work, or with a subscriber at most until its
+ * next poll is due. */
+static void sqlite_writer_wait(struct sqlite_store *st)
+{
+    while (!sqlite_writer_has_work(st)) {
+        if (!st->ev_fn) {
+            if (pthread_cond_wait(&st->wake, &st->mu) != 0)
+                abort();
+            continue;
+        }
+        int64_t due = st->poll_next_us;
+        if (clock_mono_us() >= due)
+            return;
+        struct timespec until = {.tv_sec = due / 1000000, .tv_nsec = due % 1000000 * 1000};
+        int rc = pthread_cond_timedwait(&st->wake, &st->mu, &until);
+        if (rc == ETIMEDOUT)
+            return;
+        if (rc != 0)
+            abort();
+    }
+}
+
+static void sqlite_writer_take(struct sqlite_store *st, struct sqlite_turn *t)
+{
+    store_lock(&st->mu);
+    sqlite_writer_wait(st);
+    t->batch = st->head;
+    st->head = st->tail = NULL;
+    t->closing = st->closing;
+    /* A purge is best effort: closing abandons it. */
+    t->purge_before = st->closing ? SQLITE_NO_PURGE : st->purge_before_ms;
+    t->ev_fn = st->ev_fn;
+    t->ev_arg = st->ev_arg;
+    store_unlock(&st->mu);
+}
+
 /* The writer thread: each turn applies every write queued, in one
  * transaction, then one turn of a purge asked for, so that a write waits
- * for at most one small purge transaction, never for a whole purge. */
+ * for at most one small purge transaction, never for a whole purge.  With
+ * a subscriber, it is told after each commit that holds events, and, every
+ * SQLITE_EVENTS_POLL_US, of other connections' commits. */
 static void *sqlite_writer_main(void *arg)
 {
     struct sqlite_store *st = arg;
     for (;;) {
-        store_lock(&st->mu);
-        while (!st->head && st->purge_before_ms == SQLITE_NO_PURGE && !st->closing)
-            if (pthread_cond_wait(&st->wake, &st->mu) != 0)
-                abort();
-        struct sqlite_op *batch = st->head;
-        st->head = st->tail = NULL;
-        /* A purge is best effort: closing abandons it. */
-        int64_t purge_before = st->closing ? SQLITE_NO_PURGE : st->purge_before_ms;
-        store_unlock(&st->mu);
-        if (!batch && purge_before == SQLITE_NO_PURGE)
-            return NULL; /* closing, and everything queued has been done */
-        if (batch) {
-            sqlite_batch_run(st, batch);
-            sqlite_batch_report(st, batch);
+        struct sqlite_turn t;
+        sqlite_writer_take(st, &t);
+        if (!t.batch && t.purge_before == SQLITE_NO_PURGE && t.closing)
+            return NULL; /* everything queued has been done */
+        if (t.batch) {
+            int events = sqlite_batch_run(st, t.batch);
+            sqlite_batch_report(st, t.batch);
+            if (events && t.ev_fn)
+                t.ev_fn(t.ev_arg);
         }
-        if (purge_before != SQLITE_NO_PURGE)
-            sqlite_purge_turn(st, purge_before);
+        if (t.purge_before != SQLITE_NO_PURGE)
+            sqlite_purge_turn(st, t.purge_before);
+        if (t.ev_fn)
+            st->poll_next_us = sqlite_events_poll(st, t.ev_fn, t.ev_arg);
     }
 }
 
