@@ -306,6 +306,24 @@ static void test_list_shapes_cycle(void)
 
 /* ---- the idempotency purge ------------------------------------------------ */
 
+/* A payment_store_event_fn counting into *(int *)arg. */
+static int tally_event(void *arg, const struct payment_event *ev)
+{
+    CHECK(ev->pos > 0);
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* Updates row from expected and waits: its store error. */
+static int update_row(payment_store *s, const struct payment_row *row, int64_t expected)
+{
+    struct waiter w;
+    waiter_init(&w, 1);
+    payment_store_update(s, row, expected, NULL, NULL, waiter_done, &w);
+    waiter_wait(&w);
+    return w.err;
+}
+
 /* A payment_store_event_fn that reads and keeps nothing. */
 static int drop_event(void *arg, const struct payment_event *ev)
 {
@@ -672,6 +690,23 @@ static void test_migrates_version_4(void)
     doc = (struct buf)BUF_INIT;
     CHECK_INT(payment_store_get(s, r.id, &doc, &version), PAYMENT_STORE_ENOTFOUND);
     buf_free(&doc);
+
+    /* the feed starts empty (a payment written before has no history), and
+     * the next write of a payment records its event */
+    struct payment_event_query q = {.limit = 10, .all_orgs = 1, .from_ms = INT64_MIN,
+                                    .to_ms = INT64_MAX};
+    int64_t next = -1;
+    int events = 0;
+    CHECK_INT(payment_store_events(s, &q, tally_event, &events, &next), PAYMENT_STORE_OK);
+    CHECK_INT(events, 0);
+    CHECK_INT(next, 0);
+    snprintf(r.id, sizeof r.id, "00000000-0000-4000-8000-000000000001");
+    r.version = 4;
+    CHECK_INT(update_row(s, &r, 3), PAYMENT_STORE_OK);
+    int more = -1;
+    CHECK_INT(payment_store_history(s, r.id, -1, 10, tally_event, &events, &more),
+              PAYMENT_STORE_OK);
+    CHECK_INT(events, 1);
 
     /* purged by age from the new table */
     payment_store_idem_purge(s, 2000);
