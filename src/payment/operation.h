@@ -26,8 +26,8 @@
  *                     operation, 1..OPERATION_REQUEST_ID_MAX visible ASCII
  *                     characters (its event carries it)
  * The last two are optional when decoding: messages published before they
- * existed have neither, and their writes' events name no key and no
- * request.  (A worker of before them refuses a message that has them, as
+ * existed have neither, and their writes' events name no request, and the
+ * caller's key only when keyed (the idempotency scope is the key's id).  (A worker of before them refuses a message that has them, as
  * an unknown member: workers are upgraded first.)
  * Decoding is strict: any other member, type or value is refused.
  *
