@@ -175,4 +175,11 @@ void api_payments_replace(http_request *req, void *ctx);
 void api_payments_patch(http_request *req, void *ctx);
 void api_payments_delete(http_request *req, void *ctx);
 
+/* --- history (api_history.c) --------------------------------------------- */
+
+/* GET /v1/payments/{id}/history. */
+void api_payments_history(http_request *req, void *ctx);
+/* GET /v1/payments/{id}/history/{version}. */
+void api_payments_history_version(http_request *req, void *ctx);
+
 #endif
