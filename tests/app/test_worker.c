@@ -476,35 +476,46 @@ static void test_events_recorded(void)
         CHECK_STR(e->request_id, "");
         CHECK_STR(e->idempotency_key, "");
     }
-    /* A keyed create with the caller's key and the request id. */
-    char pid3[37];
-    payment_id(1, 0x800, pid3); /* a payment of its own */
-    json_t *m = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:{s:s,s:O},s:{s:s,s:s,s:s,s:s,s:s},s:s,s:s}",
-                          "op", "00000000-0000-4000-b000-000000000020", "kind", "create",
-                          "payment_id", pid3, "organisation_id", org, "base_version", -1,
-                          "submitted_ms", 0, "data", "organisation_id", org, "attributes",
-                          fx.attributes, "idempotency", "scope", "billing", "key", "ik-20",
-                          "fingerprint",
-                          "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-                          "location", "/v1/operations/20", "body", "{}", "api_key_id", "billing",
-                          "request_id", "req-20");
-    char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
-    json_decref(m);
-    char subject[64];
-    snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, partition_of(org, PARTITIONS));
-    CHECK(text && broker_publish(fx.b, subject, "00000000-0000-4000-b000-000000000020", text,
-                                 strlen(text), 0, NULL, NULL) == 0);
-    free(text);
-    struct payment_op_found f;
-    CHECK_INT(wait_op("00000000-0000-4000-b000-000000000020", &f, PATIENCE_MS), 0);
-    CHECK_STR(f.status, "succeeded");
-    s.n = 0;
-    CHECK_INT(payment_store_history(fx.store, pid3, -1, 100, collect_event, &s, &more), 0);
-    CHECK_INT(s.n, 1);
-    CHECK_STR(s.ev[0].api_key_id, "billing");
-    CHECK_STR(s.ev[0].request_id, "req-20");
-    CHECK_STR(s.ev[0].idempotency_key, "ik-20");
-    CHECK_STR(s.ev[0].operation_id, "00000000-0000-4000-b000-000000000020");
+    /* A keyed create with the caller's key and the request id; and one of
+     * before those members, whose key is its idempotency scope. */
+    static const struct {
+        const char *op, *scope, *api_key_id, *request_id, *want_key_id;
+    } cases[] = {
+        {"00000000-0000-4000-b000-000000000020", "billing", "billing", "req-20", "billing"},
+        {"00000000-0000-4000-b000-000000000021", "ops", NULL, NULL, "ops"},
+    };
+    for (int i = 0; i < 2; i++) {
+        char pid3[37];
+        payment_id(1, 0x800 + i, pid3); /* a payment of its own */
+        json_t *m = json_pack(
+            "{s:s,s:s,s:s,s:s,s:i,s:i,s:{s:s,s:O},s:{s:s,s:s,s:s,s:s,s:s}}", "op", cases[i].op,
+            "kind", "create", "payment_id", pid3, "organisation_id", org, "base_version", -1,
+            "submitted_ms", 0, "data", "organisation_id", org, "attributes", fx.attributes,
+            "idempotency", "scope", cases[i].scope, "key", "ik-20", "fingerprint",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "location",
+            "/v1/operations/20", "body", "{}");
+        if (m && cases[i].api_key_id)
+            json_object_set_new(m, "api_key_id", json_string(cases[i].api_key_id));
+        if (m && cases[i].request_id)
+            json_object_set_new(m, "request_id", json_string(cases[i].request_id));
+        char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+        json_decref(m);
+        char subject[64];
+        snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, partition_of(org, PARTITIONS));
+        CHECK(text && broker_publish(fx.b, subject, cases[i].op, text, strlen(text), 0, NULL,
+                                     NULL) == 0);
+        free(text);
+        struct payment_op_found f;
+        CHECK_INT(wait_op(cases[i].op, &f, PATIENCE_MS), 0);
+        CHECK_STR(f.status, "succeeded");
+        s.n = 0;
+        CHECK_INT(payment_store_history(fx.store, pid3, -1, 100, collect_event, &s, &more), 0);
+        CHECK_INT(s.n, 1);
+        CHECK_STR(s.ev[0].api_key_id, cases[i].want_key_id);
+        CHECK_STR(s.ev[0].request_id, cases[i].request_id ? cases[i].request_id : "");
+        CHECK_STR(s.ev[0].idempotency_key, "ik-20");
+        CHECK_STR(s.ev[0].operation_id, cases[i].op);
+    }
 }
 
 /* The first process to set the stream up records its partition count; a
