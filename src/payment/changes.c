@@ -29,13 +29,12 @@ static void path_push(struct buf *path, const char *name, int root)
 {
     if (!root)
         buf_puts(path, ".");
-    for (const char *c = name; *c; c++) {
-        if (*c == '~')
-            buf_puts(path, "~0");
-        else if (*c == '.')
-            buf_puts(path, "~1");
-        else
-            buf_append(path, c, 1);
+    for (const char *c = name; *c;) {
+        size_t run = strcspn(c, "~.");
+        buf_append(path, c, run);
+        c += run;
+        if (*c)
+            buf_puts(path, *c++ == '~' ? "~0" : "~1");
     }
 }
 
