@@ -28,7 +28,7 @@ struct history_query {
     uint32_t size;   /* events at most */
     int has_after;   /* page[after] was given */
     int has_size;    /* page[size] was given */
-    const char *bad; /* the parameter refused, or NULL */
+    char bad[64];    /* the name of the parameter refused (cut short), "" for none */
     const char *why; /* why */
 };
 
@@ -41,7 +41,7 @@ static int history_param(void *arg, const char *key, const char *value)
     struct history_query *q = arg;
     int after = strcmp(key, "page[after]") == 0, size = strcmp(key, "page[size]") == 0;
     int64_t v = 0;
-    q->bad = key;
+    snprintf(q->bad, sizeof q->bad, "%s", key);
     if (!after && !size) {
         q->why = "is not a parameter of this route (page[after], page[size])";
         return 1;
@@ -158,8 +158,12 @@ void api_payments_history(http_request *req, void *ctx)
     if (api_offload(req, api_payments_history, api_may_block(api, 0)))
         return;
     struct history_query q = {.after = -1, .size = HISTORY_PAGE_DEFAULT};
-    if (http_request_query_each(req, history_param, &q) != 0) {
-        respond_bad_param(req, q.bad, q.why);
+    int rc = http_request_query_each(req, history_param, &q);
+    if (rc != 0) {
+        if (rc > 0)
+            respond_bad_param(req, q.bad, q.why);
+        else
+            api_respond_internal(req);
         return;
     }
     char id[UUID_STR_LEN + 1];
