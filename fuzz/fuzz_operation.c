@@ -5,8 +5,10 @@
  *  - a refused message leaves nothing to free, a reason, and an operation
  *    id that is "" or 1..128 visible ASCII characters;
  *  - an accepted one is well-formed (canonical UUIDs, base_version in its
- *    kind's range, data an object exactly unless a delete), and encoding it
- *    and decoding that gives the same operation back. */
+ *    kind's range, data an object exactly unless a delete, the caller's key
+ *    id and the request id absent or 1..max visible ASCII characters), and
+ *    encoding it and decoding that gives the same operation back. */
+#include "auth/keys.h"
 #include "fuzz.h"
 #include "payment/operation.h"
 
@@ -16,6 +18,18 @@ static int visible(const char *s)
         if (*s <= 0x20 || *s >= 0x7f)
             return 0;
     return 1;
+}
+
+/* Two optional strings are both absent or equal. */
+static int same_optional(const char *a, const char *b)
+{
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/* An optional id is absent, or 1..max visible characters. */
+static int optional_id_ok(const char *s, size_t max)
+{
+    return !s || (s[0] && strlen(s) <= max && visible(s));
 }
 
 static void check_same(const struct operation *a, const struct operation *b)
@@ -28,6 +42,8 @@ static void check_same(const struct operation *a, const struct operation *b)
     FUZZ_CHECK(a->submitted_ms == b->submitted_ms);
     FUZZ_CHECK((a->data == NULL) == (b->data == NULL));
     FUZZ_CHECK(!a->data || json_equal(a->data, b->data));
+    FUZZ_CHECK(same_optional(a->api_key_id, b->api_key_id));
+    FUZZ_CHECK(same_optional(a->request_id, b->request_id));
     FUZZ_CHECK(a->has_idem == b->has_idem);
     if (a->has_idem) {
         FUZZ_CHECK(strcmp(a->idem.scope, b->idem.scope) == 0);
@@ -51,6 +67,8 @@ static void check_accepted(const struct operation *op)
     if (op->kind == OPERATION_REPLACE || op->kind == OPERATION_PATCH)
         FUZZ_CHECK(op->base_version >= 0);
     FUZZ_CHECK(op->kind == OPERATION_DELETE ? op->data == NULL : json_is_object(op->data));
+    FUZZ_CHECK(optional_id_ok(op->api_key_id, AUTH_KEY_ID_MAX));
+    FUZZ_CHECK(optional_id_ok(op->request_id, OPERATION_REQUEST_ID_MAX));
     char *text = NULL;
     size_t len = 0;
     FUZZ_CHECK(operation_encode(op, &text, &len) == OPERATION_OK);

@@ -24,6 +24,7 @@
 #include "core/clock.h"
 #include "core/sync.h"
 #include "core/uuid.h"
+#include "payment/changes.h"
 #include "payment/doc.h"
 #include "payment/idem.h"
 #include "payment/operation.h"
@@ -152,6 +153,8 @@ struct prepared {
     struct payment_row row;
     char msg[240];       /* kind NONE's message */
     struct payment_idem idem; /* a keyed request's record, pointing into op */
+    char *changes;       /* an update: the paths it changes (changes.h) */
+    struct payment_event_info event; /* the write's event, pointing into op */
 };
 
 static void prepared_free(struct prepared *pr)
@@ -160,6 +163,7 @@ static void prepared_free(struct prepared *pr)
     json_decref(pr->cur);
     json_decref(pr->doc);
     free(pr->text);
+    free(pr->changes);
 }
 
 static const char *type_or(const json_t *data, const char *fallback)
@@ -172,6 +176,7 @@ static void fail(struct payment_apply *a, struct prepared *pr, const char *code,
 {
     a->kind = PAYMENT_APPLY_NONE;
     a->row = NULL;
+    a->event = NULL; /* no write, no event */
     snprintf(pr->msg, sizeof pr->msg, "%s", msg);
     a->error_code = code;
     a->error_message = pr->msg;
@@ -306,6 +311,72 @@ static void prepare_idem(struct payment_apply *a, struct prepared *pr, int64_t n
     a->idem = &pr->idem;
 }
 
+/* The event of the write a makes: a new id (a UUIDv7 of now, when it is
+ * applied), the operation's id, the caller's key and the request's id and
+ * Idempotency-Key as the operation carries them (a message of before the
+ * key id names its key only when keyed: its idempotency scope), and for an
+ * update the paths it changes between the stored document and the one
+ * written.  Returns 0, or EINTERNAL (no memory, no random source). */
+static int prepare_event(struct payment_apply *a, struct prepared *pr, int64_t now)
+{
+    const struct operation *op = &pr->op;
+    assert(a->kind != PAYMENT_APPLY_NONE);
+    struct uuid u;
+    if (uuid_v7_generate(now, &u) != 0)
+        return PAYMENT_STORE_EINTERNAL;
+    if (a->kind == PAYMENT_APPLY_UPDATE) {
+        pr->changes = payment_changes_between(pr->cur, pr->doc);
+        if (!pr->changes)
+            return PAYMENT_STORE_EINTERNAL;
+    }
+    const char *key_id = op->api_key_id;
+    if (!key_id && op->has_idem && op->idem.scope[0])
+        key_id = op->idem.scope;
+    pr->event = (struct payment_event_info){
+        .api_key_id = key_id,
+        .request_id = op->request_id,
+        .idempotency_key = op->has_idem ? op->idem.key : NULL,
+        .operation_id = op->id,
+        .changes = pr->changes,
+        .occurred_ms = now,
+    };
+    uuid_format(&u, pr->event.id);
+    a->event = &pr->event;
+    return 0;
+}
+
+/* The write the operation makes into a, with its event.  Returns 0 (a's
+ * kind NONE when the operation fails), or a store error to retry on. */
+static int prepare_write(struct worker *w, struct payment_apply *a, struct prepared *pr,
+                         int64_t now)
+{
+    int err;
+    switch (pr->op.kind) {
+    case OPERATION_CREATE:
+        err = prepare_create(a, pr, pr->op.data, now);
+        break;
+    case OPERATION_REPLACE:
+    case OPERATION_PATCH:
+        err = prepare_update(w, a, pr, now);
+        break;
+    case OPERATION_DELETE: {
+        int64_t created_ms;
+        err = read_current(w, a, pr, &created_ms);
+        if (err != 0)
+            return err > 0 ? 0 : err; /* not_found recorded, or a store error */
+        a->kind = PAYMENT_APPLY_DELETE;
+        a->expected_version = pr->op.base_version;
+        break;
+    }
+    default:
+        assert(!"unknown operation kind");
+        return PAYMENT_STORE_EINTERNAL;
+    }
+    if (err != 0 || a->kind == PAYMENT_APPLY_NONE)
+        return err;
+    return prepare_event(a, pr, now);
+}
+
 /* Decodes the message into a (pr keeps what a borrows).  Returns 0, 1 when
  * the message is JSON but carries no operation id and is to be skipped, or
  * a store error to retry on (EINTERNAL too for bytes that did not read as
@@ -345,25 +416,7 @@ static int prepare(struct part *pt, const struct broker_msg *m, uint64_t fence,
     a->payment_id = pr->op.payment_id;
     a->organisation_id = pr->op.organisation_id;
     prepare_idem(a, pr, now);
-    json_t *data = pr->op.data;
-    switch (pr->op.kind) {
-    case OPERATION_CREATE:
-        return prepare_create(a, pr, data, now);
-    case OPERATION_REPLACE:
-    case OPERATION_PATCH:
-        return prepare_update(w, a, pr, now);
-    case OPERATION_DELETE: {
-        int64_t created_ms;
-        int err = read_current(w, a, pr, &created_ms);
-        if (err != 0)
-            return err > 0 ? 0 : err;
-        a->kind = PAYMENT_APPLY_DELETE;
-        a->expected_version = pr->op.base_version;
-        return 0;
-    }
-    }
-    assert(!"unknown operation kind");
-    return PAYMENT_STORE_EINTERNAL;
+    return prepare_write(w, a, pr, now);
 }
 
 /* Whether the partition thread may go on with its partition: it still

@@ -1,5 +1,7 @@
+/* router: see router.h. */
 #include "http/router.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,20 +38,25 @@ void http_methods_format(unsigned mask, char *out, size_t cap)
     }
 }
 
-/* Matches path against pattern; on success reports the {id} segment. */
+/* Matches path against pattern; on success reports the {id} segment.
+ * Every placeholder ({id} and the others) matches a non-empty segment. */
 static int pattern_match(const char *pattern, const char *path, const char **param, size_t *plen)
 {
     *param = NULL;
     *plen = 0;
     while (*pattern) {
-        if (*pattern == '{' && strncmp(pattern, "{id}", 4) == 0) {
+        if (*pattern == '{') {
+            size_t name = strcspn(pattern, "}");
+            assert(pattern[name] == '}'); /* a table's pattern is the program's */
             size_t n = strcspn(path, "/");
             if (n == 0)
                 return 0;
-            *param = path;
-            *plen = n;
+            if (name + 1 == 4 && strncmp(pattern, "{id}", 4) == 0) {
+                *param = path;
+                *plen = n;
+            }
             path += n;
-            pattern += 4;
+            pattern += name + 1;
             continue;
         }
         if (*pattern != *path)
@@ -58,6 +65,22 @@ static int pattern_match(const char *pattern, const char *path, const char **par
         path++;
     }
     return *path == '\0';
+}
+
+const char *http_path_segment(const char *path, size_t index, size_t *len)
+{
+    const char *p = path;
+    for (;;) {
+        if (*p != '/')
+            return NULL;
+        p++;
+        size_t n = strcspn(p, "/");
+        if (index-- == 0) {
+            *len = n;
+            return p;
+        }
+        p += n;
+    }
 }
 
 int http_router_match(const struct http_route *routes, size_t n, enum http_method method,

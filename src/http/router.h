@@ -1,9 +1,12 @@
 /* router: the table that maps a method and a path to a handler.
  *
  * A route's pattern is a literal path in which one segment may be "{id}",
- * matching any non-empty segment without '/'.  Each module fills its part
- * of the table at start-up, naming its own context; matching never
- * allocates. */
+ * matching any non-empty segment without '/', which the match reports (the
+ * handler's http_request_param).  Other segments may be placeholders of
+ * other names ("{version}"): each matches any non-empty segment without
+ * '/' too, but is not reported; the handler reads it from the path
+ * (http_path_segment).  Each module fills its part of the table at
+ * start-up, naming its own context; matching never allocates. */
 #ifndef HTTP_ROUTER_H
 #define HTTP_ROUTER_H
 
@@ -47,6 +50,10 @@ struct http_match {
     size_t param_len;               /* its length */
     unsigned allowed;               /* methods the path has, when it exists */
 };
+
+/* The index-th segment of path ("/a/b": "a" is 0, "b" is 1) and its
+ * length in *len, or NULL when path has fewer segments. */
+const char *http_path_segment(const char *path, size_t index, size_t *len);
 
 /* Parses a request method name. */
 enum http_method http_method_parse(const char *name);

@@ -936,6 +936,7 @@ const void *http_request_principal(const http_request *req)
 const char *http_request_method_name(const http_request *req) { return req->method_name; }
 const char *http_request_path(const http_request *req) { return req->path; }
 const char *http_request_param(const http_request *req) { return req->param; }
+const char *http_request_id(const http_request *req) { return req->request_id; }
 
 const char *http_request_header(const http_request *req, const char *name)
 {

@@ -84,6 +84,10 @@ const char *http_request_method_name(const http_request *req);
 const char *http_request_path(const http_request *req);
 /* The route's {id} segment, NUL-terminated, or NULL. */
 const char *http_request_param(const http_request *req);
+/* The request's id, as its answer's X-Request-Id carries it: the client's
+ * X-Request-Id when sane (1..128 of A-Z a-z 0-9 - _ . :), else one made
+ * here, unique within the process's life.  Valid for the request. */
+const char *http_request_id(const http_request *req);
 /* A request header (case-insensitive name), or NULL. */
 const char *http_request_header(const http_request *req, const char *name);
 /* The body (NUL-terminated for convenience; may contain NULs), len set. */

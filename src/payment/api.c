@@ -19,6 +19,8 @@ size_t payment_api_routes(struct payment_api *api, struct http_route *out)
         {HTTP_PUT, "/v1/payments/{id}", api_payments_replace, id | body, api},
         {HTTP_PATCH, "/v1/payments/{id}", api_payments_patch, id | body, api},
         {HTTP_DELETE, "/v1/payments/{id}", api_payments_delete, id, api},
+        {HTTP_GET, "/v1/payments/{id}/history", api_payments_history, id, api},
+        {HTTP_GET, "/v1/payments/{id}/history/{version}", api_payments_history_version, id, api},
         /* The original service's singular routes, kept as aliases. */
         {HTTP_POST, "/v1/payment", api_payments_create, body, api},
         {HTTP_GET, "/v1/payment/{id}", api_payments_fetch, id, api},

@@ -15,7 +15,7 @@
 #include "payment/store.h"
 #include "payment/validate.h"
 
-#define PAYMENT_API_ROUTES 11 /* entries payment_api_routes() fills */
+#define PAYMENT_API_ROUTES 13 /* entries payment_api_routes() fills */
 
 /* The store operations whose latency is measured. */
 enum payment_store_op { PAYMENT_OP_GET, PAYMENT_OP_LIST, PAYMENT_OP_CREATE, PAYMENT_OP_UPDATE,

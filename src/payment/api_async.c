@@ -208,7 +208,8 @@ int api_async_replay(http_request *req, struct api_write_op *w)
 }
 
 /* Publishes the operation (kind, payment pid of organisation org, based on
- * base_version, carrying data when not NULL), encoded by operation.h, to
+ * base_version, carrying data when not NULL, and the caller's key and the
+ * request's id for the write's event), encoded by operation.h, to
  * its organisation's partition and answers 202 once the broker has
  * acknowledged it, or 503 broker_unavailable. */
 void api_async_submit(http_request *req, struct api_write_op *w, enum operation_kind kind,
@@ -231,6 +232,7 @@ void api_async_submit(http_request *req, struct api_write_op *w, enum operation_
     struct buf body = BUF_INIT, loc = BUF_INIT;
     buf_printf(&loc, "%s/v1/operations/%s", api->public_url, op);
     op_render(&body, api, op, &v);
+    const struct auth_principal *p = api_principal(req);
     struct operation msg = {
         .kind = kind,
         .base_version = base_version,
@@ -238,6 +240,8 @@ void api_async_submit(http_request *req, struct api_write_op *w, enum operation_
         .data = data,
         .has_idem = w->has_key,
         .idem = {w->scope, w->key, w->fingerprint, loc.data, body.data, body.len},
+        .api_key_id = p ? p->id : NULL, /* the event's actor and request */
+        .request_id = http_request_id(req),
     };
     snprintf(msg.id, sizeof msg.id, "%s", op);
     snprintf(msg.payment_id, sizeof msg.payment_id, "%s", pid);

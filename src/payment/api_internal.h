@@ -23,10 +23,10 @@
 #include "payment/operation.h"
 #include "payment/store.h"
 
-/* A write in flight: what the store borrows until it reports, what it
- * reported, and the answer prepared before the write (an idempotency record
- * must hold the answer, and is stored with the write).  Freed with the
- * request. */
+/* A write in flight: what the store borrows until it reports (the row, the
+ * idempotency record, the event's description), what it reported, and the
+ * answer prepared before the write (an idempotency record must hold the
+ * answer, and is stored with the write).  Freed with the request. */
 struct api_write_op {
     struct payment_api *api;
     json_t *doc;              /* the document written (NULL for delete) */
@@ -48,6 +48,8 @@ struct api_write_op {
     char key[IDEM_KEY_MAX + 1];
     char fingerprint[IDEM_FINGERPRINT_LEN + 1];
     struct payment_idem idem; /* the record stored with the write */
+    char *changes;            /* an update: the paths it changed (changes.h), owned */
+    struct payment_event_info event; /* who and what, recorded with the write */
 };
 
 struct api_list_out {
@@ -124,7 +126,9 @@ void api_write_op_release(void *p);
 /* Serializes w->doc into w->row and prepares the answer. */
 int api_write_op_prepare(http_request *req, struct api_write_op *w, int64_t created_ms,
                          int64_t modified_ms, int status);
-/* Sends w to the store; the request is answered once the write is durable. */
+/* Sends w to the store with the description of its event (w->changes must
+ * be set for an update); the request is answered once the write is
+ * durable. */
 void api_write_op_submit(http_request *req, struct api_write_op *w, enum payment_store_op op,
                          int64_t expected_version);
 
@@ -170,5 +174,12 @@ void api_payments_create(http_request *req, void *ctx);
 void api_payments_replace(http_request *req, void *ctx);
 void api_payments_patch(http_request *req, void *ctx);
 void api_payments_delete(http_request *req, void *ctx);
+
+/* --- history (api_history.c) --------------------------------------------- */
+
+/* GET /v1/payments/{id}/history. */
+void api_payments_history(http_request *req, void *ctx);
+/* GET /v1/payments/{id}/history/{version}. */
+void api_payments_history_version(http_request *req, void *ctx);
 
 #endif

@@ -1,8 +1,10 @@
 /* api_write_op: a write in flight: the row the store borrows, the answer prepared
- * before the write (an idempotency record holds it), the store's verdict
- * and the continuation that answers once the write is durable. */
+ * before the write (an idempotency record holds it), the description of the
+ * event the store records with the write, the store's verdict and the
+ * continuation that answers once the write is durable. */
 #include "payment/api_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +29,7 @@ static void write_op_free(void *p)
     api_write_op_release(w);
     json_decref(w->doc);
     free(w->text);
+    free(w->changes);
     buf_free(&w->location);
     buf_free(&w->body);
     free(w);
@@ -98,21 +101,50 @@ static const struct payment_idem *write_op_idem(struct api_write_op *w)
     return &w->idem;
 }
 
+/* Describes w's event: a new id (a UUIDv7 of its time), the caller's key,
+ * the request's id and Idempotency-Key, and for an update the paths it
+ * changed.  It occurs at the row's modification time, a delete now.
+ * Returns 0, or -1 without a random source. */
+static int write_op_event(http_request *req, struct api_write_op *w, enum payment_store_op op)
+{
+    assert(op != PAYMENT_OP_UPDATE || w->changes);
+    const struct auth_principal *p = api_principal(req);
+    int64_t at = op == PAYMENT_OP_DELETE ? clock_now_ms() : w->row.modified_ms;
+    struct uuid u;
+    if (uuid_v7_generate(at, &u) != 0)
+        return -1;
+    w->event = (struct payment_event_info){
+        .api_key_id = p ? p->id : NULL,
+        .request_id = http_request_id(req),
+        .idempotency_key = w->has_key ? w->key : NULL,
+        .operation_id = NULL,
+        .changes = op == PAYMENT_OP_UPDATE ? w->changes : NULL,
+        .occurred_ms = at,
+    };
+    uuid_format(&u, w->event.id);
+    return 0;
+}
+
 /* Sends w to the store: the continuation answers once it is durable. */
 void api_write_op_submit(http_request *req, struct api_write_op *w, enum payment_store_op op,
                          int64_t expected_version)
 {
     struct payment_api *api = w->api;
+    if (write_op_event(req, w, op) != 0) {
+        api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1); /* nothing written */
+        return;
+    }
     const struct payment_idem *idem = write_op_idem(w);
+    const struct payment_event_info *ev = &w->event;
     http_request_suspend(req, written);
     w->op = op;
     w->submitted_us = clock_mono_us();
     if (op == PAYMENT_OP_CREATE)
-        payment_store_create(api->store, &w->row, idem, NULL, write_done, req);
+        payment_store_create(api->store, &w->row, idem, ev, write_done, req);
     else if (op == PAYMENT_OP_UPDATE)
-        payment_store_update(api->store, &w->row, expected_version, idem, NULL, write_done, req);
+        payment_store_update(api->store, &w->row, expected_version, idem, ev, write_done, req);
     else
-        payment_store_delete(api->store, w->id, expected_version, idem, NULL, write_done, req);
+        payment_store_delete(api->store, w->id, expected_version, idem, ev, write_done, req);
 }
 
 struct api_write_op *api_write_op_new(http_request *req, struct payment_api *api)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "payment/changes.h"
 #include "payment/doc.h"
 #include "payment/revision.h"
 
@@ -186,7 +187,7 @@ static int next_version(http_request *req, struct payment_api *api, json_t *data
 }
 
 /* Submits the compare-and-set write of next, the version after cur's
- * (w takes the reference). */
+ * (w takes the reference), with the paths it changes for its event. */
 static void submit_update(http_request *req, struct api_write_op *w, const char *id,
                           const struct current *cur, json_t *next, int64_t now)
 {
@@ -194,6 +195,11 @@ static void submit_update(http_request *req, struct api_write_op *w, const char 
     w->doc = next;
     if (api_write_op_prepare(req, w, cur->created_ms, now, 200) != 0)
         return;
+    w->changes = payment_changes_between(cur->doc, next);
+    if (!w->changes) {
+        api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
+        return;
+    }
     api_write_op_submit(req, w, PAYMENT_OP_UPDATE, cur->version);
 }
 

@@ -6,7 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/keys.h"    /* AUTH_KEY_ID_MAX */
 #include "payment/idem.h" /* IDEM_FINGERPRINT_LEN */
+
+/* A macro's value as a string literal. */
+#define TEXT_(x) #x
+#define TEXT(x) TEXT_(x)
 
 static const char *const kind_names[] = {
     [OPERATION_CREATE] = "create",
@@ -33,10 +38,29 @@ static json_t *encode_idem(const struct operation_idem *i)
                      i->body_len);
 }
 
+/* Whether s is 1..max visible ASCII characters. */
+static int visible_ascii(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (s[n] <= 0x20 || s[n] >= 0x7f)
+            return 0;
+    return n >= 1 && n <= max;
+}
+
+/* Sets the optional string member key of msg to value, when not NULL.
+ * Returns 0, or -1 out of memory. */
+static int encode_optional(json_t *msg, const char *key, const char *value)
+{
+    return value ? json_object_set_new(msg, key, json_string(value)) : 0;
+}
+
 int operation_encode(const struct operation *op, char **out, size_t *len)
 {
     assert(op && out && len && op->id[0]);
     assert((op->kind == OPERATION_DELETE) == (op->data == NULL));
+    assert(!op->api_key_id || visible_ascii(op->api_key_id, AUTH_KEY_ID_MAX));
+    assert(!op->request_id || visible_ascii(op->request_id, OPERATION_REQUEST_ID_MAX));
     *out = NULL;
     *len = 0;
     json_t *msg = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "op", op->id, "kind",
@@ -52,6 +76,11 @@ int operation_encode(const struct operation *op, char **out, size_t *len)
         json_decref(msg);
         msg = NULL;
     }
+    if (msg && (encode_optional(msg, "api_key_id", op->api_key_id) != 0 ||
+                encode_optional(msg, "request_id", op->request_id) != 0)) {
+        json_decref(msg);
+        msg = NULL;
+    }
     char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     if (!text)
@@ -62,16 +91,6 @@ int operation_encode(const struct operation *op, char **out, size_t *len)
 }
 
 /* ---- decoding ---- */
-
-/* Whether s is 1..max visible ASCII characters. */
-static int visible_ascii(const char *s, size_t max)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (s[n] <= 0x20 || s[n] >= 0x7f)
-            return 0;
-    return n >= 1 && n <= max;
-}
 
 static int invalid(char *msg, size_t msglen, const char *what)
 {
@@ -137,11 +156,27 @@ static int decode_idem(const json_t *v, struct operation_idem *out)
     return 0;
 }
 
+/* An optional string member of 1..max visible ASCII characters: 0 with
+ * *out set (NULL when absent), or -1. */
+static int decode_optional(const json_t *root, const char *key, size_t max, const char **out)
+{
+    *out = NULL;
+    if (!json_object_get(root, key))
+        return 0;
+    const char *s = decode_string(root, key);
+    if (!s || !visible_ascii(s, max))
+        return -1;
+    *out = s;
+    return 0;
+}
+
 /* Every member of root is a known one. */
 static int known_members(const json_t *root)
 {
-    static const char *const names[] = {"op",           "kind", "payment_id", "organisation_id",
-                                        "base_version", "submitted_ms", "data", "idempotency"};
+    static const char *const names[] = {"op",           "kind",         "payment_id",
+                                        "organisation_id", "base_version", "submitted_ms",
+                                        "data",         "idempotency",  "api_key_id",
+                                        "request_id"};
     const char *key;
     const json_t *v;
     json_object_foreach((json_t *)root, key, v) {
@@ -179,6 +214,12 @@ static int decode_members(struct operation *out, char *msg, size_t msglen)
     if (idem && decode_idem(idem, &out->idem) != 0)
         return invalid(msg, msglen, "bad idempotency member");
     out->has_idem = idem != NULL;
+    if (decode_optional(root, "api_key_id", AUTH_KEY_ID_MAX, &out->api_key_id) != 0)
+        return invalid(msg, msglen,
+                       "api_key_id must be 1.." TEXT(AUTH_KEY_ID_MAX) " visible ASCII characters");
+    if (decode_optional(root, "request_id", OPERATION_REQUEST_ID_MAX, &out->request_id) != 0)
+        return invalid(msg, msglen, "request_id must be 1.." TEXT(OPERATION_REQUEST_ID_MAX)
+                                    " visible ASCII characters");
     out->data = json_incref(data);
     return OPERATION_OK;
 }

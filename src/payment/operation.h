@@ -19,6 +19,16 @@
  *                     the request's fingerprint (64 hex digits), and the
  *                     202 answer's Location and body, stored as the key's
  *                     outcome with a successful write
+ *   "api_key_id"      present when the server authenticates: the id of the
+ *                     caller's API key, 1..AUTH_KEY_ID_MAX visible ASCII
+ *                     characters (the event of the write names it)
+ *   "request_id"      the X-Request-Id of the request that made the
+ *                     operation, 1..OPERATION_REQUEST_ID_MAX visible ASCII
+ *                     characters (its event carries it)
+ * The last two are optional when decoding: messages published before they
+ * existed have neither, and their writes' events name no request, and the
+ * caller's key only when keyed (the idempotency scope is the key's id).  (A worker of before them refuses a message that has them, as
+ * an unknown member: workers are upgraded first.)
  * Decoding is strict: any other member, type or value is refused.
  *
  * Threads: none kept; the functions are reentrant. */
@@ -32,6 +42,9 @@
 #include "core/uuid.h"
 
 #define OPERATION_ID_MAX 128 /* characters of an operation id */
+/* Characters of a request id: as many as the HTTP server takes from a
+ * client's X-Request-Id. */
+#define OPERATION_REQUEST_ID_MAX 128
 
 enum operation_err {
     OPERATION_OK = 0,
@@ -71,6 +84,8 @@ struct operation {
     json_t *data;                           /* the data object; NULL for a delete */
     int has_idem;                           /* 1: idem holds the members */
     struct operation_idem idem;             /* valid when has_idem */
+    const char *api_key_id;                 /* "api_key_id", or NULL (none: open) */
+    const char *request_id;                 /* "request_id", or NULL (none) */
     json_t *root;                           /* decoded: the whole message, owned */
 };
 

@@ -8,7 +8,9 @@
  * and recorded after --max-apply-attempts tries while one it cannot take
  * for a while (unavailable) is not; and a worker joining one that owns every
  * partition gets its half within a few seconds, never owning one at the
- * same time as the other. */
+ * same time as the other.  Every applied write records its event, naming
+ * the operation and what the message says of the caller and the request,
+ * and failed operations record none. */
 #include "app/worker.h"
 
 #include <errno.h>
@@ -388,6 +390,134 @@ static void test_failures_recorded(void)
     buf_free(&doc);
 }
 
+/* One event of a history, copied out of the store's callback. */
+struct seen_event {
+    char id[37];
+    enum payment_event_type type;
+    int64_t version;
+    int64_t occurred_ms;
+    char api_key_id[80];      /* "" when none, as the next three */
+    char request_id[160];
+    char idempotency_key[80];
+    char operation_id[140];
+    char changes[160];        /* "" when none */
+    char reference[32];       /* the document's attributes.reference */
+};
+
+struct seen {
+    struct seen_event ev[16];
+    size_t n;
+};
+
+static void copy_or_empty(char *out, size_t cap, const char *s)
+{
+    snprintf(out, cap, "%s", s ? s : "");
+}
+
+static int collect_event(void *arg, const struct payment_event *ev)
+{
+    struct seen *s = arg;
+    if (s->n == sizeof s->ev / sizeof s->ev[0])
+        return 1;
+    struct seen_event *e = &s->ev[s->n++];
+    memcpy(e->id, ev->id, sizeof e->id);
+    e->type = ev->type;
+    e->version = ev->version;
+    e->occurred_ms = ev->occurred_ms;
+    copy_or_empty(e->api_key_id, sizeof e->api_key_id, ev->api_key_id);
+    copy_or_empty(e->request_id, sizeof e->request_id, ev->request_id);
+    copy_or_empty(e->idempotency_key, sizeof e->idempotency_key, ev->idempotency_key);
+    copy_or_empty(e->operation_id, sizeof e->operation_id, ev->operation_id);
+    copy_or_empty(e->changes, sizeof e->changes, ev->changes);
+    json_t *d = json_loadb(ev->doc, ev->doc_len, 0, NULL);
+    copy_or_empty(e->reference, sizeof e->reference,
+                  json_string_value(json_object_get(json_object_get(d, "attributes"),
+                                                    "reference")));
+    json_decref(d);
+    return 0;
+}
+
+/* Every applied operation recorded one event, naming the operation, with
+ * an update's changed paths; the failed ones none: payment (1, 0) went
+ * through STEPS writes, the failures of test_failures_recorded, and a
+ * delete.  A message carrying the caller's key, the request id and an
+ * Idempotency-Key gives them to its event. */
+static void test_events_recorded(void)
+{
+    if (!fx.b2)
+        return;
+    char pid[37], org[37], op[37];
+    payment_id(1, 0, pid);
+    org_id(1, org);
+    struct seen s = {.n = 0};
+    int more = 1;
+    CHECK_INT(payment_store_history(fx.store, pid, -1, 100, collect_event, &s, &more), 0);
+    CHECK_INT(more, 0);
+    CHECK_INT(s.n, STEPS + 1);
+    for (size_t i = 0; i < s.n && i <= STEPS; i++) {
+        const struct seen_event *e = &s.ev[i];
+        CHECK_INT(e->version, (int64_t)i);
+        CHECK_INT(e->type, i == 0 ? PAYMENT_EVENT_CREATED
+                           : i == STEPS ? PAYMENT_EVENT_DELETED : PAYMENT_EVENT_UPDATED);
+        if (i < STEPS) {
+            op_id(1, 0, (int)i, op);
+            CHECK_STR(e->operation_id, op);
+        } else {
+            CHECK_STR(e->operation_id, "00000000-0000-4000-b000-000000000006");
+        }
+        CHECK_STR(e->changes, i == 0 || i == STEPS ? "" : "[\"attributes.reference\"]");
+        char ref[32];
+        snprintf(ref, sizeof ref, "step-%d", i == STEPS ? STEPS - 1 : (int)i);
+        CHECK_STR(e->reference, ref); /* a delete holds the payment as it was */
+        CHECK(strlen(e->id) == 36 && e->id[14] == '7');
+        CHECK(i == 0 || strcmp(e->id, s.ev[i - 1].id) != 0);
+        CHECK(e->occurred_ms > 0 && (i == 0 || e->occurred_ms >= s.ev[i - 1].occurred_ms));
+        CHECK_STR(e->api_key_id, ""); /* published without them */
+        CHECK_STR(e->request_id, "");
+        CHECK_STR(e->idempotency_key, "");
+    }
+    /* A keyed create with the caller's key and the request id; and one of
+     * before those members, whose key is its idempotency scope. */
+    static const struct {
+        const char *op, *scope, *api_key_id, *request_id, *want_key_id;
+    } cases[] = {
+        {"00000000-0000-4000-b000-000000000020", "billing", "billing", "req-20", "billing"},
+        {"00000000-0000-4000-b000-000000000021", "ops", NULL, NULL, "ops"},
+    };
+    for (int i = 0; i < 2; i++) {
+        char pid3[37];
+        payment_id(1, 0x800 + i, pid3); /* a payment of its own */
+        json_t *m = json_pack(
+            "{s:s,s:s,s:s,s:s,s:i,s:i,s:{s:s,s:O},s:{s:s,s:s,s:s,s:s,s:s}}", "op", cases[i].op,
+            "kind", "create", "payment_id", pid3, "organisation_id", org, "base_version", -1,
+            "submitted_ms", 0, "data", "organisation_id", org, "attributes", fx.attributes,
+            "idempotency", "scope", cases[i].scope, "key", "ik-20", "fingerprint",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "location",
+            "/v1/operations/20", "body", "{}");
+        if (m && cases[i].api_key_id)
+            json_object_set_new(m, "api_key_id", json_string(cases[i].api_key_id));
+        if (m && cases[i].request_id)
+            json_object_set_new(m, "request_id", json_string(cases[i].request_id));
+        char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+        json_decref(m);
+        char subject[64];
+        snprintf(subject, sizeof subject, "payments.cmd.%" PRIu32, partition_of(org, PARTITIONS));
+        CHECK(text && broker_publish(fx.b, subject, cases[i].op, text, strlen(text), 0, NULL,
+                                     NULL) == 0);
+        free(text);
+        struct payment_op_found f;
+        CHECK_INT(wait_op(cases[i].op, &f, PATIENCE_MS), 0);
+        CHECK_STR(f.status, "succeeded");
+        s.n = 0;
+        CHECK_INT(payment_store_history(fx.store, pid3, -1, 100, collect_event, &s, &more), 0);
+        CHECK_INT(s.n, 1);
+        CHECK_STR(s.ev[0].api_key_id, cases[i].want_key_id);
+        CHECK_STR(s.ev[0].request_id, cases[i].request_id ? cases[i].request_id : "");
+        CHECK_STR(s.ev[0].idempotency_key, "ik-20");
+        CHECK_STR(s.ev[0].operation_id, cases[i].op);
+    }
+}
+
 /* The first process to set the stream up records its partition count; a
  * worker with another count is refused at start, with the reason, unless
  * told to record its own (the stream drained), after which the old count
@@ -763,7 +893,7 @@ static void test_teardown(void)
 }
 
 TEST_MAIN(TEST(test_setup), TEST(test_ordered_exactly_once_with_takeover),
-          TEST(test_republished_skipped), TEST(test_failures_recorded),
+          TEST(test_republished_skipped), TEST(test_failures_recorded), TEST(test_events_recorded),
           TEST(test_partition_count_agreed), TEST(test_poison_dead_lettered),
           TEST(test_stop_releases), TEST(test_rebalance_on_join), TEST(test_stream_trimmed),
           TEST(test_teardown))

@@ -163,6 +163,43 @@ static void test_match_first_route_wins(void)
     CHECK_INT(m.param_len, 1);
 }
 
+/* A placeholder of another name matches a segment but is not the
+ * reported parameter, wherever it stands; it never matches an empty one. */
+static void test_match_named_placeholder(void)
+{
+    static int a, b;
+    static const struct http_route named[] = {
+        {HTTP_GET, "/p/{id}/history", handler, 0, &a},
+        {HTTP_GET, "/p/{id}/history/{version}", handler, 0, &b},
+    };
+    static const char path[] = "/p/abc/history/12";
+    struct http_match m;
+    CHECK_INT(http_router_match(named, 2, HTTP_GET, path, &m), 0);
+    CHECK(m.route == &named[1]);
+    CHECK(m.param == path + 3);
+    CHECK_INT(m.param_len, 3);
+    CHECK_INT(http_router_match(named, 2, HTTP_GET, "/p/abc/history", &m), 0);
+    CHECK(m.route == &named[0]);
+    CHECK_INT(http_router_match(named, 2, HTTP_GET, "/p/abc/history/", &m), 404);
+    CHECK_INT(http_router_match(named, 2, HTTP_GET, "/p/abc/history/1/2", &m), 404);
+    CHECK_INT(http_router_match(named, 2, HTTP_PUT, "/p/abc/history/1", &m), 405);
+    CHECK_INT(m.allowed, HTTP_GET | HTTP_HEAD);
+}
+
+static void test_path_segment(void)
+{
+    size_t len = 99;
+    const char *p = "/v1/payments/abc/history/12";
+    CHECK(http_path_segment(p, 0, &len) == p + 1);
+    CHECK_INT(len, 2);
+    CHECK(http_path_segment(p, 4, &len) == p + 25);
+    CHECK_INT(len, 2);
+    CHECK(http_path_segment(p, 5, &len) == NULL);
+    CHECK(http_path_segment("/a//b", 1, &len) != NULL);
+    CHECK_INT(len, 0);
+    CHECK(http_path_segment("", 0, &len) == NULL);
+}
+
 static void test_match_empty_table(void)
 {
     struct http_match m;
@@ -268,6 +305,7 @@ static void test_methods_format_truncation(void)
 }
 
 TEST_MAIN(TEST(test_match_table), TEST(test_match_param_position),
+          TEST(test_match_named_placeholder), TEST(test_path_segment),
           TEST(test_match_first_route_wins), TEST(test_match_empty_table),
           TEST(test_method_parse), TEST(test_methods_format),
           TEST(test_methods_format_truncation))

@@ -45,6 +45,13 @@ static void test_encode_format(void)
                     "\",\"location\":\"/v1/operations/" OP "\",\"body\":\"{\\\"a\\\":1}\\u0000z\"}}");
     CHECK_INT(len, text ? strlen(text) : 0);
     free(text);
+    /* The caller's key and the request's id follow, when there are. */
+    op.api_key_id = "billing-1";
+    op.request_id = "req-42:a.b_c";
+    CHECK_INT(operation_encode(&op, &text, &len), 0);
+    CHECK(text && strstr(text, "\"body\":\"{\\\"a\\\":1}\\u0000z\"},\"api_key_id\":\"billing-1\","
+                               "\"request_id\":\"req-42:a.b_c\"}") != NULL);
+    free(text);
     /* A delete carries no data, an unkeyed request no idempotency. */
     fill(&op, OPERATION_DELETE, NULL);
     op.base_version = -1;
@@ -54,6 +61,27 @@ static void test_encode_format(void)
                     "\"submitted_ms\":1700000000123}");
     free(text);
     json_decref(data);
+}
+
+/* The longest key and request ids are taken. */
+static void test_longest_ids(void)
+{
+    char key[65], rid[129], *text = NULL, msg[128] = "";
+    memset(key, 'k', 64);
+    key[64] = '\0';
+    memset(rid, 'r', 128);
+    rid[128] = '\0';
+    struct operation op, back;
+    fill(&op, OPERATION_DELETE, NULL);
+    op.api_key_id = key;
+    op.request_id = rid;
+    size_t len = 0;
+    CHECK_INT(operation_encode(&op, &text, &len), 0);
+    CHECK_INT(text ? operation_decode(text, len, &back, msg, sizeof msg) : -99, 0);
+    CHECK_STR(back.api_key_id, key);
+    CHECK_STR(back.request_id, rid);
+    operation_free(&back);
+    free(text);
 }
 
 /* What is encoded is decoded, for every kind, keyed or not. */
@@ -70,6 +98,9 @@ static void test_round_trip(void)
             op.has_idem = keyed;
             if (keyed)
                 op.idem = (struct operation_idem){"", "key", FP, "/l", "b\0c", 3};
+            /* The key and request ids, each with and without the other. */
+            op.api_key_id = k % 2 ? "key-7" : NULL;
+            op.request_id = keyed ? "0123456789abcdef-12" : NULL;
             char *text = NULL, msg[128] = "";
             size_t len = 0;
             CHECK_INT(operation_encode(&op, &text, &len), 0);
@@ -82,6 +113,14 @@ static void test_round_trip(void)
             CHECK_INT(back.submitted_ms, op.submitted_ms);
             CHECK(data ? json_equal(back.data, data) : back.data == NULL);
             CHECK_INT(back.has_idem, keyed);
+            if (op.api_key_id)
+                CHECK_STR(back.api_key_id, op.api_key_id);
+            else
+                CHECK(back.api_key_id == NULL);
+            if (op.request_id)
+                CHECK_STR(back.request_id, op.request_id);
+            else
+                CHECK(back.request_id == NULL);
             if (keyed) {
                 CHECK_STR(back.idem.scope, "");
                 CHECK_STR(back.idem.key, "key");
@@ -109,8 +148,14 @@ static void test_decode_canonical(void)
     CHECK_INT(operation_decode(text, strlen(text), &op, msg, sizeof msg), 0);
     CHECK_STR(op.payment_id, PID);
     CHECK_INT(op.base_version, 7);
+    /* A message of before the key and request ids: neither. */
+    CHECK(op.api_key_id == NULL && op.request_id == NULL);
     operation_free(&op);
 }
+
+/* 65 characters: one more than a key id may have (and, twice, more than
+ * a request id). */
+#define K65 "k1234567890123456789012345678901234567890123456789012345678901234"
 
 #define HEAD "{\"op\":\"" OP "\",\"kind\":\"patch\",\"payment_id\":\"" PID "\",\"organisation_id\":\"" ORG "\","
 
@@ -152,6 +197,22 @@ static void test_decode_refuses(void)
         {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"idempotency\":{\"scope\":\"\","
               "\"key\":\"k k\",\"fingerprint\":\"" FP "\",\"location\":\"/l\",\"body\":\"\"}}",
          OP, "idempotency"},
+        {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"api_key_id\":\"\"}", OP,
+         "api_key_id"},
+        {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"api_key_id\":7}", OP,
+         "api_key_id"},
+        {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"api_key_id\":null}", OP,
+         "api_key_id"},
+        {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"api_key_id\":\"a b\"}", OP,
+         "api_key_id"},
+        {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"api_key_id\":\"" K65 "\"}", OP,
+         "api_key_id"},
+        {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"request_id\":\"\"}", OP,
+         "request_id"},
+        {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"request_id\":\"a\\u0000\"}",
+         OP, "request_id"},
+        {HEAD "\"base_version\":1,\"submitted_ms\":0,\"data\":{},\"request_id\":\"" K65 K65 "\"}",
+         OP, "request_id"},
         {"{\"op\":\"" OP "\",\"kind\":\"create\",\"payment_id\":\"" PID "\",\"organisation_id\":\"" ORG
          "\",\"base_version\":0,\"submitted_ms\":0,\"data\":{}}",
          OP, "base_version"},
@@ -226,5 +287,5 @@ static void test_decode_out_of_memory(void)
     free(text);
 }
 
-TEST_MAIN(TEST(test_encode_format), TEST(test_round_trip), TEST(test_decode_canonical),
+TEST_MAIN(TEST(test_encode_format), TEST(test_round_trip), TEST(test_longest_ids), TEST(test_decode_canonical),
           TEST(test_decode_refuses), TEST(test_decode_out_of_memory))
