@@ -22,6 +22,7 @@
 #include "broker/nats_fixture.h"
 #include "broker/opstream.h"
 #include "broker/partition.h"
+#include "core/clock.h"
 #include "payment/event.h"
 #include "payment/store.h"
 #include "payment/store_waiter.h"
@@ -55,19 +56,25 @@ static void payment_id(int k, char out[37])
     snprintf(out, 37, "00000000-0000-4000-9000-%012d", k);
 }
 
-/* One payment's document at a version, and its row. */
+#define LONG_AGO_MS 1700000000000 /* when the events occurred, unless told otherwise */
+
+/* One payment's document at a version, its row, and its event's
+ * description. */
 struct doc {
     struct payment_row row;
     char text[256];
+    struct payment_event_info info;
 };
 
-static void doc_make(struct doc *d, int k, int64_t version)
+/* occurred_ms 0: LONG_AGO_MS + k. */
+static void doc_make(struct doc *d, int k, int64_t version, int64_t occurred_ms)
 {
     memset(d, 0, sizeof *d);
+    d->info.occurred_ms = occurred_ms ? occurred_ms : LONG_AGO_MS + k;
     payment_id(k, d->row.id);
     org_id(k % ORGS, d->row.organisation_id);
     d->row.version = version;
-    d->row.created_ms = d->row.modified_ms = 1700000000000 + k;
+    d->row.created_ms = d->row.modified_ms = LONG_AGO_MS + k;
     int len = snprintf(d->text, sizeof d->text,
                        "{\"type\":\"payments\",\"id\":\"%s\",\"version\":%" PRId64
                        ",\"organisation_id\":\"%s\",\"attributes\":{\"reference\":\"v%" PRId64
@@ -78,8 +85,9 @@ static void doc_make(struct doc *d, int k, int64_t version)
 }
 
 /* Payments first .. first + n - 1: created, then `updates` rounds of
- * updates, then every tenth deleted.  Returns the writes that failed. */
-static int write_payments(int first, int n, int updates)
+ * updates, then every tenth deleted; their events occurred at occurred_ms
+ * (0: long ago).  Returns the writes that failed. */
+static int write_payments(int first, int n, int updates, int64_t occurred_ms)
 {
     struct doc *docs = calloc((size_t)n, sizeof *docs);
     if (!docs)
@@ -89,12 +97,13 @@ static int write_payments(int first, int n, int updates)
         struct waiter w;
         waiter_init(&w, n);
         for (int i = 0; i < n; i++) {
-            doc_make(&docs[i], first + i, round);
+            doc_make(&docs[i], first + i, round, occurred_ms);
             if (round == 0)
-                payment_store_create(fx.store, &docs[i].row, NULL, NULL, waiter_done, &w);
-            else
-                payment_store_update(fx.store, &docs[i].row, round - 1, NULL, NULL, waiter_done,
+                payment_store_create(fx.store, &docs[i].row, NULL, &docs[i].info, waiter_done,
                                      &w);
+            else
+                payment_store_update(fx.store, &docs[i].row, round - 1, NULL, &docs[i].info,
+                                     waiter_done, &w);
         }
         waiter_wait(&w);
         failed += w.failed;
@@ -102,21 +111,25 @@ static int write_payments(int first, int n, int updates)
     struct waiter w;
     int deletes = (n + 9) / 10;
     waiter_init(&w, deletes);
-    for (int i = 0; i < n; i += 10) {
-        char id[37];
-        payment_id(first + i, id);
-        payment_store_delete(fx.store, id, updates, NULL, NULL, waiter_done, &w);
-    }
+    for (int i = 0; i < n; i += 10)
+        payment_store_delete(fx.store, docs[i].row.id, updates, NULL, &docs[i].info, waiter_done,
+                             &w);
     waiter_wait(&w);
     free(docs);
     return failed + w.failed;
 }
 
-/* Writes n new payments: their events number n * (updates + 1) + n / 10. */
-static int write_new(int n, int updates)
+/* Writes n new payments, their events occurred at occurred_ms (0: long
+ * ago): n * (updates + 1) + n / 10 events. */
+static int write_new_at(int n, int updates, int64_t occurred_ms)
 {
     int first = atomic_fetch_add(&fx.next_payment, n);
-    return write_payments(first, n, updates);
+    return write_payments(first, n, updates, occurred_ms);
+}
+
+static int write_new(int n, int updates)
+{
+    return write_new_at(n, updates, 0);
 }
 
 /* ---- the feed, as the store has it ----------------------------------------- */
@@ -267,13 +280,20 @@ static int by_payment(const void *a, const void *b)
     return strcmp(((const struct last *)a)->payment, ((const struct last *)b)->payment);
 }
 
+/* What check_stream accepts besides a perfect match. */
+enum {
+    IN_FEED_ORDER = 1, /* the first copies are in feed order, not only in order per payment */
+    PURGED = 2,        /* messages of events no longer in the feed (purged) are left aside */
+};
+
 /* Compares the stream with the feed: every event on the stream, as the
  * feed renders it, with its id as message id, on its organisation's
  * subject; each payment's first copies in version order from 0, and no
  * gap.  Returns the copies beyond the first (duplicates), or -1 when the
  * check failed (reported). */
-static long check_stream(int exact_order)
+static long check_stream(unsigned how)
 {
+    int exact_order = (how & IN_FEED_ORDER) != 0;
     struct feed f;
     struct stream s;
     if (feed_read(&f) != 0 || stream_read(&s) != 0) {
@@ -309,7 +329,7 @@ static long check_stream(int exact_order)
         snprintf(key.id, sizeof key.id, "%s", m->id ? m->id : "");
         struct fevent *e = bsearch(&key, f.ev, f.n, sizeof *f.ev, by_id);
         if (!e) {
-            unknown++;
+            unknown += (how & PURGED) == 0;
             continue;
         }
         if (e->seen++) {
@@ -466,12 +486,12 @@ static void test_publishes_every_event(void)
     relay_stats(r, &st);
     fprintf(stderr, "  %" PRIu64 " events published in %" PRId64 " ms\n", st.published,
             fixture_mono_ms() - t0);
-    CHECK_INT(check_stream(1), 0);
+    CHECK_INT(check_stream(IN_FEED_ORDER), 0);
     CHECK_INT(position_key(), feed_end());
     /* Caught up, it publishes what comes next. */
     CHECK_INT(write_new(20, 1), 0);
     CHECK_INT(wait_caught_up(r, PATIENCE_MS), 0);
-    CHECK_INT(check_stream(1), 0);
+    CHECK_INT(check_stream(IN_FEED_ORDER), 0);
     relay_stop(r);
 }
 
@@ -539,7 +559,7 @@ static void test_takeover_after_crash(void)
             "all, %" PRIu64 " new messages: %" PRIu64 " repeats dropped by the window\n",
             took, sa.published + sb.published, after - before,
             sa.published + sb.published - (after - before));
-    CHECK_INT(check_stream(0), 0);
+    CHECK_INT(check_stream(0u), 0);
     relay_stop(heir);
 }
 
@@ -572,7 +592,7 @@ static void test_broker_down_catch_up(void)
     CHECK_INT(nats_sh(args, NULL, 0), 0);
     CHECK_INT(write_new(50, 1), 0);
     CHECK_INT(wait_caught_up(r, PATIENCE_MS), 0);
-    CHECK_INT(check_stream(0), 0);
+    CHECK_INT(check_stream(0u), 0);
     relay_stop(r);
 }
 
@@ -614,8 +634,46 @@ static void test_clean_stop_hands_over(void)
     CHECK(took < ttl / 2);
     CHECK_INT(write_new(20, 1), 0);
     CHECK_INT(wait_caught_up(other, PATIENCE_MS), 0);
-    CHECK_INT(check_stream(0), 0);
+    CHECK_INT(check_stream(0u), 0);
     relay_stop(other);
+}
+
+/* Events purged from the store before they were relayed (every relay
+ * stopped for longer than the retention) are gone: the relay says so and
+ * goes on from the oldest event kept, which all reach the stream. */
+static void test_expired_goes_on(void)
+{
+    if (!fx.store || !fx.b)
+        return;
+    int64_t relayed = feed_end();
+    int64_t now = clock_now_ms();
+    CHECK_INT(write_new(100, 1), 0); /* occurred long ago: purged */
+    CHECK_INT(write_new_at(20, 2, now), 0);
+    payment_store_events_purge(fx.store, now - 60000, INT64_MIN);
+    struct payment_event_query q = {.after_pos = relayed, .limit = 1, .all_orgs = 1,
+                                     .from_ms = INT64_MIN, .to_ms = INT64_MAX};
+    struct feed f;
+    memset(&f, 0, sizeof f);
+    int64_t next = 0, until = fixture_mono_ms() + PATIENCE_MS;
+    int rc;
+    /* The purge runs between the store's writes, a batch at a time. */
+    while ((rc = payment_store_events(fx.store, &q, feed_add, &f, &next)) == PAYMENT_STORE_OK &&
+           fixture_mono_ms() < until) {
+        feed_free(&f);
+        memset(&f, 0, sizeof f);
+        fixture_sleep_ms(20);
+    }
+    feed_free(&f);
+    CHECK_INT(rc, PAYMENT_STORE_EEXPIRED);
+    relay *r = start_relay("relay-f", TTL_MS);
+    CHECK_INT(wait_caught_up(r, PATIENCE_MS), 0);
+    struct relay_stats st;
+    relay_stats(r, &st);
+    CHECK_INT(st.expired, 1);
+    CHECK_INT(st.published, 20 * 3 + 2); /* only the events kept */
+    CHECK_INT(check_stream(PURGED), 0);
+    CHECK_INT(position_key(), feed_end());
+    relay_stop(r);
 }
 
 static void test_teardown(void)
@@ -632,4 +690,4 @@ static void test_teardown(void)
 
 TEST_MAIN(TEST(test_setup), TEST(test_publishes_every_event), TEST(test_takeover_after_crash),
           TEST(test_broker_down_catch_up), TEST(test_clean_stop_hands_over),
-          TEST(test_teardown))
+          TEST(test_expired_goes_on), TEST(test_teardown))
