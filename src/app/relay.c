@@ -372,6 +372,7 @@ static size_t relay_publish(struct relay *r)
                                 RELAY_PUBLISH_MS, NULL, NULL);
         if (rc != BROKER_OK) {
             relay_failed(r, "publishing an event", broker_strerror(rc));
+            r->ready = 0; /* the stream may be gone (deleted): set it up again */
             break;
         }
         r->sent = pe->pos;

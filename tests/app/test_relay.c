@@ -11,6 +11,7 @@
 #include "app/relay.h"
 
 #include <inttypes.h>
+#include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -488,6 +489,16 @@ static void test_publishes_every_event(void)
             fixture_mono_ms() - t0);
     CHECK_INT(check_stream(IN_FEED_ORDER), 0);
     CHECK_INT(position_key(), feed_end());
+    struct buf m = BUF_INIT;
+    relay_metrics(r, &m);
+    char want[160];
+    CHECK(m.data && strstr(m.data, "\npaymentd_relay_active 1\n"));
+    snprintf(want, sizeof want, "\npaymentd_relay_position %" PRId64 "\n", feed_end());
+    CHECK(m.data && strstr(m.data, want));
+    snprintf(want, sizeof want, "\npaymentd_relay_published_total %" PRIu64 "\n", st.published);
+    CHECK(m.data && strstr(m.data, want));
+    CHECK(m.data && strstr(m.data, "\npaymentd_relay_lag_seconds 0.000\n"));
+    buf_free(&m);
     /* Caught up, it publishes what comes next. */
     CHECK_INT(write_new(20, 1), 0);
     CHECK_INT(wait_caught_up(r, PATIENCE_MS), 0);
@@ -638,6 +649,39 @@ static void test_clean_stop_hands_over(void)
     relay_stop(other);
 }
 
+/* Deletes the events stream behind the relay's back.  0, or -1. */
+static int delete_events_stream(void)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = natsConnection_ConnectTo(&nc, fx.url);
+    if (s == NATS_OK)
+        s = natsConnection_JetStream(&js, nc, NULL);
+    if (s == NATS_OK)
+        s = js_DeleteStream(js, OPSTREAM_EVENTS_NAME, NULL, &jerr);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return s == NATS_OK ? 0 : -1;
+}
+
+/* A stream deleted under a running relay is set up again by it, and what
+ * is committed afterwards reaches it. */
+static void test_stream_recreated(void)
+{
+    if (!fx.store || !fx.b)
+        return;
+    relay *r = start_relay("relay-g", TTL_MS);
+    CHECK_INT(wait_caught_up(r, PATIENCE_MS), 0);
+    CHECK_INT(delete_events_stream(), 0);
+    CHECK_INT(write_new(10, 1), 0);
+    CHECK_INT(wait_caught_up(r, PATIENCE_MS), 0);
+    uint64_t n = 0;
+    CHECK_INT(broker_stream_messages(fx.b, OPSTREAM_EVENTS_NAME, 0, &n), 0);
+    CHECK_INT(n, 10 * 2 + 1);
+    relay_stop(r);
+}
+
 /* Events purged from the store before they were relayed (every relay
  * stopped for longer than the retention) are gone: the relay says so and
  * goes on from the oldest event kept, which all reach the stream. */
@@ -690,4 +734,4 @@ static void test_teardown(void)
 
 TEST_MAIN(TEST(test_setup), TEST(test_publishes_every_event), TEST(test_takeover_after_crash),
           TEST(test_broker_down_catch_up), TEST(test_clean_stop_hands_over),
-          TEST(test_expired_goes_on), TEST(test_teardown))
+          TEST(test_stream_recreated), TEST(test_expired_goes_on), TEST(test_teardown))
