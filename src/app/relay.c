@@ -165,6 +165,17 @@ static int relay_lease_fresh(const struct relay *r)
     return r->held && mono_ms() - r->lease_at_ms < r->c.lease_ttl_ms;
 }
 
+/* Whether the lease holds our id: a create of ours whose answer was lost
+ * (the id names this process alone).  1 with its revision, else 0. */
+static int relay_lease_ours(struct relay *r, uint64_t *rev)
+{
+    char *value = NULL;
+    int rc = broker_kv_get(r->leases, RELAY_LEASE_KEY, &value, NULL, rev);
+    int ours = rc == BROKER_OK && strcmp(value, r->id) == 0;
+    free(value);
+    return ours;
+}
+
 /* Takes the lease when free, refreshes it when due.  RELAY_AGAIN when we
  * hold it now. */
 static enum relay_next relay_lease(struct relay *r)
@@ -180,8 +191,11 @@ static enum relay_next relay_lease(struct relay *r)
     int64_t at = mono_ms();
     uint64_t rev = 0;
     int rc = broker_kv_create(r->leases, RELAY_LEASE_KEY, r->id, strlen(r->id), &rev);
-    if (rc == BROKER_EEXISTS)
-        return RELAY_STANDBY;
+    if (rc == BROKER_EEXISTS) {
+        if (!relay_lease_ours(r, &rev))
+            return RELAY_STANDBY;
+        rc = BROKER_OK;
+    }
     if (rc != BROKER_OK) {
         relay_failed(r, "taking the lease", broker_strerror(rc));
         return RELAY_RETRY;

@@ -649,6 +649,33 @@ static void test_clean_stop_hands_over(void)
     relay_stop(other);
 }
 
+/* A lease that holds the relay's own id (its create was stored, but the
+ * answer lost) is the relay's: it publishes at once, not after the TTL. */
+static void test_own_lease_adopted(void)
+{
+    if (!fx.store || !fx.b)
+        return;
+    const int ttl = 5000;
+    char err[256];
+    broker_kv *kv = NULL;
+    CHECK_INT(broker_kv_open(fx.b, "PAYMENTS_RELAY", ttl, 1, &kv, err, sizeof err), 0);
+    CHECK_INT(broker_kv_create(kv, "lease", "relay-h", 7, NULL), 0);
+    broker_kv_close(kv);
+    int64_t t0 = fixture_mono_ms();
+    relay *r = start_relay("relay-h", ttl);
+    struct relay_stats st;
+    do {
+        fixture_sleep_ms(5);
+        relay_stats(r, &st);
+    } while (!st.active && fixture_mono_ms() - t0 < 3 * ttl);
+    int64_t took = fixture_mono_ms() - t0;
+    fprintf(stderr, "  active %" PRId64 " ms after its start (lease %d ms)\n", took, ttl);
+    CHECK(st.active);
+    CHECK(took < ttl / 2);
+    CHECK_INT(wait_caught_up(r, PATIENCE_MS), 0);
+    relay_stop(r);
+}
+
 /* Deletes the events stream behind the relay's back.  0, or -1. */
 static int delete_events_stream(void)
 {
@@ -734,4 +761,4 @@ static void test_teardown(void)
 
 TEST_MAIN(TEST(test_setup), TEST(test_publishes_every_event), TEST(test_takeover_after_crash),
           TEST(test_broker_down_catch_up), TEST(test_clean_stop_hands_over),
-          TEST(test_stream_recreated), TEST(test_expired_goes_on), TEST(test_teardown))
+          TEST(test_own_lease_adopted), TEST(test_stream_recreated), TEST(test_expired_goes_on), TEST(test_teardown))
