@@ -13,6 +13,7 @@
 #include "app/deadletters.h"
 #include "app/janitor.h"
 #include "app/opqueue_broker.h"
+#include "app/relay.h"
 #include "app/system.h"
 #include "auth/keys.h"
 #include "broker/broker.h"
@@ -37,6 +38,7 @@ struct app {
     broker *broker;
     broker_kv *ops;
     deadletters *dead;
+    relay *relay;
     http_server *server;
 };
 
@@ -66,6 +68,7 @@ static void app_close(struct app *a, unsigned grace_ms)
 {
     http_server_stop(a->server, grace_ms);
     janitor_stop(a->janitor);
+    relay_stop(a->relay);
     deadletters_stop(a->dead);
     broker_kv_close(a->ops);
     if (a->broker) {
@@ -134,6 +137,21 @@ static int app_broker_open(struct app *a, const struct config *cfg, char *err, s
                           errlen) == BROKER_OK
                ? 0
                : -1;
+}
+
+/* Starts the relay of the committed events to the broker (app/relay.h): NULL
+ * when it cannot start. */
+static relay *app_relay_start(payment_store *store, broker *b, const struct config *cfg,
+                              const struct logger *log)
+{
+    struct relay_config rc = RELAY_CONFIG_INIT;
+    rc.store = store;
+    rc.broker = b;
+    rc.log = log;
+    rc.partitions = cfg->partitions;
+    rc.replicas = cfg->broker_replicas;
+    rc.max_age_ms = cfg->event_retention_ms;
+    return relay_start(&rc);
 }
 
 /* `paymentd backup FILE`: copies the store into FILE and exits, 0 when the
@@ -235,6 +253,10 @@ int main(int argc, char **argv)
     api.async_always = cfg.async_always;
     if (a.broker && !(a.dead = deadletters_start(a.broker, 5000))) {
         fprintf(stderr, "paymentd: cannot start the dead-letter counter\n");
+        goto out;
+    }
+    if (a.broker && cfg.relay && !(a.relay = app_relay_start(a.store, a.broker, &cfg, &log))) {
+        fprintf(stderr, "paymentd: cannot start the event relay\n");
         goto out;
     }
     struct system_ctx sys = {a.store, cfg.public_url, &api, a.dead};

@@ -361,6 +361,11 @@ static int apply_repartition(struct config *cfg, const char *v, char *errbuf, si
     return apply_bool("--repartition", v, &cfg->repartition, errbuf, errlen);
 }
 
+static int apply_relay(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    return apply_bool("--relay", v, &cfg->relay, errbuf, errlen);
+}
+
 static const struct option_def options[] = {
     {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
      apply_listen},
@@ -413,6 +418,10 @@ static const struct option_def options[] = {
      "with --broker: record --partitions as the stream's count, replacing another one; only "
      "once the stream is drained (default false)",
      apply_repartition},
+    {"--relay", "PAYMENTD_RELAY", "true|false",
+     "with --broker: publish the committed events to the stream PAYMENTS_EVENTS (one server "
+     "at a time does; default true)",
+     apply_relay},
     {"--idempotency-ttl", "PAYMENTD_IDEMPOTENCY_TTL", "DURATION",
      "keep Idempotency-Key outcomes at least this long, e.g. 24h (default 24h)",
      apply_idempotency_ttl},
@@ -517,6 +526,7 @@ static void config_defaults(struct config *cfg)
     cfg->partitions = 16;
     cfg->broker_replicas = 1;
     cfg->max_apply_attempts = 5;
+    cfg->relay = 1;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),

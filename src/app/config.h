@@ -42,6 +42,7 @@ struct config {
     char backup_file[CONFIG_URI_MAX];  /* its FILE */
     unsigned max_apply_attempts;       /* --max-apply-attempts before an operation is poison */
     int repartition;                   /* --repartition: record --partitions over another count */
+    int relay;                         /* --relay: with --broker, publish the committed events */
     int help;                          /* --help was given */
 };
 

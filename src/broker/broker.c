@@ -433,6 +433,16 @@ const char *broker_strerror(int err)
 int broker_ensure_stream(broker *b, const char *name, const char *subjects, int replicas,
                          char *err, size_t errlen)
 {
+    return broker_ensure_stream_aged(b, name, subjects, replicas, 0, err, errlen);
+}
+
+int broker_ensure_stream_aged(broker *b, const char *name, const char *subjects, int replicas,
+                              int64_t max_age_ms, char *err, size_t errlen)
+{
+    if (max_age_ms < 0 || max_age_ms > INT64_MAX / BROKER_NS_PER_MS) {
+        broker_seterr(err, errlen, "broker: stream %s: bad maximum age", name);
+        return BROKER_EINTERNAL;
+    }
     jsStreamConfig cfg;
     natsStatus s = jsStreamConfig_Init(&cfg);
     if (s != NATS_OK) {
@@ -451,6 +461,10 @@ int broker_ensure_stream(broker *b, const char *name, const char *subjects, int 
     cfg.Retention = js_LimitsPolicy;
     cfg.Replicas = replicas > 0 ? replicas : 1;
     cfg.Duplicates = BROKER_DUPLICATE_WINDOW_NS;
+    cfg.MaxAge = max_age_ms * BROKER_NS_PER_MS;
+    /* The server requires the duplicate window to fit in the maximum age. */
+    if (cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge)
+        cfg.Duplicates = cfg.MaxAge;
     jsErrCode jerr = 0;
     /* Adding a stream that exists with this very configuration succeeds;
      * with another one it fails as "name in use", and is updated. */

@@ -94,6 +94,12 @@ const char *broker_strerror(int err);
 int broker_ensure_stream(broker *b, const char *name, const char *subjects, int replicas,
                          char *err, size_t errlen);
 
+/* As broker_ensure_stream, but a message is removed max_age_ms after it
+ * was stored (0: kept for ever, as there); the duplicate window is then at
+ * most max_age_ms. */
+int broker_ensure_stream_aged(broker *b, const char *name, const char *subjects, int replicas,
+                              int64_t max_age_ms, char *err, size_t errlen);
+
 /* Publishes len bytes of data on subject with header Nats-Msg-Id: msg_id
  * (required, at most 128 bytes) and waits up to timeout_ms (<= 0: the
  * request timeout) for the stream's acknowledgement.  Returns 0 with the

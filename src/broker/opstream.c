@@ -9,7 +9,7 @@
 
 #define OPSTREAM_SUBJECTS "payments.cmd.*"
 #define OPSTREAM_DEAD_SUBJECTS "payments.dead.*"
-#define OPSTREAM_CONFIG_BUCKET "PAYMENTS_CONFIG"
+#define OPSTREAM_EVENTS_SUBJECTS "payments.events.*"
 #define OPSTREAM_PARTITIONS_KEY "partitions"
 
 void opstream_subject(uint32_t p, char out[OPSTREAM_SUBJECT_LEN])
@@ -20,6 +20,11 @@ void opstream_subject(uint32_t p, char out[OPSTREAM_SUBJECT_LEN])
 void opstream_dead_subject(uint32_t p, char out[OPSTREAM_SUBJECT_LEN])
 {
     snprintf(out, OPSTREAM_SUBJECT_LEN, "payments.dead.%" PRIu32, p);
+}
+
+void opstream_events_subject(uint32_t p, char out[OPSTREAM_SUBJECT_LEN])
+{
+    snprintf(out, OPSTREAM_SUBJECT_LEN, "payments.events.%" PRIu32, p);
 }
 
 static int opstream_err_of(int broker_rc)
@@ -98,4 +103,13 @@ int opstream_setup(broker *b, uint32_t partitions, int replicas, int repartition
     int orc = opstream_agree(kv, partitions, repartition, err, errlen);
     broker_kv_close(kv);
     return orc;
+}
+
+int opstream_events_setup(broker *b, int replicas, int64_t max_age_ms, char *err,
+                          size_t errlen)
+{
+    assert(b && max_age_ms >= 0);
+    int rc = broker_ensure_stream_aged(b, OPSTREAM_EVENTS_NAME, OPSTREAM_EVENTS_SUBJECTS,
+                                       replicas, max_age_ms, err, errlen);
+    return rc == BROKER_OK ? OPSTREAM_OK : opstream_err_of(rc);
 }

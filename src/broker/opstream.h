@@ -6,6 +6,13 @@
  * bucket "PAYMENTS_CONFIG" (key "partitions") by the first process that
  * sets the streams up.
  *
+ * Events.  Stream "PAYMENTS_EVENTS" carries the committed events of the
+ * store's change feed, published by the relay (app/relay.h) on their
+ * organisation's partition ("payments.events.<p>", the same partition as
+ * the organisation's operations, by the same recorded count), each with its
+ * event id as message id.  A consumer of one subject gets its
+ * organisations' events, each payment's in version order.
+ *
  * Why the count is recorded: the partition of an organisation depends on
  * the count (partition.h), and a worker applies only the partitions below
  * its own count.  A process started with another count than the recorded
@@ -26,6 +33,8 @@
 
 #define OPSTREAM_NAME "PAYMENTS"
 #define OPSTREAM_DEAD_NAME "PAYMENTS_DEAD"
+#define OPSTREAM_EVENTS_NAME "PAYMENTS_EVENTS"
+#define OPSTREAM_CONFIG_BUCKET "PAYMENTS_CONFIG" /* shared settings; keys never expire */
 #define OPSTREAM_SUBJECT_LEN 32 /* room for a subject and its NUL */
 
 enum opstream_err {
@@ -40,6 +49,15 @@ void opstream_subject(uint32_t p, char out[OPSTREAM_SUBJECT_LEN]);
 
 /* The subject of partition p's dead letters, "payments.dead.<p>". */
 void opstream_dead_subject(uint32_t p, char out[OPSTREAM_SUBJECT_LEN]);
+
+/* The subject of partition p's events, "payments.events.<p>". */
+void opstream_events_subject(uint32_t p, char out[OPSTREAM_SUBJECT_LEN]);
+
+/* Creates the events stream (or updates it to `replicas` copies and this
+ * age), whose messages are removed max_age_ms after they were published
+ * (0: never).  Returns 0, or an error with a one-line reason in err. */
+int opstream_events_setup(broker *b, int replicas, int64_t max_age_ms, char *err,
+                          size_t errlen);
 
 /* Creates both streams (or updates them to `replicas` copies) and checks
  * the recorded partition count: records `partitions` when none is recorded
