@@ -259,7 +259,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd: cannot start the event relay\n");
         goto out;
     }
-    struct system_ctx sys = {a.store, cfg.public_url, &api, a.dead};
+    struct system_ctx sys = {a.store, cfg.public_url, &api, a.dead, a.relay};
     struct http_route routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES];
     size_t n = system_routes(&sys, routes);
     n += payment_api_routes(&api, routes + n);

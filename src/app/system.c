@@ -42,7 +42,9 @@ static void index_v1(http_request *req, void *ctx)
     buf_json_escape(&b, u, strlen(u));
     buf_puts(&b, "/v1/payments\",\"payment\":\"");
     buf_json_escape(&b, u, strlen(u));
-    buf_puts(&b, "/v1/payments/{id}\"}}");
+    buf_puts(&b, "/v1/payments/{id}\",\"events\":\"");
+    buf_json_escape(&b, u, strlen(u));
+    buf_puts(&b, "/v1/events\"}}");
     http_respond_buf(req, 200, &b);
 }
 
@@ -54,6 +56,8 @@ static void metrics(http_request *req, void *ctx)
     payment_api_metrics(sys->api, &b);
     if (sys->dead)
         deadletters_metrics(sys->dead, &b);
+    if (sys->relay)
+        relay_metrics(sys->relay, &b);
     http_request_add_header(req, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     http_respond_buf(req, 200, &b);
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "app/deadletters.h"
+#include "app/relay.h"
 #include "http/router.h"
 #include "payment/api.h"
 #include "payment/store.h"
@@ -19,6 +20,7 @@ struct system_ctx {
     const char *public_url; /* prefix of links, "" for paths */
     struct payment_api *api; /* borrowed: its metrics are served by /metrics */
     deadletters *dead;       /* borrowed, NULL without a broker: its count too */
+    relay *relay;            /* borrowed, NULL when not relaying: its figures too */
 };
 
 /* Fills out (room for SYSTEM_ROUTES) with routes bound to ctx, which must
