@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "http/server.h"
 #include "payment/api.h"
+#include "payment/feed_wait.h"
 #include "payment/store.h"
 #include "payment/validate.h"
 
@@ -37,6 +38,7 @@ struct app {
     broker *broker;
     broker_kv *ops;
     deadletters *dead;
+    feed_wait *feed;
     http_server *server;
 };
 
@@ -64,6 +66,9 @@ static int signals_setup(sigset_t *set)
  * request is in flight when what it uses goes. */
 static void app_close(struct app *a, unsigned grace_ms)
 {
+    /* Requests waiting on the feed are answered now: the server's stop
+     * waits for every parked request. */
+    feed_wait_close(a->feed);
     http_server_stop(a->server, grace_ms);
     janitor_stop(a->janitor);
     deadletters_stop(a->dead);
@@ -74,6 +79,7 @@ static void app_close(struct app *a, unsigned grace_ms)
     }
     idem_inflight_free(a->inflight);
     payment_store_close(a->store);
+    feed_wait_free(a->feed); /* the store reports to it until closed */
     auth_keys_free(a->keys);
     payment_validator_free(a->validator);
 }
@@ -213,11 +219,21 @@ int main(int argc, char **argv)
         goto out;
     }
     a.inflight = idem_inflight_new();
-    /* Purged a tenth of the TTL after expiry at most: kept at least the TTL. */
+    /* Purged a tenth of the retention after expiry at most: kept at least
+     * the retention. */
+    const struct janitor_retention keep = {cfg.idempotency_ttl_ms, cfg.event_retention_ms,
+                                           cfg.history_retention_ms};
     if (a.inflight)
-        a.janitor = janitor_start(a.store, cfg.idempotency_ttl_ms, cfg.idempotency_ttl_ms / 10);
+        a.janitor = janitor_start(a.store, &keep);
     if (!a.janitor) {
-        fprintf(stderr, "paymentd: cannot start the idempotency janitor\n");
+        fprintf(stderr, "paymentd: cannot start the janitor\n");
+        goto out;
+    }
+    /* Half the connections at most wait on the feed: the others still get
+     * through. */
+    if (feed_wait_start(a.store, cfg.max_connections / 2 ? cfg.max_connections / 2 : 1,
+                        &a.feed) != 0) {
+        fprintf(stderr, "paymentd: cannot start the event feed's waiting room\n");
         goto out;
     }
 
@@ -233,6 +249,7 @@ int main(int argc, char **argv)
         api.queue = &queue;
     }
     api.async_always = cfg.async_always;
+    api.feed = a.feed;
     if (a.broker && !(a.dead = deadletters_start(a.broker, 5000))) {
         fprintf(stderr, "paymentd: cannot start the dead-letter counter\n");
         goto out;

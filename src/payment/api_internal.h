@@ -171,4 +171,9 @@ void api_payments_replace(http_request *req, void *ctx);
 void api_payments_patch(http_request *req, void *ctx);
 void api_payments_delete(http_request *req, void *ctx);
 
+/* --- events feed (api_events.c) ------------------------------------------ */
+
+/* GET /v1/events: the change feed, paged by position, with wait=N. */
+void api_events_list(http_request *req, void *ctx);
+
 #endif
