@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "payment/store_sqlite.h"
 
@@ -198,7 +199,15 @@ static int sqlite_sync_init(struct sqlite_store *st)
         (void)pthread_mutex_destroy(&st->mu);
         return -1;
     }
-    if (pthread_cond_init(&st->wake, NULL) != 0) {
+    /* The writer's timed waits (the events' poll) count on the monotonic clock. */
+    pthread_condattr_t attr;
+    int ok = pthread_condattr_init(&attr) == 0;
+    if (ok) {
+        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+             pthread_cond_init(&st->wake, &attr) == 0;
+        (void)pthread_condattr_destroy(&attr);
+    }
+    if (!ok) {
         (void)pthread_mutex_destroy(&st->readers_mu);
         (void)pthread_mutex_destroy(&st->mu);
         return -1;
@@ -238,6 +247,7 @@ static int sqlite_open(const char *uri, unsigned flags, payment_store **out, cha
     }
     st->exclusive = (flags & PAYMENT_STORE_EXCLUSIVE) != 0;
     st->purge_before_ms = SQLITE_NO_PURGE;
+    st->data_version = -1; /* none polled yet */
     atomic_init(&st->commits, 0);
     atomic_init(&st->writes, 0);
     if (sqlite_sync_init(st) != 0) {
@@ -301,4 +311,7 @@ const struct payment_store_backend payment_store_sqlite_backend = {
     .apply = sqlite_apply,
     .op_get = sqlite_op_get,
     .partition_get = sqlite_partition_get,
+    .events = sqlite_events,
+    .history = sqlite_history,
+    .events_subscribe = sqlite_events_subscribe,
 };
