@@ -247,6 +247,8 @@ static int sqlite_open(const char *uri, unsigned flags, payment_store **out, cha
     }
     st->exclusive = (flags & PAYMENT_STORE_EXCLUSIVE) != 0;
     st->purge_before_ms = SQLITE_NO_PURGE;
+    st->feed_purge_ms = SQLITE_NO_PURGE;
+    st->history_purge_ms = SQLITE_NO_PURGE;
     st->data_version = -1; /* none polled yet */
     atomic_init(&st->commits, 0);
     atomic_init(&st->writes, 0);
@@ -314,4 +316,5 @@ const struct payment_store_backend payment_store_sqlite_backend = {
     .events = sqlite_events,
     .history = sqlite_history,
     .events_subscribe = sqlite_events_subscribe,
+    .events_purge = sqlite_events_purge,
 };

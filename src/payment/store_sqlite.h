@@ -70,6 +70,10 @@ enum sqlite_wstmt {
     W_EV_INSERT,
     W_EV_DELETE,
     W_DATA_VERSION,
+    W_FLOOR_GET,
+    W_FLOOR_PUT,
+    W_EV_WALK,
+    W_EV_PURGE,
     W_COUNT
 };
 
@@ -134,10 +138,12 @@ struct sqlite_store {
     sqlite3_stmt *w[W_COUNT];
     pthread_t writer;
     int writer_started;
-    pthread_mutex_t mu;         /* guards head, tail, purge_before_ms, closing, ev_fn, ev_arg */
+    pthread_mutex_t mu;         /* guards head, tail, the purges' cut-offs, closing, ev_fn, ev_arg */
     pthread_cond_t wake;        /* signalled on a first queued write, a purge, or close */
     struct sqlite_op *head, *tail;
     int64_t purge_before_ms;    /* the purge's cut-off, or SQLITE_NO_PURGE */
+    int64_t feed_purge_ms;      /* events before it leave the feed, or SQLITE_NO_PURGE */
+    int64_t history_purge_ms;   /* events before it are deleted, or SQLITE_NO_PURGE */
     int closing;                /* no more submissions; the writer drains and exits */
     void (*ev_fn)(void *arg);   /* the events' subscriber, or NULL */
     void *ev_arg;
@@ -242,6 +248,12 @@ void sqlite_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg)
  * another, committed since the last poll.  Returns when to call it next
  * (clock_mono_us). */
 int64_t sqlite_events_poll(struct sqlite_store *st, void (*fn)(void *arg), void *arg);
+void sqlite_events_purge(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms);
+/* Writer thread: one turn of the events' purge, in a transaction of its
+ * own; each cut-off may be SQLITE_NO_PURGE.  Sets *more_feed and
+ * *more_history when that part has more to do. */
+void sqlite_events_purge_turn(struct sqlite_store *st, int64_t feed_before_ms,
+                              int64_t history_before_ms, int *more_feed, int *more_history);
 
 /* ---- store_sqlite_backup.c -------------------------------------------------- */
 

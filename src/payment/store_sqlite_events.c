@@ -33,7 +33,15 @@
  *
  * Retention: the feed's floor, in feed_meta, is the last position that
  * left the feed; a cursor below it has missed events (EEXPIRED), a cursor
- * of 0 starts at it.
+ * of 0 starts at it.  The writer thread purges between its batches of
+ * writes, one small transaction per turn (SQLITE_EVENTS_PURGE_BATCH events
+ * at most for each cut-off), so a write waits at most for one of those.
+ * Each walks the events in position order from the oldest (the feed from
+ * its floor) and stops at the first that occurred at or after the cut-off:
+ * positions follow commits, and an event's time is its write's, so the
+ * oldest come first; one committed late with an earlier time is kept until
+ * those before it go.  Events that leave the feed move the floor past
+ * them; deleted ones (from the histories) too.
  *
  * The subscriber is told by the writer thread: after each commit of its own
  * that holds events, and, polling PRAGMA data_version every
@@ -54,6 +62,10 @@
 #include "core/clock.h"
 #include "core/uuid.h"
 #include "payment/store_sqlite.h"
+
+/* Events each part of a purge turn walks at most: with their documents,
+ * a few hundred take a few milliseconds to delete. */
+#define SQLITE_EVENTS_PURGE_BATCH 256
 
 /* ---- recording ---------------------------------------------------------- */
 
@@ -457,4 +469,118 @@ int64_t sqlite_events_poll(struct sqlite_store *st, void (*fn)(void *arg), void 
         fn(arg);
     }
     return now + SQLITE_EVENTS_POLL_US;
+}
+
+/* ---- retention ---------------------------------------------------------- */
+
+void sqlite_events_purge(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms)
+{
+    struct sqlite_store *st = (struct sqlite_store *)s;
+    store_lock(&st->mu);
+    int asked = 0;
+    if (!st->closing && feed_before_ms > st->feed_purge_ms) {
+        st->feed_purge_ms = feed_before_ms;
+        asked = 1;
+    }
+    if (!st->closing && history_before_ms > st->history_purge_ms) {
+        st->history_purge_ms = history_before_ms;
+        asked = 1;
+    }
+    if (asked && pthread_cond_signal(&st->wake) != 0)
+        abort();
+    store_unlock(&st->mu);
+}
+
+/* The events above position after, oldest first, that occurred before
+ * before_ms, up to the first that did not: *last is the last one's
+ * position (after when none), *more set when the walk stopped at its
+ * length with every event old. */
+static int sqlite_events_walk(struct sqlite_store *st, int64_t after, int64_t before_ms,
+                              int64_t *last, int *more)
+{
+    sqlite3_stmt *stmt = st->w[W_EV_WALK];
+    int rc = sqlite3_bind_int64(stmt, 1, after);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(stmt, 2, SQLITE_EVENTS_PURGE_BATCH);
+    *last = after;
+    int n = 0;
+    if (rc == SQLITE_OK) {
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+            if (sqlite3_column_int64(stmt, 1) >= before_ms) {
+                rc = SQLITE_DONE;
+                n = -1; /* stopped at a newer event */
+                break;
+            }
+            *last = sqlite3_column_int64(stmt, 0);
+            n++;
+        }
+    }
+    sqlite_stmt_release(stmt);
+    *more = n == SQLITE_EVENTS_PURGE_BATCH;
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int sqlite_floor_get(struct sqlite_store *st, int64_t *floor)
+{
+    sqlite3_stmt *stmt = st->w[W_FLOOR_GET];
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *floor = sqlite3_column_int64(stmt, 0);
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_CORRUPT; /* the migration inserted it */
+    }
+    sqlite_stmt_release(stmt);
+    return rc;
+}
+
+/* Runs a statement whose one parameter is a position. */
+static int sqlite_run_pos(sqlite3_stmt *stmt, int64_t pos)
+{
+    int rc = sqlite3_bind_int64(stmt, 1, pos);
+    if (rc != SQLITE_OK) {
+        sqlite_stmt_release(stmt);
+        return rc;
+    }
+    return sqlite_stmt_run(stmt);
+}
+
+/* The purge's work inside its transaction. */
+static int sqlite_events_purge_in(struct sqlite_store *st, int64_t feed_before_ms,
+                                  int64_t history_before_ms, int *more_feed, int *more_history)
+{
+    int64_t floor = 0;
+    int rc = sqlite_floor_get(st, &floor);
+    int64_t new_floor = floor;
+    if (rc == SQLITE_OK && history_before_ms != SQLITE_NO_PURGE) {
+        int64_t last = 0;
+        rc = sqlite_events_walk(st, 0, history_before_ms, &last, more_history);
+        if (rc == SQLITE_OK && last > 0)
+            rc = sqlite_run_pos(st->w[W_EV_PURGE], last);
+        if (last > new_floor)
+            new_floor = last;
+    }
+    if (rc == SQLITE_OK && feed_before_ms != SQLITE_NO_PURGE)
+        rc = sqlite_events_walk(st, new_floor, feed_before_ms, &new_floor, more_feed);
+    if (rc == SQLITE_OK && new_floor != floor)
+        rc = sqlite_run_pos(st->w[W_FLOOR_PUT], new_floor);
+    return rc;
+}
+
+void sqlite_events_purge_turn(struct sqlite_store *st, int64_t feed_before_ms,
+                              int64_t history_before_ms, int *more_feed, int *more_history)
+{
+    *more_feed = *more_history = 0;
+    int rc = sqlite_stmt_run(st->w[W_BEGIN]);
+    if (rc == SQLITE_OK)
+        rc = sqlite_events_purge_in(st, feed_before_ms, history_before_ms, more_feed,
+                                    more_history);
+    if (rc == SQLITE_OK)
+        rc = sqlite_stmt_run(st->w[W_COMMIT]);
+    if (rc != SQLITE_OK) {
+        /* The store cannot purge now: the next request tries again. */
+        *more_feed = *more_history = 0;
+        if (!sqlite3_get_autocommit(st->wdb))
+            (void)sqlite_stmt_run(st->w[W_ROLLBACK]); /* a failed ROLLBACK ends it too */
+    }
 }

@@ -4,8 +4,8 @@
  * transaction (a savepoint per operation, so that one operation's SQL error
  * undoes only itself), commits (in WAL mode with synchronous=FULL the commit
  * is the fsync), and only then reports each result: group commit, with no
- * timer.  Between batches it runs the idempotency purge, one small
- * transaction per turn.  Owns the queue, the writer's statements and the
+ * timer.  Between batches it runs the idempotency and events purges, one
+ * small transaction each per turn.  Owns the queue, the writer's statements and the
  * payment writes (create, update, delete, their events and idempotency
  * records; store_sqlite_events.c describes the events). */
 #include <errno.h>
@@ -80,6 +80,13 @@ static const char *const sqlite_wsql[W_COUNT] = {
                     " FROM payments WHERE id = ?2 AND deleted = 0 AND (?4 = -1 OR version = ?4)",
     /* Changes when another connection commits (the events' poll). */
     [W_DATA_VERSION] = "PRAGMA data_version",
+    /* The events' retention (store_sqlite_events.c): the feed's floor, a
+     * walk of ?2 events above position ?1, and the deletion of the oldest
+     * events up to position ?1. */
+    [W_FLOOR_GET] = "SELECT value FROM feed_meta WHERE key = 'floor'",
+    [W_FLOOR_PUT] = "UPDATE feed_meta SET value = ?1 WHERE key = 'floor'",
+    [W_EV_WALK] = "SELECT pos, occurred_ms FROM events WHERE pos > ?1 ORDER BY pos LIMIT ?2",
+    [W_EV_PURGE] = "DELETE FROM events WHERE pos <= ?1",
 };
 
 /* Prepares every writer statement, once, on the write connection. */
@@ -421,10 +428,27 @@ static void sqlite_purge_turn(struct sqlite_store *st, int64_t before_ms)
     store_unlock(&st->mu);
 }
 
+/* One turn of the events' purge; a part that has no more to do is over,
+ * unless a later cut-off was asked for meanwhile. */
+static void sqlite_events_purge_step(struct sqlite_store *st, int64_t feed_before,
+                                     int64_t history_before)
+{
+    int more_feed = 0, more_history = 0;
+    sqlite_events_purge_turn(st, feed_before, history_before, &more_feed, &more_history);
+    store_lock(&st->mu);
+    if (!more_feed && st->feed_purge_ms == feed_before)
+        st->feed_purge_ms = SQLITE_NO_PURGE;
+    if (!more_history && st->history_purge_ms == history_before)
+        st->history_purge_ms = SQLITE_NO_PURGE;
+    store_unlock(&st->mu);
+}
+
 /* What the writer takes for one turn, under the queue lock. */
 struct sqlite_turn {
     struct sqlite_op *batch;   /* every write queued, or NULL */
     int64_t purge_before;      /* the idempotency purge's cut-off, or SQLITE_NO_PURGE */
+    int64_t feed_before;       /* the events purge's cut-offs, or SQLITE_NO_PURGE */
+    int64_t history_before;
     void (*ev_fn)(void *arg);  /* the events' subscriber, or NULL */
     void *ev_arg;
     int closing;
@@ -433,7 +457,9 @@ struct sqlite_turn {
 /* Whether the writer has something to do now; the caller holds st->mu. */
 static int sqlite_writer_has_work(const struct sqlite_store *st)
 {
-    return st->head || st->purge_before_ms != SQLITE_NO_PURGE || st->closing;
+    return st->head || st->purge_before_ms != SQLITE_NO_PURGE ||
+           st->feed_purge_ms != SQLITE_NO_PURGE || st->history_purge_ms != SQLITE_NO_PURGE ||
+           st->closing;
 }
 
 /* Waits, holding st->mu, for work, or with a subscriber at most until its
@@ -467,6 +493,8 @@ static void sqlite_writer_take(struct sqlite_store *st, struct sqlite_turn *t)
     t->closing = st->closing;
     /* A purge is best effort: closing abandons it. */
     t->purge_before = st->closing ? SQLITE_NO_PURGE : st->purge_before_ms;
+    t->feed_before = st->closing ? SQLITE_NO_PURGE : st->feed_purge_ms;
+    t->history_before = st->closing ? SQLITE_NO_PURGE : st->history_purge_ms;
     t->ev_fn = st->ev_fn;
     t->ev_arg = st->ev_arg;
     store_unlock(&st->mu);
@@ -483,7 +511,7 @@ static void *sqlite_writer_main(void *arg)
     for (;;) {
         struct sqlite_turn t;
         sqlite_writer_take(st, &t);
-        if (!t.batch && t.purge_before == SQLITE_NO_PURGE && t.closing)
+        if (!t.batch && t.closing)
             return NULL; /* everything queued has been done */
         if (t.batch) {
             int events = sqlite_batch_run(st, t.batch);
@@ -493,6 +521,8 @@ static void *sqlite_writer_main(void *arg)
         }
         if (t.purge_before != SQLITE_NO_PURGE)
             sqlite_purge_turn(st, t.purge_before);
+        if (t.feed_before != SQLITE_NO_PURGE || t.history_before != SQLITE_NO_PURGE)
+            sqlite_events_purge_step(st, t.feed_before, t.history_before);
         if (t.ev_fn)
             st->poll_next_us = sqlite_events_poll(st, t.ev_fn, t.ev_arg);
     }
