@@ -516,7 +516,8 @@ def feed_shutdown_answers_parked_requests_at_once(t):
 def feed_waiting_requests_are_bounded(t):
     """--max-connections 6: three requests at most wait on the feed; the
     next is answered 503 server_busy at once.  A waiting client that hangs
-    up frees its place within about a second."""
+    up frees its place by its deadline (the server learns of the hang-up
+    only when it answers)."""
     srv = _server(t, "feedbound", ["--max-connections", "6"])
     try:
         c = srv.client()
@@ -526,7 +527,8 @@ def feed_waiting_requests_are_bounded(t):
         for th in threads:
             th.start()
         gone = socket.create_connection((HOST, srv.port), timeout=5)
-        gone.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % tail).encode())
+        gone.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                      % tail.replace("wait=20", "wait=2")).encode())
         _until(lambda: _waiting(srv.port) == 3, "three requests waiting")
         started = time.monotonic()
         r = c.get(tail)
@@ -535,7 +537,7 @@ def feed_waiting_requests_are_bounded(t):
               % (time.monotonic() - started))
         check(r.header("Retry-After"), "503 without Retry-After")
         gone.close()
-        _until(lambda: _waiting(srv.port) == 2, "the hung-up request's place freed", timeout=4)
+        _until(lambda: _waiting(srv.port) == 2, "the hung-up request's place freed", timeout=5)
         # A write wakes both that wait.
         d = create(c, payment())
         for th in threads:
