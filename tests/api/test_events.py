@@ -31,6 +31,14 @@ def _server(t, name, args=()):
     return srv
 
 
+def _stop(srv):
+    """Stops srv: exit status 0 and no sanitizer report (leaks included)."""
+    rc = srv.stop()
+    eq(rc, 0, "%s's exit status after SIGTERM" % srv.name)
+    rep = srv.sanitizer_report()
+    check(rep is None, "%s: sanitizer report: %s" % (srv.name, rep))
+
+
 def _feed(c, params=None, headers=None, what="GET /v1/events"):
     path = "/v1/events" + ("?" + qs(params) if params else "")
     r = c.get(path, headers=headers)
@@ -129,16 +137,14 @@ def feed_lists_every_write_in_commit_order(t):
               "positions not strictly increasing: %s" % pos)
         eq(j["links"]["self"], "/v1/events?page[size]=100&page[after]=0", "links.self")
         eq(_after(j["links"]["next"]), pos[-1], "links.next of the last page: after its last event")
-        # The changed paths of the PATCH name the attribute it changed.
-        changes = j["data"][2]["data"]["changes"]
-        check(any("reference" in p for p in changes), "PATCH's changes %s" % changes)
         # A refused write records nothing.
         expect_error(c.patch("/v1/payments/" + w.ids[1], {"data": {"version": 0,
                                                                    "attributes": {}}}),
                      409, "version_conflict", "PATCH of a stale version")
         eq(len(_feed(c)["data"]), len(w.want), "events after a refused write")
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
 
 
 @test
@@ -191,8 +197,9 @@ def feed_filters(t):
         eq(len(j["data"]), len(every), "from a date-time with an offset")
         check("filter[occurred_at][from]=2000-01-01T00:00:00.000Z" in j["links"]["next"],
               "the link gives the bound in UTC: %s" % j["links"]["next"])
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
 
 
 @test
@@ -218,8 +225,9 @@ def feed_pages_follow_next_to_the_end(t):
         eq([(e["payment_id"], e["event_type"]) for e in events],
            [(d1["id"], "payment.created"), (d2["id"], "payment.created")],
            "events after the last page's cursor")
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
 
 
 @test
@@ -268,7 +276,9 @@ def feed_wait_returns_on_a_write(t):
         made = {}
 
         def write():
-            time.sleep(0.7)
+            # Between the server's rechecks (every second): only the
+            # store's report can answer it within 0.6s.
+            time.sleep(1.2)
             made["at"] = time.monotonic()
             made["data"] = create(srv.client(), payment(org=org))
 
@@ -283,12 +293,13 @@ def feed_wait_returns_on_a_write(t):
         expect_status(r, 200, "GET with wait=5")
         eq([e["payment_id"] for e in r.json["data"]], [made["data"]["id"]],
            "the waiting page holds the write")
-        check(answered - made["at"] < 1.0, "answered %.2fs after the write" % (answered - made["at"]))
+        check(answered - made["at"] < 0.6, "answered %.2fs after the write" % (answered - made["at"]))
         check(answered - started < 3.0, "the wait took %.2fs" % (answered - started))
         eq(_after(r.json["links"]["next"]), r.json["data"][0]["position"], "next after the wait")
         check("wait=5" in r.json["links"]["next"], "next keeps wait: %s" % r.json["links"]["next"])
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
 
 
 @test
@@ -315,8 +326,9 @@ def feed_wait_ends_empty_at_its_deadline(t):
         eq(len(j["data"]), 1, "wait=5 from the start")
         check(time.monotonic() - started < 0.5, "a full page waited %.2fs"
               % (time.monotonic() - started))
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
 
 
 @test
@@ -383,8 +395,9 @@ def feed_follower_sees_every_concurrent_write_once(t):
            "each payment's versions, in the order seen")
         pos = [e["position"] for e in seen]
         check(pos == sorted(pos), "positions seen out of order")
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
 
 
 ORG_A = "9b6f1e0c-3d2a-4f7b-8c1e-2a5d6f7e8a91"
@@ -426,8 +439,9 @@ def feed_shows_only_the_callers_organisations(t):
         expect_status(r, 200, "the payments list filtered for another organisation")
         eq(r.json["data"], [], "the payments list filtered for another organisation")
         expect_error(c.get("/v1/events"), 401, "unauthorized", "the feed without a key")
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
 
 
 @test
@@ -455,8 +469,9 @@ def feed_cursor_expires_with_the_retention(t):
         d = create(c, payment())
         j = _feed(c, {"page[after]": 0})
         eq([e["payment_id"] for e in j["data"]], [d["id"]], "page[after]=0 after the purge")
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
 
 
 def _park(port, path, out, i):
@@ -546,5 +561,6 @@ def feed_waiting_requests_are_bounded(t):
             check(isinstance(o, tuple) and o[0] == 200, "waiting request %d: %r" % (i, o))
             eq([e["payment_id"] for e in o[1]["data"]], [d["id"]], "waiting request %d's page" % i)
         eq(_waiting(srv.port), 0, "requests waiting once answered")
+        _stop(srv)
     finally:
-        srv.stop()
+        srv.ensure_dead()
