@@ -27,6 +27,7 @@
 
 #define WORKER_START_ATTEMPTS 30 /* one a second */
 #define OPS_BUCKET "PAYMENTS_OPS"
+#define FEED_WAITERS_POOLED_MAX 512 /* see feed_waiters_max */
 
 /* Everything main owns; each field NULL until made. */
 struct app {
@@ -142,6 +143,18 @@ static int app_broker_open(struct app *a, const struct config *cfg, char *err, s
                : -1;
 }
 
+/* How many requests may wait on the feed at once: half the connections, so
+ * that the others still get through; with a store whose reads run on the
+ * blocking pool, also no more than half its queue (1024 by default), so
+ * that a commit waking them all cannot fill it. */
+static size_t feed_waiters_max(const struct config *cfg, payment_store *s)
+{
+    size_t n = cfg->max_connections / 2;
+    if (payment_store_may_block(s) && n > FEED_WAITERS_POOLED_MAX)
+        n = FEED_WAITERS_POOLED_MAX;
+    return n > 0 ? n : 1;
+}
+
 /* `paymentd backup FILE`: copies the store into FILE and exits, 0 when the
  * copy is complete and durable, else 1 with one line on stderr. */
 static int backup_main(const char *store_uri, const char *store_shown, const char *file)
@@ -229,10 +242,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd: cannot start the janitor\n");
         goto out;
     }
-    /* Half the connections at most wait on the feed: the others still get
-     * through. */
-    if (feed_wait_start(a.store, cfg.max_connections / 2 ? cfg.max_connections / 2 : 1,
-                        &a.feed) != 0) {
+    if (feed_wait_start(a.store, feed_waiters_max(&cfg, a.store), &a.feed) != 0) {
         fprintf(stderr, "paymentd: cannot start the event feed's waiting room\n");
         goto out;
     }

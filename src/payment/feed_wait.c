@@ -102,22 +102,34 @@ static void wait_until(feed_wait *fw, int64_t due_us)
     (void)rc;
 }
 
+/* The thread: wakes every parked request after a report (at most one
+ * such round per FEED_WAIT_COALESCE_MS, so that a stream of commits makes
+ * each waiter read again at a bounded rate), and each one when it is due. */
 static void *feed_wait_main(void *arg)
 {
     feed_wait *fw = arg;
+    const int64_t coalesce_us = FEED_WAIT_COALESCE_MS * INT64_C(1000);
     sync_lock(&fw->mu);
     uint64_t seen = fw->epoch;
+    int64_t last_round_us = INT64_MIN / 2;
     while (!fw->closed) {
-        int all = fw->epoch != seen;
-        seen = fw->epoch;
-        struct feed_waiter *due = take_due(fw, all, clock_mono_us());
+        int64_t now = clock_mono_us();
+        int all = fw->epoch != seen && now >= last_round_us + coalesce_us;
+        if (all) {
+            seen = fw->epoch;
+            last_round_us = now;
+        }
+        struct feed_waiter *due = take_due(fw, all, now);
         if (due) {
             sync_unlock(&fw->mu);
             resume_all(due);
             sync_lock(&fw->mu);
             continue;
         }
-        wait_until(fw, earliest_due(fw));
+        int64_t until = earliest_due(fw);
+        if (fw->epoch != seen && last_round_us + coalesce_us < until)
+            until = last_round_us + coalesce_us; /* a report waits for its round */
+        wait_until(fw, until);
     }
     sync_unlock(&fw->mu);
     return NULL;
@@ -208,8 +220,11 @@ int feed_wait_park(feed_wait *fw, http_request *req, struct feed_waiter *w, uint
     http_request_suspend(req, then);
     w->req = req;
     w->due_us = deadline_us < recheck_us ? deadline_us : recheck_us;
-    if (fw->epoch != epoch)
-        w->due_us = 0; /* a report came since the caller read: read again now */
+    /* A report came since the caller read: read again soon, as the round
+     * that report made (which this request missed) would have had it. */
+    int64_t soon_us = clock_mono_us() + FEED_WAIT_COALESCE_MS * INT64_C(1000);
+    if (fw->epoch != epoch && soon_us < w->due_us)
+        w->due_us = soon_us;
     w->prev = NULL;
     w->next = fw->parked;
     if (fw->parked)

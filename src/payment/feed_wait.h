@@ -5,7 +5,10 @@
  * http_request_suspend) and listed, until one of these wakes it, when the
  * server runs its continuation, which reads the feed again:
  *   - the store reports that events may have been committed (the module is
- *     the store's one events subscriber, and wakes every parked request);
+ *     the store's one events subscriber, and wakes every parked request;
+ *     reports that come faster than FEED_WAIT_COALESCE_MS apart wake them
+ *     once, so that a stream of commits does not make each waiter read
+ *     again at the commit rate);
  *   - its recheck is due (FEED_WAIT_RECHECK_MS after it was parked), in
  *     case a report was missed;
  *   - its deadline passes;
@@ -33,6 +36,7 @@
 #include "payment/store.h"
 
 #define FEED_WAIT_RECHECK_MS 1000 /* a parked request reads again at least this often */
+#define FEED_WAIT_COALESCE_MS 10   /* reports closer than this wake the parked once */
 
 typedef struct feed_wait feed_wait;
 
@@ -68,8 +72,8 @@ uint64_t feed_wait_epoch(feed_wait *fw);
 /* Suspends req (entered) with continuation then and parks it in w until
  * it is woken, at deadline_us (monotonic) at the latest.  A report that
  * came after epoch (feed_wait_epoch before the read that found nothing)
- * wakes it at once: the events it announces may be committed after that
- * read.  Call as the
+ * wakes it within FEED_WAIT_COALESCE_MS: the events it announces may be
+ * committed after that read.  Call as the
  * handler's last step: req may be resumed, answered and freed before this
  * returns FEED_WAIT_OK.  FEED_WAIT_ECLOSED: not parked (nor suspended),
  * the handler answers now. */

@@ -529,31 +529,31 @@ def feed_shutdown_answers_parked_requests_at_once(t):
 
 @test
 def feed_waiting_requests_are_bounded(t):
-    """--max-connections 6: three requests at most wait on the feed; the
+    """--max-connections 10: five requests at most wait on the feed; the
     next is answered 503 server_busy at once.  A waiting client that hangs
     up frees its place by its deadline (the server learns of the hang-up
     only when it answers)."""
-    srv = _server(t, "feedbound", ["--max-connections", "6"])
+    srv = _server(t, "feedbound", ["--max-connections", "10"])
     try:
         c = srv.client()
         tail = link_path(_feed(c)["links"]["next"]) + "&wait=20"
-        out = [None] * 2
-        threads = [threading.Thread(target=_park, args=(srv.port, tail, out, i)) for i in range(2)]
+        out = [None] * 4
+        threads = [threading.Thread(target=_park, args=(srv.port, tail, out, i)) for i in range(4)]
         for th in threads:
             th.start()
         gone = socket.create_connection((HOST, srv.port), timeout=5)
         gone.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
                       % tail.replace("wait=20", "wait=2")).encode())
-        _until(lambda: _waiting(srv.port) == 3, "three requests waiting")
+        _until(lambda: _waiting(srv.port) == 5, "five requests waiting")
         started = time.monotonic()
         r = c.get(tail)
-        expect_error(r, 503, "server_busy", "a fourth request waiting")
+        expect_error(r, 503, "server_busy", "a sixth request waiting")
         check(time.monotonic() - started < 1.0, "the refusal took %.2fs"
               % (time.monotonic() - started))
         check(r.header("Retry-After"), "503 without Retry-After")
         gone.close()
-        _until(lambda: _waiting(srv.port) == 2, "the hung-up request's place freed", timeout=5)
-        # A write wakes both that wait.
+        _until(lambda: _waiting(srv.port) == 4, "the hung-up request's place freed", timeout=5)
+        # A write wakes all that wait.
         d = create(c, payment())
         for th in threads:
             th.join(timeout=5)
