@@ -564,3 +564,39 @@ def feed_waiting_requests_are_bounded(t):
         _stop(srv)
     finally:
         srv.ensure_dead()
+
+
+@test
+def feed_waiters_hold_no_thread(t):
+    """Forty requests waiting on the feed (more than the server's event-loop
+    threads, and than its 32 pool threads for a store read on the pool)
+    leave every other request answered at once: a waiting request holds no
+    thread."""
+    srv = _server(t, "feedthreads", ["--threads", "2"])
+    try:
+        c = srv.client()
+        d = create(c, payment())
+        tail = link_path(_feed(c)["links"]["next"]) + "&wait=10"
+        out = [None] * 40
+        threads = [threading.Thread(target=_park, args=(srv.port, tail, out, i))
+                   for i in range(len(out))]
+        for th in threads:
+            th.start()
+        _until(lambda: _waiting(srv.port) == len(out), "forty requests waiting")
+        started = time.monotonic()
+        expect_status(c.get("/v1/payments/" + d["id"]), 200, "GET a payment meanwhile")
+        expect_status(c.get("/v1/payments?page[size]=1"), 200, "list meanwhile")
+        took = time.monotonic() - started
+        check(took < 1.0, "reads took %.2fs while requests waited on the feed" % took)
+        eq(metric_series(metrics_text(srv.port), "paymentd_http_blocking_queued") or 0, 0,
+           "requests queued for the blocking pool")
+        d2 = create(c, payment())
+        for th in threads:
+            th.join(timeout=10)
+        for i, o in enumerate(out):
+            check(isinstance(o, tuple) and o[0] == 200 and len(o[1]["data"]) == 1
+                  and o[1]["data"][0]["payment_id"] == d2["id"],
+                  "waiting request %d: %r" % (i, o if not isinstance(o, tuple) else o[:2]))
+        _stop(srv)
+    finally:
+        srv.ensure_dead()
