@@ -48,9 +48,14 @@ enum events_param {
 };
 
 static const char *const events_param_names[EP_COUNT] = {
-    "filter[organisation_id]", "filter[event_type]",         "filter[payment_id]",
-    "filter[occurred_at][from]", "filter[occurred_at][to]", "page[size]",
-    "page[after]",               "wait",
+    [EP_ORG] = "filter[organisation_id]",
+    [EP_TYPE] = "filter[event_type]",
+    [EP_PAYMENT] = "filter[payment_id]",
+    [EP_FROM] = "filter[occurred_at][from]",
+    [EP_TO] = "filter[occurred_at][to]",
+    [EP_SIZE] = "page[size]",
+    [EP_AFTER] = "page[after]",
+    [EP_WAIT] = "wait",
 };
 
 /* A feed request's query, parsed. */
@@ -65,8 +70,8 @@ struct events_query {
     int64_t after;                                  /* page[after] */
     int wait_s;                                     /* wait; 0 when not given */
     unsigned seen;                                  /* bit per events_param given */
-    struct buf errors;                              /* JSON items {"field","message"}, comma-joined */
-    size_t n_errors;
+    struct buf errors;                              /* {"field","message"} items, comma-joined */
+    size_t n_errors;                                /* items in errors */
     char unknown[128];                              /* the first unknown parameter, "" if none */
 };
 
@@ -291,12 +296,16 @@ static int events_query_parse(http_request *req, struct events_query *q)
     }
     if (q->n_errors == 0)
         return 0;
+    if (buf_failed(&q->errors)) {
+        api_respond_internal(req);
+        return -1;
+    }
     struct buf extra = BUF_INIT;
     char msg[96];
     buf_printf(&extra, "\"errors\":[%s]", q->errors.data);
     snprintf(msg, sizeof msg, "the query is not valid: %zu problem%s", q->n_errors,
              q->n_errors == 1 ? "" : "s");
-    if (buf_failed(&extra) || buf_failed(&q->errors))
+    if (buf_failed(&extra))
         api_respond_internal(req);
     else
         http_respond_error(req, 400, "validation_failed", msg, extra.data);
