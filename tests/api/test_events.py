@@ -7,6 +7,7 @@ retention purged what a cursor points at.
 Each test starts a server of its own (the shared one holds every other
 test's events), on the suite's store: SQLite, or MongoDB with --mongo."""
 
+import datetime
 import hashlib
 import os
 import signal
@@ -156,7 +157,7 @@ def feed_filters(t):
         every = _feed(c)["data"]
         end = every[-1]["position"]
 
-        def expect(params, pred, what):
+        def expect(params, pred, what, shown=None):
             j = _feed(c, params, what=what)
             got = [e["position"] for e in j["data"]]
             want = [e["position"] for e in every if pred(e)]
@@ -164,7 +165,7 @@ def feed_filters(t):
             # A filtered page moves the cursor to the feed's end all the same.
             eq(_after(j["links"]["next"]), end, what + ": links.next")
             nxt = link_path(j["links"]["next"])
-            for k, v in params.items():  # UUIDs in lower case
+            for k, v in (shown or params).items():  # UUIDs in lower case
                 check(("%s=%s" % (k, v)).lower() in nxt.lower(),
                       "%s: next link %s lacks %s=%s" % (what, nxt, k, v))
 
@@ -193,6 +194,11 @@ def feed_filters(t):
         # An upper-case UUID is the same organisation; an offset is the same instant.
         expect({"filter[organisation_id]": org_b.upper()},
                lambda e: e["organisation_id"] == org_b, "organisation b in upper case")
+        local = (datetime.datetime.strptime(lo, "%Y-%m-%dT%H:%M:%S.%fZ")
+                 - datetime.timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S.%f-05:00")
+        expect({"filter[occurred_at][from]": local}, lambda e: e["occurred_at"] >= lo,
+               "occurred from a date-time five hours behind UTC",
+               shown={"filter[occurred_at][from]": lo})
         j = _feed(c, {"filter[occurred_at][from]": "2000-01-01T01:30:00+01:30"})
         eq(len(j["data"]), len(every), "from a date-time with an offset")
         check("filter[occurred_at][from]=2000-01-01T00:00:00.000Z" in j["links"]["next"],
