@@ -450,13 +450,11 @@ def feed_shows_only_the_callers_organisations(t):
         srv.ensure_dead()
 
 
-@test
-def feed_cursor_expires_with_the_retention(t):
-    """--event-retention 2s: the janitor (every second with so short a
-    retention) takes the events out of the feed; a cursor pointing before
-    the kept feed is answered 410 cursor_expired, and page[after]=0 starts
+def _expires(t, name, args):
+    """Writes two events on a server started with args, waits until a cursor
+    at the first is answered 410 cursor_expired, then page[after]=0 starts
     again from the oldest event kept."""
-    srv = _server(t, "feedretention", ["--event-retention", "2s"])
+    srv = _server(t, name, args)
     try:
         c = srv.client()
         create(c, payment())
@@ -469,15 +467,31 @@ def feed_cursor_expires_with_the_retention(t):
             if r.status != 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
-        j = expect_error(r, 410, "cursor_expired", "a cursor before the retained feed")
+        j = expect_error(r, 410, "cursor_expired", "%s: a cursor before the retained feed" % name)
         check("page[after]=0" in j["error_message"], "the message says where to restart: %s"
               % j["error_message"])
         d = create(c, payment())
         j = _feed(c, {"page[after]": 0})
-        eq([e["payment_id"] for e in j["data"]], [d["id"]], "page[after]=0 after the purge")
+        eq([e["payment_id"] for e in j["data"]], [d["id"]], "%s: page[after]=0 after the purge"
+           % name)
         _stop(srv)
     finally:
         srv.ensure_dead()
+
+
+@test
+def feed_cursor_expires_with_the_retention(t):
+    """--event-retention 2s: the janitor (every second with so short a
+    retention) takes the events out of the feed; a cursor pointing before
+    the kept feed is answered 410 cursor_expired."""
+    _expires(t, "feedretention", ["--event-retention", "2s"])
+
+
+@test
+def feed_cursor_expires_with_the_history(t):
+    """--history-retention 2s under a long --event-retention: events deleted
+    from the histories leave the feed too."""
+    _expires(t, "historyretention", ["--event-retention", "1h", "--history-retention", "2s"])
 
 
 def _park(port, path, out, i):
