@@ -141,6 +141,12 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->wdb, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
+    /* Each write's savepoint keeps a copy of every page it changes (its
+     * statement journal), in memory only up to 64 KB by default, then in a
+     * temporary file: a write with its event changes more than eight pages
+     * of 8 KB, and each would be written to that file.  In memory it stays. */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(st->wdb, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL);
     if ((rc & 0xff) == SQLITE_BUSY) { /* the WAL pragma's read waited out the busy timeout */
         store_errf(errbuf, errlen, "%s is %s", path,
                    st->exclusive ? "open in another process, and this one needs it to itself"

@@ -26,10 +26,11 @@
  * snapshot, so a consumer that moves its cursor to that end (or to its
  * last event) skips nothing committed later.  A rolled-back transaction's
  * positions are given again (sqlite_sequence rolls back with it); no
- * reader ever saw them.  A number taken before the commit (a counter in
- * memory, or in a table committed apart) would not do: a write could take
- * 5, another 6 and commit first, and a reader seeing 6 would pass 5 before
- * it commits.
+ * reader ever saw them.  A number taken outside the write lock (a counter
+ * in memory, taken when the write is submitted, or one in a table committed
+ * before the write's own transaction) would not do: a write could take 5,
+ * another 6 and commit first, and a reader seeing 6 would pass 5 before it
+ * commits.
  *
  * Retention: the feed's floor, in feed_meta, is the last position that
  * left the feed; a cursor below it has missed events (EEXPIRED), a cursor
@@ -269,8 +270,9 @@ enum sqlite_feed_shape {
     FEED_MANY_ORGS = 32, /* organisation_id among the JSON array ?3 */
 };
 
-#define SQLITE_FEED_SQL_MAX 640
-#define SQLITE_FEED_ALL_TYPES (PAYMENT_EVENT_CREATED | PAYMENT_EVENT_UPDATED | PAYMENT_EVENT_DELETED)
+#define SQLITE_FEED_SQL_MAX 640 /* the longest shape's SQL */
+#define SQLITE_FEED_ALL_TYPES                                                             \
+    (PAYMENT_EVENT_CREATED | PAYMENT_EVENT_UPDATED | PAYMENT_EVENT_DELETED)
 
 static unsigned sqlite_feed_shape(const struct payment_event_query *q)
 {

@@ -5,9 +5,9 @@
  * undoes only itself), commits (in WAL mode with synchronous=FULL the commit
  * is the fsync), and only then reports each result: group commit, with no
  * timer.  Between batches it runs the idempotency and events purges, one
- * small transaction each per turn.  Owns the queue, the writer's statements and the
- * payment writes (create, update, delete, their events and idempotency
- * records; store_sqlite_events.c describes the events). */
+ * small transaction each per turn.  Owns the queue, the writer's statements
+ * and the payment writes (create, update, delete, their events and
+ * idempotency records; store_sqlite_events.c describes the events). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>

