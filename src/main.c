@@ -22,11 +22,13 @@
 #include "core/log.h"
 #include "http/server.h"
 #include "payment/api.h"
+#include "payment/feed_wait.h"
 #include "payment/store.h"
 #include "payment/validate.h"
 
 #define WORKER_START_ATTEMPTS 30 /* one a second */
 #define OPS_BUCKET "PAYMENTS_OPS"
+#define FEED_WAITERS_POOLED_MAX 512 /* see feed_waiters_max */
 
 /* Everything main owns; each field NULL until made. */
 struct app {
@@ -39,6 +41,7 @@ struct app {
     broker_kv *ops;
     deadletters *dead;
     relay *relay;
+    feed_wait *feed;
     http_server *server;
 };
 
@@ -66,6 +69,9 @@ static int signals_setup(sigset_t *set)
  * request is in flight when what it uses goes. */
 static void app_close(struct app *a, unsigned grace_ms)
 {
+    /* Requests waiting on the feed are answered now: the server's stop
+     * waits for every parked request. */
+    feed_wait_close(a->feed);
     http_server_stop(a->server, grace_ms);
     janitor_stop(a->janitor);
     relay_stop(a->relay);
@@ -77,6 +83,7 @@ static void app_close(struct app *a, unsigned grace_ms)
     }
     idem_inflight_free(a->inflight);
     payment_store_close(a->store);
+    feed_wait_free(a->feed); /* the store reports to it until closed */
     auth_keys_free(a->keys);
     payment_validator_free(a->validator);
 }
@@ -152,6 +159,18 @@ static relay *app_relay_start(payment_store *store, broker *b, const struct conf
     rc.replicas = cfg->broker_replicas;
     rc.max_age_ms = cfg->event_retention_ms;
     return relay_start(&rc);
+}
+
+/* How many requests may wait on the feed at once: half the connections, so
+ * that the others still get through; with a store whose reads run on the
+ * blocking pool, also no more than half its queue (1024 by default), so
+ * that a commit waking them all cannot fill it. */
+static size_t feed_waiters_max(const struct config *cfg, payment_store *s)
+{
+    size_t n = cfg->max_connections / 2;
+    if (payment_store_may_block(s) && n > FEED_WAITERS_POOLED_MAX)
+        n = FEED_WAITERS_POOLED_MAX;
+    return n > 0 ? n : 1;
 }
 
 /* `paymentd backup FILE`: copies the store into FILE and exits, 0 when the
@@ -231,11 +250,18 @@ int main(int argc, char **argv)
         goto out;
     }
     a.inflight = idem_inflight_new();
-    /* Purged a tenth of the TTL after expiry at most: kept at least the TTL. */
+    /* Purged a tenth of the retention after expiry at most: kept at least
+     * the retention. */
+    const struct janitor_retention keep = {cfg.idempotency_ttl_ms, cfg.event_retention_ms,
+                                           cfg.history_retention_ms};
     if (a.inflight)
-        a.janitor = janitor_start(a.store, cfg.idempotency_ttl_ms, cfg.idempotency_ttl_ms / 10);
+        a.janitor = janitor_start(a.store, &keep);
     if (!a.janitor) {
-        fprintf(stderr, "paymentd: cannot start the idempotency janitor\n");
+        fprintf(stderr, "paymentd: cannot start the janitor\n");
+        goto out;
+    }
+    if (feed_wait_start(a.store, feed_waiters_max(&cfg, a.store), &a.feed) != 0) {
+        fprintf(stderr, "paymentd: cannot start the event feed's waiting room\n");
         goto out;
     }
 
@@ -251,6 +277,7 @@ int main(int argc, char **argv)
         api.queue = &queue;
     }
     api.async_always = cfg.async_always;
+    api.feed = a.feed;
     if (a.broker && !(a.dead = deadletters_start(a.broker, 5000))) {
         fprintf(stderr, "paymentd: cannot start the dead-letter counter\n");
         goto out;

@@ -27,6 +27,7 @@ size_t payment_api_routes(struct payment_api *api, struct http_route *out)
         {HTTP_PUT, "/v1/payment/{id}", api_payments_replace, id | body, api},
         {HTTP_DELETE, "/v1/payment/{id}", api_payments_delete, id, api},
         {HTTP_GET, "/v1/operations/{id}", api_operations_fetch, id, api},
+        {HTTP_GET, "/v1/events", api_events_list, HTTP_ROUTE_AUTH, api},
     };
     memcpy(out, routes, sizeof routes);
     return PAYMENT_API_ROUTES;
@@ -43,6 +44,11 @@ void payment_api_metrics(struct payment_api *api, struct buf *b)
         char labels[32];
         snprintf(labels, sizeof labels, "op=\"%s\"", ops[i]);
         metrics_render_histogram(b, name, labels, &api->store_latency[i]);
+    }
+    if (api->feed) {
+        metrics_render_header(b, "paymentd_feed_waiting_requests", "gauge",
+                              "Requests to GET /v1/events in a long poll (wait=N) now.");
+        buf_printf(b, "paymentd_feed_waiting_requests %zu\n", feed_wait_count(api->feed));
     }
     struct payment_store_stats st;
     if (payment_store_stats(api->store, &st) != 0)

@@ -1,6 +1,6 @@
 /* api: the payment resource over HTTP: create, fetch, list, replace, patch
  * and delete, in the {"data": ..., "links": ...} envelope, with version
- * numbers for optimistic concurrency.  The module owns nothing global: its
+ * numbers for optimistic concurrency; and the change feed of their events.  The module owns nothing global: its
  * context is built by main.c and handed to its routes. */
 #ifndef PAYMENT_API_H
 #define PAYMENT_API_H
@@ -10,12 +10,13 @@
 #include "core/buf.h"
 #include "core/metrics.h"
 #include "http/router.h"
+#include "payment/feed_wait.h"
 #include "payment/idem.h"
 #include "payment/opqueue.h"
 #include "payment/store.h"
 #include "payment/validate.h"
 
-#define PAYMENT_API_ROUTES 13 /* entries payment_api_routes() fills */
+#define PAYMENT_API_ROUTES 14 /* entries payment_api_routes() fills */
 
 /* The store operations whose latency is measured. */
 enum payment_store_op { PAYMENT_OP_GET, PAYMENT_OP_LIST, PAYMENT_OP_CREATE, PAYMENT_OP_UPDATE,
@@ -28,6 +29,8 @@ struct payment_api {
     idem_inflight *inflight;             /* borrowed: Idempotency-Keys of requests in flight */
     const struct payment_opqueue *queue; /* borrowed: asynchronous writes, or NULL (off) */
     int async_always;                    /* every write asynchronous, not only Prefer ones */
+    feed_wait *feed;                     /* borrowed: where GET /v1/events?wait=N waits; NULL:
+                                          * such requests are answered at once */
     struct metrics_histogram store_latency[PAYMENT_OP_COUNT]; /* zeroed by the owner */
 };
 

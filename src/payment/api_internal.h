@@ -182,4 +182,9 @@ void api_payments_history(http_request *req, void *ctx);
 /* GET /v1/payments/{id}/history/{version}. */
 void api_payments_history_version(http_request *req, void *ctx);
 
+/* --- events feed (api_events.c) ------------------------------------------ */
+
+/* GET /v1/events: the change feed, paged by position, with wait=N. */
+void api_events_list(http_request *req, void *ctx);
+
 #endif
