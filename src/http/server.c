@@ -50,8 +50,8 @@
 #define POOL_WAIT_MS_DEFAULT 5000
 
 /* Statuses metrics are kept for; any other is counted as the last. */
-static const int metric_statuses[] = {200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413,
-                                      414, 415, 422, 428, 429, 431, 500, 503, 0};
+static const int metric_statuses[] = {200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 410,
+                                      413, 414, 415, 422, 428, 429, 431, 500, 503, 0};
 #define N_METRIC_STATUSES (sizeof metric_statuses / sizeof metric_statuses[0])
 
 struct http_server {

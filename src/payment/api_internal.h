@@ -3,7 +3,9 @@
  * (api_answer.c), request pieces (api_request.c), a write in flight
  * (api_write_op.c), Idempotency-Keys (api_idem.c), asynchronous writes and
  * operations (api_async.c), the read handlers (api_read.c), the write
- * handlers (api_writes.c) and the route table (api.c).
+ * handlers (api_writes.c), a payment's history (api_history.c), the change
+ * feed (api_events.c, its long poll in feed_wait.c) and the route table
+ * (api.c).
  *
  * Threads: every function runs on the thread of the request it is given,
  * an HTTP loop thread or, when api_offload handed the request over, a

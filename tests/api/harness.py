@@ -41,6 +41,8 @@ ERROR_CODES = {
     # --api-keys, limits and idempotency (safe retries and isolation)
     "unauthorized", "forbidden", "rate_limited", "idempotency_key_reused", "idempotency_key_in_use",
     "broker_unavailable", "shutting_down", "server_busy",
+    # the change feed
+    "cursor_expired",
 }
 
 # --------------------------------------------------------------------------
