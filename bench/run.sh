@@ -25,9 +25,10 @@
 #   --baseline REF        also measure a previous build beside this one: REF is a
 #                         git revision (built in a temporary worktree) or a
 #                         paymentd binary; GET, list, PUT and POST run against
-#                         it right after the same run against this build, each
-#                         on its own preloaded store, with the bytes each write
-#                         makes the server write
+#                         it next to the same run against this build, each on
+#                         its own preloaded store (reads twice each, in the
+#                         order this, baseline, baseline, this, and averaged),
+#                         with the bytes each write makes the server write
 #
 # What it does:
 #   1. Installs what is missing (scripts/setup.sh for the server's packages,
@@ -324,10 +325,30 @@ run_pair() {
   if [ "$script" = put.lua ] || [ "$script" = post.lua ]; then
     run_wrk_io "$name" "$script" "$URL" "$CONNECTIONS" "$SERVER_PID"
     [ -z "$BASE_PID" ] || run_wrk_io "${name}_base" "$script" "$BASE_URL" "$CONNECTIONS" "$BASE_PID"
-  else
+  elif [ -z "$BASE_PID" ]; then
     run_wrk "$name" "$script" "$URL" "$CONNECTIONS"
-    [ -z "$BASE_PID" ] || run_wrk "${name}_base" "$script" "$BASE_URL" "$CONNECTIONS"
+  else
+    # Reads change nothing, so they run this, baseline, baseline, this, and
+    # each side's figures are the mean of its two runs: a machine whose load
+    # drifts during the four favours neither.
+    run_wrk "${name}_1" "$script" "$URL" "$CONNECTIONS"
+    run_wrk "${name}_base_1" "$script" "$BASE_URL" "$CONNECTIONS"
+    run_wrk "${name}_base_2" "$script" "$BASE_URL" "$CONNECTIONS"
+    run_wrk "${name}_2" "$script" "$URL" "$CONNECTIONS"
+    mean_runs "$name"
+    mean_runs "${name}_base"
   fi
+}
+
+# mean_runs NAME: NAME's figures, the mean of NAME_1's and NAME_2's (errors
+# summed).
+mean_runs() {
+  local n="$1"
+  RPS[$n]=$(calc "(${RPS[${n}_1]} + ${RPS[${n}_2]}) / 2")
+  P50[$n]=$(calc "(${P50[${n}_1]} + ${P50[${n}_2]}) / 2")
+  P99[$n]=$(calc "(${P99[${n}_1]} + ${P99[${n}_2]}) / 2")
+  ERRS[$n]=$((ERRS[${n}_1] + ERRS[${n}_2]))
+  log "  $n: mean $(printf '%.0f' "${RPS[$n]}") req/s of two runs"
 }
 
 # feed_read NAME ARGS...: bench/feed_consumer.py against this build; its
@@ -777,7 +798,7 @@ row "... its lag after the run: time to catch up" "$(printf '%.2f s' "${FEED_LAG
 row "POST with the follower / POST" "$(printf '%.2fx' "$(ratio "${RPS[post_follow]}" "${RPS[post]}")")" "" "" "" "" ""
 if [ -n "$BASELINE" ]; then
   for w in get list put post; do
-    wrow "${w}_base" "baseline $BASELINE: the same $w run, right after"
+    wrow "${w}_base" "baseline $BASELINE: the same $w run$( [ "$w" = get ] || [ "$w" = list ] && echo ', mean of two' || echo ', right after')"
   done
   row "baseline bytes to storage per PUT / per POST" \
     "$(bytes "${WBYTES[put_base]}") / $(bytes "${WBYTES[post_base]}")" "" "" "" "" ""
