@@ -1,12 +1,10 @@
 /* deadletters: see deadletters.h. */
 #include "app/deadletters.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "broker/opstream.h"
 #include "core/metrics.h"
@@ -24,26 +22,6 @@ struct deadletters {
     _Atomic uint64_t count;  /* the last count read, plus one; 0 before any */
 };
 
-/* Waits interval_ms, or less when stopped: 1 when stopping. */
-static int deadletters_wait(deadletters *d)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock */
-    until.tv_sec += d->interval_ms / 1000;
-    until.tv_nsec += (long)(d->interval_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    sync_lock(&d->mu);
-    int rc = 0;
-    while (!d->stopping && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&d->wake, &d->mu, &until);
-    int stop = d->stopping;
-    sync_unlock(&d->mu);
-    return stop;
-}
-
 static void *deadletters_main(void *arg)
 {
     deadletters *d = arg;
@@ -52,7 +30,7 @@ static void *deadletters_main(void *arg)
         /* A failed read keeps the last count: the broker may be away. */
         if (broker_stream_messages(d->b, OPSTREAM_DEAD_NAME, DEADLETTERS_READ_MS, &n) == 0)
             atomic_store(&d->count, n + 1);
-    } while (!deadletters_wait(d));
+    } while (!sync_pause_ms(&d->wake, &d->mu, &d->stopping, d->interval_ms));
     return NULL;
 }
 
@@ -63,18 +41,12 @@ deadletters *deadletters_start(broker *b, int interval_ms)
         return NULL;
     d->b = b;
     d->interval_ms = interval_ms > 0 ? interval_ms : 5000;
-    pthread_condattr_t attr;
-    int ok = pthread_mutex_init(&d->mu, NULL) == 0;
-    if (ok && pthread_condattr_init(&attr) == 0) {
-        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-             pthread_cond_init(&d->wake, &attr) == 0;
-        pthread_condattr_destroy(&attr);
-        if (ok && pthread_create(&d->thread, NULL, deadletters_main, d) == 0)
-            return d;
-        if (ok)
+    if (pthread_mutex_init(&d->mu, NULL) == 0) {
+        if (sync_cond_init_monotonic(&d->wake) == 0) {
+            if (pthread_create(&d->thread, NULL, deadletters_main, d) == 0)
+                return d;
             pthread_cond_destroy(&d->wake);
-        pthread_mutex_destroy(&d->mu);
-    } else if (ok) {
+        }
         pthread_mutex_destroy(&d->mu);
     }
     free(d);

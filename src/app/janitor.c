@@ -3,7 +3,6 @@
 #include "app/janitor.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -55,18 +54,8 @@ static void *janitor_main(void *arg)
     if (pthread_mutex_lock(&j->mu) != 0)
         return NULL;
     while (!j->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock */
-        until.tv_sec += j->interval_ms / 1000;
-        until.tv_nsec += (j->interval_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-        int rc = 0;
-        while (!j->stopping && rc != ETIMEDOUT)
-            rc = pthread_cond_timedwait(&j->wake, &j->mu, &until);
-        if (j->stopping)
+        struct timespec until = sync_deadline_in_ms(j->interval_ms);
+        if (sync_timedwait_flag(&j->wake, &j->mu, &j->stopping, &until))
             break;
         sync_unlock(&j->mu);
         janitor_pass(j);
@@ -91,14 +80,7 @@ janitor *janitor_start(payment_store *s, const struct janitor_retention *r)
         free(j);
         return NULL;
     }
-    pthread_condattr_t attr;
-    int ok = pthread_condattr_init(&attr) == 0;
-    if (ok) {
-        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-             pthread_cond_init(&j->wake, &attr) == 0;
-        pthread_condattr_destroy(&attr);
-    }
-    if (!ok) {
+    if (sync_cond_init_monotonic(&j->wake) != 0) {
         pthread_mutex_destroy(&j->mu);
         free(j);
         return NULL;

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "broker/opstream.h"
@@ -445,26 +444,6 @@ static enum relay_next relay_step(struct relay *r)
     return full ? RELAY_AGAIN : RELAY_IDLE;
 }
 
-/* Waits ms on the relay's condition, or less when it stops: 1 when stopping. */
-static int relay_pause(struct relay *r, int ms)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock */
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    sync_lock(&r->mu);
-    int rc = 0;
-    while (!r->stopping && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&r->cv, &r->mu, &until);
-    int stop = r->stopping;
-    sync_unlock(&r->mu);
-    return stop;
-}
-
 static void *relay_main(void *arg)
 {
     struct relay *r = arg;
@@ -489,7 +468,7 @@ static void *relay_main(void *arg)
         backoff = next == RELAY_RETRY ? (backoff * 2 > RELAY_RETRY_MAX_MS ? RELAY_RETRY_MAX_MS
                                                                           : backoff * 2)
                                       : RELAY_RETRY_MIN_MS;
-        if (wait > 0 ? relay_pause(r, wait) : relay_stopping(r))
+        if (wait > 0 ? sync_pause_ms(&r->cv, &r->mu, &r->stopping, wait) : relay_stopping(r))
             break;
     }
     return NULL;
@@ -525,18 +504,6 @@ static void relay_fill_defaults(struct relay *r, const struct relay_config *cfg)
     r->page.partitions = r->c.partitions;
 }
 
-static int relay_cond_init(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    if (pthread_condattr_init(&a) != 0)
-        return -1;
-    int rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    if (rc == 0)
-        rc = pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-    return rc == 0 ? 0 : -1;
-}
-
 relay *relay_start(const struct relay_config *cfg)
 {
     assert(cfg && cfg->store && cfg->broker && cfg->log);
@@ -550,7 +517,7 @@ relay *relay_start(const struct relay_config *cfg)
         free(r);
         return NULL;
     }
-    if (relay_cond_init(&r->cv) != 0) {
+    if (sync_cond_init_monotonic(&r->cv) != 0) {
         pthread_mutex_destroy(&r->mu);
         free(r->page.ev);
         free(r);

@@ -93,41 +93,11 @@ struct worker {
     uint32_t started;              /* partition threads started */
 };
 
-/* The monotonic time ms from now. */
-static struct timespec deadline_in(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
-static int cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    if (pthread_condattr_init(&a) != 0)
-        return -1;
-    int rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    if (rc == 0)
-        rc = pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-    return rc == 0 ? 0 : -1;
-}
-
 /* Sleeps ms, or less when the worker stops.  The condition variable is
  * signalled for other reasons too: only the deadline or the stop end it. */
 static void worker_pause(struct worker *w, int ms)
 {
-    struct timespec until = deadline_in(ms);
-    sync_lock(&w->mu);
-    while (!w->stopping && pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
-        ;
-    sync_unlock(&w->mu);
+    (void)sync_pause_ms(&w->cv, &w->mu, &w->stopping, ms); /* callers read stopping again */
 }
 
 /* ---- applying one message ---------------------------------------------- */
@@ -747,7 +717,7 @@ static void leases_release(struct worker *w)
         return;
     }
     sync_broadcast(&w->cv);
-    struct timespec until = deadline_in(w->refresh_ms);
+    struct timespec until = sync_deadline_in_ms(w->refresh_ms);
     for (uint32_t p = 0; p < w->partitions; p++)
         while (w->parts[p].releasing && w->parts[p].busy &&
                pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
@@ -951,7 +921,7 @@ int worker_start(const struct worker_config *cfg, payment_store *store,
         snprintf(err, errlen, "worker: out of memory");
         return WORKER_EINTERNAL;
     }
-    if (cond_init_mono(&w->cv) != 0) {
+    if (sync_cond_init_monotonic(&w->cv) != 0) {
         pthread_mutex_destroy(&w->mu);
         free(w);
         snprintf(err, errlen, "worker: out of memory");

@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/sync.h"
 
 #define ACCESS_LOG_BATCH PIPE_BUF
 
@@ -98,12 +99,7 @@ static int access_log_due(const access_log *al, struct timespec *until, int *for
     int64_t due = al->oldest_us + ACCESS_LOG_DELAY_US;
     if (now >= due)
         return 1;
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        abort(); /* a valid clock and pointer: cannot fail */
-    int64_t ns = (int64_t)ts.tv_nsec + (due - now) * 1000;
-    until->tv_sec = ts.tv_sec + (time_t)(ns / 1000000000);
-    until->tv_nsec = (long)(ns % 1000000000);
+    *until = sync_deadline_in_us(due - now);
     return 0;
 }
 
@@ -155,15 +151,7 @@ int access_log_start(const struct logger *lg, access_log **out)
         return -1;
     al->lg = lg;
     atomic_init(&al->dropped, 0);
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr) != 0) {
-        free(al);
-        return -1;
-    }
-    int ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-             pthread_cond_init(&al->wake, &attr) == 0;
-    (void)pthread_condattr_destroy(&attr); /* cannot fail on an initialised attr */
-    if (!ok) {
+    if (sync_cond_init_monotonic(&al->wake) != 0) {
         free(al);
         return -1;
     }

@@ -135,21 +135,6 @@ static void *feed_wait_main(void *arg)
     return NULL;
 }
 
-/* The condition variable, timed on the monotonic clock that clock_mono_us
- * reads. */
-static int wake_init(pthread_cond_t *cv)
-{
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr) != 0)
-        return -1;
-    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-                     pthread_cond_init(cv, &attr) == 0
-                 ? 0
-                 : -1;
-    pthread_condattr_destroy(&attr);
-    return rc;
-}
-
 int feed_wait_start(payment_store *s, size_t max, feed_wait **out)
 {
     assert(max >= 1);
@@ -163,7 +148,8 @@ int feed_wait_start(payment_store *s, size_t max, feed_wait **out)
         free(fw);
         return -1;
     }
-    if (wake_init(&fw->wake) != 0) {
+    /* Timed on the monotonic clock that clock_mono_us reads (wait_until). */
+    if (sync_cond_init_monotonic(&fw->wake) != 0) {
         pthread_mutex_destroy(&fw->mu);
         free(fw);
         return -1;

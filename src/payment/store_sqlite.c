@@ -22,9 +22,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "payment/store_sqlite.h"
+
+#include "core/sync.h"
 
 #define SQLITE_PAGE_SIZE_NEW "8192"
 
@@ -206,14 +207,7 @@ static int sqlite_sync_init(struct sqlite_store *st)
         return -1;
     }
     /* The writer's timed waits (the events' poll) count on the monotonic clock. */
-    pthread_condattr_t attr;
-    int ok = pthread_condattr_init(&attr) == 0;
-    if (ok) {
-        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-             pthread_cond_init(&st->wake, &attr) == 0;
-        (void)pthread_condattr_destroy(&attr);
-    }
-    if (!ok) {
+    if (sync_cond_init_monotonic(&st->wake) != 0) {
         (void)pthread_mutex_destroy(&st->readers_mu);
         (void)pthread_mutex_destroy(&st->mu);
         return -1;
