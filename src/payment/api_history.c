@@ -129,13 +129,15 @@ static int history_org(struct payment_api *api, const char *id, char org[UUID_ST
     return err;
 }
 
-/* Whether the caller may see the payment of organisation org: answers
- * 404 (the answer to an unknown payment) when not.  1 to go on, or 0. */
-static int history_visible(http_request *req, const char *org)
+/* After a read that returned err and found the payment of organisation
+ * org: whether the answer goes on.  Answers a store error, and the 404 of
+ * an unknown payment when the caller may not see org.  1 to go on, or 0
+ * (answered). */
+static int history_answerable(http_request *req, int err, const char *org)
 {
-    if (auth_allows(api_principal(req), org))
+    if (err == PAYMENT_STORE_OK && auth_allows(api_principal(req), org))
         return 1;
-    api_respond_store_error(req, PAYMENT_STORE_ENOTFOUND, -1);
+    api_respond_store_error(req, err != PAYMENT_STORE_OK ? err : PAYMENT_STORE_ENOTFOUND, -1);
     return 0;
 }
 
@@ -175,12 +177,7 @@ void api_payments_history(http_request *req, void *ctx)
     int err = history_read(api, id, q.after, q.size, &o, &more);
     if (err == PAYMENT_STORE_OK && o.count == 0)
         err = history_org(api, id, o.org); /* an empty page: is there a payment? */
-    if (err != PAYMENT_STORE_OK) {
-        buf_free(&b);
-        api_respond_store_error(req, err, -1);
-        return;
-    }
-    if (!history_visible(req, o.org)) {
+    if (!history_answerable(req, err, o.org)) {
         buf_free(&b);
         return;
     }
@@ -224,12 +221,7 @@ void api_payments_history_version(http_request *req, void *ctx)
     int found = err == PAYMENT_STORE_OK && o.count == 1 && o.last_version == version;
     if (err == PAYMENT_STORE_OK && !found)
         err = history_org(api, id, o.org); /* no such version: is there a payment? */
-    if (err != PAYMENT_STORE_OK) {
-        buf_free(&b);
-        api_respond_store_error(req, err, -1);
-        return;
-    }
-    if (!history_visible(req, o.org)) {
+    if (!history_answerable(req, err, o.org)) {
         buf_free(&b);
         return;
     }
