@@ -148,6 +148,19 @@ static void tmp_store_remove(const struct tmp_store *t)
     rm_tree(t->dir);
 }
 
+/* Makes t and opens a store there: the store, or NULL (a failed check) with
+ * t removed. */
+static payment_store *tmp_store_open(struct tmp_store *t)
+{
+    tmp_store_make(t);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t->uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s)
+        tmp_store_remove(t);
+    return s;
+}
+
 /* Reads payment i of create_payments: its store error, and EINTERNAL for an
  * empty document. */
 static int get_payment(payment_store *s, int i)
@@ -264,14 +277,9 @@ static void test_existing_store_keeps_page_size(void)
 static void test_list_shapes_cycle(void)
 {
     struct tmp_store t;
-    tmp_store_make(&t);
-    payment_store *s = NULL;
-    char err[256];
-    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
-    if (!s) {
-        tmp_store_remove(&t);
+    payment_store *s = tmp_store_open(&t);
+    if (!s)
         return;
-    }
     CHECK_INT(create_payments(s, 40), 0);
     enum { SHAPES = 12 };
     struct listed first[SHAPES];
@@ -339,47 +347,68 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Inserts n idempotency records created at created_ms, each with a body of
- * body_len bytes, on a connection of the test's own (the store is open and
- * idle: it shares the file).  Returns the SQLite result. */
-static int insert_idem_records(const char *path, int first, int n, size_t body_len,
-                               int64_t created_ms)
+/* What bulk_insert binds to each row: ?1 a text made of prefix and the
+ * row's number, ?2 time_ms, ?3 len bytes of fill (a blob or a text). */
+struct bulk_row {
+    const char *prefix; /* printf format of ?1, taking the row's number */
+    int64_t time_ms;
+    char fill;
+    size_t len;
+    int fill_is_text;
+};
+
+/* Runs insert, an INSERT of parameters ?1..?3 as row says, once for each
+ * number first..first + n - 1, in one transaction on a connection of the
+ * test's own (the store is open and idle: it shares the file).  Returns
+ * the SQLite result. */
+static int bulk_insert(const char *path, const char *insert, int first, int n,
+                       const struct bulk_row *row)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *ins = NULL;
-    char *body = malloc(body_len);
-    int rc = body ? sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) : SQLITE_NOMEM;
-    if (body)
-        memset(body, 'b', body_len);
+    char *fill = malloc(row->len);
+    int rc = fill ? sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) : SQLITE_NOMEM;
+    if (fill)
+        memset(fill, row->fill, row->len);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(db, 10000);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db,
-                                "INSERT INTO idempotency (scope, key, fingerprint, status,"
-                                " location, etag, body, created_ms)"
-                                " VALUES ('s', ?1, 'fp', 201, '/v1/payments/x', '\"0\"', ?2, ?3)",
-                                -1, &ins, NULL);
+        rc = sqlite3_prepare_v2(db, insert, -1, &ins, NULL);
     for (int i = first; rc == SQLITE_OK && i < first + n; i++) {
-        char key[32];
-        snprintf(key, sizeof key, "key-%d", i);
-        rc = sqlite3_bind_text(ins, 1, key, -1, SQLITE_TRANSIENT);
+        char text[64];
+        snprintf(text, sizeof text, row->prefix, i);
+        rc = sqlite3_bind_text(ins, 1, text, -1, SQLITE_TRANSIENT);
         if (rc == SQLITE_OK)
-            rc = sqlite3_bind_blob(ins, 2, body, (int)body_len, SQLITE_STATIC);
+            rc = sqlite3_bind_int64(ins, 2, row->time_ms);
         if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64(ins, 3, created_ms);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+            rc = row->fill_is_text ? sqlite3_bind_text(ins, 3, fill, (int)row->len, SQLITE_STATIC)
+                                   : sqlite3_bind_blob(ins, 3, fill, (int)row->len, SQLITE_STATIC);
+        if (rc == SQLITE_OK && sqlite3_step(ins) != SQLITE_DONE)
+            rc = sqlite3_errcode(db);
         (void)sqlite3_reset(ins);
     }
     (void)sqlite3_finalize(ins);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    if (db && sqlite3_close(db) != SQLITE_OK)
+    if (db && sqlite3_close(db) != SQLITE_OK && rc == SQLITE_OK)
         rc = SQLITE_ERROR;
-    free(body);
+    free(fill);
     return rc;
+}
+
+/* Inserts idempotency records "key-<first>".. created at created_ms, each
+ * with a body of body_len bytes (bulk_insert).  Returns the SQLite result. */
+static int insert_idem_records(const char *path, int first, int n, size_t body_len,
+                               int64_t created_ms)
+{
+    const struct bulk_row row = {"key-%d", created_ms, 'b', body_len, 0};
+    return bulk_insert(path,
+                       "INSERT INTO idempotency (scope, key, fingerprint, status,"
+                       " location, etag, body, created_ms)"
+                       " VALUES ('s', ?1, 'fp', 201, '/v1/payments/x', '\"0\"', ?3, ?2)",
+                       first, n, &row);
 }
 
 /* The number of rows of table, or -1. */
@@ -421,6 +450,49 @@ static int create_one(payment_store *s, int i)
     return create_row(s, &r, NULL);
 }
 
+/* The size of a purge test: the environment's name, else dflt; at least
+ * 1000. */
+static int purge_size(const char *name, int dflt)
+{
+    const char *env = getenv(name);
+    int n = env ? atoi(env) : dflt;
+    return n < 1000 ? 1000 : n;
+}
+
+/* Writes payments to s one after another while a purge submitted at start
+ * (now_ms) runs, until the rows `rows` counts in db (a table, with a WHERE
+ * clause or not) are down from total to left, or for at most 300 s; then
+ * checks that they are, and that the writes saw the purge part done at 5
+ * points at least, and prints how long it took and the longest write.  what
+ * names the rows in that line. */
+static void check_writes_through_purge(payment_store *s, sqlite3 *db, const char *rows,
+                                       long long total, long long left, double start,
+                                       const char *what)
+{
+    double longest = 0;
+    int writes = 0, partway = 0;
+    long long now_left = total, last = -1;
+    while (now_left > left && now_ms() - start < 300e3) {
+        double t0 = now_ms();
+        CHECK_INT(create_one(s, writes), PAYMENT_STORE_OK);
+        double took = now_ms() - t0;
+        longest = took > longest ? took : longest;
+        writes++;
+        now_left = count_rows(db, rows);
+        CHECK(now_left >= left);
+        /* a write completed while the purge was part done, at a new point */
+        if (now_left > left && now_left < total && now_left != last)
+            partway++;
+        last = now_left;
+    }
+    double purge_ms = now_ms() - start;
+    CHECK_INT(now_left, left);
+    CHECK(partway >= 5);
+    fprintf(stderr, "  purge of %lld %s: %.0f ms, %d writes meanwhile (%d seeing it part done),"
+                    " longest write %.1f ms\n",
+            total - left, what, purge_ms, writes, partway, longest);
+}
+
 /* A large purge does not hold up writes: it runs in small transactions
  * between the writer's batches, so writes submitted one after another
  * while it runs keep completing, and the test sees the purge part done
@@ -430,47 +502,20 @@ static int create_one(payment_store *s, int i)
  * purge's duration are printed. */
 static void test_purge_lets_writes_through(void)
 {
-    const char *env = getenv("PAYMENTD_TEST_PURGE_RECORDS");
-    int n = env ? atoi(env) : 20000;
-    if (n < 1000)
-        n = 1000;
+    int n = purge_size("PAYMENTD_TEST_PURGE_RECORDS", 20000);
     struct tmp_store t;
-    tmp_store_make(&t);
-    payment_store *s = NULL;
-    char err[256];
-    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
-    if (!s) {
-        tmp_store_remove(&t);
+    payment_store *s = tmp_store_open(&t);
+    if (!s)
         return;
-    }
     CHECK_INT(insert_idem_records(t.path, 0, n, 1024, 1000), SQLITE_OK);
     CHECK_INT(insert_idem_records(t.path, n, 10, 1024, 5000), SQLITE_OK); /* kept */
     sqlite3 *db = NULL;
     CHECK_INT(sqlite3_open_v2(t.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     CHECK_INT(count_rows(db, "idempotency"), n + 10);
 
-    double start = now_ms(), longest = 0;
+    double start = now_ms();
     payment_store_idem_purge(s, 2000);
-    int writes = 0, partway = 0;
-    long long left = n + 10, last = -1;
-    while (left > 10 && now_ms() - start < 300e3) {
-        double t0 = now_ms();
-        CHECK_INT(create_one(s, writes), PAYMENT_STORE_OK);
-        double took = now_ms() - t0;
-        longest = took > longest ? took : longest;
-        writes++;
-        left = count_rows(db, "idempotency");
-        CHECK(left >= 10);
-        /* a write completed while the purge was part done, at a new point */
-        if (left > 10 && left < n + 10 && left != last)
-            partway++;
-        last = left;
-    }
-    double purge_ms = now_ms() - start;
-    CHECK_INT(left, 10);
-    CHECK(partway >= 5);
-    fprintf(stderr, "  purge of %d records: %.0f ms, %d writes meanwhile (%d seeing it part done),"
-                    " longest write %.1f ms\n", n, purge_ms, writes, partway, longest);
+    check_writes_through_purge(s, db, "idempotency", n + 10, 10, start, "records");
     struct payment_idem_found f = {.location = BUF_INIT, .body = BUF_INIT};
     CHECK_INT(payment_store_idem_get(s, "s", "key-0", &f), PAYMENT_STORE_ENOTFOUND);
     char kept[32];
@@ -486,47 +531,19 @@ static void test_purge_lets_writes_through(void)
 
 /* Inserts n events of payments first.. (ids below "1"; "2..." for kept
  * ones, when kept), version 0, occurred at occurred_ms, each with a
- * document of doc_len bytes, on a connection of the test's own.  Returns
- * the SQLite result. */
+ * document of doc_len bytes (bulk_insert).  Returns the SQLite result. */
 static int insert_events(const char *path, int first, int n, int kept, size_t doc_len,
                          int64_t occurred_ms)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *ins = NULL;
-    char *doc = malloc(doc_len);
-    int rc = doc ? sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) : SQLITE_NOMEM;
-    if (doc)
-        memset(doc, 'd', doc_len);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_busy_timeout(db, 10000);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db,
-                                "INSERT INTO events (id, payment_id, organisation_id, version,"
-                                " type, occurred_ms, doc) VALUES ('01890000-0000-7000-8000-"
-                                "000000000000', ?1, '0a0a0a0a-0000-4000-8000-000000000000', 0,"
-                                " 1, ?2, ?3)",
-                                -1, &ins, NULL);
-    for (int i = first; rc == SQLITE_OK && i < first + n; i++) {
-        char pid[40];
-        snprintf(pid, sizeof pid, "%s-0000-4000-8000-%012d", kept ? "22222222" : "00000000", i);
-        rc = sqlite3_bind_text(ins, 1, pid, -1, SQLITE_TRANSIENT);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64(ins, 2, occurred_ms);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_text(ins, 3, doc, (int)doc_len, SQLITE_STATIC);
-        if (rc == SQLITE_OK && sqlite3_step(ins) != SQLITE_DONE)
-            rc = sqlite3_errcode(db);
-        (void)sqlite3_reset(ins);
-    }
-    (void)sqlite3_finalize(ins);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    if (db && sqlite3_close(db) != SQLITE_OK && rc == SQLITE_OK)
-        rc = SQLITE_ERROR;
-    free(doc);
-    return rc;
+    const struct bulk_row row = {kept ? "22222222-0000-4000-8000-%012d"
+                                      : "00000000-0000-4000-8000-%012d",
+                                 occurred_ms, 'd', doc_len, 1};
+    return bulk_insert(path,
+                       "INSERT INTO events (id, payment_id, organisation_id, version,"
+                       " type, occurred_ms, doc) VALUES ('01890000-0000-7000-8000-"
+                       "000000000000', ?1, '0a0a0a0a-0000-4000-8000-000000000000', 0,"
+                       " 1, ?2, ?3)",
+                       first, n, &row);
 }
 
 /* The events purge does not hold up writes either: a history purge of
@@ -537,19 +554,11 @@ static int insert_events(const char *path, int first, int n, int kept, size_t do
  * before them has expired. */
 static void test_events_purge_lets_writes_through(void)
 {
-    const char *env = getenv("PAYMENTD_TEST_PURGE_EVENTS");
-    int n = env ? atoi(env) : 5000;
-    if (n < 1000)
-        n = 1000;
+    int n = purge_size("PAYMENTD_TEST_PURGE_EVENTS", 5000);
     struct tmp_store t;
-    tmp_store_make(&t);
-    payment_store *s = NULL;
-    char err[256];
-    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
-    if (!s) {
-        tmp_store_remove(&t);
+    payment_store *s = tmp_store_open(&t);
+    if (!s)
         return;
-    }
     CHECK_INT(insert_events(t.path, 0, n, 0, 4096, 1000), SQLITE_OK);
     CHECK_INT(insert_events(t.path, 0, 10, 1, 4096, 5000), SQLITE_OK); /* kept */
     sqlite3 *db = NULL;
@@ -557,28 +566,10 @@ static void test_events_purge_lets_writes_through(void)
     const char *old = "events WHERE payment_id < '1'";
     CHECK_INT(count_rows(db, old), n);
 
-    double start = now_ms(), longest = 0;
+    double start = now_ms();
     payment_store_events_purge(s, 2000, 2000);
-    int writes = 0, partway = 0;
-    long long left = n, last = -1;
-    while (left > 0 && now_ms() - start < 300e3) {
-        double t0 = now_ms();
-        CHECK_INT(create_one(s, writes), PAYMENT_STORE_OK);
-        double took = now_ms() - t0;
-        longest = took > longest ? took : longest;
-        writes++;
-        left = count_rows(db, old);
-        /* a write completed while the purge was part done, at a new point */
-        if (left > 0 && left < n && left != last)
-            partway++;
-        last = left;
-    }
-    double purge_ms = now_ms() - start;
-    CHECK_INT(left, 0);
-    CHECK(partway >= 5);
+    check_writes_through_purge(s, db, old, n, 0, start, "events");
     CHECK_INT(count_rows(db, "events WHERE payment_id LIKE '2%'"), 10);
-    fprintf(stderr, "  purge of %d events: %.0f ms, %d writes meanwhile (%d seeing it part done),"
-                    " longest write %.1f ms\n", n, purge_ms, writes, partway, longest);
     struct payment_event_query q = {.after_pos = 1, .limit = 10, .all_orgs = 1,
                                     .from_ms = INT64_MIN, .to_ms = INT64_MAX};
     int64_t next;
