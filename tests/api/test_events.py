@@ -7,6 +7,7 @@ retention purged what a cursor points at.
 Each test starts a server of its own (the shared one holds every other
 test's events), on the suite's store: SQLite, or MongoDB with --mongo."""
 
+import contextlib
 import datetime
 import hashlib
 import os
@@ -37,6 +38,19 @@ def _stop(srv):
     eq(rc, 0, "%s's exit status after SIGTERM" % srv.name)
     rep = srv.sanitizer_report()
     check(rep is None, "%s: sanitizer report: %s" % (srv.name, rep))
+
+
+@contextlib.contextmanager
+def _own_server(t, name, args=()):
+    """A server of the test's own (_server) for the with block: stopped after
+    it with exit status 0 and no sanitizer report (_stop), or killed when the
+    block raised."""
+    srv = _server(t, name, args)
+    try:
+        yield srv
+        _stop(srv)
+    finally:
+        srv.ensure_dead()
 
 
 def _feed(c, params=None, headers=None, what="GET /v1/events"):
@@ -124,8 +138,7 @@ def _check_event(e, want, what):
 
 @test
 def feed_lists_every_write_in_commit_order(t):
-    srv = _server(t, "feedorder")
-    try:
+    with _own_server(t, "feedorder") as srv:
         c = srv.client()
         w = Writes(c)
         j = _feed(c)
@@ -142,15 +155,11 @@ def feed_lists_every_write_in_commit_order(t):
                                                                    "attributes": {}}}),
                      409, "version_conflict", "PATCH of a stale version")
         eq(len(_feed(c)["data"]), len(w.want), "events after a refused write")
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 @test
 def feed_filters(t):
-    srv = _server(t, "feedfilter")
-    try:
+    with _own_server(t, "feedfilter") as srv:
         c = srv.client()
         w = Writes(c)
         every = _feed(c)["data"]
@@ -202,15 +211,11 @@ def feed_filters(t):
         eq(len(j["data"]), len(every), "from a date-time with an offset")
         check("filter[occurred_at][from]=2000-01-01T00:00:00.000Z" in j["links"]["next"],
               "the link gives the bound in UTC: %s" % j["links"]["next"])
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 @test
 def feed_pages_follow_next_to_the_end(t):
-    srv = _server(t, "feedpages")
-    try:
+    with _own_server(t, "feedpages") as srv:
         c = srv.client()
         w = Writes(c)
         every = _feed(c)["data"]
@@ -230,9 +235,6 @@ def feed_pages_follow_next_to_the_end(t):
         eq([(e["payment_id"], e["event_type"]) for e in events],
            [(d1["id"], "payment.created"), (d2["id"], "payment.created")],
            "events after the last page's cursor")
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 @test
@@ -272,8 +274,7 @@ def feed_rejects_bad_parameters(t):
 
 @test
 def feed_wait_returns_on_a_write(t):
-    srv = _server(t, "feedwake")
-    try:
+    with _own_server(t, "feedwake") as srv:
         c = srv.client()
         org = new_id()
         create(c, payment(org=org))
@@ -302,15 +303,11 @@ def feed_wait_returns_on_a_write(t):
         check(answered - started < 3.0, "the wait took %.2fs" % (answered - started))
         eq(_after(r.json["links"]["next"]), r.json["data"][0]["position"], "next after the wait")
         check("wait=5" in r.json["links"]["next"], "next keeps wait: %s" % r.json["links"]["next"])
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 @test
 def feed_wait_ends_empty_at_its_deadline(t):
-    srv = _server(t, "feeddeadline")
-    try:
+    with _own_server(t, "feeddeadline") as srv:
         c = srv.client()
         create(c, payment())
         tail = _feed(c)["links"]["next"]
@@ -331,9 +328,6 @@ def feed_wait_ends_empty_at_its_deadline(t):
         eq(len(j["data"]), 1, "wait=5 from the start")
         check(time.monotonic() - started < 0.5, "a full page waited %.2fs"
               % (time.monotonic() - started))
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 @test
@@ -341,8 +335,7 @@ def feed_follower_sees_every_concurrent_write_once(t):
     """Four writers create and update payments while a consumer follows the
     feed with wait: it sees every event once, each payment's versions in
     order, and exactly the payments' histories."""
-    srv = _server(t, "feedfollow")
-    try:
+    with _own_server(t, "feedfollow") as srv:
         org = new_id()
         done = threading.Event()
         errors = []
@@ -400,9 +393,6 @@ def feed_follower_sees_every_concurrent_write_once(t):
            "each payment's versions, in the order seen")
         pos = [e["position"] for e in seen]
         check(pos == sorted(pos), "positions seen out of order")
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 ORG_A = "9b6f1e0c-3d2a-4f7b-8c1e-2a5d6f7e8a91"
@@ -416,14 +406,11 @@ def _as(key):
 
 @test
 def feed_shows_only_the_callers_organisations(t):
-    d = t.scratch("feedkeys")
-    path = os.path.join(d, "keys")
+    path = os.path.join(t.scratch("feedkeys-file"), "keys")
     with open(path, "w") as f:
         for name, orgs in (("alpha", ORG_A), ("beta", ORG_B), ("all", "*")):
             f.write("%s %s %s\n" % (name, hashlib.sha256(SECRETS[name].encode()).hexdigest(), orgs))
-    srv = Server(t.binary, d, name="feedkeys", args=["--api-keys", path])
-    srv.start()
-    try:
+    with _own_server(t, "feedkeys", ["--api-keys", path]) as srv:
         c = srv.client()
         for key, org in (("alpha", ORG_A), ("beta", ORG_B), ("alpha", ORG_A)):
             expect_status(c.post("/v1/payments", payment(org=org), headers=_as(key)), 201,
@@ -444,17 +431,13 @@ def feed_shows_only_the_callers_organisations(t):
         expect_status(r, 200, "the payments list filtered for another organisation")
         eq(r.json["data"], [], "the payments list filtered for another organisation")
         expect_error(c.get("/v1/events"), 401, "unauthorized", "the feed without a key")
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 def _expires(t, name, args):
     """Writes two events on a server started with args, waits until a cursor
     at the first is answered 410 cursor_expired, then page[after]=0 starts
     again from the oldest event kept."""
-    srv = _server(t, name, args)
-    try:
+    with _own_server(t, name, args) as srv:
         c = srv.client()
         create(c, payment())
         create(c, payment())
@@ -473,9 +456,6 @@ def _expires(t, name, args):
         j = _feed(c, {"page[after]": 0})
         eq([e["payment_id"] for e in j["data"]], [d["id"]], "%s: page[after]=0 after the purge"
            % name)
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 @test
@@ -552,8 +532,7 @@ def feed_waiting_requests_are_bounded(t):
     next is answered 503 server_busy at once.  A waiting client that hangs
     up frees its place by its deadline (the server learns of the hang-up
     only when it answers)."""
-    srv = _server(t, "feedbound", ["--max-connections", "10"])
-    try:
+    with _own_server(t, "feedbound", ["--max-connections", "10"]) as srv:
         c = srv.client()
         tail = link_path(_feed(c)["links"]["next"]) + "&wait=20"
         out = [None] * 4
@@ -580,9 +559,6 @@ def feed_waiting_requests_are_bounded(t):
             check(isinstance(o, tuple) and o[0] == 200, "waiting request %d: %r" % (i, o))
             eq([e["payment_id"] for e in o[1]["data"]], [d["id"]], "waiting request %d's page" % i)
         eq(_waiting(srv.port), 0, "requests waiting once answered")
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
 
 
 @test
@@ -591,8 +567,7 @@ def feed_waiters_hold_no_thread(t):
     threads, and than its 32 pool threads for a store read on the pool)
     leave every other request answered at once: a waiting request holds no
     thread."""
-    srv = _server(t, "feedthreads", ["--threads", "2"])
-    try:
+    with _own_server(t, "feedthreads", ["--threads", "2"]) as srv:
         c = srv.client()
         d = create(c, payment())
         tail = link_path(_feed(c)["links"]["next"]) + "&wait=10"
@@ -616,6 +591,3 @@ def feed_waiters_hold_no_thread(t):
             check(isinstance(o, tuple) and o[0] == 200 and len(o[1]["data"]) == 1
                   and o[1]["data"][0]["payment_id"] == d2["id"],
                   "waiting request %d: %r" % (i, o if not isinstance(o, tuple) else o[:2]))
-        _stop(srv)
-    finally:
-        srv.ensure_dead()
