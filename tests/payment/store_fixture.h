@@ -27,6 +27,21 @@ struct fixture {
 
 typedef void (*store_case_fn)(struct fixture *fx);
 
+/* Opens the store fx->uri names with fx->flags, runs fn on it and closes
+ * it; a failed open is a failed check, its error printed. */
+static inline void run_opened(store_case_fn fn, struct fixture *fx)
+{
+    char err[256] = "";
+    int rc = payment_store_open(fx->uri, fx->flags, &fx->s, err, sizeof err);
+    CHECK_INT(rc, PAYMENT_STORE_OK);
+    if (rc == PAYMENT_STORE_OK) {
+        fn(fx);
+        payment_store_close(fx->s);
+    } else {
+        fprintf(stderr, "  open %s: %s\n", fx->uri, err);
+    }
+}
+
 /* Runs fn on a new SQLite store in a temporary folder, removed afterwards,
  * opened with flags.  The store file sits two folders down, which open must
  * create. */
@@ -39,15 +54,7 @@ static inline void run_on_sqlite_with(store_case_fn fn, unsigned flags)
     }
     struct fixture fx = {.flags = flags};
     snprintf(fx.uri, sizeof fx.uri, "sqlite:%s/data/sub/payments.db", dir);
-    char err[256] = "";
-    int rc = payment_store_open(fx.uri, flags, &fx.s, err, sizeof err);
-    CHECK_INT(rc, PAYMENT_STORE_OK);
-    if (rc == PAYMENT_STORE_OK) {
-        fn(&fx);
-        payment_store_close(fx.s);
-    } else {
-        fprintf(stderr, "  open %s: %s\n", fx.uri, err);
-    }
+    run_opened(fn, &fx);
     rm_tree(dir);
 }
 
@@ -123,15 +130,7 @@ static inline void run_on_mongo(store_case_fn fn)
     mongo_db_name(db);
     struct fixture fx = {0};
     mongo_uri_for(fx.uri, sizeof fx.uri, mongo_base(), db, "");
-    char err[256] = "";
-    int rc = payment_store_open(fx.uri, 0, &fx.s, err, sizeof err);
-    CHECK_INT(rc, PAYMENT_STORE_OK);
-    if (rc == PAYMENT_STORE_OK) {
-        fn(&fx);
-        payment_store_close(fx.s);
-    } else {
-        fprintf(stderr, "  open %s: %s\n", fx.uri, err);
-    }
+    run_opened(fn, &fx);
     mongo_drop(db);
 }
 
