@@ -63,6 +63,19 @@ static inline void run_on_sqlite(store_case_fn fn)
     run_on_sqlite_with(fn, 0);
 }
 
+/* Defines test sqlite_NAME running case_NAME on a new SQLite store. */
+#define SQLITE_CASE(name)                                                                     \
+    static void sqlite_##name(void) { run_on_sqlite(case_##name); }
+
+/* Defines test sqlite_excl_NAME: case_NAME on a store this process holds
+ * exclusively (main.c's choice without a broker): its readers are other
+ * connections than the shared store's, on another VFS. */
+#define SQLITE_EXCL_CASE(name)                                                                \
+    static void sqlite_excl_##name(void)                                                      \
+    {                                                                                         \
+        run_on_sqlite_with(case_##name, PAYMENT_STORE_EXCLUSIVE);                             \
+    }
+
 /* ---- MongoDB ------------------------------------------------------------ */
 
 #define MONGO_URI_ENV "PAYMENTD_TEST_MONGO_URI"

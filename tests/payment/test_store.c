@@ -1836,19 +1836,7 @@ static void case_reads_do_not_wait(struct fixture *fx)
     CHECK_INT(sqlite3_close(db), SQLITE_OK);
 }
 
-/* ---- SQLite runners ----------------------------------------------------- */
-
-#define SQLITE_CASE(name)                                                                     \
-    static void sqlite_##name(void) { run_on_sqlite(case_##name); }
-
-/* The same cases on a store this process holds exclusively (main.c's choice
- * without a broker): its readers are other connections than the shared
- * store's, on another VFS. */
-#define SQLITE_EXCL_CASE(name)                                                                \
-    static void sqlite_excl_##name(void)                                                      \
-    {                                                                                         \
-        run_on_sqlite_with(case_##name, PAYMENT_STORE_EXCLUSIVE);                             \
-    }
+/* ---- SQLite runners (store_fixture.h) ------------------------------------ */
 
 SQLITE_CASE(ping)
 SQLITE_CASE(create_get)

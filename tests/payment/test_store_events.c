@@ -1299,15 +1299,8 @@ static void case_submitted_first(struct fixture *fx)
     payment_store_close(other);
 }
 
-/* ---- runners -------------------------------------------------------------- */
+/* ---- runners (SQLITE_CASE and SQLITE_EXCL_CASE: store_fixture.h) ----------- */
 
-#define SQLITE_CASE(name)                                                                     \
-    static void sqlite_##name(void) { run_on_sqlite(case_##name); }
-#define SQLITE_EXCL_CASE(name)                                                                \
-    static void sqlite_excl_##name(void)                                                      \
-    {                                                                                         \
-        run_on_sqlite_with(case_##name, PAYMENT_STORE_EXCLUSIVE);                             \
-    }
 /* A backend that does not record events yet (no events function in its
  * table: store.c answers EINTERNAL) has its cases skipped, not failed. */
 #define MONGO_CASE(name)                                                                      \
