@@ -13,6 +13,7 @@
  *   store_mongo_events.c the events: outbox entries, the feed, histories
  *                        (and why the feed's order holds)
  *   store_mongo_sequencer.c the thread that moves outbox entries into the feed
+ *   store_mongo_round.c  a round of it: outboxes read, events inserted, pulled
  *   store_mongo_retention.c the purge of old events
  * Functions return store errors (store.h) unless they say otherwise. */
 #ifndef PAYMENT_STORE_MONGO_H
@@ -69,7 +70,8 @@ struct mongo_event {
     const char *payment_id;
     int64_t version;              /* the version the change makes */
     int64_t occurred_ms;
-    int64_t queued_ms;            /* when the write was made (this clock), for adoption */
+    int64_t made_us;              /* when the write was submitted (µs, wall clock): */
+                                  /* the feed's order across payments; adoption */
     const char *api_key_id;       /* NULL when none, as are the next four */
     const char *request_id;
     const char *idempotency_key;
@@ -164,14 +166,13 @@ struct mongo_mark {
 
 /* The feed's document {_id: <collection>_feed} in counters. */
 struct mongo_feed {
-    int64_t wm;             /* every position 1..wm is filled and final */
-    int64_t floor;          /* positions at or below it have left the feed */
-    int64_t history_before; /* events before this time were purged; INT64_MIN: none */
+    int64_t wm;    /* every position 1..wm is filled and final */
+    int64_t floor; /* positions at or below it have left the feed */
 };
 
 /* Where a sequencer's round may stop, for the tests' crash hook. */
 enum mongo_seq_stage {
-    MONGO_SEQ_READ,     /* outboxes read, nothing inserted yet */
+    MONGO_SEQ_START,    /* a round starts: nothing read yet */
     MONGO_SEQ_INSERTED, /* events inserted, watermark not raised yet */
     MONGO_SEQ_RAISED,   /* watermark raised, entries not pulled yet */
 };
@@ -270,6 +271,7 @@ bool mongo_apply_run(struct mongo_store *st, mongoc_client_t *client, struct mon
 
 /* ---- store_mongo_events.c: outbox entries, the feed, histories */
 
+int64_t mongo_wall_us(void);
 int mongo_event_init(struct mongo_event *e, enum payment_event_type type,
                      const struct payment_event_info *info, const char *payment_id,
                      int64_t fallback_ms);
@@ -280,7 +282,7 @@ int mongo_pend_count(const bson_t *doc);
 int mongo_feed_get(struct mongo_store *st, mongoc_client_t *client, int local,
                    struct mongo_feed *out);
 int mongo_feed_raise(struct mongo_store *st, mongoc_client_t *client, int64_t wm,
-                     int64_t floor, int64_t history_before);
+                     int64_t floor);
 int mongo_events(payment_store *s, const struct payment_event_query *q,
                  payment_store_event_fn each, void *arg, int64_t *next_pos);
 int mongo_history(payment_store *s, const char *payment_id, int64_t after_version,
@@ -295,9 +297,18 @@ void mongo_seq_note(struct mongo_store *st, const char *payment_id);
 void mongo_seq_flush(struct mongo_store *st);
 void mongo_seq_notify(struct mongo_store *st);
 int mongo_seq_stamp_ids(struct mongo_store *st, mongoc_client_t *client, const char *const *ids,
-                        size_t n);
+                        size_t n, int64_t cutoff);
+int mongo_seq_crashes(struct mongo_store *st, enum mongo_seq_stage stage);
 void mongo_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg);
 void mongo_seq_set_hook(payment_store *s, mongo_seq_hook_fn hook, void *arg);
+
+/* ---- store_mongo_round.c: a round of the sequencer */
+
+int mongo_round_ids(struct mongo_store *st, mongoc_client_t *client, const char *const *ids,
+                    size_t n, int64_t cutoff, int *raised);
+int mongo_round_adopt(struct mongo_store *st, mongoc_client_t *client, int64_t before_us,
+                      int *raised);
+int mongo_round_raise(struct mongo_store *st, mongoc_client_t *client, int64_t *wm, int *raised);
 
 /* ---- store_mongo_retention.c: purging events */
 

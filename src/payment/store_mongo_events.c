@@ -92,10 +92,12 @@
  * waits (briefly) for the sequencer's round over the writes this process
  * reported before it. */
 
+#include <assert.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/clock.h"
 #include "payment/store_mongo.h"
@@ -122,6 +124,15 @@ static enum payment_event_type mongo_event_type_parse(const char *name)
     return 0;
 }
 
+/* Microseconds since the epoch (CLOCK_REALTIME). */
+int64_t mongo_wall_us(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_REALTIME, &t) != 0)
+        abort(); /* cannot fail with a valid clock */
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
 /* Describes the event of a write on payment_id: its id (info's, or a new
  * UUIDv7), when it occurred (info's, else fallback_ms), and who made it.
  * The caller fills organisation_id, version and doc when the write knows
@@ -143,7 +154,7 @@ int mongo_event_init(struct mongo_event *e, enum payment_event_type type,
     e->type = type;
     e->payment_id = payment_id;
     e->occurred_ms = info && info->occurred_ms ? info->occurred_ms : fallback_ms;
-    e->queued_ms = now;
+    e->made_us = mongo_wall_us();
     if (info) {
         e->api_key_id = info->api_key_id;
         e->request_id = info->request_id;
@@ -161,7 +172,7 @@ static bool mongo_append_opt(bson_t *b, const char *key, const char *s)
 }
 
 /* The outbox entry of e as field key of b: the event's fields as the feed
- * stores them (store_mongo_sequencer.c copies them), and queued_ms. */
+ * stores them (store_mongo_round.c copies them), and made_us. */
 bool mongo_append_event(bson_t *b, const char *key, const struct mongo_event *e)
 {
     if (e->doc_len > INT_MAX || !e->organisation_id || !e->payment_id)
@@ -182,7 +193,7 @@ bool mongo_append_event(bson_t *b, const char *key, const struct mongo_event *e)
               mongo_append_opt(&entry, "changes", e->changes) &&
               bson_append_utf8(&entry, "doc", 3, e->doc ? e->doc : "",
                                e->doc ? (int)e->doc_len : 0) &&
-              BSON_APPEND_INT64(&entry, "queued_ms", e->queued_ms);
+              BSON_APPEND_INT64(&entry, "made_us", e->made_us);
     return bson_append_document_end(b, &entry) && ok;
 }
 
@@ -230,10 +241,8 @@ int mongo_feed_get(struct mongo_store *st, mongoc_client_t *client, int local,
     if (err == PAYMENT_STORE_OK) {
         out->wm = mongo_get_int64(&doc, "wm", 0);
         out->floor = mongo_get_int64(&doc, "floor", 0);
-        out->history_before = mongo_get_int64(&doc, "history_before", INT64_MIN);
         bson_destroy(&doc);
     } else if (err == PAYMENT_STORE_ENOTFOUND) {
-        out->history_before = INT64_MIN;
         err = PAYMENT_STORE_OK;
     }
     bson_destroy(&filter);
@@ -241,20 +250,18 @@ int mongo_feed_get(struct mongo_store *st, mongoc_client_t *client, int local,
     return err;
 }
 
-/* Moves the feed's document forward: each of wm, floor and history_before
- * that is above INT64_MIN, only ever up ($max; upserted).  Returns 0 or a
- * store error. */
+/* Moves the feed's document forward: wm and floor, each when above
+ * INT64_MIN, only ever up ($max; upserted).  Returns 0 or a store error. */
 int mongo_feed_raise(struct mongo_store *st, mongoc_client_t *client, int64_t wm,
-                     int64_t floor, int64_t history_before)
+                     int64_t floor)
 {
+    assert(wm != INT64_MIN || floor != INT64_MIN);
     mongoc_collection_t *coll = mongo_collection(st, client, MONGO_COUNTERS);
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, opts = BSON_INITIALIZER, max;
     bool ok = BSON_APPEND_UTF8(&filter, "_id", st->feed_id) &&
               BSON_APPEND_DOCUMENT_BEGIN(&update, "$max", &max) &&
               (wm == INT64_MIN || BSON_APPEND_INT64(&max, "wm", wm)) &&
               (floor == INT64_MIN || BSON_APPEND_INT64(&max, "floor", floor)) &&
-              (history_before == INT64_MIN ||
-               BSON_APPEND_INT64(&max, "history_before", history_before)) &&
               bson_append_document_end(&update, &max) && BSON_APPEND_BOOL(&opts, "upsert", true);
     int err = ok ? PAYMENT_STORE_OK : PAYMENT_STORE_EINTERNAL;
     for (int tries = 0; ok && tries < 2; tries++) {
@@ -453,7 +460,8 @@ static int mongo_history_stamp(struct mongo_store *st, mongoc_client_t *client,
     if (err == PAYMENT_STORE_OK) {
         int pending = mongo_pend_count(&doc);
         bson_destroy(&doc);
-        err = pending > 0 ? mongo_seq_stamp_ids(st, client, &payment_id, 1) : PAYMENT_STORE_OK;
+        err = pending > 0 ? mongo_seq_stamp_ids(st, client, &payment_id, 1, mongo_wall_us())
+                          : PAYMENT_STORE_OK;
     } else if (err == PAYMENT_STORE_ENOTFOUND) {
         err = PAYMENT_STORE_OK; /* no such payment: its history is empty */
     }
@@ -467,6 +475,7 @@ int mongo_history(payment_store *s, const char *payment_id, int64_t after_versio
                   uint32_t limit, payment_store_event_fn each, void *arg, int *more)
 {
     struct mongo_store *st = (struct mongo_store *)s;
+    mongo_seq_flush(st); /* this process's writes: fed by its sequencer, in order */
     int err = PAYMENT_STORE_OK;
     mongoc_client_t *client = mongo_client(st, &err);
     if (!client)

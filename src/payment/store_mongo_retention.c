@@ -14,9 +14,11 @@
  * missing document: a position is never empty again once filled, which is
  * what keeps a sequencer that read the highest position long ago from
  * putting an event below a reader's cursor (see the feed's argument).  A
- * stub is about 30 bytes, the price of that guarantee.  The time is kept
- * (history_before) so that a sequencer drops, rather than feeds, an outbox
- * entry older than that. */
+ * stub is about 30 bytes, the price of that guarantee.  A stub frees its
+ * (payment_id, version) key: an event purged in the moment between its
+ * insert and the pull of its outbox entry (one that occurred before the
+ * histories' retention, so only just stamped if a worker applied an old
+ * operation) would be fed again by the next round. */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -154,9 +156,8 @@ static int mongo_purge_run(struct mongo_store *st, int64_t feed_before_ms,
     int64_t floor = INT64_MIN;
     if (err == PAYMENT_STORE_OK)
         err = mongo_purge_floor(events, &feed, feed_before_ms, &floor);
-    if (err == PAYMENT_STORE_OK && (floor > feed.floor || history_before_ms > feed.history_before))
-        err = mongo_feed_raise(st, client, INT64_MIN, floor > feed.floor ? floor : INT64_MIN,
-                               history_before_ms);
+    if (err == PAYMENT_STORE_OK && floor > feed.floor)
+        err = mongo_feed_raise(st, client, INT64_MIN, floor);
     if (err == PAYMENT_STORE_OK && history_before_ms != INT64_MIN)
         err = mongo_purge_histories(events, feed.wm, history_before_ms);
     mongoc_collection_destroy(events);

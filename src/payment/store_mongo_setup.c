@@ -41,7 +41,7 @@ static const struct mongo_index mongo_indexes[] = {
      * under another name. */
     {"idem_key", {MONGO_F_IDEM ".sk", MONGO_F_ORG}, 0, MONGO_F_IDEM ".sk"},
     {"idem_created", {MONGO_F_IDEM ".created", NULL}, 0, MONGO_F_IDEM ".created"},
-    {"pend", {MONGO_F_PEND ".queued_ms", NULL}, 0, MONGO_F_PEND ".queued_ms"},
+    {"pend", {MONGO_F_PEND ".made_us", NULL}, 0, MONGO_F_PEND ".made_us"},
 };
 
 /* The feed's (store_mongo_events.c): its _id is the position (the feed's
