@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "payment/store_sqlite.h"
 
@@ -140,6 +141,12 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->wdb, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
+    /* Each write's savepoint keeps a copy of every page it changes (its
+     * statement journal), in memory only up to 64 KB by default, then in a
+     * temporary file: a write with its event changes more than eight pages
+     * of 8 KB, and each would be written to that file.  In memory it stays. */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(st->wdb, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL);
     if ((rc & 0xff) == SQLITE_BUSY) { /* the WAL pragma's read waited out the busy timeout */
         store_errf(errbuf, errlen, "%s is %s", path,
                    st->exclusive ? "open in another process, and this one needs it to itself"
@@ -198,7 +205,15 @@ static int sqlite_sync_init(struct sqlite_store *st)
         (void)pthread_mutex_destroy(&st->mu);
         return -1;
     }
-    if (pthread_cond_init(&st->wake, NULL) != 0) {
+    /* The writer's timed waits (the events' poll) count on the monotonic clock. */
+    pthread_condattr_t attr;
+    int ok = pthread_condattr_init(&attr) == 0;
+    if (ok) {
+        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+             pthread_cond_init(&st->wake, &attr) == 0;
+        (void)pthread_condattr_destroy(&attr);
+    }
+    if (!ok) {
         (void)pthread_mutex_destroy(&st->readers_mu);
         (void)pthread_mutex_destroy(&st->mu);
         return -1;
@@ -238,6 +253,9 @@ static int sqlite_open(const char *uri, unsigned flags, payment_store **out, cha
     }
     st->exclusive = (flags & PAYMENT_STORE_EXCLUSIVE) != 0;
     st->purge_before_ms = SQLITE_NO_PURGE;
+    st->feed_purge_ms = SQLITE_NO_PURGE;
+    st->history_purge_ms = SQLITE_NO_PURGE;
+    st->data_version = -1; /* none polled yet */
     atomic_init(&st->commits, 0);
     atomic_init(&st->writes, 0);
     if (sqlite_sync_init(st) != 0) {
@@ -301,4 +319,8 @@ const struct payment_store_backend payment_store_sqlite_backend = {
     .apply = sqlite_apply,
     .op_get = sqlite_op_get,
     .partition_get = sqlite_partition_get,
+    .events = sqlite_events,
+    .history = sqlite_history,
+    .events_subscribe = sqlite_events_subscribe,
+    .events_purge = sqlite_events_purge,
 };

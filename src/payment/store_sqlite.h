@@ -11,6 +11,8 @@
  *   store_sqlite_read.c    per-thread read connections, get, idem_get,
  *                          op_get, partition_get
  *   store_sqlite_list.c    list queries
+ *   store_sqlite_events.c  the events: recording them in the writes, the
+ *                          feed and the histories
  *   store_sqlite_backup.c  online backup of a store file
  *
  * Errors: functions returning int give an SQLite result code (SQLITE_OK)
@@ -33,10 +35,17 @@
  * cost a tenth of a page of 100. */
 #define SQLITE_LIST_CACHE 8
 #define SQLITE_NO_PURGE INT64_MIN /* purge_before_ms when no purge is asked for */
+/* Feed statements per reader, one per query shape (store_sqlite_events.c):
+ * organisations (all, one, several) times the four optional filters. */
+#define SQLITE_FEED_SHAPES (3 * 16)
+/* How often the writer thread looks for other connections' commits while
+ * the events have a subscriber. */
+#define SQLITE_EVENTS_POLL_US 200000
 
 /* Writer statements, prepared once.  Row parameters: ?1 id, ?2 organisation,
  * ?3 version, ?4 created, ?5 modified, ?6..?10 the text columns, ?11
- * processing date, ?12 amount key, ?13 doc; ?14 the expected version. */
+ * processing date, ?12 amount key, ?13 doc; ?14 the expected version.
+ * Event parameters: store_sqlite_events.c. */
 enum sqlite_wstmt {
     W_BEGIN,
     W_COMMIT,
@@ -58,11 +67,35 @@ enum sqlite_wstmt {
     W_PART_PUT,
     W_OP_EXISTS,
     W_OP_INSERT,
+    W_EV_INSERT,
+    W_EV_DELETE,
+    W_DATA_VERSION,
+    W_FLOOR_GET,
+    W_FLOOR_PUT,
+    W_EV_WALK,
+    W_EV_PURGE,
     W_COUNT
 };
 
+/* The columns an event is read from, in the order sqlite_event_row
+ * (store_sqlite_events.c) takes them. */
+#define SQLITE_EVENT_COLUMNS                                                              \
+    "pos, id, type, organisation_id, payment_id, version, occurred_ms, api_key_id,"       \
+    " request_id, idempotency_key, operation_id, changes, doc"
+
 /* Reader statements, prepared once per reading connection. */
-enum sqlite_rstmt { R_GET, R_PING, R_IDEM, R_OP, R_PART, R_COUNT };
+enum sqlite_rstmt {
+    R_GET,
+    R_PING,
+    R_IDEM,
+    R_OP,
+    R_PART,
+    R_HISTORY,
+    R_READ_BEGIN,
+    R_READ_END,
+    R_FEED_TOP,
+    R_COUNT
+};
 
 enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_APPLY };
 
@@ -80,6 +113,7 @@ struct sqlite_op {
     int err;                    /* result, reported after the commit */
     int64_t current_version;    /* -1 unless err is ECONFLICT */
     int64_t seq;                /* OP_CREATE's sequence number */
+    int evented;                /* its event is in the batch's transaction */
     struct payment_apply apply; /* OP_APPLY: a copy, its pointers borrowed like row's */
 };
 
@@ -92,6 +126,7 @@ struct sqlite_reader {
     sqlite3_stmt *stmt[R_COUNT];
     sqlite3_stmt *list[SQLITE_LIST_CACHE]; /* list statements of recent shapes, or NULL */
     unsigned list_next;                 /* the slot the next new shape takes */
+    sqlite3_stmt *feed[SQLITE_FEED_SHAPES]; /* feed statements by shape, prepared on use */
     struct sqlite_reader *prev, *next;  /* in st->readers, under st->readers_mu */
 };
 
@@ -103,11 +138,17 @@ struct sqlite_store {
     sqlite3_stmt *w[W_COUNT];
     pthread_t writer;
     int writer_started;
-    pthread_mutex_t mu;         /* guards head, tail, purge_before_ms, closing */
+    pthread_mutex_t mu;         /* guards head, tail, the purges' cut-offs, closing, ev_fn, ev_arg */
     pthread_cond_t wake;        /* signalled on a first queued write, a purge, or close */
     struct sqlite_op *head, *tail;
     int64_t purge_before_ms;    /* the purge's cut-off, or SQLITE_NO_PURGE */
+    int64_t feed_purge_ms;      /* events before it leave the feed, or SQLITE_NO_PURGE */
+    int64_t history_purge_ms;   /* events before it are deleted, or SQLITE_NO_PURGE */
     int closing;                /* no more submissions; the writer drains and exits */
+    void (*ev_fn)(void *arg);   /* the events' subscriber, or NULL */
+    void *ev_arg;
+    int64_t data_version;       /* writer thread: PRAGMA data_version at the last poll, or -1 */
+    int64_t poll_next_us;       /* writer thread: when to poll next (clock_mono_us) */
     pthread_key_t reader_key;   /* this store's struct sqlite_reader of the calling thread */
     int have_key;
     pthread_mutex_t readers_mu; /* guards readers */
@@ -184,6 +225,35 @@ int sqlite_partition_get(payment_store *s, uint32_t partition, uint64_t *last_se
 
 int sqlite_list(payment_store *s, const struct payment_query *q, payment_store_row_fn each,
                 void *arg, int *more);
+
+/* ---- store_sqlite_events.c ------------------------------------------------- */
+
+/* Records the event of op's successful create or update (type
+ * PAYMENT_EVENT_CREATED or _UPDATED), inside the caller's savepoint. */
+int sqlite_event_record(struct sqlite_store *st, struct sqlite_op *op,
+                        enum payment_event_type type);
+/* Binds W_EV_DELETE for op: the statement that records op's payment.deleted
+ * event from the live row at the expected version, and so is the delete's
+ * compare-and-set (it inserts one row, or none).  id receives the event's
+ * id, bound without a copy: it must outlive the statement's run. */
+int sqlite_event_bind_delete(struct sqlite_op *op, sqlite3_stmt *stmt,
+                             char id[UUID_STR_LEN + 1]);
+int sqlite_events(payment_store *s, const struct payment_event_query *q,
+                  payment_store_event_fn each, void *arg, int64_t *next_pos);
+int sqlite_history(payment_store *s, const char *payment_id, int64_t after_version,
+                   uint32_t limit, payment_store_event_fn each, void *arg, int *more);
+void sqlite_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg);
+/* Writer thread: tells the subscriber fn (not NULL) when it is time to
+ * (every SQLITE_EVENTS_POLL_US) and another connection, of this process or
+ * another, committed since the last poll.  Returns when to call it next
+ * (clock_mono_us). */
+int64_t sqlite_events_poll(struct sqlite_store *st, void (*fn)(void *arg), void *arg);
+void sqlite_events_purge(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms);
+/* Writer thread: one turn of the events' purge, in a transaction of its
+ * own; each cut-off may be SQLITE_NO_PURGE.  Sets *more_feed and
+ * *more_history when that part has more to do. */
+void sqlite_events_purge_turn(struct sqlite_store *st, int64_t feed_before_ms,
+                              int64_t history_before_ms, int *more_feed, int *more_history);
 
 /* ---- store_sqlite_backup.c -------------------------------------------------- */
 

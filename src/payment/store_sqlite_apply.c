@@ -1,7 +1,9 @@
 /* store_sqlite_apply: operations from the broker on the embedded store.
  * Each is applied inside the writer's batch, in a savepoint of its own: the
- * partition's position and fence are checked, the payment written, the
- * outcome recorded and the partition moved, all or nothing. */
+ * partition's position and fence are checked, the payment written with its
+ * event, the outcome recorded and the partition moved, all or nothing.  A
+ * delete's outcome keeps the version it deleted, as before deletes took a
+ * version of their own. */
 #include <sqlite3.h>
 #include <stdint.h>
 
@@ -65,7 +67,8 @@ static int sqlite_apply_advance(struct sqlite_store *st, struct sqlite_op *op)
     return sqlite_stmt_run(stmt);
 }
 
-/* The version a successful delete left on its tombstone. */
+/* The version a successful delete removed: its tombstone's, less the one
+ * the tombstone took (the payment.deleted event's version). */
 static int sqlite_apply_deleted_version(struct sqlite_store *st, struct sqlite_op *op,
                                         int64_t *version)
 {
@@ -74,7 +77,7 @@ static int sqlite_apply_deleted_version(struct sqlite_store *st, struct sqlite_o
     if (rc == SQLITE_OK)
         rc = sqlite3_step(stmt);
     if (rc == SQLITE_ROW) {
-        *version = sqlite3_column_int64(stmt, 0);
+        *version = sqlite3_column_int64(stmt, 0) - 1;
         rc = SQLITE_OK;
     } else if (rc == SQLITE_DONE) {
         rc = SQLITE_CORRUPT; /* it was just deleted in this transaction */
@@ -101,6 +104,7 @@ static int sqlite_apply_write(struct sqlite_store *st, struct sqlite_op *op)
     if (rc != SQLITE_OK)
         return rc; /* the caller's savepoint undoes everything */
     if (op->err == PAYMENT_STORE_EIDEMPOTENT) {
+        op->evented = 0;
         rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO_WRITE]);
         if (rc != SQLITE_OK)
             return rc;

@@ -2,7 +2,8 @@
  * connection per reading thread, opened on first use and registered in the
  * store so that close can finalize it; WAL readers see the last commit and
  * never wait for the writer.  Owns the readers and the lookups by key: get,
- * ping, idem_get, op_get, partition_get. */
+ * ping, idem_get, op_get, partition_get (the events' reads, on the same
+ * readers, are store_sqlite_events.c's). */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -18,6 +19,14 @@ static const char *const sqlite_rsql[R_COUNT] = {
     [R_OP] = "SELECT status, error_code, message, payment_id, organisation_id, version,"
              " partition, seq, fingerprint FROM operations WHERE op_id = ?1",
     [R_PART] = "SELECT last_seq, fence FROM partitions WHERE partition = ?1",
+    /* A history page: one row more than asked, to learn whether another follows. */
+    [R_HISTORY] = "SELECT " SQLITE_EVENT_COLUMNS " FROM events"
+                  " WHERE payment_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
+    /* A feed page and the feed's end, read in one transaction. */
+    [R_READ_BEGIN] = "BEGIN",
+    [R_READ_END] = "COMMIT",
+    [R_FEED_TOP] = "SELECT (SELECT max(pos) FROM events),"
+                   " (SELECT value FROM feed_meta WHERE key = 'floor')",
 };
 
 void sqlite_reader_free(struct sqlite_reader *r)
@@ -26,6 +35,8 @@ void sqlite_reader_free(struct sqlite_reader *r)
         (void)sqlite3_finalize(r->stmt[i]); /* repeats a past step's error, if any */
     for (int i = 0; i < SQLITE_LIST_CACHE; i++)
         (void)sqlite3_finalize(r->list[i]);
+    for (int i = 0; i < SQLITE_FEED_SHAPES; i++)
+        (void)sqlite3_finalize(r->feed[i]);
     if (r->db && sqlite3_close(r->db) != SQLITE_OK)
         (void)sqlite3_close_v2(r->db); /* unreachable: every statement is finalized */
     free(r);

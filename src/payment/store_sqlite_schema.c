@@ -98,6 +98,38 @@ static const char *const sqlite_migrations[] = {
     "ALTER TABLE idempotency_rowid RENAME TO idempotency;"
     "CREATE UNIQUE INDEX idempotency_key ON idempotency (scope, key);"
     "CREATE INDEX idempotency_created ON idempotency (created_ms);",
+    /* 6: the history and the change feed.  One row per committed change,
+     * written in the change's transaction; pos, the feed position, is given
+     * by the insert itself (store_sqlite_events.c says why that keeps the
+     * feed in commit order).  AUTOINCREMENT: a position is never given
+     * twice, even after the newest events are purged.  The document comes
+     * last so that the purge's walk by position reads the small columns
+     * without it.  History by (payment_id, version), whose uniqueness also
+     * refuses a second event for one version; the feed of some
+     * organisations by (organisation_id, pos).  The feed's floor, the last
+     * position that left the feed, is kept in feed_meta. */
+    "CREATE TABLE events ("
+    " pos INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " id TEXT NOT NULL,"
+    " payment_id TEXT NOT NULL,"
+    " organisation_id TEXT NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " type INTEGER NOT NULL,"
+    " occurred_ms INTEGER NOT NULL,"
+    " api_key_id TEXT,"
+    " request_id TEXT,"
+    " idempotency_key TEXT,"
+    " operation_id TEXT,"
+    " changes TEXT,"
+    " doc TEXT NOT NULL"
+    ");"
+    "CREATE UNIQUE INDEX events_payment ON events (payment_id, version);"
+    "CREATE INDEX events_organisation ON events (organisation_id, pos);"
+    "CREATE TABLE feed_meta ("
+    " key TEXT PRIMARY KEY NOT NULL,"
+    " value INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "INSERT INTO feed_meta (key, value) VALUES ('floor', 0);",
 };
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))

@@ -4,16 +4,20 @@
  * transaction (a savepoint per operation, so that one operation's SQL error
  * undoes only itself), commits (in WAL mode with synchronous=FULL the commit
  * is the fsync), and only then reports each result: group commit, with no
- * timer.  Between batches it runs the idempotency purge, one small
- * transaction per turn.  Owns the queue, the writer's statements and the
- * payment writes (create, update, delete and their idempotency records). */
+ * timer.  Between batches it runs the idempotency and events purges, one
+ * small transaction each per turn.  Owns the queue, the writer's statements
+ * and the payment writes (create, update, delete, their events and
+ * idempotency records; store_sqlite_events.c describes the events). */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "core/clock.h"
 #include "payment/store_sqlite.h"
 
 /* Rows of each table the purge deletes per transaction: a few hundred
@@ -37,8 +41,10 @@ static const char *const sqlite_wsql[W_COUNT] = {
                  " currency = ?6, payment_scheme = ?7, payment_type = ?8, reference = ?9,"
                  " end_to_end_reference = ?10, processing_date = ?11, amount_key = ?12,"
                  " doc = ?13 WHERE id = ?1 AND version = ?14 AND deleted = 0",
-    [W_DELETE] = "UPDATE payments SET deleted = 1, doc = NULL"
-                 " WHERE id = ?1 AND deleted = 0 AND (?2 = -1 OR version = ?2)",
+    /* Made once W_EV_DELETE has found the live row at the expected version,
+     * in the same savepoint: the tombstone is a version of its own. */
+    [W_DELETE] = "UPDATE payments SET deleted = 1, doc = NULL, version = version + 1"
+                 " WHERE id = ?1 AND deleted = 0",
     [W_VERSION] = "SELECT version, deleted FROM payments WHERE id = ?1",
     [W_IDEM_INSERT] = "INSERT INTO idempotency (scope, key, fingerprint, status, location, etag,"
                       " body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -59,6 +65,28 @@ static const char *const sqlite_wsql[W_COUNT] = {
     [W_OP_INSERT] = "INSERT INTO operations (op_id, partition, seq, status, error_code, message,"
                     " payment_id, organisation_id, version, applied_ms, fingerprint)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    /* Events: ?1 id, ?2 payment, ?3 organisation, ?4 version, ?5 type, ?6
+     * occurred, ?7 API key id, ?8 request id, ?9 Idempotency-Key, ?10
+     * operation id, ?11 changes, ?12 doc. */
+    [W_EV_INSERT] = "INSERT INTO events (id, payment_id, organisation_id, version, type,"
+                    " occurred_ms, api_key_id, request_id, idempotency_key, operation_id,"
+                    " changes, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    /* A delete's event, from the row it deletes (?2, at version ?4 unless
+     * ?4 is -1): the document as it was, at the tombstone's version.  Type
+     * 4 is PAYMENT_EVENT_DELETED. */
+    [W_EV_DELETE] = "INSERT INTO events (id, payment_id, organisation_id, version, type,"
+                    " occurred_ms, api_key_id, request_id, idempotency_key, operation_id, doc)"
+                    " SELECT ?1, id, organisation_id, version + 1, 4, ?6, ?7, ?8, ?9, ?10, doc"
+                    " FROM payments WHERE id = ?2 AND deleted = 0 AND (?4 = -1 OR version = ?4)",
+    /* Changes when another connection commits (the events' poll). */
+    [W_DATA_VERSION] = "PRAGMA data_version",
+    /* The events' retention (store_sqlite_events.c): the feed's floor, a
+     * walk of ?2 events above position ?1, and the deletion of the oldest
+     * events up to position ?1. */
+    [W_FLOOR_GET] = "SELECT value FROM feed_meta WHERE key = 'floor'",
+    [W_FLOOR_PUT] = "UPDATE feed_meta SET value = ?1 WHERE key = 'floor'",
+    [W_EV_WALK] = "SELECT pos, occurred_ms FROM events WHERE pos > ?1 ORDER BY pos LIMIT ?2",
+    [W_EV_PURGE] = "DELETE FROM events WHERE pos <= ?1",
 };
 
 /* Prepares every writer statement, once, on the write connection. */
@@ -153,6 +181,8 @@ int sqlite_op_create(struct sqlite_store *st, struct sqlite_op *op)
         rc = SQLITE_OK;
     }
     sqlite_stmt_release(stmt);
+    if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK)
+        rc = sqlite_event_record(st, op, PAYMENT_EVENT_CREATED);
     return rc;
 }
 
@@ -179,16 +209,34 @@ int sqlite_op_update(struct sqlite_store *st, struct sqlite_op *op)
     int rc = sqlite_bind_row(stmt, &op->row);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(stmt, 14, op->expected_version);
-    return sqlite_op_cas(st, op, stmt, rc);
+    rc = sqlite_op_cas(st, op, stmt, rc);
+    if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK)
+        rc = sqlite_event_record(st, op, PAYMENT_EVENT_UPDATED);
+    return rc;
 }
 
+/* The event first, while the row still holds the document it records; its
+ * insert is the compare-and-set, then the tombstone takes the next version. */
 int sqlite_op_delete(struct sqlite_store *st, struct sqlite_op *op)
 {
-    sqlite3_stmt *stmt = st->w[W_DELETE];
-    int rc = sqlite3_bind_text(stmt, 1, op->row.id, -1, SQLITE_STATIC);
+    char event_id[UUID_STR_LEN + 1];
+    sqlite3_stmt *stmt = st->w[W_EV_DELETE];
+    int rc = sqlite_event_bind_delete(op, stmt, event_id);
+    rc = sqlite_op_cas(st, op, stmt, rc);
+    if (rc != SQLITE_OK || op->err != PAYMENT_STORE_OK)
+        return rc;
+    stmt = st->w[W_DELETE];
+    rc = sqlite3_bind_text(stmt, 1, op->row.id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(stmt, 2, op->expected_version);
-    return sqlite_op_cas(st, op, stmt, rc);
+        rc = sqlite3_step(stmt);
+    int changed = rc == SQLITE_DONE && sqlite3_changes(st->wdb) == 1;
+    sqlite_stmt_release(stmt);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if (!changed)
+        return SQLITE_CORRUPT; /* the event was just read from the row */
+    op->evented = 1;
+    return SQLITE_OK;
 }
 
 /* Records the outcome of a write that succeeded, in its savepoint: a key
@@ -278,6 +326,7 @@ static int sqlite_batch_step(struct sqlite_store *st, struct sqlite_op *op)
             op->err = sqlite_map_err(rc);
         op->current_version = -1;
         op->seq = 0;
+        op->evented = 0;
         if (sqlite3_get_autocommit(st->wdb))
             return rc != SQLITE_OK ? rc : SQLITE_ERROR;
         rc = sqlite_stmt_run(st->w[W_ROLLBACK_TO]);
@@ -287,31 +336,36 @@ static int sqlite_batch_step(struct sqlite_store *st, struct sqlite_op *op)
     return sqlite_stmt_run(st->w[W_RELEASE]);
 }
 
-/* Runs a batch in one transaction and sets every operation's result. */
-static void sqlite_batch_run(struct sqlite_store *st, struct sqlite_op *batch)
+/* Runs a batch in one transaction and sets every operation's result.
+ * Returns whether the commit holds events. */
+static int sqlite_batch_run(struct sqlite_store *st, struct sqlite_op *batch)
 {
     int rc = sqlite_stmt_run(st->w[W_BEGIN]);
     if (rc != SQLITE_OK) {
         sqlite_batch_abort(st, batch, sqlite_map_err(rc));
-        return;
+        return 0;
     }
     for (struct sqlite_op *op = batch; op; op = op->next) {
         rc = sqlite_batch_step(st, op);
         if (rc != SQLITE_OK) {
             sqlite_batch_abort(st, batch, sqlite_map_err(rc));
-            return;
+            return 0;
         }
     }
     rc = sqlite_stmt_run(st->w[W_COMMIT]);
     if (rc != SQLITE_OK) {
         sqlite_batch_abort(st, batch, sqlite_map_err(rc));
-        return;
+        return 0;
     }
     atomic_fetch_add(&st->commits, 1);
     uint64_t n = 0;
-    for (struct sqlite_op *op = batch; op; op = op->next)
+    int events = 0;
+    for (struct sqlite_op *op = batch; op; op = op->next) {
         n++;
+        events |= op->evented;
+    }
     metrics_sizes_observe(&st->batches, n);
+    return events;
 }
 
 /* Reports and frees a finished batch; called without the queue lock. */
@@ -374,30 +428,103 @@ static void sqlite_purge_turn(struct sqlite_store *st, int64_t before_ms)
     store_unlock(&st->mu);
 }
 
+/* One turn of the events' purge; a part that has no more to do is over,
+ * unless a later cut-off was asked for meanwhile. */
+static void sqlite_events_purge_step(struct sqlite_store *st, int64_t feed_before,
+                                     int64_t history_before)
+{
+    int more_feed = 0, more_history = 0;
+    sqlite_events_purge_turn(st, feed_before, history_before, &more_feed, &more_history);
+    store_lock(&st->mu);
+    if (!more_feed && st->feed_purge_ms == feed_before)
+        st->feed_purge_ms = SQLITE_NO_PURGE;
+    if (!more_history && st->history_purge_ms == history_before)
+        st->history_purge_ms = SQLITE_NO_PURGE;
+    store_unlock(&st->mu);
+}
+
+/* What the writer takes for one turn, under the queue lock. */
+struct sqlite_turn {
+    struct sqlite_op *batch;   /* every write queued, or NULL */
+    int64_t purge_before;      /* the idempotency purge's cut-off, or SQLITE_NO_PURGE */
+    int64_t feed_before;       /* the events purge's cut-offs, or SQLITE_NO_PURGE */
+    int64_t history_before;
+    void (*ev_fn)(void *arg);  /* the events' subscriber, or NULL */
+    void *ev_arg;
+    int closing;
+};
+
+/* Whether the writer has something to do now; the caller holds st->mu. */
+static int sqlite_writer_has_work(const struct sqlite_store *st)
+{
+    return st->head || st->purge_before_ms != SQLITE_NO_PURGE ||
+           st->feed_purge_ms != SQLITE_NO_PURGE || st->history_purge_ms != SQLITE_NO_PURGE ||
+           st->closing;
+}
+
+/* Waits, holding st->mu, for work, or with a subscriber at most until its
+ * next poll is due. */
+static void sqlite_writer_wait(struct sqlite_store *st)
+{
+    while (!sqlite_writer_has_work(st)) {
+        if (!st->ev_fn) {
+            if (pthread_cond_wait(&st->wake, &st->mu) != 0)
+                abort();
+            continue;
+        }
+        int64_t due = st->poll_next_us;
+        if (clock_mono_us() >= due)
+            return;
+        struct timespec until = {.tv_sec = due / 1000000, .tv_nsec = due % 1000000 * 1000};
+        int rc = pthread_cond_timedwait(&st->wake, &st->mu, &until);
+        if (rc == ETIMEDOUT)
+            return;
+        if (rc != 0)
+            abort();
+    }
+}
+
+static void sqlite_writer_take(struct sqlite_store *st, struct sqlite_turn *t)
+{
+    store_lock(&st->mu);
+    sqlite_writer_wait(st);
+    t->batch = st->head;
+    st->head = st->tail = NULL;
+    t->closing = st->closing;
+    /* A purge is best effort: closing abandons it. */
+    t->purge_before = st->closing ? SQLITE_NO_PURGE : st->purge_before_ms;
+    t->feed_before = st->closing ? SQLITE_NO_PURGE : st->feed_purge_ms;
+    t->history_before = st->closing ? SQLITE_NO_PURGE : st->history_purge_ms;
+    t->ev_fn = st->ev_fn;
+    t->ev_arg = st->ev_arg;
+    store_unlock(&st->mu);
+}
+
 /* The writer thread: each turn applies every write queued, in one
  * transaction, then one turn of a purge asked for, so that a write waits
- * for at most one small purge transaction, never for a whole purge. */
+ * for at most one small purge transaction, never for a whole purge.  With
+ * a subscriber, it is told after each commit that holds events, and, every
+ * SQLITE_EVENTS_POLL_US, of other connections' commits. */
 static void *sqlite_writer_main(void *arg)
 {
     struct sqlite_store *st = arg;
     for (;;) {
-        store_lock(&st->mu);
-        while (!st->head && st->purge_before_ms == SQLITE_NO_PURGE && !st->closing)
-            if (pthread_cond_wait(&st->wake, &st->mu) != 0)
-                abort();
-        struct sqlite_op *batch = st->head;
-        st->head = st->tail = NULL;
-        /* A purge is best effort: closing abandons it. */
-        int64_t purge_before = st->closing ? SQLITE_NO_PURGE : st->purge_before_ms;
-        store_unlock(&st->mu);
-        if (!batch && purge_before == SQLITE_NO_PURGE)
-            return NULL; /* closing, and everything queued has been done */
-        if (batch) {
-            sqlite_batch_run(st, batch);
-            sqlite_batch_report(st, batch);
+        struct sqlite_turn t;
+        sqlite_writer_take(st, &t);
+        if (!t.batch && t.closing)
+            return NULL; /* everything queued has been done */
+        if (t.batch) {
+            int events = sqlite_batch_run(st, t.batch);
+            sqlite_batch_report(st, t.batch);
+            if (events && t.ev_fn)
+                t.ev_fn(t.ev_arg);
         }
-        if (purge_before != SQLITE_NO_PURGE)
-            sqlite_purge_turn(st, purge_before);
+        if (t.purge_before != SQLITE_NO_PURGE)
+            sqlite_purge_turn(st, t.purge_before);
+        if (t.feed_before != SQLITE_NO_PURGE || t.history_before != SQLITE_NO_PURGE)
+            sqlite_events_purge_step(st, t.feed_before, t.history_before);
+        if (t.ev_fn)
+            st->poll_next_us = sqlite_events_poll(st, t.ev_fn, t.ev_arg);
     }
 }
 
@@ -498,6 +625,7 @@ void sqlite_apply(payment_store *s, const struct payment_apply *a,
         return;
     op->apply = *a;
     op->idem = a->idem;
+    op->ev = a->event;
     op->expected_version = a->expected_version;
     if (a->row)
         op->row = *a->row;

@@ -46,8 +46,11 @@
  * checks: every write reported PAYMENT_STORE_OK is there with its
  * idempotency record; the write in flight at the cut, reported with an
  * error, is either wholly there (the payment at its version with its
- * document, and its record) or wholly absent; PRAGMA integrity_check is
- * "ok".  Every connection checkpoints at 16 WAL pages (an auto-extension;
+ * document, and its record) or wholly absent; the events are exactly the
+ * writes that took effect (each payment's history one event per such
+ * write, in order, its versions from 0 to the stored one, a tombstone's
+ * included, and the feed those events and no other); PRAGMA
+ * integrity_check is "ok".  Every connection checkpoints at 16 WAL pages (an auto-extension;
  * the store sets no checkpoint size of its own), so that cuts also fall in
  * checkpoints and WAL restarts.  The reboot mode and the cut point change
  * from run to run; PL_SEED=<n> repeats a sequence of choices (thread
@@ -919,13 +922,15 @@ static int pl_submit(struct pl_worker *w, int p)
     row.reference = a.key;
     row.doc = a.doc;
     row.doc_len = a.doc_len;
+    /* The event names the write by its key. */
+    struct payment_event_info ev = {.request_id = a.key, .occurred_ms = 1000};
     pl_mu_lock(&w->mu);
     w->pending = 1;
     pl_mu_unlock(&w->mu);
     switch (wr->kind) {
-    case PL_CREATE: payment_store_create(w->store, &row, &idem, NULL, pl_done, w); break;
-    case PL_UPDATE: payment_store_update(w->store, &row, wr->version - 1, &idem, NULL, pl_done, w); break;
-    case PL_DELETE: payment_store_delete(w->store, pay->id, wr->version, &idem, NULL, pl_done, w); break;
+    case PL_CREATE: payment_store_create(w->store, &row, &idem, &ev, pl_done, w); break;
+    case PL_UPDATE: payment_store_update(w->store, &row, wr->version - 1, &idem, &ev, pl_done, w); break;
+    case PL_DELETE: payment_store_delete(w->store, pay->id, wr->version, &idem, &ev, pl_done, w); break;
     }
     pl_mu_lock(&w->mu);
     while (w->pending)
@@ -1077,10 +1082,98 @@ static void pl_check_record(payment_store *s, const struct pl_worker *w, int p, 
     buf_free(&found.body);
 }
 
+/* The events a history read gives, checked one by one against the writes
+ * that took effect. */
+struct pl_history {
+    const struct pl_worker *w;
+    int p;
+    int kept;      /* payment p's first writes that took effect */
+    int n;         /* events read */
+    int wrong;     /* events that are not the n-th kept write's */
+};
+
+/* The event of payment p's n-th write: its type, the version it records
+ * (a delete: the tombstone's, one above the version it deleted), and the
+ * document (a delete: the one it deleted). */
+static int pl_event_is(const struct pl_worker *w, int p, int n, const struct payment_event *ev)
+{
+    const struct pl_write *wr = &w->pay[p].writes[n];
+    enum payment_event_type type = wr->kind == PL_CREATE   ? PAYMENT_EVENT_CREATED
+                                   : wr->kind == PL_UPDATE ? PAYMENT_EVENT_UPDATED
+                                                           : PAYMENT_EVENT_DELETED;
+    int64_t version = wr->kind == PL_DELETE ? wr->version + 1 : wr->version;
+    char doc[PL_DOC_MAX];
+    size_t len;
+    pl_doc(w->pay[p].id, wr->version, doc, &len);
+    struct pl_answer a;
+    pl_answer(w, p, n, &a);
+    return ev->type == type && ev->version == version && ev->doc_len == len &&
+           memcmp(ev->doc, doc, len) == 0 && ev->request_id &&
+           strcmp(ev->request_id, a.key) == 0 && strcmp(ev->payment_id, w->pay[p].id) == 0;
+}
+
+static int pl_history_event(void *arg, const struct payment_event *ev)
+{
+    struct pl_history *h = arg;
+    if (h->n >= h->kept || !pl_event_is(h->w, h->p, h->n, ev)) {
+        if (h->wrong++ == 0)
+            fprintf(stderr, "  %s: event %d of %d kept writes is type %d, version %" PRId64
+                            ", request %s\n", h->w->pay[h->p].id, h->n, h->kept, (int)ev->type,
+                    ev->version, ev->request_id ? ev->request_id : "(none)");
+    }
+    h->n++;
+    return 0;
+}
+
+/* Checks payment p's history: one event per write that took effect (its
+ * first kept writes), in order, and no other, so the versions run from 0
+ * to the stored one (a tombstone's included). */
+static void pl_check_history(payment_store *s, const struct pl_worker *w, int p, int kept)
+{
+    struct pl_history h = {.w = w, .p = p, .kept = kept};
+    int more = -1;
+    CHECK_INT(payment_store_history(s, w->pay[p].id, -1, PAYMENT_EVENTS_PAGE_MAX,
+                                    pl_history_event, &h, &more),
+              PAYMENT_STORE_OK);
+    CHECK_INT(more, 0);
+    if (h.n != kept)
+        fprintf(stderr, "  %s: %d events for %d writes that took effect\n", w->pay[p].id, h.n,
+                kept);
+    CHECK_INT(h.n, kept);
+    CHECK_INT(h.wrong, 0);
+}
+
+static int pl_count_event(void *arg, const struct payment_event *ev)
+{
+    int64_t *last = arg;
+    CHECK(ev->pos > last[0]);
+    last[0] = ev->pos;
+    last[1]++;
+    return 0;
+}
+
+/* Checks that the feed holds want events, in increasing positions. */
+static void pl_check_feed(payment_store *s, long want)
+{
+    struct payment_event_query q = {.limit = PAYMENT_EVENTS_PAGE_MAX, .all_orgs = 1,
+                                    .from_ms = INT64_MIN, .to_ms = INT64_MAX};
+    int64_t last[2] = {0, 0}; /* the last position read, and the events read */
+    for (;;) {
+        int64_t before = last[1], next = -1;
+        int err = payment_store_events(s, &q, pl_count_event, last, &next);
+        CHECK_INT(err, PAYMENT_STORE_OK);
+        if (err != PAYMENT_STORE_OK || last[1] - before < q.limit)
+            break;
+        q.after_pos = next;
+    }
+    CHECK_INT(last[1], want);
+}
+
 /* Checks payment p: its acknowledged writes are all there; the write in
- * flight at the cut, if any, wholly there or wholly absent. */
+ * flight at the cut, if any, wholly there or wholly absent, its event with
+ * it.  Adds its events to *events. */
 static void pl_check_payment(payment_store *s, const struct pl_worker *w, int p,
-                             struct pl_stats *stats)
+                             struct pl_stats *stats, long *events)
 {
     const struct pl_payment *pay = &w->pay[p];
     int acked = 0;
@@ -1107,6 +1200,8 @@ static void pl_check_payment(payment_store *s, const struct pl_worker *w, int p,
         pl_check_record(s, w, p, n, 1);
     if (in_flight)
         pl_check_record(s, w, p, acked, applied);
+    pl_check_history(s, w, p, acked + applied);
+    *events += acked + applied;
     stats->acked += acked;
     stats->in_flight_there += in_flight && applied;
     stats->in_flight_absent += in_flight && !applied;
@@ -1223,12 +1318,15 @@ static long pl_run(const char *dir, long budget, enum pl_mode mode, uint64_t *rn
     if (err != PAYMENT_STORE_OK)
         fprintf(stderr, "  reopen after the cut: %s\n", errbuf);
     CHECK_INT(err, PAYMENT_STORE_OK);
+    long events = 0;
     for (int i = 0; i < PL_WORKERS && err == PAYMENT_STORE_OK; i++) {
         CHECK_INT(workers[i].failed_early, 0);
         CHECK_INT(workers[i].misread, 0);
         for (int p = 0; p < workers[i].npay; p++)
-            pl_check_payment(s, &workers[i], p, stats);
+            pl_check_payment(s, &workers[i], p, stats, &events);
     }
+    if (err == PAYMENT_STORE_OK)
+        pl_check_feed(s, events);
     payment_store_close(s);
     pl_check_integrity(path);
     pl_remove_store(path);

@@ -306,6 +306,32 @@ static void test_list_shapes_cycle(void)
 
 /* ---- the idempotency purge ------------------------------------------------ */
 
+/* A payment_store_event_fn counting into *(int *)arg. */
+static int tally_event(void *arg, const struct payment_event *ev)
+{
+    CHECK(ev->pos > 0);
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* Updates row from expected and waits: its store error. */
+static int update_row(payment_store *s, const struct payment_row *row, int64_t expected)
+{
+    struct waiter w;
+    waiter_init(&w, 1);
+    payment_store_update(s, row, expected, NULL, NULL, waiter_done, &w);
+    waiter_wait(&w);
+    return w.err;
+}
+
+/* A payment_store_event_fn that reads and keeps nothing. */
+static int drop_event(void *arg, const struct payment_event *ev)
+{
+    (void)arg;
+    CHECK(ev->pos > 0);
+    return 0;
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -458,6 +484,112 @@ static void test_purge_lets_writes_through(void)
     tmp_store_remove(&t);
 }
 
+/* Inserts n events of payments first.. (ids below "1"; "2..." for kept
+ * ones, when kept), version 0, occurred at occurred_ms, each with a
+ * document of doc_len bytes, on a connection of the test's own.  Returns
+ * the SQLite result. */
+static int insert_events(const char *path, int first, int n, int kept, size_t doc_len,
+                         int64_t occurred_ms)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *ins = NULL;
+    char *doc = malloc(doc_len);
+    int rc = doc ? sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) : SQLITE_NOMEM;
+    if (doc)
+        memset(doc, 'd', doc_len);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(db, 10000);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO events (id, payment_id, organisation_id, version,"
+                                " type, occurred_ms, doc) VALUES ('01890000-0000-7000-8000-"
+                                "000000000000', ?1, '0a0a0a0a-0000-4000-8000-000000000000', 0,"
+                                " 1, ?2, ?3)",
+                                -1, &ins, NULL);
+    for (int i = first; rc == SQLITE_OK && i < first + n; i++) {
+        char pid[40];
+        snprintf(pid, sizeof pid, "%s-0000-4000-8000-%012d", kept ? "22222222" : "00000000", i);
+        rc = sqlite3_bind_text(ins, 1, pid, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(ins, 2, occurred_ms);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_text(ins, 3, doc, (int)doc_len, SQLITE_STATIC);
+        if (rc == SQLITE_OK && sqlite3_step(ins) != SQLITE_DONE)
+            rc = sqlite3_errcode(db);
+        (void)sqlite3_reset(ins);
+    }
+    (void)sqlite3_finalize(ins);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (db && sqlite3_close(db) != SQLITE_OK && rc == SQLITE_OK)
+        rc = SQLITE_ERROR;
+    free(doc);
+    return rc;
+}
+
+/* The events purge does not hold up writes either: a history purge of
+ * many events (PAYMENTD_TEST_PURGE_EVENTS, default 5000, of 4 KB) runs in
+ * small transactions between the writer's batches, so writes submitted one
+ * after another keep completing and see it part done, over many turns; at
+ * the end the old events are gone, the newer ones stay, and a cursor
+ * before them has expired. */
+static void test_events_purge_lets_writes_through(void)
+{
+    const char *env = getenv("PAYMENTD_TEST_PURGE_EVENTS");
+    int n = env ? atoi(env) : 5000;
+    if (n < 1000)
+        n = 1000;
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        tmp_store_remove(&t);
+        return;
+    }
+    CHECK_INT(insert_events(t.path, 0, n, 0, 4096, 1000), SQLITE_OK);
+    CHECK_INT(insert_events(t.path, 0, 10, 1, 4096, 5000), SQLITE_OK); /* kept */
+    sqlite3 *db = NULL;
+    CHECK_INT(sqlite3_open_v2(t.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    const char *old = "events WHERE payment_id < '1'";
+    CHECK_INT(count_rows(db, old), n);
+
+    double start = now_ms(), longest = 0;
+    payment_store_events_purge(s, 2000, 2000);
+    int writes = 0, partway = 0;
+    long long left = n, last = -1;
+    while (left > 0 && now_ms() - start < 300e3) {
+        double t0 = now_ms();
+        CHECK_INT(create_one(s, writes), PAYMENT_STORE_OK);
+        double took = now_ms() - t0;
+        longest = took > longest ? took : longest;
+        writes++;
+        left = count_rows(db, old);
+        /* a write completed while the purge was part done, at a new point */
+        if (left > 0 && left < n && left != last)
+            partway++;
+        last = left;
+    }
+    double purge_ms = now_ms() - start;
+    CHECK_INT(left, 0);
+    CHECK(partway >= 5);
+    CHECK_INT(count_rows(db, "events WHERE payment_id LIKE '2%'"), 10);
+    fprintf(stderr, "  purge of %d events: %.0f ms, %d writes meanwhile (%d seeing it part done),"
+                    " longest write %.1f ms\n", n, purge_ms, writes, partway, longest);
+    struct payment_event_query q = {.after_pos = 1, .limit = 10, .all_orgs = 1,
+                                    .from_ms = INT64_MIN, .to_ms = INT64_MAX};
+    int64_t next;
+    CHECK_INT(payment_store_events(s, &q, drop_event, NULL, &next), PAYMENT_STORE_EEXPIRED);
+    q.after_pos = n;
+    CHECK_INT(payment_store_events(s, &q, drop_event, NULL, &next), PAYMENT_STORE_OK);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+    payment_store_close(s);
+    tmp_store_remove(&t);
+}
+
 /* ---- migration ------------------------------------------------------------ */
 
 /* The schema of version 4 (the last with idempotency records in a WITHOUT
@@ -558,6 +690,23 @@ static void test_migrates_version_4(void)
     doc = (struct buf)BUF_INIT;
     CHECK_INT(payment_store_get(s, r.id, &doc, &version), PAYMENT_STORE_ENOTFOUND);
     buf_free(&doc);
+
+    /* the feed starts empty (a payment written before has no history), and
+     * the next write of a payment records its event */
+    struct payment_event_query q = {.limit = 10, .all_orgs = 1, .from_ms = INT64_MIN,
+                                    .to_ms = INT64_MAX};
+    int64_t next = -1;
+    int events = 0;
+    CHECK_INT(payment_store_events(s, &q, tally_event, &events, &next), PAYMENT_STORE_OK);
+    CHECK_INT(events, 0);
+    CHECK_INT(next, 0);
+    snprintf(r.id, sizeof r.id, "00000000-0000-4000-8000-000000000001");
+    r.version = 4;
+    CHECK_INT(update_row(s, &r, 3), PAYMENT_STORE_OK);
+    int more = -1;
+    CHECK_INT(payment_store_history(s, r.id, -1, 10, tally_event, &events, &more),
+              PAYMENT_STORE_OK);
+    CHECK_INT(events, 1);
 
     /* purged by age from the new table */
     payment_store_idem_purge(s, 2000);
@@ -815,5 +964,6 @@ static void test_backup_of_exclusive_store(void)
 TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size),
           TEST(test_existing_store_keeps_page_size), TEST(test_list_shapes_cycle),
           TEST(test_exclusive_store_keeps_no_shm), TEST(test_purge_lets_writes_through),
+          TEST(test_events_purge_lets_writes_through),
           TEST(test_migrates_version_4), TEST(test_backup_while_writing),
           TEST(test_backup_failures), TEST(test_backup_of_exclusive_store))

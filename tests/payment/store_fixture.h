@@ -1,0 +1,138 @@
+/* store_fixture: the runners of the store contract tests, which take a
+ * case written against store.h and run it on an opened, empty store: a new
+ * SQLite store in a temporary folder, removed afterwards, or a fresh
+ * database of the MongoDB server PAYMENTD_TEST_MONGO_URI names (such as the
+ * test double of tests/mongo/double.py), dropped afterwards; without that
+ * variable the MongoDB runs are reported as skipped.  Header-only: each test
+ * binary is one file. */
+#ifndef TESTS_PAYMENT_STORE_FIXTURE_H
+#define TESTS_PAYMENT_STORE_FIXTURE_H
+
+#include <mongoc/mongoc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "payment/store.h"
+#include "store_waiter.h"
+#include "test.h"
+
+struct fixture {
+    payment_store *s; /* open store, NULL once a case closed it for good */
+    char uri[512];    /* opens the same store again */
+    unsigned flags;   /* and with these payment_store_open flags */
+};
+
+typedef void (*store_case_fn)(struct fixture *fx);
+
+/* Runs fn on a new SQLite store in a temporary folder, removed afterwards,
+ * opened with flags.  The store file sits two folders down, which open must
+ * create. */
+static inline void run_on_sqlite_with(store_case_fn fn, unsigned flags)
+{
+    char dir[] = "/tmp/paymentd-store-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    struct fixture fx = {.flags = flags};
+    snprintf(fx.uri, sizeof fx.uri, "sqlite:%s/data/sub/payments.db", dir);
+    char err[256] = "";
+    int rc = payment_store_open(fx.uri, flags, &fx.s, err, sizeof err);
+    CHECK_INT(rc, PAYMENT_STORE_OK);
+    if (rc == PAYMENT_STORE_OK) {
+        fn(&fx);
+        payment_store_close(fx.s);
+    } else {
+        fprintf(stderr, "  open %s: %s\n", fx.uri, err);
+    }
+    rm_tree(dir);
+}
+
+static inline void run_on_sqlite(store_case_fn fn)
+{
+    run_on_sqlite_with(fn, 0);
+}
+
+/* ---- MongoDB ------------------------------------------------------------ */
+
+#define MONGO_URI_ENV "PAYMENTD_TEST_MONGO_URI"
+
+/* The server the MongoDB cases run on, or NULL (they are reported skipped). */
+static inline const char *mongo_base(void)
+{
+    const char *b = getenv(MONGO_URI_ENV);
+    return b && b[0] ? b : NULL;
+}
+
+/* base (mongodb://HOSTS[/DB][?OPTS]) naming database db, with opts
+ * ("k=v&k=v" or "") added to its options. */
+static inline void mongo_uri_for(char *out, size_t len, const char *base, const char *db, const char *opts)
+{
+    const char *hosts = strstr(base, "://");
+    hosts = hosts ? hosts + 3 : base;
+    size_t hlen = strcspn(hosts, "/?");
+    const char *q = strchr(hosts + hlen, '?');
+    const char *old = q ? q + 1 : "";
+    int n = snprintf(out, len, "%.*s/%s%s%s%s%s", (int)(hosts + hlen - base), base, db,
+                     old[0] || opts[0] ? "?" : "", old, old[0] && opts[0] ? "&" : "", opts);
+    CHECK(n > 0 && (size_t)n < len);
+}
+
+/* A database name no other case or run uses. */
+static inline void mongo_db_name(char out[64])
+{
+    snprintf(out, 64, "paymentd_test_%ld_%lld", (long)getpid(), (long long)clock_mono_us());
+}
+
+/* Runs cmd on db with a client of its own; reply is always initialized. */
+static inline int mongo_command(const char *db, const bson_t *cmd, bson_t *reply)
+{
+    bson_error_t e;
+    mongoc_init(); /* idempotent; a store's open also calls it */
+    mongoc_client_t *c = mongoc_client_new(mongo_base());
+    CHECK(c != NULL);
+    if (!c) {
+        bson_init(reply);
+        return 0;
+    }
+    CHECK(mongoc_client_set_error_api(c, MONGOC_ERROR_API_VERSION_2));
+    int ok = mongoc_client_command_simple(c, db, cmd, NULL, reply, &e);
+    mongoc_client_destroy(c);
+    return ok;
+}
+
+static inline void mongo_drop(const char *db)
+{
+    bson_t *cmd = BCON_NEW("dropDatabase", BCON_INT32(1)), reply;
+    CHECK(mongo_command(db, cmd, &reply));
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+}
+
+/* Runs fn on a new database of the server PAYMENTD_TEST_MONGO_URI names. */
+static inline void run_on_mongo(store_case_fn fn)
+{
+    if (!mongo_base()) {
+        TEST_SKIP(MONGO_URI_ENV " unset: no MongoDB to run on");
+        return;
+    }
+    char db[64];
+    mongo_db_name(db);
+    struct fixture fx = {0};
+    mongo_uri_for(fx.uri, sizeof fx.uri, mongo_base(), db, "");
+    char err[256] = "";
+    int rc = payment_store_open(fx.uri, 0, &fx.s, err, sizeof err);
+    CHECK_INT(rc, PAYMENT_STORE_OK);
+    if (rc == PAYMENT_STORE_OK) {
+        fn(&fx);
+        payment_store_close(fx.s);
+    } else {
+        fprintf(stderr, "  open %s: %s\n", fx.uri, err);
+    }
+    mongo_drop(db);
+}
+
+#endif
