@@ -3,9 +3,11 @@
  *
  * The feed: its floor (in the feed's document, store_mongo_events.c) moves
  * up to the position before the first event, above it and at or below the
- * watermark, that occurred at or after feed_before_ms; readers skip what is
- * at or below the floor, and a cursor below it is EEXPIRED.  The events
- * stay in the histories.
+ * watermark, that occurred at or after the cut-off (feed_before_ms, or
+ * history_before_ms when later: the histories' purge takes events out of
+ * the feed too); readers skip what is at or below the floor, and a cursor
+ * below it is EEXPIRED.  Events before the feed's cut-off stay in the
+ * histories.
  *
  * The histories: events that occurred before history_before_ms, at or below
  * the watermark, are purged MONGO_PURGE_BATCH at a time, each batch one
@@ -154,8 +156,9 @@ static int mongo_purge_run(struct mongo_store *st, int64_t feed_before_ms,
         err = mongo_feed_get(st, client, 1, &feed);
     mongoc_collection_t *events = mongo_collection(st, client, st->events_coll);
     int64_t floor = INT64_MIN;
+    int64_t cut = history_before_ms > feed_before_ms ? history_before_ms : feed_before_ms;
     if (err == PAYMENT_STORE_OK)
-        err = mongo_purge_floor(events, &feed, feed_before_ms, &floor);
+        err = mongo_purge_floor(events, &feed, cut, &floor);
     if (err == PAYMENT_STORE_OK && floor > feed.floor)
         err = mongo_feed_raise(st, client, INT64_MIN, floor);
     if (err == PAYMENT_STORE_OK && history_before_ms != INT64_MIN)
