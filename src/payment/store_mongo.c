@@ -15,9 +15,11 @@
  * Document: _id is the payment id, seq the sequence number, doc the
  * serialized data object kept verbatim as a string (the bytes GET returns:
  * no number goes through a BSON double), and the list's columns as
- * top-level fields, absent when the payment has no value.  A deleted payment
- * keeps _id, seq, organisation_id and version with deleted: true (its
- * tombstone): the unique _id index then refuses to create the id again.
+ * top-level fields, absent when the payment has no value, and pend, the
+ * outbox of events not yet in the feed (store_mongo_events.c).  A deleted
+ * payment keeps _id, seq, organisation_id, its outbox and a version of its
+ * own (the deleted one + 1) with deleted: true (its tombstone): the unique
+ * _id index then refuses to create the id again.
  *
  * Decisions are MongoDB's, each in one single-document operation: create
  * relies on the unique _id (error 11000); update and delete are updates

@@ -21,13 +21,16 @@
  *
  * The feed.  <collection>_events holds one document per event, its _id the
  * event's position (an integer), with a unique index on (payment_id,
- * version): one event per version of a payment, whoever writes it.  The
- * counters document {_id: <collection>_feed} holds wm, the watermark: every
- * position from 1 to wm is filled, and stays as it is; and floor: the
- * positions at or below it have left the feed (retention).
+ * version): one event per version of a payment, whoever writes it (the
+ * index a history reads by, so no index on the event id is needed: an
+ * event's id is as unique as its version).  The counters document {_id:
+ * <collection>_feed} holds wm, the watermark: every position from 1 to wm
+ * is filled, and stays as it is; and floor: the positions at or below it
+ * have left the feed (retention).
  *
  * Sequencers (one per open store, in any number of processes) stamp outbox
- * entries in rounds:
+ * entries in rounds (store_mongo_round.c; the order a round feeds its
+ * entries in, across payments, is explained there):
  *   1. read payments holding entries, each outbox in array order (the order
  *      its writes were made, hence version order);
  *   2. insert the entries, in one ordered insert, at the positions after the
