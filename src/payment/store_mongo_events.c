@@ -73,11 +73,12 @@
  *    the feed; an outbox's next entry is inserted only once the one before
  *    it is in the feed (step 2), so it lands above it.
  * Positions being taken contiguously, readers could seem safe without wm;
- * they are not: a reader's read concern may show an insert that a failover
- * then rolls back (its position reused by another event), and a replica
- * may show a later position before an earlier one.  wm is raised only after
- * the inserts below it were acknowledged (majority, unless the URI says
- * otherwise), and readers rely on wm's rule alone.
+ * they are not: a reader whose read concern is local may see an insert
+ * that a failover then rolls back, its position given to another event.
+ * wm is raised only after the inserts below it were acknowledged (majority,
+ * unless the URI says otherwise), and step 3 checks every position it
+ * passes rather than trusting the rule above: a gap, however it came to
+ * be, is never passed, and readers rely on wm's rule alone.
  *
  * The feed promise needs <collection>_events unsharded (or sharded on _id):
  * a sharded collection enforces a unique _id only per shard.  The payments
@@ -85,11 +86,13 @@
  * unique).
  *
  * Histories read <collection>_events by (payment_id, version).  A history
- * reads its own writes: it first looks at the payment's outbox and, when it
- * holds entries, stamps them itself (a reader may run a round for one
- * payment: rounds are safe in any number), so that every event is read
- * with its position.  A tombstone keeps its outbox until it is stamped, and
- * the events stay after the payment is deleted.
+ * reads its own writes, and any process's: it first waits for this
+ * process's round over the writes reported before it (as a feed read
+ * does), then looks at the payment's outbox and, when that still holds
+ * entries (another process's), stamps them itself (a reader may run a
+ * round for one payment: rounds are safe in any number), so that every
+ * event is read with its position.  A tombstone keeps its outbox until it
+ * is stamped, and the events stay after the payment is deleted.
  *
  * The feed reads its own writes too, within a process: a feed read first
  * waits (briefly) for the sequencer's round over the writes this process

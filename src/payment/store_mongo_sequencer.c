@@ -8,9 +8,9 @@
  * store's worker threads, before reporting) and wake it; it runs a round
  * over those, and every MONGO_SEQ_POLL_MS reads the watermark (calling the
  * subscriber when another process moved it), and every MONGO_SEQ_ADOPT_MS
- * adopts outbox entries made longer ago than that (another process's its
- * own sequencer has not taken, or left by a crash) and moves the watermark
- * over positions a crash left filled.  It takes a client from the pool per
+ * adopts outbox entries made longer ago than that (another process's that
+ * its own sequencer has not taken, or entries a crash left) and moves the
+ * watermark over positions a crash left filled.  It takes a client from the pool per
  * turn, with the store's timeouts, and holds no lock while it talks to
  * MongoDB: it blocks no writer and no reader.  A feed or history read
  * waits for the round over the writes noted before it (mongo_seq_flush),
@@ -35,7 +35,6 @@
 #define MONGO_SEQ_ADOPT_MS 1000    /* entries this old are anyone's; looked for this often */
 
 struct mongo_seq {
-    struct mongo_store *st;           /* the store it serves */
     pthread_mutex_t mu;               /* guards every field below */
     pthread_cond_t wake;              /* the thread: work noted, or closing */
     pthread_cond_t flushed;           /* readers in mongo_seq_flush: a round ended */
@@ -283,7 +282,6 @@ int mongo_seq_new(struct mongo_store *st)
     pthread_condattr_t attr;
     if (!q)
         return -1;
-    q->st = st;
     if (pthread_mutex_init(&q->mu, NULL) != 0)
         goto no_mu;
     if (pthread_condattr_init(&attr) != 0)
