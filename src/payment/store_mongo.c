@@ -15,9 +15,11 @@
  * Document: _id is the payment id, seq the sequence number, doc the
  * serialized data object kept verbatim as a string (the bytes GET returns:
  * no number goes through a BSON double), and the list's columns as
- * top-level fields, absent when the payment has no value.  A deleted payment
- * keeps _id, seq, organisation_id and version with deleted: true (its
- * tombstone): the unique _id index then refuses to create the id again.
+ * top-level fields, absent when the payment has no value, and pend, the
+ * outbox of events not yet in the feed (store_mongo_events.c).  A deleted
+ * payment keeps _id, seq, organisation_id, its outbox and a version of its
+ * own (the deleted one + 1) with deleted: true (its tombstone): the unique
+ * _id index then refuses to create the id again.
  *
  * Decisions are MongoDB's, each in one single-document operation: create
  * relies on the unique _id (error 11000); update and delete are updates
@@ -68,6 +70,11 @@
  * database they do not quite: a node may commit seq 11 before another node
  * commits seq 10, and a cursor read in between (after 11) never sees 10.
  *
+ * Every change records its event in the same single-document write, in
+ * the payment's outbox; a sequencer thread moves the events into the feed,
+ * <collection>_events, in an order no reader can miss: see
+ * store_mongo_events.c.
+ *
  * Writes run on worker threads (the HTTP threads only queue them): the
  * create thread above, MONGO_WRITERS threads for updates and deletes, and
  * one thread for operations from the broker.
@@ -92,6 +99,7 @@
 
 static void mongo_store_free(struct mongo_store *st)
 {
+    mongo_seq_free(st); /* NULL is a no-op; its thread stopped first */
     if (st->pool)
         mongoc_client_pool_destroy(st->pool);
     mongoc_uri_destroy(st->uri); /* NULL is a no-op */
@@ -195,7 +203,7 @@ static int mongo_open(const char *uri, unsigned flags, payment_store **out, char
     if (err != PAYMENT_STORE_OK)
         goto fail;
     err = PAYMENT_STORE_EINTERNAL;
-    if (mongo_sync_init(st) != 0) {
+    if (mongo_sync_init(st) != 0 || mongo_seq_new(st) != 0) {
         store_errf(errbuf, errlen, "cannot create the store's locks");
         goto fail;
     }
@@ -214,7 +222,7 @@ static int mongo_open(const char *uri, unsigned flags, payment_store **out, char
     err = mongo_first_contact(st, wait, errbuf, errlen);
     if (err != PAYMENT_STORE_OK)
         goto fail;
-    if (mongo_start_threads(st) != 0) {
+    if (mongo_seq_start(st) != 0 || mongo_start_threads(st) != 0) {
         store_errf(errbuf, errlen, "cannot start the store's threads");
         err = PAYMENT_STORE_EINTERNAL;
         goto fail;
@@ -239,7 +247,7 @@ static void mongo_stats(payment_store *s, struct payment_store_stats *out)
 static void mongo_close(payment_store *s)
 {
     struct mongo_store *st = (struct mongo_store *)s;
-    mongo_stop_threads(st);
+    mongo_stop_threads(st); /* the writers first: their last events are noted */
     mongo_store_free(st);
 }
 
@@ -260,4 +268,8 @@ const struct payment_store_backend payment_store_mongo_backend = {
     .apply = mongo_apply,
     .op_get = mongo_op_get,
     .partition_get = mongo_partition_get,
+    .events = mongo_events,
+    .history = mongo_history,
+    .events_subscribe = mongo_events_subscribe,
+    .events_purge = mongo_events_purge,
 };

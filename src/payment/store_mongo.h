@@ -10,6 +10,11 @@
  *   store_mongo_queue.c  submission, queues, worker threads, reports
  *   store_mongo_apply.c  operations from the broker
  *   store_mongo_read.c   gets, lists, records, outcomes, positions, ping
+ *   store_mongo_events.c the events: outbox entries, the feed, histories
+ *                        (and why the feed's order holds)
+ *   store_mongo_sequencer.c the thread that moves outbox entries into the feed
+ *   store_mongo_round.c  a round of it: outboxes read, events inserted, pulled
+ *   store_mongo_retention.c the purge of old events
  * Functions return store errors (store.h) unless they say otherwise. */
 #ifndef PAYMENT_STORE_MONGO_H
 #define PAYMENT_STORE_MONGO_H
@@ -28,6 +33,8 @@
 #define MONGO_NAME_MAX 100            /* collection and database names */
 #define MONGO_WRITERS 3               /* threads for updates and deletes */
 #define MONGO_CAS_TRIES 3             /* conditional write, miss read, again */
+#define MONGO_ROOM_TRIES 100          /* pauses a write waits for room in a full outbox */
+#define MONGO_ROOM_PAUSE_MS 20        /* each */
 #define MONGO_DOC_MAX (16000000 - 65536) /* document text MongoDB's 16 MB limit leaves room for */
 #define MONGO_F_IDEM "idem"           /* the array of idempotency records */
 #define MONGO_IDEM_SK_INDEX "organisation_idem_sk" /* unique: a (scope, key) per organisation */
@@ -37,6 +44,11 @@
 #define MONGO_OPS_SUFFIX "_operations" /* <collection>_operations: outcomes */
 #define MONGO_PARTS_SUFFIX "_partitions" /* <collection>_partitions: positions */
 #define MONGO_APPLY_BATCH_MAX 64      /* operations per apply batch, one per partition */
+#define MONGO_F_PEND "pend"           /* a payment's outbox: its events not yet in the feed */
+#define MONGO_PEND_KEEP 16            /* entries an outbox holds at most */
+#define MONGO_EVENTS_SUFFIX "_events" /* <collection>_events: the feed and the histories */
+#define MONGO_FEED_SUFFIX "_feed"     /* {_id: <collection>_feed} in counters: watermark, floor */
+#define MONGO_EVENTS_VERSION_INDEX "payment_version" /* unique: one event per version */
 
 /* The list's columns, top-level fields of every live document. */
 #define MONGO_F_ORG "organisation_id"
@@ -47,6 +59,27 @@
 #define MONGO_F_E2E "end_to_end_reference"
 #define MONGO_F_DATE "processing_date"
 #define MONGO_F_AMOUNT "amount_key"
+
+/* An event as a write puts it in its payment's outbox (store_mongo_events.c).
+ * Pointers are borrowed from the write's submitter, or from a document read
+ * for the write (a delete's). */
+struct mongo_event {
+    char id[UUID_STR_LEN + 1];    /* UUIDv7 */
+    enum payment_event_type type;
+    const char *organisation_id;  /* a delete's: the stored one */
+    const char *payment_id;
+    int64_t version;              /* the version the change makes */
+    int64_t occurred_ms;
+    int64_t made_us;              /* when the write was submitted (µs, wall clock): */
+                                  /* the feed's order across payments; adoption */
+    const char *api_key_id;       /* NULL when none, as are the next four */
+    const char *request_id;
+    const char *idempotency_key;
+    const char *operation_id;
+    const char *changes;          /* updates only */
+    const char *doc;              /* the payment after the change; a delete's as it was */
+    size_t doc_len;
+};
 
 /* What a queued write is: store.h's create, update, delete, or apply. */
 enum mongo_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_APPLY };
@@ -73,7 +106,7 @@ struct mongo_op {
     int64_t current_version;  /* -1 unless err is ECONFLICT */
     int64_t seq;              /* OP_CREATE's sequence number */
     const struct payment_idem *idem; /* stored with a successful write, or NULL */
-    const struct payment_event_info *ev; /* described in the write's event, or NULL */
+    struct mongo_event event; /* the event the write records (OP_APPLY: kind NONE none) */
     char *sk;                 /* idem's scope and key (mongo_sk_new), owned; or NULL */
     struct payment_apply apply; /* OP_APPLY: a copy, its pointers borrowed like row's */
     int known;                /* OP_APPLY: its outcome was recorded before */
@@ -95,6 +128,9 @@ struct mongo_store {
     char coll[MONGO_NAME_MAX + 1];
     char ops_coll[MONGO_NAME_MAX + sizeof MONGO_OPS_SUFFIX];     /* outcomes */
     char parts_coll[MONGO_NAME_MAX + sizeof MONGO_PARTS_SUFFIX]; /* positions */
+    char events_coll[MONGO_NAME_MAX + sizeof MONGO_EVENTS_SUFFIX]; /* the feed */
+    char feed_id[MONGO_NAME_MAX + sizeof MONGO_FEED_SUFFIX];       /* its counter's _id */
+    struct mongo_seq *seq;       /* the sequencer (store_mongo_sequencer.c), owned */
     int64_t stale_us;            /* a queued write older than this is not tried */
     pthread_mutex_t mu;          /* guards creates, writes, closing */
     struct mongo_queue creates;  /* taken in batches by the create thread */
@@ -128,6 +164,23 @@ struct mongo_mark {
     int64_t version; /* -1: none */
 };
 
+/* The feed's document {_id: <collection>_feed} in counters. */
+struct mongo_feed {
+    int64_t wm;    /* every position 1..wm is filled and final */
+    int64_t floor; /* positions at or below it have left the feed */
+};
+
+/* Where a sequencer's round may stop, for the tests' crash hook. */
+enum mongo_seq_stage {
+    MONGO_SEQ_START,    /* a round starts: nothing read yet */
+    MONGO_SEQ_INSERTED, /* events inserted, watermark not raised yet */
+    MONGO_SEQ_RAISED,   /* watermark raised, entries not pulled yet */
+};
+
+/* Tests: called by a round at each stage; non-zero stops the round there,
+ * as a crash of its process would. */
+typedef int (*mongo_seq_hook_fn)(void *arg, enum mongo_seq_stage stage);
+
 /* ---- store_mongo_uri.c: the URI */
 
 void mongo_hosts(const mongoc_uri_t *uri, char *out, size_t outlen);
@@ -158,11 +211,13 @@ char *mongo_sk_new(const char *scope, const char *key);
 size_t mongo_idem_size(const struct payment_idem *idem);
 int mongo_idem_keep(size_t bytes);
 bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t seq,
-                        const struct mongo_rec *rec, const struct mongo_mark *mark);
+                        const struct mongo_rec *rec, const struct mongo_mark *mark,
+                        const struct mongo_event *ev);
 bool mongo_build_update(bson_t *b, const struct payment_row *row,
-                        const struct mongo_rec *rec, const struct mongo_mark *mark);
+                        const struct mongo_rec *rec, const struct mongo_mark *mark,
+                        const struct mongo_event *ev);
 bool mongo_build_tombstone(bson_t *b, const struct mongo_rec *rec,
-                           const struct mongo_mark *mark);
+                           const struct mongo_mark *mark, const struct mongo_event *ev);
 int mongo_holds_sk(const bson_t *doc, const char *sk);
 bool mongo_append_not_above(bson_t *b, const char *field, int64_t v);
 bool mongo_append_absent(bson_t *b, const char *field);
@@ -170,6 +225,21 @@ int mongo_ops_hold(const bson_t *doc, const char *op_id, int64_t *v);
 void mongo_copy_utf8(const bson_t *doc, const char *key, char *out, size_t len);
 
 /* ---- store_mongo_write.c: the writes */
+
+/* The state of a payment a write decides on (mongo_read_state). */
+struct mongo_state {
+    int found;       /* a document (live or tombstone) has the id */
+    int live;        /* found and not deleted */
+    int64_t version;
+    int holds;       /* its records hold the write's key */
+    int pending;     /* entries in its outbox */
+    bson_t doc;      /* with_doc: what was read (doc, organisation_id), when found */
+    int has_doc;     /* doc is initialized: the caller destroys it */
+};
+int mongo_read_state(mongoc_collection_t *coll, const char *id, const char *sk, int with_doc,
+                     struct mongo_state *out);
+int mongo_delete_event(struct mongo_state *state, struct mongo_event *ev);
+void mongo_room_wait(struct mongo_store *st, const char *payment_id);
 
 int mongo_keys_held(mongoc_collection_t *coll, struct mongo_op *const *ops, size_t n,
                     bool *held);
@@ -198,6 +268,51 @@ int mongo_start_threads(struct mongo_store *st);
 
 bool mongo_apply_run(struct mongo_store *st, mongoc_client_t *client, struct mongo_op **ops,
                      size_t n);
+
+/* ---- store_mongo_events.c: outbox entries, the feed, histories */
+
+int64_t mongo_wall_us(void);
+int mongo_event_init(struct mongo_event *e, enum payment_event_type type,
+                     const struct payment_event_info *info, const char *payment_id,
+                     int64_t fallback_ms);
+bool mongo_append_event(bson_t *b, const char *key, const struct mongo_event *e);
+int mongo_pend_keep(size_t bytes);
+bool mongo_append_pend_room(bson_t *filter, int keep);
+int mongo_pend_count(const bson_t *doc);
+int mongo_feed_get(struct mongo_store *st, mongoc_client_t *client, int local,
+                   struct mongo_feed *out);
+int mongo_feed_raise(struct mongo_store *st, mongoc_client_t *client, int64_t wm,
+                     int64_t floor);
+int mongo_events(payment_store *s, const struct payment_event_query *q,
+                 payment_store_event_fn each, void *arg, int64_t *next_pos);
+int mongo_history(payment_store *s, const char *payment_id, int64_t after_version,
+                  uint32_t limit, payment_store_event_fn each, void *arg, int *more);
+
+/* ---- store_mongo_sequencer.c: the sequencer */
+
+int mongo_seq_new(struct mongo_store *st);
+int mongo_seq_start(struct mongo_store *st);
+void mongo_seq_free(struct mongo_store *st);
+void mongo_seq_note(struct mongo_store *st, const char *payment_id);
+void mongo_seq_flush(struct mongo_store *st);
+void mongo_seq_notify(struct mongo_store *st);
+int mongo_seq_stamp_ids(struct mongo_store *st, mongoc_client_t *client, const char *const *ids,
+                        size_t n, int64_t cutoff);
+int mongo_seq_crashes(struct mongo_store *st, enum mongo_seq_stage stage);
+void mongo_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg);
+void mongo_seq_set_hook(payment_store *s, mongo_seq_hook_fn hook, void *arg);
+
+/* ---- store_mongo_round.c: a round of the sequencer */
+
+int mongo_round_ids(struct mongo_store *st, mongoc_client_t *client, const char *const *ids,
+                    size_t n, int64_t cutoff, int *raised);
+int mongo_round_adopt(struct mongo_store *st, mongoc_client_t *client, int64_t before_us,
+                      int *raised);
+int mongo_round_raise(struct mongo_store *st, mongoc_client_t *client, int64_t *wm, int *raised);
+
+/* ---- store_mongo_retention.c: purging events */
+
+void mongo_events_purge(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms);
 
 /* ---- store_mongo_read.c: the reads */
 

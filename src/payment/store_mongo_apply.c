@@ -340,59 +340,86 @@ static int mongo_apply_fam(mongoc_collection_t *coll, const bson_t *query, const
     return err;
 }
 
-/* Step 3's write of an update or delete, with op's record when it has one:
- * when the payment is live, at the expected version, without op in ops,
- * without op's key and not fenced above us.  Sets *version (the resulting
- * one) when it matched, else -1.  EIDEMPOTENT: another payment holds the key
- * (nothing written).  An update knows its version; a delete, possibly
- * unconditional, reads its tombstone's (final) in the same findAndModify. */
-static int mongo_apply_cas(mongoc_collection_t *coll, const struct mongo_op *op, int64_t *version)
+/* For a delete's step 3: reads the payment (its event carries the document
+ * and version read), and completes op's event when the payment is live, at
+ * the expected version, with room in its outbox.  Sets *at to the version
+ * to write on, or -1 when the write is not to be tried (the fence then
+ * decides).  Returns 0 or a store error; state's document is the caller's
+ * to destroy. */
+static int mongo_apply_read(mongoc_collection_t *coll, struct mongo_op *op,
+                            struct mongo_state *state, int64_t *at)
+{
+    *at = -1;
+    int err = mongo_read_state(coll, op->row.id, op->sk, 1, state);
+    if (err != PAYMENT_STORE_OK || !state->live ||
+        (op->apply.expected_version >= 0 && state->version != op->apply.expected_version) ||
+        state->pending >= mongo_pend_keep(state->doc.len))
+        return err;
+    err = mongo_delete_event(state, &op->event);
+    if (err == PAYMENT_STORE_OK)
+        *at = state->version;
+    return err;
+}
+
+/* Step 3's write of an update or delete, with op's event and its record
+ * when it has one: when the payment is live, at the expected version
+ * (a delete: at the version it read first), without op in ops, without
+ * op's key, not fenced above us, with room in its outbox.  Sets *version
+ * (the outcome's: an update's resulting one, a delete's deleted one) when
+ * it matched, else -1.  EIDEMPOTENT: another payment holds the key (nothing
+ * written). */
+static int mongo_apply_cas(mongoc_collection_t *coll, struct mongo_op *op, int64_t *version)
 {
     const struct payment_apply *a = &op->apply;
     struct mongo_mark mark;
     struct mongo_rec rec;
-    bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, proj = BSON_INITIALIZER, ne, doc;
-    bool ok = BSON_APPEND_UTF8(&query, "_id", op->row.id) &&
+    struct mongo_state state = {0};
+    int64_t at = a->expected_version;
+    *version = -1;
+    int err = a->kind == PAYMENT_APPLY_DELETE ? mongo_apply_read(coll, op, &state, &at)
+                                              : PAYMENT_STORE_OK;
+    bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, ne;
+    bool ok = err == PAYMENT_STORE_OK && at >= 0 &&
+              BSON_APPEND_UTF8(&query, "_id", op->row.id) &&
               BSON_APPEND_BOOL(&query, "deleted", false) &&
-              (a->expected_version < 0 ||
-               BSON_APPEND_INT64(&query, "version", a->expected_version)) &&
+              BSON_APPEND_INT64(&query, "version", at) &&
               BSON_APPEND_DOCUMENT_BEGIN(&query, MONGO_F_OPS ".id", &ne) &&
               BSON_APPEND_UTF8(&ne, "$ne", a->op_id) && bson_append_document_end(&query, &ne) &&
               mongo_append_not_above(&query, MONGO_F_FENCE, (int64_t)a->fence) &&
-              BSON_APPEND_INT32(&proj, "version", 1);
+              mongo_append_pend_room(&query, mongo_pend_keep(op->event.doc_len));
     if (ok && op->sk)
         ok = BSON_APPEND_DOCUMENT_BEGIN(&query, MONGO_F_IDEM ".sk", &ne) &&
              BSON_APPEND_UTF8(&ne, "$ne", op->sk) && bson_append_document_end(&query, &ne);
     if (ok)
-        ok = a->kind == PAYMENT_APPLY_UPDATE
-                 ? mongo_build_update(&update, &op->row, mongo_op_rec(op, &rec),
-                                      mongo_op_mark(op, &mark))
-                 : mongo_build_tombstone(&update, mongo_op_rec(op, &rec), mongo_op_mark(op, &mark));
-    int err = PAYMENT_STORE_EINTERNAL, found = 0;
-    *version = -1;
-    if (ok && a->kind == PAYMENT_APPLY_UPDATE) {
+        ok = 2 * op->event.doc_len + mongo_idem_size(op->idem) <= MONGO_DOC_MAX &&
+             (a->kind == PAYMENT_APPLY_UPDATE
+                  ? mongo_build_update(&update, &op->row, mongo_op_rec(op, &rec),
+                                       mongo_op_mark(op, &mark), &op->event)
+                  : mongo_build_tombstone(&update, mongo_op_rec(op, &rec),
+                                          mongo_op_mark(op, &mark), &op->event));
+    if (ok) {
         bson_t reply; /* always initialized by the call */
         bson_error_t e;
         if (mongoc_collection_update_one(coll, &query, &update, NULL, &reply, &e)) {
             if (mongo_get_int64(&reply, "matchedCount", 0) == 1)
-                *version = op->row.version;
-            err = PAYMENT_STORE_OK;
+                *version = a->kind == PAYMENT_APPLY_UPDATE ? op->row.version : at;
         } else {
             err = mongo_map_err(&e);
             if (err == PAYMENT_STORE_EDUPLICATE)
                 err = PAYMENT_STORE_EINTERNAL; /* no update changes _id */
         }
         bson_destroy(&reply);
-    } else if (ok) {
-        err = mongo_apply_fam(coll, &query, &update, &proj, &doc, &found);
-        if (err == PAYMENT_STORE_OK && found) {
-            *version = mongo_get_int64(&doc, "version", -1);
-            bson_destroy(&doc);
-        }
+    } else if (err == PAYMENT_STORE_OK && at >= 0) {
+        err = PAYMENT_STORE_EINTERNAL;
     }
+    if (a->kind == PAYMENT_APPLY_DELETE) {
+        op->event.doc = NULL; /* it pointed into state */
+        op->event.organisation_id = NULL;
+    }
+    if (state.has_doc)
+        bson_destroy(&state.doc);
     bson_destroy(&query);
     bson_destroy(&update);
-    bson_destroy(&proj);
     return err;
 }
 
@@ -411,6 +438,7 @@ static int mongo_apply_fence(mongoc_collection_t *coll, const struct mongo_op *o
               BSON_APPEND_INT64(&set, MONGO_F_FENCE, (int64_t)a->fence) &&
               bson_append_document_end(&update, &set) && BSON_APPEND_INT32(&proj, "version", 1) &&
               BSON_APPEND_INT32(&proj, "deleted", 1) && BSON_APPEND_INT32(&proj, MONGO_F_OPS, 1) &&
+              BSON_APPEND_INT32(&proj, MONGO_F_PEND ".id", 1) &&
               (!op->sk || BSON_APPEND_INT32(&proj, MONGO_F_IDEM ".sk", 1));
     int err = ok ? mongo_apply_fam(coll, &query, &update, &proj, out, found)
                  : PAYMENT_STORE_EINTERNAL;
@@ -438,8 +466,10 @@ static int mongo_apply_fence(mongoc_collection_t *coll, const struct mongo_op *o
  * nothing, the decision on the fenced payment, in the embedded store's
  * order: gone, other version, then the key held (by another payment: the
  * write's duplicate key; by this one: its records).  The payment changing
- * between the two (it reached the expected version) is tried again. */
-static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
+ * between the two (it reached the expected version) is tried again, and so
+ * is one whose outbox was full, after a pause. */
+static void mongo_apply_write(struct mongo_store *st, mongoc_collection_t *coll,
+                              struct mongo_op *op)
 {
     const struct payment_apply *a = &op->apply;
     bool held = false; /* by a payment of another organisation: no write */
@@ -449,7 +479,7 @@ static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
         return;
     }
     op->err = PAYMENT_STORE_EUNAVAILABLE; /* still moving after every try: later */
-    for (int tries = 0; tries < MONGO_CAS_TRIES; tries++) {
+    for (int tries = 0, rooms = 0; tries < MONGO_CAS_TRIES;) {
         int64_t version = -1;
         err = held ? PAYMENT_STORE_EIDEMPOTENT : mongo_apply_cas(coll, op, &version);
         if (err == PAYMENT_STORE_OK && version >= 0) {
@@ -485,11 +515,16 @@ static void mongo_apply_write(mongoc_collection_t *coll, struct mongo_op *op)
             mongo_outcome_failed(op, PAYMENT_STORE_EIDEMPOTENT, -1);
         else
             decided = 0;
+        int full = mongo_pend_count(&doc) >= mongo_pend_keep(op->event.doc_len);
         bson_destroy(&doc);
         if (decided) {
             op->err = 1;
             return;
         }
+        if (full && rooms++ < MONGO_ROOM_TRIES)
+            mongo_room_wait(st, op->row.id);
+        else
+            tries++;
     }
 }
 
@@ -552,7 +587,7 @@ static void mongo_apply_writes(struct mongo_store *st, mongoc_client_t *client,
             creates[nc++] = op;
             break;
         default:
-            mongo_apply_write(coll, op);
+            mongo_apply_write(st, coll, op);
             break;
         }
     }

@@ -1,7 +1,8 @@
 /* store_mongo_bson: the documents the MongoDB store writes and reads, as
  * BSON: a payment's fields, its idempotency records (bounded by $sort and
- * $slice on their rank), the marks of broker operations, tombstones, and
- * the small filter pieces every module builds with.  No I/O. */
+ * $slice on their rank), the marks of broker operations, the event pushed
+ * to its outbox (the entry itself is store_mongo_events.c's), tombstones,
+ * and the small filter pieces every module builds with.  No I/O. */
 
 #include <limits.h>
 #include <stdlib.h>
@@ -165,18 +166,34 @@ static bool mongo_append_entry(bson_t *b, const char *key, const struct mongo_ma
     return bson_append_document_end(b, &e) && ok;
 }
 
-/* {$push: {idem: record (mongo_append_idem_push), ops: {$each: [entry],
- * $slice: -KEEP}}} into update b, with what there is (a broker operation's
- * write may have both). */
-static bool mongo_append_push(bson_t *b, const struct mongo_rec *rec,
-                              const struct mongo_mark *mark)
+/* {pend: {$each: [entry]}} into $push document push: the event appended
+ * to the outbox (whose room the write's filter checked). */
+static bool mongo_append_pend_push(bson_t *push, const struct mongo_event *ev)
 {
-    if (!rec && !mark)
+    bson_t field, each;
+    if (!BSON_APPEND_DOCUMENT_BEGIN(push, MONGO_F_PEND, &field))
+        return false;
+    bool ok = BSON_APPEND_ARRAY_BEGIN(&field, "$each", &each);
+    if (!ok)
+        return false;
+    ok = mongo_append_event(&each, "0", ev);
+    ok = bson_append_array_end(&field, &each) && ok;
+    return bson_append_document_end(push, &field) && ok;
+}
+
+/* {$push: {idem: record (mongo_append_idem_push), ops: {$each: [entry],
+ * $slice: -KEEP}, pend: event}} into update b, with what there is (a broker
+ * operation's write may have all three). */
+static bool mongo_append_push(bson_t *b, const struct mongo_rec *rec,
+                              const struct mongo_mark *mark, const struct mongo_event *ev)
+{
+    if (!rec && !mark && !ev)
         return true;
     bson_t push, ops, each;
     if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$push", &push))
         return false;
-    bool ok = !rec || mongo_append_idem_push(&push, rec);
+    bool ok = (!rec || mongo_append_idem_push(&push, rec)) &&
+              (!ev || mongo_append_pend_push(&push, ev));
     if (ok && mark) {
         ok = BSON_APPEND_DOCUMENT_BEGIN(&push, MONGO_F_OPS, &ops);
         if (!ok)
@@ -192,15 +209,22 @@ static bool mongo_append_push(bson_t *b, const struct mongo_rec *rec,
     return bson_append_document_end(b, &push) && ok;
 }
 
-/* The document a create inserts, holding its record or its mark when it
- * has one. */
+/* The document a create inserts, holding its event in its outbox, and its
+ * record or its mark when it has one. */
 bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t seq,
-                        const struct mongo_rec *rec, const struct mongo_mark *mark)
+                        const struct mongo_rec *rec, const struct mongo_mark *mark,
+                        const struct mongo_event *ev)
 {
     bool ok = BSON_APPEND_UTF8(b, "_id", row->id) && BSON_APPEND_INT64(b, "seq", seq) &&
               BSON_APPEND_INT64(b, "created_ms", row->created_ms) &&
               mongo_append_columns(b, row) && BSON_APPEND_BOOL(b, "deleted", false);
     bson_t list;
+    if (ok && ev) {
+        if (!BSON_APPEND_ARRAY_BEGIN(b, MONGO_F_PEND, &list))
+            return false;
+        ok = mongo_append_event(&list, "0", ev);
+        ok = bson_append_array_end(b, &list) && ok;
+    }
     if (ok && mark) {
         ok = BSON_APPEND_INT64(b, MONGO_F_FENCE, mark->fence) &&
              BSON_APPEND_ARRAY_BEGIN(b, MONGO_F_OPS, &list);
@@ -217,10 +241,11 @@ bool mongo_build_insert(bson_t *b, const struct payment_row *row, int64_t seq,
     return bson_append_array_end(b, &list) && ok;
 }
 
-/* {$set: columns, $unset: the absent ones, $push: the record or mark};
- * created_ms and seq are kept. */
+/* {$set: columns, $unset: the absent ones, $push: the event, the record or
+ * mark}; created_ms and seq are kept. */
 bool mongo_build_update(bson_t *b, const struct payment_row *row,
-                        const struct mongo_rec *rec, const struct mongo_mark *mark)
+                        const struct mongo_rec *rec, const struct mongo_mark *mark,
+                        const struct mongo_event *ev)
 {
     const char *name[MONGO_ROW_OPTIONAL], *value[MONGO_ROW_OPTIONAL];
     mongo_row_optional(row, name, value);
@@ -244,15 +269,16 @@ bool mongo_build_update(bson_t *b, const struct payment_row *row,
         if (!bson_append_document_end(b, &unset) || !ok)
             return false;
     }
-    return mongo_append_push(b, rec, mark);
+    return mongo_append_push(b, rec, mark, ev);
 }
 
 /* A tombstone keeps _id, seq, organisation_id (the shard key when sharded),
- * version, the idempotency records (a delete made with a key is answered
- * again from its record) and the operations' marks; the document and the
- * other columns go. */
+ * the idempotency records (a delete made with a key is answered again from
+ * its record), the operations' marks and the outbox, which gets the delete's
+ * event; its version is the event's (the deleted version + 1); the document
+ * and the other columns go. */
 bool mongo_build_tombstone(bson_t *b, const struct mongo_rec *rec,
-                           const struct mongo_mark *mark)
+                           const struct mongo_mark *mark, const struct mongo_event *ev)
 {
     static const char *const gone[] = {"doc",       MONGO_F_CURRENCY, MONGO_F_SCHEME,
                                        MONGO_F_TYPE, MONGO_F_REF,     MONGO_F_E2E,
@@ -261,6 +287,7 @@ bool mongo_build_tombstone(bson_t *b, const struct mongo_rec *rec,
     if (!BSON_APPEND_DOCUMENT_BEGIN(b, "$set", &set))
         return false;
     bool ok = BSON_APPEND_BOOL(&set, "deleted", true) &&
+              (!ev || BSON_APPEND_INT64(&set, "version", ev->version)) &&
               (!mark || BSON_APPEND_INT64(&set, MONGO_F_FENCE, mark->fence));
     if (!bson_append_document_end(b, &set) || !ok)
         return false;
@@ -270,7 +297,7 @@ bool mongo_build_tombstone(bson_t *b, const struct mongo_rec *rec,
         ok = BSON_APPEND_UTF8(&unset, gone[i], "");
     if (!bson_append_document_end(b, &unset) || !ok)
         return false;
-    return mongo_append_push(b, rec, mark);
+    return mongo_append_push(b, rec, mark, ev);
 }
 
 /* Whether doc's idempotency records (doc.idem, possibly projected to their

@@ -16,8 +16,22 @@
 #define MONGO_CREATE_BATCH_BYTES (16u << 20)
 #define MONGO_APPLY_SCAN 1024         /* queued operations looked at for one batch */
 
+/* Whether op wrote its payment, and with it an event in its outbox. */
+static int mongo_op_wrote(const struct mongo_op *op)
+{
+    if (op->err != PAYMENT_STORE_OK)
+        return 0;
+    if (op->kind != OP_APPLY)
+        return 1;
+    return op->apply.kind != PAYMENT_APPLY_NONE && op->outcome.status &&
+           strcmp(op->outcome.status, "succeeded") == 0;
+}
+
+/* Reports op, after noting its event for the sequencer. */
 static void mongo_report(struct mongo_store *st, struct mongo_op *op)
 {
+    if (mongo_op_wrote(op))
+        mongo_seq_note(st, op->row.id);
     atomic_fetch_add(&st->n_writes, 1);
     op->done(op->arg, op->err, op->err == PAYMENT_STORE_ECONFLICT ? op->current_version : -1,
              op->kind == OP_CREATE && op->err == PAYMENT_STORE_OK ? op->seq : 0);
@@ -73,10 +87,11 @@ static int mongo_op_stale(const struct mongo_store *st, const struct mongo_op *o
     return clock_mono_us() - op->queued_us > st->stale_us;
 }
 
-/* The bytes op's document takes, roughly: its text and its record. */
+/* The bytes op's document takes, roughly: its text, the copy its event
+ * holds, and its record. */
 static size_t mongo_op_bytes(const struct mongo_op *op)
 {
-    return op->row.doc_len + mongo_idem_size(op->idem);
+    return 2 * op->row.doc_len + mongo_idem_size(op->idem);
 }
 
 /* Takes the next batch of creates (at least one, at most the batch limits);
@@ -307,50 +322,91 @@ static int mongo_op_idem(struct mongo_op *op, const struct payment_idem *idem)
     return 1;
 }
 
+/* Gives op the event of its write: type, payment, when, who (info, or
+ * NULL), and what the row says (creates and updates; a delete completes it
+ * when it reads the payment).  Returns 0 after rejecting op (no event id
+ * could be made). */
+static int mongo_op_event(struct mongo_op *op, enum payment_event_type type,
+                          const struct payment_event_info *info)
+{
+    int64_t fallback = type == PAYMENT_EVENT_DELETED ? clock_now_ms() : op->row.modified_ms;
+    if (mongo_event_init(&op->event, type, info, op->row.id, fallback) != 0) {
+        mongo_reject(op, PAYMENT_STORE_EINTERNAL);
+        return 0;
+    }
+    if (type != PAYMENT_EVENT_DELETED) {
+        op->event.organisation_id = op->row.organisation_id;
+        op->event.version = op->row.version;
+        op->event.doc = op->row.doc;
+        op->event.doc_len = op->row.doc ? op->row.doc_len : 0;
+    }
+    return 1;
+}
+
 void mongo_create(payment_store *s, const struct payment_row *row,
-                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
+                  const struct payment_idem *idem, const struct payment_event_info *ev,
+                  payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_CREATE, done, arg);
     if (!op)
         return;
     op->row = *row;
-    if (!mongo_op_idem(op, idem))
+    if (!mongo_op_idem(op, idem) || !mongo_op_event(op, PAYMENT_EVENT_CREATED, ev))
         return;
-    op->ev = ev;
     mongo_submit((struct mongo_store *)s, op);
 }
 
 void mongo_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
-                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
+                  const struct payment_idem *idem, const struct payment_event_info *ev,
+                  payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_UPDATE, done, arg);
     if (!op)
         return;
     op->row = *row;
-    if (!mongo_op_idem(op, idem))
+    if (!mongo_op_idem(op, idem) || !mongo_op_event(op, PAYMENT_EVENT_UPDATED, ev))
         return;
-    op->ev = ev;
     op->expected_version = expected_version;
     mongo_submit((struct mongo_store *)s, op);
 }
 
 void mongo_remove(payment_store *s, const char *id, int64_t expected_version,
-                  const struct payment_idem *idem, const struct payment_event_info *ev, payment_store_done_fn done, void *arg)
+                  const struct payment_idem *idem, const struct payment_event_info *ev,
+                  payment_store_done_fn done, void *arg)
 {
     struct mongo_op *op = mongo_op_new(OP_DELETE, done, arg);
     if (!op)
         return;
     if (!mongo_op_idem(op, idem))
         return;
-    op->ev = ev;
     size_t len = strlen(id);
     if (len > UUID_STR_LEN) {
         mongo_reject(op, PAYMENT_STORE_ENOTFOUND); /* longer than any stored id */
         return;
     }
     memcpy(op->row.id, id, len + 1);
+    if (!mongo_op_event(op, PAYMENT_EVENT_DELETED, ev))
+        return;
     op->expected_version = expected_version < 0 ? -1 : expected_version;
     mongo_submit((struct mongo_store *)s, op);
+}
+
+/* The event of an operation's write: described by a->event, with the
+ * operation's id when that names none (the write is the operation's). */
+static int mongo_apply_event(struct mongo_op *op, const struct payment_apply *a)
+{
+    static const enum payment_event_type types[] = {
+        [PAYMENT_APPLY_CREATE] = PAYMENT_EVENT_CREATED,
+        [PAYMENT_APPLY_UPDATE] = PAYMENT_EVENT_UPDATED,
+        [PAYMENT_APPLY_DELETE] = PAYMENT_EVENT_DELETED,
+    };
+    if (a->kind == PAYMENT_APPLY_NONE)
+        return 1; /* no write, no event */
+    if (!mongo_op_event(op, types[a->kind], a->event))
+        return 0;
+    if (!op->event.operation_id)
+        op->event.operation_id = a->op_id;
+    return 1;
 }
 
 /* Queues a broker operation (store.c has checked it). */
@@ -373,6 +429,8 @@ void mongo_apply(payment_store *s, const struct payment_apply *a,
     }
     if (a->kind == PAYMENT_APPLY_DELETE)
         memcpy(op->row.id, a->payment_id, strlen(a->payment_id) + 1);
+    if (!mongo_apply_event(op, a))
+        return;
     mongo_submit((struct mongo_store *)s, op);
 }
 

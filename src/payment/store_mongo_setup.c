@@ -1,25 +1,30 @@
 /* store_mongo_setup: what a database needs before the store serves: its
  * indexes (created on open, a no-op when they exist; the one unique index
- * besides _id starts with organisation_id, the shard key README advises)
- * and a sequence counter at least as high as every stored seq. */
+ * of the payments besides _id starts with organisation_id, the shard key
+ * README advises), the feed's indexes, and a sequence counter at least as
+ * high as every stored seq. */
 
 #include <stdio.h>
 #include <string.h>
 
 #include "payment/store_mongo.h"
 
+/* An index as this store asks for it. */
+struct mongo_index {
+    const char *name;
+    const char *field[2]; /* ascending keys, the second may be NULL */
+    int unique;           /* a key in at most one document */
+    const char *partial;  /* only documents holding this field, or NULL: all */
+};
+
 /* One index per filter, and the list order.  seq is not unique: the
  * counter makes it so.  The one unique index besides _id starts with
  * organisation_id, the shard key README advises: a sharded collection
  * allows no unique index without the shard key's prefix.  Names are fixed
  * so that open is idempotent.  The idempotency indexes hold only documents
- * with records (partial). */
-static const struct {
-    const char *name;
-    const char *field[2]; /* ascending keys, the second may be NULL */
-    int unique;           /* a key in at most one document */
-    const char *partial;  /* only documents holding this field, or NULL: all */
-} mongo_indexes[] = {
+ * with records (partial), and so does the outbox's (documents holding
+ * entries: what the sequencer looks for). */
+static const struct mongo_index mongo_indexes[] = {
     {"seq", {"seq", NULL}, 0, NULL},
     {"organisation_seq", {MONGO_F_ORG, "seq"}, 0, NULL},
     {"currency_seq", {MONGO_F_CURRENCY, "seq"}, 0, NULL},
@@ -36,16 +41,28 @@ static const struct {
      * under another name. */
     {"idem_key", {MONGO_F_IDEM ".sk", MONGO_F_ORG}, 0, MONGO_F_IDEM ".sk"},
     {"idem_created", {MONGO_F_IDEM ".created", NULL}, 0, MONGO_F_IDEM ".created"},
+    {"pend", {MONGO_F_PEND ".made_us", NULL}, 0, MONGO_F_PEND ".made_us"},
 };
 
-static bool mongo_build_indexes(bson_t *cmd, const char *coll)
+/* The feed's (store_mongo_events.c): its _id is the position (the feed's
+ * order); the feed of some organisations; one event per version of a
+ * payment, which is also a history's order (partial: a purged event's stub
+ * has no payment); and time, for retention and the time filters. */
+static const struct mongo_index mongo_event_indexes[] = {
+    {"organisation_pos", {MONGO_F_ORG, "_id"}, 0, NULL},
+    {MONGO_EVENTS_VERSION_INDEX, {"payment_id", "version"}, 1, "payment_id"},
+    {"occurred_ms", {"occurred_ms", NULL}, 0, NULL},
+};
+
+static bool mongo_build_indexes(bson_t *cmd, const char *coll, const struct mongo_index *indexes,
+                                size_t n)
 {
     bson_t list;
     bool ok = BSON_APPEND_UTF8(cmd, "createIndexes", coll) &&
               BSON_APPEND_ARRAY_BEGIN(cmd, "indexes", &list);
     if (!ok)
         return false;
-    for (size_t i = 0; ok && i < sizeof mongo_indexes / sizeof mongo_indexes[0]; i++) {
+    for (size_t i = 0; ok && i < n; i++) {
         char idx[16];
         const char *k;
         bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
@@ -55,18 +72,18 @@ static bool mongo_build_indexes(bson_t *cmd, const char *coll)
         ok = BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
         if (!ok)
             return false;
-        for (int f = 0; ok && f < 2 && mongo_indexes[i].field[f]; f++)
-            ok = BSON_APPEND_INT32(&key, mongo_indexes[i].field[f], 1);
+        for (int f = 0; ok && f < 2 && indexes[i].field[f]; f++)
+            ok = BSON_APPEND_INT32(&key, indexes[i].field[f], 1);
         ok = bson_append_document_end(&spec, &key) && ok;
-        ok = ok && BSON_APPEND_UTF8(&spec, "name", mongo_indexes[i].name);
-        if (ok && mongo_indexes[i].unique)
+        ok = ok && BSON_APPEND_UTF8(&spec, "name", indexes[i].name);
+        if (ok && indexes[i].unique)
             ok = BSON_APPEND_BOOL(&spec, "unique", true);
-        if (ok && mongo_indexes[i].partial) {
+        if (ok && indexes[i].partial) {
             bson_t pfe, cond;
             ok = BSON_APPEND_DOCUMENT_BEGIN(&spec, "partialFilterExpression", &pfe);
             if (!ok)
                 return false;
-            ok = BSON_APPEND_DOCUMENT_BEGIN(&pfe, mongo_indexes[i].partial, &cond);
+            ok = BSON_APPEND_DOCUMENT_BEGIN(&pfe, indexes[i].partial, &cond);
             if (!ok)
                 return false;
             ok = BSON_APPEND_BOOL(&cond, "$exists", true);
@@ -152,20 +169,36 @@ static bool mongo_ops_index(struct mongo_store *st, mongoc_client_t *client, bso
     return ok;
 }
 
+/* Creates the indexes of collection name (a no-op when they exist). */
+static bool mongo_create_indexes(struct mongo_store *st, mongoc_client_t *client,
+                                 const char *name, const struct mongo_index *indexes, size_t n,
+                                 bson_error_t *e)
+{
+    bson_t cmd = BSON_INITIALIZER;
+    bool ok = mongo_build_indexes(&cmd, name, indexes, n);
+    if (!ok) {
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the index specification");
+    } else {
+        mongoc_collection_t *coll = mongo_collection(st, client, name);
+        ok = mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, e);
+        mongoc_collection_destroy(coll);
+    }
+    bson_destroy(&cmd);
+    return ok;
+}
+
 /* Creates the indexes (a no-op when they exist) and floors the counter. */
 bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_error_t *e)
 {
     mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
     mongoc_collection_t *counters = mongo_collection(st, client, MONGO_COUNTERS);
-    bson_t cmd = BSON_INITIALIZER;
-    bool ok = mongo_build_indexes(&cmd, st->coll);
-    if (!ok)
-        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the index specification");
-    ok = ok && mongoc_collection_write_command_with_opts(coll, &cmd, NULL, NULL, e) &&
-         mongo_ops_index(st, client, e);
+    bool ok = mongo_create_indexes(st, client, st->coll, mongo_indexes,
+                                   sizeof mongo_indexes / sizeof mongo_indexes[0], e) &&
+              mongo_create_indexes(st, client, st->events_coll, mongo_event_indexes,
+                                   sizeof mongo_event_indexes / sizeof mongo_event_indexes[0], e) &&
+              mongo_ops_index(st, client, e);
     int64_t max = ok ? mongo_max_seq(coll, e) : -1;
     ok = max >= 0 && mongo_counter_floor(counters, st->coll, max, e);
-    bson_destroy(&cmd);
     mongoc_collection_destroy(counters);
     mongoc_collection_destroy(coll);
     return ok;

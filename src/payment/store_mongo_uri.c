@@ -209,6 +209,8 @@ int mongo_configure(struct mongo_store *st, const char *uri, int *wait, char *er
     snprintf(st->coll, sizeof st->coll, "%s", o.coll);
     snprintf(st->ops_coll, sizeof st->ops_coll, "%s" MONGO_OPS_SUFFIX, o.coll);
     snprintf(st->parts_coll, sizeof st->parts_coll, "%s" MONGO_PARTS_SUFFIX, o.coll);
+    snprintf(st->events_coll, sizeof st->events_coll, "%s" MONGO_EVENTS_SUFFIX, o.coll);
+    snprintf(st->feed_id, sizeof st->feed_id, "%s" MONGO_FEED_SUFFIX, o.coll);
     *wait = o.wait;
     int32_t selection_ms = 0;
     if (mongo_uri_defaults(st->uri, &selection_ms, errbuf, errlen) != 0)

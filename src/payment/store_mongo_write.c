@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "payment/store_mongo.h"
 
@@ -167,7 +168,8 @@ const struct mongo_mark *mongo_op_mark(const struct mongo_op *op, struct mongo_m
         return NULL;
     m->op_id = op->apply.op_id;
     m->fence = (int64_t)op->apply.fence;
-    m->version = op->apply.kind == PAYMENT_APPLY_DELETE ? -1 : op->row.version;
+    /* A delete's outcome names the version it deleted, one below its event's. */
+    m->version = op->apply.kind == PAYMENT_APPLY_DELETE ? op->event.version - 1 : op->row.version;
     return m;
 }
 
@@ -213,7 +215,7 @@ static bool mongo_creates_insert(struct mongo_store *st, mongoc_client_t *client
         struct mongo_mark mark;
         struct mongo_rec rec;
         ok = mongo_build_insert(&doc, &ops[i]->row, ops[i]->seq, mongo_op_rec(ops[i], &rec),
-                                mongo_op_mark(ops[i], &mark)) &&
+                                mongo_op_mark(ops[i], &mark), &ops[i]->event) &&
              mongoc_bulk_operation_insert_with_opts(bulk, &doc, NULL, &e);
         bson_destroy(&doc);
         if (!ok)
@@ -279,18 +281,24 @@ bool mongo_creates_run(struct mongo_store *st, mongoc_client_t *client,
     return sent;
 }
 
-/* After a conditional write matched nothing: reads the id's state, on the
- * primary's latest data (read concern local), into *live, *version and
- * *holds (whether its records hold sk; sk may be NULL).  Returns 0, or a
- * store error. */
-static int mongo_read_state(mongoc_collection_t *coll, const char *id, const char *sk, int *live,
-                            int64_t *version, int *holds)
+/* Reads the id's state on the primary's latest data (read concern local)
+ * into out: whether it exists and is live, its version, whether its records
+ * hold sk (sk may be NULL) and how many entries its outbox holds; with_doc
+ * keeps the document read, with its text and organisation_id, in out->doc
+ * (a delete's event needs them).  Returns 0, or a store error (out->doc
+ * then not kept). */
+int mongo_read_state(mongoc_collection_t *coll, const char *id, const char *sk, int with_doc,
+                     struct mongo_state *out)
 {
+    memset(out, 0, sizeof *out);
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj, rc;
     bool ok = BSON_APPEND_UTF8(&filter, "_id", id) &&
               BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
               BSON_APPEND_INT32(&proj, "version", 1) && BSON_APPEND_INT32(&proj, "deleted", 1) &&
+              BSON_APPEND_INT32(&proj, MONGO_F_PEND ".id", 1) &&
               (!sk || BSON_APPEND_INT32(&proj, MONGO_F_IDEM ".sk", 1)) &&
+              (!with_doc || (BSON_APPEND_INT32(&proj, "doc", 1) &&
+                             BSON_APPEND_INT32(&proj, MONGO_F_ORG, 1))) &&
               bson_append_document_end(&opts, &proj) &&
               BSON_APPEND_DOCUMENT_BEGIN(&opts, "readConcern", &rc) &&
               BSON_APPEND_UTF8(&rc, "level", MONGOC_READ_CONCERN_LEVEL_LOCAL) &&
@@ -303,16 +311,18 @@ static int mongo_read_state(mongoc_collection_t *coll, const char *id, const cha
         bson_error_t e;
         if (mongoc_cursor_next(cur, &doc)) {
             bson_iter_t it;
-            *live = !(bson_iter_init_find(&it, doc, "deleted") && bson_iter_as_bool(&it));
-            *version = mongo_get_int64(doc, "version", -1);
-            *holds = mongo_holds_sk(doc, sk);
+            out->found = 1;
+            out->live = !(bson_iter_init_find(&it, doc, "deleted") && bson_iter_as_bool(&it));
+            out->version = mongo_get_int64(doc, "version", -1);
+            out->holds = mongo_holds_sk(doc, sk);
+            out->pending = mongo_pend_count(doc);
+            if (with_doc) {
+                bson_copy_to(doc, &out->doc);
+                out->has_doc = 1;
+            }
             err = PAYMENT_STORE_OK;
-        } else if (mongoc_cursor_error(cur, &e)) {
-            err = mongo_map_err(&e);
         } else {
-            *live = 0;
-            *holds = 0;
-            err = PAYMENT_STORE_OK;
+            err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
         }
         mongoc_cursor_destroy(cur);
     }
@@ -321,26 +331,53 @@ static int mongo_read_state(mongoc_collection_t *coll, const char *id, const cha
     return err;
 }
 
-/* One compare-and-set: the update (or tombstone) of op, with its record,
- * when the stored payment is live, at the expected version, and does not
- * hold op's key already.  Sets *matched. */
-static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *matched)
+/* Completes a delete's event from the live payment it read (state, with
+ * its document): the document as it was, its organisation, and the version
+ * the tombstone takes, the stored one + 1.  Returns 0, or EINTERNAL for a
+ * document without them. */
+int mongo_delete_event(struct mongo_state *state, struct mongo_event *ev)
+{
+    uint32_t len = 0;
+    ev->doc = state->has_doc ? mongo_get_utf8(&state->doc, "doc", &len) : NULL;
+    ev->doc_len = len;
+    ev->organisation_id = state->has_doc ? mongo_get_utf8(&state->doc, MONGO_F_ORG, NULL) : NULL;
+    ev->version = state->version + 1;
+    return ev->doc && ev->organisation_id && state->version >= 0 ? PAYMENT_STORE_OK
+                                                                  : PAYMENT_STORE_EINTERNAL;
+}
+
+/* Called when a write found its payment's outbox full: wakes the
+ * sequencer on it and gives it a moment. */
+void mongo_room_wait(struct mongo_store *st, const char *payment_id)
+{
+    mongo_seq_note(st, payment_id);
+    struct timespec pause = {0, MONGO_ROOM_PAUSE_MS * 1000000L};
+    (void)nanosleep(&pause, NULL); /* interrupted: shorter, and tried again */
+}
+
+/* One compare-and-set: the update (or tombstone) of op, with its event and
+ * record, when the stored payment is live, at version (-1: any), does not
+ * hold op's key already, and its outbox has room.  Sets *matched. */
+static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int64_t version,
+                     int *matched)
 {
     struct mongo_rec rec;
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, reply, ne;
     bool ok = BSON_APPEND_UTF8(&filter, "_id", op->row.id) &&
-              BSON_APPEND_BOOL(&filter, "deleted", false);
-    if (ok && op->expected_version >= 0)
-        ok = BSON_APPEND_INT64(&filter, "version", op->expected_version);
+              BSON_APPEND_BOOL(&filter, "deleted", false) &&
+              mongo_append_pend_room(&filter, mongo_pend_keep(op->event.doc_len));
+    if (ok && version >= 0)
+        ok = BSON_APPEND_INT64(&filter, "version", version);
     if (ok && op->sk)
         ok = BSON_APPEND_DOCUMENT_BEGIN(&filter, MONGO_F_IDEM ".sk", &ne) &&
              BSON_APPEND_UTF8(&ne, "$ne", op->sk) && bson_append_document_end(&filter, &ne);
     if (ok)
-        ok = op->kind == OP_UPDATE
-                 ? op->row.doc_len + mongo_idem_size(op->idem) <= MONGO_DOC_MAX &&
-                       mongo_build_update(&update, &op->row, mongo_op_rec(op, &rec), NULL)
-                 : mongo_build_tombstone(&update, mongo_op_rec(op, &rec), NULL);
+        ok = 2 * op->event.doc_len + mongo_idem_size(op->idem) <= MONGO_DOC_MAX &&
+             (op->kind == OP_UPDATE
+                  ? mongo_build_update(&update, &op->row, mongo_op_rec(op, &rec), NULL, &op->event)
+                  : mongo_build_tombstone(&update, mongo_op_rec(op, &rec), NULL, &op->event));
     int err = PAYMENT_STORE_EINTERNAL;
+    *matched = 0;
     if (ok) {
         bson_error_t e;
         if (mongoc_collection_update_one(coll, &filter, &update, NULL, &reply, &e)) {
@@ -358,44 +395,79 @@ static int mongo_cas(mongoc_collection_t *coll, const struct mongo_op *op, int *
     return err;
 }
 
-/* Decides an update or delete: the conditional write, and only when it
- * matched nothing, a read telling "gone" from "other version" from "holds
- * the key already" (in that order, as the embedded store decides).  A read
- * finding the expected version live without the key means the payment
- * changed in between (it was created, or reached that version): the write
- * is tried again. */
+/* The decision a state read gives op, in the embedded store's order: gone,
+ * other version, key held (by this payment's records, or another's: held).
+ * Returns the error, or 1 when the payment is as op expects it. */
+static int mongo_state_decides(const struct mongo_state *state, struct mongo_op *op, bool held)
+{
+    if (!state->live)
+        return PAYMENT_STORE_ENOTFOUND;
+    if (op->expected_version >= 0 && state->version != op->expected_version) {
+        op->current_version = state->version;
+        return PAYMENT_STORE_ECONFLICT;
+    }
+    if (state->holds || held)
+        return PAYMENT_STORE_EIDEMPOTENT;
+    return 1;
+}
+
+/* One try of an update or delete: 0 when written, 1 when undecided (the
+ * payment changed meanwhile, or its outbox is full: *full), else the
+ * decision.  A delete reads the payment first (its event needs the
+ * document and version) and writes on the version it read; an update
+ * writes, and reads only when that matched nothing. */
+static int mongo_write_try(mongoc_collection_t *coll, struct mongo_op *op, bool held, int *full)
+{
+    struct mongo_state state;
+    int matched = 0, err;
+    *full = 0;
+    if (op->kind == OP_UPDATE && !held) {
+        err = mongo_cas(coll, op, op->expected_version, &matched);
+        if (err != PAYMENT_STORE_OK || matched)
+            return err;
+    }
+    err = mongo_read_state(coll, op->row.id, op->sk, op->kind == OP_DELETE, &state);
+    if (err == PAYMENT_STORE_OK)
+        err = mongo_state_decides(&state, op, held);
+    if (err == 1) {
+        *full = state.pending >= mongo_pend_keep(op->kind == OP_DELETE && state.has_doc
+                                                     ? (size_t)state.doc.len
+                                                     : op->event.doc_len);
+        if (op->kind == OP_DELETE && !*full) {
+            err = mongo_delete_event(&state, &op->event);
+            if (err == PAYMENT_STORE_OK)
+                err = mongo_cas(coll, op, state.version, &matched);
+            if (err == PAYMENT_STORE_OK)
+                err = matched ? PAYMENT_STORE_OK : 1;
+            op->event.doc = NULL; /* it pointed into state */
+            op->event.organisation_id = NULL;
+        }
+    }
+    if (state.has_doc)
+        bson_destroy(&state.doc);
+    return err;
+}
+
+/* Decides an update or delete (mongo_write_try), trying again while the
+ * payment changes under it (MONGO_CAS_TRIES) or its outbox is full (for
+ * MONGO_ROOM_TRIES pauses); still undecided, EUNAVAILABLE. */
 void mongo_write_run(struct mongo_store *st, mongoc_client_t *client, struct mongo_op *op)
 {
     mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
     bool held = false; /* by a payment of another organisation: no write */
-    op->err = PAYMENT_STORE_ECONFLICT;
     int err = mongo_keys_held(coll, &op, 1, &held);
-    for (int tries = 0; err == PAYMENT_STORE_OK && tries < MONGO_CAS_TRIES; tries++) {
-        int matched = 0, live = 0, holds = held;
-        int64_t version = -1;
-        err = held ? PAYMENT_STORE_OK : mongo_cas(coll, op, &matched);
-        if (err == PAYMENT_STORE_OK && matched) {
-            op->err = PAYMENT_STORE_OK;
+    for (int tries = 0, rooms = 0; err == PAYMENT_STORE_OK && tries < MONGO_CAS_TRIES;) {
+        int full;
+        err = mongo_write_try(coll, op, held, &full);
+        if (err != 1)
             break;
-        }
-        if (err == PAYMENT_STORE_OK)
-            err = mongo_read_state(coll, op->row.id, op->sk, &live, &version, &holds);
-        if (err != PAYMENT_STORE_OK)
-            break;
-        if (!live) {
-            op->err = PAYMENT_STORE_ENOTFOUND;
-            break;
-        }
-        op->current_version = version;
-        if (op->expected_version >= 0 && version != op->expected_version)
-            break; /* ECONFLICT */
-        if (holds || held) {
-            op->err = PAYMENT_STORE_EIDEMPOTENT;
-            break;
-        }
+        if (full && rooms++ < MONGO_ROOM_TRIES)
+            mongo_room_wait(st, op->row.id);
+        else
+            tries++;
+        err = tries < MONGO_CAS_TRIES ? PAYMENT_STORE_OK : PAYMENT_STORE_EUNAVAILABLE;
     }
-    if (err != PAYMENT_STORE_OK)
-        op->err = err;
+    op->err = err;
     if (op->err != PAYMENT_STORE_ECONFLICT)
         op->current_version = -1;
     mongoc_collection_destroy(coll);

@@ -36,6 +36,7 @@ write a store sent to its own database.
 
 import argparse
 import collections
+import bisect
 import datetime
 import itertools
 import os
@@ -52,6 +53,7 @@ import mongomock
 from mongomock import collection as mongomock_collection
 from mongomock import filtering as mongomock_filtering
 from mongomock import helpers
+from mongomock import store as mongomock_store
 
 MAX_WIRE_VERSION = 13  # MongoDB 5.0
 MAX_BSON_SIZE = 16 * 1024 * 1024
@@ -69,40 +71,158 @@ E_INDEX_OPTIONS_CONFLICT = 85
 E_INDEX_KEY_SPECS_CONFLICT = 86
 
 
-def _required_fields(filter):
-    """The top-level fields a document needs to match filter: those of its
-    equalities to a value other than null (a.b: v needs a).  Operators,
-    null and arrays are left to mongomock."""
-    required = []
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_scalar(v):
+    """A value an equality compares without looking inside: a string or a
+    number."""
+    return isinstance(v, str) or _is_number(v)
+
+
+def _id_range(cond):
+    """The bounds of an _id condition made of numeric comparisons only, as
+    (low, low included, high, high included), None standing for no bound;
+    or None when the condition is something else.  MongoDB compares numbers
+    with numbers only (type brackets), so only numeric _ids can match."""
+    if not isinstance(cond, Mapping) or not cond:
+        return None
+    lo = hi = None
+    lo_in = hi_in = True
+    for op, v in cond.items():
+        if not _is_number(v):
+            return None
+        if op in ("$gt", "$gte") and (lo is None or v > lo or (v == lo and op == "$gt")):
+            lo, lo_in = v, op == "$gte"
+        elif op in ("$lt", "$lte") and (hi is None or v < hi or (v == hi and op == "$lt")):
+            hi, hi_in = v, op == "$lte"
+        elif op not in ("$gt", "$gte", "$lt", "$lte"):
+            return None
+    return lo, lo_in, hi, hi_in
+
+
+def _numeric_ids(store):
+    """The store's numeric _ids in order (a copy), and whether every _id is
+    one: MongoDB's _id index.  Kept between calls until a key is added or
+    removed (_store_setitem, _store_delitem) or the documents are replaced
+    (a drop)."""
+    docs = store._documents
+    cached = store.__dict__.get("_double_ids")
+    if cached is None or cached[0] is not docs:
+        keys = [k for k in docs if isinstance(k, (int, float)) and not isinstance(k, bool)]
+        keys.sort()  # inserted in order, as paymentd's positions are: a linear pass
+        cached = store.__dict__["_double_ids"] = (docs, keys, len(keys) == len(docs))
+    return list(cached[1]), cached[2]
+
+
+def _store_setitem(self, key, val):
+    if key not in self._documents:
+        self.__dict__.pop("_double_ids", None)
+    _store_setitem_mongomock(self, key, val)
+
+
+def _store_delitem(self, key):
+    self.__dict__.pop("_double_ids", None)
+    _store_delitem_mongomock(self, key)
+
+
+_store_setitem_mongomock = mongomock_store.CollectionStore.__setitem__
+_store_delitem_mongomock = mongomock_store.CollectionStore.__delitem__
+mongomock_store.CollectionStore.__setitem__ = _store_setitem
+mongomock_store.CollectionStore.__delitem__ = _store_delitem
+
+
+def _ids_in_range(store, bounds):
+    """The numeric _ids within bounds (_id_range's), in order: a walk of the
+    _id index between two keys."""
+    keys, _ = _numeric_ids(store)
+    lo, lo_in, hi, hi_in = bounds
+    i = 0 if lo is None else (bisect.bisect_left if lo_in else bisect.bisect_right)(keys, lo)
+    j = len(keys) if hi is None else (bisect.bisect_right if hi_in else bisect.bisect_left)(keys, hi)
+    return keys[i:j]
+
+
+def _id_candidates(store, cond):
+    """The _ids an _id condition can match, looked up as MongoDB's _id index
+    does (a value, a list of values, a numeric range), or None when the
+    condition is something else."""
+    if _is_scalar(cond):
+        return [cond] if cond in store else []
+    if isinstance(cond, Mapping) and set(cond) == {"$in"} and isinstance(cond["$in"], list) \
+            and all(_is_scalar(v) for v in cond["$in"]):
+        seen = []
+        for v in cond["$in"]:
+            if v in store and v not in seen:
+                seen.append(v)
+        return seen
+    bounds = _id_range(cond)
+    if bounds is not None:
+        return _ids_in_range(store, bounds)
+    return None
+
+
+def _needs_top(cond):
+    """Whether a condition on a dotted path a.b can match only a document
+    whose a holds something (not missing, null or an empty array): {$exists:
+    true}, an equality to a string or number, or {$in} of those."""
+    if _is_scalar(cond):
+        return True
+    if not isinstance(cond, Mapping) or not cond:
+        return False
+    if cond.get("$exists") is True:
+        return True
+    values = cond.get("$in")
+    return set(cond) == {"$in"} and isinstance(values, list) and bool(values) and \
+        all(_is_scalar(v) for v in values)
+
+
+def _may_match(filter):
+    """A cheap test a document must pass to match filter, from its
+    top-level conditions, or None when there is none: an equality to a
+    string or number needs the field equal (or an array, which may hold it);
+    a dotted path needs its top-level field holding something when the
+    condition asks for a value (_needs_top).  What it lets through,
+    mongomock's matching decides."""
+    equal, tops = [], []
     for k, v in filter.items():
-        if k.startswith("$") or v is None or isinstance(v, (Mapping, list)):
+        if k.startswith("$"):
             continue
-        if isinstance(v, (str, int, float)):
-            required.append(k.split(".", 1)[0])
-    return required
+        if "." not in k and _is_scalar(v):
+            equal.append((k, v))
+        elif "." in k and _needs_top(v):
+            tops.append(k.split(".", 1)[0])
+    if not equal and not tops:
+        return None
+
+    def may(d):
+        for k, v in equal:
+            got = d.get(k)
+            if got != v and not isinstance(got, list):
+                return False
+        for top in tops:
+            if d.get(top) in (None, []):
+                return False
+        return True
+    return may
 
 
 def _iter_documents_by_id(self, filter):
-    """mongomock scans every document for every filter; MongoDB looks an
-    _id equality up in its _id index.  Same answer, without the scan: the
-    only candidate is the document with that _id, and mongomock's own filter
-    decides whether it matches.  Other filters skip, before mongomock's
-    costly matching, the documents that lack a field an equality needs
-    (what an index on that field would skip: paymentd looks idempotency
-    records up by idem.sk, which most payments do not have)."""
+    """mongomock scans every document for every filter; MongoDB looks _id up
+    in its _id index (a value, a list, a range).  Same answer, without the
+    scan: the candidates are the documents with those _ids, and mongomock's
+    own filter decides whether they match.  Other filters skip, before
+    mongomock's costly matching, the documents that cannot match
+    (_may_match: what an index on those fields would skip)."""
     if isinstance(filter, Mapping):
-        key = filter.get("_id")
-        if isinstance(key, (str, int)) and not isinstance(key, bool):
-            store = self._store
-            if key not in store:
-                return iter(())
-            doc = store[key]
-            return iter([doc] if mongomock_filtering.filter_applies(filter, doc) else [])
-        required = _required_fields(filter)
-        if required and not self._store.is_empty:
-            docs = list(self._store.documents)
-            for f in required:
-                docs = [d for d in docs if f in d]
+        if "_id" in filter:
+            keys = _id_candidates(self._store, filter["_id"])
+            if keys is not None:
+                docs = [self._store[k] for k in keys]
+                return (d for d in docs if mongomock_filtering.filter_applies(filter, d))
+        may = _may_match(filter)
+        if may is not None and not self._store.is_empty:
+            docs = [d for d in self._store._documents.values() if may(d)]
             return (d for d in docs if mongomock_filtering.filter_applies(filter, d))
     return _iter_documents_scan(self, filter)
 
@@ -159,21 +279,52 @@ def _duplicate(coll, name, index, key):
            key[0] if len(key) == 1 else key), E_DUPLICATE_KEY)
 
 
+def _unique_map(store, name, index, new_id):
+    """The keys unique index name holds, as MongoDB's index has them:
+    (index, {key: _id}, {_id: its keys}).  Built at first use from the
+    stored documents but new_id's (the one being checked), then kept by
+    _ensure_uniques.  An entry whose document no longer holds the key (it
+    was deleted, or a write was rolled back) is stale: checks verify an
+    entry against its document before trusting it."""
+    maps = store.__dict__.setdefault("_double_unique", {})
+    m = maps.get(name)
+    if m is None or m[0] is not index:
+        owners, held = {}, {}
+        for doc in store._documents.values():
+            if doc.get("_id") == new_id:
+                continue
+            keys = _index_keys(index, doc)
+            held[doc.get("_id")] = keys
+            for k in keys:
+                owners[k] = doc.get("_id")
+        m = maps[name] = (index, owners, held)
+    return m
+
+
 def _ensure_uniques(self, new_data):
     """new_data is stored already; raises when a unique index holds one of
     its keys for another document (keys repeated inside new_data are fine,
-    as in MongoDB)."""
-    for name, index in self._store.indexes.items():
+    as in MongoDB).  Every index is checked before any is updated: a raise
+    makes mongomock roll the write back."""
+    store, new_id = self._store, new_data.get("_id")
+    updates = []
+    for name, index in store.indexes.items():
         if not index.get("unique"):
             continue
+        _, owners, held = _unique_map(store, name, index, new_id)
         keys = _index_keys(index, new_data)
-        if not keys:
-            continue
-        for doc in self._store.documents:
-            if doc is not new_data and doc.get("_id") != new_data.get("_id"):
-                both = keys & _index_keys(index, doc)
-                if both:
-                    raise _duplicate(self, name, index, next(iter(both)))
+        for k in keys:
+            owner = owners.get(k, new_id)
+            if owner != new_id and owner in store and k in _index_keys(index, store[owner]):
+                raise _duplicate(self, name, index, k)
+        updates.append((owners, held, keys))
+    for owners, held, keys in updates:
+        for k in held.get(new_id, set()) - keys:
+            if owners.get(k) == new_id:
+                del owners[k]
+        for k in keys:
+            owners[k] = new_id
+        held[new_id] = keys
 
 
 def _create_index(self, key_or_list, cache_for=300, session=None, **kwargs):
@@ -430,18 +581,66 @@ class Double:
         return {"cursor": {"id": bson.int64.Int64(cid), "ns": ns,
                            "firstBatch" if first else "nextBatch": batch}}
 
+    @staticmethod
+    def find_in_id_order(c, filt, sort, skip, limit, projection):
+        """A find sorted on _id alone, with a limit, on a collection whose
+        _ids are numbers (paymentd's feed): MongoDB walks its _id index and
+        stops at the limit; mongomock would match and sort every document.
+        Returns the documents, or None when the find is not of that kind."""
+        if list(sort) != ["_id"] or not limit:
+            return None
+        documents = c._store._documents
+        cond = filt.get("_id")
+        if cond is None:
+            keys, all_numbers = _numeric_ids(c._store)
+            if not all_numbers:
+                return None
+        else:
+            bounds = _id_range(cond)
+            if bounds is None:
+                return None
+            keys = _ids_in_range(c._store, bounds)
+        if sort["_id"] < 0:
+            keys.reverse()
+        may = _may_match(filt)
+        ids = []
+        for k in keys:
+            d = documents[k]
+            if (may is None or may(d)) and mongomock_filtering.filter_applies(filt, d):
+                ids.append(k)
+                if len(ids) >= skip + limit:
+                    break
+        ids = ids[skip:]
+        proj, strip = projection, False
+        if proj and proj.get("_id") in (0, False):
+            proj = {k: v for k, v in proj.items() if k != "_id"} or None
+            strip = True
+        by_id = {d["_id"]: d for d in c.find({"_id": {"$in": ids}}, proj)}
+        found = [by_id[k] for k in ids if k in by_id]
+        if strip:
+            for d in found:
+                d.pop("_id", None)
+        return found
+
     def find(self, db, doc):
         c = self.coll(db, doc)
+        limit = abs(int(doc.get("limit") or 0))
+        docs = self.find_in_id_order(c, doc.get("filter") or {}, doc.get("sort") or {},
+                                     int(doc.get("skip") or 0), limit,
+                                     doc.get("projection") or None)
+        if docs is not None:
+            return self.find_reply(db, c, doc, docs)
         cur = c.find(doc.get("filter") or {}, doc.get("projection") or None)
         sort = doc.get("sort")
         if sort:
             cur = cur.sort(list(sort.items()))
         if doc.get("skip"):
             cur = cur.skip(int(doc["skip"]))
-        limit = abs(int(doc.get("limit") or 0))
         if limit:
             cur = cur.limit(limit)
-        docs = list(cur)
+        return self.find_reply(db, c, doc, list(cur))
+
+    def find_reply(self, db, c, doc, docs):
         if doc.get("singleBatch"):
             return self.cursor_reply(_ns_parts(db, c.name), docs, len(docs) or 1, True)
         return self.cursor_reply(_ns_parts(db, c.name), docs, doc.get("batchSize"), True)
