@@ -441,6 +441,8 @@ static int feed_sane(const struct evlist *l)
 /* Synchronous writes: one event each, with who and what made them; the
  * delete's with the document as it was at version + 1, which the tombstone
  * takes.  Failed and refused writes record none. */
+static int wait_outbox_empty(const char *db, const char *id);
+
 static void writes_sync(struct fixture *fx, struct pay *p)
 {
     payment_store *s = fx->s;
@@ -509,6 +511,7 @@ static void writes_sync(struct fixture *fx, struct pay *p)
     pay_version(&q1, 6);
     CHECK_INT(sync_update(s, &q1, NULL, NULL), PAYMENT_STORE_ECONFLICT);
     CHECK_INT(sync_delete(s, q.row.id, 4, NULL), PAYMENT_STORE_ECONFLICT);
+    CHECK(wait_outbox_empty(fx->db, q.row.id)); /* the sequencer stamps q's create */
     CHECK_INT(raw_events_of(fx->db, p->row.id), 3);
     CHECK_INT(raw_events_of(fx->db, q.row.id), 1);
     CHECK_INT(raw_events_of(fx->db, r.row.id), 0);
