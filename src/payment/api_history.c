@@ -112,8 +112,24 @@ static int history_read(struct payment_api *api, const char *id, int64_t after, 
     return err == HISTORY_STOP_NO_MEMORY ? PAYMENT_STORE_EINTERNAL : err;
 }
 
+/* The organisation of a live payment into org, from its document: 0,
+ * ENOTFOUND for an unknown or deleted id, or a store error. */
+static int history_live_org(struct payment_api *api, const char *id,
+                            char org[UUID_STR_LEN + 1])
+{
+    struct buf doc = BUF_INIT;
+    int64_t version = 0;
+    int err = payment_store_get(api->store, id, &doc, &version);
+    if (err == PAYMENT_STORE_OK && api_doc_org(doc.data, doc.len, org) != 0)
+        err = PAYMENT_STORE_EINTERNAL;
+    buf_free(&doc);
+    return err;
+}
+
 /* The payment's organisation into org when an empty page did not show it:
- * from its first event.  0, ENOTFOUND for a payment without events, or a
+ * from its first event, or, when the history retention took every event
+ * of a payment still live, from the payment itself (its history is then an
+ * empty page, not a 404).  0, ENOTFOUND for a payment without either, or a
  * store error. */
 static int history_org(struct payment_api *api, const char *id, char org[UUID_STR_LEN + 1])
 {
@@ -123,7 +139,7 @@ static int history_org(struct payment_api *api, const char *id, char org[UUID_ST
     int err = history_read(api, id, -1, 1, &o, &more);
     buf_free(&b);
     if (err == PAYMENT_STORE_OK && o.count == 0)
-        err = PAYMENT_STORE_ENOTFOUND;
+        return history_live_org(api, id, org);
     if (err == PAYMENT_STORE_OK)
         memcpy(org, o.org, UUID_STR_LEN + 1);
     return err;

@@ -433,13 +433,15 @@ def feed_shows_only_the_callers_organisations(t):
         expect_error(c.get("/v1/events"), 401, "unauthorized", "the feed without a key")
 
 
-def _expires(t, name, args):
+def _expires(t, name, args, history_kept):
     """Writes two events on a server started with args, waits until a cursor
     at the first is answered 410 cursor_expired, then page[after]=0 starts
-    again from the oldest event kept."""
+    again from the oldest event kept.  The first payment's history then
+    holds its create when history_kept, else nothing: an empty page, the
+    payment being still there (not a 404)."""
     with _own_server(t, name, args) as srv:
         c = srv.client()
-        create(c, payment())
+        a = create(c, payment())
         create(c, payment())
         first = _feed(c)["data"][0]["position"]
         expect_status(c.get("/v1/events?page[after]=%d" % first), 200, "a fresh cursor")
@@ -456,6 +458,10 @@ def _expires(t, name, args):
         j = _feed(c, {"page[after]": 0})
         eq([e["payment_id"] for e in j["data"]], [d["id"]], "%s: page[after]=0 after the purge"
            % name)
+        r = c.get("/v1/payments/%s/history" % a["id"])
+        expect_status(r, 200, "%s: the history of a payment still there" % name)
+        eq([e["version"] for e in r.json["data"]], [0] if history_kept else [],
+           "%s: the versions its history keeps" % name)
 
 
 @test
@@ -463,14 +469,15 @@ def feed_cursor_expires_with_the_retention(t):
     """--event-retention 2s: the janitor (every second with so short a
     retention) takes the events out of the feed; a cursor pointing before
     the kept feed is answered 410 cursor_expired."""
-    _expires(t, "feedretention", ["--event-retention", "2s"])
+    _expires(t, "feedretention", ["--event-retention", "2s"], history_kept=True)
 
 
 @test
 def feed_cursor_expires_with_the_history(t):
     """--history-retention 2s under a long --event-retention: events deleted
     from the histories leave the feed too."""
-    _expires(t, "historyretention", ["--event-retention", "1h", "--history-retention", "2s"])
+    _expires(t, "historyretention", ["--event-retention", "1h", "--history-retention", "2s"],
+             history_kept=False)
 
 
 def _park(port, path, out, i):
