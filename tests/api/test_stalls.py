@@ -87,10 +87,15 @@ def _expect_metrics_prompt(srv):
           % (took, AT_ONCE))
 
 
-def _expect_timed_out(results, code):
+def _expect_timed_out(results, code, srv=None):
+    """Each of results answered 503 code with Retry-After, in time.  A wrong
+    answer's message tells when it came, and srv's log tail (when given)."""
     for what, r, took in results:
         if isinstance(r, Exception):
             raise Fail("%s: no answer (%r)" % (what, r))
+        if r.status != 503 and srv is not None:
+            raise Fail("%s: expected 503 %s, got %d after %.2fs: %s; server log: %s"
+                       % (what, code, r.status, took, r.body[:300], srv.stderr_tail(1500)))
         expect_error(r, 503, code, what)
         check(r.header("Retry-After"), "%s: 503 without Retry-After" % what)
         check(took < TIMED_OUT, "%s: answered after %.1fs" % (what, took))
@@ -136,7 +141,7 @@ def frozen_broker_holds_up_only_broker_requests(t):
                        body=payment(org=org), headers={"Idempotency-Key": "sync-" + new_id()})
         _expect_prompt(c, "synchronous PATCH", "PATCH", "/v1/payments/%s" % p["id"], 200,
                        body={"data": {"version": 0, "attributes": {"reference": "frozen"}}})
-        _expect_timed_out(slow.wait(TIMED_OUT), "broker_unavailable")
+        _expect_timed_out(slow.wait(TIMED_OUT), "broker_unavailable", srv)
         _expect_prompt(c, "/healthz after the timeouts", "GET", "/healthz", 200)
 
         os.kill(pid, signal.SIGCONT)
