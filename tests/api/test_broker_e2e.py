@@ -27,7 +27,7 @@ from harness import (HOST, MONGO, TIMEOUT, Fail, Resp, Server, audit, check, eq,
 
 NATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "broker", "nats.sh")
 ASYNC = {"Prefer": "respond-async"}
-SETTLE_S = 60.0       # bound on the wait for a stream's operations to be applied
+SETTLE_S = 180.0      # bound on the wait for a stream's operations to be applied
 CLIENT_THREADS = 6    # each owns whole organisations
 
 
