@@ -143,6 +143,30 @@ def kill_all():
 atexit.register(kill_all)
 
 
+def freeze(pid, timeout=10.0):
+    """Stops process pid with SIGSTOP and returns once every one of its
+    threads is stopped.  kill() returns before that: the kernel wakes one
+    thread to begin the group stop, and until it runs the others go on
+    answering (a frozen nats-server was seen to acknowledge a publish sent
+    after kill() had returned)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                pass  # a thread that ended
+        if states and all(s in ("T", "t") for s in states):
+            return
+        if time.monotonic() > deadline:
+            raise Fail("process %d not stopped %.0fs after SIGSTOP: thread states %s"
+                       % (pid, timeout, states))
+        time.sleep(0.001)
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from harness import (Server, check, eq, expect_error, expect_status, new_id, payment, qs,
+from harness import (Server, check, eq, expect_error, expect_status, freeze, new_id, payment, qs,
                      sqlite_test)
 
 NATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "broker", "nats.sh")
@@ -49,8 +49,8 @@ def create_503_names_its_id_and_a_retry_with_it_makes_one(t):
         worker.start(wait=False)
         c = srv.client()
         org = new_id()
-        os.kill(pid, signal.SIGSTOP)
-        frozen = True
+        frozen = True  # before: a failed freeze may leave it stopped
+        freeze(pid)
         r = c.post("/v1/payments", payment(org=org), headers=ASYNC)
         expect_error(r, 503, "broker_unavailable", "create while the broker does not ack")
         payment_id = r.json.get("payment_id")
@@ -109,8 +109,8 @@ def keyed_async_create_retry_names_the_first_payment(t):
         first = r.json["data"]["payment_id"]
         # No worker runs: the operation stays pending, and with the broker
         # frozen the retry can neither see it nor publish.
-        os.kill(pid, signal.SIGSTOP)
-        frozen = True
+        frozen = True  # before: a failed freeze may leave it stopped
+        freeze(pid)
         r = c.post("/v1/payments", body, headers=headers)
         expect_error(r, 503, "broker_unavailable", "the retry while the broker does not answer")
         eq(r.json.get("payment_id"), first, "the payment the retry's 503 names")

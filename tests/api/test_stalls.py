@@ -17,7 +17,7 @@ import threading
 import time
 
 from harness import (Double, Fail, Server, check, create, eq, expect_error, expect_status,
-                     metrics_text, mongo_test, new_id, payment, sqlite_test)
+                     freeze, metrics_text, mongo_test, new_id, payment, sqlite_test)
 
 NATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "broker", "nats.sh")
 ASYNC = {"Prefer": "respond-async"}
@@ -118,8 +118,8 @@ def frozen_broker_holds_up_only_broker_requests(t):
         expect_status(r, 202, "asynchronous create before the freeze")
         op = r.json["data"]["id"]
 
-        os.kill(pid, signal.SIGSTOP)
-        frozen = True
+        frozen = True  # before: a failed freeze may leave it stopped
+        freeze(pid)
         slow = InFlight(srv)
         for i in range(3):
             slow.send("asynchronous create %d" % i, "POST", "/v1/payments", payment(org=org),
@@ -179,8 +179,8 @@ def frozen_mongodb_holds_up_only_store_requests(t):
         org = new_id()
         p = create(c, payment(org=org))
 
-        dbl.proc.send_signal(signal.SIGSTOP)
-        frozen = True
+        frozen = True  # before: a failed freeze may leave it stopped
+        freeze(dbl.proc.pid)
         slow = InFlight(srv)
         slow.send("GET of a payment", "GET", "/v1/payments/%s" % p["id"])
         slow.send("list", "GET", "/v1/payments?filter[organisation_id]=%s" % org)
