@@ -12,6 +12,8 @@ LIBS    := -lmicrohttpd -ljansson -lsqlite3 -lpthread
 LIBS    += -lcrypto -lm
 # The broker (asynchronous writes): NATS JetStream's C client.
 LIBS    += -lnats
+# Webhook deliveries: libcurl (its multi interface), OpenSSL flavour.
+LIBS    += -lcurl
 # MongoDB store: libmongoc, found by pkg-config.  Its headers are system
 # headers (-isystem) so that -Werror judges only the project's code.
 MONGO_PC := libmongoc-1.0

@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(
   gcc make                                    # build
   libmicrohttpd-dev libjansson-dev libsqlite3-dev  # HTTP, JSON, embedded store
-  libssl-dev                                  # SHA-256 of API key secrets (libcrypto)
+  libssl-dev                                  # SHA-256 of API key secrets, webhook HMACs (libcrypto)
+  libcurl4-openssl-dev ca-certificates        # webhook deliveries (libcurl), HTTPS verified
   python3 python3-yaml                        # schema generator and API tests (/usr/bin/python3)
   libmongoc-dev pkg-config                    # MongoDB store (libmongoc, found by pkg-config)
   libnats-dev nats-server                     # broker: NATS JetStream client, and a server for its tests

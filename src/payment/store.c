@@ -226,6 +226,131 @@ void payment_store_events_purge(payment_store *s, int64_t feed_before_ms,
         s->backend->events_purge(s, feed_before_ms, history_before_ms);
 }
 
+/* The webhooks: forwarded, with the preconditions asserted here once. */
+
+int payment_store_webhook_create(payment_store *s, struct payment_webhook *w)
+{
+    assert(w && w->version == 0 && w->doc);
+    if (!s->backend->webhook_create)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->webhook_create(s, w);
+}
+
+int payment_store_webhook_update(payment_store *s, const struct payment_webhook *w,
+                                 int64_t expected_version)
+{
+    assert(w && w->doc && expected_version >= 0 && w->version == expected_version + 1);
+    if (!s->backend->webhook_update)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->webhook_update(s, w, expected_version);
+}
+
+int payment_store_webhook_delete(payment_store *s, const char *id, int64_t expected_version,
+                                 int64_t *current_version)
+{
+    assert(id && expected_version >= -1);
+    if (current_version)
+        *current_version = -1;
+    if (!s->backend->webhook_delete)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->webhook_delete(s, id, expected_version, current_version);
+}
+
+int payment_store_webhook_get(payment_store *s, const char *id, payment_store_webhook_fn each,
+                              void *arg)
+{
+    assert(id && each);
+    if (!s->backend->webhook_get)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->webhook_get(s, id, each, arg);
+}
+
+int payment_store_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
+                                payment_store_webhook_fn each, void *arg, int *more)
+{
+    assert(q && each && q->limit >= 1 && q->limit <= PAYMENT_WEBHOOKS_PAGE_MAX);
+    *more = 0;
+    if (!s->backend->webhooks_list)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->webhooks_list(s, q, each, arg, more);
+}
+
+int payment_store_dispatch_pos(payment_store *s, int64_t *pos)
+{
+    *pos = 0;
+    if (!s->backend->dispatch_pos)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->dispatch_pos(s, pos);
+}
+
+int payment_store_deliveries_add(payment_store *s, int64_t expected_pos, int64_t new_pos,
+                                 const struct payment_delivery_new *d, size_t n, int reset,
+                                 int64_t now_ms)
+{
+    assert(expected_pos == -1 || (expected_pos >= 0 && new_pos >= expected_pos));
+    assert(n == 0 || d);
+    if (!s->backend->deliveries_add)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->deliveries_add(s, expected_pos, new_pos, d, n, reset, now_ms);
+}
+
+int payment_store_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms,
+                                   int64_t lease_ms, uint32_t max, payment_store_delivery_fn each,
+                                   void *arg)
+{
+    assert(owner && *owner && lease_ms > 0 && max >= 1 && max <= PAYMENT_WEBHOOKS_PAGE_MAX);
+    if (!s->backend->deliveries_claim)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->deliveries_claim(s, owner, now_ms, lease_ms, max, each, arg);
+}
+
+int payment_store_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
+                                  int64_t *failing_since_ms)
+{
+    assert(a && a->delivery_id && a->webhook_id && a->owner && a->attempt_json);
+    assert(a->status == PAYMENT_DELIVERY_PENDING || a->status == PAYMENT_DELIVERY_SUCCEEDED ||
+           a->status == PAYMENT_DELIVERY_FAILED);
+    if (failing_since_ms)
+        *failing_since_ms = 0;
+    if (!s->backend->delivery_record)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->delivery_record(s, a, failing_since_ms);
+}
+
+int payment_store_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
+                                 int64_t now_ms)
+{
+    assert(webhook_id && id);
+    if (!s->backend->delivery_retry)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->delivery_retry(s, webhook_id, id, now_ms);
+}
+
+int payment_store_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
+                                  payment_store_delivery_fn each, void *arg, int *more)
+{
+    assert(q && q->webhook_id && each && q->limit >= 1 && q->limit <= PAYMENT_WEBHOOKS_PAGE_MAX);
+    *more = 0;
+    if (!s->backend->deliveries_list)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->deliveries_list(s, q, each, arg, more);
+}
+
+int payment_store_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms)
+{
+    *count = 0;
+    *oldest_ms = 0;
+    if (!s->backend->deliveries_pending)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->deliveries_pending(s, count, oldest_ms);
+}
+
+void payment_store_deliveries_purge(payment_store *s, int64_t before_ms)
+{
+    if (s->backend->deliveries_purge)
+        s->backend->deliveries_purge(s, before_ms);
+}
+
 int payment_store_stats(payment_store *s, struct payment_store_stats *out)
 {
     if (!s->backend->stats)
@@ -248,6 +373,7 @@ const char *payment_store_strerror(int err)
     case PAYMENT_STORE_ESKIPPED: return "operation already applied";
     case PAYMENT_STORE_EFENCED: return "partition fenced by a newer lease";
     case PAYMENT_STORE_EEXPIRED: return "events no longer kept";
+    case PAYMENT_STORE_ELIMIT: return "too many webhook endpoints";
     default: return "unknown store error";
     }
 }

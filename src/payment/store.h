@@ -41,6 +41,7 @@ enum payment_store_err {
     PAYMENT_STORE_ESKIPPED = -8,     /* apply: already applied (seq at or below the position) */
     PAYMENT_STORE_EFENCED = -9,      /* apply: a newer lease holder owns the partition */
     PAYMENT_STORE_EEXPIRED = -10,    /* events: the cursor points at events no longer kept */
+    PAYMENT_STORE_ELIMIT = -11,      /* webhooks: the organisation has the most endpoints allowed */
 };
 
 typedef struct payment_store payment_store;
@@ -401,6 +402,200 @@ void payment_store_events_subscribe(payment_store *s, void (*fn)(void *arg), voi
  * the histories alike. */
 void payment_store_events_purge(payment_store *s, int64_t feed_before_ms,
                                 int64_t history_before_ms);
+
+/* ---- webhooks: endpoints and their deliveries -------------------------------
+ *
+ * An endpoint is one organisation's registration to be sent its events
+ * (webhook/endpoint.h describes its document: url, event types, status,
+ * signing secrets).  The store keeps it as that document beside the columns
+ * the dispatcher needs, versioned as payments are (0 when created, +1 per
+ * update), and never interprets the document.
+ *
+ * A delivery is one event owed to one endpoint, made by the dispatcher as
+ * it follows the feed: at most one per (endpoint, event), holding the bytes
+ * to send.  It is attempted by one process at a time: an attempt is made
+ * under a lease (claim), and its outcome recorded only while the lease is
+ * held (record), so a process that crashed mid-attempt leaves a delivery
+ * that another process, or the same one restarted, claims once the lease
+ * has expired.  Delivery is therefore at least once: a receiver may see an
+ * event twice (an attempt that succeeded but was not recorded), never none.
+ *
+ * Every call here is synchronous and may wait for a commit (the embedded
+ * store's writer thread): call them from threads that may block, never
+ * from an HTTP event-loop thread.  Strings in the structures given to a
+ * callback are valid only during that call. */
+
+#define PAYMENT_WEBHOOKS_PER_ORG_MAX 20  /* endpoints an organisation may have */
+#define PAYMENT_WEBHOOKS_PAGE_MAX 1000   /* endpoints or deliveries a page holds at most */
+
+/* One endpoint, as written or read. */
+struct payment_webhook {
+    char id[UUID_STR_LEN + 1];              /* a UUIDv7, lower case */
+    char organisation_id[UUID_STR_LEN + 1]; /* lower case */
+    int64_t version;                        /* 0 when created, +1 per update */
+    int64_t created_ms;                     /* kept by update */
+    int64_t modified_ms;
+    int enabled;                            /* 1: owed events; 0: disabled */
+    unsigned types;                         /* payment_event_type values or-ed it wants */
+    int64_t after_pos;                      /* read: owed the events above this feed position
+                                             * (set by create; kept by update) */
+    int64_t failing_since_ms;               /* read: the first failed attempt since the last
+                                             * success, 0 when none (kept by record) */
+    const char *doc;                        /* its document (JSON), borrowed */
+    size_t doc_len;
+};
+
+/* Called per endpoint read; non-zero stops the read and is returned. */
+typedef int (*payment_store_webhook_fn)(void *arg, const struct payment_webhook *w);
+
+/* Creates w at version 0.  The store sets w->after_pos to the feed's end as
+ * of the endpoint's commit (payment_store_events' next_pos with nothing
+ * above it), so that it is owed exactly the events committed after it, and
+ * failing_since_ms to 0.  EDUPLICATE when the id exists, ELIMIT when its
+ * organisation has PAYMENT_WEBHOOKS_PER_ORG_MAX endpoints already. */
+int payment_store_webhook_create(payment_store *s, struct payment_webhook *w);
+
+/* Replaces the document, enabled and types of w->id when its stored
+ * version is expected_version; w->version must be expected_version + 1
+ * (an assertion).  created_ms, organisation_id, after_pos and
+ * failing_since_ms stay as stored; enabling a disabled endpoint sets
+ * failing_since_ms to 0.  ENOTFOUND before ECONFLICT. */
+int payment_store_webhook_update(payment_store *s, const struct payment_webhook *w,
+                                 int64_t expected_version);
+
+/* Deletes id, when expected_version is -1 or the stored one, and its
+ * deliveries with it.  ENOTFOUND before ECONFLICT; *current_version (may
+ * be NULL) is the stored one on ECONFLICT. */
+int payment_store_webhook_delete(payment_store *s, const char *id, int64_t expected_version,
+                                 int64_t *current_version);
+
+/* Reads endpoint id into each (called once).  ENOTFOUND. */
+int payment_store_webhook_get(payment_store *s, const char *id, payment_store_webhook_fn each,
+                              void *arg);
+
+/* Which endpoints a list holds: in id order (UUIDv7: creation order). */
+struct payment_webhook_query {
+    const char *after_id;                    /* ids above this one, or NULL from the first */
+    uint32_t limit;                          /* 1..PAYMENT_WEBHOOKS_PAGE_MAX */
+    int all_orgs;                            /* every organisation; else only orgs: */
+    size_t n_orgs;                           /* 0 with !all_orgs: none match */
+    const char (*orgs)[UUID_STR_LEN + 1];    /* lower case, borrowed */
+    int enabled_only;                        /* only enabled endpoints */
+};
+
+/* Lists the endpoints q names, then sets *more when another follows. */
+int payment_store_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
+                                payment_store_webhook_fn each, void *arg, int *more);
+
+enum payment_delivery_status {
+    PAYMENT_DELIVERY_PENDING = 1,   /* "pending": an attempt is due at next_ms */
+    PAYMENT_DELIVERY_SUCCEEDED = 2, /* "succeeded": a receiver answered 2xx */
+    PAYMENT_DELIVERY_FAILED = 4,    /* "failed": the schedule ran out, or the endpoint went */
+};
+
+/* One delivery, as read. */
+struct payment_delivery {
+    char id[UUID_STR_LEN + 1];         /* a UUIDv7 */
+    char webhook_id[UUID_STR_LEN + 1];
+    char event_id[UUID_STR_LEN + 1];
+    int64_t event_pos;                 /* the event's feed position */
+    enum payment_delivery_status status;
+    int attempts;                      /* attempts recorded */
+    int64_t created_ms;
+    int64_t next_ms;                   /* pending: when the next attempt is due; else 0 */
+    const char *attempts_json;         /* JSON array of the recorded attempts' objects, in
+                                        * order ("[]" when none) */
+    const char *body;                  /* the bytes to send (the event's JSON) */
+    size_t body_len;
+};
+
+/* Called per delivery read; non-zero stops the read and is returned. */
+typedef int (*payment_store_delivery_fn)(void *arg, const struct payment_delivery *d);
+
+/* A delivery to make.  Pointers borrowed for the call. */
+struct payment_delivery_new {
+    char id[UUID_STR_LEN + 1];         /* a UUIDv7 the caller made */
+    char webhook_id[UUID_STR_LEN + 1];
+    char event_id[UUID_STR_LEN + 1];
+    int64_t event_pos;
+    const char *body;
+    size_t body_len;
+};
+
+/* The dispatcher's position: every event at or below it has had its
+ * deliveries made.  0 before the first dispatch. */
+int payment_store_dispatch_pos(payment_store *s, int64_t *pos);
+
+/* Makes the deliveries d[0..n) pending and due at now_ms, in one atomic
+ * step with moving the dispatcher's position from expected_pos to new_pos
+ * (>= expected_pos).  A delivery whose (webhook_id, event_id) exists is not
+ * made again; with reset, such an existing delivery becomes pending and due
+ * at now_ms instead (a replay), its attempts kept.  ECONFLICT, nothing
+ * made, when the position is not expected_pos (another process dispatched
+ * meanwhile).  expected_pos -1: the position is left alone (a replay).
+ * A backend without multi-document transactions may make the deliveries
+ * and then fail to move the position; the next dispatch makes them again,
+ * which the (webhook_id, event_id) rule turns into nothing. */
+int payment_store_deliveries_add(payment_store *s, int64_t expected_pos, int64_t new_pos,
+                                 const struct payment_delivery_new *d, size_t n, int reset,
+                                 int64_t now_ms);
+
+/* Leases to owner, until now_ms + lease_ms, at most max (1..
+ * PAYMENT_WEBHOOKS_PAGE_MAX) pending deliveries due at or before now_ms
+ * whose lease is free or expired, the earliest due first, and passes each
+ * to each.  Two processes never hold one delivery's lease at once. */
+int payment_store_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms,
+                                   int64_t lease_ms, uint32_t max, payment_store_delivery_fn each,
+                                   void *arg);
+
+/* An attempt's outcome.  Pointers borrowed for the call. */
+struct payment_delivery_attempt {
+    const char *delivery_id;
+    const char *webhook_id;            /* its endpoint */
+    const char *owner;                 /* the lease holder that made it */
+    const char *attempt_json;          /* the attempt's object, appended to attempts_json */
+    enum payment_delivery_status status; /* the delivery's new status */
+    int64_t next_ms;                   /* pending: the next attempt's time */
+    int succeeded;                     /* the attempt itself succeeded (2xx) */
+    int64_t at_ms;                     /* when it was made */
+};
+
+/* Records attempt a while a->owner holds the delivery's lease: appends
+ * a->attempt_json, counts it, sets the status (and next_ms) and frees the
+ * lease; and on the endpoint, sets failing_since_ms to a->at_ms on a failed
+ * attempt when it is 0, or to 0 on a success.  *failing_since_ms (may be
+ * NULL) gets the endpoint's value after that (0 when the endpoint is
+ * gone).  ECONFLICT when the lease is no longer a->owner's (it expired and
+ * another took it: nothing recorded), ENOTFOUND when the delivery is
+ * gone. */
+int payment_store_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
+                                  int64_t *failing_since_ms);
+
+/* Makes delivery id of webhook webhook_id pending and due at now_ms,
+ * whatever its status (a manual retry; its attempts kept).  ENOTFOUND. */
+int payment_store_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
+                                 int64_t now_ms);
+
+/* Which deliveries a list holds: in id order. */
+struct payment_delivery_query {
+    const char *webhook_id;  /* this endpoint's */
+    unsigned statuses;       /* payment_delivery_status values or-ed; 0: all */
+    const char *after_id;    /* ids above this one, or NULL from the first */
+    uint32_t limit;          /* 1..PAYMENT_WEBHOOKS_PAGE_MAX */
+};
+
+/* Lists the deliveries q names (their bodies too), then sets *more when
+ * another follows. */
+int payment_store_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
+                                  payment_store_delivery_fn each, void *arg, int *more);
+
+/* The pending deliveries: how many, and the creation time of the oldest
+ * (0 when none), for /metrics. */
+int payment_store_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms);
+
+/* Deletes, best effort and in small batches, deliveries that succeeded or
+ * failed and were created before before_ms. */
+void payment_store_deliveries_purge(payment_store *s, int64_t before_ms);
 
 /* Counters of a backend's write path, for /metrics and tests. */
 struct payment_store_stats {

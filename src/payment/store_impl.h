@@ -64,6 +64,32 @@ struct payment_store_backend {
                    uint32_t limit, payment_store_event_fn each, void *arg, int *more);
     void (*events_subscribe)(payment_store *s, void (*fn)(void *arg), void *arg);
     void (*events_purge)(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms);
+    /* The webhooks; NULL where not built yet (store.c answers EINTERNAL,
+     * or does nothing). */
+    int (*webhook_create)(payment_store *s, struct payment_webhook *w);
+    int (*webhook_update)(payment_store *s, const struct payment_webhook *w,
+                          int64_t expected_version);
+    int (*webhook_delete)(payment_store *s, const char *id, int64_t expected_version,
+                          int64_t *current_version);
+    int (*webhook_get)(payment_store *s, const char *id, payment_store_webhook_fn each,
+                       void *arg);
+    int (*webhooks_list)(payment_store *s, const struct payment_webhook_query *q,
+                         payment_store_webhook_fn each, void *arg, int *more);
+    int (*dispatch_pos)(payment_store *s, int64_t *pos);
+    int (*deliveries_add)(payment_store *s, int64_t expected_pos, int64_t new_pos,
+                          const struct payment_delivery_new *d, size_t n, int reset,
+                          int64_t now_ms);
+    int (*deliveries_claim)(payment_store *s, const char *owner, int64_t now_ms,
+                            int64_t lease_ms, uint32_t max, payment_store_delivery_fn each,
+                            void *arg);
+    int (*delivery_record)(payment_store *s, const struct payment_delivery_attempt *a,
+                           int64_t *failing_since_ms);
+    int (*delivery_retry)(payment_store *s, const char *webhook_id, const char *id,
+                          int64_t now_ms);
+    int (*deliveries_list)(payment_store *s, const struct payment_delivery_query *q,
+                           payment_store_delivery_fn each, void *arg, int *more);
+    int (*deliveries_pending)(payment_store *s, int64_t *count, int64_t *oldest_ms);
+    void (*deliveries_purge)(payment_store *s, int64_t before_ms);
 };
 
 /* Helpers every backend needs.  store_errf writes a one-line reason into
