@@ -25,6 +25,8 @@
 #include "payment/feed_wait.h"
 #include "payment/store.h"
 #include "payment/validate.h"
+#include "webhook/api.h"
+#include "webhook/deliver.h"
 
 #define WORKER_START_ATTEMPTS 30 /* one a second */
 #define OPS_BUCKET "PAYMENTS_OPS"
@@ -41,6 +43,7 @@ struct app {
     broker_kv *ops;
     deadletters *dead;
     relay *relay;
+    webhook_deliver *webhooks;
     feed_wait *feed;
     http_server *server;
 };
@@ -73,6 +76,7 @@ static void app_close(struct app *a, unsigned grace_ms)
      * waits for every parked request. */
     feed_wait_close(a->feed);
     http_server_stop(a->server, grace_ms);
+    webhook_deliver_stop(a->webhooks);
     janitor_stop(a->janitor);
     relay_stop(a->relay);
     deadletters_stop(a->dead);
@@ -159,6 +163,24 @@ static relay *app_relay_start(payment_store *store, broker *b, const struct conf
     rc.replicas = cfg->broker_replicas;
     rc.max_age_ms = cfg->event_retention_ms;
     return relay_start(&rc);
+}
+
+/* Starts this process's webhook deliveries (webhook/deliver.h): NULL when
+ * they cannot start. */
+static webhook_deliver *app_webhooks_start(payment_store *store, const struct config *cfg,
+                                           const struct logger *log)
+{
+    struct webhook_deliver_config wc;
+    webhook_deliver_config_init(&wc);
+    wc.store = store;
+    wc.log = log;
+    wc.timeout_ms = cfg->webhook_timeout_ms;
+    wc.disable_after_ms = cfg->webhook_disable_after_ms;
+    wc.allow_private = cfg->webhook_allow_private;
+    /* config_parse checked the schedule. */
+    if (webhook_schedule_parse(cfg->webhook_schedule, &wc) != 0)
+        return NULL;
+    return webhook_deliver_start(&wc);
 }
 
 /* How many requests may wait on the feed at once: half the connections, so
@@ -286,10 +308,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd: cannot start the event relay\n");
         goto out;
     }
-    struct system_ctx sys = {a.store, cfg.public_url, &api, a.dead, a.relay};
-    struct http_route routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES];
+    if (cfg.webhooks && !(a.webhooks = app_webhooks_start(a.store, &cfg, &log))) {
+        fprintf(stderr, "paymentd: cannot start the webhook deliveries\n");
+        goto out;
+    }
+    struct webhook_api hooks = {a.store, cfg.public_url, cfg.webhook_allow_private,
+                                a.webhooks ? webhook_deliver_wake : NULL, a.webhooks};
+    struct system_ctx sys = {a.store, cfg.public_url, &api, a.dead, a.relay, a.webhooks};
+    struct http_route routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES + WEBHOOK_API_ROUTES];
     size_t n = system_routes(&sys, routes);
     n += payment_api_routes(&api, routes + n);
+    n += webhook_api_routes(&hooks, routes + n);
 
     struct http_server_config hc = {
         .host = cfg.host,

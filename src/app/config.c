@@ -7,6 +7,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "webhook/deliver.h"
+
 /* One flag: its name, its environment variable, and how to apply a value. */
 struct option_def {
     const char *flag;  /* "--listen" */
@@ -366,6 +368,45 @@ static int apply_relay(struct config *cfg, const char *v, char *errbuf, size_t e
     return apply_bool("--relay", v, &cfg->relay, errbuf, errlen);
 }
 
+static int apply_webhooks(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    return apply_bool("--webhooks", v, &cfg->webhooks, errbuf, errlen);
+}
+
+static int apply_webhook_timeout(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    return parse_duration("--webhook-timeout", v, 0, &cfg->webhook_timeout_ms, errbuf, errlen);
+}
+
+static int apply_webhook_schedule(struct config *cfg, const char *v, char *errbuf,
+                                  size_t errlen)
+{
+    struct webhook_deliver_config probe;
+    char q[72];
+    if (strlen(v) >= sizeof cfg->webhook_schedule || webhook_schedule_parse(v, &probe) != 0) {
+        snprintf(errbuf, errlen,
+                 "--webhook-retry-schedule: expected delays N[ms|s|m|h|d] separated by commas "
+                 "(at most %d), got \"%s\"",
+                 WEBHOOK_SCHEDULE_MAX, shown(v, q));
+        return -1;
+    }
+    snprintf(cfg->webhook_schedule, sizeof cfg->webhook_schedule, "%s", v);
+    return 0;
+}
+
+static int apply_webhook_disable_after(struct config *cfg, const char *v, char *errbuf,
+                                       size_t errlen)
+{
+    return parse_duration("--webhook-disable-after", v, 0, &cfg->webhook_disable_after_ms,
+                          errbuf, errlen);
+}
+
+static int apply_webhook_allow_private(struct config *cfg, const char *v, char *errbuf,
+                                       size_t errlen)
+{
+    return apply_bool("--webhook-allow-private", v, &cfg->webhook_allow_private, errbuf, errlen);
+}
+
 static const struct option_def options[] = {
     {"--listen", "PAYMENTD_LISTEN", "ADDR:PORT", "address to serve on (default 127.0.0.1:8080)",
      apply_listen},
@@ -431,6 +472,21 @@ static const struct option_def options[] = {
     {"--history-retention", "PAYMENTD_HISTORY_RETENTION", "DURATION|forever",
      "keep each payment's history at least this long (default forever)",
      apply_history_retention},
+    {"--webhooks", "PAYMENTD_WEBHOOKS", "true|false",
+     "deliver webhooks from this server (several may: one attempts a delivery at a time; "
+     "default true)",
+     apply_webhooks},
+    {"--webhook-timeout", "PAYMENTD_WEBHOOK_TIMEOUT", "DURATION",
+     "a webhook receiver's time to answer (default 15s)", apply_webhook_timeout},
+    {"--webhook-retry-schedule", "PAYMENTD_WEBHOOK_RETRY_SCHEDULE", "LIST",
+     "delays of a delivery's attempts, with jitter (default 0s,5s,5m,30m,2h,5h,10h,14h,20h,24h)",
+     apply_webhook_schedule},
+    {"--webhook-disable-after", "PAYMENTD_WEBHOOK_DISABLE_AFTER", "DURATION",
+     "disable a webhook endpoint that has failed every attempt this long (default 5d)",
+     apply_webhook_disable_after},
+    {"--webhook-allow-private", "PAYMENTD_WEBHOOK_ALLOW_PRIVATE", "true|false",
+     "let webhook endpoints be on loopback, private or link-local addresses (default false)",
+     apply_webhook_allow_private},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -527,6 +583,11 @@ static void config_defaults(struct config *cfg)
     cfg->broker_replicas = 1;
     cfg->max_apply_attempts = 5;
     cfg->relay = 1;
+    cfg->webhooks = 1;
+    cfg->webhook_timeout_ms = 15000;
+    snprintf(cfg->webhook_schedule, sizeof cfg->webhook_schedule, "%s",
+             "0s,5s,5m,30m,2h,5h,10h,14h,20h,24h");
+    cfg->webhook_disable_after_ms = 5 * 86400 * 1000LL;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(const char *),

@@ -43,6 +43,11 @@ struct config {
     unsigned max_apply_attempts;       /* --max-apply-attempts before an operation is poison */
     int repartition;                   /* --repartition: record --partitions over another count */
     int relay;                         /* --relay: with --broker, publish the committed events */
+    int webhooks;                      /* --webhooks: deliver webhooks from this process */
+    int64_t webhook_timeout_ms;        /* --webhook-timeout: a receiver's time to answer */
+    char webhook_schedule[512];        /* --webhook-retry-schedule, checked by webhook/deliver.h */
+    int64_t webhook_disable_after_ms;  /* --webhook-disable-after: failing this long disables */
+    int webhook_allow_private;         /* --webhook-allow-private: private destinations allowed */
     int help;                          /* --help was given */
 };
 

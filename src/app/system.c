@@ -44,7 +44,9 @@ static void index_v1(http_request *req, void *ctx)
     buf_json_escape(&b, u, strlen(u));
     buf_puts(&b, "/v1/payments/{id}\",\"events\":\"");
     buf_json_escape(&b, u, strlen(u));
-    buf_puts(&b, "/v1/events\"}}");
+    buf_puts(&b, "/v1/events\",\"webhooks\":\"");
+    buf_json_escape(&b, u, strlen(u));
+    buf_puts(&b, "/v1/webhooks\"}}");
     http_respond_buf(req, 200, &b);
 }
 
@@ -58,6 +60,8 @@ static void metrics(http_request *req, void *ctx)
         deadletters_metrics(sys->dead, &b);
     if (sys->relay)
         relay_metrics(sys->relay, &b);
+    if (sys->webhooks)
+        webhook_deliver_metrics(sys->webhooks, &b);
     http_request_add_header(req, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     http_respond_buf(req, 200, &b);
 }

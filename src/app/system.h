@@ -12,6 +12,7 @@
 #include "http/router.h"
 #include "payment/api.h"
 #include "payment/store.h"
+#include "webhook/deliver.h"
 
 #define SYSTEM_ROUTES 4 /* entries system_routes() fills */
 
@@ -21,6 +22,7 @@ struct system_ctx {
     struct payment_api *api; /* borrowed: its metrics are served by /metrics */
     deadletters *dead;       /* borrowed, NULL without a broker: its count too */
     relay *relay;            /* borrowed, NULL when not relaying: its figures too */
+    webhook_deliver *webhooks; /* borrowed, NULL when not delivering: its figures too */
 };
 
 /* Fills out (room for SYSTEM_ROUTES) with routes bound to ctx, which must

@@ -35,7 +35,7 @@
 
 struct webhook_deliver_config {
     payment_store *store;         /* borrowed, outlives the deliverer */
-    struct logger *log;           /* borrowed */
+    const struct logger *log;     /* borrowed */
     int64_t timeout_ms;           /* a receiver's time to answer (--webhook-timeout) */
     size_t n_schedule;            /* 1..WEBHOOK_SCHEDULE_MAX */
     int64_t schedule_ms[WEBHOOK_SCHEDULE_MAX]; /* delays before attempt 1, 2, ... (first: 0) */
