@@ -157,6 +157,26 @@ static int history_answerable(http_request *req, int err, const char *org)
     return 0;
 }
 
+/* Reads payment id's history page (history_read) into o, and answers
+ * (freeing o->b) unless the caller may see it: when the page does not hold
+ * what was asked for (any event, or with want_version >= 0 that version),
+ * the payment's organisation comes from the payment itself.  1 to go on,
+ * or 0 (answered). */
+static int history_read_visible(http_request *req, struct payment_api *api, const char *id,
+                                int64_t after, uint32_t limit, struct history_out *o,
+                                int *more, int64_t want_version)
+{
+    int err = history_read(api, id, after, limit, o, more);
+    int held = want_version < 0 ? o->count > 0
+                                : o->count == 1 && o->last_version == want_version;
+    if (err == PAYMENT_STORE_OK && !held)
+        err = history_org(api, id, o->org); /* is there a payment? */
+    if (history_answerable(req, err, o->org))
+        return 1;
+    buf_free(o->b);
+    return 0;
+}
+
 /* Appends "name":"<public url>/v1/payments/<id>/history?page[size]=N
  * [&page[after]=V]" to b. */
 static void history_link(struct buf *b, const struct payment_api *api, const char *name,
@@ -190,13 +210,8 @@ void api_payments_history(http_request *req, void *ctx)
     struct history_out o = {.b = &b};
     int more = 0;
     buf_puts(&b, "{\"data\":[");
-    int err = history_read(api, id, q.after, q.size, &o, &more);
-    if (err == PAYMENT_STORE_OK && o.count == 0)
-        err = history_org(api, id, o.org); /* an empty page: is there a payment? */
-    if (!history_answerable(req, err, o.org)) {
-        buf_free(&b);
+    if (!history_read_visible(req, api, id, q.after, q.size, &o, &more, -1))
         return;
-    }
     buf_puts(&b, "],\"links\":{");
     history_link(&b, api, "self", id, q.size, q.has_after, q.after);
     if (more) {
@@ -233,15 +248,9 @@ void api_payments_history_version(http_request *req, void *ctx)
     struct history_out o = {.b = &b};
     int more = 0;
     buf_puts(&b, "{\"data\":");
-    int err = history_read(api, id, version - 1, 1, &o, &more);
-    int found = err == PAYMENT_STORE_OK && o.count == 1 && o.last_version == version;
-    if (err == PAYMENT_STORE_OK && !found)
-        err = history_org(api, id, o.org); /* no such version: is there a payment? */
-    if (!history_answerable(req, err, o.org)) {
-        buf_free(&b);
+    if (!history_read_visible(req, api, id, version - 1, 1, &o, &more, version))
         return;
-    }
-    if (!found) {
+    if (o.count != 1 || o.last_version != version) {
         buf_free(&b);
         http_respond_error(req, 404, "not_found", "the payment has no such version", NULL);
         return;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "event_list.h"
 #include "store_waiter.h"
 #include "test.h"
 
@@ -295,80 +296,19 @@ static void apply_init(struct payment_apply *a, const char *op_id, uint64_t seq,
 
 /* ---- events read back ----------------------------------------------------- */
 
-#define NONE "(none)" /* a NULL string field, copied */
-
-/* One event as read, copied out of the callback. */
-struct ev {
-    int64_t pos;
-    char id[UUID_STR_LEN + 1];
-    int type;
-    char org[UUID_STR_LEN + 1];
-    char pid[UUID_STR_LEN + 1];
-    int64_t version;
-    int64_t occurred_ms;
-    char api_key_id[48], request_id[48], idempotency_key[48], operation_id[48];
-    char changes[96];
-    char doc[192];
-};
-
-struct evlist {
-    struct ev *v;
-    size_t n, cap;
-};
-
-static void copy_opt(char *dst, size_t len, const char *src)
-{
-    snprintf(dst, len, "%s", src ? src : NONE);
-}
-
-/* A payment_store_event_fn appending to the evlist arg. */
-static int ev_collect(void *arg, const struct payment_event *e)
-{
-    struct evlist *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        struct ev *v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return -99;
-        l->v = v;
-        l->cap = cap;
-    }
-    struct ev *c = &l->v[l->n++];
-    memset(c, 0, sizeof *c);
-    c->pos = e->pos;
-    snprintf(c->id, sizeof c->id, "%s", e->id);
-    c->type = (int)e->type;
-    snprintf(c->org, sizeof c->org, "%s", e->organisation_id);
-    snprintf(c->pid, sizeof c->pid, "%s", e->payment_id);
-    c->version = e->version;
-    c->occurred_ms = e->occurred_ms;
-    copy_opt(c->api_key_id, sizeof c->api_key_id, e->api_key_id);
-    copy_opt(c->request_id, sizeof c->request_id, e->request_id);
-    copy_opt(c->idempotency_key, sizeof c->idempotency_key, e->idempotency_key);
-    copy_opt(c->operation_id, sizeof c->operation_id, e->operation_id);
-    copy_opt(c->changes, sizeof c->changes, e->changes);
-    snprintf(c->doc, sizeof c->doc, "%.*s", (int)e->doc_len, e->doc);
-    return 0;
-}
-
-static void evlist_free(struct evlist *l)
-{
-    free(l->v);
-    memset(l, 0, sizeof *l);
-}
 
 /* payment id's whole history into out, read in pages of two. */
-static int history_all(payment_store *s, const char *id, struct evlist *out)
+static int history_all(payment_store *s, const char *id, struct seen_list *out)
 {
     int64_t after = -1;
     for (;;) {
         size_t before = out->n;
         int more = 0;
-        int err = payment_store_history(s, id, after, 2, ev_collect, out, &more);
+        int err = payment_store_history(s, id, after, 2, seen_add, out, &more);
         if (err != PAYMENT_STORE_OK)
             return err;
         if (out->n > before)
-            after = out->v[out->n - 1].version;
+            after = out->ev[out->n - 1].version;
         if (!more)
             return PAYMENT_STORE_OK;
     }
@@ -386,14 +326,14 @@ static void feed_query(struct payment_event_query *q, int64_t after, uint32_t li
 
 /* Follows the feed from *cursor in pages of limit until a page comes back
  * short, appending to out and moving *cursor. */
-static int feed_follow(payment_store *s, int64_t *cursor, uint32_t limit, struct evlist *out)
+static int feed_follow(payment_store *s, int64_t *cursor, uint32_t limit, struct seen_list *out)
 {
     for (;;) {
         struct payment_event_query q;
         feed_query(&q, *cursor, limit);
         size_t before = out->n;
         int64_t next = -1;
-        int err = payment_store_events(s, &q, ev_collect, out, &next);
+        int err = payment_store_events(s, &q, seen_add, out, &next);
         if (err != PAYMENT_STORE_OK)
             return err;
         CHECK(next >= *cursor);
@@ -404,7 +344,7 @@ static int feed_follow(payment_store *s, int64_t *cursor, uint32_t limit, struct
 }
 
 /* Follows the feed until out holds want events or WAIT_MS passed. */
-static void feed_wait(payment_store *s, int64_t *cursor, struct evlist *out, size_t want)
+static void feed_wait(payment_store *s, int64_t *cursor, struct seen_list *out, size_t want)
 {
     int64_t until = clock_mono_us() + WAIT_MS * 1000LL;
     while (out->n < want && clock_mono_us() < until) {
@@ -424,14 +364,14 @@ static int is_uuid_v7(const char *id)
 
 /* Whether the feed's events l are in strictly increasing positions, each
  * event once. */
-static int feed_sane(const struct evlist *l)
+static int feed_sane(const struct seen_list *l)
 {
     for (size_t i = 1; i < l->n; i++)
-        if (l->v[i].pos <= l->v[i - 1].pos)
+        if (l->ev[i].pos <= l->ev[i - 1].pos)
             return 0;
     for (size_t i = 0; i < l->n; i++)
         for (size_t j = i + 1; j < l->n; j++)
-            if (strcmp(l->v[i].id, l->v[j].id) == 0)
+            if (strcmp(l->ev[i].id, l->ev[j].id) == 0)
                 return 0;
     return 1;
 }
@@ -459,41 +399,41 @@ static void writes_sync(struct fixture *fx, struct pay *p)
     CHECK_INT(sync_update(s, &p1, NULL, &upd), PAYMENT_STORE_OK);
     CHECK_INT(sync_delete(s, p->row.id, 1, NULL), PAYMENT_STORE_OK);
 
-    struct evlist h = {0};
+    struct seen_list h = {0};
     CHECK_INT(history_all(s, p->row.id, &h), PAYMENT_STORE_OK);
     CHECK_INT(h.n, 3);
     if (h.n == 3) {
-        CHECK_INT(h.v[0].type, PAYMENT_EVENT_CREATED);
-        CHECK_INT(h.v[0].version, 0);
-        CHECK_STR(h.v[0].doc, p->doc);
-        CHECK_STR(h.v[0].org, p->row.organisation_id);
-        CHECK_STR(h.v[0].pid, p->row.id);
-        CHECK_STR(h.v[0].api_key_id, "key-1");
-        CHECK_STR(h.v[0].request_id, "req-1");
-        CHECK_STR(h.v[0].idempotency_key, "idem-1");
-        CHECK_STR(h.v[0].operation_id, NONE);
-        CHECK_STR(h.v[0].changes, NONE);
-        CHECK_INT(h.v[0].occurred_ms, 5000);
-        CHECK(is_uuid_v7(h.v[0].id));
-        CHECK_INT(h.v[1].type, PAYMENT_EVENT_UPDATED);
-        CHECK_INT(h.v[1].version, 1);
-        CHECK_STR(h.v[1].doc, p1.doc);
-        CHECK_STR(h.v[1].changes, "[\"/attributes/amount\"]");
-        CHECK_STR(h.v[1].api_key_id, NONE);
-        CHECK_INT(h.v[1].occurred_ms, 7000); /* the row's modified_ms */
-        CHECK_INT(h.v[2].type, PAYMENT_EVENT_DELETED);
-        CHECK_INT(h.v[2].version, 2);
-        CHECK_STR(h.v[2].doc, p1.doc); /* as it was */
-        CHECK_STR(h.v[2].org, p->row.organisation_id);
-        CHECK(h.v[2].occurred_ms > 1000000); /* now */
-        CHECK(strcmp(h.v[0].id, h.v[1].id) != 0 && strcmp(h.v[1].id, h.v[2].id) != 0);
-        CHECK(h.v[0].pos > 0 && h.v[0].pos < h.v[1].pos && h.v[1].pos < h.v[2].pos);
+        CHECK_INT(h.ev[0].type, PAYMENT_EVENT_CREATED);
+        CHECK_INT(h.ev[0].version, 0);
+        CHECK_STR(h.ev[0].doc, p->doc);
+        CHECK_STR(h.ev[0].org, p->row.organisation_id);
+        CHECK_STR(h.ev[0].pid, p->row.id);
+        CHECK_STR(h.ev[0].api_key_id, "key-1");
+        CHECK_STR(h.ev[0].request_id, "req-1");
+        CHECK_STR(h.ev[0].idem_key, "idem-1");
+        CHECK_STR(h.ev[0].op_id, NULL_TEXT);
+        CHECK_STR(h.ev[0].changes, NULL_TEXT);
+        CHECK_INT(h.ev[0].occurred_ms, 5000);
+        CHECK(is_uuid_v7(h.ev[0].id));
+        CHECK_INT(h.ev[1].type, PAYMENT_EVENT_UPDATED);
+        CHECK_INT(h.ev[1].version, 1);
+        CHECK_STR(h.ev[1].doc, p1.doc);
+        CHECK_STR(h.ev[1].changes, "[\"/attributes/amount\"]");
+        CHECK_STR(h.ev[1].api_key_id, NULL_TEXT);
+        CHECK_INT(h.ev[1].occurred_ms, 7000); /* the row's modified_ms */
+        CHECK_INT(h.ev[2].type, PAYMENT_EVENT_DELETED);
+        CHECK_INT(h.ev[2].version, 2);
+        CHECK_STR(h.ev[2].doc, p1.doc); /* as it was */
+        CHECK_STR(h.ev[2].org, p->row.organisation_id);
+        CHECK(h.ev[2].occurred_ms > 1000000); /* now */
+        CHECK(strcmp(h.ev[0].id, h.ev[1].id) != 0 && strcmp(h.ev[1].id, h.ev[2].id) != 0);
+        CHECK(h.ev[0].pos > 0 && h.ev[0].pos < h.ev[1].pos && h.ev[1].pos < h.ev[2].pos);
     }
     bson_t doc;
     CHECK(raw_find_one(fx->db, "payments", BCON_NEW("_id", BCON_UTF8(p->row.id)), &doc));
     CHECK_INT(bson_int(&doc, "version"), 2); /* the tombstone's */
     bson_destroy(&doc);
-    evlist_free(&h);
+    seen_free(&h);
 
     /* Failed and refused writes. */
     struct payment_idem rec = {.scope = "s", .key = "k", .fingerprint = "f", .status = 201};
@@ -557,21 +497,21 @@ static void writes_applied(struct fixture *fx)
     CHECK_INT(payment_store_op_get(s, "op-d", &f), PAYMENT_STORE_OK);
     CHECK_INT(f.version, 1); /* the outcome names the version deleted */
 
-    struct evlist h = {0};
+    struct seen_list h = {0};
     CHECK_INT(history_all(s, p.row.id, &h), PAYMENT_STORE_OK);
     CHECK_INT(h.n, 3);
     if (h.n == 3) {
-        CHECK_STR(h.v[0].operation_id, "op-c");
-        CHECK_INT(h.v[0].type, PAYMENT_EVENT_CREATED);
-        CHECK_STR(h.v[1].operation_id, "op-u-given");
-        CHECK_STR(h.v[1].changes, "[\"/x\"]");
-        CHECK_STR(h.v[1].doc, p1.doc);
-        CHECK_STR(h.v[2].operation_id, "op-d");
-        CHECK_INT(h.v[2].type, PAYMENT_EVENT_DELETED);
-        CHECK_INT(h.v[2].version, 2);
-        CHECK_STR(h.v[2].doc, p1.doc);
+        CHECK_STR(h.ev[0].op_id, "op-c");
+        CHECK_INT(h.ev[0].type, PAYMENT_EVENT_CREATED);
+        CHECK_STR(h.ev[1].op_id, "op-u-given");
+        CHECK_STR(h.ev[1].changes, "[\"/x\"]");
+        CHECK_STR(h.ev[1].doc, p1.doc);
+        CHECK_STR(h.ev[2].op_id, "op-d");
+        CHECK_INT(h.ev[2].type, PAYMENT_EVENT_DELETED);
+        CHECK_INT(h.ev[2].version, 2);
+        CHECK_STR(h.ev[2].doc, p1.doc);
     }
-    evlist_free(&h);
+    seen_free(&h);
     CHECK_INT(raw_events_of(fx->db, p.row.id), 3);
 }
 
@@ -586,19 +526,19 @@ static void mongo_events_writes(void)
     struct pay p;
     writes_sync(&fx, &p);
     writes_applied(&fx);
-    struct evlist feed = {0}, h = {0};
+    struct seen_list feed = {0}, h = {0};
     int64_t cursor = 0;
     CHECK_INT(feed_follow(fx.s, &cursor, 3, &feed), PAYMENT_STORE_OK);
     CHECK_INT(feed.n, 7); /* p: 3, payment 2: 1, payment 4: 3 */
     CHECK(feed_sane(&feed));
     CHECK_INT(history_all(fx.s, p.row.id, &h), PAYMENT_STORE_OK);
     for (size_t i = 0; i < h.n && i < feed.n; i++) {
-        CHECK_STR(feed.v[i].id, h.v[i].id);
-        CHECK_INT(feed.v[i].pos, h.v[i].pos);
+        CHECK_STR(feed.ev[i].id, h.ev[i].id);
+        CHECK_INT(feed.ev[i].pos, h.ev[i].pos);
     }
-    CHECK_INT(cursor, feed.n ? feed.v[feed.n - 1].pos : -1);
-    evlist_free(&feed);
-    evlist_free(&h);
+    CHECK_INT(cursor, feed.n ? feed.ev[feed.n - 1].pos : -1);
+    seen_free(&feed);
+    seen_free(&h);
     fixture_close(&fx);
 }
 
@@ -629,43 +569,43 @@ static void mongo_events_history_reads_writes(void)
         pay_version(&p, v);
         CHECK_INT(v == 0 ? sync_create(fx.s, &p, NULL, NULL) : sync_update(fx.s, &p, NULL, NULL),
                   PAYMENT_STORE_OK);
-        struct evlist h = {0};
+        struct seen_list h = {0};
         CHECK_INT(history_all(reader, p.row.id, &h), PAYMENT_STORE_OK);
         CHECK_INT(h.n, v + 1);
         if (h.n == (size_t)v + 1) {
-            CHECK_INT(h.v[v].version, v);
-            CHECK_STR(h.v[v].doc, p.doc);
-            CHECK(h.v[v].pos > 0);
+            CHECK_INT(h.ev[v].version, v);
+            CHECK_STR(h.ev[v].doc, p.doc);
+            CHECK(h.ev[v].pos > 0);
         }
-        evlist_free(&h);
+        seen_free(&h);
     }
     CHECK_INT(sync_delete(fx.s, p.row.id, -1, NULL), PAYMENT_STORE_OK);
-    struct evlist h = {0}, page = {0}, feed = {0};
+    struct seen_list h = {0}, page = {0}, feed = {0};
     if (reader) {
         CHECK_INT(history_all(reader, p.row.id, &h), PAYMENT_STORE_OK);
         CHECK_INT(h.n, 6);
         if (h.n == 6)
-            CHECK_INT(h.v[5].type, PAYMENT_EVENT_DELETED);
+            CHECK_INT(h.ev[5].type, PAYMENT_EVENT_DELETED);
         CHECK_INT(raw_pending(fx.db, p.row.id), 0);
         int more = 0;
-        CHECK_INT(payment_store_history(reader, p.row.id, 1, 3, ev_collect, &page, &more),
+        CHECK_INT(payment_store_history(reader, p.row.id, 1, 3, seen_add, &page, &more),
                   PAYMENT_STORE_OK);
         CHECK_INT(page.n, 3);
         CHECK_INT(more, 1);
         if (page.n == 3)
-            CHECK_INT(page.v[0].version, 2);
+            CHECK_INT(page.ev[0].version, 2);
         int64_t cursor = 0;
         CHECK_INT(feed_follow(reader, &cursor, 10, &feed), PAYMENT_STORE_OK);
         CHECK_INT(feed.n, 6);
         CHECK_INT(payment_store_history(reader, "00000000-0000-4000-8000-000000000099", -1, 5,
-                                        ev_collect, &page, &more),
+                                        seen_add, &page, &more),
                   PAYMENT_STORE_OK);
         CHECK_INT(more, 0);
         CHECK_INT(page.n, 3); /* nothing added: no such payment */
     }
-    evlist_free(&h);
-    evlist_free(&page);
-    evlist_free(&feed);
+    seen_free(&h);
+    seen_free(&page);
+    seen_free(&feed);
     payment_store_close(reader);
     fixture_close(&fx);
 }
@@ -706,7 +646,7 @@ static void *ts_writer_main(void *arg)
 struct ts_reader {
     payment_store *s;
     uint32_t page;           /* its page size */
-    struct evlist seen;      /* every event it read, in order */
+    struct seen_list seen;      /* every event it read, in order */
     int64_t last[TS_WRITERS * TS_PAYMENTS + 1]; /* per payment number: last version seen */
     int out_of_order;        /* events that were not their payment's next version */
 };
@@ -723,7 +663,7 @@ static void *ts_reader_main(void *arg)
         size_t before = r->seen.n;
         CHECK_INT(feed_follow(r->s, &cursor, r->page, &r->seen), PAYMENT_STORE_OK);
         for (size_t i = before; i < r->seen.n; i++) {
-            const struct ev *e = &r->seen.v[i];
+            const struct seen *e = &r->seen.ev[i];
             int n = atoi(e->pid + 24);
             if (n < 1 || n > TS_WRITERS * TS_PAYMENTS || e->version != r->last[n] + 1)
                 r->out_of_order++;
@@ -786,25 +726,25 @@ static void mongo_events_two_sequencers(void)
         CHECK_INT(r[i].out_of_order, 0);
         CHECK(feed_sane(&r[i].seen));
         for (size_t k = 0; i > 0 && k < r[i].seen.n && k < r[0].seen.n; k++)
-            CHECK_INT(r[i].seen.v[k].pos, r[0].seen.v[k].pos);
+            CHECK_INT(r[i].seen.ev[k].pos, r[0].seen.ev[k].pos);
     }
     /* The histories hold the same events, at the same positions. */
     size_t matched = 0;
     for (int n = 1; n <= TS_WRITERS * TS_PAYMENTS; n++) {
         struct pay p;
         pay_init(&p, n, 1, 0);
-        struct evlist h = {0};
+        struct seen_list h = {0};
         CHECK_INT(history_all(fx.s, p.row.id, &h), PAYMENT_STORE_OK);
         for (size_t i = 0; i < h.n; i++)
             for (size_t k = 0; k < r[0].seen.n; k++)
-                if (strcmp(r[0].seen.v[k].id, h.v[i].id) == 0 && r[0].seen.v[k].pos == h.v[i].pos)
+                if (strcmp(r[0].seen.ev[k].id, h.ev[i].id) == 0 && r[0].seen.ev[k].pos == h.ev[i].pos)
                     matched++;
-        evlist_free(&h);
+        seen_free(&h);
     }
     CHECK_INT(matched, TS_EVENTS);
     CHECK_INT(raw_count(fx.db, "payments_events", bson_new()), TS_EVENTS);
     for (int i = 0; i < 3; i++)
-        evlist_free(&r[i].seen);
+        seen_free(&r[i].seen);
     free(r);
     payment_store_close(other);
     fixture_close(&fx);
@@ -841,20 +781,20 @@ static void mongo_events_order_of_writes(void)
             snprintf(made[n++], sizeof made[0], "%s/%d", p[i].row.id, v);
         }
     }
-    struct evlist feed = {0};
+    struct seen_list feed = {0};
     int64_t cursor = 0;
     feed_wait(fx.s, &cursor, &feed, n);
     CHECK_INT(feed.n, n);
     int misplaced = 0;
     for (size_t k = 0; k < feed.n && k < n; k++) {
         char got[UUID_STR_LEN + 8];
-        snprintf(got, sizeof got, "%s/%lld", feed.v[k].pid, (long long)feed.v[k].version);
+        snprintf(got, sizeof got, "%s/%lld", feed.ev[k].pid, (long long)feed.ev[k].version);
         if (strcmp(got, made[k]) != 0 && misplaced++ == 0)
-            fprintf(stderr, "  position %lld: %s, written as %s\n", (long long)feed.v[k].pos, got,
+            fprintf(stderr, "  position %lld: %s, written as %s\n", (long long)feed.ev[k].pos, got,
                     made[k]);
     }
     CHECK_INT(misplaced, 0);
-    evlist_free(&feed);
+    seen_free(&feed);
     mongo_seq_set_hook(fx.s, NULL, NULL);
     fixture_close(&fx);
 }
@@ -914,27 +854,27 @@ static void mongo_events_crash_after_insert(void)
     CHECK(raw_wm(fx.db) < pos);
     CHECK_INT(raw_pending(fx.db, p.row.id), 1);
 
-    struct evlist feed = {0};
+    struct seen_list feed = {0};
     int64_t cursor = 0;
     CHECK_INT(feed_follow(fx.s, &cursor, 10, &feed), PAYMENT_STORE_OK);
     CHECK(cursor < pos); /* not past the event, which is not readable yet */
     feed_wait(fx.s, &cursor, &feed, 1);
     CHECK_INT(feed.n, 1);
     if (feed.n == 1)
-        CHECK_INT(feed.v[0].pos, pos);
+        CHECK_INT(feed.ev[0].pos, pos);
     CHECK(wait_outbox_empty(fx.db, p.row.id));
     CHECK_INT(raw_events_of(fx.db, p.row.id), 1);
     usleep(1500 * 1000); /* an adoption round more: nothing new */
     CHECK_INT(feed_follow(fx.s, &cursor, 10, &feed), PAYMENT_STORE_OK);
     CHECK_INT(feed.n, 1);
-    evlist_free(&feed);
+    seen_free(&feed);
     mongo_seq_set_hook(fx.s, NULL, NULL);
     fixture_close(&fx);
 }
 
 /* The outbox entry of payment p's event e, as a write leaves it (queued
  * long ago: any sequencer adopts it at once). */
-static bson_t *entry_of(const struct ev *e, const struct pay *p)
+static bson_t *entry_of(const struct seen *e, const struct pay *p)
 {
     return BCON_NEW("id", BCON_UTF8(e->id), "type", BCON_UTF8("payment.created"),
                     "organisation_id", BCON_UTF8(p->row.organisation_id), "payment_id",
@@ -957,7 +897,7 @@ static void mongo_events_crash_after_raise(void)
     struct pay p;
     pay_init(&p, 1, 1, 0);
     CHECK_INT(sync_create(fx.s, &p, NULL, NULL), PAYMENT_STORE_OK);
-    struct evlist feed = {0};
+    struct seen_list feed = {0};
     int64_t cursor = 0;
     feed_wait(fx.s, &cursor, &feed, 1);
     CHECK_INT(feed.n, 1);
@@ -967,7 +907,7 @@ static void mongo_events_crash_after_raise(void)
     CHECK_INT(raw_events_of(fx.db, p.row.id), 1);
 
     if (feed.n == 1) {
-        bson_t *entry = entry_of(&feed.v[0], &p);
+        bson_t *entry = entry_of(&feed.ev[0], &p);
         raw_write(fx.db, BCON_NEW("update", BCON_UTF8("payments"), "updates", "[", "{", "q", "{",
                                   "_id", BCON_UTF8(p.row.id), "}", "u", "{", "$push", "{", "pend",
                                   BCON_DOCUMENT(entry), "}", "}", "}", "]"));
@@ -978,14 +918,14 @@ static void mongo_events_crash_after_raise(void)
     CHECK_INT(raw_events_of(fx.db, p.row.id), 1);
     CHECK_INT(feed_follow(fx.s, &cursor, 10, &feed), PAYMENT_STORE_OK);
     CHECK_INT(feed.n, 1);
-    struct evlist again = {0};
+    struct seen_list again = {0};
     int64_t from0 = 0;
     CHECK_INT(feed_follow(fx.s, &from0, 10, &again), PAYMENT_STORE_OK);
     CHECK_INT(again.n, 1);
     if (again.n == 1 && feed.n == 1)
-        CHECK_INT(again.v[0].pos, feed.v[0].pos);
-    evlist_free(&feed);
-    evlist_free(&again);
+        CHECK_INT(again.ev[0].pos, feed.ev[0].pos);
+    seen_free(&feed);
+    seen_free(&again);
     mongo_seq_set_hook(fx.s, NULL, NULL);
     fixture_close(&fx);
 }
@@ -1017,7 +957,7 @@ static void mongo_events_reader_never_passes_a_gap(void)
     struct pay p;
     pay_init(&p, 1, 1, 0);
     CHECK_INT(sync_create(fx.s, &p, NULL, NULL), PAYMENT_STORE_OK);
-    struct evlist feed = {0};
+    struct seen_list feed = {0};
     int64_t cursor = 0;
     CHECK_INT(feed_follow(fx.s, &cursor, 10, &feed), PAYMENT_STORE_OK);
     CHECK_INT(feed.n, 1);
@@ -1036,10 +976,10 @@ static void mongo_events_reader_never_passes_a_gap(void)
     feed_wait(fx.s, &cursor, &feed, 4);
     CHECK_INT(feed.n, 4);
     for (size_t i = 0; i < feed.n; i++)
-        CHECK_INT(feed.v[i].pos, (int64_t)i + 1);
+        CHECK_INT(feed.ev[i].pos, (int64_t)i + 1);
     if (feed.n == 4)
-        CHECK_STR(feed.v[3].pid, p.row.id);
-    evlist_free(&feed);
+        CHECK_STR(feed.ev[3].pid, p.row.id);
+    seen_free(&feed);
     fixture_close(&fx);
 }
 
@@ -1071,23 +1011,23 @@ static void mongo_events_outbox_bounded(void)
     CHECK_INT(sync_delete(fx.s, p.row.id, -1, NULL), PAYMENT_STORE_EUNAVAILABLE);
     mongo_seq_set_hook(fx.s, NULL, NULL);
     CHECK_INT(sync_update(fx.s, &p, NULL, NULL), PAYMENT_STORE_OK);
-    struct evlist h = {0};
+    struct seen_list h = {0};
     CHECK_INT(history_all(fx.s, p.row.id, &h), PAYMENT_STORE_OK);
     CHECK_INT(h.n, MONGO_PEND_KEEP + 1);
     for (size_t i = 0; i < h.n; i++)
-        CHECK_INT(h.v[i].version, (int64_t)i);
-    evlist_free(&h);
+        CHECK_INT(h.ev[i].version, (int64_t)i);
+    seen_free(&h);
     fixture_close(&fx);
 }
 
 /* ---- feed pages and filters -------------------------------------------------- */
 
 /* Reads one feed page of q into out; returns the error, *next set. */
-static int feed_page(payment_store *s, const struct payment_event_query *q, struct evlist *out,
+static int feed_page(payment_store *s, const struct payment_event_query *q, struct seen_list *out,
                      int64_t *next)
 {
-    evlist_free(out);
-    return payment_store_events(s, q, ev_collect, out, next);
+    seen_free(out);
+    return payment_store_events(s, q, seen_add, out, next);
 }
 
 /* Organisations, types, a payment, occurrence times; a full page's next
@@ -1108,7 +1048,7 @@ static void mongo_events_filters(void)
     pay_version(&a, 1);
     CHECK_INT(sync_update(fx.s, &a, NULL, &late), PAYMENT_STORE_OK);                 /* 4 */
     CHECK_INT(sync_delete(fx.s, b.row.id, -1, &late), PAYMENT_STORE_OK);             /* 5 */
-    struct evlist out = {0};
+    struct seen_list out = {0};
     struct payment_event_query q;
     int64_t next = -1;
     char orgs[2][UUID_STR_LEN + 1];
@@ -1135,7 +1075,7 @@ static void mongo_events_filters(void)
     CHECK_INT(feed_page(fx.s, &q, &out, &next), PAYMENT_STORE_OK);
     CHECK_INT(out.n, 2);
     if (out.n == 2)
-        CHECK(out.v[0].type == PAYMENT_EVENT_UPDATED && out.v[1].type == PAYMENT_EVENT_DELETED);
+        CHECK(out.ev[0].type == PAYMENT_EVENT_UPDATED && out.ev[1].type == PAYMENT_EVENT_DELETED);
     feed_query(&q, 0, 10);
     q.payment_id = a.row.id;
     CHECK_INT(feed_page(fx.s, &q, &out, &next), PAYMENT_STORE_OK);
@@ -1153,7 +1093,7 @@ static void mongo_events_filters(void)
     CHECK_INT(feed_page(fx.s, &q, &out, &next), PAYMENT_STORE_OK);
     CHECK_INT(out.n, 0);
     CHECK_INT(next, 9);
-    evlist_free(&out);
+    seen_free(&out);
     fixture_close(&fx);
 }
 
@@ -1177,7 +1117,7 @@ static void mongo_events_retention(void)
     CHECK_INT(sync_create(fx.s, &recent, NULL, &now), PAYMENT_STORE_OK);  /* 3 */
     pay_version(&old1, 1);
     CHECK_INT(sync_update(fx.s, &old1, NULL, &then), PAYMENT_STORE_OK);   /* 4: old, but later */
-    struct evlist out = {0}, h = {0};
+    struct seen_list out = {0}, h = {0};
     int64_t cursor = 0;
     CHECK_INT(feed_follow(fx.s, &cursor, 10, &out), PAYMENT_STORE_OK);
     CHECK_INT(out.n, 4);
@@ -1186,18 +1126,18 @@ static void mongo_events_retention(void)
     struct payment_event_query q;
     int64_t next = -1;
     feed_query(&q, 1, 10);
-    CHECK_INT(payment_store_events(fx.s, &q, ev_collect, &out, &next), PAYMENT_STORE_EEXPIRED);
+    CHECK_INT(payment_store_events(fx.s, &q, seen_add, &out, &next), PAYMENT_STORE_EEXPIRED);
     feed_query(&q, 0, 10);
     CHECK_INT(feed_page(fx.s, &q, &out, &next), PAYMENT_STORE_OK);
     CHECK_INT(out.n, 2); /* the feed starts at the first recent event */
     if (out.n == 2)
-        CHECK_INT(out.v[0].pos, 3);
+        CHECK_INT(out.ev[0].pos, 3);
     feed_query(&q, 2, 10);
     CHECK_INT(feed_page(fx.s, &q, &out, &next), PAYMENT_STORE_OK);
     CHECK_INT(out.n, 2);
     CHECK_INT(history_all(fx.s, old2.row.id, &h), PAYMENT_STORE_OK);
     CHECK_INT(h.n, 1); /* still in its history */
-    evlist_free(&h);
+    seen_free(&h);
 
     payment_store_events_purge(fx.s, 5000, 5000);
     CHECK_INT(history_all(fx.s, old2.row.id, &h), PAYMENT_STORE_OK);
@@ -1206,7 +1146,7 @@ static void mongo_events_retention(void)
     CHECK_INT(h.n, 0);
     CHECK_INT(history_all(fx.s, recent.row.id, &h), PAYMENT_STORE_OK);
     CHECK_INT(h.n, 1);
-    evlist_free(&h);
+    seen_free(&h);
     CHECK_INT(raw_count(fx.db, "payments_events", bson_new()), 4); /* stubs kept */
     CHECK_INT(raw_count(fx.db, "payments_events", BCON_NEW("doc", "{", "$exists",
                                                              BCON_BOOL(true), "}")),
@@ -1218,12 +1158,12 @@ static void mongo_events_retention(void)
     CHECK_INT(history_all(fx.s, more.row.id, &h), PAYMENT_STORE_OK);
     CHECK_INT(h.n, 1);
     if (h.n == 1)
-        CHECK_INT(h.v[0].pos, 5); /* after every position given before */
+        CHECK_INT(h.ev[0].pos, 5); /* after every position given before */
     feed_query(&q, 4, 10);
     CHECK_INT(feed_page(fx.s, &q, &out, &next), PAYMENT_STORE_OK);
     CHECK_INT(out.n, 1);
-    evlist_free(&h);
-    evlist_free(&out);
+    seen_free(&h);
+    seen_free(&out);
     fixture_close(&fx);
 }
 
