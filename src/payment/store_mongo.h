@@ -195,6 +195,8 @@ mongoc_collection_t *mongo_collection(struct mongo_store *st, mongoc_client_t *c
                                       const char *name);
 int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
                    int local, bson_t *out);
+int mongo_find_edge_id(mongoc_collection_t *coll, const bson_t *filter, int ascending,
+                       int local, int64_t *pos);
 mongoc_client_t *mongo_client(struct mongo_store *st, int *err);
 
 /* ---- store_mongo_setup.c: indexes and the counter */

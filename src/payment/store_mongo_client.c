@@ -94,16 +94,16 @@ mongoc_collection_t *mongo_collection(struct mongo_store *st, mongoc_client_t *c
  * whole), read with read concern local when local is set (else the URI's),
  * copied into out (the caller destroys it).  Returns 0, ENOTFOUND, or a
  * store error. */
-int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
-                   int local, bson_t *out)
+/* The first document of coll matching filter under opts (which this
+ * completes with limit 1 and a single batch) copied into out.  0,
+ * ENOTFOUND, or an error.  Frees opts. */
+static int mongo_find_first(mongoc_collection_t *coll, const bson_t *filter, bson_t *opts,
+                            bool ok, bson_t *out)
 {
-    bson_t opts = BSON_INITIALIZER;
-    bool ok = (!proj || BSON_APPEND_DOCUMENT(&opts, "projection", proj)) &&
-              (!local || mongo_append_local(&opts)) && BSON_APPEND_INT64(&opts, "limit", 1) &&
-              BSON_APPEND_BOOL(&opts, "singleBatch", true);
+    ok = ok && BSON_APPEND_INT64(opts, "limit", 1) && BSON_APPEND_BOOL(opts, "singleBatch", true);
     int err = PAYMENT_STORE_EINTERNAL;
     if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, &opts, NULL);
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
         const bson_t *doc;
         bson_error_t e;
         if (mongoc_cursor_next(cur, &doc)) {
@@ -114,7 +114,37 @@ int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t
         }
         mongoc_cursor_destroy(cur);
     }
-    bson_destroy(&opts);
+    bson_destroy(opts);
+    return err;
+}
+
+int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
+                   int local, bson_t *out)
+{
+    bson_t opts = BSON_INITIALIZER;
+    bool ok = (!proj || BSON_APPEND_DOCUMENT(&opts, "projection", proj)) &&
+              (!local || mongo_append_local(&opts));
+    return mongo_find_first(coll, filter, &opts, ok, out);
+}
+
+/* The _id (an int64 position) of coll's first document matching filter in
+ * _id order, ascending or descending, into *pos; with local, read at
+ * "local" read concern.  0, ENOTFOUND when none matches, or an error. */
+int mongo_find_edge_id(mongoc_collection_t *coll, const bson_t *filter, int ascending,
+                       int local, int64_t *pos)
+{
+    bson_t opts = BSON_INITIALIZER, sort, proj, doc;
+    bool ok = BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
+              BSON_APPEND_INT32(&sort, "_id", ascending ? 1 : -1) &&
+              bson_append_document_end(&opts, &sort) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
+              BSON_APPEND_INT32(&proj, "_id", 1) && bson_append_document_end(&opts, &proj) &&
+              (!local || mongo_append_local(&opts));
+    int err = mongo_find_first(coll, filter, &opts, ok, &doc);
+    if (err == PAYMENT_STORE_OK) {
+        *pos = mongo_get_int64(&doc, "_id", 0);
+        bson_destroy(&doc);
+    }
     return err;
 }
 

@@ -36,31 +36,22 @@
 static int mongo_purge_floor(mongoc_collection_t *events, const struct mongo_feed *feed,
                              int64_t feed_before_ms, int64_t *floor)
 {
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, pos, at, sort, proj;
+    bson_t filter = BSON_INITIALIZER, pos, at;
     bool ok = BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &pos) &&
               BSON_APPEND_INT64(&pos, "$gt", feed->floor) &&
               BSON_APPEND_INT64(&pos, "$lte", feed->wm) && bson_append_document_end(&filter, &pos) &&
               BSON_APPEND_DOCUMENT_BEGIN(&filter, "occurred_ms", &at) &&
               BSON_APPEND_INT64(&at, "$gte", feed_before_ms) &&
-              bson_append_document_end(&filter, &at) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
-              BSON_APPEND_INT32(&sort, "_id", 1) && bson_append_document_end(&opts, &sort) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
-              BSON_APPEND_INT32(&proj, "_id", 1) && bson_append_document_end(&opts, &proj) &&
-              BSON_APPEND_INT64(&opts, "limit", 1) && BSON_APPEND_BOOL(&opts, "singleBatch", true);
-    int err = PAYMENT_STORE_EINTERNAL;
-    if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(events, &filter, &opts, NULL);
-        const bson_t *doc;
-        bson_error_t e;
-        *floor = feed->wm;
-        if (mongoc_cursor_next(cur, &doc))
-            *floor = mongo_get_int64(doc, "_id", feed->wm + 1) - 1;
-        err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
-        mongoc_cursor_destroy(cur);
-    }
+              bson_append_document_end(&filter, &at);
+    int64_t first = 0;
+    int err = ok ? mongo_find_edge_id(events, &filter, 1, 0, &first) : PAYMENT_STORE_EINTERNAL;
     bson_destroy(&filter);
-    bson_destroy(&opts);
+    if (err == PAYMENT_STORE_ENOTFOUND) {
+        *floor = feed->wm;
+        return PAYMENT_STORE_OK;
+    }
+    if (err == PAYMENT_STORE_OK)
+        *floor = first - 1;
     return err;
 }
 

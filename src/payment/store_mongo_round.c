@@ -179,26 +179,13 @@ static int mongo_round_read(struct mongo_store *st, mongoc_client_t *client, con
  * latest data.  Returns 0 or a store error. */
 static int mongo_round_max(mongoc_collection_t *events, int64_t *max)
 {
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
-    bool ok = BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
-              BSON_APPEND_INT32(&sort, "_id", -1) && bson_append_document_end(&opts, &sort) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
-              BSON_APPEND_INT32(&proj, "_id", 1) && bson_append_document_end(&opts, &proj) &&
-              mongo_append_local(&opts) && BSON_APPEND_INT64(&opts, "limit", 1) &&
-              BSON_APPEND_BOOL(&opts, "singleBatch", true);
-    int err = PAYMENT_STORE_EINTERNAL;
-    if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(events, &filter, &opts, NULL);
-        const bson_t *doc;
-        bson_error_t e;
-        *max = 0;
-        if (mongoc_cursor_next(cur, &doc))
-            *max = mongo_get_int64(doc, "_id", 0);
-        err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
-        mongoc_cursor_destroy(cur);
-    }
+    bson_t filter = BSON_INITIALIZER;
+    int err = mongo_find_edge_id(events, &filter, 0, 1, max);
     bson_destroy(&filter);
-    bson_destroy(&opts);
+    if (err == PAYMENT_STORE_ENOTFOUND) {
+        *max = 0;
+        return PAYMENT_STORE_OK;
+    }
     return err;
 }
 
