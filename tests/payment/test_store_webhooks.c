@@ -12,9 +12,10 @@
  * order; retried; listed with filters and pages; counted; purged; deleted
  * with their endpoint; all of it kept across a close and an open.
  *
- * The last cases are the embedded store's: two stores on one file claiming
- * and recording from two threads never hold one delivery at once and lose
- * none; a store of schema version 6 opens migrated. */
+ * The last cases are the embedded store's: two stores on one file, claiming
+ * and recording from four threads (two per store) with short leases, never
+ * hold one delivery at once and lose none; a store of schema version 6
+ * opens migrated. */
 #include "payment/store.h"
 
 #include <jansson.h>
@@ -1186,7 +1187,8 @@ static void case_reopen(struct fixture *fx)
 
 /* ---- the embedded store: two stores on one file ---------------------------- */
 
-enum { RACE_DELIVERIES = 24, RACE_ATTEMPTS = 5, RACE_LEASE_MS = 4 };
+enum { RACE_DELIVERIES = 16, RACE_ATTEMPTS = 24, RACE_LEASE_MS = 25, RACE_CLAIM_MAX = 4,
+       RACE_THREADS = 4 };
 
 /* One thread claiming and recording for its owner on its own store. */
 struct racer {
@@ -1220,8 +1222,8 @@ static void *racer_main(void *arg)
     while (!atomic_load(r->done) && clock_mono_us() < deadline) {
         l.n = 0;
         int64_t now = clock_now_ms();
-        int err = payment_store_deliveries_claim(r->s, r->owner, now, RACE_LEASE_MS, 4,
-                                                 racer_keep, &l);
+        int err = payment_store_deliveries_claim(r->s, r->owner, now, RACE_LEASE_MS,
+                                                 RACE_CLAIM_MAX, racer_keep, &l);
         if (err != PAYMENT_STORE_OK) {
             fprintf(stderr, "  %s: claim: %s\n", r->owner, payment_store_strerror(err));
             r->errors++;
@@ -1236,7 +1238,7 @@ static void *racer_main(void *arg)
             continue;
         }
         for (size_t i = 0; i < l.n; i++) {
-            if (rand_r(&seed) % 3 == 0)
+            if (rand_r(&seed) % 4 == 0)
                 (void)usleep((useconds_t)(rand_r(&seed) % (2 * RACE_LEASE_MS * 1000)));
             char attempt[96];
             snprintf(attempt, sizeof attempt, "{\"o\":\"%s\",\"seen\":%d}", r->owner,
@@ -1283,7 +1285,7 @@ static int race_attempts_ordered(const struct dl_seen *e, int *owners)
         const char *o = json_string_value(json_object_get(a, "o"));
         ok = json_is_integer(seen) && json_integer_value(seen) == (json_int_t)i && o;
         if (ok)
-            *owners |= o[0] == 'A' ? 1 : 2;
+            *owners |= o[0] == 'A' || o[0] == 'C' ? 1 : 2; /* by store */
     }
     if (!ok)
         fprintf(stderr, "  delivery %s: attempts %d %s\n", e->id, e->attempts, e->attempts_json);
@@ -1309,16 +1311,26 @@ static void case_two_stores_race(struct fixture *fx)
                                            clock_now_ms()),
               PAYMENT_STORE_OK);
     _Atomic int done = 0;
-    struct racer r[2] = {{.s = s, .owner = "A", .done = &done},
-                         {.s = other, .owner = "B", .done = &done}};
-    for (int i = 0; i < 2; i++)
+    /* two owners per store: A and C on s, B and D on other */
+    struct racer r[RACE_THREADS];
+    const char *const owners_of[] = {"A", "B", "C", "D"};
+    for (int i = 0; i < RACE_THREADS; i++)
+        r[i] = (struct racer){.s = i % 2 ? other : s, .owner = owners_of[i], .done = &done};
+    for (int i = 0; i < RACE_THREADS; i++)
         CHECK_INT(pthread_create(&r[i].thread, NULL, racer_main, &r[i]), 0);
-    for (int i = 0; i < 2; i++)
+    int errors = 0, early = 0, recorded = 0;
+    for (int i = 0; i < RACE_THREADS; i++) {
         CHECK_INT(pthread_join(r[i].thread, NULL), 0);
+        errors += r[i].errors;
+        early += r[i].early;
+        recorded += r[i].recorded;
+        fprintf(stderr, "  race: %s recorded %d, refused %d\n", r[i].owner, r[i].recorded,
+                r[i].refused);
+    }
     CHECK_INT(atomic_load(&done), 1);
-    CHECK_INT(r[0].errors + r[1].errors, 0);
-    CHECK_INT(r[0].early + r[1].early, 0);
-    CHECK_INT(r[0].recorded + r[1].recorded, RACE_DELIVERIES * RACE_ATTEMPTS);
+    CHECK_INT(errors, 0);
+    CHECK_INT(early, 0);
+    CHECK_INT(recorded, RACE_DELIVERIES * RACE_ATTEMPTS);
 
     struct dl_list l = {0};
     int more;
@@ -1331,8 +1343,6 @@ static void case_two_stores_race(struct fixture *fx)
         CHECK(race_attempts_ordered(&l.e[i], &owners));
     }
     CHECK_INT(owners, 3); /* both stores took part */
-    fprintf(stderr, "  race: A recorded %d (refused %d), B recorded %d (refused %d)\n",
-            r[0].recorded, r[0].refused, r[1].recorded, r[1].refused);
     dl_free(&l);
     payment_store_close(other);
 }
