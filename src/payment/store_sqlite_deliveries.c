@@ -78,7 +78,7 @@ static const char sql_retry[] =
     "UPDATE deliveries SET status = 1, next_ms = ?3 WHERE id = ?1 AND webhook_id = ?2";
 static const char sql_purge[] =
     "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries"
-    " WHERE status IN (2, 4) AND created_ms < ?1 LIMIT ?2)";
+    " WHERE status <> 1 AND created_ms < ?1 LIMIT ?2)";
 
 /* Reads: an endpoint's page (?1 endpoint, ?2 the id to start above, ?3
  * statuses or-ed or 0, ?4 rows), and the pending count. */
