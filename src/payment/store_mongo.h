@@ -15,8 +15,10 @@
  *   store_mongo_sequencer.c the thread that moves outbox entries into the feed
  *   store_mongo_round.c  a round of it: outboxes read, events inserted, pulled
  *   store_mongo_retention.c the purge of old events
- *   store_mongo_webhooks.c webhook endpoints, their per-organisation limit
- *   store_mongo_deliveries.c deliveries, their leases, the dispatch position
+ *   store_mongo_webhooks.c webhook endpoints, where a new one starts in the feed
+ *   store_mongo_webhook_slots.c the per-organisation limit of endpoints
+ *   store_mongo_deliveries.c deliveries: made, the dispatch position, lists, purges
+ *   store_mongo_leases.c  deliveries' attempts: claims, records, retries
  * Functions return store errors (store.h) unless they say otherwise. */
 #ifndef PAYMENT_STORE_MONGO_H
 #define PAYMENT_STORE_MONGO_H
@@ -339,25 +341,37 @@ int mongo_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
                         payment_store_webhook_fn each, void *arg, int *more);
 int mongo_update_matched(mongoc_collection_t *coll, const bson_t *filter, const bson_t *update,
                          int upsert, int *matched);
+int mongo_hook_find(mongoc_collection_t *hooks, const char *id, bson_t *out);
+
+/* ---- store_mongo_webhook_slots.c: the per-organisation limit */
+
+int mongo_slot_take(struct mongo_store *st, mongoc_client_t *client, const char *org,
+                    const char *id);
+void mongo_slot_give(struct mongo_store *st, mongoc_client_t *client, const char *org,
+                     const char *id);
 
 /* ---- store_mongo_deliveries.c: deliveries and the dispatch position */
+
+int mongo_delivery_give(const bson_t *doc, struct buf *json, payment_store_delivery_fn each,
+                        void *arg);
 
 int mongo_dispatch_pos(payment_store *s, int64_t *pos);
 int mongo_deliveries_add(payment_store *s, int64_t expected_pos, int64_t new_pos,
                          const struct payment_delivery_new *d, size_t n, int reset,
                          int64_t now_ms);
+int mongo_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
+                          payment_store_delivery_fn each, void *arg, int *more);
+int mongo_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms);
+void mongo_deliveries_purge(payment_store *s, int64_t before_ms);
+
+/* ---- store_mongo_leases.c: claims, records, retries */
+
 int mongo_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms, int64_t lease_ms,
                            uint32_t max, payment_store_delivery_fn each, void *arg);
 int mongo_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
                           int64_t *failing_since_ms);
 int mongo_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
                          int64_t now_ms);
-int mongo_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
-                          payment_store_delivery_fn each, void *arg, int *more);
-int mongo_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms);
-void mongo_deliveries_purge(payment_store *s, int64_t before_ms);
-int mongo_webhook_failing(mongoc_collection_t *hooks, const char *id, int succeeded,
-                          int64_t at_ms, int64_t *failing_since_ms);
 
 /* ---- store_mongo_read.c: the reads */
 

@@ -1,7 +1,6 @@
 /* store_mongo_webhooks: the MongoDB store's webhook endpoints (store.h,
- * "webhooks"): create, update, delete, get, list, the per-organisation
- * limit, where a new endpoint starts in the feed, and the failing_since_ms
- * a recorded attempt moves (store_mongo_deliveries.c records it).
+ * "webhooks"): create, update, delete, get, list, and where a new
+ * endpoint starts in the feed.
  *
  * An endpoint is one document of <collection>_webhooks: _id (its id),
  * organisation_id, version, created_ms, modified_ms, enabled (bool), types
@@ -11,20 +10,9 @@
  * delete are conditioned on {_id, version}, and only when that matches
  * nothing does a read tell ENOTFOUND from ECONFLICT.
  *
- * The limit (PAYMENT_WEBHOOKS_PER_ORG_MAX per organisation) without a
- * transaction: each organisation has a document {_id: organisation, ids:
- * [{id, at}]} in <collection>_webhook_orgs, one slot per endpoint.  A
- * create first takes a slot for its id with one conditional $push, which
- * matches only while the array holds fewer than the limit ("ids.<max-1>"
- * absent), so two creates racing for the last slot cannot both have it;
- * then it inserts the endpoint.  A delete gives the slot back after the
- * endpoint is gone.  So there are never more endpoints than slots, nor
- * more slots than the limit.  A slot may outlive its endpoint (a create
- * whose insert failed, or whose answer was lost; a delete that could not
- * give it back): a create that finds the array full frees the slots whose
- * endpoint does not exist and that are older than MONGO_SLOT_STALE_MS
- * (far beyond any write's timeout, so never a slot whose insert is still
- * in flight), and tries again.
+ * The limit (PAYMENT_WEBHOOKS_PER_ORG_MAX per organisation): a create
+ * takes one of its organisation's slots before it inserts, a delete gives
+ * it back after (store_mongo_webhook_slots.c).
  *
  * Threads: every call runs on its caller's thread with a pooled client,
  * within the store's timeouts (a server that does not answer gives
@@ -35,11 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/clock.h"
 #include "payment/store_mongo.h"
-
-#define MONGO_SLOT_STALE_MS (5 * 60 * 1000) /* a slot without endpoint this old is freed */
-#define MONGO_SLOT_TRIES 4                   /* slot races lost before giving up */
 
 /* Fills in the webhook collections' names from the payments collection's. */
 void mongo_webhooks_names(struct mongo_store *st)
@@ -126,177 +110,13 @@ static int mongo_hook_read(const bson_t *doc, struct payment_webhook *w)
 
 /* Reads endpoint id (read concern local: a decision's read) into *out (the
  * caller destroys it).  Returns 0, ENOTFOUND, or a store error. */
-static int mongo_hook_find(mongoc_collection_t *hooks, const char *id, bson_t *out)
+int mongo_hook_find(mongoc_collection_t *hooks, const char *id, bson_t *out)
 {
     bson_t filter = BSON_INITIALIZER;
     int err = BSON_APPEND_UTF8(&filter, "_id", id) ? mongo_find_one(hooks, &filter, NULL, 1, out)
                                                    : PAYMENT_STORE_EINTERNAL;
     bson_destroy(&filter);
     return err;
-}
-
-/* ---- the limit's slots ---------------------------------------------------------- */
-
-/* Frees org's slots whose endpoint is gone and that were taken before
- * now_ms - MONGO_SLOT_STALE_MS; *freed: some were.  Returns 0 or a store
- * error. */
-static int mongo_slots_repair(struct mongo_store *st, mongoc_client_t *client, const char *org,
-                              int64_t now_ms, int *freed)
-{
-    mongoc_collection_t *hooks = mongo_collection(st, client, st->hooks_coll);
-    mongoc_collection_t *orgs = mongo_collection(st, client, st->hook_orgs_coll);
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj, update = BSON_INITIALIZER;
-    bson_t pull, cond, idc, nin, at;
-    int err = PAYMENT_STORE_EINTERNAL;
-    *freed = 0;
-    bool ok = BSON_APPEND_UTF8(&filter, MONGO_F_ORG, org) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
-              BSON_APPEND_INT32(&proj, "_id", 1) && bson_append_document_end(&opts, &proj) &&
-              mongo_append_local(&opts) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&update, "$pull", &pull) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&pull, "ids", &cond) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&cond, "id", &idc) &&
-              BSON_APPEND_ARRAY_BEGIN(&idc, "$nin", &nin);
-    if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(hooks, &filter, &opts, NULL);
-        const bson_t *doc;
-        uint32_t i = 0;
-        while (ok && mongoc_cursor_next(cur, &doc)) {
-            char idx[16];
-            const char *k, *id = mongo_get_utf8(doc, "_id", NULL);
-            bson_uint32_to_string(i++, &k, idx, sizeof idx);
-            ok = id && BSON_APPEND_UTF8(&nin, k, id);
-        }
-        bson_error_t e;
-        err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e)
-              : ok                         ? PAYMENT_STORE_OK
-                                           : PAYMENT_STORE_EINTERNAL;
-        mongoc_cursor_destroy(cur);
-        ok = bson_append_array_end(&idc, &nin) && bson_append_document_end(&cond, &idc) &&
-             BSON_APPEND_DOCUMENT_BEGIN(&cond, "at", &at) &&
-             BSON_APPEND_INT64(&at, "$lt", now_ms - MONGO_SLOT_STALE_MS) &&
-             bson_append_document_end(&cond, &at) && bson_append_document_end(&pull, &cond) &&
-             bson_append_document_end(&update, &pull);
-    }
-    if (err == PAYMENT_STORE_OK && !ok)
-        err = PAYMENT_STORE_EINTERNAL;
-    bson_t of = BSON_INITIALIZER;
-    if (err == PAYMENT_STORE_OK && !BSON_APPEND_UTF8(&of, "_id", org))
-        err = PAYMENT_STORE_EINTERNAL;
-    if (err == PAYMENT_STORE_OK) {
-        bson_t reply; /* always initialized by the call */
-        bson_error_t e;
-        if (mongoc_collection_update_one(orgs, &of, &update, NULL, &reply, &e))
-            *freed = mongo_get_int64(&reply, "modifiedCount", 0) > 0;
-        else
-            err = mongo_map_err(&e);
-        bson_destroy(&reply);
-    }
-    bson_destroy(&of);
-    bson_destroy(&filter);
-    bson_destroy(&opts);
-    bson_destroy(&update);
-    mongoc_collection_destroy(orgs);
-    mongoc_collection_destroy(hooks);
-    return err;
-}
-
-/* The filter and update of taking a slot for id in org: {_id: org,
- * "ids.<max-1>": absent, "ids.id": {$ne: id}}, {$push: {ids: {id, at}}}. */
-static bool mongo_build_slot_take(bson_t *filter, bson_t *update, const char *org,
-                                  const char *id, int64_t now_ms)
-{
-    char last[32];
-    bson_t ne, push, slot;
-    snprintf(last, sizeof last, "ids.%d", PAYMENT_WEBHOOKS_PER_ORG_MAX - 1);
-    return BSON_APPEND_UTF8(filter, "_id", org) && mongo_append_absent(filter, last) &&
-           BSON_APPEND_DOCUMENT_BEGIN(filter, "ids.id", &ne) && BSON_APPEND_UTF8(&ne, "$ne", id) &&
-           bson_append_document_end(filter, &ne) &&
-           BSON_APPEND_DOCUMENT_BEGIN(update, "$push", &push) &&
-           BSON_APPEND_DOCUMENT_BEGIN(&push, "ids", &slot) && BSON_APPEND_UTF8(&slot, "id", id) &&
-           BSON_APPEND_INT64(&slot, "at", now_ms) && bson_append_document_end(&push, &slot) &&
-           bson_append_document_end(update, &push);
-}
-
-/* After a take that matched nothing: what org's document says.  Returns 0
- * when id holds a slot already (a retried create: the insert decides), 1
- * to try again (a race lost, or stale slots freed), ELIMIT, or a store
- * error. */
-static int mongo_slot_missed(struct mongo_store *st, mongoc_client_t *client, const char *org,
-                             const char *id, int64_t now_ms)
-{
-    mongoc_collection_t *orgs = mongo_collection(st, client, st->hook_orgs_coll);
-    bson_t filter = BSON_INITIALIZER, doc;
-    int err = BSON_APPEND_UTF8(&filter, "_id", org) ? mongo_find_one(orgs, &filter, NULL, 1, &doc)
-                                                    : PAYMENT_STORE_EINTERNAL;
-    bson_destroy(&filter);
-    mongoc_collection_destroy(orgs);
-    if (err == PAYMENT_STORE_ENOTFOUND)
-        return 1; /* gone meanwhile: take again */
-    if (err != PAYMENT_STORE_OK)
-        return err;
-    bson_iter_t it, list, slot;
-    int n = 0, held = 0;
-    if (bson_iter_init_find(&it, &doc, "ids") && BSON_ITER_HOLDS_ARRAY(&it) &&
-        bson_iter_recurse(&it, &list))
-        while (bson_iter_next(&list)) {
-            n++;
-            if (BSON_ITER_HOLDS_DOCUMENT(&list) && bson_iter_recurse(&list, &slot) &&
-                bson_iter_find(&slot, "id") && BSON_ITER_HOLDS_UTF8(&slot) &&
-                strcmp(bson_iter_utf8(&slot, NULL), id) == 0)
-                held = 1;
-        }
-    bson_destroy(&doc);
-    if (held)
-        return PAYMENT_STORE_OK;
-    if (n < PAYMENT_WEBHOOKS_PER_ORG_MAX)
-        return 1;
-    int freed = 0;
-    err = mongo_slots_repair(st, client, org, now_ms, &freed);
-    return err != PAYMENT_STORE_OK ? err : freed ? 1 : PAYMENT_STORE_ELIMIT;
-}
-
-/* Takes a slot of org for id.  Returns 0, ELIMIT, or a store error. */
-static int mongo_slot_take(struct mongo_store *st, mongoc_client_t *client, const char *org,
-                           const char *id)
-{
-    int64_t now_ms = clock_now_ms();
-    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER;
-    int err = mongo_build_slot_take(&filter, &update, org, id, now_ms) ? 1
-                                                                       : PAYMENT_STORE_EINTERNAL;
-    mongoc_collection_t *orgs = mongo_collection(st, client, st->hook_orgs_coll);
-    for (int tries = 0; err == 1 && tries < MONGO_SLOT_TRIES; tries++) {
-        int matched = 0;
-        /* Upserted when org has no document yet; when it has one that is
-         * full or holds id, the upsert collides on _id: EDUPLICATE. */
-        err = mongo_update_matched(orgs, &filter, &update, 1, &matched);
-        if (err == PAYMENT_STORE_OK && !matched)
-            err = PAYMENT_STORE_EINTERNAL; /* an upsert always matches or inserts */
-        else if (err == PAYMENT_STORE_EDUPLICATE)
-            err = mongo_slot_missed(st, client, org, id, now_ms);
-    }
-    mongoc_collection_destroy(orgs);
-    bson_destroy(&filter);
-    bson_destroy(&update);
-    return err == 1 ? PAYMENT_STORE_EUNAVAILABLE : err; /* races lost every time: busy */
-}
-
-/* Gives id's slot of org back, best effort: a slot left behind is freed by
- * a later create (mongo_slots_repair). */
-static void mongo_slot_give(struct mongo_store *st, mongoc_client_t *client, const char *org,
-                            const char *id)
-{
-    mongoc_collection_t *orgs = mongo_collection(st, client, st->hook_orgs_coll);
-    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, pull, slot;
-    int matched;
-    if (BSON_APPEND_UTF8(&filter, "_id", org) &&
-        BSON_APPEND_DOCUMENT_BEGIN(&update, "$pull", &pull) &&
-        BSON_APPEND_DOCUMENT_BEGIN(&pull, "ids", &slot) && BSON_APPEND_UTF8(&slot, "id", id) &&
-        bson_append_document_end(&pull, &slot) && bson_append_document_end(&update, &pull))
-        (void)mongo_update_matched(orgs, &filter, &update, 0, &matched);
-    bson_destroy(&filter);
-    bson_destroy(&update);
-    mongoc_collection_destroy(orgs);
 }
 
 /* ---- where a new endpoint starts ------------------------------------------------ */
@@ -373,10 +193,14 @@ int mongo_webhook_create(payment_store *s, struct payment_webhook *w)
         return err;
     if (err == PAYMENT_STORE_OK)
         err = mongo_slot_take(st, client, w->organisation_id, w->id);
-    if (err == PAYMENT_STORE_OK)
+    if (err == PAYMENT_STORE_OK) {
         err = mongo_feed_end(st, client, &w->after_pos);
-    /* A failure from here on leaves the slot taken: the insert's outcome
-     * may be unknown, and a slot without endpoint is freed later. */
+        if (err != PAYMENT_STORE_OK)
+            mongo_slot_give(st, client, w->organisation_id, w->id); /* no insert was sent */
+    }
+    /* A failed insert leaves the slot taken: its outcome may be unknown, a
+     * duplicate id may be this organisation's endpoint holding that very
+     * slot, and a slot without endpoint is freed later (mongo_slots_repair). */
     w->failing_since_ms = 0;
     bson_t doc = BSON_INITIALIZER;
     if (err == PAYMENT_STORE_OK && !mongo_build_hook(&doc, w))
@@ -646,40 +470,5 @@ int mongo_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
     bson_destroy(&filter);
     bson_destroy(&opts);
     mongoc_client_pool_push(st->pool, client);
-    return err;
-}
-
-/* The endpoint's part of a recorded attempt: failing_since_ms set to at_ms
- * on a failed attempt when it is 0, or to 0 on a success (each one
- * conditional update, so concurrent attempts keep the earliest failure),
- * then read into *failing_since_ms (0 when the endpoint is gone).  Returns
- * 0 or a store error. */
-int mongo_webhook_failing(mongoc_collection_t *hooks, const char *id, int succeeded,
-                          int64_t at_ms, int64_t *failing_since_ms)
-{
-    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set, ne;
-    bool ok = BSON_APPEND_UTF8(&filter, "_id", id) &&
-              (succeeded ? BSON_APPEND_DOCUMENT_BEGIN(&filter, "failing_since_ms", &ne) &&
-                               BSON_APPEND_INT64(&ne, "$ne", 0) &&
-                               bson_append_document_end(&filter, &ne)
-                         : BSON_APPEND_INT64(&filter, "failing_since_ms", 0)) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set) &&
-              BSON_APPEND_INT64(&set, "failing_since_ms", succeeded ? 0 : at_ms) &&
-              bson_append_document_end(&update, &set);
-    int matched = 0;
-    int err = ok ? mongo_update_matched(hooks, &filter, &update, 0, &matched)
-                 : PAYMENT_STORE_EINTERNAL;
-    bson_destroy(&filter);
-    bson_destroy(&update);
-    bson_t doc;
-    *failing_since_ms = 0;
-    if (err == PAYMENT_STORE_OK)
-        err = mongo_hook_find(hooks, id, &doc);
-    if (err == PAYMENT_STORE_OK) {
-        *failing_since_ms = mongo_get_int64(&doc, "failing_since_ms", 0);
-        bson_destroy(&doc);
-    } else if (err == PAYMENT_STORE_ENOTFOUND) {
-        err = PAYMENT_STORE_OK; /* the endpoint is gone: 0 */
-    }
     return err;
 }

@@ -495,47 +495,48 @@ static void case_claim(struct fixture *fx)
     payment_store *s = fx->s;
     hook_create(s, 1, ORG_A);
     struct payment_delivery_new d[3];
-    delivery_init(&d[0], 3, 1, 3, 3);
-    CHECK_INT(payment_store_deliveries_add(s, 0, 3, d, 1, 0, 3000), PAYMENT_STORE_OK);
     delivery_init(&d[0], 1, 1, 1, 1);
+    CHECK_INT(payment_store_deliveries_add(s, 0, 3, d, 1, 0, 3000), PAYMENT_STORE_OK);
+    delivery_init(&d[0], 3, 1, 3, 3);
     CHECK_INT(payment_store_deliveries_add(s, 3, 4, d, 1, 0, 2000), PAYMENT_STORE_OK);
     delivery_init(&d[0], 2, 1, 2, 2);
     CHECK_INT(payment_store_deliveries_add(s, 4, 5, d, 1, 0, 9000), PAYMENT_STORE_OK);
 
-    /* At 5000: the two due, earliest due first; not the one due at 9000. */
+    /* At 5000: the two due, earliest due first (not id order); not the one
+     * due at 9000. */
     struct dl_list c;
     CHECK_INT(claim(s, "A", 5000, 1000, 10, &c), PAYMENT_STORE_OK);
     CHECK_INT(c.n, 2);
-    CHECK_STR(c.items[0].d.id, "0190dddd-0000-7000-8000-000000000001");
-    CHECK_STR(c.items[1].d.id, "0190dddd-0000-7000-8000-000000000003");
+    CHECK_STR(c.items[0].d.id, "0190dddd-0000-7000-8000-000000000003");
+    CHECK_STR(c.items[1].d.id, "0190dddd-0000-7000-8000-000000000001");
     CHECK_STR(c.items[0].body, "{\"event\":true}");
     /* Leased: nobody gets them until the lease ends at 6000. */
     CHECK_INT(claim(s, "B", 5999, 1000, 10, &c), PAYMENT_STORE_OK);
     CHECK_INT(c.n, 0);
     CHECK_INT(claim(s, "B", 6000, 1000, 1, &c), PAYMENT_STORE_OK); /* max */
     CHECK_INT(c.n, 1);
-    CHECK_STR(c.items[0].d.id, "0190dddd-0000-7000-8000-000000000001");
+    CHECK_STR(c.items[0].d.id, "0190dddd-0000-7000-8000-000000000003");
     /* A's lease is over: its record is refused and records nothing. */
-    CHECK_INT(record(s, 1, 1, "A", "{\"n\":1}", PAYMENT_DELIVERY_SUCCEEDED, 0, 1, 6001, NULL),
+    CHECK_INT(record(s, 3, 1, "A", "{\"n\":1}", PAYMENT_DELIVERY_SUCCEEDED, 0, 1, 6001, NULL),
               PAYMENT_STORE_ECONFLICT);
     struct dl_list l;
     dl_all(s, 1, 0, &l);
-    const struct dl *x = dl_find(&l, 1);
+    const struct dl *x = dl_find(&l, 3);
     CHECK(x && x->d.attempts == 0 && strcmp(x->attempts, "[]") == 0 &&
           x->d.status == PAYMENT_DELIVERY_PENDING);
     /* A lease not taken over: its holder records after it ends. */
-    CHECK_INT(record(s, 3, 1, "A", "{\"n\":1}", PAYMENT_DELIVERY_SUCCEEDED, 0, 1, 7000, NULL),
+    CHECK_INT(record(s, 1, 1, "A", "{\"n\":1}", PAYMENT_DELIVERY_SUCCEEDED, 0, 1, 7000, NULL),
               PAYMENT_STORE_OK);
     /* B records; the delivery is free again and due at 6500. */
-    CHECK_INT(record(s, 1, 1, "B", "{\"n\":1}", PAYMENT_DELIVERY_PENDING, 6500, 0, 6001, NULL),
+    CHECK_INT(record(s, 3, 1, "B", "{\"n\":1}", PAYMENT_DELIVERY_PENDING, 6500, 0, 6001, NULL),
               PAYMENT_STORE_OK);
-    CHECK_INT(record(s, 1, 1, "B", "{\"n\":1}", PAYMENT_DELIVERY_PENDING, 6500, 0, 6001, NULL),
+    CHECK_INT(record(s, 3, 1, "B", "{\"n\":1}", PAYMENT_DELIVERY_PENDING, 6500, 0, 6001, NULL),
               PAYMENT_STORE_ECONFLICT); /* the lease was freed */
     CHECK_INT(claim(s, "A", 6499, 1000, 10, &c), PAYMENT_STORE_OK);
     CHECK_INT(c.n, 0);
     CHECK_INT(claim(s, "A", 9000, 1000, 10, &c), PAYMENT_STORE_OK);
     CHECK_INT(c.n, 2);
-    CHECK_STR(c.items[0].d.id, "0190dddd-0000-7000-8000-000000000001");
+    CHECK_STR(c.items[0].d.id, "0190dddd-0000-7000-8000-000000000003");
     CHECK_INT(c.items[0].d.attempts, 1);
     CHECK_STR(c.items[1].d.id, "0190dddd-0000-7000-8000-000000000002");
     /* Expired leases are anyone's. */
@@ -1127,6 +1128,75 @@ static void mongo_webhooks_frozen_server(void)
     mongo_drop(db);
 }
 
+/* ---- two processes dispatching at once ---------------------------------------- */
+
+#define DISPATCH_ROUNDS 60
+
+struct dispatcher {
+    payment_store *s;
+    int n;       /* its number: its deliveries' ids */
+    int moved;   /* adds that moved the position */
+    int refused; /* adds refused: ECONFLICT */
+    int errors;  /* anything else */
+};
+
+/* Each round reads the position and adds one delivery moving it by one,
+ * as a dispatcher does. */
+static void *dispatcher_main(void *arg)
+{
+    struct dispatcher *p = arg;
+    for (int i = 0; i < DISPATCH_ROUNDS; i++) {
+        int64_t pos = 0;
+        if (payment_store_dispatch_pos(p->s, &pos) != PAYMENT_STORE_OK) {
+            p->errors++;
+            continue;
+        }
+        struct payment_delivery_new d;
+        delivery_init(&d, p->n * 1000 + i, 1, (int)pos + 1, pos + 1);
+        int err = payment_store_deliveries_add(p->s, pos, pos + 1, &d, 1, 0, 1000);
+        if (err == PAYMENT_STORE_OK)
+            p->moved++;
+        else if (err == PAYMENT_STORE_ECONFLICT)
+            p->refused++;
+        else
+            p->errors++;
+    }
+    return NULL;
+}
+
+/* Two stores moving the position at once: each move is from the position
+ * its dispatcher read, so the position ends at the number of moves, and
+ * every event has one delivery. */
+static void case_two_dispatchers(struct fixture *fx)
+{
+    hook_create(fx->s, 1, ORG_A);
+    char err[256] = "";
+    payment_store *other = NULL;
+    CHECK_INT(payment_store_open(fx->uri, 0, &other, err, sizeof err), PAYMENT_STORE_OK);
+    if (!other)
+        return;
+    struct dispatcher a = {.s = fx->s, .n = 1}, b = {.s = other, .n = 2};
+    pthread_t ta, tb;
+    CHECK_INT(pthread_create(&ta, NULL, dispatcher_main, &a), 0);
+    CHECK_INT(pthread_create(&tb, NULL, dispatcher_main, &b), 0);
+    CHECK_INT(pthread_join(ta, NULL), 0);
+    CHECK_INT(pthread_join(tb, NULL), 0);
+    payment_store_close(other);
+    CHECK_INT(a.errors + b.errors, 0);
+    int64_t pos = -1;
+    CHECK_INT(payment_store_dispatch_pos(fx->s, &pos), PAYMENT_STORE_OK);
+    CHECK_INT(pos, a.moved + b.moved);
+    fprintf(stderr, "  two dispatchers: %d moves, %d refused\n", a.moved + b.moved,
+            a.refused + b.refused);
+    /* One delivery per event, whoever made it. */
+    struct payment_delivery_query q = {.webhook_id = "0190bbbb-0000-7000-8000-000000000001",
+                                       .limit = PAYMENT_WEBHOOKS_PAGE_MAX};
+    int calls = 0, more = 0;
+    CHECK_INT(payment_store_deliveries_list(fx->s, &q, count_call, &calls, &more),
+              PAYMENT_STORE_OK);
+    CHECK_INT(calls, pos); /* a refused add's delivery is its event's, made by the winner too */
+}
+
 /* ---- the tests ----------------------------------------------------------------- */
 
 #define MONGO_CASE(name)                                                                    \
@@ -1144,10 +1214,12 @@ MONGO_CASE(lists)
 MONGO_CASE(pending_purge)
 MONGO_CASE(delete_cascades)
 MONGO_CASE(two_claimers)
+MONGO_CASE(two_dispatchers)
 
 TEST_MAIN(TEST(mongo_webhooks_endpoints), TEST(mongo_webhooks_limit),
           TEST(mongo_webhooks_limit_stale_slot), TEST(mongo_webhooks_after_pos),
           TEST(mongo_webhooks_add), TEST(mongo_webhooks_claim), TEST(mongo_webhooks_record),
           TEST(mongo_webhooks_retry), TEST(mongo_webhooks_lists),
           TEST(mongo_webhooks_pending_purge), TEST(mongo_webhooks_delete_cascades),
-          TEST(mongo_webhooks_two_claimers), TEST(mongo_webhooks_frozen_server))
+          TEST(mongo_webhooks_two_claimers), TEST(mongo_webhooks_two_dispatchers),
+          TEST(mongo_webhooks_frozen_server))
