@@ -304,11 +304,12 @@ def webhooks_list_filters_and_pages(t):
     with _server(t, "wh_list") as srv:
         c = srv.client()
         orgs = [new_id() for _ in range(3)]
-        made = {o: [_create(c, org=o)["id"] for _ in range(3)] for o in orgs}
+        # Listed in id order: UUIDv7s, creation order to the millisecond.
+        made = {o: sorted(_create(c, org=o)["id"] for _ in range(3)) for o in orgs}
         every = sorted(i for ids in made.values() for i in ids)
         r = c.get("/v1/webhooks")
         expect_status(r, 200, "list")
-        eq([d["id"] for d in r.data], every, "the list, in creation order")
+        eq([d["id"] for d in r.data], every, "the list, in id order")
         for d in r.data:
             _check_endpoint(d, "listed", secret=False)
         eq(r.json["links"]["next"], None, "links.next of the last page")
