@@ -71,7 +71,6 @@ enum dispatch_next {
 struct dispatcher {
     webhook_deliver *d;
     struct dispatch_round r;
-    int from_start;                /* read the feed from its floor (it was purged past us) */
     int failing;                   /* the last round failed (logged once per run) */
 };
 
@@ -142,6 +141,22 @@ static int read_endpoints(payment_store *s, struct dispatch_round *r)
         memcpy(after, r->ep[r->n_ep - 1].id, sizeof after);
     }
     return PAYMENT_STORE_OK;
+}
+
+/* Reads the feed page above after_pos into r.  0 or a store error. */
+static int read_page(payment_store *s, struct dispatch_round *r, int64_t after_pos,
+                     int64_t *next_pos)
+{
+    r->n_ev = 0;
+    r->no_memory = 0;
+    buf_reset(&r->bodies);
+    struct payment_event_query q = {0};
+    q.after_pos = after_pos;
+    q.limit = DISPATCH_PAGE;
+    q.all_orgs = 1;
+    q.from_ms = INT64_MIN;
+    q.to_ms = INT64_MAX;
+    return payment_store_events(s, &q, on_event, r, next_pos);
 }
 
 /* ---- matching ------------------------------------------------------------ */
@@ -225,6 +240,14 @@ static enum dispatch_next round_failed(struct dispatcher *t, const char *what, i
     return DISPATCH_RETRY;
 }
 
+/* A round that the store answered: logs the recovery of a failing run. */
+static void round_ok(struct dispatcher *t)
+{
+    if (t->failing)
+        log_msg(t->d->c.log, LOG_INFO, "webhooks: dispatcher: the store answers again");
+    t->failing = 0;
+}
+
 static enum dispatch_next dispatch_once(struct dispatcher *t)
 {
     webhook_deliver *d = t->d;
@@ -235,35 +258,23 @@ static enum dispatch_next dispatch_once(struct dispatcher *t)
     if (rc != PAYMENT_STORE_OK)
         return round_failed(t, "reading the dispatch position", rc);
 
-    r->n_ev = 0;
-    r->no_memory = 0;
-    buf_reset(&r->bodies);
-    struct payment_event_query q = {0};
-    q.after_pos = t->from_start ? 0 : pos;
-    q.limit = DISPATCH_PAGE;
-    q.all_orgs = 1;
-    q.from_ms = INT64_MIN;
-    q.to_ms = INT64_MAX;
     int64_t next_pos = 0;
-    rc = payment_store_events(s, &q, on_event, r, &next_pos);
+    rc = read_page(s, r, pos, &next_pos);
     if (rc == PAYMENT_STORE_EEXPIRED) {
         log_msg(d->c.log, LOG_WARN,
                 "webhooks: dispatcher: the feed was purged past the dispatch position %" PRId64
-                "; events after it that left the feed are not delivered; continuing from the "
-                "feed's start",
+                "; the events that left it are not delivered; going on from the feed's start",
                 pos);
-        t->from_start = 1;
-        return DISPATCH_AGAIN;
+        rc = read_page(s, r, 0, &next_pos);
     }
     if (r->no_memory)
         return round_failed(t, "reading the feed", PAYMENT_STORE_EINTERNAL);
     if (rc != PAYMENT_STORE_OK)
         return round_failed(t, "reading the feed", rc);
     if (next_pos < pos)
-        next_pos = pos; /* a read from the floor that found nothing new */
+        next_pos = pos; /* cannot be: a page ends at or above where it began */
     if (r->n_ev == 0 && next_pos == pos) {
-        t->from_start = 0;
-        t->failing = 0;
+        round_ok(t);
         return DISPATCH_IDLE;
     }
 
@@ -281,10 +292,7 @@ static enum dispatch_next dispatch_once(struct dispatcher *t)
     }
     if (rc != PAYMENT_STORE_OK)
         return round_failed(t, "adding deliveries", rc);
-    if (t->failing)
-        log_msg(d->c.log, LOG_INFO, "webhooks: dispatcher: the store answers again");
-    t->failing = 0;
-    t->from_start = 0;
+    round_ok(t);
     if (r->n_dl > 0)
         webhook_sender_wake(d);
     return r->n_ev == DISPATCH_PAGE ? DISPATCH_AGAIN : DISPATCH_IDLE;
