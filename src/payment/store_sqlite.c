@@ -12,6 +12,7 @@
  *
  * Deleted payments stay as tombstone rows (deleted = 1, doc NULL) that keep
  * their id, so the UNIQUE id constraint also refuses to create them again. */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -78,6 +79,32 @@ int sqlite_stmt_run(sqlite3_stmt *stmt)
 int sqlite_bind_opt(sqlite3_stmt *stmt, int i, const char *v)
 {
     return v ? sqlite3_bind_text(stmt, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, i);
+}
+
+sqlite3_stmt *sqlite_cached(sqlite3 *db, struct sqlite_stmt_cache *c, const char *sql, int *rc)
+{
+    size_t i = 0;
+    for (; i < SQLITE_STMT_CACHE && c->sql[i]; i++)
+        if (c->sql[i] == sql)
+            return c->stmt[i];
+    assert(i < SQLITE_STMT_CACHE); /* the statements of the calls using it are fewer */
+    *rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[i], NULL);
+    if (*rc != SQLITE_OK) {
+        (void)sqlite3_finalize(c->stmt[i]); /* NULL after a failed prepare: a no-op */
+        c->stmt[i] = NULL;
+        return NULL;
+    }
+    c->sql[i] = sql;
+    return c->stmt[i];
+}
+
+void sqlite_cache_free(struct sqlite_stmt_cache *c)
+{
+    for (size_t i = 0; i < SQLITE_STMT_CACHE; i++) {
+        (void)sqlite3_finalize(c->stmt[i]); /* repeats a past step's error, if any */
+        c->stmt[i] = NULL;
+        c->sql[i] = NULL;
+    }
 }
 
 /* ---- open and close ----------------------------------------------------- */
@@ -188,6 +215,7 @@ static void sqlite_store_free(struct sqlite_store *st)
     /* Closed last: the last connection checkpoints and removes the WAL. */
     for (int i = 0; i < W_COUNT; i++)
         (void)sqlite3_finalize(st->w[i]); /* repeats a past step's error, if any */
+    sqlite_cache_free(&st->wcache);
     if (st->wdb && sqlite3_close(st->wdb) != SQLITE_OK)
         (void)sqlite3_close_v2(st->wdb); /* unreachable: every statement is finalized */
     (void)pthread_cond_destroy(&st->wake);
@@ -317,4 +345,17 @@ const struct payment_store_backend payment_store_sqlite_backend = {
     .history = sqlite_history,
     .events_subscribe = sqlite_events_subscribe,
     .events_purge = sqlite_events_purge,
+    .webhook_create = sqlite_webhook_create,
+    .webhook_update = sqlite_webhook_update,
+    .webhook_delete = sqlite_webhook_delete,
+    .webhook_get = sqlite_webhook_get,
+    .webhooks_list = sqlite_webhooks_list,
+    .dispatch_pos = sqlite_dispatch_pos,
+    .deliveries_add = sqlite_deliveries_add,
+    .deliveries_claim = sqlite_deliveries_claim,
+    .delivery_record = sqlite_delivery_record,
+    .delivery_retry = sqlite_delivery_retry,
+    .deliveries_list = sqlite_deliveries_list,
+    .deliveries_pending = sqlite_deliveries_pending,
+    .deliveries_purge = sqlite_deliveries_purge,
 };

@@ -14,6 +14,8 @@
  *   store_sqlite_events.c  the events: recording them in the writes, the
  *                          feed and the histories
  *   store_sqlite_backup.c  online backup of a store file
+ *   store_sqlite_webhooks.c    the webhook endpoints, the dispatch position
+ *   store_sqlite_deliveries.c  the webhook deliveries and their leases
  *
  * Errors: functions returning int give an SQLite result code (SQLITE_OK)
  * unless they say they give a store error (PAYMENT_STORE_*, store.h); the
@@ -41,6 +43,17 @@
 /* How often the writer thread looks for other connections' commits while
  * the events have a subscriber. */
 #define SQLITE_EVENTS_POLL_US 200000
+
+/* Statements a connection keeps prepared by their SQL's address, for the
+ * low-rate calls (the webhooks') that do not earn a slot of their own. */
+#define SQLITE_STMT_CACHE 32
+
+/* Statements prepared on first use, keyed by the address of their SQL (a
+ * static string), owned by one connection and used by one thread. */
+struct sqlite_stmt_cache {
+    const char *sql[SQLITE_STMT_CACHE];   /* NULL: a free slot */
+    sqlite3_stmt *stmt[SQLITE_STMT_CACHE];
+};
 
 /* Writer statements, prepared once.  Row parameters: ?1 id, ?2 organisation,
  * ?3 version, ?4 created, ?5 modified, ?6..?10 the text columns, ?11
@@ -97,7 +110,16 @@ enum sqlite_rstmt {
     R_COUNT
 };
 
-enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_APPLY };
+enum sqlite_op_kind { OP_CREATE, OP_UPDATE, OP_DELETE, OP_APPLY, OP_CALL };
+
+struct sqlite_store;
+
+/* An OP_CALL write: run by the writer thread on the write connection inside
+ * the operation's savepoint, within the batch's transaction.  Returns
+ * SQLITE_OK with *err its store result (a result other than
+ * PAYMENT_STORE_OK rolls the savepoint back), or the SQLite error that kept
+ * it from deciding. */
+typedef int (*sqlite_call_fn)(struct sqlite_store *st, void *arg, int *err);
 
 /* One queued write.  row is a copy; the pointers in it stay borrowed from the
  * submitter until done has been called. */
@@ -115,9 +137,9 @@ struct sqlite_op {
     int64_t seq;                /* OP_CREATE's sequence number */
     int evented;                /* its event is in the batch's transaction */
     struct payment_apply apply; /* OP_APPLY: a copy, its pointers borrowed like row's */
+    sqlite_call_fn call;        /* OP_CALL: the write to run */
+    void *call_arg;             /* and its argument, the submitter's */
 };
-
-struct sqlite_store;
 
 /* One thread's read-only connection. */
 struct sqlite_reader {
@@ -127,6 +149,7 @@ struct sqlite_reader {
     sqlite3_stmt *list[SQLITE_LIST_CACHE]; /* list statements of recent shapes, or NULL */
     unsigned list_next;                 /* the slot the next new shape takes */
     sqlite3_stmt *feed[SQLITE_FEED_SHAPES]; /* feed statements by shape, prepared on use */
+    struct sqlite_stmt_cache cache;     /* the webhooks' reads */
     struct sqlite_reader *prev, *next;  /* in st->readers, under st->readers_mu */
 };
 
@@ -136,6 +159,7 @@ struct sqlite_store {
     int exclusive;              /* PAYMENT_STORE_EXCLUSIVE: every connection on unix-excl */
     sqlite3 *wdb;               /* the write connection, the writer thread's while it runs */
     sqlite3_stmt *w[W_COUNT];
+    struct sqlite_stmt_cache wcache; /* the writer thread's OP_CALL statements (webhooks) */
     pthread_t writer;
     int writer_started;
     pthread_mutex_t mu;         /* guards head, tail, the purges' cut-offs, closing, ev_fn, ev_arg */
@@ -165,6 +189,12 @@ int sqlite_map_err(int rc);
 void sqlite_stmt_release(sqlite3_stmt *stmt);
 int sqlite_stmt_run(sqlite3_stmt *stmt);
 int sqlite_bind_opt(sqlite3_stmt *stmt, int i, const char *v);
+/* The statement of sql (a static string: its address is the key) on db,
+ * prepared on first use and kept in c; NULL with *rc the error when it
+ * cannot be prepared.  The caller resets it after use (sqlite_stmt_release). */
+sqlite3_stmt *sqlite_cached(sqlite3 *db, struct sqlite_stmt_cache *c, const char *sql, int *rc);
+/* Finalizes every statement of c. */
+void sqlite_cache_free(struct sqlite_stmt_cache *c);
 
 /* ---- store_sqlite_schema.c -------------------------------------------------- */
 
@@ -196,6 +226,11 @@ void sqlite_apply(payment_store *s, const struct payment_apply *a, payment_store
                   void *arg);
 void sqlite_idem_purge(payment_store *s, int64_t before_ms);
 void sqlite_stats(payment_store *s, struct payment_store_stats *out);
+/* Runs fn(st, arg, &err) as an OP_CALL write on the writer thread and waits
+ * for its commit: returns err once it is durable, or the error that failed
+ * the operation or its batch.  Not from the writer thread (a done callback,
+ * the events' subscriber): it would wait for itself. */
+int sqlite_call(struct sqlite_store *st, sqlite_call_fn fn, void *arg);
 
 /* ---- store_sqlite_apply.c --------------------------------------------------- */
 
@@ -254,6 +289,35 @@ void sqlite_events_purge(payment_store *s, int64_t feed_before_ms, int64_t histo
  * *more_history when that part has more to do. */
 void sqlite_events_purge_turn(struct sqlite_store *st, int64_t feed_before_ms,
                               int64_t history_before_ms, int *more_feed, int *more_history);
+
+/* ---- store_sqlite_webhooks.c ---------------------------------------------- */
+
+int sqlite_webhook_create(payment_store *s, struct payment_webhook *w);
+int sqlite_webhook_update(payment_store *s, const struct payment_webhook *w,
+                          int64_t expected_version);
+int sqlite_webhook_delete(payment_store *s, const char *id, int64_t expected_version,
+                          int64_t *current_version);
+int sqlite_webhook_get(payment_store *s, const char *id, payment_store_webhook_fn each,
+                       void *arg);
+int sqlite_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
+                         payment_store_webhook_fn each, void *arg, int *more);
+int sqlite_dispatch_pos(payment_store *s, int64_t *pos);
+
+/* ---- store_sqlite_deliveries.c ---------------------------------------------- */
+
+int sqlite_deliveries_add(payment_store *s, int64_t expected_pos, int64_t new_pos,
+                          const struct payment_delivery_new *d, size_t n, int reset,
+                          int64_t now_ms);
+int sqlite_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms, int64_t lease_ms,
+                            uint32_t max, payment_store_delivery_fn each, void *arg);
+int sqlite_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
+                           int64_t *failing_since_ms);
+int sqlite_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
+                          int64_t now_ms);
+int sqlite_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
+                           payment_store_delivery_fn each, void *arg, int *more);
+int sqlite_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms);
+void sqlite_deliveries_purge(payment_store *s, int64_t before_ms);
 
 /* ---- store_sqlite_backup.c -------------------------------------------------- */
 

@@ -37,6 +37,7 @@ void sqlite_reader_free(struct sqlite_reader *r)
         (void)sqlite3_finalize(r->list[i]);
     for (int i = 0; i < SQLITE_FEED_SHAPES; i++)
         (void)sqlite3_finalize(r->feed[i]);
+    sqlite_cache_free(&r->cache);
     if (r->db && sqlite3_close(r->db) != SQLITE_OK)
         (void)sqlite3_close_v2(r->db); /* unreachable: every statement is finalized */
     free(r);

@@ -130,6 +130,47 @@ static const char *const sqlite_migrations[] = {
     " value INTEGER NOT NULL"
     ") WITHOUT ROWID;"
     "INSERT INTO feed_meta (key, value) VALUES ('floor', 0);",
+    /* 7: webhooks (store_sqlite_webhooks.c, store_sqlite_deliveries.c).
+     * Endpoints by id, counted per organisation by (organisation_id, id),
+     * which also lists one organisation's in id order.  Deliveries, one per
+     * (webhook_id, event_id); (webhook_id, id) lists an endpoint's and
+     * deletes them with it; the claim walks the pending ones by due time in
+     * a partial index that holds only those; (status, created_ms) counts
+     * the pending ones and finds the oldest, and walks the finished ones
+     * for the purge.  A free lease is lease_owner NULL, lease_until 0.  The
+     * dispatcher's position is feed_meta's 'dispatch'. */
+    "CREATE TABLE webhooks ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " organisation_id TEXT NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " modified_ms INTEGER NOT NULL,"
+    " enabled INTEGER NOT NULL,"
+    " types INTEGER NOT NULL,"
+    " after_pos INTEGER NOT NULL,"
+    " failing_since_ms INTEGER NOT NULL,"
+    " doc TEXT NOT NULL"
+    ");"
+    "CREATE INDEX webhooks_organisation ON webhooks (organisation_id, id);"
+    "CREATE TABLE deliveries ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " webhook_id TEXT NOT NULL,"
+    " event_id TEXT NOT NULL,"
+    " event_pos INTEGER NOT NULL,"
+    " status INTEGER NOT NULL,"
+    " attempts INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " next_ms INTEGER NOT NULL,"
+    " lease_owner TEXT,"
+    " lease_until INTEGER NOT NULL,"
+    " attempts_json TEXT NOT NULL,"
+    " body TEXT NOT NULL"
+    ");"
+    "CREATE UNIQUE INDEX deliveries_event ON deliveries (webhook_id, event_id);"
+    "CREATE INDEX deliveries_webhook ON deliveries (webhook_id, id);"
+    "CREATE INDEX deliveries_due ON deliveries (next_ms, id) WHERE status = 1;"
+    "CREATE INDEX deliveries_status ON deliveries (status, created_ms);"
+    "INSERT INTO feed_meta (key, value) VALUES ('dispatch', 0);",
 };
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))

@@ -7,7 +7,12 @@
  * timer.  Between batches it runs the idempotency and events purges, one
  * small transaction each per turn.  Owns the queue, the writer's statements
  * and the payment writes (create, update, delete, their events and
- * idempotency records; store_sqlite_events.c describes the events). */
+ * idempotency records; store_sqlite_events.c describes the events).
+ *
+ * Other writes (the webhooks') are OP_CALL operations: a function of their
+ * own, run on the write connection in its savepoint like a payment write,
+ * which sqlite_call submits and then waits for the batch's commit. */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,6 +23,7 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "core/sync.h"
 #include "payment/store_sqlite.h"
 
 /* Rows of each table the purge deletes per transaction: a few hundred
@@ -284,6 +290,7 @@ static int sqlite_op_apply(struct sqlite_store *st, struct sqlite_op *op)
     case OP_UPDATE: rc = sqlite_op_update(st, op); break;
     case OP_DELETE: rc = sqlite_op_delete(st, op); break;
     case OP_APPLY: return sqlite_op_apply_broker(st, op);
+    case OP_CALL: return op->call(st, op->call_arg, &op->err);
     }
     if (rc == SQLITE_OK && op->err == PAYMENT_STORE_OK && op->idem)
         rc = sqlite_op_idem(st, op);
@@ -320,7 +327,8 @@ static int sqlite_batch_step(struct sqlite_store *st, struct sqlite_op *op)
     if (rc != SQLITE_OK)
         return rc;
     rc = sqlite_op_apply(st, op);
-    if (rc != SQLITE_OK || op->err == PAYMENT_STORE_EIDEMPOTENT) {
+    if (rc != SQLITE_OK || op->err == PAYMENT_STORE_EIDEMPOTENT ||
+        (op->kind == OP_CALL && op->err != PAYMENT_STORE_OK)) {
         /* Undo the operation's own changes; the batch goes on. */
         if (rc != SQLITE_OK)
             op->err = sqlite_map_err(rc);
@@ -632,6 +640,53 @@ void sqlite_apply(payment_store *s, const struct payment_apply *a,
     if (a->kind == PAYMENT_APPLY_DELETE)
         memcpy(op->row.id, a->payment_id, strlen(a->payment_id) + 1);
     sqlite_submit((struct sqlite_store *)s, op);
+}
+
+/* What a submitter of an OP_CALL waits on. */
+struct sqlite_call_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int reported; /* the operation was reported, under mu */
+    int err;      /* its result */
+};
+
+/* The OP_CALL's done: wakes its submitter. */
+static void sqlite_call_done(void *arg, int err, int64_t current_version, int64_t seq)
+{
+    (void)current_version;
+    (void)seq;
+    struct sqlite_call_wait *w = arg;
+    sync_lock(&w->mu);
+    w->err = err;
+    w->reported = 1;
+    sync_broadcast(&w->cv);
+    sync_unlock(&w->mu);
+}
+
+int sqlite_call(struct sqlite_store *st, sqlite_call_fn fn, void *arg)
+{
+    assert(!st->writer_started || !pthread_equal(pthread_self(), st->writer));
+    struct sqlite_call_wait w = {.reported = 0, .err = PAYMENT_STORE_EINTERNAL};
+    if (pthread_mutex_init(&w.mu, NULL) != 0)
+        return PAYMENT_STORE_EINTERNAL;
+    if (pthread_cond_init(&w.cv, NULL) != 0) {
+        if (pthread_mutex_destroy(&w.mu) != 0)
+            abort(); /* initialised and unlocked */
+        return PAYMENT_STORE_EINTERNAL;
+    }
+    struct sqlite_op *op = sqlite_op_new(OP_CALL, sqlite_call_done, &w);
+    if (op) { /* else reported already */
+        op->call = fn;
+        op->call_arg = arg;
+        sqlite_submit(st, op);
+    }
+    sync_lock(&w.mu);
+    while (!w.reported)
+        sync_wait(&w.cv, &w.mu);
+    sync_unlock(&w.mu);
+    if (pthread_cond_destroy(&w.cv) != 0 || pthread_mutex_destroy(&w.mu) != 0)
+        abort(); /* no thread waits on them any more */
+    return w.err;
 }
 
 /* Asks the writer thread to purge, a batch per turn between its writes.
