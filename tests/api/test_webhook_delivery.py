@@ -604,7 +604,7 @@ def webhook_kill_9_with_deliveries_in_flight_loses_none(t):
     with world(t, "wh-kill9") as w:
         srv = w.server(["--webhook-timeout", "5s"])
         rx = w.receiver()
-        rx.set(behaviour={"sleep": 0.5, "status": 200})
+        rx.set(behaviour={"sleep": 1.0, "status": 200})
         org = new_id()
         ep = register(w.c, org, rx.url())
         rx.secret("s", ep["secret"])
