@@ -7,6 +7,7 @@
 #   bench/run.sh                      # 10,000 payments, 10 s per workload (a few minutes)
 #   bench/run.sh --growth             # the same, plus GET and list at 1,000,000 payments
 #   bench/run.sh --duration 5 --payments 50000 --connections 128
+#   bench/run.sh --webhooks-only      # only the webhook runs (step 6c), with their table
 #
 # Options:
 #   --payments N          payments preloaded before the workloads (default 10000)
@@ -29,6 +30,7 @@
 #                         its own preloaded store (reads twice each, in the
 #                         order this, baseline, baseline, this, and averaged),
 #                         with the bytes each write makes the server write
+#   --webhooks-only       run only the webhook measurements (6c) and print their rows
 #
 # What it does:
 #   1. Installs what is missing (scripts/setup.sh for the server's packages,
@@ -63,6 +65,15 @@
 #      /proc/PID/io, over each run, divided by the successful requests), a
 #      consumer reading the whole feed from the start, and a consumer
 #      following it with wait while POST runs (bench/feed_consumer.py).
+#   6c. Webhooks, on servers of their own (--webhook-allow-private true, a
+#      fresh store), the receiver a bare libmicrohttpd answering 200 at once
+#      (bench/mhd_static.c): POST creates in one organisation with no
+#      endpoint, then with three endpoints of that organisation registered
+#      (every create owed to each), and the deliveries made meanwhile until
+#      the backlog is drained; then a backlog written with --webhooks false
+#      and drained by a server started with them: deliveries per second from
+#      the store, POSTs competing with nothing (bench/post_org.lua; counts
+#      from /metrics).
 #   7. Prints the table: stdout gets only the table (markdown), progress goes
 #      to stderr.  The exit status is 0 when the measurements ran, whatever the
 #      targets say.
@@ -82,6 +93,8 @@ TMPBASE="${TMPDIR:-/tmp}"
 KEEP=0
 BASELINE=""
 BIG_CONNECTIONS=1000
+WEBHOOKS_ONLY=0
+DRAIN_TIMEOUT=600   # seconds a webhook backlog may take to drain before the run fails
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -101,6 +114,7 @@ while [ $# -gt 0 ]; do
     --tmpdir) TMPBASE="${2:-}"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --baseline) BASELINE="${2:-}"; shift 2 ;;
+    --webhooks-only) WEBHOOKS_ONLY=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
@@ -156,7 +170,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$TMPBASE"
 WORK="$(mktemp -d "$TMPBASE/paymentd-bench.XXXXXX")"
 SERVER_PID="" MAIN_PID="" GROWTH_PID="" NGINX_PID="" MHD_PID="" SPAWN_PID="" WRK_PID="" RSS_PID=""
-BASE_PID="" FEED_PID="" BASE_TREE=""
+BASE_PID="" FEED_PID="" BASE_TREE="" HOOK_PID=""
 
 # Stops a child: SIGTERM (or $2), then SIGKILL if it is still there after 10 s.
 stop_pid() {
@@ -180,6 +194,7 @@ cleanup() {
   stop_pid "$GROWTH_PID"
   stop_pid "$BASE_PID"
   stop_pid "$FEED_PID"
+  stop_pid "$HOOK_PID"
   [ -z "$BASE_TREE" ] || git -C "$ROOT" worktree remove --force "$BASE_TREE" >/dev/null 2>&1
   if [ "$KEEP" -eq 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -596,12 +611,145 @@ check_same() {
   log "  $name answers $status and paymentd's $(wc -c <"$want") bytes, with keep-alive"
 }
 
+# --- table helpers -----------------------------------------------------------
+
+ms() { printf '%.2f ms' "$1"; }
+num() { printf '%.0f' "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'; }
+verdict() { if [ "$(calc "($1) ? 1 : 0")" = 1 ]; then echo PASS; else echo FAIL; fi; }
+row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
+wrow() { # name label
+  row "$2" "$(num "${RPS[$1]}") req/s" "$(ms "${P50[$1]}")" "$(ms "${P99[$1]}")" "${ERRS[$1]}" "" ""
+}
+ratio() { calc "$1 / ($2 > 0 ? $2 : 1e-9)"; }
+
+# --- webhooks ----------------------------------------------------------------
+
+DELIVERED='paymentd_webhook_deliveries_total{outcome="succeeded"}'
+declare -A HOOK
+
+# metric SERIES: the value of one series (name and labels) of the server's
+# /metrics, 0 when absent.
+metric() {
+  curl -s "$URL/metrics" | awk -v k="$1" '$1 == k {v = $2} END {print v + 0}'
+}
+
+# start_hook_server DIR ARGS...: paymentd on the store in DIR (made when new),
+# webhooks to this machine's addresses allowed, with ARGS.
+start_hook_server() {
+  local dir="$1"
+  shift
+  mkdir -p "$dir"
+  # shellcheck disable=SC2086  # SERVER_ARGS is a list of flags
+  spawn_listening paymentd "$dir/paymentd.log" /healthz \
+    "$WORK/paymentd" --store "sqlite:$dir/p.db" --listen "127.0.0.1:@PORT@" \
+    --webhook-allow-private true "$@" $SERVER_ARGS
+  SERVER_PID=$SPAWN_PID URL=$SPAWN_URL SPAWN_PID=""
+  log "paymentd $SERVER_PID on $URL${*:+ ($*)}, store $dir/p.db"
+}
+
+# register_hooks N ORG: N endpoints of organisation ORG for every event type,
+# each a path of the receiver.
+register_hooks() {
+  local i code
+  for i in $(seq "$1"); do
+    code=$(curl -s -o "$WORK/hook.$i.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+           --data-binary "{\"data\": {\"organisation_id\": \"$2\", \"url\": \"$HOOK_URL/hook/$i\",
+                           \"event_types\": [\"*\"], \"description\": \"bench $i\"}}" \
+           "$URL/v1/webhooks")
+    [ "$code" = 201 ] || { cat "$WORK/hook.$i.json" >&2; die "registering endpoint $i answered $code"; }
+  done
+  log "  $1 webhook endpoints of organisation $2 on $HOOK_URL/hook/*"
+}
+
+# wait_delivered WANT: until the server has delivered WANT deliveries since
+# it started (the counter moves at each success; the pending gauge is read
+# from the store only about every second); fails after DRAIN_TIMEOUT seconds.
+wait_delivered() {
+  local want="$1" start got pending last now
+  start=$(date +%s.%N); last=$(date +%s)
+  while :; do
+    got=$(metric "$DELIVERED"); pending=$(metric paymentd_webhook_pending_deliveries)
+    [ "$(calc "($got >= $want) ? 1 : 0")" = 0 ] || return 0
+    [ "$(calc "($(date +%s.%N) - $start > $DRAIN_TIMEOUT) ? 1 : 0")" = 0 ] ||
+      die "webhooks: $got of $want deliveries made, $pending pending, after ${DRAIN_TIMEOUT}s"
+    now=$(date +%s)
+    if [ $((now - last)) -ge 10 ]; then last=$now; log "  $got of $want delivered, $pending pending"; fi
+    sleep 0.1
+  done
+}
+
+# webhook_runs: step 6c (see the top), into RPS[post_hooks0], RPS[post_hooks3]
+# and HOOK[...].
+webhook_runs() {
+  local n t0 t1 t2
+  printf '{}\n' >"$WORK/hook_answer.json"
+  start_mhd "$WORK/hook_answer.json"
+  HOOK_PID=$MHD_PID HOOK_URL=$MHD_URL MHD_PID=""
+  export BENCH_POST_ORG=0
+  start_hook_server "$WORK/hooks"
+  BENCH_POST_ROUND=10 run_wrk post_hooks0 post_org.lua "$URL" "$CONNECTIONS"
+  register_hooks 3 "$(org_id 0)"
+  t0=$(date +%s.%N)
+  BENCH_POST_ROUND=11 run_wrk post_hooks3 post_org.lua "$URL" "$CONNECTIONS"
+  t1=$(date +%s.%N)
+  n=$((3 * OKS[post_hooks3]))
+  HOOK[left]=$((n - $(printf '%.0f' "$(metric "$DELIVERED")")))
+  wait_delivered "$n"
+  t2=$(date +%s.%N)
+  HOOK[during_n]=$n
+  HOOK[during_rate]=$(calc "$n / ($t2 - $t0)")
+  HOOK[drain_s]=$(calc "$t2 - $t1")
+  log "  $n deliveries in $(printf '%.1f' "$(calc "$t2 - $t0")") s from the run's start, ${HOOK[left]} left at its end, drained $(printf '%.1f' "${HOOK[drain_s]}") s after"
+  stop_server
+  # A backlog written while no server delivers, then drained alone.
+  start_hook_server "$WORK/hooks" --webhooks false
+  BENCH_POST_ROUND=12 run_wrk post_backlog post_org.lua "$URL" "$CONNECTIONS"
+  stop_server
+  n=$((3 * OKS[post_backlog]))
+  log "webhooks: draining a backlog of $n deliveries"
+  t0=$(date +%s.%N)
+  start_hook_server "$WORK/hooks"
+  wait_delivered "$n"
+  t2=$(date +%s.%N)
+  HOOK[backlog_n]=$n
+  HOOK[backlog_rate]=$(calc "$n / ($t2 - $t0)")
+  log "  $n deliveries in $(printf '%.1f' "$(calc "$t2 - $t0")") s: $(printf '%.0f' "${HOOK[backlog_rate]}")/s"
+  stop_server
+  stop_pid "$HOOK_PID"; HOOK_PID=""
+}
+
+webhook_rows() {
+  wrow post_hooks0 "POST /v1/payments in one organisation, no webhook endpoint"
+  wrow post_hooks3 "POST /v1/payments in one organisation, 3 webhook endpoints owed every create"
+  row "POST with 3 endpoints / with none" \
+    "$(printf '%.2fx' "$(ratio "${RPS[post_hooks3]}" "${RPS[post_hooks0]}")")" "" "" "" "" ""
+  row "webhook deliveries/s over that run and its drain ($(num "${HOOK[during_n]}") deliveries)" \
+    "$(num "${HOOK[during_rate]}")/s" "" "" "" "" ""
+  row "... deliveries owed at the run's end, drained after" \
+    "$(num "${HOOK[left]}"), $(printf '%.1f s' "${HOOK[drain_s]}")" "" "" "" "" ""
+  row "webhook deliveries/s draining a backlog of $(num "${HOOK[backlog_n]}") (nothing else running)" \
+    "$(num "${HOOK[backlog_rate]}")/s" "" "" "" "" ""
+}
+
 # --- the run -----------------------------------------------------------------
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 [ -z "$(git -C "$ROOT" status --porcelain -- src Makefile 2>/dev/null)" ] || REVISION="$REVISION + local changes"
 [ -z "$BINARY" ] || REVISION="$BINARY"
+
+if [ "$WEBHOOKS_ONLY" -eq 1 ]; then
+  webhook_runs
+  echo
+  echo "paymentd webhook benchmark ($REVISION): ${DURATION}s per run, $THREADS wrk threads," \
+       "$CONNECTIONS connections, receiver: bare libmicrohttpd answering 200, $NPROC CPUs," \
+       "load average $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+  echo
+  row "measure" "value" "p50" "p99" "errors" "target" "result"
+  row "---" "---:" "---:" "---:" "---:" "---" "---"
+  webhook_rows
+  exit 0
+fi
 
 # The disk is shared too: the rate is measured at the start and again right
 # before POST, and the higher one (what the disk can do) is the reference.
@@ -721,17 +869,10 @@ wait "$FEED_PID" || { FEED_PID=""; cat "$WORK/feed.follow.txt" >&2; die "feed fo
 FEED_PID=""
 feed_result follow "$WORK/feed.follow.txt"
 stop_server
+webhook_runs
 
 # --- the table ---------------------------------------------------------------
 
-ms() { printf '%.2f ms' "$1"; }
-num() { printf '%.0f' "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'; }
-verdict() { if [ "$(calc "($1) ? 1 : 0")" = 1 ]; then echo PASS; else echo FAIL; fi; }
-row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
-wrow() { # name label
-  row "$2" "$(num "${RPS[$1]}") req/s" "$(ms "${P50[$1]}")" "$(ms "${P99[$1]}")" "${ERRS[$1]}" "" ""
-}
-ratio() { calc "$1 / ($2 > 0 ? $2 : 1e-9)"; }
 
 k=$(num "$PAYMENTS")
 echo
@@ -779,7 +920,8 @@ r=$(ratio "${RPS[list]}" "${RPS[nginx_list]}")
 row "list / nginx list page static" "$(printf '%.2fx' "$r")" "" "" "" "" ""
 row "GET p99, $CONNECTIONS connections" "$(ms "${P99[get]}")" "" "" "" "< 5 ms" "$(verdict "${P99[get]} < 5")"
 row "errors, $BIG_CONNECTIONS connections" "${ERRS[get_1000]}" "" "" "" "0" "$(verdict "${ERRS[get_1000]} == 0")"
-other=$((ERRS[get] + ERRS[list] + ERRS[put] + ERRS[post] + ERRS[post_follow] + ${ERRS[get_growth]:-0} + ${ERRS[get_pair]:-0} +
+other=$((ERRS[get] + ERRS[list] + ERRS[put] + ERRS[post] + ERRS[post_follow] + ERRS[post_hooks0] +
+         ERRS[post_hooks3] + ERRS[post_backlog] + ${ERRS[get_growth]:-0} + ${ERRS[get_pair]:-0} +
          ${ERRS[list_growth]:-0} + ${ERRS[list_pair]:-0}))
 row "errors, other paymentd runs" "$other" "" "" "" "0" "$(verdict "$other == 0")"
 row "peak RSS, $k payments, up to $BIG_CONNECTIONS connections" "$(printf '%.1f MB' "$(calc "$HWM_KB / 1024")")" \
@@ -796,6 +938,7 @@ row "feed followed with wait=1 during that POST run" \
   "$(num "$(calc "${FEED_EVENTS[follow]} / ${FEED_SECS[follow]}")") events/s" "" "" "" "" ""
 row "... its lag after the run: time to catch up" "$(printf '%.2f s' "${FEED_LAG[follow]}")" "" "" "" "" ""
 row "POST with the follower / POST" "$(printf '%.2fx' "$(ratio "${RPS[post_follow]}" "${RPS[post]}")")" "" "" "" "" ""
+webhook_rows
 if [ -n "$BASELINE" ]; then
   for w in get list put post; do
     wrow "${w}_base" "baseline $BASELINE: the same $w run$( [ "$w" = get ] || [ "$w" = list ] && echo ', mean of two' || echo ', right after')"

@@ -36,6 +36,8 @@ static void janitor_pass(janitor *j)
     int64_t history_cut = retention_cut(now, j->keep.history_retention_ms);
     if (feed_cut != INT64_MIN || history_cut != INT64_MIN)
         payment_store_events_purge(j->store, feed_cut, history_cut);
+    if (feed_cut != INT64_MIN)
+        payment_store_deliveries_purge(j->store, feed_cut);
 }
 
 int64_t janitor_interval_ms(const struct janitor_retention *r)

@@ -2,7 +2,10 @@
  * everything ever written: it forgets idempotency records once they are
  * older than their time to live (--idempotency-ttl), takes events out of
  * the change feed once older than --event-retention, and deletes them from
- * the histories too once older than --history-retention.
+ * the histories too once older than --history-retention.  Webhook
+ * deliveries that succeeded or failed go with the events they carried:
+ * once made longer ago than --event-retention (a pending one stays until it
+ * finishes).
  *
  * Each pass asks the store to purge what is due (best effort, in the
  * store's small batches); passes come every tenth of the shortest of the

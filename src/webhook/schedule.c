@@ -15,7 +15,7 @@ void webhook_deliver_config_init(struct webhook_deliver_config *c)
     memset(c, 0, sizeof *c);
     c->timeout_ms = 15000;
     c->disable_after_ms = 5 * 86400 * 1000LL;
-    c->poll_ms = 1000;
+    c->poll_ms = 500;
     int rc = webhook_schedule_parse(default_schedule, c);
     (void)rc;
     /* The default is well formed. */

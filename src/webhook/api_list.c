@@ -1,0 +1,94 @@
+/* api_list: GET /v1/webhooks, the endpoints of the organisations the caller
+ * may act for (filter[organisation_id] narrowing them, as the payments
+ * list does), in creation order, cursor-paged by id.  No secret is in it. */
+#include "webhook/api_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Where the page is rendered. */
+struct list_page {
+    struct buf *b;
+    size_t count;                       /* items appended */
+    char last[UUID_STR_LEN + 1];        /* the last item's id */
+};
+
+/* list_row's stop for a document it cannot render: positive, so that it is
+ * never taken for one of the store's errors (all negative). */
+#define LIST_STOP_FAILED 1
+
+static int list_row(void *arg, const struct payment_webhook *w)
+{
+    struct list_page *pg = arg;
+    json_t *o = wh_endpoint_json(w, NULL);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text)
+        return LIST_STOP_FAILED;
+    if (pg->count++)
+        buf_puts(pg->b, ",");
+    buf_puts(pg->b, text);
+    free(text);
+    memcpy(pg->last, w->id, sizeof pg->last);
+    return buf_failed(pg->b) ? LIST_STOP_FAILED : 0;
+}
+
+/* The store's query from q, with the organisations p may see: the filter
+ * given less those p may not act for, or all of p's when none was given;
+ * none at all when none is left.  orgs keeps the store's list. */
+static void store_query(const struct wh_query *q, const struct auth_principal *p,
+                        char (*orgs)[UUID_STR_LEN + 1], struct payment_webhook_query *sq)
+{
+    memset(sq, 0, sizeof *sq);
+    sq->after_id = q->after[0] ? q->after : NULL;
+    sq->limit = q->size;
+    size_t n = 0;
+    if (!p || p->all_orgs) {
+        sq->all_orgs = q->n_orgs == 0;
+        for (; n < q->n_orgs; n++)
+            memcpy(orgs[n], q->orgs[n], sizeof orgs[n]);
+    } else if (q->n_orgs == 0) {
+        for (; n < p->n_orgs && n < AUTH_MAX_ORGS; n++)
+            memcpy(orgs[n], p->orgs[n], sizeof orgs[n]);
+    } else {
+        for (size_t i = 0; i < q->n_orgs; i++)
+            if (auth_allows(p, q->orgs[i]))
+                memcpy(orgs[n++], q->orgs[i], sizeof orgs[0]);
+    }
+    sq->n_orgs = n;
+    sq->orgs = (const char(*)[UUID_STR_LEN + 1])orgs;
+}
+
+void wh_list(http_request *req, void *ctx)
+{
+    struct webhook_api *api = ctx;
+    if (wh_offload(req, wh_list))
+        return;
+    struct wh_query q;
+    if (wh_query_parse(req, WH_LIST_ENDPOINTS, &q) != 0)
+        return;
+    char orgs[AUTH_MAX_ORGS][UUID_STR_LEN + 1];
+    struct payment_webhook_query sq;
+    store_query(&q, wh_principal(req), orgs, &sq);
+    struct buf b = BUF_INIT;
+    struct list_page pg = {&b, 0, ""};
+    int more = 0;
+    buf_puts(&b, "{\"data\":[");
+    int err = sq.all_orgs || sq.n_orgs
+                  ? payment_store_webhooks_list(api->store, &sq, list_row, &pg, &more)
+                  : PAYMENT_STORE_OK;
+    if (err != PAYMENT_STORE_OK) {
+        buf_free(&b);
+        wh_respond_store_error(req, err == LIST_STOP_FAILED ? PAYMENT_STORE_EINTERNAL : err, -1);
+        return;
+    }
+    buf_puts(&b, "],\"links\":{");
+    wh_query_link(&b, api, "self", NULL, &q, q.after[0] ? q.after : NULL);
+    buf_puts(&b, ",");
+    if (more && pg.count)
+        wh_query_link(&b, api, "next", NULL, &q, pg.last);
+    else
+        buf_puts(&b, "\"next\":null");
+    buf_puts(&b, "}}");
+    http_respond_buf(req, 200, &b);
+}

@@ -1,0 +1,129 @@
+/* deliver_internal: what the deliverer's files share (deliver.c: start,
+ * stop, wake, metrics; dispatch.c: the dispatcher thread; sender.c: the
+ * sender thread and its requests; record.c: an attempt's outcome into the
+ * store; attempt.c: the pure decisions, unit tested).
+ *
+ * Threads: the configuration and owner are set before the threads start
+ * and read-only after; stopping and dispatch_woken are under mu; the
+ * counters are atomics; the multi handle belongs to the sender thread,
+ * except curl_multi_wakeup, which any thread may call. */
+#ifndef WEBHOOK_DELIVER_INTERNAL_H
+#define WEBHOOK_DELIVER_INTERNAL_H
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "webhook/deliver.h"
+
+#define WEBHOOK_LEASE_EXTRA_MS 5000        /* a lease outlasts the timeout by this */
+#define WEBHOOK_IN_FLIGHT_MAX 64           /* attempts in flight at once */
+#define WEBHOOK_ANSWER_MAX (64 * 1024)     /* bytes of a receiver's answer read */
+#define WEBHOOK_RETRY_AFTER_MAX_MS (24LL * 3600 * 1000) /* a Retry-After is capped at this */
+#define WEBHOOK_JITTER_PERCENT 10          /* a retry's delay varies by +- this */
+#define WEBHOOK_OWNER_MAX 128              /* bytes of the lease owner's name */
+#define WEBHOOK_PENDING_EVERY_MS 1000      /* how often the pending gauges are read */
+#define WEBHOOK_ERROR_MAX 160              /* bytes of an attempt's error text */
+
+struct webhook_deliver {
+    struct webhook_deliver_config c;    /* as started; pointers borrowed */
+    char owner[WEBHOOK_OWNER_MAX];      /* this process's lease owner: host-pid-random */
+    pthread_mutex_t mu;                 /* guards stopping, dispatch_woken */
+    pthread_cond_t cv;                  /* signalled by wake and stop (the dispatcher) */
+    int stopping;                       /* set once by stop */
+    int dispatch_woken;                 /* wake was called since the dispatcher last looked */
+    atomic_int sender_woken;            /* wake was called since the sender last claimed */
+    CURLM *multi;                       /* the sender's transfers */
+    pthread_t dispatcher;               /* webhook_dispatch_main */
+    pthread_t sender;                   /* webhook_sender_main */
+    /* Counters and gauges, for metrics: */
+    _Atomic uint64_t succeeded;         /* deliveries that succeeded */
+    _Atomic uint64_t failed;            /* deliveries that failed */
+    _Atomic uint64_t retrying;          /* attempts that left their delivery pending */
+    _Atomic uint64_t attempts;          /* attempts recorded */
+    _Atomic int64_t pending;            /* pending deliveries, as last read; -1 not yet */
+    _Atomic int64_t oldest_pending_ms;  /* creation time of the oldest of them; 0 none */
+};
+
+/* The thread functions; arg is the webhook_deliver. */
+void *webhook_dispatch_main(void *arg);
+void *webhook_sender_main(void *arg);
+
+/* Whether stop was called. */
+int webhook_deliver_stopping(webhook_deliver *d);
+
+/* Wakes the sender: it claims at once. */
+void webhook_sender_wake(webhook_deliver *d);
+
+/* ---- attempt.c: the decisions of an attempt ---------------------------- */
+
+/* What an attempt gave. */
+struct webhook_attempt_result {
+    long status;                      /* the receiver's HTTP status; 0 when none */
+    const char *error;                /* NULL, or what went wrong when no status came */
+    int64_t retry_after_ms;           /* the answer's Retry-After as a time; 0 none */
+    int final;                        /* no retry whatever the schedule (endpoint disabled) */
+};
+
+/* What to record of it. */
+struct webhook_decision {
+    enum payment_delivery_status status; /* the delivery's new status */
+    int64_t next_ms;                  /* pending: when the next attempt is due; else 0 */
+    int succeeded;                    /* the attempt succeeded (2xx) */
+    int gone;                         /* 410: the endpoint is to be disabled */
+};
+
+/* Decides the outcome of attempt number attempt (1-based) made at now_ms
+ * under c's schedule: 2xx succeeded; 410 failed and gone; final failed;
+ * otherwise
+ * pending, due at now_ms + schedule_ms[attempt] with jitter (rnd picks it)
+ * and no earlier than a 429's or 503's Retry-After (capped at
+ * WEBHOOK_RETRY_AFTER_MAX_MS from now), while the schedule lasts; then
+ * failed. */
+void webhook_attempt_decide(const struct webhook_deliver_config *c, int attempt,
+                            const struct webhook_attempt_result *r, int64_t now_ms,
+                            uint64_t rnd, struct webhook_decision *out);
+
+/* delay_ms varied by up to +- WEBHOOK_JITTER_PERCENT, rnd picking where;
+ * never negative. */
+int64_t webhook_jitter(int64_t delay_ms, uint64_t rnd);
+
+/* The time a Retry-After value (len bytes: delta-seconds or an HTTP-date,
+ * surrounding blanks allowed) names, received at now_ms.  Returns it (never
+ * before now_ms), or 0 when the value is malformed. */
+int64_t webhook_retry_after_parse(const char *v, size_t len, int64_t now_ms);
+
+/* Appends the attempt's object, as store.h's attempt_json holds it:
+ * {"attempt","at","status_code","error","latency_ms","next_attempt_at"}.
+ * Returns 0, or -1 out of memory. */
+int webhook_attempt_json(struct buf *b, int attempt, int64_t at_ms,
+                         const struct webhook_attempt_result *r, int64_t latency_ms,
+                         const struct webhook_decision *dec);
+
+/* ---- record.c: an attempt's outcome into the store ---------------------- */
+
+/* One claimed delivery, as the sender holds it. */
+struct webhook_job {
+    char delivery_id[UUID_STR_LEN + 1];
+    char webhook_id[UUID_STR_LEN + 1];
+    char event_id[UUID_STR_LEN + 1];
+    int attempts;                        /* recorded before this attempt */
+    char *body;                          /* owned: the bytes to send */
+    size_t body_len;
+};
+
+/* Records the attempt of job made at at_ms, what it gave and its latency,
+ * counts it, logs a failure, and disables the endpoint on a 410 or when it
+ * has failed for disable_after.  Never fails: a lost lease (ECONFLICT) or a
+ * store error is logged, and the lease lets the delivery be tried again. */
+void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, int64_t at_ms,
+                            const struct webhook_attempt_result *r, int64_t latency_ms);
+
+/* Disables endpoint webhook_id with reason (its document and enabled
+ * column), retrying a few times when its version moves meanwhile.  Logged;
+ * nothing returned. */
+void webhook_disable_endpoint(webhook_deliver *d, const char *webhook_id, const char *reason);
+
+#endif

@@ -1,0 +1,209 @@
+/* record: an attempt's outcome into the store (deliver_internal.h): the
+ * decision (attempt.c), the attempt's JSON appended under the lease,
+ * the counters, a log line for each failed attempt (endpoint, delivery,
+ * status or error: never a secret nor the body), and disabling an endpoint
+ * that answered 410 or has failed every attempt for disable_after.
+ *
+ * Threads: the sender thread's (the store calls block). */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "core/clock.h"
+#include "webhook/deliver_internal.h"
+#include "webhook/endpoint.h"
+
+#define DISABLE_TRIES 4 /* updates tried when the endpoint's version moves meanwhile */
+
+/* A random number for the jitter; the time when the kernel has none. */
+static uint64_t jitter_random(int64_t now_ms)
+{
+    uint64_t rnd;
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+        rnd = (uint64_t)now_ms * 0x9e3779b97f4a7c15ULL;
+    return rnd;
+}
+
+/* Logs a failed attempt: info when it is retried, warn when the delivery
+ * failed. */
+static void log_failed_attempt(webhook_deliver *d, const struct webhook_job *job, int attempt,
+                               const struct webhook_attempt_result *r,
+                               const struct webhook_decision *dec)
+{
+    char what[WEBHOOK_ERROR_MAX + 32];
+    if (r->status > 0)
+        snprintf(what, sizeof what, "status %ld", r->status);
+    else
+        snprintf(what, sizeof what, "%s", r->error ? r->error : "no answer");
+    if (dec->status == PAYMENT_DELIVERY_PENDING) {
+        char next[CLOCK_TIMESTAMP_LEN + 1];
+        clock_format_ms(dec->next_ms, next);
+        log_msg(d->c.log, LOG_INFO,
+                "webhooks: endpoint %s delivery %s attempt %d failed: %s; next attempt at %s",
+                job->webhook_id, job->delivery_id, attempt, what, next);
+    } else {
+        log_msg(d->c.log, LOG_WARN,
+                "webhooks: endpoint %s delivery %s attempt %d failed: %s; delivery failed",
+                job->webhook_id, job->delivery_id, attempt, what);
+    }
+}
+
+/* Whether an endpoint failing since failing_since_ms has failed long
+ * enough at now_ms to be disabled.  disable_after 0: never. */
+static int failing_too_long(const webhook_deliver *d, int64_t failing_since_ms, int64_t now_ms)
+{
+    return d->c.disable_after_ms > 0 && failing_since_ms > 0 &&
+           now_ms - failing_since_ms >= d->c.disable_after_ms;
+}
+
+void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, int64_t at_ms,
+                            const struct webhook_attempt_result *r, int64_t latency_ms)
+{
+    int attempt = job->attempts + 1;
+    int64_t now = clock_now_ms();
+    struct webhook_decision dec;
+    webhook_attempt_decide(&d->c, attempt, r, now, jitter_random(now), &dec);
+    struct buf json = BUF_INIT;
+    if (webhook_attempt_json(&json, attempt, at_ms, r, latency_ms, &dec) != 0) {
+        log_msg(d->c.log, LOG_ERROR,
+                "webhooks: delivery %s: out of memory recording an attempt; tried again "
+                "once its lease expires",
+                job->delivery_id);
+        buf_free(&json);
+        return;
+    }
+    struct payment_delivery_attempt a = {
+        .delivery_id = job->delivery_id,
+        .webhook_id = job->webhook_id,
+        .owner = d->owner,
+        .attempt_json = json.data,
+        .status = dec.status,
+        .next_ms = dec.next_ms,
+        .succeeded = dec.succeeded,
+        .at_ms = at_ms,
+    };
+    int64_t failing_since = 0;
+    int rc = payment_store_delivery_record(d->c.store, &a, &failing_since);
+    buf_free(&json);
+    if (rc == PAYMENT_STORE_ECONFLICT) {
+        log_msg(d->c.log, LOG_WARN,
+                "webhooks: endpoint %s delivery %s attempt %d: the lease expired before the "
+                "outcome was recorded; not recorded (another attempt follows)",
+                job->webhook_id, job->delivery_id, attempt);
+        return;
+    }
+    if (rc == PAYMENT_STORE_ENOTFOUND) {
+        log_msg(d->c.log, LOG_DEBUG, "webhooks: delivery %s is gone (its endpoint deleted)",
+                job->delivery_id);
+        return;
+    }
+    if (rc != PAYMENT_STORE_OK) {
+        log_msg(d->c.log, LOG_WARN,
+                "webhooks: endpoint %s delivery %s attempt %d: recording it: %s; tried again "
+                "once its lease expires",
+                job->webhook_id, job->delivery_id, attempt, payment_store_strerror(rc));
+        return;
+    }
+    atomic_fetch_add(&d->attempts, 1);
+    if (dec.status == PAYMENT_DELIVERY_SUCCEEDED)
+        atomic_fetch_add(&d->succeeded, 1);
+    else if (dec.status == PAYMENT_DELIVERY_FAILED)
+        atomic_fetch_add(&d->failed, 1);
+    else
+        atomic_fetch_add(&d->retrying, 1);
+    if (dec.succeeded)
+        return;
+    log_failed_attempt(d, job, attempt, r, &dec);
+    if (dec.gone) {
+        webhook_disable_endpoint(d, job->webhook_id, "the receiver answered 410 Gone");
+    } else if (failing_too_long(d, failing_since, now)) {
+        char since[CLOCK_TIMESTAMP_LEN + 1], reason[128];
+        clock_format_ms(failing_since, since);
+        snprintf(reason, sizeof reason, "every delivery attempt failed since %s", since);
+        webhook_disable_endpoint(d, job->webhook_id, reason);
+    }
+}
+
+/* ---- disabling an endpoint -------------------------------------------------- */
+
+/* The endpoint as read, its document copied. */
+struct endpoint_copy {
+    struct payment_webhook w; /* w.doc points at doc */
+    char *doc;                /* owned */
+};
+
+static int on_endpoint(void *arg, const struct payment_webhook *w)
+{
+    struct endpoint_copy *e = arg;
+    e->w = *w;
+    e->doc = malloc(w->doc_len + 1);
+    if (!e->doc)
+        return 1;
+    memcpy(e->doc, w->doc, w->doc_len);
+    e->doc[w->doc_len] = '\0';
+    e->w.doc = e->doc;
+    return 0;
+}
+
+/* One try.  0 done (or nothing to do), 1 to try again (the version moved),
+ * -1 failed (logged). */
+static int disable_once(webhook_deliver *d, const char *webhook_id, const char *reason)
+{
+    struct endpoint_copy e = {0};
+    int rc = payment_store_webhook_get(d->c.store, webhook_id, on_endpoint, &e);
+    if (rc == PAYMENT_STORE_ENOTFOUND) {
+        free(e.doc);
+        return 0;
+    }
+    if (rc != PAYMENT_STORE_OK || !e.doc) {
+        log_msg(d->c.log, LOG_WARN, "webhooks: endpoint %s: reading it to disable it: %s",
+                webhook_id, rc != PAYMENT_STORE_OK ? payment_store_strerror(rc) : "out of memory");
+        free(e.doc);
+        return -1;
+    }
+    if (!e.w.enabled) {
+        free(e.doc);
+        return 0;
+    }
+    size_t len = 0;
+    char *doc = webhook_endpoint_disabled(e.doc, e.w.doc_len, reason, &len);
+    if (!doc) {
+        log_msg(d->c.log, LOG_WARN, "webhooks: endpoint %s: its document cannot be disabled",
+                webhook_id);
+        free(e.doc);
+        return -1;
+    }
+    struct payment_webhook w = e.w;
+    int64_t expected = w.version;
+    w.version = expected + 1;
+    w.enabled = 0;
+    w.modified_ms = clock_now_ms();
+    w.doc = doc;
+    w.doc_len = len;
+    rc = payment_store_webhook_update(d->c.store, &w, expected);
+    free(doc);
+    free(e.doc);
+    if (rc == PAYMENT_STORE_OK) {
+        log_msg(d->c.log, LOG_WARN, "webhooks: endpoint %s disabled: %s", webhook_id, reason);
+        return 0;
+    }
+    if (rc == PAYMENT_STORE_ECONFLICT)
+        return 1;
+    if (rc == PAYMENT_STORE_ENOTFOUND)
+        return 0;
+    log_msg(d->c.log, LOG_WARN, "webhooks: endpoint %s: disabling it: %s", webhook_id,
+            payment_store_strerror(rc));
+    return -1;
+}
+
+void webhook_disable_endpoint(webhook_deliver *d, const char *webhook_id, const char *reason)
+{
+    for (int i = 0; i < DISABLE_TRIES; i++)
+        if (disable_once(d, webhook_id, reason) != 1)
+            return;
+    log_msg(d->c.log, LOG_WARN,
+            "webhooks: endpoint %s: not disabled (%s): it changed %d times meanwhile",
+            webhook_id, reason, DISABLE_TRIES);
+}
