@@ -124,6 +124,8 @@ static int check_url(const char *url, char *host, size_t hostlen, char *why, siz
     if (!((n == 4 && strncasecmp(url, "http", 4) == 0) ||
           (n == 5 && strncasecmp(url, "https", 5) == 0)))
         return fail(WEBHOOK_URL_ESCHEME, why, whylen, "must use the scheme http or https");
+    if (strchr("/?#", url[n + 3]))
+        return fail(WEBHOOK_URL_ESYNTAX, why, whylen, "must name a host");
     return parse_with_curl(url, host, hostlen, why, whylen);
 }
 
