@@ -12,9 +12,11 @@
  * order; retried; listed with filters and pages; counted; purged; deleted
  * with their endpoint; all of it kept across a close and an open.
  *
- * The last cases are the embedded store's: two stores on one file claiming
- * and recording from two threads never hold one delivery at once and lose
- * none; a store of schema version 6 opens migrated. */
+ * The last cases are the embedded store's: two stores on one file, claiming
+ * and recording from four threads (two per store) with short leases, never
+ * hold one delivery at once and lose none; a read called from its own
+ * callback is refused without upsetting the outer one; a store of schema
+ * version 6 opens migrated. */
 #include "payment/store.h"
 
 #include <jansson.h>
@@ -1186,7 +1188,8 @@ static void case_reopen(struct fixture *fx)
 
 /* ---- the embedded store: two stores on one file ---------------------------- */
 
-enum { RACE_DELIVERIES = 24, RACE_ATTEMPTS = 5, RACE_LEASE_MS = 4 };
+enum { RACE_DELIVERIES = 16, RACE_ATTEMPTS = 24, RACE_LEASE_MS = 25, RACE_CLAIM_MAX = 4,
+       RACE_THREADS = 4 };
 
 /* One thread claiming and recording for its owner on its own store. */
 struct racer {
@@ -1220,8 +1223,8 @@ static void *racer_main(void *arg)
     while (!atomic_load(r->done) && clock_mono_us() < deadline) {
         l.n = 0;
         int64_t now = clock_now_ms();
-        int err = payment_store_deliveries_claim(r->s, r->owner, now, RACE_LEASE_MS, 4,
-                                                 racer_keep, &l);
+        int err = payment_store_deliveries_claim(r->s, r->owner, now, RACE_LEASE_MS,
+                                                 RACE_CLAIM_MAX, racer_keep, &l);
         if (err != PAYMENT_STORE_OK) {
             fprintf(stderr, "  %s: claim: %s\n", r->owner, payment_store_strerror(err));
             r->errors++;
@@ -1236,7 +1239,7 @@ static void *racer_main(void *arg)
             continue;
         }
         for (size_t i = 0; i < l.n; i++) {
-            if (rand_r(&seed) % 3 == 0)
+            if (rand_r(&seed) % 4 == 0)
                 (void)usleep((useconds_t)(rand_r(&seed) % (2 * RACE_LEASE_MS * 1000)));
             char attempt[96];
             snprintf(attempt, sizeof attempt, "{\"o\":\"%s\",\"seen\":%d}", r->owner,
@@ -1283,7 +1286,7 @@ static int race_attempts_ordered(const struct dl_seen *e, int *owners)
         const char *o = json_string_value(json_object_get(a, "o"));
         ok = json_is_integer(seen) && json_integer_value(seen) == (json_int_t)i && o;
         if (ok)
-            *owners |= o[0] == 'A' ? 1 : 2;
+            *owners |= o[0] == 'A' || o[0] == 'C' ? 1 : 2; /* by store */
     }
     if (!ok)
         fprintf(stderr, "  delivery %s: attempts %d %s\n", e->id, e->attempts, e->attempts_json);
@@ -1309,16 +1312,26 @@ static void case_two_stores_race(struct fixture *fx)
                                            clock_now_ms()),
               PAYMENT_STORE_OK);
     _Atomic int done = 0;
-    struct racer r[2] = {{.s = s, .owner = "A", .done = &done},
-                         {.s = other, .owner = "B", .done = &done}};
-    for (int i = 0; i < 2; i++)
+    /* two owners per store: A and C on s, B and D on other */
+    struct racer r[RACE_THREADS];
+    const char *const owners_of[] = {"A", "B", "C", "D"};
+    for (int i = 0; i < RACE_THREADS; i++)
+        r[i] = (struct racer){.s = i % 2 ? other : s, .owner = owners_of[i], .done = &done};
+    for (int i = 0; i < RACE_THREADS; i++)
         CHECK_INT(pthread_create(&r[i].thread, NULL, racer_main, &r[i]), 0);
-    for (int i = 0; i < 2; i++)
+    int errors = 0, early = 0, recorded = 0;
+    for (int i = 0; i < RACE_THREADS; i++) {
         CHECK_INT(pthread_join(r[i].thread, NULL), 0);
+        errors += r[i].errors;
+        early += r[i].early;
+        recorded += r[i].recorded;
+        fprintf(stderr, "  race: %s recorded %d, refused %d\n", r[i].owner, r[i].recorded,
+                r[i].refused);
+    }
     CHECK_INT(atomic_load(&done), 1);
-    CHECK_INT(r[0].errors + r[1].errors, 0);
-    CHECK_INT(r[0].early + r[1].early, 0);
-    CHECK_INT(r[0].recorded + r[1].recorded, RACE_DELIVERIES * RACE_ATTEMPTS);
+    CHECK_INT(errors, 0);
+    CHECK_INT(early, 0);
+    CHECK_INT(recorded, RACE_DELIVERIES * RACE_ATTEMPTS);
 
     struct dl_list l = {0};
     int more;
@@ -1331,10 +1344,47 @@ static void case_two_stores_race(struct fixture *fx)
         CHECK(race_attempts_ordered(&l.e[i], &owners));
     }
     CHECK_INT(owners, 3); /* both stores took part */
-    fprintf(stderr, "  race: A recorded %d (refused %d), B recorded %d (refused %d)\n",
-            r[0].recorded, r[0].refused, r[1].recorded, r[1].refused);
     dl_free(&l);
     payment_store_close(other);
+}
+
+/* ---- the embedded store: a read called from its own callback ---------------- */
+
+struct nested {
+    payment_store *s;
+    int calls;     /* endpoints the outer list passed */
+    int inner_err; /* the inner list's answer */
+    int get_err;   /* a get's answer, from the callback */
+};
+
+static int nested_each(void *arg, const struct payment_webhook *w)
+{
+    struct nested *n = arg;
+    n->calls++;
+    struct wh_list l;
+    int more;
+    struct payment_webhook_query q = {.limit = 10, .all_orgs = 1};
+    n->inner_err = wh_list(n->s, &q, &l, &more);
+    struct wh_seen e;
+    n->get_err = wh_get(n->s, w->id, &e);
+    return 0;
+}
+
+/* Another read works from a callback; the same read is refused and leaves
+ * the outer one going, each endpoint passed once. */
+static void case_nested_read(struct fixture *fx)
+{
+    payment_store *s = fx->s;
+    for (int i = 1; i <= 3; i++)
+        wh_make(s, i, 1);
+    struct nested n = {.s = s, .inner_err = 1, .get_err = 1};
+    struct payment_webhook_query q = {.limit = 10, .all_orgs = 1};
+    int more = -1;
+    CHECK_INT(payment_store_webhooks_list(s, &q, nested_each, &n, &more), PAYMENT_STORE_OK);
+    CHECK_INT(n.calls, 3);
+    CHECK_INT(n.inner_err, PAYMENT_STORE_EINTERNAL);
+    CHECK_INT(n.get_err, PAYMENT_STORE_OK);
+    CHECK_INT(more, 0);
 }
 
 /* ---- the embedded store: migration from schema version 6 -------------------- */
@@ -1456,6 +1506,7 @@ SQLITE_CASE(pending_purge)
 SQLITE_CASE(delete_cascades)
 SQLITE_CASE(reopen)
 SQLITE_CASE(two_stores_race)
+SQLITE_CASE(nested_read)
 SQLITE_EXCL_CASE(endpoint_crud)
 SQLITE_EXCL_CASE(after_pos)
 SQLITE_EXCL_CASE(claim)
@@ -1480,10 +1531,10 @@ TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_a
           TEST(sqlite_record), TEST(sqlite_failing_since), TEST(sqlite_retry),
           TEST(sqlite_list_deliveries), TEST(sqlite_pending_purge),
           TEST(sqlite_delete_cascades), TEST(sqlite_reopen), TEST(sqlite_two_stores_race),
-          TEST(sqlite_migrates_version_6), TEST(sqlite_excl_endpoint_crud),
-          TEST(sqlite_excl_after_pos), TEST(sqlite_excl_claim), TEST(sqlite_excl_record),
-          TEST(sqlite_excl_reopen), TEST(mongo_endpoint_crud), TEST(mongo_endpoint_limit),
-          TEST(mongo_after_pos), TEST(mongo_list_endpoints), TEST(mongo_deliveries_add),
-          TEST(mongo_claim), TEST(mongo_record), TEST(mongo_failing_since), TEST(mongo_retry),
-          TEST(mongo_list_deliveries), TEST(mongo_pending_purge), TEST(mongo_delete_cascades),
-          TEST(mongo_reopen))
+          TEST(sqlite_nested_read), TEST(sqlite_migrates_version_6),
+          TEST(sqlite_excl_endpoint_crud), TEST(sqlite_excl_after_pos), TEST(sqlite_excl_claim),
+          TEST(sqlite_excl_record), TEST(sqlite_excl_reopen), TEST(mongo_endpoint_crud),
+          TEST(mongo_endpoint_limit), TEST(mongo_after_pos), TEST(mongo_list_endpoints),
+          TEST(mongo_deliveries_add), TEST(mongo_claim), TEST(mongo_record),
+          TEST(mongo_failing_since), TEST(mongo_retry), TEST(mongo_list_deliveries),
+          TEST(mongo_pending_purge), TEST(mongo_delete_cascades), TEST(mongo_reopen))
