@@ -661,14 +661,15 @@ register_hooks() {
   log "  $1 webhook endpoints of organisation $2 on $HOOK_URL/hook/*"
 }
 
-# wait_delivered WANT: until the server has delivered WANT deliveries (since
-# it started) and has none pending; fails after DRAIN_TIMEOUT seconds.
+# wait_delivered WANT: until the server has delivered WANT deliveries since
+# it started (the counter moves at each success; the pending gauge is read
+# from the store only about every second); fails after DRAIN_TIMEOUT seconds.
 wait_delivered() {
   local want="$1" start got pending last now
   start=$(date +%s.%N); last=$(date +%s)
   while :; do
     got=$(metric "$DELIVERED"); pending=$(metric paymentd_webhook_pending_deliveries)
-    [ "$(calc "($got >= $want && $pending == 0) ? 1 : 0")" = 0 ] || return 0
+    [ "$(calc "($got >= $want) ? 1 : 0")" = 0 ] || return 0
     [ "$(calc "($(date +%s.%N) - $start > $DRAIN_TIMEOUT) ? 1 : 0")" = 0 ] ||
       die "webhooks: $got of $want deliveries made, $pending pending, after ${DRAIN_TIMEOUT}s"
     now=$(date +%s)
