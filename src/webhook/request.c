@@ -8,8 +8,9 @@
  * WEBHOOK_ANSWER_MAX bytes and none of it kept; and what a finished
  * transfer gave.
  *
- * Threads: the sender thread's; the callbacks run inside its
- * curl_multi_perform. */
+ * Threads: made by the sender thread, then the transfer thread's (the
+ * callbacks run in its curl_multi_perform) until finished, then the
+ * sender's again. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,7 @@
 /* ---- libcurl's callbacks ------------------------------------------------------ */
 
 /* Reads the answer up to WEBHOOK_ANSWER_MAX bytes, keeping none: past it,
- * the transfer stops (a write error webhook_request_result knows). */
+ * the transfer stops (a write error webhook_request_finish knows). */
 static size_t on_answer(char *data, size_t size, size_t nmemb, void *arg)
 {
     (void)data;
@@ -192,9 +193,10 @@ void webhook_request_free(struct webhook_request *q)
 
 /* ---- what it gave ------------------------------------------------------------------ */
 
-void webhook_request_result(const struct webhook_request *q, CURLcode result,
-                            struct webhook_attempt_result *r, char *error, size_t size)
+void webhook_request_finish(struct webhook_request *q, CURLcode result)
 {
+    q->latency_ms = (clock_mono_us() - q->started_us) / 1000;
+    struct webhook_attempt_result *r = &q->outcome;
     memset(r, 0, sizeof *r);
     long status = 0;
     /* An answer cut at WEBHOOK_ANSWER_MAX is an answer all the same. */
@@ -208,11 +210,12 @@ void webhook_request_result(const struct webhook_request *q, CURLcode result,
     } else if (q->refused) {
         r->error = "the destination's address is refused (private or reserved)";
     } else if (result == CURLE_OPERATION_TIMEDOUT) {
-        snprintf(error, size, "no answer within %" PRId64 " ms", q->d->c.timeout_ms);
-        r->error = error;
+        snprintf(q->error, sizeof q->error, "no answer within %" PRId64 " ms",
+                 q->d->c.timeout_ms);
+        r->error = q->error;
     } else {
-        snprintf(error, size, "%.60s%s%.90s", curl_easy_strerror(result),
+        snprintf(q->error, sizeof q->error, "%.60s%s%.90s", curl_easy_strerror(result),
                  q->errbuf[0] ? ": " : "", q->errbuf);
-        r->error = error;
+        r->error = q->error;
     }
 }

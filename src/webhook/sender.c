@@ -1,22 +1,24 @@
-/* sender: the sender thread (deliver.h).  It claims due deliveries under a
- * lease (timeout + WEBHOOK_LEASE_EXTRA_MS), at most WEBHOOK_IN_FLIGHT_MAX in
- * flight, and POSTs each with libcurl's multi interface (request.c makes
- * the requests and reads what they gave; record.c records it).  A
- * delivery whose endpoint is disabled is recorded failed unsent; one whose
- * endpoint is gone went with it.
+/* sender: the sender thread (deliver_internal.h): the store's side of the
+ * attempts.  It claims due deliveries under a lease (timeout +
+ * WEBHOOK_LEASE_EXTRA_MS), at most WEBHOOK_IN_FLIGHT_MAX claimed and not yet
+ * recorded, reads each one's endpoint, makes its request (request.c) and
+ * hands it to the transfer thread (transfer.c); it records each finished
+ * one (record.c).  A delivery whose endpoint is disabled is recorded failed
+ * unsent; one whose endpoint is gone went with it.
  *
  * It claims when woken (new deliveries, a retry), every poll_ms, and at
- * once while claims come back full and there is room; it reads the pending
- * gauges every WEBHOOK_PENDING_EVERY_MS, and at once when the last attempt
- * in flight finishes (record.c counts a finished delivery out of them
- * meanwhile).  Between, it waits in curl_multi_poll, which
- * curl_multi_wakeup interrupts (wake, stop).
+ * once while claims come back full and there is room; it records as soon
+ * as transfers finish; it reads the pending gauges every
+ * WEBHOOK_PENDING_EVERY_MS, and at once when the last outstanding attempt
+ * is recorded (record.c counts a finished delivery out of them meanwhile).
+ * Between, it waits on the deliverer's cv.
  *
- * On stop, the transfers in flight are abandoned unrecorded: their leases
+ * On stop, finished attempts not yet recorded are dropped: their leases
  * expire and any process claims them again.
  *
- * Threads: everything here is the sender thread's own. */
+ * Threads: its state is its own; the lists it shares are under mu. */
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +31,7 @@
 /* The thread's own state. */
 struct sender {
     webhook_deliver *d;
-    struct webhook_request *flight;       /* attempts in flight */
-    size_t n_flight;
+    size_t outstanding;              /* requests handed to the transfer thread, not recorded */
     struct webhook_job *claimed;     /* a claim's deliveries (room for WEBHOOK_IN_FLIGHT_MAX) */
     size_t n_claimed;
     int claim_no_memory;             /* the claim callback ran out of memory */
@@ -72,7 +73,8 @@ static void record_unsent(webhook_deliver *d, const struct webhook_job *job, con
 }
 
 /* Begins the attempt of job (taking its body): reads its endpoint, and
- * either puts the request in flight or records why none was made. */
+ * either hands its request to the transfer thread or records why none was
+ * made. */
 static void begin_attempt(struct sender *s, struct webhook_job *job)
 {
     webhook_deliver *d = s->d;
@@ -108,18 +110,8 @@ static void begin_attempt(struct sender *s, struct webhook_job *job)
     struct webhook_request *q = webhook_request_new(d, job, &e.target, &why);
     webhook_target_free(&e.target);
     if (q) {
-        CURLMcode mc = curl_multi_add_handle(d->multi, q->easy);
-        if (mc == CURLM_OK) {
-            q->next = s->flight;
-            if (s->flight)
-                s->flight->prev = q;
-            s->flight = q;
-            s->n_flight++;
-            return;
-        }
-        why = curl_multi_strerror(mc);
-        record_unsent(d, &q->job, why, 0);
-        webhook_request_free(q);
+        webhook_transfer_submit(d, q);
+        s->outstanding++;
         return;
     }
     record_unsent(d, job, why, 0);
@@ -155,7 +147,7 @@ static int on_claimed(void *arg, const struct payment_delivery *dl)
 static int claim(struct sender *s)
 {
     webhook_deliver *d = s->d;
-    size_t room = WEBHOOK_IN_FLIGHT_MAX - s->n_flight;
+    size_t room = WEBHOOK_IN_FLIGHT_MAX - s->outstanding;
     assert(room > 0);
     s->n_claimed = 0;
     s->claim_no_memory = 0;
@@ -180,72 +172,26 @@ static int claim(struct sender *s)
     return rc == PAYMENT_STORE_OK && n == room;
 }
 
-/* ---- finishing --------------------------------------------------------------- */
+/* ---- recording ------------------------------------------------------------------ */
 
-static void unlink_req(struct sender *s, struct webhook_request *q)
+/* Records every attempt of the list done, and frees them. */
+static void record_done(struct sender *s, struct webhook_request *done)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        s->flight = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    s->n_flight--;
-}
-
-/* Records a finished transfer's outcome, and frees it. */
-static void finish_req(struct sender *s, struct webhook_request *q, CURLcode result)
-{
-    webhook_deliver *d = s->d;
-    int64_t latency_ms = (clock_mono_us() - q->started_us) / 1000;
-    struct webhook_attempt_result r;
-    char error[WEBHOOK_ERROR_MAX];
-    webhook_request_result(q, result, &r, error, sizeof error);
-    CURLMcode mc = curl_multi_remove_handle(d->multi, q->easy);
-    if (mc != CURLM_OK)
-        log_msg(d->c.log, LOG_WARN, "webhooks: curl_multi_remove_handle: %s",
-                curl_multi_strerror(mc));
-    unlink_req(s, q);
-    webhook_record_attempt(d, &q->job, q->at_ms, &r, latency_ms);
-    webhook_request_free(q);
-}
-
-/* Drives the transfers and finishes those done.  0, or -1 when the multi
- * handle failed (logged). */
-static int drive(struct sender *s)
-{
-    webhook_deliver *d = s->d;
-    int running = 0;
-    CURLMcode mc = curl_multi_perform(d->multi, &running);
-    if (mc != CURLM_OK) {
-        log_msg(d->c.log, LOG_ERROR, "webhooks: curl_multi_perform: %s", curl_multi_strerror(mc));
-        return -1;
+    while (done) {
+        struct webhook_request *q = done;
+        done = q->next;
+        webhook_record_attempt(s->d, &q->job, q->at_ms, &q->outcome, q->latency_ms);
+        webhook_request_free(q);
+        assert(s->outstanding > 0);
+        s->outstanding--;
     }
-    CURLMsg *m;
-    int left = 0;
-    while ((m = curl_multi_info_read(d->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        char *priv = NULL;
-        if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv) != CURLE_OK || !priv) {
-            log_msg(d->c.log, LOG_ERROR, "webhooks: a transfer without its attempt");
-            continue;
-        }
-        finish_req(s, (struct webhook_request *)priv, m->data.result);
-    }
-    return 0;
 }
 
-/* Abandons every transfer in flight: unrecorded, their leases run out. */
-static void abandon_all(struct sender *s)
+static void free_list(struct webhook_request *list)
 {
-    while (s->flight) {
-        struct webhook_request *q = s->flight;
-        CURLMcode mc = curl_multi_remove_handle(s->d->multi, q->easy);
-        if (mc != CURLM_OK)
-            log_msg(s->d->c.log, LOG_WARN, "webhooks: curl_multi_remove_handle: %s",
-                    curl_multi_strerror(mc));
-        unlink_req(s, q);
+    while (list) {
+        struct webhook_request *q = list;
+        list = q->next;
         webhook_request_free(q);
     }
 }
@@ -263,6 +209,37 @@ static void read_pending(webhook_deliver *d)
     atomic_store(&d->oldest_pending_ms, oldest);
 }
 
+/* What a wait gave. */
+struct woken {
+    int stopping;
+    int claim;                       /* woken for a claim (there is room) */
+    struct webhook_request *done;    /* finished attempts to record */
+};
+
+/* Waits until stopped, finished attempts come back, woken for a claim
+ * while there is room, or until deadline_us (monotonic), whichever first. */
+static struct woken sender_wait(struct sender *s, int64_t deadline_us)
+{
+    webhook_deliver *d = s->d;
+    int room = s->outstanding < WEBHOOK_IN_FLIGHT_MAX;
+    int64_t now_us = clock_mono_us();
+    struct timespec until = sync_deadline_in_us(deadline_us > now_us ? deadline_us - now_us : 0);
+    struct woken w = {0};
+    sync_lock(&d->mu);
+    int rc = 0;
+    while (!d->stopping && !d->done && !(room && d->sender_woken) && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&d->cv, &d->mu, &until);
+    w.stopping = d->stopping;
+    w.done = d->done;
+    d->done = NULL;
+    if (room && d->sender_woken) {
+        w.claim = 1;
+        d->sender_woken = 0;
+    }
+    sync_unlock(&d->mu);
+    return w;
+}
+
 void *webhook_sender_main(void *arg)
 {
     struct sender s = {0};
@@ -276,10 +253,27 @@ void *webhook_sender_main(void *arg)
     int64_t poll_us = d->c.poll_ms * 1000;
     int64_t next_claim_us = 0, next_pending_us = 0; /* monotonic; 0: now */
     int more_due = 0;                               /* the last claim came back full */
-    while (!webhook_deliver_stopping(d)) {
+    for (;;) {
         int64_t now_us = clock_mono_us();
-        if (s.n_flight < WEBHOOK_IN_FLIGHT_MAX &&
-            (more_due || now_us >= next_claim_us || atomic_exchange(&d->sender_woken, 0))) {
+        int room = s.outstanding < WEBHOOK_IN_FLIGHT_MAX;
+        int64_t deadline_us = next_pending_us;
+        if (room && next_claim_us < deadline_us)
+            deadline_us = next_claim_us;
+        if (room && more_due)
+            deadline_us = now_us;
+        struct woken w = sender_wait(&s, deadline_us);
+        if (w.stopping) {
+            free_list(w.done);
+            break;
+        }
+        if (w.done) {
+            record_done(&s, w.done);
+            if (s.outstanding == 0)
+                next_pending_us = 0; /* all recorded: the gauges now, not in a second */
+        }
+        now_us = clock_mono_us();
+        if (s.outstanding < WEBHOOK_IN_FLIGHT_MAX &&
+            (w.claim || more_due || now_us >= next_claim_us)) {
             more_due = claim(&s);
             next_claim_us = clock_mono_us() + poll_us;
         }
@@ -287,28 +281,7 @@ void *webhook_sender_main(void *arg)
             read_pending(d);
             next_pending_us = clock_mono_us() + WEBHOOK_PENDING_EVERY_MS * 1000LL;
         }
-        size_t before = s.n_flight;
-        if (drive(&s) != 0 && sync_pause_ms(&d->cv, &d->mu, &d->stopping, d->c.poll_ms))
-            break;
-        if (s.n_flight < before && s.n_flight == 0)
-            next_pending_us = 0; /* the last attempt finished: the gauges now, not in a second */
-        now_us = clock_mono_us();
-        int64_t wait_us = next_claim_us < next_pending_us ? next_claim_us : next_pending_us;
-        wait_us -= now_us;
-        if (more_due && s.n_flight < WEBHOOK_IN_FLIGHT_MAX)
-            wait_us = 0;
-        if (wait_us < 0)
-            wait_us = 0;
-        if (wait_us > poll_us)
-            wait_us = poll_us;
-        CURLMcode mc = curl_multi_poll(d->multi, NULL, 0, (int)(wait_us / 1000), NULL);
-        if (mc != CURLM_OK) {
-            log_msg(d->c.log, LOG_ERROR, "webhooks: curl_multi_poll: %s", curl_multi_strerror(mc));
-            if (sync_pause_ms(&d->cv, &d->mu, &d->stopping, d->c.poll_ms))
-                break;
-        }
     }
-    abandon_all(&s);
     free(s.claimed);
     return NULL;
 }
