@@ -75,6 +75,11 @@
  * <collection>_events, in an order no reader can miss: see
  * store_mongo_events.c.
  *
+ * Webhook endpoints live in <collection>_webhooks, the slots of the
+ * per-organisation limit in <collection>_webhook_orgs, deliveries in
+ * <collection>_deliveries and the dispatcher's position in counters: see
+ * store_mongo_webhooks.c and store_mongo_deliveries.c.
+ *
  * Writes run on worker threads (the HTTP threads only queue them): the
  * create thread above, MONGO_WRITERS threads for updates and deletes, and
  * one thread for operations from the broker.
@@ -202,6 +207,7 @@ static int mongo_open(const char *uri, unsigned flags, payment_store **out, char
     int err = mongo_configure(st, uri, &wait, errbuf, errlen);
     if (err != PAYMENT_STORE_OK)
         goto fail;
+    mongo_webhooks_names(st);
     err = PAYMENT_STORE_EINTERNAL;
     if (mongo_sync_init(st) != 0 || mongo_seq_new(st) != 0) {
         store_errf(errbuf, errlen, "cannot create the store's locks");
@@ -272,4 +278,17 @@ const struct payment_store_backend payment_store_mongo_backend = {
     .history = mongo_history,
     .events_subscribe = mongo_events_subscribe,
     .events_purge = mongo_events_purge,
+    .webhook_create = mongo_webhook_create,
+    .webhook_update = mongo_webhook_update,
+    .webhook_delete = mongo_webhook_delete,
+    .webhook_get = mongo_webhook_get,
+    .webhooks_list = mongo_webhooks_list,
+    .dispatch_pos = mongo_dispatch_pos,
+    .deliveries_add = mongo_deliveries_add,
+    .deliveries_claim = mongo_deliveries_claim,
+    .delivery_record = mongo_delivery_record,
+    .delivery_retry = mongo_delivery_retry,
+    .deliveries_list = mongo_deliveries_list,
+    .deliveries_pending = mongo_deliveries_pending,
+    .deliveries_purge = mongo_deliveries_purge,
 };

@@ -15,6 +15,10 @@
  *   store_mongo_sequencer.c the thread that moves outbox entries into the feed
  *   store_mongo_round.c  a round of it: outboxes read, events inserted, pulled
  *   store_mongo_retention.c the purge of old events
+ *   store_mongo_webhooks.c webhook endpoints, where a new one starts in the feed
+ *   store_mongo_webhook_slots.c the per-organisation limit of endpoints
+ *   store_mongo_deliveries.c deliveries: made, the dispatch position, lists, purges
+ *   store_mongo_leases.c  deliveries' attempts: claims, records, retries
  * Functions return store errors (store.h) unless they say otherwise. */
 #ifndef PAYMENT_STORE_MONGO_H
 #define PAYMENT_STORE_MONGO_H
@@ -49,6 +53,11 @@
 #define MONGO_EVENTS_SUFFIX "_events" /* <collection>_events: the feed and the histories */
 #define MONGO_FEED_SUFFIX "_feed"     /* {_id: <collection>_feed} in counters: watermark, floor */
 #define MONGO_EVENTS_VERSION_INDEX "payment_version" /* unique: one event per version */
+#define MONGO_HOOKS_SUFFIX "_webhooks" /* <collection>_webhooks: endpoints */
+#define MONGO_HOOK_ORGS_SUFFIX "_webhook_orgs" /* <collection>_webhook_orgs: the limit's slots */
+#define MONGO_DELIVERIES_SUFFIX "_deliveries" /* <collection>_deliveries: deliveries */
+#define MONGO_DISPATCH_SUFFIX "_dispatch" /* {_id: <collection>_dispatch} in counters: pos */
+#define MONGO_DELIVERY_KEY_INDEX "webhook_event" /* unique: one delivery per (endpoint, event) */
 
 /* The list's columns, top-level fields of every live document. */
 #define MONGO_F_ORG "organisation_id"
@@ -130,6 +139,10 @@ struct mongo_store {
     char parts_coll[MONGO_NAME_MAX + sizeof MONGO_PARTS_SUFFIX]; /* positions */
     char events_coll[MONGO_NAME_MAX + sizeof MONGO_EVENTS_SUFFIX]; /* the feed */
     char feed_id[MONGO_NAME_MAX + sizeof MONGO_FEED_SUFFIX];       /* its counter's _id */
+    char hooks_coll[MONGO_NAME_MAX + sizeof MONGO_HOOKS_SUFFIX];   /* endpoints */
+    char hook_orgs_coll[MONGO_NAME_MAX + sizeof MONGO_HOOK_ORGS_SUFFIX]; /* their slots */
+    char deliveries_coll[MONGO_NAME_MAX + sizeof MONGO_DELIVERIES_SUFFIX]; /* deliveries */
+    char dispatch_id[MONGO_NAME_MAX + sizeof MONGO_DISPATCH_SUFFIX]; /* its counter's _id */
     struct mongo_seq *seq;       /* the sequencer (store_mongo_sequencer.c), owned */
     int64_t stale_us;            /* a queued write older than this is not tried */
     pthread_mutex_t mu;          /* guards creates, writes, closing */
@@ -313,6 +326,52 @@ int mongo_round_raise(struct mongo_store *st, mongoc_client_t *client, int64_t *
 /* ---- store_mongo_retention.c: purging events */
 
 void mongo_events_purge(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms);
+
+/* ---- store_mongo_webhooks.c: endpoints */
+
+void mongo_webhooks_names(struct mongo_store *st);
+int mongo_webhook_create(payment_store *s, struct payment_webhook *w);
+int mongo_webhook_update(payment_store *s, const struct payment_webhook *w,
+                         int64_t expected_version);
+int mongo_webhook_delete(payment_store *s, const char *id, int64_t expected_version,
+                         int64_t *current_version);
+int mongo_webhook_get(payment_store *s, const char *id, payment_store_webhook_fn each,
+                      void *arg);
+int mongo_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
+                        payment_store_webhook_fn each, void *arg, int *more);
+int mongo_update_matched(mongoc_collection_t *coll, const bson_t *filter, const bson_t *update,
+                         int upsert, int *matched);
+int mongo_hook_find(mongoc_collection_t *hooks, const char *id, bson_t *out);
+
+/* ---- store_mongo_webhook_slots.c: the per-organisation limit */
+
+int mongo_slot_take(struct mongo_store *st, mongoc_client_t *client, const char *org,
+                    const char *id);
+void mongo_slot_give(struct mongo_store *st, mongoc_client_t *client, const char *org,
+                     const char *id);
+
+/* ---- store_mongo_deliveries.c: deliveries and the dispatch position */
+
+int mongo_delivery_give(const bson_t *doc, struct buf *json, payment_store_delivery_fn each,
+                        void *arg);
+
+int mongo_dispatch_pos(payment_store *s, int64_t *pos);
+int mongo_deliveries_add(payment_store *s, int64_t expected_pos, int64_t new_pos,
+                         const struct payment_delivery_new *d, size_t n, int reset,
+                         int64_t now_ms);
+int mongo_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
+                          payment_store_delivery_fn each, void *arg, int *more);
+int mongo_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms);
+void mongo_deliveries_purge(payment_store *s, int64_t before_ms);
+
+/* ---- store_mongo_leases.c: claims, records, retries */
+
+int mongo_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms, int64_t lease_ms,
+                           uint32_t max, payment_store_delivery_fn each, void *arg);
+int mongo_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
+                          int64_t *failing_since_ms);
+int mongo_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
+                         int64_t now_ms);
 
 /* ---- store_mongo_read.c: the reads */
 

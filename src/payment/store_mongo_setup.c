@@ -1,8 +1,8 @@
 /* store_mongo_setup: what a database needs before the store serves: its
  * indexes (created on open, a no-op when they exist; the one unique index
  * of the payments besides _id starts with organisation_id, the shard key
- * README advises), the feed's indexes, and a sequence counter at least as
- * high as every stored seq. */
+ * README advises), the feed's indexes, the webhooks' indexes, and a
+ * sequence counter at least as high as every stored seq. */
 
 #include <stdio.h>
 #include <string.h>
@@ -52,6 +52,21 @@ static const struct mongo_index mongo_event_indexes[] = {
     {"organisation_pos", {MONGO_F_ORG, "_id"}, 0, NULL},
     {MONGO_EVENTS_VERSION_INDEX, {"payment_id", "version"}, 1, "payment_id"},
     {"occurred_ms", {"occurred_ms", NULL}, 0, NULL},
+};
+
+/* The webhooks' (store_mongo_webhooks.c, store_mongo_deliveries.c): the
+ * endpoints of some organisations in id order; one delivery per (endpoint,
+ * event), the rule that makes a dispatch that is made again do nothing; an
+ * endpoint's deliveries in id order; the due ones in due order (claims);
+ * and by status and age (the pending gauge, purges). */
+static const struct mongo_index mongo_hook_indexes[] = {
+    {"organisation_id", {MONGO_F_ORG, "_id"}, 0, NULL},
+};
+static const struct mongo_index mongo_delivery_indexes[] = {
+    {MONGO_DELIVERY_KEY_INDEX, {"webhook_id", "event_id"}, 1, NULL},
+    {"webhook_id", {"webhook_id", "_id"}, 0, NULL},
+    {"status_next", {"status", "next_ms"}, 0, NULL},
+    {"status_created", {"status", "created_ms"}, 0, NULL},
 };
 
 static bool mongo_build_indexes(bson_t *cmd, const char *coll, const struct mongo_index *indexes,
@@ -196,7 +211,12 @@ bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_error_t *
                                    sizeof mongo_indexes / sizeof mongo_indexes[0], e) &&
               mongo_create_indexes(st, client, st->events_coll, mongo_event_indexes,
                                    sizeof mongo_event_indexes / sizeof mongo_event_indexes[0], e) &&
-              mongo_ops_index(st, client, e);
+              mongo_ops_index(st, client, e) &&
+              mongo_create_indexes(st, client, st->hooks_coll, mongo_hook_indexes,
+                                   sizeof mongo_hook_indexes / sizeof mongo_hook_indexes[0], e) &&
+              mongo_create_indexes(st, client, st->deliveries_coll, mongo_delivery_indexes,
+                                   sizeof mongo_delivery_indexes / sizeof mongo_delivery_indexes[0],
+                                   e);
     int64_t max = ok ? mongo_max_seq(coll, e) : -1;
     ok = max >= 0 && mongo_counter_floor(counters, st->coll, max, e);
     mongoc_collection_destroy(counters);

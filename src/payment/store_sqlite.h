@@ -16,6 +16,7 @@
  *   store_sqlite_backup.c  online backup of a store file
  *   store_sqlite_webhooks.c    the webhook endpoints, the dispatch position
  *   store_sqlite_deliveries.c  the webhook deliveries and their leases
+ *   store_sqlite_deliveries_read.c  reading the deliveries
  *
  * Errors: functions returning int give an SQLite result code (SQLITE_OK)
  * unless they say they give a store error (PAYMENT_STORE_*, store.h); the
@@ -89,6 +90,12 @@ enum sqlite_wstmt {
     W_EV_PURGE,
     W_COUNT
 };
+
+/* The columns a delivery is read from, in the order sqlite_delivery_row
+ * (store_sqlite_deliveries_read.c) takes them. */
+#define SQLITE_DELIVERY_COLUMNS                                                           \
+    "id, webhook_id, event_id, event_pos, status, attempts, created_ms, next_ms,"       \
+    " attempts_json, body"
 
 /* The columns an event is read from, in the order sqlite_event_row
  * (store_sqlite_events.c) takes them. */
@@ -255,6 +262,12 @@ int sqlite_idem_get(payment_store *s, const char *scope, const char *key,
 int sqlite_op_get(payment_store *s, const char *op_id, struct payment_op_found *out);
 int sqlite_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq,
                          uint64_t *fence);
+/* The calling thread's reader's statement of sql (a static string), kept in
+ * its cache; NULL with *err (a store error) when it cannot be had. */
+sqlite3_stmt *sqlite_read_stmt(struct sqlite_store *st, const char *sql, int *err);
+/* Copies UUID column col into out: 0, or -1 when it is not one a write
+ * stores (NULL, or too long). */
+int sqlite_column_uuid(sqlite3_stmt *stmt, int col, char out[UUID_STR_LEN + 1]);
 
 /* ---- store_sqlite_list.c ---------------------------------------------------- */
 
@@ -314,10 +327,17 @@ int sqlite_delivery_record(payment_store *s, const struct payment_delivery_attem
                            int64_t *failing_since_ms);
 int sqlite_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
                           int64_t now_ms);
+void sqlite_deliveries_purge(payment_store *s, int64_t before_ms);
+
+/* ---- store_sqlite_deliveries_read.c ----------------------------------------- */
+
+/* Fills d from the current row of a statement selecting
+ * SQLITE_DELIVERY_COLUMNS, its strings the statement's: PAYMENT_STORE_OK,
+ * or EINTERNAL for a row no write makes, or when memory ran out. */
+int sqlite_delivery_row(sqlite3_stmt *stmt, struct payment_delivery *d);
 int sqlite_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
                            payment_store_delivery_fn each, void *arg, int *more);
 int sqlite_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms);
-void sqlite_deliveries_purge(payment_store *s, int64_t before_ms);
 
 /* ---- store_sqlite_backup.c -------------------------------------------------- */
 

@@ -1,7 +1,7 @@
 /* store_sqlite_deliveries: the webhook deliveries of the embedded store
  * (store.h, "webhooks: endpoints and their deliveries"): making them with
  * the dispatcher's position, leasing them to the processes that attempt
- * them, recording attempts, listing, counting and purging them.
+ * them, recording attempts, retrying and purging them.
  *
  * Writes are OP_CALL operations (sqlite_call), as the endpoints' are
  * (store_sqlite_webhooks.c): run on the writer thread in a savepoint of a
@@ -25,6 +25,8 @@
  * the caller's function only after the commit, on the caller's thread: a
  * delivery is attempted only once its lease is durable.
  *
+ * Reading them is store_sqlite_deliveries_read.c's.
+ *
  * Threads: the sqlite_dl_* write functions on the writer thread; the rest
  * on the caller's. */
 #include <assert.h>
@@ -40,11 +42,6 @@
 #define SQLITE_DELIVERIES_PURGE_BATCH 256
 
 /* ---- statements ----------------------------------------------------------- */
-
-/* The columns a delivery is read from, in sqlite_delivery_row's order. */
-#define SQLITE_DELIVERY_COLUMNS                                                             \
-    "id, webhook_id, event_id, event_pos, status, attempts, created_ms, next_ms,"          \
-    " attempts_json, body"
 
 static const char sql_dispatch_get[] = "SELECT value FROM feed_meta WHERE key = 'dispatch'";
 static const char sql_dispatch_put[] = "UPDATE feed_meta SET value = ?1 WHERE key = 'dispatch'";
@@ -78,15 +75,7 @@ static const char sql_retry[] =
     "UPDATE deliveries SET status = 1, next_ms = ?3 WHERE id = ?1 AND webhook_id = ?2";
 static const char sql_purge[] =
     "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries"
-    " WHERE status IN (2, 4) AND created_ms < ?1 LIMIT ?2)";
-
-/* Reads: an endpoint's page (?1 endpoint, ?2 the id to start above, ?3
- * statuses or-ed or 0, ?4 rows), and the pending count. */
-static const char sql_list[] = "SELECT " SQLITE_DELIVERY_COLUMNS " FROM deliveries"
-                               " WHERE webhook_id = ?1 AND id > ?2"
-                               " AND (?3 = 0 OR (status & ?3) <> 0) ORDER BY id LIMIT ?4";
-static const char sql_pending[] =
-    "SELECT count(*), coalesce(min(created_ms), 0) FROM deliveries WHERE status = 1";
+    " WHERE status <> 1 AND created_ms < ?1 LIMIT ?2)";
 
 static sqlite3_stmt *sqlite_dl_stmt(struct sqlite_store *st, const char *sql, int *rc)
 {
@@ -127,39 +116,7 @@ static int sqlite_dl_get(sqlite3_stmt *stmt, int rc, int64_t *out)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* ---- rows ------------------------------------------------------------------ */
-
-/* Copies a UUID column into out: 0, or -1 when it is not one a write stores. */
-static int sqlite_dl_uuid(sqlite3_stmt *stmt, int col, char out[UUID_STR_LEN + 1])
-{
-    const char *v = (const char *)sqlite3_column_text(stmt, col);
-    size_t len = (size_t)sqlite3_column_bytes(stmt, col);
-    if (!v || len > UUID_STR_LEN)
-        return -1;
-    memcpy(out, v, len);
-    out[len] = '\0';
-    return 0;
-}
-
-/* Fills d from the current row of a statement selecting
- * SQLITE_DELIVERY_COLUMNS, its strings the statement's: PAYMENT_STORE_OK,
- * or EINTERNAL for a row no write makes, or when memory ran out. */
-static int sqlite_delivery_row(sqlite3_stmt *stmt, struct payment_delivery *d)
-{
-    memset(d, 0, sizeof *d);
-    d->event_pos = sqlite3_column_int64(stmt, 3);
-    d->status = (enum payment_delivery_status)sqlite3_column_int(stmt, 4);
-    d->attempts = sqlite3_column_int(stmt, 5);
-    d->created_ms = sqlite3_column_int64(stmt, 6);
-    d->next_ms = sqlite3_column_int64(stmt, 7);
-    d->attempts_json = (const char *)sqlite3_column_text(stmt, 8);
-    d->body = (const char *)sqlite3_column_text(stmt, 9);
-    d->body_len = (size_t)sqlite3_column_bytes(stmt, 9);
-    if (sqlite_dl_uuid(stmt, 0, d->id) != 0 || sqlite_dl_uuid(stmt, 1, d->webhook_id) != 0 ||
-        sqlite_dl_uuid(stmt, 2, d->event_id) != 0 || !d->attempts_json || !d->body)
-        return PAYMENT_STORE_EINTERNAL;
-    return PAYMENT_STORE_OK;
-}
+/* ---- claimed copies ---------------------------------------------------------- */
 
 /* A claimed delivery, copied out of the claim's transaction. */
 struct sqlite_claimed {
@@ -480,71 +437,4 @@ void sqlite_deliveries_purge(payment_store *s, int64_t before_ms)
         if (sqlite_call((struct sqlite_store *)s, sqlite_dl_purge, &p) != PAYMENT_STORE_OK)
             return; /* best effort: the next purge tries again */
     } while (p.deleted >= SQLITE_DELIVERIES_PURGE_BATCH);
-}
-
-/* ---- reads ----------------------------------------------------------------- */
-
-/* The calling thread's reader's statement of sql, or NULL with *err. */
-static sqlite3_stmt *sqlite_dl_read_stmt(struct sqlite_store *st, const char *sql, int *err)
-{
-    struct sqlite_reader *r = sqlite_reader_get(st, err);
-    if (!r)
-        return NULL;
-    int rc = SQLITE_OK;
-    sqlite3_stmt *stmt = sqlite_cached(r->db, &r->cache, sql, &rc);
-    if (!stmt)
-        *err = sqlite_map_err(rc);
-    return stmt;
-}
-
-int sqlite_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
-                           payment_store_delivery_fn each, void *arg, int *more)
-{
-    *more = 0;
-    int err = PAYMENT_STORE_OK;
-    sqlite3_stmt *stmt = sqlite_dl_read_stmt((struct sqlite_store *)s, sql_list, &err);
-    if (!stmt)
-        return err;
-    int rc = sqlite_dl_text(stmt, 1, q->webhook_id, SQLITE_OK);
-    rc = sqlite_dl_text(stmt, 2, q->after_id ? q->after_id : "", rc);
-    rc = sqlite_dl_int(stmt, 3, q->statuses, rc);
-    rc = sqlite_dl_int(stmt, 4, (int64_t)q->limit + 1, rc);
-    uint32_t n = 0;
-    while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (n == q->limit) {
-            *more = 1;
-            break;
-        }
-        struct payment_delivery d;
-        err = sqlite_delivery_row(stmt, &d);
-        if (err == PAYMENT_STORE_OK)
-            err = each(arg, &d);
-        if (err != PAYMENT_STORE_OK)
-            break;
-        n++;
-        rc = SQLITE_OK;
-    }
-    sqlite_stmt_release(stmt);
-    if (err != PAYMENT_STORE_OK)
-        return err;
-    return rc == SQLITE_ROW || rc == SQLITE_DONE || rc == SQLITE_OK ? PAYMENT_STORE_OK
-                                                                     : sqlite_map_err(rc);
-}
-
-int sqlite_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms)
-{
-    int err = PAYMENT_STORE_OK;
-    sqlite3_stmt *stmt = sqlite_dl_read_stmt((struct sqlite_store *)s, sql_pending, &err);
-    if (!stmt)
-        return err;
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-        *count = sqlite3_column_int64(stmt, 0);
-        *oldest_ms = sqlite3_column_int64(stmt, 1);
-        err = PAYMENT_STORE_OK;
-    } else {
-        err = sqlite_map_err(rc == SQLITE_DONE ? SQLITE_CORRUPT : rc); /* an aggregate's row */
-    }
-    sqlite_stmt_release(stmt);
-    return err;
 }

@@ -3,11 +3,13 @@
  * store so that close can finalize it; WAL readers see the last commit and
  * never wait for the writer.  Owns the readers and the lookups by key: get,
  * ping, idem_get, op_get, partition_get (the events' reads, on the same
- * readers, are store_sqlite_events.c's). */
+ * readers, are store_sqlite_events.c's), and the helpers of the webhooks'
+ * reads (statements cached per reader, UUID columns). */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "payment/store_sqlite.h"
 
@@ -103,6 +105,37 @@ struct sqlite_reader *sqlite_reader_get(struct sqlite_store *st, int *err)
     st->readers = r;
     store_unlock(&st->readers_mu);
     return r;
+}
+
+sqlite3_stmt *sqlite_read_stmt(struct sqlite_store *st, const char *sql, int *err)
+{
+    struct sqlite_reader *r = sqlite_reader_get(st, err);
+    if (!r)
+        return NULL;
+    int rc = SQLITE_OK;
+    sqlite3_stmt *stmt = sqlite_cached(r->db, &r->cache, sql, &rc);
+    if (!stmt) {
+        *err = sqlite_map_err(rc);
+        return NULL;
+    }
+    /* Running already: this read was called from its own callback.  Left
+     * alone, or the outer read would start again from its first row. */
+    if (sqlite3_stmt_busy(stmt)) {
+        *err = PAYMENT_STORE_EINTERNAL;
+        return NULL;
+    }
+    return stmt;
+}
+
+int sqlite_column_uuid(sqlite3_stmt *stmt, int col, char out[UUID_STR_LEN + 1])
+{
+    const char *v = (const char *)sqlite3_column_text(stmt, col);
+    size_t len = (size_t)sqlite3_column_bytes(stmt, col);
+    if (!v || len > UUID_STR_LEN)
+        return -1;
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 0;
 }
 
 int sqlite_ping(payment_store *s)

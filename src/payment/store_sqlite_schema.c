@@ -134,11 +134,14 @@ static const char *const sqlite_migrations[] = {
      * Endpoints by id, counted per organisation by (organisation_id, id),
      * which also lists one organisation's in id order.  Deliveries, one per
      * (webhook_id, event_id); (webhook_id, id) lists an endpoint's and
-     * deletes them with it; the claim walks the pending ones by due time in
-     * a partial index that holds only those; (status, created_ms) counts
-     * the pending ones and finds the oldest, and walks the finished ones
-     * for the purge.  A free lease is lease_owner NULL, lease_until 0.  The
-     * dispatcher's position is feed_meta's 'dispatch'. */
+     * deletes them with it.  Three partial indexes, each of one side of
+     * the status: the claim walks the pending ones by due time, /metrics
+     * counts them and finds the oldest by creation time, and the purge
+     * walks the finished ones (status <> 1, as its query says it, for the
+     * planner to match) by creation time; the last two hold the status so
+     * that their queries read the index alone.  A free lease is
+     * lease_owner NULL, lease_until 0.  The dispatcher's position is
+     * feed_meta's 'dispatch'. */
     "CREATE TABLE webhooks ("
     " id TEXT PRIMARY KEY NOT NULL,"
     " organisation_id TEXT NOT NULL,"
@@ -169,7 +172,8 @@ static const char *const sqlite_migrations[] = {
     "CREATE UNIQUE INDEX deliveries_event ON deliveries (webhook_id, event_id);"
     "CREATE INDEX deliveries_webhook ON deliveries (webhook_id, id);"
     "CREATE INDEX deliveries_due ON deliveries (next_ms, id) WHERE status = 1;"
-    "CREATE INDEX deliveries_status ON deliveries (status, created_ms);"
+    "CREATE INDEX deliveries_pending ON deliveries (created_ms, status) WHERE status = 1;"
+    "CREATE INDEX deliveries_finished ON deliveries (created_ms, status) WHERE status <> 1;"
     "INSERT INTO feed_meta (key, value) VALUES ('dispatch', 0);",
 };
 

@@ -22,7 +22,9 @@
  *
  * Reads run on the calling thread's reader connection
  * (store_sqlite_read.c), with statements cached per reader; a read is one
- * statement, so one snapshot.
+ * statement, so one snapshot.  A callback may call the store, except for
+ * the very read it is called from (whose statement is in use: that call
+ * fails with EINTERNAL).
  *
  * Threads: the sqlite_wh_* write functions on the writer thread; the rest
  * on the caller's. */
@@ -163,6 +165,7 @@ static int sqlite_wh_insert(struct sqlite_store *st, const struct payment_webhoo
 static int sqlite_wh_create(struct sqlite_store *st, void *arg, int *err)
 {
     struct payment_webhook *w = arg;
+    assert(w->version == 0); /* store.c's precondition: the insert writes 0 */
     int64_t version = 0;
     int found = 0;
     int rc = sqlite_wh_version(st, w->id, &version, &found);
@@ -299,18 +302,6 @@ int sqlite_webhook_delete(payment_store *s, const char *id, int64_t expected_ver
 
 /* ---- reads -------------------------------------------------------------- */
 
-/* Copies a UUID column into out: 0, or -1 when it is not one a write stores. */
-static int sqlite_wh_uuid(sqlite3_stmt *stmt, int col, char out[UUID_STR_LEN + 1])
-{
-    const char *v = (const char *)sqlite3_column_text(stmt, col);
-    size_t len = (size_t)sqlite3_column_bytes(stmt, col);
-    if (!v || len > UUID_STR_LEN)
-        return -1;
-    memcpy(out, v, len);
-    out[len] = '\0';
-    return 0;
-}
-
 /* Fills w from the current row of a statement selecting
  * SQLITE_WEBHOOK_COLUMNS: PAYMENT_STORE_OK, or EINTERNAL for a row no write
  * makes, or when memory ran out. */
@@ -326,7 +317,7 @@ static int sqlite_webhook_row(sqlite3_stmt *stmt, struct payment_webhook *w)
     w->failing_since_ms = sqlite3_column_int64(stmt, 8);
     w->doc = (const char *)sqlite3_column_text(stmt, 9);
     w->doc_len = (size_t)sqlite3_column_bytes(stmt, 9);
-    if (sqlite_wh_uuid(stmt, 0, w->id) != 0 || sqlite_wh_uuid(stmt, 1, w->organisation_id) != 0 ||
+    if (sqlite_column_uuid(stmt, 0, w->id) != 0 || sqlite_column_uuid(stmt, 1, w->organisation_id) != 0 ||
         !w->doc)
         return PAYMENT_STORE_EINTERNAL;
     return PAYMENT_STORE_OK;
@@ -361,24 +352,11 @@ static int sqlite_wh_rows(sqlite3_stmt *stmt, int rc, uint32_t limit,
                                                                      : sqlite_map_err(rc);
 }
 
-/* The calling thread's reader's statement of sql, or NULL with *err. */
-static sqlite3_stmt *sqlite_wh_read_stmt(struct sqlite_store *st, const char *sql, int *err)
-{
-    struct sqlite_reader *r = sqlite_reader_get(st, err);
-    if (!r)
-        return NULL;
-    int rc = SQLITE_OK;
-    sqlite3_stmt *stmt = sqlite_cached(r->db, &r->cache, sql, &rc);
-    if (!stmt)
-        *err = sqlite_map_err(rc);
-    return stmt;
-}
-
 int sqlite_webhook_get(payment_store *s, const char *id, payment_store_webhook_fn each,
                        void *arg)
 {
     int err = PAYMENT_STORE_OK;
-    sqlite3_stmt *stmt = sqlite_wh_read_stmt((struct sqlite_store *)s, sql_get, &err);
+    sqlite3_stmt *stmt = sqlite_read_stmt((struct sqlite_store *)s, sql_get, &err);
     if (!stmt)
         return err;
     int rc = sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
@@ -412,13 +390,14 @@ static int sqlite_wh_orgs_json(const struct payment_webhook_query *q, struct buf
 int sqlite_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
                          payment_store_webhook_fn each, void *arg, int *more)
 {
+    assert(q->limit >= 1 && q->limit <= PAYMENT_WEBHOOKS_PAGE_MAX);
     *more = 0;
     if (!q->all_orgs && q->n_orgs == 0)
         return PAYMENT_STORE_OK;
     const char *sql = q->all_orgs ? (q->enabled_only ? sql_list_all_enabled : sql_list_all)
                                   : (q->enabled_only ? sql_list_orgs_enabled : sql_list_orgs);
     int err = PAYMENT_STORE_OK;
-    sqlite3_stmt *stmt = sqlite_wh_read_stmt((struct sqlite_store *)s, sql, &err);
+    sqlite3_stmt *stmt = sqlite_read_stmt((struct sqlite_store *)s, sql, &err);
     if (!stmt)
         return err;
     struct buf orgs = BUF_INIT;
@@ -437,7 +416,7 @@ int sqlite_webhooks_list(payment_store *s, const struct payment_webhook_query *q
 int sqlite_dispatch_pos(payment_store *s, int64_t *pos)
 {
     int err = PAYMENT_STORE_OK;
-    sqlite3_stmt *stmt = sqlite_wh_read_stmt((struct sqlite_store *)s, sql_dispatch_get, &err);
+    sqlite3_stmt *stmt = sqlite_read_stmt((struct sqlite_store *)s, sql_dispatch_get, &err);
     if (!stmt)
         return err;
     int found = 0;

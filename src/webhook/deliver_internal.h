@@ -17,6 +17,7 @@
 
 #include "core/buf.h"
 #include "webhook/deliver.h"
+#include "webhook/endpoint.h"
 
 #define WEBHOOK_LEASE_EXTRA_MS 5000        /* a lease outlasts the timeout by this */
 #define WEBHOOK_IN_FLIGHT_MAX 64           /* attempts in flight at once */
@@ -125,5 +126,39 @@ void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, i
  * column), retrying a few times when its version moves meanwhile.  Logged;
  * nothing returned. */
 void webhook_disable_endpoint(webhook_deliver *d, const char *webhook_id, const char *reason);
+
+/* ---- request.c: one attempt's HTTP request ------------------------------- */
+
+#define WEBHOOK_RETRY_AFTER_MAX 64 /* bytes of a Retry-After value kept */
+
+/* One attempt in flight: its easy handle and what its callbacks saw. */
+struct webhook_request {
+    struct webhook_job job;          /* what is attempted; owns the body */
+    webhook_deliver *d;
+    CURL *easy;                      /* owned; in d->multi while in flight */
+    struct curl_slist *headers;      /* owned */
+    int64_t at_ms;                   /* when it was begun */
+    int64_t started_us;              /* monotonic, for the latency */
+    size_t answer_bytes;             /* of the answer's body read */
+    int answer_cut;                  /* the answer was longer than WEBHOOK_ANSWER_MAX */
+    int refused;                     /* a connection's address was refused */
+    char retry_after[WEBHOOK_RETRY_AFTER_MAX]; /* the last answer's Retry-After, or "" */
+    char errbuf[CURL_ERROR_SIZE];    /* libcurl's detail of a failure */
+    struct webhook_request *prev, *next; /* the sender's in-flight list */
+};
+
+/* A request for job to t's url, signed by t's secrets at this second,
+ * ready for the multi handle.  It takes job's body.  NULL, with why an
+ * error text for the attempt and job untouched, when it cannot be made. */
+struct webhook_request *webhook_request_new(webhook_deliver *d, struct webhook_job *job,
+                                            const struct webhook_target *t, const char **why);
+
+/* Frees q, its easy handle (out of the multi handle already) and body. */
+void webhook_request_free(struct webhook_request *q);
+
+/* What q's finished transfer (libcurl's result) gave, into r; r->error
+ * may point into error (size bytes). */
+void webhook_request_result(const struct webhook_request *q, CURLcode result,
+                            struct webhook_attempt_result *r, char *error, size_t size);
 
 #endif

@@ -1,16 +1,16 @@
 /* sender: the sender thread (deliver.h).  It claims due deliveries under a
  * lease (timeout + WEBHOOK_LEASE_EXTRA_MS), at most WEBHOOK_IN_FLIGHT_MAX in
- * flight, and POSTs each with libcurl's multi interface: signed with the
- * secrets the endpoint has at the attempt, no redirects followed, http and
- * https only, no proxy, certificates verified against the system's store,
- * every connection's address checked (url.h: against DNS rebinding), the
- * answer read up to WEBHOOK_ANSWER_MAX bytes and not kept.  A finished
- * transfer's outcome is recorded by record.c.
+ * flight, and POSTs each with libcurl's multi interface (request.c makes
+ * the requests and reads what they gave; record.c records it).  A
+ * delivery whose endpoint is disabled is recorded failed unsent; one whose
+ * endpoint is gone went with it.
  *
  * It claims when woken (new deliveries, a retry), every poll_ms, and at
  * once while claims come back full and there is room; it reads the pending
- * gauges every WEBHOOK_PENDING_EVERY_MS.  Between, it waits in
- * curl_multi_poll, which curl_multi_wakeup interrupts (wake, stop).
+ * gauges every WEBHOOK_PENDING_EVERY_MS, and at once when the last attempt
+ * in flight finishes (record.c counts a finished delivery out of them
+ * meanwhile).  Between, it waits in curl_multi_poll, which
+ * curl_multi_wakeup interrupts (wake, stop).
  *
  * On stop, the transfers in flight are abandoned unrecorded: their leases
  * expire and any process claims them again.
@@ -21,39 +21,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
 
 #include "core/clock.h"
 #include "core/sync.h"
 #include "webhook/deliver_internal.h"
-#include "webhook/endpoint.h"
-#include "webhook/sign.h"
-#include "webhook/url.h"
-
-#define USER_AGENT "paymentd-webhooks/1"
-#define RETRY_AFTER_MAX 64 /* bytes of a Retry-After value kept */
-
-/* One attempt in flight. */
-struct sender_req {
-    struct webhook_job job;          /* what is attempted; owns the body */
-    webhook_deliver *d;
-    CURL *easy;                      /* in d->multi */
-    struct curl_slist *headers;      /* owned */
-    int64_t at_ms;                   /* when it was begun */
-    int64_t started_us;              /* monotonic, for the latency */
-    size_t answer_bytes;             /* of the answer's body read */
-    int answer_cut;                  /* the answer was longer than WEBHOOK_ANSWER_MAX */
-    int refused;                     /* a connection's address was refused */
-    char retry_after[RETRY_AFTER_MAX]; /* the final answer's Retry-After value, or "" */
-    char errbuf[CURL_ERROR_SIZE];    /* libcurl's detail of a failure */
-    struct sender_req *prev, *next;  /* the in-flight list */
-};
 
 /* The thread's own state. */
 struct sender {
     webhook_deliver *d;
-    struct sender_req *flight;       /* attempts in flight */
+    struct webhook_request *flight;       /* attempts in flight */
     size_t n_flight;
     struct webhook_job *claimed;     /* a claim's deliveries (room for WEBHOOK_IN_FLIGHT_MAX) */
     size_t n_claimed;
@@ -65,65 +41,6 @@ static void job_free(struct webhook_job *job)
 {
     free(job->body);
     job->body = NULL;
-}
-
-static void req_free(struct sender_req *q)
-{
-    if (q->easy)
-        curl_easy_cleanup(q->easy);
-    curl_slist_free_all(q->headers);
-    job_free(&q->job);
-    free(q);
-}
-
-/* ---- libcurl callbacks --------------------------------------------------------- */
-
-/* Reads the answer up to WEBHOOK_ANSWER_MAX bytes, keeping none: past it,
- * the transfer stops (a write error that finish_req knows). */
-static size_t on_answer(char *data, size_t size, size_t nmemb, void *arg)
-{
-    (void)data;
-    struct sender_req *q = arg;
-    size_t n = size * nmemb;
-    if (n > WEBHOOK_ANSWER_MAX - q->answer_bytes) {
-        q->answer_cut = 1;
-        return 0;
-    }
-    q->answer_bytes += n;
-    return n;
-}
-
-/* Keeps the Retry-After of the last answer (a status line forgets the one
- * of an interim answer). */
-static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
-{
-    struct sender_req *q = arg;
-    size_t n = size * nitems;
-    static const char name[] = "retry-after:";
-    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        q->retry_after[0] = '\0';
-    } else if (n > sizeof name - 1 && strncasecmp(line, name, sizeof name - 1) == 0) {
-        size_t len = n - (sizeof name - 1);
-        if (len >= sizeof q->retry_after)
-            len = sizeof q->retry_after - 1;
-        memcpy(q->retry_after, line + sizeof name - 1, len);
-        q->retry_after[len] = '\0';
-    }
-    return n;
-}
-
-/* Opens a connection's socket only to an address url.h allows: checked at
- * each connection, whatever DNS said at registration. */
-static curl_socket_t on_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    struct sender_req *q = arg;
-    if (purpose != CURLSOCKTYPE_IPCXN ||
-        !webhook_addr_allowed(&a->addr, q->d->c.allow_private)) {
-        q->refused = 1;
-        return CURL_SOCKET_BAD;
-    }
-    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    return fd >= 0 ? fd : CURL_SOCKET_BAD;
 }
 
 /* ---- beginning an attempt -------------------------------------------------- */
@@ -142,84 +59,6 @@ static int on_endpoint(void *arg, const struct payment_webhook *w)
     e->enabled = w->enabled;
     e->target_rc = webhook_endpoint_target(w->doc, w->doc_len, e->now_ms, &e->target);
     return 0;
-}
-
-/* Appends the header "name: value" to *list.  0, or -1 out of memory. */
-static int add_header(struct curl_slist **list, const char *name, const char *value)
-{
-    struct buf h = BUF_INIT;
-    buf_printf(&h, "%s: %s", name, value);
-    struct curl_slist *l = buf_failed(&h) ? NULL : curl_slist_append(*list, h.data);
-    buf_free(&h);
-    if (!l)
-        return -1;
-    *list = l;
-    return 0;
-}
-
-/* The request's headers: the Standard Webhooks ones (every secret of t
- * signs), the content type, and none for Expect (no 100-continue wait).
- * 0, or an error text for the attempt. */
-static const char *make_headers(struct sender_req *q, const struct webhook_target *t)
-{
-    int64_t ts = q->at_ms / 1000;
-    struct buf sig = BUF_INIT;
-    for (int i = 0; i < t->n_secrets; i++)
-        if (webhook_sign(t->secrets[i], q->job.event_id, ts, q->job.body, q->job.body_len,
-                         &sig) != 0) {
-            buf_free(&sig);
-            return "a signing secret is malformed";
-        }
-    char tsbuf[32];
-    snprintf(tsbuf, sizeof tsbuf, "%" PRId64, ts);
-    int rc = sig.data ? 0 : -1;
-    if (rc == 0)
-        rc = add_header(&q->headers, "webhook-id", q->job.event_id);
-    if (rc == 0)
-        rc = add_header(&q->headers, "webhook-timestamp", tsbuf);
-    if (rc == 0)
-        rc = add_header(&q->headers, "webhook-signature", sig.data);
-    if (rc == 0)
-        rc = add_header(&q->headers, "Content-Type", "application/json");
-    if (rc == 0) {
-        struct curl_slist *l = curl_slist_append(q->headers, "Expect:");
-        rc = l ? 0 : -1;
-        if (l)
-            q->headers = l;
-    }
-    buf_free(&sig);
-    return rc == 0 ? NULL : "out of memory";
-}
-
-/* Sets the easy handle's options for url.  0, or -1 (a libcurl failure). */
-static int set_options(struct sender_req *q, const char *url)
-{
-    CURL *e = q->easy;
-    const webhook_deliver *d = q->d;
-    int ok = curl_easy_setopt(e, CURLOPT_URL, url) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)d->c.timeout_ms) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->job.body) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->job.body_len) ==
-                 CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->headers) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_answer) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_WRITEDATA, q) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HEADERDATA, q) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, q) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->errbuf) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PRIVATE, q) == CURLE_OK;
-    return ok ? 0 : -1;
 }
 
 /* Records an attempt that made no request: error, and whether final. */
@@ -265,20 +104,10 @@ static void begin_attempt(struct sender *s, struct webhook_job *job)
         job_free(job);
         return;
     }
-    struct sender_req *q = calloc(1, sizeof *q);
-    const char *why = "out of memory";
-    if (q) {
-        q->job = *job;
-        job->body = NULL; /* q owns it now */
-        q->d = d;
-        q->at_ms = clock_now_ms();
-        q->started_us = clock_mono_us();
-        why = make_headers(q, &e.target);
-        if (!why && (!(q->easy = curl_easy_init()) || set_options(q, e.target.url) != 0))
-            why = "cannot set up the request";
-    }
+    const char *why = NULL;
+    struct webhook_request *q = webhook_request_new(d, job, &e.target, &why);
     webhook_target_free(&e.target);
-    if (!why) {
+    if (q) {
         CURLMcode mc = curl_multi_add_handle(d->multi, q->easy);
         if (mc == CURLM_OK) {
             q->next = s->flight;
@@ -289,10 +118,11 @@ static void begin_attempt(struct sender *s, struct webhook_job *job)
             return;
         }
         why = curl_multi_strerror(mc);
+        record_unsent(d, &q->job, why, 0);
+        webhook_request_free(q);
+        return;
     }
-    record_unsent(d, q ? &q->job : job, why, 0);
-    if (q)
-        req_free(q);
+    record_unsent(d, job, why, 0);
     job_free(job);
 }
 
@@ -352,7 +182,7 @@ static int claim(struct sender *s)
 
 /* ---- finishing --------------------------------------------------------------- */
 
-static void unlink_req(struct sender *s, struct sender_req *q)
+static void unlink_req(struct sender *s, struct webhook_request *q)
 {
     if (q->prev)
         q->prev->next = q->next;
@@ -364,38 +194,20 @@ static void unlink_req(struct sender *s, struct sender_req *q)
 }
 
 /* Records a finished transfer's outcome, and frees it. */
-static void finish_req(struct sender *s, struct sender_req *q, CURLcode result)
+static void finish_req(struct sender *s, struct webhook_request *q, CURLcode result)
 {
     webhook_deliver *d = s->d;
     int64_t latency_ms = (clock_mono_us() - q->started_us) / 1000;
-    struct webhook_attempt_result r = {0};
+    struct webhook_attempt_result r;
     char error[WEBHOOK_ERROR_MAX];
-    long status = 0;
-    if (result == CURLE_OK || (result == CURLE_WRITE_ERROR && q->answer_cut)) {
-        if (curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
-            status = 0;
-    }
-    if (status > 0) {
-        r.status = status;
-        r.retry_after_ms = webhook_retry_after_parse(q->retry_after, strlen(q->retry_after),
-                                                     clock_now_ms());
-    } else if (q->refused) {
-        r.error = "the destination's address is refused (private or reserved)";
-    } else if (result == CURLE_OPERATION_TIMEDOUT) {
-        snprintf(error, sizeof error, "no answer within %" PRId64 " ms", d->c.timeout_ms);
-        r.error = error;
-    } else {
-        snprintf(error, sizeof error, "%.60s%s%.90s", curl_easy_strerror(result),
-                 q->errbuf[0] ? ": " : "", q->errbuf);
-        r.error = error;
-    }
+    webhook_request_result(q, result, &r, error, sizeof error);
     CURLMcode mc = curl_multi_remove_handle(d->multi, q->easy);
     if (mc != CURLM_OK)
         log_msg(d->c.log, LOG_WARN, "webhooks: curl_multi_remove_handle: %s",
                 curl_multi_strerror(mc));
     unlink_req(s, q);
     webhook_record_attempt(d, &q->job, q->at_ms, &r, latency_ms);
-    req_free(q);
+    webhook_request_free(q);
 }
 
 /* Drives the transfers and finishes those done.  0, or -1 when the multi
@@ -419,7 +231,7 @@ static int drive(struct sender *s)
             log_msg(d->c.log, LOG_ERROR, "webhooks: a transfer without its attempt");
             continue;
         }
-        finish_req(s, (struct sender_req *)priv, m->data.result);
+        finish_req(s, (struct webhook_request *)priv, m->data.result);
     }
     return 0;
 }
@@ -428,13 +240,13 @@ static int drive(struct sender *s)
 static void abandon_all(struct sender *s)
 {
     while (s->flight) {
-        struct sender_req *q = s->flight;
+        struct webhook_request *q = s->flight;
         CURLMcode mc = curl_multi_remove_handle(s->d->multi, q->easy);
         if (mc != CURLM_OK)
             log_msg(s->d->c.log, LOG_WARN, "webhooks: curl_multi_remove_handle: %s",
                     curl_multi_strerror(mc));
         unlink_req(s, q);
-        req_free(q);
+        webhook_request_free(q);
     }
 }
 
@@ -475,8 +287,11 @@ void *webhook_sender_main(void *arg)
             read_pending(d);
             next_pending_us = clock_mono_us() + WEBHOOK_PENDING_EVERY_MS * 1000LL;
         }
+        size_t before = s.n_flight;
         if (drive(&s) != 0 && sync_pause_ms(&d->cv, &d->mu, &d->stopping, d->c.poll_ms))
             break;
+        if (s.n_flight < before && s.n_flight == 0)
+            next_pending_us = 0; /* the last attempt finished: the gauges now, not in a second */
         now_us = clock_mono_us();
         int64_t wait_us = next_claim_us < next_pending_us ? next_claim_us : next_pending_us;
         wait_us -= now_us;

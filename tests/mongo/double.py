@@ -10,8 +10,8 @@ against this process instead: python3-mockupdb speaks the wire protocol
 (the handshake, OP_MSG and legacy OP_QUERY commands), python3-mongomock is
 the query engine (filters, sort, skip, limit, update operators, unique
 indexes).  It answers the commands libmongoc sends for paymentd's store:
-hello/isMaster, ping, buildInfo, insert, update, delete, find, getMore,
-killCursors, findAndModify, createIndexes, listIndexes, drop, dropDatabase,
+hello/isMaster, ping, buildInfo, insert, update, delete, find, count,
+getMore, killCursors, findAndModify, createIndexes, listIndexes, drop, dropDatabase,
 endSessions.  Anything else is answered as MongoDB answers an unknown command.
 
 Every request is handled under one lock (mockupdb's server lock), so each
@@ -386,7 +386,8 @@ class Double:
             "hello": self.hello, "ismaster": self.hello, "ping": self.ok,
             "buildinfo": self.build_info, "endsessions": self.ok,
             "insert": self.insert, "update": self.update, "delete": self.delete,
-            "find": self.find, "getmore": self.get_more, "killcursors": self.kill_cursors,
+            "find": self.find, "count": self.count, "getmore": self.get_more,
+            "killcursors": self.kill_cursors,
             "findandmodify": self.find_and_modify, "createindexes": self.create_indexes,
             "listindexes": self.list_indexes, "drop": self.drop,
             "dropdatabase": self.drop_database, "doublestats": self.stats,
@@ -639,6 +640,14 @@ class Double:
         if limit:
             cur = cur.limit(limit)
         return self.find_reply(db, c, doc, list(cur))
+
+    def count(self, db, doc):
+        """The documents a query matches (skip and limit as MongoDB's count)."""
+        c = self.coll(db, doc)
+        n = c.count_documents(doc.get("query") or {})
+        n = max(0, n - int(doc.get("skip") or 0))
+        limit = abs(int(doc.get("limit") or 0))
+        return {"n": min(n, limit) if limit else n}
 
     def find_reply(self, db, c, doc, docs):
         if doc.get("singleBatch"):

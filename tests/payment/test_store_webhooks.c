@@ -14,8 +14,9 @@
  *
  * The last cases are the embedded store's: two stores on one file, claiming
  * and recording from four threads (two per store) with short leases, never
- * hold one delivery at once and lose none; a store of schema version 6
- * opens migrated. */
+ * hold one delivery at once and lose none; a read called from its own
+ * callback is refused without upsetting the outer one; a store of schema
+ * version 6 opens migrated. */
 #include "payment/store.h"
 
 #include <jansson.h>
@@ -1347,6 +1348,45 @@ static void case_two_stores_race(struct fixture *fx)
     payment_store_close(other);
 }
 
+/* ---- the embedded store: a read called from its own callback ---------------- */
+
+struct nested {
+    payment_store *s;
+    int calls;     /* endpoints the outer list passed */
+    int inner_err; /* the inner list's answer */
+    int get_err;   /* a get's answer, from the callback */
+};
+
+static int nested_each(void *arg, const struct payment_webhook *w)
+{
+    struct nested *n = arg;
+    n->calls++;
+    struct wh_list l;
+    int more;
+    struct payment_webhook_query q = {.limit = 10, .all_orgs = 1};
+    n->inner_err = wh_list(n->s, &q, &l, &more);
+    struct wh_seen e;
+    n->get_err = wh_get(n->s, w->id, &e);
+    return 0;
+}
+
+/* Another read works from a callback; the same read is refused and leaves
+ * the outer one going, each endpoint passed once. */
+static void case_nested_read(struct fixture *fx)
+{
+    payment_store *s = fx->s;
+    for (int i = 1; i <= 3; i++)
+        wh_make(s, i, 1);
+    struct nested n = {.s = s, .inner_err = 1, .get_err = 1};
+    struct payment_webhook_query q = {.limit = 10, .all_orgs = 1};
+    int more = -1;
+    CHECK_INT(payment_store_webhooks_list(s, &q, nested_each, &n, &more), PAYMENT_STORE_OK);
+    CHECK_INT(n.calls, 3);
+    CHECK_INT(n.inner_err, PAYMENT_STORE_EINTERNAL);
+    CHECK_INT(n.get_err, PAYMENT_STORE_OK);
+    CHECK_INT(more, 0);
+}
+
 /* ---- the embedded store: migration from schema version 6 -------------------- */
 
 /* Schema version 6, as released, with a payment and its event. */
@@ -1466,6 +1506,7 @@ SQLITE_CASE(pending_purge)
 SQLITE_CASE(delete_cascades)
 SQLITE_CASE(reopen)
 SQLITE_CASE(two_stores_race)
+SQLITE_CASE(nested_read)
 SQLITE_EXCL_CASE(endpoint_crud)
 SQLITE_EXCL_CASE(after_pos)
 SQLITE_EXCL_CASE(claim)
@@ -1490,10 +1531,10 @@ TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_a
           TEST(sqlite_record), TEST(sqlite_failing_since), TEST(sqlite_retry),
           TEST(sqlite_list_deliveries), TEST(sqlite_pending_purge),
           TEST(sqlite_delete_cascades), TEST(sqlite_reopen), TEST(sqlite_two_stores_race),
-          TEST(sqlite_migrates_version_6), TEST(sqlite_excl_endpoint_crud),
-          TEST(sqlite_excl_after_pos), TEST(sqlite_excl_claim), TEST(sqlite_excl_record),
-          TEST(sqlite_excl_reopen), TEST(mongo_endpoint_crud), TEST(mongo_endpoint_limit),
-          TEST(mongo_after_pos), TEST(mongo_list_endpoints), TEST(mongo_deliveries_add),
-          TEST(mongo_claim), TEST(mongo_record), TEST(mongo_failing_since), TEST(mongo_retry),
-          TEST(mongo_list_deliveries), TEST(mongo_pending_purge), TEST(mongo_delete_cascades),
-          TEST(mongo_reopen))
+          TEST(sqlite_nested_read), TEST(sqlite_migrates_version_6),
+          TEST(sqlite_excl_endpoint_crud), TEST(sqlite_excl_after_pos), TEST(sqlite_excl_claim),
+          TEST(sqlite_excl_record), TEST(sqlite_excl_reopen), TEST(mongo_endpoint_crud),
+          TEST(mongo_endpoint_limit), TEST(mongo_after_pos), TEST(mongo_list_endpoints),
+          TEST(mongo_deliveries_add), TEST(mongo_claim), TEST(mongo_record),
+          TEST(mongo_failing_since), TEST(mongo_retry), TEST(mongo_list_deliveries),
+          TEST(mongo_pending_purge), TEST(mongo_delete_cascades), TEST(mongo_reopen))
