@@ -648,8 +648,10 @@ def webhook_kill_9_with_deliveries_in_flight_loses_none(t):
         restarted_at = time.time()
         srv.start()
         restarted = time.monotonic()
-        ids = [e["id"] for e in events(w.c, org)]
-        eq(len(ids), 35, "events after the restart")
+        # On MongoDB the restarted sequencer stamps what the killed server's
+        # writes left in their outboxes: the feed settles at 35.
+        ids = wait_for(lambda: (lambda ids: (len(ids) == 35, ids))(
+            [e["id"] for e in events(w.c, org)]), "the 35 events in the feed after the restart")
         eq(ids[:10], done, "the first ten events")
         later = ids[30:]
 
@@ -772,7 +774,10 @@ def webhook_replay_sends_a_time_range_again(t):
         eq([len(got[i]) for i in ids], [1, 2, 2, 1], "requests per event, a b c d")
 
 
-@test
+# On the embedded store only: on the MongoDB test double (no indexes, one
+# lock) deliveries go at about 6 a second once thousands are stored, so the
+# 3,000 would take minutes; every other test here runs on both stores.
+@harness.sqlite_test
 def webhook_1000_events_to_three_endpoints_under_write_load(t):
     with world(t, "wh-load") as w:
         w.server()
@@ -786,7 +791,9 @@ def webhook_1000_events_to_three_endpoints_under_write_load(t):
         writers, per_writer = 4, 125   # each payment: a create and an update, 1,000 events
         errors = []
         # Two more writers in another organisation write until every event
-        # is received: the deliveries compete with writes throughout.
+        # is received, each at most 50 creates a second: the deliveries
+        # compete with writes throughout, without the writes taking every
+        # turn of a store with one lock (the MongoDB test double).
         stop = threading.Event()
         background = [0]
 
@@ -796,6 +803,7 @@ def webhook_1000_events_to_three_endpoints_under_write_load(t):
                 while not stop.is_set():
                     create(c, payment(org=other))
                     background[0] += 1
+                    stop.wait(0.02)
             except Fail as e:
                 errors.append(str(e))
         other = new_id()
