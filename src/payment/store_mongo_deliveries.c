@@ -15,10 +15,11 @@
  * counters.  Without transactions, deliveries_add takes three steps:
  *   1. read the position: not expected_pos, ECONFLICT, nothing made (the
  *      common race, another process dispatched these events already);
- *   2. make the deliveries, one unordered bulk of upserts on (webhook_id,
- *      event_id) with $setOnInsert: an existing one is left alone (or, with
- *      reset, made pending and due), a duplicate key from two upserts
- *      racing is the other's delivery;
+ *   2. make the deliveries, one unordered bulk write: inserts, whose
+ *      duplicate key on (webhook_id, event_id) means the delivery exists
+ *      and is left alone; with reset, upserts on (webhook_id, event_id)
+ *      with $setOnInsert of the new delivery and $set of pending and due,
+ *      a duplicate key from two upserts racing being the other's delivery;
  *   3. move the position from expected_pos to new_pos, one conditional
  *      update: ECONFLICT when another process moved it between 1 and 3.
  * A failure or a conflict at 3 leaves the deliveries of 2 made: the process
@@ -63,37 +64,53 @@ static bool mongo_append_status_in(bson_t *b, const char *field, unsigned status
     return bson_append_document_end(b, &cond) && ok;
 }
 
-/* The upsert of delivery d: filter {webhook_id, event_id}; update
- * $setOnInsert of the rest, and status pending, due at now_ms: on insert
- * alone, or (reset) on the existing delivery too. */
-static bool mongo_build_delivery_upsert(bson_t *filter, bson_t *update,
-                                        const struct payment_delivery_new *d, int reset,
-                                        int64_t now_ms)
+/* The fields of a new delivery d but its key (webhook_id, event_id), its
+ * status and its due time. */
+static bool mongo_append_delivery_rest(bson_t *b, const struct payment_delivery_new *d,
+                                       int64_t now_ms)
+{
+    bson_t log;
+    return d->body_len <= INT_MAX && BSON_APPEND_UTF8(b, "_id", d->id) &&
+           BSON_APPEND_INT64(b, "event_pos", d->event_pos) && BSON_APPEND_INT32(b, "attempts", 0) &&
+           BSON_APPEND_ARRAY_BEGIN(b, "log", &log) && bson_append_array_end(b, &log) &&
+           BSON_APPEND_INT64(b, "created_ms", now_ms) &&
+           bson_append_binary(b, "body", 4, BSON_SUBTYPE_BINARY, (const uint8_t *)d->body,
+                              (uint32_t)d->body_len) &&
+           BSON_APPEND_INT64(b, "lease_until", 0);
+}
+
+/* Pending, due at now_ms. */
+static bool mongo_append_due(bson_t *b, int64_t now_ms)
+{
+    return BSON_APPEND_INT32(b, "status", PAYMENT_DELIVERY_PENDING) &&
+           BSON_APPEND_INT64(b, "next_ms", now_ms);
+}
+
+/* The document of a new delivery d. */
+static bool mongo_build_delivery(bson_t *b, const struct payment_delivery_new *d, int64_t now_ms)
+{
+    return BSON_APPEND_UTF8(b, "webhook_id", d->webhook_id) &&
+           BSON_APPEND_UTF8(b, "event_id", d->event_id) && mongo_append_delivery_rest(b, d, now_ms) &&
+           mongo_append_due(b, now_ms);
+}
+
+/* The upsert of a replay of delivery d: filter {webhook_id, event_id};
+ * update $setOnInsert of the rest, and $set of status pending, due at
+ * now_ms, on the existing delivery too. */
+static bool mongo_build_delivery_reset(bson_t *filter, bson_t *update,
+                                       const struct payment_delivery_new *d, int64_t now_ms)
 {
     bson_t ins, set;
-    bool ok = d->body_len <= INT_MAX && BSON_APPEND_UTF8(filter, "webhook_id", d->webhook_id) &&
-              BSON_APPEND_UTF8(filter, "event_id", d->event_id) &&
-              BSON_APPEND_DOCUMENT_BEGIN(update, "$setOnInsert", &ins);
-    if (!ok)
+    if (!BSON_APPEND_UTF8(filter, "webhook_id", d->webhook_id) ||
+        !BSON_APPEND_UTF8(filter, "event_id", d->event_id) ||
+        !BSON_APPEND_DOCUMENT_BEGIN(update, "$setOnInsert", &ins))
         return false;
-    bson_t log;
-    ok = BSON_APPEND_UTF8(&ins, "_id", d->id) && BSON_APPEND_INT64(&ins, "event_pos", d->event_pos) &&
-         BSON_APPEND_INT32(&ins, "attempts", 0) && BSON_APPEND_ARRAY_BEGIN(&ins, "log", &log) &&
-         bson_append_array_end(&ins, &log) && BSON_APPEND_INT64(&ins, "created_ms", now_ms) &&
-         bson_append_binary(&ins, "body", 4, BSON_SUBTYPE_BINARY, (const uint8_t *)d->body,
-                            (uint32_t)d->body_len) &&
-         BSON_APPEND_INT64(&ins, "lease_until", 0);
-    bson_t *due = &ins;
-    if (ok && reset) {
-        ok = bson_append_document_end(update, &ins) &&
-             BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
-        due = &set;
-    }
-    if (!ok)
+    bool ok = mongo_append_delivery_rest(&ins, d, now_ms);
+    if (!bson_append_document_end(update, &ins) || !ok ||
+        !BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set))
         return false;
-    ok = BSON_APPEND_INT32(due, "status", PAYMENT_DELIVERY_PENDING) &&
-         BSON_APPEND_INT64(due, "next_ms", now_ms);
-    return bson_append_document_end(update, due) && ok;
+    ok = mongo_append_due(&set, now_ms);
+    return bson_append_document_end(update, &set) && ok;
 }
 
 /* Fills d from a stored delivery; its pointers point into doc, but
@@ -243,29 +260,42 @@ static int mongo_bulk_only_duplicates(const bson_t *reply)
     return n > 0;
 }
 
-/* Step 2: makes deliveries d[0..n) (see the file's comment).  Returns 0 or
- * a store error. */
+/* Appends delivery d to bulk: an insert (a duplicate key is the existing
+ * delivery), or with reset an upsert that makes an existing one due. */
+static bool mongo_bulk_delivery(mongoc_bulk_operation_t *bulk, const bson_t *upsert,
+                                const struct payment_delivery_new *d, int reset, int64_t now_ms)
+{
+    bson_t a = BSON_INITIALIZER, b = BSON_INITIALIZER;
+    bson_error_t e;
+    bool ok = reset ? mongo_build_delivery_reset(&a, &b, d, now_ms) &&
+                          mongoc_bulk_operation_update_one_with_opts(bulk, &a, &b, upsert, &e)
+                    : mongo_build_delivery(&a, d, now_ms) &&
+                          mongoc_bulk_operation_insert_with_opts(bulk, &a, NULL, &e);
+    bson_destroy(&a);
+    bson_destroy(&b);
+    return ok;
+}
+
+/* Step 2: makes deliveries d[0..n) in one unordered bulk write (see the
+ * file's comment).  Inserts, not upserts, unless reset: the unique index
+ * finds an existing delivery without a query per delivery.  Returns 0 or a
+ * store error. */
 static int mongo_deliveries_make(struct mongo_store *st, mongoc_client_t *client,
                                  const struct payment_delivery_new *d, size_t n, int reset,
                                  int64_t now_ms)
 {
     mongoc_collection_t *coll = mongo_collection(st, client, st->deliveries_coll);
     bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER;
-    bson_error_t e;
     bool ok = BSON_APPEND_BOOL(&opts, "ordered", false) &&
               BSON_APPEND_BOOL(&upsert, "upsert", true);
     mongoc_bulk_operation_t *bulk =
         ok ? mongoc_collection_create_bulk_operation_with_opts(coll, &opts) : NULL;
-    for (size_t i = 0; bulk && ok && i < n; i++) {
-        bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER;
-        ok = mongo_build_delivery_upsert(&filter, &update, &d[i], reset, now_ms) &&
-             mongoc_bulk_operation_update_one_with_opts(bulk, &filter, &update, &upsert, &e);
-        bson_destroy(&filter);
-        bson_destroy(&update);
-    }
+    for (size_t i = 0; bulk && ok && i < n; i++)
+        ok = mongo_bulk_delivery(bulk, &upsert, &d[i], reset, now_ms);
     int err = PAYMENT_STORE_EINTERNAL;
     if (bulk && ok) {
         bson_t reply; /* always initialized by the call */
+        bson_error_t e;
         if (mongoc_bulk_operation_execute(bulk, &reply, &e) || mongo_bulk_only_duplicates(&reply))
             err = PAYMENT_STORE_OK;
         else

@@ -3,9 +3,10 @@
  * retries, and the endpoint's failing_since_ms a record moves.  The
  * delivery's document is described in store_mongo_deliveries.c.
  *
- * A claim is one findAndModify per delivery, matching only a pending, due
- * delivery whose lease_until is at or below now, and setting lease_owner
- * and lease_until; MongoDB applies each to one document atomically, so two
+ * A claim reads the ids of the claimable deliveries (pending, due, and
+ * lease_until at or below now), then leases each with one findAndModify on
+ * its _id still conditioned on being claimable, setting lease_owner and
+ * lease_until; MongoDB applies each to one document atomically, so two
  * claimers never both win one delivery while its lease runs.  A record is
  * one update conditioned on {_id, webhook_id, lease_owner: owner}: after
  * the lease expired and another claimed it, the owner differs and nothing
@@ -18,83 +19,133 @@
  * EUNAVAILABLE); a claim's callback runs while the client is held. */
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "payment/store_mongo.h"
 
-/* The claim of one delivery: query, sort and update of its findAndModify. */
-static bool mongo_build_claim(bson_t *query, bson_t *sort, bson_t *update, const char *owner,
-                              int64_t now_ms, int64_t lease_ms)
+/* {status: pending, next_ms: {$lte: now_ms}, lease_until: {$lte: now_ms}}:
+ * a delivery that may be claimed at now_ms. */
+static bool mongo_append_claimable(bson_t *q, int64_t now_ms)
 {
-    bson_t due, lease, set;
-    return BSON_APPEND_INT32(query, "status", PAYMENT_DELIVERY_PENDING) &&
-           BSON_APPEND_DOCUMENT_BEGIN(query, "next_ms", &due) &&
-           BSON_APPEND_INT64(&due, "$lte", now_ms) && bson_append_document_end(query, &due) &&
-           BSON_APPEND_DOCUMENT_BEGIN(query, "lease_until", &lease) &&
-           BSON_APPEND_INT64(&lease, "$lte", now_ms) && bson_append_document_end(query, &lease) &&
-           BSON_APPEND_INT32(sort, "next_ms", 1) && BSON_APPEND_INT32(sort, "_id", 1) &&
-           BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set) &&
-           BSON_APPEND_UTF8(&set, "lease_owner", owner) &&
-           BSON_APPEND_INT64(&set, "lease_until", now_ms + lease_ms) &&
-           bson_append_document_end(update, &set);
+    bson_t due, lease;
+    return BSON_APPEND_INT32(q, "status", PAYMENT_DELIVERY_PENDING) &&
+           BSON_APPEND_DOCUMENT_BEGIN(q, "next_ms", &due) &&
+           BSON_APPEND_INT64(&due, "$lte", now_ms) && bson_append_document_end(q, &due) &&
+           BSON_APPEND_DOCUMENT_BEGIN(q, "lease_until", &lease) &&
+           BSON_APPEND_INT64(&lease, "$lte", now_ms) && bson_append_document_end(q, &lease);
 }
 
-/* One claim: leases the earliest due delivery into *out (the caller
- * destroys it when *found).  Returns 0 or a store error. */
-static int mongo_claim_one(mongoc_collection_t *coll, mongoc_find_and_modify_opts_t *fam,
-                           const bson_t *query, bson_t *out, int *found)
+/* The ids of at most max deliveries claimable at now_ms, the earliest due
+ * first, into ids (*n of them).  Returns 0 or a store error. */
+static int mongo_claim_candidates(mongoc_collection_t *coll, int64_t now_ms, uint32_t max,
+                                  char (*ids)[UUID_STR_LEN + 1], uint32_t *n)
 {
-    bson_t reply; /* always initialized by the call */
-    bson_error_t e;
-    int err = PAYMENT_STORE_OK;
-    *found = 0;
-    if (mongoc_collection_find_and_modify_with_opts(coll, query, fam, &reply, &e)) {
-        bson_iter_t it;
-        if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-            const uint8_t *data = NULL;
-            uint32_t len = 0;
-            bson_t value;
-            bson_iter_document(&it, &len, &data);
-            if (bson_init_static(&value, data, len)) {
-                bson_copy_to(&value, out);
-                *found = 1;
-            } else {
-                err = PAYMENT_STORE_EINTERNAL;
-            }
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
+    bool ok = mongo_append_claimable(&filter, now_ms) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
+              BSON_APPEND_INT32(&sort, "next_ms", 1) && BSON_APPEND_INT32(&sort, "_id", 1) &&
+              bson_append_document_end(&opts, &sort) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
+              BSON_APPEND_INT32(&proj, "_id", 1) && bson_append_document_end(&opts, &proj) &&
+              mongo_append_local(&opts) && BSON_APPEND_INT64(&opts, "limit", max) &&
+              BSON_APPEND_INT64(&opts, "batchSize", max);
+    int err = PAYMENT_STORE_EINTERNAL;
+    *n = 0;
+    if (ok) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+        const bson_t *doc;
+        bson_error_t e;
+        while (*n < max && mongoc_cursor_next(cur, &doc)) {
+            const char *id = mongo_get_utf8(doc, "_id", NULL);
+            if (id && strlen(id) <= UUID_STR_LEN)
+                memcpy(ids[(*n)++], id, strlen(id) + 1);
         }
-    } else {
-        err = mongo_map_err(&e);
+        err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
+        mongoc_cursor_destroy(cur);
     }
-    bson_destroy(&reply);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
     return err;
 }
 
-/* Each delivery is passed to each as soon as it is leased, so a callback
- * that stops the claim leaves nothing leased that it has not seen; an error
- * after some were passed is returned, and those stay leased to owner. */
+/* Leases delivery id to owner until now_ms + lease_ms when it is still
+ * claimable (one findAndModify: MongoDB decides), into *out (the caller
+ * destroys it when *found; not found: another claimer was first).
+ * Returns 0 or a store error. */
+static int mongo_claim_one(mongoc_collection_t *coll, const char *id, const char *owner,
+                           int64_t now_ms, int64_t lease_ms, bson_t *out, int *found)
+{
+    bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+    mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
+    bool ok = fam && BSON_APPEND_UTF8(&query, "_id", id) &&
+              mongo_append_claimable(&query, now_ms) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set) &&
+              BSON_APPEND_UTF8(&set, "lease_owner", owner) &&
+              BSON_APPEND_INT64(&set, "lease_until", now_ms + lease_ms) &&
+              bson_append_document_end(&update, &set) &&
+              mongoc_find_and_modify_opts_set_update(fam, &update) &&
+              mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    int err = PAYMENT_STORE_EINTERNAL;
+    *found = 0;
+    if (ok) {
+        bson_t reply; /* always initialized by the call */
+        bson_error_t e;
+        err = PAYMENT_STORE_OK;
+        if (mongoc_collection_find_and_modify_with_opts(coll, &query, fam, &reply, &e)) {
+            bson_iter_t it;
+            if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+                const uint8_t *data = NULL;
+                uint32_t len = 0;
+                bson_t value;
+                bson_iter_document(&it, &len, &data);
+                if (bson_init_static(&value, data, len)) {
+                    bson_copy_to(&value, out);
+                    *found = 1;
+                } else {
+                    err = PAYMENT_STORE_EINTERNAL;
+                }
+            }
+        } else {
+            err = mongo_map_err(&e);
+        }
+        bson_destroy(&reply);
+    }
+    mongoc_find_and_modify_opts_destroy(fam); /* NULL is a no-op */
+    bson_destroy(&query);
+    bson_destroy(&update);
+    return err;
+}
+
+/* One query finds the candidates, the earliest due first; each is then
+ * leased by a findAndModify on its _id that is still conditioned on being
+ * claimable, so a candidate another claimer took meanwhile is skipped (the
+ * claim then gives fewer than it could).  Each is passed to each as soon
+ * as it is leased, so a callback that stops the claim leaves nothing
+ * leased that it has not seen; an error after some were passed is
+ * returned, and those stay leased to owner. */
 int mongo_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms, int64_t lease_ms,
                            uint32_t max, payment_store_delivery_fn each, void *arg)
 {
     struct mongo_store *st = (struct mongo_store *)s;
+    char(*ids)[UUID_STR_LEN + 1] = malloc(max * sizeof *ids);
+    if (!ids)
+        return PAYMENT_STORE_EINTERNAL;
     int err = PAYMENT_STORE_OK;
     mongoc_client_t *client = mongo_client(st, &err);
-    if (!client)
+    if (!client) {
+        free(ids);
         return err;
-    bson_t query = BSON_INITIALIZER, sort = BSON_INITIALIZER, update = BSON_INITIALIZER;
-    mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
-    if (err == PAYMENT_STORE_OK &&
-        !(fam && mongo_build_claim(&query, &sort, &update, owner, now_ms, lease_ms) &&
-          mongoc_find_and_modify_opts_set_sort(fam, &sort) &&
-          mongoc_find_and_modify_opts_set_update(fam, &update) &&
-          mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW)))
-        err = PAYMENT_STORE_EINTERNAL;
+    }
     if (err == PAYMENT_STORE_OK) {
         mongoc_collection_t *coll = mongo_collection(st, client, st->deliveries_coll);
         struct buf json = BUF_INIT;
-        int found = 1;
-        for (uint32_t i = 0; err == PAYMENT_STORE_OK && found && i < max; i++) {
+        uint32_t n = 0;
+        err = mongo_claim_candidates(coll, now_ms, max, ids, &n);
+        for (uint32_t i = 0; err == PAYMENT_STORE_OK && i < n; i++) {
             bson_t doc;
-            err = mongo_claim_one(coll, fam, &query, &doc, &found);
+            int found = 0;
+            err = mongo_claim_one(coll, ids[i], owner, now_ms, lease_ms, &doc, &found);
             if (err == PAYMENT_STORE_OK && found) {
                 err = mongo_delivery_give(&doc, &json, each, arg);
                 bson_destroy(&doc);
@@ -103,11 +154,8 @@ int mongo_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms, 
         buf_free(&json);
         mongoc_collection_destroy(coll);
     }
-    mongoc_find_and_modify_opts_destroy(fam); /* NULL is a no-op */
-    bson_destroy(&query);
-    bson_destroy(&sort);
-    bson_destroy(&update);
     mongoc_client_pool_push(st->pool, client);
+    free(ids);
     return err;
 }
 
