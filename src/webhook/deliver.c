@@ -1,5 +1,6 @@
-/* deliver: see deliver.h.  This file starts and stops the two threads
- * (dispatch.c, sender.c), wakes them, and renders their counters.
+/* deliver: see deliver.h.  This file starts and stops the three threads
+ * (dispatch.c; sender.c and transfer.c, the two halves of deliver.h's
+ * sender), wakes them, and renders their counters.
  *
  * libcurl: curl_global_init is not thread safe, so webhook_deliver_start
  * calls it before starting its threads, and must itself be called from main
@@ -39,6 +40,13 @@ static int owner_name(char out[WEBHOOK_OWNER_MAX])
 /* Frees what start made, the threads already joined (or never started). */
 static void deliver_free(webhook_deliver *d)
 {
+    struct webhook_request *lists[] = {d->ready, d->done};
+    for (size_t i = 0; i < 2; i++)
+        while (lists[i]) {
+            struct webhook_request *q = lists[i];
+            lists[i] = q->next;
+            webhook_request_free(q);
+        }
     if (d->multi) {
         CURLMcode mc = curl_multi_cleanup(d->multi);
         if (mc != CURLM_OK)
@@ -104,9 +112,18 @@ webhook_deliver *webhook_deliver_start(const struct webhook_deliver_config *c)
         curl_global_cleanup();
         return NULL;
     }
+    if (pthread_create(&d->transfer, NULL, webhook_transfer_main, d) != 0) {
+        log_msg(c->log, LOG_ERROR, "webhooks: cannot start the transfer thread");
+        deliver_signal_stop(d);
+        sync_join(d->dispatcher);
+        deliver_free(d);
+        curl_global_cleanup();
+        return NULL;
+    }
     if (pthread_create(&d->sender, NULL, webhook_sender_main, d) != 0) {
         log_msg(c->log, LOG_ERROR, "webhooks: cannot start the sender thread");
         deliver_signal_stop(d);
+        sync_join(d->transfer);
         sync_join(d->dispatcher);
         deliver_free(d);
         curl_global_cleanup();
@@ -126,10 +143,10 @@ int webhook_deliver_stopping(webhook_deliver *d)
 
 void webhook_sender_wake(webhook_deliver *d)
 {
-    atomic_store(&d->sender_woken, 1);
-    CURLMcode mc = curl_multi_wakeup(d->multi);
-    if (mc != CURLM_OK)
-        log_msg(d->c.log, LOG_WARN, "webhooks: curl_multi_wakeup: %s", curl_multi_strerror(mc));
+    sync_lock(&d->mu);
+    d->sender_woken = 1;
+    sync_broadcast(&d->cv);
+    sync_unlock(&d->mu);
 }
 
 void webhook_deliver_wake(void *arg)
@@ -139,9 +156,9 @@ void webhook_deliver_wake(void *arg)
         return;
     sync_lock(&d->mu);
     d->dispatch_woken = 1;
+    d->sender_woken = 1;
     sync_broadcast(&d->cv);
     sync_unlock(&d->mu);
-    webhook_sender_wake(d);
 }
 
 void webhook_deliver_stop(webhook_deliver *d)
@@ -150,6 +167,7 @@ void webhook_deliver_stop(webhook_deliver *d)
         return;
     deliver_signal_stop(d);
     sync_join(d->sender);
+    sync_join(d->transfer);
     sync_join(d->dispatcher);
     deliver_free(d);
     curl_global_cleanup();

@@ -1,5 +1,5 @@
-/* deliver: the webhook deliveries of one process (issue "Webhooks").  Two
- * threads of its own, never the HTTP threads:
+/* deliver: the webhook deliveries of one process (issue "Webhooks").
+ * Threads of its own, never the HTTP threads:
  *
  *   - the dispatcher follows the store's feed from the store's dispatch
  *     position (payment_store_dispatch_pos) and makes, for each event, one
@@ -12,7 +12,9 @@
  *     and records each attempt: 2xx succeeded; 410 disables the endpoint;
  *     otherwise the next attempt per the retry schedule (with jitter, a
  *     429/503's Retry-After honoured), or failed once the schedule runs out;
- *     an endpoint failing everything for disable_after is disabled.
+ *     an endpoint failing everything for disable_after is disabled (0:
+ *     never).  Its store calls and its transfers run on two threads, so a
+ *     slow store call never holds up a transfer in flight.
  *
  * At least once: a delivery's state is in the store, so a crash loses
  * nothing; an attempt cut off by one is claimed again once its lease
@@ -45,7 +47,7 @@ struct webhook_deliver_config {
 };
 
 /* The defaults: timeout 15 s, schedule 0s,5s,5m,30m,2h,5h,10h,14h,20h,24h,
- * disable after 5 days, private refused, poll 1 s. */
+ * disable after 5 days, private refused, poll 500 ms. */
 void webhook_deliver_config_init(struct webhook_deliver_config *c);
 
 /* Parses a schedule "0s,5s,5m,..." (units ms, s, m, h, d) into c.
@@ -55,7 +57,10 @@ int webhook_schedule_parse(const char *text, struct webhook_deliver_config *c);
 
 typedef struct webhook_deliver webhook_deliver;
 
-/* Starts the threads.  NULL on failure (logged). */
+/* Starts the threads.  NULL on failure (logged).  It calls
+ * curl_global_init, which is not thread safe: call it from main before any
+ * other thread uses libcurl (stop, which calls curl_global_cleanup, once
+ * none does). */
 webhook_deliver *webhook_deliver_start(const struct webhook_deliver_config *c);
 
 /* Tells the threads to look for work now (new events, a retry). */

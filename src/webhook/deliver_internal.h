@@ -1,12 +1,20 @@
 /* deliver_internal: what the deliverer's files share (deliver.c: start,
  * stop, wake, metrics; dispatch.c: the dispatcher thread; sender.c: the
- * sender thread and its requests; record.c: an attempt's outcome into the
- * store; attempt.c: the pure decisions, unit tested).
+ * sender thread, which claims deliveries and records their attempts;
+ * transfer.c: the transfer thread, which runs the requests on libcurl's
+ * multi handle; request.c: one attempt's request; record.c: an attempt's
+ * outcome into the store; attempt.c: the pure decisions, unit tested).
+ *
+ * The sender and the transfer threads are two so that a slow store call
+ * (a claim, a record) never holds up the transfers in flight, whose
+ * timeouts run meanwhile: the sender hands made requests to the transfer
+ * thread on the ready list (and wakes it with curl_multi_wakeup), which
+ * hands them back finished on the done list (and broadcasts cv).
  *
  * Threads: the configuration and owner are set before the threads start
- * and read-only after; stopping and dispatch_woken are under mu; the
- * counters are atomics; the multi handle belongs to the sender thread,
- * except curl_multi_wakeup, which any thread may call. */
+ * and read-only after; the flags and both lists are under mu; the counters
+ * are atomics; the multi handle belongs to the transfer thread, except
+ * curl_multi_wakeup, which any thread may call. */
 #ifndef WEBHOOK_DELIVER_INTERNAL_H
 #define WEBHOOK_DELIVER_INTERNAL_H
 
@@ -17,9 +25,10 @@
 
 #include "core/buf.h"
 #include "webhook/deliver.h"
+#include "webhook/endpoint.h"
 
 #define WEBHOOK_LEASE_EXTRA_MS 5000        /* a lease outlasts the timeout by this */
-#define WEBHOOK_IN_FLIGHT_MAX 64           /* attempts in flight at once */
+#define WEBHOOK_IN_FLIGHT_MAX 64           /* attempts claimed and not yet recorded, at most */
 #define WEBHOOK_ANSWER_MAX (64 * 1024)     /* bytes of a receiver's answer read */
 #define WEBHOOK_RETRY_AFTER_MAX_MS (24LL * 3600 * 1000) /* a Retry-After is capped at this */
 #define WEBHOOK_JITTER_PERCENT 10          /* a retry's delay varies by +- this */
@@ -27,17 +36,22 @@
 #define WEBHOOK_PENDING_EVERY_MS 1000      /* how often the pending gauges are read */
 #define WEBHOOK_ERROR_MAX 160              /* bytes of an attempt's error text */
 
+struct webhook_request;
+
 struct webhook_deliver {
     struct webhook_deliver_config c;    /* as started; pointers borrowed */
     char owner[WEBHOOK_OWNER_MAX];      /* this process's lease owner: host-pid-random */
-    pthread_mutex_t mu;                 /* guards stopping, dispatch_woken */
-    pthread_cond_t cv;                  /* signalled by wake and stop (the dispatcher) */
+    pthread_mutex_t mu;                 /* guards the flags and lists below */
+    pthread_cond_t cv;                  /* broadcast by wake, stop and a finished transfer */
     int stopping;                       /* set once by stop */
     int dispatch_woken;                 /* wake was called since the dispatcher last looked */
-    atomic_int sender_woken;            /* wake was called since the sender last claimed */
-    CURLM *multi;                       /* the sender's transfers */
+    int sender_woken;                   /* deliveries may be due: the sender claims */
+    struct webhook_request *ready;      /* made, for the transfer thread (a list on next) */
+    struct webhook_request *done;       /* finished, for the sender to record (on next) */
+    CURLM *multi;                       /* the transfer thread's transfers */
     pthread_t dispatcher;               /* webhook_dispatch_main */
     pthread_t sender;                   /* webhook_sender_main */
+    pthread_t transfer;                 /* webhook_transfer_main */
     /* Counters and gauges, for metrics: */
     _Atomic uint64_t succeeded;         /* deliveries that succeeded */
     _Atomic uint64_t failed;            /* deliveries that failed */
@@ -50,11 +64,12 @@ struct webhook_deliver {
 /* The thread functions; arg is the webhook_deliver. */
 void *webhook_dispatch_main(void *arg);
 void *webhook_sender_main(void *arg);
+void *webhook_transfer_main(void *arg);
 
 /* Whether stop was called. */
 int webhook_deliver_stopping(webhook_deliver *d);
 
-/* Wakes the sender: it claims at once. */
+/* Wakes the sender: it claims at once (when it has room). */
 void webhook_sender_wake(webhook_deliver *d);
 
 /* ---- attempt.c: the decisions of an attempt ---------------------------- */
@@ -125,5 +140,45 @@ void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, i
  * column), retrying a few times when its version moves meanwhile.  Logged;
  * nothing returned. */
 void webhook_disable_endpoint(webhook_deliver *d, const char *webhook_id, const char *reason);
+
+/* ---- request.c: one attempt's HTTP request ------------------------------- */
+
+#define WEBHOOK_RETRY_AFTER_MAX 64 /* bytes of a Retry-After value kept */
+
+/* One attempt, from its making to its record: its easy handle, what its
+ * callbacks saw, and what it gave. */
+struct webhook_request {
+    struct webhook_job job;          /* what is attempted; owns the body */
+    webhook_deliver *d;
+    CURL *easy;                      /* owned; in d->multi while in flight */
+    struct curl_slist *headers;      /* owned */
+    int64_t at_ms;                   /* when it was begun */
+    int64_t started_us;              /* monotonic, for the latency */
+    size_t answer_bytes;             /* of the answer's body read */
+    int answer_cut;                  /* the answer was longer than WEBHOOK_ANSWER_MAX */
+    int refused;                     /* a connection's address was refused */
+    char retry_after[WEBHOOK_RETRY_AFTER_MAX]; /* the last answer's Retry-After, or "" */
+    char errbuf[CURL_ERROR_SIZE];    /* libcurl's detail of a failure */
+    struct webhook_attempt_result outcome; /* finished: what it gave (error may be error's) */
+    char error[WEBHOOK_ERROR_MAX];   /* finished: the text of an error */
+    int64_t latency_ms;              /* finished: from its start */
+    struct webhook_request *prev, *next; /* the list it is on (ready, in flight, done) */
+};
+
+/* A request for job to t's url, signed by t's secrets at this second,
+ * ready for the multi handle.  It takes job's body.  NULL, with why an
+ * error text for the attempt and job untouched, when it cannot be made. */
+struct webhook_request *webhook_request_new(webhook_deliver *d, struct webhook_job *job,
+                                            const struct webhook_target *t, const char **why);
+
+/* Frees q, its easy handle (out of the multi handle already) and body. */
+void webhook_request_free(struct webhook_request *q);
+
+/* Sets q's outcome, error and latency_ms from its finished transfer
+ * (libcurl's result, or a failure to start it). */
+void webhook_request_finish(struct webhook_request *q, CURLcode result);
+
+/* Hands q to the transfer thread (sender). */
+void webhook_transfer_submit(webhook_deliver *d, struct webhook_request *q);
 
 #endif

@@ -58,6 +58,15 @@ static int failing_too_long(const webhook_deliver *d, int64_t failing_since_ms, 
            now_ms - failing_since_ms >= d->c.disable_after_ms;
 }
 
+/* One pending delivery fewer in the cached gauge, until the sender reads
+ * it again (the same thread: no read is under way meanwhile). */
+static void pending_finished(webhook_deliver *d)
+{
+    int64_t n = atomic_load(&d->pending);
+    while (n > 0 && !atomic_compare_exchange_weak(&d->pending, &n, n - 1))
+        ;
+}
+
 void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, int64_t at_ms,
                             const struct webhook_attempt_result *r, int64_t latency_ms)
 {
@@ -113,6 +122,8 @@ void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, i
         atomic_fetch_add(&d->failed, 1);
     else
         atomic_fetch_add(&d->retrying, 1);
+    if (dec.status != PAYMENT_DELIVERY_PENDING)
+        pending_finished(d);
     if (dec.succeeded)
         return;
     log_failed_attempt(d, job, attempt, r, &dec);

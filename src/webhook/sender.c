@@ -1,60 +1,37 @@
-/* sender: the sender thread (deliver.h).  It claims due deliveries under a
- * lease (timeout + WEBHOOK_LEASE_EXTRA_MS), at most WEBHOOK_IN_FLIGHT_MAX in
- * flight, and POSTs each with libcurl's multi interface: signed with the
- * secrets the endpoint has at the attempt, no redirects followed, http and
- * https only, no proxy, certificates verified against the system's store,
- * every connection's address checked (url.h: against DNS rebinding), the
- * answer read up to WEBHOOK_ANSWER_MAX bytes and not kept.  A finished
- * transfer's outcome is recorded by record.c.
+/* sender: the sender thread (deliver_internal.h): the store's side of the
+ * attempts.  It claims due deliveries under a lease (timeout +
+ * WEBHOOK_LEASE_EXTRA_MS), at most WEBHOOK_IN_FLIGHT_MAX claimed and not yet
+ * recorded, reads each one's endpoint, makes its request (request.c) and
+ * hands it to the transfer thread (transfer.c); it records each finished
+ * one (record.c).  A delivery whose endpoint is disabled is recorded failed
+ * unsent; one whose endpoint is gone went with it.
  *
  * It claims when woken (new deliveries, a retry), every poll_ms, and at
- * once while claims come back full and there is room; it reads the pending
- * gauges every WEBHOOK_PENDING_EVERY_MS.  Between, it waits in
- * curl_multi_poll, which curl_multi_wakeup interrupts (wake, stop).
+ * once while claims come back full and there is room; it records as soon
+ * as transfers finish; it reads the pending gauges every
+ * WEBHOOK_PENDING_EVERY_MS, and at once when the last outstanding attempt
+ * is recorded (record.c counts a finished delivery out of them meanwhile).
+ * Between, it waits on the deliverer's cv.
  *
- * On stop, the transfers in flight are abandoned unrecorded: their leases
+ * On stop, finished attempts not yet recorded are dropped: their leases
  * expire and any process claims them again.
  *
- * Threads: everything here is the sender thread's own. */
+ * Threads: its state is its own; the lists it shares are under mu. */
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
 
 #include "core/clock.h"
 #include "core/sync.h"
 #include "webhook/deliver_internal.h"
-#include "webhook/endpoint.h"
-#include "webhook/sign.h"
-#include "webhook/url.h"
-
-#define USER_AGENT "paymentd-webhooks/1"
-#define RETRY_AFTER_MAX 64 /* bytes of a Retry-After value kept */
-
-/* One attempt in flight. */
-struct sender_req {
-    struct webhook_job job;          /* what is attempted; owns the body */
-    webhook_deliver *d;
-    CURL *easy;                      /* in d->multi */
-    struct curl_slist *headers;      /* owned */
-    int64_t at_ms;                   /* when it was begun */
-    int64_t started_us;              /* monotonic, for the latency */
-    size_t answer_bytes;             /* of the answer's body read */
-    int answer_cut;                  /* the answer was longer than WEBHOOK_ANSWER_MAX */
-    int refused;                     /* a connection's address was refused */
-    char retry_after[RETRY_AFTER_MAX]; /* the final answer's Retry-After value, or "" */
-    char errbuf[CURL_ERROR_SIZE];    /* libcurl's detail of a failure */
-    struct sender_req *prev, *next;  /* the in-flight list */
-};
 
 /* The thread's own state. */
 struct sender {
     webhook_deliver *d;
-    struct sender_req *flight;       /* attempts in flight */
-    size_t n_flight;
+    size_t outstanding;              /* requests handed to the transfer thread, not recorded */
     struct webhook_job *claimed;     /* a claim's deliveries (room for WEBHOOK_IN_FLIGHT_MAX) */
     size_t n_claimed;
     int claim_no_memory;             /* the claim callback ran out of memory */
@@ -65,65 +42,6 @@ static void job_free(struct webhook_job *job)
 {
     free(job->body);
     job->body = NULL;
-}
-
-static void req_free(struct sender_req *q)
-{
-    if (q->easy)
-        curl_easy_cleanup(q->easy);
-    curl_slist_free_all(q->headers);
-    job_free(&q->job);
-    free(q);
-}
-
-/* ---- libcurl callbacks --------------------------------------------------------- */
-
-/* Reads the answer up to WEBHOOK_ANSWER_MAX bytes, keeping none: past it,
- * the transfer stops (a write error that finish_req knows). */
-static size_t on_answer(char *data, size_t size, size_t nmemb, void *arg)
-{
-    (void)data;
-    struct sender_req *q = arg;
-    size_t n = size * nmemb;
-    if (n > WEBHOOK_ANSWER_MAX - q->answer_bytes) {
-        q->answer_cut = 1;
-        return 0;
-    }
-    q->answer_bytes += n;
-    return n;
-}
-
-/* Keeps the Retry-After of the last answer (a status line forgets the one
- * of an interim answer). */
-static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
-{
-    struct sender_req *q = arg;
-    size_t n = size * nitems;
-    static const char name[] = "retry-after:";
-    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        q->retry_after[0] = '\0';
-    } else if (n > sizeof name - 1 && strncasecmp(line, name, sizeof name - 1) == 0) {
-        size_t len = n - (sizeof name - 1);
-        if (len >= sizeof q->retry_after)
-            len = sizeof q->retry_after - 1;
-        memcpy(q->retry_after, line + sizeof name - 1, len);
-        q->retry_after[len] = '\0';
-    }
-    return n;
-}
-
-/* Opens a connection's socket only to an address url.h allows: checked at
- * each connection, whatever DNS said at registration. */
-static curl_socket_t on_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    struct sender_req *q = arg;
-    if (purpose != CURLSOCKTYPE_IPCXN ||
-        !webhook_addr_allowed(&a->addr, q->d->c.allow_private)) {
-        q->refused = 1;
-        return CURL_SOCKET_BAD;
-    }
-    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    return fd >= 0 ? fd : CURL_SOCKET_BAD;
 }
 
 /* ---- beginning an attempt -------------------------------------------------- */
@@ -144,84 +62,6 @@ static int on_endpoint(void *arg, const struct payment_webhook *w)
     return 0;
 }
 
-/* Appends the header "name: value" to *list.  0, or -1 out of memory. */
-static int add_header(struct curl_slist **list, const char *name, const char *value)
-{
-    struct buf h = BUF_INIT;
-    buf_printf(&h, "%s: %s", name, value);
-    struct curl_slist *l = buf_failed(&h) ? NULL : curl_slist_append(*list, h.data);
-    buf_free(&h);
-    if (!l)
-        return -1;
-    *list = l;
-    return 0;
-}
-
-/* The request's headers: the Standard Webhooks ones (every secret of t
- * signs), the content type, and none for Expect (no 100-continue wait).
- * 0, or an error text for the attempt. */
-static const char *make_headers(struct sender_req *q, const struct webhook_target *t)
-{
-    int64_t ts = q->at_ms / 1000;
-    struct buf sig = BUF_INIT;
-    for (int i = 0; i < t->n_secrets; i++)
-        if (webhook_sign(t->secrets[i], q->job.event_id, ts, q->job.body, q->job.body_len,
-                         &sig) != 0) {
-            buf_free(&sig);
-            return "a signing secret is malformed";
-        }
-    char tsbuf[32];
-    snprintf(tsbuf, sizeof tsbuf, "%" PRId64, ts);
-    int rc = sig.data ? 0 : -1;
-    if (rc == 0)
-        rc = add_header(&q->headers, "webhook-id", q->job.event_id);
-    if (rc == 0)
-        rc = add_header(&q->headers, "webhook-timestamp", tsbuf);
-    if (rc == 0)
-        rc = add_header(&q->headers, "webhook-signature", sig.data);
-    if (rc == 0)
-        rc = add_header(&q->headers, "Content-Type", "application/json");
-    if (rc == 0) {
-        struct curl_slist *l = curl_slist_append(q->headers, "Expect:");
-        rc = l ? 0 : -1;
-        if (l)
-            q->headers = l;
-    }
-    buf_free(&sig);
-    return rc == 0 ? NULL : "out of memory";
-}
-
-/* Sets the easy handle's options for url.  0, or -1 (a libcurl failure). */
-static int set_options(struct sender_req *q, const char *url)
-{
-    CURL *e = q->easy;
-    const webhook_deliver *d = q->d;
-    int ok = curl_easy_setopt(e, CURLOPT_URL, url) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)d->c.timeout_ms) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->job.body) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->job.body_len) ==
-                 CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->headers) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_answer) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_WRITEDATA, q) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_HEADERDATA, q) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, q) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->errbuf) == CURLE_OK &&
-             curl_easy_setopt(e, CURLOPT_PRIVATE, q) == CURLE_OK;
-    return ok ? 0 : -1;
-}
-
 /* Records an attempt that made no request: error, and whether final. */
 static void record_unsent(webhook_deliver *d, const struct webhook_job *job, const char *error,
                           int final)
@@ -233,7 +73,8 @@ static void record_unsent(webhook_deliver *d, const struct webhook_job *job, con
 }
 
 /* Begins the attempt of job (taking its body): reads its endpoint, and
- * either puts the request in flight or records why none was made. */
+ * either hands its request to the transfer thread or records why none was
+ * made. */
 static void begin_attempt(struct sender *s, struct webhook_job *job)
 {
     webhook_deliver *d = s->d;
@@ -265,34 +106,15 @@ static void begin_attempt(struct sender *s, struct webhook_job *job)
         job_free(job);
         return;
     }
-    struct sender_req *q = calloc(1, sizeof *q);
-    const char *why = "out of memory";
-    if (q) {
-        q->job = *job;
-        job->body = NULL; /* q owns it now */
-        q->d = d;
-        q->at_ms = clock_now_ms();
-        q->started_us = clock_mono_us();
-        why = make_headers(q, &e.target);
-        if (!why && (!(q->easy = curl_easy_init()) || set_options(q, e.target.url) != 0))
-            why = "cannot set up the request";
-    }
+    const char *why = NULL;
+    struct webhook_request *q = webhook_request_new(d, job, &e.target, &why);
     webhook_target_free(&e.target);
-    if (!why) {
-        CURLMcode mc = curl_multi_add_handle(d->multi, q->easy);
-        if (mc == CURLM_OK) {
-            q->next = s->flight;
-            if (s->flight)
-                s->flight->prev = q;
-            s->flight = q;
-            s->n_flight++;
-            return;
-        }
-        why = curl_multi_strerror(mc);
+    if (q) {
+        webhook_transfer_submit(d, q);
+        s->outstanding++;
+        return;
     }
-    record_unsent(d, q ? &q->job : job, why, 0);
-    if (q)
-        req_free(q);
+    record_unsent(d, job, why, 0);
     job_free(job);
 }
 
@@ -325,7 +147,7 @@ static int on_claimed(void *arg, const struct payment_delivery *dl)
 static int claim(struct sender *s)
 {
     webhook_deliver *d = s->d;
-    size_t room = WEBHOOK_IN_FLIGHT_MAX - s->n_flight;
+    size_t room = WEBHOOK_IN_FLIGHT_MAX - s->outstanding;
     assert(room > 0);
     s->n_claimed = 0;
     s->claim_no_memory = 0;
@@ -350,91 +172,27 @@ static int claim(struct sender *s)
     return rc == PAYMENT_STORE_OK && n == room;
 }
 
-/* ---- finishing --------------------------------------------------------------- */
+/* ---- recording ------------------------------------------------------------------ */
 
-static void unlink_req(struct sender *s, struct sender_req *q)
+/* Records every attempt of the list done, and frees them. */
+static void record_done(struct sender *s, struct webhook_request *done)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        s->flight = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    s->n_flight--;
+    while (done) {
+        struct webhook_request *q = done;
+        done = q->next;
+        webhook_record_attempt(s->d, &q->job, q->at_ms, &q->outcome, q->latency_ms);
+        webhook_request_free(q);
+        assert(s->outstanding > 0);
+        s->outstanding--;
+    }
 }
 
-/* Records a finished transfer's outcome, and frees it. */
-static void finish_req(struct sender *s, struct sender_req *q, CURLcode result)
+static void free_list(struct webhook_request *list)
 {
-    webhook_deliver *d = s->d;
-    int64_t latency_ms = (clock_mono_us() - q->started_us) / 1000;
-    struct webhook_attempt_result r = {0};
-    char error[WEBHOOK_ERROR_MAX];
-    long status = 0;
-    if (result == CURLE_OK || (result == CURLE_WRITE_ERROR && q->answer_cut)) {
-        if (curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
-            status = 0;
-    }
-    if (status > 0) {
-        r.status = status;
-        r.retry_after_ms = webhook_retry_after_parse(q->retry_after, strlen(q->retry_after),
-                                                     clock_now_ms());
-    } else if (q->refused) {
-        r.error = "the destination's address is refused (private or reserved)";
-    } else if (result == CURLE_OPERATION_TIMEDOUT) {
-        snprintf(error, sizeof error, "no answer within %" PRId64 " ms", d->c.timeout_ms);
-        r.error = error;
-    } else {
-        snprintf(error, sizeof error, "%.60s%s%.90s", curl_easy_strerror(result),
-                 q->errbuf[0] ? ": " : "", q->errbuf);
-        r.error = error;
-    }
-    CURLMcode mc = curl_multi_remove_handle(d->multi, q->easy);
-    if (mc != CURLM_OK)
-        log_msg(d->c.log, LOG_WARN, "webhooks: curl_multi_remove_handle: %s",
-                curl_multi_strerror(mc));
-    unlink_req(s, q);
-    webhook_record_attempt(d, &q->job, q->at_ms, &r, latency_ms);
-    req_free(q);
-}
-
-/* Drives the transfers and finishes those done.  0, or -1 when the multi
- * handle failed (logged). */
-static int drive(struct sender *s)
-{
-    webhook_deliver *d = s->d;
-    int running = 0;
-    CURLMcode mc = curl_multi_perform(d->multi, &running);
-    if (mc != CURLM_OK) {
-        log_msg(d->c.log, LOG_ERROR, "webhooks: curl_multi_perform: %s", curl_multi_strerror(mc));
-        return -1;
-    }
-    CURLMsg *m;
-    int left = 0;
-    while ((m = curl_multi_info_read(d->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        char *priv = NULL;
-        if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv) != CURLE_OK || !priv) {
-            log_msg(d->c.log, LOG_ERROR, "webhooks: a transfer without its attempt");
-            continue;
-        }
-        finish_req(s, (struct sender_req *)priv, m->data.result);
-    }
-    return 0;
-}
-
-/* Abandons every transfer in flight: unrecorded, their leases run out. */
-static void abandon_all(struct sender *s)
-{
-    while (s->flight) {
-        struct sender_req *q = s->flight;
-        CURLMcode mc = curl_multi_remove_handle(s->d->multi, q->easy);
-        if (mc != CURLM_OK)
-            log_msg(s->d->c.log, LOG_WARN, "webhooks: curl_multi_remove_handle: %s",
-                    curl_multi_strerror(mc));
-        unlink_req(s, q);
-        req_free(q);
+    while (list) {
+        struct webhook_request *q = list;
+        list = q->next;
+        webhook_request_free(q);
     }
 }
 
@@ -451,6 +209,37 @@ static void read_pending(webhook_deliver *d)
     atomic_store(&d->oldest_pending_ms, oldest);
 }
 
+/* What a wait gave. */
+struct woken {
+    int stopping;
+    int claim;                       /* woken for a claim (there is room) */
+    struct webhook_request *done;    /* finished attempts to record */
+};
+
+/* Waits until stopped, finished attempts come back, woken for a claim
+ * while there is room, or until deadline_us (monotonic), whichever first. */
+static struct woken sender_wait(struct sender *s, int64_t deadline_us)
+{
+    webhook_deliver *d = s->d;
+    int room = s->outstanding < WEBHOOK_IN_FLIGHT_MAX;
+    int64_t now_us = clock_mono_us();
+    struct timespec until = sync_deadline_in_us(deadline_us > now_us ? deadline_us - now_us : 0);
+    struct woken w = {0};
+    sync_lock(&d->mu);
+    int rc = 0;
+    while (!d->stopping && !d->done && !(room && d->sender_woken) && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&d->cv, &d->mu, &until);
+    w.stopping = d->stopping;
+    w.done = d->done;
+    d->done = NULL;
+    if (room && d->sender_woken) {
+        w.claim = 1;
+        d->sender_woken = 0;
+    }
+    sync_unlock(&d->mu);
+    return w;
+}
+
 void *webhook_sender_main(void *arg)
 {
     struct sender s = {0};
@@ -464,10 +253,27 @@ void *webhook_sender_main(void *arg)
     int64_t poll_us = d->c.poll_ms * 1000;
     int64_t next_claim_us = 0, next_pending_us = 0; /* monotonic; 0: now */
     int more_due = 0;                               /* the last claim came back full */
-    while (!webhook_deliver_stopping(d)) {
+    for (;;) {
         int64_t now_us = clock_mono_us();
-        if (s.n_flight < WEBHOOK_IN_FLIGHT_MAX &&
-            (more_due || now_us >= next_claim_us || atomic_exchange(&d->sender_woken, 0))) {
+        int room = s.outstanding < WEBHOOK_IN_FLIGHT_MAX;
+        int64_t deadline_us = next_pending_us;
+        if (room && next_claim_us < deadline_us)
+            deadline_us = next_claim_us;
+        if (room && more_due)
+            deadline_us = now_us;
+        struct woken w = sender_wait(&s, deadline_us);
+        if (w.stopping) {
+            free_list(w.done);
+            break;
+        }
+        if (w.done) {
+            record_done(&s, w.done);
+            if (s.outstanding == 0)
+                next_pending_us = 0; /* all recorded: the gauges now, not in a second */
+        }
+        now_us = clock_mono_us();
+        if (s.outstanding < WEBHOOK_IN_FLIGHT_MAX &&
+            (w.claim || more_due || now_us >= next_claim_us)) {
             more_due = claim(&s);
             next_claim_us = clock_mono_us() + poll_us;
         }
@@ -475,25 +281,7 @@ void *webhook_sender_main(void *arg)
             read_pending(d);
             next_pending_us = clock_mono_us() + WEBHOOK_PENDING_EVERY_MS * 1000LL;
         }
-        if (drive(&s) != 0 && sync_pause_ms(&d->cv, &d->mu, &d->stopping, d->c.poll_ms))
-            break;
-        now_us = clock_mono_us();
-        int64_t wait_us = next_claim_us < next_pending_us ? next_claim_us : next_pending_us;
-        wait_us -= now_us;
-        if (more_due && s.n_flight < WEBHOOK_IN_FLIGHT_MAX)
-            wait_us = 0;
-        if (wait_us < 0)
-            wait_us = 0;
-        if (wait_us > poll_us)
-            wait_us = poll_us;
-        CURLMcode mc = curl_multi_poll(d->multi, NULL, 0, (int)(wait_us / 1000), NULL);
-        if (mc != CURLM_OK) {
-            log_msg(d->c.log, LOG_ERROR, "webhooks: curl_multi_poll: %s", curl_multi_strerror(mc));
-            if (sync_pause_ms(&d->cv, &d->mu, &d->stopping, d->c.poll_ms))
-                break;
-        }
     }
-    abandon_all(&s);
     free(s.claimed);
     return NULL;
 }

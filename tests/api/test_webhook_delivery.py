@@ -327,7 +327,12 @@ def delivery_status(c, wid, want, n=1):
     """A probe: wid has n deliveries, all of status want; returns them."""
     def probe():
         ds = deliveries(c, wid)
-        return len(ds) == n and all(d["status"] == want for d in ds), ds
+        if len(ds) == n and all(d["status"] == want for d in ds):
+            return True, ds
+        return False, "%d deliveries (expected %d %s): %s" % (
+            len(ds), n, want, [(d["event_id"][:13], d["status"],
+                                [a["status_code"] or a["error"] for a in d["attempts"]])
+                               for d in ds[:8]])
     return probe
 
 
@@ -643,8 +648,10 @@ def webhook_kill_9_with_deliveries_in_flight_loses_none(t):
         restarted_at = time.time()
         srv.start()
         restarted = time.monotonic()
-        ids = [e["id"] for e in events(w.c, org)]
-        eq(len(ids), 35, "events after the restart")
+        # On MongoDB the restarted sequencer stamps what the killed server's
+        # writes left in their outboxes: the feed settles at 35.
+        ids = wait_for(lambda: (lambda ids: (len(ids) == 35, ids))(
+            [e["id"] for e in events(w.c, org)]), "the 35 events in the feed after the restart")
         eq(ids[:10], done, "the first ten events")
         later = ids[30:]
 
@@ -767,7 +774,10 @@ def webhook_replay_sends_a_time_range_again(t):
         eq([len(got[i]) for i in ids], [1, 2, 2, 1], "requests per event, a b c d")
 
 
-@test
+# On the embedded store only: on the MongoDB test double (no indexes, one
+# lock) deliveries go at about 6 a second once thousands are stored, so the
+# 3,000 would take minutes; every other test here runs on both stores.
+@harness.sqlite_test
 def webhook_1000_events_to_three_endpoints_under_write_load(t):
     with world(t, "wh-load") as w:
         w.server()
@@ -780,6 +790,26 @@ def webhook_1000_events_to_three_endpoints_under_write_load(t):
             eps.append(ep)
         writers, per_writer = 4, 125   # each payment: a create and an update, 1,000 events
         errors = []
+        # Two more writers in another organisation write until every event
+        # is received, each at most 50 creates a second: the deliveries
+        # compete with writes throughout, without the writes taking every
+        # turn of a store with one lock (the MongoDB test double).
+        stop = threading.Event()
+        background = [0]
+
+        def write_elsewhere():
+            c = w.srv.client()
+            try:
+                while not stop.is_set():
+                    create(c, payment(org=other))
+                    background[0] += 1
+                    stop.wait(0.02)
+            except Fail as e:
+                errors.append(str(e))
+        other = new_id()
+        noise = [threading.Thread(target=write_elsewhere) for _ in range(2)]
+        for th in noise:
+            th.start()
 
         def write(k):
             c = w.srv.client()
@@ -801,15 +831,22 @@ def webhook_1000_events_to_three_endpoints_under_write_load(t):
         check(not errors, "writers: %s" % errors[:3])
         ids = [e["id"] for e in events(w.c, org)]
         eq(len(ids), 2 * writers * per_writer, "events written")
-        for rx in rxs:
-            wait_for(delivered(rx, "/hook", ids), "%s: every event" % rx.name, timeout=120,
-                     interval=0.5)
-        took = time.monotonic() - t0
+        try:
+            for rx in rxs:
+                wait_for(delivered(rx, "/hook", ids), "%s: every event" % rx.name, timeout=120,
+                         interval=0.5)
+            took = time.monotonic() - t0
+        finally:
+            stop.set()
+            for th in noise:
+                th.join()
+        check(not errors, "writers elsewhere: %s" % errors[:3])
         twice = 0
         for rx in rxs:
             for r in rx.records():
                 signed_by(r, ["s"], "%s %s" % (rx.name, r["webhook_id"]))
             twice += sum(1 for v in rx.by_id().values() if len(v) > 1)
-        print("     webhook_delivery.load: 1,000 events (written by %d writers in %.1f s) "
-              "to 3 endpoints, all received %.1f s after the first write, %d more than once"
-              % (writers, written, took, twice))
+        print("     webhook_delivery.load: 1,000 events (written by %d writers in %.1f s, "
+              "beside %d creates of 2 writers elsewhere) to 3 endpoints, all received %.1f s "
+              "after the first write, %d more than once"
+              % (writers, written, background[0], took, twice))

@@ -783,6 +783,33 @@ static void test_long_answer_read_up_to_limit(void)
     receiver_stop(&rx);
 }
 
+static void test_disabled_endpoint_fails_unsent(void)
+{
+    struct receiver rx;
+    if (receiver_start(&rx, 200) != 0)
+        return;
+    char url[64], json[2048];
+    url_of(&rx, url, sizeof url);
+    struct fake_store f;
+    fake_open(&f, url);
+    /* Dispatched while enabled, then disabled. */
+    struct payment_delivery_new n = {.id = "0190b5a2-0000-7000-8000-0000000000d1",
+                                     .webhook_id = FAKE_WEBHOOK_ID,
+                                     .event_id = FAKE_EVENT_ID,
+                                     .event_pos = 1,
+                                     .body = "{}",
+                                     .body_len = 2};
+    CHECK_INT(fake_deliveries_add(&f.base, 0, 1, &n, 1, 0, clock_now_ms()), 0);
+    f.ep.enabled = 0;
+    webhook_deliver *d = deliverer_start(&f, 1);
+    CHECK_INT(wait_recorded(&f, json, sizeof json), PAYMENT_DELIVERY_FAILED);
+    webhook_deliver_stop(d);
+    CHECK(strstr(json, "\"status_code\":null,") && strstr(json, "\"error\":\"endpoint disabled\""));
+    CHECK_INT(receiver_requests(&rx), 0);
+    fake_close(&f);
+    receiver_stop(&rx);
+}
+
 static void test_stop_abandons_attempt_in_flight(void)
 {
     struct receiver rx;
@@ -825,4 +852,5 @@ TEST_MAIN({"2xx_succeeds", test_2xx_succeeds},
           {"gone_disables_endpoint", test_gone_disables_endpoint},
           {"refused_address_is_retried", test_refused_address_is_retried},
           {"long_answer_read_up_to_limit", test_long_answer_read_up_to_limit},
+          {"disabled_endpoint_fails_unsent", test_disabled_endpoint_fails_unsent},
           {"stop_abandons_attempt_in_flight", test_stop_abandons_attempt_in_flight})
