@@ -129,7 +129,7 @@ webhook_deliver *webhook_deliver_start(const struct webhook_deliver_config *c)
         curl_global_cleanup();
         return NULL;
     }
-    log_msg(c->log, LOG_INFO, "webhooks: delivering as %s", d->owner);
+    log_msg(c->log, LOG_DEBUG, "webhooks: delivering as %s", d->owner);
     return d;
 }
 
