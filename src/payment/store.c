@@ -307,14 +307,27 @@ int payment_store_deliveries_claim(payment_store *s, const char *owner, int64_t 
 int payment_store_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
                                   int64_t *failing_since_ms)
 {
-    assert(a && a->delivery_id && a->webhook_id && a->owner && a->attempt_json);
-    assert(a->status == PAYMENT_DELIVERY_PENDING || a->status == PAYMENT_DELIVERY_SUCCEEDED ||
-           a->status == PAYMENT_DELIVERY_FAILED);
+    struct payment_delivery_recorded out = {PAYMENT_STORE_EINTERNAL, 0};
+    int err = payment_store_deliveries_record(s, a, 1, &out);
     if (failing_since_ms)
-        *failing_since_ms = 0;
-    if (!s->backend->delivery_record)
+        *failing_since_ms = err == PAYMENT_STORE_OK ? out.failing_since_ms : 0;
+    return err != PAYMENT_STORE_OK ? err : out.err;
+}
+
+int payment_store_deliveries_record(payment_store *s, const struct payment_delivery_attempt *a,
+                                    size_t n, struct payment_delivery_recorded *out)
+{
+    assert(a && out && n >= 1 && n <= PAYMENT_WEBHOOKS_PAGE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        assert(a[i].delivery_id && a[i].webhook_id && a[i].owner && a[i].attempt_json);
+        assert(a[i].status == PAYMENT_DELIVERY_PENDING ||
+               a[i].status == PAYMENT_DELIVERY_SUCCEEDED ||
+               a[i].status == PAYMENT_DELIVERY_FAILED);
+        out[i] = (struct payment_delivery_recorded){PAYMENT_STORE_EINTERNAL, 0};
+    }
+    if (!s->backend->deliveries_record)
         return PAYMENT_STORE_EINTERNAL;
-    return s->backend->delivery_record(s, a, failing_since_ms);
+    return s->backend->deliveries_record(s, a, n, out);
 }
 
 int payment_store_delivery_retry(payment_store *s, const char *webhook_id, const char *id,

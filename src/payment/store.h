@@ -571,6 +571,24 @@ struct payment_delivery_attempt {
 int payment_store_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
                                   int64_t *failing_since_ms);
 
+/* What recording one attempt of a batch gave. */
+struct payment_delivery_recorded {
+    int err;                  /* payment_store_delivery_record's result for it */
+    int64_t failing_since_ms; /* its endpoint's value after it (0 unless recorded) */
+};
+
+/* Records the attempts a[0..n) (1..PAYMENT_WEBHOOKS_PAGE_MAX, at most one
+ * per delivery) as payment_store_delivery_record would one after the
+ * other, each one's result into out[i], in one commit where the backend
+ * can (the embedded store: one transaction, so a sender finishing many
+ * attempts waits for one fsync, not one each).  Returns 0 when every
+ * attempt was decided (out says how), or the error that kept the call from
+ * deciding them: the embedded store then recorded none (every out[i].err
+ * is that error); a backend without transactions may have recorded those
+ * whose out[i].err is 0. */
+int payment_store_deliveries_record(payment_store *s, const struct payment_delivery_attempt *a,
+                                    size_t n, struct payment_delivery_recorded *out);
+
 /* Makes delivery id of webhook webhook_id pending and due at now_ms,
  * whatever its status (a manual retry; its attempts kept).  ENOTFOUND. */
 int payment_store_delivery_retry(payment_store *s, const char *webhook_id, const char *id,

@@ -82,8 +82,9 @@ struct payment_store_backend {
     int (*deliveries_claim)(payment_store *s, const char *owner, int64_t now_ms,
                             int64_t lease_ms, uint32_t max, payment_store_delivery_fn each,
                             void *arg);
-    int (*delivery_record)(payment_store *s, const struct payment_delivery_attempt *a,
-                           int64_t *failing_since_ms);
+    /* payment_store_deliveries_record; the single record is one of n. */
+    int (*deliveries_record)(payment_store *s, const struct payment_delivery_attempt *a,
+                             size_t n, struct payment_delivery_recorded *out);
     int (*delivery_retry)(payment_store *s, const char *webhook_id, const char *id,
                           int64_t now_ms);
     int (*deliveries_list)(payment_store *s, const struct payment_delivery_query *q,

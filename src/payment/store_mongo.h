@@ -370,8 +370,8 @@ void mongo_deliveries_purge(payment_store *s, int64_t before_ms);
 
 int mongo_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms, int64_t lease_ms,
                            uint32_t max, payment_store_delivery_fn each, void *arg);
-int mongo_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
-                          int64_t *failing_since_ms);
+int mongo_deliveries_record(payment_store *s, const struct payment_delivery_attempt *a, size_t n,
+                            struct payment_delivery_recorded *out);
 int mongo_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
                          int64_t now_ms);
 

@@ -240,18 +240,13 @@ static int mongo_webhook_failing(mongoc_collection_t *hooks, const char *id, int
 
 /* The attempt is recorded before the endpoint is told: an error from the
  * second step is returned with the attempt recorded (the lease freed). */
-int mongo_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
-                          int64_t *failing_since_ms)
+/* Records attempt a with client: its result, *failing_since_ms the
+ * endpoint's value after it. */
+static int mongo_record_one(struct mongo_store *st, mongoc_client_t *client,
+                            const struct payment_delivery_attempt *a, int64_t *failing_since_ms)
 {
-    struct mongo_store *st = (struct mongo_store *)s;
-    int64_t failing = 0;
-    int err = PAYMENT_STORE_OK;
-    mongoc_client_t *client = mongo_client(st, &err);
-    if (!client)
-        return err;
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER;
-    if (err == PAYMENT_STORE_OK && !mongo_build_record(&filter, &update, a))
-        err = PAYMENT_STORE_EINTERNAL;
+    int err = mongo_build_record(&filter, &update, a) ? PAYMENT_STORE_OK : PAYMENT_STORE_EINTERNAL;
     if (err == PAYMENT_STORE_OK) {
         mongoc_collection_t *coll = mongo_collection(st, client, st->deliveries_coll);
         int matched = 0;
@@ -262,13 +257,32 @@ int mongo_delivery_record(payment_store *s, const struct payment_delivery_attemp
     }
     if (err == PAYMENT_STORE_OK) {
         mongoc_collection_t *hooks = mongo_collection(st, client, st->hooks_coll);
-        err = mongo_webhook_failing(hooks, a->webhook_id, a->succeeded, a->at_ms, &failing);
+        err = mongo_webhook_failing(hooks, a->webhook_id, a->succeeded, a->at_ms,
+                                    failing_since_ms);
         mongoc_collection_destroy(hooks);
     }
-    if (failing_since_ms)
-        *failing_since_ms = failing;
     bson_destroy(&filter);
     bson_destroy(&update);
+    return err;
+}
+
+/* One attempt after the other: without transactions each is its own
+ * write.  A refused one (ECONFLICT, ENOTFOUND) is its own result; any other
+ * error stops the call, those before it recorded. */
+int mongo_deliveries_record(payment_store *s, const struct payment_delivery_attempt *a, size_t n,
+                            struct payment_delivery_recorded *out)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    int err = PAYMENT_STORE_OK;
+    mongoc_client_t *client = mongo_client(st, &err);
+    if (!client)
+        return err;
+    for (size_t i = 0; err == PAYMENT_STORE_OK && i < n; i++) {
+        out[i].failing_since_ms = 0;
+        out[i].err = mongo_record_one(st, client, &a[i], &out[i].failing_since_ms);
+        if (out[i].err != PAYMENT_STORE_ECONFLICT && out[i].err != PAYMENT_STORE_ENOTFOUND)
+            err = out[i].err;
+    }
     mongoc_client_pool_push(st->pool, client);
     return err;
 }

@@ -323,8 +323,8 @@ int sqlite_deliveries_add(payment_store *s, int64_t expected_pos, int64_t new_po
                           int64_t now_ms);
 int sqlite_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms, int64_t lease_ms,
                             uint32_t max, payment_store_delivery_fn each, void *arg);
-int sqlite_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
-                           int64_t *failing_since_ms);
+int sqlite_deliveries_record(payment_store *s, const struct payment_delivery_attempt *a, size_t n,
+                             struct payment_delivery_recorded *out);
 int sqlite_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
                           int64_t now_ms);
 void sqlite_deliveries_purge(payment_store *s, int64_t before_ms);

@@ -292,8 +292,9 @@ int sqlite_deliveries_claim(payment_store *s, const char *owner, int64_t now_ms,
 /* ---- attempts and retries -------------------------------------------------- */
 
 struct sqlite_dl_record {
-    const struct payment_delivery_attempt *a;
-    int64_t failing_since_ms; /* out: the endpoint's, 0 when it is gone */
+    const struct payment_delivery_attempt *a; /* the attempts, n of them */
+    size_t n;
+    struct payment_delivery_recorded *out;    /* each one's result */
 };
 
 /* Whether a->owner holds the lease: *err ENOTFOUND or ECONFLICT if not. */
@@ -341,11 +342,12 @@ static int sqlite_dl_failing(struct sqlite_store *st, const struct payment_deliv
     return sqlite_dl_get(stmt, sqlite_dl_text(stmt, 1, a->webhook_id, SQLITE_OK), out);
 }
 
-/* OP_CALL: arg is a struct sqlite_dl_record. */
-static int sqlite_dl_record(struct sqlite_store *st, void *arg, int *err)
+/* Records attempt a in the batch's savepoint: *err its result (nothing
+ * written unless 0), *failing_since_ms the endpoint's after it. */
+static int sqlite_dl_record_one(struct sqlite_store *st, const struct payment_delivery_attempt *a,
+                                int *err, int64_t *failing_since_ms)
 {
-    struct sqlite_dl_record *r = arg;
-    const struct payment_delivery_attempt *a = r->a;
+    *err = PAYMENT_STORE_OK;
     int rc = sqlite_dl_owned(st, a, err);
     if (rc != SQLITE_OK || *err != PAYMENT_STORE_OK)
         return rc;
@@ -362,16 +364,33 @@ static int sqlite_dl_record(struct sqlite_store *st, void *arg, int *err)
         return rc;
     if (changes != 1)
         return SQLITE_CORRUPT; /* the row was just read in this transaction */
-    return sqlite_dl_failing(st, a, &r->failing_since_ms);
+    return sqlite_dl_failing(st, a, failing_since_ms);
 }
 
-int sqlite_delivery_record(payment_store *s, const struct payment_delivery_attempt *a,
-                           int64_t *failing_since_ms)
+/* OP_CALL: arg is a struct sqlite_dl_record.  Every attempt is decided in
+ * the one savepoint: a refused one (ECONFLICT, ENOTFOUND) writes nothing,
+ * so the others commit; an SQLite error undoes them all. */
+static int sqlite_dl_record(struct sqlite_store *st, void *arg, int *err)
 {
-    struct sqlite_dl_record r = {.a = a};
+    struct sqlite_dl_record *r = arg;
+    *err = PAYMENT_STORE_OK;
+    for (size_t i = 0; i < r->n; i++) {
+        int rc = sqlite_dl_record_one(st, &r->a[i], &r->out[i].err, &r->out[i].failing_since_ms);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+int sqlite_deliveries_record(payment_store *s, const struct payment_delivery_attempt *a, size_t n,
+                             struct payment_delivery_recorded *out)
+{
+    struct sqlite_dl_record r = {.a = a, .n = n, .out = out};
     int err = sqlite_call((struct sqlite_store *)s, sqlite_dl_record, &r);
-    if (failing_since_ms)
-        *failing_since_ms = err == PAYMENT_STORE_OK ? r.failing_since_ms : 0;
+    if (err != PAYMENT_STORE_OK) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = (struct payment_delivery_recorded){err, 0}; /* rolled back: none made */
+    }
     return err;
 }
 

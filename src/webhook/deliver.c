@@ -14,13 +14,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "core/sync.h"
 #include "webhook/deliver_internal.h"
+
+void webhook_thread_deprioritize(webhook_deliver *d)
+{
+    /* On Linux a thread's nice value is its own: PRIO_PROCESS with a
+     * thread id sets that thread's alone. */
+    id_t tid = (id_t)gettid();
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, tid);
+    if (nice == -1 && errno != 0)
+        nice = 0;
+    int want = nice + WEBHOOK_NICE > 19 ? 19 : nice + WEBHOOK_NICE;
+    if (setpriority(PRIO_PROCESS, tid, want) != 0)
+        log_msg(d->c.log, LOG_WARN,
+                "webhooks: cannot lower a delivery thread's priority (%s): deliveries compete "
+                "with requests for the CPUs",
+                strerror(errno));
+}
 
 /* This process's lease owner: "host-pid-random", unique among processes
  * (and among deliverers of one process) sharing a store. */

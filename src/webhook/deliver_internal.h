@@ -35,6 +35,7 @@
 #define WEBHOOK_OWNER_MAX 128              /* bytes of the lease owner's name */
 #define WEBHOOK_PENDING_EVERY_MS 1000      /* how often the pending gauges are read */
 #define WEBHOOK_ERROR_MAX 160              /* bytes of an attempt's error text */
+#define WEBHOOK_NICE 10                    /* the delivery threads' nice value above the process's */
 
 struct webhook_request;
 
@@ -65,6 +66,12 @@ struct webhook_deliver {
 void *webhook_dispatch_main(void *arg);
 void *webhook_sender_main(void *arg);
 void *webhook_transfer_main(void *arg);
+
+/* Lowers the calling delivery thread's scheduling priority by WEBHOOK_NICE:
+ * when the CPUs are busy the request threads run first and deliveries wait
+ * (they only ever run late), never the other way round.  Each thread calls
+ * it first; a failure is logged and leaves the thread as it was. */
+void webhook_thread_deprioritize(webhook_deliver *d);
 
 /* Whether stop was called. */
 int webhook_deliver_stopping(webhook_deliver *d);
@@ -129,10 +136,28 @@ struct webhook_job {
     size_t body_len;
 };
 
-/* Records the attempt of job made at at_ms, what it gave and its latency,
- * counts it, logs a failure, and disables the endpoint on a 410 or when it
- * has failed for disable_after.  Never fails: a lost lease (ECONFLICT) or a
- * store error is logged, and the lease lets the delivery be tried again. */
+/* One finished attempt to record: what the caller gives, then what
+ * webhook_record_attempts works out. */
+struct webhook_record {
+    const struct webhook_job *job;              /* what was attempted */
+    int64_t at_ms;                              /* when the attempt was made */
+    int64_t latency_ms;                         /* how long it took */
+    const struct webhook_attempt_result *r;     /* what it gave */
+    int attempt;                                /* its number, 1-based */
+    int64_t now_ms;                             /* when it was decided */
+    struct webhook_decision dec;                /* the delivery's new state */
+    struct buf json;                            /* the attempt's object, while recorded */
+};
+
+/* Records the attempts recs[0..n) (n at most WEBHOOK_IN_FLIGHT_MAX) in one
+ * store call (one commit on the embedded store), counts them, logs each
+ * failure, and disables an endpoint on a 410 or when it has failed for
+ * disable_after.  Never fails: a lost lease (ECONFLICT) or a store error is
+ * logged, and the lease lets the delivery be tried again. */
+void webhook_record_attempts(webhook_deliver *d, struct webhook_record *recs, size_t n);
+
+/* webhook_record_attempts of one attempt: job's, made at at_ms, what it
+ * gave and its latency. */
 void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, int64_t at_ms,
                             const struct webhook_attempt_result *r, int64_t latency_ms);
 

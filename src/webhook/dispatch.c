@@ -316,6 +316,7 @@ void *webhook_dispatch_main(void *arg)
 {
     struct dispatcher t = {0};
     t.d = arg;
+    webhook_thread_deprioritize(t.d);
     t.r.bodies = (struct buf)BUF_INIT;
     t.r.ev = malloc(DISPATCH_PAGE * sizeof *t.r.ev);
     if (!t.r.ev) {

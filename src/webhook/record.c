@@ -67,74 +67,111 @@ static void pending_finished(webhook_deliver *d)
         ;
 }
 
-void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, int64_t at_ms,
-                            const struct webhook_attempt_result *r, int64_t latency_ms)
+/* Decides rec's outcome and writes its attempt's JSON into rec->json:
+ * 0, or -1 out of memory (logged; its lease lets it be tried again). */
+static int record_prepare(webhook_deliver *d, struct webhook_record *rec)
 {
-    int attempt = job->attempts + 1;
-    int64_t now = clock_now_ms();
-    struct webhook_decision dec;
-    webhook_attempt_decide(&d->c, attempt, r, now, jitter_random(now), &dec);
-    struct buf json = BUF_INIT;
-    if (webhook_attempt_json(&json, attempt, at_ms, r, latency_ms, &dec) != 0) {
-        log_msg(d->c.log, LOG_ERROR,
-                "webhooks: delivery %s: out of memory recording an attempt; tried again "
-                "once its lease expires",
-                job->delivery_id);
-        buf_free(&json);
-        return;
-    }
-    struct payment_delivery_attempt a = {
-        .delivery_id = job->delivery_id,
-        .webhook_id = job->webhook_id,
-        .owner = d->owner,
-        .attempt_json = json.data,
-        .status = dec.status,
-        .next_ms = dec.next_ms,
-        .succeeded = dec.succeeded,
-        .at_ms = at_ms,
-    };
-    int64_t failing_since = 0;
-    int rc = payment_store_delivery_record(d->c.store, &a, &failing_since);
-    buf_free(&json);
-    if (rc == PAYMENT_STORE_ECONFLICT) {
+    rec->attempt = rec->job->attempts + 1;
+    rec->now_ms = clock_now_ms();
+    webhook_attempt_decide(&d->c, rec->attempt, rec->r, rec->now_ms,
+                           jitter_random(rec->now_ms), &rec->dec);
+    rec->json = (struct buf)BUF_INIT;
+    if (webhook_attempt_json(&rec->json, rec->attempt, rec->at_ms, rec->r, rec->latency_ms,
+                             &rec->dec) == 0)
+        return 0;
+    log_msg(d->c.log, LOG_ERROR,
+            "webhooks: delivery %s: out of memory recording an attempt; tried again once its "
+            "lease expires",
+            rec->job->delivery_id);
+    buf_free(&rec->json);
+    return -1;
+}
+
+/* What follows rec's record, whose result was err: counters, a log line
+ * for a failed attempt, disabling its endpoint. */
+static void record_finish(webhook_deliver *d, const struct webhook_record *rec, int err,
+                          int64_t failing_since)
+{
+    const struct webhook_job *job = rec->job;
+    if (err == PAYMENT_STORE_ECONFLICT) {
         log_msg(d->c.log, LOG_WARN,
                 "webhooks: endpoint %s delivery %s attempt %d: the lease expired before the "
                 "outcome was recorded; not recorded (another attempt follows)",
-                job->webhook_id, job->delivery_id, attempt);
+                job->webhook_id, job->delivery_id, rec->attempt);
         return;
     }
-    if (rc == PAYMENT_STORE_ENOTFOUND) {
+    if (err == PAYMENT_STORE_ENOTFOUND) {
         log_msg(d->c.log, LOG_DEBUG, "webhooks: delivery %s is gone (its endpoint deleted)",
                 job->delivery_id);
         return;
     }
-    if (rc != PAYMENT_STORE_OK) {
+    if (err != PAYMENT_STORE_OK) {
         log_msg(d->c.log, LOG_WARN,
                 "webhooks: endpoint %s delivery %s attempt %d: recording it: %s; tried again "
                 "once its lease expires",
-                job->webhook_id, job->delivery_id, attempt, payment_store_strerror(rc));
+                job->webhook_id, job->delivery_id, rec->attempt, payment_store_strerror(err));
         return;
     }
+    const struct webhook_decision *dec = &rec->dec;
     atomic_fetch_add(&d->attempts, 1);
-    if (dec.status == PAYMENT_DELIVERY_SUCCEEDED)
+    if (dec->status == PAYMENT_DELIVERY_SUCCEEDED)
         atomic_fetch_add(&d->succeeded, 1);
-    else if (dec.status == PAYMENT_DELIVERY_FAILED)
+    else if (dec->status == PAYMENT_DELIVERY_FAILED)
         atomic_fetch_add(&d->failed, 1);
     else
         atomic_fetch_add(&d->retrying, 1);
-    if (dec.status != PAYMENT_DELIVERY_PENDING)
+    if (dec->status != PAYMENT_DELIVERY_PENDING)
         pending_finished(d);
-    if (dec.succeeded)
+    if (dec->succeeded)
         return;
-    log_failed_attempt(d, job, attempt, r, &dec);
-    if (dec.gone) {
+    log_failed_attempt(d, job, rec->attempt, rec->r, dec);
+    if (dec->gone) {
         webhook_disable_endpoint(d, job->webhook_id, "the receiver answered 410 Gone");
-    } else if (failing_too_long(d, failing_since, now)) {
+    } else if (failing_too_long(d, failing_since, rec->now_ms)) {
         char since[CLOCK_TIMESTAMP_LEN + 1], reason[128];
         clock_format_ms(failing_since, since);
         snprintf(reason, sizeof reason, "every delivery attempt failed since %s", since);
         webhook_disable_endpoint(d, job->webhook_id, reason);
     }
+}
+
+void webhook_record_attempts(webhook_deliver *d, struct webhook_record *recs, size_t n)
+{
+    assert(n <= WEBHOOK_IN_FLIGHT_MAX);
+    struct payment_delivery_attempt a[WEBHOOK_IN_FLIGHT_MAX];
+    struct payment_delivery_recorded out[WEBHOOK_IN_FLIGHT_MAX];
+    size_t idx[WEBHOOK_IN_FLIGHT_MAX]; /* a[k] is recs[idx[k]]'s */
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct webhook_record *rec = &recs[i];
+        if (record_prepare(d, rec) != 0)
+            continue;
+        a[m] = (struct payment_delivery_attempt){
+            .delivery_id = rec->job->delivery_id,
+            .webhook_id = rec->job->webhook_id,
+            .owner = d->owner,
+            .attempt_json = rec->json.data,
+            .status = rec->dec.status,
+            .next_ms = rec->dec.next_ms,
+            .succeeded = rec->dec.succeeded,
+            .at_ms = rec->at_ms,
+        };
+        idx[m++] = i;
+    }
+    if (m > 0)
+        (void)payment_store_deliveries_record(d->c.store, a, m, out); /* out says each */
+    for (size_t k = 0; k < m; k++) {
+        struct webhook_record *rec = &recs[idx[k]];
+        buf_free(&rec->json);
+        record_finish(d, rec, out[k].err, out[k].failing_since_ms);
+    }
+}
+
+void webhook_record_attempt(webhook_deliver *d, const struct webhook_job *job, int64_t at_ms,
+                            const struct webhook_attempt_result *r, int64_t latency_ms)
+{
+    struct webhook_record rec = {.job = job, .at_ms = at_ms, .r = r, .latency_ms = latency_ms};
+    webhook_record_attempts(d, &rec, 1);
 }
 
 /* ---- disabling an endpoint -------------------------------------------------- */

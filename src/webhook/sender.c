@@ -174,16 +174,25 @@ static int claim(struct sender *s)
 
 /* ---- recording ------------------------------------------------------------------ */
 
-/* Records every attempt of the list done, and frees them. */
+/* Records every attempt of the list done, WEBHOOK_IN_FLIGHT_MAX at most
+ * at a time, and frees them. */
 static void record_done(struct sender *s, struct webhook_request *done)
 {
+    struct webhook_record recs[WEBHOOK_IN_FLIGHT_MAX];
+    struct webhook_request *batch[WEBHOOK_IN_FLIGHT_MAX];
     while (done) {
-        struct webhook_request *q = done;
-        done = q->next;
-        webhook_record_attempt(s->d, &q->job, q->at_ms, &q->outcome, q->latency_ms);
-        webhook_request_free(q);
-        assert(s->outstanding > 0);
-        s->outstanding--;
+        size_t n = 0;
+        for (; done && n < WEBHOOK_IN_FLIGHT_MAX; done = done->next, n++) {
+            batch[n] = done;
+            recs[n] = (struct webhook_record){.job = &done->job, .at_ms = done->at_ms,
+                                              .latency_ms = done->latency_ms, .r = &done->outcome};
+        }
+        webhook_record_attempts(s->d, recs, n);
+        for (size_t i = 0; i < n; i++) {
+            webhook_request_free(batch[i]);
+            assert(s->outstanding > 0);
+            s->outstanding--;
+        }
     }
 }
 
@@ -245,6 +254,7 @@ void *webhook_sender_main(void *arg)
     struct sender s = {0};
     s.d = arg;
     webhook_deliver *d = s.d;
+    webhook_thread_deprioritize(d);
     s.claimed = calloc(WEBHOOK_IN_FLIGHT_MAX, sizeof *s.claimed);
     if (!s.claimed) {
         log_msg(d->c.log, LOG_ERROR, "webhooks: sender: out of memory; not sending");

@@ -145,6 +145,7 @@ void *webhook_transfer_main(void *arg)
     struct transfer t = {0};
     t.d = arg;
     webhook_deliver *d = t.d;
+    webhook_thread_deprioritize(d);
     assert(d->c.poll_ms > 0);
     int poll_ms = d->c.poll_ms < 60000 ? (int)d->c.poll_ms : 60000;
     while (!take_ready(&t)) {

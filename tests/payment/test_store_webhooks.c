@@ -867,6 +867,55 @@ static void case_record(struct fixture *fx)
     dl_free(&l);
 }
 
+/* A batch of records: each decided on its own (the holder's recorded, a
+ * lease another holds refused, an unknown delivery not found), the
+ * endpoint's failing_since_ms after each in order. */
+static void case_record_batch(struct fixture *fx)
+{
+    payment_store *s = fx->s;
+    wh_make(s, 1, 1);
+    for (int n = 1; n <= 3; n++)
+        CHECK_INT(dl_add1(s, n, 1, n, 1000), PAYMENT_STORE_OK);
+    struct dl_list l = {0};
+    CHECK_INT(dl_claim(s, "a", 1000, 100, 2, &l), PAYMENT_STORE_OK);
+    CHECK_DL_IDS(&l, 1, 2);
+    CHECK_INT(dl_claim(s, "b", 1000, 100, 2, &l), PAYMENT_STORE_OK);
+    CHECK_DL_IDS(&l, 3);
+    char did[4][UUID_STR_LEN + 1], wid[UUID_STR_LEN + 1];
+    wh_id(wid, 1);
+    for (int i = 0; i < 4; i++)
+        dl_id(did[i], i == 3 ? 9 : i + 1);
+    struct payment_delivery_attempt a[4];
+    for (int i = 0; i < 4; i++)
+        a[i] = (struct payment_delivery_attempt){.delivery_id = did[i], .webhook_id = wid,
+                                                 .owner = "a", .attempt_json = "{\"code\":500}",
+                                                 .status = PAYMENT_DELIVERY_PENDING,
+                                                 .next_ms = 2000, .at_ms = 1010 + i};
+    a[1].attempt_json = "{\"code\":200}";
+    a[1].status = PAYMENT_DELIVERY_SUCCEEDED;
+    a[1].succeeded = 1;
+    struct payment_delivery_recorded out[4];
+    CHECK_INT(payment_store_deliveries_record(s, a, 4, out), PAYMENT_STORE_OK);
+    CHECK_INT(out[0].err, PAYMENT_STORE_OK);
+    CHECK_INT(out[0].failing_since_ms, 1010);
+    CHECK_INT(out[1].err, PAYMENT_STORE_OK);
+    CHECK_INT(out[1].failing_since_ms, 0); /* the success after it */
+    CHECK_INT(out[2].err, PAYMENT_STORE_ECONFLICT);
+    CHECK_INT(out[3].err, PAYMENT_STORE_ENOTFOUND);
+    struct dl_seen e;
+    CHECK_INT(dl_find(s, 1, 1, &e), 0);
+    CHECK_INT(e.status, PAYMENT_DELIVERY_PENDING);
+    CHECK_INT(e.next_ms, 2000);
+    CHECK_JSON(e.attempts_json, "[{\"code\":500}]");
+    CHECK_INT(dl_find(s, 1, 2, &e), 0);
+    CHECK_INT(e.status, PAYMENT_DELIVERY_SUCCEEDED);
+    CHECK_JSON(e.attempts_json, "[{\"code\":200}]");
+    CHECK_INT(dl_find(s, 1, 3, &e), 0);
+    CHECK_INT(e.attempts, 0); /* b's lease: nothing recorded */
+    CHECK_INT(wh_failing(s, wid), 0);
+    dl_free(&l);
+}
+
 /* failing_since_ms: set by the first failure, kept by later ones, cleared by
  * a success; kept by an update, cleared by enabling; 0 for a gone endpoint. */
 static void case_failing_since(struct fixture *fx)
@@ -1499,6 +1548,7 @@ SQLITE_CASE(list_endpoints)
 SQLITE_CASE(deliveries_add)
 SQLITE_CASE(claim)
 SQLITE_CASE(record)
+SQLITE_CASE(record_batch)
 SQLITE_CASE(failing_since)
 SQLITE_CASE(retry)
 SQLITE_CASE(list_deliveries)
@@ -1519,6 +1569,7 @@ MONGO_CASE(list_endpoints)
 MONGO_CASE(deliveries_add)
 MONGO_CASE(claim)
 MONGO_CASE(record)
+MONGO_CASE(record_batch)
 MONGO_CASE(failing_since)
 MONGO_CASE(retry)
 MONGO_CASE(list_deliveries)
@@ -1528,13 +1579,14 @@ MONGO_CASE(reopen)
 
 TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_after_pos),
           TEST(sqlite_list_endpoints), TEST(sqlite_deliveries_add), TEST(sqlite_claim),
-          TEST(sqlite_record), TEST(sqlite_failing_since), TEST(sqlite_retry),
-          TEST(sqlite_list_deliveries), TEST(sqlite_pending_purge),
+          TEST(sqlite_record), TEST(sqlite_record_batch), TEST(sqlite_failing_since),
+          TEST(sqlite_retry), TEST(sqlite_list_deliveries), TEST(sqlite_pending_purge),
           TEST(sqlite_delete_cascades), TEST(sqlite_reopen), TEST(sqlite_two_stores_race),
           TEST(sqlite_nested_read), TEST(sqlite_migrates_version_6),
           TEST(sqlite_excl_endpoint_crud), TEST(sqlite_excl_after_pos), TEST(sqlite_excl_claim),
           TEST(sqlite_excl_record), TEST(sqlite_excl_reopen), TEST(mongo_endpoint_crud),
           TEST(mongo_endpoint_limit), TEST(mongo_after_pos), TEST(mongo_list_endpoints),
           TEST(mongo_deliveries_add), TEST(mongo_claim), TEST(mongo_record),
-          TEST(mongo_failing_since), TEST(mongo_retry), TEST(mongo_list_deliveries),
-          TEST(mongo_pending_purge), TEST(mongo_delete_cascades), TEST(mongo_reopen))
+          TEST(mongo_record_batch), TEST(mongo_failing_since), TEST(mongo_retry),
+          TEST(mongo_list_deliveries), TEST(mongo_pending_purge), TEST(mongo_delete_cascades),
+          TEST(mongo_reopen))

@@ -417,8 +417,8 @@ static int fake_claim(payment_store *s, const char *owner, int64_t now_ms, int64
     return 0;
 }
 
-static int fake_record(payment_store *s, const struct payment_delivery_attempt *a,
-                       int64_t *failing_since_ms)
+static int fake_record_one(payment_store *s, const struct payment_delivery_attempt *a,
+                           int64_t *failing_since_ms)
 {
     struct fake_store *f = fake_of(s);
     sync_lock(&f->mu);
@@ -450,6 +450,14 @@ static int fake_record(payment_store *s, const struct payment_delivery_attempt *
     return rc;
 }
 
+static int fake_record(payment_store *s, const struct payment_delivery_attempt *a, size_t n,
+                       struct payment_delivery_recorded *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i].err = fake_record_one(s, &a[i], &out[i].failing_since_ms);
+    return 0;
+}
+
 static int fake_pending(payment_store *s, int64_t *count, int64_t *oldest_ms)
 {
     struct fake_store *f = fake_of(s);
@@ -473,7 +481,7 @@ static const struct payment_store_backend fake_backend = {
     .webhook_update = fake_webhook_update,
     .deliveries_add = fake_deliveries_add,
     .deliveries_claim = fake_claim,
-    .delivery_record = fake_record,
+    .deliveries_record = fake_record,
     .deliveries_pending = fake_pending,
 };
 
