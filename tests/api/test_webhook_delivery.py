@@ -442,6 +442,51 @@ def webhook_500_then_200_is_retried_then_succeeds(t):
 
 
 @test
+def webhook_hanging_receivers_do_not_hold_up_requests(t):
+    """Receivers that take their time (every attempt of three endpoints
+    hangs 6 s, up to 64 of them in flight) cost the API nothing: with one
+    HTTP event-loop thread, reads, writes and the webhook routes answer at
+    once meanwhile; the deliveries succeed once the receiver answers."""
+    at_once = 1.0  # seconds, generous for an ASan build on a busy machine
+    with world(t, "wh-hanging") as w:
+        w.server(["--threads", "1"])
+        rx = w.receiver()
+        rx.set(behaviour={"status": 200, "sleep": 6})
+        org = new_id()
+        eps = [register(w.c, org, rx.url("/hook/%d" % i)) for i in range(3)]
+        for ep in eps:
+            rx.secret(ep["id"], ep["secret"])
+        made = [create(w.c, payment(org=org)) for _ in range(30)]  # 90 deliveries owed
+
+        def hanging():
+            n = len(rx.records())
+            return n >= 30, "%d requests reached the receiver" % n
+        wait_for(hanging, "attempts reaching the hanging receiver")
+        eq(outcome(w.srv.port, "succeeded"), 0, "deliveries succeeded while every answer hangs")
+        probes = [("GET of a payment", "GET", "/v1/payments/%s" % made[0]["id"], None, 200),
+                  ("list", "GET", "/v1/payments?" + qs({"filter[organisation_id]": org}), None,
+                   200),
+                  ("create", "POST", "/v1/payments", payment(org=org), 201),
+                  ("GET of an endpoint", "GET", "/v1/webhooks/%s" % eps[0]["id"], None, 200),
+                  ("its deliveries", "GET", "/v1/webhooks/%s/deliveries" % eps[0]["id"], None,
+                   200),
+                  ("/healthz", "GET", "/healthz", None, 200)]
+        for _ in range(3):
+            for what, method, path, body, status in probes:
+                start = time.monotonic()
+                r = w.c.request(method, path, body)
+                took = time.monotonic() - start
+                expect_status(r, status, what + " while deliveries hang")
+                check(took < at_once, "%s took %.2fs while deliveries hang (expected under "
+                      "%.1fs)" % (what, took, at_once))
+        eq(outcome(w.srv.port, "succeeded"), 0, "deliveries succeeded while probing")
+        rx.set(behaviour={"status": 200})
+        wait_for(lambda: (outcome(w.srv.port, "succeeded") >= 99, outcome(w.srv.port,
+                                                                          "succeeded")),
+                 "every delivery succeeding once the receiver answers", timeout=60)
+
+
+@test
 def webhook_timeout_is_retried(t):
     with world(t, "wh-timeout") as w:
         w.server(["--webhook-timeout", "1s"])
