@@ -95,7 +95,7 @@ static void param_value(struct parse *p, enum wh_param k, const char *v)
             refuse(p, k, "must be a comma-separated list of pending, succeeded, failed");
         break;
     case P_SIZE:
-        if (wh_parse_version(v, strlen(v), &n) != 0 || n < 1 || n > PAYMENT_WEBHOOKS_PAGE_MAX)
+        if (http_parse_version(v, strlen(v), &n) != 0 || n < 1 || n > PAYMENT_WEBHOOKS_PAGE_MAX)
             refuse(p, k, "must be an integer from 1 to 1000");
         else
             q->size = (uint32_t)n;
