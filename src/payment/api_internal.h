@@ -19,6 +19,7 @@
 
 #include "auth/keys.h"
 #include "core/uuid.h"
+#include "http/problems.h"
 #include "http/server.h"
 #include "http/version.h"
 #include "payment/api.h"

@@ -22,6 +22,7 @@
 #include "auth/keys.h"
 #include "core/buf.h"
 #include "core/uuid.h"
+#include "http/problems.h"
 #include "http/server.h"
 #include "http/version.h"
 #include "payment/store.h"
