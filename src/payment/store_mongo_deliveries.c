@@ -414,27 +414,13 @@ static int mongo_pending_count(mongoc_collection_t *coll, const char *name, int6
 /* The creation time of the oldest pending delivery, 0 when none. */
 static int mongo_pending_oldest(mongoc_collection_t *coll, int64_t *oldest_ms)
 {
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
-    bool ok = BSON_APPEND_INT32(&filter, "status", PAYMENT_DELIVERY_PENDING) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
-              BSON_APPEND_INT32(&sort, "created_ms", 1) && bson_append_document_end(&opts, &sort) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
-              BSON_APPEND_INT32(&proj, "created_ms", 1) && bson_append_document_end(&opts, &proj) &&
-              BSON_APPEND_INT64(&opts, "limit", 1) && BSON_APPEND_BOOL(&opts, "singleBatch", true);
-    int err = PAYMENT_STORE_EINTERNAL;
-    *oldest_ms = 0;
-    if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-        const bson_t *doc;
-        bson_error_t e;
-        if (mongoc_cursor_next(cur, &doc))
-            *oldest_ms = mongo_get_int64(doc, "created_ms", 0);
-        err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
-        mongoc_cursor_destroy(cur);
-    }
+    bson_t filter = BSON_INITIALIZER;
+    *oldest_ms = 0; /* none pending, unless one is found */
+    int err = BSON_APPEND_INT32(&filter, "status", PAYMENT_DELIVERY_PENDING)
+                  ? mongo_find_edge(coll, &filter, "created_ms", 1, 0, oldest_ms)
+                  : PAYMENT_STORE_EINTERNAL;
     bson_destroy(&filter);
-    bson_destroy(&opts);
-    return err;
+    return err == PAYMENT_STORE_ENOTFOUND ? PAYMENT_STORE_OK : err;
 }
 
 int mongo_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms)
