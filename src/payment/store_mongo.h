@@ -213,6 +213,9 @@ int mongo_find_edge(mongoc_collection_t *coll, const bson_t *filter, const char 
                     int ascending, int local, int64_t *value);
 int mongo_find_modify(mongoc_collection_t *coll, const bson_t *query,
                       const mongoc_find_and_modify_opts_t *fam, bson_t *out, int *found);
+/* Reads a document of a page and passes it on: 0, or what stops the page. */
+typedef int (*mongo_doc_fn)(const bson_t *doc, void *arg);
+int mongo_page_each(mongoc_cursor_t *cur, uint32_t limit, mongo_doc_fn fn, void *arg, int *more);
 mongoc_client_t *mongo_client(struct mongo_store *st, int *err);
 
 /* ---- store_mongo_setup.c: indexes and the counter */

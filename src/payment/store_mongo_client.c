@@ -149,6 +149,28 @@ int mongo_find_edge(mongoc_collection_t *coll, const bson_t *filter, const char 
     return err;
 }
 
+/* Passes the documents of cur to fn, stopping after limit of them (then
+ * *more says whether another followed) or at fn's non-zero answer, which
+ * it returns; else the cursor's error, or 0.  Destroys cur. */
+int mongo_page_each(mongoc_cursor_t *cur, uint32_t limit, mongo_doc_fn fn, void *arg, int *more)
+{
+    const bson_t *doc;
+    uint32_t n = 0;
+    int err = PAYMENT_STORE_OK;
+    while (err == PAYMENT_STORE_OK && mongoc_cursor_next(cur, &doc)) {
+        if (n++ == limit) {
+            *more = 1;
+            break;
+        }
+        err = fn(doc, arg);
+    }
+    bson_error_t e;
+    if (err == PAYMENT_STORE_OK && mongoc_cursor_error(cur, &e))
+        err = mongo_map_err(&e);
+    mongoc_cursor_destroy(cur);
+    return err;
+}
+
 /* Runs the findAndModify fam on coll's document matching query; when the
  * reply holds one ("value": before or after the change, as fam's flags
  * ask), copies it into out (the caller destroys it) and sets *found, else

@@ -174,6 +174,22 @@ int mongo_delivery_give(const bson_t *doc, struct buf *json, payment_store_deliv
     return err != PAYMENT_STORE_OK ? err : each(arg, &d);
 }
 
+/* A delivery callback, its argument and the buffer its attempts are read
+ * into, for mongo_page_each. */
+struct mongo_delivery_each {
+    struct buf json; /* owned: reused from document to document */
+    payment_store_delivery_fn each;
+    void *arg;
+};
+
+/* mongo_delivery_give for a page's document, with arg a
+ * mongo_delivery_each. */
+static int mongo_delivery_page_give(const bson_t *doc, void *arg)
+{
+    struct mongo_delivery_each *to = arg;
+    return mongo_delivery_give(doc, &to->json, to->each, to->arg);
+}
+
 /* ---- the dispatch position ------------------------------------------------------ */
 
 /* Reads the position (read concern local when local is set: a decision's
@@ -367,21 +383,9 @@ int mongo_deliveries_list(payment_store *s, const struct payment_delivery_query 
     if (err == PAYMENT_STORE_OK) {
         mongoc_collection_t *coll = mongo_collection(st, client, st->deliveries_coll);
         mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-        struct buf json = BUF_INIT;
-        const bson_t *doc;
-        uint32_t n = 0;
-        while (err == PAYMENT_STORE_OK && mongoc_cursor_next(cur, &doc)) {
-            if (n++ == q->limit) {
-                *more = 1;
-                break;
-            }
-            err = mongo_delivery_give(doc, &json, each, arg);
-        }
-        bson_error_t e;
-        if (err == PAYMENT_STORE_OK && mongoc_cursor_error(cur, &e))
-            err = mongo_map_err(&e);
-        buf_free(&json);
-        mongoc_cursor_destroy(cur);
+        struct mongo_delivery_each to = {BUF_INIT, each, arg};
+        err = mongo_page_each(cur, q->limit, mongo_delivery_page_give, &to, more);
+        buf_free(&to.json);
         mongoc_collection_destroy(coll);
     }
     bson_destroy(&filter);

@@ -393,6 +393,21 @@ static bool mongo_build_page_opts(bson_t *o, uint32_t limit)
            BSON_APPEND_INT64(o, "batchSize", (int64_t)limit + 1);
 }
 
+/* An endpoint callback and its argument, for mongo_page_each. */
+struct mongo_hook_each {
+    payment_store_webhook_fn each;
+    void *arg;
+};
+
+/* Passes endpoint doc to the callback of arg (a mongo_hook_each). */
+static int mongo_hook_give(const bson_t *doc, void *arg)
+{
+    const struct mongo_hook_each *to = arg;
+    struct payment_webhook w;
+    int err = mongo_hook_read(doc, &w);
+    return err != PAYMENT_STORE_OK ? err : to->each(to->arg, &w);
+}
+
 int mongo_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
                         payment_store_webhook_fn each, void *arg, int *more)
 {
@@ -411,23 +426,8 @@ int mongo_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
     if (err == PAYMENT_STORE_OK) {
         mongoc_collection_t *hooks = mongo_collection(st, client, st->hooks_coll);
         mongoc_cursor_t *cur = mongoc_collection_find_with_opts(hooks, &filter, &opts, NULL);
-        const bson_t *doc;
-        uint32_t n = 0;
-        while (err == PAYMENT_STORE_OK && mongoc_cursor_next(cur, &doc)) {
-            if (n == q->limit) {
-                *more = 1;
-                break;
-            }
-            struct payment_webhook w;
-            err = mongo_hook_read(doc, &w);
-            if (err == PAYMENT_STORE_OK)
-                err = each(arg, &w);
-            n++;
-        }
-        bson_error_t e;
-        if (err == PAYMENT_STORE_OK && mongoc_cursor_error(cur, &e))
-            err = mongo_map_err(&e);
-        mongoc_cursor_destroy(cur);
+        struct mongo_hook_each to = {each, arg};
+        err = mongo_page_each(cur, q->limit, mongo_hook_give, &to, more);
         mongoc_collection_destroy(hooks);
     }
     bson_destroy(&filter);
