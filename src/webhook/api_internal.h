@@ -125,6 +125,11 @@ int wh_query_parse(http_request *req, enum wh_list list, struct wh_query *q);
  * filters and size, and page[after]=after unless NULL>" to b. */
 void wh_query_link(struct buf *b, const struct webhook_api *api, const char *name,
                    const char *id, const struct wh_query *q, const char *after);
+/* Ends the page b holds ({"data":[<items>), with its links "self" and
+ * "next" (page[after]=next_after, or null when NULL: the last page), and
+ * answers it 200 (b is taken). */
+void wh_respond_page(http_request *req, const struct webhook_api *api, struct buf *b,
+                     const char *id, const struct wh_query *q, const char *next_after);
 
 /* --- the stored document (api_doc.c) -------------------------------------- */
 
