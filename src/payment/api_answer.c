@@ -115,34 +115,12 @@ void api_respond_write_error(http_request *req, struct api_write_op *w, int err,
 /* 400 validation_failed listing every problem. */
 void api_respond_invalid(http_request *req, json_t *errors)
 {
-    char *list = json_dumps(errors, JSON_COMPACT);
-    if (!list) {
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
-    struct buf extra = BUF_INIT;
-    buf_puts(&extra, "\"errors\":");
-    buf_puts(&extra, list);
-    free(list);
-    size_t n = json_array_size(errors);
-    char msg[96];
-    snprintf(msg, sizeof msg, "the payment is not valid: %zu problem%s", n, n == 1 ? "" : "s");
-    if (buf_failed(&extra))
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-    else
-        http_respond_error(req, 400, "validation_failed", msg, extra.data);
-    buf_free(&extra);
+    http_respond_invalid(req, "payment", errors);
 }
 
 void api_respond_one_invalid(http_request *req, const char *field, const char *message)
 {
-    json_t *errors = json_pack("[{s:s, s:s}]", "field", field, "message", message);
-    if (!errors) {
-        http_respond_error(req, 500, "internal_error", "internal error", NULL);
-        return;
-    }
-    api_respond_invalid(req, errors);
-    json_decref(errors);
+    http_respond_one_invalid(req, "payment", field, message);
 }
 
 /* 403: the caller's key may not act for org. */

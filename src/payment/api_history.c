@@ -50,7 +50,7 @@ static int history_param(void *arg, const char *key, const char *value)
         q->why = "is given twice";
         return 1;
     }
-    int ok = api_parse_version(value, strlen(value), &v) == 0;
+    int ok = http_parse_version(value, strlen(value), &v) == 0;
     if (after) {
         q->has_after = 1;
         q->after = v;
@@ -228,7 +228,7 @@ static int path_version(http_request *req, int64_t *version)
 {
     size_t len = 0;
     const char *s = http_path_segment(http_request_path(req), 4, &len);
-    if (s && api_parse_version(s, len, version) == 0)
+    if (s && http_parse_version(s, len, version) == 0)
         return 0;
     respond_bad_param(req, "version", "must be a version: a non-negative integer");
     return -1;

@@ -19,7 +19,9 @@
 
 #include "auth/keys.h"
 #include "core/uuid.h"
+#include "http/problems.h"
 #include "http/server.h"
+#include "http/version.h"
 #include "payment/api.h"
 #include "payment/idem.h"
 #include "payment/operation.h"
@@ -105,17 +107,9 @@ const struct auth_principal *api_principal(const http_request *req);
 int api_doc_org(const char *doc, size_t len, char org[UUID_STR_LEN + 1]);
 /* The path's id, in lower case. */
 void api_path_id(http_request *req, char id[UUID_STR_LEN + 1]);
-/* The message of a malformed If-Match. */
-extern const char *const api_if_match_malformed;
 /* The parsed and validated body, or NULL after answering 400. */
 json_t *api_read_payment_body(http_request *req, struct payment_api *api,
                               enum payment_check mode);
-/* "N", a canonical non-negative integer: 0, or -1. */
-int api_parse_version(const char *s, size_t len, int64_t *out);
-/* If-Match: 1 with *v, 0 when absent, -1 when malformed. */
-int api_if_match_version(http_request *req, int64_t *v);
-/* The version a write is based on (data.version, If-Match). */
-int api_client_version(http_request *req, json_t *data, int required, int64_t *v);
 /* data.type, or fallback. */
 const char *api_type_or(json_t *data, const char *fallback);
 

@@ -1,6 +1,7 @@
 /* api_request: the pieces of a payment request: the path's id, the body parsed
- * and validated, versions (data.version, If-Match), the caller, and
- * whether the handler must leave the event loop (api_offload). */
+ * and validated, the caller, and whether the handler must leave the event
+ * loop (api_offload).  Versions (data.version, If-Match) are read by
+ * http/version.h, as the webhook API reads them. */
 #include "payment/api_internal.h"
 
 #include <assert.h>
@@ -63,9 +64,6 @@ void api_path_id(http_request *req, char id[UUID_STR_LEN + 1])
     (void)rc;
 }
 
-const char *const api_if_match_malformed =
-    "If-Match must be exactly one strong entity tag such as \"3\"";
-
 /* Parses the body and validates its data object for mode.  Returns the
  * root (new reference) or NULL after answering 400. */
 json_t *api_read_payment_body(http_request *req, struct payment_api *api,
@@ -94,69 +92,6 @@ json_t *api_read_payment_body(http_request *req, struct payment_api *api,
     }
     json_decref(errors);
     return root;
-}
-
-/* Parses "N", a non-negative decimal integer in its one canonical form (no
- * leading zeros: the entity tag "00" is not the tag "0"). */
-int api_parse_version(const char *s, size_t len, int64_t *out)
-{
-    if (len == 0 || len > 18 || (len > 1 && s[0] == '0'))
-        return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* If-Match: exactly one strong entity tag "N".  Returns 1 and sets *v when
- * present, 0 when absent, -1 when malformed. */
-int api_if_match_version(http_request *req, int64_t *v)
-{
-    const char *h = http_request_header(req, "If-Match");
-    if (!h)
-        return 0;
-    while (*h == ' ' || *h == '\t')
-        h++;
-    size_t len = strlen(h);
-    while (len > 0 && (h[len - 1] == ' ' || h[len - 1] == '\t'))
-        len--;
-    if (len < 3 || h[0] != '"' || h[len - 1] != '"')
-        return -1;
-    return api_parse_version(h + 1, len - 2, v) == 0 ? 1 : -1;
-}
-
-/* The version the client based its write on, from data.version and
- * If-Match.  Returns 0 with *v set (or -1 in *v when neither is given and
- * required is 0), or -1 after answering 400 or 428. */
-int api_client_version(http_request *req, json_t *data, int required, int64_t *v)
-{
-    int64_t hv = -1;
-    int h = api_if_match_version(req, &hv);
-    if (h < 0) {
-        http_respond_error(req, 400, "bad_request", api_if_match_malformed, NULL);
-        return -1;
-    }
-    json_t *jv = data ? json_object_get(data, "version") : NULL;
-    int has_body = json_is_integer(jv);
-    if (has_body && h && json_integer_value(jv) != hv) {
-        http_respond_error(req, 400, "bad_request", "If-Match and data.version disagree", NULL);
-        return -1;
-    }
-    if (has_body)
-        *v = json_integer_value(jv);
-    else if (h)
-        *v = hv;
-    else if (required) {
-        http_respond_error(req, 428, "version_required",
-                           "name the version you read, in data.version or If-Match", NULL);
-        return -1;
-    } else
-        *v = -1;
-    return 0;
 }
 
 const char *api_type_or(json_t *data, const char *fallback)

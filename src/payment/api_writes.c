@@ -237,7 +237,7 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     }
     if (!missing && next_version(req, api, data, mode, &cur, now, &next) != 0)
         goto out;
-    if (api_client_version(req, data, 1, &expected) != 0)
+    if (http_client_version(req, data, 1, &expected) != 0)
         goto out;
     if (missing) {
         /* Asynchronously, a payment not stored yet (its create may still
@@ -286,22 +286,6 @@ void api_payments_patch(http_request *req, void *ctx)
     payments_update(req, ctx, PAYMENT_CHECK_PATCH);
 }
 
-struct delete_query {
-    int64_t version; /* -1 unless ?version= was given */
-    int bad;         /* 1: malformed, repeated or unknown parameter */
-};
-
-static int delete_query_param(void *arg, const char *key, const char *value)
-{
-    struct delete_query *q = arg;
-    if (strcmp(key, "version") != 0 || q->version != -1 ||
-        api_parse_version(value, strlen(value), &q->version) != 0) {
-        q->bad = 1;
-        return 1;
-    }
-    return 0;
-}
-
 /* With a key limited to some organisations, the payment is read first:
  * another organisation's payment is answered 404, as an unknown id is (its
  * organisation never changes, so the read cannot go stale).  Returns 0, or
@@ -339,20 +323,9 @@ void api_payments_delete(http_request *req, void *ctx)
     struct api_write_op *w = write_begin(req, api);
     if (!w)
         return;
-    struct delete_query q = {-1, 0};
-    http_request_query_each(req, delete_query_param, &q);
-    if (q.bad) {
-        http_respond_error(req, 400, "bad_request",
-                           "the only parameter is version, a non-negative integer, once", NULL);
+    int64_t expected;
+    if (http_delete_version(req, &expected) != 0)
         return;
-    }
-    int64_t hv;
-    int h = api_if_match_version(req, &hv);
-    if (h < 0 || (h && q.version != -1 && hv != q.version)) {
-        http_respond_error(req, 400, "bad_request",
-                           h < 0 ? api_if_match_malformed : "If-Match and ?version disagree", NULL);
-        return;
-    }
     if (delete_allowed(req, api, id) != 0)
         return;
     if (api_async_wanted(req, api)) {
@@ -366,10 +339,10 @@ void api_payments_delete(http_request *req, void *ctx)
         if (err != PAYMENT_STORE_OK)
             api_respond_store_error(req, err, -1);
         else
-            api_async_submit(req, w, OPERATION_DELETE, id, org, h ? hv : q.version, NULL);
+            api_async_submit(req, w, OPERATION_DELETE, id, org, expected, NULL);
         return;
     }
     snprintf(w->id, sizeof w->id, "%s", id);
     w->status = 204;
-    api_write_op_submit(req, w, PAYMENT_OP_DELETE, h ? hv : q.version);
+    api_write_op_submit(req, w, PAYMENT_OP_DELETE, expected);
 }

@@ -200,7 +200,8 @@ void mongo_hosts(const mongoc_uri_t *uri, char *out, size_t outlen);
 int mongo_configure(struct mongo_store *st, const char *uri, int *wait, char *errbuf,
                     size_t errlen);
 
-/* ---- store_mongo_client.c: pooled clients, errors, one-document reads */
+/* ---- store_mongo_client.c: pooled clients, errors, one-document reads,
+ * findAndModify */
 
 int mongo_code_err(uint32_t code, const char *msg);
 int mongo_map_err(const bson_error_t *e);
@@ -208,8 +209,13 @@ mongoc_collection_t *mongo_collection(struct mongo_store *st, mongoc_client_t *c
                                       const char *name);
 int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
                    int local, bson_t *out);
-int mongo_find_edge_id(mongoc_collection_t *coll, const bson_t *filter, int ascending,
-                       int local, int64_t *pos);
+int mongo_find_edge(mongoc_collection_t *coll, const bson_t *filter, const char *field,
+                    int ascending, int local, int64_t *value);
+int mongo_find_modify(mongoc_collection_t *coll, const bson_t *query,
+                      const mongoc_find_and_modify_opts_t *fam, bson_t *out, int *found);
+/* Reads a document of a page and passes it on: 0, or what stops the page. */
+typedef int (*mongo_doc_fn)(const bson_t *doc, void *arg);
+int mongo_page_each(mongoc_cursor_t *cur, uint32_t limit, mongo_doc_fn fn, void *arg, int *more);
 mongoc_client_t *mongo_client(struct mongo_store *st, int *err);
 
 /* ---- store_mongo_setup.c: indexes and the counter */

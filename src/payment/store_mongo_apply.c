@@ -309,33 +309,10 @@ static int mongo_apply_fam(mongoc_collection_t *coll, const bson_t *query, const
     bool ok = fam && mongoc_find_and_modify_opts_set_update(fam, update) &&
               mongoc_find_and_modify_opts_set_fields(fam, proj) &&
               mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
-    int err = PAYMENT_STORE_EINTERNAL;
     *found = 0;
-    if (ok) {
-        bson_t reply; /* always initialized by the call */
-        bson_error_t e;
-        if (mongoc_collection_find_and_modify_with_opts(coll, query, fam, &reply, &e)) {
-            bson_iter_t it;
-            const uint8_t *data = NULL;
-            uint32_t len = 0;
-            err = PAYMENT_STORE_OK;
-            if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-                bson_iter_document(&it, &len, &data);
-                bson_t value;
-                if (bson_init_static(&value, data, len)) {
-                    bson_copy_to(&value, out);
-                    *found = 1;
-                } else {
-                    err = PAYMENT_STORE_EINTERNAL;
-                }
-            }
-        } else {
-            err = mongo_map_err(&e);
-            if (err == PAYMENT_STORE_EDUPLICATE)
-                err = PAYMENT_STORE_EINTERNAL; /* no update here changes _id */
-        }
-        bson_destroy(&reply);
-    }
+    int err = ok ? mongo_find_modify(coll, query, fam, out, found) : PAYMENT_STORE_EINTERNAL;
+    if (err == PAYMENT_STORE_EDUPLICATE)
+        err = PAYMENT_STORE_EINTERNAL; /* no update here changes _id */
     mongoc_find_and_modify_opts_destroy(fam); /* NULL is a no-op */
     return err;
 }

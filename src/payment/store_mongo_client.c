@@ -1,7 +1,7 @@
 /* store_mongo_client: talking to MongoDB.  Owns the mapping of libmongoc's
  * errors to store errors (a duplicate key naming the idempotency index is
  * EIDEMPOTENT), pooled clients (each checked for the store being set up),
- * collections and one-document reads. */
+ * collections, one-document reads and findAndModify. */
 
 #include <string.h>
 
@@ -127,24 +127,80 @@ int mongo_find_one(mongoc_collection_t *coll, const bson_t *filter, const bson_t
     return mongo_find_first(coll, filter, &opts, ok, out);
 }
 
-/* The _id (an int64 position) of coll's first document matching filter in
- * _id order, ascending or descending, into *pos; with local, read at
- * "local" read concern.  0, ENOTFOUND when none matches, or an error. */
-int mongo_find_edge_id(mongoc_collection_t *coll, const bson_t *filter, int ascending,
-                       int local, int64_t *pos)
+/* The int64 field of coll's first document matching filter in field's
+ * order, ascending or descending (the least or the greatest), into *value;
+ * with local, read at "local" read concern.  0, ENOTFOUND when none
+ * matches, or an error. */
+int mongo_find_edge(mongoc_collection_t *coll, const bson_t *filter, const char *field,
+                    int ascending, int local, int64_t *value)
 {
     bson_t opts = BSON_INITIALIZER, sort, proj, doc;
     bool ok = BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
-              BSON_APPEND_INT32(&sort, "_id", ascending ? 1 : -1) &&
+              BSON_APPEND_INT32(&sort, field, ascending ? 1 : -1) &&
               bson_append_document_end(&opts, &sort) &&
               BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
-              BSON_APPEND_INT32(&proj, "_id", 1) && bson_append_document_end(&opts, &proj) &&
+              BSON_APPEND_INT32(&proj, field, 1) && bson_append_document_end(&opts, &proj) &&
               (!local || mongo_append_local(&opts));
     int err = mongo_find_first(coll, filter, &opts, ok, &doc);
     if (err == PAYMENT_STORE_OK) {
-        *pos = mongo_get_int64(&doc, "_id", 0);
+        *value = mongo_get_int64(&doc, field, 0);
         bson_destroy(&doc);
     }
+    return err;
+}
+
+/* Passes the documents of cur to fn, stopping after limit of them (then
+ * *more says whether another followed) or at fn's non-zero answer, which
+ * it returns; else the cursor's error, or 0.  Destroys cur. */
+int mongo_page_each(mongoc_cursor_t *cur, uint32_t limit, mongo_doc_fn fn, void *arg, int *more)
+{
+    const bson_t *doc;
+    uint32_t n = 0;
+    int err = PAYMENT_STORE_OK;
+    while (err == PAYMENT_STORE_OK && mongoc_cursor_next(cur, &doc)) {
+        if (n++ == limit) {
+            *more = 1;
+            break;
+        }
+        err = fn(doc, arg);
+    }
+    bson_error_t e;
+    if (err == PAYMENT_STORE_OK && mongoc_cursor_error(cur, &e))
+        err = mongo_map_err(&e);
+    mongoc_cursor_destroy(cur);
+    return err;
+}
+
+/* Runs the findAndModify fam on coll's document matching query; when the
+ * reply holds one ("value": before or after the change, as fam's flags
+ * ask), copies it into out (the caller destroys it) and sets *found, else
+ * clears it.  Returns 0, a store error (mongo_map_err), or EINTERNAL for a
+ * reply that cannot be read. */
+int mongo_find_modify(mongoc_collection_t *coll, const bson_t *query,
+                      const mongoc_find_and_modify_opts_t *fam, bson_t *out, int *found)
+{
+    bson_t reply; /* always initialized by the call */
+    bson_error_t e;
+    int err = PAYMENT_STORE_OK;
+    *found = 0;
+    if (mongoc_collection_find_and_modify_with_opts(coll, query, fam, &reply, &e)) {
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            const uint8_t *data = NULL;
+            uint32_t len = 0;
+            bson_t value;
+            bson_iter_document(&it, &len, &data);
+            if (bson_init_static(&value, data, len)) {
+                bson_copy_to(&value, out);
+                *found = 1;
+            } else {
+                err = PAYMENT_STORE_EINTERNAL;
+            }
+        }
+    } else {
+        err = mongo_map_err(&e);
+    }
+    bson_destroy(&reply);
     return err;
 }
 

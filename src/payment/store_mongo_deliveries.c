@@ -174,6 +174,22 @@ int mongo_delivery_give(const bson_t *doc, struct buf *json, payment_store_deliv
     return err != PAYMENT_STORE_OK ? err : each(arg, &d);
 }
 
+/* A delivery callback, its argument and the buffer its attempts are read
+ * into, for mongo_page_each. */
+struct mongo_delivery_each {
+    struct buf json; /* owned: reused from document to document */
+    payment_store_delivery_fn each;
+    void *arg;
+};
+
+/* mongo_delivery_give for a page's document, with arg a
+ * mongo_delivery_each. */
+static int mongo_delivery_page_give(const bson_t *doc, void *arg)
+{
+    struct mongo_delivery_each *to = arg;
+    return mongo_delivery_give(doc, &to->json, to->each, to->arg);
+}
+
 /* ---- the dispatch position ------------------------------------------------------ */
 
 /* Reads the position (read concern local when local is set: a decision's
@@ -367,21 +383,9 @@ int mongo_deliveries_list(payment_store *s, const struct payment_delivery_query 
     if (err == PAYMENT_STORE_OK) {
         mongoc_collection_t *coll = mongo_collection(st, client, st->deliveries_coll);
         mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-        struct buf json = BUF_INIT;
-        const bson_t *doc;
-        uint32_t n = 0;
-        while (err == PAYMENT_STORE_OK && mongoc_cursor_next(cur, &doc)) {
-            if (n++ == q->limit) {
-                *more = 1;
-                break;
-            }
-            err = mongo_delivery_give(doc, &json, each, arg);
-        }
-        bson_error_t e;
-        if (err == PAYMENT_STORE_OK && mongoc_cursor_error(cur, &e))
-            err = mongo_map_err(&e);
-        buf_free(&json);
-        mongoc_cursor_destroy(cur);
+        struct mongo_delivery_each to = {BUF_INIT, each, arg};
+        err = mongo_page_each(cur, q->limit, mongo_delivery_page_give, &to, more);
+        buf_free(&to.json);
         mongoc_collection_destroy(coll);
     }
     bson_destroy(&filter);
@@ -414,27 +418,13 @@ static int mongo_pending_count(mongoc_collection_t *coll, const char *name, int6
 /* The creation time of the oldest pending delivery, 0 when none. */
 static int mongo_pending_oldest(mongoc_collection_t *coll, int64_t *oldest_ms)
 {
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
-    bool ok = BSON_APPEND_INT32(&filter, "status", PAYMENT_DELIVERY_PENDING) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
-              BSON_APPEND_INT32(&sort, "created_ms", 1) && bson_append_document_end(&opts, &sort) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
-              BSON_APPEND_INT32(&proj, "created_ms", 1) && bson_append_document_end(&opts, &proj) &&
-              BSON_APPEND_INT64(&opts, "limit", 1) && BSON_APPEND_BOOL(&opts, "singleBatch", true);
-    int err = PAYMENT_STORE_EINTERNAL;
-    *oldest_ms = 0;
-    if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-        const bson_t *doc;
-        bson_error_t e;
-        if (mongoc_cursor_next(cur, &doc))
-            *oldest_ms = mongo_get_int64(doc, "created_ms", 0);
-        err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
-        mongoc_cursor_destroy(cur);
-    }
+    bson_t filter = BSON_INITIALIZER;
+    *oldest_ms = 0; /* none pending, unless one is found */
+    int err = BSON_APPEND_INT32(&filter, "status", PAYMENT_DELIVERY_PENDING)
+                  ? mongo_find_edge(coll, &filter, "created_ms", 1, 0, oldest_ms)
+                  : PAYMENT_STORE_EINTERNAL;
     bson_destroy(&filter);
-    bson_destroy(&opts);
-    return err;
+    return err == PAYMENT_STORE_ENOTFOUND ? PAYMENT_STORE_OK : err;
 }
 
 int mongo_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms)

@@ -86,31 +86,8 @@ static int mongo_claim_one(mongoc_collection_t *coll, const char *id, const char
               bson_append_document_end(&update, &set) &&
               mongoc_find_and_modify_opts_set_update(fam, &update) &&
               mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
-    int err = PAYMENT_STORE_EINTERNAL;
     *found = 0;
-    if (ok) {
-        bson_t reply; /* always initialized by the call */
-        bson_error_t e;
-        err = PAYMENT_STORE_OK;
-        if (mongoc_collection_find_and_modify_with_opts(coll, &query, fam, &reply, &e)) {
-            bson_iter_t it;
-            if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-                const uint8_t *data = NULL;
-                uint32_t len = 0;
-                bson_t value;
-                bson_iter_document(&it, &len, &data);
-                if (bson_init_static(&value, data, len)) {
-                    bson_copy_to(&value, out);
-                    *found = 1;
-                } else {
-                    err = PAYMENT_STORE_EINTERNAL;
-                }
-            }
-        } else {
-            err = mongo_map_err(&e);
-        }
-        bson_destroy(&reply);
-    }
+    int err = ok ? mongo_find_modify(coll, &query, fam, out, found) : PAYMENT_STORE_EINTERNAL;
     mongoc_find_and_modify_opts_destroy(fam); /* NULL is a no-op */
     bson_destroy(&query);
     bson_destroy(&update);

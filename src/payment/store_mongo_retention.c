@@ -44,7 +44,7 @@ static int mongo_purge_floor(mongoc_collection_t *events, const struct mongo_fee
               BSON_APPEND_INT64(&at, "$gte", feed_before_ms) &&
               bson_append_document_end(&filter, &at);
     int64_t first = 0;
-    int err = ok ? mongo_find_edge_id(events, &filter, 1, 0, &first) : PAYMENT_STORE_EINTERNAL;
+    int err = ok ? mongo_find_edge(events, &filter, "_id", 1, 0, &first) : PAYMENT_STORE_EINTERNAL;
     bson_destroy(&filter);
     if (err == PAYMENT_STORE_ENOTFOUND) {
         *floor = feed->wm;

@@ -180,7 +180,7 @@ static int mongo_round_read(struct mongo_store *st, mongoc_client_t *client, con
 static int mongo_round_max(mongoc_collection_t *events, int64_t *max)
 {
     bson_t filter = BSON_INITIALIZER;
-    int err = mongo_find_edge_id(events, &filter, 0, 1, max);
+    int err = mongo_find_edge(events, &filter, "_id", 0, 1, max);
     bson_destroy(&filter);
     if (err == PAYMENT_STORE_ENOTFOUND) {
         *max = 0;

@@ -125,27 +125,12 @@ int mongo_hook_find(mongoc_collection_t *hooks, const char *id, bson_t *out)
 static int mongo_feed_max(struct mongo_store *st, mongoc_client_t *client, int64_t *max)
 {
     mongoc_collection_t *events = mongo_collection(st, client, st->events_coll);
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, proj;
-    bool ok = BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort) &&
-              BSON_APPEND_INT32(&sort, "_id", -1) && bson_append_document_end(&opts, &sort) &&
-              BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj) &&
-              BSON_APPEND_INT32(&proj, "_id", 1) && bson_append_document_end(&opts, &proj) &&
-              BSON_APPEND_INT64(&opts, "limit", 1) && BSON_APPEND_BOOL(&opts, "singleBatch", true);
-    int err = PAYMENT_STORE_EINTERNAL;
-    *max = 0;
-    if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(events, &filter, &opts, NULL);
-        const bson_t *doc;
-        bson_error_t e;
-        if (mongoc_cursor_next(cur, &doc))
-            *max = mongo_get_int64(doc, "_id", 0);
-        err = mongoc_cursor_error(cur, &e) ? mongo_map_err(&e) : PAYMENT_STORE_OK;
-        mongoc_cursor_destroy(cur);
-    }
+    bson_t filter = BSON_INITIALIZER;
+    *max = 0; /* no event yet, unless one is found */
+    int err = mongo_find_edge(events, &filter, "_id", 0, 0, max);
     bson_destroy(&filter);
-    bson_destroy(&opts);
     mongoc_collection_destroy(events);
-    return err;
+    return err == PAYMENT_STORE_ENOTFOUND ? PAYMENT_STORE_OK : err;
 }
 
 /* The position a new endpoint is owed the events above, read BEFORE its
@@ -291,35 +276,13 @@ int mongo_webhook_update(payment_store *s, const struct payment_webhook *w,
 static int mongo_hook_remove(mongoc_collection_t *hooks, const char *id, int64_t expected_version,
                              bson_t *removed, int *found)
 {
-    bson_t query = BSON_INITIALIZER, reply;
+    bson_t query = BSON_INITIALIZER;
     mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
     bool ok = fam && BSON_APPEND_UTF8(&query, "_id", id) &&
               (expected_version < 0 || BSON_APPEND_INT64(&query, "version", expected_version)) &&
               mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_REMOVE);
-    int err = PAYMENT_STORE_EINTERNAL;
     *found = 0;
-    if (ok) {
-        bson_error_t e;
-        if (mongoc_collection_find_and_modify_with_opts(hooks, &query, fam, &reply, &e)) {
-            bson_iter_t it;
-            err = PAYMENT_STORE_OK;
-            if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-                const uint8_t *data = NULL;
-                uint32_t len = 0;
-                bson_t value;
-                bson_iter_document(&it, &len, &data);
-                if (bson_init_static(&value, data, len)) {
-                    bson_copy_to(&value, removed);
-                    *found = 1;
-                } else {
-                    err = PAYMENT_STORE_EINTERNAL;
-                }
-            }
-        } else {
-            err = mongo_map_err(&e);
-        }
-        bson_destroy(&reply); /* always initialized by the call */
-    }
+    int err = ok ? mongo_find_modify(hooks, &query, fam, removed, found) : PAYMENT_STORE_EINTERNAL;
     mongoc_find_and_modify_opts_destroy(fam); /* NULL is a no-op */
     bson_destroy(&query);
     return err;
@@ -430,6 +393,21 @@ static bool mongo_build_page_opts(bson_t *o, uint32_t limit)
            BSON_APPEND_INT64(o, "batchSize", (int64_t)limit + 1);
 }
 
+/* An endpoint callback and its argument, for mongo_page_each. */
+struct mongo_hook_each {
+    payment_store_webhook_fn each;
+    void *arg;
+};
+
+/* Passes endpoint doc to the callback of arg (a mongo_hook_each). */
+static int mongo_hook_give(const bson_t *doc, void *arg)
+{
+    const struct mongo_hook_each *to = arg;
+    struct payment_webhook w;
+    int err = mongo_hook_read(doc, &w);
+    return err != PAYMENT_STORE_OK ? err : to->each(to->arg, &w);
+}
+
 int mongo_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
                         payment_store_webhook_fn each, void *arg, int *more)
 {
@@ -448,23 +426,8 @@ int mongo_webhooks_list(payment_store *s, const struct payment_webhook_query *q,
     if (err == PAYMENT_STORE_OK) {
         mongoc_collection_t *hooks = mongo_collection(st, client, st->hooks_coll);
         mongoc_cursor_t *cur = mongoc_collection_find_with_opts(hooks, &filter, &opts, NULL);
-        const bson_t *doc;
-        uint32_t n = 0;
-        while (err == PAYMENT_STORE_OK && mongoc_cursor_next(cur, &doc)) {
-            if (n == q->limit) {
-                *more = 1;
-                break;
-            }
-            struct payment_webhook w;
-            err = mongo_hook_read(doc, &w);
-            if (err == PAYMENT_STORE_OK)
-                err = each(arg, &w);
-            n++;
-        }
-        bson_error_t e;
-        if (err == PAYMENT_STORE_OK && mongoc_cursor_error(cur, &e))
-            err = mongo_map_err(&e);
-        mongoc_cursor_destroy(cur);
+        struct mongo_hook_each to = {each, arg};
+        err = mongo_page_each(cur, q->limit, mongo_hook_give, &to, more);
         mongoc_collection_destroy(hooks);
     }
     bson_destroy(&filter);

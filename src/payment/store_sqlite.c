@@ -67,6 +67,29 @@ void sqlite_stmt_release(sqlite3_stmt *stmt)
     (void)sqlite3_clear_bindings(stmt);
 }
 
+int sqlite_page_rows(sqlite3_stmt *stmt, int rc, uint32_t limit, sqlite_row_fn row, void *arg,
+                     int *more)
+{
+    uint32_t n = 0;
+    int err = PAYMENT_STORE_OK;
+    while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (n == limit) {
+            *more = 1;
+            break;
+        }
+        err = row(stmt, arg);
+        if (err != PAYMENT_STORE_OK)
+            break;
+        n++;
+        rc = SQLITE_OK;
+    }
+    sqlite_stmt_release(stmt);
+    if (err != PAYMENT_STORE_OK)
+        return err;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE || rc == SQLITE_OK ? PAYMENT_STORE_OK
+                                                                     : sqlite_map_err(rc);
+}
+
 /* Runs a statement that returns no row of interest: SQLITE_OK or the error. */
 int sqlite_stmt_run(sqlite3_stmt *stmt)
 {

@@ -194,6 +194,16 @@ struct sqlite_store {
 const char *sqlite_vfs(const struct sqlite_store *st);
 int sqlite_map_err(int rc);
 void sqlite_stmt_release(sqlite3_stmt *stmt);
+/* Reads the current row of stmt into a record and passes it on: 0, or
+ * what stops the page (a store error, or the callback's non-zero answer). */
+typedef int (*sqlite_row_fn)(sqlite3_stmt *stmt, void *arg);
+/* Steps a bound statement (rc: the binding's result; any other than
+ * SQLITE_OK is returned mapped, with no step) through a page, calling row
+ * per row, stopping after limit rows (then *more says whether another
+ * followed) or at row's non-zero answer, which it returns.  Releases the
+ * statement. */
+int sqlite_page_rows(sqlite3_stmt *stmt, int rc, uint32_t limit, sqlite_row_fn row, void *arg,
+                     int *more);
 int sqlite_stmt_run(sqlite3_stmt *stmt);
 int sqlite_bind_opt(sqlite3_stmt *stmt, int i, const char *v);
 /* The statement of sql (a static string: its address is the key) on db,

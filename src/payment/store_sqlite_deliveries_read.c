@@ -53,6 +53,22 @@ static int sqlite_deliveries_bind(sqlite3_stmt *stmt, const struct payment_deliv
     return rc;
 }
 
+/* A delivery callback and its argument, for sqlite_page_rows. */
+struct sqlite_delivery_each {
+    payment_store_delivery_fn each;
+    void *arg;
+};
+
+/* Passes the current row's delivery to the callback of arg (a
+ * sqlite_delivery_each). */
+static int sqlite_delivery_give(sqlite3_stmt *stmt, void *arg)
+{
+    const struct sqlite_delivery_each *to = arg;
+    struct payment_delivery d;
+    int err = sqlite_delivery_row(stmt, &d);
+    return err != PAYMENT_STORE_OK ? err : to->each(to->arg, &d);
+}
+
 int sqlite_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
                            payment_store_delivery_fn each, void *arg, int *more)
 {
@@ -61,27 +77,9 @@ int sqlite_deliveries_list(payment_store *s, const struct payment_delivery_query
     sqlite3_stmt *stmt = sqlite_read_stmt((struct sqlite_store *)s, sql_list, &err);
     if (!stmt)
         return err;
-    int rc = sqlite_deliveries_bind(stmt, q);
-    uint32_t n = 0;
-    while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (n == q->limit) {
-            *more = 1;
-            break;
-        }
-        struct payment_delivery d;
-        err = sqlite_delivery_row(stmt, &d);
-        if (err == PAYMENT_STORE_OK)
-            err = each(arg, &d);
-        if (err != PAYMENT_STORE_OK)
-            break;
-        n++;
-        rc = SQLITE_OK;
-    }
-    sqlite_stmt_release(stmt);
-    if (err != PAYMENT_STORE_OK)
-        return err;
-    return rc == SQLITE_ROW || rc == SQLITE_DONE || rc == SQLITE_OK ? PAYMENT_STORE_OK
-                                                                     : sqlite_map_err(rc);
+    struct sqlite_delivery_each to = {each, arg};
+    return sqlite_page_rows(stmt, sqlite_deliveries_bind(stmt, q), q->limit, sqlite_delivery_give,
+                            &to, more);
 }
 
 int sqlite_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms)

@@ -157,19 +157,6 @@ int sqlite_event_bind_delete(struct sqlite_op *op, sqlite3_stmt *stmt,
 
 /* ---- reading ------------------------------------------------------------ */
 
-/* Copies a UUID column into out: 0, or -1 when it is not one a write
- * stores (NULL, or too long). */
-static int sqlite_event_uuid(sqlite3_stmt *stmt, int col, char out[UUID_STR_LEN + 1])
-{
-    const char *v = (const char *)sqlite3_column_text(stmt, col);
-    size_t len = (size_t)sqlite3_column_bytes(stmt, col);
-    if (!v || len > UUID_STR_LEN)
-        return -1;
-    memcpy(out, v, len);
-    out[len] = '\0';
-    return 0;
-}
-
 /* An optional text column: its text, or NULL. */
 static const char *sqlite_event_text(sqlite3_stmt *stmt, int col)
 {
@@ -193,9 +180,9 @@ static int sqlite_event_row(sqlite3 *db, sqlite3_stmt *stmt, struct payment_even
     ev->changes = sqlite_event_text(stmt, 11);
     ev->doc = (const char *)sqlite3_column_text(stmt, 12);
     ev->doc_len = (size_t)sqlite3_column_bytes(stmt, 12);
-    int bad = sqlite_event_uuid(stmt, 1, ev->id) != 0 ||
-              sqlite_event_uuid(stmt, 3, ev->organisation_id) != 0 ||
-              sqlite_event_uuid(stmt, 4, ev->payment_id) != 0 || !ev->doc ||
+    int bad = sqlite_column_uuid(stmt, 1, ev->id) != 0 ||
+              sqlite_column_uuid(stmt, 3, ev->organisation_id) != 0 ||
+              sqlite_column_uuid(stmt, 4, ev->payment_id) != 0 || !ev->doc ||
               (type != PAYMENT_EVENT_CREATED && type != PAYMENT_EVENT_UPDATED &&
                type != PAYMENT_EVENT_DELETED);
     if (bad || sqlite3_errcode(db) == SQLITE_NOMEM)

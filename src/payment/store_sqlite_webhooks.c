@@ -323,33 +323,20 @@ static int sqlite_webhook_row(sqlite3_stmt *stmt, struct payment_webhook *w)
     return PAYMENT_STORE_OK;
 }
 
-/* Passes every row of a bound statement to each, stopping after limit rows
- * (then *more says whether another followed) or at each's non-zero answer,
- * which it returns.  Releases the statement. */
-static int sqlite_wh_rows(sqlite3_stmt *stmt, int rc, uint32_t limit,
-                          payment_store_webhook_fn each, void *arg, int *more)
+/* An endpoint callback and its argument, for sqlite_page_rows. */
+struct sqlite_wh_each {
+    payment_store_webhook_fn each;
+    void *arg;
+};
+
+/* Passes the current row's endpoint to the callback of arg (a
+ * sqlite_wh_each). */
+static int sqlite_wh_give(sqlite3_stmt *stmt, void *arg)
 {
-    uint32_t n = 0;
-    int err = PAYMENT_STORE_OK;
-    while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (n == limit) {
-            *more = 1;
-            break;
-        }
-        struct payment_webhook w;
-        err = sqlite_webhook_row(stmt, &w);
-        if (err == PAYMENT_STORE_OK)
-            err = each(arg, &w);
-        if (err != PAYMENT_STORE_OK)
-            break;
-        n++;
-        rc = SQLITE_OK;
-    }
-    sqlite_stmt_release(stmt);
-    if (err != PAYMENT_STORE_OK)
-        return err;
-    return rc == SQLITE_ROW || rc == SQLITE_DONE || rc == SQLITE_OK ? PAYMENT_STORE_OK
-                                                                     : sqlite_map_err(rc);
+    const struct sqlite_wh_each *to = arg;
+    struct payment_webhook w;
+    int err = sqlite_webhook_row(stmt, &w);
+    return err != PAYMENT_STORE_OK ? err : to->each(to->arg, &w);
 }
 
 int sqlite_webhook_get(payment_store *s, const char *id, payment_store_webhook_fn each,
@@ -363,10 +350,8 @@ int sqlite_webhook_get(payment_store *s, const char *id, payment_store_webhook_f
     if (rc == SQLITE_OK)
         rc = sqlite3_step(stmt);
     if (rc == SQLITE_ROW) {
-        struct payment_webhook w;
-        err = sqlite_webhook_row(stmt, &w);
-        if (err == PAYMENT_STORE_OK)
-            err = each(arg, &w);
+        struct sqlite_wh_each to = {each, arg};
+        err = sqlite_wh_give(stmt, &to);
     } else {
         err = rc == SQLITE_DONE ? PAYMENT_STORE_ENOTFOUND : sqlite_map_err(rc);
     }
@@ -408,7 +393,8 @@ int sqlite_webhooks_list(payment_store *s, const struct payment_webhook_query *q
         rc = sqlite_wh_orgs_json(q, &orgs) == 0
                  ? sqlite3_bind_text(stmt, 3, orgs.data, (int)orgs.len, SQLITE_STATIC)
                  : SQLITE_NOMEM;
-    err = sqlite_wh_rows(stmt, rc, q->limit, each, arg, more);
+    struct sqlite_wh_each to = {each, arg};
+    err = sqlite_page_rows(stmt, rc, q->limit, sqlite_wh_give, &to, more);
     buf_free(&orgs);
     return err;
 }

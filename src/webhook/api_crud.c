@@ -149,7 +149,7 @@ void wh_patch(http_request *req, void *ctx)
         return;
     json_t *data = json_object_get(root, "data");
     if (check_body(req, api, data, WH_PATCH, id, &f) != 0 ||
-        wh_client_version(req, data, 1, &expected) != 0 ||
+        http_client_version(req, data, 1, &expected) != 0 ||
         wh_endpoint_load(req, api, id, &e) != 0)
         goto out;
     if ((f.given & WH_F_ORG) && strcmp(f.organisation_id, e.w.organisation_id) != 0) {
@@ -180,22 +180,6 @@ out:
     json_decref(root);
 }
 
-struct delete_query {
-    int64_t version; /* -1 unless ?version= was given */
-    int bad;         /* 1: malformed, repeated or unknown parameter */
-};
-
-static int delete_query_param(void *arg, const char *key, const char *value)
-{
-    struct delete_query *q = arg;
-    if (strcmp(key, "version") != 0 || q->version != -1 || !value ||
-        wh_parse_version(value, strlen(value), &q->version) != 0) {
-        q->bad = 1;
-        return 1;
-    }
-    return 0;
-}
-
 void wh_delete(http_request *req, void *ctx)
 {
     struct webhook_api *api = ctx;
@@ -203,27 +187,15 @@ void wh_delete(http_request *req, void *ctx)
         return;
     char id[UUID_STR_LEN + 1];
     wh_path_id(req, id);
-    struct delete_query q = {-1, 0};
-    http_request_query_each(req, delete_query_param, &q);
-    if (q.bad) {
-        http_respond_error(req, 400, "bad_request",
-                           "the only parameter is version, a non-negative integer, once", NULL);
+    int64_t expected;
+    if (http_delete_version(req, &expected) != 0)
         return;
-    }
-    int64_t hv;
-    int h = wh_if_match(req, &hv);
-    if (h < 0)
-        return;
-    if (h && q.version != -1 && hv != q.version) {
-        http_respond_error(req, 400, "bad_request", "If-Match and ?version disagree", NULL);
-        return;
-    }
     struct wh_endpoint e;
     if (wh_endpoint_load(req, api, id, &e) != 0)
         return; /* unknown, or another organisation's: 404 */
     wh_endpoint_free(&e);
     int64_t current = -1;
-    int err = payment_store_webhook_delete(api->store, id, h ? hv : q.version, &current);
+    int err = payment_store_webhook_delete(api->store, id, expected, &current);
     if (err != PAYMENT_STORE_OK)
         wh_respond_store_error(req, err, current);
     else
@@ -252,7 +224,7 @@ void wh_rotate(http_request *req, void *ctx)
     char secret[WEBHOOK_SECRET_MAX + 1];
     wh_path_id(req, id);
     int64_t expected;
-    int h = wh_if_match(req, &expected);
+    int h = http_if_match_version(req, &expected);
     if (h < 0)
         return;
     if (wh_secret_new(secret) != 0) {

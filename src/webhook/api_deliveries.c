@@ -55,15 +55,7 @@ void wh_deliveries_list(http_request *req, void *ctx)
         wh_respond_store_error(req, err, -1);
         return;
     }
-    buf_puts(&b, "],\"links\":{");
-    wh_query_link(&b, api, "self", id, &q, q.after[0] ? q.after : NULL);
-    buf_puts(&b, ",");
-    if (more && pg.count)
-        wh_query_link(&b, api, "next", id, &q, pg.last);
-    else
-        buf_puts(&b, "\"next\":null");
-    buf_puts(&b, "}}");
-    http_respond_buf(req, 200, &b);
+    wh_respond_page(req, api, &b, id, &q, more && pg.count ? pg.last : NULL);
 }
 
 /* The id just below u in the order the store lists ids (lower-case text,

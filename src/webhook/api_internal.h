@@ -22,7 +22,9 @@
 #include "auth/keys.h"
 #include "core/buf.h"
 #include "core/uuid.h"
+#include "http/problems.h"
 #include "http/server.h"
+#include "http/version.h"
 #include "payment/store.h"
 #include "webhook/api.h"
 #include "webhook/endpoint.h"
@@ -89,14 +91,6 @@ int wh_fields_check(json_t *data, enum wh_mode mode, const char *path_id, int al
 /* An RFC 3339 date-time into ms since the epoch (a finer fraction rounds
  * up): 0, or -1. */
 int wh_parse_time(const char *s, int64_t *ms);
-/* "N", a canonical non-negative integer: 0, or -1. */
-int wh_parse_version(const char *s, size_t len, int64_t *out);
-/* If-Match: 1 with *v, 0 when absent, -1 after answering 400. */
-int wh_if_match(http_request *req, int64_t *v);
-/* The version a write is based on, from data.version and If-Match: 0 with
- * *v (-1 when neither is given and !required), or -1 after answering 400
- * (they disagree) or 428 (required, neither given). */
-int wh_client_version(http_request *req, json_t *data, int required, int64_t *v);
 /* Reads endpoint id as the caller may see it: another organisation's is
  * answered 404 as an unknown one.  0 with e filled (wh_endpoint_free), or
  * -1 after answering. */
@@ -131,6 +125,11 @@ int wh_query_parse(http_request *req, enum wh_list list, struct wh_query *q);
  * filters and size, and page[after]=after unless NULL>" to b. */
 void wh_query_link(struct buf *b, const struct webhook_api *api, const char *name,
                    const char *id, const struct wh_query *q, const char *after);
+/* Ends the page b holds ({"data":[<items>), with its links "self" and
+ * "next" (page[after]=next_after, or null when NULL: the last page), and
+ * answers it 200 (b is taken). */
+void wh_respond_page(http_request *req, const struct webhook_api *api, struct buf *b,
+                     const char *id, const struct wh_query *q, const char *next_after);
 
 /* --- the stored document (api_doc.c) -------------------------------------- */
 

@@ -82,13 +82,5 @@ void wh_list(http_request *req, void *ctx)
         wh_respond_store_error(req, err == LIST_STOP_FAILED ? PAYMENT_STORE_EINTERNAL : err, -1);
         return;
     }
-    buf_puts(&b, "],\"links\":{");
-    wh_query_link(&b, api, "self", NULL, &q, q.after[0] ? q.after : NULL);
-    buf_puts(&b, ",");
-    if (more && pg.count)
-        wh_query_link(&b, api, "next", NULL, &q, pg.last);
-    else
-        buf_puts(&b, "\"next\":null");
-    buf_puts(&b, "}}");
-    http_respond_buf(req, 200, &b);
+    wh_respond_page(req, api, &b, NULL, &q, more && pg.count ? pg.last : NULL);
 }

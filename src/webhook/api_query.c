@@ -1,7 +1,8 @@
 /* api_query: the query of a webhook list (endpoints, or one endpoint's
  * deliveries): its filter, page[size] and page[after], a cursor that is
  * the last listed id (ids are UUIDv7s: listing in id order is listing in
- * creation order), and the links that carry them on.  Problems are named
+ * creation order), and the links that carry them on, ending a page's
+ * answer for both lists (wh_respond_page).  Problems are named
  * by parameter, as GET /v1/events names them. */
 #include "webhook/api_internal.h"
 
@@ -95,7 +96,7 @@ static void param_value(struct parse *p, enum wh_param k, const char *v)
             refuse(p, k, "must be a comma-separated list of pending, succeeded, failed");
         break;
     case P_SIZE:
-        if (wh_parse_version(v, strlen(v), &n) != 0 || n < 1 || n > PAYMENT_WEBHOOKS_PAGE_MAX)
+        if (http_parse_version(v, strlen(v), &n) != 0 || n < 1 || n > PAYMENT_WEBHOOKS_PAGE_MAX)
             refuse(p, k, "must be an integer from 1 to 1000");
         else
             q->size = (uint32_t)n;
@@ -160,6 +161,20 @@ int wh_query_parse(http_request *req, enum wh_list list, struct wh_query *q)
     int ok = !p.unknown[0] && !p.oom && json_array_size(p.errors) == 0;
     json_decref(p.errors);
     return ok ? 0 : -1;
+}
+
+void wh_respond_page(http_request *req, const struct webhook_api *api, struct buf *b,
+                     const char *id, const struct wh_query *q, const char *next_after)
+{
+    buf_puts(b, "],\"links\":{");
+    wh_query_link(b, api, "self", id, q, q->after[0] ? q->after : NULL);
+    buf_puts(b, ",");
+    if (next_after)
+        wh_query_link(b, api, "next", id, q, next_after);
+    else
+        buf_puts(b, "\"next\":null");
+    buf_puts(b, "}}");
+    http_respond_buf(req, 200, b);
 }
 
 void wh_query_link(struct buf *b, const struct webhook_api *api, const char *name,

@@ -1,6 +1,6 @@
 /* api_render: the answers of the webhook API: errors in the payments' shape
  * ({"error_code", "error_message"}, validation problems as "errors":
- * [{"field", "message"}]), an endpoint (its document's public members, never
+ * [{"field", "message"}], answered by http/problems.h), an endpoint (its document's public members, never
  * its secrets but the one answer that made a secret) and a delivery (its
  * attempts as the sender recorded them). */
 #include "webhook/api_internal.h"
@@ -20,34 +20,12 @@ void wh_respond_internal(http_request *req)
 
 void wh_respond_invalid(http_request *req, json_t *errors)
 {
-    char *list = json_dumps(errors, JSON_COMPACT);
-    if (!list) {
-        wh_respond_internal(req);
-        return;
-    }
-    struct buf extra = BUF_INIT;
-    buf_puts(&extra, "\"errors\":");
-    buf_puts(&extra, list);
-    free(list);
-    size_t n = json_array_size(errors);
-    char msg[96];
-    snprintf(msg, sizeof msg, "the request is not valid: %zu problem%s", n, n == 1 ? "" : "s");
-    if (buf_failed(&extra))
-        wh_respond_internal(req);
-    else
-        http_respond_error(req, 400, "validation_failed", msg, extra.data);
-    buf_free(&extra);
+    http_respond_invalid(req, "request", errors);
 }
 
 void wh_respond_one_invalid(http_request *req, const char *field, const char *message)
 {
-    json_t *errors = json_pack("[{s:s, s:s}]", "field", field, "message", message);
-    if (!errors) {
-        wh_respond_internal(req);
-        return;
-    }
-    wh_respond_invalid(req, errors);
-    json_decref(errors);
+    http_respond_one_invalid(req, "request", field, message);
 }
 
 void wh_respond_forbidden(http_request *req)

@@ -1,7 +1,8 @@
 /* api_request: the pieces of a webhook request: the blocking pool, the
  * caller, the path's id and endpoint (as the caller may see it), the body
  * and its data's members validated (each problem named by its field, as
- * the payments name theirs), versions (data.version, If-Match) and times. */
+ * the payments name theirs) and times.  Versions (data.version, If-Match,
+ * ?version) are read by http/version.h, as the payments read them. */
 #include "webhook/api_internal.h"
 
 #include <assert.h>
@@ -216,65 +217,6 @@ int wh_fields_check(json_t *data, enum wh_mode mode, const char *path_id, int al
                 return -1;
     }
     return (int)json_array_size(errors);
-}
-
-/* ---- versions ------------------------------------------------------------ */
-
-int wh_parse_version(const char *s, size_t len, int64_t *out)
-{
-    if (len == 0 || len > 18 || (len > 1 && s[0] == '0'))
-        return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-int wh_if_match(http_request *req, int64_t *v)
-{
-    const char *h = http_request_header(req, "If-Match");
-    if (!h)
-        return 0;
-    while (*h == ' ' || *h == '\t')
-        h++;
-    size_t len = strlen(h);
-    while (len > 0 && (h[len - 1] == ' ' || h[len - 1] == '\t'))
-        len--;
-    if (len < 3 || h[0] != '"' || h[len - 1] != '"' || wh_parse_version(h + 1, len - 2, v) != 0) {
-        http_respond_error(req, 400, "bad_request",
-                           "If-Match must be exactly one strong entity tag such as \"3\"", NULL);
-        return -1;
-    }
-    return 1;
-}
-
-int wh_client_version(http_request *req, json_t *data, int required, int64_t *v)
-{
-    int64_t hv = -1;
-    int h = wh_if_match(req, &hv);
-    if (h < 0)
-        return -1;
-    json_t *jv = data ? json_object_get(data, "version") : NULL;
-    int has_body = json_is_integer(jv);
-    if (has_body && h && json_integer_value(jv) != hv) {
-        http_respond_error(req, 400, "bad_request", "If-Match and data.version disagree", NULL);
-        return -1;
-    }
-    if (has_body)
-        *v = json_integer_value(jv);
-    else if (h)
-        *v = hv;
-    else if (required) {
-        http_respond_error(req, 428, "version_required",
-                           "name the version you read, in data.version or If-Match", NULL);
-        return -1;
-    } else
-        *v = -1;
-    return 0;
 }
 
 /* ---- times --------------------------------------------------------------- */

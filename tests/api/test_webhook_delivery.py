@@ -229,6 +229,19 @@ def register(c, org, url, types=("*",), description="a test endpoint"):
     return d
 
 
+def hooked(w, behaviour=None):
+    """A receiver (answering as behaviour says, when given) and an endpoint
+    of a new organisation on it, its secret given to the receiver as "s":
+    (receiver, organisation, endpoint)."""
+    rx = w.receiver()
+    if behaviour is not None:
+        rx.set(behaviour=behaviour)
+    org = new_id()
+    ep = register(w.c, org, rx.url())
+    rx.secret("s", ep["secret"])
+    return rx, org, ep
+
+
 def endpoint(c, wid):
     r = c.get("/v1/webhooks/" + wid)
     expect_status(r, 200, "GET /v1/webhooks/%s" % wid)
@@ -413,11 +426,7 @@ def webhook_every_event_kind_delivered_once_signed(t):
 def webhook_500_then_200_is_retried_then_succeeds(t):
     with world(t, "wh-500") as w:
         srv = w.server()
-        rx = w.receiver()
-        rx.set(behaviour={"attempts": [{"status": 500}], "then": {"status": 200}})
-        org = new_id()
-        ep = register(w.c, org, rx.url())
-        rx.secret("s", ep["secret"])
+        rx, org, ep = hooked(w, {"attempts": [{"status": 500}], "then": {"status": 200}})
         attempts0 = metric(srv.port, "paymentd_webhook_attempts_total")
         create(w.c, payment(org=org))
         ev = events(w.c, org)[0]
@@ -490,11 +499,8 @@ def webhook_hanging_receivers_do_not_hold_up_requests(t):
 def webhook_timeout_is_retried(t):
     with world(t, "wh-timeout") as w:
         w.server(["--webhook-timeout", "1s"])
-        rx = w.receiver()
-        rx.set(behaviour={"attempts": [{"sleep": 3, "status": 200}], "then": {"status": 200}})
-        org = new_id()
-        ep = register(w.c, org, rx.url())
-        rx.secret("s", ep["secret"])
+        rx, org, ep = hooked(w, {"attempts": [{"sleep": 3, "status": 200}],
+                                 "then": {"status": 200}})
         create(w.c, payment(org=org))
         d = wait_for(delivery_status(w.c, ep["id"], "succeeded"), "the delivery succeeded")[0]
         eq(len(d["attempts"]), 2, "attempts: the one cut off at 1 s, then the one answered")
@@ -572,10 +578,7 @@ def webhook_410_disables_the_endpoint(t):
 def webhook_receiver_down_then_back_gets_everything(t):
     with world(t, "wh-down") as w:
         srv = w.server(schedule="0s,1s,1s,1s,1s,1s,1s,1s,1s,1s")
-        rx = w.receiver()
-        org = new_id()
-        ep = register(w.c, org, rx.url())
-        rx.secret("s", ep["secret"])
+        rx, org, ep = hooked(w)
         rx.set(down=True)
         for _ in range(5):
             create(w.c, payment(org=org))
@@ -608,11 +611,7 @@ def webhook_receiver_down_then_back_gets_everything(t):
 def webhook_schedule_that_runs_out_fails_the_delivery(t):
     with world(t, "wh-runout") as w:
         srv = w.server(schedule="0s,1s,1s")
-        rx = w.receiver()
-        rx.set(behaviour={"status": 500})
-        org = new_id()
-        ep = register(w.c, org, rx.url())
-        rx.secret("s", ep["secret"])
+        rx, org, ep = hooked(w, {"status": 500})
         create(w.c, payment(org=org))
 
         def failed():
@@ -635,11 +634,7 @@ def webhook_schedule_that_runs_out_fails_the_delivery(t):
 def webhook_endpoint_failing_for_disable_after_is_disabled(t):
     with world(t, "wh-disable") as w:
         w.server(["--webhook-disable-after", "3s"], schedule=",".join(["0s"] + ["1s"] * 12))
-        rx = w.receiver()
-        rx.set(behaviour={"status": 500})
-        org = new_id()
-        ep = register(w.c, org, rx.url())
-        rx.secret("s", ep["secret"])
+        rx, org, ep = hooked(w, {"status": 500})
         create(w.c, payment(org=org))
 
         def disabled():
@@ -666,10 +661,7 @@ def webhook_kill_9_with_deliveries_in_flight_loses_none(t):
     delivered; all within 30 s of the restart."""
     with world(t, "wh-kill9") as w:
         srv = w.server(["--webhook-timeout", "5s"])
-        rx = w.receiver()
-        org = new_id()
-        ep = register(w.c, org, rx.url())
-        rx.secret("s", ep["secret"])
+        rx, org, ep = hooked(w)
         for _ in range(10):
             create(w.c, payment(org=org))
         done = [e["id"] for e in events(w.c, org)]
@@ -761,10 +753,7 @@ def webhook_secret_rotation_signs_with_both(t):
 def webhook_manual_retry_sends_a_delivery_again(t):
     with world(t, "wh-retry") as w:
         w.server()
-        rx = w.receiver()
-        org = new_id()
-        ep = register(w.c, org, rx.url())
-        rx.secret("s", ep["secret"])
+        rx, org, ep = hooked(w)
         create(w.c, payment(org=org))
         d = wait_for(delivery_status(w.c, ep["id"], "succeeded"), "the delivery succeeded")[0]
         r = w.c.post("/v1/webhooks/%s/deliveries/%s/retry" % (ep["id"], d["id"]))
@@ -787,10 +776,7 @@ def webhook_manual_retry_sends_a_delivery_again(t):
 def webhook_replay_sends_a_time_range_again(t):
     with world(t, "wh-replay") as w:
         w.server()
-        rx = w.receiver()
-        org = new_id()
-        ep = register(w.c, org, rx.url())
-        rx.secret("s", ep["secret"])
+        rx, org, ep = hooked(w)
         create(w.c, payment(org=org, reference="a"))
         time.sleep(1.1)  # a range that holds b and c, not a or d
         create(w.c, payment(org=org, reference="b"))

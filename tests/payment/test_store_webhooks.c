@@ -144,25 +144,37 @@ static int wh_list(payment_store *s, const struct payment_webhook_query *q, stru
     return payment_store_webhooks_list(s, q, wh_add, l, more);
 }
 
-/* l holds the endpoints numbered want[0..n), in that order. */
-static void check_wh_ids_line(const struct wh_list *l, const int *want, size_t n, int line)
+/* got[0..got_n) are the ids numbered want[0..n) by id_of, in that order;
+ * else says at line what was verb (listed, read) and what was expected. */
+static void check_ids_line(const char *const *got, size_t got_n,
+                           void (*id_of)(char[UUID_STR_LEN + 1], int), const int *want, size_t n,
+                           const char *verb, int line)
 {
-    int ok = l->n == n;
+    int ok = got_n == n;
     for (size_t i = 0; ok && i < n; i++) {
         char id[UUID_STR_LEN + 1];
-        wh_id(id, want[i]);
-        ok = strcmp(l->e[i].id, id) == 0;
+        id_of(id, want[i]);
+        ok = strcmp(got[i], id) == 0;
     }
     if (!ok) {
-        fprintf(stderr, "  line %d: listed", line);
-        for (size_t i = 0; i < l->n; i++)
-            fprintf(stderr, " %d", atoi(l->e[i].id + 24));
+        fprintf(stderr, "  line %d: %s", line, verb);
+        for (size_t i = 0; i < got_n; i++)
+            fprintf(stderr, " %d", atoi(got[i] + 24));
         fprintf(stderr, "; expected");
         for (size_t i = 0; i < n; i++)
             fprintf(stderr, " %d", want[i]);
         fprintf(stderr, "\n");
     }
     CHECK(ok);
+}
+
+/* l holds the endpoints numbered want[0..n), in that order. */
+static void check_wh_ids_line(const struct wh_list *l, const int *want, size_t n, int line)
+{
+    const char *got[sizeof l->e / sizeof l->e[0]];
+    for (size_t i = 0; i < l->n; i++)
+        got[i] = l->e[i].id;
+    check_ids_line(got, l->n, wh_id, want, n, "listed", line);
 }
 
 #define CHECK_WH_IDS(l, ...)                                                                  \
@@ -354,22 +366,14 @@ static int dl_find(payment_store *s, int wh, int n, struct dl_seen *out)
 /* l holds the deliveries numbered want[0..n), in that order. */
 static void check_dl_ids_line(const struct dl_list *l, const int *want, size_t n, int line)
 {
-    int ok = l->n == n;
-    for (size_t i = 0; ok && i < n; i++) {
-        char id[UUID_STR_LEN + 1];
-        dl_id(id, want[i]);
-        ok = strcmp(l->e[i].id, id) == 0;
-    }
-    if (!ok) {
-        fprintf(stderr, "  line %d: read", line);
-        for (size_t i = 0; i < l->n; i++)
-            fprintf(stderr, " %d", atoi(l->e[i].id + 24));
-        fprintf(stderr, "; expected");
-        for (size_t i = 0; i < n; i++)
-            fprintf(stderr, " %d", want[i]);
-        fprintf(stderr, "\n");
-    }
-    CHECK(ok);
+    const char **got = calloc(l->n ? l->n : 1, sizeof *got);
+    CHECK(got != NULL);
+    if (!got)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        got[i] = l->e[i].id;
+    check_ids_line(got, l->n, dl_id, want, n, "read", line);
+    free(got);
 }
 
 #define CHECK_DL_IDS(l, ...)                                                                  \

@@ -693,17 +693,38 @@ static void url_of(const struct receiver *rx, char *out, size_t size)
     snprintf(out, size, "http://127.0.0.1:%u/hook", (unsigned)rx->port);
 }
 
+/* A receiver answering status and a fake store whose one endpoint is its
+ * url: what each delivery below starts from. */
+struct delivery_case {
+    struct receiver rx;
+    struct fake_store f;
+};
+
+/* 0, or -1 (a failed check) when the receiver cannot start. */
+static int case_open(struct delivery_case *c, unsigned status)
+{
+    if (receiver_start(&c->rx, status) != 0)
+        return -1;
+    char url[64];
+    url_of(&c->rx, url, sizeof url);
+    fake_open(&c->f, url);
+    return 0;
+}
+
+static void case_close(struct delivery_case *c)
+{
+    fake_close(&c->f);
+    receiver_stop(&c->rx);
+}
+
 static void test_delivers_signed_request(void)
 {
-    struct receiver rx;
-    if (receiver_start(&rx, 204) != 0)
+    struct delivery_case c;
+    if (case_open(&c, 204) != 0)
         return;
-    char url[64], json[2048];
-    url_of(&rx, url, sizeof url);
-    struct fake_store f;
-    fake_open(&f, url);
-    webhook_deliver *d = deliverer_start(&f, 1);
-    CHECK_INT(wait_recorded(&f, json, sizeof json), PAYMENT_DELIVERY_SUCCEEDED);
+    char json[2048];
+    webhook_deliver *d = deliverer_start(&c.f, 1);
+    CHECK_INT(wait_recorded(&c.f, json, sizeof json), PAYMENT_DELIVERY_SUCCEEDED);
     CHECK(strstr(json, "\"attempt\":1,") && strstr(json, "\"status_code\":204,"));
     CHECK(strstr(json, "\"error\":null") && strstr(json, "\"next_attempt_at\":null"));
     struct buf m = BUF_INIT;
@@ -713,93 +734,78 @@ static void test_delivers_signed_request(void)
     buf_free(&m);
     webhook_deliver_stop(d);
 
-    CHECK_INT(receiver_requests(&rx), 1);
-    CHECK_STR(rx.id, FAKE_EVENT_ID);
-    CHECK_STR(rx.content_type, "application/json");
-    CHECK(strstr(rx.user_agent, "paymentd") == rx.user_agent);
+    CHECK_INT(receiver_requests(&c.rx), 1);
+    CHECK_STR(c.rx.id, FAKE_EVENT_ID);
+    CHECK_STR(c.rx.content_type, "application/json");
+    CHECK(strstr(c.rx.user_agent, "paymentd") == c.rx.user_agent);
     /* The body is the event as GET /v1/events renders it. */
     struct buf want = BUF_INIT;
-    CHECK(rx.body.data && strstr(rx.body.data, "\"id\":\"" FAKE_EVENT_ID "\"") &&
-          strstr(rx.body.data, "\"event_type\":\"payment.created\"") &&
-          strstr(rx.body.data, "\"payment\":" FAKE_PAYMENT_DOC));
+    CHECK(c.rx.body.data && strstr(c.rx.body.data, "\"id\":\"" FAKE_EVENT_ID "\"") &&
+          strstr(c.rx.body.data, "\"event_type\":\"payment.created\"") &&
+          strstr(c.rx.body.data, "\"payment\":" FAKE_PAYMENT_DOC));
     /* Signed over the timestamp sent, which is about now. */
-    int64_t ts = strtoll(rx.timestamp, NULL, 10);
+    int64_t ts = strtoll(c.rx.timestamp, NULL, 10);
     CHECK(llabs(ts - clock_now_ms() / 1000) < 30);
-    CHECK_INT(webhook_sign(FAKE_SECRET, FAKE_EVENT_ID, ts, rx.body.data, rx.body.len, &want), 0);
-    CHECK_STR(rx.signature, want.data);
+    CHECK_INT(webhook_sign(FAKE_SECRET, FAKE_EVENT_ID, ts, c.rx.body.data, c.rx.body.len, &want),
+              0);
+    CHECK_STR(c.rx.signature, want.data);
     buf_free(&want);
-    fake_close(&f);
-    receiver_stop(&rx);
+    case_close(&c);
 }
 
 static void test_gone_disables_endpoint(void)
 {
-    struct receiver rx;
-    if (receiver_start(&rx, 410) != 0)
+    struct delivery_case c;
+    if (case_open(&c, 410) != 0)
         return;
-    char url[64], json[2048];
-    url_of(&rx, url, sizeof url);
-    struct fake_store f;
-    fake_open(&f, url);
-    webhook_deliver *d = deliverer_start(&f, 1);
-    CHECK_INT(wait_recorded(&f, json, sizeof json), PAYMENT_DELIVERY_FAILED);
+    char json[2048];
+    webhook_deliver *d = deliverer_start(&c.f, 1);
+    CHECK_INT(wait_recorded(&c.f, json, sizeof json), PAYMENT_DELIVERY_FAILED);
     CHECK(strstr(json, "\"status_code\":410,") != NULL);
-    for (int i = 0; i < 500 && fake_endpoint_enabled(&f); i++) /* right after the record */
+    for (int i = 0; i < 500 && fake_endpoint_enabled(&c.f); i++) /* right after the record */
         usleep(10000);
     webhook_deliver_stop(d);
-    CHECK_INT(f.ep.enabled, 0);
-    CHECK_INT(f.ep.version, 1);
-    CHECK(strstr(f.doc, "\"status\":\"disabled\"") && strstr(f.doc, "410 Gone"));
-    fake_close(&f);
-    receiver_stop(&rx);
+    CHECK_INT(c.f.ep.enabled, 0);
+    CHECK_INT(c.f.ep.version, 1);
+    CHECK(strstr(c.f.doc, "\"status\":\"disabled\"") && strstr(c.f.doc, "410 Gone"));
+    case_close(&c);
 }
 
 static void test_refused_address_is_retried(void)
 {
-    struct receiver rx;
-    if (receiver_start(&rx, 200) != 0)
+    struct delivery_case c;
+    if (case_open(&c, 200) != 0)
         return;
-    char url[64], json[2048];
-    url_of(&rx, url, sizeof url);
-    struct fake_store f;
-    fake_open(&f, url);
-    webhook_deliver *d = deliverer_start(&f, 0); /* 127.0.0.1 refused */
-    CHECK_INT(wait_recorded(&f, json, sizeof json), PAYMENT_DELIVERY_PENDING);
+    char json[2048];
+    webhook_deliver *d = deliverer_start(&c.f, 0); /* 127.0.0.1 refused */
+    CHECK_INT(wait_recorded(&c.f, json, sizeof json), PAYMENT_DELIVERY_PENDING);
     webhook_deliver_stop(d);
     CHECK(strstr(json, "\"status_code\":null,") && strstr(json, "refused"));
     CHECK(strstr(json, "\"next_attempt_at\":\"") != NULL);
-    CHECK_INT(receiver_requests(&rx), 0);
-    fake_close(&f);
-    receiver_stop(&rx);
+    CHECK_INT(receiver_requests(&c.rx), 0);
+    case_close(&c);
 }
 
 static void test_long_answer_read_up_to_limit(void)
 {
-    struct receiver rx;
-    if (receiver_start(&rx, 200) != 0)
+    struct delivery_case c;
+    if (case_open(&c, 200) != 0)
         return;
-    rx.answer_len = 4 * WEBHOOK_ANSWER_MAX;
-    char url[64], json[2048];
-    url_of(&rx, url, sizeof url);
-    struct fake_store f;
-    fake_open(&f, url);
-    webhook_deliver *d = deliverer_start(&f, 1);
-    CHECK_INT(wait_recorded(&f, json, sizeof json), PAYMENT_DELIVERY_SUCCEEDED);
+    c.rx.answer_len = 4 * WEBHOOK_ANSWER_MAX;
+    char json[2048];
+    webhook_deliver *d = deliverer_start(&c.f, 1);
+    CHECK_INT(wait_recorded(&c.f, json, sizeof json), PAYMENT_DELIVERY_SUCCEEDED);
     CHECK(strstr(json, "\"status_code\":200,") != NULL);
     webhook_deliver_stop(d);
-    fake_close(&f);
-    receiver_stop(&rx);
+    case_close(&c);
 }
 
 static void test_disabled_endpoint_fails_unsent(void)
 {
-    struct receiver rx;
-    if (receiver_start(&rx, 200) != 0)
+    struct delivery_case c;
+    if (case_open(&c, 200) != 0)
         return;
-    char url[64], json[2048];
-    url_of(&rx, url, sizeof url);
-    struct fake_store f;
-    fake_open(&f, url);
+    char json[2048];
     /* Dispatched while enabled, then disabled. */
     struct payment_delivery_new n = {.id = "0190b5a2-0000-7000-8000-0000000000d1",
                                      .webhook_id = FAKE_WEBHOOK_ID,
@@ -807,31 +813,27 @@ static void test_disabled_endpoint_fails_unsent(void)
                                      .event_pos = 1,
                                      .body = "{}",
                                      .body_len = 2};
-    CHECK_INT(fake_deliveries_add(&f.base, 0, 1, &n, 1, 0, clock_now_ms()), 0);
-    f.ep.enabled = 0;
-    webhook_deliver *d = deliverer_start(&f, 1);
-    CHECK_INT(wait_recorded(&f, json, sizeof json), PAYMENT_DELIVERY_FAILED);
+    CHECK_INT(fake_deliveries_add(&c.f.base, 0, 1, &n, 1, 0, clock_now_ms()), 0);
+    c.f.ep.enabled = 0;
+    webhook_deliver *d = deliverer_start(&c.f, 1);
+    CHECK_INT(wait_recorded(&c.f, json, sizeof json), PAYMENT_DELIVERY_FAILED);
     webhook_deliver_stop(d);
     CHECK(strstr(json, "\"status_code\":null,") && strstr(json, "\"error\":\"endpoint disabled\""));
-    CHECK_INT(receiver_requests(&rx), 0);
-    fake_close(&f);
-    receiver_stop(&rx);
+    CHECK_INT(receiver_requests(&c.rx), 0);
+    case_close(&c);
 }
 
 static void test_stop_abandons_attempt_in_flight(void)
 {
-    struct receiver rx;
-    if (receiver_start(&rx, 200) != 0)
+    struct delivery_case c;
+    if (case_open(&c, 200) != 0)
         return;
-    rx.sleep_ms = 1500;
-    char url[64], json[2048];
-    url_of(&rx, url, sizeof url);
-    struct fake_store f;
-    fake_open(&f, url);
-    webhook_deliver *d = deliverer_start(&f, 1);
-    for (int i = 0; i < 500 && receiver_requests(&rx) == 0; i++)
+    c.rx.sleep_ms = 1500;
+    char json[2048];
+    webhook_deliver *d = deliverer_start(&c.f, 1);
+    for (int i = 0; i < 500 && receiver_requests(&c.rx) == 0; i++)
         usleep(10000);
-    CHECK_INT(receiver_requests(&rx), 1);
+    CHECK_INT(receiver_requests(&c.rx), 1);
     int64_t t0 = clock_mono_us();
     webhook_deliver_stop(d);
     int64_t took_ms = (clock_mono_us() - t0) / 1000;
@@ -839,11 +841,10 @@ static void test_stop_abandons_attempt_in_flight(void)
         fprintf(stderr, "  stop took %lld ms\n", (long long)took_ms);
     CHECK(took_ms < 500);
     /* Abandoned: nothing recorded, the lease still held. */
-    CHECK_INT(fake_delivery_status(&f, json, sizeof json), PAYMENT_DELIVERY_PENDING);
+    CHECK_INT(fake_delivery_status(&c.f, json, sizeof json), PAYMENT_DELIVERY_PENDING);
     CHECK_STR(json, "");
-    CHECK(f.dl[0].owner[0] != '\0');
-    fake_close(&f);
-    receiver_stop(&rx);
+    CHECK(c.f.dl[0].owner[0] != '\0');
+    case_close(&c);
 }
 
 TEST_MAIN({"2xx_succeeds", test_2xx_succeeds},
