@@ -2,6 +2,7 @@
 
 #include "core/hex.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -218,4 +219,23 @@ int auth_allows(const struct auth_principal *p, const char *org)
         if (strcmp(p->orgs[i], org) == 0)
             return 1;
     return 0;
+}
+
+size_t auth_visible_orgs(const struct auth_principal *p, const char (*filter)[UUID_STR_LEN + 1],
+                         size_t n_filter, char (*out)[UUID_STR_LEN + 1], int *all)
+{
+    size_t n = 0;
+    *all = 0;
+    if ((!p || p->all_orgs) && n_filter == 0) {
+        *all = 1;
+    } else if (n_filter == 0) {
+        assert(p->n_orgs <= AUTH_MAX_ORGS); /* auth_keys_load's limit */
+        for (; n < p->n_orgs; n++)
+            memcpy(out[n], p->orgs[n], sizeof out[n]);
+    } else {
+        for (size_t i = 0; i < n_filter; i++)
+            if (auth_allows(p, filter[i]))
+                memcpy(out[n++], filter[i], sizeof out[0]);
+    }
+    return n;
 }

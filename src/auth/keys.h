@@ -50,4 +50,13 @@ const void *auth_authenticate(void *k, const char *authorization);
  * server runs without keys) may act for every organisation. */
 int auth_allows(const struct auth_principal *p, const char *org);
 
+/* The organisations a list may show p, given a filter of the organisations
+ * filter[0..n_filter) (n_filter 0: none given): every organisation (*all
+ * set, 0 returned) when p may act for all and no filter was given; else the
+ * filter less those p may not act for, or all of p's when none was given,
+ * copied into out (room for n_filter, and for AUTH_MAX_ORGS without a
+ * filter), their count returned (0: the list shows nothing). */
+size_t auth_visible_orgs(const struct auth_principal *p, const char (*filter)[UUID_STR_LEN + 1],
+                         size_t n_filter, char (*out)[UUID_STR_LEN + 1], int *all);
+
 #endif

@@ -329,23 +329,8 @@ static void events_store_query(const struct events_query *q, const struct auth_p
     sq->payment_id = q->payment_id[0] ? q->payment_id : NULL;
     sq->from_ms = q->from_ms;
     sq->to_ms = q->to_ms;
-    size_t n = 0;
-    if (!p || p->all_orgs) {
-        sq->all_orgs = q->n_orgs == 0;
-        for (; n < q->n_orgs; n++)
-            memcpy(orgs[n], q->orgs[n], sizeof orgs[n]);
-    } else if (q->n_orgs == 0) {
-        for (; n < p->n_orgs; n++)
-            memcpy(orgs[n], p->orgs[n], sizeof orgs[n]);
-    } else {
-        for (size_t i = 0; i < q->n_orgs; i++) {
-            if (!auth_allows(p, q->orgs[i]))
-                continue;
-            memcpy(orgs[n], q->orgs[i], sizeof orgs[n]);
-            n++;
-        }
-    }
-    sq->n_orgs = n;
+    sq->n_orgs = auth_visible_orgs(p, (const char(*)[UUID_STR_LEN + 1])q->orgs, q->n_orgs, orgs,
+                                   &sq->all_orgs);
     sq->orgs = (const char(*)[UUID_STR_LEN + 1])orgs;
 }
 

@@ -42,20 +42,8 @@ static void store_query(const struct wh_query *q, const struct auth_principal *p
     memset(sq, 0, sizeof *sq);
     sq->after_id = q->after[0] ? q->after : NULL;
     sq->limit = q->size;
-    size_t n = 0;
-    if (!p || p->all_orgs) {
-        sq->all_orgs = q->n_orgs == 0;
-        for (; n < q->n_orgs; n++)
-            memcpy(orgs[n], q->orgs[n], sizeof orgs[n]);
-    } else if (q->n_orgs == 0) {
-        for (; n < p->n_orgs && n < AUTH_MAX_ORGS; n++)
-            memcpy(orgs[n], p->orgs[n], sizeof orgs[n]);
-    } else {
-        for (size_t i = 0; i < q->n_orgs; i++)
-            if (auth_allows(p, q->orgs[i]))
-                memcpy(orgs[n++], q->orgs[i], sizeof orgs[0]);
-    }
-    sq->n_orgs = n;
+    sq->n_orgs = auth_visible_orgs(p, (const char(*)[UUID_STR_LEN + 1])q->orgs, q->n_orgs, orgs,
+                                   &sq->all_orgs);
     sq->orgs = (const char(*)[UUID_STR_LEN + 1])orgs;
 }
 

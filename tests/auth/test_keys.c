@@ -124,4 +124,36 @@ static void test_bad_files(void)
     CHECK(strstr(err, "/nonexistent/keys") != NULL);
 }
 
-TEST_MAIN(TEST(test_find_and_allow), TEST(test_bad_files))
+/* What a list may show: everything for an open server or a "*" key
+ * without a filter; the filter less what the key may not act for; a
+ * restricted key's own organisations without one. */
+static void test_visible_orgs(void)
+{
+    static const char filter[2][UUID_STR_LEN + 1] = {ORG_A, ORG_B};
+    char out[AUTH_MAX_ORGS][UUID_STR_LEN + 1];
+    int all = -1;
+    CHECK_INT(auth_visible_orgs(NULL, NULL, 0, out, &all), 0);
+    CHECK_INT(all, 1);
+    CHECK_INT(auth_visible_orgs(NULL, filter, 2, out, &all), 2);
+    CHECK_INT(all, 0);
+    CHECK_STR(out[1], ORG_B);
+
+    char own[1][UUID_STR_LEN + 1] = {ORG_A};
+    struct auth_principal p = {.id = "k", .n_orgs = 1, .orgs = own};
+    CHECK_INT(auth_visible_orgs(&p, NULL, 0, out, &all), 1);
+    CHECK_INT(all, 0);
+    CHECK_STR(out[0], ORG_A);
+    CHECK_INT(auth_visible_orgs(&p, filter + 1, 1, out, &all), 0); /* B only: nothing */
+    CHECK_INT(all, 0);
+    CHECK_INT(auth_visible_orgs(&p, filter, 2, out, &all), 1);
+    CHECK_STR(out[0], ORG_A);
+
+    struct auth_principal star = {.id = "s", .all_orgs = 1};
+    CHECK_INT(auth_visible_orgs(&star, NULL, 0, out, &all), 0);
+    CHECK_INT(all, 1);
+    CHECK_INT(auth_visible_orgs(&star, filter + 1, 1, out, &all), 1);
+    CHECK_INT(all, 0);
+    CHECK_STR(out[0], ORG_B);
+}
+
+TEST_MAIN(TEST(test_find_and_allow), TEST(test_bad_files), TEST(test_visible_orgs))
