@@ -226,6 +226,10 @@ void payment_store_events_purge(payment_store *s, int64_t feed_before_ms,
         s->backend->events_purge(s, feed_before_ms, history_before_ms);
 }
 
+/* An attempt of a batch record not decided yet: positive, never a store
+ * error (all negative or 0). */
+#define STORE_RECORD_UNDECIDED 1
+
 /* The webhooks: forwarded, with the preconditions asserted here once. */
 
 int payment_store_webhook_create(payment_store *s, struct payment_webhook *w)
@@ -323,11 +327,19 @@ int payment_store_deliveries_record(payment_store *s, const struct payment_deliv
         assert(a[i].status == PAYMENT_DELIVERY_PENDING ||
                a[i].status == PAYMENT_DELIVERY_SUCCEEDED ||
                a[i].status == PAYMENT_DELIVERY_FAILED);
-        out[i] = (struct payment_delivery_recorded){PAYMENT_STORE_EINTERNAL, 0};
+        out[i] = (struct payment_delivery_recorded){STORE_RECORD_UNDECIDED, 0};
     }
-    if (!s->backend->deliveries_record)
-        return PAYMENT_STORE_EINTERNAL;
-    return s->backend->deliveries_record(s, a, n, out);
+    int err = s->backend->deliveries_record ? s->backend->deliveries_record(s, a, n, out)
+                                            : PAYMENT_STORE_EINTERNAL;
+    /* A backend that stopped early left the rest undecided: the call's
+     * error is theirs.  One that answered 0 decided every attempt. */
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].err == STORE_RECORD_UNDECIDED) {
+            assert(err != PAYMENT_STORE_OK);
+            out[i].err = err;
+        }
+    }
+    return err;
 }
 
 int payment_store_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
