@@ -563,6 +563,45 @@ static void test_store_shared(void)
     CHECK(strstr(err, "--store-shared") != NULL);
 }
 
+/* The webhook flags: their defaults, values from flags, and refusals (a
+ * schedule that is not delays, a zero duration, a bad boolean), each
+ * message naming its flag. */
+static void test_webhook_flags(void)
+{
+    struct config cfg;
+    char err[256] = "";
+    CHECK_INT(run(&cfg, NULL, NULL, err, sizeof err), CONFIG_OK);
+    CHECK_INT(cfg.webhooks, 1);
+    CHECK_INT(cfg.webhook_timeout_ms, 15000);
+    CHECK_STR(cfg.webhook_schedule, "0s,5s,5m,30m,2h,5h,10h,14h,20h,24h");
+    CHECK_INT(cfg.webhook_disable_after_ms, 5 * 86400 * 1000LL);
+    CHECK_INT(cfg.webhook_allow_private, 0);
+    CHECK_INT(run(&cfg,
+                  (const char *[]){"--webhooks", "false", "--webhook-timeout", "2s",
+                                   "--webhook-retry-schedule", "0s,500ms,1m",
+                                   "--webhook-disable-after", "3h", "--webhook-allow-private",
+                                   "true", NULL},
+                  NULL, err, sizeof err),
+              CONFIG_OK);
+    CHECK_INT(cfg.webhooks, 0);
+    CHECK_INT(cfg.webhook_timeout_ms, 2000);
+    CHECK_STR(cfg.webhook_schedule, "0s,500ms,1m");
+    CHECK_INT(cfg.webhook_disable_after_ms, 3 * 3600 * 1000LL);
+    CHECK_INT(cfg.webhook_allow_private, 1);
+    static const char *const bad[][2] = {
+        {"--webhook-retry-schedule", "5x"},   {"--webhook-retry-schedule", "1s,,2s"},
+        {"--webhook-retry-schedule", ""},     {"--webhook-timeout", "0s"},
+        {"--webhook-disable-after", "soon"},  {"--webhook-allow-private", "maybe"},
+        {"--webhooks", "2"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        CHECK_INT(run(&cfg, (const char *[]){bad[i][0], bad[i][1], NULL}, NULL, err, sizeof err),
+                  CONFIG_EINVAL);
+        CHECK(strstr(err, bad[i][0]) != NULL);
+    }
+}
+
 /* --max-apply-attempts: 5 by default, 1..1000 from a flag or the
  * environment; --repartition: off by default, a boolean. */
 static void test_worker_flags(void)
@@ -631,7 +670,8 @@ static void test_store_uri(void)
     }
 }
 
-TEST_MAIN(TEST(test_store_uri), TEST(test_store_shared), TEST(test_worker_flags), TEST(test_redact_uri), TEST(test_defaults),
+TEST_MAIN(TEST(test_store_uri), TEST(test_store_shared), TEST(test_worker_flags),
+          TEST(test_webhook_flags), TEST(test_redact_uri), TEST(test_defaults),
           TEST(test_flags_both_forms), TEST(test_flag_value_with_equals),
           TEST(test_all_flags_together), TEST(test_env), TEST(test_flag_wins_over_env),
           TEST(test_env_bad_values), TEST(test_bad_values), TEST(test_public_url_without_host),
