@@ -15,6 +15,7 @@
 #   --binary PATH    measure this paymentd instead of building build/paymentd
 #   --payments N     payments preloaded first (default 10000)
 #   --connections N  keep-alive connections of the measured requests (default 4)
+#   --keep DIR       keep each workload's callgrind output as DIR/NAME.cg.out
 #   WORKLOAD[:N]     get, list, post or put (bench/client.py), N requests each
 #
 # The store is made once (preloaded through the API by the server itself, so it has the page
@@ -23,12 +24,13 @@
 set -euo pipefail
 export LC_ALL=C
 
-BINARY="" PAYMENTS=10000 CONNECTIONS=4 WORKLOADS=()
+BINARY="" PAYMENTS=10000 CONNECTIONS=4 KEEP="" WORKLOADS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) BINARY="$2"; shift 2 ;;
     --payments) PAYMENTS="$2"; shift 2 ;;
     --connections) CONNECTIONS="$2"; shift 2 ;;
+    --keep) KEEP="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) WORKLOADS+=("$1"); shift ;;
@@ -88,6 +90,7 @@ for w in "${WORKLOADS[@]}"; do
   BENCH_PAYMENTS=$PAYMENTS RUN=2 $PY "$BENCH/client.py" "$URL" "$name" "$n" "$CONNECTIONS"
   callgrind_control -i off "$PID" >/dev/null 2>&1
   stop
+  [ -z "$KEEP" ] || { mkdir -p "$KEEP"; cp "$dir/cg.out" "$KEEP/$name.cg.out"; }
   total=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
   printf '| %s | %s | %s |\n' "$name" "$n" "$(printf '%d' $((total / n)) | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta')"
 done

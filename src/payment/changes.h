@@ -23,11 +23,19 @@
 
 #include <jansson.h>
 
+#include "core/jtape.h"
+
 /* The changed paths between two documents (objects), as the text of a
  * compact JSON array of strings sorted in byte order, e.g.
  * ["attributes.amount","attributes.beneficiary_party.name"]; "[]" when
  * nothing but the bookkeeping changed.  Returns a malloc'd NUL-terminated
  * string (free() it), or NULL out of memory. */
 char *payment_changes_between(const json_t *before, const json_t *after);
+
+/* The same list for two documents read into tapes (core/jtape.h), each the
+ * root (token 0) of its tape: byte for byte what payment_changes_between
+ * gives for the trees jansson builds from the same texts.  Returns a
+ * malloc'd string, or NULL out of memory. */
+char *payment_changes_between_tapes(const struct jtape *before, const struct jtape *after);
 
 #endif
