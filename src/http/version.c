@@ -42,18 +42,23 @@ int http_if_match_version(http_request *req, int64_t *v)
 
 int http_client_version(http_request *req, json_t *data, int required, int64_t *v)
 {
+    json_t *jv = data ? json_object_get(data, "version") : NULL;
+    return http_client_version_of(req, json_is_integer(jv), json_integer_value(jv), required, v);
+}
+
+int http_client_version_of(http_request *req, int has_body, int64_t body_version, int required,
+                           int64_t *v)
+{
     int64_t hv = -1;
     int h = http_if_match_version(req, &hv);
     if (h < 0)
         return -1;
-    json_t *jv = data ? json_object_get(data, "version") : NULL;
-    int has_body = json_is_integer(jv);
-    if (has_body && h && json_integer_value(jv) != hv) {
+    if (has_body && h && body_version != hv) {
         http_respond_error(req, 400, "bad_request", "If-Match and data.version disagree", NULL);
         return -1;
     }
     if (has_body)
-        *v = json_integer_value(jv);
+        *v = body_version;
     else if (h)
         *v = hv;
     else if (required) {

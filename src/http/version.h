@@ -30,6 +30,11 @@ int http_if_match_version(http_request *req, int64_t *v);
  * or 428 (required, and neither given). */
 int http_client_version(http_request *req, json_t *data, int required, int64_t *v);
 
+/* The same, with the body's version given as read: has_body says whether
+ * data.version is an integer, body_version is its value. */
+int http_client_version_of(http_request *req, int has_body, int64_t body_version, int required,
+                           int64_t *v);
+
 /* A DELETE's version, from its query (the only parameter it takes is
  * version, once) and If-Match: 0 with *v set (-1 when neither is given),
  * or -1 after answering 400 (an unknown, repeated or malformed parameter,

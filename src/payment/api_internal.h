@@ -3,7 +3,8 @@
  * (api_answer.c), request pieces (api_request.c), a write in flight
  * (api_write_op.c), Idempotency-Keys (api_idem.c), asynchronous writes and
  * operations (api_async.c), the read handlers (api_read.c), the write
- * handlers (api_writes.c), a payment's history (api_history.c), the change
+ * handlers (api_writes.c, the fast path of create and replace in
+ * api_writes_fast.c), a payment's history (api_history.c), the change
  * feed (api_events.c, its long poll in feed_wait.c) and the route table
  * (api.c).
  *
@@ -23,6 +24,7 @@
 #include "http/server.h"
 #include "http/version.h"
 #include "payment/api.h"
+#include "payment/fastbody.h"
 #include "payment/idem.h"
 #include "payment/operation.h"
 #include "payment/store.h"
@@ -33,8 +35,9 @@
  * answer, and is stored with the write).  Freed with the request. */
 struct api_write_op {
     struct payment_api *api;
-    json_t *doc;              /* the document written (NULL for delete) */
-    char *text;               /* its serialized form, borrowed by the row */
+    json_t *doc;              /* the document written, when the general path made it */
+    char *text;               /* its serialized form, borrowed by the row (NULL for delete) */
+    struct payment_fastbody fast; /* the body, when the fast path read it; the row borrows it */
     struct payment_row row;   /* what the store writes */
     char id[UUID_STR_LEN + 1];
     int err;                  /* the store's verdict */
@@ -66,6 +69,13 @@ struct api_list_out {
 /* api_list_row's stop when the page's buffer ran out of memory: positive, so
  * that it is never taken for one of the store's errors (all negative). */
 #define API_LIST_STOP_NO_MEMORY 1
+
+/* The fast path of a synchronous create and replace (api_writes_fast.c):
+ * 0 when the request was answered or submitted, 1 when the general path
+ * must take it, nothing having been answered or written.  w is the write
+ * begun (its Idempotency-Key handled). */
+int api_create_fast(http_request *req, struct payment_api *api, struct api_write_op *w);
+int api_replace_fast(http_request *req, struct payment_api *api, struct api_write_op *w);
 
 /* --- answers and errors (api_answer.c) ----------------------------------- */
 
@@ -120,6 +130,9 @@ struct api_write_op *api_write_op_new(http_request *req, struct payment_api *api
 /* Lets go of the request's Idempotency-Key (http_request_on_answer). */
 void api_write_op_release(void *p);
 /* Serializes w->doc into w->row and prepares the answer. */
+/* Prepares the answer to the write of w->row, already filled from w->text:
+ * answers 500 and returns -1 on failure. */
+int api_write_op_prepare_row(http_request *req, struct api_write_op *w, int status);
 int api_write_op_prepare(http_request *req, struct api_write_op *w, int64_t created_ms,
                          int64_t modified_ms, int status);
 /* Sends w to the store with the description of its event (w->changes must

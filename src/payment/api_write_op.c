@@ -29,6 +29,7 @@ static void write_op_free(void *p)
     api_write_op_release(w);
     json_decref(w->doc);
     free(w->text);
+    payment_fastbody_free(&w->fast);
     free(w->changes);
     buf_free(&w->location);
     buf_free(&w->body);
@@ -70,7 +71,7 @@ static int write_op_answer(struct api_write_op *w, int status)
 {
     struct payment_api *api = w->api;
     w->status = status;
-    if (!w->doc)
+    if (!w->row.doc)
         return 0;
     if (status == 201)
         buf_printf(&w->location, "%s/v1/payments/%s", api->public_url, w->row.id);
@@ -155,19 +156,29 @@ struct api_write_op *api_write_op_new(http_request *req, struct payment_api *api
         return NULL;
     }
     w->api = api;
+    w->fast = (struct payment_fastbody)PAYMENT_FASTBODY_INIT;
     http_request_set_state(req, w, write_op_free);
     return w;
 }
 
 /* Serializes w->doc into w->row and prepares the answer; answers 500 and
  * returns -1 on failure. */
-int api_write_op_prepare(http_request *req, struct api_write_op *w, int64_t created_ms,
-                         int64_t modified_ms, int status)
+int api_write_op_prepare_row(http_request *req, struct api_write_op *w, int status)
 {
-    if (!w->doc || payment_doc_row(w->doc, created_ms, modified_ms, &w->row, &w->text) != 0 ||
-        write_op_answer(w, status) != 0) {
+    assert(w->row.doc && w->row.doc == w->text);
+    if (write_op_answer(w, status) != 0) {
         api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         return -1;
     }
     return 0;
+}
+
+int api_write_op_prepare(http_request *req, struct api_write_op *w, int64_t created_ms,
+                         int64_t modified_ms, int status)
+{
+    if (!w->doc || payment_doc_row(w->doc, created_ms, modified_ms, &w->row, &w->text) != 0) {
+        api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
+        return -1;
+    }
+    return api_write_op_prepare_row(req, w, status);
 }

@@ -22,22 +22,15 @@ static struct api_write_op *write_begin(http_request *req, struct payment_api *a
     return w && api_idem_begin(req, w) == 0 ? w : NULL;
 }
 
-/* write_begin, then the body parsed and validated for mode: its root (the
- * caller's reference) with *w set, or NULL after answering. */
-static json_t *write_begin_body(http_request *req, struct payment_api *api,
-                                enum payment_check mode, struct api_write_op **w)
-{
-    *w = write_begin(req, api);
-    return *w ? api_read_payment_body(req, api, mode) : NULL;
-}
-
 void api_payments_create(http_request *req, void *ctx)
 {
     struct payment_api *api = ctx;
     if (api_offload(req, api_payments_create, api_may_block(api, 0) || api_async_wanted(req, api)))
         return;
-    struct api_write_op *w;
-    json_t *root = write_begin_body(req, api, PAYMENT_CHECK_CREATE, &w);
+    struct api_write_op *w = write_begin(req, api);
+    if (!w || (!api_async_wanted(req, api) && api_create_fast(req, api, w) == 0))
+        return;
+    json_t *root = api_read_payment_body(req, api, PAYMENT_CHECK_CREATE);
     if (!root)
         return;
     json_t *data = json_object_get(root, "data");
@@ -216,8 +209,11 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     struct current cur = {0};
     json_t *next = NULL;
     int64_t now = clock_now_ms();
-    struct api_write_op *w;
-    json_t *root = write_begin_body(req, api, mode, &w);
+    struct api_write_op *w = write_begin(req, api);
+    if (!w || (mode == PAYMENT_CHECK_REPLACE && !api_async_wanted(req, api) &&
+               api_replace_fast(req, api, w) == 0))
+        return;
+    json_t *root = api_read_payment_body(req, api, mode);
     if (!root)
         return;
     json_t *data = json_object_get(root, "data");
