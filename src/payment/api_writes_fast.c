@@ -19,6 +19,7 @@
 
 #include "core/clock.h"
 #include "payment/changes.h"
+#include "payment/doc.h"
 
 #define FAST_TAKEN 0    /* answered or submitted */
 #define FAST_DECLINED 1 /* nothing done: the general path takes the request */
