@@ -175,6 +175,14 @@ static const char *const sqlite_migrations[] = {
     "CREATE INDEX deliveries_pending ON deliveries (created_ms, status) WHERE status = 1;"
     "CREATE INDEX deliveries_finished ON deliveries (created_ms, status) WHERE status <> 1;"
     "INSERT INTO feed_meta (key, value) VALUES ('dispatch', 0);",
+    /* 8: an organisation's live payments by seq, tombstones left out of the
+     * index, so that a list's filter "deleted = 0" is the index's own
+     * condition: the rows an offset page skips are skipped in the index,
+     * without reading each one's row to learn whether it is deleted (a page
+     * at offset 1,900 read 1,900 rows before, now none). */
+    "DROP INDEX payments_organisation;"
+    "CREATE INDEX payments_organisation_live ON payments (organisation_id, seq)"
+    " WHERE deleted = 0;",
 };
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
