@@ -254,9 +254,9 @@ static void test_seed_sample(void)
         CHECK_STR(s.row.reference, "rent for oct");
         CHECK_STR(s.row.processing_date, "2015-02-12");
         CHECK(strstr(s.text, "null") == NULL); /* the seed's null attributes are gone */
-        CHECK(strncmp(s.text, "{\"type\":\"payments\",\"id\":\"" GENERATED_ID "\",\"version\":0,",
-                      strlen("{\"type\":\"payments\",\"id\":\"" GENERATED_ID "\",\"version\":0,")) ==
-              0);
+        static const char head[] =
+            "{\"type\":\"payments\",\"id\":\"" GENERATED_ID "\",\"version\":0,";
+        CHECK(strncmp(s.text, head, sizeof head - 1) == 0);
         stored_free(&s);
     }
     free(compact);
@@ -317,8 +317,8 @@ static void test_valid_small(void)
     CHECK_INT(compare_both(&fb, body_of("\"version\":7,", MONEY)), 2); /* replace only */
     CHECK_INT(compare_both(&fb, body_of("\"relationships\":{\"a\":[null,{\"b\":null}]},", MONEY)),
               3);
-    CHECK_INT(compare_both(&fb, body_of("\"relationships\":null,\"type\":null,\"id\":null,", MONEY)),
-              3);
+    CHECK_INT(
+        compare_both(&fb, body_of("\"relationships\":null,\"type\":null,\"id\":null,", MONEY)), 3);
     CHECK_INT(compare_both(&fb, body_of("\"created_on\":5,\"extra\":[1,2],", MONEY)), 3);
     CHECK_INT(compare_both(&fb, "{\"data\":{\"attributes\":{" MONEY "},\"organisation_id\":\"" ORG
                                 "\"},\"other\":true}"),
