@@ -1,7 +1,7 @@
 /* changes: see changes.h.  payment_changes_between walks two jansson trees
- * together; what both walks share (the path, the paths found, the sorted
- * result) is defined here and declared in changes_paths.h; the walk over
- * tapes is changes_tape.c. */
+ * together; what both walks share (how a member is named, the paths found,
+ * the sorted result) is defined here and declared in changes_paths.h; the
+ * walk over tapes is changes_tape.c. */
 #include "payment/changes.h"
 
 #include <assert.h>
@@ -12,7 +12,6 @@
 
 void change_paths_init(struct change_paths *ps)
 {
-    ps->path = (struct buf)BUF_INIT;
     ps->found = (struct buf)BUF_INIT;
     ps->at = ps->inline_at;
     ps->n = 0;
@@ -22,7 +21,6 @@ void change_paths_init(struct change_paths *ps)
 
 void change_paths_free(struct change_paths *ps)
 {
-    buf_free(&ps->path);
     buf_free(&ps->found);
     if (ps->at != ps->inline_at)
         free(ps->at);
@@ -36,31 +34,23 @@ int change_paths_bookkeeping(const char *name, size_t len)
            (len == 11 && memcmp(name, "modified_on", 11) == 0);
 }
 
-size_t change_paths_push(struct change_paths *ps, const char *name, size_t len, int root)
+/* Appends the path of at to found: the enclosing members' first, then a
+ * '.' unless at is in the root, then its name escaped. */
+static void change_paths_write(struct buf *found, const struct change_name *at)
 {
-    struct buf *path = &ps->path;
-    size_t before = path->len;
-    if (!root)
-        buf_append(path, ".", 1);
-    const char *end = name + len;
-    for (const char *c = name; c < end;) {
+    if (at->parent) {
+        change_paths_write(found, at->parent);
+        buf_append(found, ".", 1);
+    }
+    const char *c = at->name, *end = at->name + at->len;
+    while (c < end) {
         const char *run = c;
         while (c < end && *c != '~' && *c != '.')
             c++;
-        buf_append(path, run, (size_t)(c - run));
+        buf_append(found, run, (size_t)(c - run));
         if (c < end)
-            buf_append(path, *c++ == '~' ? "~0" : "~1", 2);
+            buf_append(found, *c++ == '~' ? "~0" : "~1", 2);
     }
-    return before;
-}
-
-void change_paths_pop(struct change_paths *ps, size_t len)
-{
-    struct buf *path = &ps->path;
-    assert(len <= path->len);
-    path->len = len;
-    if (path->data)
-        path->data[len] = '\0';
 }
 
 /* Makes room for one more offset; 0, or -1 out of memory. */
@@ -82,16 +72,16 @@ static int change_paths_grow(struct change_paths *ps)
     return 0;
 }
 
-void change_paths_add(struct change_paths *ps)
+void change_paths_add(struct change_paths *ps, const struct change_name *at)
 {
-    if (ps->failed || buf_failed(&ps->path) || change_paths_grow(ps) != 0) {
+    assert(at != NULL);
+    if (ps->failed || change_paths_grow(ps) != 0) {
         ps->failed = 1;
         return;
     }
     size_t offset = ps->found.len;
-    /* The empty path (a root member named "") has no data yet: "" then. */
-    const char *path = ps->path.data ? ps->path.data : "";
-    if (buf_append(&ps->found, path, ps->path.len + 1) != 0) {
+    change_paths_write(&ps->found, at);
+    if (buf_append(&ps->found, "", 1) != 0) { /* the NUL ending the path */
         ps->failed = 1;
         return;
     }
@@ -130,38 +120,38 @@ char *change_paths_render(struct change_paths *ps)
     return buf_steal(&out, NULL);
 }
 
-static void diff_objects(const json_t *a, const json_t *b, int root, struct change_paths *ps);
+static void diff_objects(const json_t *a, const json_t *b, const struct change_name *parent,
+                         struct change_paths *ps);
 
-/* Compares the member at the path: a or b NULL when absent on that side. */
-static void diff_member(const json_t *a, const json_t *b, struct change_paths *ps)
+/* Compares member at: a or b NULL when absent on that side. */
+static void diff_member(const json_t *a, const json_t *b, const struct change_name *at,
+                        struct change_paths *ps)
 {
     if (json_is_object(a) && json_is_object(b))
-        diff_objects(a, b, 0, ps);
+        diff_objects(a, b, at, ps);
     else if (!a || !b || !json_equal(a, b))
-        change_paths_add(ps);
+        change_paths_add(ps, at);
 }
 
-/* Compares the members of two objects: every member of a against b's, then
- * the members only b has. */
-static void diff_objects(const json_t *a, const json_t *b, int root, struct change_paths *ps)
+/* Compares the members of two objects (the members of parent, or the
+ * root's when NULL): every member of a against b's, then the members only b
+ * has. */
+static void diff_objects(const json_t *a, const json_t *b, const struct change_name *parent,
+                         struct change_paths *ps)
 {
     const char *name;
     json_t *v;
     json_object_foreach((json_t *)a, name, v) {
-        size_t name_len = strlen(name);
-        if (root && change_paths_bookkeeping(name, name_len))
+        struct change_name at = {parent, name, strlen(name)};
+        if (!parent && change_paths_bookkeeping(at.name, at.len))
             continue;
-        size_t len = change_paths_push(ps, name, name_len, root);
-        diff_member(v, json_object_get(b, name), ps);
-        change_paths_pop(ps, len);
+        diff_member(v, json_object_get(b, name), &at, ps);
     }
     json_object_foreach((json_t *)b, name, v) {
-        size_t name_len = strlen(name);
-        if ((root && change_paths_bookkeeping(name, name_len)) || json_object_get(a, name))
+        struct change_name at = {parent, name, strlen(name)};
+        if ((!parent && change_paths_bookkeeping(at.name, at.len)) || json_object_get(a, name))
             continue;
-        size_t len = change_paths_push(ps, name, name_len, root);
-        change_paths_add(ps);
-        change_paths_pop(ps, len);
+        change_paths_add(ps, &at);
     }
 }
 
@@ -170,7 +160,7 @@ char *payment_changes_between(const json_t *before, const json_t *after)
     assert(json_is_object(before) && json_is_object(after));
     struct change_paths ps;
     change_paths_init(&ps);
-    diff_objects(before, after, 1, &ps);
+    diff_objects(before, after, NULL, &ps);
     char *text = change_paths_render(&ps);
     change_paths_free(&ps);
     return text;

@@ -14,11 +14,13 @@
  * `after` member up in `before`) is skipped.  Both counts are exact because
  * a tape holds no duplicate keys.
  *
- * Names.  jtape reads no key holding an escape, so a key is its raw bytes
- * in the text; jtape_string is used anyway (it returns those bytes without
- * copying) so that a tape that did hold one would still be compared by its
- * decoded value.  A name is used only before recursing, as the scratch
- * buffer it may live in is reused below.
+ * Comparing values.  Two values whose texts are the same bytes are equal,
+ * whatever they hold, so one memcmp settles most members of an update,
+ * whole unchanged objects included; the others are compared by jtape_equal,
+ * or member by member when both are objects.
+ *
+ * Names.  jtape reads no key holding an escape (asserted), so a key is its
+ * raw bytes in the text, compared and written as they are.
  *
  * Pure: any thread.  Allocations: the path list's few buffers, none per
  * member. */
@@ -31,104 +33,97 @@
 
 /* One comparison of two tapes. */
 struct tape_walk {
-    const struct jtape *a;    /* the document before the update */
-    const struct jtape *b;    /* the document after it */
-    struct change_paths *ps;  /* the path walked and the paths found */
-    struct buf scratch;       /* decoded keys that held an escape (none, today) */
-    int failed;               /* out of memory decoding a key */
+    const struct jtape *a;   /* the document before the update */
+    const struct jtape *b;   /* the document after it */
+    struct change_paths *ps; /* the paths found */
 };
 
-/* The decoded name of key k of t, *len bytes; NULL out of memory. */
-static const char *walk_name(struct tape_walk *w, const struct jtape *t, uint32_t k, size_t *len)
+/* The name of key k of t, as member at of parent. */
+static struct change_name walk_name(const struct jtape *t, uint32_t k,
+                                    const struct change_name *parent)
 {
-    assert(k < t->count && t->tokens[k].kind == JTAPE_STRING);
-    const struct jtape_token *key = &t->tokens[k];
-    if (!key->escaped) {
-        *len = key->len;
-        return t->text + key->start;
-    }
-    buf_reset(&w->scratch);
-    const char *name = jtape_string(t, k, &w->scratch, len);
-    if (!name)
-        w->failed = 1;
-    return name;
+    assert(k < t->count && t->tokens[k].kind == JTAPE_STRING && !t->tokens[k].escaped);
+    return (struct change_name){parent, t->text + t->tokens[k].start, t->tokens[k].len};
 }
 
-/* Whether key k of t is exactly the len bytes of name. */
-static int walk_key_is(const struct jtape *t, uint32_t k, const char *name, size_t len)
+/* Whether key k of t is the name of at. */
+static int walk_key_is(const struct jtape *t, uint32_t k, const struct change_name *at)
 {
     const struct jtape_token *key = &t->tokens[k];
-    if (key->escaped)
-        return jtape_string_eq(t, k, name, len);
-    return key->len == len && memcmp(t->text + key->start, name, len) == 0;
+    assert(key->kind == JTAPE_STRING && !key->escaped);
+    return key->len == at->len && memcmp(t->text + key->start, at->name, at->len) == 0;
 }
 
-static void walk_objects(struct tape_walk *w, uint32_t oa, uint32_t ob, int root);
-
-/* Compares value va of a with value vb of b (0 when absent) at the path. */
-static void walk_member(struct tape_walk *w, uint32_t va, uint32_t vb)
+/* Whether value i of a and value j of b are the same bytes of text (then
+ * equal values). */
+static int walk_same_text(const struct jtape *a, uint32_t i, const struct jtape *b, uint32_t j)
 {
-    const struct jtape_token *ta = &w->a->tokens[va];
+    const struct jtape_token *x = &a->tokens[i], *y = &b->tokens[j];
+    return x->kind == y->kind && x->len == y->len &&
+           memcmp(a->text + x->start, b->text + y->start, x->len) == 0;
+}
+
+static void walk_objects(const struct tape_walk *w, uint32_t oa, uint32_t ob,
+                         const struct change_name *parent);
+
+/* Compares member at: value va of a with value vb of b (0 when absent). */
+static void walk_member(const struct tape_walk *w, uint32_t va, uint32_t vb,
+                        const struct change_name *at)
+{
     if (!vb) {
-        change_paths_add(w->ps);
+        change_paths_add(w->ps, at);
         return;
     }
-    const struct jtape_token *tb = &w->b->tokens[vb];
-    if (ta->kind == JTAPE_OBJECT && tb->kind == JTAPE_OBJECT)
-        walk_objects(w, va, vb, 0);
+    if (walk_same_text(w->a, va, w->b, vb))
+        return;
+    if (w->a->tokens[va].kind == JTAPE_OBJECT && w->b->tokens[vb].kind == JTAPE_OBJECT)
+        walk_objects(w, va, vb, at);
     else if (!jtape_equal(w->a, va, w->b, vb))
-        change_paths_add(w->ps);
+        change_paths_add(w->ps, at);
 }
 
 /* Records every member of object ob of b that object oa of a lacks. */
-static void walk_added(struct tape_walk *w, uint32_t oa, uint32_t ob, int root)
+static void walk_added(const struct tape_walk *w, uint32_t oa, uint32_t ob,
+                       const struct change_name *parent)
 {
     const struct jtape_token *tokens = w->b->tokens;
     for (uint32_t k = ob + 1; k < tokens[ob].end; k = tokens[k + 1].end) {
-        size_t len;
-        const char *name = walk_name(w, w->b, k, &len);
-        if (!name)
-            return;
-        if ((root && change_paths_bookkeeping(name, len)) || jtape_get(w->a, oa, name, len))
+        struct change_name at = walk_name(w->b, k, parent);
+        if ((!parent && change_paths_bookkeeping(at.name, at.len)) ||
+            jtape_get(w->a, oa, at.name, at.len))
             continue;
-        size_t before = change_paths_push(w->ps, name, len, root);
-        change_paths_add(w->ps);
-        change_paths_pop(w->ps, before);
+        change_paths_add(w->ps, &at);
     }
 }
 
-/* Compares the members of object oa of a and object ob of b: every member
- * of a against b's, then (unless every member of b was found) the members
- * only b has. */
-static void walk_objects(struct tape_walk *w, uint32_t oa, uint32_t ob, int root)
+/* Compares the members of object oa of a and object ob of b (the members
+ * of parent, or the root's when NULL): every member of a against b's, then
+ * (unless every member of b was found) the members only b has. */
+static void walk_objects(const struct tape_walk *w, uint32_t oa, uint32_t ob,
+                         const struct change_name *parent)
 {
     const struct jtape_token *ta = w->a->tokens, *tb = w->b->tokens;
     assert(ta[oa].kind == JTAPE_OBJECT && tb[ob].kind == JTAPE_OBJECT);
     uint32_t cursor = ob + 1; /* b's key after the last one found */
     uint32_t found = 0;       /* b's members found in a */
     for (uint32_t k = oa + 1; k < ta[oa].end; k = ta[k + 1].end) {
-        size_t len;
-        const char *name = walk_name(w, w->a, k, &len);
-        if (!name)
-            return;
+        struct change_name at = walk_name(w->a, k, parent);
         uint32_t vb;
-        if (cursor < tb[ob].end && walk_key_is(w->b, cursor, name, len))
+        if (cursor < tb[ob].end && walk_key_is(w->b, cursor, &at))
             vb = cursor + 1;
         else
-            vb = jtape_get(w->b, ob, name, len);
+            vb = jtape_get(w->b, ob, at.name, at.len);
         if (vb) {
             found++;
             cursor = tb[vb].end;
         }
-        if (root && change_paths_bookkeeping(name, len))
+        if (!parent && change_paths_bookkeeping(at.name, at.len))
             continue;
-        size_t before = change_paths_push(w->ps, name, len, root);
-        walk_member(w, k + 1, vb);
-        change_paths_pop(w->ps, before);
+        walk_member(w, k + 1, vb, &at);
     }
     assert(found <= tb[ob].count);
     if (found < tb[ob].count)
-        walk_added(w, oa, ob, root);
+        walk_added(w, oa, ob, parent);
 }
 
 char *payment_changes_between_tapes(const struct jtape *before, const struct jtape *after)
@@ -137,10 +132,9 @@ char *payment_changes_between_tapes(const struct jtape *before, const struct jta
     assert(after->count > 0 && after->tokens[0].kind == JTAPE_OBJECT);
     struct change_paths ps;
     change_paths_init(&ps);
-    struct tape_walk w = {before, after, &ps, BUF_INIT, 0};
-    walk_objects(&w, 0, 0, 1);
-    char *text = w.failed ? NULL : change_paths_render(&ps);
+    const struct tape_walk w = {before, after, &ps};
+    walk_objects(&w, 0, 0, NULL);
+    char *text = change_paths_render(&ps);
     change_paths_free(&ps);
-    buf_free(&w.scratch);
     return text;
 }
