@@ -98,7 +98,8 @@ static void ref_walk(const json_t *a, const json_t *b, const char *prefix, int r
 
 static int ref_compare(const void *x, const void *y)
 {
-    const unsigned char *p = *(const unsigned char *const *)x, *q = *(const unsigned char *const *)y;
+    const unsigned char *p = *(const unsigned char *const *)x;
+    const unsigned char *q = *(const unsigned char *const *)y;
     while (*p && *p == *q)
         p++, q++;
     return (int)*p - (int)*q;
