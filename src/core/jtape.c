@@ -308,7 +308,7 @@ value: /* p is at a value's first byte, its container already counts it */
             return JTAPE_ENOMEM;
         t->tokens[i].len = 4;
         p += 4;
-        goto after_value;
+        goto after_scalar;
     case 'f':
         if (end - p < 5 || memcmp(p, "false", 5) != 0)
             return JTAPE_DEFER;
@@ -317,7 +317,7 @@ value: /* p is at a value's first byte, its container already counts it */
             return JTAPE_ENOMEM;
         t->tokens[i].len = 5;
         p += 5;
-        goto after_value;
+        goto after_scalar;
     case 'n':
         if (end - p < 4 || memcmp(p, "null", 4) != 0)
             return JTAPE_DEFER;
@@ -326,7 +326,7 @@ value: /* p is at a value's first byte, its container already counts it */
             return JTAPE_ENOMEM;
         t->tokens[i].len = 4;
         p += 4;
-        goto after_value;
+        goto after_scalar;
     default: {
         if (*p != '-' && (unsigned)(*p - '0') >= 10)
             return JTAPE_DEFER;
@@ -340,10 +340,17 @@ value: /* p is at a value's first byte, its container already counts it */
         t->tokens[i].len = (uint32_t)(q - p);
         t->tokens[i].integer = v;
         p = q;
-        goto after_value;
+        goto after_scalar;
     }
     }
 
+after_scalar: /* an integer or a literal ended just before p */
+    /* jansson reads one byte past a number or a literal and puts it back;
+     * a NUL put back that way is dropped from its stream, so one NUL right
+     * after one is skipped, as if it were not there ("[1\0,2]" is [1,2]). */
+    if (p < end && *p == '\0')
+        p++;
+    /* fall through */
 after_value: /* a value ended just before p; a letter or digit right here is refused */
     if (depth == 0)
         goto done;

@@ -130,6 +130,27 @@ static void test_integers(void)
     jtape_free(&t);
 }
 
+/* jansson skips one NUL right after a number or a literal (it reads one
+ * byte past them and drops a NUL it puts back); jtape reads the same. */
+static void test_nul_after_scalar(void)
+{
+    struct jtape t = JTAPE_INIT;
+    static const char text[] = "{\"a\":[1\0,true\0,false\0,null\0,-0\0 ],\"b\":2\0}";
+    CHECK_INT(PARSE(&t, text), JTAPE_OK);
+    CHECK_INT(t.count, 10);
+    char *got = dump(&t, 0, 0), *want = jansson_dump(text, sizeof text - 1);
+    CHECK_STR(got, "{\"a\":[1,true,false,null,0],\"b\":2}");
+    CHECK_STR(got, want);
+    free(got);
+    free(want);
+    CHECK_INT(PARSE(&t, "[1\0\0]"), JTAPE_DEFER);
+    CHECK_INT(PARSE(&t, "[1 \0]"), JTAPE_DEFER);
+    CHECK_INT(PARSE(&t, "[\"a\"\0]"), JTAPE_DEFER);
+    CHECK_INT(PARSE(&t, "[[]\0]"), JTAPE_DEFER);
+    CHECK_INT(PARSE(&t, "[1]\0"), JTAPE_DEFER);
+    jtape_free(&t);
+}
+
 static void test_depth(void)
 {
     char text[2 * 65];
@@ -398,6 +419,7 @@ static void test_seed_sample(void)
 }
 
 TEST_MAIN({"layout", test_layout}, {"defers", test_defers}, {"integers", test_integers},
+          {"nul_after_scalar", test_nul_after_scalar},
           {"depth", test_depth}, {"members_max", test_members_max},
           {"duplicate_keys", test_duplicate_keys}, {"get", test_get}, {"strings", test_strings},
           {"dump_as_jansson", test_dump_as_jansson},
