@@ -95,7 +95,7 @@ static void test_defers(void)
         C("[\"\xed\xa0\x80\"]"), C("[\"\xf4\x90\x80\x80\"]"), C("[\"\xff\"]"), C("[\"\xe2\x82\"]"),
         C("[\"abc"), C("{\"a\":1,\"a\":2}"), C("{\"\\u0061\":1}"), C("[1 2]"), C("{\"a\":}"),
         C("[\v1]"), C("[\f1]"),
-        /* The same inside strings long enough for the eight-byte scan. */
+        /* The same inside strings long enough for the sixteen-byte scan. */
         C("[\"abcdefghijklmn\topqrstuvwxyz\"]"), C("[\"abcdefghijklmn\x01opqrstuvwxyz\"]"),
         C("[\"abcdefghijklmn\x1fopqrstuvwxyz\"]"), C("[\"abcdefghijklmn\xffopqrstuvwxyz\"]"),
         C("[\"abcdefghijklmn\xed\xa0\x80opqrstuvwxyz\"]"), C("[\"abcdefghijklmn\\uD800opqrstuvwxyz\"]"),
