@@ -1,131 +1,118 @@
-/* changes: see changes.h.  The two documents are walked together; each
- * changed path is built in one buffer (a name appended on the way down,
- * cut off on the way up), copied out, and the copies sorted at the end. */
+/* changes: see changes.h.  payment_changes_between walks two jansson trees
+ * together; what both walks share (how a member is named, the paths found,
+ * the sorted result) is defined here and declared in changes_paths.h; the
+ * walk over tapes is changes_tape.c. */
 #include "payment/changes.h"
 
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/buf.h"
+#include "payment/changes_paths.h"
 
-/* The paths found so far. */
-struct paths {
-    char **v;   /* malloc'd paths, escaped as changes.h says */
-    size_t n;   /* in use */
-    size_t cap; /* allocated */
-    int failed; /* out of memory: the result is abandoned */
-};
-
-/* The root members the server rewrites on every write. */
-static int bookkeeping(const char *name)
+void change_paths_init(struct change_paths *ps)
 {
-    return strcmp(name, "version") == 0 || strcmp(name, "modified_on") == 0;
+    ps->found = (struct buf)BUF_INIT;
+    ps->at = ps->inline_at;
+    ps->n = 0;
+    ps->cap = CHANGE_PATHS_INLINE;
+    ps->failed = 0;
 }
 
-/* Appends name to path, escaped ('~' as ~0, '.' as ~1), after a '.' unless
- * it is a member of the root (root set): a name may be empty. */
-static void path_push(struct buf *path, const char *name, int root)
+void change_paths_free(struct change_paths *ps)
 {
-    if (!root)
-        buf_puts(path, ".");
-    for (const char *c = name; *c;) {
-        size_t run = strcspn(c, "~.");
-        buf_append(path, c, run);
-        c += run;
-        if (*c)
-            buf_puts(path, *c++ == '~' ? "~0" : "~1");
+    buf_free(&ps->found);
+    if (ps->at != ps->inline_at)
+        free(ps->at);
+    ps->at = NULL;
+    ps->n = ps->cap = 0;
+}
+
+int change_paths_bookkeeping(const char *name, size_t len)
+{
+    return (len == 7 && memcmp(name, "version", 7) == 0) ||
+           (len == 11 && memcmp(name, "modified_on", 11) == 0);
+}
+
+/* Appends the path of at to found: the enclosing members' first, then a
+ * '.' unless at is in the root, then its name escaped. */
+static void change_paths_write(struct buf *found, const struct change_name *at)
+{
+    if (at->parent) {
+        change_paths_write(found, at->parent);
+        buf_append(found, ".", 1);
+    }
+    const char *c = at->name, *end = at->name + at->len;
+    while (c < end) {
+        const char *run = c;
+        while (c < end && *c != '~' && *c != '.')
+            c++;
+        buf_append(found, run, (size_t)(c - run));
+        if (c < end)
+            buf_append(found, *c++ == '~' ? "~0" : "~1", 2);
     }
 }
 
-/* Cuts path back to len bytes (what it was before path_push). */
-static void path_pop(struct buf *path, size_t len)
+/* Makes room for one more offset; 0, or -1 out of memory. */
+static int change_paths_grow(struct change_paths *ps)
 {
-    assert(len <= path->len);
-    path->len = len;
-    if (path->data)
-        path->data[len] = '\0';
+    if (ps->n < ps->cap)
+        return 0;
+    if (ps->cap > ((size_t)-1) / 2 / sizeof *ps->at)
+        return -1;
+    size_t cap = ps->cap * 2;
+    size_t *at = ps->at == ps->inline_at ? malloc(cap * sizeof *at)
+                                         : realloc(ps->at, cap * sizeof *at);
+    if (!at)
+        return -1;
+    if (ps->at == ps->inline_at)
+        memcpy(at, ps->inline_at, ps->n * sizeof *at);
+    ps->at = at;
+    ps->cap = cap;
+    return 0;
 }
 
-/* Records a copy of path. */
-static void paths_add(struct paths *ps, const struct buf *path)
+void change_paths_add(struct change_paths *ps, const struct change_name *at)
 {
-    if (ps->failed || buf_failed(path)) {
+    assert(at != NULL);
+    if (ps->failed || change_paths_grow(ps) != 0) {
         ps->failed = 1;
         return;
     }
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap ? ps->cap * 2 : 16;
-        char **v = realloc(ps->v, cap * sizeof *v);
-        if (!v) {
-            ps->failed = 1;
-            return;
-        }
-        ps->v = v;
-        ps->cap = cap;
-    }
-    char *copy = strdup(path->data ? path->data : "");
-    if (!copy) {
+    size_t offset = ps->found.len;
+    change_paths_write(&ps->found, at);
+    if (buf_append(&ps->found, "", 1) != 0) { /* the NUL ending the path */
         ps->failed = 1;
         return;
     }
-    ps->v[ps->n++] = copy;
+    ps->at[ps->n++] = offset;
 }
 
-static void diff_objects(const json_t *a, const json_t *b, struct buf *path, int root,
-                         struct paths *ps);
-
-/* Compares the member at path: a or b NULL when absent on that side. */
-static void diff_member(const json_t *a, const json_t *b, struct buf *path, struct paths *ps)
+/* Orders two offsets into found (ctx) by the bytes of their paths. */
+static int change_paths_compare(const void *x, const void *y, void *ctx)
 {
-    if (json_is_object(a) && json_is_object(b))
-        diff_objects(a, b, path, 0, ps);
-    else if (!a || !b || !json_equal(a, b))
-        paths_add(ps, path);
+    const char *found = ctx;
+    return strcmp(found + *(const size_t *)x, found + *(const size_t *)y);
 }
 
-/* Compares the members of two objects: every member of a against b's, then
- * the members only b has. */
-static void diff_objects(const json_t *a, const json_t *b, struct buf *path, int root,
-                         struct paths *ps)
+char *change_paths_render(struct change_paths *ps)
 {
-    const char *name;
-    json_t *v;
-    size_t len = path->len;
-    json_object_foreach((json_t *)a, name, v) {
-        if (root && bookkeeping(name))
-            continue;
-        path_push(path, name, root);
-        diff_member(v, json_object_get(b, name), path, ps);
-        path_pop(path, len);
-    }
-    json_object_foreach((json_t *)b, name, v) {
-        if ((root && bookkeeping(name)) || json_object_get(a, name))
-            continue;
-        path_push(path, name, root);
-        paths_add(ps, path);
-        path_pop(path, len);
-    }
-}
-
-static int compare_paths(const void *x, const void *y)
-{
-    return strcmp(*(char *const *)x, *(char *const *)y);
-}
-
-/* The sorted paths as a JSON array's text, or NULL out of memory. */
-static char *paths_render(struct paths *ps)
-{
+    if (ps->failed)
+        return NULL;
     if (ps->n > 1)
-        qsort(ps->v, ps->n, sizeof *ps->v, compare_paths);
+        qsort_r(ps->at, ps->n, sizeof *ps->at, change_paths_compare, ps->found.data);
     struct buf out = BUF_INIT;
-    buf_puts(&out, "[");
+    /* Each path takes its bytes and 3 more ("", and a ','), escapes aside;
+     * found holds the bytes and a NUL per path. */
+    buf_reserve(&out, ps->found.len + 2 * ps->n + 2);
+    buf_append(&out, "[", 1);
     for (size_t i = 0; i < ps->n; i++) {
-        buf_puts(&out, i ? ",\"" : "\"");
-        buf_json_escape(&out, ps->v[i], strlen(ps->v[i]));
-        buf_puts(&out, "\"");
+        const char *path = ps->found.data + ps->at[i];
+        buf_append(&out, i ? ",\"" : "\"", i ? 2 : 1);
+        buf_json_escape(&out, path, strlen(path));
+        buf_append(&out, "\"", 1);
     }
-    buf_puts(&out, "]");
+    buf_append(&out, "]", 1);
     if (buf_failed(&out)) {
         buf_free(&out);
         return NULL;
@@ -133,16 +120,48 @@ static char *paths_render(struct paths *ps)
     return buf_steal(&out, NULL);
 }
 
+static void diff_objects(const json_t *a, const json_t *b, const struct change_name *parent,
+                         struct change_paths *ps);
+
+/* Compares member at: a or b NULL when absent on that side. */
+static void diff_member(const json_t *a, const json_t *b, const struct change_name *at,
+                        struct change_paths *ps)
+{
+    if (json_is_object(a) && json_is_object(b))
+        diff_objects(a, b, at, ps);
+    else if (!a || !b || !json_equal(a, b))
+        change_paths_add(ps, at);
+}
+
+/* Compares the members of two objects (the members of parent, or the
+ * root's when NULL): every member of a against b's, then the members only b
+ * has. */
+static void diff_objects(const json_t *a, const json_t *b, const struct change_name *parent,
+                         struct change_paths *ps)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)a, name, v) {
+        struct change_name at = {parent, name, strlen(name)};
+        if (!parent && change_paths_bookkeeping(at.name, at.len))
+            continue;
+        diff_member(v, json_object_get(b, name), &at, ps);
+    }
+    json_object_foreach((json_t *)b, name, v) {
+        struct change_name at = {parent, name, strlen(name)};
+        if ((!parent && change_paths_bookkeeping(at.name, at.len)) || json_object_get(a, name))
+            continue;
+        change_paths_add(ps, &at);
+    }
+}
+
 char *payment_changes_between(const json_t *before, const json_t *after)
 {
     assert(json_is_object(before) && json_is_object(after));
-    struct paths ps = {0};
-    struct buf path = BUF_INIT;
-    diff_objects(before, after, &path, 1, &ps);
-    char *text = ps.failed ? NULL : paths_render(&ps);
-    for (size_t i = 0; i < ps.n; i++)
-        free(ps.v[i]);
-    free(ps.v);
-    buf_free(&path);
+    struct change_paths ps;
+    change_paths_init(&ps);
+    diff_objects(before, after, NULL, &ps);
+    char *text = change_paths_render(&ps);
+    change_paths_free(&ps);
     return text;
 }

@@ -3,6 +3,7 @@
  * Each field gets at most one problem: the first rule it breaks. */
 #include "payment/validate.h"
 
+#include <assert.h>
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,21 @@ void payment_validator_free(payment_validator *v)
         regfree(&v->patterns[i]);
     free(v->patterns);
     free(v);
+}
+
+int payment_validator_match(const payment_validator *v, int pattern_id, const char *s,
+                            size_t len)
+{
+    assert(pattern_id >= 0 && (size_t)pattern_id < v->pattern_count);
+    /* regexec stops at a NUL, so a string holding one is never a match. */
+    if (memchr(s, '\0', len))
+        return 0;
+    /* REG_STARTEND: the len bytes are the whole string, no NUL needed. */
+    regmatch_t range = {.rm_so = 0, .rm_eo = (regoff_t)len};
+    int rc = regexec(&v->patterns[pattern_id], s, 1, &range, REG_STARTEND);
+    if (rc == 0)
+        return 1;
+    return rc == REG_NOMATCH ? 0 : -1;
 }
 
 /* ---- problems and paths ---- */
@@ -211,12 +227,10 @@ static int walk_string(struct walk *w, const struct schema_node *n, const json_t
     size_t len = json_string_length(value);
 
     if (n->pattern) {
-        /* regexec stops at a NUL, so a string holding one is never a match. */
-        int rc = memchr(s, '\0', len) ? REG_NOMATCH
-                                      : regexec(&w->v->patterns[n->pattern_id], s, 0, NULL, 0);
-        if (rc == REG_NOMATCH)
+        int rc = payment_validator_match(w->v, n->pattern_id, s, len);
+        if (rc == 0)
             return validate_add(w->errors, w->path, json_sprintf("must match %s", n->pattern));
-        if (rc != 0)
+        if (rc < 0)
             return -1; /* REG_ESPACE */
     }
     if (n->enum_values && !validate_in_enum(n->enum_values, s, len))

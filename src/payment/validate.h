@@ -42,6 +42,13 @@ int payment_validate_data(const payment_validator *v, enum payment_check mode, j
  * inside objects held by arrays.  Null array items are left in place. */
 void payment_attributes_strip_nulls(json_t *attributes);
 
+/* Whether s (len bytes, need not be NUL-terminated) matches pattern
+ * pattern_id of schema_patterns, as the validation judges a string: one
+ * holding a NUL never matches.  Returns 1 (match), 0 (no match) or -1 (out
+ * of memory). */
+int payment_validator_match(const payment_validator *v, int pattern_id, const char *s,
+                            size_t len);
+
 /* Whether s (len bytes) names a payment scheme: FPS, BACS, SEPAINSTANT,
  * SEPACT or SWIFT, the one list the validation and the list filter share. */
 int payment_scheme_known(const char *s, size_t len);

@@ -1,0 +1,526 @@
+/* fastbody_check: payment_fastbody_read, a create's or a replace's body read
+ * into a tape and checked against the rules payment_validate_data applies
+ * (validate.c), without a jansson tree.
+ *
+ * The spec's rules come from the generated tables (schema.h): each object's
+ * members are looked up by binary search in its node's properties, which
+ * the generator sorts by name (byte order), so a regenerated table needs no
+ * change here.  The rules validate.c holds itself (data.id a UUID, version 0
+ * on create, relationships an object, attributes required and an object, the
+ * money rules) are restated below, each next to the rule it mirrors.
+ *
+ * Invariant: OK only when the general path accepts the body for the same
+ * mode.  Any rule broken, and anything this file does not decide itself, is
+ * DEFER; a refusal's wording is always the general path's.  Null members
+ * count as absent, as for the general path (which strips them from
+ * attributes before validating, and ignores them in data).
+ *
+ * Threads: none of its own; fb belongs to the calling thread.  Decoded
+ * strings live in fb->scratch only while one rule looks at them. */
+#include "payment/fastbody.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/currency.h"
+#include "core/decimal.h"
+#include "core/uuid.h"
+#include "payment/doc.h"
+#include "payment/schema.h"
+
+/* One check of one body. */
+struct check {
+    struct payment_fastbody *fb; /* the tape read and its scratch */
+    const payment_validator *v;  /* the spec's patterns, compiled */
+};
+
+/* The decoded value of string token tok, valid until the next call (an
+ * escaped string is decoded into fb->scratch, emptied first).  NULL out of
+ * memory. */
+static const char *check_string(struct check *c, uint32_t tok, size_t *len)
+{
+    const struct jtape *t = &c->fb->tape;
+    const struct jtape_token *s = &t->tokens[tok];
+    assert(s->kind == JTAPE_STRING);
+    if (!s->escaped) {
+        *len = s->len;
+        return t->text + s->start;
+    }
+    buf_reset(&c->fb->scratch);
+    return jtape_string(t, tok, &c->fb->scratch, len);
+}
+
+/* ---- patterns ---- */
+
+static int check_bytes_in(const char *s, size_t len, const char *set)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '\0' || !strchr(set, s[i]))
+            return 0;
+    return 1;
+}
+
+/* ^[0-9.]{0,20}$ */
+static int check_amount_pattern(const char *s, size_t len)
+{
+    return len <= 20 && check_bytes_in(s, len, "0123456789.");
+}
+
+/* ^[A-Za-z_]*$ */
+static int check_type_pattern(const char *s, size_t len)
+{
+    return check_bytes_in(s, len,
+                          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_");
+}
+
+/* Patterns of the tables decided without regexec.  Each accepts only ASCII
+ * strings its regex matches in any locale; test_fastbody and fuzz_fastbody
+ * hold them to payment_validator_match. */
+static const struct {
+    const char *pattern;                       /* as schema_patterns spells it */
+    int (*match)(const char *s, size_t len);   /* exact equivalent */
+} check_native_patterns[] = {
+    {"^[0-9.]{0,20}$", check_amount_pattern},
+    {"^[A-Za-z_]*$", check_type_pattern},
+};
+
+/* 1 match, 0 no match, -1 out of memory. */
+static int check_pattern(const struct check *c, const struct schema_node *n, const char *s,
+                         size_t len)
+{
+    for (size_t i = 0; i < sizeof check_native_patterns / sizeof check_native_patterns[0]; i++)
+        if (strcmp(n->pattern, check_native_patterns[i].pattern) == 0)
+            return check_native_patterns[i].match(s, len);
+    return payment_validator_match(c->v, n->pattern_id, s, len);
+}
+
+/* ---- the spec's rules (validate.c walk_node) ---- */
+
+static int check_in_enum(const char *const *values, const char *s, size_t len)
+{
+    for (; *values; values++)
+        if (strlen(*values) == len && memcmp(*values, s, len) == 0)
+            return 1;
+    return 0;
+}
+
+static int check_format(enum schema_format format, const char *s, size_t len)
+{
+    struct uuid u;
+    int y, m, d;
+    switch (format) {
+    case SCHEMA_FORMAT_NONE:
+        return 1;
+    case SCHEMA_FORMAT_UUID:
+        return uuid_parse(s, len, &u) == 0;
+    case SCHEMA_FORMAT_DATE:
+        return clock_parse_date(s, len, &y, &m, &d) == 0;
+    case SCHEMA_FORMAT_DATE_TIME:
+        return clock_is_datetime(s, len);
+    }
+    return 0;
+}
+
+/* validate.c walk_string: pattern, enum, format, x-length. */
+static int check_string_node(struct check *c, const struct schema_node *n, uint32_t tok)
+{
+    const struct jtape_token *s = &c->fb->tape.tokens[tok];
+    if (n->max_length > 0 && s->count > (uint32_t)n->max_length)
+        return PAYMENT_FASTBODY_DEFER; /* count: code points, as validate.c counts */
+    if (!n->pattern && !n->enum_values && n->format == SCHEMA_FORMAT_NONE)
+        return PAYMENT_FASTBODY_OK;
+    size_t len;
+    const char *value = check_string(c, tok, &len);
+    if (!value)
+        return PAYMENT_FASTBODY_ENOMEM;
+    if (n->pattern) {
+        int rc = check_pattern(c, n, value, len);
+        if (rc < 0)
+            return PAYMENT_FASTBODY_ENOMEM;
+        if (rc == 0)
+            return PAYMENT_FASTBODY_DEFER;
+    }
+    if (n->enum_values && !check_in_enum(n->enum_values, value, len))
+        return PAYMENT_FASTBODY_DEFER;
+    if (!check_format(n->format, value, len))
+        return PAYMENT_FASTBODY_DEFER;
+    return PAYMENT_FASTBODY_OK;
+}
+
+/* validate.c validate_has_type; jtape reads no reals, so a NUMBER is an
+ * integer on the tape. */
+static int check_type(enum schema_type type, enum jtape_kind kind)
+{
+    switch (type) {
+    case SCHEMA_STRING:
+        return kind == JTAPE_STRING;
+    case SCHEMA_INTEGER:
+    case SCHEMA_NUMBER:
+        return kind == JTAPE_INTEGER;
+    case SCHEMA_BOOLEAN:
+        return kind == JTAPE_TRUE || kind == JTAPE_FALSE;
+    case SCHEMA_OBJECT:
+        return kind == JTAPE_OBJECT;
+    case SCHEMA_ARRAY:
+        return kind == JTAPE_ARRAY;
+    }
+    return 0;
+}
+
+/* The property of n named key (len bytes, no NUL), or NULL when n declares
+ * none, by binary search over the names in byte order, which skips the
+ * prefix every name left in the range shares with the key (the shorter of
+ * the prefixes the range's two bounds share with it). */
+static const struct schema_node *check_property_search(const struct schema_node *n,
+                                                       const char *key, size_t len)
+{
+    size_t lo = 0, hi = n->property_count;
+    size_t lo_common = 0, hi_common = 0; /* bytes names[lo - 1] and names[hi] share with key */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *name = n->properties[mid].name;
+        size_t i = lo_common < hi_common ? lo_common : hi_common;
+        while (i < len && name[i] == key[i])
+            i++;
+        if (i == len && name[len] == '\0')
+            return &n->properties[mid];
+        /* name[i] is NUL when name is a prefix of key: then it orders first. */
+        if (i < len && (unsigned char)name[i] < (unsigned char)key[i]) {
+            lo = mid + 1;
+            lo_common = i;
+        } else {
+            hi = mid;
+            hi_common = i;
+        }
+    }
+    return NULL;
+}
+
+/* The members of every object the tables declare, indexed once by
+ * (property array, name): a lookup hashes the key's length and three of
+ * its bytes and compares one or two names, where a binary search compares
+ * five or six.  Built on first use from schema_payment_envelope and
+ * schema_payment_attributes, the only roots check_node starts from, and
+ * read-only afterwards.  Should the tables outgrow it, lookups fall back
+ * to check_property_search. */
+#define CHECK_INDEX_SLOTS 1024 /* a power of two; at most half are used */
+
+struct check_slot {
+    const struct schema_node *properties; /* the object's property array; NULL: free */
+    const struct schema_node *member;     /* one of its entries */
+    size_t len;                           /* strlen(member->name) */
+};
+
+static struct check_slot check_index[CHECK_INDEX_SLOTS];
+static size_t check_index_used;  /* slots taken while building */
+static int check_index_ready;    /* built in full: lookups use it */
+static pthread_once_t check_index_once = PTHREAD_ONCE_INIT;
+
+static size_t check_hash(const struct schema_node *properties, const char *key, size_t len)
+{
+    uint64_t h = (uint64_t)(uintptr_t)properties ^ (uint64_t)len << 32;
+    if (len)
+        h ^= (uint64_t)(unsigned char)key[0] | (uint64_t)(unsigned char)key[len / 2] << 8 |
+             (uint64_t)(unsigned char)key[len - 1] << 16;
+    h *= UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h >> 54) & (CHECK_INDEX_SLOTS - 1);
+}
+
+/* Indexes n's members and theirs, once per property array.  Returns 0, or
+ * -1 when the index would be more than half full or the tables deeper
+ * than any document may nest. */
+static int check_index_add(const struct schema_node *n, int depth)
+{
+    if (depth > PAYMENT_BODY_MAX_DEPTH)
+        return -1;
+    for (size_t p = 0; p < n->property_count; p++) {
+        const struct schema_node *member = &n->properties[p];
+        size_t len = strlen(member->name);
+        size_t i = check_hash(n->properties, member->name, len);
+        while (check_index[i].properties && check_index[i].member != member)
+            i = (i + 1) & (CHECK_INDEX_SLOTS - 1);
+        if (check_index[i].member == member)
+            return 0; /* this array is indexed already (a shared definition) */
+        if (++check_index_used > CHECK_INDEX_SLOTS / 2)
+            return -1;
+        check_index[i] = (struct check_slot){n->properties, member, len};
+        if (check_index_add(member, depth + 1) != 0)
+            return -1;
+    }
+    return n->items ? check_index_add(n->items, depth + 1) : 0;
+}
+
+static void check_index_build(void)
+{
+    check_index_ready = check_index_add(&schema_payment_envelope, 0) == 0 &&
+                        check_index_add(&schema_payment_attributes, 0) == 0;
+}
+
+/* The property of n named key (len bytes, no NUL), or NULL when n declares
+ * none.  n is a node reachable from the roots the index was built from. */
+static const struct schema_node *check_property(const struct schema_node *n, const char *key,
+                                                size_t len)
+{
+    if (n->property_count == 0)
+        return NULL;
+    if (!check_index_ready)
+        return check_property_search(n, key, len);
+    size_t i = check_hash(n->properties, key, len);
+    for (;; i = (i + 1) & (CHECK_INDEX_SLOTS - 1)) {
+        const struct check_slot *slot = &check_index[i];
+        if (!slot->properties)
+            return NULL;
+        if (slot->properties == n->properties && slot->len == len &&
+            memcmp(slot->member->name, key, len) == 0)
+            return slot->member;
+    }
+}
+
+static size_t check_required_count(const struct schema_node *n)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < n->property_count; i++)
+        count += n->properties[i].required != 0;
+    return count;
+}
+
+static int check_node(struct check *c, const struct schema_node *n, uint32_t tok);
+
+/* validate.c walk_members: the declared members (null is absent), the
+ * required ones present; undeclared members are accepted as they are. */
+static int check_members(struct check *c, const struct schema_node *n, uint32_t obj)
+{
+    const struct jtape *t = &c->fb->tape;
+    size_t required = 0;
+    for (uint32_t k = obj + 1; k < t->tokens[obj].end; k = t->tokens[k + 1].end) {
+        assert(t->tokens[k].kind == JTAPE_STRING && !t->tokens[k].escaped);
+        const struct schema_node *member =
+            check_property(n, t->text + t->tokens[k].start, t->tokens[k].len);
+        if (!member || t->tokens[k + 1].kind == JTAPE_NULL)
+            continue;
+        required += member->required != 0;
+        int rc = check_node(c, member, k + 1);
+        if (rc != PAYMENT_FASTBODY_OK)
+            return rc;
+    }
+    return required == check_required_count(n) ? PAYMENT_FASTBODY_OK : PAYMENT_FASTBODY_DEFER;
+}
+
+/* validate.c walk_items: every item, nulls included. */
+static int check_items(struct check *c, const struct schema_node *n, uint32_t arr)
+{
+    const struct jtape *t = &c->fb->tape;
+    for (uint32_t i = arr + 1; i < t->tokens[arr].end; i = t->tokens[i].end) {
+        int rc = check_node(c, n->items, i);
+        if (rc != PAYMENT_FASTBODY_OK)
+            return rc;
+    }
+    return PAYMENT_FASTBODY_OK;
+}
+
+/* validate.c walk_node. */
+static int check_node(struct check *c, const struct schema_node *n, uint32_t tok)
+{
+    const struct jtape_token *value = &c->fb->tape.tokens[tok];
+    if (!check_type(n->type, value->kind))
+        return PAYMENT_FASTBODY_DEFER;
+    switch (n->type) {
+    case SCHEMA_STRING:
+        return check_string_node(c, n, tok);
+    case SCHEMA_INTEGER:
+        return n->has_minimum && value->integer < n->minimum ? PAYMENT_FASTBODY_DEFER
+                                                              : PAYMENT_FASTBODY_OK;
+    case SCHEMA_OBJECT:
+        return check_members(c, n, tok);
+    case SCHEMA_ARRAY:
+        return n->items ? check_items(c, n, tok) : PAYMENT_FASTBODY_OK;
+    case SCHEMA_NUMBER:
+    case SCHEMA_BOOLEAN:
+        return PAYMENT_FASTBODY_OK;
+    }
+    return PAYMENT_FASTBODY_DEFER;
+}
+
+/* ---- money (validate.c money_rules, scheme_rules) ---- */
+
+/* validate.c scheme_rules, restated: test_fastbody compares the verdicts of
+ * both paths for every scheme at, and just past, each limit. */
+static const struct {
+    const char *name;       /* value of payment_scheme */
+    const char *max_amount; /* largest amount allowed, or NULL */
+    const char *currency;   /* the only currency allowed, or NULL */
+} check_schemes[] = {
+    {"FPS", "250000.00", NULL},
+    {"BACS", "20000000.00", NULL},
+    {"SEPAINSTANT", "15000.00", "EUR"},
+    {"SEPACT", NULL, "EUR"},
+    {"SWIFT", NULL, NULL},
+};
+
+/* Longest currency code kept for the scheme rule; ISO 4217 codes have 3. */
+#define CHECK_CURRENCY_MAX 8
+
+/* The string attribute name of attrs, decoded and copied into out (cap
+ * bytes, NUL-terminated): 1 when copied, 0 absent or null, DEFER when not
+ * a string or too long, ENOMEM. */
+static int check_money_member(struct check *c, uint32_t attrs, const char *name, char *out,
+                              size_t cap, size_t *len)
+{
+    const struct jtape *t = &c->fb->tape;
+    uint32_t tok = jtape_get(t, attrs, name, strlen(name));
+    if (!tok || t->tokens[tok].kind == JTAPE_NULL)
+        return 0;
+    if (t->tokens[tok].kind != JTAPE_STRING)
+        return PAYMENT_FASTBODY_DEFER;
+    const char *s = check_string(c, tok, len);
+    if (!s)
+        return PAYMENT_FASTBODY_ENOMEM;
+    if (*len >= cap)
+        return PAYMENT_FASTBODY_DEFER;
+    memcpy(out, s, *len);
+    out[*len] = '\0';
+    return 1;
+}
+
+/* The scheme's limits on the currency and the amount. */
+static int check_scheme(const char *scheme, size_t scheme_len, const char *currency,
+                        const struct decimal *amount)
+{
+    for (size_t i = 0; i < sizeof check_schemes / sizeof check_schemes[0]; i++) {
+        if (strlen(check_schemes[i].name) != scheme_len ||
+            memcmp(check_schemes[i].name, scheme, scheme_len) != 0)
+            continue;
+        if (check_schemes[i].currency && strcmp(check_schemes[i].currency, currency) != 0)
+            return PAYMENT_FASTBODY_DEFER;
+        const char *max = check_schemes[i].max_amount;
+        struct decimal limit;
+        if (max && (decimal_parse(max, strlen(max), &limit) != 0 ||
+                    decimal_cmp(amount, &limit) > 0))
+            return PAYMENT_FASTBODY_DEFER;
+        return PAYMENT_FASTBODY_OK;
+    }
+    return PAYMENT_FASTBODY_DEFER; /* not a scheme */
+}
+
+/* currency and amount required; a current ISO 4217 code; amount a plain
+ * positive decimal with no more decimals than the currency's minor unit;
+ * payment_scheme, when given, a known scheme within its limits. */
+static int check_money(struct check *c, uint32_t attrs)
+{
+    char currency[CHECK_CURRENCY_MAX + 1], amount_text[DECIMAL_MAX_LEN + 1];
+    char scheme[CHECK_CURRENCY_MAX * 2 + 1];
+    size_t currency_len, amount_len, scheme_len;
+    int rc = check_money_member(c, attrs, "currency", currency, sizeof currency, &currency_len);
+    if (rc != 1)
+        return rc == 0 ? PAYMENT_FASTBODY_DEFER : rc;
+    int minor = currency_minor_unit(currency, currency_len);
+    if (minor == CURRENCY_UNKNOWN)
+        return PAYMENT_FASTBODY_DEFER;
+
+    rc = check_money_member(c, attrs, "amount", amount_text, sizeof amount_text, &amount_len);
+    if (rc != 1)
+        return rc == 0 ? PAYMENT_FASTBODY_DEFER : rc;
+    struct decimal amount;
+    if (decimal_parse(amount_text, amount_len, &amount) != 0 || decimal_is_zero(&amount))
+        return PAYMENT_FASTBODY_DEFER;
+    if (minor != CURRENCY_NO_MINOR_UNIT && amount.frac_len > (size_t)minor)
+        return PAYMENT_FASTBODY_DEFER;
+
+    rc = check_money_member(c, attrs, "payment_scheme", scheme, sizeof scheme, &scheme_len);
+    if (rc != 1)
+        return rc; /* absent: no limits; or DEFER, ENOMEM */
+    return check_scheme(scheme, scheme_len, currency, &amount);
+}
+
+/* ---- data (validate.c walk_data) ---- */
+
+/* The value of member key of data, 0 when absent or null. */
+static uint32_t check_member(const struct jtape *t, uint32_t data, const char *key)
+{
+    uint32_t tok = jtape_get(t, data, key, strlen(key));
+    return tok && t->tokens[tok].kind != JTAPE_NULL ? tok : 0;
+}
+
+static int check_data(struct check *c, enum payment_check mode)
+{
+    struct payment_fastbody *fb = c->fb;
+    const struct jtape *t = &fb->tape;
+    int rc = check_members(c, &schema_payment_envelope, fb->data);
+    if (rc != PAYMENT_FASTBODY_OK)
+        return rc;
+
+    if (fb->id) {
+        size_t len;
+        struct uuid u;
+        if (t->tokens[fb->id].kind != JTAPE_STRING)
+            return PAYMENT_FASTBODY_DEFER;
+        const char *id = check_string(c, fb->id, &len);
+        if (!id)
+            return PAYMENT_FASTBODY_ENOMEM;
+        if (uuid_parse(id, len, &u) != 0)
+            return PAYMENT_FASTBODY_DEFER;
+    }
+    if (mode == PAYMENT_CHECK_CREATE && fb->version &&
+        t->tokens[fb->version].kind == JTAPE_INTEGER && t->tokens[fb->version].integer > 0)
+        return PAYMENT_FASTBODY_DEFER; /* must be 0 on create */
+    if (fb->relationships && t->tokens[fb->relationships].kind != JTAPE_OBJECT)
+        return PAYMENT_FASTBODY_DEFER;
+    if (!fb->attributes || t->tokens[fb->attributes].kind != JTAPE_OBJECT)
+        return PAYMENT_FASTBODY_DEFER;
+
+    rc = check_node(c, &schema_payment_attributes, fb->attributes);
+    if (rc != PAYMENT_FASTBODY_OK)
+        return rc;
+    return check_money(c, fb->attributes);
+}
+
+static void check_forget(struct payment_fastbody *fb)
+{
+    fb->data = fb->id = fb->version = fb->organisation_id = 0;
+    fb->type = fb->attributes = fb->relationships = 0;
+}
+
+int payment_fastbody_read(struct payment_fastbody *fb, const payment_validator *v,
+                          enum payment_check mode, const char *body, size_t len)
+{
+    assert(fb && v && (body || len == 0));
+    assert(mode == PAYMENT_CHECK_CREATE || mode == PAYMENT_CHECK_REPLACE);
+    check_forget(fb);
+    buf_reset(&fb->scratch);
+    if (mode != PAYMENT_CHECK_CREATE && mode != PAYMENT_CHECK_REPLACE)
+        return PAYMENT_FASTBODY_DEFER; /* a patch is a merge: the general path's */
+    if (len == 0)
+        return PAYMENT_FASTBODY_DEFER;
+    if (pthread_once(&check_index_once, check_index_build) != 0)
+        return PAYMENT_FASTBODY_DEFER;
+
+    int rc = jtape_parse(&fb->tape, body, len, PAYMENT_BODY_MAX_DEPTH);
+    if (rc == JTAPE_ENOMEM)
+        return PAYMENT_FASTBODY_ENOMEM;
+    if (rc != JTAPE_OK)
+        return PAYMENT_FASTBODY_DEFER;
+    const struct jtape *t = &fb->tape;
+    if (t->tokens[0].kind != JTAPE_OBJECT)
+        return PAYMENT_FASTBODY_DEFER; /* the body must be an object */
+    uint32_t data = jtape_get(t, 0, "data", 4);
+    if (!data || t->tokens[data].kind != JTAPE_OBJECT)
+        return PAYMENT_FASTBODY_DEFER;
+
+    fb->data = data;
+    fb->id = check_member(t, data, "id");
+    fb->version = check_member(t, data, "version");
+    fb->organisation_id = check_member(t, data, "organisation_id");
+    fb->type = check_member(t, data, "type");
+    fb->attributes = check_member(t, data, "attributes");
+    fb->relationships = check_member(t, data, "relationships");
+
+    struct check c = {fb, v};
+    rc = check_data(&c, mode);
+    buf_reset(&fb->scratch);
+    if (rc != PAYMENT_FASTBODY_OK)
+        check_forget(fb);
+    return rc;
+}
