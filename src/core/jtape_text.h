@@ -1,6 +1,6 @@
-/* jtape_text: what jtape's reader (jtape.c) and writer (jtape_dump.c)
- * share about the raw text of a string on a tape.  Private to jtape: only
- * those two files include it.
+/* jtape_text: what jtape's parser (jtape.c), lookups (jtape_read.c) and
+ * writer (jtape_dump.c) share about the raw text of a string on a tape.
+ * Private to jtape: only those files include it.
  *
  * Invariant: the bytes handed to these functions are a string's raw text
  * that jtape_parse() accepted, so every escape is well formed (a surrogate
@@ -72,10 +72,5 @@ static inline size_t jtape_utf8_put(char *w, uint32_t cp)
     w[3] = (char)(0x80 | (cp & 0x3f));
     return 4;
 }
-
-/* Decodes raw string text (len bytes) into w, which has room for len
- * bytes (a decoded value is never longer than its raw text); returns the
- * bytes written. */
-size_t jtape_decode(const unsigned char *raw, size_t len, char *w);
 
 #endif
