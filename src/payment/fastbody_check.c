@@ -2,10 +2,9 @@
  * into a tape and checked against the rules payment_validate_data applies
  * (validate.c), without a jansson tree.
  *
- * The spec's rules come from the generated tables (schema.h): each object's
- * members are looked up by binary search in its node's properties, which
- * the generator sorts by name (byte order), so a regenerated table needs no
- * change here.  The rules validate.c holds itself (data.id a UUID, version 0
+ * The spec's rules come from the generated tables (schema.h), each object's
+ * members looked up by name (fastbody_index.h), so a regenerated table
+ * needs no change here.  The rules validate.c holds itself (data.id a UUID, version 0
  * on create, relationships an object, attributes required and an object, the
  * money rules) are restated below, each next to the rule it mirrors.
  *
@@ -20,8 +19,6 @@
 #include "payment/fastbody.h"
 
 #include <assert.h>
-#include <pthread.h>
-#include <stdint.h>
 #include <string.h>
 
 #include "core/clock.h"
@@ -29,6 +26,7 @@
 #include "core/decimal.h"
 #include "core/uuid.h"
 #include "payment/doc.h"
+#include "payment/fastbody_index.h"
 #include "payment/schema.h"
 
 /* One check of one body. */
@@ -170,115 +168,6 @@ static int check_type(enum schema_type type, enum jtape_kind kind)
     return 0;
 }
 
-/* The property of n named key (len bytes, no NUL), or NULL when n declares
- * none, by binary search over the names in byte order, which skips the
- * prefix every name left in the range shares with the key (the shorter of
- * the prefixes the range's two bounds share with it). */
-static const struct schema_node *check_property_search(const struct schema_node *n,
-                                                       const char *key, size_t len)
-{
-    size_t lo = 0, hi = n->property_count;
-    size_t lo_common = 0, hi_common = 0; /* bytes names[lo - 1] and names[hi] share with key */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const char *name = n->properties[mid].name;
-        size_t i = lo_common < hi_common ? lo_common : hi_common;
-        while (i < len && name[i] == key[i])
-            i++;
-        if (i == len && name[len] == '\0')
-            return &n->properties[mid];
-        /* name[i] is NUL when name is a prefix of key: then it orders first. */
-        if (i < len && (unsigned char)name[i] < (unsigned char)key[i]) {
-            lo = mid + 1;
-            lo_common = i;
-        } else {
-            hi = mid;
-            hi_common = i;
-        }
-    }
-    return NULL;
-}
-
-/* The members of every object the tables declare, indexed once by
- * (property array, name): a lookup hashes the key's length and three of
- * its bytes and compares one or two names, where a binary search compares
- * five or six.  Built on first use from schema_payment_envelope and
- * schema_payment_attributes, the only roots check_node starts from, and
- * read-only afterwards.  Should the tables outgrow it, lookups fall back
- * to check_property_search. */
-#define CHECK_INDEX_SLOTS 1024 /* a power of two; at most half are used */
-
-struct check_slot {
-    const struct schema_node *properties; /* the object's property array; NULL: free */
-    const struct schema_node *member;     /* one of its entries */
-    size_t len;                           /* strlen(member->name) */
-};
-
-static struct check_slot check_index[CHECK_INDEX_SLOTS];
-static size_t check_index_used;  /* slots taken while building */
-static int check_index_ready;    /* built in full: lookups use it */
-static pthread_once_t check_index_once = PTHREAD_ONCE_INIT;
-
-static size_t check_hash(const struct schema_node *properties, const char *key, size_t len)
-{
-    uint64_t h = (uint64_t)(uintptr_t)properties ^ (uint64_t)len << 32;
-    if (len)
-        h ^= (uint64_t)(unsigned char)key[0] | (uint64_t)(unsigned char)key[len / 2] << 8 |
-             (uint64_t)(unsigned char)key[len - 1] << 16;
-    h *= UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(h >> 54) & (CHECK_INDEX_SLOTS - 1);
-}
-
-/* Indexes n's members and theirs, once per property array.  Returns 0, or
- * -1 when the index would be more than half full or the tables deeper
- * than any document may nest. */
-static int check_index_add(const struct schema_node *n, int depth)
-{
-    if (depth > PAYMENT_BODY_MAX_DEPTH)
-        return -1;
-    for (size_t p = 0; p < n->property_count; p++) {
-        const struct schema_node *member = &n->properties[p];
-        size_t len = strlen(member->name);
-        size_t i = check_hash(n->properties, member->name, len);
-        while (check_index[i].properties && check_index[i].member != member)
-            i = (i + 1) & (CHECK_INDEX_SLOTS - 1);
-        if (check_index[i].member == member)
-            return 0; /* this array is indexed already (a shared definition) */
-        if (++check_index_used > CHECK_INDEX_SLOTS / 2)
-            return -1;
-        check_index[i] = (struct check_slot){n->properties, member, len};
-        if (check_index_add(member, depth + 1) != 0)
-            return -1;
-    }
-    return n->items ? check_index_add(n->items, depth + 1) : 0;
-}
-
-static void check_index_build(void)
-{
-    check_index_ready = check_index_add(&schema_payment_envelope, 0) == 0 &&
-                        check_index_add(&schema_payment_attributes, 0) == 0;
-}
-
-/* The property of n named key (len bytes, no NUL), or NULL when n declares
- * none.  n is a node reachable from the roots the index was built from. */
-static const struct schema_node *check_property(const struct schema_node *n, const char *key,
-                                                size_t len)
-{
-    if (n->property_count == 0)
-        return NULL;
-    if (!check_index_ready)
-        return check_property_search(n, key, len);
-    size_t i = check_hash(n->properties, key, len);
-    for (;; i = (i + 1) & (CHECK_INDEX_SLOTS - 1)) {
-        const struct check_slot *slot = &check_index[i];
-        if (!slot->properties)
-            return NULL;
-        if (slot->properties == n->properties && slot->len == len &&
-            memcmp(slot->member->name, key, len) == 0)
-            return slot->member;
-    }
-}
-
 static size_t check_required_count(const struct schema_node *n)
 {
     size_t count = 0;
@@ -298,7 +187,7 @@ static int check_members(struct check *c, const struct schema_node *n, uint32_t 
     for (uint32_t k = obj + 1; k < t->tokens[obj].end; k = t->tokens[k + 1].end) {
         assert(t->tokens[k].kind == JTAPE_STRING && !t->tokens[k].escaped);
         const struct schema_node *member =
-            check_property(n, t->text + t->tokens[k].start, t->tokens[k].len);
+            fastbody_property(n, t->text + t->tokens[k].start, t->tokens[k].len);
         if (!member || t->tokens[k + 1].kind == JTAPE_NULL)
             continue;
         required += member->required != 0;
@@ -494,7 +383,7 @@ int payment_fastbody_read(struct payment_fastbody *fb, const payment_validator *
         return PAYMENT_FASTBODY_DEFER; /* a patch is a merge: the general path's */
     if (len == 0)
         return PAYMENT_FASTBODY_DEFER;
-    if (pthread_once(&check_index_once, check_index_build) != 0)
+    if (fastbody_index_init() != 0)
         return PAYMENT_FASTBODY_DEFER;
 
     int rc = jtape_parse(&fb->tape, body, len, PAYMENT_BODY_MAX_DEPTH);

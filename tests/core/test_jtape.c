@@ -188,8 +188,9 @@ static void test_members_max(void)
     jtape_free(&t);
 }
 
-/* Duplicate keys are refused in small objects (compared pairwise) and in
- * large ones (a hash table), and only within one object. */
+/* Duplicate keys are refused in small and large objects (where the key
+ * filter is crowded and distinct keys share bits), and only within one
+ * object. */
 static void test_duplicate_keys(void)
 {
     struct buf text = BUF_INIT;
