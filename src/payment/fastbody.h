@@ -54,7 +54,9 @@ int payment_fastbody_read(struct payment_fastbody *fb, const payment_validator *
                           enum payment_check mode, const char *body, size_t len);
 
 /* The decoded value of string token tok of the body (see jtape_string):
- * NULL out of memory, or when tok is 0 or not a string. */
+ * NULL out of memory, or when tok is 0 or not a string.  Call it before
+ * payment_fastbody_doc: a decoded value goes to fb->scratch, which then
+ * holds the row's strings too, and growing it would move them. */
 const char *payment_fastbody_string(struct payment_fastbody *fb, uint32_t tok, size_t *len);
 
 /* What a stored document holds beyond the body's type, attributes and
