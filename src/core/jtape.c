@@ -226,8 +226,20 @@ struct open_container {
     uint32_t token;           /* its token */
     uint32_t count;           /* members or items so far */
     int object;               /* 1 for an object, 0 for an array */
+    uint8_t verbatim;         /* JTAPE_VERBATIM* bits still true of it */
     struct key_filter filter; /* objects: the keys so far */
 };
+
+/* skip_ws inside container top: whitespace there means its raw text is
+ * not its dump. */
+static inline const unsigned char *skip_ws_in(const unsigned char *p, const unsigned char *end,
+                                              struct open_container *top)
+{
+    const unsigned char *q = skip_ws(p, end);
+    if (q != p)
+        top->verbatim &= (uint8_t)~JTAPE_VERBATIM;
+    return q;
+}
 
 /* Makes token *i, the next one, a value of the given kind starting at
  * `start`; grows the array when full (out of memory returns from the
@@ -274,7 +286,8 @@ value: /* p is at a value's first byte, its container already counts it */
         top->token = i;
         top->count = 0;
         top->object = *p == '{';
-        p = skip_ws(p + 1, end);
+        top->verbatim = JTAPE_VERBATIM | JTAPE_VERBATIM_NULLFREE;
+        p = skip_ws_in(p + 1, end, top);
         if (p == end)
             return JTAPE_DEFER;
         if (top->object) {
@@ -297,6 +310,8 @@ value: /* p is at a value's first byte, its container already counts it */
         toks[i].len = (uint32_t)(q - p - 1);
         toks[i].count = cps;
         toks[i].escaped = escaped;
+        if (escaped)
+            top->verbatim &= (uint8_t)~JTAPE_VERBATIM; /* jansson writes it its own way */
         p = q + 1;
         goto after_value;
     }
@@ -319,6 +334,8 @@ value: /* p is at a value's first byte, its container already counts it */
             return JTAPE_DEFER;
         NEW_TOKEN(JTAPE_NULL, (uint32_t)(p - base));
         toks[i].len = 4;
+        if (top->object)
+            top->verbatim &= (uint8_t)~JTAPE_VERBATIM_NULLFREE;
         p += 4;
         goto after_scalar;
     default: {
@@ -331,6 +348,8 @@ value: /* p is at a value's first byte, its container already counts it */
         NEW_TOKEN(JTAPE_INTEGER, (uint32_t)(p - base));
         toks[i].len = (uint32_t)(q - p);
         toks[i].integer = v;
+        if (v == 0 && *p == '-')
+            top->verbatim &= (uint8_t)~JTAPE_VERBATIM; /* "-0" is written "0" */
         p = q;
         goto after_scalar;
     }
@@ -340,17 +359,19 @@ after_scalar: /* an integer or a literal ended just before p */
     /* jansson reads one byte past a number or a literal and puts it back;
      * a NUL put back that way is dropped from its stream, so one NUL right
      * after one is skipped, as if it were not there ("[1\0,2]" is [1,2]). */
-    if (p < end && *p == '\0')
+    if (p < end && *p == '\0') {
+        top->verbatim &= (uint8_t)~JTAPE_VERBATIM;
         p++;
+    }
     /* fall through */
 after_value: /* a value ended just before p; a letter or digit right here is refused */
     if (depth == 0)
         goto done;
-    p = skip_ws(p, end);
+    p = skip_ws_in(p, end, top);
     if (p == end)
         return JTAPE_DEFER;
     if (*p == ',') {
-        p = skip_ws(p + 1, end);
+        p = skip_ws_in(p + 1, end, top);
         if (top->object)
             goto key;
         top->count++;
@@ -381,10 +402,10 @@ key: /* p is where an object's next key must start */
             return JTAPE_DEFER;
         *word |= mask;
     }
-    p = skip_ws(q + 1, end);
+    p = skip_ws_in(q + 1, end, top);
     if (p == end || *p != ':')
         return JTAPE_DEFER;
-    p = skip_ws(p + 1, end);
+    p = skip_ws_in(p + 1, end, top);
     goto value;
 
 close: /* p is at the closing bracket of the innermost container */
@@ -393,8 +414,11 @@ close: /* p is at the closing bracket of the innermost container */
         c->end = n;
         c->count = top->count;
         c->len = (uint32_t)(p - base) - c->start + 1;
+        c->verbatim = top->verbatim;
     }
     depth--;
+    if (depth > 0)
+        stack[depth - 1].verbatim &= top->verbatim;
     top = depth > 0 ? &stack[depth - 1] : NULL;
     p++;
     goto after_value;

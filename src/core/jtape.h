@@ -61,6 +61,7 @@ enum jtape_kind {
 struct jtape_token {
     uint8_t kind;    /* enum jtape_kind */
     uint8_t escaped; /* strings: the raw text holds a backslash escape */
+    uint8_t verbatim; /* containers: JTAPE_VERBATIM* bits, when the raw text is the dump */
     uint32_t start;  /* offset in the text: strings, the byte after the opening
                         quote; other values, their first byte */
     uint32_t len;    /* strings: raw bytes between the quotes; integers: bytes of
@@ -70,6 +71,13 @@ struct jtape_token {
                         of the decoded value; others 0 */
     int64_t integer; /* integers: the value ("-0" is 0, as for jansson) */
 };
+
+/* A container's raw text, bracket to bracket, is byte for byte what
+ * jtape_dump writes of it: no whitespace inside, no escape, no "-0". */
+#define JTAPE_VERBATIM 1u
+/* ... and no object inside it, itself included, has a null member, so the
+ * raw text is the dump with JTAPE_DUMP_STRIP_NULLS too. */
+#define JTAPE_VERBATIM_NULLFREE 2u
 
 struct jtape {
     const char *text;           /* the text read, borrowed */

@@ -11,7 +11,9 @@
  * So a compact value is never longer than its raw text (whitespace goes,
  * "-0" becomes "0", "\/" becomes "/", an escaped character is written in
  * at most as many bytes as its escape took): a dump reserves the raw length
- * once and writes without further checks. */
+ * once and writes without further checks.  A container whose raw text is
+ * already its dump (JTAPE_VERBATIM, found by the parse: the common case of
+ * a compact body) is copied whole. */
 #include "core/jtape.h"
 
 #include <assert.h>
@@ -118,6 +120,8 @@ int jtape_dump(const struct jtape *t, uint32_t i, unsigned flags, struct buf *ou
         return -1;
     char *w = out->data + out->len;
     const int strip = (flags & JTAPE_DUMP_STRIP_NULLS) != 0;
+    /* the bits a container needs for its raw text to be written as it is */
+    const uint8_t verbatim = strip ? JTAPE_VERBATIM | JTAPE_VERBATIM_NULLFREE : JTAPE_VERBATIM;
     struct open_container stack[JTAPE_DUMP_DEPTH_MAX];
     int depth = 0;
     int first = 1; /* the next value is the first of its container */
@@ -143,6 +147,14 @@ int jtape_dump(const struct jtape *t, uint32_t i, unsigned flags, struct buf *ou
             k++;
         } else if (!first) {
             *w++ = ',';
+        }
+        if ((tok[k].kind == JTAPE_OBJECT || tok[k].kind == JTAPE_ARRAY) &&
+            (tok[k].verbatim & verbatim) == verbatim) {
+            memcpy(w, t->text + tok[k].start, tok[k].len); /* its raw text is its dump */
+            w += tok[k].len;
+            k = tok[k].end;
+            first = 0;
+            continue;
         }
         if (tok[k].kind == JTAPE_OBJECT || tok[k].kind == JTAPE_ARRAY) {
             assert(depth < JTAPE_DUMP_DEPTH_MAX);

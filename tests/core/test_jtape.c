@@ -419,7 +419,51 @@ static void test_seed_sample(void)
     json_decref(seed);
 }
 
-TEST_MAIN({"layout", test_layout}, {"defers", test_defers}, {"integers", test_integers},
+/* A container whose raw text is its dump says so (JTAPE_VERBATIM), and is
+ * then copied whole; whitespace, an escape, "-0" or a NUL after a scalar
+ * inside it (or inside a container within it) make it written value by
+ * value; a null member keeps it verbatim but not for a dump that strips
+ * nulls.  The dumps stay jansson's either way. */
+static void test_verbatim(void)
+{
+    static const struct {
+        const char *text;
+        unsigned root;         /* the root's bits */
+        unsigned first;        /* the bits of the root's first member or item */
+        const char *stripped;  /* the dump with JTAPE_DUMP_STRIP_NULLS */
+    } cases[] = {
+        {"{\"a\":{\"b\":[1,\"x\"]},\"c\":true}", 3, 3, "{\"a\":{\"b\":[1,\"x\"]},\"c\":true}"},
+        {"{\"a\":{\"b\":[1, \"x\"]},\"c\":true}", 2, 2, "{\"a\":{\"b\":[1,\"x\"]},\"c\":true}"},
+        {"{\"a\":{\"b\":[1,\"x\"]} ,\"c\":true}", 2, 3, "{\"a\":{\"b\":[1,\"x\"]},\"c\":true}"},
+        {"{\"a\":{\"b\":[1,\"\\/\"]},\"c\":true}", 2, 2, "{\"a\":{\"b\":[1,\"/\"]},\"c\":true}"},
+        {"{\"a\":{\"b\":[-0,\"x\"]},\"c\":true}", 2, 2, "{\"a\":{\"b\":[0,\"x\"]},\"c\":true}"},
+        {"{\"a\":{\"b\":null},\"c\":true}", 1, 1, "{\"a\":{},\"c\":true}"},
+        {"{\"a\":[null],\"c\":true}", 3, 3, "{\"a\":[null],\"c\":true}"},
+        {"{\"a\":{\"b\":[1,\"x\"]},\"c\":null}", 1, 3, "{\"a\":{\"b\":[1,\"x\"]}}"},
+        {"[{\"a\":1}\n]", 2, 3, "[{\"a\":1}]"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct jtape t = JTAPE_INIT;
+        const char *text = cases[k].text;
+        CHECK_INT(jtape_parse(&t, text, strlen(text), DEPTH), JTAPE_OK);
+        if (t.count < 3)
+            continue;
+        CHECK_INT(t.tokens[0].verbatim, (int)cases[k].root);
+        uint32_t first = t.tokens[0].kind == JTAPE_OBJECT ? 2 : 1;
+        CHECK_INT(t.tokens[first].verbatim, (int)cases[k].first);
+        char *want = jansson_dump(text, strlen(text));
+        char *got = dump(&t, 0, 0);
+        CHECK(want && got && strcmp(want, got) == 0);
+        free(got);
+        got = dump(&t, 0, JTAPE_DUMP_STRIP_NULLS);
+        CHECK_STR(got, cases[k].stripped);
+        free(got);
+        free(want);
+        jtape_free(&t);
+    }
+}
+
+TEST_MAIN({"layout", test_layout}, {"verbatim", test_verbatim}, {"defers", test_defers}, {"integers", test_integers},
           {"nul_after_scalar", test_nul_after_scalar},
           {"depth", test_depth}, {"members_max", test_members_max},
           {"duplicate_keys", test_duplicate_keys}, {"get", test_get}, {"strings", test_strings},
