@@ -62,14 +62,20 @@ static const char sql_lease[] =
     "UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1";
 static const char sql_owner[] =
     "SELECT lease_owner FROM deliveries WHERE id = ?1 AND webhook_id = ?2";
+/* The attempt, written only by the lease's holder (?5) of delivery ?1 of
+ * endpoint ?6: no change means it is not (sqlite_dl_owned says why). */
 static const char sql_record[] =
     "UPDATE deliveries SET attempts_json = json_insert(attempts_json, '$[#]', json(?2)),"
     " attempts = attempts + 1, status = ?3, next_ms = ?4, lease_owner = NULL, lease_until = 0"
-    " WHERE id = ?1";
-/* ?2: the attempt succeeded; ?3 when it was made. */
-static const char sql_failing[] =
-    "UPDATE webhooks SET failing_since_ms = CASE WHEN ?2 <> 0 THEN 0"
-    " WHEN failing_since_ms = 0 THEN ?3 ELSE failing_since_ms END WHERE id = ?1";
+    " WHERE id = ?1 AND lease_owner = ?5 AND webhook_id = ?6";
+/* An endpoint's failing_since_ms after a success (0), and after a failure
+ * at ?2 (?2 unless it was failing already); each writes only a change, so
+ * the common case, a success to an endpoint that is not failing, writes
+ * nothing to the endpoint's row. */
+static const char sql_failing_clear[] =
+    "UPDATE webhooks SET failing_since_ms = 0 WHERE id = ?1 AND failing_since_ms <> 0";
+static const char sql_failing_mark[] =
+    "UPDATE webhooks SET failing_since_ms = ?2 WHERE id = ?1 AND failing_since_ms = 0";
 static const char sql_failing_get[] = "SELECT failing_since_ms FROM webhooks WHERE id = ?1";
 static const char sql_retry[] =
     "UPDATE deliveries SET status = 1, next_ms = ?3 WHERE id = ?1 AND webhook_id = ?2";
@@ -327,16 +333,22 @@ static int sqlite_dl_failing(struct sqlite_store *st, const struct payment_deliv
                              int64_t *out)
 {
     int rc = SQLITE_OK;
-    sqlite3_stmt *stmt = sqlite_dl_stmt(st, sql_failing, &rc);
+    sqlite3_stmt *stmt = sqlite_dl_stmt(st, a->succeeded ? sql_failing_clear : sql_failing_mark,
+                                        &rc);
     if (!stmt)
         return rc;
     rc = sqlite_dl_text(stmt, 1, a->webhook_id, rc);
-    rc = sqlite_dl_int(stmt, 2, a->succeeded != 0, rc);
-    rc = sqlite_dl_int(stmt, 3, a->at_ms, rc);
-    rc = sqlite_dl_run(st, stmt, rc, NULL);
+    if (!a->succeeded)
+        rc = sqlite_dl_int(stmt, 2, a->at_ms, rc);
+    int changes = 0;
+    rc = sqlite_dl_run(st, stmt, rc, &changes);
     if (rc != SQLITE_OK)
         return rc;
-    stmt = sqlite_dl_stmt(st, sql_failing_get, &rc);
+    if (a->succeeded || changes == 1) {
+        *out = a->succeeded ? 0 : a->at_ms;
+        return SQLITE_OK;
+    }
+    stmt = sqlite_dl_stmt(st, sql_failing_get, &rc); /* failing since an earlier attempt */
     if (!stmt)
         return rc;
     return sqlite_dl_get(stmt, sqlite_dl_text(stmt, 1, a->webhook_id, SQLITE_OK), out);
@@ -348,9 +360,7 @@ static int sqlite_dl_record_one(struct sqlite_store *st, const struct payment_de
                                 int *err, int64_t *failing_since_ms)
 {
     *err = PAYMENT_STORE_OK;
-    int rc = sqlite_dl_owned(st, a, err);
-    if (rc != SQLITE_OK || *err != PAYMENT_STORE_OK)
-        return rc;
+    int rc = SQLITE_OK;
     sqlite3_stmt *stmt = sqlite_dl_stmt(st, sql_record, &rc);
     if (!stmt)
         return rc;
@@ -358,12 +368,18 @@ static int sqlite_dl_record_one(struct sqlite_store *st, const struct payment_de
     rc = sqlite_dl_text(stmt, 2, a->attempt_json, rc);
     rc = sqlite_dl_int(stmt, 3, a->status, rc);
     rc = sqlite_dl_int(stmt, 4, a->status == PAYMENT_DELIVERY_PENDING ? a->next_ms : 0, rc);
+    rc = sqlite_dl_text(stmt, 5, a->owner, rc);
+    rc = sqlite_dl_text(stmt, 6, a->webhook_id, rc);
     int changes = 0;
     rc = sqlite_dl_run(st, stmt, rc, &changes);
     if (rc != SQLITE_OK)
         return rc;
-    if (changes != 1)
-        return SQLITE_CORRUPT; /* the row was just read in this transaction */
+    if (changes == 0) {
+        rc = sqlite_dl_owned(st, a, err); /* ENOTFOUND or ECONFLICT: nothing written */
+        if (rc == SQLITE_OK && *err == PAYMENT_STORE_OK)
+            return SQLITE_CORRUPT; /* held by a->owner, yet not written */
+        return rc;
+    }
     return sqlite_dl_failing(st, a, failing_since_ms);
 }
 
