@@ -90,7 +90,8 @@ function request()
 end
 
 function response(status, headers, body)
-  local rid = headers["X-Request-Id"]
+  -- Header names as the server spells them: Node's are lower case.
+  local rid = headers["X-Request-Id"] or headers["x-request-id"]
   if not rid or rid:sub(1, 1) ~= "p" then return end
   local i = tonumber(rid:sub(2))
   if not pending[i] then return end   -- a late answer to a resent request

@@ -776,7 +776,7 @@ cursor_page() {
     curl -gs -o "$f" "$URL$path" || die "cursor walk: page $((k - 1)) did not answer"
     path="$(next_link "$f")"
     [ -n "$path" ] || die "cursor walk: page $((k - 1)) of the deep organisation has no next link"
-    path="/${path#*//*/}"   # a path, also when --public-url made the link absolute
+    case "$path" in http://* | https://*) path="/${path#*//*/}" ;; esac   # --public-url: absolute
   done
   curl -gs -o "$f" "$URL$path" || die "cursor walk: page $n did not answer"
   items=$(page_items "$f")
@@ -787,11 +787,11 @@ cursor_page() {
 # --- the peers -----------------------------------------------------------------
 
 # start_peer NAME: sets up (scripts/bench-setup.sh), copies and starts peer
-# NAME on a fresh store, preloads it like paymentd's store and checks it.  On
-# any failure PEER_FAIL[NAME] says why and the peer is left out: never a die.
+# NAME on a fresh store.  On any failure PEER_FAIL[NAME] says why and the
+# peer is left out: never a die.
 start_peer() {
-  local p="$1" built dir="$WORK/peers/$1" port log_file code items attempt
-  mkdir -p "$dir/data"
+  local p="$1" built dir="$WORK/peers/$1" port log_file attempt
+  mkdir -p "$dir/data" "$dir/state"
   log_file="$dir/peer.log"
   log "peer $p: setting up (scripts/bench-setup.sh $p)"
   if ! built="$("$ROOT/scripts/bench-setup.sh" "$p" 2>"$dir/setup.log")"; then
@@ -822,22 +822,40 @@ start_peer() {
     return 0
   done
   log "peer $p ${PEER_PID[$p]} on ${PEER_URL[$p]}, store $dir/data/p.db"
-  # The preloads die on failure: run them in a subshell, whose exit is ours to read.
-  if ! (URL=${PEER_URL[$p]}; preload "$PAYMENTS"; preload_deep) 2>"$dir/preload.log"; then
-    cat "$dir/preload.log" >&2
-    PEER_FAIL[$p]="preload failed: $(grep 'error:' "$dir/preload.log" | tail -1 | sed 's/^bench: error: //')"
-    stop_pid "${PEER_PID[$p]}"; PEER_PID[$p]=""
-    return 0
-  fi
-  grep '^bench: ' "$dir/preload.log" >&2 || true
-  export BENCH_PAYMENTS="$PAYMENTS"
-  code=$(curl -s -o /dev/null -w '%{http_code}' "${PEER_URL[$p]}/v1/payments/$(payment_id $((PAYMENTS - 1)))")
-  curl -gs -o "$dir/deep.json" "${PEER_URL[$p]}$DEEP_BASE&page[number]=19"
-  items=$(page_items "$dir/deep.json" 2>/dev/null || echo 0)
-  if [ "$code" != 200 ] || [ "$items" != 100 ]; then
-    PEER_FAIL[$p]="preloaded store does not answer: GET of the last payment $code, deep page 19 has $items payments"
-    stop_pid "${PEER_PID[$p]}"; PEER_PID[$p]=""
-  fi
+}
+
+# preload_peers: every started peer preloaded as paymentd's store was, all at
+# once (their writes wait on their own fsyncs, not on the CPUs), then checked.
+# Each preload runs in a subshell with a state folder of its own; its exit
+# status says whether it completed (the preload dies on failure).
+preload_peers() {
+  local p dir code items
+  declare -A pids
+  for p in "${PEER_NAMES[@]}"; do
+    [ -n "${PEER_PID[$p]:-}" ] || continue
+    dir="$WORK/peers/$p"
+    log "peer $p: preloading $PAYMENTS + $DEEP payments"
+    ( WORK=$dir URL=${PEER_URL[$p]} BENCH_STATE=$dir/state; export BENCH_STATE
+      preload "$PAYMENTS"; preload_deep ) 2>"$dir/preload.log" &
+    pids[$p]=$!
+  done
+  for p in "${!pids[@]}"; do
+    dir="$WORK/peers/$p"
+    if ! wait "${pids[$p]}"; then
+      cat "$dir/preload.log" >&2
+      PEER_FAIL[$p]="preload failed: $(grep 'error:' "$dir/preload.log" | tail -1 | sed 's/^bench: error: //')"
+      stop_pid "${PEER_PID[$p]}"; PEER_PID[$p]=""
+      continue
+    fi
+    sed "s/^bench: /bench: peer $p: /" "$dir/preload.log" | grep '^bench: ' >&2 || true
+    code=$(curl -s -o /dev/null -w '%{http_code}' "${PEER_URL[$p]}/v1/payments/$(payment_id $((PAYMENTS - 1)))")
+    curl -gs -o "$dir/deep.json" "${PEER_URL[$p]}$DEEP_BASE&page[number]=19"
+    items=$(page_items "$dir/deep.json" 2>/dev/null || echo 0)
+    if [ "$code" != 200 ] || [ "$items" != 100 ]; then
+      PEER_FAIL[$p]="preloaded store does not answer: GET of the last payment $code, deep page 19 has $items payments"
+      stop_pid "${PEER_PID[$p]}"; PEER_PID[$p]=""
+    fi
+  done
 }
 
 # run_peers NAME SCRIPT: NAME_PEER for each running peer, right after
@@ -971,6 +989,7 @@ CURSOR0_PATH=$DEEP_BASE
 # their runs, which come right after paymentd's same run.
 if [ "$PEERS" -eq 1 ]; then
   for p in "${PEER_NAMES[@]}"; do start_peer "$p"; done
+  preload_peers
 fi
 
 # Each reference runs right before the paymentd run it serves (the machine
@@ -1099,7 +1118,7 @@ wrow list "GET /v1/payments?filter[organisation_id]&page[size]=100 ($MAIN_LIST_I
 wrow nginx_deep "nginx, an offset page of the deep organisation as a static file"
 wrow list_deep "list of 100, random offset page 0-19 of one organisation's $(num "$DEEP") (page[number])"
 wrow list_cursor0 "list of 100, cursor paging: page 0 (the first page) of those $(num "$DEEP")"
-wrow list_cursor19 "list of 100, cursor paging: page 19 (page[after] from 18 next links)"
+wrow list_cursor19 "list of 100, cursor paging: page 19 (page[after], 19 next links from page 0)"
 wrow put "PUT /v1/payments/{id} (If-Match)"
 wrow nginx_post "nginx, POST answered from memory (return 201)"
 wrow post "POST /v1/payments"
