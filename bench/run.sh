@@ -906,7 +906,7 @@ peer_rows() {
       fi
     done
     if [ -z "$best" ]; then
-      row "${w%%:*} / the faster peer" "no peer measured" "" "" "" ">= ${w#*:}x" "FAIL"
+      row "$(tr a-z A-Z <<<"${w%%:*}") / the faster peer" "no peer measured" "" "" "" ">= ${w#*:}x" "FAIL"
       continue
     fi
     r=$(ratio "${RPS[${w%%:*}]}" "$best")
