@@ -8,6 +8,7 @@
 --   BENCH_PAYMENTS  how many payments the store was preloaded with
 --   BENCH_THREADS   wrk's thread count (each thread owns a disjoint id range)
 --   BENCH_STATE     a folder for the preload's progress and completion files
+--   BENCH_DEEP      payments of the deep organisation (default 2000, see below)
 --
 -- Payment ids are derived from an index, so no id list is needed: payment i
 -- (0 <= i < BENCH_PAYMENTS) has id M.payment_id(i) and belongs to
@@ -24,6 +25,7 @@ M.PAYMENTS = tonumber(os.getenv("BENCH_PAYMENTS") or "10000")
 M.THREADS = tonumber(os.getenv("BENCH_THREADS") or "2")
 M.STATE = os.getenv("BENCH_STATE") or "."
 M.ORGS = 100
+M.DEEP = tonumber(os.getenv("BENCH_DEEP") or "2000")
 
 -- Id kinds (second group of the UUID): preloaded payments, payments
 -- created by the POST workload (plus the thread number), and the one payment
@@ -31,6 +33,12 @@ M.ORGS = 100
 M.KIND_PRELOAD = 0xb001
 M.KIND_CREATE = 0xc000
 M.KIND_PROBE = 0xd000
+
+-- The deep organisation: organisation index ORGS (none of the 100 others),
+-- preloaded with DEEP payments of their own kind (preload.lua with
+-- BENCH_PRELOAD=deep), which the offset list workload pages through.
+M.KIND_DEEP = 0xb002
+M.DEEP_ORG = M.ORGS
 
 function M.uuid(kind, i)
   return string.format("%08x-%04x-4000-8000-%012x",
@@ -42,6 +50,8 @@ function M.payment_id(i) return M.uuid(M.KIND_PRELOAD, i) end
 function M.org_id(k) return string.format("0e0e0e0e-0000-4000-8000-%012x", k) end
 
 function M.org_of(i) return M.org_id(i % M.ORGS) end
+
+function M.deep_id(i) return M.uuid(M.KIND_DEEP, i) end
 
 -- The half-open index range [lo, hi) that thread tid of M.THREADS owns.
 function M.range(tid)

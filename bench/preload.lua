@@ -12,6 +12,9 @@
 -- writes BENCH_STATE/preload.done.<tid> and stops; run.sh waits for every
 -- thread's file and then ends wrk with SIGINT.  Progress goes to
 -- BENCH_STATE/preload.progress.<tid>.
+-- With BENCH_PRELOAD=deep it creates the deep organisation's payments
+-- instead (common.lua: ids of kind KIND_DEEP, all in organisation DEEP_ORG;
+-- BENCH_PAYMENTS is then their count).
 local c = dofile((os.getenv("BENCH_DIR") or "bench") .. "/common.lua")
 
 setup = c.setup
@@ -28,6 +31,7 @@ function init(args)
   compacted = false
   checked = tid ~= 0
   report_every = 10000
+  deep = os.getenv("BENCH_PRELOAD") == "deep"
 end
 
 function finish()
@@ -76,11 +80,18 @@ function request()
   end
   pending[i] = now
   local headers = { ["Content-Type"] = "application/json", ["X-Request-Id"] = "p" .. i }
-  return wrk.format("POST", "/v1/payments", headers, c.create_body(c.payment_id(i), c.org_of(i)))
+  local body
+  if deep then
+    body = c.create_body(c.deep_id(i), c.org_id(c.DEEP_ORG))
+  else
+    body = c.create_body(c.payment_id(i), c.org_of(i))
+  end
+  return wrk.format("POST", "/v1/payments", headers, body)
 end
 
 function response(status, headers, body)
-  local rid = headers["X-Request-Id"]
+  -- Header names as the server spells them: Node's are lower case.
+  local rid = headers["X-Request-Id"] or headers["x-request-id"]
   if not rid or rid:sub(1, 1) ~= "p" then return end
   local i = tonumber(rid:sub(2))
   if not pending[i] then return end   -- a late answer to a resent request

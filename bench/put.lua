@@ -42,7 +42,8 @@ end
 
 function response(status, headers, body)
   if status == 200 then return end
-  local rid = headers["X-Request-Id"] or ""
+  -- Header names as the server spells them: Node's are lower case.
+  local rid = headers["X-Request-Id"] or headers["x-request-id"] or ""
   local i, v = rid:match("^u(%d+)%.(%d+)$")
   if not i then return end
   i, v = tonumber(i), tonumber(v)
