@@ -59,6 +59,10 @@ void payment_api_metrics(struct payment_api *api, struct buf *b)
     metrics_render_header(b, "paymentd_store_writes_total", "counter",
                           "Write operations answered by the store.");
     buf_printf(b, "paymentd_store_writes_total %" PRIu64 "\n", st.writes);
+    metrics_render_header(b, "paymentd_store_checkpoints_total", "counter",
+                          "Checkpoints of the embedded store's write-ahead log made by its "
+                          "checkpoint thread, beside the writer.");
+    buf_printf(b, "paymentd_store_checkpoints_total %" PRIu64 "\n", st.checkpoints);
     if (st.batches) {
         metrics_render_header(b, "paymentd_store_commit_batch_size", "histogram",
                               "Write operations per committed transaction (group commit).");

@@ -380,6 +380,7 @@ int payment_store_stats(payment_store *s, struct payment_store_stats *out)
 {
     if (!s->backend->stats)
         return -1;
+    memset(out, 0, sizeof *out);
     s->backend->stats(s, out);
     return 0;
 }

@@ -620,6 +620,8 @@ struct payment_store_stats {
     uint64_t commits;                    /* write transactions committed */
     uint64_t writes;                     /* write operations reported, whatever their result */
     const struct metrics_sizes *batches; /* operations per commit (live; NULL if not kept) */
+    uint64_t checkpoints;                /* embedded store: its log copied into the database
+                                            file off the writer thread; 0 elsewhere */
 };
 
 /* Fills out.  Returns 0, or -1 when the backend keeps no counters. */

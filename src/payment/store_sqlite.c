@@ -235,6 +235,7 @@ static void sqlite_store_free(struct sqlite_store *st)
         sqlite_reader_unlink(st, r);
         sqlite_reader_free(r);
     }
+    sqlite_checkpointer_stop(st);
     /* Closed last: the last connection checkpoints and removes the WAL. */
     for (int i = 0; i < W_COUNT; i++)
         (void)sqlite3_finalize(st->w[i]); /* repeats a past step's error, if any */
@@ -318,6 +319,11 @@ static int sqlite_open(const char *uri, unsigned flags, payment_store **out, cha
     err = sqlite_open_writer(st, path, errbuf, errlen);
     if (err != PAYMENT_STORE_OK)
         goto fail;
+    if (sqlite_checkpointer_start(st) != 0) {
+        store_errf(errbuf, errlen, "cannot start the store's checkpoint thread");
+        err = PAYMENT_STORE_EINTERNAL;
+        goto fail;
+    }
     if (sqlite_writer_start(st) != 0) {
         store_errf(errbuf, errlen, "cannot start the store writer thread");
         err = PAYMENT_STORE_EINTERNAL;

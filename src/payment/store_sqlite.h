@@ -160,6 +160,20 @@ struct sqlite_reader {
     struct sqlite_reader *prev, *next;  /* in st->readers, under st->readers_mu */
 };
 
+/* The thread that checkpoints the write-ahead log off the writer thread
+ * (store_sqlite_checkpoint.c). */
+struct sqlite_checkpointer {
+    pthread_t thread;
+    int started;              /* the thread runs */
+    int sync_made;            /* mu and wake exist */
+    sqlite3 *db;              /* its own connection, the thread's */
+    pthread_mutex_t mu;       /* guards wanted and stop */
+    pthread_cond_t wake;      /* signalled when wanted or stop is set */
+    int wanted;               /* the log passed its threshold since the last checkpoint */
+    int stop;                 /* the store closes */
+    _Atomic uint64_t runs;    /* checkpoints made */
+};
+
 struct sqlite_store {
     struct payment_store base;  /* first: what payment_store * points at */
     char *path;                 /* absolute file name, owned */
@@ -169,6 +183,7 @@ struct sqlite_store {
     struct sqlite_stmt_cache wcache; /* the writer thread's OP_CALL statements (webhooks) */
     pthread_t writer;
     int writer_started;
+    struct sqlite_checkpointer ckpt; /* the log's checkpoints, off the writer thread */
     pthread_mutex_t mu;         /* guards head, tail, the purges' cut-offs, closing, ev_fn, ev_arg */
     pthread_cond_t wake;        /* signalled on a first queued write, a purge, or close */
     struct sqlite_op *head, *tail;
@@ -219,6 +234,17 @@ void sqlite_cache_free(struct sqlite_stmt_cache *c);
 int sqlite_pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen);
 /* Brings db's schema to the current version in one transaction. */
 int sqlite_schema_migrate(sqlite3 *db, char *errbuf, size_t errlen);
+
+/* ---- store_sqlite_checkpoint.c ---------------------------------------------- */
+
+/* Opens the checkpointer's connection, starts its thread and hooks it to the
+ * write connection's commits; before the writer thread starts.  0, or -1
+ * (sqlite_checkpointer_stop undoes what was done). */
+int sqlite_checkpointer_start(struct sqlite_store *st);
+/* Stops the thread and closes its connection; after the writer thread
+ * stopped, before the write connection closes.  Safe on a store that never
+ * started one. */
+void sqlite_checkpointer_stop(struct sqlite_store *st);
 
 /* ---- store_sqlite_writer.c -------------------------------------------------- */
 

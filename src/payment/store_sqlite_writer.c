@@ -764,6 +764,7 @@ void sqlite_stats(payment_store *s, struct payment_store_stats *out)
     out->commits = atomic_load(&st->commits);
     out->writes = atomic_load(&st->writes);
     out->batches = &st->batches;
+    out->checkpoints = atomic_load(&st->ckpt.runs);
 }
 
 /* Starts the writer with every signal blocked: signals are the main thread's. */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,10 +21,10 @@
 #include "store_waiter.h"
 #include "test.h"
 
-/* Creates payments 0..n-1: organisation i % 3, currency GBP or EUR by
- * parity, reference "ref-<i % 4>"; each document is {"n":i,"pad":"..."}, a
- * few KB like a real payment.  Returns the count that failed. */
-static int create_payments(payment_store *s, int n)
+/* Creates payments base..base+n-1: organisation i % 3, currency GBP or EUR
+ * by parity, reference "ref-<i % 4>"; each document is {"n":i,"pad":"..."},
+ * a few KB like a real payment.  Returns the count that failed. */
+static int create_payments_from(payment_store *s, int base, int n)
 {
     struct waiter w;
     waiter_init(&w, n);
@@ -36,17 +37,18 @@ static int create_payments(payment_store *s, int n)
         free(refs);
         return n;
     }
-    for (int i = 0; i < n; i++) {
-        struct payment_row *r = &rows[i];
+    for (int k = 0; k < n; k++) {
+        int i = base + k;
+        struct payment_row *r = &rows[k];
         snprintf(r->id, sizeof r->id, "00000000-0000-4000-8000-%012d", i);
         snprintf(r->organisation_id, sizeof r->organisation_id, "0a0a0a0a-0000-4000-8000-%012d",
                  i % 3);
         r->currency = i % 2 ? "EUR" : "GBP";
-        snprintf(refs[i], sizeof refs[i], "ref-%d", i % 4);
-        r->reference = refs[i];
+        snprintf(refs[k], sizeof refs[k], "ref-%d", i % 4);
+        r->reference = refs[k];
         r->created_ms = r->modified_ms = 1000 + i;
-        int len = snprintf(docs[i], sizeof docs[i], "{\"n\":%d,\"pad\":\"%5000d\"}", i, i);
-        r->doc = docs[i];
+        int len = snprintf(docs[k], sizeof docs[k], "{\"n\":%d,\"pad\":\"%5000d\"}", i, i);
+        r->doc = docs[k];
         r->doc_len = (size_t)len;
         payment_store_create(s, r, NULL, NULL, waiter_done, &w);
     }
@@ -55,6 +57,11 @@ static int create_payments(payment_store *s, int n)
     free(docs);
     free(refs);
     return w.failed;
+}
+
+static int create_payments(payment_store *s, int n)
+{
+    return create_payments_from(s, 0, n);
 }
 
 struct listed {
@@ -1028,9 +1035,65 @@ static void test_offset_pages_skip_in_the_index(void)
     tmp_store_remove(&t);
 }
 
+/* The write-ahead log is copied into the database file by the store's
+ * checkpoint thread while the writer goes on (paymentd_store_checkpoints_total
+ * counts them), and stays bounded: the writer finishes a checkpoint itself
+ * only when the log passes 2,000 pages.  Every payment is there afterwards,
+ * read back from a fresh open of the file. */
+static void test_checkpoints_beside_the_writer(void)
+{
+    struct tmp_store t;
+    tmp_store_make(&t);
+    payment_store *s = NULL;
+    char err[256];
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s)
+        return;
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s-wal", t.path);
+    long wal_max = 0;
+    for (int round = 0; round < 8; round++) {
+        CHECK_INT(create_payments_from(s, round * 150, 150), 0);
+        struct stat sb;
+        if (stat(wal, &sb) == 0 && sb.st_size > wal_max)
+            wal_max = (long)sb.st_size;
+    }
+    struct payment_store_stats stats;
+    /* the thread runs beside the writer: give its last checkpoint a moment */
+    for (int i = 0; i < 200; i++) {
+        CHECK_INT(payment_store_stats(s, &stats), 0);
+        if (stats.checkpoints > 0)
+            break;
+        usleep(10000);
+    }
+    CHECK(stats.checkpoints > 0);
+    struct stat db;
+    CHECK_INT(stat(t.path, &db), 0);
+    CHECK(db.st_size > 4 * 1024 * 1024); /* the log reached the file while open */
+    /* 2,000 pages of 8 KB and their headers, and one batch past them */
+    CHECK(wal_max < 24L * 1024 * 1024);
+    payment_store_close(s);
+    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (s) {
+        int missing = 0;
+        for (int i = 0; i < 8 * 150; i++) {
+            char id[UUID_STR_LEN + 1];
+            snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
+            struct buf b = BUF_INIT;
+            int64_t v;
+            missing += payment_store_get(s, id, &b, &v) != PAYMENT_STORE_OK;
+            buf_free(&b);
+        }
+        CHECK_INT(missing, 0);
+        payment_store_close(s);
+    }
+    tmp_store_remove(&t);
+}
+
 TEST_MAIN(TEST(test_init_turns_off_memory_statistics), TEST(test_new_store_page_size),
           TEST(test_existing_store_keeps_page_size), TEST(test_list_shapes_cycle),
           TEST(test_offset_pages_skip_in_the_index),
+          TEST(test_checkpoints_beside_the_writer),
           TEST(test_exclusive_store_keeps_no_shm), TEST(test_purge_lets_writes_through),
           TEST(test_events_purge_lets_writes_through),
           TEST(test_migrates_version_4), TEST(test_backup_while_writing),
