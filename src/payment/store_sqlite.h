@@ -95,7 +95,7 @@ enum sqlite_wstmt {
  * (store_sqlite_deliveries_read.c) takes them. */
 #define SQLITE_DELIVERY_COLUMNS                                                           \
     "id, webhook_id, event_id, event_pos, status, attempts, created_ms, next_ms,"       \
-    " attempts_json, body"
+    " attempts_json, (SELECT body FROM delivery_bodies WHERE delivery_bodies.id = deliveries.id)"
 
 /* The columns an event is read from, in the order sqlite_event_row
  * (store_sqlite_events.c) takes them. */

@@ -45,15 +45,22 @@
 
 static const char sql_dispatch_get[] = "SELECT value FROM feed_meta WHERE key = 'dispatch'";
 static const char sql_dispatch_put[] = "UPDATE feed_meta SET value = ?1 WHERE key = 'dispatch'";
-/* A new delivery: ?1 id, ?2 endpoint, ?3 event, ?4 position, ?5 now, ?6 body. */
+/* A new delivery: ?1 id, ?2 endpoint, ?3 event, ?4 position, ?5 now; its
+ * body goes to delivery_bodies (schema 9), under the id of the delivery of
+ * (?2, ?3) as it stands after the insert: a delivery found there already
+ * keeps its id and its body. */
 #define SQLITE_DELIVERY_INSERT                                                              \
     "INSERT INTO deliveries (id, webhook_id, event_id, event_pos, status, attempts,"       \
     " created_ms, next_ms, lease_owner, lease_until, attempts_json, body)"                  \
-    " VALUES (?1, ?2, ?3, ?4, 1, 0, ?5, ?5, NULL, 0, '[]', ?6)"                            \
+    " VALUES (?1, ?2, ?3, ?4, 1, 0, ?5, ?5, NULL, 0, '[]', '')"                            \
     " ON CONFLICT (webhook_id, event_id) DO "
 static const char sql_insert[] = SQLITE_DELIVERY_INSERT "NOTHING";
 static const char sql_insert_reset[] = SQLITE_DELIVERY_INSERT
     "UPDATE SET status = 1, next_ms = excluded.next_ms";
+/* ?1 endpoint, ?2 event, ?3 body. */
+static const char sql_insert_body[] =
+    "INSERT OR IGNORE INTO delivery_bodies (id, body)"
+    " SELECT id, ?3 FROM deliveries WHERE webhook_id = ?1 AND event_id = ?2";
 /* The claim's candidates, earliest due first, by the partial index. */
 static const char sql_due[] = "SELECT " SQLITE_DELIVERY_COLUMNS " FROM deliveries"
                               " WHERE status = 1 AND next_ms <= ?1 AND lease_until <= ?1"
@@ -172,8 +179,17 @@ static int sqlite_dl_insert(struct sqlite_store *st, const struct payment_delive
     rc = sqlite_dl_text(stmt, 3, d->event_id, rc);
     rc = sqlite_dl_int(stmt, 4, d->event_pos, rc);
     rc = sqlite_dl_int(stmt, 5, now_ms, rc);
+    int changes = 0;
+    rc = sqlite_dl_run(st, stmt, rc, &changes);
+    if (rc != SQLITE_OK || changes == 0)
+        return rc; /* there already, body and all */
+    stmt = sqlite_dl_stmt(st, sql_insert_body, &rc);
+    if (!stmt)
+        return rc;
+    rc = sqlite_dl_text(stmt, 1, d->webhook_id, rc);
+    rc = sqlite_dl_text(stmt, 2, d->event_id, rc);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text64(stmt, 6, d->body ? d->body : "", d->body ? d->body_len : 0,
+        rc = sqlite3_bind_text64(stmt, 3, d->body ? d->body : "", d->body ? d->body_len : 0,
                                  SQLITE_STATIC, SQLITE_UTF8);
     return sqlite_dl_run(st, stmt, rc, NULL);
 }

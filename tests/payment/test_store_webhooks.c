@@ -1530,6 +1530,85 @@ static void sqlite_migrates_version_6(void)
     rm_tree(dir);
 }
 
+/* The count of rows of sql's one-column answer, on a read connection. */
+static int64_t sqlite_count(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t n = -1;
+    CHECK_INT(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    (void)sqlite3_finalize(st);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+    return n;
+}
+
+/* Schema 9: a delivery's body lives in delivery_bodies, one row per
+ * delivery, never rewritten (a claim or a record leaves it alone), and goes
+ * with its delivery whichever way that goes (the endpoint's delete, the
+ * purge); a store of schema 8, bodies in the deliveries' rows, is migrated
+ * with every body kept. */
+static void sqlite_delivery_bodies_apart(void)
+{
+    char dir[] = "/tmp/paymentd-webhooks-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[64], uri[80];
+    snprintf(path, sizeof path, "%s/p.db", dir);
+    snprintf(uri, sizeof uri, "sqlite:%s", path);
+    payment_store *s = NULL;
+    char err[256] = "";
+    CHECK_INT(payment_store_open(uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        rm_tree(dir);
+        return;
+    }
+    wh_make(s, 1, 1);
+    wh_make(s, 2, 1);
+    CHECK_INT(dl_add1(s, 1, 1, 10, 1000), PAYMENT_STORE_OK);
+    CHECK_INT(dl_add1(s, 2, 1, 11, 1000), PAYMENT_STORE_OK);
+    CHECK_INT(dl_add1(s, 3, 2, 10, 1000), PAYMENT_STORE_OK);
+    CHECK_INT(dl_add1(s, 4, 2, 10, 1000), PAYMENT_STORE_OK); /* (2, 10) again: kept as 3 */
+    payment_store_close(s);
+    CHECK_INT(sqlite_count(path, "SELECT count(*) FROM delivery_bodies"), 3);
+    CHECK_INT(sqlite_count(path, "SELECT count(*) FROM deliveries WHERE body <> ''"), 0);
+
+    /* back to schema 8's shape: the bodies in the rows, no table, no trigger */
+    sqlite3 *db = NULL;
+    CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK_INT(sqlite3_exec(db,
+                           "UPDATE deliveries SET body = (SELECT body FROM delivery_bodies b"
+                           " WHERE b.id = deliveries.id);"
+                           "DROP TRIGGER deliveries_body_gone; DROP TABLE delivery_bodies;"
+                           "PRAGMA user_version = 8;",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    CHECK_INT(sqlite3_close(db), SQLITE_OK);
+    CHECK_INT(payment_store_open(uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
+    if (!s) {
+        rm_tree(dir);
+        return;
+    }
+    struct dl_list l = {0};
+    CHECK_INT(dl_claim(s, "a", 5000, 100, 10, &l), PAYMENT_STORE_OK);
+    CHECK_INT((int)l.n, 3);
+    for (size_t i = 0; i < l.n; i++)
+        CHECK_STR(l.e[i].body, l.e[i].event_pos == 10 ? "{\"event\":10}" : "{\"event\":11}");
+    dl_free(&l);
+    char id[UUID_STR_LEN + 1];
+    wh_id(id, 2);
+    int64_t cur = -1;
+    CHECK_INT(payment_store_webhook_delete(s, id, 0, &cur), PAYMENT_STORE_OK);
+    payment_store_close(s);
+    CHECK_INT(sqlite_count(path, "SELECT count(*) FROM delivery_bodies"), 2);
+    CHECK_INT(sqlite_count(path, "SELECT count(*) FROM deliveries WHERE body <> ''"), 0);
+    CHECK_INT(sqlite_count(path, "SELECT count(*) FROM delivery_bodies b WHERE NOT EXISTS"
+                                 " (SELECT 1 FROM deliveries d WHERE d.id = b.id)"),
+              0);
+    rm_tree(dir);
+}
+
 /* ---- runners (SQLITE_CASE and SQLITE_EXCL_CASE: store_fixture.h) ------------- */
 
 /* A backend without webhooks yet (no webhook_create in its table: store.c
@@ -1586,7 +1665,7 @@ TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_a
           TEST(sqlite_record), TEST(sqlite_record_batch), TEST(sqlite_failing_since),
           TEST(sqlite_retry), TEST(sqlite_list_deliveries), TEST(sqlite_pending_purge),
           TEST(sqlite_delete_cascades), TEST(sqlite_reopen), TEST(sqlite_two_stores_race),
-          TEST(sqlite_nested_read), TEST(sqlite_migrates_version_6),
+          TEST(sqlite_nested_read), TEST(sqlite_migrates_version_6), TEST(sqlite_delivery_bodies_apart),
           TEST(sqlite_excl_endpoint_crud), TEST(sqlite_excl_after_pos), TEST(sqlite_excl_claim),
           TEST(sqlite_excl_record), TEST(sqlite_excl_reopen), TEST(mongo_endpoint_crud),
           TEST(mongo_endpoint_limit), TEST(mongo_after_pos), TEST(mongo_list_endpoints),
