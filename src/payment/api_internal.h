@@ -129,10 +129,11 @@ const char *api_type_or(json_t *data, const char *fallback);
 struct api_write_op *api_write_op_new(http_request *req, struct payment_api *api);
 /* Lets go of the request's Idempotency-Key (http_request_on_answer). */
 void api_write_op_release(void *p);
-/* Serializes w->doc into w->row and prepares the answer. */
 /* Prepares the answer to the write of w->row, already filled from w->text:
  * answers 500 and returns -1 on failure. */
 int api_write_op_prepare_row(http_request *req, struct api_write_op *w, int status);
+/* Serializes w->doc into w->row and prepares the answer: answers 500 and
+ * returns -1 on failure. */
 int api_write_op_prepare(http_request *req, struct api_write_op *w, int64_t created_ms,
                          int64_t modified_ms, int status);
 /* Sends w to the store with the description of its event (w->changes must

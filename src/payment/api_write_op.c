@@ -161,8 +161,6 @@ struct api_write_op *api_write_op_new(http_request *req, struct payment_api *api
     return w;
 }
 
-/* Serializes w->doc into w->row and prepares the answer; answers 500 and
- * returns -1 on failure. */
 int api_write_op_prepare_row(http_request *req, struct api_write_op *w, int status)
 {
     assert(w->row.doc && w->row.doc == w->text);

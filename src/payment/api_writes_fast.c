@@ -56,9 +56,12 @@ int api_create_fast(http_request *req, struct payment_api *api, struct api_write
         return rc < 0 ? FAST_TAKEN : FAST_DECLINED;
     struct payment_fastbody *fb = &w->fast;
     char org[UUID_STR_LEN + 1];
-    int org_rc = body_uuid(fb, fb->organisation_id, org);
-    assert(org_rc == 0); /* required on create, checked as a UUID */
-    (void)org_rc;
+    /* Required on create and checked as a UUID: only out of memory (an
+     * escaped one is decoded into scratch) fails here. */
+    if (body_uuid(fb, fb->organisation_id, org) != 0) {
+        api_respond_internal(req);
+        return FAST_TAKEN;
+    }
     if (!auth_allows(api_principal(req), org)) {
         api_respond_forbidden(req);
         return FAST_TAKEN;
@@ -66,9 +69,10 @@ int api_create_fast(http_request *req, struct payment_api *api, struct api_write
     int64_t now = clock_now_ms();
     struct uuid u;
     if (fb->id) {
-        int id_rc = body_uuid(fb, fb->id, w->id);
-        assert(id_rc == 0);
-        (void)id_rc;
+        if (body_uuid(fb, fb->id, w->id) != 0) {
+            api_respond_internal(req); /* out of memory, as above: nothing was written */
+            return FAST_TAKEN;
+        }
     } else if (uuid_v7_generate(now, &u) == 0) {
         uuid_format(&u, w->id);
     } else {
@@ -143,6 +147,10 @@ static int stored_members(struct stored *st)
     int rc = stored_member(st, "organisation_id", st->org, sizeof st->org);
     if (rc == 0)
         rc = stored_member(st, "id", st->id, sizeof st->id);
+    /* A document this server wrote holds canonical UUIDs; any other is the
+     * general path's to judge. */
+    if (rc == 0 && (strlen(st->org) != UUID_STR_LEN || strlen(st->id) != UUID_STR_LEN))
+        rc = 1;
     if (rc == 0) {
         rc = stored_member(st, "type", st->type, sizeof st->type);
         if (rc == 1 && !jtape_get(&st->tape, 0, "type", 4)) {
@@ -175,9 +183,11 @@ static int stored_read(http_request *req, struct payment_api *api, const char *i
         return -1;
     }
     int rc = jtape_parse(&st->tape, st->text.data, st->text.len, PAYMENT_BODY_MAX_DEPTH);
+    if (rc == JTAPE_DEFER)
+        return FAST_DECLINED; /* a document jtape leaves to jansson (a real, say) */
     if (rc == JTAPE_OK)
         rc = st->tape.tokens[0].kind == JTAPE_OBJECT ? stored_members(st) : 1;
-    if (rc == JTAPE_ENOMEM || rc < 0) {
+    if (rc < 0) { /* JTAPE_ENOMEM, or stored_members out of memory */
         api_respond_internal(req);
         return -1;
     }

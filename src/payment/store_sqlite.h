@@ -170,6 +170,7 @@ struct sqlite_checkpointer {
     pthread_mutex_t mu;       /* guards wanted and stop */
     pthread_cond_t wake;      /* signalled when wanted or stop is set */
     int wanted;               /* the log passed its threshold since the last checkpoint */
+    int woken_at;             /* writer thread: the log's length when it last woke the thread */
     int stop;                 /* the store closes */
     _Atomic uint64_t runs;    /* checkpoints made */
 };

@@ -43,7 +43,12 @@ static int sqlite_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
         (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         return SQLITE_OK;
     }
-    if (frames >= SQLITE_CHECKPOINT_FRAMES) {
+    /* Woken once per quarter of the threshold the log grows by (or when it
+     * restarted), not at every commit: a checkpoint meanwhile would find
+     * little or nothing new to copy. */
+    if (frames >= SQLITE_CHECKPOINT_FRAMES &&
+        (frames < ck->woken_at || frames - ck->woken_at >= SQLITE_CHECKPOINT_FRAMES / 4)) {
+        ck->woken_at = frames;
         store_lock(&ck->mu);
         ck->wanted = 1;
         if (pthread_cond_signal(&ck->wake) != 0)

@@ -288,6 +288,20 @@ def put_details(t):
 
 
 @test
+def put_over_documents_the_fast_path_leaves(t):
+    """A replace of a payment whose stored document holds what the body fast
+    path leaves to jansson (a real number, a key with an escape, a big
+    integer) with a plain body: the replace is made (it was once a 500)."""
+    for extra in [{"x_real": 1.5}, {'we"ird': "k"}, {"x_big": 1234567890123456789}]:
+        d = create(t.c, payment(**extra))
+        pid, org = d["id"], d["organisation_id"]
+        r = t.c.put("/v1/payments/" + pid, _put_body(org, 0, amount="2.00", currency="GBP"))
+        expect_status(r, 200, "PUT over a stored %r" % (extra,))
+        eq(r.data["attributes"], {"amount": "2.00", "currency": "GBP"}, "attributes replaced")
+        eq(t.c.get("/v1/payments/" + pid).data["version"], 1, "version after the PUT")
+
+
+@test
 def put_with_if_match(t):
     d = create(t.c)
     pid, org = d["id"], d["organisation_id"]
