@@ -4,9 +4,11 @@
  *
  * The spec's rules come from the generated tables (schema.h), each object's
  * members looked up by name (fastbody_index.h), so a regenerated table
- * needs no change here.  The rules validate.c holds itself (data.id a UUID, version 0
- * on create, relationships an object, attributes required and an object, the
- * money rules) are restated below, each next to the rule it mirrors.
+ * needs no change here; the string rules (enum, format) and the schemes'
+ * limits are validate.c's own functions.  The rules validate.c writes out in
+ * its walk (data.id a UUID, version 0 on create, relationships an object,
+ * attributes required and an object, the money rules' order) are restated
+ * below, each next to the rule it mirrors.
  *
  * Invariant: OK only when the general path accepts the body for the same
  * mode.  Any rule broken, and anything this file does not decide itself, is
@@ -21,7 +23,6 @@
 #include <assert.h>
 #include <string.h>
 
-#include "core/clock.h"
 #include "core/currency.h"
 #include "core/decimal.h"
 #include "core/uuid.h"
@@ -97,31 +98,6 @@ static int check_pattern(const struct check *c, const struct schema_node *n, con
 
 /* ---- the spec's rules (validate.c walk_node) ---- */
 
-static int check_in_enum(const char *const *values, const char *s, size_t len)
-{
-    for (; *values; values++)
-        if (strlen(*values) == len && memcmp(*values, s, len) == 0)
-            return 1;
-    return 0;
-}
-
-static int check_format(enum schema_format format, const char *s, size_t len)
-{
-    struct uuid u;
-    int y, m, d;
-    switch (format) {
-    case SCHEMA_FORMAT_NONE:
-        return 1;
-    case SCHEMA_FORMAT_UUID:
-        return uuid_parse(s, len, &u) == 0;
-    case SCHEMA_FORMAT_DATE:
-        return clock_parse_date(s, len, &y, &m, &d) == 0;
-    case SCHEMA_FORMAT_DATE_TIME:
-        return clock_is_datetime(s, len);
-    }
-    return 0;
-}
-
 /* validate.c walk_string: pattern, enum, format, x-length. */
 static int check_string_node(struct check *c, const struct schema_node *n, uint32_t tok)
 {
@@ -141,9 +117,9 @@ static int check_string_node(struct check *c, const struct schema_node *n, uint3
         if (rc == 0)
             return PAYMENT_FASTBODY_DEFER;
     }
-    if (n->enum_values && !check_in_enum(n->enum_values, value, len))
+    if (n->enum_values && !payment_value_in_enum(n->enum_values, value, len))
         return PAYMENT_FASTBODY_DEFER;
-    if (!check_format(n->format, value, len))
+    if (!payment_value_has_format(n->format, value, len))
         return PAYMENT_FASTBODY_DEFER;
     return PAYMENT_FASTBODY_OK;
 }
@@ -235,20 +211,6 @@ static int check_node(struct check *c, const struct schema_node *n, uint32_t tok
 
 /* ---- money (validate.c money_rules, scheme_rules) ---- */
 
-/* validate.c scheme_rules, restated: test_fastbody compares the verdicts of
- * both paths for every scheme at, and just past, each limit. */
-static const struct {
-    const char *name;       /* value of payment_scheme */
-    const char *max_amount; /* largest amount allowed, or NULL */
-    const char *currency;   /* the only currency allowed, or NULL */
-} check_schemes[] = {
-    {"FPS", "250000.00", NULL},
-    {"BACS", "20000000.00", NULL},
-    {"SEPAINSTANT", "15000.00", "EUR"},
-    {"SEPACT", NULL, "EUR"},
-    {"SWIFT", NULL, NULL},
-};
-
 /* Longest currency code kept for the scheme rule; ISO 4217 codes have 3. */
 #define CHECK_CURRENCY_MAX 8
 
@@ -274,24 +236,21 @@ static int check_money_member(struct check *c, uint32_t attrs, const char *name,
     return 1;
 }
 
-/* The scheme's limits on the currency and the amount. */
+/* The scheme's limits on the currency and the amount (validate.c's rules,
+ * payment_scheme_rule). */
 static int check_scheme(const char *scheme, size_t scheme_len, const char *currency,
                         const struct decimal *amount)
 {
-    for (size_t i = 0; i < sizeof check_schemes / sizeof check_schemes[0]; i++) {
-        if (strlen(check_schemes[i].name) != scheme_len ||
-            memcmp(check_schemes[i].name, scheme, scheme_len) != 0)
-            continue;
-        if (check_schemes[i].currency && strcmp(check_schemes[i].currency, currency) != 0)
-            return PAYMENT_FASTBODY_DEFER;
-        const char *max = check_schemes[i].max_amount;
-        struct decimal limit;
-        if (max && (decimal_parse(max, strlen(max), &limit) != 0 ||
-                    decimal_cmp(amount, &limit) > 0))
-            return PAYMENT_FASTBODY_DEFER;
-        return PAYMENT_FASTBODY_OK;
-    }
-    return PAYMENT_FASTBODY_DEFER; /* not a scheme */
+    const struct payment_scheme_rule *rule = payment_scheme_rule(scheme, scheme_len);
+    if (!rule)
+        return PAYMENT_FASTBODY_DEFER; /* not a scheme */
+    if (rule->currency && strcmp(rule->currency, currency) != 0)
+        return PAYMENT_FASTBODY_DEFER;
+    struct decimal limit;
+    const char *max = rule->max_amount;
+    if (max && (decimal_parse(max, strlen(max), &limit) != 0 || decimal_cmp(amount, &limit) > 0))
+        return PAYMENT_FASTBODY_DEFER;
+    return PAYMENT_FASTBODY_OK;
 }
 
 /* currency and amount required; a current ISO 4217 code; amount a plain

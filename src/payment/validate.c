@@ -194,7 +194,7 @@ static size_t validate_utf8_length(const char *s, size_t len)
     return n;
 }
 
-static int validate_in_enum(const char *const *values, const char *s, size_t len)
+int payment_value_in_enum(const char *const *values, const char *s, size_t len)
 {
     for (; *values; values++)
         if (strlen(*values) == len && memcmp(*values, s, len) == 0)
@@ -202,7 +202,7 @@ static int validate_in_enum(const char *const *values, const char *s, size_t len
     return 0;
 }
 
-static int validate_has_format(enum schema_format format, const char *s, size_t len)
+int payment_value_has_format(enum schema_format format, const char *s, size_t len)
 {
     struct uuid u;
     int y, m, d;
@@ -233,9 +233,9 @@ static int walk_string(struct walk *w, const struct schema_node *n, const json_t
         if (rc < 0)
             return -1; /* REG_ESPACE */
     }
-    if (n->enum_values && !validate_in_enum(n->enum_values, s, len))
+    if (n->enum_values && !payment_value_in_enum(n->enum_values, s, len))
         return validate_add(w->errors, w->path, json_sprintf("must be one of %s", n->enum_text));
-    if (!validate_has_format(n->format, s, len))
+    if (!payment_value_has_format(n->format, s, len))
         return walk_problem(w, validate_format_messages[n->format]);
     if (n->max_length > 0 && validate_utf8_length(s, len) > (size_t)n->max_length)
         return validate_add(w->errors, w->path,
@@ -325,15 +325,7 @@ static int walk_node(struct walk *w, const struct schema_node *n, const json_t *
 
 /* ---- money ---- */
 
-/* The payment schemes and their limits, as the spec's x-description of
- * amount and currency states them. */
-struct scheme_rule {
-    const char *name;       /* value of payment_scheme */
-    const char *max_amount; /* largest amount allowed, or NULL: no limit */
-    const char *currency;   /* the only currency allowed, or NULL: any */
-};
-
-static const struct scheme_rule scheme_rules[] = {
+static const struct payment_scheme_rule scheme_rules[] = {
     {"FPS", "250000.00", NULL},
     {"BACS", "20000000.00", NULL},
     {"SEPAINSTANT", "15000.00", "EUR"},
@@ -387,7 +379,7 @@ static int money_amount(struct walk *w, const char *s, size_t len, struct money 
     return 0;
 }
 
-static const struct scheme_rule *scheme_find(const char *s, size_t len)
+const struct payment_scheme_rule *payment_scheme_rule(const char *s, size_t len)
 {
     for (size_t i = 0; i < SCHEME_RULE_COUNT; i++)
         if (strlen(scheme_rules[i].name) == len && memcmp(scheme_rules[i].name, s, len) == 0)
@@ -409,7 +401,7 @@ static int money_problem_at(struct walk *w, const char *member, json_t *message)
 
 int payment_scheme_known(const char *s, size_t len)
 {
-    return scheme_find(s, len) != NULL;
+    return payment_scheme_rule(s, len) != NULL;
 }
 
 /* The schemes as "FPS, BACS, ...", for messages. */
@@ -422,7 +414,7 @@ _Static_assert(SCHEME_RULE_COUNT == 5, "payment_scheme_names() lists every schem
 
 static int money_scheme(struct walk *w, const char *s, size_t len, struct money *m)
 {
-    const struct scheme_rule *rule = scheme_find(s, len);
+    const struct payment_scheme_rule *rule = payment_scheme_rule(s, len);
     if (!rule)
         return validate_add(w->errors, w->path,
                             json_sprintf("must be one of %s", payment_scheme_names()));

@@ -12,6 +12,9 @@
 #define PAYMENT_VALIDATE_H
 
 #include <jansson.h>
+#include <stddef.h>
+
+#include "payment/schema.h"
 
 typedef struct payment_validator payment_validator;
 
@@ -52,6 +55,23 @@ int payment_validator_match(const payment_validator *v, int pattern_id, const ch
 /* Whether s (len bytes) names a payment scheme: FPS, BACS, SEPAINSTANT,
  * SEPACT or SWIFT, the one list the validation and the list filter share. */
 int payment_scheme_known(const char *s, size_t len);
+
+/* A payment scheme's limits, as the spec's x-description of amount and
+ * currency states them. */
+struct payment_scheme_rule {
+    const char *name;       /* value of payment_scheme */
+    const char *max_amount; /* largest amount allowed, or NULL: no limit */
+    const char *currency;   /* the only currency allowed, or NULL: any */
+};
+
+/* The rule of the scheme named s (len bytes), or NULL when it names none. */
+const struct payment_scheme_rule *payment_scheme_rule(const char *s, size_t len);
+
+/* The string rules of the tables (schema.h) the validation and the body's
+ * fast path (fastbody.h) share: whether s (len bytes) is one of values
+ * (NULL-terminated), and whether it has format. */
+int payment_value_in_enum(const char *const *values, const char *s, size_t len);
+int payment_value_has_format(enum schema_format format, const char *s, size_t len);
 
 /* Validates a complete attributes object (nulls already removed): every
  * member the spec declares for its type, pattern, enum, format and x-length;

@@ -546,8 +546,9 @@ static void test_patterns(void)
     payment_fastbody_free(&fb);
 }
 
-/* The scheme limits restated in fastbody_check.c give validate.c's
- * verdicts at, and just past, every limit. */
+/* The scheme limits as fastbody_check.c applies them (validate.c's rules,
+ * payment_scheme_rule) give validate.c's verdicts at, and just past, every
+ * limit. */
 static void test_scheme_limits(void)
 {
     static const char *const schemes[] = {"FPS", "BACS", "SEPAINSTANT", "SEPACT", "SWIFT",
