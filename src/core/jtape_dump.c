@@ -44,6 +44,20 @@ static size_t put_control(char *w, unsigned char c)
     return 6;
 }
 
+/* Writes decoded code point cp as jansson's dump writes it inside a
+ * string; returns the bytes written. */
+static size_t put_escaped(char *w, uint32_t cp)
+{
+    if (cp < 0x20)
+        return put_control(w, (unsigned char)cp);
+    if (cp == '"' || cp == '\\') {
+        w[0] = '\\';
+        w[1] = (char)cp;
+        return 2;
+    }
+    return jtape_utf8_put(w, cp);
+}
+
 /* Writes string token tok, quotes included; returns the byte after it. */
 static char *put_string(const struct jtape *t, const struct jtape_token *tok, char *w)
 {
@@ -55,26 +69,7 @@ static char *put_string(const struct jtape *t, const struct jtape_token *tok, ch
         *w++ = '"';
         return w;
     }
-    const unsigned char *end = raw + tok->len;
-    while (raw < end) {
-        const unsigned char *bs = memchr(raw, '\\', (size_t)(end - raw));
-        size_t run = (size_t)((bs ? bs : end) - raw);
-        memcpy(w, raw, run);
-        w += run;
-        raw += run;
-        if (!bs)
-            break;
-        uint32_t cp;
-        raw += jtape_unescape(raw, &cp);
-        if (cp < 0x20) {
-            w += put_control(w, (unsigned char)cp);
-        } else if (cp == '"' || cp == '\\') {
-            *w++ = '\\';
-            *w++ = (char)cp;
-        } else {
-            w += jtape_utf8_put(w, cp);
-        }
-    }
+    w = jtape_unescape_into(raw, tok->len, w, put_escaped);
     *w++ = '"';
     return w;
 }

@@ -18,21 +18,7 @@
  * bytes written. */
 static size_t decode(const unsigned char *raw, size_t len, char *w)
 {
-    char *start = w;
-    const unsigned char *end = raw + len;
-    while (raw < end) {
-        const unsigned char *bs = memchr(raw, '\\', (size_t)(end - raw));
-        size_t run = (size_t)((bs ? bs : end) - raw);
-        memcpy(w, raw, run);
-        w += run;
-        raw += run;
-        if (!bs)
-            break;
-        uint32_t cp;
-        raw += jtape_unescape(raw, &cp);
-        w += jtape_utf8_put(w, cp);
-    }
-    return (size_t)(w - start);
+    return (size_t)(jtape_unescape_into(raw, len, w, jtape_utf8_put) - w);
 }
 
 uint32_t jtape_get(const struct jtape *t, uint32_t obj, const char *key, size_t key_len)

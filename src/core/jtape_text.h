@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* One more than the value of hex digit c; 0 when c is not one (so that
  * the table's default entries say "not a digit"). */
@@ -71,6 +72,32 @@ static inline size_t jtape_utf8_put(char *w, uint32_t cp)
     w[2] = (char)(0x80 | (cp >> 6 & 0x3f));
     w[3] = (char)(0x80 | (cp & 0x3f));
     return 4;
+}
+
+/* Writes a decoded code point at w; returns the bytes written. */
+typedef size_t (*jtape_put_fn)(char *w, uint32_t cp);
+
+/* Copies the raw string bytes raw[0..len) (checked by the parse) to w,
+ * each escape decoded and written by put (jtape_utf8_put for the value,
+ * the dump's own writer for jansson's escapes); returns the byte after the
+ * last one written. */
+static inline char *jtape_unescape_into(const unsigned char *raw, size_t len, char *w,
+                                        jtape_put_fn put)
+{
+    const unsigned char *end = raw + len;
+    while (raw < end) {
+        const unsigned char *bs = memchr(raw, '\\', (size_t)(end - raw));
+        size_t run = (size_t)((bs ? bs : end) - raw);
+        memcpy(w, raw, run);
+        w += run;
+        raw += run;
+        if (!bs)
+            break;
+        uint32_t cp;
+        raw += jtape_unescape(raw, &cp);
+        w += put(w, cp);
+    }
+    return w;
 }
 
 #endif

@@ -965,10 +965,7 @@ static void test_backup_of_exclusive_store(void)
 static void test_offset_pages_skip_in_the_index(void)
 {
     struct tmp_store t;
-    tmp_store_make(&t);
-    payment_store *s = NULL;
-    char err[256];
-    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
+    payment_store *s = tmp_store_open(&t);
     if (!s)
         return;
     CHECK_INT(create_payments(s, 300), 0);
@@ -1043,12 +1040,10 @@ static void test_offset_pages_skip_in_the_index(void)
 static void test_checkpoints_beside_the_writer(void)
 {
     struct tmp_store t;
-    tmp_store_make(&t);
-    payment_store *s = NULL;
-    char err[256];
-    CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
+    payment_store *s = tmp_store_open(&t);
     if (!s)
         return;
+    char err[256];
     char wal[600];
     snprintf(wal, sizeof wal, "%s-wal", t.path);
     long wal_max = 0;
@@ -1076,14 +1071,8 @@ static void test_checkpoints_beside_the_writer(void)
     CHECK_INT(payment_store_open(t.uri, 0, &s, err, sizeof err), PAYMENT_STORE_OK);
     if (s) {
         int missing = 0;
-        for (int i = 0; i < 8 * 150; i++) {
-            char id[UUID_STR_LEN + 1];
-            snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
-            struct buf b = BUF_INIT;
-            int64_t v;
-            missing += payment_store_get(s, id, &b, &v) != PAYMENT_STORE_OK;
-            buf_free(&b);
-        }
+        for (int i = 0; i < 8 * 150; i++)
+            missing += get_payment(s, i) != PAYMENT_STORE_OK;
         CHECK_INT(missing, 0);
         payment_store_close(s);
     }
