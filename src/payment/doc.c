@@ -81,6 +81,16 @@ json_t *payment_doc_new(const char *type, const char *id, int64_t version, const
     return doc;
 }
 
+void payment_row_derive(struct payment_row *row, const char *processing_date, size_t date_len,
+                        const char *amount, size_t amount_len)
+{
+    if (processing_date && date_len == CLOCK_DATE_LEN)
+        memcpy(row->processing_date, processing_date, CLOCK_DATE_LEN + 1);
+    struct decimal d;
+    if (amount && decimal_parse(amount, amount_len, &d) == 0)
+        decimal_sort_key(&d, row->amount_key);
+}
+
 const char *payment_doc_string(const json_t *obj, const char *key)
 {
     return json_string_value(json_object_get(obj, key));
@@ -106,12 +116,8 @@ int payment_doc_row(const json_t *doc, int64_t created_ms, int64_t modified_ms,
     row->reference = payment_doc_string(attrs, "reference");
     row->end_to_end_reference = payment_doc_string(attrs, "end_to_end_reference");
     const char *pd = payment_doc_string(attrs, "processing_date");
-    if (pd && strlen(pd) == CLOCK_DATE_LEN)
-        memcpy(row->processing_date, pd, CLOCK_DATE_LEN + 1);
     const char *amount = payment_doc_string(attrs, "amount");
-    struct decimal d;
-    if (amount && decimal_parse(amount, strlen(amount), &d) == 0)
-        decimal_sort_key(&d, row->amount_key);
+    payment_row_derive(row, pd, pd ? strlen(pd) : 0, amount, amount ? strlen(amount) : 0);
     *text = json_dumps(doc, JSON_COMPACT);
     if (!*text)
         return -1;

@@ -32,6 +32,13 @@ json_t *payment_doc_new(const char *type, const char *id, int64_t version, const
 int payment_doc_row(const json_t *doc, int64_t created_ms, int64_t modified_ms,
                     struct payment_row *row, char **text);
 
+/* The row's columns derived from two attributes' strings (either may be
+ * NULL): the processing date when it has a date's length, the amount's
+ * sort key when it is a decimal.  Shared by payment_doc_row and the body's
+ * fast path (fastbody.h). */
+void payment_row_derive(struct payment_row *row, const char *processing_date, size_t date_len,
+                        const char *amount, size_t amount_len);
+
 /* The string member key of obj, or NULL when absent or not a string. */
 const char *payment_doc_string(const json_t *obj, const char *key);
 

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "core/clock.h"
-#include "core/decimal.h"
+#include "payment/doc.h"
 #include "core/uuid.h"
 
 /* The envelope's text around its values, in the document's order. */
@@ -188,13 +188,9 @@ static int doc_row(struct payment_fastbody *fb, const struct payment_fastbody_ba
     row->payment_type = doc_column(fb, &values[DOC_PAYMENT_TYPE]);
     row->reference = doc_column(fb, &values[DOC_REFERENCE]);
     row->end_to_end_reference = doc_column(fb, &values[DOC_E2E_REFERENCE]);
-    const char *date = doc_column(fb, &values[DOC_PROCESSING_DATE]);
-    if (date && values[DOC_PROCESSING_DATE].len == CLOCK_DATE_LEN)
-        memcpy(row->processing_date, date, CLOCK_DATE_LEN + 1);
-    const char *amount = doc_column(fb, &values[DOC_AMOUNT]);
-    struct decimal d;
-    if (amount && decimal_parse(amount, values[DOC_AMOUNT].len, &d) == 0)
-        decimal_sort_key(&d, row->amount_key);
+    payment_row_derive(row, doc_column(fb, &values[DOC_PROCESSING_DATE]),
+                       values[DOC_PROCESSING_DATE].len, doc_column(fb, &values[DOC_AMOUNT]),
+                       values[DOC_AMOUNT].len);
     return 0;
 }
 
