@@ -1,7 +1,9 @@
-/* fastbody: the fast path of a create's or a replace's request body.  The
- * body is read into a tape (core/jtape.h), checked against the very rules of
- * validate.h, and the stored document is written straight from the tape:
- * no jansson tree is built or freed.
+/* fastbody: the fast path of a create's, a replace's or a patch's request
+ * body.  The body is read into a tape (core/jtape.h), checked against the
+ * very rules of validate.h, and the stored document is written straight
+ * from the tape: no jansson tree is built or freed.  A patch is merged into
+ * the stored document on tapes first (payment_fastbody_merge), and the
+ * merged attributes are then checked as a replace's.
  *
  * It decides only the common case, a body jtape reads and that breaks no
  * rule.  Anything else is PAYMENT_FASTBODY_DEFER and the caller takes the
@@ -10,7 +12,8 @@
  * refuses a body itself.  fuzz/fuzz_fastbody.c holds it to that on every
  * input: whenever it says OK, the general path accepts the body for the same
  * mode, and payment_fastbody_doc gives the bytes and the row that
- * payment_doc_new + payment_doc_row give.
+ * payment_doc_new + payment_doc_row give (for a patch, that revision_next
+ * gives and payment_doc_row writes).
  *
  * Threads: a fastbody belongs to one thread at a time.  Ownership: it owns
  * its tape and scratch memory and borrows the body, which must outlive it.
@@ -33,8 +36,10 @@ enum payment_fastbody_err {
 };
 
 struct payment_fastbody {
-    struct jtape tape;      /* the body read */
+    struct jtape tape;      /* the body read (after a merge, the merged body) */
     struct buf scratch;     /* decoded strings the row's pointers point into */
+    struct jtape patch;     /* after a merge: the patch as the request sent it */
+    struct buf merged;      /* after a merge: the text tape reads, the merged body */
     uint32_t data;          /* token of the body's "data" object */
     uint32_t id;            /* tokens of data's members; 0 when absent or null */
     uint32_t version;
@@ -44,14 +49,33 @@ struct payment_fastbody {
     uint32_t relationships;
 };
 
-#define PAYMENT_FASTBODY_INIT {JTAPE_INIT, BUF_INIT, 0, 0, 0, 0, 0, 0, 0}
+#define PAYMENT_FASTBODY_INIT {JTAPE_INIT, BUF_INIT, JTAPE_INIT, BUF_INIT, 0, 0, 0, 0, 0, 0, 0}
 
 /* Reads body (len bytes) and checks it as payment_body_parse and then
- * payment_validate_data(v, mode, data) would, for mode PAYMENT_CHECK_CREATE
- * or PAYMENT_CHECK_REPLACE.  OK only when both would accept it; fills fb's
- * tokens.  Reuses fb's memory from an earlier read. */
+ * payment_validate_data(v, mode, data) would, for any mode.  OK only when
+ * both would accept it; fills fb's tokens.  Reuses fb's memory from an
+ * earlier read.  A patch's attributes are not checked here (a merge patch:
+ * the merged result is, by payment_fastbody_merge). */
 int payment_fastbody_read(struct payment_fastbody *fb, const payment_validator *v,
                           enum payment_check mode, const char *body, size_t len);
+
+/* After payment_fastbody_read(PAYMENT_CHECK_PATCH) said OK: merges the
+ * patch into the stored document `stored` (a tape of it, whose root is the
+ * document object) as revision_next(REVISION_PATCH) does: attributes and
+ * relationships merged by RFC 7396 in jansson's member order (a member
+ * replaced keeps its place, new members follow in the patch's order, a
+ * non-object member a patch object merges into becomes {}), a null
+ * relationships removing them; then checks the merged attributes, nulls
+ * stripped, as a replace's.  OK leaves fb as a replace's read leaves it:
+ * the id, version, organisation_id and type tokens are the patch's, the
+ * attributes and relationships the merged ones, all on fb->tape (over
+ * fb->merged); payment_fastbody_doc then writes the next document.  DEFER
+ * when the general path must decide (a problem to report, a stored
+ * document it does not read), and fb's tokens are then cleared; ENOMEM.
+ * The body read by payment_fastbody_read must still be alive (fb->patch
+ * borrows it). */
+int payment_fastbody_merge(struct payment_fastbody *fb, const payment_validator *v,
+                           const struct jtape *stored);
 
 /* The decoded value of string token tok of the body (see jtape_string):
  * NULL out of memory, or when tok is 0 or not a string.  Call it before
