@@ -19,6 +19,10 @@ LIBS    += -lcurl
 MONGO_PC := libmongoc-1.0
 INC     += $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(MONGO_PC)))
 LIBS    += $(shell pkg-config --libs $(MONGO_PC))
+# PostgreSQL store: libpq, found by pkg-config.
+PQ_PC   := libpq
+INC     += $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PQ_PC)))
+LIBS    += $(shell pkg-config --libs $(PQ_PC))
 
 SRC      := $(sort $(shell find src -name '*.c' ! -name main.c))
 TEST_SRC := $(sort $(shell find tests -name 'test_*.c'))

@@ -14,17 +14,33 @@ packages=(
   python3-mockupdb python3-mongomock          # MongoDB test double (tests/mongo/double.py)
   clang libclang-rt-14-dev                    # libFuzzer harnesses (fuzz/)
   curl                                        # the README's examples
+  libpq-dev postgresql-15                     # PostgreSQL store (libpq), and a server for its tests
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-echo "setup: installing ${missing[*]}" >&2
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+# The tests start PostgreSQL servers of their own (tests/pg/pg.sh); the
+# package must not leave Debian's default cluster created and running.
+no_default_cluster() {
+  command -v pg_lsclusters >/dev/null 2>&1 || return 0
+  pg_lsclusters -h 2>/dev/null | while read -r ver name _port status _rest; do
+    case "$status" in online*) $sudo pg_ctlcluster "$ver" "$name" stop || true ;; esac
+  done
+}
+
+if [ ${#missing[@]} -eq 0 ]; then no_default_cluster; exit 0; fi
+
+echo "setup: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+  $sudo mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 $sudo apt-get update -q
-$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+$sudo apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "${missing[@]}"
+no_default_cluster
