@@ -11,6 +11,7 @@ payment_purpose_coded "X".
   list     GET the first 100 of a random organisation    200
   post     POST a new payment (ids kind c0xx, RUN varies them between runs)   201
   put      PUT payments 0..N-1 with If-Match "0" (each once, on a fresh copy) 200
+  patch    PATCH payments 0..N-1 with If-Match "0": amount and reference     200
 """
 import json
 import os
@@ -64,6 +65,11 @@ def request(work, conn, conns, i, rnd):
         pid = uuid(0xb001, k)
         return with_body("PUT /v1/payments/%s HTTP/1.1\r\nHost: b\r\nIf-Match: \"0\"\r\n" % pid,
                          body(pid, org(k % 100), version=False)), 200
+    if work == "patch":
+        pid = uuid(0xb001, k)
+        b = json.dumps({"data": {"attributes": {"amount": "200.00", "reference": "patched %d" % k}}},
+                       separators=(",", ":")).encode()
+        return with_body("PATCH /v1/payments/%s HTTP/1.1\r\nHost: b\r\nIf-Match: \"0\"\r\n" % pid, b), 200
     sys.exit("unknown workload %s" % work)
 
 

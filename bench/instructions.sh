@@ -8,7 +8,7 @@
 # 18,500 of the instructions of a GET.)
 #
 # Usage, from the repository root:
-#   bench/instructions.sh                         # get:2000 list:200 post:500 put:500
+#   bench/instructions.sh                         # get:2000 list:200 post:500 put:500 patch:500
 #   bench/instructions.sh --binary /tmp/old/paymentd get:4000
 #   bench/instructions.sh --no-webhooks post:500  # the server as measured before webhooks
 #
@@ -19,7 +19,7 @@
 #   --keep DIR       keep each workload's callgrind output, one file per thread, as
 #                    DIR/NAME.cg.out-NN (callgrind_annotate reads them)
 #   --no-webhooks    no webhook endpoint and no webhook flag: the server with its defaults
-#   WORKLOAD[:N]     get, list, post or put (bench/client.py), N requests each
+#   WORKLOAD[:N]     get, list, post, put or patch (bench/client.py), N requests each
 #
 # History and webhooks are on by default, as the write path's targets count them: the server
 # runs with --webhooks true --webhook-allow-private true, and before the measured requests every
@@ -55,7 +55,7 @@ while [ $# -gt 0 ]; do
     *) WORKLOADS+=("$1"); shift ;;
   esac
 done
-[ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(get:2000 list:200 post:500 put:500)
+[ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(get:2000 list:200 post:500 put:500 patch:500)
 BENCH="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$BENCH")"
 PY=/usr/bin/python3
@@ -156,7 +156,7 @@ for w in "${WORKLOADS[@]}"; do
   dir="$WORK/$name"; mkdir -p "$dir"; cp "$WORK/store/p.db" "$dir/"
   start "$dir" valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes \
     --callgrind-out-file="$dir/cg.out"
-  warm="$name"; [ "$name" != put ] || warm="get"
+  warm="$name"; [ "$name" != put ] && [ "$name" != patch ] || warm="get"
   BENCH_PAYMENTS=$PAYMENTS RUN=1 $PY "$BENCH/client.py" "$URL" "$warm" 50 2
   callgrind_control -i on "$PID" >/dev/null 2>&1
   BENCH_PAYMENTS=$PAYMENTS RUN=2 $PY "$BENCH/client.py" "$URL" "$name" "$n" "$CONNECTIONS"

@@ -70,12 +70,14 @@ struct api_list_out {
  * that it is never taken for one of the store's errors (all negative). */
 #define API_LIST_STOP_NO_MEMORY 1
 
-/* The fast path of a synchronous create and replace (api_writes_fast.c):
- * 0 when the request was answered or submitted, 1 when the general path
- * must take it, nothing having been answered or written.  w is the write
- * begun (its Idempotency-Key handled). */
+/* The fast path of a synchronous create, replace and patch
+ * (api_writes_fast.c): 0 when the request was answered or submitted, 1 when
+ * the general path must take it, nothing having been answered or written.
+ * w is the write begun (its Idempotency-Key handled); mode is
+ * PAYMENT_CHECK_REPLACE or PAYMENT_CHECK_PATCH. */
 int api_create_fast(http_request *req, struct payment_api *api, struct api_write_op *w);
-int api_replace_fast(http_request *req, struct payment_api *api, struct api_write_op *w);
+int api_update_fast(http_request *req, struct payment_api *api, struct api_write_op *w,
+                    enum payment_check mode);
 
 /* --- answers and errors (api_answer.c) ----------------------------------- */
 

@@ -210,8 +210,7 @@ static void payments_update(http_request *req, struct payment_api *api, enum pay
     json_t *next = NULL;
     int64_t now = clock_now_ms();
     struct api_write_op *w = write_begin(req, api);
-    if (!w || (mode == PAYMENT_CHECK_REPLACE && !api_async_wanted(req, api) &&
-               api_replace_fast(req, api, w) == 0))
+    if (!w || (!api_async_wanted(req, api) && api_update_fast(req, api, w, mode) == 0))
         return;
     json_t *root = api_read_payment_body(req, api, mode);
     if (!root)

@@ -1,7 +1,9 @@
-/* api_writes_fast: the fast path of a synchronous create (POST) and replace
- * (PUT): the body read and checked on a tape (fastbody.h), the stored
- * document written from it, and for a replace the stored document and the
- * next one compared on tapes (changes.h), with no jansson tree.
+/* api_writes_fast: the fast path of a synchronous create (POST), replace
+ * (PUT) and patch (PATCH): the body read and checked on a tape
+ * (fastbody.h), a patch merged into the stored document on tapes, the
+ * stored document written from it, and for a replace or a patch the stored
+ * document and the next one compared on tapes (changes.h), with no jansson
+ * tree.
  *
  * It takes only requests the general path (api_writes.c) would accept up
  * to the store's compare-and-set, and answers only what that path answers
@@ -100,7 +102,7 @@ int api_create_fast(http_request *req, struct payment_api *api, struct api_write
     return FAST_TAKEN;
 }
 
-/* The stored payment a replace is based on, read onto a tape. */
+/* The stored payment a replace or a patch is based on, read onto a tape. */
 struct stored {
     struct buf text;            /* the stored document */
     struct jtape tape;          /* ... read */
@@ -210,7 +212,7 @@ static int body_names_stored(http_request *req, struct payment_fastbody *fb,
 /* The paths the next version (w->text) changes against the stored one,
  * into w->changes: 0, or -1 out of memory or when the new text does not
  * read back (an invariant: it is jtape_dump's output). */
-static int replace_changes(struct api_write_op *w, const struct stored *st)
+static int update_changes(struct api_write_op *w, const struct stored *st)
 {
     struct jtape next = JTAPE_INIT;
     int rc = jtape_parse(&next, w->row.doc, w->row.doc_len, PAYMENT_BODY_MAX_DEPTH);
@@ -221,10 +223,11 @@ static int replace_changes(struct api_write_op *w, const struct stored *st)
     return w->changes ? 0 : -1;
 }
 
-/* After the body: the stored payment, the version the client names, then
- * the document and its changes.  Returns FAST_TAKEN or FAST_DECLINED. */
-static int replace_stored(http_request *req, struct payment_api *api, struct api_write_op *w,
-                          struct stored *st)
+/* After the body: the stored payment, a patch merged into it, the version
+ * the client names, then the document and its changes.  Returns FAST_TAKEN
+ * or FAST_DECLINED. */
+static int update_stored(http_request *req, struct payment_api *api, struct api_write_op *w,
+                         enum payment_check mode, struct stored *st)
 {
     struct payment_fastbody *fb = &w->fast;
     char id[UUID_STR_LEN + 1];
@@ -240,6 +243,15 @@ static int replace_stored(http_request *req, struct payment_api *api, struct api
         return rc < 0 ? FAST_TAKEN : FAST_DECLINED;
     if (body_names_stored(req, fb, st) != 0)
         return FAST_DECLINED;
+    if (mode == PAYMENT_CHECK_PATCH) {
+        rc = payment_fastbody_merge(fb, api->validator, &st->tape);
+        if (rc == PAYMENT_FASTBODY_ENOMEM) {
+            api_respond_internal(req);
+            return FAST_TAKEN;
+        }
+        if (rc != PAYMENT_FASTBODY_OK)
+            return FAST_DECLINED; /* a problem in the merged result: the general path's 400 */
+    }
     const struct jtape_token *bv = fb->version ? &fb->tape.tokens[fb->version] : NULL;
     int64_t expected;
     if (http_client_version_of(req, bv && bv->kind == JTAPE_INTEGER, bv ? bv->integer : 0, 1,
@@ -261,7 +273,7 @@ static int replace_stored(http_request *req, struct payment_api *api, struct api
         .modified_ms = now,
     };
     if (payment_fastbody_doc(fb, &base, &w->row, &w->text) != PAYMENT_FASTBODY_OK ||
-        replace_changes(w, st) != 0) {
+        update_changes(w, st) != 0) {
         api_respond_write_error(req, w, PAYMENT_STORE_EINTERNAL, -1);
         return FAST_TAKEN;
     }
@@ -270,13 +282,15 @@ static int replace_stored(http_request *req, struct payment_api *api, struct api
     return FAST_TAKEN;
 }
 
-int api_replace_fast(http_request *req, struct payment_api *api, struct api_write_op *w)
+int api_update_fast(http_request *req, struct payment_api *api, struct api_write_op *w,
+                    enum payment_check mode)
 {
-    int rc = read_body(req, api, w, PAYMENT_CHECK_REPLACE);
+    assert(mode == PAYMENT_CHECK_REPLACE || mode == PAYMENT_CHECK_PATCH);
+    int rc = read_body(req, api, w, mode);
     if (rc != 0)
         return rc < 0 ? FAST_TAKEN : FAST_DECLINED;
     struct stored st = {.text = BUF_INIT, .tape = JTAPE_INIT, .scratch = BUF_INIT};
-    rc = replace_stored(req, api, w, &st);
+    rc = update_stored(req, api, w, mode, &st);
     stored_free(&st);
     return rc;
 }

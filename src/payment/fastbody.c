@@ -229,5 +229,7 @@ void payment_fastbody_free(struct payment_fastbody *fb)
 {
     jtape_free(&fb->tape);
     buf_free(&fb->scratch);
+    jtape_free(&fb->patch);
+    buf_free(&fb->merged);
     *fb = (struct payment_fastbody)PAYMENT_FASTBODY_INIT;
 }

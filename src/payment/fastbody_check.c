@@ -155,8 +155,10 @@ static size_t check_required_count(const struct schema_node *n)
 static int check_node(struct check *c, const struct schema_node *n, uint32_t tok);
 
 /* validate.c walk_members: the declared members (null is absent), the
- * required ones present; undeclared members are accepted as they are. */
-static int check_members(struct check *c, const struct schema_node *n, uint32_t obj)
+ * required ones present when enforce_required (always but for a patch's
+ * envelope); undeclared members are accepted as they are. */
+static int check_members_of(struct check *c, const struct schema_node *n, uint32_t obj,
+                            int enforce_required)
 {
     const struct jtape *t = &c->fb->tape;
     size_t required = 0;
@@ -171,7 +173,13 @@ static int check_members(struct check *c, const struct schema_node *n, uint32_t 
         if (rc != PAYMENT_FASTBODY_OK)
             return rc;
     }
-    return required == check_required_count(n) ? PAYMENT_FASTBODY_OK : PAYMENT_FASTBODY_DEFER;
+    return !enforce_required || required == check_required_count(n) ? PAYMENT_FASTBODY_OK
+                                                                     : PAYMENT_FASTBODY_DEFER;
+}
+
+static int check_members(struct check *c, const struct schema_node *n, uint32_t obj)
+{
+    return check_members_of(c, n, obj, 1);
 }
 
 /* validate.c walk_items: every item, nulls included. */
@@ -292,11 +300,14 @@ static uint32_t check_member(const struct jtape *t, uint32_t data, const char *k
     return tok && t->tokens[tok].kind != JTAPE_NULL ? tok : 0;
 }
 
-static int check_data(struct check *c, enum payment_check mode)
+/* validate.c walk_data up to the attributes: the envelope's members (a
+ * patch's need not be all there), the id a UUID, version 0 on create,
+ * relationships an object. */
+static int check_envelope(struct check *c, enum payment_check mode)
 {
     struct payment_fastbody *fb = c->fb;
     const struct jtape *t = &fb->tape;
-    int rc = check_members(c, &schema_payment_envelope, fb->data);
+    int rc = check_members_of(c, &schema_payment_envelope, fb->data, mode != PAYMENT_CHECK_PATCH);
     if (rc != PAYMENT_FASTBODY_OK)
         return rc;
 
@@ -316,13 +327,32 @@ static int check_data(struct check *c, enum payment_check mode)
         return PAYMENT_FASTBODY_DEFER; /* must be 0 on create */
     if (fb->relationships && t->tokens[fb->relationships].kind != JTAPE_OBJECT)
         return PAYMENT_FASTBODY_DEFER;
-    if (!fb->attributes || t->tokens[fb->attributes].kind != JTAPE_OBJECT)
-        return PAYMENT_FASTBODY_DEFER;
+    return PAYMENT_FASTBODY_OK;
+}
 
-    rc = check_node(c, &schema_payment_attributes, fb->attributes);
+/* validate.c walk_data from the attributes on: required and an object
+ * (a patch's may be absent), then every rule of the spec and the money
+ * rules; a patch's are left to the merged result. */
+static int check_attributes(struct check *c, enum payment_check mode)
+{
+    struct payment_fastbody *fb = c->fb;
+    const struct jtape *t = &fb->tape;
+    if (!fb->attributes)
+        return mode == PAYMENT_CHECK_PATCH ? PAYMENT_FASTBODY_OK : PAYMENT_FASTBODY_DEFER;
+    if (t->tokens[fb->attributes].kind != JTAPE_OBJECT)
+        return PAYMENT_FASTBODY_DEFER;
+    if (mode == PAYMENT_CHECK_PATCH)
+        return PAYMENT_FASTBODY_OK;
+    int rc = check_node(c, &schema_payment_attributes, fb->attributes);
     if (rc != PAYMENT_FASTBODY_OK)
         return rc;
     return check_money(c, fb->attributes);
+}
+
+static int check_data(struct check *c, enum payment_check mode)
+{
+    int rc = check_envelope(c, mode);
+    return rc == PAYMENT_FASTBODY_OK ? check_attributes(c, mode) : rc;
 }
 
 static void check_forget(struct payment_fastbody *fb)
@@ -335,11 +365,10 @@ int payment_fastbody_read(struct payment_fastbody *fb, const payment_validator *
                           enum payment_check mode, const char *body, size_t len)
 {
     assert(fb && v && (body || len == 0));
-    assert(mode == PAYMENT_CHECK_CREATE || mode == PAYMENT_CHECK_REPLACE);
+    assert(mode == PAYMENT_CHECK_CREATE || mode == PAYMENT_CHECK_REPLACE ||
+           mode == PAYMENT_CHECK_PATCH);
     check_forget(fb);
     buf_reset(&fb->scratch);
-    if (mode != PAYMENT_CHECK_CREATE && mode != PAYMENT_CHECK_REPLACE)
-        return PAYMENT_FASTBODY_DEFER; /* a patch is a merge: the general path's */
     if (len == 0)
         return PAYMENT_FASTBODY_DEFER;
     if (fastbody_index_init() != 0)
