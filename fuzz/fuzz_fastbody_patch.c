@@ -29,8 +29,8 @@
  *    (payment_changes_between).
  * Liveness, checked once in LLVMFuzzerInitialize: realistic patches of the
  * stored seed sample (the amount, a new attribute, an optional attribute
- * nulled, a nested member, relationships added) are taken by the fast
- * path, so a merge that defers everything cannot pass. */
+ * nulled, a nested member, relationships added, the envelope given) are
+ * taken by the fast path, so a merge that defers everything cannot pass. */
 #include <jansson.h>
 
 #include "core/clock.h"
