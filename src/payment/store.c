@@ -14,6 +14,8 @@
 static const struct payment_store_backend *const store_backends[] = {
     &payment_store_sqlite_backend,
     &payment_store_mongo_backend,
+    &payment_store_pg_backend,
+    &payment_store_postgresql_backend,
 };
 
 static const struct payment_store_backend *store_backend_find(const char *uri)
@@ -51,7 +53,8 @@ int payment_store_open(const char *uri, unsigned flags, payment_store **out, cha
     const struct payment_store_backend *be = uri ? store_backend_find(uri) : NULL;
     if (!be) {
         if (errbuf && errlen)
-            snprintf(errbuf, errlen, "store URI \"%s\" has no known scheme (expected sqlite:PATH)",
+            snprintf(errbuf, errlen, "store URI \"%s\" has no known scheme (expected sqlite:PATH,"
+                     " mongodb://... or postgres://...)",
                      uri ? uri : "");
         return PAYMENT_STORE_EURI;
     }

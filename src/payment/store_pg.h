@@ -309,6 +309,11 @@ int pg_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq, u
 /* Runs sql with p on the calling thread's reader: as pg_exec, a failure of
  * the connection retried once on a new one. */
 int pg_read(struct pg_store *st, const char *sql, const struct pg_params *p, PGresult **res);
+/* As pg_read, for SQL built for this one call (a list's filters): run
+ * unprepared, so that it is not cached by an address it does not keep and
+ * the server plans it for its values. */
+int pg_read_unprepared(struct pg_store *st, const char *sql, const struct pg_params *p,
+                       PGresult **res);
 /* Copies UUID column col of row r into out: 0, or -1 when it is not one a
  * write stores (NULL, or not UUID_STR_LEN long). */
 int pg_column_uuid(const PGresult *res, int r, int col, char out[UUID_STR_LEN + 1]);
