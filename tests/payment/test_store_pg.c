@@ -137,6 +137,12 @@ static void pg_open_errors(void)
                      PAYMENT_STORE_EURI);
     check_open_fails("postgres://paymentd:" PASSWORD "%zz@127.0.0.1:1/paymentd",
                      PAYMENT_STORE_EURI);
+    check_open_fails("postgres:paymentd:" PASSWORD "@127.0.0.1:1/paymentd", PAYMENT_STORE_EURI);
+    check_open_fails("PostgreSQL:/paymentd:" PASSWORD "@127.0.0.1:1/paymentd",
+                     PAYMENT_STORE_EURI);
+    check_open_fails("postgress://paymentd:" PASSWORD "@127.0.0.1:1/paymentd",
+                     PAYMENT_STORE_EURI);
+    check_open_fails("host=127.0.0.1 password=" PASSWORD, PAYMENT_STORE_EURI);
     if (!pg_base()) {
         TEST_SKIP(PG_URI_ENV " unset: no PostgreSQL to refuse a user");
         return;
