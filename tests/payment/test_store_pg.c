@@ -281,8 +281,8 @@ static void case_reads_do_not_wait(struct fixture *fx)
     CHECK(c && PQstatus(c) == CONNECTION_OK);
     PGresult *r = PQexec(c, "BEGIN; SELECT value FROM feed_meta WHERE key = 'pos' FOR UPDATE;"
                             "INSERT INTO payments (seq, id, organisation_id, version, created_ms,"
-                            " modified_ms, doc) VALUES (1000, '00000000-0000-4000-8000-000000000002',"
-                            " 'x', 0, 0, 0, '{}')");
+                            " modified_ms, doc) VALUES (1000,"
+                            " '00000000-0000-4000-8000-000000000002', 'x', 0, 0, 0, '{}')");
     CHECK(r && PQresultStatus(r) == PGRES_COMMAND_OK);
     PQclear(r);
     int64_t t0 = clock_mono_us();
