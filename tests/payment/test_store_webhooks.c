@@ -575,6 +575,34 @@ static void case_after_pos(struct fixture *fx)
     CHECK_INT(h.w.after_pos, after);
 }
 
+enum { QUEUED_PAYMENTS = 64 };
+
+/* An endpoint created while payments queued before it are still being
+ * written (in its batch, or in those before it) starts above all their
+ * events: they committed with it or before it. */
+static void case_after_pos_queued(struct fixture *fx)
+{
+    payment_store *s = fx->s;
+    static struct payment_row rows[QUEUED_PAYMENTS];
+    struct waiter w;
+    waiter_init(&w, QUEUED_PAYMENTS);
+    for (int i = 0; i < QUEUED_PAYMENTS; i++) {
+        memset(&rows[i], 0, sizeof rows[i]);
+        snprintf(rows[i].id, sizeof rows[i].id, "00000000-0000-4000-8000-%012d", 100 + i);
+        org_id(rows[i].organisation_id, 1);
+        rows[i].created_ms = rows[i].modified_ms = 1000 + i;
+        rows[i].doc = "{}";
+        rows[i].doc_len = 2;
+        payment_store_create(s, &rows[i], NULL, NULL, waiter_done, &w);
+    }
+    struct wh h;
+    wh_init(&h, 1, 1, 1000);
+    CHECK_INT(payment_store_webhook_create(s, &h.w), PAYMENT_STORE_OK);
+    waiter_wait(&w);
+    CHECK_INT(w.failed, 0);
+    CHECK_INT(feed_last(s), h.w.after_pos);
+}
+
 /* Lists in id order with the organisation and enabled filters, in pages. */
 static void case_list_endpoints(struct fixture *fx)
 {
@@ -1644,6 +1672,7 @@ static void sqlite_delivery_bodies_apart(void)
 SQLITE_CASE(endpoint_crud)
 SQLITE_CASE(endpoint_limit)
 SQLITE_CASE(after_pos)
+SQLITE_CASE(after_pos_queued)
 SQLITE_CASE(list_endpoints)
 SQLITE_CASE(deliveries_add)
 SQLITE_CASE(claim)
@@ -1679,6 +1708,7 @@ MONGO_CASE(reopen)
 PG_CASE(endpoint_crud)
 PG_CASE(endpoint_limit)
 PG_CASE(after_pos)
+PG_CASE(after_pos_queued)
 PG_CASE(list_endpoints)
 PG_CASE(deliveries_add)
 PG_CASE(claim)
@@ -1693,7 +1723,7 @@ PG_CASE(reopen)
 PG_CASE(two_stores_race)
 PG_CASE(nested_read_answered)
 
-TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_after_pos),
+TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_after_pos), TEST(sqlite_after_pos_queued),
           TEST(sqlite_list_endpoints), TEST(sqlite_deliveries_add), TEST(sqlite_claim),
           TEST(sqlite_record), TEST(sqlite_record_batch), TEST(sqlite_failing_since),
           TEST(sqlite_retry), TEST(sqlite_list_deliveries), TEST(sqlite_pending_purge),
@@ -1706,7 +1736,7 @@ TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_a
           TEST(mongo_record_batch), TEST(mongo_failing_since), TEST(mongo_retry),
           TEST(mongo_list_deliveries), TEST(mongo_pending_purge), TEST(mongo_delete_cascades),
           TEST(mongo_reopen), TEST(pg_endpoint_crud), TEST(pg_endpoint_limit),
-          TEST(pg_after_pos), TEST(pg_list_endpoints), TEST(pg_deliveries_add), TEST(pg_claim),
+          TEST(pg_after_pos), TEST(pg_after_pos_queued), TEST(pg_list_endpoints), TEST(pg_deliveries_add), TEST(pg_claim),
           TEST(pg_record), TEST(pg_record_batch), TEST(pg_failing_since), TEST(pg_retry),
           TEST(pg_list_deliveries), TEST(pg_pending_purge), TEST(pg_delete_cascades),
           TEST(pg_reopen), TEST(pg_two_stores_race), TEST(pg_nested_read_answered))
