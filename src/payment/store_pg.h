@@ -104,8 +104,8 @@ int pg_conn_open(struct pg_conn *c, char *errbuf, size_t errlen);
 void pg_conn_close(struct pg_conn *c);
 
 /* A statement's parameters, all sent in text form except textn's bytes
- * (binary form, which for text columns is the bytes themselves): no copy of
- * a string is made, so every string must outlive the pg_exec. */
+ * (binary form, which for text and bytea columns is the bytes themselves):
+ * no copy of a string is made, so every string must outlive the pg_exec. */
 struct pg_params {
     int n;
     const char *values[PG_PARAMS_MAX];
@@ -117,7 +117,9 @@ struct pg_params {
 void pg_params_init(struct pg_params *p);
 /* Appends $n+1: s NUL-terminated, or SQL NULL when s is NULL. */
 void pg_param_text(struct pg_params *p, const char *s);
-/* Appends $n+1: len bytes of s (no NUL in them), or NULL when s is NULL. */
+/* Appends $n+1: len bytes of s, or NULL when s is NULL.  For a text column
+ * no NUL may be among them (the server refuses one); a bytea column takes
+ * any bytes. */
 void pg_param_textn(struct pg_params *p, const char *s, size_t len);
 /* Appends $n+1: s, or SQL NULL when s is NULL or "". */
 void pg_param_nonempty(struct pg_params *p, const char *s);

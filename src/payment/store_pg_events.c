@@ -292,8 +292,9 @@ static void pg_feed_filter(struct buf *b, int *n, const char *before, const char
 /* The SQL of a shape: one statement, so one snapshot, reading the events
  * above the cursor $1 (and the floor) in position order, at most $2, then
  * the feed's end and floor as columns 13 and 14 of every row; one row of
- * NULL events when the page is empty.  A cursor below the floor reads no
- * events (it has expired).  The filters' parameters follow, in the order
+ * NULL events when the page is empty.  A cursor above 0 below the floor
+ * reads no events (it has expired); one of 0 (or below) starts at the
+ * floor.  The filters' parameters follow, in the order
  * of enum pg_feed_shape. */
 static void pg_feed_sql(unsigned shape, char out[PG_FEED_SQL_MAX])
 {
@@ -304,7 +305,7 @@ static void pg_feed_sql(unsigned shape, char out[PG_FEED_SQL_MAX])
                        " (SELECT value FROM feed_meta WHERE key = 'floor') AS feed_floor) m"
                        " LEFT JOIN LATERAL (SELECT " PG_EVENT_COLUMNS " FROM events"
                        " WHERE pos > GREATEST($1::bigint, m.feed_floor)"
-                       " AND ($1::bigint = 0 OR $1::bigint >= m.feed_floor)");
+                       " AND ($1::bigint <= 0 OR $1::bigint >= m.feed_floor)");
     if (shape & FEED_ORGS)
         pg_feed_filter(&b, &n, "organisation_id = ANY(", "::text[])");
     if (shape & FEED_TYPES)

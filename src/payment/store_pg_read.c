@@ -220,6 +220,23 @@ int pg_get(payment_store *s, const char *id, struct buf *doc, int64_t *version,
     return err;
 }
 
+/* Appends bytea column col of row 0 (NULL: nothing) to b, its text form
+ * (hex, or escape when the server's bytea_output says so) decoded: 0, or
+ * EINTERNAL. */
+static int pg_column_bytes(const PGresult *res, int col, struct buf *b)
+{
+    const char *v = pg_text(res, 0, col);
+    if (!v)
+        return PAYMENT_STORE_OK;
+    size_t len = 0;
+    unsigned char *bytes = PQunescapeBytea((const unsigned char *)v, &len);
+    if (!bytes)
+        return PAYMENT_STORE_EINTERNAL; /* out of memory */
+    int err = buf_append(b, bytes, len) == 0 ? PAYMENT_STORE_OK : PAYMENT_STORE_EINTERNAL;
+    PQfreemem(bytes);
+    return err;
+}
+
 /* Copies text column col of row 0 into out (NULL as ""), cut to fit. */
 static void pg_column_str(const PGresult *res, int col, char *out, size_t len)
 {
@@ -246,7 +263,7 @@ int pg_idem_get(payment_store *s, const char *scope, const char *key,
         out->status = (int)pg_int(res, 0, 1);
         err = pg_column_buf(res, 2, &out->location);
         if (err == PAYMENT_STORE_OK)
-            err = pg_column_buf(res, 4, &out->body);
+            err = pg_column_bytes(res, 4, &out->body);
     }
     PQclear(res);
     return err;
