@@ -339,6 +339,13 @@ static int pg_batch_begin(struct pg_store *st)
     k->locked = 0;
     k->depth = 0;
     int rc = pg_exec_plain(&st->wconn, "BEGIN");
+    PGconn *pg = st->wconn.pg;
+    if (rc == PAYMENT_STORE_EUNAVAILABLE && pg && PQstatus(pg) == CONNECTION_BAD) {
+        /* The connection was lost while idle (a restart, a failover, a
+         * timeout), found by BEGIN: nothing of the batch was sent, so it
+         * goes on once on a new connection (pg_exec_plain makes it). */
+        rc = pg_exec_plain(&st->wconn, "BEGIN");
+    }
     if (rc != PAYMENT_STORE_OK)
         return rc;
     PGresult *res;
