@@ -8,7 +8,9 @@
  *                       statements, parameters, errors, reconnection
  *   store_pg_schema.c   the schema's versions and their migration
  *   store_pg_writer.c   the write queue, the writer thread, group commit,
- *                       the payment writes and the idempotency purge
+ *                       the purges between batches
+ *   store_pg_batch.c    a batch's transaction: the write lock and its
+ *                       counters, savepoints, the payment writes, retries
  *   store_pg_apply.c    operations applied from the broker
  *   store_pg_read.c     per-thread read connections, get, idem_get, op_get,
  *                       partition_get
@@ -176,7 +178,7 @@ struct pg_store;
  * payment writes of the batch).  Returns PAYMENT_STORE_OK with *err its
  * store result, or the error that kept it from deciding (which fails the
  * batch's transaction: it is then run again or failed, see
- * store_pg_writer.c).  A result other than PAYMENT_STORE_OK must have
+ * store_pg_batch.c).  A result other than PAYMENT_STORE_OK must have
  * written nothing; a call that writes before it knows runs inside
  * pg_savepoint/pg_release itself. */
 typedef int (*pg_call_fn)(struct pg_store *st, struct pg_conn *c, void *arg, int *err);
@@ -251,6 +253,30 @@ struct pg_store {
 int pg_writer_start(struct pg_store *st);
 /* Stops it after it drained the queue (close). */
 void pg_writer_stop(struct pg_store *st);
+void pg_create(payment_store *s, const struct payment_row *row, const struct payment_idem *idem,
+               const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
+void pg_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
+               const struct payment_idem *idem, const struct payment_event_info *ev,
+               payment_store_done_fn done, void *arg);
+void pg_remove(payment_store *s, const char *id, int64_t expected_version,
+               const struct payment_idem *idem, const struct payment_event_info *ev,
+               payment_store_done_fn done, void *arg);
+void pg_apply(payment_store *s, const struct payment_apply *a, payment_store_done_fn done,
+              void *arg);
+void pg_idem_purge(payment_store *s, int64_t before_ms);
+void pg_stats(payment_store *s, struct payment_store_stats *out);
+/* Runs fn(st, conn, arg, &err) as an OP_CALL write on the writer thread and
+ * waits for its commit: returns err once it is durable, or the error that
+ * failed the operation or its batch.  Not from the writer thread. */
+int pg_call(struct pg_store *st, pg_call_fn fn, void *arg);
+
+/* ---- store_pg_batch.c -------------------------------------------------------- */
+
+/* Writer thread: runs batch (linked by next, PG_BATCH_MAX operations at
+ * most) in one transaction, tried again while the server asks for it, and
+ * sets every operation's result; committed ones are counted in st's stats.
+ * Returns whether the commit holds events. */
+int pg_batch_run(struct pg_store *st, struct pg_op *batch);
 /* Writer thread, inside the batch's transaction (the write lock held): the
  * next payment sequence number and the next event position, taken from the
  * counters the batch read when it took the lock (written back before its
@@ -269,22 +295,6 @@ int pg_op_create(struct pg_store *st, struct pg_op *op);
 int pg_op_update(struct pg_store *st, struct pg_op *op);
 int pg_op_delete(struct pg_store *st, struct pg_op *op);
 int pg_op_idem(struct pg_store *st, struct pg_op *op);
-void pg_create(payment_store *s, const struct payment_row *row, const struct payment_idem *idem,
-               const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
-void pg_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
-               const struct payment_idem *idem, const struct payment_event_info *ev,
-               payment_store_done_fn done, void *arg);
-void pg_remove(payment_store *s, const char *id, int64_t expected_version,
-               const struct payment_idem *idem, const struct payment_event_info *ev,
-               payment_store_done_fn done, void *arg);
-void pg_apply(payment_store *s, const struct payment_apply *a, payment_store_done_fn done,
-              void *arg);
-void pg_idem_purge(payment_store *s, int64_t before_ms);
-void pg_stats(payment_store *s, struct payment_store_stats *out);
-/* Runs fn(st, conn, arg, &err) as an OP_CALL write on the writer thread and
- * waits for its commit: returns err once it is durable, or the error that
- * failed the operation or its batch.  Not from the writer thread. */
-int pg_call(struct pg_store *st, pg_call_fn fn, void *arg);
 
 /* ---- store_pg_apply.c -------------------------------------------------------- */
 
