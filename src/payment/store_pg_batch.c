@@ -245,11 +245,14 @@ int pg_op_update(struct pg_store *st, struct pg_op *op)
 int pg_op_delete(struct pg_store *st, struct pg_op *op)
 {
     int recorded = 0;
+    int64_t pos = pg_counters.pos;
     int rc = pg_event_record_delete(st, op, &recorded);
     if (rc != PAYMENT_STORE_OK)
         return rc;
-    if (!recorded)
+    if (!recorded) {
+        pg_counters.pos = pos; /* a position taken for no event is given again */
         return pg_op_miss(st, op);
+    }
     struct pg_params p;
     pg_params_init(&p);
     pg_param_text(&p, op->row.id);
