@@ -5,10 +5,15 @@
 # here (PAYMENTD_TEST_ALLOW_SKIP=1 lets a local run pass with skips).
 # Unit tests run under AddressSanitizer and UBSan (leaks included); the API
 # suite runs against the sanitizer build and the optimised build, on the
-# embedded store, then on MongoDB.  MongoDB is the test double of
-# tests/mongo/ (started here, stopped on exit), unless PAYMENTD_TEST_MONGO_URI
-# names a MongoDB already: the store contract tests and the API suite then
-# run against it.
+# embedded store, then on MongoDB, then on PostgreSQL.  MongoDB is the test
+# double of tests/mongo/ (started here, stopped on exit), unless
+# PAYMENTD_TEST_MONGO_URI names a MongoDB already: the store contract tests
+# and the API suite then run against it.  PostgreSQL is a private server of
+# Debian's postgresql-15 (tests/pg/pg.sh: initdb in a temporary directory,
+# a free loopback port; stopped on exit), unless PAYMENTD_TEST_PG_URI names
+# a database already; the C tests find it in PAYMENTD_TEST_PG_URI and its
+# directory (for tests that stop or kill it) in PAYMENTD_TEST_PG_DIR.  A
+# store that does not start is a failure, never a skip.
 # --unit-only skips the API suite.
 set -u
 cd "$(dirname "$0")/.."
@@ -64,16 +69,22 @@ count() {
   if [ "$2" -eq 0 ]; then echo "1 0 0"; else echo "0 1 0"; fi > "$results/$BASHPID.$seq_no.res"
 }
 
-# The MongoDB test double, for the MongoDB store's contract and API tests.
+# The MongoDB test double and the PostgreSQL server, for their stores'
+# contract and API tests: stopped on exit, whatever happens.
 double_dir=""
-stop_double() {
+pg_dir=""
+stop_stores() {
   if [ -n "$double_dir" ]; then
     tests/mongo/double.sh stop "$double_dir" >/dev/null 2>&1
     rm -rf "$double_dir"
   fi
+  if [ -n "$pg_dir" ]; then
+    tests/pg/pg.sh stop "$pg_dir" >/dev/null 2>&1 || tests/pg/pg.sh kill "$pg_dir" >/dev/null 2>&1
+    rm -rf "$pg_dir"
+  fi
   rm -rf "$results"
 }
-trap stop_double EXIT
+trap stop_stores EXIT
 if [ -z "${PAYMENTD_TEST_MONGO_URI:-}" ]; then
   double_dir=$(mktemp -d /tmp/paymentd-double-XXXXXX)
   if port=$(tests/mongo/double.sh start "$double_dir"); then
@@ -82,6 +93,17 @@ if [ -z "${PAYMENTD_TEST_MONGO_URI:-}" ]; then
   else
     echo "FAILED: the MongoDB test double did not start (tests/mongo/double.sh)"
     count double 1
+  fi
+fi
+
+if [ -z "${PAYMENTD_TEST_PG_URI:-}" ]; then
+  pg_dir=$(mktemp -d /tmp/paymentd-pg-XXXXXX)
+  if pg_uri=$(tests/pg/pg.sh start "$pg_dir"); then
+    export PAYMENTD_TEST_PG_URI="$pg_uri" PAYMENTD_TEST_PG_DIR="$pg_dir"
+    echo "ok: PostgreSQL listening ($pg_uri)"
+  else
+    echo "FAILED: PostgreSQL did not start (tests/pg/pg.sh start $pg_dir)"
+    count postgresql 1
   fi
 fi
 
@@ -119,6 +141,12 @@ if [ "${1:-}" != "--unit-only" ]; then
       $PY tests/api/run.py --binary build/asan/paymentd --mongo "$PAYMENTD_TEST_MONGO_URI"
     run "api on mongodb (release build)" \
       $PY tests/api/run.py --binary build/paymentd --mongo "$PAYMENTD_TEST_MONGO_URI"
+  fi
+  if [ -n "${PAYMENTD_TEST_PG_URI:-}" ]; then
+    run "api on postgresql (asan build)" \
+      $PY tests/api/run.py --binary build/asan/paymentd --pg "$PAYMENTD_TEST_PG_URI"
+    run "api on postgresql (release build)" \
+      $PY tests/api/run.py --binary build/paymentd --pg "$PAYMENTD_TEST_PG_URI"
   fi
 fi
 wait "$unit_pid"

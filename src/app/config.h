@@ -65,12 +65,13 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
 /* The store URI to open: --store, with the MongoDB options of
  * --mongo-collection and --wait-for-store added.  Returns 0, or -1 with a
  * reason (those flags with a store that is not MongoDB, --store-shared with
- * one that is, or too long). */
+ * one that is MongoDB or PostgreSQL, or too long). */
 int config_store_uri(const struct config *cfg, char *out, size_t cap, char *errbuf,
                      size_t errlen);
 
-/* Copies a store URI for logs, with any password replaced by "***"
- * ("mongodb://user:***@host/db"). */
+/* Copies a store URI for logs, with any password replaced by "***": the
+ * user information's ("mongodb://user:***@host/db") and every password=
+ * option's ("postgres://host/db?password=***&sslmode=require"). */
 void config_redact_uri(const char *uri, char *out, size_t cap);
 
 /* Writes the --help text. */

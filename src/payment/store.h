@@ -132,7 +132,8 @@ enum payment_store_flag {
 };
 
 /* Opens the store a URI names: "sqlite:PATH" (the parent folder is created)
- * is the embedded store, "mongodb://..." MongoDB; flags are
+ * is the embedded store, "mongodb://..." MongoDB, "postgres://..." (or
+ * "postgresql://...", libpq's URI) PostgreSQL; flags are
  * payment_store_flag values or-ed (0 for none).  Creates or migrates the
  * schema.  Returns 0 and the store, or a negative error with a one-line
  * reason in errbuf. */

@@ -109,5 +109,8 @@ struct payment_store {
 /* The registered backends (one table each, in their own .c file). */
 extern const struct payment_store_backend payment_store_sqlite_backend;
 extern const struct payment_store_backend payment_store_mongo_backend;
+/* PostgreSQL: one table per scheme, postgres: and postgresql:. */
+extern const struct payment_store_backend payment_store_pg_backend;
+extern const struct payment_store_backend payment_store_postgresql_backend;
 
 #endif

@@ -8,7 +8,9 @@
  *                       statements, parameters, errors, reconnection
  *   store_pg_schema.c   the schema's versions and their migration
  *   store_pg_writer.c   the write queue, the writer thread, group commit,
- *                       the payment writes and the idempotency purge
+ *                       the purges between batches
+ *   store_pg_batch.c    a batch's transaction: the write lock and its
+ *                       counters, savepoints, the payment writes, retries
  *   store_pg_apply.c    operations applied from the broker
  *   store_pg_read.c     per-thread read connections, get, idem_get, op_get,
  *                       partition_get
@@ -104,8 +106,8 @@ int pg_conn_open(struct pg_conn *c, char *errbuf, size_t errlen);
 void pg_conn_close(struct pg_conn *c);
 
 /* A statement's parameters, all sent in text form except textn's bytes
- * (binary form, which for text columns is the bytes themselves): no copy of
- * a string is made, so every string must outlive the pg_exec. */
+ * (binary form, which for text and bytea columns is the bytes themselves):
+ * no copy of a string is made, so every string must outlive the pg_exec. */
 struct pg_params {
     int n;
     const char *values[PG_PARAMS_MAX];
@@ -117,7 +119,9 @@ struct pg_params {
 void pg_params_init(struct pg_params *p);
 /* Appends $n+1: s NUL-terminated, or SQL NULL when s is NULL. */
 void pg_param_text(struct pg_params *p, const char *s);
-/* Appends $n+1: len bytes of s (no NUL in them), or NULL when s is NULL. */
+/* Appends $n+1: len bytes of s, or NULL when s is NULL.  For a text column
+ * no NUL may be among them (the server refuses one); a bytea column takes
+ * any bytes. */
 void pg_param_textn(struct pg_params *p, const char *s, size_t len);
 /* Appends $n+1: s, or SQL NULL when s is NULL or "". */
 void pg_param_nonempty(struct pg_params *p, const char *s);
@@ -174,7 +178,7 @@ struct pg_store;
  * payment writes of the batch).  Returns PAYMENT_STORE_OK with *err its
  * store result, or the error that kept it from deciding (which fails the
  * batch's transaction: it is then run again or failed, see
- * store_pg_writer.c).  A result other than PAYMENT_STORE_OK must have
+ * store_pg_batch.c).  A result other than PAYMENT_STORE_OK must have
  * written nothing; a call that writes before it knows runs inside
  * pg_savepoint/pg_release itself. */
 typedef int (*pg_call_fn)(struct pg_store *st, struct pg_conn *c, void *arg, int *err);
@@ -249,6 +253,30 @@ struct pg_store {
 int pg_writer_start(struct pg_store *st);
 /* Stops it after it drained the queue (close). */
 void pg_writer_stop(struct pg_store *st);
+void pg_create(payment_store *s, const struct payment_row *row, const struct payment_idem *idem,
+               const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
+void pg_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
+               const struct payment_idem *idem, const struct payment_event_info *ev,
+               payment_store_done_fn done, void *arg);
+void pg_remove(payment_store *s, const char *id, int64_t expected_version,
+               const struct payment_idem *idem, const struct payment_event_info *ev,
+               payment_store_done_fn done, void *arg);
+void pg_apply(payment_store *s, const struct payment_apply *a, payment_store_done_fn done,
+              void *arg);
+void pg_idem_purge(payment_store *s, int64_t before_ms);
+void pg_stats(payment_store *s, struct payment_store_stats *out);
+/* Runs fn(st, conn, arg, &err) as an OP_CALL write on the writer thread and
+ * waits for its commit: returns err once it is durable, or the error that
+ * failed the operation or its batch.  Not from the writer thread. */
+int pg_call(struct pg_store *st, pg_call_fn fn, void *arg);
+
+/* ---- store_pg_batch.c -------------------------------------------------------- */
+
+/* Writer thread: runs batch (linked by next, PG_BATCH_MAX operations at
+ * most) in one transaction, tried again while the server asks for it, and
+ * sets every operation's result; committed ones are counted in st's stats.
+ * Returns whether the commit holds events. */
+int pg_batch_run(struct pg_store *st, struct pg_op *batch);
 /* Writer thread, inside the batch's transaction (the write lock held): the
  * next payment sequence number and the next event position, taken from the
  * counters the batch read when it took the lock (written back before its
@@ -267,22 +295,6 @@ int pg_op_create(struct pg_store *st, struct pg_op *op);
 int pg_op_update(struct pg_store *st, struct pg_op *op);
 int pg_op_delete(struct pg_store *st, struct pg_op *op);
 int pg_op_idem(struct pg_store *st, struct pg_op *op);
-void pg_create(payment_store *s, const struct payment_row *row, const struct payment_idem *idem,
-               const struct payment_event_info *ev, payment_store_done_fn done, void *arg);
-void pg_update(payment_store *s, const struct payment_row *row, int64_t expected_version,
-               const struct payment_idem *idem, const struct payment_event_info *ev,
-               payment_store_done_fn done, void *arg);
-void pg_remove(payment_store *s, const char *id, int64_t expected_version,
-               const struct payment_idem *idem, const struct payment_event_info *ev,
-               payment_store_done_fn done, void *arg);
-void pg_apply(payment_store *s, const struct payment_apply *a, payment_store_done_fn done,
-              void *arg);
-void pg_idem_purge(payment_store *s, int64_t before_ms);
-void pg_stats(payment_store *s, struct payment_store_stats *out);
-/* Runs fn(st, conn, arg, &err) as an OP_CALL write on the writer thread and
- * waits for its commit: returns err once it is durable, or the error that
- * failed the operation or its batch.  Not from the writer thread. */
-int pg_call(struct pg_store *st, pg_call_fn fn, void *arg);
 
 /* ---- store_pg_apply.c -------------------------------------------------------- */
 
@@ -309,6 +321,11 @@ int pg_partition_get(payment_store *s, uint32_t partition, uint64_t *last_seq, u
 /* Runs sql with p on the calling thread's reader: as pg_exec, a failure of
  * the connection retried once on a new one. */
 int pg_read(struct pg_store *st, const char *sql, const struct pg_params *p, PGresult **res);
+/* As pg_read, for SQL built for this one call (a list's filters): run
+ * unprepared, so that it is not cached by an address it does not keep and
+ * the server plans it for its values. */
+int pg_read_unprepared(struct pg_store *st, const char *sql, const struct pg_params *p,
+                       PGresult **res);
 /* Copies UUID column col of row r into out: 0, or -1 when it is not one a
  * write stores (NULL, or not UUID_STR_LEN long). */
 int pg_column_uuid(const PGresult *res, int r, int col, char out[UUID_STR_LEN + 1]);

@@ -127,8 +127,8 @@ void pg_param_text(struct pg_params *p, const char *s)
 
 void pg_param_textn(struct pg_params *p, const char *s, size_t len)
 {
-    assert(len <= INT32_MAX && (!s || !memchr(s, '\0', len)));
-    pg_param_push(p, s, (int)len, 1); /* binary: a text value's bytes as they are */
+    assert(len <= INT32_MAX);
+    pg_param_push(p, s, (int)len, 1); /* binary: a text or bytea value's bytes as they are */
 }
 
 void pg_param_nonempty(struct pg_params *p, const char *s)

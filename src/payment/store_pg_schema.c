@@ -60,7 +60,8 @@ static const char *const pg_migrations[] = {
     " status INTEGER NOT NULL,"
     " location TEXT,"
     " etag TEXT,"
-    " body TEXT,"
+    /* The answer's bytes as they were sent: any bytes, NUL included. */
+    " body BYTEA,"
     " created_ms BIGINT NOT NULL,"
     " PRIMARY KEY (scope, key)"
     ");"

@@ -8,7 +8,10 @@ every socket.  Standard library only.
 Stores: every Server gets a store of its own.  By default a new SQLite file;
 after use_mongo(URI) (run.py --mongo), a new database of that MongoDB, or of
 the test double tests/mongo/double.py, which Double starts and stops for the
-tests that take MongoDB away.
+tests that take MongoDB away; after use_pg(URI) (run.py --pg), a new schema
+of that PostgreSQL database (made here with psql, named in the server's URI
+by search_path), or of a private server (tests/pg/pg.sh) that PgServer
+starts, stops and kills for the tests that take PostgreSQL away.
 """
 
 import atexit
@@ -17,6 +20,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +74,16 @@ def mongo_test(fn):
     """A test of the MongoDB store itself (outages and the like), run only
     when the suite runs on MongoDB."""
     MONGO_TESTS.append((_test_name(fn), fn))
+    return fn
+
+
+PG_TESTS = []  # (name, function): run only with run.py --pg
+
+
+def pg_test(fn):
+    """A test of the PostgreSQL store itself (outages and the like), run
+    only when the suite runs on PostgreSQL."""
+    PG_TESTS.append((_test_name(fn), fn))
     return fn
 
 
@@ -208,9 +222,70 @@ def new_mongo_db():
     return db
 
 
+PG_SH = os.path.join(REPO, "tests", "pg", "pg.sh")
+PSQL = "psql"  # the client of Debian's postgresql-client, on PATH
+
+PG = {"uri": None, "schemas": [], "n": 0}  # use_pg()'s URI, the schemas made in it, a counter
+_PG_LOCK = threading.Lock()
+
+
+def use_pg(uri):
+    """Every Server created from now on without an explicit store gets a new
+    schema of the PostgreSQL database that uri names."""
+    PG["uri"] = uri
+
+
+def pg_uri(base, schema):
+    """base (postgres://...[?OPTS]) with its tables in schema: libpq's
+    options=-csearch_path=SCHEMA added to its query."""
+    return "%s%soptions=-csearch_path%%3D%s" % (base, "&" if "?" in base else "?", schema)
+
+
+def psql(uri, sql, timeout=30.0):
+    """Runs sql on the database uri names; returns psql's output (unaligned,
+    tuples only).  A failure raises Fail with psql's message."""
+    try:
+        p = subprocess.run([PSQL, "-X", "-v", "ON_ERROR_STOP=1", "-Atq", "-d", uri, "-c", sql],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                           env=child_env())
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Fail("psql %r: %s" % (sql[:80], e))
+    if p.returncode != 0:
+        raise Fail("psql %r: exit %d: %s" % (sql[:80], p.returncode,
+                                             p.stderr.decode("utf-8", "replace").strip()[:300]))
+    return p.stdout.decode("utf-8", "replace")
+
+
+def new_pg_schema(base=None):
+    """Creates a new, empty schema in the database of base (use_pg()'s URI
+    by default) and returns its name; run.py drops use_pg()'s at the end."""
+    with _PG_LOCK:
+        PG["n"] += 1
+        schema = "paymentd_api_%d_%d" % (os.getpid(), PG["n"])
+    psql(base or PG["uri"], "CREATE SCHEMA %s" % schema)
+    if base is None:
+        with _PG_LOCK:
+            PG["schemas"].append(schema)
+    return schema
+
+
+def drop_pg_schemas(uri, schemas):
+    """Drops the suite's schemas with everything in them, so that runs leave
+    nothing behind.  Returns an error message, or None."""
+    if not schemas:
+        return None
+    try:
+        psql(uri, "; ".join("DROP SCHEMA IF EXISTS %s CASCADE" % s for s in schemas), timeout=120)
+    except Fail as e:
+        return str(e)
+    return None
+
+
 def default_store(workdir, name):
     if MONGO["uri"]:
         return mongo_uri(MONGO["uri"], new_mongo_db())
+    if PG["uri"]:
+        return pg_uri(PG["uri"], new_pg_schema())
     return "sqlite:" + os.path.join(workdir, name, "payments.db")
 
 
@@ -278,6 +353,65 @@ class Double:
         except OSError:
             return "(no log)"
         return t[-n:] if t else "(log empty)"
+
+
+class PgServer:
+    """A private PostgreSQL server in a directory of its own (tests/pg/pg.sh):
+    stop() shuts it down, kill() crashes it (SIGKILL), start() again serves
+    the same data on the same port: an outage and its end.  Never the
+    suite's server."""
+
+    def __init__(self, workdir, name="pg"):
+        # A directory of its own under /tmp, not under workdir: as root the
+        # cluster belongs to the postgres user (pg.sh), who cannot enter the
+        # suite's private (0700) directories.  ensure_dead() removes it.
+        self.dir = tempfile.mkdtemp(prefix="paymentd-%s-" % name)
+        self.base = None  # postgres://paymentd@127.0.0.1:PORT/paymentd once started
+
+    def _run(self, cmd, timeout=90.0):
+        try:
+            p = subprocess.run(["bash", PG_SH, cmd, self.dir], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise Fail("tests/pg/pg.sh %s: %s" % (cmd, e))
+        if p.returncode != 0:
+            raise Fail("tests/pg/pg.sh %s exited with %d: %s"
+                       % (cmd, p.returncode, p.stderr.decode("utf-8", "replace").strip()[-600:]))
+        return p.stdout.decode("utf-8", "replace").strip()
+
+    def start(self):
+        self.base = self._run("start")
+        check(self.base.startswith("postgres://"), "tests/pg/pg.sh start printed %r" % self.base)
+        return self
+
+    def stop(self):
+        self._run("stop")
+
+    def kill(self):
+        self._run("kill")
+
+    def ensure_dead(self):
+        """Stops the server (kills it when it will not stop) and removes its
+        directory."""
+        try:
+            self._run("stop")
+        except Fail:
+            self._run("kill")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def port(self):
+        return int(self.base.rsplit(":", 1)[1].split("/", 1)[0])
+
+    def uri(self, schema, userinfo=None, opts=""):
+        """The store URI of a schema of this server, with userinfo ("user:pw")
+        instead of the user alone and opts ("k=v&k=v") added when given."""
+        base = self.base
+        if userinfo:
+            base = base.replace("://paymentd@", "://%s@" % userinfo, 1)
+        if opts:
+            base += "?" + opts
+        return pg_uri(base, schema)
 
 
 def child_env(extra=None):

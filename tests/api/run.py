@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """API tests of paymentd, black-box against the real binary.
 
-    /usr/bin/python3 tests/api/run.py --binary build/paymentd [--mongo URI] [-k SUBSTRING] [-v]
+    /usr/bin/python3 tests/api/run.py --binary build/paymentd [--mongo URI | --pg URI]
+                                      [-k SUBSTRING] [-v]
 
 Starts the server on a free loopback port with a temporary SQLite store,
 waits for GET /healthz, runs every test (some start servers of their own),
@@ -13,6 +14,13 @@ database of that MongoDB (the test double of tests/mongo/, or a real one),
 plus the MongoDB tests (test_mongo: outages, start-up without MongoDB), which
 start private test doubles of their own.  The databases are dropped at the
 end when pymongo is available.
+
+--pg postgres://USER@HOST:PORT/DB runs the same suite with every server on a
+new schema of that PostgreSQL database (CREATE SCHEMA by psql; the server's
+URI sets search_path to it), plus the PostgreSQL tests (test_pg: outages,
+a crash of the server, passwords kept out of logs), which start private
+servers of their own (tests/pg/pg.sh).  The schemas are dropped at the end.
+The tests of the embedded store's file (@sqlite_test) run on SQLite only.
 """
 
 import argparse
@@ -34,9 +42,11 @@ from harness import Fail, Server, Skip  # noqa: E402
 import importlib  # noqa: E402
 
 # Every tests/api/test_*.py registers its tests with @test when imported;
-# test_mongo*.py only with --mongo (see main).
+# test_mongo*.py only with --mongo, test_pg*.py only with --pg (see main).
+STORE_MODULES = ("test_mongo", "test_pg")
 for _name in sorted(os.listdir(os.path.dirname(os.path.abspath(__file__)))):
-    if _name.startswith("test_") and _name.endswith(".py") and not _name.startswith("test_mongo"):
+    if (_name.startswith("test_") and _name.endswith(".py")
+            and not _name.startswith(STORE_MODULES)):
         importlib.import_module(_name[:-3])
 
 SUITE_DEADLINE = 900.0  # seconds: a hung suite is killed rather than left running
@@ -94,9 +104,20 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--mongo", metavar="URI", default=None,
                     help="run every server on a new database of this MongoDB")
+    ap.add_argument("--pg", metavar="URI", default=None,
+                    help="run every server on a new schema of this PostgreSQL database")
     args = ap.parse_args()
     label = "api"
-    if args.mongo:
+    if args.mongo and args.pg:
+        ap.error("--mongo and --pg name two stores: give one")
+    if args.pg:
+        harness.use_pg(args.pg)
+        for name in sorted(os.listdir(os.path.dirname(os.path.abspath(__file__)))):
+            if name.startswith("test_pg") and name.endswith(".py"):
+                importlib.import_module(name[:-3])  # registers with @pg_test
+        harness.TESTS.extend(harness.PG_TESTS)
+        label = "api (postgresql)"
+    elif args.mongo:
         harness.use_mongo(args.mongo)
         for name in sorted(os.listdir(os.path.dirname(os.path.abspath(__file__)))):
             if name.startswith("test_mongo") and name.endswith(".py"):
@@ -118,9 +139,10 @@ def main():
     root = tempfile.mkdtemp(prefix="paymentd-api-")
     passed = failed = skipped = 0
     t0 = time.monotonic()
-    srv = Server(binary, root, name="main")
+    srv = None
     try:
         try:
+            srv = Server(binary, root, name="main")  # with --pg, psql makes its schema
             srv.start()
         except Fail as e:
             print("FAIL startup: %s" % e)
@@ -173,10 +195,16 @@ def main():
             failed += 1
             print("FAIL shutdown.sigterm_exit_0: %s" % e)
     finally:
-        srv.ensure_dead()
+        if srv is not None:
+            srv.ensure_dead()
         harness.kill_all()
         if args.mongo:
             drop_databases(args.mongo, harness.MONGO["dbs"])
+        if args.pg:
+            err = harness.drop_pg_schemas(args.pg, harness.PG["schemas"])
+            if err:
+                failed += 1
+                print("FAIL cleanup.drop_schemas: %s" % err)
         if args.keep:
             print("api: kept %s" % root)
         else:

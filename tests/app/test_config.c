@@ -533,12 +533,27 @@ static void test_redact_uri(void)
         {"sqlite:./data/payments.db", "sqlite:./data/payments.db"},
         {"mongodb://u:p@ss@h/db", "mongodb://u:***@h/db"},
         {"mongodb://h/db?x=a:b@c", "mongodb://h/db?x=a:b@c"},
+        /* libpq's password= option, wherever it is in the query, each time. */
+        {"postgres://u:pw@h:5432/db?password=pw2&sslmode=require",
+         "postgres://u:***@h:5432/db?password=***&sslmode=require"},
+        {"postgresql://h/db?sslmode=disable&password=s3cret",
+         "postgresql://h/db?sslmode=disable&password=***"},
+        {"postgres://h/db?password=a&password=b#frag", "postgres://h/db?password=***&password=***#frag"},
+        {"postgres://h/db?password=", "postgres://h/db?password=***"},
+        {"postgres://h/db?xpassword=v&passwordx=w", "postgres://h/db?xpassword=v&passwordx=w"},
+        {"postgres://h/db?&&password=p&", "postgres://h/db?&&password=***&"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[256];
         config_redact_uri(cases[i].in, out, sizeof out);
         CHECK_STR(out, cases[i].out);
     }
+    /* Cut to the buffer, never past it, and never showing the password. */
+    char small[24];
+    config_redact_uri("postgres://h/db?password=secretsecret", small, sizeof small);
+    CHECK_STR(small, "postgres://h/db?passwor");
+    config_redact_uri("postgres://h/db?a=b&password=secret", small, sizeof small);
+    CHECK(strstr(small, "sec") == NULL);
 }
 
 /* --store-shared: off by default, true|false|1|0 from a flag or the
@@ -650,6 +665,13 @@ static void test_store_uri(void)
         {"mongodb://h/db?w=majority", "pay", 1,
          "mongodb://h/db?w=majority&paymentdCollection=pay&paymentdWaitForStore=true"},
         {"mongodb://h:27017", "", 1, "mongodb://h:27017/payment?paymentdWaitForStore=true"},
+        /* PostgreSQL: the URI as given; the MongoDB flags and --store-shared refused. */
+        {"postgres://u@h:5432/db?sslmode=disable", "", 0, "postgres://u@h:5432/db?sslmode=disable"},
+        {"postgresql://h/db", "", 0, "postgresql://h/db"},
+        {"POSTGRES://h/db", "", 2, NULL},
+        {"postgresql://h/db", "", 2, NULL},
+        {"postgres://h/db", "pay", 0, NULL},
+        {"postgresql://h/db", "", 1, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct config cfg;

@@ -1,13 +1,16 @@
 /* store_fixture: the runners of the store contract tests, which take a
  * case written against store.h and run it on an opened, empty store: a new
- * SQLite store in a temporary folder, removed afterwards, or a fresh
+ * SQLite store in a temporary folder, removed afterwards, a fresh
  * database of the MongoDB server PAYMENTD_TEST_MONGO_URI names (such as the
- * test double of tests/mongo/double.py), dropped afterwards; without that
- * variable the MongoDB runs are reported as skipped.  Header-only: each test
- * binary is one file. */
+ * test double of tests/mongo/double.py), dropped afterwards, or a fresh
+ * schema of the PostgreSQL database PAYMENTD_TEST_PG_URI names (such as the
+ * server of tests/pg/pg.sh), dropped afterwards; without the variable the
+ * MongoDB or PostgreSQL runs are reported as skipped.  Header-only: each
+ * test binary is one file. */
 #ifndef TESTS_PAYMENT_STORE_FIXTURE_H
 #define TESTS_PAYMENT_STORE_FIXTURE_H
 
+#include <libpq-fe.h>
 #include <mongoc/mongoc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +148,98 @@ static inline void run_on_mongo(store_case_fn fn)
     mongo_uri_for(fx.uri, sizeof fx.uri, mongo_base(), db, "");
     run_opened(fn, &fx);
     mongo_drop(db);
+}
+
+/* ---- PostgreSQL ----------------------------------------------------------- */
+
+#define PG_URI_ENV "PAYMENTD_TEST_PG_URI"
+
+/* The database the PostgreSQL cases run on, or NULL (they are reported
+ * skipped). */
+static inline const char *pg_base(void)
+{
+    const char *b = getenv(PG_URI_ENV);
+    return b && b[0] ? b : NULL;
+}
+
+static inline void pg_test_notice_drop(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "drop cascades to 12 other objects" */
+}
+
+/* Runs sql on the database uri names with a connection of its own: 1 when
+ * the server ran it, else 0 with the reason printed. */
+static inline int pg_test_exec(const char *uri, const char *sql)
+{
+    PGconn *c = PQconnectdb(uri);
+    int ok = c && PQstatus(c) == CONNECTION_OK;
+    if (!ok) {
+        fprintf(stderr, "  connect %s: %s", uri, c ? PQerrorMessage(c) : "out of memory\n");
+        PQfinish(c);
+        return 0;
+    }
+    (void)PQsetNoticeProcessor(c, pg_test_notice_drop, NULL); /* returns the one before */
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType status = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr, "  %s: %s", sql, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok;
+}
+
+/* A schema (namespace) name no other case or run uses: this process's id
+ * and a counter. */
+static inline void pg_schema_name(char out[64])
+{
+    static int counter;
+    snprintf(out, 64, "paymentd_t_%ld_%d", (long)getpid(), ++counter);
+}
+
+/* The base URI with the server's search_path set to schema alone: every
+ * table the store makes and reads is that schema's. */
+static inline void pg_uri_for(char *out, size_t len, const char *base, const char *schema)
+{
+    int n = snprintf(out, len, "%s%coptions=-csearch_path%%3D%s", base,
+                     strchr(base, '?') ? '&' : '?', schema);
+    CHECK(n > 0 && (size_t)n < len);
+}
+
+/* Creates a fresh schema of the database PAYMENTD_TEST_PG_URI names, its
+ * name in schema and a URI of it in uri: 1, or 0 (a failed check). */
+static inline int pg_schema_create(char schema[64], char *uri, size_t len)
+{
+    pg_schema_name(schema);
+    char sql[128];
+    snprintf(sql, sizeof sql, "CREATE SCHEMA %s", schema);
+    int ok = pg_test_exec(pg_base(), sql);
+    CHECK(ok);
+    pg_uri_for(uri, len, pg_base(), schema);
+    return ok;
+}
+
+static inline void pg_schema_drop(const char *schema)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP SCHEMA %s CASCADE", schema);
+    CHECK(pg_test_exec(pg_base(), sql));
+}
+
+/* Runs fn on a new schema of the database PAYMENTD_TEST_PG_URI names. */
+static inline void run_on_pg(store_case_fn fn)
+{
+    if (!pg_base()) {
+        TEST_SKIP(PG_URI_ENV " unset: no PostgreSQL to run on");
+        return;
+    }
+    char schema[64];
+    struct fixture fx = {0};
+    if (!pg_schema_create(schema, fx.uri, sizeof fx.uri))
+        return;
+    run_opened(fn, &fx);
+    pg_schema_drop(schema);
 }
 
 #endif

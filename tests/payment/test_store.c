@@ -1,9 +1,11 @@
 /* The store contract (store.h), written against any backend: each case takes
  * an opened, empty store; the runners (store_fixture.h) open one per case,
- * in a fresh temporary folder (SQLite) or a fresh database that is dropped
+ * in a fresh temporary folder (SQLite), a fresh database that is dropped
  * afterwards (MongoDB, when PAYMENTD_TEST_MONGO_URI names a server such as
  * the test double of tests/mongo/double.py; without it the MongoDB cases
- * that need a server are reported as skipped). */
+ * that need a server are reported as skipped), or a fresh schema that is
+ * dropped afterwards (PostgreSQL, when PAYMENTD_TEST_PG_URI names a
+ * database such as tests/pg/pg.sh's; skipped without it). */
 #include "payment/store.h"
 
 #include <ftw.h>
@@ -583,6 +585,59 @@ static void case_list_filters(struct fixture *fx)
     CHECK_INT(list(fx->s, &q, l, &more), 0);
     CHECK_LISTED(l, 5);
     CHECK_INT(more, 0);
+    free(l);
+}
+
+/* An any-of filter's values are matched as they are, whatever they hold:
+ * quotes, backslashes, commas, braces, the word NULL, spaces, non-ASCII
+ * (PostgreSQL sends a set of several values as one array literal). */
+static void case_list_set_text(struct fixture *fx)
+{
+    static const char *const refs[] = {"q\"uote", "back\\slash", "com,ma",  "{brace}",
+                                       "NULL",    "sp ace",      "caf\xc3\xa9", "plain"};
+    const int nrefs = (int)(sizeof refs / sizeof refs[0]);
+    struct pay p;
+    for (int i = 0; i < nrefs; i++) {
+        pay_init(&p, i + 1, 1, "GBP", "1", "", 1000 + i);
+        snprintf(p.reference, sizeof p.reference, "%s", refs[i]);
+        CHECK_INT(sync_create(fx->s, &p.row, NULL), PAYMENT_STORE_OK);
+    }
+    char v[8][16];
+    for (int i = 0; i < nrefs; i++)
+        snprintf(v[i], sizeof v[i], "%s", refs[i]);
+    char com[] = "com", ma[] = "ma", brace[] = "brace", none[] = "nothing";
+    struct listed *l = calloc(1, sizeof *l);
+    struct payment_query q;
+    int more;
+    query_init(&q, 100);
+    q.reference.count = (size_t)nrefs - 1;
+    for (int i = 0; i < nrefs - 1; i++)
+        q.reference.values[i] = v[i];
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 2, 3, 4, 5, 6, 7);
+    q.reference.count = 2; /* q"uote, back\slash */
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 1, 2);
+    q.reference.values[0] = v[3];
+    q.reference.values[1] = brace;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 4);
+    q.reference.values[0] = none;
+    q.reference.values[1] = v[4]; /* the text NULL, not SQL's */
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 5);
+    q.reference.values[0] = com;
+    q.reference.values[1] = ma;
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_INT(l->n, 0);
+    q.reference.count = 1;
+    q.reference.values[0] = v[2];
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 3);
+    q.reference.count = 2;
+    q.reference.values[1] = v[6];
+    CHECK_INT(list(fx->s, &q, l, &more), 0);
+    CHECK_LISTED(l, 3, 7);
     free(l);
 }
 
@@ -1845,6 +1900,7 @@ SQLITE_CASE(update)
 SQLITE_CASE(delete)
 SQLITE_CASE(list_paging)
 SQLITE_CASE(list_filters)
+SQLITE_CASE(list_set_text)
 SQLITE_CASE(reopen)
 SQLITE_CASE(done_reenters)
 SQLITE_CASE(concurrent_creates)
@@ -1941,6 +1997,7 @@ MONGO_CASE(update)
 MONGO_CASE(delete)
 MONGO_CASE(list_paging)
 MONGO_CASE(list_filters)
+MONGO_CASE(list_set_text)
 MONGO_CASE(reopen)
 MONGO_CASE(done_reenters)
 MONGO_CASE(concurrent_creates)
@@ -2798,6 +2855,35 @@ static void case_mongo_idem_bounded(struct fixture *fx)
     CHECK_REC(s, &r);
 }
 
+/* ---- PostgreSQL runners ------------------------------------------------- */
+
+#define PG_CASE(name)                                                                         \
+    static void pg_##name(void) { run_on_pg(case_##name); }
+
+PG_CASE(ping)
+PG_CASE(create_get)
+PG_CASE(duplicate)
+PG_CASE(update)
+PG_CASE(delete)
+PG_CASE(list_paging)
+PG_CASE(list_filters)
+PG_CASE(list_set_text)
+PG_CASE(reopen)
+PG_CASE(done_reenters)
+PG_CASE(concurrent_creates)
+PG_CASE(concurrent_updates)
+PG_CASE(idem_reuse)
+PG_CASE(idem_failed_writes)
+PG_CASE(idem_update_delete)
+PG_CASE(idem_purge)
+PG_CASE(idem_reopen)
+PG_CASE(idem_concurrent)
+PG_CASE(apply)
+PG_CASE(apply_idem)
+PG_CASE(apply_fingerprint)
+PG_CASE(apply_reopen)
+PG_CASE(apply_concurrent)
+
 static void mongo_idem_bounded(void) { run_on_mongo(case_mongo_idem_bounded); }
 
 /* Bad URIs: EURI and a one-line reason, without contacting any server. */
@@ -2886,6 +2972,7 @@ static void mongo_wait_for_store(void)
 TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(sqlite_create_get), TEST(sqlite_duplicate), TEST(sqlite_update),
           TEST(sqlite_delete), TEST(sqlite_list_paging), TEST(sqlite_list_filters),
+          TEST(sqlite_list_set_text),
           TEST(sqlite_reopen), TEST(sqlite_done_reenters), TEST(sqlite_concurrent_creates),
           TEST(sqlite_concurrent_updates), TEST(sqlite_reads_do_not_wait),
           TEST(sqlite_idem_reuse), TEST(sqlite_idem_failed_writes),
@@ -2900,6 +2987,7 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_open_errors), TEST(mongo_open_unreachable), TEST(mongo_wait_for_store),
           TEST(mongo_ping), TEST(mongo_create_get), TEST(mongo_duplicate), TEST(mongo_update),
           TEST(mongo_delete), TEST(mongo_list_paging), TEST(mongo_list_filters),
+          TEST(mongo_list_set_text),
           TEST(mongo_reopen), TEST(mongo_done_reenters), TEST(mongo_concurrent_creates),
           TEST(mongo_concurrent_updates), TEST(mongo_idem_reuse), TEST(mongo_idem_failed_writes),
           TEST(mongo_idem_update_delete), TEST(mongo_idem_purge), TEST(mongo_idem_reopen),
@@ -2909,4 +2997,12 @@ TEST_MAIN(TEST(sqlite_open_errors), TEST(sqlite_strerror), TEST(sqlite_ping),
           TEST(mongo_upgrade_idem_index),
           TEST(mongo_apply), TEST(mongo_apply_idem), TEST(mongo_apply_fingerprint),
           TEST(mongo_apply_reopen), TEST(mongo_apply_concurrent), TEST(mongo_apply_absent),
-          TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout))
+          TEST(mongo_apply_crash), TEST(mongo_apply_fenced), TEST(mongo_apply_layout),
+          TEST(pg_ping), TEST(pg_create_get), TEST(pg_duplicate), TEST(pg_update),
+          TEST(pg_delete), TEST(pg_list_paging), TEST(pg_list_filters),
+          TEST(pg_list_set_text), TEST(pg_reopen),
+          TEST(pg_done_reenters), TEST(pg_concurrent_creates), TEST(pg_concurrent_updates),
+          TEST(pg_idem_reuse), TEST(pg_idem_failed_writes), TEST(pg_idem_update_delete),
+          TEST(pg_idem_purge), TEST(pg_idem_reopen), TEST(pg_idem_concurrent), TEST(pg_apply),
+          TEST(pg_apply_idem), TEST(pg_apply_fingerprint), TEST(pg_apply_reopen),
+          TEST(pg_apply_concurrent))

@@ -1,7 +1,8 @@
 /* The webhooks contract (store.h, "webhooks: endpoints and their
  * deliveries"), written against any backend: each case takes an opened,
  * empty store from the runners of store_fixture.h, on SQLite and, when
- * PAYMENTD_TEST_MONGO_URI names a server, on MongoDB.
+ * PAYMENTD_TEST_MONGO_URI names a server, on MongoDB, and when
+ * PAYMENTD_TEST_PG_URI names one, on PostgreSQL.
  *
  * Endpoints: create, get, update, delete and list with versions and
  * conflicts; the per-organisation limit; after_pos at the feed's end;
@@ -12,11 +13,12 @@
  * order; retried; listed with filters and pages; counted; purged; deleted
  * with their endpoint; all of it kept across a close and an open.
  *
- * The last cases are the embedded store's: two stores on one file, claiming
- * and recording from four threads (two per store) with short leases, never
- * hold one delivery at once and lose none; a read called from its own
- * callback is refused without upsetting the outer one; a store of schema
- * version 6 opens migrated. */
+ * The last cases are the embedded store's and PostgreSQL's: two stores on
+ * one file (one schema), claiming and recording from four threads (two per
+ * store) with short leases, never hold one delivery at once and lose none;
+ * a read called from its own callback is refused without upsetting the
+ * outer one (PostgreSQL's, whose rows are the client's before the first
+ * callback, answers it); a store of schema version 6 opens migrated. */
 #include "payment/store.h"
 
 #include <jansson.h>
@@ -571,6 +573,34 @@ static void case_after_pos(struct fixture *fx)
     wh_init(&h, 2, 1, 1000);
     CHECK_INT(payment_store_webhook_create(s, &h.w), PAYMENT_STORE_OK);
     CHECK_INT(h.w.after_pos, after);
+}
+
+enum { QUEUED_PAYMENTS = 64 };
+
+/* An endpoint created while payments queued before it are still being
+ * written (in its batch, or in those before it) starts above all their
+ * events: they committed with it or before it. */
+static void case_after_pos_queued(struct fixture *fx)
+{
+    payment_store *s = fx->s;
+    static struct payment_row rows[QUEUED_PAYMENTS];
+    struct waiter w;
+    waiter_init(&w, QUEUED_PAYMENTS);
+    for (int i = 0; i < QUEUED_PAYMENTS; i++) {
+        memset(&rows[i], 0, sizeof rows[i]);
+        snprintf(rows[i].id, sizeof rows[i].id, "00000000-0000-4000-8000-%012d", 100 + i);
+        org_id(rows[i].organisation_id, 1);
+        rows[i].created_ms = rows[i].modified_ms = 1000 + i;
+        rows[i].doc = "{}";
+        rows[i].doc_len = 2;
+        payment_store_create(s, &rows[i], NULL, NULL, waiter_done, &w);
+    }
+    struct wh h;
+    wh_init(&h, 1, 1, 1000);
+    CHECK_INT(payment_store_webhook_create(s, &h.w), PAYMENT_STORE_OK);
+    waiter_wait(&w);
+    CHECK_INT(w.failed, 0);
+    CHECK_INT(feed_last(s), h.w.after_pos);
 }
 
 /* Lists in id order with the organisation and enabled filters, in pages. */
@@ -1239,7 +1269,7 @@ static void case_reopen(struct fixture *fx)
     dl_free(&l);
 }
 
-/* ---- the embedded store: two stores on one file ---------------------------- */
+/* ---- two stores on one file or schema -------------------------------------- */
 
 enum { RACE_DELIVERIES = 16, RACE_ATTEMPTS = 24, RACE_LEASE_MS = 25, RACE_CLAIM_MAX = 4,
        RACE_THREADS = 4 };
@@ -1423,9 +1453,10 @@ static int nested_each(void *arg, const struct payment_webhook *w)
     return 0;
 }
 
-/* Another read works from a callback; the same read is refused and leaves
- * the outer one going, each endpoint passed once. */
-static void case_nested_read(struct fixture *fx)
+/* Another read works from a callback; the same read answers inner_want
+ * (refused on SQLite, whose statement is in use) and leaves the outer one
+ * going, each endpoint passed once. */
+static void nested_read_answers(struct fixture *fx, int inner_want)
 {
     payment_store *s = fx->s;
     for (int i = 1; i <= 3; i++)
@@ -1435,9 +1466,19 @@ static void case_nested_read(struct fixture *fx)
     int more = -1;
     CHECK_INT(payment_store_webhooks_list(s, &q, nested_each, &n, &more), PAYMENT_STORE_OK);
     CHECK_INT(n.calls, 3);
-    CHECK_INT(n.inner_err, PAYMENT_STORE_EINTERNAL);
+    CHECK_INT(n.inner_err, inner_want);
     CHECK_INT(n.get_err, PAYMENT_STORE_OK);
     CHECK_INT(more, 0);
+}
+
+static void case_nested_read(struct fixture *fx)
+{
+    nested_read_answers(fx, PAYMENT_STORE_EINTERNAL);
+}
+
+static void case_nested_read_answered(struct fixture *fx)
+{
+    nested_read_answers(fx, PAYMENT_STORE_OK);
 }
 
 /* ---- the embedded store: migration from schema version 6 -------------------- */
@@ -1609,7 +1650,7 @@ static void sqlite_delivery_bodies_apart(void)
     rm_tree(dir);
 }
 
-/* ---- runners (SQLITE_CASE and SQLITE_EXCL_CASE: store_fixture.h) ------------- */
+/* ---- runners (SQLITE_CASE, SQLITE_EXCL_CASE and run_on_pg: store_fixture.h) --- */
 
 /* A backend without webhooks yet (no webhook_create in its table: store.c
  * answers EINTERNAL) has its cases skipped, not failed. */
@@ -1624,9 +1665,14 @@ static void sqlite_delivery_bodies_apart(void)
     }                                                                                         \
     static void mongo_##name(void) { run_on_mongo(mongo_case_##name); }
 
+/* Defines test pg_NAME running case_NAME on a fresh PostgreSQL schema. */
+#define PG_CASE(name)                                                                         \
+    static void pg_##name(void) { run_on_pg(case_##name); }
+
 SQLITE_CASE(endpoint_crud)
 SQLITE_CASE(endpoint_limit)
 SQLITE_CASE(after_pos)
+SQLITE_CASE(after_pos_queued)
 SQLITE_CASE(list_endpoints)
 SQLITE_CASE(deliveries_add)
 SQLITE_CASE(claim)
@@ -1659,8 +1705,25 @@ MONGO_CASE(list_deliveries)
 MONGO_CASE(pending_purge)
 MONGO_CASE(delete_cascades)
 MONGO_CASE(reopen)
+PG_CASE(endpoint_crud)
+PG_CASE(endpoint_limit)
+PG_CASE(after_pos)
+PG_CASE(after_pos_queued)
+PG_CASE(list_endpoints)
+PG_CASE(deliveries_add)
+PG_CASE(claim)
+PG_CASE(record)
+PG_CASE(record_batch)
+PG_CASE(failing_since)
+PG_CASE(retry)
+PG_CASE(list_deliveries)
+PG_CASE(pending_purge)
+PG_CASE(delete_cascades)
+PG_CASE(reopen)
+PG_CASE(two_stores_race)
+PG_CASE(nested_read_answered)
 
-TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_after_pos),
+TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_after_pos), TEST(sqlite_after_pos_queued),
           TEST(sqlite_list_endpoints), TEST(sqlite_deliveries_add), TEST(sqlite_claim),
           TEST(sqlite_record), TEST(sqlite_record_batch), TEST(sqlite_failing_since),
           TEST(sqlite_retry), TEST(sqlite_list_deliveries), TEST(sqlite_pending_purge),
@@ -1672,4 +1735,8 @@ TEST_MAIN(TEST(sqlite_endpoint_crud), TEST(sqlite_endpoint_limit), TEST(sqlite_a
           TEST(mongo_deliveries_add), TEST(mongo_claim), TEST(mongo_record),
           TEST(mongo_record_batch), TEST(mongo_failing_since), TEST(mongo_retry),
           TEST(mongo_list_deliveries), TEST(mongo_pending_purge), TEST(mongo_delete_cascades),
-          TEST(mongo_reopen))
+          TEST(mongo_reopen), TEST(pg_endpoint_crud), TEST(pg_endpoint_limit),
+          TEST(pg_after_pos), TEST(pg_after_pos_queued), TEST(pg_list_endpoints), TEST(pg_deliveries_add), TEST(pg_claim),
+          TEST(pg_record), TEST(pg_record_batch), TEST(pg_failing_since), TEST(pg_retry),
+          TEST(pg_list_deliveries), TEST(pg_pending_purge), TEST(pg_delete_cascades),
+          TEST(pg_reopen), TEST(pg_two_stores_race), TEST(pg_nested_read_answered))
