@@ -52,10 +52,13 @@ int payment_store_open(const char *uri, unsigned flags, payment_store **out, cha
         errbuf[0] = '\0';
     const struct payment_store_backend *be = uri ? store_backend_find(uri) : NULL;
     if (!be) {
-        if (errbuf && errlen)
-            snprintf(errbuf, errlen, "store URI \"%s\" has no known scheme (expected sqlite:PATH,"
-                     " mongodb://... or postgres://...)",
-                     uri ? uri : "");
+        /* The scheme alone: the rest may hold a password. */
+        const char *colon = uri ? strchr(uri, ':') : NULL;
+        int n = colon && colon - uri <= 32 ? (int)(colon - uri) : 0;
+        store_errf(errbuf, errlen,
+                   "store URI %s%.*s%s has no known scheme (expected sqlite:PATH,"
+                   " mongodb://... or postgres://...)",
+                   n ? "\"" : "", n, uri ? uri : "", n ? ":...\"" : "");
         return PAYMENT_STORE_EURI;
     }
     payment_store *s = NULL;

@@ -86,9 +86,15 @@ static int pg_store_uris(struct pg_store *st, const char *uri)
 
 /* Whether libpq can parse the URI: 0, or EURI with a one-line reason.
  * libpq's message may quote the URI's text, so it is given only when the
- * URI holds no password. */
+ * URI holds no password.  A text after the scheme that is not "//..." is
+ * not named at all: libpq would read it as "key=value" pairs, and
+ * pg_uri_redact finds no password in it. */
 static int pg_uri_check(const struct pg_store *st, char *errbuf, size_t errlen)
 {
+    if (strncmp(st->uri, "postgres://", 11) != 0 && strncmp(st->uri, "postgresql://", 13) != 0) {
+        store_errf(errbuf, errlen, "store URI not of the form postgres://USER@HOST:PORT/DB");
+        return PAYMENT_STORE_EURI;
+    }
     char *msg = NULL;
     PQconninfoOption *opts = PQconninfoParse(st->uri, &msg);
     if (opts) {

@@ -193,22 +193,23 @@ struct pg_event_page {
     int64_t last_pos;
 };
 
-/* Calls each for the events of res's rows from..n, at most limit of them;
- * sets *more (when not NULL) if another row follows.  Returns 0, each's
- * non-zero value, or a negative store error. */
-static int pg_event_rows(const PGresult *res, int from, uint32_t limit,
+/* Calls each for the events of res's rows, in the order order gives (row
+ * order[i] i-th; NULL: the rows' order), at most limit of them; sets *more
+ * (when not NULL) if another row follows.  Returns 0, each's non-zero
+ * value, or a negative store error. */
+static int pg_event_rows(const PGresult *res, const int *order, uint32_t limit,
                          payment_store_event_fn each, void *arg, struct pg_event_page *page,
                          int *more)
 {
     int rows = PQntuples(res);
-    for (int r = from; r < rows; r++) {
+    for (int i = 0; i < rows; i++) {
         if (page->n == limit) {
             if (more)
                 *more = 1;
             return PAYMENT_STORE_OK;
         }
         struct payment_event ev;
-        int err = pg_event_row(res, r, &ev);
+        int err = pg_event_row(res, order ? order[i] : i, &ev);
         if (err != PAYMENT_STORE_OK)
             return err;
         int stop = each(arg, &ev);
@@ -240,7 +241,7 @@ int pg_history(payment_store *s, const char *payment_id, int64_t after_version, 
     if (err != PAYMENT_STORE_OK)
         return err;
     struct pg_event_page page = {0, 0};
-    err = pg_event_rows(res, 0, limit, each, arg, &page, more);
+    err = pg_event_rows(res, NULL, limit, each, arg, &page, more);
     PQclear(res);
     return err;
 }
@@ -316,7 +317,7 @@ static void pg_feed_sql(unsigned shape, char out[PG_FEED_SQL_MAX])
         pg_feed_filter(&b, &n, "occurred_ms >= ", "::bigint");
     if (shape & FEED_TO)
         pg_feed_filter(&b, &n, "occurred_ms < ", "::bigint");
-    (void)buf_puts(&b, " ORDER BY pos LIMIT $2) e ON TRUE ORDER BY e.pos");
+    (void)buf_puts(&b, " ORDER BY pos LIMIT $2) e ON TRUE");
     if (buf_failed(&b) || b.len >= PG_FEED_SQL_MAX)
         abort(); /* at start-up, a few hundred bytes: only memory exhaustion */
     memcpy(out, b.data, b.len);
@@ -368,6 +369,49 @@ static void pg_feed_params(struct pg_params *p, unsigned shape,
         pg_param_int(p, q->to_ms);
 }
 
+/* A row of a feed page and its event's position. */
+struct pg_feed_row {
+    int64_t pos;
+    int row;
+};
+
+static int pg_feed_row_cmp(const void *a, const void *b)
+{
+    const struct pg_feed_row *x = a, *y = b;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* The rows of a feed page in position order: *order NULL when they came
+ * in it (a nested loop gives them so), else an array the caller frees.
+ * The statement's page is the lowest positions (its LIMIT is under its
+ * ORDER BY), but SQL does not promise the order rows come out of the join
+ * in; putting them in order here instead of by an outer ORDER BY keeps the
+ * server from sorting the documents with them.  0, or -1 out of memory. */
+static int pg_feed_order(const PGresult *res, int rows, int **order)
+{
+    *order = NULL;
+    int sorted = 1;
+    for (int r = 1; r < rows && sorted; r++)
+        sorted = pg_int(res, r, 0) > pg_int(res, r - 1, 0);
+    if (sorted)
+        return 0;
+    struct pg_feed_row *by_pos = malloc((size_t)rows * sizeof *by_pos);
+    *order = malloc((size_t)rows * sizeof **order);
+    int ok = by_pos && *order;
+    if (ok) {
+        for (int r = 0; r < rows; r++)
+            by_pos[r] = (struct pg_feed_row){pg_int(res, r, 0), r};
+        qsort(by_pos, (size_t)rows, sizeof *by_pos, pg_feed_row_cmp);
+        for (int r = 0; r < rows; r++)
+            (*order)[r] = by_pos[r].row;
+    } else {
+        free(*order);
+        *order = NULL;
+    }
+    free(by_pos);
+    return ok ? 0 : -1;
+}
+
 /* The page a feed statement read: each called per event, *next_pos set. */
 static int pg_feed_page(const PGresult *res, const struct payment_event_query *q,
                         payment_store_event_fn each, void *arg, int64_t *next_pos)
@@ -380,7 +424,11 @@ static int pg_feed_page(const PGresult *res, const struct payment_event_query *q
     int64_t after = q->after_pos > floor ? q->after_pos : floor;
     struct pg_event_page page = {0, 0};
     if (!PQgetisnull(res, 0, 0)) {
-        int err = pg_event_rows(res, 0, q->limit, each, arg, &page, NULL);
+        int *order;
+        if (pg_feed_order(res, PQntuples(res), &order) != 0)
+            return PAYMENT_STORE_EINTERNAL;
+        int err = pg_event_rows(res, order, q->limit, each, arg, &page, NULL);
+        free(order);
         if (err != PAYMENT_STORE_OK)
             return err;
     }

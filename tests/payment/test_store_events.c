@@ -1,7 +1,9 @@
 /* The events contract (store.h, "events: the history and the change
  * feed"), written against any backend: each case takes an opened, empty
  * store from the runners of store_fixture.h, on SQLite and, when
- * PAYMENTD_TEST_MONGO_URI names a server, on MongoDB.
+ * PAYMENTD_TEST_MONGO_URI names a server, on MongoDB, and when
+ * PAYMENTD_TEST_PG_URI names one, on PostgreSQL (the PostgreSQL store's
+ * own order cases are test_store_pg_feed.c's).
  *
  * Every write kind records exactly one event with the right type, version,
  * document and description; failed, refused and replayed writes record
@@ -12,10 +14,11 @@
  * event once, each payment's in version order; the subscriber is told of
  * this store's and another's commits.
  *
- * The last cases are the embedded store's: a reader's cursor never passes
- * an event whose transaction is still open, and a write submitted before
- * another but committed after it is still found above a cursor that passed
- * the other. */
+ * The last cases are about commit order: a reader's cursor never passes
+ * an event whose transaction is still open (the embedded store's), and a
+ * write submitted before another but committed after it is still found
+ * above a cursor that passed the other (the embedded store's and
+ * PostgreSQL's, whose stores each have one writer thread). */
 #include "payment/store.h"
 
 #include <pthread.h>
@@ -1241,6 +1244,10 @@ static void case_submitted_first(struct fixture *fx)
     }                                                                                         \
     static void mongo_##name(void) { run_on_mongo(mongo_case_##name); }
 
+/* Defines test pg_NAME running case_NAME on a fresh PostgreSQL schema. */
+#define PG_EVENTS_CASE(name)                                                                  \
+    static void pg_##name(void) { run_on_pg(case_##name); }
+
 SQLITE_CASE(records_each_write)
 SQLITE_CASE(failed_writes_record_none)
 SQLITE_CASE(apply_records)
@@ -1264,6 +1271,16 @@ MONGO_CASE(feed_cursor)
 MONGO_CASE(retention)
 MONGO_CASE(concurrent_feed)
 MONGO_CASE(subscribe)
+PG_EVENTS_CASE(records_each_write)
+PG_EVENTS_CASE(failed_writes_record_none)
+PG_EVENTS_CASE(apply_records)
+PG_EVENTS_CASE(history_pages)
+PG_EVENTS_CASE(feed_filters)
+PG_EVENTS_CASE(feed_cursor)
+PG_EVENTS_CASE(retention)
+PG_EVENTS_CASE(concurrent_feed)
+PG_EVENTS_CASE(subscribe)
+PG_EVENTS_CASE(submitted_first)
 
 TEST_MAIN(TEST(sqlite_records_each_write), TEST(sqlite_failed_writes_record_none),
           TEST(sqlite_apply_records), TEST(sqlite_history_pages), TEST(sqlite_feed_filters),
@@ -1273,4 +1290,8 @@ TEST_MAIN(TEST(sqlite_records_each_write), TEST(sqlite_failed_writes_record_none
           TEST(sqlite_excl_concurrent_feed), TEST(mongo_records_each_write),
           TEST(mongo_failed_writes_record_none), TEST(mongo_apply_records),
           TEST(mongo_history_pages), TEST(mongo_feed_filters), TEST(mongo_feed_cursor),
-          TEST(mongo_retention), TEST(mongo_concurrent_feed), TEST(mongo_subscribe))
+          TEST(mongo_retention), TEST(mongo_concurrent_feed), TEST(mongo_subscribe),
+          TEST(pg_records_each_write), TEST(pg_failed_writes_record_none),
+          TEST(pg_apply_records), TEST(pg_history_pages), TEST(pg_feed_filters),
+          TEST(pg_feed_cursor), TEST(pg_retention), TEST(pg_concurrent_feed),
+          TEST(pg_subscribe), TEST(pg_submitted_first))

@@ -137,6 +137,12 @@ static void pg_open_errors(void)
                      PAYMENT_STORE_EURI);
     check_open_fails("postgres://paymentd:" PASSWORD "%zz@127.0.0.1:1/paymentd",
                      PAYMENT_STORE_EURI);
+    check_open_fails("postgres:paymentd:" PASSWORD "@127.0.0.1:1/paymentd", PAYMENT_STORE_EURI);
+    check_open_fails("PostgreSQL:/paymentd:" PASSWORD "@127.0.0.1:1/paymentd",
+                     PAYMENT_STORE_EURI);
+    check_open_fails("postgress://paymentd:" PASSWORD "@127.0.0.1:1/paymentd",
+                     PAYMENT_STORE_EURI);
+    check_open_fails("host=127.0.0.1 password=" PASSWORD, PAYMENT_STORE_EURI);
     if (!pg_base()) {
         TEST_SKIP(PG_URI_ENV " unset: no PostgreSQL to refuse a user");
         return;
@@ -275,8 +281,8 @@ static void case_reads_do_not_wait(struct fixture *fx)
     CHECK(c && PQstatus(c) == CONNECTION_OK);
     PGresult *r = PQexec(c, "BEGIN; SELECT value FROM feed_meta WHERE key = 'pos' FOR UPDATE;"
                             "INSERT INTO payments (seq, id, organisation_id, version, created_ms,"
-                            " modified_ms, doc) VALUES (1000, '00000000-0000-4000-8000-000000000002',"
-                            " 'x', 0, 0, 0, '{}')");
+                            " modified_ms, doc) VALUES (1000,"
+                            " '00000000-0000-4000-8000-000000000002', 'x', 0, 0, 0, '{}')");
     CHECK(r && PQresultStatus(r) == PGRES_COMMAND_OK);
     PQclear(r);
     int64_t t0 = clock_mono_us();
