@@ -382,6 +382,51 @@ void payment_store_deliveries_purge(payment_store *s, int64_t before_ms)
         s->backend->deliveries_purge(s, before_ms);
 }
 
+int payment_store_export_payments(payment_store *s, int64_t after_seq, uint32_t limit,
+                                  payment_store_export_fn each, void *arg, int *more)
+{
+    assert(each && limit >= 1 && limit <= PAYMENT_EXPORT_PAGE_MAX && after_seq >= 0);
+    *more = 0;
+    if (!s->backend->export_payments)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->export_payments(s, after_seq, limit, each, arg, more);
+}
+
+int payment_store_export_idem(payment_store *s, const char *after_scope, const char *after_key,
+                              uint32_t limit, payment_store_idem_export_fn each, void *arg,
+                              int *more)
+{
+    assert(each && limit >= 1 && limit <= PAYMENT_EXPORT_PAGE_MAX);
+    assert((after_scope == NULL) == (after_key == NULL));
+    *more = 0;
+    if (!s->backend->export_idem)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->export_idem(s, after_scope, after_key, limit, each, arg, more);
+}
+
+int payment_store_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
+                                payment_store_event_fn each, void *arg, int *more)
+{
+    assert(each && limit >= 1 && limit <= PAYMENT_EXPORT_PAGE_MAX && after_pos >= 0);
+    *more = 0;
+    if (!s->backend->export_events)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->export_events(s, after_pos, limit, each, arg, more);
+}
+
+int payment_store_import(payment_store *s, const struct payment_import *im,
+                         struct payment_import_result *out)
+{
+    assert(im && out);
+    assert(im->n_payments == 0 || im->payments);
+    assert(im->n_idem == 0 || im->idem);
+    assert(im->n_events == 0 || im->events);
+    memset(out, 0, sizeof *out);
+    if (!s->backend->import)
+        return PAYMENT_STORE_EINTERNAL;
+    return s->backend->import(s, im, out);
+}
+
 int payment_store_stats(payment_store *s, struct payment_store_stats *out)
 {
     if (!s->backend->stats)

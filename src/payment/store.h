@@ -616,6 +616,93 @@ int payment_store_deliveries_pending(payment_store *s, int64_t *count, int64_t *
  * failed and were created before before_ms. */
 void payment_store_deliveries_purge(payment_store *s, int64_t before_ms);
 
+/* ---- copying one store into another (paymentd migrate) ----------------------
+ *
+ * A copy reads the source with the export calls, in pages, and writes each
+ * page into the target with one payment_store_import, which skips whatever
+ * the target holds already: running a copy again after an interruption
+ * finishes it, and a finished copy run again adds nothing.  Payments keep
+ * their ids, versions, times and tombstones, and get the target's sequence
+ * numbers in the source's order; events keep everything but their position,
+ * given by the target in the source's order, so the list order and the
+ * feed's order are the source's.  Webhook endpoints and deliveries, broker
+ * operations and partitions are not copied.  Exports read committed data
+ * and never wait for writes; the copy is meant for a store no server writes. */
+
+/* One payment as stored, for a copy.  Pointers valid during the callback. */
+struct payment_export {
+    struct payment_row row; /* the columns and document as stored; a tombstone:
+                               doc NULL, doc_len 0, the text columns NULL */
+    int deleted;            /* a tombstone; row.version is the tombstone's own */
+    int64_t seq;            /* its sequence number in the store read */
+};
+
+typedef int (*payment_store_export_fn)(void *arg, const struct payment_export *p);
+
+/* Reads the payments, tombstones included, with sequence numbers above
+ * after_seq, in sequence order, at most limit (1..PAYMENT_EXPORT_PAGE_MAX),
+ * then sets *more when another follows.  Each callback's non-zero answer
+ * stops the read and is returned. */
+#define PAYMENT_EXPORT_PAGE_MAX 1000
+int payment_store_export_payments(payment_store *s, int64_t after_seq, uint32_t limit,
+                                  payment_store_export_fn each, void *arg, int *more);
+
+/* One idempotency record as stored.  Pointers valid during the callback. */
+struct payment_idem_export {
+    const char *scope;
+    const char *key;
+    const char *fingerprint;
+    int status;
+    const char *location;   /* NULL when none */
+    const char *etag;       /* NULL when none */
+    const char *body;       /* NULL when none; any bytes */
+    size_t body_len;
+    int64_t created_ms;
+};
+
+typedef int (*payment_store_idem_export_fn)(void *arg, const struct payment_idem_export *r);
+
+/* Reads the idempotency records after (after_scope, after_key) (both NULL:
+ * from the first) in (scope, key) byte order, at most limit
+ * (1..PAYMENT_EXPORT_PAGE_MAX), then sets *more. */
+int payment_store_export_idem(payment_store *s, const char *after_scope, const char *after_key,
+                              uint32_t limit, payment_store_idem_export_fn each, void *arg,
+                              int *more);
+
+/* Reads every stored event, in the feed or kept only in a history, with a
+ * position above after_pos, in position order, at most limit
+ * (1..PAYMENT_EXPORT_PAGE_MAX), then sets *more. */
+int payment_store_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
+                                payment_store_event_fn each, void *arg, int *more);
+
+/* One page of a copy, written in one transaction (in order: payments, then
+ * idempotency records, then events).  Everything borrowed for the call; an
+ * event's pos is ignored (the target gives its own). */
+struct payment_import {
+    const struct payment_export *payments;
+    size_t n_payments;
+    const struct payment_idem_export *idem;
+    size_t n_idem;
+    const struct payment_event *events;
+    size_t n_events;
+};
+
+/* What an import added; the rest was in the target already. */
+struct payment_import_result {
+    size_t payments; /* payments added (an id the target holds, live or not, is skipped) */
+    size_t idem;     /* records added (a (scope, key) the target holds is skipped) */
+    size_t events;   /* events added (a (payment_id, version) the target holds is skipped) */
+};
+
+/* Writes im into the store as described above, durably, in one atomic
+ * step where the backend has transactions (MongoDB: one document at a
+ * time, each skip-if-present, so an interruption leaves a prefix that a
+ * new run completes).  No event is made for the payments written: the
+ * source's events are copied as they are.  Returns 0 with *out filled, or
+ * EUNAVAILABLE or EINTERNAL, nothing (or, MongoDB, a prefix) written. */
+int payment_store_import(payment_store *s, const struct payment_import *im,
+                         struct payment_import_result *out);
+
 /* Counters of a backend's write path, for /metrics and tests. */
 struct payment_store_stats {
     uint64_t commits;                    /* write transactions committed */

@@ -91,6 +91,15 @@ struct payment_store_backend {
                            payment_store_delivery_fn each, void *arg, int *more);
     int (*deliveries_pending)(payment_store *s, int64_t *count, int64_t *oldest_ms);
     void (*deliveries_purge)(payment_store *s, int64_t before_ms);
+    /* The copy's calls; NULL where not built (store.c answers EINTERNAL). */
+    int (*export_payments)(payment_store *s, int64_t after_seq, uint32_t limit,
+                           payment_store_export_fn each, void *arg, int *more);
+    int (*export_idem)(payment_store *s, const char *after_scope, const char *after_key,
+                       uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more);
+    int (*export_events)(payment_store *s, int64_t after_pos, uint32_t limit,
+                         payment_store_event_fn each, void *arg, int *more);
+    int (*import)(payment_store *s, const struct payment_import *im,
+                  struct payment_import_result *out);
 };
 
 /* Helpers every backend needs.  store_errf writes a one-line reason into

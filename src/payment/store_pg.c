@@ -130,6 +130,7 @@ static int pg_open(const char *uri, unsigned flags, payment_store **out, char *e
         return PAYMENT_STORE_EINTERNAL;
     }
     st->wconn = (struct pg_conn)PG_CONN_INIT(st->uri);
+    st->wconn.session_sql = PG_WRITER_SESSION;
     int err = pg_uri_check(st, errbuf, errlen);
     if (err != PAYMENT_STORE_OK) {
         pg_store_free(st, 0);

@@ -94,9 +94,16 @@ struct pg_conn {
     const char *uri;                   /* the store's URI, borrowed */
     const char *sql[PG_STMT_CACHE];    /* prepared statements by SQL address; NULL: free */
     int64_t retry_after_us;            /* clock_mono_us before which no reconnect is tried */
+    const char *session_sql;           /* run on every new connection, or NULL */
 };
 
-#define PG_CONN_INIT(uri) {NULL, (uri), {NULL}, 0}
+#define PG_CONN_INIT(uri) {NULL, (uri), {NULL}, 0, NULL}
+
+/* The write connection's session: a write transaction waits for the write
+ * lock (store_pg.h's header) at most this long, so that a process stalled
+ * while holding it (a paused VM, a stuck network) costs the others' writes
+ * a 503, not a wait without end. */
+#define PG_WRITER_SESSION "SET lock_timeout = '5s'"
 
 /* Connects c (the URI given to PG_CONN_INIT, with the defaults above):
  * PAYMENT_STORE_OK, or EUNAVAILABLE with a one-line reason in errbuf (may
@@ -143,7 +150,8 @@ int pg_exec_plain(struct pg_conn *c, const char *sql);
  * EUNAVAILABLE for a lost connection and for the server's "cannot answer
  * now" states (SQLSTATE classes 08 connection, 53 insufficient resources,
  * 57P01-57P03 shutting down or starting, 25006 a read-only transaction: a
- * standby after a failover), PG_ERETRY for 40001 and 40P01, EDUPLICATE for
+ * standby after a failover, 55P03 a lock not granted within lock_timeout),
+ * PG_ERETRY for 40001 and 40P01, EDUPLICATE for
  * 23505, EINTERNAL otherwise. */
 int pg_result_err(struct pg_conn *c, const PGresult *res);
 

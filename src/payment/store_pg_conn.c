@@ -80,7 +80,13 @@ int pg_conn_open(struct pg_conn *c, char *errbuf, size_t errlen)
     c->pg = PQconnectdbParams(keys, values, 1);
     if (c->pg && PQstatus(c->pg) == CONNECTION_OK) {
         (void)PQsetNoticeProcessor(c->pg, pg_notice_drop, NULL); /* returns the one before */
-        return PAYMENT_STORE_OK;
+        if (!c->session_sql)
+            return PAYMENT_STORE_OK;
+        PGresult *res = PQexec(c->pg, c->session_sql);
+        int ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (ok)
+            return PAYMENT_STORE_OK;
     }
     pg_conn_message(c, errbuf, errlen);
     pg_conn_close(c);
@@ -159,7 +165,7 @@ int pg_result_err(struct pg_conn *c, const PGresult *res)
     if (strncmp(state, "08", 2) == 0 || strncmp(state, "53", 2) == 0 ||
         strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
         strcmp(state, "57P03") == 0 || strcmp(state, "57014") == 0 ||
-        strcmp(state, "25006") == 0)
+        strcmp(state, "25006") == 0 || strcmp(state, "55P03") == 0)
         return PAYMENT_STORE_EUNAVAILABLE;
     return PAYMENT_STORE_EINTERNAL;
 }
