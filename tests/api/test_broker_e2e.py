@@ -1,6 +1,7 @@
 """Asynchronous writes end to end, with real processes only: nats-server
 (one, or a 3-node cluster), one HTTP node and `paymentd worker`s on one
-store: a SQLite file, or with run.py --mongo a new MongoDB database.  Many
+store: the suite's (harness.default_store): a SQLite file, or with run.py
+--mongo a new MongoDB database, or with run.py --pg a new PostgreSQL schema.  Many
 organisations' creates and sequential PATCHes are published with Prefer:
 respond-async from several client threads; every operation must end
 succeeded, each organisation's operations applied in publish order (each
@@ -22,8 +23,8 @@ import subprocess
 import threading
 import time
 
-from harness import (HOST, MONGO, TIMEOUT, Fail, Resp, Server, audit, check, eq, mongo_uri,
-                     new_id, new_mongo_db, payment, test)
+from harness import (HOST, MONGO, TIMEOUT, Fail, Resp, Server, audit, check, default_store, eq,
+                     new_id, payment, test)
 
 NATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "broker", "nats.sh")
 ASYNC = {"Prefer": "respond-async"}
@@ -72,10 +73,7 @@ class Cluster:
         self.dir = t.scratch(name)
         self.nats_dir = os.path.join(self.dir, "nats")
         self.clustered = nodes == 3
-        if MONGO["uri"]:
-            self.store = mongo_uri(MONGO["uri"], new_mongo_db())
-        else:
-            self.store = "sqlite:" + os.path.join(self.dir, "payments.db")
+        self.store = default_store(self.dir, "store")
         self.extra = []
         if replicas != 1:
             self.extra += ["--broker-replicas", str(replicas)]

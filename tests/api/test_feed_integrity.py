@@ -1,6 +1,7 @@
 """The change feed against many writers and against crashes, with real
-processes only, on the suite's store (a SQLite file shared by every process,
-or with run.py --mongo a new MongoDB database):
+processes only, on the suite's store (harness.default_store: a SQLite file
+shared by every process, with run.py --mongo a new MongoDB database, with
+run.py --pg a new PostgreSQL schema):
 
 - three HTTP servers and two `paymentd worker`s (one nats-server) write at
   once: synchronous creates, PUTs, PATCHes and deletes through every
@@ -20,18 +21,15 @@ import random
 import threading
 import time
 
-from harness import (Fail, Server, check, eq, new_id, payment, test)
+from harness import MONGO, Fail, Server, check, default_store, eq, new_id, payment, test
 from test_broker_e2e import NATS, Conn, Node, _nats
-from harness import MONGO, mongo_uri, new_mongo_db
 
 ORGS = ["0f0f0f0f-0000-4000-8000-%012x" % i for i in range(4)]
 ASYNC = {"Prefer": "respond-async"}
 
 
 def _store(t, d):
-    if MONGO["uri"]:
-        return mongo_uri(MONGO["uri"], new_mongo_db())
-    return "sqlite:" + os.path.join(d, "payments.db")
+    return default_store(d, "store")
 
 
 def _history(conn, pid):
