@@ -5,6 +5,7 @@ servers of its own and always stops them."""
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -512,6 +513,200 @@ def kill9_loses_no_acknowledged_create(t):
               % len(set(got) - listed))
         # the store still takes writes
         create(c, payment(org))
+        finish(srv)
+    finally:
+        stop.set()
+        srv.ensure_dead()
+
+
+class MixedWriter(threading.Thread):
+    """Creates, PUTs, PATCHes and DELETEs its own payments on one server
+    until stopped or the server stops answering, some with an
+    Idempotency-Key, recording what was acknowledged: each change (payment,
+    version, event type), each payment's last acknowledged state (version,
+    data; None once deleted), the keyed writes with their answers, and the
+    payments whose last write got no answer (it may have committed)."""
+
+    def __init__(self, srv, org, seed, stop):
+        threading.Thread.__init__(self, daemon=True)
+        self.c = srv.client()
+        self.org = org
+        self.rnd = random.Random(seed)
+        self.stop_ev = stop
+        self.mine = {}       # pid -> version, live payments still written
+        self.state = {}      # pid -> (version, data or None when deleted), as acknowledged
+        self.changes = []    # (pid, version, event type) acknowledged
+        self.keyed = []      # (method, path, body, key, status, body bytes) acknowledged
+        self.unsure = {}     # pid -> the kind of write sent and not answered
+        self.unexpected = []  # answers other than the write's success
+
+    def send(self, conn, method, path, body, keyed):
+        h = {"Idempotency-Key": new_id()} if keyed else {}
+        return self.c.request(method, path, body, headers=h, conn=conn), h.get("Idempotency-Key")
+
+    def one(self, conn):
+        r = self.rnd.random()
+        keyed = self.rnd.random() < 0.4
+        if not self.mine or r < 0.3:
+            pid, kind, v = new_id(), "create", -1
+            method, path = "POST", "/v1/payments"
+            body = payment(self.org, pid=pid, reference="c")
+            want = 201
+        else:
+            pid = self.rnd.choice(list(self.mine))
+            v = self.mine[pid]
+            path = "/v1/payments/" + pid
+            if r < 0.45:
+                kind, method, body, want = "delete", "DELETE", None, 204
+                path += "?version=%d" % v
+            elif r < 0.75:
+                kind, method, want = "update", "PATCH", 200
+                body = {"data": {"version": v, "attributes": {"reference": "m%d" % v}}}
+            else:
+                kind, method, want = "update", "PUT", 200
+                body = payment(self.org, pid=pid, reference="p%d" % v)
+                body["data"]["version"] = v
+        try:
+            resp, key = self.send(conn, method, path, body, keyed)
+        except Fail:
+            self.unsure[pid] = kind
+            self.mine.pop(pid, None)
+            raise
+        if resp.status != want:
+            self.unexpected.append("%s %s: %s" % (method, path, resp.describe()[:200]))
+            return
+        if key:
+            self.keyed.append((method, path, body, key, resp.status, resp.body))
+        if kind == "create":
+            self.mine[pid] = 0
+            self.state[pid] = (0, resp.data)
+            self.changes.append((pid, 0, "payment.created"))
+        elif kind == "update":
+            eq(resp.data["version"], v + 1, "version answered to %s %s" % (method, path))
+            self.mine[pid] = v + 1
+            self.state[pid] = (v + 1, resp.data)
+            self.changes.append((pid, v + 1, "payment.updated"))
+        else:
+            del self.mine[pid]
+            self.state[pid] = (v + 1, None)
+            self.changes.append((pid, v + 1, "payment.deleted"))
+
+    def run(self):
+        conn = None
+        while not self.stop_ev.is_set():
+            try:
+                if conn is None:
+                    conn = self.c.conn()
+                    conn.timeout = 5
+                self.one(conn)
+            except Fail:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+
+def _whole_feed(c):
+    """Every event of the server's feed, followed until two waits in a row
+    bring nothing (a MongoDB store's restarted sequencer may still be
+    stamping events of writes committed before a crash)."""
+    feed, after, quiet = [], 0, 0
+    deadline = time.monotonic() + 60
+    while quiet < 2:
+        check(time.monotonic() < deadline, "the feed did not settle within 60 s")
+        r = c.get("/v1/events?" + qs({"page[after]": after, "page[size]": "1000", "wait": "1"}))
+        expect_status(r, 200, "the feed")
+        feed += r.data
+        quiet = 0 if r.data else quiet + 1
+        nxt = r.json["links"]["next"]
+        after = int(nxt.split("page[after]=")[1].split("&")[0])
+    return feed
+
+
+@test
+def kill9_under_mixed_writes_keeps_each_acknowledged_change_once(t):
+    """kill -9 while several threads create, PUT, PATCH and DELETE (some
+    with an Idempotency-Key), then a restart on the same store: every
+    acknowledged write is there as acknowledged (deleted ones 404), a keyed
+    one retried is answered from its record and changes nothing, and the
+    feed holds exactly one event of each acknowledged change; the only
+    others allowed are of writes that got no answer."""
+    d = t.scratch("kill9mixed")
+    srv = Server(t.binary, d, name="kill9mixed")
+    stop = threading.Event()
+    org = new_id()
+    writers = [MixedWriter(srv, org, seed, stop) for seed in range(4)]
+    try:
+        srv.start()
+        for w in writers:
+            w.start()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and sum(len(w.changes) for w in writers) < 300:
+            time.sleep(0.1)
+        srv.kill9()
+        time.sleep(0.2)
+        stop.set()
+        for w in writers:
+            w.join(timeout=30)
+        check(not any(w.is_alive() for w in writers), "writer threads did not stop")
+        unexpected = [u for w in writers for u in w.unexpected]
+        eq(unexpected[:3], [], "answers other than success before the kill (%d)"
+           % len(unexpected))
+        changes = [ch for w in writers for ch in w.changes]
+        kinds = {k for _, _, k in changes}
+        check(len(changes) >= 50 and len(kinds) == 3,
+              "too few acknowledged writes to mean anything: %d, of kinds %s"
+              % (len(changes), sorted(kinds)))
+        state = {pid: s for w in writers for pid, s in w.state.items()}
+        unsure = {pid: k for w in writers for pid, k in w.unsure.items()}
+
+        srv.port = free_port()
+        srv.start()
+        c = srv.client()
+        wrong = []
+        for pid, (v, data) in state.items():
+            r = c.get("/v1/payments/" + pid)
+            if pid in unsure:  # its last write may have committed without an answer
+                ok = ((data is None and r.status == 404) or (r.status == 200 and r.data == data)
+                      or (r.status == 200 and r.data["version"] == v + 1)
+                      or (r.status == 404 and unsure[pid] == "delete"))
+            elif data is None:
+                ok = r.status == 404 and r.json.get("error_code") == "not_found"
+            else:
+                ok = r.status == 200 and r.data == data
+            if not ok:
+                wrong.append("%s (acknowledged version %d%s): %s"
+                             % (pid, v, ", deleted" if data is None else "", r.describe()[:160]))
+        eq(wrong[:3], [], "acknowledged writes lost or changed by kill -9 (%d of %d payments)"
+           % (len(wrong), len(state)))
+
+        keyed = [k for w in writers for k in w.keyed]
+        check(keyed, "no keyed write was acknowledged")
+        for method, path, body, key, status, answer in keyed[:20]:
+            r = c.request(method, path, body, headers={"Idempotency-Key": key})
+            eq((r.status, r.header("Idempotent-Replayed"), r.body), (status, "true", answer),
+               "%s %s retried with its key after the restart" % (method, path))
+
+        seen = {}
+        for e in _whole_feed(c):
+            k = (e["payment_id"], e["version"])
+            seen.setdefault(k, []).append(e["event_type"])
+        missing = [ch for ch in changes if seen.get(ch[:2]) != [ch[2]]]
+        eq(missing[:3], [], "acknowledged changes (%d of %d) not in the feed exactly once"
+           % (len(missing), len(changes)))
+        acked = {ch[:2] for ch in changes}
+        extra = []
+        for (pid, v), types in seen.items():
+            if (pid, v) in acked:
+                continue
+            base = state[pid][0] + 1 if pid in state else 0
+            if pid not in unsure or v != base or len(types) != 1:
+                extra.append((pid, v, types))
+        eq(extra[:3], [], "events (%d) of no acknowledged change nor unanswered write"
+           % len(extra))
+        create(c, payment(org))  # the store still takes writes
         finish(srv)
     finally:
         stop.set()
