@@ -525,7 +525,8 @@ class MixedWriter(threading.Thread):
     Idempotency-Key, recording what was acknowledged: each change (payment,
     version, event type), each payment's last acknowledged state (version,
     data; None once deleted), the keyed writes with their answers, and the
-    payments whose last write got no answer (it may have committed)."""
+    payment whose write got no answer (it may have committed), after which
+    it stops."""
 
     def __init__(self, srv, org, seed, stop):
         threading.Thread.__init__(self, daemon=True)
@@ -592,19 +593,16 @@ class MixedWriter(threading.Thread):
             self.changes.append((pid, v + 1, "payment.deleted"))
 
     def run(self):
-        conn = None
-        while not self.stop_ev.is_set():
-            try:
-                if conn is None:
-                    conn = self.c.conn()
-                    conn.timeout = 5
+        """Until stopped or a write gets no answer (the server is gone): only
+        that last write of each thread is unsure."""
+        conn = self.c.conn()
+        conn.timeout = 5
+        try:
+            while not self.stop_ev.is_set():
                 self.one(conn)
-            except Fail:
-                if conn is not None:
-                    conn.close()
-                    conn = None
-                time.sleep(0.01)
-        if conn is not None:
+        except Fail:
+            pass
+        finally:
             conn.close()
 
 
