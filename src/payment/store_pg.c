@@ -189,7 +189,8 @@ static void pg_close(payment_store *s)
     .deliveries_add = pg_deliveries_add, .deliveries_claim = pg_deliveries_claim,              \
     .deliveries_record = pg_deliveries_record, .delivery_retry = pg_delivery_retry,            \
     .deliveries_list = pg_deliveries_list, .deliveries_pending = pg_deliveries_pending,        \
-    .deliveries_purge = pg_deliveries_purge
+    .deliveries_purge = pg_deliveries_purge, .export_payments = pg_export_payments,            \
+    .export_idem = pg_export_idem, .export_events = pg_export_events, .import = pg_import
 
 const struct payment_store_backend payment_store_pg_backend = {
     .scheme = "postgres",

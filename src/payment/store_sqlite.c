@@ -387,4 +387,8 @@ const struct payment_store_backend payment_store_sqlite_backend = {
     .deliveries_list = sqlite_deliveries_list,
     .deliveries_pending = sqlite_deliveries_pending,
     .deliveries_purge = sqlite_deliveries_purge,
+    .export_payments = sqlite_export_payments,
+    .export_idem = sqlite_export_idem,
+    .export_events = sqlite_export_events,
+    .import = sqlite_import,
 };

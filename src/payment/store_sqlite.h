@@ -17,6 +17,7 @@
  *   store_sqlite_webhooks.c    the webhook endpoints, the dispatch position
  *   store_sqlite_deliveries.c  the webhook deliveries and their leases
  *   store_sqlite_deliveries_read.c  reading the deliveries
+ *   store_sqlite_copy.c    a copy between stores: the exports, the import
  *
  * Errors: functions returning int give an SQLite result code (SQLITE_OK)
  * unless they say they give a store error (PAYMENT_STORE_*, store.h); the
@@ -375,6 +376,17 @@ int sqlite_delivery_row(sqlite3_stmt *stmt, struct payment_delivery *d);
 int sqlite_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
                            payment_store_delivery_fn each, void *arg, int *more);
 int sqlite_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms);
+
+/* ---- store_sqlite_copy.c ---------------------------------------------------- */
+
+int sqlite_export_payments(payment_store *s, int64_t after_seq, uint32_t limit,
+                           payment_store_export_fn each, void *arg, int *more);
+int sqlite_export_idem(payment_store *s, const char *after_scope, const char *after_key,
+                       uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more);
+int sqlite_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
+                         payment_store_event_fn each, void *arg, int *more);
+int sqlite_import(payment_store *s, const struct payment_import *im,
+                  struct payment_import_result *out);
 
 /* ---- store_sqlite_backup.c -------------------------------------------------- */
 
