@@ -254,8 +254,10 @@ static int store_read(payment_store *s, uint32_t page, struct store_sum *sum, ch
         goto out;
     }
     rc = read_idem_all(&r, s, page, errbuf, errlen);
-    qsort(sum->payments.v, sum->payments.n, sizeof *sum->payments.v, item_cmp);
-    qsort(sum->events.v, sum->events.n, sizeof *sum->events.v, item_cmp);
+    if (sum->payments.n > 1)
+        qsort(sum->payments.v, sum->payments.n, sizeof *sum->payments.v, item_cmp);
+    if (sum->events.n > 1)
+        qsort(sum->events.v, sum->events.n, sizeof *sum->events.v, item_cmp);
 out:
     buf_free(&r.last_scope);
     buf_free(&r.last_key);
