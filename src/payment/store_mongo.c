@@ -291,4 +291,8 @@ const struct payment_store_backend payment_store_mongo_backend = {
     .deliveries_list = mongo_deliveries_list,
     .deliveries_pending = mongo_deliveries_pending,
     .deliveries_purge = mongo_deliveries_purge,
+    .export_payments = mongo_export_payments,
+    .export_idem = mongo_export_idem,
+    .export_events = mongo_export_events,
+    .import = mongo_import,
 };

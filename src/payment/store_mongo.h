@@ -19,6 +19,8 @@
  *   store_mongo_webhook_slots.c the per-organisation limit of endpoints
  *   store_mongo_deliveries.c deliveries: made, the dispatch position, lists, purges
  *   store_mongo_leases.c  deliveries' attempts: claims, records, retries
+ *   store_mongo_copy.c    a copy's exports: payments, idempotency records, events
+ *   store_mongo_import.c  a copy's import: a page written one document at a time
  * Functions return store errors (store.h) unless they say otherwise. */
 #ifndef PAYMENT_STORE_MONGO_H
 #define PAYMENT_STORE_MONGO_H
@@ -380,6 +382,20 @@ int mongo_deliveries_record(payment_store *s, const struct payment_delivery_atte
                             struct payment_delivery_recorded *out);
 int mongo_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
                          int64_t now_ms);
+
+/* ---- store_mongo_copy.c: a copy's exports */
+
+int mongo_export_payments(payment_store *s, int64_t after_seq, uint32_t limit,
+                          payment_store_export_fn each, void *arg, int *more);
+int mongo_export_idem(payment_store *s, const char *after_scope, const char *after_key,
+                      uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more);
+int mongo_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
+                        payment_store_event_fn each, void *arg, int *more);
+
+/* ---- store_mongo_import.c: a copy's import */
+
+int mongo_import(payment_store *s, const struct payment_import *im,
+                 struct payment_import_result *out);
 
 /* ---- store_mongo_read.c: the reads */
 
