@@ -11,8 +11,9 @@
  * The verification reads both stores whole with the same export calls and
  * compares, per organisation: the payments, the tombstones and the events
  * counted, and two checksums (migrate_verify.c says how they are made);
- * plus the idempotency records counted and checksummed.  It holds about 80
- * bytes per payment and per event of each store in memory while it runs.
+ * plus the idempotency records counted and checksummed.  It holds about 120
+ * bytes per payment and per event of one store in memory at a time (then a
+ * summary per organisation).
  *
  * Single-threaded; nothing here is shared between calls. */
 #ifndef APP_MIGRATE_H

@@ -311,10 +311,18 @@ static int orgs_make(struct store_sum *sum, char *errbuf, size_t errlen)
     return PAYMENT_STORE_OK;
 }
 
-static void store_sum_free(struct store_sum *sum)
+/* Frees the items once summed up into sum->orgs. */
+static void store_sum_free_items(struct store_sum *sum)
 {
     free(sum->payments.v);
     free(sum->events.v);
+    memset(&sum->payments, 0, sizeof sum->payments);
+    memset(&sum->events, 0, sizeof sum->events);
+}
+
+static void store_sum_free(struct store_sum *sum)
+{
+    store_sum_free_items(sum);
     free(sum->orgs);
 }
 
@@ -380,13 +388,15 @@ int migrate_verify(payment_store *from, payment_store *to, uint32_t page, FILE *
     int rc = store_read(from, page, &src, errbuf, errlen);
     if (rc == PAYMENT_STORE_OK)
         rc = orgs_make(&src, errbuf, errlen);
+    size_t src_payments = src.payments.n, src_events = src.events.n;
+    store_sum_free_items(&src); /* one store's items in memory at a time */
     if (rc == PAYMENT_STORE_OK)
         rc = store_read(to, page, &dst, errbuf, errlen);
     if (rc == PAYMENT_STORE_OK)
         rc = orgs_make(&dst, errbuf, errlen);
     if (rc == PAYMENT_STORE_OK) {
-        out->payments = src.payments.n;
-        out->events = src.events.n;
+        out->payments = src_payments;
+        out->events = src_events;
         out->idem = src.idem;
         out->orgs = src.n_orgs;
         for (size_t i = 0; i < src.n_orgs; i++)
