@@ -19,8 +19,10 @@
  *   store_mongo_webhook_slots.c the per-organisation limit of endpoints
  *   store_mongo_deliveries.c deliveries: made, the dispatch position, lists, purges
  *   store_mongo_leases.c  deliveries' attempts: claims, records, retries
- *   store_mongo_copy.c    a copy's exports: payments, idempotency records, events
+ *   store_mongo_copy.c    a copy's exports of payments and events
+ *   store_mongo_copy_idem.c a copy's export of idempotency records, in key order
  *   store_mongo_import.c  a copy's import: a page written one document at a time
+ *   store_mongo_import_events.c its events placed in the feed
  * Functions return store errors (store.h) unless they say otherwise. */
 #ifndef PAYMENT_STORE_MONGO_H
 #define PAYMENT_STORE_MONGO_H
@@ -383,19 +385,45 @@ int mongo_deliveries_record(payment_store *s, const struct payment_delivery_atte
 int mongo_delivery_retry(payment_store *s, const char *webhook_id, const char *id,
                          int64_t now_ms);
 
-/* ---- store_mongo_copy.c: a copy's exports */
+/* ---- store_mongo_copy.c, store_mongo_copy_idem.c: a copy's exports */
 
 int mongo_export_payments(payment_store *s, int64_t after_seq, uint32_t limit,
                           payment_store_export_fn each, void *arg, int *more);
-int mongo_export_idem(payment_store *s, const char *after_scope, const char *after_key,
-                      uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more);
 int mongo_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
                         payment_store_event_fn each, void *arg, int *more);
+int mongo_export_idem(payment_store *s, const char *after_scope, const char *after_key,
+                      uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more);
 
-/* ---- store_mongo_import.c: a copy's import */
+/* ---- store_mongo_import.c: a copy's import, and its inserts */
 
+/* What an ordered insert refused first. */
+enum mongo_refusal {
+    MONGO_REFUSED_NONE,  /* every document went in */
+    MONGO_REFUSED_ID,    /* the next one's _id is taken */
+    MONGO_REFUSED_INDEX, /* the next one is a duplicate in another unique index */
+};
+
+/* A page's documents, built before they are inserted. */
+struct mongo_docs {
+    bson_t *doc;  /* n of them, each initialized; owned */
+    size_t n;
+    size_t cap;   /* room for this many */
+};
+
+int mongo_docs_new(struct mongo_docs *d, size_t cap);
+void mongo_docs_free(struct mongo_docs *d);
+bson_t *mongo_docs_next(struct mongo_docs *d);
+int mongo_import_insert(mongoc_collection_t *coll, const bson_t *docs, size_t n,
+                        size_t *inserted, enum mongo_refusal *refused);
+int mongo_import_find(mongoc_collection_t *coll, const bson_t *filter, const bson_t *proj,
+                      mongo_doc_fn fn, void *arg);
 int mongo_import(payment_store *s, const struct payment_import *im,
                  struct payment_import_result *out);
+
+/* ---- store_mongo_import_events.c: a page's events placed in the feed */
+
+int mongo_import_events(struct mongo_store *st, mongoc_client_t *client,
+                        const struct payment_import *im, size_t *added);
 
 /* ---- store_mongo_read.c: the reads */
 
