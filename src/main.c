@@ -1,8 +1,9 @@
 /* paymentd: wires configuration, store, validator, broker and HTTP server
  * together, then waits for SIGTERM or SIGINT and shuts down in order:
  * stop accepting, let in-flight requests finish, close the store.  Also
- * `paymentd worker` (applies asynchronous writes) and `paymentd backup FILE`
- * (copies the store). */
+ * `paymentd worker` (applies asynchronous writes), `paymentd backup FILE`
+ * (copies the store) and `paymentd migrate` (copies one store into another,
+ * app/migrate.h). */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "app/config.h"
 #include "app/deadletters.h"
 #include "app/janitor.h"
+#include "app/migrate.h"
 #include "app/opqueue_broker.h"
 #include "app/relay.h"
 #include "app/system.h"
@@ -224,6 +226,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd: %s\n", err);
         return 1;
     }
+    if (cfg.migrate) /* needs no other flag: its stores are --from and --to */
+        return migrate_main(cfg.migrate_from, cfg.migrate_to, cfg.migrate_page);
     char store_uri[CONFIG_URI_MAX + 256], store_shown[CONFIG_URI_MAX + 256];
     if (config_store_uri(&cfg, store_uri, sizeof store_uri, err, sizeof err) != 0) {
         fprintf(stderr, "paymentd: %s\n", err);

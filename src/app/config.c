@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "app/migrate.h"
 #include "webhook/deliver.h"
 
 /* One flag: its name, its environment variable, and how to apply a value. */
@@ -492,6 +493,47 @@ static const struct option_def options[] = {
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
+/* `paymentd migrate`'s own flags, --from URI, --to URI and --page N (also
+ * --flag=VALUE), at argv[*a]: 1 when it was one (*a moved past its value),
+ * 0 when it is another flag, or -1 with a reason in errbuf. */
+static int migrate_flag(struct config *cfg, int argc, char **argv, int *a, char *errbuf,
+                        size_t errlen)
+{
+    static const char *const flags[] = {"--from", "--to", "--page"};
+    const char *arg = argv[*a], *value = NULL;
+    size_t f = 0, n = 0;
+    for (; f < 3; f++) {
+        n = strlen(flags[f]);
+        if (strncmp(arg, flags[f], n) == 0 && (arg[n] == '=' || arg[n] == '\0'))
+            break;
+    }
+    if (f == 3)
+        return 0;
+    if (arg[n] == '=') {
+        value = arg + n + 1;
+    } else if (*a + 1 < argc) {
+        value = argv[++*a];
+    } else {
+        snprintf(errbuf, errlen, "%s needs a value", flags[f]);
+        return -1;
+    }
+    if (f == 2) {
+        unsigned long long page;
+        if (apply_count("--page", value, PAYMENT_EXPORT_PAGE_MAX, "", &page, errbuf, errlen))
+            return -1;
+        cfg->migrate_page = (unsigned)page;
+        return 1;
+    }
+    char *dest = f == 0 ? cfg->migrate_from : cfg->migrate_to;
+    if (!*value || strlen(value) >= CONFIG_URI_MAX) {
+        snprintf(errbuf, errlen, "%s: expected a store URI such as sqlite:./data/payments.db",
+                 flags[f]);
+        return -1;
+    }
+    snprintf(dest, CONFIG_URI_MAX, "%s", value);
+    return 1;
+}
+
 int config_store_uri(const struct config *cfg, char *out, size_t cap, char *errbuf,
                      size_t errlen)
 {
@@ -592,7 +634,8 @@ void config_redact_uri(const char *uri, char *out, size_t cap)
 void config_usage(FILE *out)
 {
     fprintf(out, "usage: paymentd [FLAGS]\n       paymentd worker --broker URLS [FLAGS]\n"
-                 "       paymentd backup FILE [--store URI]\n\n"
+                 "       paymentd backup FILE [--store URI]\n"
+                 "       paymentd migrate --from URI --to URI [--page N]\n\n"
                  "Serves the payment API over HTTP; as a worker, applies the asynchronous "
                  "writes of the partitions it owns.  Each flag can "
                  "also be set by its environment variable; the flag wins.\n\n"
@@ -600,7 +643,13 @@ void config_usage(FILE *out)
                  "consistent snapshot in one file, written beside FILE and renamed when "
                  "complete.  A server keeps its store to itself unless run with "
                  "--store-shared true (or --broker): back up such a server's store after "
-                 "stopping it.\n\n");
+                 "stopping it.\n\n"
+                 "migrate copies every payment, tombstone, idempotency record, history and "
+                 "event of the store --from names into the store --to names (webhooks, "
+                 "deliveries and broker operations are not copied), then verifies the copy "
+                 "per organisation.  Stop the servers writing --from first.  Run again after "
+                 "an interruption, it resumes.  --page: items read and written at a time, "
+                 "1..1000 (default 500).\n\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         char left[48];
         snprintf(left, sizeof left, "%s %s", options[i].flag, options[i].arg);
@@ -653,6 +702,10 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
     } else if (argc > 1 && strcmp(argv[1], "backup") == 0) {
         cfg->backup = 1;
         first = 2;
+    } else if (argc > 1 && strcmp(argv[1], "migrate") == 0) {
+        cfg->migrate = 1;
+        cfg->migrate_page = MIGRATE_PAGE_DEFAULT;
+        first = 2;
     }
     for (int a = first; a < argc; a++) {
         const char *arg = argv[a];
@@ -668,6 +721,11 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
             snprintf(cfg->backup_file, sizeof cfg->backup_file, "%s", arg);
             continue;
         }
+        int mig = cfg->migrate ? migrate_flag(cfg, argc, argv, &a, errbuf, errlen) : 0;
+        if (mig < 0)
+            return CONFIG_EINVAL;
+        if (mig > 0)
+            continue;
         const struct option_def *opt = NULL;
         const char *value = NULL;
         for (size_t i = 0; i < N_OPTIONS && !opt; i++) {
@@ -695,6 +753,10 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
     }
     if (cfg->backup && !cfg->backup_file[0] && !cfg->help) {
         snprintf(errbuf, errlen, "backup: expected paymentd backup FILE [--store URI]");
+        return CONFIG_EINVAL;
+    }
+    if (cfg->migrate && (!cfg->migrate_from[0] || !cfg->migrate_to[0]) && !cfg->help) {
+        snprintf(errbuf, errlen, "migrate: expected paymentd migrate --from URI --to URI [--page N]");
         return CONFIG_EINVAL;
     }
     return CONFIG_OK;

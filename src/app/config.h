@@ -40,6 +40,10 @@ struct config {
     char worker_id[64];                /* --worker-id, or "" for host-pid */
     int backup;                        /* `paymentd backup FILE`: copy the store, serve nothing */
     char backup_file[CONFIG_URI_MAX];  /* its FILE */
+    int migrate;                       /* `paymentd migrate`: copy --from into --to, serve nothing */
+    char migrate_from[CONFIG_URI_MAX]; /* its --from URI */
+    char migrate_to[CONFIG_URI_MAX];   /* its --to URI */
+    unsigned migrate_page;             /* its --page: items a page read and written holds */
     unsigned max_apply_attempts;       /* --max-apply-attempts before an operation is poison */
     int repartition;                   /* --repartition: record --partitions over another count */
     int relay;                         /* --relay: with --broker, publish the committed events */

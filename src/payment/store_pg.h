@@ -20,7 +20,8 @@
  *   store_pg_webhooks.c   the webhook endpoints, the dispatch position
  *   store_pg_deliveries.c the webhook deliveries and their leases
  *   store_pg_deliveries_read.c reading the deliveries
- *   store_pg_copy.c     the copy's exports and import (paymentd migrate)
+ *   store_pg_export.c   the copy's exports (paymentd migrate)
+ *   store_pg_copy.c     the copy's import
  *
  * Order across processes.  Several paymentd processes may write one
  * database.  Every write transaction (a batch of the writer) first locks
@@ -407,7 +408,7 @@ int pg_deliveries_list(payment_store *s, const struct payment_delivery_query *q,
                        payment_store_delivery_fn each, void *arg, int *more);
 int pg_deliveries_pending(payment_store *s, int64_t *count, int64_t *oldest_ms);
 
-/* ---- store_pg_copy.c --------------------------------------------------------- */
+/* ---- store_pg_export.c ------------------------------------------------------- */
 
 int pg_export_payments(payment_store *s, int64_t after_seq, uint32_t limit,
                        payment_store_export_fn each, void *arg, int *more);
@@ -415,6 +416,9 @@ int pg_export_idem(payment_store *s, const char *after_scope, const char *after_
                    uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more);
 int pg_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
                      payment_store_event_fn each, void *arg, int *more);
+
+/* ---- store_pg_copy.c --------------------------------------------------------- */
+
 /* One pg_call: the page in the call's savepoint of a batch's transaction. */
 int pg_import(payment_store *s, const struct payment_import *im,
               struct payment_import_result *out);
