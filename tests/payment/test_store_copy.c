@@ -200,7 +200,7 @@ static void populate(payment_store *s)
     }
     payment_store_events_purge(s, COPY_FEED_CUT, INT64_MIN);
     int gone = 0;
-    for (int i = 0; i < 500 && !gone; i++) {
+    for (int i = 0; i < 3000 && !gone; i++) { /* 30 s: a loaded machine purges slowly */
         gone = early_left_feed(s);
         if (!gone)
             CHECK_INT(usleep(10000), 0);
