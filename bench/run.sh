@@ -201,7 +201,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$TMPBASE"
 WORK="$(mktemp -d "$TMPBASE/paymentd-bench.XXXXXX")"
 SERVER_PID="" MAIN_PID="" GROWTH_PID="" NGINX_PID="" MHD_PID="" SPAWN_PID="" WRK_PID="" RSS_PID=""
-BASE_PID="" FEED_PID="" BASE_TREE="" HOOK_PID="" PG_PID="" PG_DIR=""
+BASE_PID="" FEED_PID="" BASE_TREE="" HOOK_PID="" PG_PID="" PG_DIR="" SAMPLER_PID=""
 declare -A PEER_PID PEER_URL PEER_FAIL
 PEER_NAMES=(node go)
 
@@ -228,6 +228,7 @@ cleanup() {
   stop_pid "$BASE_PID"
   stop_pid "$FEED_PID"
   stop_pid "$HOOK_PID"
+  stop_pid "$SAMPLER_PID"
   stop_pid "$PG_PID"
   for p in "${PEER_NAMES[@]}"; do stop_pid "${PEER_PID[$p]:-}"; done
   [ -z "$PG_DIR" ] || "$ROOT/tests/pg/pg.sh" stop "$PG_DIR" >&2 || log "warning: could not stop PostgreSQL in $PG_DIR"
@@ -1004,14 +1005,48 @@ pg_io_bytes() {
   done | awk '{s += $1} END {print s + 0}'
 }
 
+# What paymentd's busy connections to the server are doing, sampled every
+# 50 ms by one psql session (one query, then pg_sleep): "state:wait event
+# type:wait event" per connection not idle, CPU when it waits on nothing.
+# During writes that is the writer's connection: "idle in transaction" is the
+# server waiting for paymentd's next statement (a round trip plus paymentd's
+# own work), "active:IO:WALSync" a commit's flush.
+PG_SAMPLE_SQL="SELECT state || ':' || coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '')
+  FROM pg_stat_activity WHERE application_name = 'paymentd' AND state <> 'idle';
+SELECT pg_sleep(0.05);"
+
+# start_pg_sampler FILE: samples (above) into FILE until stop_pg_sampler,
+# at most for the run's length and 20 s more.
+start_pg_sampler() {
+  local i
+  for i in $(seq $(((DURATION + 20) * 20))); do echo "$PG_SAMPLE_SQL"; done >"$WORK/pg_sample.sql"
+  "$PG_BIN/psql" "$PG_URI" -XAtq -f "$WORK/pg_sample.sql" >"$1" 2>&1 &
+  SAMPLER_PID=$!
+}
+
+stop_pg_sampler() { stop_pid "$SAMPLER_PID"; SAMPLER_PID=""; }
+
+declare -A PG_STATES
+# pg_states FILE: the samples of FILE, their three most frequent states with
+# their shares, e.g. "idle in transaction:Client:ClientRead 61%, ...".
+pg_states() {
+  grep -v '^$' "$1" | sort | uniq -c | sort -rn | head -3 |
+    awk '{n = $1; $1 = ""; sub(/^ /, ""); sub(/:$/, ""); a[++k] = $0; c[k] = n; t += n}
+         END {for (i = 1; i <= k; i++) printf "%s%s %.0f%%", (i > 1 ? ", " : ""), a[i], 100 * c[i] / t}'
+}
+
 # run_wrk_pg_write NAME SCRIPT: a write run on paymentd on PostgreSQL, with
-# its commits and writes, and the server's WAL and bytes to storage per
-# successful request.
+# its commits and writes, the server's WAL and bytes to storage per
+# successful request, and what the connections did (PG_STATES).
 run_wrk_pg_write() {
   local name="$1" before wal_b0 wal_s0 wal_b1 wal_s1 io0
   before=$(store_counts "$PG_URL"); read -r wal_b0 wal_s0 <<<"$(pg_wal)"; io0=$(pg_io_bytes)
+  start_pg_sampler "$WORK/pg_states.$name.txt"
   run_wrk_io "$name" "$2" "$PG_URL" "$CONNECTIONS" "$PG_PID"
+  stop_pg_sampler
   count_delta "$name" "$before" "$(store_counts "$PG_URL")"
+  PG_STATES[$name]=$(pg_states "$WORK/pg_states.$name.txt")
+  log "  PostgreSQL connections: ${PG_STATES[$name]}"
   sleep 2
   read -r wal_b1 wal_s1 <<<"$(pg_wal)"
   WAL_BYTES[$name]=$(calc "($wal_b1 - $wal_b0) / (${OKS[$name]} > 0 ? ${OKS[$name]} : 1)")
@@ -1034,8 +1069,7 @@ start_pg() {
 
 # pg_db NAME: a new database NAME on the private server; its URI.
 pg_db() {
-  pg_sql "DROP DATABASE IF EXISTS $1" >&2 && pg_sql "CREATE DATABASE $1" >&2 ||
-    die "cannot create database $1"
+  pg_sql "CREATE DATABASE $1" >&2 || die "cannot create database $1"
   echo "${PG_URI%/*}/$1"
 }
 
@@ -1454,6 +1488,10 @@ row "PostgreSQL WAL per PUT / per POST (pg_stat_wal)" "" \
   "$(bytes "${WAL_BYTES[put_pg]}") / $(bytes "${WAL_BYTES[post_pg]}")" "" "" "" ""
 row "PostgreSQL WAL fsyncs during PUT / POST (pg_stat_wal), and commits" "" \
   "$(num "${WAL_SYNCS[put_pg]}") / $(num "${WAL_SYNCS[post_pg]}"), commits $(num "${COMMITS[put_pg]}") / $(num "${COMMITS[post_pg]}")" "" "" "" ""
+for w in put post; do
+  row "PostgreSQL: paymentd's busy connections during $(tr a-z A-Z <<<"$w") (state:wait, pg_stat_activity every 50 ms)" "" \
+    "${PG_STATES[${w}_pg]}" "" "" "" ""
+done
 vrow "feed read from the start (page[size]=1000)" "$(calc "${FEED_EVENTS[all]} / ${FEED_SECS[all]}")" \
   "$(calc "${FEED_EVENTS[all_pg]} / ${FEED_SECS[all_pg]}")" " events/s"
 vrow "feed followed with wait=1 during the POST run" "$(calc "${FEED_EVENTS[follow]} / ${FEED_SECS[follow]}")" \
