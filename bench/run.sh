@@ -1007,12 +1007,14 @@ pg_io_bytes() {
 
 # What paymentd's busy connections to the server are doing, sampled every
 # 50 ms by one psql session (one query, then pg_sleep): "state:wait event
-# type:wait event" per connection not idle, CPU when it waits on nothing.
+# type:wait event" per connection not idle ("-" when it waits on nothing),
+# "none busy" when there is none.
 # During writes that is the writer's connection: "idle in transaction" is the
 # server waiting for paymentd's next statement (a round trip plus paymentd's
-# own work), "active:IO:WALSync" a commit's flush.
-PG_SAMPLE_SQL="SELECT state || ':' || coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '')
-  FROM pg_stat_activity WHERE application_name = 'paymentd' AND state <> 'idle';
+# own work), "active:-" running one, "active:IO:WALSync" a commit's flush.
+PG_SAMPLE_SQL="WITH busy AS (SELECT state || ':' || coalesce(wait_event_type || ':' || wait_event, '-') AS s
+  FROM pg_stat_activity WHERE application_name = 'paymentd' AND state <> 'idle')
+SELECT s FROM busy UNION ALL SELECT 'none busy' WHERE NOT EXISTS (SELECT 1 FROM busy);
 SELECT pg_sleep(0.05);"
 
 # start_pg_sampler FILE: samples (above) into FILE until stop_pg_sampler,
@@ -1027,12 +1029,15 @@ start_pg_sampler() {
 stop_pg_sampler() { stop_pid "$SAMPLER_PID"; SAMPLER_PID=""; }
 
 declare -A PG_STATES
-# pg_states FILE: the samples of FILE, their three most frequent states with
-# their shares, e.g. "idle in transaction:Client:ClientRead 61%, ...".
+# pg_states FILE: the states sampled in FILE, the most frequent first, each
+# with its share of the samples and the share of waits for the WAL among them,
+# e.g. "active:- 50%, idle in transaction:Client:ClientRead 30%, ... (WAL
+# waits 3%)".
 pg_states() {
-  grep -v '^$' "$1" | sort | uniq -c | sort -rn | head -3 |
-    awk '{n = $1; $1 = ""; sub(/^ /, ""); sub(/:$/, ""); a[++k] = $0; c[k] = n; t += n}
-         END {for (i = 1; i <= k; i++) printf "%s%s %.0f%%", (i > 1 ? ", " : ""), a[i], 100 * c[i] / t}'
+  grep -v '^$' "$1" | sort | uniq -c | sort -rn |
+    awk '{n = $1; $1 = ""; sub(/^ /, ""); a[++k] = $0; c[k] = n; t += n; if ($0 ~ /WAL/) w += n}
+         END {for (i = 1; i <= k && i <= 5; i++) printf "%s%s %.0f%%", (i > 1 ? ", " : ""), a[i], 100 * c[i] / t
+              printf " (%d samples; waits for the WAL %.0f%%)", t, (t > 0 ? 100 * w / t : 0)}'
 }
 
 # run_wrk_pg_write NAME SCRIPT: a write run on paymentd on PostgreSQL, with
