@@ -1124,7 +1124,8 @@ pg_header() {
   echo
   echo "paymentd on PostgreSQL beside SQLite ($REVISION): PostgreSQL $PG_VERSION, a private server" \
        "(tests/pg/pg.sh) in the temporary folder on the disk of the SQLite store, paymentd with its" \
-       "default flags on each; each PostgreSQL run right after the same run on SQLite;" \
+       "default flags on each; each PostgreSQL run right after the same run on SQLite (the webhook runs" \
+       "after SQLite's webhook runs);" \
        "${DURATION}s per run, $CONNECTIONS connections, $NPROC CPUs shared by wrk, paymentd and the server"
   echo
   row "measure" "SQLite" "PostgreSQL" "PostgreSQL / SQLite" "p50 SQLite / PostgreSQL" \
