@@ -8,6 +8,7 @@
 #   bench/run.sh --growth             # the same, plus GET and list at 1,000,000 payments
 #   bench/run.sh --duration 5 --payments 50000 --connections 128
 #   bench/run.sh --webhooks-only      # only the webhook runs (step 6c), with their table
+#   bench/run.sh --store postgres     # also every paymentd workload on PostgreSQL (step 6e)
 #
 # Options:
 #   --payments N          payments preloaded before the workloads (default 10000)
@@ -33,6 +34,11 @@
 #   --webhooks-only       run only the webhook measurements (6c) and print their rows
 #   --no-peers            do not build, start or measure the two peers
 #   --peer-duration S     length of each wrk run against a peer (default 5)
+#   --store KIND          sqlite (default: the embedded store only) or postgres:
+#                         also a private PostgreSQL server (tests/pg/pg.sh, in the
+#                         temporary folder) and a second paymentd on it, measured
+#                         right after each of paymentd's runs on SQLite (step 6e);
+#                         with --webhooks-only, the webhook runs on both stores
 #
 # What it does:
 #   1. Installs what is missing (scripts/setup.sh for the server's packages,
@@ -80,6 +86,17 @@
 #      scripts/bench-setup.sh into build/peers/, copied into the temporary
 #      folder), each on a fresh store preloaded as paymentd's, measured right
 #      after paymentd on GET, the deep list, PUT and POST (--peer-duration).
+#   6e. --store postgres: tests/pg/pg.sh starts a private PostgreSQL server
+#      (initdb in the temporary folder, synchronous_commit and fsync on, as
+#      shipped) and a second paymentd on it (--store postgres://...), preloaded
+#      as the first; GET, list, the deep list's offset and cursor pages, PUT,
+#      POST, the feed and the webhooks (on a database of their own) each run on
+#      it right after the same run on SQLite, with paymentd's store counters
+#      (/metrics: commits, writes, batch sizes) and the server's WAL
+#      (pg_stat_wal: bytes, fsyncs) over each write run, and the bytes the
+#      server's processes sent to storage.  A second table gives both stores
+#      side by side with the ratio PostgreSQL/SQLite, the server's version and
+#      configuration (SHOW ...) and the final batch sizes.
 #   7. Prints the table: stdout gets only the table (markdown), progress goes
 #      to stderr.  The exit status is 0 when the measurements ran, whatever the
 #      targets say.
@@ -104,6 +121,7 @@ DRAIN_TIMEOUT=600   # seconds a webhook backlog may take to drain before the run
 PEERS=1
 PEER_DURATION=5
 DEEP=2000           # payments of the deep organisation the offset and cursor lists page through
+STORE=sqlite        # sqlite, or postgres: every paymentd workload on PostgreSQL too
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -126,6 +144,7 @@ while [ $# -gt 0 ]; do
     --webhooks-only) WEBHOOKS_ONLY=1; shift ;;
     --no-peers) PEERS=0; shift ;;
     --peer-duration) PEER_DURATION="${2:-}"; shift 2 ;;
+    --store) STORE="${2:-}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
@@ -138,6 +157,7 @@ done
 [ "$PAYMENTS" -ge 1000 ] || die "--payments must be at least 1000"
 [ "$GROWTH_PAYMENTS" -ge 1000 ] || die "--growth-payments must be at least 1000"
 [ "$CONNECTIONS" -ge "$THREADS" ] || die "--connections must be at least --threads"
+case "$STORE" in sqlite | postgres) ;; *) die "--store must be sqlite or postgres" ;; esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
@@ -181,7 +201,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mkdir -p "$TMPBASE"
 WORK="$(mktemp -d "$TMPBASE/paymentd-bench.XXXXXX")"
 SERVER_PID="" MAIN_PID="" GROWTH_PID="" NGINX_PID="" MHD_PID="" SPAWN_PID="" WRK_PID="" RSS_PID=""
-BASE_PID="" FEED_PID="" BASE_TREE="" HOOK_PID=""
+BASE_PID="" FEED_PID="" BASE_TREE="" HOOK_PID="" PG_PID="" PG_DIR="" SAMPLER_PID=""
 declare -A PEER_PID PEER_URL PEER_FAIL
 PEER_NAMES=(node go)
 
@@ -208,7 +228,10 @@ cleanup() {
   stop_pid "$BASE_PID"
   stop_pid "$FEED_PID"
   stop_pid "$HOOK_PID"
+  stop_pid "$SAMPLER_PID"
+  stop_pid "$PG_PID"
   for p in "${PEER_NAMES[@]}"; do stop_pid "${PEER_PID[$p]:-}"; done
+  [ -z "$PG_DIR" ] || "$ROOT/tests/pg/pg.sh" stop "$PG_DIR" >&2 || log "warning: could not stop PostgreSQL in $PG_DIR"
   [ -z "$BASE_TREE" ] || git -C "$ROOT" worktree remove --force "$BASE_TREE" >/dev/null 2>&1
   if [ "$KEEP" -eq 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -348,13 +371,24 @@ run_wrk_io() {
 }
 
 # run_pair NAME SCRIPT: NAME on this build, then NAME_base on the baseline
-# right after (when there is one); writes count their bytes.
+# right after (when there is one), then NAME_pg on PostgreSQL (--store
+# postgres); writes count their bytes and the store's commits.
 run_pair() {
   local name="$1" script="$2"
   if [ "$script" = put.lua ] || [ "$script" = post.lua ]; then
-    run_wrk_io "$name" "$script" "$URL" "$CONNECTIONS" "$SERVER_PID"
+    run_wrk_commits "$name" "$script" "$URL" "$SERVER_PID"
     [ -z "$BASE_PID" ] || run_wrk_io "${name}_base" "$script" "$BASE_URL" "$CONNECTIONS" "$BASE_PID"
-  elif [ -z "$BASE_PID" ]; then
+    [ -z "$PG_PID" ] || run_wrk_pg_write "${name}_pg" "$script"
+    return 0
+  fi
+  run_reads "$name" "$script"
+  [ -z "$PG_PID" ] || run_wrk "${name}_pg" "$script" "$PG_URL" "$CONNECTIONS"
+}
+
+# run_reads NAME SCRIPT: NAME on this build, or beside the baseline.
+run_reads() {
+  local name="$1" script="$2"
+  if [ -z "$BASE_PID" ]; then
     run_wrk "$name" "$script" "$URL" "$CONNECTIONS"
   else
     # Reads change nothing, so they run this, baseline, baseline, this, and
@@ -648,17 +682,19 @@ metric() {
 }
 
 # start_hook_server DIR ARGS...: paymentd on the store in DIR (made when new),
-# webhooks to this machine's addresses allowed, with ARGS.
+# or on HOOK_STORE when set, webhooks to this machine's addresses allowed,
+# with ARGS.
 start_hook_server() {
-  local dir="$1"
+  local dir="$1" store
   shift
   mkdir -p "$dir"
+  store="${HOOK_STORE:-sqlite:$dir/p.db}"
   # shellcheck disable=SC2086  # SERVER_ARGS is a list of flags
   spawn_listening paymentd "$dir/paymentd.log" /healthz \
-    "$WORK/paymentd" --store "sqlite:$dir/p.db" --listen "127.0.0.1:@PORT@" \
+    "$WORK/paymentd" --store "$store" --listen "127.0.0.1:@PORT@" \
     --webhook-allow-private true "$@" $SERVER_ARGS
   SERVER_PID=$SPAWN_PID URL=$SPAWN_URL SPAWN_PID=""
-  log "paymentd $SERVER_PID on $URL${*:+ ($*)}, store $dir/p.db"
+  log "paymentd $SERVER_PID on $URL${*:+ ($*)}, store $store"
 }
 
 # register_hooks N ORG: N endpoints of organisation ORG for every event type,
@@ -692,42 +728,44 @@ wait_delivered() {
   done
 }
 
-# webhook_runs: step 6c (see the top), into RPS[post_hooks0], RPS[post_hooks3]
-# and HOOK[...].
+# webhook_runs [SFX]: step 6c (see the top), into RPS[post_hooks0SFX],
+# RPS[post_hooks3SFX] and HOOK[...SFX], on a fresh SQLite store, or with SFX
+# _pg on a fresh database of the private PostgreSQL server.
 webhook_runs() {
-  local n t0 t1 t2
+  local sfx="${1:-}" n t0 t1 t2 HOOK_STORE=""
+  [ "$sfx" != _pg ] || HOOK_STORE=$(pg_db hooks)
   printf '{}\n' >"$WORK/hook_answer.json"
   start_mhd "$WORK/hook_answer.json"
   HOOK_PID=$MHD_PID HOOK_URL=$MHD_URL MHD_PID=""
   export BENCH_POST_ORG=0
-  start_hook_server "$WORK/hooks"
-  BENCH_POST_ROUND=10 run_wrk post_hooks0 post_org.lua "$URL" "$CONNECTIONS"
+  start_hook_server "$WORK/hooks$sfx"
+  BENCH_POST_ROUND=10 run_wrk "post_hooks0$sfx" post_org.lua "$URL" "$CONNECTIONS"
   register_hooks 3 "$(org_id 0)"
   t0=$(date +%s.%N)
-  BENCH_POST_ROUND=11 run_wrk post_hooks3 post_org.lua "$URL" "$CONNECTIONS"
+  BENCH_POST_ROUND=11 run_wrk "post_hooks3$sfx" post_org.lua "$URL" "$CONNECTIONS"
   t1=$(date +%s.%N)
-  n=$((3 * OKS[post_hooks3]))
-  HOOK[left]=$((n - $(printf '%.0f' "$(metric "$DELIVERED")")))
+  n=$((3 * OKS["post_hooks3$sfx"]))
+  HOOK[left$sfx]=$((n - $(printf '%.0f' "$(metric "$DELIVERED")")))
   wait_delivered "$n"
   t2=$(date +%s.%N)
-  HOOK[during_n]=$n
-  HOOK[during_rate]=$(calc "$n / ($t2 - $t0)")
-  HOOK[drain_s]=$(calc "$t2 - $t1")
-  log "  $n deliveries in $(printf '%.1f' "$(calc "$t2 - $t0")") s from the run's start, ${HOOK[left]} left at its end, drained $(printf '%.1f' "${HOOK[drain_s]}") s after"
+  HOOK[during_n$sfx]=$n
+  HOOK[during_rate$sfx]=$(calc "$n / ($t2 - $t0)")
+  HOOK[drain_s$sfx]=$(calc "$t2 - $t1")
+  log "  $n deliveries in $(printf '%.1f' "$(calc "$t2 - $t0")") s from the run's start, ${HOOK[left$sfx]} left at its end, drained $(printf '%.1f' "${HOOK[drain_s$sfx]}") s after"
   stop_server
   # A backlog written while no server delivers, then drained alone.
-  start_hook_server "$WORK/hooks" --webhooks false
-  BENCH_POST_ROUND=12 run_wrk post_backlog post_org.lua "$URL" "$CONNECTIONS"
+  start_hook_server "$WORK/hooks$sfx" --webhooks false
+  BENCH_POST_ROUND=12 run_wrk "post_backlog$sfx" post_org.lua "$URL" "$CONNECTIONS"
   stop_server
-  n=$((3 * OKS[post_backlog]))
+  n=$((3 * OKS["post_backlog$sfx"]))
   log "webhooks: draining a backlog of $n deliveries"
   t0=$(date +%s.%N)
-  start_hook_server "$WORK/hooks"
+  start_hook_server "$WORK/hooks$sfx"
   wait_delivered "$n"
   t2=$(date +%s.%N)
-  HOOK[backlog_n]=$n
-  HOOK[backlog_rate]=$(calc "$n / ($t2 - $t0)")
-  log "  $n deliveries in $(printf '%.1f' "$(calc "$t2 - $t0")") s: $(printf '%.0f' "${HOOK[backlog_rate]}")/s"
+  HOOK[backlog_n$sfx]=$n
+  HOOK[backlog_rate$sfx]=$(calc "$n / ($t2 - $t0)")
+  log "  $n deliveries in $(printf '%.1f' "$(calc "$t2 - $t0")") s: $(printf '%.0f' "${HOOK[backlog_rate$sfx]}")/s"
   stop_server
   stop_pid "$HOOK_PID"; HOOK_PID=""
 }
@@ -921,6 +959,197 @@ peer_rows() {
   fi
 }
 
+# --- PostgreSQL (--store postgres) ------------------------------------------------
+
+declare -A COMMITS WRITES WAL_BYTES WAL_SYNCS PG_WBYTES
+
+# store_counts URL: paymentd's store counters at URL, "commits writes".
+store_counts() {
+  curl -s "$1/metrics" | awk '$1 == "paymentd_store_commits_total" {c = $2}
+                              $1 == "paymentd_store_writes_total" {w = $2}
+                              END {print c + 0, w + 0}'
+}
+
+# count_delta NAME BEFORE AFTER: the commits and writes between two
+# store_counts into COMMITS and WRITES of NAME.
+count_delta() {
+  local c0 w0 c1 w1
+  read -r c0 w0 <<<"$2"; read -r c1 w1 <<<"$3"
+  COMMITS[$1]=$((c1 - c0)) WRITES[$1]=$((w1 - w0))
+  log "  ${WRITES[$1]} writes in ${COMMITS[$1]} commits ($(printf '%.1f' "$(ratio "${WRITES[$1]}" "${COMMITS[$1]}")") per commit)"
+}
+
+# run_wrk_commits NAME SCRIPT URL PID: run_wrk_io, and the store's commits
+# and writes meanwhile.
+run_wrk_commits() {
+  local before
+  before=$(store_counts "$3")
+  run_wrk_io "$1" "$2" "$3" "$CONNECTIONS" "$4"
+  count_delta "$1" "$before" "$(store_counts "$3")"
+}
+
+# pg_sql SQL: one statement on the private server, its rows unaligned.
+pg_sql() { "$PG_BIN/psql" "$PG_URI" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+
+# pg_wal: the server's "WAL bytes, WAL fsyncs" so far (pg_stat_wal, which
+# backends update about once a second: read it after a pause).
+pg_wal() { pg_sql "SELECT wal_bytes, wal_sync FROM pg_stat_wal" | tr '|' ' '; }
+
+# pg_io_bytes: write_bytes of /proc/PID/io summed over the server's
+# processes (the postmaster and its children): what they sent to storage.
+pg_io_bytes() {
+  local pm p
+  pm=$(head -1 "$PG_DIR/data/postmaster.pid")
+  for p in "$pm" $(ps -o pid= --ppid "$pm"); do
+    awk '$1 == "write_bytes:" {print $2}' "/proc/$p/io" 2>/dev/null || true
+  done | awk '{s += $1} END {print s + 0}'
+}
+
+# What paymentd's busy connections to the server are doing, sampled every
+# 50 ms by one psql session (one query, then pg_sleep): "state:wait event
+# type:wait event" per connection not idle ("-" when it waits on nothing),
+# "none busy" when there is none.
+# During writes that is the writer's connection: "idle in transaction" is the
+# server waiting for paymentd's next statement (a round trip plus paymentd's
+# own work), "active:-" running one, "active:IO:WALSync" a commit's flush.
+PG_SAMPLE_SQL="WITH busy AS (SELECT state || ':' || coalesce(wait_event_type || ':' || wait_event, '-') AS s
+  FROM pg_stat_activity WHERE application_name = 'paymentd' AND state <> 'idle')
+SELECT s FROM busy UNION ALL SELECT 'none busy' WHERE NOT EXISTS (SELECT 1 FROM busy);
+SELECT pg_sleep(0.05);"
+
+# start_pg_sampler FILE: samples (above) into FILE until stop_pg_sampler,
+# at most for the run's length and 20 s more.
+start_pg_sampler() {
+  local i
+  for i in $(seq $(((DURATION + 20) * 20))); do echo "$PG_SAMPLE_SQL"; done >"$WORK/pg_sample.sql"
+  "$PG_BIN/psql" "$PG_URI" -XAtq -f "$WORK/pg_sample.sql" >"$1" 2>&1 &
+  SAMPLER_PID=$!
+}
+
+stop_pg_sampler() { stop_pid "$SAMPLER_PID"; SAMPLER_PID=""; }
+
+declare -A PG_STATES
+# pg_states FILE: the states sampled in FILE, the most frequent first, each
+# with its share of the samples and the share of waits for the WAL among them,
+# e.g. "active:- 50%, idle in transaction:Client:ClientRead 30%, ... (WAL
+# waits 3%)".
+pg_states() {
+  grep -v '^$' "$1" | sort | uniq -c | sort -rn |
+    awk '{n = $1; $1 = ""; sub(/^ /, ""); a[++k] = $0; c[k] = n; t += n; if ($0 ~ /WAL/) w += n}
+         END {for (i = 1; i <= k && i <= 5; i++) printf "%s%s %.0f%%", (i > 1 ? ", " : ""), a[i], 100 * c[i] / t
+              printf " (%d samples; waits for the WAL %.0f%%)", t, (t > 0 ? 100 * w / t : 0)}'
+}
+
+# run_wrk_pg_write NAME SCRIPT: a write run on paymentd on PostgreSQL, with
+# its commits and writes, the server's WAL and bytes to storage per
+# successful request, and what the connections did (PG_STATES).
+run_wrk_pg_write() {
+  local name="$1" before wal_b0 wal_s0 wal_b1 wal_s1 io0
+  before=$(store_counts "$PG_URL"); read -r wal_b0 wal_s0 <<<"$(pg_wal)"; io0=$(pg_io_bytes)
+  start_pg_sampler "$WORK/pg_states.$name.txt"
+  run_wrk_io "$name" "$2" "$PG_URL" "$CONNECTIONS" "$PG_PID"
+  stop_pg_sampler
+  count_delta "$name" "$before" "$(store_counts "$PG_URL")"
+  PG_STATES[$name]=$(pg_states "$WORK/pg_states.$name.txt")
+  log "  PostgreSQL connections: ${PG_STATES[$name]}"
+  sleep 2
+  read -r wal_b1 wal_s1 <<<"$(pg_wal)"
+  WAL_BYTES[$name]=$(calc "($wal_b1 - $wal_b0) / (${OKS[$name]} > 0 ? ${OKS[$name]} : 1)")
+  WAL_SYNCS[$name]=$((wal_s1 - wal_s0))
+  PG_WBYTES[$name]=$(calc "($(pg_io_bytes) - $io0) / (${OKS[$name]} > 0 ? ${OKS[$name]} : 1)")
+  log "  PostgreSQL: $(printf '%.0f' "${WAL_BYTES[$name]}") WAL bytes and $(printf '%.0f' "${PG_WBYTES[$name]}") bytes to storage per request, ${WAL_SYNCS[$name]} WAL fsyncs"
+}
+
+# start_pg: the private PostgreSQL server in the temporary folder, as
+# tests/pg/pg.sh ships it (fsync and synchronous_commit on), into PG_URI.
+start_pg() {
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$PG_BIN" ] || die "no PostgreSQL server installed (scripts/setup.sh installs postgresql-15)"
+  PG_DIR="$WORK/pg"
+  log "starting PostgreSQL in $PG_DIR (tests/pg/pg.sh)"
+  PG_URI=$("$ROOT/tests/pg/pg.sh" start "$PG_DIR") || die "PostgreSQL did not start"
+  PG_VERSION=$(pg_sql "SHOW server_version")
+  log "  PostgreSQL $PG_VERSION on $PG_URI"
+}
+
+# pg_db NAME: a new database NAME on the private server; its URI.
+pg_db() {
+  pg_sql "CREATE DATABASE $1" >&2 || die "cannot create database $1"
+  echo "${PG_URI%/*}/$1"
+}
+
+# start_pg_server: paymentd (default flags) on the private server's
+# database paymentd, into PG_PID and PG_URL; preloaded as the first store.
+start_pg_server() {
+  mkdir -p "$WORK/pgd"
+  # shellcheck disable=SC2086  # SERVER_ARGS is a list of flags
+  spawn_listening "paymentd on PostgreSQL" "$WORK/pgd/paymentd.log" /healthz \
+    "$WORK/paymentd" --store "$PG_URI" --listen "127.0.0.1:@PORT@" $SERVER_ARGS
+  PG_PID=$SPAWN_PID PG_URL=$SPAWN_URL SPAWN_PID=""
+  log "paymentd $PG_PID on $PG_URL, store $PG_URI"
+}
+
+# The server's settings that bear on commits, for the table.
+PG_SETTINGS=(synchronous_commit fsync full_page_writes wal_sync_method commit_delay commit_siblings
+             wal_level shared_buffers max_connections)
+
+# batch_sizes URL: the commit batch sizes of /metrics at URL, one
+# "<= le: count" per bucket that holds any (the buckets are cumulative).
+batch_sizes() {
+  curl -s "$1/metrics" | awk '
+    /^paymentd_store_commit_batch_size_bucket/ {
+      le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le)
+      if ($2 > prev) { out = out sep "<= " le ": " ($2 - prev); sep = ", " }
+      prev = $2 }
+    /^paymentd_store_commit_batch_size_sum/ { sum = $2 }
+    /^paymentd_store_commit_batch_size_count/ { n = $2 }
+    END { printf "%s (mean %.1f of %d commits)\n", out, (n > 0 ? sum / n : 0), n }'
+}
+
+# prow NAME LABEL: NAME on SQLite beside NAME_pg on PostgreSQL.
+prow() {
+  local sq="$1" pg="$1_pg"
+  row "$2" "$(num "${RPS[$sq]}") req/s" "$(num "${RPS[$pg]}") req/s" \
+    "$(printf '%.2fx' "$(ratio "${RPS[$pg]}" "${RPS[$sq]}")")" \
+    "$(ms "${P50[$sq]}") / $(ms "${P50[$pg]}")" "$(ms "${P99[$sq]}") / $(ms "${P99[$pg]}")" \
+    "${ERRS[$sq]} / ${ERRS[$pg]}"
+}
+
+# vrow LABEL SQLITE PG UNIT: a figure of both stores and their ratio.
+vrow() {
+  row "$1" "$(num "$2")$4" "$(num "$3")$4" "$(printf '%.2fx' "$(ratio "$3" "$2")")" "" "" ""
+}
+
+pg_header() {
+  echo
+  echo "paymentd on PostgreSQL beside SQLite ($REVISION): PostgreSQL $PG_VERSION, a private server" \
+       "(tests/pg/pg.sh) in the temporary folder on the disk of the SQLite store, paymentd with its" \
+       "default flags on each; each PostgreSQL run right after the same run on SQLite (the webhook runs" \
+       "after SQLite's webhook runs);" \
+       "${DURATION}s per run, $CONNECTIONS connections, $NPROC CPUs shared by wrk, paymentd and the server"
+  echo
+  row "measure" "SQLite" "PostgreSQL" "PostgreSQL / SQLite" "p50 SQLite / PostgreSQL" \
+    "p99 SQLite / PostgreSQL" "errors SQLite / PostgreSQL"
+  row "---" "---:" "---:" "---:" "---:" "---:" "---:"
+}
+
+pg_webhook_rows() {
+  prow post_hooks0 "POST in one organisation, no webhook endpoint"
+  prow post_hooks3 "POST in one organisation, 3 webhook endpoints owed every create"
+  vrow "webhook deliveries/s over that run and its drain" "${HOOK[during_rate]}" "${HOOK[during_rate_pg]}" "/s"
+  row "... deliveries owed at the run's end, drained after" "$(num "${HOOK[left]}"), $(printf '%.1f s' "${HOOK[drain_s]}")" \
+    "$(num "${HOOK[left_pg]}"), $(printf '%.1f s' "${HOOK[drain_s_pg]}")" "" "" "" ""
+  vrow "webhook deliveries/s draining a backlog (nothing else running)" "${HOOK[backlog_rate]}" "${HOOK[backlog_rate_pg]}" "/s"
+}
+
+# pg_config_rows: the server's version and PG_SETTINGS, a table of their own.
+pg_config_rows() {
+  local s
+  echo
+  printf '| %s | %s |\n' "PostgreSQL setting" "value" "---" "---" "version" "$(pg_sql "SELECT version()")"
+  for s in "${PG_SETTINGS[@]}"; do printf '| %s | %s |\n' "$s" "$(pg_sql "SHOW $s")"; done
+}
+
 # --- the run -----------------------------------------------------------------
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -928,8 +1157,11 @@ REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 [ -z "$(git -C "$ROOT" status --porcelain -- src Makefile 2>/dev/null)" ] || REVISION="$REVISION + local changes"
 [ -z "$BINARY" ] || REVISION="$BINARY"
 
+[ "$STORE" != postgres ] || start_pg
+
 if [ "$WEBHOOKS_ONLY" -eq 1 ]; then
   webhook_runs
+  [ "$STORE" != postgres ] || webhook_runs _pg
   echo
   echo "paymentd webhook benchmark ($REVISION): ${DURATION}s per run, $THREADS wrk threads," \
        "$CONNECTIONS connections, receiver: bare libmicrohttpd answering 200, $NPROC CPUs," \
@@ -938,6 +1170,11 @@ if [ "$WEBHOOKS_ONLY" -eq 1 ]; then
   row "measure" "value" "p50" "p99" "errors" "target" "result"
   row "---" "---:" "---:" "---:" "---:" "---" "---"
   webhook_rows
+  if [ "$STORE" = postgres ]; then
+    pg_header
+    pg_webhook_rows
+    pg_config_rows
+  fi
   exit 0
 fi
 
@@ -964,6 +1201,7 @@ start_rss_sampler
 preload "$PAYMENTS"
 check_store "$PAYMENTS"
 MAIN_LIST_ITEMS=$LIST_ITEMS
+PRELOAD_SQLITE=${PRELOAD_RATE[$PAYMENTS]}
 preload_deep
 # The references' answers, fetched before anything changes the store: one
 # payment's GET body, and the list page of organisation 0 (the URL shape
@@ -984,6 +1222,17 @@ DEEP_BYTES=$(wc -c <"$WORK/deep_page.json")
 cursor_page 19
 CURSOR19_PATH=$CURSOR_PATH
 CURSOR0_PATH=$DEEP_BASE
+
+# paymentd on PostgreSQL, preloaded as the first, idle until its runs.
+if [ "$STORE" = postgres ]; then
+  start_pg_server
+  URL=$PG_URL preload "$PAYMENTS"
+  PRELOAD_PG=${PRELOAD_RATE[$PAYMENTS]}
+  URL=$PG_URL check_store "$PAYMENTS"
+  URL=$PG_URL preload_deep
+  URL=$PG_URL cursor_page 19
+  CURSOR19_PG=$CURSOR_PATH
+fi
 
 # The peers, each on a store of its own preloaded as paymentd's, idle until
 # their runs, which come right after paymentd's same run.
@@ -1021,9 +1270,12 @@ check_same nginx_deep 200 "$WORK/deep_page.json" "${NGINX_URL[0]}$DEEP_PAGE_PATH
 run_wrk nginx_deep list_offset.lua "${NGINX_URL[0]}" "$CONNECTIONS"
 stop_nginx
 run_wrk list_deep list_offset.lua "$URL" "$CONNECTIONS"
+[ -z "$PG_PID" ] || run_wrk list_deep_pg list_offset.lua "$PG_URL" "$CONNECTIONS"
 run_peers list_deep list_offset.lua
 BENCH_PATH=$CURSOR0_PATH run_wrk list_cursor0 list_path.lua "$URL" "$CONNECTIONS"
+[ -z "$PG_PID" ] || BENCH_PATH=$CURSOR0_PATH run_wrk list_cursor0_pg list_path.lua "$PG_URL" "$CONNECTIONS"
 BENCH_PATH=$CURSOR19_PATH run_wrk list_cursor19 list_path.lua "$URL" "$CONNECTIONS"
+[ -z "$PG_PID" ] || BENCH_PATH=$CURSOR19_PG run_wrk list_cursor19_pg list_path.lua "$PG_URL" "$CONNECTIONS"
 run_pair put put.lua
 run_peers put put.lua
 HWM_KB=$(peak_rss_kb)
@@ -1091,8 +1343,27 @@ touch "$WORK/feed.stop"
 wait "$FEED_PID" || { FEED_PID=""; cat "$WORK/feed.follow.txt" >&2; die "feed follower failed"; }
 FEED_PID=""
 feed_result follow "$WORK/feed.follow.txt"
+[ "$STORE" != postgres ] || SQLITE_BATCHES=$(batch_sizes "$URL")
 stop_server
+if [ -n "$PG_PID" ]; then
+  log "feed on PostgreSQL: reading every event from the start"
+  /usr/bin/python3 "$BENCH/feed_consumer.py" "$PG_URL" --until-caught-up >"$WORK/feed.all_pg.txt" 2>&1 ||
+    { cat "$WORK/feed.all_pg.txt" >&2; die "feed consumer failed"; }
+  feed_result all_pg "$WORK/feed.all_pg.txt"
+  rm -f "$WORK/feed.stop"
+  /usr/bin/python3 "$BENCH/feed_consumer.py" "$PG_URL" --after "${FEED_AFTER[all_pg]}" --wait 1 \
+    --seconds 100000 --stop-file "$WORK/feed.stop" >"$WORK/feed.follow_pg.txt" 2>&1 &
+  FEED_PID=$!
+  BENCH_POST_ROUND=1 run_wrk post_follow_pg post.lua "$PG_URL" "$CONNECTIONS"
+  touch "$WORK/feed.stop"
+  wait "$FEED_PID" || { FEED_PID=""; cat "$WORK/feed.follow_pg.txt" >&2; die "feed follower failed"; }
+  FEED_PID=""
+  feed_result follow_pg "$WORK/feed.follow_pg.txt"
+  PG_BATCHES=$(batch_sizes "$PG_URL")
+  stop_pid "$PG_PID"; PG_PID=""
+fi
 webhook_runs
+[ "$STORE" != postgres ] || webhook_runs _pg
 
 # --- the table ---------------------------------------------------------------
 
@@ -1194,3 +1465,45 @@ if [ "$GROWTH" -eq 1 ]; then
   row "list at $g / at $k" "$(printf '%.2fx' "$r")" "" "" "" ">= 0.8x" "$(verdict "$r >= 0.8")"
   row "preload rate at $g" "$(num "${PRELOAD_RATE[$GROWTH_PAYMENTS]}") creates/s" "" "" "" "" ""
 fi
+
+# --- the PostgreSQL table (--store postgres) -----------------------------------
+
+[ "$STORE" = postgres ] || exit 0
+pg_header
+prow get "GET /v1/payments/{id}"
+prow list "list of 100 by organisation (first page)"
+prow list_deep "list of 100, random offset page 0-19 of one organisation's $(num "$DEEP")"
+prow list_cursor0 "list of 100, cursor page 0"
+prow list_cursor19 "list of 100, cursor page 19 (page[after])"
+prow put "PUT /v1/payments/{id} (If-Match)"
+prow post "POST /v1/payments"
+prow post_follow "POST, a consumer following the feed with wait"
+vrow "preload: POST of $k payments, $CONNECTIONS connections" "$PRELOAD_SQLITE" "$PRELOAD_PG" " creates/s"
+for w in put post; do
+  vrow "$(tr a-z A-Z <<<"$w"): writes per commit (/metrics: writes / commits)" \
+    "$(ratio "${WRITES[$w]}" "${COMMITS[$w]}")" "$(ratio "${WRITES[${w}_pg]}" "${COMMITS[${w}_pg]}")" ""
+done
+for w in put post; do
+  vrow "$(tr a-z A-Z <<<"$w"): commits/s" "$(calc "${COMMITS[$w]} / $DURATION")" \
+    "$(calc "${COMMITS[${w}_pg]} / $DURATION")" ""
+done
+row "bytes to storage per PUT / per POST (SQLite: paymentd; PostgreSQL: the server's processes)" \
+  "$(bytes "${WBYTES[put]}") / $(bytes "${WBYTES[post]}")" \
+  "$(bytes "${PG_WBYTES[put_pg]}") / $(bytes "${PG_WBYTES[post_pg]}")" "" "" "" ""
+row "PostgreSQL WAL per PUT / per POST (pg_stat_wal)" "" \
+  "$(bytes "${WAL_BYTES[put_pg]}") / $(bytes "${WAL_BYTES[post_pg]}")" "" "" "" ""
+row "PostgreSQL WAL fsyncs during PUT / POST (pg_stat_wal), and commits" "" \
+  "$(num "${WAL_SYNCS[put_pg]}") / $(num "${WAL_SYNCS[post_pg]}"), commits $(num "${COMMITS[put_pg]}") / $(num "${COMMITS[post_pg]}")" "" "" "" ""
+for w in put post; do
+  row "PostgreSQL: paymentd's busy connections during $(tr a-z A-Z <<<"$w") (state:wait, pg_stat_activity every 50 ms)" "" \
+    "${PG_STATES[${w}_pg]}" "" "" "" ""
+done
+vrow "feed read from the start (page[size]=1000)" "$(calc "${FEED_EVENTS[all]} / ${FEED_SECS[all]}")" \
+  "$(calc "${FEED_EVENTS[all_pg]} / ${FEED_SECS[all_pg]}")" " events/s"
+vrow "feed followed with wait=1 during the POST run" "$(calc "${FEED_EVENTS[follow]} / ${FEED_SECS[follow]}")" \
+  "$(calc "${FEED_EVENTS[follow_pg]} / ${FEED_SECS[follow_pg]}")" " events/s"
+row "... its lag after the run" "$(printf '%.2f s' "${FEED_LAG[follow]}")" "$(printf '%.2f s' "${FEED_LAG[follow_pg]}")" "" "" "" ""
+pg_webhook_rows
+row "commit batch sizes over the whole run (/metrics, paymentd_store_commit_batch_size)" \
+  "$SQLITE_BATCHES" "$PG_BATCHES" "" "" "" ""
+pg_config_rows
