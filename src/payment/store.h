@@ -129,6 +129,13 @@ enum payment_store_flag {
      * an exclusive store opened while a shared one is open is not exclusive.
      * MongoDB ignores it. */
     PAYMENT_STORE_EXCLUSIVE = 1,
+    /* Opens only a store that exists: the embedded store's file, the
+     * PostgreSQL schema (its paymentd_schema table in the schema the
+     * search_path makes tables in), the MongoDB collection.  Else open
+     * creates nothing and answers PAYMENT_STORE_EURI with a one-line
+     * reason naming what is missing (the URI's password redacted).  An
+     * existing store that holds nothing opens. */
+    PAYMENT_STORE_EXISTING = 2,
 };
 
 /* Opens the store a URI names: "sqlite:PATH" (the parent folder is created)

@@ -144,11 +144,31 @@ no_setup:
     return -1;
 }
 
+/* PAYMENT_STORE_EXISTING: whether the payments collection exists, in
+ * *exists: one that does holds at least its _id index (MongoDB answers a
+ * missing one's listIndexes with error 26, or libmongoc with no index).
+ * false with e set when MongoDB could not be asked. */
+static bool mongo_coll_exists(struct mongo_store *st, mongoc_client_t *client, int *exists,
+                              bson_error_t *e)
+{
+    mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
+    mongoc_cursor_t *cursor = mongoc_collection_find_indexes_with_opts(coll, NULL);
+    const bson_t *index;
+    *exists = mongoc_cursor_next(cursor, &index);
+    bool ok = *exists || !mongoc_cursor_error(cursor, e) ||
+              e->code == MONGOC_ERROR_COLLECTION_DOES_NOT_EXIST;
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    return ok;
+}
+
 /* The first pop starts libmongoc's monitoring threads: with every signal
- * blocked, so that they never take the process's signals.  Then the setup,
- * whose failure is fatal unless waiting was asked for and MongoDB is only
- * unreachable. */
-static int mongo_first_contact(struct mongo_store *st, int wait, char *errbuf, size_t errlen)
+ * blocked, so that they never take the process's signals.  Then, opened
+ * PAYMENT_STORE_EXISTING (existing), whether the collection exists, and
+ * the setup, whose failure is fatal unless waiting was asked for and
+ * MongoDB is only unreachable. */
+static int mongo_first_contact(struct mongo_store *st, int wait, int existing, char *errbuf,
+                               size_t errlen)
 {
     sigset_t all, old;
     if (sigfillset(&all) != 0 || pthread_sigmask(SIG_BLOCK, &all, &old) != 0) {
@@ -163,8 +183,21 @@ static int mongo_first_contact(struct mongo_store *st, int wait, char *errbuf, s
         return PAYMENT_STORE_EUNAVAILABLE;
     }
     bson_error_t e;
-    int err = PAYMENT_STORE_OK;
-    if (mongo_setup(st, client, &e)) {
+    int err = PAYMENT_STORE_OK, exists = 1;
+    if (existing && mongo_coll_exists(st, client, &exists, &e) && !exists) {
+        char hosts[256];
+        mongo_hosts(st->uri, hosts, sizeof hosts);
+        store_errf(errbuf, errlen,
+                   "no store at MongoDB %s, database %s: no collection %s (nothing created)",
+                   hosts, st->db, st->coll);
+        err = PAYMENT_STORE_EURI;
+    } else if (existing && !exists) { /* MongoDB could not be asked */
+        char hosts[256];
+        mongo_hosts(st->uri, hosts, sizeof hosts);
+        store_errf(errbuf, errlen, "MongoDB at %s, database %s: %s", hosts, st->db, e.message);
+        err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
+                                                             : PAYMENT_STORE_EURI;
+    } else if (mongo_setup(st, client, &e)) {
         atomic_store(&st->ready, 1);
     } else {
         err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
@@ -189,8 +222,7 @@ static int mongo_first_contact(struct mongo_store *st, int wait, char *errbuf, s
 static int mongo_open(const char *uri, unsigned flags, payment_store **out, char *errbuf,
                       size_t errlen)
 {
-    (void)flags; /* PAYMENT_STORE_EXCLUSIVE is the embedded store's */
-    /* Process-wide and idempotent.  libmongoc's own log lines would break
+    /* PAYMENT_STORE_EXCLUSIVE is the embedded store's.  Process-wide and idempotent.  libmongoc's own log lines would break
      * the server's one-JSON-object-per-line stderr: the store reports
      * through its results instead. */
     mongoc_init();
@@ -225,7 +257,7 @@ static int mongo_open(const char *uri, unsigned flags, payment_store **out, char
         store_errf(errbuf, errlen, "cannot configure the MongoDB client pool");
         goto fail;
     }
-    err = mongo_first_contact(st, wait, errbuf, errlen);
+    err = mongo_first_contact(st, wait, (flags & PAYMENT_STORE_EXISTING) != 0, errbuf, errlen);
     if (err != PAYMENT_STORE_OK)
         goto fail;
     if (mongo_seq_start(st) != 0 || mongo_start_threads(st) != 0) {

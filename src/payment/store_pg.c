@@ -9,8 +9,9 @@
  * prints: messages name st->uri_redacted.
  *
  * Open fails when the server does not answer (EUNAVAILABLE), when the URI
- * is not one libpq can parse (EURI), or when the database holds a schema
- * newer than this build's (EURI).  Once open, a server that goes away makes
+ * is not one libpq can parse (EURI), when the database holds a schema
+ * newer than this build's (EURI), or, opened PAYMENT_STORE_EXISTING, when
+ * the search_path's schema holds no store (EURI, nothing created).  Once open, a server that goes away makes
  * the calls answer EUNAVAILABLE, and the connections are made again by the
  * calls that follow (store_pg_conn.c): the store is never reopened.
  *
@@ -109,10 +110,44 @@ static int pg_uri_check(const struct pg_store *st, char *errbuf, size_t errlen)
     return PAYMENT_STORE_EURI;
 }
 
+/* PAYMENT_STORE_EXISTING: whether the schema the search_path makes tables
+ * in (current_schema(), NULL when it names none that exists) holds the
+ * store's paymentd_schema table: 0, or EURI naming what is missing (or
+ * the server's error) in errbuf. */
+static int pg_schema_exists(struct pg_store *st, char *errbuf, size_t errlen)
+{
+    static const char sql[] =
+        "SELECT current_schema(), EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+        " WHERE schemaname = current_schema() AND tablename = 'paymentd_schema')";
+    PGresult *res = NULL;
+    int err = pg_exec(&st->wconn, sql, NULL, &res);
+    if (err != PAYMENT_STORE_OK) {
+        store_errf(errbuf, errlen, "store %s: cannot look for its schema (%s)", st->uri_redacted,
+                   payment_store_strerror(err));
+        return err;
+    }
+    assert(PQntuples(res) == 1 && PQnfields(res) == 2);
+    const char *schema = pg_text(res, 0, 0);
+    const char *found = pg_text(res, 0, 1);
+    if (!schema)
+        store_errf(errbuf, errlen,
+                   "no store at %s: its search_path names no schema that exists (nothing "
+                   "created)",
+                   st->uri_redacted);
+    else if (!found || strcmp(found, "t") != 0)
+        store_errf(errbuf, errlen,
+                   "no store at %s: schema \"%s\" holds no paymentd_schema table (nothing "
+                   "created)",
+                   st->uri_redacted, schema);
+    err = schema && found && strcmp(found, "t") == 0 ? PAYMENT_STORE_OK : PAYMENT_STORE_EURI;
+    PQclear(res);
+    return err;
+}
+
 static int pg_open(const char *uri, unsigned flags, payment_store **out, char *errbuf,
                    size_t errlen)
 {
-    (void)flags; /* PAYMENT_STORE_EXCLUSIVE is the embedded store's */
+    /* PAYMENT_STORE_EXCLUSIVE is the embedded store's */
     struct pg_store *st = calloc(1, sizeof *st);
     if (!st) {
         store_errf(errbuf, errlen, "out of memory");
@@ -149,6 +184,8 @@ static int pg_open(const char *uri, unsigned flags, payment_store **out, char *e
     }
     st->have_key = 1;
     err = pg_conn_open(&st->wconn, errbuf, errlen);
+    if (err == PAYMENT_STORE_OK && (flags & PAYMENT_STORE_EXISTING))
+        err = pg_schema_exists(st, errbuf, errlen);
     if (err == PAYMENT_STORE_OK)
         err = pg_schema_migrate(&st->wconn, errbuf, errlen);
     if (err != PAYMENT_STORE_OK)

@@ -290,7 +290,13 @@ static int sqlite_open(const char *uri, unsigned flags, payment_store **out, cha
         store_errf(errbuf, errlen, "store URI %s names no file (expected sqlite:PATH)", uri);
         return PAYMENT_STORE_EURI;
     }
-    if (sqlite_make_parent(path, errbuf, errlen) != 0)
+    struct stat sb;
+    if ((flags & PAYMENT_STORE_EXISTING) && stat(path, &sb) != 0) {
+        store_errf(errbuf, errlen, "no store at %s: the file does not exist (nothing created)",
+                   path);
+        return PAYMENT_STORE_EURI;
+    }
+    if (!(flags & PAYMENT_STORE_EXISTING) && sqlite_make_parent(path, errbuf, errlen) != 0)
         return PAYMENT_STORE_EURI;
     struct sqlite_store *st = calloc(1, sizeof *st);
     if (!st) {
