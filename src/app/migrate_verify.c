@@ -3,17 +3,20 @@
  * Each store is read whole with the export calls and summed up per
  * organisation:
  *   - its payments and its tombstones counted, and the payments' checksum:
- *     SHA-256 over the SHA-256 of "id|version|deleted|doc" of each payment
- *     (deleted "1" for a tombstone, whose doc is empty, else "0"), in id
- *     order;
- *   - its events counted, and their checksum: SHA-256 over the SHA-256 of
- *     "payment_id|version|type|doc" of each event (type as named in the
- *     API, "payment.created"), in (payment_id, version) order.
+ *     SHA-256 over the digest of each payment in id order, a payment's
+ *     digest covering every field of its row (id, organisation, version,
+ *     times, list columns, document) and whether it is a tombstone;
+ *   - its events counted, and their checksum: SHA-256 over the digest of
+ *     each event in (payment_id, version) order, an event's digest covering
+ *     every field but its position (id, type as named in the API, ids,
+ *     version, time, caller, request, key, operation, changes, document).
  * Positions and sequence numbers are left out: the target gives its own.
  * The idempotency records are counted and checksummed as a whole (they
- * belong to callers, not organisations): SHA-256 over the SHA-256 of
- * "scope|key|fingerprint|status|location|etag|body" of each, in the
- * (scope, key) order the export gives.
+ * belong to callers, not organisations): SHA-256 over the digest of each
+ * record (every field), in the (scope, key) order the export gives.
+ * A digest is SHA-256 over the fields in a fixed order, each written as
+ * its length then its bytes, NULL as a length no text has (struct fields),
+ * so that NULL and "" differ and no field's bytes can pass for another's.
  *
  * The summaries of both stores are then compared organisation by
  * organisation, in organisation order. */
@@ -83,18 +86,80 @@ static struct item *items_add(struct items *a)
     return &a->v[a->n++];
 }
 
-/* Hashes the fields, separated by '|', into md: 0, or -1. */
-static int digest_fields(EVP_MD_CTX *ctx, const char *const *field, const size_t *len, size_t n,
-                         unsigned char md[MD_LEN])
+/* One item's digest as it is made: each field goes in as its length (8
+ * bytes, big-endian) then its bytes, a NULL one as the length FIELD_NULL
+ * alone, so that no two different sequences of fields (NULL and "" among
+ * them) give the same bytes. */
+#define FIELD_NULL UINT64_MAX
+
+struct fields {
+    EVP_MD_CTX *ctx;
+    int failed; /* the digest failed */
+};
+
+static void fields_begin(struct fields *f, EVP_MD_CTX *ctx)
+{
+    f->ctx = ctx;
+    f->failed = !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+}
+
+/* len bytes of s, or NULL (s NULL). */
+static void field_bytes(struct fields *f, const char *s, size_t len)
+{
+    uint64_t n = s ? (uint64_t)len : FIELD_NULL;
+    unsigned char prefix[8];
+    for (int i = 0; i < 8; i++)
+        prefix[i] = (unsigned char)(n >> (56 - 8 * i));
+    if (f->failed || !EVP_DigestUpdate(f->ctx, prefix, sizeof prefix) ||
+        (s && len > 0 && !EVP_DigestUpdate(f->ctx, s, len)))
+        f->failed = 1;
+}
+
+/* A NUL-terminated text, or NULL. */
+static void field_text(struct fields *f, const char *s)
+{
+    field_bytes(f, s, s ? strlen(s) : 0);
+}
+
+static void field_int(struct fields *f, int64_t v)
+{
+    char text[24];
+    int n = snprintf(text, sizeof text, "%" PRId64, v);
+    assert(n > 0 && (size_t)n < sizeof text);
+    field_bytes(f, text, (size_t)n);
+}
+
+/* The digest of the fields given since fields_begin, into md: 0, or -1. */
+static int fields_end(struct fields *f, unsigned char md[MD_LEN])
 {
     unsigned int mdlen = 0;
-    if (!EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+    if (f->failed || !EVP_DigestFinal_ex(f->ctx, md, &mdlen) || mdlen != MD_LEN)
         return -1;
-    for (size_t i = 0; i < n; i++)
-        if ((i > 0 && !EVP_DigestUpdate(ctx, "|", 1)) ||
-            (len[i] > 0 && !EVP_DigestUpdate(ctx, field[i], len[i])))
-            return -1;
-    return EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == MD_LEN ? 0 : -1;
+    return 0;
+}
+
+/* Every field of the payment's row, and whether it is a tombstone. */
+static int payment_digest(EVP_MD_CTX *ctx, const struct payment_export *p,
+                          unsigned char md[MD_LEN])
+{
+    const struct payment_row *row = &p->row;
+    struct fields f;
+    fields_begin(&f, ctx);
+    field_text(&f, row->id);
+    field_text(&f, row->organisation_id);
+    field_int(&f, row->version);
+    field_int(&f, p->deleted != 0);
+    field_int(&f, row->created_ms);
+    field_int(&f, row->modified_ms);
+    field_text(&f, row->currency);
+    field_text(&f, row->payment_scheme);
+    field_text(&f, row->payment_type);
+    field_text(&f, row->reference);
+    field_text(&f, row->end_to_end_reference);
+    field_text(&f, row->processing_date);
+    field_text(&f, row->amount_key);
+    field_bytes(&f, row->doc, row->doc_len);
+    return fields_end(&f, md);
 }
 
 static int read_payment(void *arg, const struct payment_export *p)
@@ -103,17 +168,12 @@ static int read_payment(void *arg, const struct payment_export *p)
     struct item *it = items_add(&r->sum->payments);
     if (!it)
         return r->failed = 1;
-    char version[24];
-    snprintf(version, sizeof version, "%" PRId64, p->row.version);
-    const char *doc = p->row.doc ? p->row.doc : "";
-    const char *field[] = {p->row.id, version, p->deleted ? "1" : "0", doc};
-    const size_t len[] = {strlen(p->row.id), strlen(version), 1, p->row.doc ? p->row.doc_len : 0};
     memcpy(it->org, p->row.organisation_id, sizeof it->org);
     memcpy(it->id, p->row.id, sizeof it->id);
     it->version = p->row.version;
     it->deleted = p->deleted != 0;
     r->last_seq = p->seq;
-    if (digest_fields(r->ctx, field, len, 4, it->md) != 0)
+    if (payment_digest(r->ctx, p, it->md) != 0)
         return r->failed = 1;
     return 0;
 }
@@ -131,26 +191,57 @@ static const char *event_type_name(enum payment_event_type t)
     return "";
 }
 
+/* Every field of the event but its position. */
+static int event_digest(EVP_MD_CTX *ctx, const struct payment_event *ev, unsigned char md[MD_LEN])
+{
+    struct fields f;
+    fields_begin(&f, ctx);
+    field_text(&f, ev->id);
+    field_text(&f, event_type_name(ev->type));
+    field_text(&f, ev->organisation_id);
+    field_text(&f, ev->payment_id);
+    field_int(&f, ev->version);
+    field_int(&f, ev->occurred_ms);
+    field_text(&f, ev->api_key_id);
+    field_text(&f, ev->request_id);
+    field_text(&f, ev->idempotency_key);
+    field_text(&f, ev->operation_id);
+    field_text(&f, ev->changes);
+    field_bytes(&f, ev->doc, ev->doc_len);
+    return fields_end(&f, md);
+}
+
 static int read_event(void *arg, const struct payment_event *ev)
 {
     struct reading *r = arg;
     struct item *it = items_add(&r->sum->events);
     if (!it)
         return r->failed = 1;
-    char version[24];
-    snprintf(version, sizeof version, "%" PRId64, ev->version);
-    const char *type = event_type_name(ev->type);
-    const char *field[] = {ev->payment_id, version, type, ev->doc ? ev->doc : ""};
-    const size_t len[] = {strlen(ev->payment_id), strlen(version), strlen(type),
-                          ev->doc ? ev->doc_len : 0};
     memcpy(it->org, ev->organisation_id, sizeof it->org);
     memcpy(it->id, ev->payment_id, sizeof it->id);
     it->version = ev->version;
     it->deleted = 0;
     r->last_pos = ev->pos;
-    if (digest_fields(r->ctx, field, len, 4, it->md) != 0)
+    if (event_digest(r->ctx, ev, it->md) != 0)
         return r->failed = 1;
     return 0;
+}
+
+/* Every field of the idempotency record. */
+static int idem_digest(EVP_MD_CTX *ctx, const struct payment_idem_export *rec,
+                       unsigned char md[MD_LEN])
+{
+    struct fields f;
+    fields_begin(&f, ctx);
+    field_text(&f, rec->scope);
+    field_text(&f, rec->key);
+    field_text(&f, rec->fingerprint);
+    field_int(&f, rec->status);
+    field_text(&f, rec->location);
+    field_text(&f, rec->etag);
+    field_bytes(&f, rec->body, rec->body_len);
+    field_int(&f, rec->created_ms);
+    return fields_end(&f, md);
 }
 
 /* Folds a record's digest into the running digest of all records (the
@@ -164,20 +255,8 @@ static int read_idem(void *arg, const struct payment_idem_export *rec)
 {
     struct idem_reading *ir = arg;
     struct reading *r = ir->r;
-    char status[16];
-    snprintf(status, sizeof status, "%d", rec->status);
-    const char *field[] = {rec->scope, rec->key, rec->fingerprint, status,
-                           rec->location ? rec->location : "", rec->etag ? rec->etag : "",
-                           rec->body ? rec->body : ""};
-    const size_t len[] = {strlen(rec->scope),
-                          strlen(rec->key),
-                          strlen(rec->fingerprint),
-                          strlen(status),
-                          rec->location ? strlen(rec->location) : 0,
-                          rec->etag ? strlen(rec->etag) : 0,
-                          rec->body ? rec->body_len : 0};
     unsigned char md[MD_LEN];
-    if (digest_fields(r->ctx, field, len, 7, md) != 0 || !EVP_DigestUpdate(ir->all, md, MD_LEN))
+    if (idem_digest(r->ctx, rec, md) != 0 || !EVP_DigestUpdate(ir->all, md, MD_LEN))
         return r->failed = 1;
     buf_reset(&r->last_scope);
     buf_reset(&r->last_key);
