@@ -350,24 +350,32 @@ int migrate_same_store(const char *a, const char *b)
 
 /* ---- paymentd migrate ---------------------------------------------------- */
 
+/* What a MongoDB store adds to the reason of an open that found MongoDB not
+ * answering (store_mongo.c): the server's flag that starts it anyway, which
+ * migrate has not (a copy needs its stores answering). */
+#define SERVER_WAIT_HINT " (--wait-for-store"
+
 /* Opens the store uri names (shown: its redacted form) into *out; a source
- * (must_exist) on an embedded file that is not there is refused rather than
- * made empty.  Returns 0, or 1 with the reason on stderr. */
+ * (must_exist) is opened PAYMENT_STORE_EXISTING, so that a URI naming no
+ * store is refused with nothing created in it rather than copied as an
+ * empty one.  Returns 0, or 1 with the reason on stderr. */
 static int migrate_open(const char *uri, const char *shown, const char *side, int must_exist,
                         payment_store **out)
 {
-    char err[512];
-    size_t n = strlen(SQLITE_PREFIX);
-    struct stat st;
-    if (must_exist && strncasecmp(uri, SQLITE_PREFIX, n) == 0 && stat(uri + n, &st) != 0) {
-        fprintf(stderr, "paymentd migrate: %s %s: no store there\n", side, shown);
-        return 1;
-    }
-    if (payment_store_open(uri, 0, out, err, sizeof err) != PAYMENT_STORE_OK) {
-        fprintf(stderr, "paymentd migrate: cannot open %s %s: %s\n", side, shown, err);
-        return 1;
-    }
-    return 0;
+    char err[512] = "";
+    unsigned flags = must_exist ? PAYMENT_STORE_EXISTING : 0;
+    int rc = payment_store_open(uri, flags, out, err, sizeof err);
+    if (rc == PAYMENT_STORE_OK)
+        return 0;
+    char *hint = strstr(err, SERVER_WAIT_HINT);
+    if (hint)
+        *hint = '\0';
+    fprintf(stderr, "paymentd migrate: cannot open %s %s: %s%s\n", side, shown, err,
+            rc == PAYMENT_STORE_EUNAVAILABLE
+                ? " (the store does not answer: start it or correct the URI, then run migrate "
+                  "again)"
+                : "");
+    return 1;
 }
 
 int migrate_main(const char *from_uri, const char *to_uri, uint32_t page)

@@ -64,8 +64,9 @@ int migrate_verify(payment_store *from, payment_store *to, uint32_t page, FILE *
  * case and postgres/postgresql aside), or two sqlite: paths of one file. */
 int migrate_same_store(const char *a, const char *b);
 
-/* `paymentd migrate`: opens both stores (the source must exist: an
- * embedded store's file is not created), refuses one store on both sides,
+/* `paymentd migrate`: opens both stores (the source must exist: it is
+ * opened PAYMENT_STORE_EXISTING, so nothing is created in a URI naming no
+ * store), refuses one store on both sides,
  * copies, verifies, and writes the outcome to stderr (URIs without their
  * passwords).  Returns the exit status: 0 verified, 1 a failure or a
  * difference, 2 a bad argument. */
