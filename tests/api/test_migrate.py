@@ -241,7 +241,8 @@ def migrate_refuses_bad_arguments(t):
     rc, _out, err = run_binary(t.binary, ["migrate", "--from", "sqlite:" + db, "--to",
                                           "sqlite:" + os.path.join(d, "copy.db")])
     eq(rc, 1, "migrate from a missing file")
-    check("no store there" in err, "the message says the source is missing: %r" % err)
+    check("no store at" in err and "does not exist" in err,
+          "the message says the source is missing: %r" % err)
     check(not os.path.exists(db), "a missing source was created")
     rc, _out, err = run_binary(t.binary, ["migrate", "--from", "sqlite:" + db, "--to",
                                           "sqlite:" + db])
@@ -254,6 +255,89 @@ def migrate_refuses_bad_arguments(t):
     rc, _out, err = run_binary(t.binary, ["migrate", "--from", "sqlite:" + db, "--to", "x",
                                           "--page", "1001"])
     eq(rc, 2, "--page 1001")
+
+
+def _refused(t, src, says):
+    """migrate from src, which holds no store, into a new file: exit 1 with a
+    message naming what is missing; returns the message."""
+    rc, err = _migrate(t, src, _sqlite(t, "mig-none-to"), timeout=60)
+    eq(rc, 1, "migrate from a source that does not exist (stderr: %s)" % err[-800:])
+    check(says in err and "nothing created" in err and "verified" not in err,
+          "the message names the missing store (%r): %r" % (says, err))
+    return err
+
+
+@test
+def migrate_refuses_missing_postgres_schema(t):
+    if not harness.PG["uri"]:
+        raise Skip("no PostgreSQL (run.py --pg URI)")
+    schema = harness.new_pg_schema()
+    _refused(t, harness.pg_uri(harness.PG["uri"], schema),
+             'schema "%s" holds no paymentd_schema table' % schema)
+    tables = harness.psql(harness.PG["uri"],
+                          "SELECT count(*) FROM pg_tables WHERE schemaname = '%s'" % schema)
+    eq(tables.strip(), "0", "tables in the source's schema after the refusal")
+    _refused(t, harness.pg_uri(harness.PG["uri"], schema + "_none"),
+             "search_path names no schema that exists")
+    # Once made (by a server), the same schema, empty, migrates.
+    src = Server(t.binary, t.scratch("mig-pg-empty"), name="mig-pg-empty",
+                 store=harness.pg_uri(harness.PG["uri"], schema))
+    try:
+        src.start()
+        _finish(src)
+    finally:
+        src.ensure_dead()
+    rc, err = _migrate(t, src.store, _sqlite(t, "mig-pg-empty-to"))
+    eq(rc, 0, "migrate from an empty store (stderr: %s)" % err[-800:])
+    eq(_done(err), (0, 0, 0, 0, 0), "the empty store's done line")
+
+
+def _mongo_indexes(uri, db):
+    """The index names of db's payments collection (none: it does not exist)."""
+    import pymongo  # run.py --mongo needs it too
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+    try:
+        reply = client[db].command("listIndexes", "payments")
+        return [i["name"] for i in reply["cursor"]["firstBatch"]]
+    except pymongo.errors.OperationFailure as e:
+        if e.code == 26:  # NamespaceNotFound: MongoDB's answer for a missing collection
+            return []
+        raise
+    finally:
+        client.close()
+
+
+@test
+def migrate_refuses_missing_mongo_collection(t):
+    if not harness.MONGO["uri"]:
+        raise Skip("no MongoDB (run.py --mongo URI)")
+    db = harness.new_mongo_db()
+    _refused(t, harness.mongo_uri(harness.MONGO["uri"], db),
+             "database %s: no collection payments" % db)
+    eq(_mongo_indexes(harness.MONGO["uri"], db), [], "indexes of the source after the refusal")
+
+
+@test
+def migrate_mongo_not_answering(t):
+    """A MongoDB that does not answer, on either side: exit 1 with a message
+    that says so, without the server's --wait-for-store (migrate has none)."""
+    d = t.scratch("mig-mongo-down")
+    down = "mongodb://127.0.0.1:%d/db?serverSelectionTimeoutMS=300" % harness.free_port()
+    for args, side in (([down, _sqlite(t, "mig-down-to")], "--from"),
+                       ([_sqlite(t, "mig-down-from"), down], "--to")):
+        if side == "--to":  # a source that exists
+            src = Server(t.binary, d, name="mig-down-src", store=args[0])
+            try:
+                src.start()
+                _finish(src)
+            finally:
+                src.ensure_dead()
+        rc, err = _migrate(t, args[0], args[1], timeout=60)
+        eq(rc, 1, "migrate with MongoDB down on %s (stderr: %s)" % (side, err[-800:]))
+        check("cannot open %s" % side in err and "does not answer" in err,
+              "the message says the store does not answer: %r" % err)
+        check("wait-for-store" not in err and "WaitForStore" not in err,
+              "the message suggests no flag migrate lacks: %r" % err)
 
 
 def _fill(srv, n, threads=2):
