@@ -183,20 +183,18 @@ static int mongo_first_contact(struct mongo_store *st, int wait, int existing, c
         return PAYMENT_STORE_EUNAVAILABLE;
     }
     bson_error_t e;
+    char hosts[256];
+    mongo_hosts(st->uri, hosts, sizeof hosts);
     int err = PAYMENT_STORE_OK, exists = 1;
-    if (existing && mongo_coll_exists(st, client, &exists, &e) && !exists) {
-        char hosts[256];
-        mongo_hosts(st->uri, hosts, sizeof hosts);
+    if (existing && !mongo_coll_exists(st, client, &exists, &e)) {
+        store_errf(errbuf, errlen, "MongoDB at %s, database %s: %s", hosts, st->db, e.message);
+        err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
+                                                             : PAYMENT_STORE_EURI;
+    } else if (!exists) {
         store_errf(errbuf, errlen,
                    "no store at MongoDB %s, database %s: no collection %s (nothing created)",
                    hosts, st->db, st->coll);
         err = PAYMENT_STORE_EURI;
-    } else if (existing && !exists) { /* MongoDB could not be asked */
-        char hosts[256];
-        mongo_hosts(st->uri, hosts, sizeof hosts);
-        store_errf(errbuf, errlen, "MongoDB at %s, database %s: %s", hosts, st->db, e.message);
-        err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
-                                                             : PAYMENT_STORE_EURI;
     } else if (mongo_setup(st, client, &e)) {
         atomic_store(&st->ready, 1);
     } else {
@@ -205,8 +203,6 @@ static int mongo_first_contact(struct mongo_store *st, int wait, int existing, c
         if (err == PAYMENT_STORE_EUNAVAILABLE && wait) {
             err = PAYMENT_STORE_OK; /* the first request that reaches it sets up */
         } else {
-            char hosts[256];
-            mongo_hosts(st->uri, hosts, sizeof hosts);
             store_errf(errbuf, errlen, "MongoDB at %s, database %s: %s%s", hosts, st->db,
                        e.message,
                        err == PAYMENT_STORE_EUNAVAILABLE
