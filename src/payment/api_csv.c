@@ -276,7 +276,9 @@ static int csv_export_page(struct csv_export *ex, const struct auth_principal *p
 {
     assert(ex->more);
     struct csv_page pg = {b, ex->last_seq};
-    int err = api_list_each(ex->api, &ex->q, p, csv_row, &pg, &ex->more);
+    int more = 0;
+    int err = api_list_each(ex->api, &ex->q, p, csv_row, &pg, &more);
+    ex->more = more;
     if (err != PAYMENT_STORE_OK) {
         ex->more = 0;
         return err > 0 ? PAYMENT_STORE_EINTERNAL : err;

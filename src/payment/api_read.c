@@ -165,6 +165,8 @@ int api_list_each(struct payment_api *api, struct payment_query *q,
 {
     int64_t t0 = clock_mono_us();
     int visible = list_restrict(q, p);
+    if (visible <= 0)
+        *more = 0; /* nothing listed: no page follows either */
     int err = visible < 0   ? PAYMENT_STORE_EINTERNAL
               : visible > 0 ? payment_store_list(api->store, q, each, arg, more)
                             : PAYMENT_STORE_OK;
