@@ -335,6 +335,12 @@ int mongo_round_adopt(struct mongo_store *st, mongoc_client_t *client, int64_t b
                       int *raised);
 int mongo_round_raise(struct mongo_store *st, mongoc_client_t *client, int64_t *wm, int *raised);
 
+/* A bulk write's first write error, if any: *code (0 for none) and *msg
+ * (NULL, or pointing into reply). */
+void mongo_reply_write_error(const bson_t *reply, int64_t *code, const char **msg);
+/* Whether a bulk write's reply holds a write concern error. */
+int mongo_reply_wc_failed(const bson_t *reply);
+
 /* ---- store_mongo_retention.c: purging events */
 
 void mongo_events_purge(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms);

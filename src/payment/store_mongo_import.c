@@ -45,33 +45,6 @@
 
 /* ---- inserts -------------------------------------------------------------------- */
 
-/* The write error of an ordered insert's reply: its code and message
- * (pointing into reply), 0 and NULL when none. */
-static void mongo_import_reply(const bson_t *reply, int64_t *code, const char **msg)
-{
-    bson_iter_t it, list, item;
-    *code = 0;
-    *msg = NULL;
-    if (bson_iter_init_find(&it, reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
-        bson_iter_recurse(&it, &list) && bson_iter_next(&list) &&
-        BSON_ITER_HOLDS_DOCUMENT(&list) && bson_iter_recurse(&list, &item)) {
-        while (bson_iter_next(&item)) {
-            if (strcmp(bson_iter_key(&item), "code") == 0)
-                *code = bson_iter_as_int64(&item);
-            else if (strcmp(bson_iter_key(&item), "errmsg") == 0 && BSON_ITER_HOLDS_UTF8(&item))
-                *msg = bson_iter_utf8(&item, NULL);
-        }
-    }
-}
-
-/* Whether a bulk write's reply holds a write concern error. */
-static int mongo_import_wc_failed(const bson_t *reply)
-{
-    bson_iter_t it, list;
-    return bson_iter_init_find(&it, reply, "writeConcernErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
-           bson_iter_recurse(&it, &list) && bson_iter_next(&list);
-}
-
 /* Whether a duplicate key message names the _id index ("... index: _id_
  * dup key ..."). */
 static int mongo_import_dup_id(const char *msg)
@@ -107,8 +80,8 @@ int mongo_import_insert(mongoc_collection_t *coll, const bson_t *docs, size_t n,
         } else {
             int64_t done = mongo_get_int64(&reply, "nInserted", -1), code;
             const char *msg;
-            mongo_import_reply(&reply, &code, &msg);
-            if (code == MONGOC_ERROR_DUPLICATE_KEY && !mongo_import_wc_failed(&reply) &&
+            mongo_reply_write_error(&reply, &code, &msg);
+            if (code == MONGOC_ERROR_DUPLICATE_KEY && !mongo_reply_wc_failed(&reply) &&
                 done >= 0 && (size_t)done < n) {
                 *inserted = (size_t)done;
                 *refused = mongo_import_dup_id(msg) ? MONGO_REFUSED_ID : MONGO_REFUSED_INDEX;
