@@ -399,6 +399,12 @@ int mongo_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
                         payment_store_event_fn each, void *arg, int *more);
 int mongo_export_idem(payment_store *s, const char *after_scope, const char *after_key,
                       uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more);
+/* Called with a record's key and the iterator holding the record (a
+ * document): 0 to go on, or a store error that stops the walk. */
+typedef int (*mongo_sk_fn)(const char *sk, const bson_iter_t *rec, void *arg);
+/* Calls fn for each record of doc's MONGO_F_IDEM array that has a text sk,
+ * in the array's order (others are passed over): 0, or fn's error. */
+int mongo_idem_each_sk(const bson_t *doc, mongo_sk_fn fn, void *arg);
 
 /* ---- store_mongo_import.c: a copy's import, and its inserts */
 

@@ -311,25 +311,22 @@ static int mongo_sk_index_cmp(const void *a, const void *b)
     return strcmp(((const struct mongo_sk_index *)a)->sk, ((const struct mongo_sk_index *)b)->sk);
 }
 
+/* Marks key sk (a record's) present when the page holds it. */
+static int mongo_mark_sk_one(const char *sk, const bson_iter_t *rec, void *arg)
+{
+    (void)rec;
+    struct mongo_sk_present *p = arg;
+    struct mongo_sk_index key = {.sk = sk};
+    const struct mongo_sk_index *at = bsearch(&key, p->by_sk, p->n, sizeof key, mongo_sk_index_cmp);
+    if (at)
+        p->present[at->at] = true;
+    return PAYMENT_STORE_OK;
+}
+
 /* Marks the page's keys doc's records hold. */
 static int mongo_mark_sk(const bson_t *doc, void *arg)
 {
-    struct mongo_sk_present *p = arg;
-    bson_iter_t it, list, rec;
-    if (!bson_iter_init_find(&it, doc, MONGO_F_IDEM) || !BSON_ITER_HOLDS_ARRAY(&it) ||
-        !bson_iter_recurse(&it, &list))
-        return PAYMENT_STORE_OK;
-    while (bson_iter_next(&list)) {
-        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &rec) ||
-            !bson_iter_find(&rec, "sk") || !BSON_ITER_HOLDS_UTF8(&rec))
-            continue;
-        struct mongo_sk_index key = {.sk = bson_iter_utf8(&rec, NULL)};
-        const struct mongo_sk_index *at =
-            bsearch(&key, p->by_sk, p->n, sizeof key, mongo_sk_index_cmp);
-        if (at)
-            p->present[at->at] = true;
-    }
-    return PAYMENT_STORE_OK;
+    return mongo_idem_each_sk(doc, mongo_mark_sk_one, arg);
 }
 
 /* Sets present[i] for the keys sk[0..n) a document of coll holds. */
