@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "app/migrate.h"
+#include "core/uri.h"
 #include "webhook/deliver.h"
 
 /* One flag: its name, its environment variable, and how to apply a value. */
@@ -568,67 +569,9 @@ int config_store_uri(const struct config *cfg, char *out, size_t cap, char *errb
     return 0;
 }
 
-/* Appends n bytes of s to out (cap bytes, *len of them used, always
- * NUL-terminated), cutting what does not fit. */
-static void redact_put(char *out, size_t cap, size_t *len, const char *s, size_t n)
-{
-    assert(cap > 0 && *len < cap);
-    size_t room = cap - 1 - *len;
-    if (n > room)
-        n = room;
-    memcpy(out + *len, s, n);
-    *len += n;
-    out[*len] = '\0';
-}
-
-/* The end of the user information of uri's authority (its last '@'), or
- * NULL when it has none. */
-static const char *uri_userinfo_end(const char *uri)
-{
-    const char *start = strstr(uri, "://");
-    if (!start)
-        return NULL;
-    const char *at = NULL;
-    size_t auth = strcspn(start + 3, "/?#");
-    for (const char *p = start + 3; p < start + 3 + auth; p++)
-        if (*p == '@')
-            at = p;
-    return at;
-}
-
 void config_redact_uri(const char *uri, char *out, size_t cap)
 {
-    assert(uri && out && cap > 0);
-    size_t len = 0;
-    out[0] = '\0';
-    const char *p = uri;
-    /* user:password@ */
-    const char *at = uri_userinfo_end(uri);
-    const char *authority = at ? strstr(uri, "://") + 3 : NULL;
-    const char *colon = at ? memchr(authority, ':', (size_t)(at - authority)) : NULL;
-    if (colon) {
-        redact_put(out, cap, &len, uri, (size_t)(colon + 1 - uri));
-        redact_put(out, cap, &len, "***", 3);
-        p = at;
-    }
-    /* Every password= option of the query (libpq's), up to its '&' or '#'. */
-    const char *query = strchr(p, '?');
-    if (!query) {
-        redact_put(out, cap, &len, p, strlen(p));
-        return;
-    }
-    redact_put(out, cap, &len, p, (size_t)(query + 1 - p));
-    for (p = query + 1; *p && *p != '#';) {
-        size_t n = strcspn(p, "&#");
-        if (n >= 9 && strncmp(p, "password=", 9) == 0)
-            redact_put(out, cap, &len, "password=***", 12);
-        else
-            redact_put(out, cap, &len, p, n);
-        p += n;
-        if (*p == '&')
-            redact_put(out, cap, &len, p++, 1);
-    }
-    redact_put(out, cap, &len, p, strlen(p));
+    uri_redact(uri, out, cap);
 }
 
 void config_usage(FILE *out)

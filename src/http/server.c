@@ -1005,21 +1005,12 @@ void http_request_add_header(http_request *req, const char *name, const char *va
 static _Thread_local http_request *pool_request;
 static _Thread_local int pool_request_handed_off;
 
-/* Makes the response: status, body (taken from body), the request's
- * headers and the ones every response carries.  NULL out of memory. */
-static struct MHD_Response *response_build(http_request *req, struct buf *body)
+/* Adds the request's headers and the ones every response carries to resp,
+ * a JSON Content-Type to a body without one.  Returns resp, or NULL (resp
+ * destroyed) out of memory; NULL resp gives NULL. */
+static struct MHD_Response *response_headers(http_request *req, struct MHD_Response *resp,
+                                             int has_body)
 {
-    struct MHD_Response *resp;
-    int has_body = body && body->len > 0;
-    if (has_body) {
-        size_t len;
-        char *data = buf_steal(body, &len);
-        resp = MHD_create_response_from_buffer_with_free_callback(len, data, free);
-        if (!resp)
-            free(data);
-    } else {
-        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    }
     if (!resp)
         return NULL;
     int ok = MHD_add_response_header(resp, "X-Request-Id", req->request_id) == MHD_YES &&
@@ -1038,6 +1029,24 @@ static struct MHD_Response *response_build(http_request *req, struct buf *body)
         return NULL;
     }
     return resp;
+}
+
+/* Makes the response: status, body (taken from body), the request's
+ * headers and the ones every response carries.  NULL out of memory. */
+static struct MHD_Response *response_build(http_request *req, struct buf *body)
+{
+    struct MHD_Response *resp;
+    int has_body = body && body->len > 0;
+    if (has_body) {
+        size_t len;
+        char *data = buf_steal(body, &len);
+        resp = MHD_create_response_from_buffer_with_free_callback(len, data, free);
+        if (!resp)
+            free(data);
+    } else {
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    }
+    return response_headers(req, resp, has_body);
 }
 
 /* Queues resp (NULL: it could not be made) on the loop thread and lets go
@@ -1103,6 +1112,130 @@ void http_respond_error(http_request *req, int status, const char *code, const c
     }
     http_respond(req, status, &b);
     buf_free(&b);
+}
+
+/* --- a streamed answer ------------------------------------------------- */
+
+/* The MHD block size asked of a streamed answer: what one read copies. */
+#define STREAM_BLOCK (32 * 1024)
+
+/* A streamed answer (http_respond_stream): the piece being sent and what
+ * makes the next.  libmicrohttpd reads it on the connection's loop thread;
+ * while a pool thread makes a piece the connection is suspended, so only
+ * one thread touches it at a time.  Freed with the response. */
+struct http_stream {
+    http_server *server;
+    struct MHD_Connection *conn;
+    http_stream_fn next;          /* makes the next piece */
+    void *state;                  /* next's, owned */
+    void (*state_free)(void *);   /* frees state */
+    int blocks;                   /* next runs on the blocking pool */
+    struct buf piece;             /* the piece being sent */
+    size_t sent;                  /* bytes of piece sent */
+    int step;                     /* enum http_stream_step of piece */
+    int filling;                  /* a pool thread is making the next piece, or just did */
+};
+
+static void stream_free(void *cls)
+{
+    struct http_stream *st = cls;
+    if (st->filling)
+        atomic_fetch_sub(&st->server->suspended, 1); /* the client left meanwhile */
+    if (st->state_free)
+        st->state_free(st->state);
+    buf_free(&st->piece);
+    free(st);
+}
+
+/* Makes the next piece into st->piece: on whatever thread runs it. */
+static void stream_make(struct http_stream *st)
+{
+    buf_reset(&st->piece);
+    st->sent = 0;
+    st->step = st->next(st->state, &st->piece);
+    if (buf_failed(&st->piece))
+        st->step = HTTP_STREAM_FAIL;
+}
+
+/* A pool thread's job: the next piece, then the connection resumes. */
+static void stream_fill_job(void *arg)
+{
+    struct http_stream *st = arg;
+    stream_make(st);
+    MHD_resume_connection(st->conn);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct http_stream *st = cls;
+    (void)pos;
+    if (st->filling) { /* resumed: the pool thread made the piece */
+        st->filling = 0;
+        atomic_fetch_sub(&st->server->suspended, 1);
+    }
+    for (;;) {
+        if (st->sent < st->piece.len) {
+            size_t n = st->piece.len - st->sent < max ? st->piece.len - st->sent : max;
+            memcpy(out, st->piece.data + st->sent, n);
+            st->sent += n;
+            return (ssize_t)n;
+        }
+        if (st->step == HTTP_STREAM_END)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (st->step != HTTP_STREAM_MORE)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!st->blocks) {
+            stream_make(st);
+            continue;
+        }
+        /* Suspended before the hand-off, so that the pool's resume can
+         * never come first; read again once resumed. */
+        st->filling = 1;
+        atomic_fetch_add(&st->server->suspended, 1);
+        MHD_suspend_connection(st->conn);
+        if (http_pool_submit(st->server->pool, stream_fill_job, st) != HTTP_POOL_OK) {
+            log_msg(st->server->cfg.log, LOG_WARN,
+                    "a streamed answer is cut short: the blocking pool is full");
+            st->step = HTTP_STREAM_FAIL;
+            buf_reset(&st->piece);
+            st->sent = 0;
+            MHD_resume_connection(st->conn);
+        }
+        return 0;
+    }
+}
+
+void http_respond_stream(http_request *req, int status, struct buf *first, int blocks,
+                         http_stream_fn next, void *state, void (*free_fn)(void *))
+{
+    assert(!req->status && !req->staged_status); /* a handler answers once */
+    if (req->on_answer) {
+        req->on_answer(req->state);
+        req->on_answer = NULL;
+    }
+    struct http_stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        if (free_fn)
+            free_fn(state);
+        buf_free(first);
+        http_respond_error(req, 500, "internal_error", "internal error", NULL);
+        return;
+    }
+    *st = (struct http_stream){req->server, req->conn, next, state, free_fn, blocks, BUF_INIT,
+                               0, HTTP_STREAM_MORE, 0};
+    st->piece = *first;
+    *first = (struct buf)BUF_INIT;
+    struct MHD_Response *resp = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, st, stream_free);
+    if (!resp)
+        stream_free(st);
+    resp = response_headers(req, resp, 1); /* destroying it frees st */
+    if (pool_request == req) {
+        req->staged = resp; /* queued when the request resumes, as http_respond's */
+        req->staged_status = status;
+        return;
+    }
+    response_queue(req, status, resp);
 }
 
 /* --- suspension --------------------------------------------------------- */

@@ -115,6 +115,32 @@ void http_respond_buf(http_request *req, int status, struct buf *b);
 void http_respond_error(http_request *req, int status, const char *code, const char *message,
                         const char *extra);
 
+/* --- A streamed answer -------------------------------------------------- */
+
+/* What next returns (http_respond_stream). */
+enum http_stream_step {
+    HTTP_STREAM_MORE = 0,  /* b holds a piece (maybe empty); more follows */
+    HTTP_STREAM_END = 1,   /* b holds the last piece (maybe empty) */
+    HTTP_STREAM_FAIL = -1, /* the body cannot go on: it ends cut short */
+};
+
+/* Makes the next piece of a streamed body: appends it to b (empty on each
+ * call) and returns an enum http_stream_step. */
+typedef int (*http_stream_fn)(void *state, struct buf *b);
+
+/* Answers status with a body of unknown length (chunked), first the bytes
+ * of first (taken, left empty), then the pieces next makes as the client
+ * reads, one at a time: so the answer's memory is a piece, whatever its
+ * length.  next runs on a thread of the blocking pool when blocks (the
+ * connection suspended meanwhile: the loop never waits on it), else on the
+ * loop thread.  A piece that fails, or a full pool, ends the body without
+ * its last chunk, which the client sees as a cut answer.  The headers
+ * added so far go with it (a Content-Type among them).  state is freed with
+ * free_fn once the answer is done or its client gone (also when the answer
+ * cannot be made).  Call at most once, instead of http_respond. */
+void http_respond_stream(http_request *req, int status, struct buf *first, int blocks,
+                         http_stream_fn next, void *state, void (*free_fn)(void *));
+
 /* --- Answering later ---------------------------------------------------- */
 
 /* Attaches handler state, freed with free_fn when the request completes. */

@@ -2,7 +2,8 @@
  * includes.  The handlers are split by concept: answers and errors
  * (api_answer.c), request pieces (api_request.c), a write in flight
  * (api_write_op.c), Idempotency-Keys (api_idem.c), asynchronous writes and
- * operations (api_async.c), the read handlers (api_read.c), the write
+ * operations (api_async.c), the read handlers (api_read.c; the list as CSV
+ * in api_csv.c), the write
  * handlers (api_writes.c, the fast path of create and replace in
  * api_writes_fast.c), a payment's history (api_history.c), the change
  * feed (api_events.c, its long poll in feed_wait.c) and the route table
@@ -179,6 +180,21 @@ int api_list_row(void *arg, const char *doc, size_t len, int64_t seq);
  * PAYMENT_STORE_EINTERNAL when the page's buffer ran out of memory. */
 int api_list_fill(struct payment_api *api, struct payment_query *q,
                   const struct auth_principal *p, struct api_list_out *out, int *more);
+/* Lists the page q names, narrowed (once, in q) to the organisations p may
+ * see (NULL: all), calling each per row: the store's answer, or each's
+ * first non-zero result. */
+int api_list_each(struct payment_api *api, struct payment_query *q,
+                  const struct auth_principal *p, payment_store_row_fn each, void *arg,
+                  int *more);
+
+/* --- the list as CSV (api_csv.c) ----------------------------------------- */
+
+/* Whether the request's Accept prefers text/csv to JSON (JSON when tied,
+ * absent, or neither is acceptable). */
+int api_csv_wanted(const http_request *req);
+/* Answers the list q filters (every page of it, p's organisations only) as
+ * CSV, streamed; takes q (cleared). */
+void api_payments_csv(http_request *req, struct payment_api *api, struct payment_query *q);
 
 /* --- write handlers (api_writes.c) --------------------------------------- */
 

@@ -1,5 +1,6 @@
 /* api_read: the read handlers: GET of a payment (its stored bytes as they are,
- * If-None-Match) and the list (filters, paging links, tenants). */
+ * If-None-Match) and the list (filters, paging links, tenants; as CSV, every
+ * page, when the client asks for text/csv: api_csv.c). */
 #include "payment/api_internal.h"
 
 #include <stdio.h>
@@ -158,15 +159,25 @@ static int list_restrict(struct payment_query *q, const struct auth_principal *p
     return 1;
 }
 
-int api_list_fill(struct payment_api *api, struct payment_query *q,
-                  const struct auth_principal *p, struct api_list_out *out, int *more)
+int api_list_each(struct payment_api *api, struct payment_query *q,
+                  const struct auth_principal *p, payment_store_row_fn each, void *arg,
+                  int *more)
 {
     int64_t t0 = clock_mono_us();
     int visible = list_restrict(q, p);
+    if (visible <= 0)
+        *more = 0; /* nothing listed: no page follows either */
     int err = visible < 0   ? PAYMENT_STORE_EINTERNAL
-              : visible > 0 ? payment_store_list(api->store, q, api_list_row, out, more)
+              : visible > 0 ? payment_store_list(api->store, q, each, arg, more)
                             : PAYMENT_STORE_OK;
     metrics_histogram_observe(&api->store_latency[PAYMENT_OP_LIST], clock_mono_us() - t0);
+    return err;
+}
+
+int api_list_fill(struct payment_api *api, struct payment_query *q,
+                  const struct auth_principal *p, struct api_list_out *out, int *more)
+{
+    int err = api_list_each(api, q, p, api_list_row, out, more);
     return err == API_LIST_STOP_NO_MEMORY ? PAYMENT_STORE_EINTERNAL : err;
 }
 
@@ -182,6 +193,10 @@ void api_payments_list(http_request *req, void *ctx)
         payment_query_finish(&q, lp.msg, sizeof lp.msg) != 0) {
         http_respond_error(req, 400, "bad_request", lp.msg[0] ? lp.msg : "bad query", NULL);
         payment_query_clear(&q);
+        return;
+    }
+    if (api_csv_wanted(req)) {
+        api_payments_csv(req, api, &q);
         return;
     }
     struct buf b = BUF_INIT;

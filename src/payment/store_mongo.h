@@ -335,6 +335,12 @@ int mongo_round_adopt(struct mongo_store *st, mongoc_client_t *client, int64_t b
                       int *raised);
 int mongo_round_raise(struct mongo_store *st, mongoc_client_t *client, int64_t *wm, int *raised);
 
+/* A bulk write's first write error, if any: *code (0 for none) and *msg
+ * (NULL, or pointing into reply). */
+void mongo_reply_write_error(const bson_t *reply, int64_t *code, const char **msg);
+/* Whether a bulk write's reply holds a write concern error. */
+int mongo_reply_wc_failed(const bson_t *reply);
+
 /* ---- store_mongo_retention.c: purging events */
 
 void mongo_events_purge(payment_store *s, int64_t feed_before_ms, int64_t history_before_ms);
@@ -393,6 +399,12 @@ int mongo_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
                         payment_store_event_fn each, void *arg, int *more);
 int mongo_export_idem(payment_store *s, const char *after_scope, const char *after_key,
                       uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more);
+/* Called with a record's key and the iterator holding the record (a
+ * document): 0 to go on, or a store error that stops the walk. */
+typedef int (*mongo_sk_fn)(const char *sk, const bson_iter_t *rec, void *arg);
+/* Calls fn for each record of doc's MONGO_F_IDEM array that has a text sk,
+ * in the array's order (others are passed over): 0, or fn's error. */
+int mongo_idem_each_sk(const bson_t *doc, mongo_sk_fn fn, void *arg);
 
 /* ---- store_mongo_import.c: a copy's import, and its inserts */
 

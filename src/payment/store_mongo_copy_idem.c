@@ -53,11 +53,8 @@ static void mongo_sk_cut(struct mongo_sk_pick *p)
     p->n = m < p->keep ? m : p->keep;
 }
 
-/* Adds the keys of doc's records above the cursor.  0, or EINTERNAL out of
- * memory. */
-static int mongo_sk_add(const bson_t *doc, void *arg)
+int mongo_idem_each_sk(const bson_t *doc, mongo_sk_fn fn, void *arg)
 {
-    struct mongo_sk_pick *p = arg;
     bson_iter_t it, list, rec;
     if (!bson_iter_init_find(&it, doc, MONGO_F_IDEM) || !BSON_ITER_HOLDS_ARRAY(&it) ||
         !bson_iter_recurse(&it, &list))
@@ -66,16 +63,34 @@ static int mongo_sk_add(const bson_t *doc, void *arg)
         if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &rec) ||
             !bson_iter_find(&rec, "sk") || !BSON_ITER_HOLDS_UTF8(&rec))
             continue;
-        const char *sk = bson_iter_utf8(&rec, NULL);
-        if (strcmp(sk, p->after) <= 0 || !strchr(sk, MONGO_IDEM_SEP))
-            continue;
-        if (p->n == p->cap)
-            mongo_sk_cut(p);
-        if ((p->sk[p->n] = strdup(sk)) == NULL)
-            return PAYMENT_STORE_EINTERNAL;
-        p->n++;
+        int err = fn(bson_iter_utf8(&rec, NULL), &list, arg);
+        if (err != PAYMENT_STORE_OK)
+            return err;
     }
     return PAYMENT_STORE_OK;
+}
+
+/* Adds key sk (of a record) when above the cursor.  0, or EINTERNAL out of
+ * memory. */
+static int mongo_sk_add_one(const char *sk, const bson_iter_t *rec, void *arg)
+{
+    (void)rec;
+    struct mongo_sk_pick *p = arg;
+    if (strcmp(sk, p->after) <= 0 || !strchr(sk, MONGO_IDEM_SEP))
+        return PAYMENT_STORE_OK;
+    if (p->n == p->cap)
+        mongo_sk_cut(p);
+    if ((p->sk[p->n] = strdup(sk)) == NULL)
+        return PAYMENT_STORE_EINTERNAL;
+    p->n++;
+    return PAYMENT_STORE_OK;
+}
+
+/* Adds the keys of doc's records above the cursor.  0, or EINTERNAL out of
+ * memory. */
+static int mongo_sk_add(const bson_t *doc, void *arg)
+{
+    return mongo_idem_each_sk(doc, mongo_sk_add_one, arg);
 }
 
 /* {"idem.sk": {$gt: after}}, projected to the keys. */
@@ -117,6 +132,24 @@ struct mongo_idem_page {
     size_t n_docs;
 };
 
+/* Takes record rec (of key sk) when the page holds its key and has not
+ * found it yet. */
+static int mongo_idem_take_one(const char *sk, const bson_iter_t *rec, void *arg)
+{
+    struct mongo_idem_page *pg = arg;
+    char **at = bsearch(&sk, pg->sk, pg->n, sizeof *pg->sk, mongo_sk_cmp);
+    size_t i = at ? (size_t)(at - pg->sk) : 0;
+    if (!at || pg->found[i])
+        return PAYMENT_STORE_OK;
+    const uint8_t *data;
+    uint32_t len;
+    bson_iter_document(rec, &len, &data);
+    if (!bson_init_static(&pg->rec[i], data, len))
+        return PAYMENT_STORE_EINTERNAL;
+    pg->found[i] = 1;
+    return PAYMENT_STORE_OK;
+}
+
 /* Takes doc's records whose keys the page holds (the first found of each). */
 static int mongo_idem_take(const bson_t *doc, void *arg)
 {
@@ -128,27 +161,7 @@ static int mongo_idem_take(const bson_t *doc, void *arg)
     if (!copy)
         return PAYMENT_STORE_EINTERNAL;
     pg->docs[pg->n_docs++] = copy;
-    bson_iter_t it, list, rec;
-    if (!bson_iter_init_find(&it, copy, MONGO_F_IDEM) || !BSON_ITER_HOLDS_ARRAY(&it) ||
-        !bson_iter_recurse(&it, &list))
-        return PAYMENT_STORE_OK;
-    while (bson_iter_next(&list)) {
-        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &rec) ||
-            !bson_iter_find(&rec, "sk") || !BSON_ITER_HOLDS_UTF8(&rec))
-            continue;
-        const char *sk = bson_iter_utf8(&rec, NULL);
-        char **at = bsearch(&sk, pg->sk, pg->n, sizeof *pg->sk, mongo_sk_cmp);
-        size_t i = at ? (size_t)(at - pg->sk) : 0;
-        if (!at || pg->found[i])
-            continue;
-        const uint8_t *data;
-        uint32_t len;
-        bson_iter_document(&list, &len, &data);
-        if (!bson_init_static(&pg->rec[i], data, len))
-            return PAYMENT_STORE_EINTERNAL;
-        pg->found[i] = 1;
-    }
-    return PAYMENT_STORE_OK;
+    return mongo_idem_each_sk(copy, mongo_idem_take_one, pg);
 }
 
 /* {"idem.sk": {$in: sk[0..n)}}, projected to the records. */

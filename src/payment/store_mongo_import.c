@@ -45,33 +45,6 @@
 
 /* ---- inserts -------------------------------------------------------------------- */
 
-/* The write error of an ordered insert's reply: its code and message
- * (pointing into reply), 0 and NULL when none. */
-static void mongo_import_reply(const bson_t *reply, int64_t *code, const char **msg)
-{
-    bson_iter_t it, list, item;
-    *code = 0;
-    *msg = NULL;
-    if (bson_iter_init_find(&it, reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
-        bson_iter_recurse(&it, &list) && bson_iter_next(&list) &&
-        BSON_ITER_HOLDS_DOCUMENT(&list) && bson_iter_recurse(&list, &item)) {
-        while (bson_iter_next(&item)) {
-            if (strcmp(bson_iter_key(&item), "code") == 0)
-                *code = bson_iter_as_int64(&item);
-            else if (strcmp(bson_iter_key(&item), "errmsg") == 0 && BSON_ITER_HOLDS_UTF8(&item))
-                *msg = bson_iter_utf8(&item, NULL);
-        }
-    }
-}
-
-/* Whether a bulk write's reply holds a write concern error. */
-static int mongo_import_wc_failed(const bson_t *reply)
-{
-    bson_iter_t it, list;
-    return bson_iter_init_find(&it, reply, "writeConcernErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
-           bson_iter_recurse(&it, &list) && bson_iter_next(&list);
-}
-
 /* Whether a duplicate key message names the _id index ("... index: _id_
  * dup key ..."). */
 static int mongo_import_dup_id(const char *msg)
@@ -107,8 +80,8 @@ int mongo_import_insert(mongoc_collection_t *coll, const bson_t *docs, size_t n,
         } else {
             int64_t done = mongo_get_int64(&reply, "nInserted", -1), code;
             const char *msg;
-            mongo_import_reply(&reply, &code, &msg);
-            if (code == MONGOC_ERROR_DUPLICATE_KEY && !mongo_import_wc_failed(&reply) &&
+            mongo_reply_write_error(&reply, &code, &msg);
+            if (code == MONGOC_ERROR_DUPLICATE_KEY && !mongo_reply_wc_failed(&reply) &&
                 done >= 0 && (size_t)done < n) {
                 *inserted = (size_t)done;
                 *refused = mongo_import_dup_id(msg) ? MONGO_REFUSED_ID : MONGO_REFUSED_INDEX;
@@ -338,25 +311,22 @@ static int mongo_sk_index_cmp(const void *a, const void *b)
     return strcmp(((const struct mongo_sk_index *)a)->sk, ((const struct mongo_sk_index *)b)->sk);
 }
 
+/* Marks key sk (a record's) present when the page holds it. */
+static int mongo_mark_sk_one(const char *sk, const bson_iter_t *rec, void *arg)
+{
+    (void)rec;
+    struct mongo_sk_present *p = arg;
+    struct mongo_sk_index key = {.sk = sk};
+    const struct mongo_sk_index *at = bsearch(&key, p->by_sk, p->n, sizeof key, mongo_sk_index_cmp);
+    if (at)
+        p->present[at->at] = true;
+    return PAYMENT_STORE_OK;
+}
+
 /* Marks the page's keys doc's records hold. */
 static int mongo_mark_sk(const bson_t *doc, void *arg)
 {
-    struct mongo_sk_present *p = arg;
-    bson_iter_t it, list, rec;
-    if (!bson_iter_init_find(&it, doc, MONGO_F_IDEM) || !BSON_ITER_HOLDS_ARRAY(&it) ||
-        !bson_iter_recurse(&it, &list))
-        return PAYMENT_STORE_OK;
-    while (bson_iter_next(&list)) {
-        if (!BSON_ITER_HOLDS_DOCUMENT(&list) || !bson_iter_recurse(&list, &rec) ||
-            !bson_iter_find(&rec, "sk") || !BSON_ITER_HOLDS_UTF8(&rec))
-            continue;
-        struct mongo_sk_index key = {.sk = bson_iter_utf8(&rec, NULL)};
-        const struct mongo_sk_index *at =
-            bsearch(&key, p->by_sk, p->n, sizeof key, mongo_sk_index_cmp);
-        if (at)
-            p->present[at->at] = true;
-    }
-    return PAYMENT_STORE_OK;
+    return mongo_idem_each_sk(doc, mongo_mark_sk_one, arg);
 }
 
 /* Sets present[i] for the keys sk[0..n) a document of coll holds. */

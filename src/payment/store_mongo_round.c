@@ -215,12 +215,9 @@ static int mongo_dup_event(const char *msg)
     return at && strncmp(at, tag, sizeof tag - 1) == 0;
 }
 
-/* From an ordered insert's reply: how many went in (*n), and its write
- * error, if any (*code, and *msg pointing into reply). */
-static void mongo_insert_reply(const bson_t *reply, int64_t *n, int64_t *code, const char **msg)
+void mongo_reply_write_error(const bson_t *reply, int64_t *code, const char **msg)
 {
     bson_iter_t it, list, item;
-    *n = mongo_get_int64(reply, "nInserted", 0);
     *code = 0;
     *msg = NULL;
     if (bson_iter_init_find(&it, reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
@@ -235,12 +232,19 @@ static void mongo_insert_reply(const bson_t *reply, int64_t *n, int64_t *code, c
     }
 }
 
-/* Whether a bulk write's reply holds a write concern error. */
-static int mongo_wc_failed(const bson_t *reply)
+int mongo_reply_wc_failed(const bson_t *reply)
 {
     bson_iter_t it, list;
     return bson_iter_init_find(&it, reply, "writeConcernErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
            bson_iter_recurse(&it, &list) && bson_iter_next(&list);
+}
+
+/* From an ordered insert's reply: how many went in (*n), and its write
+ * error, if any (*code, and *msg pointing into reply). */
+static void mongo_insert_reply(const bson_t *reply, int64_t *n, int64_t *code, const char **msg)
+{
+    *n = mongo_get_int64(reply, "nInserted", 0);
+    mongo_reply_write_error(reply, code, msg);
 }
 
 /* Inserts e[0..n) at positions pos, pos + 1, ... in one ordered insert.
@@ -274,8 +278,8 @@ static int mongo_insert_entries(mongoc_collection_t *events, struct mongo_entry 
             int64_t done, code;
             const char *msg;
             mongo_insert_reply(&reply, &done, &code, &msg);
-            if (code == MONGOC_ERROR_DUPLICATE_KEY && !mongo_wc_failed(&reply) && done >= 0 &&
-                (size_t)done < n) {
+            if (code == MONGOC_ERROR_DUPLICATE_KEY && !mongo_reply_wc_failed(&reply) &&
+                done >= 0 && (size_t)done < n) {
                 *inserted = (size_t)done;
                 *refused = mongo_dup_event(msg) ? 2 : 1;
                 rc = PAYMENT_STORE_OK;

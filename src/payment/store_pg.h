@@ -16,7 +16,8 @@
  *                       partition_get
  *   store_pg_list.c     list queries
  *   store_pg_events.c   the events: recording them in the writes, the feed,
- *                       the histories, the subscriber's poll, the purge
+ *                       the histories
+ *   store_pg_events_upkeep.c the subscriber's poll, the retention purge
  *   store_pg_webhooks.c   the webhook endpoints, the dispatch position
  *   store_pg_deliveries.c the webhook deliveries and their leases
  *   store_pg_deliveries_read.c reading the deliveries
@@ -362,6 +363,9 @@ int pg_events(payment_store *s, const struct payment_event_query *q,
               payment_store_event_fn each, void *arg, int64_t *next_pos);
 int pg_history(payment_store *s, const char *payment_id, int64_t after_version, uint32_t limit,
                payment_store_event_fn each, void *arg, int *more);
+
+/* ---- store_pg_events_upkeep.c ------------------------------------------------ */
+
 void pg_events_subscribe(payment_store *s, void (*fn)(void *arg), void *arg);
 /* Writer thread: tells the subscriber fn (not NULL) when it is time to
  * (every PG_EVENTS_POLL_US) and feed_meta 'pos' moved since the last poll

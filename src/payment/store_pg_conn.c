@@ -16,37 +16,14 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/uri.h"
 #include "payment/store_pg.h"
 
 #define PG_RECONNECT_US 1000000 /* between two tries to connect */
 
 void pg_uri_redact(const char *uri, char *out, size_t outlen)
 {
-    assert(uri && out && outlen > 0);
-    struct buf b = BUF_INIT;
-    const char *scheme = strstr(uri, "://");
-    const char *auth = scheme ? scheme + 3 : NULL;
-    const char *at = auth ? strpbrk(auth, "@/?") : NULL;
-    const char *colon = at && *at == '@' ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-    const char *p = uri;
-    if (colon) { /* user:password@ */
-        (void)buf_append(&b, uri, (size_t)(colon + 1 - uri));
-        (void)buf_puts(&b, "***");
-        p = at;
-    }
-    /* A password= option in the query, up to the next '&'. */
-    const char *q = strchr(p, '?');
-    const char *pw = q ? strstr(q, "password=") : NULL;
-    while (pw && pw[-1] != '?' && pw[-1] != '&')
-        pw = strstr(pw + 1, "password=");
-    if (pw) {
-        (void)buf_append(&b, p, (size_t)(pw + 9 - p));
-        (void)buf_puts(&b, "***");
-        p = pw + 9 + strcspn(pw + 9, "&");
-    }
-    (void)buf_puts(&b, p);
-    snprintf(out, outlen, "%s", buf_failed(&b) || !b.data ? "postgres://***" : b.data);
-    buf_free(&b);
+    uri_redact(uri, out, outlen);
 }
 
 /* The first line of libpq's message for c, for errbuf. */

@@ -248,13 +248,44 @@ static int pg_import_new(struct pg_conn *c, const char *sql, struct pg_arrays *a
     return PAYMENT_STORE_OK;
 }
 
-/* Appends payment e's row to a, its sequence number seq. */
-static void pg_import_payment_row(struct pg_arrays *a, const struct payment_export *e,
-                                  int64_t seq)
+/* Appends the page's row i of a table to a, numbered by the table's next
+ * number (pg_next_seq, pg_next_pos). */
+typedef void (*pg_import_row_fn)(struct pg_store *st, struct pg_arrays *a,
+                                 const struct payment_import *im, size_t i);
+
+/* Inserts with sql (columns wide) the page's rows fresh names (the answer
+ * of pg_import_new, which it clears), each appended by add in fresh's
+ * order: *added the rows, once the insert added each of them. */
+static int pg_import_fresh(struct pg_store *st, struct pg_conn *c,
+                           const struct payment_import *im, PGresult *fresh, const char *sql,
+                           int columns, pg_import_row_fn add, size_t *added)
 {
+    int rc = PAYMENT_STORE_OK;
+    size_t n = (size_t)PQntuples(fresh), changed = 0;
+    if (n > 0) {
+        struct pg_arrays rows;
+        pg_arrays_init(&rows, columns);
+        for (size_t r = 0; r < n; r++)
+            add(st, &rows, im, (size_t)pg_int(fresh, (int)r, 0) - 1);
+        rc = pg_arrays_exec(c, sql, &rows, &changed);
+        pg_arrays_free(&rows);
+    }
+    PQclear(fresh);
+    if (rc == PAYMENT_STORE_OK && changed != n)
+        rc = PAYMENT_STORE_EINTERNAL; /* every write holds the write lock: none came between */
+    if (rc == PAYMENT_STORE_OK)
+        *added = n;
+    return rc;
+}
+
+/* Appends the page's payment i to a, its sequence number the next. */
+static void pg_import_payment_row(struct pg_store *st, struct pg_arrays *a,
+                                  const struct payment_import *im, size_t i)
+{
+    const struct payment_export *e = &im->payments[i];
     const struct payment_row *row = &e->row;
     assert(e->deleted || row->doc); /* a live payment has its document */
-    pg_array_int(a, seq);
+    pg_array_int(a, pg_next_seq(st));
     pg_array_str(a, row->id, 0);
     pg_array_str(a, row->organisation_id, 0);
     pg_array_int(a, row->version);
@@ -292,23 +323,8 @@ static int pg_import_payments(struct pg_store *st, struct pg_conn *c,
     pg_arrays_free(&keys);
     if (rc != PAYMENT_STORE_OK)
         return rc;
-    size_t n = (size_t)PQntuples(fresh), changed = 0;
-    if (n > 0) {
-        struct pg_arrays rows;
-        pg_arrays_init(&rows, PG_IMPORT_PAYMENT_COLUMNS);
-        for (size_t r = 0; r < n; r++) {
-            size_t i = (size_t)pg_int(fresh, (int)r, 0) - 1;
-            pg_import_payment_row(&rows, &im->payments[i], pg_next_seq(st));
-        }
-        rc = pg_arrays_exec(c, PG_SQL_IMPORT_PAYMENTS, &rows, &changed);
-        pg_arrays_free(&rows);
-    }
-    PQclear(fresh);
-    if (rc == PAYMENT_STORE_OK && changed != n)
-        rc = PAYMENT_STORE_EINTERNAL; /* every write holds the write lock: none came between */
-    if (rc == PAYMENT_STORE_OK)
-        *added = n;
-    return rc;
+    return pg_import_fresh(st, c, im, fresh, PG_SQL_IMPORT_PAYMENTS, PG_IMPORT_PAYMENT_COLUMNS,
+                           pg_import_payment_row, added);
 }
 
 /* Inserts the records the target does not hold. */
@@ -336,11 +352,13 @@ static int pg_import_idem(struct pg_conn *c, const struct payment_import *im, si
     return rc;
 }
 
-/* Appends event ev's row to a, its position pos. */
-static void pg_import_event_row(struct pg_arrays *a, const struct payment_event *ev, int64_t pos)
+/* Appends the page's event i to a, its position the next. */
+static void pg_import_event_row(struct pg_store *st, struct pg_arrays *a,
+                                const struct payment_import *im, size_t i)
 {
+    const struct payment_event *ev = &im->events[i];
     assert(ev->doc);
-    pg_array_int(a, pos);
+    pg_array_int(a, pg_next_pos(st));
     pg_array_str(a, ev->id, 0);
     pg_array_str(a, ev->payment_id, 0);
     pg_array_str(a, ev->organisation_id, 0);
@@ -375,23 +393,8 @@ static int pg_import_events(struct pg_store *st, struct pg_conn *c,
     pg_arrays_free(&keys);
     if (rc != PAYMENT_STORE_OK)
         return rc;
-    size_t n = (size_t)PQntuples(fresh), changed = 0;
-    if (n > 0) {
-        struct pg_arrays rows;
-        pg_arrays_init(&rows, PG_IMPORT_EVENT_COLUMNS);
-        for (size_t r = 0; r < n; r++) {
-            size_t i = (size_t)pg_int(fresh, (int)r, 0) - 1;
-            pg_import_event_row(&rows, &im->events[i], pg_next_pos(st));
-        }
-        rc = pg_arrays_exec(c, PG_SQL_IMPORT_EVENTS, &rows, &changed);
-        pg_arrays_free(&rows);
-    }
-    PQclear(fresh);
-    if (rc == PAYMENT_STORE_OK && changed != n)
-        rc = PAYMENT_STORE_EINTERNAL; /* every write holds the write lock: none came between */
-    if (rc == PAYMENT_STORE_OK)
-        *added = n;
-    return rc;
+    return pg_import_fresh(st, c, im, fresh, PG_SQL_IMPORT_EVENTS, PG_IMPORT_EVENT_COLUMNS,
+                           pg_import_event_row, added);
 }
 
 /* The import's OP_CALL: payments, records, events, in the call's

@@ -35,6 +35,34 @@ static const char PG_SQL_EXPORT_IDEM_AFTER[] =
 static const char PG_SQL_EXPORT_EVENTS[] =
     "SELECT " PG_EVENT_COLUMNS " FROM events WHERE pos > $1 ORDER BY pos LIMIT $2";
 
+/* Passes row r of a page's result on: 0, or what stops the page (a store
+ * error, or the callback's non-zero answer). */
+typedef int (*pg_export_row_fn)(const PGresult *res, int r, void *x);
+
+/* Reads a page with sql and its parameters p (the last one limit + 1) and
+ * calls row for each of its first limit rows, stopping at a non-zero
+ * answer, which it returns; *more says whether another row followed. */
+static int pg_export_page(payment_store *s, const char *sql, const struct pg_params *p,
+                          uint32_t limit, pg_export_row_fn row, void *x, int *more)
+{
+    assert(limit >= 1 && limit <= PAYMENT_EXPORT_PAGE_MAX);
+    *more = 0;
+    PGresult *res;
+    int err = pg_read((struct pg_store *)s, sql, p, &res);
+    if (err != PAYMENT_STORE_OK)
+        return err;
+    int rows = PQntuples(res);
+    for (int r = 0; r < rows && err == PAYMENT_STORE_OK; r++) {
+        if ((uint32_t)r == limit) {
+            *more = 1;
+            break;
+        }
+        err = row(res, r, x);
+    }
+    PQclear(res);
+    return err;
+}
+
 /* Copies text column col of row r (NULL as "") into out of cap bytes: 0,
  * or -1 when it does not fit (no write stores such a value). */
 static int pg_column_fixed(const PGresult *res, int r, int col, char *out, size_t cap)
@@ -77,39 +105,43 @@ static int pg_export_row(const PGresult *res, int r, struct payment_export *e)
     return PAYMENT_STORE_OK;
 }
 
+/* What an export of payments passes its rows to. */
+struct pg_export_payments {
+    payment_store_export_fn each;
+    void *arg;
+};
+
+/* Passes row r of a PG_SQL_EXPORT_PAYMENTS result on. */
+static int pg_export_payment(const PGresult *res, int r, void *arg)
+{
+    const struct pg_export_payments *x = arg;
+    struct payment_export e;
+    int err = pg_export_row(res, r, &e);
+    return err != PAYMENT_STORE_OK ? err : x->each(x->arg, &e);
+}
+
 int pg_export_payments(payment_store *s, int64_t after_seq, uint32_t limit,
                        payment_store_export_fn each, void *arg, int *more)
 {
-    assert(limit >= 1 && limit <= PAYMENT_EXPORT_PAGE_MAX);
-    *more = 0;
     struct pg_params p;
     pg_params_init(&p);
     pg_param_int(&p, after_seq);
     pg_param_int(&p, (int64_t)limit + 1);
-    PGresult *res;
-    int err = pg_read((struct pg_store *)s, PG_SQL_EXPORT_PAYMENTS, &p, &res);
-    if (err != PAYMENT_STORE_OK)
-        return err;
-    int rows = PQntuples(res);
-    for (int r = 0; r < rows && err == PAYMENT_STORE_OK; r++) {
-        if ((uint32_t)r == limit) {
-            *more = 1;
-            break;
-        }
-        struct payment_export e;
-        err = pg_export_row(res, r, &e);
-        if (err == PAYMENT_STORE_OK)
-            err = each(arg, &e);
-    }
-    PQclear(res);
-    return err;
+    struct pg_export_payments x = {each, arg};
+    return pg_export_page(s, PG_SQL_EXPORT_PAYMENTS, &p, limit, pg_export_payment, &x, more);
 }
+
+/* What an export of idempotency records passes its rows to. */
+struct pg_export_idem {
+    payment_store_idem_export_fn each;
+    void *arg;
+};
 
 /* Calls each for row r of an idempotency export: its answer, or EINTERNAL
  * (a body that cannot be decoded: out of memory). */
-static int pg_export_idem_row(const PGresult *res, int r, payment_store_idem_export_fn each,
-                              void *arg)
+static int pg_export_idem_row(const PGresult *res, int r, void *arg)
 {
+    const struct pg_export_idem *x = arg;
     struct payment_idem_export e = {
         .scope = pg_text(res, r, 0),
         .key = pg_text(res, r, 1),
@@ -129,7 +161,7 @@ static int pg_export_idem_row(const PGresult *res, int r, payment_store_idem_exp
             return PAYMENT_STORE_EINTERNAL;
         e.body = (const char *)body;
     }
-    int rc = each(arg, &e);
+    int rc = x->each(x->arg, &e);
     PQfreemem(body);
     return rc;
 }
@@ -137,9 +169,7 @@ static int pg_export_idem_row(const PGresult *res, int r, payment_store_idem_exp
 int pg_export_idem(payment_store *s, const char *after_scope, const char *after_key,
                    uint32_t limit, payment_store_idem_export_fn each, void *arg, int *more)
 {
-    assert(limit >= 1 && limit <= PAYMENT_EXPORT_PAGE_MAX);
     assert((after_scope == NULL) == (after_key == NULL));
-    *more = 0;
     struct pg_params p;
     pg_params_init(&p);
     if (after_scope) {
@@ -147,47 +177,33 @@ int pg_export_idem(payment_store *s, const char *after_scope, const char *after_
         pg_param_text(&p, after_key);
     }
     pg_param_int(&p, (int64_t)limit + 1);
-    PGresult *res;
-    int err = pg_read((struct pg_store *)s,
-                      after_scope ? PG_SQL_EXPORT_IDEM_AFTER : PG_SQL_EXPORT_IDEM_FIRST, &p, &res);
-    if (err != PAYMENT_STORE_OK)
-        return err;
-    int rows = PQntuples(res);
-    for (int r = 0; r < rows && err == PAYMENT_STORE_OK; r++) {
-        if ((uint32_t)r == limit) {
-            *more = 1;
-            break;
-        }
-        err = pg_export_idem_row(res, r, each, arg);
-    }
-    PQclear(res);
-    return err;
+    struct pg_export_idem x = {each, arg};
+    return pg_export_page(s, after_scope ? PG_SQL_EXPORT_IDEM_AFTER : PG_SQL_EXPORT_IDEM_FIRST,
+                          &p, limit, pg_export_idem_row, &x, more);
+}
+
+/* What an export of events passes its rows to. */
+struct pg_export_events {
+    payment_store_event_fn each;
+    void *arg;
+};
+
+/* Passes row r of a PG_SQL_EXPORT_EVENTS result on (pg_event_row). */
+static int pg_export_event(const PGresult *res, int r, void *arg)
+{
+    const struct pg_export_events *x = arg;
+    struct payment_event ev;
+    int err = pg_event_row(res, r, &ev);
+    return err != PAYMENT_STORE_OK ? err : x->each(x->arg, &ev);
 }
 
 int pg_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
                      payment_store_event_fn each, void *arg, int *more)
 {
-    assert(limit >= 1 && limit <= PAYMENT_EXPORT_PAGE_MAX);
-    *more = 0;
     struct pg_params p;
     pg_params_init(&p);
     pg_param_int(&p, after_pos);
     pg_param_int(&p, (int64_t)limit + 1);
-    PGresult *res;
-    int err = pg_read((struct pg_store *)s, PG_SQL_EXPORT_EVENTS, &p, &res);
-    if (err != PAYMENT_STORE_OK)
-        return err;
-    int rows = PQntuples(res);
-    for (int r = 0; r < rows && err == PAYMENT_STORE_OK; r++) {
-        if ((uint32_t)r == limit) {
-            *more = 1;
-            break;
-        }
-        struct payment_event ev;
-        err = pg_event_row(res, r, &ev);
-        if (err == PAYMENT_STORE_OK)
-            err = each(arg, &ev);
-    }
-    PQclear(res);
-    return err;
+    struct pg_export_events x = {each, arg};
+    return pg_export_page(s, PG_SQL_EXPORT_EVENTS, &p, limit, pg_export_event, &x, more);
 }

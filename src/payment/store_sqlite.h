@@ -271,6 +271,11 @@ void sqlite_apply(payment_store *s, const struct payment_apply *a, payment_store
                   void *arg);
 void sqlite_idem_purge(payment_store *s, int64_t before_ms);
 void sqlite_stats(payment_store *s, struct payment_store_stats *out);
+/* Binds a payment row's columns ?1..?12 (id, organisation_id, version,
+ * created_ms, modified_ms, the five text columns, NULL when absent, then
+ * processing_date and amount_key, NULL when empty) without copies: row's
+ * strings must outlive the statement's run. */
+int sqlite_bind_row_columns(sqlite3_stmt *stmt, const struct payment_row *row);
 /* Runs fn(st, arg, &err) as an OP_CALL write on the writer thread and waits
  * for its commit: returns err once it is durable, or the error that failed
  * the operation or its batch.  Not from the writer thread (a done callback,
@@ -324,6 +329,10 @@ int sqlite_event_record(struct sqlite_store *st, struct sqlite_op *op,
  * id, bound without a copy: it must outlive the statement's run. */
 int sqlite_event_bind_delete(struct sqlite_op *op, sqlite3_stmt *stmt,
                              char id[UUID_STR_LEN + 1]);
+/* Fills ev from the current row of a statement on db selecting
+ * SQLITE_EVENT_COLUMNS, its strings the statement's.  PAYMENT_STORE_OK, or
+ * EINTERNAL for a row no write makes, or when memory ran out. */
+int sqlite_event_row(sqlite3 *db, sqlite3_stmt *stmt, struct payment_event *ev);
 int sqlite_events(payment_store *s, const struct payment_event_query *q,
                   payment_store_event_fn each, void *arg, int64_t *next_pos);
 int sqlite_history(payment_store *s, const char *payment_id, int64_t after_version,

@@ -186,32 +186,14 @@ struct sqlite_export_events {
 };
 
 /* Reads the current row of a statement selecting SQLITE_EVENT_COLUMNS
- * into an event and passes it on. */
+ * into an event (sqlite_event_row) and passes it on. */
 static int sqlite_export_event_row(sqlite3_stmt *stmt, void *arg)
 {
     const struct sqlite_export_events *x = arg;
     struct payment_event ev;
     memset(&ev, 0, sizeof ev);
-    ev.pos = sqlite3_column_int64(stmt, 0);
-    int type = sqlite3_column_int(stmt, 2);
-    ev.type = (enum payment_event_type)type;
-    ev.version = sqlite3_column_int64(stmt, 5);
-    ev.occurred_ms = sqlite3_column_int64(stmt, 6);
-    ev.api_key_id = sqlite_copy_text(stmt, 7);
-    ev.request_id = sqlite_copy_text(stmt, 8);
-    ev.idempotency_key = sqlite_copy_text(stmt, 9);
-    ev.operation_id = sqlite_copy_text(stmt, 10);
-    ev.changes = sqlite_copy_text(stmt, 11);
-    ev.doc = (const char *)sqlite3_column_text(stmt, 12);
-    ev.doc_len = (size_t)sqlite3_column_bytes(stmt, 12);
-    int bad = sqlite_column_uuid(stmt, 1, ev.id) != 0 ||
-              sqlite_column_uuid(stmt, 3, ev.organisation_id) != 0 ||
-              sqlite_column_uuid(stmt, 4, ev.payment_id) != 0 || !ev.doc ||
-              (type != PAYMENT_EVENT_CREATED && type != PAYMENT_EVENT_UPDATED &&
-               type != PAYMENT_EVENT_DELETED);
-    if (bad || sqlite3_errcode(sqlite3_db_handle(stmt)) == SQLITE_NOMEM)
-        return PAYMENT_STORE_EINTERNAL;
-    return x->each(x->arg, &ev);
+    int err = sqlite_event_row(sqlite3_db_handle(stmt), stmt, &ev);
+    return err != PAYMENT_STORE_OK ? err : x->each(x->arg, &ev);
 }
 
 int sqlite_export_events(payment_store *s, int64_t after_pos, uint32_t limit,
@@ -257,38 +239,11 @@ struct sqlite_import {
     struct payment_import_result *out;
 };
 
-/* Binds text, or NULL for an empty string (absent fixed-width columns). */
-static int sqlite_copy_bind_nonempty(sqlite3_stmt *stmt, int i, const char *v)
-{
-    return v[0] ? sqlite3_bind_text(stmt, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, i);
-}
-
+/* Binds sql_import_payment's ?1..?14 from p: a tombstone's doc NULL. */
 static int sqlite_import_bind_payment(sqlite3_stmt *stmt, const struct payment_export *p)
 {
     const struct payment_row *row = &p->row;
-    int rc = sqlite3_bind_text(stmt, 1, row->id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(stmt, 2, row->organisation_id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(stmt, 3, row->version);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(stmt, 4, row->created_ms);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(stmt, 5, row->modified_ms);
-    if (rc == SQLITE_OK)
-        rc = sqlite_bind_opt(stmt, 6, row->currency);
-    if (rc == SQLITE_OK)
-        rc = sqlite_bind_opt(stmt, 7, row->payment_scheme);
-    if (rc == SQLITE_OK)
-        rc = sqlite_bind_opt(stmt, 8, row->payment_type);
-    if (rc == SQLITE_OK)
-        rc = sqlite_bind_opt(stmt, 9, row->reference);
-    if (rc == SQLITE_OK)
-        rc = sqlite_bind_opt(stmt, 10, row->end_to_end_reference);
-    if (rc == SQLITE_OK)
-        rc = sqlite_copy_bind_nonempty(stmt, 11, row->processing_date);
-    if (rc == SQLITE_OK)
-        rc = sqlite_copy_bind_nonempty(stmt, 12, row->amount_key);
+    int rc = sqlite_bind_row_columns(stmt, row);
     if (rc == SQLITE_OK)
         rc = p->deleted ? sqlite3_bind_null(stmt, 13)
                         : sqlite3_bind_text64(stmt, 13, row->doc, row->doc_len, SQLITE_STATIC,

@@ -163,10 +163,7 @@ static const char *sqlite_event_text(sqlite3_stmt *stmt, int col)
     return (const char *)sqlite3_column_text(stmt, col);
 }
 
-/* Fills ev from the current row of a statement selecting
- * SQLITE_EVENT_COLUMNS.  PAYMENT_STORE_OK, or EINTERNAL for a row no write
- * makes, or when memory ran out. */
-static int sqlite_event_row(sqlite3 *db, sqlite3_stmt *stmt, struct payment_event *ev)
+int sqlite_event_row(sqlite3 *db, sqlite3_stmt *stmt, struct payment_event *ev)
 {
     ev->pos = sqlite3_column_int64(stmt, 0);
     int type = sqlite3_column_int(stmt, 2);

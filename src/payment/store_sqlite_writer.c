@@ -111,9 +111,7 @@ static int sqlite_bind_nonempty(sqlite3_stmt *stmt, int i, const char *v)
     return v[0] ? sqlite3_bind_text(stmt, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, i);
 }
 
-/* Binds ?1..?13 from row; the strings stay the submitter's (SQLITE_STATIC)
- * since done is called only after the statement is released. */
-static int sqlite_bind_row(sqlite3_stmt *stmt, const struct payment_row *row)
+int sqlite_bind_row_columns(sqlite3_stmt *stmt, const struct payment_row *row)
 {
     int rc = sqlite3_bind_text(stmt, 1, row->id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
@@ -138,6 +136,14 @@ static int sqlite_bind_row(sqlite3_stmt *stmt, const struct payment_row *row)
         rc = sqlite_bind_nonempty(stmt, 11, row->processing_date);
     if (rc == SQLITE_OK)
         rc = sqlite_bind_nonempty(stmt, 12, row->amount_key);
+    return rc;
+}
+
+/* Binds ?1..?13 from row; the strings stay the submitter's (SQLITE_STATIC)
+ * since done is called only after the statement is released. */
+static int sqlite_bind_row(sqlite3_stmt *stmt, const struct payment_row *row)
+{
+    int rc = sqlite_bind_row_columns(stmt, row);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text64(stmt, 13, row->doc ? row->doc : "", row->doc ? row->doc_len : 0,
                                  SQLITE_STATIC, SQLITE_UTF8);

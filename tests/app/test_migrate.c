@@ -24,6 +24,7 @@
 
 #include "core/uuid.h"
 #include "payment/store.h"
+#include "payment/store_copy_fixture.h"
 #include "payment/store_fixture.h"
 #include "payment/store_waiter.h"
 #include "test.h"
@@ -149,22 +150,6 @@ static void row_make(struct payment_row *row, char doc[192], int n, int64_t v)
     row->doc_len = (size_t)len;
 }
 
-/* Writes through store.h and waits for the result. */
-static int wait_write(payment_store *s, int kind, const struct payment_row *row, int64_t expected,
-                      const struct payment_idem *idem, const struct payment_event_info *ev)
-{
-    struct waiter w;
-    waiter_init(&w, 1);
-    if (kind == 0)
-        payment_store_create(s, row, idem, ev, waiter_done, &w);
-    else if (kind == 1)
-        payment_store_update(s, row, expected, idem, ev, waiter_done, &w);
-    else
-        payment_store_delete(s, row->id, expected, idem, ev, waiter_done, &w);
-    waiter_wait(&w);
-    return w.err;
-}
-
 /* Payment n, written the way the API would: created (with an idempotency
  * record when keyed), updated twice, deleted. */
 static void populate_one(payment_store *s, int n)
@@ -181,18 +166,18 @@ static void populate_one(payment_store *s, int n)
                                 row.doc, row.doc_len, 1700000000000 + n};
     if (is_keyed(n))
         ev.idempotency_key = key;
-    CHECK_INT(wait_write(s, 0, &row, -1, is_keyed(n) ? &idem : NULL, &ev), PAYMENT_STORE_OK);
+    CHECK_INT(sync_write(s, 0, &row, -1, is_keyed(n) ? &idem : NULL, &ev), PAYMENT_STORE_OK);
     ev.idempotency_key = NULL;
     ev.changes = "[\"/attributes/amount\"]";
     for (int64_t v = 1; is_updated(n) && v <= 2; v++) {
         row_make(&row, doc, n, v);
-        CHECK_INT(wait_write(s, 1, &row, v - 1, NULL, &ev), PAYMENT_STORE_OK);
+        CHECK_INT(sync_write(s, 1, &row, v - 1, NULL, &ev), PAYMENT_STORE_OK);
     }
     ev.changes = NULL;
     if (is_deleted(n)) {
         snprintf(key, sizeof key, "delete-%d", n);
         struct payment_idem del = {"key-2", key, fp, 204, NULL, NULL, NULL, 0, 1700000000000};
-        CHECK_INT(wait_write(s, 2, &row, -1, &del, &ev), PAYMENT_STORE_OK);
+        CHECK_INT(sync_write(s, 2, &row, -1, &del, &ev), PAYMENT_STORE_OK);
     }
 }
 
@@ -263,7 +248,7 @@ static void check_payment(payment_store *src, payment_store *dst, int n)
         struct payment_row row;
         char doc[192];
         row_make(&row, doc, n, 0);
-        CHECK_INT(wait_write(dst, 0, &row, -1, NULL, NULL), PAYMENT_STORE_EDUPLICATE);
+        CHECK_INT(sync_write(dst, 0, &row, -1, NULL, NULL), PAYMENT_STORE_EDUPLICATE);
     }
     buf_reset(&a);
     buf_reset(&b);

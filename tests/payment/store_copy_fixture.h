@@ -105,6 +105,26 @@ static inline enum store_kind fixture_kind(const struct fixture *fx)
     return KIND_MONGO;
 }
 
+/* ---- writing ------------------------------------------------------------------ */
+
+/* Writes row through store.h and waits for the result: kind 0 creates it,
+ * 1 updates it at expected, 2 deletes it at expected. */
+static inline int sync_write(payment_store *s, int kind, const struct payment_row *row,
+                             int64_t expected, const struct payment_idem *idem,
+                             const struct payment_event_info *ev)
+{
+    struct waiter w;
+    waiter_init(&w, 1);
+    if (kind == 0)
+        payment_store_create(s, row, idem, ev, waiter_done, &w);
+    else if (kind == 1)
+        payment_store_update(s, row, expected, idem, ev, waiter_done, &w);
+    else
+        payment_store_delete(s, row->id, expected, idem, ev, waiter_done, &w);
+    waiter_wait(&w);
+    return w.err;
+}
+
 /* ---- what a store holds, read out ------------------------------------------ */
 
 /* A payment as exported, copied out of the callback. */

@@ -134,21 +134,6 @@ static void ev_make(struct payment_event_info *ev, int n, const char *changes)
     ev->changes = changes;
 }
 
-static int sync_write(payment_store *s, int kind, const struct payment_row *row, int64_t expected,
-                      const struct payment_idem *idem, const struct payment_event_info *ev)
-{
-    struct waiter w;
-    waiter_init(&w, 1);
-    if (kind == 0)
-        payment_store_create(s, row, idem, ev, waiter_done, &w);
-    else if (kind == 1)
-        payment_store_update(s, row, expected, idem, ev, waiter_done, &w);
-    else
-        payment_store_delete(s, row->id, expected, idem, ev, waiter_done, &w);
-    waiter_wait(&w);
-    return w.err;
-}
-
 /* Whether the feed's first event is above the early payments' creations. */
 static int early_left_feed(payment_store *s)
 {

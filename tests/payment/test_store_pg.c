@@ -92,6 +92,17 @@ static int list_all(payment_store *s, int *n)
     return payment_store_list(s, &q, count_row, n, &more);
 }
 
+/* A fresh schema for the case (pg_schema_create): 1, or 0 when the case
+ * is skipped (no PostgreSQL) or a check failed. */
+static int case_schema(char schema[64], char *uri, size_t len)
+{
+    if (!pg_base()) {
+        TEST_SKIP(PG_URI_ENV " unset: no PostgreSQL to run on");
+        return 0;
+    }
+    return pg_schema_create(schema, uri, len);
+}
+
 /* base's URI with user:password@ in place of its user: for URIs the server
  * must refuse. */
 static void uri_with_user(char *out, size_t len, const char *base, const char *userinfo)
@@ -155,12 +166,8 @@ static void pg_open_errors(void)
 /* postgresql:// and a scheme in capitals open the store postgres:// does. */
 static void pg_schemes(void)
 {
-    if (!pg_base()) {
-        TEST_SKIP(PG_URI_ENV " unset: no PostgreSQL to run on");
-        return;
-    }
     char schema[64], uri[512];
-    if (!pg_schema_create(schema, uri, sizeof uri))
+    if (!case_schema(schema, uri, sizeof uri))
         return;
     CHECK(strncmp(uri, "postgres://", 11) == 0);
     const char *rest = uri + strlen("postgres://");
@@ -213,12 +220,8 @@ static void *opener_run(void *arg)
  * migrated, none fails, and the schema holds one version. */
 static void pg_concurrent_opens(void)
 {
-    if (!pg_base()) {
-        TEST_SKIP(PG_URI_ENV " unset: no PostgreSQL to run on");
-        return;
-    }
     char schema[64], uri[512];
-    if (!pg_schema_create(schema, uri, sizeof uri))
+    if (!case_schema(schema, uri, sizeof uri))
         return;
     enum { N = 4 };
     pthread_barrier_t start;
@@ -245,12 +248,8 @@ static void pg_concurrent_opens(void)
 /* A schema newer than this build's is refused: EURI, one clear line. */
 static void pg_newer_schema(void)
 {
-    if (!pg_base()) {
-        TEST_SKIP(PG_URI_ENV " unset: no PostgreSQL to run on");
-        return;
-    }
     char schema[64], uri[512];
-    if (!pg_schema_create(schema, uri, sizeof uri))
+    if (!case_schema(schema, uri, sizeof uri))
         return;
     payment_store *s = NULL;
     char err[256] = "";

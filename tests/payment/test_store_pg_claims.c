@@ -23,6 +23,9 @@
 #include "store_fixture.h"
 #include "test.h"
 
+/* The longest a case may take before SIGALRM ends the run. */
+#define HARD_TIMEOUT_S 300
+
 enum { CLAIM_ENDPOINTS = 3, CLAIM_DELIVERIES = 300, CLAIM_THREADS = 6, CLAIM_MAX = 5,
        CLAIM_LEASE_MS = 10 * 60 * 1000 };
 
@@ -288,7 +291,9 @@ static void case_claims_across_stores(struct fixture *fx)
 
 static void pg_claims_across_stores(void)
 {
+    alarm(HARD_TIMEOUT_S); /* a store that hangs fails the run instead of holding it */
     run_on_pg(case_claims_across_stores);
+    alarm(0);
 }
 
 TEST_MAIN(TEST(pg_claims_across_stores))

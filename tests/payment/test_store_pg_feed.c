@@ -30,6 +30,9 @@
 #include "store_waiter.h"
 #include "test.h"
 
+/* The longest a case may take before SIGALRM ends the run. */
+#define HARD_TIMEOUT_S 300
+
 /* ---- writes --------------------------------------------------------------- */
 
 /* A write's result, once it is reported. */
@@ -373,12 +376,16 @@ static void case_open_transaction(struct fixture *fx)
 
 static void pg_two_stores_feed(void)
 {
+    alarm(HARD_TIMEOUT_S); /* a store that hangs fails the run instead of holding it */
     run_on_pg(case_two_stores_feed);
+    alarm(0);
 }
 
 static void pg_open_transaction(void)
 {
+    alarm(HARD_TIMEOUT_S); /* a store that hangs fails the run instead of holding it */
     run_on_pg(case_open_transaction);
+    alarm(0);
 }
 
 TEST_MAIN(TEST(pg_two_stores_feed), TEST(pg_open_transaction))

@@ -59,10 +59,20 @@ stop)
   if running; then as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null; fi
   ;;
 kill)
+  # The whole server at once, as a machine's crash would stop it: the
+  # postmaster and its backends (a backend left running would hold the
+  # shared memory and keep the next start from happening).
   if [ -f "$dir/data/postmaster.pid" ]; then
     pid=$(head -n 1 "$dir/data/postmaster.pid")
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    pids="$pid $(pgrep -P "$pid" 2>/dev/null | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    for _ in $(seq 1 200); do
+      alive=0
+      for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+      [ "$alive" -eq 1 ] || break
+      sleep 0.05
+    done
   fi
   ;;
 uri) uri ;;
