@@ -2,7 +2,8 @@
  * created in it (the store opened PAYMENT_STORE_EXISTING, store.h): a
  * missing SQLite file (not even its folder is made); a PostgreSQL
  * search_path whose schema holds no store, or that names no schema that
- * exists (the schema still holds no table afterwards); a MongoDB database
+ * exists (the schema still holds no table afterwards; the reason never
+ * shows the URI's password); a MongoDB database
  * without the payments collection (still without it afterwards).  A store
  * that exists but holds nothing opens and migrates: 0 payments, verified.
  * PostgreSQL and MongoDB cases run when PAYMENTD_TEST_PG_URI and
@@ -90,6 +91,16 @@ static void pg_no_tables(const char *schema)
     CHECK(pg_test_exec(pg_base(), sql));
 }
 
+/* uri (postgres://USER@...) with the password "secret" (which a server
+ * that trusts its local users does not ask for) into out. */
+static void with_password(char *out, size_t len, const char *uri)
+{
+    const char *at = strchr(uri, '@');
+    CHECK(at != NULL);
+    int n = at ? snprintf(out, len, "%.*s:secret%s", (int)(at - uri), uri, at) : -1;
+    CHECK(n > 0 && (size_t)n < len);
+}
+
 static void missing_pg(void)
 {
     if (!pg_base()) {
@@ -108,6 +119,12 @@ static void missing_pg(void)
         snprintf(nowhere, sizeof nowhere, "%s_none", schema);
         pg_uri_for(uri2, sizeof uri2, pg_base(), nowhere);
         refused(uri2, "search_path names no schema that exists", dir);
+        with_password(uri2, sizeof uri2, uri);
+        payment_store *s = NULL;
+        char err[512] = "";
+        CHECK_INT(payment_store_open(uri2, PAYMENT_STORE_EXISTING, &s, err, sizeof err),
+                  PAYMENT_STORE_EURI);
+        CHECK(strstr(err, "secret") == NULL && strstr(err, "***") != NULL);
         empty_accepted(uri, dir);
         pg_schema_drop(schema);
     }
