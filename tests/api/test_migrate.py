@@ -8,8 +8,9 @@ copied Idempotency-Key gets the original answer.  A migrate killed (-9)
 after its first progress line and run again ends verified.
 
 Where: SQLite to SQLite always; SQLite to PostgreSQL with run.py --pg;
-MongoDB (the double) to SQLite with run.py --mongo.  The others are reported
-skipped.  Each test starts servers of its own and always stops them."""
+MongoDB (the double) to SQLite with run.py --mongo: those are registered
+only in the runs that have their store (pg_test, mongo_test), so no run
+reports them skipped.  Each test starts servers of its own and always stops them."""
 
 import os
 import re
@@ -19,8 +20,8 @@ import threading
 import time
 
 import harness
-from harness import (Server, Skip, check, child_env, eq, expect_error, expect_status, new_id,
-                     payment, run_binary, test, track)
+from harness import (Server, Skip, check, child_env, eq, expect_error, expect_status, mongo_test,
+                     new_id, payment, pg_test, run_binary, test, track)
 
 ORGS = 3
 PER_ORG = 8             # payments per organisation in the read checks
@@ -219,13 +220,13 @@ def migrate_sqlite_to_sqlite(t):
     copy_and_compare(t, "mig-ss", _sqlite(t, "mig-ss-from"), _sqlite(t, "mig-ss-to"))
 
 
-@test
+@pg_test
 def migrate_sqlite_to_postgres(t):
     dst = _pg_target()
     copy_and_compare(t, "mig-sp", _sqlite(t, "mig-sp-from"), dst)
 
 
-@test
+@mongo_test
 def migrate_mongo_to_sqlite(t):
     src = _mongo_source()
     copy_and_compare(t, "mig-ms", src, _sqlite(t, "mig-ms-to"))
@@ -267,7 +268,7 @@ def _refused(t, src, says):
     return err
 
 
-@test
+@pg_test
 def migrate_refuses_missing_postgres_schema(t):
     if not harness.PG["uri"]:
         raise Skip("no PostgreSQL (run.py --pg URI)")
@@ -307,7 +308,7 @@ def _mongo_indexes(uri, db):
         client.close()
 
 
-@test
+@mongo_test
 def migrate_refuses_missing_mongo_collection(t):
     if not harness.MONGO["uri"]:
         raise Skip("no MongoDB (run.py --mongo URI)")
@@ -405,6 +406,6 @@ def migrate_interrupted_then_resumed_sqlite(t):
     interrupted(t, "mig-int-s", _sqlite(t, "mig-int-s-to"))
 
 
-@test
+@pg_test
 def migrate_interrupted_then_resumed_postgres(t):
     interrupted(t, "mig-int-p", _pg_target())
