@@ -338,6 +338,7 @@ int main(int argc, char **argv)
         .log = &log,
         .authenticate = a.keys ? auth_authenticate : NULL,
         .auth_ctx = a.keys,
+        .authorize_write = a.keys ? auth_authorize_write : NULL,
         .max_connections = cfg.max_connections,
         .rate_limit = cfg.rate_limit,
     };

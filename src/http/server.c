@@ -344,6 +344,14 @@ static void request_begin(http_request *req)
             return;
         }
     }
+    if (req->principal && cfg->authorize_write && req->method != HTTP_GET &&
+        req->method != HTTP_HEAD) {
+        const char *refused = cfg->authorize_write(req->principal);
+        if (refused) {
+            set_early(req, 403, "forbidden", refused);
+            return;
+        }
+    }
     if (m.param) {
         req->param = strndup(m.param, m.param_len);
         if (!req->param) {
