@@ -27,11 +27,17 @@ LIBS    += $(shell pkg-config --libs $(PQ_PC))
 SRC      := $(sort $(shell find src -name '*.c' ! -name main.c))
 TEST_SRC := $(sort $(shell find tests -name 'test_*.c'))
 
-OBJ      := $(SRC:%.c=build/obj/%.o)
-ASAN_OBJ := $(SRC:%.c=build/asan/obj/%.o)
+# The operator console: every file under console/ is embedded into the
+# binary (src/app/console.h) through one generated C file, made again when
+# a file is changed, added or removed (console_files.list changes then).
+CONSOLE_FILES := $(sort $(shell find console -type f ! -name '.*' 2>/dev/null))
+CONSOLE_GEN   := build/gen/console_assets.c
+
+OBJ      := $(SRC:%.c=build/obj/%.o) build/obj/gen/console_assets.o
+ASAN_OBJ := $(SRC:%.c=build/asan/obj/%.o) build/asan/obj/gen/console_assets.o
 TESTS    := $(TEST_SRC:%.c=build/asan/%)
 
-.PHONY: all test test-unit tests clean schema check-schema fuzz
+.PHONY: all test test-unit tests clean schema check-schema fuzz FORCE
 all: build/paymentd
 
 # V=1 shows the full commands.
@@ -54,6 +60,26 @@ build/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC asan $<"
 	$(Q)$(CC) $(CSTD) $(WARN) $(SANFLAGS) $(INC) -Itests -MMD -MP -c -o $@ $<
+
+FORCE:
+
+build/gen/console_files.list: FORCE
+	@mkdir -p $(dir $@)
+	@printf '%s\n' $(CONSOLE_FILES) | cmp -s - $@ || printf '%s\n' $(CONSOLE_FILES) > $@
+
+$(CONSOLE_GEN): scripts/embed_assets.py build/gen/console_files.list $(CONSOLE_FILES)
+	@echo "  EMBED   console/"
+	$(Q)/usr/bin/python3 scripts/embed_assets.py console $@
+
+build/obj/gen/console_assets.o: $(CONSOLE_GEN)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) -MMD -MP -c -o $@ $<
+
+build/asan/obj/gen/console_assets.o: $(CONSOLE_GEN)
+	@mkdir -p $(dir $@)
+	@echo "  CC asan $<"
+	$(Q)$(CC) $(CSTD) $(WARN) $(SANFLAGS) $(INC) -MMD -MP -c -o $@ $<
 
 build/asan/tests/%: build/asan/obj/tests/%.o $(ASAN_OBJ)
 	@mkdir -p $(dir $@)

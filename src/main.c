@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "app/config.h"
+#include "app/console.h"
 #include "app/deadletters.h"
 #include "app/janitor.h"
 #include "app/migrate.h"
@@ -319,10 +320,12 @@ int main(int argc, char **argv)
     struct webhook_api hooks = {a.store, cfg.public_url, cfg.webhook_allow_private,
                                 a.webhooks ? webhook_deliver_wake : NULL, a.webhooks};
     struct system_ctx sys = {a.store, cfg.public_url, &api, a.dead, a.relay, a.webhooks};
-    struct http_route routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES + WEBHOOK_API_ROUTES];
+    struct http_route
+        routes[SYSTEM_ROUTES + PAYMENT_API_ROUTES + WEBHOOK_API_ROUTES + CONSOLE_ROUTES];
     size_t n = system_routes(&sys, routes);
     n += payment_api_routes(&api, routes + n);
     n += webhook_api_routes(&hooks, routes + n);
+    n += console_routes(routes + n);
 
     struct http_server_config hc = {
         .host = cfg.host,
@@ -335,6 +338,7 @@ int main(int argc, char **argv)
         .log = &log,
         .authenticate = a.keys ? auth_authenticate : NULL,
         .auth_ctx = a.keys,
+        .authorize_write = a.keys ? auth_authorize_write : NULL,
         .max_connections = cfg.max_connections,
         .rate_limit = cfg.rate_limit,
     };

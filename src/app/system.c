@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "auth/keys.h"
 #include "http/server.h"
 
 static void respond_literal(http_request *req, int status, const char *json)
@@ -50,6 +51,39 @@ static void index_v1(http_request *req, void *ctx)
     http_respond_buf(req, 200, &b);
 }
 
+/* GET /v1/me: who the request acts as. */
+static void me(http_request *req, void *ctx)
+{
+    (void)ctx;
+    /* A route with HTTP_ROUTE_AUTH has a principal whenever the server
+     * authenticates: none means it runs open. */
+    const struct auth_principal *p = http_request_principal(req);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "{\"data\":{\"key_id\":");
+    if (p) {
+        buf_puts(&b, "\"");
+        buf_json_escape(&b, p->id, strlen(p->id));
+        buf_puts(&b, "\"");
+    } else {
+        buf_puts(&b, "null");
+    }
+    buf_puts(&b, ",\"organisations\":");
+    if (!p || p->all_orgs) {
+        buf_puts(&b, "\"*\"");
+    } else {
+        buf_puts(&b, "[");
+        for (size_t i = 0; i < p->n_orgs; i++) {
+            buf_puts(&b, i ? ",\"" : "\"");
+            buf_puts(&b, p->orgs[i]); /* a UUID: nothing to escape */
+            buf_puts(&b, "\"");
+        }
+        buf_puts(&b, "]");
+    }
+    buf_puts(&b, !p || p->write ? ",\"write\":true" : ",\"write\":false");
+    buf_puts(&b, p ? ",\"open\":false}}" : ",\"open\":true}}");
+    http_respond_buf(req, 200, &b);
+}
+
 static void metrics(http_request *req, void *ctx)
 {
     struct system_ctx *sys = ctx;
@@ -72,6 +106,7 @@ size_t system_routes(struct system_ctx *ctx, struct http_route *out)
         {HTTP_GET, "/healthz", healthz, 0, ctx},
         {HTTP_GET, "/readyz", readyz, 0, ctx},
         {HTTP_GET, "/v1", index_v1, HTTP_ROUTE_AUTH, ctx},
+        {HTTP_GET, "/v1/me", me, HTTP_ROUTE_AUTH, ctx},
         {HTTP_GET, "/metrics", metrics, 0, ctx},
     };
     memcpy(out, routes, sizeof routes);

@@ -1,7 +1,9 @@
 /* system: the routes that describe the server rather than a resource:
  * GET /healthz (the process is alive), GET /readyz (the store answers, else
- * 503 store_unavailable), GET /v1 (an index of the API's links) and
- * GET /metrics (Prometheus text format). */
+ * 503 store_unavailable), GET /v1 (an index of the API's links), GET /v1/me
+ * (who the request acts as: its key's id, organisations and right to write,
+ * and whether the server runs open, without keys) and GET /metrics
+ * (Prometheus text format). */
 #ifndef APP_SYSTEM_H
 #define APP_SYSTEM_H
 
@@ -14,7 +16,7 @@
 #include "payment/store.h"
 #include "webhook/deliver.h"
 
-#define SYSTEM_ROUTES 4 /* entries system_routes() fills */
+#define SYSTEM_ROUTES 5 /* entries system_routes() fills */
 
 struct system_ctx {
     payment_store *store;   /* borrowed: pinged by /readyz */

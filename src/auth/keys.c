@@ -114,8 +114,13 @@ int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errle
             continue;
         char *hex = strtok_r(NULL, " \t\r\n", &save);
         char *orgs = strtok_r(NULL, " \t\r\n", &save);
-        if (!hex || !orgs || strtok_r(NULL, " \t\r\n", &save)) {
-            why = "expected: <key id> <sha256 hex of the secret> <orgs or *>";
+        char *access = orgs ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+        if (!hex || !orgs || (access && strtok_r(NULL, " \t\r\n", &save))) {
+            why = "expected: <key id> <sha256 hex of the secret> <orgs or *> [read or write]";
+            break;
+        }
+        if (access && strcmp(access, "read") != 0 && strcmp(access, "write") != 0) {
+            why = "the fourth field, when given, must be read or write";
             break;
         }
         if (!key_id_ok(id)) {
@@ -141,6 +146,7 @@ int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errle
         memset(p, 0, sizeof *p);
         k->n++;
         snprintf(p->id, sizeof p->id, "%s", id);
+        p->write = !access || strcmp(access, "write") == 0;
         if (parse_digest(hex, p->digest) != 0)
             why = "the second field must be 64 hex digits (SHA-256 of the secret)";
         for (size_t i = 0; !why && i + 1 < k->n; i++)
@@ -209,6 +215,13 @@ const void *auth_authenticate(void *k, const char *authorization)
     size_t len;
     const char *secret = auth_bearer(authorization, &len);
     return secret ? auth_keys_find(k, secret, len) : NULL;
+}
+
+const char *auth_authorize_write(const void *principal)
+{
+    const struct auth_principal *p = principal;
+    assert(p); /* the server asks only about a principal it found */
+    return p->write ? NULL : "this API key may only read";
 }
 
 int auth_allows(const struct auth_principal *p, const char *org)

@@ -1,12 +1,14 @@
 /* keys: the API keys a server accepts and the organisations each may act
  * for, loaded from a file given by --api-keys.
  *
- * The file holds one key per line, three fields separated by spaces or tabs:
+ * The file holds one key per line, three or four fields separated by spaces
+ * or tabs:
  *
- *     <key id> <SHA-256 of the secret, 64 hex digits> <org>[,<org>...] | *
+ *     <key id> <SHA-256 of the secret, 64 hex digits> <org>[,<org>...] | * [read | write]
  *
  * Blank lines and lines starting with '#' are ignored.  "*" lets the key act
- * for every organisation.  Secrets themselves never reach the server's disk
+ * for every organisation.  A "read" key may only read (GET and HEAD); a
+ * "write" key, or one without the fourth field, may also write.  Secrets themselves never reach the server's disk
  * or logs: a request's bearer secret is hashed and compared, in constant
  * time, with every key's digest. */
 #ifndef AUTH_KEYS_H
@@ -27,6 +29,7 @@ struct auth_principal {
     char id[AUTH_KEY_ID_MAX + 1];          /* the key's id, safe to log */
     unsigned char digest[32];              /* SHA-256 of its secret */
     int all_orgs;                          /* "*": every organisation */
+    int write;                             /* may write, not only read (GET, HEAD) */
     size_t n_orgs;                         /* organisations it may act for */
     char (*orgs)[UUID_STR_LEN + 1];        /* lower-case UUIDs, owned */
 };
@@ -45,6 +48,10 @@ const struct auth_principal *auth_keys_find(const auth_keys *k, const char *secr
 /* The http_server_config authenticate callback for keys k (a const
  * auth_keys *): the principal of the request's bearer secret, or NULL. */
 const void *auth_authenticate(void *k, const char *authorization);
+
+/* The http_server_config authorize_write callback: NULL when principal (a
+ * const struct auth_principal *) may write, else the reason it may not. */
+const char *auth_authorize_write(const void *principal);
 
 /* Whether p may act for org (a lower-case UUID).  A NULL principal (the
  * server runs without keys) may act for every organisation. */

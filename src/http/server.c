@@ -344,6 +344,14 @@ static void request_begin(http_request *req)
             return;
         }
     }
+    if (req->principal && cfg->authorize_write && req->method != HTTP_GET &&
+        req->method != HTTP_HEAD) {
+        const char *refused = cfg->authorize_write(req->principal);
+        if (refused) {
+            set_early(req, 403, "forbidden", refused);
+            return;
+        }
+    }
     if (m.param) {
         req->param = strndup(m.param, m.param_len);
         if (!req->param) {
@@ -1006,19 +1014,22 @@ static _Thread_local http_request *pool_request;
 static _Thread_local int pool_request_handed_off;
 
 /* Adds the request's headers and the ones every response carries to resp,
- * a JSON Content-Type to a body without one.  Returns resp, or NULL (resp
+ * a JSON Content-Type to a body without one, Cache-Control no-store to an
+ * answer whose handler chose no Cache-Control.  Returns resp, or NULL (resp
  * destroyed) out of memory; NULL resp gives NULL. */
 static struct MHD_Response *response_headers(http_request *req, struct MHD_Response *resp,
                                              int has_body)
 {
     if (!resp)
         return NULL;
+    int typed = 0, cached = 0;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        typed |= strcasecmp(req->headers[i].name, "Content-Type") == 0;
+        cached |= strcasecmp(req->headers[i].name, "Cache-Control") == 0;
+    }
     int ok = MHD_add_response_header(resp, "X-Request-Id", req->request_id) == MHD_YES &&
              MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES &&
-             MHD_add_response_header(resp, "Cache-Control", "no-store") == MHD_YES;
-    int typed = 0;
-    for (size_t i = 0; i < req->n_headers; i++)
-        typed |= strcasecmp(req->headers[i].name, "Content-Type") == 0;
+             (cached || MHD_add_response_header(resp, "Cache-Control", "no-store") == MHD_YES);
     if (has_body && !typed)
         ok = ok && MHD_add_response_header(resp, "Content-Type", "application/json") == MHD_YES;
     for (size_t i = 0; i < req->n_headers; i++)

@@ -14,7 +14,8 @@
  *
  * Checks made here, before any handler, in the order that decides which
  * error a client sees: route and method (404, 405 with Allow), credentials
- * (401 with WWW-Authenticate), the caller's rate (429 with Retry-After), a {id} that must be a UUID (400
+ * (401 with WWW-Authenticate), the caller's rate (429 with Retry-After), a
+ * principal's right to a method other than GET and HEAD (403 forbidden), a {id} that must be a UUID (400
  * invalid_id), content type for routes with a body (415), body size (413).  Every response carries X-Request-Id and
  * X-Content-Type-Options; every error body is
  * {"error_code": "...", "error_message": "..."}.  One access log line is
@@ -49,6 +50,10 @@ struct http_server_config {
      * no principal. */
     const void *(*authenticate)(void *ctx, const char *authorization);
     void *auth_ctx;
+    /* Whether that principal may make a request that is not a GET or a
+     * HEAD: NULL when it may, else the message of the 403 forbidden it is
+     * answered with.  NULL authorize: every principal may. */
+    const char *(*authorize_write)(const void *principal);
     unsigned blocking_threads;        /* threads of the blocking pool; 0: 32 */
     size_t blocking_queue;            /* requests waiting for them, beyond: 503; 0: 1024 */
     unsigned blocking_wait_ms;        /* a request waiting longer for them: 503; 0: 5000 */

@@ -98,7 +98,10 @@ static void test_bad_files(void)
         {"", "no keys"},
         {"# only a comment\n", "no keys"},
         {"alpha " H_S3CRET "\n", "expected"},
-        {"alpha " H_S3CRET " * extra\n", "expected"},
+        {"alpha " H_S3CRET " * write extra\n", "expected"},
+        {"alpha " H_S3CRET " * extra\n", "read or write"},
+        {"alpha " H_S3CRET " * READ\n", "read or write"},
+        {"alpha " H_S3CRET " * readonly\n", "read or write"},
         {"alpha abc *\n", "64 hex"},
         {"alpha " H_S3CRET "x *\n", "64 hex"},
         {"al/pha " H_S3CRET " *\n", "key ids"},
@@ -122,6 +125,39 @@ static void test_bad_files(void)
     auth_keys *k = NULL;
     CHECK_INT(auth_keys_load("/nonexistent/keys", &k, err, sizeof err), -1);
     CHECK(strstr(err, "/nonexistent/keys") != NULL);
+}
+
+/* The optional fourth field: "read" keys may not write; "write" keys, and
+ * keys without the field (files written before it), may. */
+static void test_read_only(void)
+{
+    char a[65], b[65], c[65], text[512], err[256];
+    sha256_hex("s3cret", a);
+    sha256_hex("other", b);
+    sha256_hex("third", c);
+    snprintf(text, sizeof text,
+             "reader %s " ORG_A " read\nwriter %s *\twrite\nold %s " ORG_A "\n", a, b, c);
+    auth_keys *k = load(text, err, sizeof err);
+    CHECK(k != NULL);
+    if (!k) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+    const struct auth_principal *reader = auth_keys_find(k, "s3cret", 6);
+    const struct auth_principal *writer = auth_keys_find(k, "other", 5);
+    const struct auth_principal *old = auth_keys_find(k, "third", 5);
+    CHECK(reader && writer && old);
+    if (reader && writer && old) {
+        CHECK_INT(reader->write, 0);
+        CHECK(reader->n_orgs == 1 && auth_allows(reader, ORG_A) && !auth_allows(reader, ORG_B));
+        CHECK_STR(auth_authorize_write(reader), "this API key may only read");
+        CHECK_INT(writer->write, 1);
+        CHECK(writer->all_orgs);
+        CHECK(auth_authorize_write(writer) == NULL);
+        CHECK_INT(old->write, 1);
+        CHECK(auth_authorize_write(old) == NULL);
+    }
+    auth_keys_free(k);
 }
 
 /* What a list may show: everything for an open server or a "*" key
@@ -156,4 +192,5 @@ static void test_visible_orgs(void)
     CHECK_STR(out[0], ORG_B);
 }
 
-TEST_MAIN(TEST(test_find_and_allow), TEST(test_bad_files), TEST(test_visible_orgs))
+TEST_MAIN(TEST(test_find_and_allow), TEST(test_bad_files), TEST(test_read_only),
+          TEST(test_visible_orgs))
