@@ -62,9 +62,10 @@ function timeline(events) {
     {cell: e.idempotency_key || "", class: "mono"},
     e.data && e.data.changes ? e.data.changes.join(", ") : "",
   ]);
-  return [h("h2", {id: "timeline-title"}, "Versions"),
-          table("Version timeline", ["Version", "Change", "When", "API key", "Request id",
-                                     "Idempotency key", "Fields changed"], rows)];
+  const t = table("Version timeline", ["Version", "Change", "When", "API key", "Request id",
+                                     "Idempotency key", "Fields changed"], rows);
+  t.id = "timeline";
+  return [h("h2", null, "Versions"), t];
 }
 
 function diffTable(rows) {
