@@ -15,6 +15,7 @@ packages=(
   clang libclang-rt-14-dev                    # libFuzzer harnesses (fuzz/)
   curl                                        # the README's examples
   libpq-dev postgresql-15                     # PostgreSQL store (libpq), and a server for its tests
+  chromium chromium-driver python3-selenium   # the console's browser tests (tests/browser/)
 )
 
 missing=()

@@ -14,7 +14,10 @@
 # a database already; the C tests find it in PAYMENTD_TEST_PG_URI and its
 # directory (for tests that stop or kill it) in PAYMENTD_TEST_PG_DIR.  A
 # store that does not start is a failure, never a skip.
-# --unit-only skips the API suite.
+# The operator console's browser tests (tests/browser/) run in headless
+# chromium against the sanitizer build; a missing chromium, chromium-driver
+# or python3-selenium is a failure, never a skip.
+# --unit-only skips the API suite and the browser tests.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -142,6 +145,7 @@ if [ "${1:-}" != "--unit-only" ]; then
     run "api on mongodb (release build)" \
       $PY tests/api/run.py --binary build/paymentd --mongo "$PAYMENTD_TEST_MONGO_URI"
   fi
+  run "browser (asan build)" $PY tests/browser/test_console.py --binary build/asan/paymentd
   if [ -n "${PAYMENTD_TEST_PG_URI:-}" ]; then
     run "api on postgresql (asan build)" \
       $PY tests/api/run.py --binary build/asan/paymentd --pg "$PAYMENTD_TEST_PG_URI"

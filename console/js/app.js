@@ -52,6 +52,7 @@ async function route() {
     }
     try {
       stopPage = (await draw(m, query)) || null;
+      performance.mark("console:" + section);
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) return signedOut("The key was refused.");
       replace(view, errorBox(err));

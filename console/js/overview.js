@@ -34,6 +34,15 @@ function path(values, max, n) {
   return d;
 }
 
+// A dot on a series' latest value, so that a line of one point shows too.
+function lastDot(values, max, n, i) {
+  const k = values.length - 1;
+  if (k < 0 || values[k] === null || values[k] === undefined) return null;
+  const x = PAD + (W - 2 * PAD) * (n > 1 ? k / (n - 1) : 1);
+  const y = H - PAD - (H - 2 * PAD) * (max > 0 ? values[k] / max : 0);
+  return s("circle", {class: "chart-dot s" + i, cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5});
+}
+
 function chart(c, points) {
   const all = c.series.map(k => points.map(p => p[k]));
   const max = Math.max(0, ...all.flat().filter(v => v !== null && v !== undefined)) * 1.1;
@@ -48,6 +57,7 @@ function chart(c, points) {
     s("rect", {class: "chart-bg", x: 0, y: 0, width: W, height: H}),
     s("line", {class: "chart-axis", x1: PAD, y1: H - PAD, x2: W - PAD, y2: H - PAD}),
     all.map((vals, i) => s("path", {class: "chart-line s" + i, d: path(vals, max, KEEP) || "M0 0"})),
+    all.map((vals, i) => lastDot(vals, max, KEEP, i)),
     s("text", {class: "chart-label", x: PAD + 2, y: 12}, max > 0 ? "max " + c.fmt(max / 1.1) : ""));
   return h("section", {class: "card", id: "chart-" + c.id, "aria-labelledby": "chart-" + c.id + "-t"},
     h("h2", {id: "chart-" + c.id + "-t"}, c.title),
@@ -80,6 +90,7 @@ export async function overviewPage(view) {
       const shown = padded().map(p => Object.fromEntries(Object.entries(p).map(([k, v]) => [k, v])));
       for (const p of shown) for (const c of CHARTS) for (const k of c.series) if (!(k in p)) p[k] = null;
       replace(cards, CHARTS.map(c => chart(c, shown)));
+      cards.dataset.points = String(points.length);
       status.textContent = points.length ? "Updated " + new Date().toLocaleTimeString() + "." : "Waiting for a second reading…";
       document.body.dataset.loaded = "overview";
     } catch (err) {

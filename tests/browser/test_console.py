@@ -470,7 +470,9 @@ def overview_draws_charts(w, b):
     for cid in ("rate", "errors", "latency", "batch", "backlog"):
         svg = b.find("#chart-%s svg" % cid)
         check(svg.get_attribute("aria-label"), "chart %s has no label" % cid)
-    b.until("a drawn rate line", lambda: len(b.find("#chart-rate path.chart-line").get_attribute("d")) > 10)
+    b.until("three points drawn", lambda: int(b.find("#charts").get_attribute("data-points") or 0) >= 3)
+    check(b.find("#chart-rate path.chart-line").get_attribute("d").count("L") >= 2,
+          "the rate line of three points: %r" % b.find("#chart-rate path.chart-line").get_attribute("d"))
     b.shot("overview")
     b.driver.set_window_size(390, 844)
     b.go("#/payments")
