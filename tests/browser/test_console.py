@@ -108,6 +108,7 @@ class Browser:
         self.driver.execute_cdp_cmd("Page.setDownloadBehavior",
                                     {"behavior": "allow", "downloadPath": self.downloads})
         self.expected_401 = 0  # GET /v1/me probes without a key that the test caused
+        self.key = None        # the key signed in on the server's origin
 
     def quit(self):
         try:
@@ -172,6 +173,22 @@ class Browser:
         self.fill("#signin-key", KEYS[key][0])
         self.find("#signin-form button[type=submit]").click()
         self.loaded("payments")
+        self.key = key
+
+    def session(self, key):
+        """Signed in with key on the server's console (a test run alone with -k
+        starts here)."""
+        if self.key == key and self.driver.current_url.startswith(self.base + "/console/"):
+            return
+        if self.key is None:
+            self.expected_401 += 1
+            self.open()
+            self.sign_in(key)
+            return
+        self.open("#/payments")
+        self.loaded("payments")
+        self.find("#sign-out").click()
+        self.sign_in(key)
 
 
 # --------------------------------------------------------------------------
@@ -317,6 +334,7 @@ def sign_in(w, b):
 
 @test
 def filter_and_page(w, b):
+    b.session("ops")
     b.go("#/payments")
     b.loaded("payments")
     b.fill("#f-filter-currency-", "GBP")
@@ -354,6 +372,7 @@ def filter_and_page(w, b):
 
 @test
 def payment_timeline_and_diff(w, b):
+    b.session("ops")
     b.go("#/payments")
     b.loaded("payments")
     b.fill("#jump-id", w.changed)
@@ -389,6 +408,7 @@ def payment_timeline_and_diff(w, b):
 
 @test
 def csv_download(w, b):
+    b.session("ops")
     b.go("#/payments?filter[organisation_id]=%s&filter[currency]=EUR" % ORG_A)
     b.loaded("payments")
     for f in os.listdir(b.downloads):
@@ -412,6 +432,7 @@ def csv_download(w, b):
 
 @test
 def retry_delivery(w, b):
+    b.session("ops")
     events = w.api("GET", "/v1/payments/%s/history" % w.delivered)["data"]
     event_id = events[0]["id"]
     deadline = time.monotonic() + WAIT
@@ -445,6 +466,7 @@ def retry_delivery(w, b):
 
 @test
 def read_only_key_sees_no_write_action(w, b):
+    b.session("ops")
     b.go("#/payments")
     b.loaded("payments")
     b.find("#sign-out").click()
@@ -464,13 +486,24 @@ def read_only_key_sees_no_write_action(w, b):
 
 @test
 def overview_draws_charts(w, b):
+    b.session("ops")
     b.go("#/overview")
     b.until("five charts", lambda: len(b.all("#charts svg path.chart-line")) >= 5 and
             "Updated" in b.text("p.status"))
     for cid in ("rate", "errors", "latency", "batch", "backlog"):
         svg = b.find("#chart-%s svg" % cid)
         check(svg.get_attribute("aria-label"), "chart %s has no label" % cid)
+    for _ in range(60):  # traffic for the charts to show: 20 a second for 3 s
+        w.api("GET", "/v1/payments?page[size]=5")
+        time.sleep(0.05)
     b.until("three points drawn", lambda: int(b.find("#charts").get_attribute("data-points") or 0) >= 3)
+    rate = b.find("#chart-rate text.chart-label").text  # "max N/s": the chart's peak
+    check(rate.startswith("max ") and float(rate[4:].rstrip("/s")) >= 5,
+          "the request rate's peak after 20 requests a second: %r" % rate)
+    latency = b.text("#chart-latency p.value")
+    check("p50" in latency and "no data" not in latency, "latency: %r" % latency)
+    errors = b.text("#chart-errors p.value")
+    check(errors.startswith("5xx 0.0%"), "error rate: %r" % errors)
     check(b.find("#chart-rate path.chart-line").get_attribute("d").count("L") >= 2,
           "the rate line of three points: %r" % b.find("#chart-rate path.chart-line").get_attribute("d"))
     b.shot("overview")
