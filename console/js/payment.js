@@ -6,9 +6,10 @@
 // its events (every endpoint of its organisation, their deliveries matched by
 // event id).  A deleted payment still shows its history.
 
-import {ApiError, get, getAll, post} from "./api.js";
+import {ApiError, get, getAll} from "./api.js";
 import {badge, errorBox, h, replace, table, when} from "./dom.js";
 import {diff, show} from "./diff.js";
+import {deliveriesTable} from "./deliveries.js";
 
 // Documents of versions already fetched, by "id/version".
 const versions = new Map();
@@ -116,44 +117,6 @@ async function operationsSection(events) {
             ops.map(o => [{cell: o.id, class: "mono"}, badge(String(o.status || ""), "warn"),
                           h("details", null, h("summary", null, "show"),
                             h("pre", {class: "doc"}, JSON.stringify(o, null, 2)))]))];
-}
-
-function lastAttempt(d) {
-  const a = d.attempts && d.attempts.length ? d.attempts[d.attempts.length - 1] : null;
-  if (!a) return "none yet";
-  return (a.status_code ? "HTTP " + a.status_code : a.error || "?") + " at " + new Date(a.at).toLocaleString();
-}
-
-// The delivery table of one payment or endpoint, with retry buttons for a key that may write.
-export function deliveriesTable(me, rows, onRetried) {
-  const headers = ["Endpoint", "Event", "Status", "Attempts", "Last attempt"];
-  if (me.write) headers.push("Action");
-  return table("Deliveries", headers, rows.map(({endpoint, delivery: d, event}) => {
-    const cells = [
-      h("a", {href: "#/webhooks/" + endpoint.id}, endpoint.url),
-      {cell: event || d.event_id, class: "mono"},
-      badge(d.status),
-      {cell: String(d.attempts ? d.attempts.length : 0), class: "num"},
-      lastAttempt(d),
-    ];
-    if (me.write) {
-      const b = h("button", {type: "button", class: "secondary retry", "data-delivery": d.id,
-                             "aria-label": "Retry delivery " + d.id}, "Retry");
-      b.addEventListener("click", async () => {
-        b.disabled = true;
-        try {
-          await post("/v1/webhooks/" + endpoint.id + "/deliveries/" + d.id + "/retry");
-          b.textContent = "Retry sent";
-          if (onRetried) onRetried();
-        } catch (err) {
-          b.textContent = "Retry failed: " + err.message;
-          b.disabled = false;
-        }
-      });
-      cells.push(b);
-    }
-    return cells;
-  }));
 }
 
 async function deliveriesSection(me, org, events) {

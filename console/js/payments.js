@@ -7,7 +7,7 @@
 // bookmarked and the browser's back button works.
 
 import {blob, get, linkPath} from "./api.js";
-import {errorBox, h, replace, table, when} from "./dom.js";
+import {errorBox, h, replace, table} from "./dom.js";
 
 const PAGE_SIZE = 25;
 

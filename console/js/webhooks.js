@@ -6,8 +6,8 @@
 // for a key that may write.
 
 import {get, getAll, linkPath, post} from "./api.js";
-import {badge, errorBox, h, replace, table, when} from "./dom.js";
-import {deliveriesTable} from "./payment.js";
+import {badge, h, replace, table, when} from "./dom.js";
+import {deliveriesTable, failureText} from "./deliveries.js";
 
 const SAMPLE = 1000;  // deliveries read per endpoint for its health
 
@@ -25,10 +25,6 @@ function health(deliveries) {
   }
   const done = ok + failed;
   return {rate: done ? ok / done : null, lastFailure, pending, total: deliveries.length};
-}
-
-function failureText(a) {
-  return a ? (a.status_code ? "HTTP " + a.status_code : a.error || "error") : "none";
 }
 
 async function endpointRow(w) {
@@ -58,7 +54,7 @@ export async function webhooksPage(view, me) {
   return null;
 }
 
-function replayForm(w, done) {
+function replayForm(w) {
   const status = h("span", {class: "status", role: "status", id: "replay-status"});
   const from = h("input", {id: "replay-from", type: "datetime-local", required: true, step: "1"});
   const to = h("input", {id: "replay-to", type: "datetime-local", required: true, step: "1"});
@@ -73,21 +69,12 @@ function replayForm(w, done) {
                            to: new Date(to.value).toISOString().replace(/\.\d+Z$/, "Z")}};
       const r = await post("/v1/webhooks/" + w.id + "/replay", body);
       status.textContent = "Replaying " + r.data.events + " event(s).";
-      done();
     } catch (err) {
       status.textContent = "Replay refused: " + err.message;
     }
   });
   return [h("h2", null, "Replay"),
           h("p", {class: "note"}, "Sends every event of the range again to this endpoint."), form];
-}
-
-function attemptsList(d) {
-  if (!d.attempts || !d.attempts.length) return "none";
-  return h("details", {class: "attempts"}, h("summary", null, d.attempts.length + " attempt(s)"),
-    h("ol", null, d.attempts.map(a => h("li", null,
-      failureText(a).replace("none", "?"), " · ", when(a.at),
-      a.latency_ms !== undefined && a.latency_ms !== null ? " · " + a.latency_ms + " ms" : ""))));
 }
 
 export async function webhookPage(view, me, id, query) {
@@ -104,10 +91,10 @@ export async function webhookPage(view, me, id, query) {
     window.location.hash = "#/webhooks/" + id + (select.value ? "?status=" + select.value : "");
   });
   const rows = page.data.map(d => ({endpoint: w, delivery: d, event: d.event_id}));
-  const log = deliveriesTable(me, rows, () => setTimeout(() => webhookPage(view, me, id, query), 500));
-  for (const [i, tr] of [...log.querySelectorAll("tbody tr")].entries()) {
-    tr.children[3].replaceChildren(attemptsList(page.data[i]));
-  }
+  const shown = window.location.hash;
+  const log = deliveriesTable(me, rows, () => setTimeout(() => {
+    if (window.location.hash === shown) webhookPage(view, me, id, query);
+  }, 500), true);
   let next = null;
   if (page.links && page.links.next && page.data.length) {
     const after = new URL(linkPath(page.links.next), window.location.origin).searchParams.get("page[after]");
@@ -124,7 +111,7 @@ export async function webhookPage(view, me, id, query) {
     h("div", {class: "toolbar"}, h("div", null, h("label", {for: "delivery-status"}, "Status "), select)),
     page.data.length ? log : h("p", {class: "note"}, "No deliveries."),
     next ? h("p", null, next) : null,
-    me.write ? replayForm(w, () => {}) : null);
+    me.write ? replayForm(w) : null);
   document.body.dataset.loaded = "webhook";
   return null;
 }
