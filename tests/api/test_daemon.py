@@ -15,8 +15,8 @@ import tempfile
 import threading
 import time
 
-from harness import (HOST, Fail, Server, check, child_env, default_store, eq, expect_status, free_port,
-                     freeze, new_id, payment, test, track)
+from harness import (HOST, Fail, Server, check, child_env, default_store, eq, expect_status,
+                     free_port, payment, test, track)
 
 ORG_A = "ee2fb143-6dfe-4787-b183-ca8ddd4164d2"
 ORG_B = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -27,24 +27,40 @@ NATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "broker", 
 
 class NotifySocket:
     """A unix datagram socket standing in for systemd's NOTIFY_SOCKET: every
-    message received, with its arrival time.  on_ready, when set, runs in the
-    receiving thread the moment the first READY=1 arrives."""
+    message received, with its arrival time.  Held (hold=True), its queue is
+    filled first and nothing is read until release(): the process's first
+    notification then blocks in its send, where the test can look at it."""
 
-    def __init__(self, on_ready=None):
+    def __init__(self, hold=False):
         self.dir = tempfile.mkdtemp(prefix="pd-notify-")  # short: sun_path holds 108 bytes
         self.path = os.path.join(self.dir, "notify")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         self.sock.settimeout(0.2)
-        self.on_ready = on_ready
-        self.ready_result = None
         self.messages = []  # (monotonic time, {name: value})
         self.lock = threading.Lock()
         self.closed = False
+        self.released = threading.Event()
+        if hold:
+            filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            filler.setblocking(False)
+            try:
+                while True:
+                    filler.sendto(b"FILLER=1", self.path)
+            except BlockingIOError:
+                pass  # the queue is full
+            finally:
+                filler.close()
+        else:
+            self.released.set()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def release(self):
+        self.released.set()
+
     def _run(self):
+        self.released.wait()
         while not self.closed:
             try:
                 data = self.sock.recv(4096)
@@ -53,8 +69,8 @@ class NotifySocket:
             except OSError:
                 return
             fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
-            if fields.get("READY") == "1" and self.on_ready and self.ready_result is None:
-                self.ready_result = self.on_ready()
+            if "FILLER" in fields:
+                continue
             with self.lock:
                 self.messages.append((time.monotonic(), fields))
 
@@ -82,6 +98,7 @@ class NotifySocket:
 
     def close(self):
         self.closed = True
+        self.released.set()
         self.thread.join(timeout=5)
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -105,26 +122,37 @@ def _is(name, value="1"):
     return lambda f: f.get(name) == value
 
 
+def _blocked_notifying(pid, timeout=20.0):
+    """Waits until the main thread of pid blocks sending to a full
+    NOTIFY_SOCKET; False when it does not within timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/wchan" % pid) as f:
+                if f.read().strip() == "unix_wait_for_peer":
+                    return True
+        except FileNotFoundError:
+            return False  # exited
+        time.sleep(0.005)
+    return False
+
+
 @test
 def daemon_notifies_ready_watchdog_reload_stopping(t):
     d = t.scratch("notify")
     port = free_port()
-    srv = None
-
-    def at_ready():
-        # Frozen the moment READY=1 arrives: the port must already listen.
-        freeze(srv.proc.pid)
-        try:
-            return _connects(port)
-        finally:
-            os.kill(srv.proc.pid, signal.SIGCONT)
-
-    ns = NotifySocket(on_ready=at_ready)
+    ns = NotifySocket(hold=True)
     srv = Server(t.binary, d, name="notify", port=port, env=ns.env({"WATCHDOG_USEC": "300000"}))
     try:
         srv.start(wait=False)
+        # The first notification, READY=1, waits in its send: by then the
+        # port must listen.
+        check(_blocked_notifying(srv.proc.pid), "the server never sent a notification: %s"
+              % srv.stderr_tail())
+        check(_connects(port), "READY=1 sent before the port listened")
+        ns.release()
         ready = ns.wait_for("READY=1", _is("READY"))
-        check(ns.ready_result is True, "READY=1 sent before the port listened")
+        eq(ready, 0, "the index of READY=1 among the notifications")
         status = ns.all()[ready][1].get("STATUS", "")
         check(("listening on 127.0.0.1:%d" % port) in status, "READY's STATUS: %r" % status)
         expect_status(srv.client().get("/healthz"), 200, "GET /healthz after READY")
