@@ -120,17 +120,23 @@ static void log_file_reopen(const struct logger *log, const struct config *cfg)
  * meanwhile, and a bad keys file leaves the previous keys in force. */
 static void signal_loop_reload(const struct signal_loop *l)
 {
-    notify_reloading(l->log, "reloading the log file and the API keys");
+    notify_reloading(l->log, "reloading on SIGHUP");
     log_file_reopen(l->log, l->cfg);
+    int keys_refused = 0;
     if (l->keys) {
         char msg[1024];
-        if (auth_keys_reload(l->keys, l->cfg->api_keys, msg, sizeof msg) != 0)
+        keys_refused = auth_keys_reload(l->keys, l->cfg->api_keys, msg, sizeof msg) != 0;
+        if (keys_refused)
             log_msg(l->log, LOG_ERROR,
                     "api keys not reloaded: %s; the previous keys stay in force", msg);
         else
             log_msg(l->log, LOG_INFO, "api keys reloaded from %s: %s", l->cfg->api_keys, msg);
     }
-    notify_ready(l->log, l->status);
+    char status[1200];
+    snprintf(status, sizeof status, "%s%s", l->status,
+             keys_refused ? "; api keys not reloaded (see the log), the previous stay in force"
+                          : "");
+    notify_ready(l->log, status);
 }
 
 /* A watchdog period ran out: pings when the HTTP server (if any) still
