@@ -15,8 +15,8 @@ import tempfile
 import threading
 import time
 
-from harness import (HOST, Fail, Server, check, child_env, default_store, eq, expect_status,
-                     free_port, payment, test, track)
+from harness import (HOST, Fail, PgServer, Server, check, child_env, default_store, eq,
+                     expect_status, free_port, new_pg_schema, payment, pg_test, test, track)
 
 ORG_A = "ee2fb143-6dfe-4787-b183-ca8ddd4164d2"
 ORG_B = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -181,6 +181,41 @@ def daemon_notifies_ready_watchdog_reload_stopping(t):
         srv.ensure_dead()
         ns.close()
     check(srv.sanitizer_report() is None, "sanitizer: %s" % srv.sanitizer_report())
+
+
+def _pings_between(ns, start, end):
+    return len([m for m in ns.all() if m[1].get("WATCHDOG") == "1" and start <= m[0] <= end])
+
+
+@pg_test
+def watchdog_pings_through_a_postgresql_outage(t):
+    """An unavailable store is answered with 503s, not a hung process: the
+    pings go on while PostgreSQL is down."""
+    d = t.scratch("pg-watchdog")
+    pg = PgServer(d).start()
+    ns = NotifySocket()
+    srv = None
+    try:
+        store = pg.uri(new_pg_schema(pg.base))
+        srv = Server(t.binary, d, name="pg-watchdog", store=store,
+                     env=ns.env({"WATCHDOG_USEC": "300000"}))
+        srv.start()
+        ns.wait_for("READY=1", _is("READY"))
+        pg.stop()
+        c = srv.client()
+        expect_status(c.get("/readyz"), 503, "/readyz with PostgreSQL down")
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            c.get("/v1/payments")  # store requests meanwhile: 503s
+            time.sleep(0.05)
+        pings = _pings_between(ns, started, time.monotonic())
+        check(pings >= 4, "%d WATCHDOG=1 in 1.5s with PostgreSQL down" % pings)
+        eq(srv.stop(), 0, "exit status after SIGTERM")
+    finally:
+        if srv is not None:
+            srv.ensure_dead()
+        ns.close()
+        pg.ensure_dead()
 
 
 @test
