@@ -16,7 +16,7 @@ import threading
 import time
 
 from harness import (HOST, Fail, PgServer, Server, check, child_env, default_store, eq,
-                     expect_status, free_port, new_pg_schema, payment, pg_test, test, track)
+                     expect_status, free_port, new_pg_schema, payment, pg_test, run_binary, test, track)
 
 ORG_A = "ee2fb143-6dfe-4787-b183-ca8ddd4164d2"
 ORG_B = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -428,7 +428,8 @@ def _access_lines(path, req_path):
 def log_file_reopened_on_sighup(t):
     d = t.scratch("logfile")
     log = os.path.join(d, "paymentd.log")
-    srv = Server(t.binary, d, name="logfile", args=["--log-file", log])
+    # The variable this time (the worker's test gives the flag).
+    srv = Server(t.binary, d, name="logfile", env=child_env({"PAYMENTD_LOG_FILE": log}))
     answered = [0]
     errors = []
     stop = threading.Event()
@@ -482,6 +483,9 @@ def log_file_reopened_on_sighup(t):
     check('"level"' not in srv.stderr_text(), "log lines on stderr with --log-file: %s"
           % srv.stderr_tail())
     check(srv.sanitizer_report() is None, "sanitizer: %s" % srv.sanitizer_report())
+    rc, out, _ = run_binary(t.binary, ["--help"])
+    check(rc == 0 and "--log-file" in out and "PAYMENTD_LOG_FILE" in out,
+          "--help does not tell of --log-file: %s" % out[-300:])
 
 
 def _nats(cmd, d):
