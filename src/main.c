@@ -472,6 +472,7 @@ int main(int argc, char **argv)
         .authenticate = a.keys ? auth_authenticate : NULL,
         .auth_ctx = a.keys,
         .authorize_write = a.keys ? auth_authorize_write : NULL,
+        .principal_name = a.keys ? auth_principal_name : NULL,
         .max_connections = cfg.max_connections,
         .rate_limit = cfg.rate_limit,
     };

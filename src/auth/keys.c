@@ -354,6 +354,13 @@ const char *auth_authorize_write(const void *principal)
     return p->write ? NULL : "this API key may only read";
 }
 
+const char *auth_principal_name(const void *principal)
+{
+    const struct auth_principal *p = principal;
+    assert(p);
+    return p->id;
+}
+
 int auth_allows(const struct auth_principal *p, const char *org)
 {
     if (!p || p->all_orgs)

@@ -72,6 +72,10 @@ const void *auth_authenticate(void *k, const char *authorization);
  * const struct auth_principal *) may write, else the reason it may not. */
 const char *auth_authorize_write(const void *principal);
 
+/* The http_server_config principal_name callback: the key's id, which a
+ * reload of the keys keeps (the rate limiter counts a caller by it). */
+const char *auth_principal_name(const void *principal);
+
 /* Whether p may act for org (a lower-case UUID).  A NULL principal (the
  * server runs without keys) may act for every organisation. */
 int auth_allows(const struct auth_principal *p, const char *org);

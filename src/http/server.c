@@ -202,6 +202,10 @@ static void set_early(http_request *req, int status, const char *code, const cha
  * address when the server runs without keys. */
 static void request_caller(const http_request *req, char *out, size_t cap)
 {
+    if (req->principal && req->server->cfg.principal_name) {
+        snprintf(out, cap, "key:%s", req->server->cfg.principal_name(req->principal));
+        return;
+    }
     if (req->principal) {
         snprintf(out, cap, "key:%p", req->principal);
         return;

@@ -54,6 +54,10 @@ struct http_server_config {
      * HEAD: NULL when it may, else the message of the 403 forbidden it is
      * answered with.  NULL authorize: every principal may. */
     const char *(*authorize_write)(const void *principal);
+    /* The name a principal is rate limited under (its key's id): the same
+     * for the same caller across reloads of the keys, which hand out new
+     * principals.  NULL: the principal's address. */
+    const char *(*principal_name)(const void *principal);
     unsigned blocking_threads;        /* threads of the blocking pool; 0: 32 */
     size_t blocking_queue;            /* requests waiting for them, beyond: 503; 0: 1024 */
     unsigned blocking_wait_ms;        /* a request waiting longer for them: 503; 0: 5000 */

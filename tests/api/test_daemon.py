@@ -535,3 +535,37 @@ def worker_notifies_and_reopens_its_log(t):
             proc.wait(timeout=10)
         ns.close()
         _nats("stop", nats_dir)
+
+
+@test
+def rate_limit_of_a_key_survives_a_reload(t):
+    """A key's budget is counted by its id: a reload, which hands out new
+    principals, must not give a limited caller a fresh budget (a fresh one
+    lets a burst of 5 through at once; the spent one refills 5 a second)."""
+    d = t.scratch("reload-ratelimit")
+    path = os.path.join(d, "keys")
+    _replace(path, KEYS_OLD)
+    srv = Server(t.binary, d, name="reload-rl", args=["--api-keys", path, "--rate-limit", "5/s"])
+    srv.start()
+    try:
+        c = srv.client()
+        for attempt in range(5):
+            codes = [c.get("/v1/payments?page[size]=1", headers=_as("both")).status
+                     for _ in range(12)]
+            check(429 in codes, "12 quick requests at 5/s: %s" % codes)
+            t0 = time.monotonic()
+            _replace(path, KEYS_NEW if attempt % 2 == 0 else KEYS_OLD)
+            srv.proc.send_signal(signal.SIGHUP)
+            _wait_log(srv, ["api keys reloaded"], attempt + 1)
+            codes = [c.get("/v1/payments?page[size]=1", headers=_as("both")).status
+                     for _ in range(8)]
+            refilled = int(5 * (time.monotonic() - t0)) + 1
+            if refilled >= 5:
+                continue  # too slow to tell a fresh budget from a refilled one
+            check(codes.count(200) <= refilled,
+                  "after a reload %.2fs later: %s (at most %d could pass)"
+                  % (time.monotonic() - t0, codes, refilled))
+            return
+        raise Fail("the machine was too slow for five attempts")
+    finally:
+        srv.stop()
