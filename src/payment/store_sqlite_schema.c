@@ -1,6 +1,11 @@
 /* store_sqlite_schema: the embedded store's schema, as numbered steps from
  * an empty file, and the migration that brings a store of any earlier
- * version to the current one when it is opened. */
+ * version to the current one when it is opened.
+ *
+ * The version is the file's user_version.  A store of a later version than
+ * this build knows (made by a newer paymentd) is refused before anything
+ * is written to it: its tables may mean what this build cannot tell, and
+ * the operator's way out is the newer binary (sqlite_schema_check). */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +234,31 @@ static int sqlite_exec(sqlite3 *db, const char *sql, char *errbuf, size_t errlen
     return rc;
 }
 
+int sqlite_schema_read(sqlite3 *db, int *version)
+{
+    char text[32];
+    int rc = sqlite_pragma_text(db, "PRAGMA user_version", text, sizeof text);
+    if (rc == SQLITE_OK)
+        *version = atoi(text);
+    return rc;
+}
+
+int sqlite_schema_check(int version, char *errbuf, size_t errlen)
+{
+    if (version > SQLITE_SCHEMA_VERSION) {
+        store_errf(errbuf, errlen,
+                   "store schema version %d is newer than this build's (%d): upgrade paymentd",
+                   version, SQLITE_SCHEMA_VERSION);
+        return SQLITE_ERROR;
+    }
+    if (version < 0) {
+        store_errf(errbuf, errlen, "store schema version %d is not one this build knows (%d)",
+                   version, SQLITE_SCHEMA_VERSION);
+        return SQLITE_ERROR;
+    }
+    return SQLITE_OK;
+}
+
 /* Brings the schema to SQLITE_SCHEMA_VERSION in one transaction, so that
  * concurrent openers and a crash mid-way leave a whole version. */
 int sqlite_schema_migrate(sqlite3 *db, char *errbuf, size_t errlen)
@@ -236,19 +266,15 @@ int sqlite_schema_migrate(sqlite3 *db, char *errbuf, size_t errlen)
     int rc = sqlite_exec(db, "BEGIN IMMEDIATE", errbuf, errlen);
     if (rc != SQLITE_OK)
         return rc;
-    char text[32];
-    rc = sqlite_pragma_text(db, "PRAGMA user_version", text, sizeof text);
+    int version = 0;
+    rc = sqlite_schema_read(db, &version);
     if (rc != SQLITE_OK) {
         store_errf(errbuf, errlen, "store schema: %s", sqlite3_errmsg(db));
         goto fail;
     }
-    int version = atoi(text);
-    if (version < 0 || version > SQLITE_SCHEMA_VERSION) {
-        store_errf(errbuf, errlen, "store schema version %d is not one this build knows (%d)",
-                    version, SQLITE_SCHEMA_VERSION);
-        rc = SQLITE_ERROR;
-        goto fail;
-    }
+    rc = sqlite_schema_check(version, errbuf, errlen);
+    if (rc != SQLITE_OK)
+        goto fail; /* nothing written: the rollback ends a read */
     for (int v = version; v < SQLITE_SCHEMA_VERSION; v++) {
         rc = sqlite_exec(db, sqlite_migrations[v], errbuf, errlen);
         if (rc != SQLITE_OK)
