@@ -272,8 +272,10 @@ def _from_schema(t, sql_path):
     finally:
         srv.ensure_dead()
     eq(_user_version(db), current, "%s: user_version after the upgrade" % what)
-    eq(_schema(db), fresh_schema, "%s: tables and indexes after the upgrade, against a new "
-       "store's" % what)
+    got = _schema(db)
+    check(got == fresh_schema, "%s: after the upgrade, the schema lacks %s and has besides %s, "
+          "against a new store's" % (what, [x for x in fresh_schema if x not in got],
+                                     [x for x in got if x not in fresh_schema]))
     con = sqlite3.connect(db)
     try:
         eq(con.execute("PRAGMA integrity_check").fetchall(), [("ok",)], "%s: integrity" % what)
@@ -281,6 +283,7 @@ def _from_schema(t, sql_path):
         con.close()
 
     before = _dump(db)
+    digest = _sha256(db)
     again = Server(t.binary, d, name="again", store=store, args=QUIET)
     try:
         again.start()
@@ -289,6 +292,8 @@ def _from_schema(t, sql_path):
     finally:
         again.ensure_dead()
     check(_dump(db) == before, "%s: the second start changed the store" % what)
+    eq(_sha256(db), digest, "%s: the store file's SHA-256 after a second start (it only read)"
+       % what)
 
     writer = Server(t.binary, d, name="writer", store=store,
                     args=KEEP + ["--webhook-allow-private", "true"])
