@@ -439,3 +439,88 @@ def pg_newer_schema_is_refused(t):
     eq((psql(srv.store, tables), psql(srv.store, rows)), before, "the schema's tables and rows")
     eq(psql(srv.store, "SELECT version FROM paymentd_schema").strip(), str(current + 1),
        "paymentd_schema after the refusal")
+
+
+# --------------------------------------------------------------------------
+# MongoDB: the marker {_id: <collection>_schema, version: 1} in counters
+
+def _mongo_db(uri):
+    import pymongo  # with the double's packages (python3-mockupdb needs it)
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10000)
+    return client, client.get_default_database()
+
+
+# The store's collections (the double answers no listCollections).
+MONGO_COLLECTIONS = ("payments", "payments_events", "payments_operations", "payments_partitions",
+                     "payments_webhooks", "payments_webhook_orgs", "payments_deliveries",
+                     "counters")
+
+
+def _mongo_snapshot(db):
+    """The store's collections: their documents in _id order."""
+    return {name: list(db[name].find({}).sort("_id", 1)) for name in MONGO_COLLECTIONS}
+
+
+def _mongo_store_with_a_payment(t, name):
+    d = t.scratch(name)
+    srv = Server(t.binary, d, name=name, args=QUIET)
+    try:
+        srv.start()
+        r = srv.client().post("/v1/payments", harness.payment())
+        expect_status(r, 201, "create")
+        _finish(srv)
+    finally:
+        srv.ensure_dead()
+    return d, srv, r.json["data"]
+
+
+@harness.mongo_test
+def mongo_store_marked_and_newer_refused(t):
+    d, srv, created = _mongo_store_with_a_payment(t, "mongo-newer")
+    client, db = _mongo_db(srv.store)
+    try:
+        marker = db.counters.find_one({"_id": "payments_schema"})
+        eq(marker, {"_id": "payments_schema", "version": 1}, "the schema marker in counters")
+        db.counters.update_one({"_id": "payments_schema"}, {"$set": {"version": 2}})
+        before = _mongo_snapshot(db)
+        rc, out, err = run_binary(t.binary, ["--listen", "%s:%d" % (harness.HOST,
+                                                                    harness.free_port()),
+                                             "--store", srv.store], cwd=d)
+        eq(rc, 1, "exit status (stderr %r)" % err[:300])
+        line = _one_line(err, "the server")
+        want = NEWER % (2, 1)
+        check(line.startswith("paymentd: cannot open store mongodb://")
+              and line.endswith(": " + want),
+              "the refusal: %r, expected \"paymentd: cannot open store URI: %s\"" % (line, want))
+        rc, out, err = run_binary(t.binary, ["worker", "--broker", "nats://127.0.0.1:1",
+                                             "--store", srv.store], cwd=d)
+        eq(rc, 1, "worker's exit status (stderr %r)" % err[:300])
+        check(_one_line(err, "paymentd worker").endswith(": " + want),
+              "the worker's refusal: %r" % err[:300])
+        check(_mongo_snapshot(db) == before, "the refused store changed")
+    finally:
+        client.close()
+
+
+@harness.mongo_test
+def mongo_store_without_marker_is_opened_and_marked(t):
+    """A store made before the marker (none in counters) is of version 1:
+    opened as it is, its payments served, the marker added."""
+    d, srv, created = _mongo_store_with_a_payment(t, "mongo-unmarked")
+    client, db = _mongo_db(srv.store)
+    try:
+        eq(db.counters.delete_one({"_id": "payments_schema"}).deleted_count, 1,
+           "markers deleted")
+        again = Server(t.binary, d, name="mongo-unmarked-again", store=srv.store, args=QUIET)
+        try:
+            again.start()
+            r = again.client().get("/v1/payments/" + created["id"])
+            expect_status(r, 200, "GET of the payment made before")
+            eq(r.json["data"], created, "the payment made before")
+            _finish(again)
+        finally:
+            again.ensure_dead()
+        eq(db.counters.find_one({"_id": "payments_schema"}),
+           {"_id": "payments_schema", "version": 1}, "the marker after the open")
+    finally:
+        client.close()
