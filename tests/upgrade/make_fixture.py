@@ -11,7 +11,7 @@ merge patches, a delete, writes with an Idempotency-Key, a webhook endpoint
 and its deliveries to a local receiver, as far as that binary has each),
 records what the API answered, stops it with SIGTERM and writes:
 
-    vN.sql   the store as text: `sqlite3 FILE .dump` (the sqlite3 CLI is
+    vN.sql   (or --name) the store as text: `sqlite3 FILE .dump` (the sqlite3 CLI is
              needed here only; the test rebuilds the file with Python's
              sqlite3 module)
     vN.json  the schema version N (PRAGMA user_version, which a dump does
@@ -221,6 +221,9 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--commit", required=True)
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--name", default=None,
+                    help="the files' name (default vN); another build of a version N that "
+                         "laid it out otherwise is vN-COMMIT")
     args = ap.parse_args()
     if not shutil.which("sqlite3"):
         sys.exit("make_fixture: the sqlite3 command is needed (apt-get install sqlite3)")
@@ -261,7 +264,7 @@ def main():
     fixture = {"schema_version": version, "commit": args.commit, "features": features}
     fixture.update(answers)
     fixture["delivered_bodies"] = Receiver.bodies
-    base = os.path.join(args.out, "v%d" % version)
+    base = os.path.join(args.out, args.name or "v%d" % version)
     with open(base + ".sql", "w") as f:
         f.write(dump.stdout)
     with open(base + ".json", "w") as f:
