@@ -212,7 +212,7 @@ static const char *const sqlite_migrations[] = {
  * payments by a hash of their id instead (payments.k INTEGER PRIMARY KEY,
  * seq a column of its own) and left the idempotency records as version 4
  * had them; it was reverted and step 5 became the one above.  A store it
- * made says version 5 but is a version 4 with other payments table: the
+ * made says version 5 but is a version 4 with another payments table: the
  * payments go back to step 1's table, in seq order and with their seq, and
  * the store is then migrated as a version 4.  (The withdrawn step made the
  * three indexes of step 1 again, on its own table, under their names.) */
