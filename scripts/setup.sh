@@ -16,6 +16,7 @@ packages=(
   curl                                        # the README's examples
   libpq-dev postgresql-15                     # PostgreSQL store (libpq), and a server for its tests
   chromium chromium-driver python3-selenium   # the console's browser tests (tests/browser/)
+  libsystemd-dev                              # readiness and watchdog notifications (sd_notify)
 )
 
 missing=()

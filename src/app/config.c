@@ -148,6 +148,17 @@ static int apply_log_level(struct config *cfg, const char *v, char *errbuf, size
     return 0;
 }
 
+static int apply_log_file(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    if (v[0] == '\0' || strlen(v) >= CONFIG_URI_MAX) {
+        snprintf(errbuf, errlen, "--log-file: expected a file name (at most %d bytes)",
+                 CONFIG_URI_MAX - 1);
+        return -1;
+    }
+    snprintf(cfg->log_file, sizeof cfg->log_file, "%s", v);
+    return 0;
+}
+
 static int apply_client_timeout(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
     unsigned long long n;
@@ -423,6 +434,9 @@ static const struct option_def options[] = {
      "prefix of links in responses (default none: links are paths)", apply_public_url},
     {"--log-level", "PAYMENTD_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)",
      apply_log_level},
+    {"--log-file", "PAYMENTD_LOG_FILE", "FILE",
+     "append log lines to FILE (created 0640), reopened on SIGHUP (default stderr)",
+     apply_log_file},
     {"--client-timeout", "PAYMENTD_CLIENT_TIMEOUT", "SECONDS",
      "close connections idle this long (default 30)", apply_client_timeout},
     {"--api-keys", "PAYMENTD_API_KEYS", "FILE",
@@ -599,6 +613,8 @@ void config_usage(FILE *out)
         fprintf(out, "  %-28s %s [%s]\n", left, options[i].help, options[i].env);
     }
     fprintf(out, "  %-28s %s\n", "--help", "show this text");
+    fprintf(out, "  %-28s %s\n", "--version",
+            "show the release, commit, store schemas and library versions");
 }
 
 static void config_defaults(struct config *cfg)
@@ -656,6 +672,10 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
             cfg->help = 1;
             continue;
         }
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
+            cfg->version = 1;
+            continue;
+        }
         if (cfg->backup && !cfg->backup_file[0] && arg[0] != '-') {
             if (strlen(arg) >= sizeof cfg->backup_file) {
                 snprintf(errbuf, errlen, "backup: the file name is too long");
@@ -694,11 +714,12 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
         if (opt->apply(cfg, value, errbuf, errlen) != 0)
             return CONFIG_EINVAL;
     }
-    if (cfg->backup && !cfg->backup_file[0] && !cfg->help) {
+    if (cfg->backup && !cfg->backup_file[0] && !cfg->help && !cfg->version) {
         snprintf(errbuf, errlen, "backup: expected paymentd backup FILE [--store URI]");
         return CONFIG_EINVAL;
     }
-    if (cfg->migrate && (!cfg->migrate_from[0] || !cfg->migrate_to[0]) && !cfg->help) {
+    if (cfg->migrate && (!cfg->migrate_from[0] || !cfg->migrate_to[0]) && !cfg->help &&
+        !cfg->version) {
         snprintf(errbuf, errlen, "migrate: expected paymentd migrate --from URI --to URI [--page N]");
         return CONFIG_EINVAL;
     }

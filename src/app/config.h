@@ -21,6 +21,7 @@ struct config {
     size_t max_body;                   /* --max-body, bytes */
     char public_url[CONFIG_URI_MAX];   /* --public-url without a trailing '/', or "" */
     enum log_level log_level;          /* --log-level */
+    char log_file[CONFIG_URI_MAX];     /* --log-file, or "" for stderr */
     unsigned client_timeout_s;         /* --client-timeout, seconds */
     unsigned shutdown_grace_ms;        /* how long in-flight requests get on SIGTERM */
     char api_keys[CONFIG_URI_MAX];     /* --api-keys file, or "" to run open */
@@ -53,6 +54,7 @@ struct config {
     int64_t webhook_disable_after_ms;  /* --webhook-disable-after: failing this long disables */
     int webhook_allow_private;         /* --webhook-allow-private: private destinations allowed */
     int help;                          /* --help was given */
+    int version;                       /* --version (-V) was given */
 };
 
 enum config_result {

@@ -208,6 +208,11 @@ static const char *const sqlite_migrations[] = {
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
 
+int payment_store_schema_sqlite(void)
+{
+    return SQLITE_SCHEMA_VERSION;
+}
+
 /* A withdrawn version 5.  For a few minutes one build's step 5 keyed the
  * payments by a hash of their id instead (payments.k INTEGER PRIMARY KEY,
  * seq a column of its own) and left the idempotency records as version 4
