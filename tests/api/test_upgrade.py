@@ -95,6 +95,11 @@ def _fresh(t):
         _FRESH["version"] = _user_version(path)
         _FRESH["schema"] = _schema(path)
         check(_FRESH["version"] > 0, "a new store's user_version is %r" % _FRESH["version"])
+        rc, out, err = run_binary(t.binary, ["--version"])
+        m = re.search(r"^sqlite[-_]store[-_]schema (\d+)$", out, re.M)
+        check(rc == 0 and m, "--version names no sqlite store schema: %r" % (out + err)[:300])
+        eq(int(m.group(1)), _FRESH["version"], "--version's sqlite store schema, against a new "
+           "store's user_version")
     return _FRESH["version"], _FRESH["schema"]
 
 
