@@ -197,6 +197,9 @@ static int mongo_first_contact(struct mongo_store *st, int wait, int existing, c
         err = PAYMENT_STORE_EURI;
     } else if (mongo_setup(st, client, &e)) {
         atomic_store(&st->ready, 1);
+    } else if (e.domain == MONGO_ERROR_SCHEMA) {
+        store_errf(errbuf, errlen, "%s", e.message); /* the words every store uses */
+        err = PAYMENT_STORE_EURI;
     } else {
         err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
                                                              : PAYMENT_STORE_EURI;

@@ -61,6 +61,11 @@
 #define MONGO_HOOK_ORGS_SUFFIX "_webhook_orgs" /* <collection>_webhook_orgs: the limit's slots */
 #define MONGO_DELIVERIES_SUFFIX "_deliveries" /* <collection>_deliveries: deliveries */
 #define MONGO_DISPATCH_SUFFIX "_dispatch" /* {_id: <collection>_dispatch} in counters: pos */
+#define MONGO_SCHEMA_SUFFIX "_schema" /* {_id: <collection>_schema} in counters: version */
+/* The layout's version (store_mongo_setup.c); a store of a later one is
+ * refused, with bson_error_t domain MONGO_ERROR_SCHEMA from mongo_setup. */
+#define MONGO_SCHEMA_VERSION 1
+#define MONGO_ERROR_SCHEMA 0x7064u
 #define MONGO_DELIVERY_KEY_INDEX "webhook_event" /* unique: one delivery per (endpoint, event) */
 
 /* The list's columns, top-level fields of every live document. */

@@ -1,9 +1,19 @@
 /* store_mongo_setup: what a database needs before the store serves: its
- * indexes (created on open, a no-op when they exist; the one unique index
- * of the payments besides _id starts with organisation_id, the shard key
- * README advises), the feed's indexes, the webhooks' indexes, and a
- * sequence counter at least as high as every stored seq. */
+ * schema marker (checked first: a store a newer paymentd has changed is
+ * refused before anything is written), its indexes (created on open, a
+ * no-op when they exist; the one unique index of the payments besides _id
+ * starts with organisation_id, the shard key README advises), the feed's
+ * indexes, the webhooks' indexes, and a sequence counter at least as high
+ * as every stored seq.
+ *
+ * The marker is {_id: <collection>_schema, version: N} in counters.
+ * Version 1 is the layout as it was when the marker came: a store without
+ * one (new, or made before it) is of version 1 and is given it.  A later
+ * paymentd that changes the layout raises it, migrating here, and this
+ * build then refuses the store with the words every store uses. */
 
+#include <assert.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -137,16 +147,17 @@ static int64_t mongo_max_seq(mongoc_collection_t *coll, bson_error_t *e)
     return max;
 }
 
-/* Moves the counter to at least floor (a restore may hold payments the
- * counter has not counted).  $max with upsert is idempotent; two nodes
- * upserting at once may collide on _id, and the loser's retry finds it. */
-static bool mongo_counter_floor(mongoc_collection_t *counters, const char *name, int64_t floor,
-                                bson_error_t *e)
+/* Moves field of the counter name to at least floor (a restore may hold
+ * payments the counter has not counted).  $max with upsert is idempotent;
+ * two nodes upserting at once may collide on _id, and the loser's retry
+ * finds it. */
+static bool mongo_counter_floor(mongoc_collection_t *counters, const char *name,
+                                const char *field, int64_t floor, bson_error_t *e)
 {
     bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, opts = BSON_INITIALIZER, max;
     bool ok = BSON_APPEND_UTF8(&filter, "_id", name) &&
               BSON_APPEND_DOCUMENT_BEGIN(&update, "$max", &max) &&
-              BSON_APPEND_INT64(&max, "seq", floor) && bson_append_document_end(&update, &max) &&
+              BSON_APPEND_INT64(&max, field, floor) && bson_append_document_end(&update, &max) &&
               BSON_APPEND_BOOL(&opts, "upsert", true);
     if (!ok)
         bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the counter update");
@@ -160,6 +171,53 @@ static bool mongo_counter_floor(mongoc_collection_t *counters, const char *name,
     bson_destroy(&update);
     bson_destroy(&opts);
     return ok;
+}
+
+/* The version the store's marker records into *version (1 when it has
+ * none), or false with e set. */
+static bool mongo_schema_read(mongoc_collection_t *counters, const char *id, int64_t *version,
+                              bson_error_t *e)
+{
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+    bool ok = BSON_APPEND_UTF8(&filter, "_id", id) && BSON_APPEND_INT64(&opts, "limit", 1) &&
+              BSON_APPEND_BOOL(&opts, "singleBatch", true);
+    *version = MONGO_SCHEMA_VERSION;
+    if (ok) {
+        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(counters, &filter, &opts, NULL);
+        const bson_t *doc;
+        if (mongoc_cursor_next(cur, &doc))
+            *version = mongo_get_int64(doc, "version", MONGO_SCHEMA_VERSION);
+        else if (mongoc_cursor_error(cur, e))
+            ok = false;
+        mongoc_cursor_destroy(cur);
+    } else {
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build a query");
+    }
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return ok;
+}
+
+/* Refuses a store of a later layout than this build's (e in domain
+ * MONGO_ERROR_SCHEMA, nothing written), else records this build's version
+ * in a store that has no marker yet. */
+static bool mongo_schema_mark(struct mongo_store *st, mongoc_collection_t *counters,
+                              bson_error_t *e)
+{
+    char id[MONGO_NAME_MAX + sizeof MONGO_SCHEMA_SUFFIX];
+    int n = snprintf(id, sizeof id, "%s%s", st->coll, MONGO_SCHEMA_SUFFIX);
+    assert(n > 0 && (size_t)n < sizeof id); /* the collection's name is at most MONGO_NAME_MAX */
+    int64_t version;
+    if (!mongo_schema_read(counters, id, &version, e))
+        return false;
+    if (version > MONGO_SCHEMA_VERSION) {
+        bson_set_error(e, MONGO_ERROR_SCHEMA, 0,
+                       "store schema version %" PRId64
+                       " is newer than this build's (%d): upgrade paymentd",
+                       version, MONGO_SCHEMA_VERSION);
+        return false;
+    }
+    return mongo_counter_floor(counters, id, "version", MONGO_SCHEMA_VERSION, e);
 }
 
 /* The index the purge of operation outcomes reads: applied_ms. */
@@ -202,12 +260,14 @@ static bool mongo_create_indexes(struct mongo_store *st, mongoc_client_t *client
     return ok;
 }
 
-/* Creates the indexes (a no-op when they exist) and floors the counter. */
+/* Checks and marks the schema, creates the indexes (a no-op when they
+ * exist) and floors the counter. */
 bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_error_t *e)
 {
     mongoc_collection_t *coll = mongo_collection(st, client, st->coll);
     mongoc_collection_t *counters = mongo_collection(st, client, MONGO_COUNTERS);
-    bool ok = mongo_create_indexes(st, client, st->coll, mongo_indexes,
+    bool ok = mongo_schema_mark(st, counters, e) &&
+              mongo_create_indexes(st, client, st->coll, mongo_indexes,
                                    sizeof mongo_indexes / sizeof mongo_indexes[0], e) &&
               mongo_create_indexes(st, client, st->events_coll, mongo_event_indexes,
                                    sizeof mongo_event_indexes / sizeof mongo_event_indexes[0], e) &&
@@ -218,7 +278,7 @@ bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_error_t *
                                    sizeof mongo_delivery_indexes / sizeof mongo_delivery_indexes[0],
                                    e);
     int64_t max = ok ? mongo_max_seq(coll, e) : -1;
-    ok = max >= 0 && mongo_counter_floor(counters, st->coll, max, e);
+    ok = max >= 0 && mongo_counter_floor(counters, st->coll, "seq", max, e);
     mongoc_collection_destroy(counters);
     mongoc_collection_destroy(coll);
     return ok;

@@ -177,6 +177,14 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
     int rc = sqlite3_open_v2(path, &st->wdb, flags, sqlite_vfs(st));
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(st->wdb, SQLITE_BUSY_TIMEOUT_MS);
+    /* A store of a newer schema is refused before the pragmas below: the WAL
+     * one rewrites the header of a file not in WAL mode (a restored backup),
+     * and a refused store is left as it was, byte for byte. */
+    int version = 0;
+    if (rc == SQLITE_OK)
+        rc = sqlite_schema_read(st->wdb, &version);
+    if (rc == SQLITE_OK && sqlite_schema_check(version, errbuf, errlen) != SQLITE_OK)
+        return PAYMENT_STORE_EURI;
     /* A new store's pages hold a whole typical payment (about 7 KB stored),
      * so that a read takes one page, not a leaf and an overflow page, and
      * SQLite hands out the document without assembling it.  Only a store not
@@ -198,7 +206,7 @@ static int sqlite_open_writer(struct sqlite_store *st, const char *path, char *e
      * of 8 KB, and each would be written to that file.  In memory it stays. */
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->wdb, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL);
-    if ((rc & 0xff) == SQLITE_BUSY) { /* the WAL pragma's read waited out the busy timeout */
+    if ((rc & 0xff) == SQLITE_BUSY) { /* a read above waited out the busy timeout */
         store_errf(errbuf, errlen, "%s is %s", path,
                    st->exclusive ? "open in another process, and this one needs it to itself"
                                  : "held exclusively by another process");

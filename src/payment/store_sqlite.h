@@ -234,7 +234,16 @@ void sqlite_cache_free(struct sqlite_stmt_cache *c);
 
 /* The first row's first column of sql as text, into out. */
 int sqlite_pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen);
-/* Brings db's schema to the current version in one transaction. */
+/* The schema version db holds (its user_version; 0 for a new file) into
+ * *version: a read, nothing written. */
+int sqlite_schema_read(sqlite3 *db, int *version);
+/* SQLITE_OK when this build can open a store of schema version (older ones
+ * it migrates), else SQLITE_ERROR with the reason in errbuf: a newer one's
+ * says "store schema version N is newer than this build's (M): upgrade
+ * paymentd". */
+int sqlite_schema_check(int version, char *errbuf, size_t errlen);
+/* Brings db's schema to the current version in one transaction; refuses a
+ * newer one (sqlite_schema_check) without writing. */
 int sqlite_schema_migrate(sqlite3 *db, char *errbuf, size_t errlen);
 
 /* ---- store_sqlite_checkpoint.c ---------------------------------------------- */

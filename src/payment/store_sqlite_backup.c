@@ -19,7 +19,8 @@
  * is recovered from its write-ahead log first) but kept to reading, never
  * created, on the default VFS so that it shares the file with the
  * processes using it.  Reads the schema version, which takes the read lock
- * the copy will need: a file held exclusively fails here. */
+ * the copy will need: a file held exclusively fails here, and so does a
+ * store of a newer schema than this build's. */
 static int sqlite_backup_source(const char *path, sqlite3 **out, char *errbuf, size_t errlen)
 {
     int rc = sqlite3_open_v2(path, out, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -46,6 +47,13 @@ static int sqlite_backup_source(const char *path, sqlite3 **out, char *errbuf, s
     }
     if (atoi(version) <= 0) {
         store_errf(errbuf, errlen, "%s is not a paymentd store (no schema)", path);
+        return PAYMENT_STORE_EURI;
+    }
+    /* A newer build's store is refused here as on open: its copy would be
+     * one this build could not restore or vouch for. */
+    char why[256];
+    if (sqlite_schema_check(atoi(version), why, sizeof why) != SQLITE_OK) {
+        store_errf(errbuf, errlen, "cannot open store %s: %s", path, why);
         return PAYMENT_STORE_EURI;
     }
     return PAYMENT_STORE_OK;

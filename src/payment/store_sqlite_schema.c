@@ -1,6 +1,12 @@
 /* store_sqlite_schema: the embedded store's schema, as numbered steps from
  * an empty file, and the migration that brings a store of any earlier
- * version to the current one when it is opened. */
+ * version to the current one when it is opened.
+ *
+ * The version is the file's user_version.  A store of a later version than
+ * this build knows (made by a newer paymentd) is refused before anything
+ * is written to it: its tables may mean what this build cannot tell, and
+ * the operator's way out is the newer binary (sqlite_schema_check). */
+#include <assert.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,6 +213,30 @@ int payment_store_schema_sqlite(void)
     return SQLITE_SCHEMA_VERSION;
 }
 
+/* A withdrawn version 5.  For a few minutes one build's step 5 keyed the
+ * payments by a hash of their id instead (payments.k INTEGER PRIMARY KEY,
+ * seq a column of its own) and left the idempotency records as version 4
+ * had them; it was reverted and step 5 became the one above.  A store it
+ * made says version 5 but is a version 4 with another payments table: the
+ * payments go back to step 1's table, in seq order and with their seq, and
+ * the store is then migrated as a version 4.  (The withdrawn step made the
+ * three indexes of step 1 again, on its own table, under their names.) */
+static const char sqlite_withdrawn_5_probe[] =
+    "SELECT count(*) FROM pragma_table_info('payments') WHERE name = 'k'";
+static const char sqlite_withdrawn_5_away[] =
+    "DROP INDEX payments_organisation;"
+    "DROP INDEX payments_reference;"
+    "DROP INDEX payments_end_to_end_reference;"
+    "ALTER TABLE payments RENAME TO payments_withdrawn_5;";
+static const char sqlite_withdrawn_5_back[] =
+    "INSERT INTO payments (seq, id, organisation_id, version, created_ms, modified_ms, currency,"
+    " payment_scheme, payment_type, reference, end_to_end_reference, processing_date,"
+    " amount_key, doc, deleted)"
+    " SELECT seq, id, organisation_id, version, created_ms, modified_ms, currency,"
+    " payment_scheme, payment_type, reference, end_to_end_reference, processing_date,"
+    " amount_key, doc, deleted FROM payments_withdrawn_5 ORDER BY seq;"
+    "DROP TABLE payments_withdrawn_5;";
+
 /* The first row's first column of sql as text, into out. */
 int sqlite_pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
 {
@@ -234,6 +264,55 @@ static int sqlite_exec(sqlite3 *db, const char *sql, char *errbuf, size_t errlen
     return rc;
 }
 
+/* In the migration's transaction: a store of the withdrawn version 5 made a
+ * version 4 (*version set to 4); any other store left as it is. */
+static int sqlite_schema_withdrawn_5(sqlite3 *db, int *version, char *errbuf, size_t errlen)
+{
+    if (*version != 5)
+        return SQLITE_OK;
+    char found[16];
+    int rc = sqlite_pragma_text(db, sqlite_withdrawn_5_probe, found, sizeof found);
+    if (rc != SQLITE_OK) {
+        store_errf(errbuf, errlen, "store schema: %s", sqlite3_errmsg(db));
+        return rc;
+    }
+    if (atoi(found) == 0)
+        return SQLITE_OK;
+    rc = sqlite_exec(db, sqlite_withdrawn_5_away, errbuf, errlen);
+    if (rc == SQLITE_OK)
+        rc = sqlite_exec(db, sqlite_migrations[0], errbuf, errlen); /* step 1's table, indexes */
+    if (rc == SQLITE_OK)
+        rc = sqlite_exec(db, sqlite_withdrawn_5_back, errbuf, errlen);
+    if (rc == SQLITE_OK)
+        *version = 4;
+    return rc;
+}
+
+int sqlite_schema_read(sqlite3 *db, int *version)
+{
+    char text[32];
+    int rc = sqlite_pragma_text(db, "PRAGMA user_version", text, sizeof text);
+    if (rc == SQLITE_OK)
+        *version = atoi(text);
+    return rc;
+}
+
+int sqlite_schema_check(int version, char *errbuf, size_t errlen)
+{
+    if (version > SQLITE_SCHEMA_VERSION) {
+        store_errf(errbuf, errlen,
+                   "store schema version %d is newer than this build's (%d): upgrade paymentd",
+                   version, SQLITE_SCHEMA_VERSION);
+        return SQLITE_ERROR;
+    }
+    if (version < 0) {
+        store_errf(errbuf, errlen, "store schema version %d is not one this build knows (%d)",
+                   version, SQLITE_SCHEMA_VERSION);
+        return SQLITE_ERROR;
+    }
+    return SQLITE_OK;
+}
+
 /* Brings the schema to SQLITE_SCHEMA_VERSION in one transaction, so that
  * concurrent openers and a crash mid-way leave a whole version. */
 int sqlite_schema_migrate(sqlite3 *db, char *errbuf, size_t errlen)
@@ -241,25 +320,26 @@ int sqlite_schema_migrate(sqlite3 *db, char *errbuf, size_t errlen)
     int rc = sqlite_exec(db, "BEGIN IMMEDIATE", errbuf, errlen);
     if (rc != SQLITE_OK)
         return rc;
-    char text[32];
-    rc = sqlite_pragma_text(db, "PRAGMA user_version", text, sizeof text);
+    int version = 0;
+    rc = sqlite_schema_read(db, &version);
     if (rc != SQLITE_OK) {
         store_errf(errbuf, errlen, "store schema: %s", sqlite3_errmsg(db));
         goto fail;
     }
-    int version = atoi(text);
-    if (version < 0 || version > SQLITE_SCHEMA_VERSION) {
-        store_errf(errbuf, errlen, "store schema version %d is not one this build knows (%d)",
-                    version, SQLITE_SCHEMA_VERSION);
-        rc = SQLITE_ERROR;
+    rc = sqlite_schema_check(version, errbuf, errlen);
+    if (rc != SQLITE_OK)
+        goto fail; /* nothing written: the rollback ends a read */
+    int found = version;
+    rc = sqlite_schema_withdrawn_5(db, &version, errbuf, errlen);
+    if (rc != SQLITE_OK)
         goto fail;
-    }
     for (int v = version; v < SQLITE_SCHEMA_VERSION; v++) {
         rc = sqlite_exec(db, sqlite_migrations[v], errbuf, errlen);
         if (rc != SQLITE_OK)
             goto fail;
     }
-    if (version < SQLITE_SCHEMA_VERSION) {
+    if (found < SQLITE_SCHEMA_VERSION) {
+        assert(version <= found);
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SQLITE_SCHEMA_VERSION);
         rc = sqlite_exec(db, sql, errbuf, errlen);
