@@ -75,16 +75,19 @@ cleaned=no
 
 # Stops what the test started and removes what it installed; safe to run
 # twice (at the end, then on exit).
+# Runs without errexit: every step is tried, whatever failed before it.
 cleanup() {
+  set +e
   [ "$cleaned" = yes ] && return 0
   cleaned=yes
-  [ -n "$server_pid" ] && kill -KILL "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  [ -n "$listener_pid" ] && kill "$listener_pid" 2>/dev/null && wait "$listener_pid" 2>/dev/null
+  if [ -n "$server_pid" ]; then kill -KILL "$server_pid"; wait "$server_pid"; fi 2>/dev/null
+  if [ -n "$listener_pid" ]; then kill "$listener_pid"; wait "$listener_pid"; fi 2>/dev/null
+  server_pid="" listener_pid=""
   if known; then
-    quiet dpkg --purge paymentd || true
+    quiet dpkg --purge paymentd
   fi
-  [ "$data_before" = no ] && rm -rf /var/lib/paymentd
-  [ "$etc_before" = no ] && rm -rf /etc/paymentd
+  if [ "$data_before" = no ]; then rm -rf /var/lib/paymentd; fi
+  if [ "$etc_before" = no ]; then rm -rf /etc/paymentd; fi
   if [ "$user_before" = no ] && getent passwd paymentd >/dev/null; then
     deluser --system --quiet paymentd >/dev/null 2>&1 || userdel paymentd 2>/dev/null || true
   fi
@@ -92,6 +95,7 @@ cleanup() {
     delgroup --system --quiet paymentd >/dev/null 2>&1 || groupdel paymentd 2>/dev/null || true
   fi
   rm -rf "$work"
+  set -e
   return 0
 }
 trap cleanup EXIT
