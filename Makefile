@@ -23,6 +23,10 @@ LIBS    += $(shell pkg-config --libs $(MONGO_PC))
 PQ_PC   := libpq
 INC     += $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PQ_PC)))
 LIBS    += $(shell pkg-config --libs $(PQ_PC))
+# Readiness and watchdog notifications to systemd (sd_notify).
+LIBS    += -lsystemd
+# Generated headers (build/gen/version.h).
+INC     += -Ibuild
 
 SRC      := $(sort $(shell find src -name '*.c' ! -name main.c))
 TEST_SRC := $(sort $(shell find tests -name 'test_*.c'))
@@ -62,6 +66,20 @@ build/asan/obj/%.o: %.c
 	$(Q)$(CC) $(CSTD) $(WARN) $(SANFLAGS) $(INC) -Itests -MMD -MP -c -o $@ $<
 
 FORCE:
+
+# The release (VERSION) and the commit built from, for src/app/version.c:
+# the header is written again only when either changes, so a new commit
+# rebuilds one file.  `make PAYMENTD_COMMIT=...` names the commit of a tree
+# built outside git.
+PAYMENTD_COMMIT ?= $(shell test -e .git && git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+VERSION_GEN := build/gen/version.h
+VERSION_TEXT = '\043define PAYMENTD_VERSION "%s"\n\043define PAYMENTD_COMMIT "%s"\n' "$$(cat VERSION)" "$(PAYMENTD_COMMIT)"
+
+$(VERSION_GEN): FORCE
+	@mkdir -p $(dir $@)
+	@printf $(VERSION_TEXT) | cmp -s - $@ || printf $(VERSION_TEXT) > $@
+
+build/obj/src/app/version.o build/asan/obj/src/app/version.o: $(VERSION_GEN)
 
 build/gen/console_files.list: FORCE
 	@mkdir -p $(dir $@)

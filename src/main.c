@@ -18,6 +18,7 @@
 #include "app/opqueue_broker.h"
 #include "app/relay.h"
 #include "app/system.h"
+#include "app/version.h"
 #include "auth/keys.h"
 #include "broker/broker.h"
 #include "broker/opstream.h"
@@ -223,6 +224,8 @@ int main(int argc, char **argv)
         config_usage(stdout);
         return 0;
     }
+    if (cfg.version)
+        return version_print(stdout) == 0 ? 0 : 1;
     if (payment_store_init(err, sizeof err) != PAYMENT_STORE_OK) {
         fprintf(stderr, "paymentd: %s\n", err);
         return 1;

@@ -599,6 +599,8 @@ void config_usage(FILE *out)
         fprintf(out, "  %-28s %s [%s]\n", left, options[i].help, options[i].env);
     }
     fprintf(out, "  %-28s %s\n", "--help", "show this text");
+    fprintf(out, "  %-28s %s\n", "--version",
+            "show the release, commit, store schemas and library versions");
 }
 
 static void config_defaults(struct config *cfg)
@@ -656,6 +658,10 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
             cfg->help = 1;
             continue;
         }
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
+            cfg->version = 1;
+            continue;
+        }
         if (cfg->backup && !cfg->backup_file[0] && arg[0] != '-') {
             if (strlen(arg) >= sizeof cfg->backup_file) {
                 snprintf(errbuf, errlen, "backup: the file name is too long");
@@ -694,11 +700,12 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *(*env)(c
         if (opt->apply(cfg, value, errbuf, errlen) != 0)
             return CONFIG_EINVAL;
     }
-    if (cfg->backup && !cfg->backup_file[0] && !cfg->help) {
+    if (cfg->backup && !cfg->backup_file[0] && !cfg->help && !cfg->version) {
         snprintf(errbuf, errlen, "backup: expected paymentd backup FILE [--store URI]");
         return CONFIG_EINVAL;
     }
-    if (cfg->migrate && (!cfg->migrate_from[0] || !cfg->migrate_to[0]) && !cfg->help) {
+    if (cfg->migrate && (!cfg->migrate_from[0] || !cfg->migrate_to[0]) && !cfg->help &&
+        !cfg->version) {
         snprintf(errbuf, errlen, "migrate: expected paymentd migrate --from URI --to URI [--page N]");
         return CONFIG_EINVAL;
     }

@@ -53,6 +53,7 @@ struct config {
     int64_t webhook_disable_after_ms;  /* --webhook-disable-after: failing this long disables */
     int webhook_allow_private;         /* --webhook-allow-private: private destinations allowed */
     int help;                          /* --help was given */
+    int version;                       /* --version (-V) was given */
 };
 
 enum config_result {

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "app/version.h"
 #include "auth/keys.h"
 #include "http/server.h"
 
@@ -88,6 +89,7 @@ static void metrics(http_request *req, void *ctx)
 {
     struct system_ctx *sys = ctx;
     struct buf b = BUF_INIT;
+    version_metrics(&b);
     http_server_metrics(http_request_server(req), &b);
     payment_api_metrics(sys->api, &b);
     if (sys->dead)

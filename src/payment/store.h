@@ -118,6 +118,12 @@ typedef void (*payment_store_done_fn)(void *arg, int err, int64_t current_versio
  * cannot start, or was used already (a second call is refused so). */
 int payment_store_init(char *errbuf, size_t errlen);
 
+/* The schema versions this build writes, per kind of store: a store found at
+ * an older version is migrated when opened, one at a newer version refused
+ * (paymentd --version shows them). */
+int payment_store_schema_sqlite(void);
+int payment_store_schema_postgres(void);
+
 /* payment_store_open's flags. */
 enum payment_store_flag {
     /* The embedded store's file is this process's alone while it is open:

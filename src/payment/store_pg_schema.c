@@ -155,6 +155,11 @@ int pg_schema_version(void)
     return PG_SCHEMA_VERSION;
 }
 
+int payment_store_schema_postgres(void)
+{
+    return PG_SCHEMA_VERSION;
+}
+
 /* Runs sql (several statements, no parameters): 0, or a store error with
  * the server's message in errbuf. */
 static int pg_schema_exec(struct pg_conn *c, const char *sql, char *errbuf, size_t errlen)

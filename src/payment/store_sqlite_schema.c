@@ -202,6 +202,11 @@ static const char *const sqlite_migrations[] = {
 
 #define SQLITE_SCHEMA_VERSION ((int)(sizeof sqlite_migrations / sizeof sqlite_migrations[0]))
 
+int payment_store_schema_sqlite(void)
+{
+    return SQLITE_SCHEMA_VERSION;
+}
+
 /* The first row's first column of sql as text, into out. */
 int sqlite_pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
 {
