@@ -103,7 +103,7 @@ trap 'exit 130' INT TERM
 
 
 # --- build -------------------------------------------------------------
-status_before=$(git status --porcelain --ignored)
+status_before=$(git status --porcelain)
 src="$work/paymentd"
 mkdir -p "$src"
 git ls-files -z --cached --others --exclude-standard | tar -cf - --null -T - | tar -xf - -C "$src"
@@ -117,7 +117,7 @@ fi
 ok "dpkg-buildpackage -us -uc -b builds the package"
 deb=$(ls "$work"/paymentd_*.deb)
 check "the repository's files are as they were before the build (git status)" \
-  test "$(git status --porcelain --ignored)" = "$status_before"
+  test "$(git status --porcelain)" = "$status_before"
 echo "package: $(basename "$deb"): $(stat -c %s "$deb") bytes, installed size $(dpkg-deb -f "$deb" Installed-Size) KiB"
 
 # make install and uninstall, staged (the package build left build/paymentd).
@@ -144,6 +144,8 @@ ok "dpkg -i installs the package"
 # owner and mode each must have.
 declare -A want=(
   [/usr/sbin/paymentd]="root:root 755"
+  [/usr/share/man/man8/paymentd.8.gz]="root:root 644"
+  [/usr/share/doc/paymentd]="root:root 755"
   [/etc/default/paymentd]="root:root 644"
   [/etc/paymentd]="root:paymentd 750"
   [/var/lib/paymentd]="paymentd:paymentd 750"
@@ -171,7 +173,9 @@ check "the manual page renders without warnings" \
 
 # --- version -----------------------------------------------------------
 version=$(cat VERSION 2>/dev/null || echo "(no VERSION file)")
-first=$(/usr/sbin/paymentd --version 2>&1 | head -n 1 || true)
+version_out=$(/usr/sbin/paymentd --version 2>&1 || true)
+printf '%s\n' "$version_out" | sed 's/^/version: /'
+first=$(printf '%s\n' "$version_out" | head -n 1)
 check "/usr/sbin/paymentd --version's first line is \"paymentd $version\" (got \"$first\")" \
   test "$first" = "paymentd $version"
 changelog_version=$(dpkg-parsechangelog -l debian/changelog -S Version)
