@@ -101,7 +101,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-
 # --- build -------------------------------------------------------------
 status_before=$(git status --porcelain)
 src="$work/paymentd"
@@ -122,7 +121,7 @@ echo "package: $(basename "$deb"): $(stat -c %s "$deb") bytes, installed size $(
 
 # make install and uninstall, staged (the package build left build/paymentd).
 stage="$work/stage"
-if quiet make -C "$src" install PREFIX=/opt/pd DESTDIR="$stage"; then
+if quiet make -C "$src" install PREFIX=/opt/pd DESTDIR="$stage" PAYMENTD_COMMIT="$commit"; then
   got="$(stat -c %a "$stage/opt/pd/sbin/paymentd" 2>/dev/null) $(stat -c %a "$stage/opt/pd/share/man/man8/paymentd.8" 2>/dev/null)"
   check "make install PREFIX=/opt/pd DESTDIR=...: sbin/paymentd 755, share/man/man8/paymentd.8 644 (got $got)" \
     test "$got" = "755 644"
