@@ -1,20 +1,30 @@
 /* paymentd: wires configuration, store, validator, broker and HTTP server
  * together, then waits for SIGTERM or SIGINT and shuts down in order:
- * stop accepting, let in-flight requests finish, close the store.  Also
+ * stop accepting, let in-flight requests finish, close the store.  Main's
+ * thread takes every signal (sigwait): SIGHUP reopens --log-file and
+ * reloads --api-keys while the other threads serve; it tells the service
+ * manager (app/notify.h) when it is ready, reloading and stopping, and
+ * pings its watchdog while the HTTP server answers (app/liveness.h).  Also
  * `paymentd worker` (applies asynchronous writes), `paymentd backup FILE`
  * (copies the store) and `paymentd migrate` (copies one store into another,
  * app/migrate.h). */
+#include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "app/config.h"
 #include "app/console.h"
 #include "app/deadletters.h"
 #include "app/janitor.h"
+#include "app/liveness.h"
 #include "app/migrate.h"
+#include "app/notify.h"
 #include "app/opqueue_broker.h"
 #include "app/relay.h"
 #include "app/system.h"
@@ -35,6 +45,7 @@
 #define WORKER_START_ATTEMPTS 30 /* one a second */
 #define OPS_BUCKET "PAYMENTS_OPS"
 #define FEED_WAITERS_POOLED_MAX 512 /* see feed_waiters_max */
+#define LIVENESS_TIMEOUT_MAX_MS 5000 /* the longest a watchdog probe waits */
 
 /* Everything main owns; each field NULL until made. */
 struct app {
@@ -57,19 +68,126 @@ static const char *env_lookup(const char *name)
     return getenv(name);
 }
 
-/* Blocks the shutdown signals in every thread (they are taken by sigwait
- * in main) and ignores SIGPIPE from closed client sockets. */
+/* What main's thread does between signals once serving. */
+struct signal_loop {
+    const sigset_t *sigs;       /* the signals it takes */
+    const struct logger *log;   /* its --log-file reopened on SIGHUP */
+    const struct config *cfg;   /* --log-file and --api-keys */
+    auth_keys *keys;            /* reloaded on SIGHUP, or NULL */
+    const char *status;         /* the STATUS= line while running */
+    const char *probe_host;     /* the HTTP server probed before each watchdog ping */
+    uint16_t probe_port;        /* its port; 0: no server (the worker) */
+};
+
+/* Blocks the signals main takes by sigwait (shutdown, and SIGHUP's
+ * reload) in every thread and ignores SIGPIPE from closed client sockets. */
 static int signals_setup(sigset_t *set)
 {
-    sigemptyset(set);
-    sigaddset(set, SIGTERM);
-    sigaddset(set, SIGINT);
+    if (sigemptyset(set) != 0 || sigaddset(set, SIGTERM) != 0 || sigaddset(set, SIGINT) != 0 ||
+        sigaddset(set, SIGHUP) != 0)
+        return -1;
     if (pthread_sigmask(SIG_BLOCK, set, NULL) != 0)
         return -1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_IGN;
     return sigaction(SIGPIPE, &sa, NULL);
+}
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
+    assert(rc == 0);
+    (void)rc;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reopens --log-file, if any, after logrotate moved it. */
+static void log_file_reopen(const struct logger *log, const struct config *cfg)
+{
+    char err[512];
+    if (!cfg->log_file[0])
+        return;
+    if (log_reopen(log, cfg->log_file, err, sizeof err) != 0)
+        log_msg(log, LOG_ERROR, "log file not reopened: %s; lines still go to the file open before",
+                err);
+    else
+        log_msg(log, LOG_INFO, "SIGHUP: log file %s reopened", cfg->log_file);
+}
+
+/* SIGHUP: reopens the log file and reloads the API keys; serving goes on
+ * meanwhile, and a bad keys file leaves the previous keys in force. */
+static void signal_loop_reload(const struct signal_loop *l)
+{
+    notify_reloading(l->log, "reloading on SIGHUP");
+    log_file_reopen(l->log, l->cfg);
+    int keys_refused = 0;
+    if (l->keys) {
+        char msg[1024];
+        keys_refused = auth_keys_reload(l->keys, l->cfg->api_keys, msg, sizeof msg) != 0;
+        if (keys_refused)
+            log_msg(l->log, LOG_ERROR,
+                    "api keys not reloaded: %s; the previous keys stay in force", msg);
+        else
+            log_msg(l->log, LOG_INFO, "api keys reloaded from %s: %s", l->cfg->api_keys, msg);
+    }
+    char status[1200];
+    snprintf(status, sizeof status, "%s%s", l->status,
+             keys_refused ? "; api keys not reloaded (see the log), the previous stay in force"
+                          : "");
+    notify_ready(l->log, status);
+}
+
+/* A watchdog period ran out: pings when the HTTP server (if any) still
+ * answers.  A store that is down does not stop the pings: it is answered
+ * with 503s, not a hung process. */
+static void signal_loop_watchdog(const struct signal_loop *l, int64_t period_ms)
+{
+    if (l->probe_port) {
+        int64_t timeout = period_ms / 2;
+        if (timeout > LIVENESS_TIMEOUT_MAX_MS)
+            timeout = LIVENESS_TIMEOUT_MAX_MS;
+        if (!liveness_probe(l->probe_host, l->probe_port, timeout > 0 ? (int)timeout : 1)) {
+            log_msg(l->log, LOG_WARN,
+                    "watchdog: the HTTP server did not answer GET /healthz within %lld ms; "
+                    "no ping", (long long)timeout);
+            return;
+        }
+    }
+    notify_watchdog(l->log);
+}
+
+/* Waits for the signal that stops the process and returns it, reloading on
+ * each SIGHUP and, when the service manager's watchdog is on, pinging it
+ * every half of its interval in between. */
+static int signal_loop_run(const struct signal_loop *l)
+{
+    const int64_t period = notify_watchdog_interval_ms();
+    int64_t next_ping = monotonic_ms() + period;
+    for (;;) {
+        int sig = 0;
+        if (period == 0) {
+            if (sigwait(l->sigs, &sig) != 0)
+                continue;
+        } else {
+            int64_t left = next_ping - monotonic_ms();
+            if (left < 0)
+                left = 0;
+            struct timespec wait = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+            sig = sigtimedwait(l->sigs, NULL, &wait);
+            if (sig < 0 && errno == EAGAIN) {
+                int64_t started = monotonic_ms();
+                signal_loop_watchdog(l, period);
+                next_ping = started + period;
+            }
+            if (sig < 0)
+                continue; /* a ping was due, or EINTR */
+        }
+        if (sig != SIGHUP)
+            return sig;
+        signal_loop_reload(l);
+    }
 }
 
 /* Frees in the reverse order of making; the server first, so that no
@@ -118,7 +236,10 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
             break;
         log_msg(log, LOG_WARN, "worker cannot start yet: %s", err);
         struct timespec second = {1, 0};
-        if (sigtimedwait(sigs, NULL, &second) > 0)
+        int sig = sigtimedwait(sigs, NULL, &second);
+        if (sig == SIGHUP)
+            log_file_reopen(log, cfg);
+        else if (sig > 0)
             return 0; /* asked to stop while waiting */
     }
     if (!w) {
@@ -126,10 +247,14 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
         broker_library_shutdown();
         return 1;
     }
-    log_msg(log, LOG_INFO, "paymentd worker on %s, %u partitions", cfg->broker, cfg->partitions);
-    int sig = 0;
-    while (sigwait(sigs, &sig) != 0)
-        ;
+    char status[CONFIG_URI_MAX + 64];
+    snprintf(status, sizeof status, "worker on %s, %u partitions", cfg->broker, cfg->partitions);
+    log_msg(log, LOG_INFO, "paymentd %s", status);
+    notify_ready(log, status);
+    /* The worker serves no HTTP: its watchdog pings prove main's thread. */
+    const struct signal_loop loop = {sigs, log, cfg, NULL, status, NULL, 0};
+    int sig = signal_loop_run(&loop);
+    notify_stopping(log, "stopping: handing the partitions back");
     log_msg(log, LOG_INFO, "signal %d: handing the partitions back", sig);
     worker_stop(w);
     broker_library_shutdown();
@@ -240,7 +365,12 @@ int main(int argc, char **argv)
     config_redact_uri(store_uri, store_shown, sizeof store_shown);
     if (cfg.backup)
         return backup_main(store_uri, store_shown, cfg.backup_file);
-    const struct logger log = {cfg.log_level, 2};
+    int log_fd = 2;
+    if (cfg.log_file[0] && (log_fd = log_file_open(cfg.log_file, err, sizeof err)) < 0) {
+        fprintf(stderr, "paymentd: --log-file %s\n", err);
+        return 1;
+    }
+    const struct logger log = {cfg.log_level, log_fd};
     sigset_t sigs;
     if (signals_setup(&sigs) != 0) {
         fprintf(stderr, "paymentd: cannot set up signal handling\n");
@@ -349,20 +479,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "paymentd: %s\n", err);
         goto out;
     }
-    log_msg(&log, LOG_INFO, "paymentd listening on %s:%u, store %s, %u threads%s%s", cfg.host,
-            (unsigned)http_server_port(a.server), store_shown, cfg.threads,
+    char status[CONFIG_HOST_MAX + sizeof store_shown + 64];
+    snprintf(status, sizeof status, "listening on %s:%u, store %s", cfg.host,
+             (unsigned)http_server_port(a.server), store_shown);
+    log_msg(&log, LOG_INFO, "paymentd %s, %u threads%s%s", status, cfg.threads,
             cfg.broker[0] ? ", broker " : "", cfg.broker);
     if (!a.keys)
         log_msg(&log, LOG_WARN, "no --api-keys: every request is let in, for every organisation");
+    notify_ready(&log, status);
 
-    int sig = 0;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    const struct signal_loop loop = {&sigs, &log, &cfg, a.keys, status, cfg.host,
+                                     http_server_port(a.server)};
+    int sig = signal_loop_run(&loop);
+    notify_stopping(&log, "stopping: finishing in-flight requests");
     log_msg(&log, LOG_INFO, "signal %d: finishing in-flight requests", sig);
     rc = 0;
 out:
     app_close(&a, cfg.shutdown_grace_ms);
     if (rc == 0)
         log_msg(&log, LOG_INFO, "paymentd stopped");
+    if (log_fd != 2 && close(log_fd) != 0 && rc == 0)
+        rc = 1; /* the last lines may not have reached the file */
     return rc;
 }

@@ -148,6 +148,17 @@ static int apply_log_level(struct config *cfg, const char *v, char *errbuf, size
     return 0;
 }
 
+static int apply_log_file(struct config *cfg, const char *v, char *errbuf, size_t errlen)
+{
+    if (v[0] == '\0' || strlen(v) >= CONFIG_URI_MAX) {
+        snprintf(errbuf, errlen, "--log-file: expected a file name (at most %d bytes)",
+                 CONFIG_URI_MAX - 1);
+        return -1;
+    }
+    snprintf(cfg->log_file, sizeof cfg->log_file, "%s", v);
+    return 0;
+}
+
 static int apply_client_timeout(struct config *cfg, const char *v, char *errbuf, size_t errlen)
 {
     unsigned long long n;
@@ -423,6 +434,9 @@ static const struct option_def options[] = {
      "prefix of links in responses (default none: links are paths)", apply_public_url},
     {"--log-level", "PAYMENTD_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)",
      apply_log_level},
+    {"--log-file", "PAYMENTD_LOG_FILE", "FILE",
+     "append log lines to FILE (created 0640), reopened on SIGHUP (default stderr)",
+     apply_log_file},
     {"--client-timeout", "PAYMENTD_CLIENT_TIMEOUT", "SECONDS",
      "close connections idle this long (default 30)", apply_client_timeout},
     {"--api-keys", "PAYMENTD_API_KEYS", "FILE",

@@ -21,6 +21,7 @@ struct config {
     size_t max_body;                   /* --max-body, bytes */
     char public_url[CONFIG_URI_MAX];   /* --public-url without a trailing '/', or "" */
     enum log_level log_level;          /* --log-level */
+    char log_file[CONFIG_URI_MAX];     /* --log-file, or "" for stderr */
     unsigned client_timeout_s;         /* --client-timeout, seconds */
     unsigned shutdown_grace_ms;        /* how long in-flight requests get on SIGTERM */
     char api_keys[CONFIG_URI_MAX];     /* --api-keys file, or "" to run open */

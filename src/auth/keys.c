@@ -1,19 +1,30 @@
 #include "auth/keys.h"
 
+#include "core/buf.h"
 #include "core/hex.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-struct auth_keys {
+/* One file's keys, immutable once published. */
+struct key_set {
     size_t n;                       /* keys loaded */
     struct auth_principal *keys;    /* owned, n of them */
+    struct key_set *retired_next;   /* the set replaced before this one, once retired */
+};
+
+struct auth_keys {
+    _Atomic(struct key_set *) current; /* the set in force: swapped whole, never edited */
+    pthread_mutex_t reload_lock;       /* held by one reload at a time, never by a reader */
+    struct key_set *retired;           /* replaced sets, newest first: freed with k */
 };
 
 static int parse_digest(const char *hex, unsigned char out[32])
@@ -82,7 +93,7 @@ static void keys_free_entries(struct auth_principal *keys, size_t n)
     free(keys);
 }
 
-void auth_keys_free(auth_keys *k)
+static void key_set_free(struct key_set *k)
 {
     if (!k)
         return;
@@ -90,14 +101,31 @@ void auth_keys_free(auth_keys *k)
     free(k);
 }
 
-int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errlen)
+void auth_keys_free(auth_keys *k)
+{
+    if (!k)
+        return;
+    key_set_free(atomic_load_explicit(&k->current, memory_order_acquire));
+    for (struct key_set *r = k->retired, *next; r; r = next) {
+        next = r->retired_next;
+        key_set_free(r);
+    }
+    int rc = pthread_mutex_destroy(&k->reload_lock);
+    assert(rc == 0); /* no reload runs while k is freed */
+    (void)rc;
+    free(k);
+}
+
+/* Reads the whole key file at path into a new set.  Returns 0, or -1 with
+ * "FILE:LINE: reason" in errbuf and nothing allocated. */
+static int key_set_read(const char *path, struct key_set **out, char *errbuf, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    auth_keys *k = calloc(1, sizeof *k);
+    struct key_set *k = calloc(1, sizeof *k);
     size_t cap = 0;
     char line[8192];
     int lineno = 0, rc = 0;
@@ -170,10 +198,108 @@ int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errle
     }
     fclose(f);
     if (rc != 0) {
-        auth_keys_free(k);
+        key_set_free(k);
         return -1;
     }
     *out = k;
+    return 0;
+}
+
+int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errlen)
+{
+    struct key_set *set = NULL;
+    if (key_set_read(path, &set, errbuf, errlen) != 0)
+        return -1;
+    auth_keys *k = calloc(1, sizeof *k);
+    if (!k || pthread_mutex_init(&k->reload_lock, NULL) != 0) {
+        snprintf(errbuf, errlen, "%s: out of memory", path);
+        free(k);
+        key_set_free(set);
+        return -1;
+    }
+    atomic_init(&k->current, set);
+    *out = k;
+    return 0;
+}
+
+/* The key of set whose id is id, or NULL. */
+static const struct auth_principal *key_set_by_id(const struct key_set *set, const char *id)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (strcmp(set->keys[i].id, id) == 0)
+            return &set->keys[i];
+    return NULL;
+}
+
+/* Whether a and b (keys of one id) grant the same: secret, organisations
+ * and right to write. */
+static int key_same_grant(const struct auth_principal *a, const struct auth_principal *b)
+{
+    if (memcmp(a->digest, b->digest, sizeof a->digest) != 0 || a->write != b->write ||
+        a->all_orgs != b->all_orgs || a->n_orgs != b->n_orgs)
+        return 0;
+    for (size_t i = 0; i < a->n_orgs; i++)
+        if (strcmp(a->orgs[i], b->orgs[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* Appends "; WORD id,id" to b for the keys of from that are missing from
+ * other (changed 0) or are in other with another grant (changed 1): one
+ * part of a reload's summary; nothing when no key qualifies. */
+static void summary_append(struct buf *b, const char *word, const struct key_set *from,
+                           const struct key_set *other, int changed)
+{
+    int first = 1;
+    for (size_t i = 0; i < from->n; i++) {
+        const struct auth_principal *same = key_set_by_id(other, from->keys[i].id);
+        if (changed ? !same || key_same_grant(same, &from->keys[i]) : same != NULL)
+            continue;
+        buf_puts(b, first ? "; " : ",");
+        if (first) {
+            buf_puts(b, word);
+            buf_puts(b, " ");
+        }
+        buf_puts(b, from->keys[i].id);
+        first = 0;
+    }
+}
+
+/* What replacing old by new changes, as "N keys; added a,b; removed c;
+ * changed d" into msg (cut to msglen). */
+static void reload_summary(const struct key_set *old, const struct key_set *new, char *msg,
+                           size_t msglen)
+{
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "%zu key%s", new->n, new->n == 1 ? "" : "s");
+    summary_append(&b, "added", new, old, 0);
+    summary_append(&b, "removed", old, new, 0);
+    summary_append(&b, "changed", new, old, 1);
+    if (buf_failed(&b))
+        snprintf(msg, msglen, "%zu keys (out of memory for their ids)", new->n);
+    else
+        snprintf(msg, msglen, "%.*s", (int)b.len, b.data);
+    buf_free(&b);
+}
+
+int auth_keys_reload(auth_keys *k, const char *path, char *msg, size_t msglen)
+{
+    assert(k && path && msg && msglen > 0);
+    struct key_set *set = NULL;
+    if (key_set_read(path, &set, msg, msglen) != 0)
+        return -1; /* nothing changed */
+    int rc = pthread_mutex_lock(&k->reload_lock);
+    assert(rc == 0);
+    struct key_set *old = atomic_load_explicit(&k->current, memory_order_relaxed);
+    reload_summary(old, set, msg, msglen);
+    /* Release: a reader that loads set (acquire) sees it whole. */
+    atomic_store_explicit(&k->current, set, memory_order_release);
+    /* Retired, not freed: requests still hold principals of old. */
+    old->retired_next = k->retired;
+    k->retired = old;
+    rc = pthread_mutex_unlock(&k->reload_lock);
+    assert(rc == 0);
+    (void)rc;
     return 0;
 }
 
@@ -183,12 +309,16 @@ const struct auth_principal *auth_keys_find(const auth_keys *k, const char *secr
     unsigned int dlen = 0;
     if (!EVP_Digest(secret, len, digest, &dlen, EVP_sha256(), NULL) || dlen != sizeof digest)
         return NULL;
+    /* Acquire: pairs with auth_keys_reload's release, so the set read is
+     * the whole one published. */
+    const struct key_set *set = atomic_load_explicit(&k->current, memory_order_acquire);
+    assert(set && set->n > 0);
     const struct auth_principal *found = NULL;
     /* Every key is compared, in constant time, so that timing tells nothing
      * about which key (or how much of a digest) matched. */
-    for (size_t i = 0; i < k->n; i++)
-        if (CRYPTO_memcmp(digest, k->keys[i].digest, sizeof digest) == 0)
-            found = &k->keys[i];
+    for (size_t i = 0; i < set->n; i++)
+        if (CRYPTO_memcmp(digest, set->keys[i].digest, sizeof digest) == 0)
+            found = &set->keys[i];
     return found;
 }
 

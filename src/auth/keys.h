@@ -10,7 +10,17 @@
  * for every organisation.  A "read" key may only read (GET and HEAD); a
  * "write" key, or one without the fourth field, may also write.  Secrets themselves never reach the server's disk
  * or logs: a request's bearer secret is hashed and compared, in constant
- * time, with every key's digest. */
+ * time, with every key's digest.
+ *
+ * Threads: auth_keys_find, auth_authenticate and the principal functions
+ * are called from any thread (the HTTP threads) and take no lock: they
+ * read the set of keys in force through one atomic pointer (acquire), a
+ * set that is never changed once published.  auth_keys_reload (SIGHUP, in
+ * main's thread) builds a whole new set, then swaps the pointer (release)
+ * under a lock that only reloads take.  A replaced set is retired, not
+ * freed, until auth_keys_free: a request may hold a principal of it (a
+ * parked feed wait, a streamed CSV export) for as long as it runs.  Memory
+ * thus grows by one set (a few hundred bytes a key) per good reload. */
 #ifndef AUTH_KEYS_H
 #define AUTH_KEYS_H
 
@@ -38,7 +48,16 @@ struct auth_principal {
  * (unreadable file, malformed line, duplicate id, no key at all). */
 int auth_keys_load(const char *path, auth_keys **out, char *errbuf, size_t errlen);
 
+/* Frees k, its set in force and every retired one: no request may hold a
+ * principal of k any more, and no reload run. */
 void auth_keys_free(auth_keys *k);
+
+/* Reads the key file at path whole, as auth_keys_load does, and puts it in
+ * force in place of k's keys.  Returns 0 with what changed in msg ("N keys;
+ * added ID,ID; removed ID; changed ID": a key of the same id with another
+ * secret, organisations or access), or -1 with "FILE:LINE: reason" in msg
+ * and k unchanged.  Principals found before stay valid (see above). */
+int auth_keys_reload(auth_keys *k, const char *path, char *msg, size_t msglen);
 
 /* The key whose secret is secret (len bytes), or NULL.  Takes the same time
  * whichever key matches, or none. */

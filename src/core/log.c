@@ -1,6 +1,8 @@
 #include "core/log.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -160,3 +162,36 @@ int log_request_format(const struct logger *lg, struct buf *b, const char *reque
     return buf_failed(b) ? -1 : 1;
 }
 
+
+int log_file_open(const char *path, char *errbuf, size_t errlen)
+{
+    int fd;
+    do
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+    return fd;
+}
+
+int log_reopen(const struct logger *lg, const char *path, char *errbuf, size_t errlen)
+{
+    assert(lg->fd > 2); /* a file of its own, never stderr */
+    int fd = log_file_open(path, errbuf, errlen);
+    if (fd < 0)
+        return -1;
+    int rc;
+    do
+        rc = dup3(fd, lg->fd, O_CLOEXEC);
+    while (rc < 0 && (errno == EINTR || errno == EBUSY));
+    int dup_errno = rc < 0 ? errno : 0;
+    /* On Linux close releases the fd even when it reports an error, and
+     * after dup3 lg->fd holds the file open: a failed close loses nothing. */
+    if (close(fd) != 0 && rc >= 0)
+        return 0;
+    if (rc < 0) {
+        snprintf(errbuf, errlen, "%s: %s", path, strerror(dup_errno));
+        return -1;
+    }
+    return 0;
+}

@@ -1,8 +1,12 @@
-/* log: one JSON object per line on stderr, written with a single write(2)
- * so that lines from concurrent threads never interleave.
+/* log: one JSON object per line on stderr, or appended to a file
+ * (--log-file), written with a single write(2) so that lines from
+ * concurrent threads never interleave.
  *
  * A logger is plain configuration, built once in main.c and read-only
- * afterwards; every function here is safe to call from any thread. */
+ * afterwards; every function here is safe to call from any thread.  A log
+ * file is reopened (after logrotate moved it) by log_reopen, which puts the
+ * new file under the same fd number: a thread writing meanwhile writes its
+ * whole line to the old file or the new one, never half to each. */
 #ifndef CORE_LOG_H
 #define CORE_LOG_H
 
@@ -41,5 +45,15 @@ int log_request_format(const struct logger *lg, struct buf *b, const char *reque
  * full non-blocking destination is waited for.  Returns the bytes written:
  * len, or less after a write error. */
 size_t log_write(const struct logger *lg, const char *data, size_t len);
+
+/* Opens path for appending log lines (O_APPEND, close-on-exec, created
+ * 0640 when missing).  Returns the fd, or -1 with "PATH: reason" in errbuf. */
+int log_file_open(const char *path, char *errbuf, size_t errlen);
+
+/* Reopens path, the file lg writes to, in place: the new file is opened,
+ * then duplicated over lg->fd (dup3, atomically), so that every thread keeps
+ * writing through lg->fd.  Returns 0, or -1 with "PATH: reason" in errbuf
+ * and lg still writing where it did. */
+int log_reopen(const struct logger *lg, const char *path, char *errbuf, size_t errlen);
 
 #endif
