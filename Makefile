@@ -41,7 +41,7 @@ OBJ      := $(SRC:%.c=build/obj/%.o) build/obj/gen/console_assets.o
 ASAN_OBJ := $(SRC:%.c=build/asan/obj/%.o) build/asan/obj/gen/console_assets.o
 TESTS    := $(TEST_SRC:%.c=build/asan/%)
 
-.PHONY: all test test-unit tests clean schema check-schema fuzz FORCE
+.PHONY: all test test-unit tests clean schema check-schema fuzz install uninstall FORCE
 all: build/paymentd
 
 # V=1 shows the full commands.
@@ -129,6 +129,21 @@ check-schema:
 # the test run replays their corpus (fuzz/README.md).
 fuzz:
 	$(MAKE) -C fuzz run
+
+# `make install` puts the optimised server and its manual page under PREFIX
+# (staged under DESTDIR when set, as a package build does); `make uninstall`
+# takes them away again.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SBINDIR := $(DESTDIR)$(PREFIX)/sbin
+MAN8DIR := $(DESTDIR)$(PREFIX)/share/man/man8
+
+install: build/paymentd doc/paymentd.8
+	install -D -m 0755 build/paymentd $(SBINDIR)/paymentd
+	install -D -m 0644 doc/paymentd.8 $(MAN8DIR)/paymentd.8
+
+uninstall:
+	rm -f $(SBINDIR)/paymentd $(MAN8DIR)/paymentd.8
 
 clean:
 	rm -rf build

@@ -17,6 +17,8 @@ packages=(
   libpq-dev postgresql-15                     # PostgreSQL store (libpq), and a server for its tests
   chromium chromium-driver python3-selenium   # the console's browser tests (tests/browser/)
   libsystemd-dev                              # readiness and watchdog notifications (sd_notify)
+  debhelper dpkg-dev fakeroot                 # the Debian package (dpkg-buildpackage, debian/)
+  systemd adduser debconf man-db              # its tests: systemd-analyze, the user, purge, man -w
 )
 
 missing=()

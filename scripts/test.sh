@@ -17,7 +17,9 @@
 # The operator console's browser tests (tests/browser/) run in headless
 # chromium against the sanitizer build; a missing chromium, chromium-driver
 # or python3-selenium is a failure, never a skip.
-# --unit-only skips the API suite and the browser tests.
+# The Debian package (tests/deb/test_package.sh) is built from a copy of
+# the tree, installed, checked and purged; it needs root, as CI has.
+# --unit-only skips the API suite, the browser tests and the package.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -146,6 +148,7 @@ if [ "${1:-}" != "--unit-only" ]; then
       $PY tests/api/run.py --binary build/paymentd --mongo "$PAYMENTD_TEST_MONGO_URI"
   fi
   run "browser (asan build)" $PY tests/browser/test_console.py --binary build/asan/paymentd
+  run "debian package" tests/deb/test_package.sh
   if [ -n "${PAYMENTD_TEST_PG_URI:-}" ]; then
     run "api on postgresql (asan build)" \
       $PY tests/api/run.py --binary build/asan/paymentd --pg "$PAYMENTD_TEST_PG_URI"
