@@ -235,6 +235,9 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
         if (wrc == WORKER_OK || wrc == WORKER_EPARTITIONS)
             break;
         log_msg(log, LOG_WARN, "worker cannot start yet: %s", err);
+        /* Still alive while waiting: the watchdog runs from the start. */
+        if (notify_watchdog_interval_ms() > 0)
+            notify_watchdog(log);
         struct timespec second = {1, 0};
         int sig = sigtimedwait(sigs, NULL, &second);
         if (sig == SIGHUP)
