@@ -17,7 +17,7 @@
 #include "gen/version.h"
 #include "payment/store.h"
 
-#define VERSION_FIELDS 12 /* lines of --version, labels of the metric */
+#define VERSION_FIELDS 13 /* lines of --version, labels of the metric */
 
 /* One "name value" of the version text.  The name is also the metric's
  * label, so it is made of [a-z_]; the value holds no '"', '\\' or newline
@@ -64,6 +64,7 @@ static void version_fields(struct version_field f[VERSION_FIELDS])
     field_text(&f[i++], "commit", version_commit());
     field_int(&f[i++], "sqlite_store_schema", payment_store_schema_sqlite());
     field_int(&f[i++], "postgresql_store_schema", payment_store_schema_postgres());
+    field_int(&f[i++], "mongodb_store_schema", payment_store_schema_mongo());
     field_text(&f[i++], "libmicrohttpd", MHD_get_version());
     field_text(&f[i++], "jansson", jansson_version_str());
     field_text(&f[i++], "sqlite", sqlite3_libversion());

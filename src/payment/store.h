@@ -123,6 +123,7 @@ int payment_store_init(char *errbuf, size_t errlen);
  * (paymentd --version shows them). */
 int payment_store_schema_sqlite(void);
 int payment_store_schema_postgres(void);
+int payment_store_schema_mongo(void);
 
 /* payment_store_open's flags. */
 enum payment_store_flag {

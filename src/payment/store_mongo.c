@@ -102,6 +102,11 @@
 
 #include "payment/store_mongo.h"
 
+int payment_store_schema_mongo(void)
+{
+    return MONGO_SCHEMA_VERSION;
+}
+
 static void mongo_store_free(struct mongo_store *st)
 {
     mongo_seq_free(st); /* NULL is a no-op; its thread stopped first */

@@ -44,7 +44,7 @@ def version_flag_names_release_commit_schemas_and_libraries(ctx):
     if head.returncode == 0 and os.path.exists(os.path.join(ROOT, ".git")):
         check(re.fullmatch(r"[0-9a-f]{12}", got["commit"]),
               "commit %r: expected 12 hex digits" % got["commit"])
-    for name in ("sqlite_store_schema", "postgresql_store_schema"):
+    for name in ("sqlite_store_schema", "postgresql_store_schema", "mongodb_store_schema"):
         check(re.fullmatch(r"[1-9][0-9]*", got.get(name, "")),
               "%s: %r, expected a schema version" % (name, got.get(name)))
     for lib in LIBRARIES:
