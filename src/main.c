@@ -43,6 +43,7 @@
 #include "webhook/deliver.h"
 
 #define WORKER_START_ATTEMPTS 30 /* one a second */
+#define WORKER_START_EXTEND_USEC 15000000ull /* each attempt asks the manager for this long */
 #define OPS_BUCKET "PAYMENTS_OPS"
 #define FEED_WAITERS_POOLED_MAX 512 /* see feed_waiters_max */
 #define LIVENESS_TIMEOUT_MAX_MS 5000 /* the longest a watchdog probe waits */
@@ -140,9 +141,9 @@ static void signal_loop_reload(const struct signal_loop *l)
 }
 
 /* A watchdog period ran out: pings when the HTTP server (if any) still
- * answers.  A store that is down does not stop the pings: it is answered
- * with 503s, not a hung process. */
-static void signal_loop_watchdog(const struct signal_loop *l, int64_t period_ms)
+ * answers, and returns whether it pinged.  A store that is down does not
+ * stop the pings: it is answered with 503s, not a hung process. */
+static int signal_loop_watchdog(const struct signal_loop *l, int64_t period_ms)
 {
     if (l->probe_port) {
         int64_t timeout = period_ms / 2;
@@ -151,11 +152,20 @@ static void signal_loop_watchdog(const struct signal_loop *l, int64_t period_ms)
         if (!liveness_probe(l->probe_host, l->probe_port, timeout > 0 ? (int)timeout : 1)) {
             log_msg(l->log, LOG_WARN,
                     "watchdog: the HTTP server did not answer GET /healthz within %lld ms; "
-                    "no ping", (long long)timeout);
-            return;
+                    "no ping yet", (long long)timeout);
+            return 0;
         }
     }
     notify_watchdog(l->log);
+    return 1;
+}
+
+/* How soon a failed watchdog probe is tried again: a quarter of the
+ * period, at most a second. */
+static int64_t watchdog_retry_ms(int64_t period_ms)
+{
+    int64_t retry = period_ms / 4;
+    return retry > 1000 ? 1000 : retry > 0 ? retry : 1;
 }
 
 /* Waits for the signal that stops the process and returns it, reloading on
@@ -177,9 +187,13 @@ static int signal_loop_run(const struct signal_loop *l)
             struct timespec wait = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
             sig = sigtimedwait(l->sigs, NULL, &wait);
             if (sig < 0 && errno == EAGAIN) {
+                /* A ping is due every period, half the manager's interval.
+                 * A failed probe is tried again soon, not a period later:
+                 * one slow answer must not cost the process its life while
+                 * the other half of the interval is left. */
                 int64_t started = monotonic_ms();
-                signal_loop_watchdog(l, period);
-                next_ping = started + period;
+                int pinged = signal_loop_watchdog(l, period);
+                next_ping = started + (pinged ? period : watchdog_retry_ms(period));
             }
             if (sig < 0)
                 continue; /* a ping was due, or EINTR */
@@ -235,9 +249,9 @@ static int worker_main(struct app *a, const struct config *cfg, const struct log
         if (wrc == WORKER_OK || wrc == WORKER_EPARTITIONS)
             break;
         log_msg(log, LOG_WARN, "worker cannot start yet: %s", err);
-        /* Still alive while waiting: the watchdog runs from the start. */
-        if (notify_watchdog_interval_ms() > 0)
-            notify_watchdog(log);
+        /* Still starting: the service manager is told to wait for this
+         * attempt and the next, past the unit's TimeoutStartSec. */
+        notify_extend_timeout(log, WORKER_START_EXTEND_USEC);
         struct timespec second = {1, 0};
         int sig = sigtimedwait(sigs, NULL, &second);
         if (sig == SIGHUP)

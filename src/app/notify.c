@@ -64,6 +64,13 @@ void notify_watchdog(const struct logger *log)
     notify_send(log, "WATCHDOG=1");
 }
 
+void notify_extend_timeout(const struct logger *log, uint64_t usec)
+{
+    char line[64];
+    snprintf(line, sizeof line, "EXTEND_TIMEOUT_USEC=%llu", (unsigned long long)usec);
+    notify_send(log, line);
+}
+
 int64_t notify_watchdog_interval_ms(void)
 {
     uint64_t usec = 0;

@@ -26,6 +26,10 @@ void notify_stopping(const struct logger *log, const char *status);
 /* WATCHDOG=1: the process is alive. */
 void notify_watchdog(const struct logger *log);
 
+/* EXTEND_TIMEOUT_USEC=usec: the start (or stop) goes on for at least usec
+ * more, past the unit's TimeoutStartSec (the worker waiting for its broker). */
+void notify_extend_timeout(const struct logger *log, uint64_t usec);
+
 /* How often to send WATCHDOG=1 in milliseconds, half of the manager's
  * WATCHDOG_USEC (at least 1), or 0 when the watchdog is not enabled for
  * this process. */

@@ -169,9 +169,21 @@ int log_file_open(const char *path, char *errbuf, size_t errlen)
     do
         fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     while (fd < 0 && errno == EINTR);
-    if (fd < 0)
+    if (fd < 0) {
         snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
-    return fd;
+        return -1;
+    }
+    if (fd > 2)
+        return fd;
+    /* Standard input, output or error was closed when the process started:
+     * the file must not take their place (a reopen replaces the logger's fd,
+     * never a standard one), so it moves above them. */
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int dup_errno = errno;
+    close(fd);
+    if (high < 0)
+        snprintf(errbuf, errlen, "%s: %s", path, strerror(dup_errno));
+    return high;
 }
 
 int log_reopen(const struct logger *lg, const char *path, char *errbuf, size_t errlen)

@@ -142,7 +142,7 @@ def daemon_notifies_ready_watchdog_reload_stopping(t):
     d = t.scratch("notify")
     port = free_port()
     ns = NotifySocket(hold=True)
-    srv = Server(t.binary, d, name="notify", port=port, env=ns.env({"WATCHDOG_USEC": "300000"}))
+    srv = Server(t.binary, d, name="notify", port=port, env=ns.env({"WATCHDOG_USEC": "1000000"}))
     try:
         srv.start(wait=False)
         # The first notification, READY=1, waits in its send: by then the
@@ -156,14 +156,16 @@ def daemon_notifies_ready_watchdog_reload_stopping(t):
         status = ns.all()[ready][1].get("STATUS", "")
         check(("listening on 127.0.0.1:%d" % port) in status, "READY's STATUS: %r" % status)
         expect_status(srv.client().get("/healthz"), 200, "GET /healthz after READY")
-        # Pings every half of WATCHDOG_USEC (150 ms): several a second.
-        time.sleep(1.5)
+        # Pings every half of WATCHDOG_USEC (0.5 s); the manager's limit is
+        # the whole interval between two (a probe that failed once on a
+        # loaded machine is tried again well within it).
+        time.sleep(2.5)
         t_ready = ns.all()[ready][0]
         pings = [m for m in ns.all() if m[1].get("WATCHDOG") == "1" and m[0] >= t_ready]
         window = time.monotonic() - t_ready
         check(len(pings) >= 4, "%d WATCHDOG=1 in %.1fs after READY" % (len(pings), window))
         gaps = [b[0] - a[0] for a, b in zip(pings, pings[1:])]
-        check(not gaps or max(gaps) < 0.3, "a gap of %.3fs between pings (WATCHDOG_USEC 0.3s)"
+        check(not gaps or max(gaps) < 1.0, "a gap of %.3fs between pings (WATCHDOG_USEC 1s)"
               % max(gaps or [0]))
         # SIGHUP: RELOADING=1, then READY=1 again, and it keeps serving.
         n = len(ns.all())
@@ -358,6 +360,9 @@ def sighup_reloads_api_keys_under_load(t):
                 time.sleep(3.0 / reloads)
                 _replace(keys, KEYS_NEW if i % 2 == 0 else KEYS_OLD)
                 srv.proc.send_signal(signal.SIGHUP)
+                # Each reload done before the next signal: two SIGHUPs sent
+                # at once may be taken as one.
+                _wait_log(srv, ["api keys reloaded"], i + 1)
             _replace(keys, KEYS_NEW)
             srv.proc.send_signal(signal.SIGHUP)
             _wait_log(srv, ["api keys reloaded"], reloads + 1)
@@ -549,7 +554,7 @@ def rate_limit_of_a_key_survives_a_reload(t):
     srv.start()
     try:
         c = srv.client()
-        for attempt in range(5):
+        for attempt in range(10):
             codes = [c.get("/v1/payments?page[size]=1", headers=_as("both")).status
                      for _ in range(12)]
             check(429 in codes, "12 quick requests at 5/s: %s" % codes)
@@ -566,6 +571,6 @@ def rate_limit_of_a_key_survives_a_reload(t):
                   "after a reload %.2fs later: %s (at most %d could pass)"
                   % (time.monotonic() - t0, codes, refilled))
             return
-        raise Fail("the machine was too slow for five attempts")
+        raise Fail("the machine was too slow for ten attempts")
     finally:
         srv.stop()

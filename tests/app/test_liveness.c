@@ -92,7 +92,7 @@ static void test_wedged_server_is_not(void)
     int64_t started = now_ms();
     CHECK_INT(liveness_probe("0.0.0.0", port, 200), 0);
     int64_t took = now_ms() - started;
-    CHECK(took >= 190 && took < 1000); /* waited its timeout, no longer */
+    CHECK(took >= 190 && took < 3000); /* waited its timeout, not forever (a loaded machine may add some) */
     close(fd);
 }
 

@@ -155,5 +155,31 @@ static void test_no_line_lost_while_rotating(void)
     rmdir(dir);
 }
 
+/* Started with standard input closed (a supervisor's doing), the file must
+ * not become fd 0: a reopen replaces the logger's fd, which must never be a
+ * standard one. */
+static void test_file_never_takes_a_standard_fd(void)
+{
+    char dir[64], path[96], err[256];
+    CHECK(temp_dir(dir, path) == 0);
+    int saved = dup(0);
+    CHECK(saved > 2);
+    CHECK(close(0) == 0);
+    int fd = log_file_open(path, err, sizeof err);
+    CHECK(fd > 2);
+    CHECK(fcntl(fd, F_GETFD) == FD_CLOEXEC);
+    CHECK(fcntl(0, F_GETFD) == -1); /* fd 0 left free, not held open */
+    CHECK(dup2(saved, 0) == 0);
+    CHECK(close(saved) == 0);
+    if (fd > 2) {
+        struct logger lg = {LOG_INFO, fd};
+        CHECK(log_reopen(&lg, path, err, sizeof err) == 0);
+        CHECK(close(fd) == 0);
+    }
+    CHECK(unlink(path) == 0);
+    rmdir(dir);
+}
+
 TEST_MAIN({"rotate_then_reopen", test_rotate_then_reopen},
+          {"file_never_takes_a_standard_fd", test_file_never_takes_a_standard_fd},
           {"no_line_lost_while_rotating", test_no_line_lost_while_rotating})
