@@ -9,7 +9,8 @@
  *   paymentdCollection=NAME    the payments collection (default "payments");
  *   paymentdWaitForStore=true  open succeeds while MongoDB is unreachable:
  *                              the store answers EUNAVAILABLE until MongoDB
- *                              answers and the indexes are in place.
+ *                              answers and the indexes are in place, and
+ *                              for good if it is then of a newer schema.
  * Without the second, open fails when MongoDB does not answer in time.
  *
  * Document: _id is the payment id, seq the sequence number, doc the
@@ -237,6 +238,7 @@ static int mongo_open(const char *uri, unsigned flags, payment_store **out, char
         return PAYMENT_STORE_EINTERNAL;
     }
     atomic_init(&st->ready, 0);
+    atomic_init(&st->refused, 0);
     atomic_init(&st->n_commits, 0);
     atomic_init(&st->n_writes, 0);
     int wait = 0;

@@ -164,6 +164,8 @@ struct mongo_store {
     int sync_ready;              /* mu, setup_mu and the conditions exist */
     pthread_mutex_t setup_mu;    /* one setup attempt at a time */
     atomic_int ready;            /* indexes and counter are in place */
+    atomic_int refused;          /* setup found a newer schema: never serves, never sets up */
+    char refusal[sizeof ((bson_error_t *)0)->message]; /* why, set before refused */
     _Atomic uint64_t n_commits;  /* stats: write commands acknowledged */
     _Atomic uint64_t n_writes;   /* stats: write operations reported */
     struct metrics_sizes batches; /* stats: operations per write command */

@@ -10,7 +10,11 @@
  * Version 1 is the layout as it was when the marker came: a store without
  * one (new, or made before it) is of version 1 and is given it.  A later
  * paymentd that changes the layout raises it, migrating here, and this
- * build then refuses the store with the words every store uses. */
+ * build then refuses the store with the words every store uses: at open,
+ * where paymentd exits; or, when setup waited for MongoDB, at the first
+ * request, after which the store stays refused (every call EUNAVAILABLE).
+ * The marker is raised and read in one findAndModify, so that of two
+ * paymentd starting at once, an older one cannot miss a newer one's raise. */
 
 #include <assert.h>
 #include <inttypes.h>
@@ -173,34 +177,71 @@ static bool mongo_counter_floor(mongoc_collection_t *counters, const char *name,
     return ok;
 }
 
-/* The version the store's marker records into *version (1 when it has
- * none), or false with e set. */
-static bool mongo_schema_read(mongoc_collection_t *counters, const char *id, int64_t *version,
-                              bson_error_t *e)
+/* The marker's version in findAndModify's reply, the document as it is
+ * after the raise, into *version; false with e set when it has none. */
+static bool mongo_schema_returned(const bson_t *reply, int64_t *version, bson_error_t *e)
 {
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
-    bool ok = BSON_APPEND_UTF8(&filter, "_id", id) && BSON_APPEND_INT64(&opts, "limit", 1) &&
-              BSON_APPEND_BOOL(&opts, "singleBatch", true);
-    *version = MONGO_SCHEMA_VERSION;
-    if (ok) {
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(counters, &filter, &opts, NULL);
-        const bson_t *doc;
-        if (mongoc_cursor_next(cur, &doc))
-            *version = mongo_get_int64(doc, "version", MONGO_SCHEMA_VERSION);
-        else if (mongoc_cursor_error(cur, e))
-            ok = false;
-        mongoc_cursor_destroy(cur);
-    } else {
-        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build a query");
+    bson_iter_t it;
+    const uint8_t *data = NULL;
+    uint32_t len = 0;
+    bson_t value;
+    *version = -1;
+    if (bson_iter_init_find(&it, reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_iter_document(&it, &len, &data);
+        if (bson_init_static(&value, data, len))
+            *version = mongo_get_int64(&value, "version", -1);
     }
-    bson_destroy(&filter);
-    bson_destroy(&opts);
+    if (*version < 0) {
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "the store's schema marker holds no version");
+        return false;
+    }
+    return true;
+}
+
+/* Raises the store's marker id to at least this build's version (creating
+ * it when missing: a store without one is of version 1) and reads it back
+ * in the same step: one findAndModify, upsert, $max, the new document.  A
+ * write, so the primary answers, and two paymentd starting at once each
+ * see the other's raise: whichever comes second gets the higher version.
+ * Two upserts of a missing marker may collide on _id; the loser's retry
+ * finds it.  *version, or false with e set. */
+static bool mongo_schema_raise(mongoc_collection_t *counters, const char *id, int64_t *version,
+                               bson_error_t *e)
+{
+    bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, max;
+    mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
+    bool ok = fam && BSON_APPEND_UTF8(&query, "_id", id) &&
+              BSON_APPEND_DOCUMENT_BEGIN(&update, "$max", &max) &&
+              BSON_APPEND_INT64(&max, "version", MONGO_SCHEMA_VERSION) &&
+              bson_append_document_end(&update, &max) &&
+              mongoc_find_and_modify_opts_set_update(fam, &update) &&
+              mongoc_find_and_modify_opts_set_flags(
+                  fam, MONGOC_FIND_AND_MODIFY_UPSERT | MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    if (!ok)
+        bson_set_error(e, MONGOC_ERROR_BSON, 0, "cannot build the schema marker's update");
+    bool done = false;
+    for (int tries = 0; ok && !done && tries < 2; tries++) {
+        bson_t reply; /* always initialized by the call */
+        ok = mongoc_collection_find_and_modify_with_opts(counters, &query, fam, &reply, e);
+        if (ok) {
+            ok = mongo_schema_returned(&reply, version, e);
+            done = true;
+        } else if (tries == 0 && e->domain == MONGOC_ERROR_SERVER &&
+                   e->code == MONGOC_ERROR_DUPLICATE_KEY) {
+            ok = true; /* lost the upsert race: the marker exists now */
+        }
+        bson_destroy(&reply);
+    }
+    assert(!ok || done);
+    mongoc_find_and_modify_opts_destroy(fam); /* NULL is a no-op */
+    bson_destroy(&query);
+    bson_destroy(&update);
     return ok;
 }
 
 /* Refuses a store of a later layout than this build's (e in domain
- * MONGO_ERROR_SCHEMA, nothing written), else records this build's version
- * in a store that has no marker yet. */
+ * MONGO_ERROR_SCHEMA; the marker is left as it is: $max does not lower
+ * it), else leaves this build's version recorded in its marker. */
 static bool mongo_schema_mark(struct mongo_store *st, mongoc_collection_t *counters,
                               bson_error_t *e)
 {
@@ -208,8 +249,9 @@ static bool mongo_schema_mark(struct mongo_store *st, mongoc_collection_t *count
     int n = snprintf(id, sizeof id, "%s%s", st->coll, MONGO_SCHEMA_SUFFIX);
     assert(n > 0 && (size_t)n < sizeof id); /* the collection's name is at most MONGO_NAME_MAX */
     int64_t version;
-    if (!mongo_schema_read(counters, id, &version, e))
+    if (!mongo_schema_raise(counters, id, &version, e))
         return false;
+    assert(version >= MONGO_SCHEMA_VERSION); /* $max raised it at least this far */
     if (version > MONGO_SCHEMA_VERSION) {
         bson_set_error(e, MONGO_ERROR_SCHEMA, 0,
                        "store schema version %" PRId64
@@ -217,7 +259,7 @@ static bool mongo_schema_mark(struct mongo_store *st, mongoc_collection_t *count
                        version, MONGO_SCHEMA_VERSION);
         return false;
     }
-    return mongo_counter_floor(counters, id, "version", MONGO_SCHEMA_VERSION, e);
+    return true;
 }
 
 /* The index the purge of operation outcomes reads: applied_ms. */
@@ -284,22 +326,41 @@ bool mongo_setup(struct mongo_store *st, mongoc_client_t *client, bson_error_t *
     return ok;
 }
 
+/* Keeps setup's refusal of a newer store: its words, then the flag (so
+ * that whoever sees the flag reads whole words). */
+static void mongo_refuse(struct mongo_store *st, const char *why)
+{
+    int n = snprintf(st->refusal, sizeof st->refusal, "%s", why);
+    assert(n > 0); /* never empty; it fits: refusal is as long as e.message */
+    atomic_store(&st->refused, 1);
+}
+
 /* PAYMENT_STORE_OK once setup has succeeded, trying it now if no other
- * thread is: requests never queue behind a setup that waits for MongoDB. */
+ * thread is: requests never queue behind a setup that waits for MongoDB.
+ * A store setup refused (a newer schema) stays refused: EUNAVAILABLE,
+ * setup never tried again, the words in st->refusal. */
 int mongo_ready(struct mongo_store *st, mongoc_client_t *client)
 {
     if (atomic_load(&st->ready))
         return PAYMENT_STORE_OK;
+    if (atomic_load(&st->refused))
+        return PAYMENT_STORE_EUNAVAILABLE;
     if (pthread_mutex_trylock(&st->setup_mu) != 0)
         return PAYMENT_STORE_EUNAVAILABLE;
     int err = PAYMENT_STORE_OK;
     bson_error_t e;
-    if (!atomic_load(&st->ready)) {
-        if (mongo_setup(st, client, &e))
+    if (atomic_load(&st->refused)) {
+        err = PAYMENT_STORE_EUNAVAILABLE; /* refused while this thread waited */
+    } else if (!atomic_load(&st->ready)) {
+        if (mongo_setup(st, client, &e)) {
             atomic_store(&st->ready, 1);
-        else
+        } else if (e.domain == MONGO_ERROR_SCHEMA) {
+            mongo_refuse(st, e.message);
+            err = PAYMENT_STORE_EUNAVAILABLE;
+        } else {
             err = mongo_map_err(&e) == PAYMENT_STORE_EUNAVAILABLE ? PAYMENT_STORE_EUNAVAILABLE
                                                                  : PAYMENT_STORE_EINTERNAL;
+        }
     }
     store_unlock(&st->setup_mu);
     return err;

@@ -22,8 +22,8 @@ import threading
 import time
 
 import harness
-from harness import (Fail, Server, check, eq, expect_status, pg_test, psql, qs, run_binary,
-                     sqlite_test)
+from harness import (Double, Fail, Server, check, eq, expect_error, expect_status, pg_test,
+                     psql, qs, run_binary, sqlite_test)
 
 FIXTURES = os.path.join(harness.REPO, "tests", "upgrade")
 # The fixtures' idempotency records and events are as old as the fixture:
@@ -545,4 +545,95 @@ def mongo_store_without_marker_is_opened_and_marked(t):
         eq(db.counters.find_one({"_id": "payments_schema"}),
            {"_id": "payments_schema", "version": 1}, "the marker after the open")
     finally:
+        client.close()
+
+
+def _mongo_writes(db):
+    """The write commands the double has received for db's database."""
+    stats = db.client.admin.command("doubleStats")
+    by_cmd = stats["databases"].get(db.name, {})
+    return sum(c["writes"] for c in by_cmd.values()), by_cmd.get("findAndModify", {})
+
+
+@harness.mongo_test
+def mongo_newer_store_found_after_waiting_stays_refused(t):
+    """--wait-for-store: MongoDB away at start, setup deferred to the first
+    request.  When MongoDB comes back holding a store of a newer schema, every
+    request (and /readyz) is a 503 store_unavailable, setup is not tried
+    again per request, and the store is left as it is."""
+    d = t.scratch("mongo-wait-newer")
+    dbl = Double(d).start()
+    uri = dbl.uri("waitnewer", "serverSelectionTimeoutMS=800&connectTimeoutMS=800")
+    srv = Server(t.binary, d, name="mongo-wait-newer", store=uri,
+                 args=QUIET + ["--wait-for-store", "true"])
+    client = None
+    try:
+        made = Server(t.binary, d, name="mongo-wait-newer-made", store=uri, args=QUIET)
+        try:
+            made.start()
+            r = made.client().post("/v1/payments", harness.payment())
+            expect_status(r, 201, "create")
+            pid = r.json["data"]["id"]
+            _finish(made)
+        finally:
+            made.ensure_dead()
+        client, db = _mongo_db(uri)
+        db.counters.update_one({"_id": "payments_schema"}, {"$set": {"version": 2}})
+        before = _mongo_snapshot(db)
+        client.close()
+        client = None
+        dbl.stop()
+        srv.start()  # MongoDB is away: setup waits for the first request
+        c = srv.client()
+        expect_error(c.get("/readyz"), 503, "store_unavailable", "/readyz while MongoDB is away")
+        dbl.start()
+        client, db = _mongo_db(uri)
+        deadline = time.monotonic() + 15
+        while True:  # until setup has met the store (its marker's findAndModify)
+            expect_error(c.get("/v1/payments/" + pid), 503, "store_unavailable",
+                         "GET while the store is (or may be) refused")
+            if _mongo_writes(db)[1].get("writes", 0) >= 1:
+                break
+            check(time.monotonic() < deadline, "setup never reached the store within 15 s")
+            time.sleep(0.1)
+        writes = _mongo_writes(db)[0]
+        for i in range(3):
+            expect_error(c.get("/v1/payments/" + pid), 503, "store_unavailable",
+                         "GET %d after the refusal" % i)
+            expect_error(c.post("/v1/payments", harness.payment()), 503, "store_unavailable",
+                         "POST %d after the refusal" % i)
+            expect_error(c.get("/readyz"), 503, "store_unavailable",
+                         "/readyz %d after the refusal" % i)
+        time.sleep(0.5)
+        eq(_mongo_writes(db)[0], writes, "writes sent after the refusal (setup tried again)")
+        check(_mongo_snapshot(db) == before, "the refused store changed")
+        _finish(srv)
+    finally:
+        if client is not None:
+            client.close()
+        srv.ensure_dead()
+        dbl.ensure_dead()
+
+
+@harness.mongo_test
+def mongo_newer_marker_raised_during_setup_is_seen(t):
+    """Two paymentd starting at once: a newer build raises the marker while
+    this one sets up (the double applies the raise right after a read of the
+    marker, the moment a read-then-write setup would miss it).  This build
+    never serves a store whose marker is above its schema: either it refuses
+    it, or its marker step came first and the store is of this build's."""
+    d, srv, created = _mongo_store_with_a_payment(t, "mongo-race")
+    client, db = _mongo_db(srv.store)
+    again = Server(t.binary, d, name="mongo-race-again", store=srv.store, args=QUIET)
+    try:
+        db.command({"doubleAfterFind": "counters", "filter": {"_id": "payments_schema"},
+                    "update": {"$max": {"version": 2}}})
+        again.start()
+        expect_status(again.client().get("/v1/payments/" + created["id"]), 200, "GET")
+        marker = db.counters.find_one({"_id": "payments_schema"})
+        eq(marker, {"_id": "payments_schema", "version": 1},
+           "the marker of the store this build serves")
+        _finish(again)
+    finally:
+        again.ensure_dead()
         client.close()

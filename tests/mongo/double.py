@@ -26,6 +26,12 @@ SIGKILL loses what was not saved: the double proves nothing about durability.
 --ready FILE is created, holding the port (useful with --port 0: any free
 port), once the double accepts connections.
 
+The command {doubleAfterFind: COLLECTION, filter: F, update: U} (in the
+database it is sent to) arms a one-shot hook: right after answering the next
+find on COLLECTION with exactly filter F, the double applies update_one(F, U, upsert) to it, as
+another client writing between that read and what the reader does next
+(the race of two processes starting at once, made certain).
+
 The command {doubleStats: 1} answers how many write commands were received
 (insert, update, delete, findAndModify, createIndexes) and how many of them
 asked for write concern {w: "majority", j: true}: in all ("writes",
@@ -391,7 +397,9 @@ class Double:
             "findandmodify": self.find_and_modify, "createindexes": self.create_indexes,
             "listindexes": self.list_indexes, "drop": self.drop,
             "dropdatabase": self.drop_database, "doublestats": self.stats,
+            "doubleafterfind": self.after_find,
         }
+        self.armed = {}  # (db, collection) -> (filter, update): doubleAfterFind
 
     # ---- dispatch ---------------------------------------------------------
 
@@ -411,6 +419,8 @@ class Double:
                 raise CommandError(E_COMMAND_NOT_FOUND, "no such command: '%s'" % name)
             reply = fn(db, doc)
             reply.setdefault("ok", 1)
+            if name.lower() == "find":
+                self.fire(db, doc)
             request.replies(reply)
         except CommandError as e:
             request.replies({"ok": 0, "errmsg": e.msg, "code": e.code})
@@ -459,6 +469,21 @@ class Double:
                      for db, by_name in self.writes_by_db.items()}
         return {"writes": self.writes, "majorityJournaled": self.majority_journaled,
                 "databases": databases}
+
+    def after_find(self, db, doc):
+        filt, update = doc.get("filter"), doc.get("update")
+        if not isinstance(filt, Mapping) or not isinstance(update, Mapping) or not update:
+            raise CommandError(E_BAD_VALUE, "doubleAfterFind needs a filter and an update")
+        self.armed[(db, self.coll(db, doc).name)] = (filt, update)
+        return {}
+
+    def fire(self, db, doc):
+        """The hook doubleAfterFind armed for this find's collection, once."""
+        key = (db, self.coll(db, doc).name)
+        hook = self.armed.get(key)
+        if hook is not None and dict(doc.get("filter") or {}) == dict(hook[0]):
+            del self.armed[key]
+            self.coll(db, doc).update_one(hook[0], hook[1], upsert=True)
 
     # ---- writes -----------------------------------------------------------
 
