@@ -33,6 +33,7 @@
 #include "broker/broker.h"
 #include "broker/opstream.h"
 #include "app/worker.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "http/server.h"
 #include "payment/api.h"
@@ -95,13 +96,10 @@ static int signals_setup(sigset_t *set)
     return sigaction(SIGPIPE, &sa, NULL);
 }
 
+/* Milliseconds of the monotonic clock. */
 static int64_t monotonic_ms(void)
 {
-    struct timespec ts;
-    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
-    assert(rc == 0);
-    (void)rc;
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_mono_us() / 1000;
 }
 
 /* Reopens --log-file, if any, after logrotate moved it. */

@@ -13,17 +13,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
+
 #define PROBE_REQUEST                                                                           \
     "GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: paymentd-watchdog\r\n"             \
     "Connection: close\r\n\r\n"
 
+/* Milliseconds of the monotonic clock. */
 static int64_t monotonic_ms(void)
 {
-    struct timespec ts;
-    int rc = clock_gettime(CLOCK_MONOTONIC, &ts);
-    assert(rc == 0);
-    (void)rc;
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_mono_us() / 1000;
 }
 
 /* The address to probe for a server listening on host: loopback for the
