@@ -19,6 +19,7 @@ packages=(
   libsystemd-dev                              # readiness and watchdog notifications (sd_notify)
   debhelper dpkg-dev fakeroot                 # the Debian package (dpkg-buildpackage, debian/)
   systemd adduser debconf man-db              # its tests: systemd-analyze, the user, purge, man -w
+  systemd-container                           # ...and systemd-nspawn, to run the units under systemd
 )
 
 missing=()

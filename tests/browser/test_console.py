@@ -123,8 +123,15 @@ class Browser:
         self.driver.execute_script("window.location.hash = arguments[0]", hash_)
 
     def until(self, what, fn):
+        # An element read while the page redraws it is gone (stale) or not
+        # there yet: asked again at the next poll, not a failure.
+        from selenium.common.exceptions import (NoSuchElementException,
+                                                StaleElementReferenceException)
         try:
-            return self.Wait(self.driver, WAIT, poll_frequency=0.05).until(lambda d: fn())
+            return self.Wait(self.driver, WAIT, poll_frequency=0.05,
+                             ignored_exceptions=(NoSuchElementException,
+                                                 StaleElementReferenceException)).until(
+                lambda d: fn())
         except Exception as e:  # noqa: BLE001 (TimeoutException, or fn's own)
             raise Fail("%s: not seen within %.0fs (%s)" % (what, WAIT, type(e).__name__))
 

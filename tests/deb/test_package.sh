@@ -17,6 +17,10 @@
 #     environment and nothing else, a NOTIFY_SOCKET): READY=1 arrives,
 #     /healthz answers, the store is written in /var/lib/paymentd, SIGTERM
 #     stops it with exit 0 after STOPPING=1;
+#   - the installed units run by systemd itself, booted in a container on
+#     this machine's root (tests/deb/under_systemd.sh: start, serve, write,
+#     deliver a webhook in the sandbox, reload keys, restart on kill -9 and
+#     on a missed watchdog, stop, the worker);
 #   - dpkg -r keeps /etc and /var/lib/paymentd; dpkg --purge keeps
 #     /var/lib/paymentd by default and removes it when paymentd/purge_data
 #     is preseeded true.
@@ -67,6 +71,15 @@ user_before=no; getent passwd paymentd >/dev/null && user_before=yes
 group_before=no; getent group paymentd >/dev/null && group_before=yes
 data_before=no; [ -e /var/lib/paymentd ] && data_before=yes
 etc_before=no; [ -e /etc/paymentd ] && etc_before=yes
+# A machine that has them already is not one this test may install over
+# and purge: the purge would take its data.
+if [ "$user_before$data_before$etc_before" != nonono ]; then
+  fail "no user paymentd, /var/lib/paymentd or /etc/paymentd before the test (found: user $user_before, data $data_before, /etc/paymentd $etc_before)"
+  finish; exit 1
+fi
+
+# shellcheck source=tests/deb/under_systemd.sh
+. "$repo/tests/deb/under_systemd.sh"
 
 work=$(mktemp -d /tmp/paymentd-deb-XXXXXX)
 server_pid=""
@@ -83,6 +96,8 @@ cleanup() {
   if [ -n "$server_pid" ]; then kill -KILL "$server_pid"; wait "$server_pid"; fi 2>/dev/null
   if [ -n "$listener_pid" ]; then kill "$listener_pid"; wait "$listener_pid"; fi 2>/dev/null
   server_pid="" listener_pid=""
+  under_systemd_cleanup
+  if [ "${policy_rc:-no}" = yes ]; then rm -f /usr/sbin/policy-rc.d; policy_rc=no; fi
   if known; then
     quiet dpkg --purge paymentd
   fi
@@ -99,6 +114,15 @@ cleanup() {
   return 0
 }
 trap cleanup EXIT
+# Where systemd is PID 1 the package would start paymentd.service on
+# install (on 127.0.0.1:8080, holding the store): a policy-rc.d that denies
+# every start keeps the checks' own servers alone.
+policy_rc=no
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\n# paymentd package test: no service starts on install\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 0755 /usr/sbin/policy-rc.d
+  policy_rc=yes
+fi
 trap 'exit 130' INT TERM
 
 # --- build -------------------------------------------------------------
@@ -282,6 +306,9 @@ fi
 kill "$listener_pid" 2>/dev/null || true
 wait "$listener_pid" 2>/dev/null || true
 listener_pid=""
+
+# --- under systemd -----------------------------------------------------
+under_systemd_checks
 
 # --- remove and purge --------------------------------------------------
 check "dpkg -r paymentd removes the package" quiet dpkg -r paymentd
