@@ -27,7 +27,10 @@ static void readyz(http_request *req, void *ctx)
         return;
     }
     if (payment_store_ping(sys->store) != 0) {
-        http_respond_error(req, 503, "store_unavailable", "the store does not answer", NULL);
+        /* A store that refuses for good says why: the operator's one line. */
+        const char *why = payment_store_refusal(sys->store);
+        http_respond_error(req, 503, "store_unavailable", why ? why : "the store does not answer",
+                           NULL);
         return;
     }
     respond_literal(req, 200, "{\"status\":\"ready\"}");

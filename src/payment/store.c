@@ -94,6 +94,11 @@ int payment_store_may_block(const payment_store *s)
     return s->backend->may_block;
 }
 
+const char *payment_store_refusal(payment_store *s)
+{
+    return s->backend->refusal ? s->backend->refusal(s) : NULL;
+}
+
 int payment_store_ping(payment_store *s)
 {
     return s->backend->ping(s);

@@ -180,6 +180,13 @@ int payment_store_may_block(const payment_store *s);
 /* 0 when the store answers a trivial query now, else negative (/readyz). */
 int payment_store_ping(payment_store *s);
 
+/* Why the store refuses to serve for good, or NULL while it serves (or may
+ * serve again once reachable): a MongoDB store opened before MongoDB
+ * answered (wait_for_store) that then found a newer schema.  The text is the
+ * refusal's one line ("store schema version N is newer than this build's
+ * (M): upgrade paymentd"), owned by s.  Any thread. */
+const char *payment_store_refusal(payment_store *s);
+
 /* Appends the document of a live payment to doc and sets *version.
  * PAYMENT_STORE_ENOTFOUND for unknown or deleted ids. */
 int payment_store_get(payment_store *s, const char *id, struct buf *doc, int64_t *version);

@@ -30,6 +30,9 @@ struct payment_store_backend {
     int (*backup)(const char *uri, const char *dest, char *errbuf, size_t errlen);
     void (*close)(payment_store *s);
     int (*ping)(payment_store *s);
+    /* payment_store_refusal, or NULL where a store never refuses for good
+     * after its open. */
+    const char *(*refusal)(payment_store *s);
     /* get and get_meta in one: created_ms may be NULL. */
     int (*get)(payment_store *s, const char *id, struct buf *doc, int64_t *version,
                int64_t *created_ms);

@@ -287,6 +287,13 @@ static void mongo_stats(payment_store *s, struct payment_store_stats *out)
     out->batches = &st->batches;
 }
 
+/* Setup's refusal of a newer store, once it was made (mongo_ready). */
+static const char *mongo_refusal_text(payment_store *s)
+{
+    struct mongo_store *st = (struct mongo_store *)s;
+    return atomic_load(&st->refused) ? st->refusal : NULL;
+}
+
 /* The caller guarantees no call into the store runs or starts meanwhile. */
 static void mongo_close(payment_store *s)
 {
@@ -301,6 +308,7 @@ const struct payment_store_backend payment_store_mongo_backend = {
     .open = mongo_open,
     .close = mongo_close,
     .ping = mongo_ping,
+    .refusal = mongo_refusal_text,
     .get = mongo_get,
     .list = mongo_list,
     .create = mongo_create,

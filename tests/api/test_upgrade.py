@@ -602,8 +602,10 @@ def mongo_newer_store_found_after_waiting_stays_refused(t):
                          "GET %d after the refusal" % i)
             expect_error(c.post("/v1/payments", harness.payment()), 503, "store_unavailable",
                          "POST %d after the refusal" % i)
-            expect_error(c.get("/readyz"), 503, "store_unavailable",
-                         "/readyz %d after the refusal" % i)
+            ready = expect_error(c.get("/readyz"), 503, "store_unavailable",
+                                 "/readyz %d after the refusal" % i)
+            check("store schema version 2 is newer than this build's (1): upgrade paymentd"
+                  in ready["error_message"], "/readyz says why: %r" % ready["error_message"])
         time.sleep(0.5)
         eq(_mongo_writes(db)[0], writes, "writes sent after the refusal (setup tried again)")
         check(_mongo_snapshot(db) == before, "the refused store changed")
