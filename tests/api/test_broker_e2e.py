@@ -188,13 +188,15 @@ class Conn:
             self.c = None
 
 
-def _write(conn, method, path, body, key, stats, retry_s=20.0):
+def _write(conn, method, path, body, key, stats, retry_s=60.0):
     """Publishes one asynchronous write and returns its operation id.  503
     (broker failover) is retried with the same Idempotency-Key, hence the
     same operation, as is 409 idempotency_key_in_use (a request the client
     gave up on, reconnecting, is still being published: the retry is
     answered from it once it is done); anything else than 202 fails the
-    test."""
+    test.  A failover usually answers 503 for a few seconds; on a loaded
+    machine a stream leader's election has taken over 20 s (a CI run), so a
+    client retries for a minute, as a real one would keep retrying."""
     deadline = time.monotonic() + retry_s
     while True:
         st, j = conn.request(method, path, body, dict(ASYNC, **{"Idempotency-Key": key}))
