@@ -135,8 +135,10 @@ under_systemd_checks() {
   local json=(-H 'Content-Type: application/json')
 
   # --- start, serve, write, deliver --------------------------------------
-  # A webhook receiver inside (loopback), and private destinations allowed.
-  in_ns /usr/bin/python3 -c '
+  # A webhook receiver inside (loopback; a transient unit of the container's
+  # systemd, so that no process of this machine waits on it), and private
+  # destinations allowed.
+  in_ns systemd-run --quiet --unit=paymentd-test-receiver /usr/bin/python3 -c '
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
@@ -147,7 +149,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(204); self.end_headers()
     def log_message(self, *a): pass
 http.server.HTTPServer(("127.0.0.1", 8099), H).serve_forever()
-' >/dev/null 2>&1 &
+'
   drop_in paymentd.service $'[Service]\nEnvironment=PAYMENTD_WEBHOOK_ALLOW_PRIVATE=true' test-webhooks
   check "systemctl start paymentd returns (READY=1) and the unit is active" \
     quiet in_ns systemctl start paymentd
@@ -235,7 +237,8 @@ http.server.HTTPServer(("127.0.0.1", 8099), H).serve_forever()
     awk -v s="${score:-99}" 'BEGIN { exit !(s <= 2.0) }'
 
   # --- the worker ----------------------------------------------------------
-  in_ns nats-server -js -a 127.0.0.1 -p 4222 -sd /var/tmp/paymentd-nats >/dev/null 2>&1 &
+  in_ns systemd-run --quiet --unit=paymentd-test-nats \
+    nats-server -js -a 127.0.0.1 -p 4222 -sd /var/tmp/paymentd-nats
   check "NATS JetStream inside the container answers" wait_for 20 \
     quiet nsenter -t "$ns_init" -a bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222'
   drop_in paymentd-worker@.service $'[Service]\nEnvironment=PAYMENTD_BROKER=nats://127.0.0.1:4222' test-broker
