@@ -7,7 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
-#include <time.h>
+
+#include "core/clock.h"
 
 static atomic_int notify_failure_logged; /* 1 once a failed notification was logged */
 
@@ -42,13 +43,9 @@ void notify_reloading(const struct logger *log, const char *status)
 {
     /* MONOTONIC_USEC lets a manager tell this reload from an earlier one
      * (Type=notify-reload needs it; Type=notify ignores it). */
-    struct timespec now;
-    int rc = clock_gettime(CLOCK_MONOTONIC, &now);
-    assert(rc == 0);
-    (void)rc;
     char head[96];
     int n = snprintf(head, sizeof head, "RELOADING=1\nMONOTONIC_USEC=%lld",
-                     (long long)now.tv_sec * 1000000LL + now.tv_nsec / 1000);
+                     (long long)clock_mono_us());
     assert(n > 0 && (size_t)n < sizeof head);
     (void)n;
     notify_with_status(log, head, status);

@@ -170,8 +170,6 @@ void pg_uri_redact(const char *uri, char *out, size_t outlen);
 
 /* ---- store_pg_schema.c ------------------------------------------------------- */
 
-/* The schema version this build writes. */
-int pg_schema_version(void);
 /* Brings c's database to the current schema in one transaction, under a
  * transaction-scoped advisory lock, so that several processes starting at
  * once migrate it once.  A database of a newer version is refused (EURI)

@@ -150,11 +150,6 @@ static const char *const pg_migrations[] = {
 
 #define PG_SCHEMA_VERSION ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 
-int pg_schema_version(void)
-{
-    return PG_SCHEMA_VERSION;
-}
-
 int payment_store_schema_postgres(void)
 {
     return PG_SCHEMA_VERSION;
